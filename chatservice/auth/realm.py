@@ -1,0 +1,31 @@
+"""The ``twisted.cred`` realm: an authenticated user name becomes a chat session."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.cred.portal import IRealm
+from zope.interface import implementer
+
+from chatservice.state import ChatClient, ChatState, IChatSession
+
+
+@implementer(IRealm)
+class ChatRealm:
+    """Hands out :class:`~chatservice.state.Session` avatars from one :class:`ChatState`.
+
+    The mind is the connection (a :class:`~chatservice.state.ChatClient`); the
+    logout callable ends the session.  Raises
+    :class:`~chatservice.state.AlreadyLoggedIn` for a second login.
+    """
+
+    def __init__(self, state: ChatState) -> None:
+        self.state = state
+
+    def requestAvatar(
+        self, avatarId: str, mind: ChatClient, *interfaces: Any
+    ) -> tuple[Any, IChatSession, Callable[[], None]]:
+        if IChatSession not in interfaces:
+            raise NotImplementedError("ChatRealm only provides IChatSession")
+        session = self.state.attach(avatarId, mind)
+        return IChatSession, session, session.end

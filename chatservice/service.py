@@ -1,0 +1,43 @@
+"""The chat service's life: what happens when ``twistd`` starts and stops it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from twisted.application.service import Service
+from twisted.logger import Logger
+
+from chatservice import events
+from chatservice.auth.lockout import LoginLockout
+from chatservice.state import ChatState
+
+log = Logger()
+
+SHUTDOWN = events.Disconnected("shutdown", "The server is shutting down.")
+
+
+class ChatService(Service):
+    """Opens the store and loads the state at start; at stop, says goodbye and cleans up.
+
+    :param state: the chat state (and through it, the store).
+    :param lockout: the login lock-out, whose timers are cancelled at stop.
+    :param data_dir: where the service keeps what it writes; created at start.
+    """
+
+    def __init__(self, state: ChatState, lockout: LoginLockout, data_dir: Path) -> None:
+        self.state = state
+        self.lockout = lockout
+        self.data_dir = data_dir
+
+    def startService(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.state.store.open()
+        self.state.load()
+        super().startService()
+        log.info("Chat service started; data in {data_dir}", data_dir=str(self.data_dir))
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.state.disconnect_all(SHUTDOWN)
+        self.lockout.stop()
+        self.state.store.close()

@@ -1,0 +1,145 @@
+"""``twistd chat``: the command-line options and the service they build."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from twisted.application import strports
+from twisted.application.service import IService, MultiService
+from twisted.cred.portal import Portal
+from twisted.internet import endpoints
+from twisted.python import usage
+
+from chatservice.auth.credentials import CredentialsChecker, CredentialsError, CredentialsFile
+from chatservice.auth.lockout import LoginLockout
+from chatservice.auth.login import LockoutChecker, LoginGate
+from chatservice.auth.realm import ChatRealm
+from chatservice.server.factory import ChatFactory
+from chatservice.service import ChatService
+from chatservice.state import ChatState
+from chatservice.store.memory import MemoryStore
+
+DEFAULT_LISTEN = "tcp:4119"
+DEFAULT_CREDENTIALS = Path("etc") / "credentials.txt"
+BUNDLED_CREDENTIALS = Path(__file__).parent / "data" / "credentials.txt"
+MAX_FAILURES_RANGE = range(1, 6)
+
+
+def _number(options: usage.Options, name: str, kind: type, minimum: float) -> None:
+    """Convert option ``name`` to ``kind``; refuse values below ``minimum``."""
+    raw = options[name]
+    try:
+        value = kind(raw)
+    except (TypeError, ValueError):
+        raise usage.UsageError(f"--{name} must be a number, not {raw!r}") from None
+    if not (math.isfinite(value) and value >= minimum):
+        raise usage.UsageError(f"--{name} must be at least {minimum:g}, not {raw}")
+    options[name] = value
+
+
+class Options(usage.Options):
+    """Options of ``twistd chat``."""
+
+    synopsis = "[options]"
+    longdesc = (
+        "Run the chat server. Users connect with telnet/nc (text commands) or"
+        " a program speaking JSON lines (see docs/protocol.rst)."
+    )
+    optParameters = [
+        [
+            "credentials",
+            "c",
+            None,
+            "Accounts file, 'username password' a line"
+            f" [default: {DEFAULT_CREDENTIALS} if it exists, else the bundled sample]",
+        ],
+        [
+            "block-duration",
+            "b",
+            "60",
+            "Seconds a user name stays locked after too many failed logins.",
+        ],
+        [
+            "max-failures",
+            "f",
+            "3",
+            "Failed logins in a row (1 to 5) that lock a user name.",
+        ],
+        [
+            "timeout",
+            "t",
+            "600",
+            "Seconds without a valid command before a user is logged out.",
+        ],
+        [
+            "data-dir",
+            "d",
+            "chat-data",
+            "Directory where the service keeps what it writes (created if missing).",
+        ],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+
+    def opt_listen(self, description: str) -> None:
+        """Listen on this endpoint, e.g. tcp:4119 or ssl:4120:privateKey=key.pem:certKey=cert.pem (repeatable) [default: tcp:4119]"""
+        self["listen"].append(description)
+
+    opt_l = opt_listen
+
+    def postOptions(self) -> None:
+        from twisted.internet import reactor
+
+        if not self["listen"]:
+            self["listen"] = [DEFAULT_LISTEN]
+        for description in self["listen"]:
+            try:
+                endpoints.serverFromString(reactor, description)
+            except (ValueError, TypeError, KeyError) as e:
+                raise usage.UsageError(
+                    f"--listen {description!r} is not a server endpoint: {e}"
+                ) from None
+        _number(self, "block-duration", float, 0)
+        _number(self, "timeout", float, 1)
+        _number(self, "max-failures", int, 1)
+        if self["max-failures"] not in MAX_FAILURES_RANGE:
+            raise usage.UsageError(
+                f"--max-failures must be from 1 to 5, not {self['max-failures']}"
+            )
+        path = self["credentials"]
+        if path is None:
+            path = DEFAULT_CREDENTIALS if DEFAULT_CREDENTIALS.exists() else BUNDLED_CREDENTIALS
+        try:
+            self["accounts"] = CredentialsFile.load(path)
+        except CredentialsError as e:
+            raise usage.UsageError(str(e)) from None
+        self["data-dir"] = Path(os.path.expanduser(self["data-dir"]))
+
+
+def makeService(config: Options, reactor: Any = None) -> IService:
+    """Build the chat service and its listeners from parsed ``config``.
+
+    :param reactor: the reactor to listen and keep time with (the global one
+        when ``None``).
+    """
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor
+    accounts: CredentialsFile = config["accounts"]
+    state = ChatState(MemoryStore(), accounts, reactor)
+    lockout = LoginLockout(reactor, config["max-failures"], config["block-duration"])
+    checker = LockoutChecker(CredentialsChecker(accounts), lockout)
+    gate = LoginGate(Portal(ChatRealm(state), [checker]), accounts, lockout)
+    factory = ChatFactory(gate, reactor, config["timeout"])
+
+    top = MultiService()
+    ChatService(state, lockout, config["data-dir"]).setServiceParent(top)
+    for description in config["listen"]:
+        strports.service(description, factory, reactor=reactor).setServiceParent(top)
+    return top

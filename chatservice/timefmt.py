@@ -1,0 +1,12 @@
+"""The one timestamp format users see: ``01 Jun 2022 21:30:04`` (server local time)."""
+
+from __future__ import annotations
+
+import time
+
+TIMESTAMP_FORMAT = "%d %b %Y %H:%M:%S"
+
+
+def format_timestamp(seconds: float) -> str:
+    """Render seconds since the epoch as ``dd Mmm yyyy hh:mm:ss`` in local time."""
+    return time.strftime(TIMESTAMP_FORMAT, time.localtime(seconds))

@@ -1,0 +1,196 @@
+"""The machine wire format: one JSON object per line, both ways.
+
+Every object has a ``type``.  A request may carry an ``id``; the reply to it
+echoes that ``id``.  Field names follow the original JSON design where it had
+them (``login``, ``message``, ``userlist``, ``user_notification``,
+``disconnect``).  Pure parsing and rendering: no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import singledispatch
+from typing import Any
+
+from chatservice import events
+from chatservice.commands import CommandError, Request, convert, lookup
+
+NAME = "json"
+EOL = b"\n"
+
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def decode_line(raw: bytes) -> dict[str, Any]:
+    """Parse one received line as a JSON object with a string ``type``.
+
+    :raises CommandError: ``invalid_json`` for anything else.
+    """
+    try:
+        obj = json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise CommandError("invalid_json", "Malformed JSON: send one object per line.")
+    if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
+        raise CommandError(
+            "invalid_json", 'Each line must be a JSON object with a string "type".'
+        )
+    return obj
+
+
+def request_id(obj: dict[str, Any]) -> Any:
+    """The request's ``id``, if it is one a reply can echo (a string or a number)."""
+    value = obj.get("id")
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return value
+    return None
+
+
+def field(obj: dict[str, Any], name: str) -> str:
+    """A required string field of a request.
+
+    :raises CommandError: ``missing_field`` when absent or not a string.
+    """
+    value = obj.get(name)
+    if not isinstance(value, str):
+        raise CommandError(
+            "missing_field", f'"{obj["type"]}" needs a string field "{name}".'
+        )
+    return value
+
+
+def parse_request(obj: dict[str, Any]) -> Request:
+    """Turn a decoded object into a command request.
+
+    :raises CommandError: unknown ``type``, or a missing or bad field.
+    """
+    command = lookup(obj["type"])
+    arguments = {}
+    for argument in command.arguments:
+        if argument.name not in obj:
+            raise CommandError(
+                "missing_field",
+                f'"{command.name}" needs the field "{argument.name}".',
+            )
+        arguments[argument.name] = convert(command, argument, obj[argument.name])
+    return Request(command.name, arguments, request_id(obj))
+
+
+def encode(event: events.Event, request_id: Any = None) -> bytes | None:
+    """Render ``event`` as one JSON line, echoing ``request_id`` when given."""
+    obj = render(event)
+    if obj is None:
+        return None
+    if request_id is not None:
+        obj["id"] = request_id
+    return _encoder.encode(obj).encode("utf-8") + EOL
+
+
+@singledispatch
+def render(event: events.Event) -> dict[str, Any] | None:
+    """Render ``event`` as a JSON-ready dict, or ``None`` when JSON clients are not told it."""
+    raise NotImplementedError(f"no JSON rendering for {type(event).__name__}")
+
+
+@render.register
+def _(event: events.ErrorReply) -> dict[str, Any]:
+    return {"type": "error", "code": event.code, "message": event.message}
+
+
+@render.register
+def _(event: events.Greeting) -> dict[str, Any]:
+    return {"type": "hello", "version": event.version}
+
+
+@render.register
+def _(event: events.Prompt) -> None:
+    return None
+
+
+@render.register
+def _(event: events.LoginSucceeded) -> dict[str, Any]:
+    return {"type": "login", "success": True, "user": event.username}
+
+
+@render.register
+def _(event: events.LoginRejected) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "type": "login",
+        "success": False,
+        "reason": event.reason,
+        "message": event.message,
+    }
+    if event.retry_after is not None:
+        obj["retry_after"] = round(event.retry_after, 3)
+    return obj
+
+
+@render.register
+def _(event: events.DirectMessage) -> dict[str, Any]:
+    return {
+        "type": "message",
+        "from": event.sender,
+        "message": event.text,
+        "timestamp": event.sent_at,
+        "offline": event.offline,
+    }
+
+
+@render.register
+def _(event: events.BroadcastMessage) -> dict[str, Any]:
+    return {
+        "type": "broadcast",
+        "from": event.sender,
+        "message": event.text,
+        "timestamp": event.sent_at,
+    }
+
+
+@render.register
+def _(event: events.Presence) -> dict[str, Any]:
+    return {"type": "user_notification", "user": event.username, "status": event.online}
+
+
+@render.register
+def _(event: events.UserList) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "type": "userlist",
+        "users": list(event.users),
+        "onlinetype": True,
+    }
+    if event.since is not None:
+        obj["since"] = event.since
+    return obj
+
+
+@render.register
+def _(event: events.MessageSent) -> dict[str, Any]:
+    return {"type": "message_status", "to": event.recipient, "stored": event.stored}
+
+
+@render.register
+def _(event: events.BroadcastSent) -> dict[str, Any]:
+    return {
+        "type": "broadcast_status",
+        "delivered": event.delivered,
+        "skipped": event.skipped,
+    }
+
+
+@render.register
+def _(event: events.BlockChanged) -> dict[str, Any]:
+    return {"type": "block_status", "user": event.username, "blocked": event.blocked}
+
+
+@render.register
+def _(event: events.HelpText) -> dict[str, Any]:
+    return {
+        "type": "help",
+        "commands": [
+            {"usage": usage, "summary": summary} for usage, summary in event.commands
+        ],
+    }
+
+
+@render.register
+def _(event: events.Disconnected) -> dict[str, Any]:
+    return {"type": "disconnect", "reason": event.reason, "message": event.message}

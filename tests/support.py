@@ -1,0 +1,145 @@
+"""Test helpers: a whole chat server on a fake clock, and connections to it over StringTransport."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from twisted.cred.portal import Portal
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from chatservice.auth.credentials import CredentialsChecker, CredentialsFile
+from chatservice.auth.lockout import LoginLockout
+from chatservice.auth.login import LockoutChecker, LoginGate
+from chatservice.auth.realm import ChatRealm
+from chatservice.server.factory import ChatFactory
+from chatservice.server.protocol import ChatProtocol
+from chatservice.state import ChatState
+from chatservice.store.memory import MemoryStore
+
+SAMPLE_ACCOUNTS = {
+    "yoda": "wise",
+    "hans": "falcon",
+    "luke": "jedi",
+    "obiwan": "kenobi",
+    "leia": "princess",
+}
+
+
+class Connection:
+    """One client connection: a :class:`ChatProtocol` writing into a StringTransport."""
+
+    def __init__(self, protocol: ChatProtocol, transport: StringTransport) -> None:
+        self.protocol = protocol
+        self.transport = transport
+
+    def send(self, line: str | bytes, eol: bytes = b"\r\n") -> None:
+        """Send one line (text is UTF-8 encoded) with ``eol`` appended."""
+        data = line.encode("utf-8") if isinstance(line, str) else line
+        self.protocol.dataReceived(data + eol)
+
+    def send_json(self, obj: dict[str, Any]) -> None:
+        """Send one JSON object as a line."""
+        self.send(json.dumps(obj), b"\n")
+
+    def output(self) -> str:
+        """Everything written since the last call, decoded."""
+        data = self.transport.value()
+        self.transport.clear()
+        return data.decode("utf-8")
+
+    def lines(self) -> list[str]:
+        """The CRLF-terminated lines written since the last call (a trailing prompt is dropped)."""
+        return self.output().split("\r\n")[:-1]
+
+    def json(self) -> list[dict[str, Any]]:
+        """The JSON objects written since the last call (non-JSON lines skipped)."""
+        return [
+            json.loads(line)
+            for line in self.output().splitlines()
+            if line.startswith("{")
+        ]
+
+    @property
+    def closed(self) -> bool:
+        """Whether the server asked to close this connection."""
+        return self.transport.disconnecting
+
+    def drop(self) -> None:
+        """Simulate the client vanishing."""
+        self.protocol.connectionLost(None)
+
+    def login(self, username: str, password: str | None = None) -> None:
+        """Log in over the text format and discard the output."""
+        self.send(username)
+        self.send(password if password is not None else SAMPLE_ACCOUNTS[username])
+        self.output()
+
+    def login_json(self, username: str, password: str | None = None) -> None:
+        """Log in over the JSON format and discard the output."""
+        self.send_json(
+            {
+                "type": "login",
+                "user": username,
+                "password": password if password is not None else SAMPLE_ACCOUNTS[username],
+            }
+        )
+        self.output()
+
+
+class ChatHarness:
+    """A chat server wired as ``makeService`` wires it, on a :class:`Clock`.
+
+    :param accounts: user name to password.
+    """
+
+    def __init__(
+        self,
+        accounts: dict[str, str] | None = None,
+        max_failures: int = 3,
+        block_duration: float = 60,
+        timeout: float = 600,
+        max_line_length: int = 8192,
+    ) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000)
+        self.accounts = CredentialsFile(
+            Path("test-credentials.txt"), dict(accounts or SAMPLE_ACCOUNTS)
+        )
+        self.store = MemoryStore()
+        self.state = ChatState(self.store, self.accounts, self.clock)
+        self.lockout = LoginLockout(self.clock, max_failures, block_duration)
+        checker = LockoutChecker(CredentialsChecker(self.accounts), self.lockout)
+        self.gate = LoginGate(
+            Portal(ChatRealm(self.state), [checker]), self.accounts, self.lockout
+        )
+        self.factory = ChatFactory(self.gate, self.clock, timeout, max_line_length)
+
+    def connect(self, host: str = "10.0.0.1", port: int = 40000) -> Connection:
+        """Open a connection from ``host``; the greeting and prompt are discarded."""
+        address = IPv4Address("TCP", host, port)
+        protocol = self.factory.buildProtocol(address)
+        transport = StringTransport(peerAddress=address)
+        protocol.makeConnection(transport)
+        transport.clear()
+        return Connection(protocol, transport)
+
+    def online(self, *usernames: str) -> list[Connection]:
+        """Connect and log in each of ``usernames`` over text."""
+        connections = []
+        for username in usernames:
+            connection = self.connect()
+            connection.login(username)
+            connections.append(connection)
+        for connection in connections:
+            connection.output()
+        return connections
+
+    def close_all(self, *connections: Connection) -> None:
+        """Drop every connection (as the reactor would) and stop the lock-out timers."""
+        for connection in connections:
+            connection.drop()
+        self.lockout.stop()
