@@ -271,14 +271,14 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
 
     def _json_command(self, obj: dict[str, Any]) -> None:
         assert self.session is not None
+        if obj["type"].lower() == "login":
+            raise CommandError("already_logged_in", "You are already logged in.")
         claimed = obj.get("user")
         if claimed is not None and claimed != self.session.username:
             raise CommandError(
                 "user_mismatch",
                 f'The "user" field must be your own user name ({self.session.username}).',
             )
-        if obj["type"].lower() == "login":
-            raise CommandError("already_logged_in", "You are already logged in.")
         self._command(jsonlines.parse_request(obj))
 
     def _command(self, request: Request) -> None:
