@@ -18,6 +18,8 @@ TEXT = "text"
 """An argument that takes the rest of the line (a message)."""
 SECONDS = "seconds"
 """An argument that is a non-negative number of seconds."""
+COUNT = "count"
+"""An argument that is a non-negative whole number (a size in bytes)."""
 
 _CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
@@ -46,12 +48,14 @@ class Argument:
 
     :param name: the keyword passed to the handler, and the JSON field name.
     :param label: how the text usage line names it, e.g. ``user``.
-    :param kind: :data:`WORD`, :data:`TEXT` or :data:`SECONDS`.
+    :param kind: :data:`WORD`, :data:`TEXT`, :data:`SECONDS` or :data:`COUNT`.
+    :param required: whether the request must give it (else it is ``None``).
     """
 
     name: str
     label: str
     kind: str = WORD
+    required: bool = True
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,11 @@ class Command:
     @property
     def usage(self) -> str:
         """The usage line shown by ``help``, e.g. ``message <user> <text>``."""
-        return " ".join([self.name] + [f"<{a.label}>" for a in self.arguments])
+        words = [self.name]
+        for argument in self.arguments:
+            label = f"<{argument.label}>"
+            words.append(label if argument.required else f"[{label}]")
+        return " ".join(words)
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,17 @@ COMMANDS: tuple[Command, ...] = (
     Command("broadcast", (_TEXT,), "send <text> to every other online user"),
     Command("block", (_TARGET,), "stop <user> from messaging you or seeing you"),
     Command("unblock", (_TARGET,), "undo block <user>"),
+    Command(
+        "startprivate",
+        (_TARGET,),
+        "get <user>'s peer address and a token to chat privately (chat-client)",
+    ),
+    Command(
+        "sendfile",
+        (_USER, Argument("filename", "file"), Argument("size", "bytes", COUNT, False)),
+        "get <user>'s UDP address and a token to send them <file> (chat-client)",
+        ("upd",),
+    ),
     Command("logout", (), "log out and close the connection", ("disconnect",)),
     Command("help", (), "show this list"),
 )
@@ -129,6 +148,18 @@ def convert(command: Command, argument: Argument, value: Any) -> Any:
 
     :raises CommandError: ``bad_argument`` with the command's usage.
     """
+    if not argument.required and value in (None, ""):
+        return None
+    if argument.kind == COUNT:
+        if isinstance(value, str) and value.isdigit():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise CommandError(
+                "bad_argument",
+                f"Error. <{argument.label}> must be a whole number."
+                f" Usage: {command.usage}",
+            )
+        return value
     if argument.kind == SECONDS:
         try:
             number = float(value)

@@ -159,6 +159,42 @@ class HelpText(Event):
     commands: tuple[tuple[str, str], ...]
 
 
+# Peer-to-peer set-up ------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class PeerAddress(Event):
+    """Reply to ``startprivate`` (``purpose`` "private") or ``sendfile`` ("file").
+
+    Where to reach ``username``'s client directly, and the one-time ``token``
+    that client was given for this initiator.
+    """
+
+    purpose: str
+    username: str
+    host: str
+    port: int
+    token: str
+
+
+@dataclass(frozen=True, eq=False)
+class PrivateRequest(Event):
+    """``sender`` will connect for private chat presenting ``token``."""
+
+    sender: str
+    token: str
+
+
+@dataclass(frozen=True, eq=False)
+class FileIncoming(Event):
+    """``sender`` will send ``filename`` (``size`` bytes, if known) over UDP with ``token``."""
+
+    sender: str
+    filename: str
+    size: int | None
+    token: str
+
+
 # End of a session -------------------------------------------------------------
 
 

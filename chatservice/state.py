@@ -12,6 +12,7 @@ realm creates it, and every command the user sends becomes a call on it.
 
 from __future__ import annotations
 
+import secrets
 from typing import Callable, Iterable, Protocol
 
 from twisted.internet.interfaces import IReactorTime
@@ -27,9 +28,15 @@ class AlreadyLoggedIn(Exception):
 
 
 class ChatClient(Protocol):
-    """What the state needs of a connection: somewhere to send events."""
+    """What the state needs of a connection: somewhere to send events.
+
+    ``host`` is the client's IP address; ``p2p_port`` and ``udp_port`` are the
+    ports its peer listener and file receiver said (at login) they listen on.
+    """
 
     host: str
+    p2p_port: int | None
+    udp_port: int | None
 
     def deliver(self, event: events.Event) -> None:
         """Send ``event`` to the user (buffered; never blocks)."""
@@ -177,6 +184,8 @@ class Session:
             "broadcast": self.broadcast,
             "block": self.block,
             "unblock": self.unblock,
+            "startprivate": self.startprivate,
+            "sendfile": self.sendfile,
         }
 
     def begin(self) -> None:
@@ -283,3 +292,39 @@ class Session:
             raise CommandError("not_blocked", f"Error. {target} was not blocked.")
         self.state.unblock(self.username, target)
         return events.BlockChanged(target, blocked=False)
+
+    def _reachable(self, username: str) -> Session:
+        """The session of ``username`` if this user may contact them directly."""
+        self._check_other_user(username)
+        other = self.state.sessions.get(username)
+        if other is None:
+            raise CommandError("offline", f"Error. {username} is offline.")
+        if self.state.has_blocked(username, self.username):
+            raise CommandError("blocked", f"Error. {username} has blocked you.")
+        return other
+
+    def startprivate(self, target: str) -> events.PeerAddress:
+        """Introduce this user's client to ``target``'s peer listener with a one-time token."""
+        other = self._reachable(target)
+        port = other.client.p2p_port
+        if not port:
+            raise CommandError(
+                "no_peer_port",
+                f"Error. {target} is not using a client that accepts private chat.",
+            )
+        token = secrets.token_hex(16)
+        other.client.deliver(events.PrivateRequest(self.username, token))
+        return events.PeerAddress("private", target, other.client.host, port, token)
+
+    def sendfile(self, to: str, filename: str, size: int | None) -> events.PeerAddress:
+        """Introduce this user's client to ``to``'s UDP file receiver with a one-time token."""
+        other = self._reachable(to)
+        port = other.client.udp_port
+        if not port:
+            raise CommandError(
+                "no_udp_port",
+                f"Error. {to} is not using a client that accepts files.",
+            )
+        token = secrets.token_hex(16)
+        other.client.deliver(events.FileIncoming(self.username, filename, size, token))
+        return events.PeerAddress("file", to, other.client.host, port, token)

@@ -16,7 +16,7 @@ from chatservice.auth.errors import WrongPassword
 from chatservice.auth.login import LockoutChecker, LoginGate
 from chatservice.auth.realm import ChatRealm
 from chatservice.server.factory import ChatFactory
-from tests.support import ChatHarness, Connection
+from tests.support import SAMPLE_ACCOUNTS, ChatHarness, Connection
 
 
 class HarnessTestCase(unittest.TestCase):
@@ -592,3 +592,81 @@ class SlowLoginTests(HarnessTestCase):
         (_, d), = self.checker.pending
         d.errback(WrongPassword("yoda"))
         self.assertEqual(self.harness.state.sessions, {})
+
+
+class PeerIntroductionTests(HarnessTestCase):
+    """startprivate and sendfile hand out peer addresses and one-time tokens."""
+
+    def json_user(self, username: str, **ports: int) -> Connection:
+        connection = self.connect()
+        connection.send_json(
+            dict(
+                {"type": "login", "user": username, "password": SAMPLE_ACCOUNTS[username]},
+                **ports,
+            )
+        )
+        self.assertTrue(connection.json()[0]["success"])
+        return connection
+
+    def test_startprivate_gives_both_sides_the_token(self) -> None:
+        hans = self.json_user("hans", p2p_port=5001, udp_port=5002)
+        yoda = self.json_user("yoda", p2p_port=6001)
+        hans.json()
+        yoda.send_json({"type": "startprivate", "target": "hans", "id": 1})
+        (reply,) = yoda.json()
+        (request,) = hans.json()
+        self.assertEqual(
+            {k: reply[k] for k in ("type", "user", "host", "port", "id")},
+            {"type": "private_address", "user": "hans", "host": "10.0.0.1", "port": 5001, "id": 1},
+        )
+        self.assertEqual(request, {"type": "private_request", "from": "yoda", "token": reply["token"]})
+        self.assertEqual(len(reply["token"]), 32)
+        yoda.send_json({"type": "startprivate", "target": "hans", "id": 2})
+        self.assertNotEqual(yoda.json()[0]["token"], reply["token"])
+
+    def test_sendfile_gives_receiver_the_offer(self) -> None:
+        hans = self.json_user("hans", p2p_port=5001, udp_port=5002)
+        yoda = self.json_user("yoda")
+        hans.json()
+        yoda.send_json({"type": "sendfile", "to": "hans", "filename": "a.mp4", "size": 20, "id": 1})
+        (reply,) = yoda.json()
+        (offer,) = hans.json()
+        self.assertEqual((reply["type"], reply["port"]), ("file_address", 5002))
+        self.assertEqual(
+            offer,
+            {"type": "file_incoming", "from": "yoda", "filename": "a.mp4", "size": 20, "token": reply["token"]},
+        )
+
+    def test_errors(self) -> None:
+        hans = self.json_user("hans")
+        yoda = self.json_user("yoda", p2p_port=6001, udp_port=6002)
+        hans.json()
+        cases = [
+            ({"type": "startprivate", "target": "hans"}, "no_peer_port"),
+            ({"type": "sendfile", "to": "hans", "filename": "f"}, "no_udp_port"),
+            ({"type": "startprivate", "target": "luke"}, "offline"),
+            ({"type": "startprivate", "target": "vader"}, "invalid_user"),
+            ({"type": "startprivate", "target": "yoda"}, "self"),
+            ({"type": "sendfile", "to": "hans", "filename": "f", "size": -1}, "bad_argument"),
+        ]
+        for request, code in cases:
+            yoda.send_json(request)
+            self.assertEqual(yoda.json()[0]["code"], code, request)
+        yoda.send_json({"type": "block", "target": "hans"})
+        hans.send_json({"type": "startprivate", "target": "yoda"})
+        self.assertEqual(hans.json()[0]["code"], "blocked")
+        self.assertEqual([m["type"] for m in yoda.json()], ["block_status"])
+
+    def test_bad_port_in_login(self) -> None:
+        connection = self.connect()
+        connection.send_json({"type": "login", "user": "yoda", "password": "wise", "p2p_port": 70000})
+        self.assertEqual(connection.json()[0]["code"], "bad_argument")
+        self.assertNotIn("yoda", self.harness.state.sessions)
+
+    def test_text_users_get_the_address_as_a_line(self) -> None:
+        hans = self.json_user("hans", p2p_port=5001)
+        (yoda,) = self.online("yoda")
+        yoda.send("startprivate hans")
+        (line,) = yoda.lines()
+        self.assertTrue(line.startswith("Private chat with hans: connect to 10.0.0.1:5001 with token "))
+

@@ -69,6 +69,8 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         self.wire: ModuleType = text
         self.phase = Phase.USERNAME
         self.host = ""
+        self.p2p_port: int | None = None
+        self.udp_port: int | None = None
         self.session: IChatSession | None = None
         self._logout: Callable[[], None] | None = None
         self._username = ""
@@ -213,6 +215,8 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
             self.resetTimeout()
             username = jsonlines.field(obj, "user")
             password = jsonlines.field(obj, "password")
+            self.p2p_port = jsonlines.port(obj, "p2p_port")
+            self.udp_port = jsonlines.port(obj, "udp_port")
             self._login(username, password, request_id)
         elif kind in ("logout", "disconnect"):
             self.disconnect(events.Disconnected("logout", "Goodbye."), request_id)

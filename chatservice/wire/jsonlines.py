@@ -58,6 +58,19 @@ def field(obj: dict[str, Any], name: str) -> str:
     return value
 
 
+def port(obj: dict[str, Any], name: str) -> int | None:
+    """An optional port-number field (1 to 65535) of a request.
+
+    :raises CommandError: ``bad_argument`` when present and not a port number.
+    """
+    value = obj.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 65536:
+        raise CommandError("bad_argument", f'"{name}" must be a port number (1 to 65535).')
+    return value
+
+
 def parse_request(obj: dict[str, Any]) -> Request:
     """Turn a decoded object into a command request.
 
@@ -66,12 +79,12 @@ def parse_request(obj: dict[str, Any]) -> Request:
     command = lookup(obj["type"])
     arguments = {}
     for argument in command.arguments:
-        if argument.name not in obj:
+        if argument.name not in obj and argument.required:
             raise CommandError(
                 "missing_field",
                 f'"{command.name}" needs the field "{argument.name}".',
             )
-        arguments[argument.name] = convert(command, argument, obj[argument.name])
+        arguments[argument.name] = convert(command, argument, obj.get(argument.name))
     return Request(command.name, arguments, request_id(obj))
 
 
@@ -188,6 +201,33 @@ def _(event: events.HelpText) -> dict[str, Any]:
         "commands": [
             {"usage": usage, "summary": summary} for usage, summary in event.commands
         ],
+    }
+
+
+@render.register
+def _(event: events.PeerAddress) -> dict[str, Any]:
+    return {
+        "type": "private_address" if event.purpose == "private" else "file_address",
+        "user": event.username,
+        "host": event.host,
+        "port": event.port,
+        "token": event.token,
+    }
+
+
+@render.register
+def _(event: events.PrivateRequest) -> dict[str, Any]:
+    return {"type": "private_request", "from": event.sender, "token": event.token}
+
+
+@render.register
+def _(event: events.FileIncoming) -> dict[str, Any]:
+    return {
+        "type": "file_incoming",
+        "from": event.sender,
+        "filename": event.filename,
+        "size": event.size,
+        "token": event.token,
     }
 
 

@@ -189,5 +189,26 @@ def _(event: events.HelpText) -> str:
 
 
 @render.register
+def _(event: events.PeerAddress) -> str:
+    what = "Private chat" if event.purpose == "private" else "File transfer"
+    return _lines(
+        f"{what} with {event.username}: connect to {event.host}:{event.port}"
+        f" with token {event.token}"
+    )
+
+
+@render.register
+def _(event: events.PrivateRequest) -> str:
+    return _lines(f"{event.sender} will start a private chat with token {event.token}")
+
+
+@render.register
+def _(event: events.FileIncoming) -> str:
+    return _lines(
+        f"{event.sender} will send you {event.filename} with token {event.token}"
+    )
+
+
+@render.register
 def _(event: events.Disconnected) -> str:
     return _lines(event.message)
