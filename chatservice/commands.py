@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from chatservice.timefmt import parse_timestamp
+
 WORD = "word"
 """An argument that is one whitespace-free word (a user name)."""
 TEXT = "text"
@@ -19,7 +21,13 @@ TEXT = "text"
 SECONDS = "seconds"
 """An argument that is a non-negative number of seconds."""
 COUNT = "count"
-"""An argument that is a non-negative whole number (a size in bytes)."""
+"""An argument that is a non-negative whole number (a size, a room number)."""
+RECIPIENTS = "recipients"
+"""User names: one word, or ``(a b c)`` in text; a string or a list in JSON."""
+WORDS = "words"
+"""User names: the rest of the line in text; a string or a list in JSON."""
+TIMESTAMP = "timestamp"
+"""A time as ``dd Mmm yyyy hh:mm:ss`` (JSON: that string, or seconds since the epoch)."""
 
 _CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
@@ -73,6 +81,8 @@ class Command:
         words = [self.name]
         for argument in self.arguments:
             label = f"<{argument.label}>"
+            if argument.kind == WORDS:
+                label = f"{label} [{label} ...]"
             words.append(label if argument.required else f"[{label}]")
         return " ".join(words)
 
@@ -93,22 +103,60 @@ class Request:
 _USER = Argument("to", "user")
 _TARGET = Argument("target", "user")
 _TEXT = Argument("message", "text", TEXT)
+_ROOM = Argument("room", "id", COUNT)
 
 COMMANDS: tuple[Command, ...] = (
-    Command("whoelse", (), "list the other users online now", ("userlist",)),
+    Command("whoelse", (), "list the other users online now", ("who", "userlist")),
     Command(
         "whoelsesince",
         (Argument("seconds", "seconds", SECONDS),),
         "list the other users online at any time in the last <seconds>",
     ),
     Command(
+        "last",
+        (Argument("minutes", "minutes", SECONDS),),
+        "list the other users online at any time in the last <minutes>",
+    ),
+    Command("active", (), "list the other users online with address, peer port and since when", ("atu",)),
+    Command(
         "message",
         (_USER, _TEXT),
         "send <text> to <user>; kept for their next login if they are offline",
     ),
-    Command("broadcast", (_TEXT,), "send <text> to every other online user"),
+    Command(
+        "send",
+        (Argument("to", "user|(user1 user2 ...)", RECIPIENTS), _TEXT),
+        "send <text> to one user or to several: send (hans luke) hi",
+    ),
+    Command("broadcast", (_TEXT,), "send <text> to every other online user", ("bcm",)),
+    Command(
+        "read",
+        (Argument("since", "dd Mmm yyyy hh:mm:ss", TIMESTAMP),),
+        "show broadcasts and your rooms' messages posted after the time",
+        ("rdm",),
+    ),
+    Command(
+        "room create",
+        (Argument("members", "user", WORDS),),
+        "make a room with you and the users (or reuse the one they have)",
+        ("srb", "room_create"),
+    ),
+    Command(
+        "room send", (_ROOM, _TEXT), "send <text> to the members of room <id>", ("srm", "room_send")
+    ),
+    Command("room leave", (_ROOM,), "leave room <id>", ("room_leave",)),
+    Command("rooms", (), "list your rooms and their members"),
     Command("block", (_TARGET,), "stop <user> from messaging you or seeing you"),
     Command("unblock", (_TARGET,), "undo block <user>"),
+    Command(
+        "busy",
+        (Argument("message", "auto-reply", TEXT, False),),
+        "hold messages until you are available; senders get the auto-reply",
+    ),
+    Command("idle", (), "end busy and get what arrived meanwhile", ("available",)),
+    Command("hide", (), "leave other users' lists and presence notices"),
+    Command("appear", (), "undo hide"),
+    Command("status", (), "show your busy/visible state and time logged in"),
     Command(
         "startprivate",
         (_TARGET,),
@@ -120,7 +168,7 @@ COMMANDS: tuple[Command, ...] = (
         "get <user>'s UDP address and a token to send them <file> (chat-client)",
         ("upd",),
     ),
-    Command("logout", (), "log out and close the connection", ("disconnect",)),
+    Command("logout", (), "log out and close the connection", ("disconnect", "out")),
     Command("help", (), "show this list"),
 )
 
@@ -130,13 +178,21 @@ for _command in COMMANDS:
         _BY_NAME[_name] = _command
 
 
-def lookup(name: str) -> Command:
+def lookup(name: str, subcommand: str | None = None) -> tuple[Command, bool]:
     """Return the command called ``name`` (any case, aliases too).
+
+    Two-word commands (``room create``) are tried first with ``subcommand``;
+    the flag says whether ``subcommand`` was used.
 
     :raises CommandError: ``invalid_command`` when there is none.
     """
+    name = name.lower()
+    if subcommand is not None:
+        command = _BY_NAME.get(f"{name} {subcommand.lower()}")
+        if command is not None:
+            return command, True
     try:
-        return _BY_NAME[name.lower()]
+        return _BY_NAME[name], False
     except KeyError:
         raise CommandError(
             "invalid_command", "Error. Invalid command (type help for the list)"
@@ -150,6 +206,25 @@ def convert(command: Command, argument: Argument, value: Any) -> Any:
     """
     if not argument.required and value in (None, ""):
         return None
+    if argument.kind in (RECIPIENTS, WORDS):
+        names = value.split() if isinstance(value, str) else value
+        if (
+            not isinstance(names, list)
+            or not names
+            or not all(isinstance(name, str) and name.strip() for name in names)
+        ):
+            raise CommandError("bad_argument", f"Error. Usage: {command.usage}")
+        return tuple(dict.fromkeys(remove_control_characters(n).strip() for n in names))
+    if argument.kind == TIMESTAMP:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+        try:
+            return parse_timestamp(value)
+        except (TypeError, ValueError, OverflowError):
+            raise CommandError(
+                "bad_argument",
+                "Error. Give the time as dd Mmm yyyy hh:mm:ss, e.g. 1 Jun 2022 16:00:00.",
+            ) from None
     if argument.kind == COUNT:
         if isinstance(value, str) and value.isdigit():
             value = int(value)

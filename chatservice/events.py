@@ -102,11 +102,23 @@ class DirectMessage(Event):
 
 @dataclass(frozen=True, eq=False)
 class BroadcastMessage(Event):
-    """A message from one user to every other online user."""
+    """A message from one user to every other online user; ``seq`` numbers it."""
 
     sender: str
     text: str
     sent_at: float
+    seq: int
+
+
+@dataclass(frozen=True, eq=False)
+class RoomMessage(Event):
+    """A message to the members of room ``room_id``; ``seq`` numbers it in the room."""
+
+    room_id: int
+    sender: str
+    text: str
+    sent_at: float
+    seq: int
 
 
 @dataclass(frozen=True, eq=False)
@@ -130,18 +142,139 @@ class UserList(Event):
 
 @dataclass(frozen=True, eq=False)
 class MessageSent(Event):
-    """Reply to ``message``: delivered now, or ``stored`` for the next login."""
+    """Reply to ``message``: delivered now, or ``stored`` for later.
+
+    ``busy`` is true when the recipient is online but busy (the message is kept
+    until they are available); ``auto_reply`` is their auto-reply, given once
+    per sender per busy period.
+    """
 
     recipient: str
     stored: bool
+    busy: bool = False
+    auto_reply: str | None = None
 
 
 @dataclass(frozen=True, eq=False)
 class BroadcastSent(Event):
-    """Reply to ``broadcast``: how many got it, how many were skipped by blocks."""
+    """Reply to ``broadcast``: its number and time, who got it, who did not.
+
+    ``skipped`` counts recipients that blocked the sender; ``auto_replies``
+    holds ``(user, text)`` from busy users (who do not get broadcasts).
+    """
 
     delivered: int
     skipped: int
+    seq: int
+    sent_at: float
+    auto_replies: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class SendReport(Event):
+    """Reply to ``send``: which recipients got it, which will, which cannot and why.
+
+    ``failed`` holds ``(user, reason)``; ``auto_replies`` ``(user, text)``.
+    """
+
+    delivered: tuple[str, ...]
+    stored: tuple[str, ...]
+    failed: tuple[tuple[str, str], ...]
+    auto_replies: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class StatusChanged(Event):
+    """Reply to ``busy``, ``idle``, ``hide`` and ``appear``.
+
+    ``status`` is ``busy``, ``available``, ``hidden`` or ``visible``;
+    ``auto_reply`` is set for ``busy``; ``kept`` and ``missed`` count, for
+    ``available``, the direct messages kept meanwhile and the broadcasts and
+    room messages missed.
+    """
+
+    status: str
+    auto_reply: str | None = None
+    kept: int = 0
+    missed: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class StatusReport(Event):
+    """Reply to ``status``."""
+
+    busy: bool
+    auto_reply: str | None
+    hidden: bool
+    logged_in_at: float
+    now: float
+
+
+@dataclass(frozen=True, eq=False)
+class ActiveList(Event):
+    """Reply to ``active``: ``(user, host, peer port or None, logged in at)`` each."""
+
+    users: tuple[tuple[str, str, int | None, float], ...]
+
+
+@dataclass(frozen=True, eq=False)
+class HistoryList(Event):
+    """Reply to ``read``: broadcasts and room messages after ``after``, oldest first.
+
+    ``entries`` holds ``(channel, seq, sender, text, sent_at)``; the channel is
+    ``broadcast`` or ``room:<id>``.
+    """
+
+    after: float
+    entries: tuple[tuple[str, int, str, str, float], ...]
+
+
+# Rooms --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class RoomCreated(Event):
+    """Reply to ``room create``: the room, and whether it ``existed`` already."""
+
+    room_id: int
+    members: tuple[str, ...]
+    existed: bool
+
+
+@dataclass(frozen=True, eq=False)
+class RoomJoined(Event):
+    """``creator`` added this user to room ``room_id`` with ``members``."""
+
+    room_id: int
+    creator: str
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class RoomPosted(Event):
+    """Reply to ``room send``: the message's number and time, who got it."""
+
+    room_id: int
+    seq: int
+    sent_at: float
+    delivered: int
+    skipped: int
+
+
+@dataclass(frozen=True, eq=False)
+class RoomList(Event):
+    """Reply to ``rooms``: ``(room_id, members)`` each."""
+
+    rooms: tuple[tuple[int, tuple[str, ...]], ...]
+
+
+@dataclass(frozen=True, eq=False)
+class RoomLeft(Event):
+    """``username`` left room ``room_id`` (the reply to ``room leave`` when it is you)."""
+
+    room_id: int
+    username: str
+    removed: bool = False
 
 
 @dataclass(frozen=True, eq=False)

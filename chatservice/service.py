@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 from twisted.application.service import Service
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from chatservice import events
+from chatservice.activitylog import ActivityLog
 from chatservice.auth.lockout import LoginLockout
 from chatservice.state import ChatState
 
@@ -20,24 +23,36 @@ class ChatService(Service):
     """Opens the store and loads the state at start; at stop, says goodbye and cleans up.
 
     :param state: the chat state (and through it, the store).
-    :param lockout: the login lock-out, whose timers are cancelled at stop.
+    :param lockouts: the login lock-outs, whose timers are cancelled at stop.
+    :param activity: the activity logs, started afresh and flushed at stop.
     :param data_dir: where the service keeps what it writes; created at start.
     """
 
-    def __init__(self, state: ChatState, lockout: LoginLockout, data_dir: Path) -> None:
+    def __init__(
+        self,
+        state: ChatState,
+        lockouts: Sequence[LoginLockout],
+        activity: ActivityLog,
+        data_dir: Path,
+    ) -> None:
         self.state = state
-        self.lockout = lockout
+        self.lockouts = lockouts
+        self.activity = activity
         self.data_dir = data_dir
 
     def startService(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.state.store.open()
         self.state.load()
+        self.activity.users_changed()
         super().startService()
         log.info("Chat service started; data in {data_dir}", data_dir=str(self.data_dir))
 
-    def stopService(self) -> None:
+    def stopService(self) -> defer.Deferred[None]:
         super().stopService()
         self.state.disconnect_all(SHUTDOWN)
-        self.lockout.stop()
-        self.state.store.close()
+        for lockout in self.lockouts:
+            lockout.stop()
+        d = self.activity.flush()
+        d.addBoth(lambda _: self.state.store.close())
+        return d

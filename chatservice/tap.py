@@ -10,9 +10,10 @@ from typing import Any
 from twisted.application import strports
 from twisted.application.service import IService, MultiService
 from twisted.cred.portal import Portal
-from twisted.internet import endpoints
+from twisted.internet import endpoints, threads
 from twisted.python import usage
 
+from chatservice.activitylog import ActivityLog
 from chatservice.auth.credentials import CredentialsChecker, CredentialsError, CredentialsFile
 from chatservice.auth.lockout import LoginLockout
 from chatservice.auth.login import LockoutChecker, LoginGate
@@ -132,14 +133,24 @@ def makeService(config: Options, reactor: Any = None) -> IService:
 
         reactor = global_reactor
     accounts: CredentialsFile = config["accounts"]
-    state = ChatState(MemoryStore(), accounts, reactor)
-    lockout = LoginLockout(reactor, config["max-failures"], config["block-duration"])
-    checker = LockoutChecker(CredentialsChecker(accounts), lockout)
-    gate = LoginGate(Portal(ChatRealm(state), [checker]), accounts, lockout)
+    data_dir: Path = config["data-dir"]
+    activity = ActivityLog(
+        data_dir,
+        reactor,
+        lambda f, *args: threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args),
+    )
+    state = ChatState(MemoryStore(), accounts, reactor, activity)
+    activity.active_users = state.active_user_rows
+    max_failures, duration = config["max-failures"], config["block-duration"]
+    lockout = LoginLockout(reactor, max_failures, duration)
+    address_lockout = LoginLockout(reactor, max_failures, duration)
+    checker = LockoutChecker(CredentialsChecker(accounts), lockout, address_lockout)
+    portal = Portal(ChatRealm(state), [checker])
+    gate = LoginGate(portal, accounts, lockout, address_lockout)
     factory = ChatFactory(gate, reactor, config["timeout"])
 
     top = MultiService()
-    ChatService(state, lockout, config["data-dir"]).setServiceParent(top)
+    ChatService(state, [lockout, address_lockout], activity, data_dir).setServiceParent(top)
     for description in config["listen"]:
         strports.service(description, factory, reactor=reactor).setServiceParent(top)
     return top

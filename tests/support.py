@@ -112,14 +112,28 @@ class ChatHarness:
         self.store = MemoryStore()
         self.state = ChatState(self.store, self.accounts, self.clock)
         self.lockout = LoginLockout(self.clock, max_failures, block_duration)
-        checker = LockoutChecker(CredentialsChecker(self.accounts), self.lockout)
+        self.address_lockout = LoginLockout(self.clock, max_failures, block_duration)
+        checker = LockoutChecker(
+            CredentialsChecker(self.accounts), self.lockout, self.address_lockout
+        )
         self.gate = LoginGate(
-            Portal(ChatRealm(self.state), [checker]), self.accounts, self.lockout
+            Portal(ChatRealm(self.state), [checker]),
+            self.accounts,
+            self.lockout,
+            self.address_lockout,
         )
         self.factory = ChatFactory(self.gate, self.clock, timeout, max_line_length)
+        self._hosts = 0
 
-    def connect(self, host: str = "10.0.0.1", port: int = 40000) -> Connection:
-        """Open a connection from ``host``; the greeting and prompt are discarded."""
+    def connect(self, host: str | None = None, port: int = 40000) -> Connection:
+        """Open a connection from ``host``; the greeting and prompt are discarded.
+
+        Each connection comes from its own address unless ``host`` is given,
+        so per-address lock-outs only apply where a test asks for them.
+        """
+        if host is None:
+            self._hosts += 1
+            host = f"10.0.{self._hosts // 250}.{self._hosts % 250 + 1}"
         address = IPv4Address("TCP", host, port)
         protocol = self.factory.buildProtocol(address)
         transport = StringTransport(peerAddress=address)
@@ -143,3 +157,4 @@ class ChatHarness:
         for connection in connections:
             connection.drop()
         self.lockout.stop()
+        self.address_lockout.stop()

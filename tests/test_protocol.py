@@ -16,7 +16,10 @@ from chatservice.auth.errors import WrongPassword
 from chatservice.auth.login import LockoutChecker, LoginGate
 from chatservice.auth.realm import ChatRealm
 from chatservice.server.factory import ChatFactory
+from chatservice.timefmt import format_timestamp
 from tests.support import SAMPLE_ACCOUNTS, ChatHarness, Connection
+
+START = format_timestamp(1_700_000_000)
 
 
 class HarnessTestCase(unittest.TestCase):
@@ -316,7 +319,9 @@ class CommandTests(HarnessTestCase):
         hans.send("broadcast hello all")
         self.assertEqual(yoda.lines(), ["[broadcast] hans: hello all"])
         self.assertEqual(luke.lines(), ["[broadcast] hans: hello all"])
-        self.assertEqual(hans.output(), "")
+        self.assertEqual(
+            hans.lines(), [f"Broadcast message, #1 broadcast at {START}"]
+        )
 
     def test_block_flow(self) -> None:
         yoda, hans = self.online("yoda", "hans")
@@ -331,8 +336,9 @@ class CommandTests(HarnessTestCase):
         self.assertEqual(
             hans.lines(),
             [
+                f"Broadcast message, #1 broadcast at {START}",
                 "Your broadcast could not be delivered to some recipients"
-                " as they have blocked you."
+                " as they have blocked you.",
             ],
         )
         self.assertEqual(yoda.output(), "")
@@ -485,7 +491,17 @@ class JsonTests(HarnessTestCase):
                 {"type": "whoelsesince", "seconds": 60},
                 {"type": "userlist", "users": ["yoda"], "onlinetype": True, "since": 60},
             ),
-            ({"type": "broadcast", "message": "x"}, {"type": "broadcast_status", "delivered": 1, "skipped": 0}),
+            (
+                {"type": "broadcast", "message": "x"},
+                {
+                    "type": "broadcast_status",
+                    "seq": 1,
+                    "timestamp": 1_700_000_000,
+                    "delivered": 1,
+                    "skipped": 0,
+                    "auto_replies": [],
+                },
+            ),
             ({"type": "block", "target": "yoda"}, {"type": "block_status", "user": "yoda", "blocked": True}),
             ({"type": "unblock", "target": "yoda"}, {"type": "block_status", "user": "yoda", "blocked": False}),
         ]:
@@ -617,7 +633,7 @@ class PeerIntroductionTests(HarnessTestCase):
         (request,) = hans.json()
         self.assertEqual(
             {k: reply[k] for k in ("type", "user", "host", "port", "id")},
-            {"type": "private_address", "user": "hans", "host": "10.0.0.1", "port": 5001, "id": 1},
+            {"type": "private_address", "user": "hans", "host": hans.protocol.host, "port": 5001, "id": 1},
         )
         self.assertEqual(request, {"type": "private_request", "from": "yoda", "token": reply["token"]})
         self.assertEqual(len(reply["token"]), 32)
@@ -668,5 +684,7 @@ class PeerIntroductionTests(HarnessTestCase):
         (yoda,) = self.online("yoda")
         yoda.send("startprivate hans")
         (line,) = yoda.lines()
-        self.assertTrue(line.startswith("Private chat with hans: connect to 10.0.0.1:5001 with token "))
+        self.assertTrue(
+            line.startswith(f"Private chat with hans: connect to {hans.protocol.host}:5001 with token ")
+        )
 

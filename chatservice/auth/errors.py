@@ -24,3 +24,7 @@ class AccountLocked(UnauthorizedLogin):
         super().__init__(retry_after, just_locked)
         self.retry_after = retry_after
         self.just_locked = just_locked
+
+
+class AddressLocked(AccountLocked):
+    """The client's address is locked after too many failures from it."""

@@ -20,9 +20,10 @@ from zope.interface import implementer
 
 from chatservice import events
 from chatservice.auth.credentials import username_problem
-from chatservice.auth.errors import AccountLocked, UnknownUser, WrongPassword
+from chatservice.auth.errors import AccountLocked, AddressLocked, UnknownUser, WrongPassword
 from chatservice.auth.lockout import LoginLockout
-from chatservice.state import AccountDirectory, AlreadyLoggedIn, ChatClient, IChatSession
+from chatservice.interfaces import AccountDirectory, ChatClient, IChatSession
+from chatservice.state import AlreadyLoggedIn
 
 log = Logger()
 
@@ -34,6 +35,21 @@ JUST_LOCKED = (
 LOCKED = (
     "Your account is blocked due to multiple login failures. Please try again later"
 )
+ADDRESS_JUST_LOCKED = (
+    "Invalid Password. Your address has been blocked after too many failures."
+    " Please try again later"
+)
+ADDRESS_LOCKED = (
+    "Your address is blocked due to multiple login failures. Please try again later"
+)
+
+
+class CredentialsFrom(UsernamePassword):
+    """A user name and password, and the address they came from."""
+
+    def __init__(self, username: str, password: str, host: str) -> None:
+        super().__init__(username, password)
+        self.host = host
 
 
 class LoginRefused(Exception):
@@ -46,42 +62,67 @@ class LoginRefused(Exception):
 
 @implementer(ICredentialsChecker)
 class LockoutChecker:
-    """Wraps a password checker with a per-user-name :class:`LoginLockout`.
+    """Wraps a password checker with lock-outs per user name and per address.
 
-    A locked account fails with :class:`AccountLocked` without checking the
-    password; a wrong password counts a failure, and the failure that reaches
-    the limit fails with ``AccountLocked(just_locked=True)``.
+    A locked user name or address fails with :class:`AccountLocked` (or
+    :class:`AddressLocked`) without checking the password.  A wrong password
+    counts a failure for both; the failure that reaches a limit fails with
+    ``just_locked=True``.  The address comes from :class:`CredentialsFrom`;
+    other credentials are only checked per user name.
+
+    :param checker: the password checker.
+    :param lockout: the per-user-name lock-out.
+    :param address_lockout: the per-address lock-out, if any.
     """
 
     credentialInterfaces = (IUsernamePassword,)
 
-    def __init__(self, checker: ICredentialsChecker, lockout: LoginLockout) -> None:
+    def __init__(
+        self,
+        checker: ICredentialsChecker,
+        lockout: LoginLockout,
+        address_lockout: LoginLockout | None = None,
+    ) -> None:
         self.checker = checker
         self.lockout = lockout
+        self.address_lockout = address_lockout
+
+    def _locks(self, credentials: IUsernamePassword) -> list[tuple[LoginLockout, str, type]]:
+        locks = [(self.lockout, credentials.username, AccountLocked)]
+        host = getattr(credentials, "host", None)
+        if self.address_lockout is not None and host:
+            locks.append((self.address_lockout, host, AddressLocked))
+        return locks
 
     def requestAvatarId(self, credentials: IUsernamePassword) -> defer.Deferred[str]:
-        key = credentials.username
-        remaining = self.lockout.locked_for(key)
-        if remaining is not None:
-            return defer.fail(AccountLocked(remaining))
+        locks = self._locks(credentials)
+
+        def check_locks() -> None:
+            for lockout, key, error in locks:
+                remaining = lockout.locked_for(key)
+                if remaining is not None:
+                    raise error(remaining)
 
         def accepted(avatar_id: str) -> str:
-            # The account may have been locked while this password was checked.
-            remaining = self.lockout.locked_for(key)
-            if remaining is not None:
-                raise AccountLocked(remaining)
-            self.lockout.succeeded(key)
+            # A lock may have started while this password was checked.
+            check_locks()
+            for lockout, key, _ in locks:
+                lockout.succeeded(key)
             return avatar_id
 
         def refused(failure: Failure) -> Failure:
             failure.trap(WrongPassword)
-            if self.lockout.failed(key):
-                raise AccountLocked(self.lockout.duration, just_locked=True)
-            remaining = self.lockout.locked_for(key)
-            if remaining is not None:
-                raise AccountLocked(remaining)
+            newly_locked = [(lockout, error) for lockout, key, error in locks if lockout.failed(key)]
+            if newly_locked:
+                lockout, error = newly_locked[0]
+                raise error(lockout.duration, just_locked=True)
+            check_locks()
             return failure
 
+        try:
+            check_locks()
+        except AccountLocked:
+            return defer.fail()
         d = defer.maybeDeferred(self.checker.requestAvatarId, credentials)
         d.addCallbacks(accepted, refused)
         return d
@@ -92,18 +133,28 @@ class LoginGate:
 
     :param portal: the portal over :class:`LockoutChecker` and the chat realm.
     :param accounts: the accounts, to tell an unknown user before the password.
-    :param lockout: the lock-out the checker counts failures in.
+    :param lockout: the per-user-name lock-out the checker counts failures in.
+    :param address_lockout: the per-address one, if any.
     """
 
     def __init__(
-        self, portal: Portal, accounts: AccountDirectory, lockout: LoginLockout
+        self,
+        portal: Portal,
+        accounts: AccountDirectory,
+        lockout: LoginLockout,
+        address_lockout: LoginLockout | None = None,
     ) -> None:
         self.portal = portal
         self.accounts = accounts
         self.lockout = lockout
+        self.address_lockout = address_lockout
 
-    def check_username(self, username: str) -> events.LoginRejected | None:
-        """Refuse a user name before asking for a password, or return ``None``."""
+    def check_username(self, username: str, host: str = "") -> events.LoginRejected | None:
+        """Refuse a user name (or the address) before the password, or return ``None``."""
+        if self.address_lockout is not None and host:
+            remaining = self.address_lockout.locked_for(host)
+            if remaining is not None:
+                return events.LoginRejected("address_blocked", ADDRESS_LOCKED, remaining)
         problem = username_problem(username)
         if problem:
             return events.LoginRejected("invalid_username", f"Error. Invalid user name: {problem}.")
@@ -121,10 +172,11 @@ class LoginGate:
 
         Fires with ``(session, logout)``, or fails with :class:`LoginRefused`.
         """
-        rejection = self.check_username(username)
+        rejection = self.check_username(username, client.host)
         if rejection is not None:
             return defer.fail(LoginRefused(rejection))
-        d = self.portal.login(UsernamePassword(username, password), client, IChatSession)
+        credentials = CredentialsFrom(username, password, client.host)
+        d = self.portal.login(credentials, client, IChatSession)
         d.addCallbacks(lambda result: (result[1], result[2]), _refusal, errbackArgs=(username,))
         return d
 
@@ -138,7 +190,16 @@ def _unknown(username: str) -> events.LoginRejected:
 def _refusal(failure: Failure, username: str) -> None:
     """Turn a failed ``Portal.login`` into :class:`LoginRefused`."""
     error = failure.value
-    if isinstance(error, AccountLocked):
+    if isinstance(error, AddressLocked):
+        if error.just_locked:
+            rejection = events.LoginRejected(
+                "address_locked", ADDRESS_JUST_LOCKED, error.retry_after
+            )
+        else:
+            rejection = events.LoginRejected(
+                "address_blocked", ADDRESS_LOCKED, error.retry_after
+            )
+    elif isinstance(error, AccountLocked):
         if error.just_locked:
             rejection = events.LoginRejected("locked", JUST_LOCKED, error.retry_after)
         else:

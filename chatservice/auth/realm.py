@@ -7,7 +7,8 @@ from typing import Any, Callable
 from twisted.cred.portal import IRealm
 from zope.interface import implementer
 
-from chatservice.state import ChatClient, ChatState, IChatSession
+from chatservice.interfaces import ChatClient, IChatSession
+from chatservice.state import ChatState
 
 
 @implementer(IRealm)

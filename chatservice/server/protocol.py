@@ -23,7 +23,7 @@ import chatservice
 from chatservice import events
 from chatservice.auth.login import LoginGate, LoginRefused
 from chatservice.commands import COMMANDS, CommandError, Request
-from chatservice.state import IChatSession
+from chatservice.interfaces import IChatSession
 from chatservice.wire import encode_event, jsonlines, text
 
 log = Logger()
@@ -200,7 +200,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         if not username:
             self.send(events.Prompt(events.Prompt.USERNAME))
             return
-        rejection = self.gate.check_username(username)
+        rejection = self.gate.check_username(username, self.host)
         if rejection is not None:
             self.send(rejection)
             self.send(events.Prompt(events.Prompt.USERNAME))
@@ -256,7 +256,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         if self.phase is Phase.CLOSED:
             return
         rejection: events.LoginRejected = failure.value.rejection
-        if rejection.reason == "locked":
+        if rejection.reason in ("locked", "address_locked"):
             self.disconnect(rejection, request_id)
             return
         self.send(rejection, request_id)

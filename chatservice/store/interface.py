@@ -26,8 +26,23 @@ class StoredMessage:
     sent_at: float
 
 
+@dataclass(frozen=True)
+class HistoryEntry:
+    """A broadcast or room message, kept for ``read``.
+
+    :param channel: ``"broadcast"``, or ``"room:<id>"`` for a room.
+    :param seq: its number in its channel, from 1.
+    """
+
+    channel: str
+    seq: int
+    sender: str
+    text: str
+    sent_at: float
+
+
 class IChatStore(Interface):
-    """Persistent chat data: blocks, last-seen times and offline messages."""
+    """Persistent chat data: blocks, last-seen times, offline messages, rooms, history."""
 
     def open() -> None:
         """Make the store ready; called once when the service starts."""
@@ -58,3 +73,18 @@ class IChatStore(Interface):
 
     def remove_offline(message_ids: Iterable[int]) -> None:
         """Remove delivered messages."""
+
+    def add_history(channel: str, sender: str, text: str, sent_at: float) -> HistoryEntry:
+        """Number and keep a broadcast or room message."""
+
+    def history_after(channels: Iterable[str], after: float) -> list[HistoryEntry]:
+        """The messages of ``channels`` sent after ``after``, oldest first."""
+
+    def rooms() -> Iterable[tuple[int, frozenset[str]]]:
+        """Every room: ``(room_id, members)``."""
+
+    def save_room(room_id: int, members: frozenset[str]) -> None:
+        """Create or update a room."""
+
+    def delete_room(room_id: int) -> None:
+        """Remove a room (its history stays)."""

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from typing import Iterable
 
 from zope.interface import implementer
 
-from chatservice.store.interface import IChatStore, StoredMessage
+from chatservice.store.interface import HistoryEntry, IChatStore, StoredMessage
 
 
 @implementer(IChatStore)
@@ -20,6 +21,8 @@ class MemoryStore:
         self._offline: dict[str, dict[int, StoredMessage]] = {}
         self._recipients: dict[int, str] = {}
         self._ids = itertools.count(1)
+        self._history: dict[str, list[HistoryEntry]] = {}
+        self._rooms: dict[int, frozenset[str]] = {}
 
     def open(self) -> None:
         """Nothing to open."""
@@ -61,3 +64,33 @@ class MemoryStore:
                 del box[message_id]
                 if not box:
                     del self._offline[recipient]
+
+    def add_history(
+        self, channel: str, sender: str, text: str, sent_at: float
+    ) -> HistoryEntry:
+        entries = self._history.setdefault(channel, [])
+        entry = HistoryEntry(channel, len(entries) + 1, sender, text, sent_at)
+        entries.append(entry)
+        return entry
+
+    def history_after(self, channels: Iterable[str], after: float) -> list[HistoryEntry]:
+        found = []
+        for channel in channels:
+            entries = self._history.get(channel, [])
+            first = bisect.bisect_right(entries, after, key=_sent_at)
+            found.extend(entries[first:])
+        found.sort(key=lambda entry: (entry.sent_at, entry.channel, entry.seq))
+        return found
+
+    def rooms(self) -> Iterable[tuple[int, frozenset[str]]]:
+        return sorted(self._rooms.items())
+
+    def save_room(self, room_id: int, members: frozenset[str]) -> None:
+        self._rooms[room_id] = members
+
+    def delete_room(self, room_id: int) -> None:
+        self._rooms.pop(room_id, None)
+
+
+def _sent_at(entry: HistoryEntry) -> float:
+    return entry.sent_at

@@ -76,7 +76,7 @@ def parse_request(obj: dict[str, Any]) -> Request:
 
     :raises CommandError: unknown ``type``, or a missing or bad field.
     """
-    command = lookup(obj["type"])
+    command, _ = lookup(obj["type"])
     arguments = {}
     for argument in command.arguments:
         if argument.name not in obj and argument.required:
@@ -155,6 +155,19 @@ def _(event: events.BroadcastMessage) -> dict[str, Any]:
         "from": event.sender,
         "message": event.text,
         "timestamp": event.sent_at,
+        "seq": event.seq,
+    }
+
+
+@render.register
+def _(event: events.RoomMessage) -> dict[str, Any]:
+    return {
+        "type": "room_message",
+        "room": event.room_id,
+        "from": event.sender,
+        "message": event.text,
+        "timestamp": event.sent_at,
+        "seq": event.seq,
     }
 
 
@@ -175,17 +188,146 @@ def _(event: events.UserList) -> dict[str, Any]:
     return obj
 
 
+def _auto_replies(replies: tuple[tuple[str, str], ...]) -> list[dict[str, str]]:
+    return [{"user": user, "message": text} for user, text in replies]
+
+
 @render.register
 def _(event: events.MessageSent) -> dict[str, Any]:
-    return {"type": "message_status", "to": event.recipient, "stored": event.stored}
+    obj: dict[str, Any] = {
+        "type": "message_status",
+        "to": event.recipient,
+        "stored": event.stored,
+    }
+    if event.busy:
+        obj["busy"] = True
+    if event.auto_reply is not None:
+        obj["auto_reply"] = event.auto_reply
+    return obj
 
 
 @render.register
 def _(event: events.BroadcastSent) -> dict[str, Any]:
     return {
         "type": "broadcast_status",
+        "seq": event.seq,
+        "timestamp": event.sent_at,
         "delivered": event.delivered,
         "skipped": event.skipped,
+        "auto_replies": _auto_replies(event.auto_replies),
+    }
+
+
+@render.register
+def _(event: events.SendReport) -> dict[str, Any]:
+    return {
+        "type": "send_status",
+        "delivered": list(event.delivered),
+        "stored": list(event.stored),
+        "failed": [{"user": user, "reason": reason} for user, reason in event.failed],
+        "auto_replies": _auto_replies(event.auto_replies),
+    }
+
+
+@render.register
+def _(event: events.StatusChanged) -> dict[str, Any]:
+    obj: dict[str, Any] = {"type": "status_changed", "status": event.status}
+    if event.status == "busy":
+        obj["auto_reply"] = event.auto_reply
+    elif event.status == "available":
+        obj["kept"] = event.kept
+        obj["missed"] = event.missed
+    return obj
+
+
+@render.register
+def _(event: events.StatusReport) -> dict[str, Any]:
+    return {
+        "type": "status",
+        "busy": event.busy,
+        "auto_reply": event.auto_reply,
+        "hidden": event.hidden,
+        "logged_in_at": event.logged_in_at,
+        "online_for": event.now - event.logged_in_at,
+    }
+
+
+@render.register
+def _(event: events.ActiveList) -> dict[str, Any]:
+    return {
+        "type": "active",
+        "users": [
+            {"user": user, "host": host, "p2p_port": port, "since": since}
+            for user, host, port, since in event.users
+        ],
+    }
+
+
+@render.register
+def _(event: events.HistoryList) -> dict[str, Any]:
+    return {
+        "type": "history",
+        "after": event.after,
+        "messages": [
+            {
+                "channel": channel,
+                "seq": seq,
+                "from": sender,
+                "message": text,
+                "timestamp": sent_at,
+            }
+            for channel, seq, sender, text, sent_at in event.entries
+        ],
+    }
+
+
+@render.register
+def _(event: events.RoomCreated) -> dict[str, Any]:
+    return {
+        "type": "room_created",
+        "room": event.room_id,
+        "members": list(event.members),
+        "existed": event.existed,
+    }
+
+
+@render.register
+def _(event: events.RoomJoined) -> dict[str, Any]:
+    return {
+        "type": "room_joined",
+        "room": event.room_id,
+        "by": event.creator,
+        "members": list(event.members),
+    }
+
+
+@render.register
+def _(event: events.RoomPosted) -> dict[str, Any]:
+    return {
+        "type": "room_posted",
+        "room": event.room_id,
+        "seq": event.seq,
+        "timestamp": event.sent_at,
+        "delivered": event.delivered,
+        "skipped": event.skipped,
+    }
+
+
+@render.register
+def _(event: events.RoomList) -> dict[str, Any]:
+    return {
+        "type": "rooms",
+        "rooms": [{"room": room, "members": list(members)} for room, members in event.rooms],
+    }
+
+
+@render.register
+def _(event: events.RoomLeft) -> dict[str, Any]:
+    return {
+        "type": "room_left",
+        "room": event.room_id,
+        "user": event.username,
+        "removed": event.removed,
     }
 
 

@@ -12,7 +12,10 @@ from typing import Any
 
 from chatservice import events
 from chatservice.commands import (
+    RECIPIENTS,
     TEXT,
+    TIMESTAMP,
+    WORDS,
     CommandError,
     Request,
     convert,
@@ -55,23 +58,36 @@ def parse_request(line: str) -> Request | None:
 
     :raises CommandError: for an unknown command or missing/bad arguments.
     """
-    words = line.split(None, 1)
+    words = line.split(None, 2)
     if not words:
         return None
-    command = lookup(words[0])
-    rest = words[1] if len(words) > 1 else ""
+    command, used_subcommand = lookup(words[0], words[1] if len(words) > 1 else None)
+    consumed = 2 if used_subcommand else 1
+    parts = line.split(None, consumed)
+    rest_text = parts[consumed] if len(parts) > consumed else ""
     arguments = {}
     for argument in command.arguments:
-        if argument.kind == TEXT:
-            value, rest = rest.strip(), ""
-        else:
-            parts = rest.split(None, 1)
-            value = parts[0] if parts else ""
-            rest = parts[1] if len(parts) > 1 else ""
+        value, rest_text = _take(argument.kind, rest_text)
         arguments[argument.name] = convert(command, argument, value)
-    if rest.strip():
+    if rest_text.strip():
         raise CommandError("bad_argument", f"Error. Usage: {command.usage}")
     return Request(command.name, arguments)
+
+
+def _take(kind: str, rest: str) -> tuple[str | list[str], str]:
+    """Split one argument of ``kind`` off the front of ``rest``."""
+    rest = rest.lstrip()
+    if kind in (TEXT, TIMESTAMP):
+        return rest.strip(), ""
+    if kind == WORDS:
+        return rest.split(), ""
+    if kind == RECIPIENTS and rest.startswith("("):
+        end = rest.find(")")
+        if end < 0:
+            return [], rest
+        return rest[1:end].split(), rest[end + 1 :]
+    parts = rest.split(None, 1)
+    return (parts[0] if parts else ""), (parts[1] if len(parts) > 1 else "")
 
 
 def encode(event: events.Event, request_id: Any = None) -> bytes | None:
@@ -152,24 +168,169 @@ def _(event: events.UserList) -> str:
     return _lines(f"No other users were online in the last {event.since:g} seconds.")
 
 
+def _auto_replies(replies: tuple[tuple[str, str], ...]) -> list[str]:
+    return [f"Auto-reply from {user}: {text}" for user, text in replies]
+
+
+def _names(names: tuple[str, ...]) -> str:
+    return ", ".join(names)
+
+
 @render.register
 def _(event: events.MessageSent) -> str | None:
-    if event.stored:
-        return _lines(
+    lines = []
+    if event.busy:
+        lines.append(
+            f"{event.recipient} is busy; your message will be delivered"
+            " when they are available."
+        )
+    elif event.stored:
+        lines.append(
             f"{event.recipient} is offline; your message will be delivered"
             " when they log in."
         )
-    return None
+    if event.auto_reply is not None:
+        lines += _auto_replies(((event.recipient, event.auto_reply),))
+    return _lines(*lines) if lines else None
 
 
 @render.register
-def _(event: events.BroadcastSent) -> str | None:
+def _(event: events.BroadcastSent) -> str:
+    lines = [
+        f"Broadcast message, #{event.seq} broadcast at {format_timestamp(event.sent_at)}"
+    ]
     if event.skipped:
-        return _lines(
+        lines.append(
             "Your broadcast could not be delivered to some recipients"
             " as they have blocked you."
         )
-    return None
+    return _lines(*lines, *_auto_replies(event.auto_replies))
+
+
+@render.register
+def _(event: events.SendReport) -> str:
+    lines = []
+    if event.delivered:
+        lines.append(f"Sent to {_names(event.delivered)}.")
+    if event.stored:
+        lines.append(
+            f"Kept for {_names(event.stored)} (offline or busy) until they are back."
+        )
+    if event.failed:
+        reasons = ", ".join(f"{user} ({reason})" for user, reason in event.failed)
+        lines.append(f"Could not send to {reasons}.")
+    return _lines(*lines, *_auto_replies(event.auto_replies))
+
+
+@render.register
+def _(event: events.StatusChanged) -> str:
+    if event.status == "busy":
+        return _lines(f"You are busy. Auto-reply: {event.auto_reply}")
+    if event.status == "available":
+        return _lines(
+            f"You are available again. {event.kept} direct message(s) were kept"
+            f" for you (shown above); you missed {event.missed} broadcast or room"
+            " message(s) (see read)."
+        )
+    if event.status == "hidden":
+        return _lines("You are hidden: other users do not see you online.")
+    return _lines("You are visible again.")
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m {secs:02d}s"
+
+
+@render.register
+def _(event: events.StatusReport) -> str:
+    busy = f"busy (auto-reply: {event.auto_reply})" if event.busy else "available"
+    visible = "hidden" if event.hidden else "visible"
+    return _lines(
+        f"You are {busy} and {visible}; logged in since"
+        f" {format_timestamp(event.logged_in_at)}"
+        f" ({_duration(event.now - event.logged_in_at)})."
+    )
+
+
+@render.register
+def _(event: events.ActiveList) -> str:
+    if not event.users:
+        return _lines("no other active user")
+    return _lines(
+        *(
+            f"{user}, {host}, {port if port else '-'}, active since {format_timestamp(since)}"
+            for user, host, port, since in event.users
+        )
+    )
+
+
+def _channel_name(channel: str) -> str:
+    return "broadcast" if channel == "broadcast" else channel.replace(":", " ")
+
+
+@render.register
+def _(event: events.HistoryList) -> str:
+    if not event.entries:
+        return _lines("no new message")
+    return _lines(
+        *(
+            f"#{seq} {_channel_name(channel)}, {sender}: {text}, posted at"
+            f" {format_timestamp(sent_at)}"
+            for channel, seq, sender, text, sent_at in event.entries
+        )
+    )
+
+
+@render.register
+def _(event: events.RoomMessage) -> str:
+    return _lines(f"[room {event.room_id}] {event.sender}: {event.text}")
+
+
+@render.register
+def _(event: events.RoomCreated) -> str:
+    if event.existed:
+        return _lines(
+            f"Room {event.room_id} already exists with {_names(event.members)};"
+            " use it."
+        )
+    return _lines(f"Room {event.room_id} created with {_names(event.members)}.")
+
+
+@render.register
+def _(event: events.RoomJoined) -> str:
+    return _lines(
+        f"{event.creator} added you to room {event.room_id}"
+        f" with {_names(event.members)}."
+    )
+
+
+@render.register
+def _(event: events.RoomPosted) -> str:
+    lines = [
+        f"Room {event.room_id} message, #{event.seq} sent at"
+        f" {format_timestamp(event.sent_at)}"
+    ]
+    if event.skipped:
+        lines.append(
+            "Your message could not be delivered to some members"
+            " as they have blocked you."
+        )
+    return _lines(*lines)
+
+
+@render.register
+def _(event: events.RoomList) -> str:
+    if not event.rooms:
+        return _lines("You are in no rooms.")
+    return _lines(*(f"Room {room}: {_names(members)}" for room, members in event.rooms))
+
+
+@render.register
+def _(event: events.RoomLeft) -> str:
+    removed = " The room was removed as it is empty." if event.removed else ""
+    return _lines(f"{event.username} left room {event.room_id}.{removed}")
 
 
 @render.register

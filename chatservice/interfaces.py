@@ -1,0 +1,78 @@
+"""The small interfaces the chat state works through, so it never needs a transport.
+
+- :class:`ChatClient`: a connection, as the state sees it (the cred "mind").
+- :class:`AccountDirectory`: which user names exist.
+- :class:`ActivityRecorder`: where the human-readable activity logs go.
+- :class:`IChatSession`: a logged-in user (the cred avatar).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from chatservice import events
+    from chatservice.commands import Request
+    from chatservice.store.interface import HistoryEntry
+
+
+class ChatClient(Protocol):
+    """What the state needs of a connection: somewhere to send events.
+
+    ``host`` is the client's IP address; ``p2p_port`` and ``udp_port`` are the
+    ports its peer listener and file receiver said (at login) they listen on.
+    """
+
+    host: str
+    p2p_port: int | None
+    udp_port: int | None
+
+    def deliver(self, event: events.Event) -> None:
+        """Send ``event`` to the user (buffered; never blocks)."""
+
+    def disconnect(self, event: events.Disconnected) -> None:
+        """Send ``event``, then close the connection."""
+
+
+class AccountDirectory(Protocol):
+    """What the state needs of the accounts: whether a user name exists."""
+
+    def exists(self, username: str) -> bool:
+        """Whether ``username`` is an account."""
+
+
+class ActivityRecorder(Protocol):
+    """Where the state reports activity for the human-readable logs."""
+
+    def users_changed(self) -> None:
+        """The set of online users changed (someone logged in or out)."""
+
+    def message_posted(self, entry: HistoryEntry) -> None:
+        """A broadcast or room message was posted."""
+
+
+class NoActivityRecorder:
+    """An :class:`ActivityRecorder` that records nothing (for tests)."""
+
+    def users_changed(self) -> None:
+        """Record nothing."""
+
+    def message_posted(self, entry: HistoryEntry) -> None:
+        """Record nothing."""
+
+
+class IChatSession(Interface):
+    """A logged-in user, as handed out by the realm."""
+
+    username = Attribute("The authenticated user name (str).")
+
+    def begin() -> None:
+        """Announce the login and deliver what was kept while offline."""
+
+    def execute(request: Request) -> events.Event:
+        """Carry out a command; raise CommandError when it cannot be done."""
+
+    def end() -> None:
+        """Log out: leave the online set and announce it.  Idempotent."""

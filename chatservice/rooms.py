@@ -1,0 +1,100 @@
+"""Rooms: named member sets that messages can be sent to.
+
+A room is identified by a number and defined by its members; creating a room
+with a member set that already has one reuses it.  The directory keeps the
+indexes (by id, by member set, by user) and writes every change through the
+store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chatservice.store.interface import IChatStore
+
+
+@dataclass
+class Room:
+    """A room: its number and its current members."""
+
+    room_id: int
+    members: frozenset[str]
+
+    @property
+    def channel(self) -> str:
+        """The history channel of this room's messages."""
+        return f"room:{self.room_id}"
+
+
+class RoomDirectory:
+    """Every room, indexed by id, by member set and by member.
+
+    :param store: where rooms are saved.
+    """
+
+    def __init__(self, store: IChatStore) -> None:
+        self.store = store
+        self._by_id: dict[int, Room] = {}
+        self._by_members: dict[frozenset[str], Room] = {}
+        self._by_user: dict[str, set[int]] = {}
+        self._next_id = 1
+
+    def load(self) -> None:
+        """Read the rooms from the store."""
+        self._by_id.clear()
+        self._by_members.clear()
+        self._by_user.clear()
+        for room_id, members in self.store.rooms():
+            self._index(Room(room_id, frozenset(members)))
+            self._next_id = max(self._next_id, room_id + 1)
+
+    def find(self, room_id: int) -> Room | None:
+        """The room numbered ``room_id``, if it exists."""
+        return self._by_id.get(room_id)
+
+    def of(self, username: str) -> list[Room]:
+        """The rooms ``username`` is in, by number."""
+        return [self._by_id[i] for i in sorted(self._by_user.get(username, ()))]
+
+    def create(self, members: frozenset[str]) -> tuple[Room, bool]:
+        """The room of exactly ``members``, and whether it was created just now."""
+        existing = self._by_members.get(members)
+        if existing is not None:
+            return existing, False
+        room = Room(self._next_id, members)
+        self._next_id += 1
+        self._index(room)
+        self.store.save_room(room.room_id, members)
+        return room, True
+
+    def leave(self, room: Room, username: str) -> bool:
+        """Take ``username`` out of ``room``; return whether the room is now gone.
+
+        A room left with no members is removed.  (A room whose remaining
+        members equal another room's keeps its number; ``create`` then reuses
+        the older one.)
+        """
+        self._unindex(room)
+        room.members = room.members - {username}
+        if not room.members:
+            self.store.delete_room(room.room_id)
+            return True
+        self._index(room)
+        self.store.save_room(room.room_id, room.members)
+        return False
+
+    def _index(self, room: Room) -> None:
+        self._by_id[room.room_id] = room
+        self._by_members.setdefault(room.members, room)
+        for member in room.members:
+            self._by_user.setdefault(member, set()).add(room.room_id)
+
+    def _unindex(self, room: Room) -> None:
+        del self._by_id[room.room_id]
+        if self._by_members.get(room.members) is room:
+            del self._by_members[room.members]
+        for member in room.members:
+            rooms = self._by_user[member]
+            rooms.discard(room.room_id)
+            if not rooms:
+                del self._by_user[member]

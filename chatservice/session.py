@@ -1,0 +1,424 @@
+"""A logged-in user: the ``twisted.cred`` avatar, and every command as a method.
+
+The realm creates a :class:`Session` when a user logs in; the connection calls
+:meth:`Session.execute` for each request.  A command method checks the request
+against the shared :class:`~chatservice.state.ChatState`, delivers events to
+other sessions' clients, and returns the reply event (or raises
+:class:`~chatservice.commands.CommandError`).
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from typing import TYPE_CHECKING, Callable, Iterable
+
+from zope.interface import implementer
+
+from chatservice import events
+from chatservice.commands import CommandError, Request
+from chatservice.interfaces import ChatClient, IChatSession
+from chatservice.rooms import Room
+
+if TYPE_CHECKING:
+    from chatservice.state import ChatState
+
+DEFAULT_AUTO_REPLY = "I am busy right now and will read your message later."
+
+_SHORT_REASONS = {
+    "self": "that is you",
+    "invalid_user": "no such user",
+    "blocked": "has blocked you",
+}
+
+
+@implementer(IChatSession)
+class Session:
+    """A logged-in user.
+
+    :param state: the server's chat state.
+    :param username: the authenticated user name.
+    :param client: the connection to send events to.
+    :param logged_in_at: the clock's time at login.
+    """
+
+    def __init__(
+        self, state: ChatState, username: str, client: ChatClient, logged_in_at: float
+    ) -> None:
+        self.state = state
+        self.username = username
+        self.client = client
+        self.logged_in_at = logged_in_at
+        self.hidden = False
+        self.auto_reply: str | None = None
+        """The auto-reply while busy; ``None`` when available."""
+        self._auto_replied: set[str] = set()
+        self._missed = 0
+        self._handlers: dict[str, Callable[..., events.Event]] = {
+            "whoelse": self.whoelse,
+            "whoelsesince": self.whoelsesince,
+            "last": self.last,
+            "active": self.active,
+            "message": self.message,
+            "send": self.send,
+            "broadcast": self.broadcast,
+            "read": self.read,
+            "room create": self.room_create,
+            "room send": self.room_send,
+            "room leave": self.room_leave,
+            "rooms": self.list_rooms,
+            "block": self.block,
+            "unblock": self.unblock,
+            "busy": self.busy,
+            "idle": self.idle,
+            "hide": self.hide,
+            "appear": self.appear,
+            "status": self.status,
+            "startprivate": self.startprivate,
+            "sendfile": self.sendfile,
+        }
+
+    @property
+    def busy_now(self) -> bool:
+        """Whether this user is busy (messages are kept, broadcasts missed)."""
+        return self.auto_reply is not None
+
+    # Life ------------------------------------------------------------------------
+
+    def begin(self) -> None:
+        """Announce the login and deliver what was kept while offline."""
+        self.state.announce(self.username, online=True)
+        self._deliver_kept()
+
+    def end(self) -> None:
+        """Log out (idempotent)."""
+        self.state.detach(self)
+
+    def execute(self, request: Request) -> events.Event:
+        """Carry out ``request``; :class:`CommandError` when it cannot be done."""
+        try:
+            handler = self._handlers[request.command]
+        except KeyError:
+            raise CommandError(
+                "invalid_command", f"Error. {request.command} is not available here."
+            ) from None
+        return handler(**request.arguments)
+
+    def _deliver_kept(self) -> int:
+        """Deliver and then forget the direct messages kept for this user."""
+        store = self.state.store
+        kept = store.offline_messages(self.username)
+        for message in kept:
+            self.client.deliver(
+                events.DirectMessage(
+                    message.sender, message.text, message.sent_at, offline=True
+                )
+            )
+        if kept:
+            store.remove_offline([message.message_id for message in kept])
+        return len(kept)
+
+    # What other sessions call -------------------------------------------------------
+
+    def auto_reply_to(self, sender: str) -> str | None:
+        """This busy user's auto-reply for ``sender``, once per busy period."""
+        if self.auto_reply is None or sender in self._auto_replied:
+            return None
+        self._auto_replied.add(sender)
+        return self.auto_reply
+
+    def miss(self, sender: str) -> str | None:
+        """Count a broadcast or room message missed while busy; return the auto-reply."""
+        self._missed += 1
+        return self.auto_reply_to(sender)
+
+    # Lists ---------------------------------------------------------------------------
+
+    def _visible(self, usernames: Iterable[str]) -> tuple[str, ...]:
+        """The other users in ``usernames`` that have not blocked this user, sorted."""
+        has_blocked = self.state.has_blocked
+        return tuple(
+            sorted(
+                name
+                for name in usernames
+                if name != self.username and not has_blocked(name, self.username)
+            )
+        )
+
+    def whoelse(self) -> events.UserList:
+        """The other users online now."""
+        return events.UserList(
+            self._visible(s.username for s in self.state.visible_sessions())
+        )
+
+    def whoelsesince(self, seconds: float) -> events.UserList:
+        """The other users online at any time in the last ``seconds``."""
+        since = self.state.clock.seconds() - seconds
+        return events.UserList(self._visible(self.state.seen_since(since)), seconds)
+
+    def last(self, minutes: float) -> events.UserList:
+        """:meth:`whoelsesince` in minutes."""
+        return self.whoelsesince(minutes * 60)
+
+    def active(self) -> events.ActiveList:
+        """The other visible users with their address, peer port and login time."""
+        has_blocked = self.state.has_blocked
+        return events.ActiveList(
+            tuple(
+                (s.username, s.client.host, s.client.p2p_port, s.logged_in_at)
+                for s in self.state.visible_sessions()
+                if s is not self and not has_blocked(s.username, self.username)
+            )
+        )
+
+    # Direct messages -----------------------------------------------------------------
+
+    def _check_other_user(self, username: str) -> None:
+        if username == self.username:
+            raise CommandError("self", "Error. You cannot do that to yourself.")
+        if not self.state.accounts.exists(username):
+            raise CommandError("invalid_user", f"Error. Invalid user {username}.")
+
+    def message(self, to: str, message: str) -> events.MessageSent:
+        """Send ``message`` to ``to`` now, or keep it until they are back."""
+        self._check_other_user(to)
+        if self.state.has_blocked(to, self.username):
+            raise CommandError(
+                "blocked",
+                "Your message could not be delivered as the recipient has blocked you.",
+            )
+        now = self.state.clock.seconds()
+        recipient = self.state.sessions.get(to)
+        if recipient is None or recipient.busy_now:
+            self.state.store.add_offline(self.username, to, message, now)
+            if recipient is None:
+                return events.MessageSent(to, stored=True)
+            return events.MessageSent(
+                to, True, busy=True, auto_reply=recipient.auto_reply_to(self.username)
+            )
+        recipient.client.deliver(events.DirectMessage(self.username, message, now))
+        return events.MessageSent(to, stored=False)
+
+    def send(self, to: tuple[str, ...], message: str) -> events.SendReport:
+        """Send ``message`` to each of ``to`` as :meth:`message` would; one report."""
+        delivered: list[str] = []
+        stored: list[str] = []
+        failed: list[tuple[str, str]] = []
+        auto_replies: list[tuple[str, str]] = []
+        for name in to:
+            try:
+                sent = self.message(name, message)
+            except CommandError as e:
+                failed.append((name, _SHORT_REASONS.get(e.code, e.message)))
+                continue
+            (stored if sent.stored else delivered).append(name)
+            if sent.auto_reply is not None:
+                auto_replies.append((name, sent.auto_reply))
+        return events.SendReport(
+            tuple(delivered), tuple(stored), tuple(failed), tuple(auto_replies)
+        )
+
+    # Broadcasts, rooms and history -----------------------------------------------------
+
+    def _fan_out(
+        self, members: Iterable[Session], event: events.Event
+    ) -> tuple[int, int, list[tuple[str, str]]]:
+        """Deliver ``event`` to ``members`` but this user, blocks and busy users aside.
+
+        Returns (delivered, skipped because they blocked this user, auto-replies).
+        """
+        has_blocked = self.state.has_blocked
+        delivered = skipped = 0
+        auto_replies = []
+        for member in members:
+            if member is self:
+                continue
+            if has_blocked(member.username, self.username):
+                skipped += 1
+            elif member.busy_now:
+                reply = member.miss(self.username)
+                if reply is not None:
+                    auto_replies.append((member.username, reply))
+            else:
+                member.client.deliver(event)
+                delivered += 1
+        return delivered, skipped, auto_replies
+
+    def broadcast(self, message: str) -> events.BroadcastSent:
+        """Send ``message`` to every other online user that has not blocked this one."""
+        entry = self.state.post("broadcast", self.username, message)
+        event = events.BroadcastMessage(self.username, message, entry.sent_at, entry.seq)
+        delivered, skipped, auto_replies = self._fan_out(
+            self.state.sessions.values(), event
+        )
+        return events.BroadcastSent(
+            delivered, skipped, entry.seq, entry.sent_at, tuple(auto_replies)
+        )
+
+    def _my_room(self, room_id: int) -> Room:
+        room = self.state.rooms.find(room_id)
+        if room is None:
+            raise CommandError("no_such_room", f"Error. Room {room_id} does not exist.")
+        if self.username not in room.members:
+            raise CommandError("not_a_member", f"Error. You are not in room {room_id}.")
+        return room
+
+    def room_create(self, members: tuple[str, ...]) -> events.RoomCreated:
+        """The room of this user and ``members`` (who must be online): new or existing."""
+        others = [name for name in members if name != self.username]
+        if not others:
+            raise CommandError(
+                "bad_argument", "Error. A room needs at least one other user."
+            )
+        for name in others:
+            self._check_other_user(name)
+            if name not in self.state.sessions:
+                raise CommandError("offline", f"Error. {name} is offline.")
+            if self.state.has_blocked(name, self.username):
+                raise CommandError("blocked", f"Error. {name} has blocked you.")
+        room, created = self.state.rooms.create(frozenset(others) | {self.username})
+        names = tuple(sorted(room.members))
+        if created:
+            joined = events.RoomJoined(room.room_id, self.username, names)
+            for name in others:
+                self.state.sessions[name].client.deliver(joined)
+        return events.RoomCreated(room.room_id, names, existed=not created)
+
+    def room_send(self, room: int, message: str) -> events.RoomPosted:
+        """Send ``message`` to the other online members of room ``room``."""
+        found = self._my_room(room)
+        entry = self.state.post(found.channel, self.username, message)
+        event = events.RoomMessage(room, self.username, message, entry.sent_at, entry.seq)
+        sessions = self.state.sessions
+        members = (sessions[m] for m in found.members if m in sessions)
+        delivered, skipped, _ = self._fan_out(members, event)
+        return events.RoomPosted(room, entry.seq, entry.sent_at, delivered, skipped)
+
+    def room_leave(self, room: int) -> events.RoomLeft:
+        """Leave room ``room``; the other members are told; an empty room is removed."""
+        found = self._my_room(room)
+        removed = self.state.rooms.leave(found, self.username)
+        notice = events.RoomLeft(room, self.username)
+        for name in found.members:
+            member = self.state.sessions.get(name)
+            if member is not None:
+                member.client.deliver(notice)
+        return events.RoomLeft(room, self.username, removed)
+
+    def list_rooms(self) -> events.RoomList:
+        """This user's rooms and their members."""
+        return events.RoomList(
+            tuple(
+                (room.room_id, tuple(sorted(room.members)))
+                for room in self.state.rooms.of(self.username)
+            )
+        )
+
+    def read(self, since: float) -> events.HistoryList:
+        """Broadcasts and this user's rooms' messages posted after ``since`` (whole seconds)."""
+        channels = ["broadcast"] + [room.channel for room in self.state.rooms.of(self.username)]
+        second = math.floor(since)
+        has_blocked = self.state.has_blocked
+        entries = tuple(
+            (entry.channel, entry.seq, entry.sender, entry.text, entry.sent_at)
+            for entry in self.state.store.history_after(channels, second)
+            if math.floor(entry.sent_at) > second
+            and not has_blocked(self.username, entry.sender)
+        )
+        return events.HistoryList(since, entries)
+
+    # Blocks ------------------------------------------------------------------------
+
+    def block(self, target: str) -> events.BlockChanged:
+        """Block ``target``: no messages, broadcasts or presence from this user to them."""
+        self._check_other_user(target)
+        if self.state.has_blocked(self.username, target):
+            raise CommandError("already_blocked", f"Error. {target} is already blocked.")
+        self.state.block(self.username, target)
+        return events.BlockChanged(target, blocked=True)
+
+    def unblock(self, target: str) -> events.BlockChanged:
+        """Undo :meth:`block`."""
+        self._check_other_user(target)
+        if not self.state.has_blocked(self.username, target):
+            raise CommandError("not_blocked", f"Error. {target} was not blocked.")
+        self.state.unblock(self.username, target)
+        return events.BlockChanged(target, blocked=False)
+
+    # Status --------------------------------------------------------------------------
+
+    def busy(self, message: str | None) -> events.StatusChanged:
+        """Become busy: direct messages are kept, senders get ``message`` once."""
+        if self.auto_reply is None:
+            self._auto_replied.clear()
+            self._missed = 0
+        self.auto_reply = message or DEFAULT_AUTO_REPLY
+        return events.StatusChanged("busy", auto_reply=self.auto_reply)
+
+    def idle(self) -> events.StatusChanged:
+        """Stop being busy and get the direct messages kept meanwhile."""
+        if self.auto_reply is None:
+            raise CommandError("not_busy", "Error. You are not busy.")
+        self.auto_reply = None
+        kept = self._deliver_kept()
+        return events.StatusChanged("available", kept=kept, missed=self._missed)
+
+    def hide(self) -> events.StatusChanged:
+        """Leave other users' lists and presence notices (messages still arrive)."""
+        if not self.hidden:
+            self.state.mark_seen(self.username)
+            self.hidden = True
+        return events.StatusChanged("hidden")
+
+    def appear(self) -> events.StatusChanged:
+        """Undo :meth:`hide`."""
+        self.hidden = False
+        return events.StatusChanged("visible")
+
+    def status(self) -> events.StatusReport:
+        """This user's busy and visible state and login time."""
+        return events.StatusReport(
+            self.busy_now,
+            self.auto_reply,
+            self.hidden,
+            self.logged_in_at,
+            self.state.clock.seconds(),
+        )
+
+    # Peer-to-peer introductions -------------------------------------------------------
+
+    def _reachable(self, username: str) -> Session:
+        """The session of ``username`` if this user may contact them directly."""
+        self._check_other_user(username)
+        other = self.state.sessions.get(username)
+        if other is None:
+            raise CommandError("offline", f"Error. {username} is offline.")
+        if self.state.has_blocked(username, self.username):
+            raise CommandError("blocked", f"Error. {username} has blocked you.")
+        return other
+
+    def startprivate(self, target: str) -> events.PeerAddress:
+        """Introduce this user's client to ``target``'s peer listener with a one-time token."""
+        other = self._reachable(target)
+        port = other.client.p2p_port
+        if not port:
+            raise CommandError(
+                "no_peer_port",
+                f"Error. {target} is not using a client that accepts private chat.",
+            )
+        token = secrets.token_hex(16)
+        other.client.deliver(events.PrivateRequest(self.username, token))
+        return events.PeerAddress("private", target, other.client.host, port, token)
+
+    def sendfile(self, to: str, filename: str, size: int | None) -> events.PeerAddress:
+        """Introduce this user's client to ``to``'s UDP file receiver with a one-time token."""
+        other = self._reachable(to)
+        port = other.client.udp_port
+        if not port:
+            raise CommandError(
+                "no_udp_port",
+                f"Error. {to} is not using a client that accepts files.",
+            )
+        token = secrets.token_hex(16)
+        other.client.deliver(events.FileIncoming(self.username, filename, size, token))
+        return events.PeerAddress("file", to, other.client.host, port, token)
