@@ -1,0 +1,31 @@
+"""The protocol reference names every command and JSON type the server has."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from twisted.trial import unittest
+
+from chatservice.commands import COMMANDS
+
+DOCS = Path(__file__).parent.parent / "docs" / "protocol.rst"
+
+
+class ProtocolReferenceTests(unittest.TestCase):
+    """docs/protocol.rst stays true to the command table."""
+
+    def setUp(self) -> None:
+        self.text = DOCS.read_text(encoding="utf-8")
+
+    def test_every_command_documented(self) -> None:
+        for command in COMMANDS:
+            self.assertIn(f"``{command.name}", self.text, command.name)
+            self.assertIn(f'"type":"{command.name.replace(" ", "_")}"', self.text, command.name)
+
+    def test_every_alias_documented(self) -> None:
+        for command in COMMANDS:
+            for alias in command.aliases:
+                self.assertTrue(
+                    alias in self.text or alias.upper() in self.text,
+                    f"{command.name} alias {alias}",
+                )
