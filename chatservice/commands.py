@@ -58,12 +58,15 @@ class Argument:
     :param label: how the text usage line names it, e.g. ``user``.
     :param kind: :data:`WORD`, :data:`TEXT`, :data:`SECONDS` or :data:`COUNT`.
     :param required: whether the request must give it (else it is ``None``).
+    :param choices: the words it may be (a ``WORD``); JSON ``true``/``false``
+        stand for the first and second.
     """
 
     name: str
     label: str
     kind: str = WORD
     required: bool = True
+    choices: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,7 @@ _TEXT = Argument("message", "text", TEXT)
 _ROOM = Argument("room", "id", COUNT)
 
 COMMANDS: tuple[Command, ...] = (
-    Command("whoelse", (), "list the other users online now", ("who", "userlist")),
+    Command("whoelse", (), "list the other users online now", ("who",)),
     Command(
         "whoelsesince",
         (Argument("seconds", "seconds", SECONDS),),
@@ -116,6 +119,12 @@ COMMANDS: tuple[Command, ...] = (
         "last",
         (Argument("minutes", "minutes", SECONDS),),
         "list the other users online at any time in the last <minutes>",
+    ),
+    Command(
+        "users",
+        (Argument("onlinetype", "online|offline", WORD, False, ("online", "offline")),),
+        "list the other users online, or the accounts offline",
+        ("userlist",),
     ),
     Command("active", (), "list the other users online with address, peer port and since when", ("atu",)),
     Command(
@@ -154,6 +163,14 @@ COMMANDS: tuple[Command, ...] = (
         "hold messages until you are available; senders get the auto-reply",
     ),
     Command("idle", (), "end busy and get what arrived meanwhile", ("available",)),
+    Command(
+        "typing",
+        (
+            Argument("status", "on|off", WORD, True, ("on", "off")),
+            Argument("to", "user", WORD, False),
+        ),
+        "tell <user> (or everyone) that you are typing; it ends by itself",
+    ),
     Command("hide", (), "leave other users' lists and presence notices"),
     Command("appear", (), "undo hide"),
     Command("status", (), "show your busy/visible state and time logged in"),
@@ -167,6 +184,11 @@ COMMANDS: tuple[Command, ...] = (
         (_USER, Argument("filename", "file"), Argument("size", "bytes", COUNT, False)),
         "get <user>'s UDP address and a token to send them <file> (chat-client)",
         ("upd",),
+    ),
+    Command(
+        "passwd",
+        (Argument("old", "old password"), Argument("new", "new password")),
+        "change your password",
     ),
     Command("logout", (), "log out and close the connection", ("disconnect", "out")),
     Command("help", (), "show this list"),
@@ -199,6 +221,21 @@ def lookup(name: str, subcommand: str | None = None) -> tuple[Command, bool]:
         ) from None
 
 
+def _choice(command: Command, argument: Argument, value: Any) -> str:
+    first, second = argument.choices[:2]
+    if isinstance(value, bool):
+        value = first if value else second
+    elif isinstance(value, str):
+        value = {"true": first, "false": second}.get(value.lower(), value.lower())
+    if value not in argument.choices:
+        raise CommandError(
+            "bad_argument",
+            f"Error. <{argument.label}> is one of {', '.join(argument.choices)}."
+            f" Usage: {command.usage}",
+        )
+    return value
+
+
 def convert(command: Command, argument: Argument, value: Any) -> Any:
     """Check one argument's value and return it in its handler's type.
 
@@ -206,6 +243,8 @@ def convert(command: Command, argument: Argument, value: Any) -> Any:
     """
     if not argument.required and value in (None, ""):
         return None
+    if argument.choices:
+        return _choice(command, argument, value)
     if argument.kind in (RECIPIENTS, WORDS):
         names = value.split() if isinstance(value, str) else value
         if (

@@ -57,15 +57,42 @@ class Prompt(Event):
 
     USERNAME: ClassVar[str] = "username"
     PASSWORD: ClassVar[str] = "password"
+    CREATE: ClassVar[str] = "create"
+    NEW_PASSWORD: ClassVar[str] = "new_password"
+    REPEAT_PASSWORD: ClassVar[str] = "repeat_password"
 
     field_name: str
 
 
 @dataclass(frozen=True, eq=False)
 class LoginSucceeded(Event):
-    """The connection is now logged in as ``username``."""
+    """The connection is now logged in as ``username`` (a ``guest``, or an account)."""
 
     username: str
+    guest: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class UsernameStatus(Event):
+    """Reply to a JSON ``register`` probe without a password: is the name taken?"""
+
+    username: str
+    taken: bool
+
+
+@dataclass(frozen=True, eq=False)
+class RegisterStatus(Event):
+    """Outcome of a registration: ``success``, or why not (``code``, ``message``)."""
+
+    success: bool
+    username: str
+    code: str | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class PasswordChanged(Event):
+    """Reply to ``passwd``."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -134,10 +161,28 @@ class Presence(Event):
 
 @dataclass(frozen=True, eq=False)
 class UserList(Event):
-    """Reply to ``whoelse`` (``since`` is None) or ``whoelsesince`` (``since`` seconds)."""
+    """Reply to ``whoelse`` (``since`` is None), ``whoelsesince`` (``since``
+    seconds), or ``users offline`` (not ``online``)."""
 
     users: tuple[str, ...]
     since: float | None = None
+    online: bool = True
+    guests: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class TypingNotice(Event):
+    """``username`` started (``typing``) or stopped typing."""
+
+    username: str
+    typing: bool
+
+
+@dataclass(frozen=True, eq=False)
+class Done(Event):
+    """A command that has nothing else to say worked (JSON clients get ``ok``)."""
+
+    command: str
 
 
 @dataclass(frozen=True, eq=False)
@@ -335,10 +380,12 @@ class FileIncoming(Event):
 class Disconnected(Event):
     """The server is closing this connection.
 
-    ``reason`` is one of ``logout``, ``timeout``, ``locked``, ``shutdown``;
-    ``message`` says it to a human.
+    ``reason`` is one of ``logout``, ``timeout``, ``locked``, ``shutdown``,
+    ``banned``, ``outdated_client`` (with ``server_version``); ``message`` says
+    it to a human.
     """
 
     reason: str
     message: str
+    server_version: str | None = None
 

@@ -42,6 +42,9 @@ class AccountDirectory(Protocol):
     def exists(self, username: str) -> bool:
         """Whether ``username`` is an account."""
 
+    def usernames(self) -> list[str]:
+        """Every account's user name, sorted."""
+
 
 class ActivityRecorder(Protocol):
     """Where the state reports activity for the human-readable logs."""

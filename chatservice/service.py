@@ -12,6 +12,7 @@ from twisted.logger import Logger
 from chatservice import events
 from chatservice.activitylog import ActivityLog
 from chatservice.auth.lockout import LoginLockout
+from chatservice.server.factory import ChatFactory
 from chatservice.state import ChatState
 
 log = Logger()
@@ -23,6 +24,7 @@ class ChatService(Service):
     """Opens the store and loads the state at start; at stop, says goodbye and cleans up.
 
     :param state: the chat state (and through it, the store).
+    :param factory: the connection factory, whose connections are told at stop.
     :param lockouts: the login lock-outs, whose timers are cancelled at stop.
     :param activity: the activity logs, started afresh and flushed at stop.
     :param data_dir: where the service keeps what it writes; created at start.
@@ -31,11 +33,13 @@ class ChatService(Service):
     def __init__(
         self,
         state: ChatState,
+        factory: ChatFactory,
         lockouts: Sequence[LoginLockout],
         activity: ActivityLog,
         data_dir: Path,
     ) -> None:
         self.state = state
+        self.factory = factory
         self.lockouts = lockouts
         self.activity = activity
         self.data_dir = data_dir
@@ -50,9 +54,9 @@ class ChatService(Service):
 
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()
-        self.state.disconnect_all(SHUTDOWN)
+        d = self.factory.disconnect_all(SHUTDOWN)
         for lockout in self.lockouts:
             lockout.stop()
-        d = self.activity.flush()
+        d.addCallback(lambda _: self.activity.flush())
         d.addBoth(lambda _: self.state.store.close())
         return d

@@ -13,6 +13,7 @@ import math
 import secrets
 from typing import TYPE_CHECKING, Callable, Iterable
 
+from twisted.internet.interfaces import IDelayedCall
 from zope.interface import implementer
 
 from chatservice import events
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from chatservice.state import ChatState
 
 DEFAULT_AUTO_REPLY = "I am busy right now and will read your message later."
+TYPING_SECONDS = 5.0
+"""How long a ``typing on`` lasts without another one."""
 
 _SHORT_REASONS = {
     "self": "that is you",
@@ -40,23 +43,34 @@ class Session:
     :param username: the authenticated user name.
     :param client: the connection to send events to.
     :param logged_in_at: the clock's time at login.
+    :param guest: whether this is a guest (no account, no password).
     """
 
     def __init__(
-        self, state: ChatState, username: str, client: ChatClient, logged_in_at: float
+        self,
+        state: ChatState,
+        username: str,
+        client: ChatClient,
+        logged_in_at: float,
+        guest: bool = False,
     ) -> None:
         self.state = state
         self.username = username
         self.client = client
         self.logged_in_at = logged_in_at
+        self.guest = guest
         self.hidden = False
         self.auto_reply: str | None = None
         """The auto-reply while busy; ``None`` when available."""
         self._auto_replied: set[str] = set()
         self._missed = 0
+        self._typing_expiry: IDelayedCall | None = None
+        self._typing_to: str | None = None
         self._handlers: dict[str, Callable[..., events.Event]] = {
             "whoelse": self.whoelse,
             "whoelsesince": self.whoelsesince,
+            "users": self.users,
+            "typing": self.typing,
             "last": self.last,
             "active": self.active,
             "message": self.message,
@@ -91,7 +105,10 @@ class Session:
         self._deliver_kept()
 
     def end(self) -> None:
-        """Log out (idempotent)."""
+        """Log out (idempotent); a pending typing notice ends with it."""
+        if self._typing_expiry is not None:
+            self._typing_expiry.cancel()
+            self._stop_typing()
         self.state.detach(self)
 
     def execute(self, request: Request) -> events.Event:
@@ -134,27 +151,48 @@ class Session:
 
     # Lists ---------------------------------------------------------------------------
 
-    def _visible(self, usernames: Iterable[str]) -> tuple[str, ...]:
+    def _visible(
+        self, usernames: Iterable[str], since: float | None = None
+    ) -> events.UserList:
         """The other users in ``usernames`` that have not blocked this user, sorted."""
         has_blocked = self.state.has_blocked
-        return tuple(
+        names = tuple(
             sorted(
                 name
                 for name in usernames
                 if name != self.username and not has_blocked(name, self.username)
             )
         )
+        guest_online = self.state.guest_online
+        return events.UserList(
+            names, since, guests=tuple(name for name in names if guest_online(name))
+        )
 
     def whoelse(self) -> events.UserList:
         """The other users online now."""
-        return events.UserList(
-            self._visible(s.username for s in self.state.visible_sessions())
-        )
+        return self._visible(s.username for s in self.state.visible_sessions())
 
     def whoelsesince(self, seconds: float) -> events.UserList:
         """The other users online at any time in the last ``seconds``."""
         since = self.state.clock.seconds() - seconds
-        return events.UserList(self._visible(self.state.seen_since(since)), seconds)
+        return self._visible(self.state.seen_since(since), seconds)
+
+    def users(self, onlinetype: str | None) -> events.UserList:
+        """The other users online (``online``), or the accounts not online (``offline``).
+
+        Hidden users count as offline.
+        """
+        if onlinetype != "offline":
+            return self.whoelse()
+        online = {s.username for s in self.state.visible_sessions()}
+        return events.UserList(
+            tuple(
+                name
+                for name in self.state.accounts.usernames()
+                if name not in online and name != self.username
+            ),
+            online=False,
+        )
 
     def last(self, minutes: float) -> events.UserList:
         """:meth:`whoelsesince` in minutes."""
@@ -176,7 +214,7 @@ class Session:
     def _check_other_user(self, username: str) -> None:
         if username == self.username:
             raise CommandError("self", "Error. You cannot do that to yourself.")
-        if not self.state.accounts.exists(username):
+        if not self.state.user_exists(username):
             raise CommandError("invalid_user", f"Error. Invalid user {username}.")
 
     def message(self, to: str, message: str) -> events.MessageSent:
@@ -384,6 +422,51 @@ class Session:
             self.logged_in_at,
             self.state.clock.seconds(),
         )
+
+    # Typing ------------------------------------------------------------------------
+
+    def _typing_audience(self, to: str | None) -> list[Session]:
+        if to is None:
+            return [s for s in self.state.sessions.values() if s is not self]
+        other = self._reachable(to)
+        return [other]
+
+    def typing(self, status: str, to: str | None) -> events.Done:
+        """Tell ``to`` (or everyone) that this user is typing; it ends after a few seconds."""
+        audience = self._typing_audience(to)
+        if status == "off":
+            if self._typing_expiry is not None:
+                self._typing_expiry.cancel()
+                self._stop_typing()
+            return events.Done("typing")
+        if self._typing_expiry is not None and self._typing_to == to:
+            self._typing_expiry.reset(TYPING_SECONDS)
+            return events.Done("typing")
+        if self._typing_expiry is not None:
+            self._typing_expiry.cancel()
+            self._stop_typing()
+        self._typing_to = to
+        self._notify_typing(audience, True)
+        self._typing_expiry = self.state.clock.callLater(TYPING_SECONDS, self._stop_typing)
+        return events.Done("typing")
+
+    def _notify_typing(self, audience: Iterable[Session], typing: bool) -> None:
+        notice = events.TypingNotice(self.username, typing)
+        has_blocked = self.state.has_blocked
+        for member in audience:
+            if not has_blocked(member.username, self.username):
+                member.client.deliver(notice)
+
+    def _stop_typing(self) -> None:
+        """Tell the audience of the last ``typing on`` that it ended."""
+        self._typing_expiry = None
+        to, self._typing_to = self._typing_to, None
+        if to is None:
+            audience = [s for s in self.state.sessions.values() if s is not self]
+        else:
+            other = self.state.sessions.get(to)
+            audience = [other] if other is not None else []
+        self._notify_typing(audience, False)
 
     # Peer-to-peer introductions -------------------------------------------------------
 

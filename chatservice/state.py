@@ -73,14 +73,15 @@ class ChatState:
 
     # Sessions ----------------------------------------------------------------
 
-    def attach(self, username: str, client: ChatClient) -> Session:
+    def attach(self, username: str, client: ChatClient, guest: bool = False) -> Session:
         """Create the session of a user who has just authenticated.
 
+        :param guest: whether ``username`` is a guest's name (not an account).
         :raises AlreadyLoggedIn: if ``username`` is online elsewhere.
         """
         if username in self.sessions:
             raise AlreadyLoggedIn(username)
-        session = Session(self, username, client, self.clock.seconds())
+        session = Session(self, username, client, self.clock.seconds(), guest)
         self.sessions[username] = session
         self.activity.users_changed()
         return session
@@ -92,13 +93,9 @@ class ChatState:
         del self.sessions[session.username]
         self.activity.users_changed()
         if not session.hidden:
-            self.mark_seen(session.username)
+            if not session.guest:
+                self.mark_seen(session.username)
             self.announce(session.username, online=False)
-
-    def disconnect_all(self, event: events.Disconnected) -> None:
-        """Tell every online user ``event`` and close their connections."""
-        for session in list(self.sessions.values()):
-            session.client.disconnect(event)
 
     def active_user_rows(self) -> list[tuple[float, str, str, int | None]]:
         """(login time, name, address, UDP port) of each online user, in login order."""
@@ -106,6 +103,15 @@ class ChatState:
             (s.logged_in_at, s.username, s.client.host, s.client.udp_port)
             for s in self.sessions.values()
         ]
+
+    def user_exists(self, username: str) -> bool:
+        """Whether ``username`` is an account or an online guest."""
+        return username in self.sessions or self.accounts.exists(username)
+
+    def guest_online(self, username: str) -> bool:
+        """Whether a guest is online under ``username``."""
+        session = self.sessions.get(username)
+        return session is not None and session.guest
 
     def mark_seen(self, username: str) -> None:
         """Record that ``username`` was visibly online until now."""

@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import math
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from twisted.application import strports
 from twisted.application.service import IService, MultiService
+from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.portal import Portal
 from twisted.internet import endpoints, threads
 from twisted.python import usage
 
 from chatservice.activitylog import ActivityLog
+from chatservice.auth.accounts import AccountManager
+from chatservice.auth.guests import GuestChecker
 from chatservice.auth.credentials import CredentialsChecker, CredentialsError, CredentialsFile
 from chatservice.auth.lockout import LoginLockout
 from chatservice.auth.login import LockoutChecker, LoginGate
 from chatservice.auth.realm import ChatRealm
 from chatservice.server.factory import ChatFactory
+from chatservice.server.policy import BanList, ConnectionPolicy
 from chatservice.service import ChatService
 from chatservice.state import ChatState
 from chatservice.store.memory import MemoryStore
@@ -76,6 +81,12 @@ class Options(usage.Options):
             "Seconds without a valid command before a user is logged out.",
         ],
         [
+            "ban-file",
+            None,
+            None,
+            "File of banned addresses or networks, one a line ('#' comments).",
+        ],
+        [
             "data-dir",
             "d",
             "chat-data",
@@ -83,9 +94,19 @@ class Options(usage.Options):
         ],
     ]
 
+    optFlags = [
+        ["allow-register", None, "Let unknown users create an account (stored hashed)."],
+        ["allow-guests", None, "Let 'guest <name>' log in without an account."],
+    ]
+
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["ban"] = []
+
+    def opt_ban(self, address: str) -> None:
+        """Refuse connections from this address or network, e.g. 203.0.113.7 or 10.0.0.0/8 (repeatable)"""
+        self["ban"].append(address)
 
     def opt_listen(self, description: str) -> None:
         """Listen on this endpoint, e.g. tcp:4119 or ssl:4120:privateKey=key.pem:certKey=cert.pem (repeatable) [default: tcp:4119]"""
@@ -120,6 +141,16 @@ class Options(usage.Options):
         except CredentialsError as e:
             raise usage.UsageError(str(e)) from None
         self["data-dir"] = Path(os.path.expanduser(self["data-dir"]))
+        bans = list(self["ban"])
+        if self["ban-file"] is not None:
+            try:
+                bans += BanList.read(Path(self["ban-file"]))
+            except (OSError, UnicodeDecodeError) as e:
+                raise usage.UsageError(f"--ban-file {self['ban-file']}: cannot read: {e}") from None
+        try:
+            self["bans"] = BanList(bans)
+        except ValueError as e:
+            raise usage.UsageError(f"--ban: {e}") from None
 
 
 def makeService(config: Options, reactor: Any = None) -> IService:
@@ -137,20 +168,34 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     activity = ActivityLog(
         data_dir,
         reactor,
-        lambda f, *args: threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args),
+        partial(threads.deferToThreadPool, reactor, reactor.getThreadPool()),
     )
     state = ChatState(MemoryStore(), accounts, reactor, activity)
     activity.active_users = state.active_user_rows
     max_failures, duration = config["max-failures"], config["block-duration"]
     lockout = LoginLockout(reactor, max_failures, duration)
     address_lockout = LoginLockout(reactor, max_failures, duration)
-    checker = LockoutChecker(CredentialsChecker(accounts), lockout, address_lockout)
-    portal = Portal(ChatRealm(state), [checker])
-    gate = LoginGate(portal, accounts, lockout, address_lockout)
-    factory = ChatFactory(gate, reactor, config["timeout"])
+    run_in_thread = partial(threads.deferToThreadPool, reactor, reactor.getThreadPool())
+    checkers: list[ICredentialsChecker] = [
+        LockoutChecker(CredentialsChecker(accounts, run_in_thread), lockout, address_lockout)
+    ]
+    manager = AccountManager(accounts, run_in_thread, state.guest_online)
+    if config["allow-guests"]:
+        checkers.append(GuestChecker(manager.taken))
+    portal = Portal(ChatRealm(state), checkers)
+    gate = LoginGate(portal, accounts, lockout, address_lockout, manager)
+    policy = ConnectionPolicy(
+        timeout=config["timeout"],
+        bans=config["bans"],
+        allow_register=config["allow-register"],
+        allow_guests=config["allow-guests"],
+    )
+    factory = ChatFactory(gate, reactor, policy)
 
     top = MultiService()
-    ChatService(state, [lockout, address_lockout], activity, data_dir).setServiceParent(top)
+    ChatService(
+        state, factory, [lockout, address_lockout], activity, data_dir
+    ).setServiceParent(top)
     for description in config["listen"]:
         strports.service(description, factory, reactor=reactor).setServiceParent(top)
     return top

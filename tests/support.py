@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +13,14 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from chatservice.auth.credentials import CredentialsChecker, CredentialsFile
+from chatservice.auth.accounts import AccountManager
+from chatservice.auth.credentials import CredentialsChecker, CredentialsFile, run_here
+from chatservice.auth.guests import GuestChecker
 from chatservice.auth.lockout import LoginLockout
 from chatservice.auth.login import LockoutChecker, LoginGate
 from chatservice.auth.realm import ChatRealm
 from chatservice.server.factory import ChatFactory
+from chatservice.server.policy import ConnectionPolicy
 from chatservice.server.protocol import ChatProtocol
 from chatservice.state import ChatState
 from chatservice.store.memory import MemoryStore
@@ -103,12 +108,17 @@ class ChatHarness:
         block_duration: float = 60,
         timeout: float = 600,
         max_line_length: int = 8192,
+        **policy: Any,
     ) -> None:
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
-        self.accounts = CredentialsFile(
-            Path("test-credentials.txt"), dict(accounts or SAMPLE_ACCOUNTS)
+        self.directory = Path(tempfile.mkdtemp(prefix="chat-test-"))
+        self.credentials_path = self.directory / "credentials.txt"
+        self.credentials_path.write_text(
+            "".join(f"{u} {p}\n" for u, p in (accounts or SAMPLE_ACCOUNTS).items()),
+            encoding="utf-8",
         )
+        self.accounts = CredentialsFile.load(self.credentials_path)
         self.store = MemoryStore()
         self.state = ChatState(self.store, self.accounts, self.clock)
         self.lockout = LoginLockout(self.clock, max_failures, block_duration)
@@ -116,13 +126,21 @@ class ChatHarness:
         checker = LockoutChecker(
             CredentialsChecker(self.accounts), self.lockout, self.address_lockout
         )
+        self.manager = AccountManager(self.accounts, run_here, self.state.guest_online)
+        checkers = [checker]
+        if policy.get("allow_guests"):
+            checkers.append(GuestChecker(self.manager.taken))
         self.gate = LoginGate(
-            Portal(ChatRealm(self.state), [checker]),
+            Portal(ChatRealm(self.state), checkers),
             self.accounts,
             self.lockout,
             self.address_lockout,
+            self.manager,
         )
-        self.factory = ChatFactory(self.gate, self.clock, timeout, max_line_length)
+        self.policy = ConnectionPolicy(
+            timeout=timeout, max_line_length=max_line_length, **policy
+        )
+        self.factory = ChatFactory(self.gate, self.clock, self.policy)
         self._hosts = 0
 
     def connect(self, host: str | None = None, port: int = 40000) -> Connection:
@@ -158,3 +176,4 @@ class ChatHarness:
             connection.drop()
         self.lockout.stop()
         self.address_lockout.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)

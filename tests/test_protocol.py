@@ -416,7 +416,7 @@ class JsonTests(HarnessTestCase):
         self.assertTrue(output.startswith("\n{"))
         self.assertEqual(
             json.loads(output),
-            {"type": "login", "success": True, "user": "yoda", "id": 7},
+            {"type": "login", "success": True, "user": "yoda", "guest": False, "id": 7},
         )
         connection.send("whoelse", b"\n")
         self.assertEqual(connection.json()[0]["code"], "invalid_json")
@@ -576,7 +576,7 @@ class SlowLoginTests(HarnessTestCase):
             harness.accounts,
             harness.lockout,
         )
-        harness.factory = ChatFactory(gate, harness.clock, 600)
+        harness.factory = ChatFactory(gate, harness.clock, harness.policy)
 
     def test_lines_wait_for_the_login(self) -> None:
         connection = self.connect()

@@ -12,6 +12,7 @@ from typing import Callable
 
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword, UsernamePassword
+from twisted.cred.error import UnhandledCredentials
 from twisted.cred.portal import Portal
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -19,7 +20,9 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatservice import events
+from chatservice.auth.accounts import AccountError, AccountManager
 from chatservice.auth.credentials import username_problem
+from chatservice.auth.guests import GuestCredentials, InvalidGuestName, UsernameTaken
 from chatservice.auth.errors import AccountLocked, AddressLocked, UnknownUser, WrongPassword
 from chatservice.auth.lockout import LoginLockout
 from chatservice.interfaces import AccountDirectory, ChatClient, IChatSession
@@ -135,6 +138,8 @@ class LoginGate:
     :param accounts: the accounts, to tell an unknown user before the password.
     :param lockout: the per-user-name lock-out the checker counts failures in.
     :param address_lockout: the per-address one, if any.
+    :param manager: creates accounts and changes passwords (``None``: neither
+        is possible).
     """
 
     def __init__(
@@ -143,11 +148,13 @@ class LoginGate:
         accounts: AccountDirectory,
         lockout: LoginLockout,
         address_lockout: LoginLockout | None = None,
+        manager: AccountManager | None = None,
     ) -> None:
         self.portal = portal
         self.accounts = accounts
         self.lockout = lockout
         self.address_lockout = address_lockout
+        self.manager = manager
 
     def check_username(self, username: str, host: str = "") -> events.LoginRejected | None:
         """Refuse a user name (or the address) before the password, or return ``None``."""
@@ -177,8 +184,40 @@ class LoginGate:
             return defer.fail(LoginRefused(rejection))
         credentials = CredentialsFrom(username, password, client.host)
         d = self.portal.login(credentials, client, IChatSession)
-        d.addCallbacks(lambda result: (result[1], result[2]), _refusal, errbackArgs=(username,))
+        d.addCallbacks(_session, _refusal, errbackArgs=(username, False))
         return d
+
+    def login_guest(
+        self, username: str, client: ChatClient
+    ) -> defer.Deferred[tuple[IChatSession, Callable[[], None]]]:
+        """Log ``client`` in as the guest ``username`` (no password)."""
+        d = self.portal.login(GuestCredentials(username, client.host), client, IChatSession)
+        d.addCallbacks(_session, _refusal, errbackArgs=(username, True))
+        return d
+
+    def username_taken(self, username: str) -> bool:
+        """Whether ``username`` cannot be registered (an account, a guest, or being registered)."""
+        if self.manager is None:
+            return self.accounts.exists(username)
+        return self.manager.taken(username)
+
+    def register(self, username: str, password: str) -> defer.Deferred[None]:
+        """Create an account; fails with :class:`AccountError`."""
+        if self.manager is None:
+            return defer.fail(AccountError("unavailable", "Error. Registration is not possible here."))
+        return self.manager.register(username, password)
+
+    def change_password(self, username: str, old: str, new: str) -> defer.Deferred[None]:
+        """Change a password after checking the old one; fails with :class:`AccountError`."""
+        if self.manager is None:
+            return defer.fail(AccountError("unavailable", "Error. Passwords cannot be changed here."))
+        return self.manager.change_password(username, old, new)
+
+
+def _session(
+    result: tuple[object, IChatSession, Callable[[], None]]
+) -> tuple[IChatSession, Callable[[], None]]:
+    return result[1], result[2]
 
 
 def _unknown(username: str) -> events.LoginRejected:
@@ -187,10 +226,20 @@ def _unknown(username: str) -> events.LoginRejected:
     )
 
 
-def _refusal(failure: Failure, username: str) -> None:
+def _refusal(failure: Failure, username: str, guest: bool) -> None:
     """Turn a failed ``Portal.login`` into :class:`LoginRefused`."""
     error = failure.value
-    if isinstance(error, AddressLocked):
+    if isinstance(error, UsernameTaken) or (guest and isinstance(error, AlreadyLoggedIn)):
+        rejection = events.LoginRejected(
+            "username_taken", f"Error. The name {username} is taken; choose another."
+        )
+    elif isinstance(error, InvalidGuestName):
+        rejection = events.LoginRejected(
+            "invalid_username", f"Error. Invalid user name: {error.args[0]}."
+        )
+    elif isinstance(error, UnhandledCredentials):
+        rejection = events.LoginRejected("unavailable", "Error. Guests are not allowed here.")
+    elif isinstance(error, AddressLocked):
         if error.just_locked:
             rejection = events.LoginRejected(
                 "address_locked", ADDRESS_JUST_LOCKED, error.retry_after

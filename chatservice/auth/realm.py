@@ -7,6 +7,7 @@ from typing import Any, Callable
 from twisted.cred.portal import IRealm
 from zope.interface import implementer
 
+from chatservice.auth.guests import GuestName
 from chatservice.interfaces import ChatClient, IChatSession
 from chatservice.state import ChatState
 
@@ -28,5 +29,5 @@ class ChatRealm:
     ) -> tuple[Any, IChatSession, Callable[[], None]]:
         if IChatSession not in interfaces:
             raise NotImplementedError("ChatRealm only provides IChatSession")
-        session = self.state.attach(avatarId, mind)
+        session = self.state.attach(avatarId, mind, guest=isinstance(avatarId, GuestName))
         return IChatSession, session, session.end

@@ -202,7 +202,7 @@ class OutgoingTransfer(Transfer):
     """Sends one file.
 
     :param source: the file, open for binary reading; closed at the end.
-    :param address: the receiver's UDP address; only datagrams from it count.
+    :param address: the receiver's UDP address (where datagrams go).
     :param send: sends one datagram to the receiver.
     """
 

@@ -93,7 +93,9 @@ class FileTransfers:
             return
         if isinstance(transfer, IncomingTransfer):
             transfer.datagram_received(message, address)
-        elif isinstance(transfer, OutgoingTransfer) and address == transfer.address:
+        elif isinstance(transfer, OutgoingTransfer):
+            # The id is secret (derived from the server's token), and a
+            # multi-homed receiver may answer from another of its addresses.
             transfer.datagram_received(message)
 
     def _send_to(self, datagram: bytes, address: Address) -> None:

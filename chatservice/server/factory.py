@@ -1,11 +1,15 @@
-"""The factory that builds a :class:`~chatservice.server.protocol.ChatProtocol` per connection."""
+"""The factory that builds a :class:`~chatservice.server.protocol.ChatProtocol` per
+connection, and keeps track of the live ones."""
 
 from __future__ import annotations
 
+from twisted.internet import defer
 from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import ServerFactory
 
+from chatservice import events
 from chatservice.auth.login import LoginGate
+from chatservice.server.policy import ConnectionPolicy
 from chatservice.server.protocol import ChatProtocol
 
 
@@ -14,27 +18,49 @@ class ChatFactory(ServerFactory):
 
     :param gate: where connections log in.
     :param clock: the reactor, or a test ``Clock``.
-    :param timeout: inactivity timeout in seconds.
-    :param max_line_length: longest accepted line, in bytes.
+    :param policy: the settings every connection reads.
     """
 
     protocol = ChatProtocol
 
     def __init__(
-        self,
-        gate: LoginGate,
-        clock: IReactorTime,
-        timeout: float,
-        max_line_length: int = 8192,
+        self, gate: LoginGate, clock: IReactorTime, policy: ConnectionPolicy
     ) -> None:
         self.gate = gate
         self.clock = clock
-        self.timeout = timeout
-        self.max_line_length = max_line_length
+        self.policy = policy
+        self.connections: set[ChatProtocol] = set()
+        self._closing: dict[ChatProtocol, defer.Deferred[None]] = {}
 
     def buildProtocol(self, addr: IAddress) -> ChatProtocol:
-        protocol = self.protocol(
-            self.gate, self.clock, self.timeout, self.max_line_length
-        )
+        protocol = self.protocol(self.gate, self.clock, self.policy)
         protocol.factory = self
         return protocol
+
+    def connection_made(self, protocol: ChatProtocol) -> None:
+        """Count a new live connection."""
+        self.connections.add(protocol)
+
+    def connection_lost(self, protocol: ChatProtocol) -> None:
+        """Forget a closed connection."""
+        self.connections.discard(protocol)
+        closing = self._closing.pop(protocol, None)
+        if closing is not None:
+            closing.callback(None)
+
+    def disconnect_all(self, event: events.Disconnected, grace: float = 2.0) -> defer.Deferred[None]:
+        """Send ``event`` to every connection and close it.
+
+        Fires when every connection is closed, or after ``grace`` seconds (a
+        client that does not read cannot hold the shutdown up).
+        """
+        waiting = []
+        for protocol in list(self.connections):
+            closing = self._closing[protocol] = defer.Deferred()
+            waiting.append(closing)
+            protocol.disconnect(event)
+        done = defer.gatherResults(waiting, consumeErrors=True)
+        if waiting:
+            done.addTimeout(grace, self.clock, onTimeoutCancel=lambda *_: None)
+        done.addBoth(lambda _: None)
+        return done

@@ -11,24 +11,31 @@ from __future__ import annotations
 
 import enum
 from types import ModuleType
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
+from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
-import chatservice
 from chatservice import events
+from chatservice.auth.accounts import AccountError
 from chatservice.auth.login import LoginGate, LoginRefused
 from chatservice.commands import COMMANDS, CommandError, Request
 from chatservice.interfaces import IChatSession
+from chatservice.server.policy import ConnectionPolicy
+from chatservice.version import SERVER_VERSION, compatible
 from chatservice.wire import encode_event, jsonlines, text
+
+if TYPE_CHECKING:
+    from chatservice.server.factory import ChatFactory
 
 log = Logger()
 
 HELP = events.HelpText(tuple((command.usage, command.summary) for command in COMMANDS))
+BANNED = "Your address is banned from this server."
 NOT_LOGGED_IN = (
     'Log in first: {"type": "login", "user": "NAME", "password": "PASSWORD"}.'
 )
@@ -39,6 +46,9 @@ class Phase(enum.Enum):
 
     USERNAME = "waiting for a user name (JSON: for a login request)"
     PASSWORD = "waiting for the password (text only)"
+    CREATE = "asking whether to create the account (text only)"
+    NEW_PASSWORD = "waiting for a new account's password (text only)"
+    REPEAT_PASSWORD = "waiting for the password again (text only)"
     CHECKING = "waiting for the login to be checked; reading is paused"
     ONLINE = "logged in"
     CLOSED = "closing or closed"
@@ -49,23 +59,20 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
 
     :param gate: where to log in.
     :param clock: the reactor, or a test ``Clock``, for the inactivity timer.
-    :param timeout: seconds without a valid command before the connection is closed.
-    :param max_line_length: longest accepted line, in bytes.
+    :param policy: the server's settings (timeout, line length, bans, sign-up).
     """
 
     delimiter = b"\n"
+    factory: ChatFactory | None = None
 
     def __init__(
-        self,
-        gate: LoginGate,
-        clock: IReactorTime,
-        timeout: float,
-        max_line_length: int = 8192,
+        self, gate: LoginGate, clock: IReactorTime, policy: ConnectionPolicy
     ) -> None:
         self.gate = gate
         self.callLater = clock.callLater
-        self.timeout = timeout
-        self.MAX_LENGTH = max_line_length
+        self.policy = policy
+        self.timeout = policy.timeout
+        self.MAX_LENGTH = policy.max_line_length
         self.wire: ModuleType = text
         self.phase = Phase.USERNAME
         self.host = ""
@@ -74,6 +81,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         self.session: IChatSession | None = None
         self._logout: Callable[[], None] | None = None
         self._username = ""
+        self._new_password = ""
         self._first_line = True
         self._discarding = False
         self._after_overflow: bytes | None = None
@@ -82,13 +90,22 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
 
     def connectionMade(self) -> None:
         self.host = getattr(self.transport.getPeer(), "host", "")
+        if self.factory is not None:
+            self.factory.connection_made(self)
+        if self.policy.bans.banned(self.host):
+            # The format is not known yet: a JSON line is also readable by a human.
+            self.wire = jsonlines
+            self.disconnect(events.Disconnected("banned", BANNED))
+            return
         self.setTimeout(self.timeout)
-        self.send(events.Greeting(chatservice.__version__))
+        self.send(events.Greeting(SERVER_VERSION))
         self.send(events.Prompt(events.Prompt.USERNAME))
 
     def connectionLost(self, reason: Failure = None) -> None:
         self.setTimeout(None)
         self.phase = Phase.CLOSED
+        if self.factory is not None:
+            self.factory.connection_lost(self)
         logout, self._logout = self._logout, None
         self.session = None
         if logout is not None:
@@ -170,14 +187,12 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
     def _text_line(self, raw: bytes) -> None:
         try:
             line = text.decode_line(raw)
-            if self.phase is Phase.USERNAME:
-                self._username_entered(line.strip())
-            elif self.phase is Phase.PASSWORD:
-                self._login(self._username, line, None)
-            elif self.phase is Phase.ONLINE:
+            if self.phase is Phase.ONLINE:
                 request = text.parse_request(line)
                 if request is not None:
                     self._command(request)
+            else:
+                self._text_login_line(line)
         except CommandError as e:
             self.send(events.ErrorReply(e.code, e.message))
 
@@ -193,21 +208,94 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         except CommandError as e:
             self.send(events.ErrorReply(e.code, e.message), request_id)
 
-    # Logging in ------------------------------------------------------------------
+    def _wait_for(
+        self,
+        d: defer.Deferred[Any],
+        done: Callable[[Any], None],
+        failed: Callable[[Failure], None],
+        abandon: Callable[[Any], None] = lambda result: None,
+    ) -> None:
+        """Stop reading until ``d`` fires, then call ``done(result)`` or ``failed(failure)``.
+
+        Lines that arrive meanwhile stay buffered and are handled in order once
+        the slow step (a password check in a thread) is over.  If the
+        connection closes first, ``abandon(result)`` undoes a success.
+        """
+        self.phase = Phase.CHECKING
+        self.pauseProducing()
+
+        def finished(result: object) -> None:
+            if self.phase is Phase.CLOSED:
+                if not isinstance(result, Failure):
+                    abandon(result)
+                return
+            try:
+                if isinstance(result, Failure):
+                    failed(result)
+                else:
+                    done(result)
+            except Exception:
+                log.failure("Handling the end of a slow request failed")
+            if self.phase not in (Phase.CLOSED, Phase.CHECKING):
+                self.resumeProducing()
+
+        d.addBoth(finished)
+
+    # Logging in: text -------------------------------------------------------------
+
+    def _prompt(self, phase: Phase, field_name: str) -> None:
+        self.phase = phase
+        self.send(events.Prompt(field_name))
+
+    def _text_login_line(self, line: str) -> None:
+        self.resetTimeout()
+        if self.phase is Phase.USERNAME:
+            self._username_entered(line.strip())
+        elif self.phase is Phase.PASSWORD:
+            self._login(self._username, line, None)
+        elif self.phase is Phase.CREATE:
+            answer = line.strip().lower()
+            if answer in ("y", "yes"):
+                self._prompt(Phase.NEW_PASSWORD, events.Prompt.NEW_PASSWORD)
+            elif answer in ("n", "no"):
+                self._prompt(Phase.USERNAME, events.Prompt.USERNAME)
+            else:
+                self.send(events.Prompt(events.Prompt.CREATE))
+        elif self.phase is Phase.NEW_PASSWORD:
+            self._new_password = line
+            self._prompt(Phase.REPEAT_PASSWORD, events.Prompt.REPEAT_PASSWORD)
+        elif self.phase is Phase.REPEAT_PASSWORD:
+            if line != self._new_password:
+                self.send(events.ErrorReply("mismatch", "Error. The passwords differ; try again."))
+                self._prompt(Phase.NEW_PASSWORD, events.Prompt.NEW_PASSWORD)
+            else:
+                self._register(self._username, line, None, then_login=True)
 
     def _username_entered(self, username: str) -> None:
-        self.resetTimeout()
         if not username:
             self.send(events.Prompt(events.Prompt.USERNAME))
             return
+        words = username.split()
+        if len(words) == 2 and words[0].lower() == "guest" and self.policy.allow_guests:
+            self._login_guest(words[1], None)
+            return
         rejection = self.gate.check_username(username, self.host)
-        if rejection is not None:
+        self._username = username
+        if (
+            rejection is not None
+            and rejection.reason == "unknown_user"
+            and self.policy.allow_register
+            and not self.gate.username_taken(username)
+        ):
+            self.send(events.ErrorReply("unknown_user", f"There is no account {username}."))
+            self._prompt(Phase.CREATE, events.Prompt.CREATE)
+        elif rejection is not None:
             self.send(rejection)
             self.send(events.Prompt(events.Prompt.USERNAME))
-            return
-        self._username = username
-        self.phase = Phase.PASSWORD
-        self.send(events.Prompt(events.Prompt.PASSWORD))
+        else:
+            self._prompt(Phase.PASSWORD, events.Prompt.PASSWORD)
+
+    # Logging in: JSON -------------------------------------------------------------
 
     def _json_login(self, obj: dict[str, Any], request_id: Any) -> None:
         kind = obj["type"].lower()
@@ -215,9 +303,25 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
             self.resetTimeout()
             username = jsonlines.field(obj, "user")
             password = jsonlines.field(obj, "password")
-            self.p2p_port = jsonlines.port(obj, "p2p_port")
-            self.udp_port = jsonlines.port(obj, "udp_port")
+            self._take_ports(obj)
             self._login(username, password, request_id)
+        elif kind == "guest":
+            if not self.policy.allow_guests:
+                raise CommandError("guests_disabled", "Error. Guests are not allowed here.")
+            self.resetTimeout()
+            username = jsonlines.field(obj, "user")
+            self._take_ports(obj)
+            self._login_guest(username, request_id)
+        elif kind == "register":
+            self._json_register(obj, request_id)
+        elif kind == "salt":
+            raise CommandError(
+                "salt_unsupported",
+                "Error. Client-side salting is not supported (a stored hash would"
+                " work as a password); send the password in login, over TLS.",
+            )
+        elif kind == "hello":
+            self._hello(jsonlines.field(obj, "version"), request_id)
         elif kind in ("logout", "disconnect"):
             self.disconnect(events.Disconnected("logout", "Goodbye."), request_id)
         elif kind == "help":
@@ -225,51 +329,100 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         else:
             raise CommandError("not_logged_in", NOT_LOGGED_IN)
 
-    def _login(self, username: str, password: str, request_id: Any) -> None:
-        self.phase = Phase.CHECKING
-        self.pauseProducing()
-        d = self.gate.login(username, password, self)
-        d.addCallbacks(
-            self._logged_in,
-            self._login_refused,
-            callbackArgs=(request_id,),
-            errbackArgs=(request_id,),
+    def _take_ports(self, obj: dict[str, Any]) -> None:
+        self.p2p_port = jsonlines.port(obj, "p2p_port")
+        self.udp_port = jsonlines.port(obj, "udp_port")
+
+    def _json_register(self, obj: dict[str, Any], request_id: Any) -> None:
+        self.resetTimeout()
+        username = jsonlines.field(obj, "user")
+        if not self.policy.allow_register:
+            self.send(
+                events.RegisterStatus(
+                    False, username, "registration_disabled",
+                    "Error. This server does not take new accounts.",
+                ),
+                request_id,
+            )
+        elif "password" not in obj:
+            self.send(events.UsernameStatus(username, self.gate.username_taken(username)), request_id)
+        else:
+            self._register(username, jsonlines.field(obj, "password"), request_id, then_login=False)
+
+    def _hello(self, client_version: str, request_id: Any) -> None:
+        """Check a JSON client's version: answer ``hello``, or ``outdated_client`` and close."""
+        if compatible(client_version):
+            self.send(events.Greeting(SERVER_VERSION), request_id)
+            return
+        self.disconnect(
+            events.Disconnected(
+                "outdated_client",
+                f"Client version {client_version} cannot use server version"
+                f" {SERVER_VERSION}; please update the client.",
+                SERVER_VERSION,
+            ),
+            request_id,
         )
-        d.addErrback(lambda f: log.failure("Login handling failed", f))
-        d.addBoth(lambda _: self._resume_reading())
+
+    # Logging in: both formats ---------------------------------------------------------
+
+    def _login(self, username: str, password: str, request_id: Any) -> None:
+        self._wait_for_login(self.gate.login(username, password, self), request_id)
+
+    def _login_guest(self, username: str, request_id: Any) -> None:
+        self._wait_for_login(self.gate.login_guest(username, self), request_id)
+
+    def _wait_for_login(
+        self, d: defer.Deferred[tuple[IChatSession, Callable[[], None]]], request_id: Any
+    ) -> None:
+        self._wait_for(
+            d,
+            lambda result: self._logged_in(result, request_id),
+            lambda failure: self._login_refused(failure, request_id),
+            abandon=lambda result: result[1](),
+        )
+
+    def _register(self, username: str, password: str, request_id: Any, then_login: bool) -> None:
+        def registered(_: object) -> None:
+            self.send(events.RegisterStatus(True, username), request_id)
+            if then_login:
+                self._login(username, password, None)
+            else:
+                self.phase = Phase.USERNAME
+
+        def refused(failure: Failure) -> None:
+            failure.trap(AccountError)
+            error: AccountError = failure.value
+            self.send(events.RegisterStatus(False, username, error.code, error.message), request_id)
+            if self.wire is text:
+                self._prompt(Phase.USERNAME, events.Prompt.USERNAME)
+            else:
+                self.phase = Phase.USERNAME
+
+        self._wait_for(self.gate.register(username, password), registered, refused)
 
     def _logged_in(
         self, result: tuple[IChatSession, Callable[[], None]], request_id: Any
     ) -> None:
         session, logout = result
-        if self.phase is Phase.CLOSED:
-            # The connection went away while the password was checked.
-            logout()
-            return
         self.session, self._logout = session, logout
         self.phase = Phase.ONLINE
-        self.send(events.LoginSucceeded(session.username), request_id)
+        self.send(events.LoginSucceeded(session.username, session.guest), request_id)
         session.begin()
 
     def _login_refused(self, failure: Failure, request_id: Any) -> None:
         failure.trap(LoginRefused)
-        if self.phase is Phase.CLOSED:
-            return
         rejection: events.LoginRejected = failure.value.rejection
         if rejection.reason in ("locked", "address_locked"):
             self.disconnect(rejection, request_id)
             return
         self.send(rejection, request_id)
         if self.wire is text and rejection.reason == "wrong_password":
-            self.phase = Phase.PASSWORD
-            self.send(events.Prompt(events.Prompt.PASSWORD))
+            self._prompt(Phase.PASSWORD, events.Prompt.PASSWORD)
+        elif self.wire is text:
+            self._prompt(Phase.USERNAME, events.Prompt.USERNAME)
         else:
             self.phase = Phase.USERNAME
-            self.send(events.Prompt(events.Prompt.USERNAME))
-
-    def _resume_reading(self) -> None:
-        if self.phase is not Phase.CLOSED:
-            self.resumeProducing()
 
     # Commands ----------------------------------------------------------------------
 
@@ -285,6 +438,24 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
             )
         self._command(jsonlines.parse_request(obj))
 
+    def _change_password(self, request: Request) -> None:
+        assert self.session is not None
+
+        def changed(_: object) -> None:
+            self.phase = Phase.ONLINE
+            self.send(events.PasswordChanged(), request.request_id)
+
+        def refused(failure: Failure) -> None:
+            self.phase = Phase.ONLINE
+            failure.trap(AccountError)
+            error: AccountError = failure.value
+            self.send(events.ErrorReply(error.code, error.message), request.request_id)
+
+        d = self.gate.change_password(
+            self.session.username, request.arguments["old"], request.arguments["new"]
+        )
+        self._wait_for(d, changed, refused)
+
     def _command(self, request: Request) -> None:
         assert self.session is not None
         self.resetTimeout()
@@ -293,6 +464,9 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
                 events.Disconnected("logout", f"Goodbye, {self.session.username}!"),
                 request.request_id,
             )
+            return
+        if request.command == "passwd":
+            self._change_password(request)
             return
         if request.command == "help":
             reply: events.Event = HELP

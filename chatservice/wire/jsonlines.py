@@ -121,11 +121,37 @@ def _(event: events.Prompt) -> None:
 
 @render.register
 def _(event: events.LoginSucceeded) -> dict[str, Any]:
-    return {"type": "login", "success": True, "user": event.username}
+    return {"type": "login", "success": True, "user": event.username, "guest": event.guest}
+
+
+@render.register
+def _(event: events.UsernameStatus) -> dict[str, Any]:
+    return {"type": "username_register_status", "user": event.username, "taken": event.taken}
+
+
+@render.register
+def _(event: events.RegisterStatus) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "type": "register_status",
+        "status": event.success,
+        "user": event.username,
+    }
+    if not event.success:
+        obj["code"] = event.code
+        obj["additional_info"] = event.message
+    return obj
+
+
+@render.register
+def _(event: events.PasswordChanged) -> dict[str, Any]:
+    return {"type": "passwd_status", "status": True}
 
 
 @render.register
 def _(event: events.LoginRejected) -> dict[str, Any]:
+    if event.reason == "username_taken":
+        # The original design's reply to a guest login under a taken name.
+        return {"type": "username_taken", "message": event.message}
     obj: dict[str, Any] = {
         "type": "login",
         "success": False,
@@ -181,10 +207,12 @@ def _(event: events.UserList) -> dict[str, Any]:
     obj: dict[str, Any] = {
         "type": "userlist",
         "users": list(event.users),
-        "onlinetype": True,
+        "onlinetype": event.online,
     }
     if event.since is not None:
         obj["since"] = event.since
+    if event.guests:
+        obj["guests"] = list(event.guests)
     return obj
 
 
@@ -375,4 +403,19 @@ def _(event: events.FileIncoming) -> dict[str, Any]:
 
 @render.register
 def _(event: events.Disconnected) -> dict[str, Any]:
+    if event.reason in ("shutdown", "banned"):
+        # The original design's own message types for these two.
+        return {"type": event.reason, "message": event.message}
+    if event.reason == "outdated_client":
+        return {"type": "outdated_client", "version": event.server_version, "message": event.message}
     return {"type": "disconnect", "reason": event.reason, "message": event.message}
+
+
+@render.register
+def _(event: events.TypingNotice) -> dict[str, Any]:
+    return {"type": "typing", "user": event.username, "status": event.typing}
+
+
+@render.register
+def _(event: events.Done) -> dict[str, Any]:
+    return {"type": "ok", "command": event.command}

@@ -124,15 +124,43 @@ def _(event: events.Greeting) -> str:
 
 @render.register
 def _(event: events.Prompt) -> str:
-    return "Username: " if event.field_name == events.Prompt.USERNAME else "Password: "
+    return _PROMPTS[event.field_name]
+
+
+_PROMPTS = {
+    events.Prompt.USERNAME: "Username: ",
+    events.Prompt.PASSWORD: "Password: ",
+    events.Prompt.CREATE: "Create a new account with that name? (yes/no) ",
+    events.Prompt.NEW_PASSWORD: "New password: ",
+    events.Prompt.REPEAT_PASSWORD: "Repeat the password: ",
+}
 
 
 @render.register
 def _(event: events.LoginSucceeded) -> str:
+    guest = " (guest)" if event.guest else ""
     return _lines(
-        f"Welcome to chatservice, {event.username}!"
+        f"Welcome to chatservice, {event.username}{guest}!"
         " Type help for the list of commands."
     )
+
+
+@render.register
+def _(event: events.UsernameStatus) -> str:
+    taken = "is taken" if event.taken else "is free"
+    return _lines(f"The user name {event.username} {taken}.")
+
+
+@render.register
+def _(event: events.RegisterStatus) -> str:
+    if event.success:
+        return _lines(f"Account {event.username} created.")
+    return _lines(event.message)
+
+
+@render.register
+def _(event: events.PasswordChanged) -> str:
+    return _lines("Your password has been changed.")
 
 
 @render.register
@@ -162,7 +190,10 @@ def _(event: events.Presence) -> str:
 @render.register
 def _(event: events.UserList) -> str:
     if event.users:
-        return _lines(*event.users)
+        guests = set(event.guests)
+        return _lines(*(f"{u} (guest)" if u in guests else u for u in event.users))
+    if not event.online:
+        return _lines("Every other user is online.")
     if event.since is None:
         return _lines("No other users are online.")
     return _lines(f"No other users were online in the last {event.since:g} seconds.")
@@ -368,6 +399,16 @@ def _(event: events.FileIncoming) -> str:
     return _lines(
         f"{event.sender} will send you {event.filename} with token {event.token}"
     )
+
+
+@render.register
+def _(event: events.TypingNotice) -> str:
+    return _lines(f"{event.username} is typing..." if event.typing else f"{event.username} stopped typing")
+
+
+@render.register
+def _(event: events.Done) -> None:
+    return None
 
 
 @render.register

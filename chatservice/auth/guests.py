@@ -1,0 +1,68 @@
+"""Guest logins: a name without an account, checked through ``twisted.cred`` too.
+
+A guest presents :class:`GuestCredentials`; :class:`GuestChecker` accepts a
+valid name that no account has and returns it as a :class:`GuestName`, which
+the realm recognises to mark the session as a guest's.  A name already
+online is refused by the realm, like any second login.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.cred.credentials import ICredentials
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet import defer
+from zope.interface import Attribute, implementer
+
+from chatservice.auth.credentials import username_problem
+
+
+class UsernameTaken(UnauthorizedLogin):
+    """The guest name belongs to an account (or is being registered)."""
+
+
+class InvalidGuestName(UnauthorizedLogin):
+    """The guest name breaks the user name rules; the message says which."""
+
+
+class IGuestCredentials(ICredentials):
+    """A guest's chosen name."""
+
+    username = Attribute("The name the guest asked for (str).")
+
+
+@implementer(IGuestCredentials)
+class GuestCredentials:
+    """A guest's chosen name, and the address it came from."""
+
+    def __init__(self, username: str, host: str = "") -> None:
+        self.username = username
+        self.host = host
+
+
+class GuestName(str):
+    """The avatar id of a guest: a user name that is not an account."""
+
+
+@implementer(ICredentialsChecker)
+class GuestChecker:
+    """Accepts guest names that no account has.
+
+    :param taken: whether a name is an account's (or being registered).
+    """
+
+    credentialInterfaces = (IGuestCredentials,)
+
+    def __init__(self, taken: Callable[[str], bool]) -> None:
+        self.taken = taken
+
+    def requestAvatarId(self, credentials: IGuestCredentials) -> defer.Deferred[GuestName]:
+        name = credentials.username
+        problem = username_problem(name)
+        if problem:
+            return defer.fail(InvalidGuestName(problem))
+        if self.taken(name):
+            return defer.fail(UsernameTaken(name))
+        return defer.succeed(GuestName(name))

@@ -1,0 +1,71 @@
+"""What a server allows its connections: timeouts, sizes, banned addresses, sign-up.
+
+:class:`ConnectionPolicy` gathers the settings every connection reads, so the
+factory and the protocol take one object instead of a growing list of values.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class BanList:
+    """Addresses and networks (CIDR) that may not connect.
+
+    :param entries: addresses or networks, e.g. ``203.0.113.7`` or ``10.0.0.0/8``.
+    :raises ValueError: for an entry that is neither.
+    """
+
+    def __init__(self, entries: Iterable[str] = ()) -> None:
+        self.networks: tuple[Network, ...] = tuple(
+            ipaddress.ip_network(entry.strip(), strict=False) for entry in entries
+        )
+
+    @classmethod
+    def read(cls, path: Path) -> list[str]:
+        """The entries of a ban file: one a line, ``#`` comments and blank lines ignored."""
+        entries = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                entries.append(line)
+        return entries
+
+    def __bool__(self) -> bool:
+        return bool(self.networks)
+
+    def banned(self, host: str) -> bool:
+        """Whether ``host`` (an IP address string) is banned."""
+        if not self.networks:
+            return False
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        return any(address in network for network in self.networks)
+
+
+@dataclass(frozen=True)
+class ConnectionPolicy:
+    """Settings every connection reads.
+
+    :param timeout: seconds without a valid command before a user is logged out
+        (and before an unauthenticated connection is closed).
+    :param max_line_length: longest accepted line, in bytes.
+    :param bans: addresses refused before login.
+    :param allow_register: whether unknown users may create an account.
+    :param allow_guests: whether ``guest <name>`` logs in without an account.
+    """
+
+    timeout: float = 600
+    max_line_length: int = 8192
+    bans: BanList = field(default_factory=BanList)
+    allow_register: bool = False
+    allow_guests: bool = False

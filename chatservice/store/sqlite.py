@@ -1,0 +1,626 @@
+"""An :class:`~chatservice.store.interface.IChatStore` kept in an SQLite file: the durable store.
+
+:class:`SQLiteStore` keeps the blocks, last-seen times, offline messages, rooms
+and history in one database file (Python's :mod:`sqlite3`), with exactly the
+behaviour of :class:`~chatservice.store.memory.MemoryStore`.
+
+Durability
+----------
+The database runs in WAL mode with ``PRAGMA synchronous=NORMAL``, and every
+call that changes something commits before it returns.  A commit appends the
+transaction to the write-ahead log with ``write(2)``, so once a call has
+returned its change is in the operating system's file cache, and **a crash of
+the server process** (``SIGKILL``, the OOM killer, an interpreter crash) loses
+nothing: the next :meth:`SQLiteStore.open` replays the log.  In particular a
+message that :meth:`~SQLiteStore.add_offline` returned for, and that the sender
+was then told was kept, survives ``kill -9``; ``tests/test_store_crash.py``
+checks this with a real process.
+
+``NORMAL`` does not fsync at each commit, so a crash of the *operating system*
+or a power cut may roll back the last few commits (the file stays consistent).
+Pass ``synchronous="FULL"`` to fsync the log at every commit when that matters
+more than latency (``bench/store_latency.py`` measures both).
+
+Time on the reactor
+-------------------
+The chat state calls the store on the reactor thread, so each call is one to
+three small statements on indexed columns (offline messages by recipient,
+history by channel and time, rooms by number), and a commit only writes to
+the log.  The slow part of WAL, copying the log back into the database
+(a *checkpoint*, with its fsyncs), is not done in the calls: automatic
+checkpoints are turned off on the reactor's connection and a background
+thread with its own connection runs a passive checkpoint whenever
+:data:`CHECKPOINT_EVERY` commits have gone into the log, and a last one when
+the store closes.  The one call whose cost grows with the data is
+``history_after`` for a long span (``read`` since long ago), which returns
+every matching row.
+
+Opening
+-------
+:meth:`SQLiteStore.open` first runs :meth:`SQLiteStore.check`, which looks at
+the file without changing it (its header, then a read-only connection: schema
+version, application id, ``PRAGMA quick_check``), and raises
+:class:`StoreError` naming the file when it is not a usable chat database:
+missing directory, not a regular or readable file, not an SQLite database,
+corrupt, another program's database, or a schema version newer than this code
+knows.  The file is then left exactly as it was.  Otherwise ``open`` creates
+the file if needed (mode ``0600``: it holds private messages; SQLite gives the
+log files the same mode), turns on WAL and creates or migrates the schema in
+one transaction, recording its version in ``PRAGMA user_version``.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from chatservice.store.interface import HistoryEntry, IChatStore, StoredMessage
+
+__all__ = [
+    "APPLICATION_ID",
+    "CHECKPOINT_EVERY",
+    "MIGRATIONS",
+    "SQLiteStore",
+    "StoreError",
+    "schema_version",
+]
+
+log = Logger()
+
+APPLICATION_ID = 0x43484154
+"""``PRAGMA application_id`` of a chat database (``"CHAT"``), so another program's file is recognised."""
+
+MIGRATIONS: list[Sequence[str]] = [
+    # Version 1: everything the chat state keeps.
+    (
+        """
+        CREATE TABLE offline_messages (
+            message_id INTEGER PRIMARY KEY AUTOINCREMENT,
+            sender TEXT NOT NULL,
+            recipient TEXT NOT NULL,
+            body TEXT NOT NULL,
+            sent_at REAL NOT NULL
+        )
+        """,
+        "CREATE INDEX offline_messages_by_recipient"
+        " ON offline_messages (recipient, message_id)",
+        """
+        CREATE TABLE blocks (
+            blocker TEXT NOT NULL,
+            blocked TEXT NOT NULL,
+            PRIMARY KEY (blocker, blocked)
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TABLE last_seen (
+            username TEXT NOT NULL PRIMARY KEY,
+            seen_at REAL NOT NULL
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TABLE history (
+            channel TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            sender TEXT NOT NULL,
+            body TEXT NOT NULL,
+            sent_at REAL NOT NULL,
+            PRIMARY KEY (channel, seq)
+        )
+        """,
+        "CREATE INDEX history_by_channel_time ON history (channel, sent_at, seq)",
+        "CREATE TABLE rooms (room_id INTEGER NOT NULL PRIMARY KEY)",
+        """
+        CREATE TABLE room_members (
+            room_id INTEGER NOT NULL,
+            username TEXT NOT NULL,
+            PRIMARY KEY (room_id, username)
+        ) WITHOUT ROWID
+        """,
+    ),
+]
+"""Schema changes: ``MIGRATIONS[n]`` takes a database from version ``n`` to ``n + 1``.
+
+Append to this list to change the schema; never edit an entry that has shipped.
+"""
+
+REQUIRED_TABLES = frozenset(
+    {"offline_messages", "blocks", "last_seen", "history", "rooms", "room_members"}
+)
+"""Tables every chat database of version 1 or later has."""
+
+CHECKPOINT_EVERY = 200
+"""Commits between two background checkpoints (about 1 MB of log at most, for small rows)."""
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+_HEADER_SIZE = 100
+_DELETE_CHUNK = 500
+
+
+def schema_version() -> int:
+    """The schema version this code creates and understands."""
+    return len(MIGRATIONS)
+
+
+class StoreError(Exception):
+    """The chat database cannot be used; the message names the file and says why."""
+
+
+@implementer(IChatStore)
+class SQLiteStore:
+    """Chat data in the SQLite database file ``path``, durable when each call returns.
+
+    :param path: the database file; its directory must exist.  SQLite keeps
+        ``<path>-wal`` and ``<path>-shm`` beside it while it is open.
+    :param synchronous: ``"NORMAL"`` (durable against a crash of the process)
+        or ``"FULL"`` (also against a crash of the machine, one fsync per commit).
+    :param busy_timeout: seconds a call waits for another process's lock before
+        failing; only one server should use a file, so this should never wait.
+    :param background_checkpoints: copy the log into the database from a
+        thread of the store's own (the default); when false, SQLite does it
+        inside a commit every thousand pages, on the caller's thread.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        synchronous: str = "NORMAL",
+        busy_timeout: float = 1.0,
+        background_checkpoints: bool = True,
+    ) -> None:
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
+        self.path = Path(path)
+        self.synchronous = synchronous
+        self.busy_timeout = busy_timeout
+        self.background_checkpoints = background_checkpoints
+        self._connection: sqlite3.Connection | None = None
+        self._checkpointer: _Checkpointer | None = None
+
+    def __repr__(self) -> str:
+        return f"<SQLiteStore {str(self.path)!r}>"
+
+    # Opening and closing ---------------------------------------------------------
+
+    def check(self) -> int:
+        """Check that :meth:`open` can use the file, without changing it.
+
+        :return: the file's schema version: 0 when there is no database yet
+            (no file, or an empty one).
+        :raises StoreError: naming the file, when it cannot be used.
+        """
+        path = self.path
+        if not path.parent.is_dir():
+            raise StoreError(
+                f"Cannot open the chat database {path}:"
+                f" the directory {path.parent} does not exist."
+            )
+        try:
+            status = os.stat(path)
+        except FileNotFoundError:
+            return 0
+        except OSError as e:
+            raise StoreError(f"Cannot open the chat database {path}: {e.strerror}.") from None
+        if not stat.S_ISREG(status.st_mode):
+            raise StoreError(f"Cannot open the chat database {path}: it is not a regular file.")
+        try:
+            with open(path, "rb") as f:
+                header = f.read(_HEADER_SIZE)
+        except OSError as e:
+            raise StoreError(f"Cannot read the chat database {path}: {e.strerror}.") from None
+        if not header and not _wal_path(path).exists():
+            return 0
+        if len(header) < _HEADER_SIZE or not header.startswith(SQLITE_MAGIC):
+            raise StoreError(
+                f"The chat database {path} is not an SQLite database (corrupt, or"
+                " another kind of file); it was left as it is."
+            )
+        return self._check_readonly()
+
+    def _check_readonly(self) -> int:
+        """Read the file's version and check its pages without writing anything.
+
+        A file closed cleanly has no ``-wal`` log: it is read as immutable,
+        which creates no file beside it.  After a crash the log is there and
+        holds committed transactions, so it is read through a read-only
+        connection (which may add the ``-shm`` index file if that is missing,
+        but never writes the database or its log).
+        """
+        path = self.path
+        mode = "mode=ro" if _wal_path(path).exists() else "immutable=1"
+        try:
+            connection = sqlite3.connect(
+                f"{path.absolute().as_uri()}?{mode}", uri=True, isolation_level=None
+            )
+        except sqlite3.Error as e:
+            raise StoreError(f"Cannot open the chat database {path}: {e}.") from None
+        try:
+            application_id = connection.execute("PRAGMA application_id").fetchone()[0]
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+            tables = {
+                row[0]
+                for row in connection.execute(
+                    "SELECT name FROM sqlite_master"
+                    " WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+                )
+            }
+            problems = [row[0] for row in connection.execute("PRAGMA quick_check(5)")]
+        except sqlite3.Error as e:
+            raise StoreError(
+                f"The chat database {path} is corrupt or unreadable ({e});"
+                " it was left as it is."
+            ) from None
+        finally:
+            connection.close()
+        if problems != ["ok"]:
+            raise StoreError(
+                f"The chat database {path} is corrupt ({'; '.join(problems)});"
+                " it was left as it is."
+            )
+        if application_id not in (0, APPLICATION_ID):
+            raise StoreError(
+                f"{path} is another program's SQLite database"
+                f" (application id {application_id:#x}), not a chat database;"
+                " it was left as it is."
+            )
+        if version > schema_version():
+            raise StoreError(
+                f"The chat database {path} has schema version {version}, newer than"
+                f" this server knows ({schema_version()}): run a newer chatservice"
+                " or use another data directory. It was left as it is."
+            )
+        if version == 0 and tables:
+            raise StoreError(
+                f"{path} is an SQLite database with tables but no chat schema"
+                " version: not a chat database; it was left as it is."
+            )
+        missing = REQUIRED_TABLES - tables if version >= 1 else frozenset()
+        if missing:
+            raise StoreError(
+                f"The chat database {path} (schema version {version}) lacks the"
+                f" tables {', '.join(sorted(missing))}; it was left as it is."
+            )
+        return version
+
+    def open(self) -> None:
+        """Check the file, create it or migrate its schema, and get ready for calls.
+
+        :raises StoreError: naming the file, when it cannot be used (it is then
+            left as it was).
+        """
+        if self._connection is not None:
+            raise StoreError(f"The chat database {self.path} is already open.")
+        found = self.check()
+        path = self.path
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        except OSError as e:
+            raise StoreError(f"Cannot create the chat database {path}: {e.strerror}.") from None
+        else:
+            os.close(fd)
+        try:
+            connection = sqlite3.connect(
+                path, isolation_level=None, timeout=self.busy_timeout
+            )
+        except sqlite3.Error as e:
+            raise StoreError(f"Cannot open the chat database {path}: {e}.") from None
+        try:
+            mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise StoreError(
+                    f"Cannot put the chat database {path} in WAL mode (it is in {mode} mode)."
+                )
+            connection.execute(f"PRAGMA synchronous = {self.synchronous}")
+            if self.background_checkpoints:
+                connection.execute("PRAGMA wal_autocheckpoint = 0")
+            version = self._migrate(connection)
+        except sqlite3.Error as e:
+            connection.close()
+            raise StoreError(f"Cannot set up the chat database {path}: {e}.") from None
+        except BaseException:
+            connection.close()
+            raise
+        self._connection = connection
+        if self.background_checkpoints:
+            self._checkpointer = _Checkpointer(path, self.busy_timeout)
+            self._checkpointer.start()
+        log.info(
+            "Chat database {path} open (schema version {version}{was})",
+            path=str(path),
+            version=version,
+            was="" if found == version else f", was {found}",
+        )
+
+    def _migrate(self, connection: sqlite3.Connection) -> int:
+        """Bring the schema up to :func:`schema_version` in one transaction."""
+        target = schema_version()
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+            if version > target:
+                raise StoreError(
+                    f"The chat database {self.path} has schema version {version},"
+                    f" newer than this server knows ({target})."
+                )
+            for step in range(version, target):
+                for statement in MIGRATIONS[step]:
+                    connection.execute(statement)
+                log.info(
+                    "Chat database {path}: schema migrated to version {version}",
+                    path=str(self.path),
+                    version=step + 1,
+                )
+            if version < target:
+                connection.execute(f"PRAGMA user_version = {target:d}")
+                connection.execute(f"PRAGMA application_id = {APPLICATION_ID:d}")
+            connection.execute("COMMIT")
+        except BaseException:
+            _rollback(connection)
+            raise
+        return target
+
+    def close(self) -> None:
+        """Stop the checkpoint thread and close the database (SQLite checkpoints it)."""
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            checkpointer.stop()
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
+
+    # Helpers -----------------------------------------------------------------------
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        connection = self._connection
+        if connection is None:
+            raise StoreError(f"The chat database {self.path} is not open.")
+        return connection
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Turn an SQLite failure into a :class:`StoreError` naming the file."""
+        try:
+            yield
+        except sqlite3.Error as e:
+            raise StoreError(f"Chat database {self.path}: {e}") from e
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """Several statements committed together (one statement commits by itself)."""
+        with self._errors():
+            connection = self._db
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield connection
+                connection.execute("COMMIT")
+            except BaseException:
+                _rollback(connection)
+                raise
+        self._committed()
+
+    def _write(self, sql: str, parameters: Sequence[object]) -> sqlite3.Cursor:
+        """Run one changing statement, committed when it returns."""
+        with self._errors():
+            cursor = self._db.execute(sql, parameters)
+        self._committed()
+        return cursor
+
+    def _committed(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.committed()
+
+    # Blocks -------------------------------------------------------------------------
+
+    def blocks(self) -> Iterable[tuple[str, str]]:
+        with self._errors():
+            return self._db.execute(
+                "SELECT blocker, blocked FROM blocks ORDER BY blocker, blocked"
+            ).fetchall()
+
+    def add_block(self, blocker: str, blocked: str) -> None:
+        self._write(
+            "INSERT OR IGNORE INTO blocks (blocker, blocked) VALUES (?, ?)", (blocker, blocked)
+        )
+
+    def remove_block(self, blocker: str, blocked: str) -> None:
+        self._write("DELETE FROM blocks WHERE blocker = ? AND blocked = ?", (blocker, blocked))
+
+    # Last seen ----------------------------------------------------------------------
+
+    def last_seen(self) -> Iterable[tuple[str, float]]:
+        with self._errors():
+            return self._db.execute("SELECT username, seen_at FROM last_seen").fetchall()
+
+    def record_seen(self, username: str, at: float) -> None:
+        self._write(
+            "INSERT INTO last_seen (username, seen_at) VALUES (?, ?)"
+            " ON CONFLICT (username) DO UPDATE SET seen_at = excluded.seen_at",
+            (username, at),
+        )
+
+    # Offline messages ---------------------------------------------------------------
+
+    def add_offline(
+        self, sender: str, recipient: str, text: str, sent_at: float
+    ) -> StoredMessage:
+        text = _storable(text)
+        cursor = self._write(
+            "INSERT INTO offline_messages (sender, recipient, body, sent_at)"
+            " VALUES (?, ?, ?, ?)",
+            (sender, recipient, text, sent_at),
+        )
+        assert cursor.lastrowid is not None
+        return StoredMessage(cursor.lastrowid, sender, recipient, text, sent_at)
+
+    def offline_messages(self, recipient: str) -> list[StoredMessage]:
+        with self._errors():
+            rows = self._db.execute(
+                "SELECT message_id, sender, recipient, body, sent_at FROM offline_messages"
+                " WHERE recipient = ? ORDER BY message_id",
+                (recipient,),
+            ).fetchall()
+        return [StoredMessage(*row) for row in rows]
+
+    def remove_offline(self, message_ids: Iterable[int]) -> None:
+        ids = list(message_ids)
+        if not ids:
+            return
+        if len(ids) == 1:
+            self._write("DELETE FROM offline_messages WHERE message_id = ?", ids)
+            return
+        with self._transaction() as connection:
+            for start in range(0, len(ids), _DELETE_CHUNK):
+                chunk = ids[start : start + _DELETE_CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                connection.execute(
+                    f"DELETE FROM offline_messages WHERE message_id IN ({marks})", chunk
+                )
+
+    # History ------------------------------------------------------------------------
+
+    def add_history(
+        self, channel: str, sender: str, text: str, sent_at: float
+    ) -> HistoryEntry:
+        text = _storable(text)
+        with self._transaction() as connection:
+            (seq,) = connection.execute(
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM history WHERE channel = ?", (channel,)
+            ).fetchone()
+            connection.execute(
+                "INSERT INTO history (channel, seq, sender, body, sent_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (channel, seq, sender, text, sent_at),
+            )
+        return HistoryEntry(channel, seq, sender, text, sent_at)
+
+    def history_after(self, channels: Iterable[str], after: float) -> list[HistoryEntry]:
+        found: list[HistoryEntry] = []
+        with self._errors():
+            connection = self._db
+            for channel in channels:
+                rows = connection.execute(
+                    "SELECT channel, seq, sender, body, sent_at FROM history"
+                    " WHERE channel = ? AND sent_at > ? ORDER BY sent_at, seq",
+                    (channel, after),
+                ).fetchall()
+                found.extend(HistoryEntry(*row) for row in rows)
+        found.sort(key=lambda entry: (entry.sent_at, entry.channel, entry.seq))
+        return found
+
+    # Rooms --------------------------------------------------------------------------
+
+    def rooms(self) -> Iterable[tuple[int, frozenset[str]]]:
+        members: dict[int, set[str]] = {}
+        with self._errors():
+            for room_id, username in self._db.execute(
+                "SELECT rooms.room_id, room_members.username FROM rooms"
+                " LEFT JOIN room_members ON room_members.room_id = rooms.room_id"
+                " ORDER BY rooms.room_id"
+            ):
+                room = members.setdefault(room_id, set())
+                if username is not None:
+                    room.add(username)
+        return [(room_id, frozenset(names)) for room_id, names in members.items()]
+
+    def save_room(self, room_id: int, members: frozenset[str]) -> None:
+        with self._transaction() as connection:
+            connection.execute("INSERT OR IGNORE INTO rooms (room_id) VALUES (?)", (room_id,))
+            connection.execute("DELETE FROM room_members WHERE room_id = ?", (room_id,))
+            connection.executemany(
+                "INSERT INTO room_members (room_id, username) VALUES (?, ?)",
+                [(room_id, username) for username in members],
+            )
+
+    def delete_room(self, room_id: int) -> None:
+        with self._transaction() as connection:
+            connection.execute("DELETE FROM room_members WHERE room_id = ?", (room_id,))
+            connection.execute("DELETE FROM rooms WHERE room_id = ?", (room_id,))
+
+
+class _Checkpointer:
+    """A thread with its own connection that copies the log into the database.
+
+    The reactor's connection has automatic checkpoints off; this thread runs a
+    passive checkpoint (which never blocks the writer) after every
+    :data:`CHECKPOINT_EVERY` commits, so the log's fsyncs and copying happen
+    off the reactor thread and the log stays small.
+    """
+
+    def __init__(self, path: Path, busy_timeout: float) -> None:
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self._commits = 0
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(
+            target=self._run, name=f"checkpoint {path.name}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def committed(self) -> None:
+        """Count a commit (reactor thread); wake the thread every so many."""
+        self._commits += 1
+        if self._commits >= CHECKPOINT_EVERY:
+            self._commits = 0
+            self._wake.set()
+
+    def stop(self) -> None:
+        """Let the thread finish its checkpoint, if any, and end."""
+        self._stopping = True
+        self._wake.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        connection = sqlite3.connect(
+            self.path, isolation_level=None, timeout=self.busy_timeout, check_same_thread=False
+        )
+        try:
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                if self._stopping:
+                    return
+                try:
+                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as e:
+                    log.warn(
+                        "Checkpoint of the chat database {path} failed: {error}",
+                        path=str(self.path),
+                        error=str(e),
+                    )
+        finally:
+            connection.close()
+
+
+def _rollback(connection: sqlite3.Connection) -> None:
+    """Roll back the open transaction, if any, keeping the error that caused it."""
+    if connection.in_transaction:
+        try:
+            connection.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+
+
+def _wal_path(path: Path) -> Path:
+    return path.with_name(path.name + "-wal")
+
+
+def _storable(text: str) -> str:
+    """``text``, with any lone surrogate (which UTF-8 cannot hold) replaced by U+FFFD."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text

@@ -1,0 +1,397 @@
+"""Hashed passwords, the atomic credentials writer, registration, guests, passwd."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any, Callable
+from unittest import mock
+
+from twisted.internet import defer, threads
+from twisted.trial import unittest
+
+from chatservice.auth import credentials as credentials_module
+from chatservice.auth.accounts import AccountError, AccountManager, password_problem
+from chatservice.auth.credentials import (
+    CredentialsChecker,
+    CredentialsError,
+    CredentialsFile,
+    write_entry,
+)
+from chatservice.auth.errors import WrongPassword
+from chatservice.auth.passwords import hash_password, is_hashed, verify_password
+from twisted.cred.credentials import UsernamePassword
+from tests.test_protocol import HarnessTestCase
+
+FAST = 4  # log2(n) for hashes made in tests: same code path, less CPU
+
+
+class PasswordHashTests(unittest.TestCase):
+    """The scrypt hash format."""
+
+    def test_hash_and_verify(self) -> None:
+        secret = hash_password("falcon", FAST)
+        self.assertTrue(is_hashed(secret))
+        self.assertTrue(secret.startswith(f"$scrypt$ln={FAST},r=8,p=1$"))
+        self.assertTrue(verify_password("falcon", secret))
+        self.assertFalse(verify_password("Falcon", secret))
+        self.assertNotEqual(secret, hash_password("falcon", FAST), "salted")
+
+    def test_plain_entries(self) -> None:
+        self.assertFalse(is_hashed("wise"))
+        self.assertTrue(verify_password("wise", "wise"))
+        self.assertFalse(verify_password("wis", "wise"))
+
+    def test_malformed_hash_never_matches(self) -> None:
+        self.assertFalse(verify_password("x", "$scrypt$ln=99,r=8,p=1$AAAA$AAAA"))
+        self.assertFalse(verify_password("x", "$scrypt$garbage"))
+
+    def test_credentials_file_rejects_malformed_hash(self) -> None:
+        path = Path(self.mktemp())
+        path.write_text("yoda $scrypt$nonsense\n")
+        with self.assertRaises(CredentialsError) as caught:
+            CredentialsFile.load(path)
+        self.assertIn(f"{path}:1:", str(caught.exception))
+
+    def test_credentials_file_accepts_hash(self) -> None:
+        path = Path(self.mktemp())
+        path.write_text(f"yoda {hash_password('wise', FAST)}\nhans falcon\n")
+        accounts = CredentialsFile.load(path)
+        self.assertTrue(is_hashed(accounts.secret("yoda") or ""))
+
+
+class WriteEntryTests(unittest.TestCase):
+    """write_entry adds or replaces one line, atomically."""
+
+    def setUp(self) -> None:
+        self.path = Path(self.mktemp())
+        self.path.write_text("# accounts\nyoda wise\nhans falcon\n")
+
+    def test_append_and_replace(self) -> None:
+        write_entry(self.path, "luke", "jedi")
+        write_entry(self.path, "yoda", "wiser")
+        self.assertEqual(
+            self.path.read_text(), "# accounts\nyoda wiser\nhans falcon\nluke jedi\n"
+        )
+
+    def test_crash_mid_write_leaves_the_old_file(self) -> None:
+        before = self.path.read_bytes()
+        with mock.patch.object(credentials_module.os, "replace", side_effect=OSError("disk")):
+            self.assertRaises(OSError, write_entry, self.path, "luke", "jedi")
+        self.assertEqual(self.path.read_bytes(), before)
+        self.assertEqual(os.listdir(self.path.parent), [self.path.name])
+
+    def test_mode_kept(self) -> None:
+        os.chmod(self.path, 0o600)
+        write_entry(self.path, "luke", "jedi")
+        self.assertEqual(self.path.stat().st_mode & 0o777, 0o600)
+
+
+class ManualRunner:
+    """A run_in_thread whose calls wait until the test runs them."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Callable[..., Any], tuple[Any, ...], defer.Deferred[Any]]] = []
+
+    def __call__(self, f: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
+        d: defer.Deferred[Any] = defer.Deferred()
+        self.calls.append((f, args, d))
+        return d
+
+    def run_next(self) -> None:
+        f, args, d = self.calls.pop(0)
+        try:
+            d.callback(f(*args))
+        except Exception:
+            d.errback()
+
+
+class AccountManagerTests(unittest.TestCase):
+    """Registration and password changes."""
+
+    def setUp(self) -> None:
+        self.path = Path(self.mktemp())
+        self.path.write_text("yoda wise\n")
+        self.accounts = CredentialsFile.load(self.path)
+        self.runner = ManualRunner()
+        self.manager = AccountManager(self.accounts, self.runner)
+        patcher = mock.patch("chatservice.auth.accounts.hash_password", lambda p: hash_password(p, FAST))
+        patcher.start()
+        self.addCleanup(patcher.stop)
+
+    def run_all(self) -> None:
+        while self.runner.calls:
+            self.runner.run_next()
+
+    def test_register_writes_a_hash_then_takes_effect(self) -> None:
+        d = self.manager.register("luke", "jedi-knight")
+        self.assertFalse(self.accounts.exists("luke"), "not before it is written")
+        self.assertTrue(self.manager.taken("luke"), "reserved meanwhile")
+        self.run_all()
+        self.successResultOf(d)
+        stored = self.accounts.secret("luke") or ""
+        self.assertTrue(is_hashed(stored))
+        self.assertNotIn("jedi-knight", self.path.read_text())
+        self.assertEqual(CredentialsFile.load(self.path).secret("luke"), stored)
+
+    def test_two_registrations_of_one_name_exactly_one_wins(self) -> None:
+        first = self.manager.register("luke", "jedi-one")
+        second = self.manager.register("luke", "jedi-two")
+        self.run_all()
+        self.successResultOf(first)
+        self.assertEqual(self.failureResultOf(second, AccountError).value.code, "taken")
+        self.assertEqual(self.path.read_text().count("luke "), 1)
+        self.assertTrue(verify_password("jedi-one", self.accounts.secret("luke") or ""))
+
+    def test_register_rules(self) -> None:
+        for username, password, code in [
+            ("yoda", "whatever", "taken"),
+            ("bad name", "whatever", "invalid_username"),
+            ("", "whatever", "invalid_username"),
+            ("x" * 33, "whatever", "invalid_username"),
+            ("tab\tname", "whatever", "invalid_username"),
+            ("luke", "abc", "invalid_password"),
+            ("luke", " padded ", "invalid_password"),
+        ]:
+            failure = self.failureResultOf(self.manager.register(username, password), AccountError)
+            self.assertEqual(failure.value.code, code, (username, password))
+        self.assertEqual(self.runner.calls, [])
+
+    def test_failed_write_releases_the_name(self) -> None:
+        d = self.manager.register("luke", "jedi-knight")
+        f, args, hashing = self.runner.calls.pop(0)
+        hashing.callback(f(*args))
+        _, _, writing = self.runner.calls.pop(0)
+        writing.errback(OSError("disk full"))
+        self.failureResultOf(d, OSError)
+        self.assertFalse(self.manager.taken("luke"))
+        self.assertFalse(self.accounts.exists("luke"))
+
+    def test_change_password(self) -> None:
+        d = self.manager.change_password("yoda", "wise", "wiser-still")
+        self.run_all()
+        self.successResultOf(d)
+        self.assertTrue(verify_password("wiser-still", self.accounts.secret("yoda") or ""))
+        wrong = self.manager.change_password("yoda", "wise", "another-one")
+        self.run_all()
+        self.assertEqual(self.failureResultOf(wrong, AccountError).value.code, "wrong_password")
+
+    def test_password_rules(self) -> None:
+        self.assertIsNone(password_problem("jedi"))
+        self.assertIsNotNone(password_problem("x" * 257))
+        self.assertIsNotNone(password_problem("a\x01bcd"))
+
+
+class HashingOffTheReactorTests(unittest.TestCase):
+    """Hashed entries are verified by the runner (a thread), never inline."""
+
+    def setUp(self) -> None:
+        path = Path(self.mktemp())
+        path.write_text(f"yoda {hash_password('wise', FAST)}\nhans falcon\n")
+        self.accounts = CredentialsFile.load(path)
+
+    def test_hashed_entry_goes_to_the_runner(self) -> None:
+        runner = ManualRunner()
+        checker = CredentialsChecker(self.accounts, runner)
+        d = checker.requestAvatarId(UsernamePassword("yoda", "wise"))
+        self.assertNoResult(d)
+        (f, args, _), = runner.calls
+        self.assertIs(f, verify_password)
+        runner.run_next()
+        self.assertEqual(self.successResultOf(d), "yoda")
+        wrong = checker.requestAvatarId(UsernamePassword("yoda", "nope"))
+        runner.run_next()
+        self.failureResultOf(wrong, WrongPassword)
+
+    def test_plain_entry_needs_no_thread(self) -> None:
+        runner = ManualRunner()
+        checker = CredentialsChecker(self.accounts, runner)
+        self.assertEqual(self.successResultOf(checker.requestAvatarId(UsernamePassword("hans", "falcon"))), "hans")
+        self.assertEqual(runner.calls, [])
+
+    def test_real_thread_pool(self) -> None:
+        """With the reactor's thread pool, the KDF runs on another thread."""
+        from twisted.internet import reactor
+
+        seen: list[str] = []
+        real_verify = credentials_module.verify_password
+
+        def recording_verify(password: str, secret: str) -> bool:
+            seen.append(threading.current_thread().name)
+            return real_verify(password, secret)
+
+        patcher = mock.patch.object(credentials_module, "verify_password", recording_verify)
+        patcher.start()
+        self.addCleanup(patcher.stop)
+        checker = CredentialsChecker(
+            self.accounts,
+            lambda f, *a: threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *a),
+        )
+        d = checker.requestAvatarId(UsernamePassword("yoda", "wise"))
+
+        def check(avatar_id: str) -> None:
+            self.assertEqual(avatar_id, "yoda")
+            self.assertEqual(len(seen), 1)
+            self.assertNotEqual(seen[0], threading.main_thread().name)
+
+        return d.addCallback(check)
+
+
+class RegistrationProtocolTests(HarnessTestCase):
+    """--allow-register over text and JSON."""
+
+    harness_options = {"allow_register": True}
+
+    def setUp(self) -> None:
+        super().setUp()
+        patcher = mock.patch("chatservice.auth.accounts.hash_password", lambda p: hash_password(p, FAST))
+        patcher.start()
+        self.addCleanup(patcher.stop)
+
+    def test_text_registration(self) -> None:
+        connection = self.connect()
+        connection.send("anakin")
+        self.assertEqual(
+            connection.output(),
+            "There is no account anakin.\r\nCreate a new account with that name? (yes/no) ",
+        )
+        connection.send("maybe")
+        self.assertEqual(connection.output(), "Create a new account with that name? (yes/no) ")
+        connection.send("yes")
+        self.assertEqual(connection.output(), "New password: ")
+        connection.send("padme-1")
+        self.assertEqual(connection.output(), "Repeat the password: ")
+        connection.send("padme-2")
+        self.assertEqual(
+            connection.output(), "Error. The passwords differ; try again.\r\nNew password: "
+        )
+        connection.send("padme-1")
+        connection.output()
+        connection.send("padme-1")
+        self.assertEqual(
+            connection.lines(),
+            [
+                "Account anakin created.",
+                "Welcome to chatservice, anakin! Type help for the list of commands.",
+            ],
+        )
+        self.assertIn("anakin $scrypt$", self.harness.credentials_path.read_text())
+        connection.send("logout")
+        connection.drop()
+        again = self.connect()
+        again.login("anakin", "padme-1")
+        self.assertIn("anakin", self.harness.state.sessions)
+
+    def test_declining_asks_for_a_name_again(self) -> None:
+        connection = self.connect()
+        connection.send("anakin")
+        connection.output()
+        connection.send("no")
+        self.assertEqual(connection.output(), "Username: ")
+
+    def test_json_registration(self) -> None:
+        connection = self.connect()
+        connection.send_json({"type": "register", "user": "yoda", "id": 1})
+        connection.send_json({"type": "register", "user": "anakin", "id": 2})
+        connection.send_json({"type": "register", "user": "anakin", "password": "padme-1", "id": 3})
+        connection.send_json({"type": "register", "user": "anakin", "password": "padme-2", "id": 4})
+        connection.send_json({"type": "login", "user": "anakin", "password": "padme-1", "id": 5})
+        replies = connection.json()
+        self.assertEqual(
+            replies[:3],
+            [
+                {"type": "username_register_status", "user": "yoda", "taken": True, "id": 1},
+                {"type": "username_register_status", "user": "anakin", "taken": False, "id": 2},
+                {"type": "register_status", "status": True, "user": "anakin", "id": 3},
+            ],
+        )
+        self.assertEqual((replies[3]["status"], replies[3]["code"]), (False, "taken"))
+        self.assertEqual((replies[4]["type"], replies[4]["success"]), ("login", True))
+
+    def test_salt_is_refused(self) -> None:
+        connection = self.connect()
+        connection.send_json({"type": "salt", "user": "yoda"})
+        self.assertEqual(connection.json()[0]["code"], "salt_unsupported")
+
+    def test_passwd(self) -> None:
+        (yoda,) = self.online("yoda")
+        yoda.send("passwd wrong newpass")
+        self.assertEqual(yoda.lines(), ["Error. Your current password is not that."])
+        yoda.send("passwd wise wiser")
+        self.assertEqual(yoda.lines(), ["Your password has been changed."])
+        self.assertTrue(is_hashed(self.harness.accounts.secret("yoda") or ""))
+        yoda.send("whoelse")
+        self.assertEqual(yoda.lines(), ["No other users are online."])
+
+
+class RegistrationDisabledTests(HarnessTestCase):
+    """Without --allow-register, unknown users are just unknown."""
+
+    def test_text(self) -> None:
+        connection = self.connect()
+        connection.send("anakin")
+        self.assertEqual(
+            connection.output(), "Error. Unknown user anakin. Please try again.\r\nUsername: "
+        )
+
+    def test_json(self) -> None:
+        connection = self.connect()
+        connection.send_json({"type": "register", "user": "anakin", "password": "padme-1"})
+        (reply,) = connection.json()
+        self.assertEqual((reply["status"], reply["code"]), (False, "registration_disabled"))
+
+
+class GuestTests(HarnessTestCase):
+    """--allow-guests."""
+
+    harness_options = {"allow_guests": True, "allow_register": True}
+
+    def test_text_guest(self) -> None:
+        (yoda,) = self.online("yoda")
+        connection = self.connect()
+        connection.send("guest rey")
+        self.assertEqual(
+            connection.lines(),
+            ["Welcome to chatservice, rey (guest)! Type help for the list of commands."],
+        )
+        self.assertEqual(yoda.lines(), ["rey logged in"])
+        yoda.send("whoelse")
+        self.assertEqual(yoda.lines(), ["rey (guest)"])
+        yoda.send("message rey hello guest")
+        self.assertEqual(connection.lines(), ["yoda: hello guest"])
+        connection.send("passwd a bcde")
+        self.assertEqual(connection.lines(), ["Error. Only accounts have passwords."])
+
+    def test_guest_name_rules(self) -> None:
+        self.online("yoda")
+        rey = self.connect()
+        rey.send_json({"type": "guest", "user": "rey"})
+        for name, expected in [("yoda", "username_taken"), ("rey", "username_taken"), ("hans", "username_taken")]:
+            other = self.connect()
+            other.send_json({"type": "guest", "user": name, "id": 9})
+            (reply,) = other.json()
+            self.assertEqual(reply["type"], expected, name)
+        other = self.connect()
+        other.send_json({"type": "guest", "user": "two words"})
+        self.assertEqual(other.json()[0]["reason"], "invalid_username")
+
+    def test_cannot_register_over_online_guest(self) -> None:
+        rey = self.connect()
+        rey.send("guest rey")
+        other = self.connect()
+        other.send_json({"type": "register", "user": "rey", "password": "secret-1"})
+        (reply,) = other.json()
+        self.assertEqual((reply["status"], reply["code"]), (False, "taken"))
+
+
+class GuestsDisabledTests(HarnessTestCase):
+    """Without --allow-guests."""
+
+    def test_guest_refused(self) -> None:
+        connection = self.connect()
+        connection.send_json({"type": "guest", "user": "rey", "id": 1})
+        self.assertEqual(connection.json()[0]["code"], "guests_disabled")
+        text = self.connect()
+        text.send("guest rey")
+        self.assertIn("Error. Invalid user name", text.output())
