@@ -260,8 +260,9 @@ class SQLiteStore:
         finally:
             connection.close()
         if problems != ["ok"]:
+            found = "; ".join(line for problem in problems for line in problem.splitlines())
             raise StoreError(
-                f"The chat database {path} is corrupt ({'; '.join(problems)});"
+                f"The chat database {path} is corrupt ({found});"
                 " it was left as it is."
             )
         if application_id not in (0, APPLICATION_ID):
