@@ -72,7 +72,7 @@ class RoomDirectory:
 
         A room left with no members is removed.  (A room whose remaining
         members equal another room's keeps its number; ``create`` then reuses
-        the older one.)
+        the one with the lower number.)
         """
         self._unindex(room)
         room.members = room.members - {username}
@@ -85,7 +85,9 @@ class RoomDirectory:
 
     def _index(self, room: Room) -> None:
         self._by_id[room.room_id] = room
-        self._by_members.setdefault(room.members, room)
+        holder = self._by_members.get(room.members)
+        if holder is None or room.room_id < holder.room_id:
+            self._by_members[room.members] = room
         for member in room.members:
             self._by_user.setdefault(member, set()).add(room.room_id)
 
@@ -93,6 +95,9 @@ class RoomDirectory:
         del self._by_id[room.room_id]
         if self._by_members.get(room.members) is room:
             del self._by_members[room.members]
+            same = [r for r in self._by_id.values() if r.members == room.members]
+            if same:
+                self._by_members[room.members] = min(same, key=lambda r: r.room_id)
         for member in room.members:
             rooms = self._by_user[member]
             rooms.discard(room.room_id)

@@ -14,6 +14,7 @@ from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.portal import Portal
 from twisted.internet import endpoints, threads
 from twisted.python import usage
+from twisted.python.threadpool import ThreadPool
 
 from chatservice.activitylog import ActivityLog
 from chatservice.auth.accounts import AccountManager
@@ -175,7 +176,10 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     max_failures, duration = config["max-failures"], config["block-duration"]
     lockout = LoginLockout(reactor, max_failures, duration)
     address_lockout = LoginLockout(reactor, max_failures, duration)
-    run_in_thread = partial(threads.deferToThreadPool, reactor, reactor.getThreadPool())
+    # Password hashing gets its own small pool, one thread short of the cores,
+    # so a login storm never takes the CPU the reactor thread needs.
+    hashing_pool = ThreadPool(1, max(1, (os.cpu_count() or 2) - 1), "chat-password-hashing")
+    run_in_thread = partial(threads.deferToThreadPool, reactor, hashing_pool)
     checkers: list[ICredentialsChecker] = [
         LockoutChecker(CredentialsChecker(accounts, run_in_thread), lockout, address_lockout)
     ]
@@ -194,7 +198,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
 
     top = MultiService()
     ChatService(
-        state, factory, [lockout, address_lockout], activity, data_dir
+        state, factory, [lockout, address_lockout], activity, data_dir, hashing_pool
     ).setServiceParent(top)
     for description in config["listen"]:
         strports.service(description, factory, reactor=reactor).setServiceParent(top)

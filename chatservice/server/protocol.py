@@ -104,12 +104,13 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
     def connectionLost(self, reason: Failure = None) -> None:
         self.setTimeout(None)
         self.phase = Phase.CLOSED
-        if self.factory is not None:
-            self.factory.connection_lost(self)
         logout, self._logout = self._logout, None
         self.session = None
         if logout is not None:
             logout()
+        # Last: the service's stop waits for this, then closes the store.
+        if self.factory is not None:
+            self.factory.connection_lost(self)
 
     def timeoutConnection(self) -> None:
         if self.session is not None:

@@ -70,7 +70,8 @@ class MemoryStore:
     ) -> HistoryEntry:
         entries = self._history.setdefault(channel, [])
         entry = HistoryEntry(channel, len(entries) + 1, sender, text, sent_at)
-        entries.append(entry)
+        # Kept in time order even if the clock steps back.
+        bisect.insort_right(entries, entry, key=_sent_at)
         return entry
 
     def history_after(self, channels: Iterable[str], after: float) -> list[HistoryEntry]:

@@ -1,0 +1,81 @@
+"""Starting and stopping servers for benchmarks, on loopback, in subprocesses."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Mapping, Sequence
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+_PORT_LINE = re.compile(rb"ChatFactory starting on (\d+)")
+
+
+class RunningServer:
+    """A server process: its port, its pid, and a way to stop it."""
+
+    def __init__(self, process: subprocess.Popen[bytes], port: int, workdir: tempfile.TemporaryDirectory[str]) -> None:
+        self.process = process
+        self.port = port
+        self.workdir = workdir
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.workdir.cleanup()
+
+
+def start_chatservice(
+    accounts: Mapping[str, str],
+    extra: Sequence[str] = (),
+    cpu: int | None = None,
+    start_timeout: float = 30.0,
+) -> RunningServer:
+    """Start ``twistd -n chat`` on a free loopback port with ``accounts``.
+
+    :param cpu: pin the server to this CPU with ``taskset`` when given.
+    """
+    workdir = tempfile.TemporaryDirectory(prefix="chat-bench-")
+    work = Path(workdir.name)
+    (work / "credentials.txt").write_text(
+        "".join(f"{u} {p}\n" for u, p in accounts.items()), encoding="utf-8"
+    )
+    command = [
+        sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+        "-n", "--pidfile=", "chat", "--listen", f"tcp:0:interface={HOST}",
+        "--credentials", str(work / "credentials.txt"), "--data-dir", str(work / "data"),
+        *extra,
+    ]
+    if cpu is not None:
+        command = ["taskset", "-c", str(cpu), *command]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    log_path = work / "server.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(command, cwd=work, env=env, stdin=subprocess.DEVNULL,
+                                   stdout=log_file, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + start_timeout
+    while time.monotonic() < deadline:
+        match = _PORT_LINE.search(log_path.read_bytes())
+        if match:
+            return RunningServer(process, int(match.group(1)), workdir)
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"chatservice did not start:\n{log_path.read_text(errors='replace')}")

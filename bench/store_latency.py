@@ -1,0 +1,133 @@
+"""How long each :class:`~chatservice.store.sqlite.SQLiteStore` call holds its caller (the reactor).
+
+Every call of the chat store runs on the reactor thread, so its duration is
+time no other client is served.  This script opens a store on a temporary
+file, times each call with ``time.perf_counter_ns`` and prints p50, p99 and
+maximum in microseconds per kind of call::
+
+    python bench/store_latency.py                 # 10,000 calls of each kind
+    python bench/store_latency.py --calls 2000 --all   # also other settings
+
+``--all`` also measures ``synchronous=FULL`` (an fsync per commit) and SQLite's
+own checkpoints inside commits (``background_checkpoints=False``), to show
+what the defaults avoid.  The temporary directory is on the same file system
+as ``--dir`` (default: the system's temporary directory); put it where the
+server's ``--data-dir`` would be to measure that disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from chatservice.store.sqlite import SQLiteStore  # noqa: E402
+
+T = 1_700_000_000.0
+USERS = [f"user{i:03d}" for i in range(100)]
+CHANNELS = ["broadcast"] + [f"room:{i}" for i in range(1, 11)]
+TEXT = "The quick brown fox jumps over the lazy dog; a chat line of a typical length."
+
+
+class Timings:
+    """Call durations in nanoseconds, by name."""
+
+    def __init__(self) -> None:
+        self.samples: dict[str, list[int]] = {}
+
+    def time(self, name: str, call: Callable[..., Any], *args: Any) -> Any:
+        start = time.perf_counter_ns()
+        result = call(*args)
+        self.samples.setdefault(name, []).append(time.perf_counter_ns() - start)
+        return result
+
+    def table(self, title: str) -> str:
+        rows = [f"{title}", f"{'call':<28}{'n':>7}{'p50 µs':>10}{'p99 µs':>10}{'max µs':>10}"]
+        for name, samples in self.samples.items():
+            ordered = sorted(samples)
+            p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+            rows.append(
+                f"{name:<28}{len(ordered):>7}{statistics.median(ordered) / 1000:>10.1f}"
+                f"{p99 / 1000:>10.1f}{ordered[-1] / 1000:>10.1f}"
+            )
+        return "\n".join(rows)
+
+
+def run(directory: Path, calls: int, **settings: Any) -> Timings:
+    """Time ``calls`` calls of each kind on a new store in ``directory``."""
+    path = directory / "chat.sqlite3"
+    timings = Timings()
+    store = SQLiteStore(path, **settings)
+    timings.time("open (new file)", store.open)
+
+    ids = []
+    for i in range(calls):
+        message = timings.time(
+            "add_offline", store.add_offline, "sender", USERS[i % len(USERS)], TEXT, T + i
+        )
+        ids.append(message.message_id)
+    for i in range(calls):
+        timings.time("add_history", store.add_history, CHANNELS[i % len(CHANNELS)], "sender", TEXT, T + i)
+    for i in range(min(calls, 2000)):
+        timings.time("record_seen", store.record_seen, USERS[i % len(USERS)], T + i)
+        timings.time("add_block", store.add_block, USERS[i % len(USERS)], USERS[(i * 7) % len(USERS)])
+        timings.time("save_room (3 members)", store.save_room, i % 50 + 1, frozenset(USERS[i % 90 : i % 90 + 3]))
+    for i in range(min(calls, 1000)):
+        timings.time(
+            "history_after (last 60 s)", store.history_after, CHANNELS[:4], T + calls - 60
+        )
+    for user in USERS:
+        timings.time(f"offline_messages (~{calls // len(USERS)})", store.offline_messages, user)
+    for message_id in ids:
+        timings.time("remove_offline (1 id)", store.remove_offline, [message_id])
+    for i in range(0, calls, 20):
+        batch = [
+            store.add_offline("sender", "batch", TEXT, T + i + j).message_id for j in range(20)
+        ]
+        timings.time("remove_offline (20 ids)", store.remove_offline, batch)
+    timings.time("close", store.close)
+    size = path.stat().st_size
+    store = SQLiteStore(path, **settings)
+    timings.time(f"open (existing, {size // 1024} KiB)", store.open)
+    store.close()
+    return timings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=10_000, help="calls of each main kind")
+    parser.add_argument("--dir", type=Path, default=None, help="where to make the temporary file")
+    parser.add_argument("--all", action="store_true", help="also measure the other settings")
+    options = parser.parse_args()
+
+    configurations: list[tuple[str, dict[str, Any]]] = [
+        ("default: synchronous=NORMAL, checkpoints in a background thread", {}),
+    ]
+    if options.all:
+        configurations += [
+            (
+                "synchronous=NORMAL, SQLite's automatic checkpoints in the committing call",
+                {"background_checkpoints": False},
+            ),
+            ("synchronous=FULL (fsync per commit), background checkpoints", {"synchronous": "FULL"}),
+        ]
+    print(f"Python {sys.version.split()[0]}, SQLite {__import__('sqlite3').sqlite_version}")
+    for title, settings in configurations:
+        directory = Path(tempfile.mkdtemp(prefix="chat-store-bench-", dir=options.dir))
+        try:
+            timings = run(directory, options.calls, **settings)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+        print()
+        print(timings.table(f"{title} (temporary file in {directory.parent})"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,463 @@
+"""Tests for :mod:`chatservice.rooms`: :class:`RoomDirectory` over a :class:`MemoryStore`.
+
+The directory is pure bookkeeping: it never talks to clients, it only keeps
+its indexes (by id, by member set, by member) and writes every change through
+the store.  A :class:`RecordingStore` records the room calls it receives so
+the tests can check the write-through exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.trial import unittest
+
+from chatservice.rooms import Room, RoomDirectory
+from chatservice.store.memory import MemoryStore
+
+
+class RecordingStore(MemoryStore):
+    """A :class:`MemoryStore` that also records every room change it is asked to make."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[Any, ...]] = []
+
+    def save_room(self, room_id: int, members: frozenset[str]) -> None:
+        self.calls.append(("save_room", room_id, members))
+        super().save_room(room_id, members)
+
+    def delete_room(self, room_id: int) -> None:
+        self.calls.append(("delete_room", room_id))
+        super().delete_room(room_id)
+
+    def take(self) -> list[tuple[Any, ...]]:
+        """The calls recorded since the last call."""
+        calls, self.calls = self.calls, []
+        return calls
+
+
+class StrictStore:
+    """A stand-in store that only allows the room writes and records which were used."""
+
+    ALLOWED = ("save_room", "delete_room")
+
+    def __init__(self, inner: RecordingStore) -> None:
+        self._inner = inner
+        self.touched: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in self.ALLOWED:
+            raise AssertionError(f"RoomDirectory.leave used store.{name}")
+        self.touched.append(name)
+        return getattr(self._inner, name)
+
+
+def members(*names: str) -> frozenset[str]:
+    """A member set."""
+    return frozenset(names)
+
+
+class RoomDirectoryTestCase(unittest.TestCase):
+    """A fresh, empty directory over a recording store."""
+
+    def setUp(self) -> None:
+        self.store = RecordingStore()
+        self.rooms = RoomDirectory(self.store)
+
+    def assertRoom(self, room: Room | None, room_id: int, names: frozenset[str]) -> None:
+        """``room`` is a :class:`Room` numbered ``room_id`` with exactly ``names``."""
+        self.assertIsInstance(room, Room)
+        assert room is not None
+        self.assertEqual((room.room_id, room.members), (room_id, names))
+
+
+class RoomTests(unittest.TestCase):
+    """The :class:`Room` value itself."""
+
+    def test_channel(self) -> None:
+        self.assertEqual(Room(7, members("yoda", "hans")).channel, "room:7")
+
+
+class CreateTests(RoomDirectoryTestCase):
+    """create() makes a room once per member set."""
+
+    def test_create_new_room(self) -> None:
+        room, created = self.rooms.create(members("yoda", "hans"))
+        self.assertTrue(created)
+        self.assertRoom(room, 1, members("yoda", "hans"))
+        self.assertIs(self.rooms.find(1), room)
+        self.assertEqual(self.store.take(), [("save_room", 1, members("yoda", "hans"))])
+        self.assertEqual(list(self.store.rooms()), [(1, members("yoda", "hans"))])
+
+    def test_same_members_reuse_room(self) -> None:
+        room, _ = self.rooms.create(frozenset(["yoda", "hans", "luke"]))
+        self.store.take()
+        again, created = self.rooms.create(frozenset(["luke", "hans", "yoda"]))
+        self.assertFalse(created)
+        self.assertIs(again, room)
+        self.assertEqual(again.room_id, 1)
+        self.assertEqual(self.store.take(), [])
+        self.assertEqual(list(self.store.rooms()), [(1, members("yoda", "hans", "luke"))])
+
+    def test_subset_or_superset_is_a_different_room(self) -> None:
+        first, _ = self.rooms.create(members("yoda", "hans"))
+        bigger, created_bigger = self.rooms.create(members("yoda", "hans", "luke"))
+        smaller, created_smaller = self.rooms.create(members("yoda"))
+        self.assertEqual((created_bigger, created_smaller), (True, True))
+        self.assertEqual(
+            [first.room_id, bigger.room_id, smaller.room_id], [1, 2, 3]
+        )
+
+    def test_ids_increase(self) -> None:
+        ids = [
+            self.rooms.create(members("yoda", other))[0].room_id
+            for other in ("hans", "luke", "obiwan", "leia")
+        ]
+        self.assertEqual(ids, [1, 2, 3, 4])
+
+    def test_ids_of_removed_rooms_are_not_reused(self) -> None:
+        first, _ = self.rooms.create(members("yoda", "hans"))
+        second, _ = self.rooms.create(members("yoda", "luke"))
+        # Remove the newest room, then the oldest: neither number comes back.
+        self.rooms.leave(second, "yoda")
+        self.assertTrue(self.rooms.leave(second, "luke"))
+        third, created = self.rooms.create(members("yoda", "obiwan"))
+        self.assertEqual((third.room_id, created), (3, True))
+        self.rooms.leave(first, "yoda")
+        self.rooms.leave(first, "hans")
+        # Even the very member set of a removed room gets a new number.
+        again, created = self.rooms.create(members("yoda", "hans"))
+        self.assertEqual((again.room_id, created), (4, True))
+        self.assertIsNone(self.rooms.find(1))
+        self.assertIsNone(self.rooms.find(2))
+
+    def test_find_unknown(self) -> None:
+        self.assertIsNone(self.rooms.find(1))
+        self.rooms.create(members("yoda", "hans"))
+        self.assertIsNone(self.rooms.find(2))
+        self.assertIsNone(self.rooms.find(0))
+
+
+class OfTests(RoomDirectoryTestCase):
+    """of() lists a user's rooms by number."""
+
+    def test_no_rooms(self) -> None:
+        self.assertEqual(self.rooms.of("yoda"), [])
+
+    def test_sorted_by_id(self) -> None:
+        created = [
+            self.rooms.create(members("yoda", *others))[0]
+            for others in (
+                ("hans",),
+                ("luke",),
+                ("hans", "luke"),
+                ("obiwan",),
+                ("hans", "obiwan"),
+                ("leia",),
+                ("hans", "leia"),
+                ("luke", "leia"),
+                ("hans", "luke", "leia"),
+                ("obiwan", "leia"),
+            )
+        ]
+        self.assertEqual([room.room_id for room in created], list(range(1, 11)))
+        self.assertEqual(
+            [room.room_id for room in self.rooms.of("yoda")], list(range(1, 11))
+        )
+        self.assertEqual([room.room_id for room in self.rooms.of("hans")], [1, 3, 5, 7, 9])
+        self.assertEqual([room.room_id for room in self.rooms.of("leia")], [6, 7, 8, 9, 10])
+        self.assertEqual(self.rooms.of("luke"), [created[1], created[2], created[7], created[8]])
+
+
+class LeaveTests(RoomDirectoryTestCase):
+    """leave() takes a member out, removing the room when it is left empty."""
+
+    def test_leave_removes_member(self) -> None:
+        room, _ = self.rooms.create(members("yoda", "hans", "luke"))
+        self.store.take()
+        removed = self.rooms.leave(room, "hans")
+        self.assertIs(removed, False)
+        self.assertRoom(self.rooms.find(1), 1, members("yoda", "luke"))
+        self.assertIs(self.rooms.find(1), room)
+        self.assertEqual(self.rooms.of("hans"), [])
+        self.assertEqual(self.rooms.of("yoda"), [room])
+        self.assertEqual(self.rooms.of("luke"), [room])
+        self.assertEqual(self.store.take(), [("save_room", 1, members("yoda", "luke"))])
+        self.assertEqual(list(self.store.rooms()), [(1, members("yoda", "luke"))])
+
+    def test_leave_is_pure(self) -> None:
+        """Leaving only changes the directory and writes the store: nobody is told anything.
+
+        The directory's store is replaced by one that refuses every attribute
+        except the two room writes, so any other side effect would raise.
+        """
+        room, _ = self.rooms.create(members("yoda", "hans"))
+        self.store.take()
+        strict = StrictStore(self.store)
+        self.rooms.store = strict  # type: ignore[assignment]
+        self.assertIs(self.rooms.leave(room, "hans"), False)
+        self.assertIs(self.rooms.leave(room, "yoda"), True)
+        self.assertEqual(strict.touched, ["save_room", "delete_room"])
+        self.assertEqual(
+            self.store.take(), [("save_room", 1, members("yoda")), ("delete_room", 1)]
+        )
+
+    def test_member_set_after_leave_is_indexed(self) -> None:
+        room, _ = self.rooms.create(members("yoda", "hans", "luke"))
+        self.rooms.leave(room, "luke")
+        self.store.take()
+        again, created = self.rooms.create(members("yoda", "hans"))
+        self.assertIs(again, room)
+        self.assertFalse(created)
+        # The old member set is free again: creating it makes a new room.
+        bigger, created = self.rooms.create(members("yoda", "hans", "luke"))
+        self.assertEqual((bigger.room_id, created), (2, True))
+
+    def test_last_member_leaving_removes_room(self) -> None:
+        room, _ = self.rooms.create(members("yoda", "hans"))
+        self.assertIs(self.rooms.leave(room, "yoda"), False)
+        self.store.take()
+        removed = self.rooms.leave(room, "hans")
+        self.assertIs(removed, True)
+        self.assertIsNone(self.rooms.find(1))
+        self.assertEqual(self.rooms.of("hans"), [])
+        self.assertEqual(self.rooms.of("yoda"), [])
+        self.assertEqual(self.store.take(), [("delete_room", 1)])
+        self.assertEqual(list(self.store.rooms()), [])
+
+    def test_removed_room_member_set_makes_new_room(self) -> None:
+        room, _ = self.rooms.create(members("yoda"))
+        self.assertTrue(self.rooms.leave(room, "yoda"))
+        again, created = self.rooms.create(members("yoda"))
+        self.assertTrue(created)
+        self.assertEqual(again.room_id, 2)
+        self.assertIsNot(again, room)
+
+    def test_other_rooms_untouched(self) -> None:
+        first, _ = self.rooms.create(members("yoda", "hans"))
+        second, _ = self.rooms.create(members("yoda", "luke"))
+        self.store.take()
+        self.rooms.leave(first, "yoda")
+        self.assertEqual(self.rooms.of("yoda"), [second])
+        self.assertRoom(self.rooms.find(2), 2, members("yoda", "luke"))
+        self.assertEqual(
+            list(self.store.rooms()), [(1, members("hans")), (2, members("yoda", "luke"))]
+        )
+
+    def test_room_equal_to_another_stays(self) -> None:
+        older, _ = self.rooms.create(members("yoda", "hans"))
+        newer, _ = self.rooms.create(members("yoda", "hans", "luke"))
+        self.store.take()
+        removed = self.rooms.leave(newer, "luke")
+        self.assertIs(removed, False)
+        self.assertRoom(self.rooms.find(1), 1, members("yoda", "hans"))
+        self.assertRoom(self.rooms.find(2), 2, members("yoda", "hans"))
+        self.assertEqual(self.rooms.of("yoda"), [older, newer])
+        self.assertEqual(self.rooms.of("luke"), [])
+        self.assertEqual(self.store.take(), [("save_room", 2, members("yoda", "hans"))])
+        self.assertEqual(
+            list(self.store.rooms()),
+            [(1, members("yoda", "hans")), (2, members("yoda", "hans"))],
+        )
+        # create() reuses the older room.
+        found, created = self.rooms.create(members("yoda", "hans"))
+        self.assertIs(found, older)
+        self.assertFalse(created)
+        # Either one can still be left on its own.
+        self.assertIs(self.rooms.leave(older, "hans"), False)
+        self.assertRoom(self.rooms.find(2), 2, members("yoda", "hans"))
+        self.assertRoom(self.rooms.find(1), 1, members("yoda"))
+
+    def test_duplicate_member_set_found_after_older_room_changes(self) -> None:
+        """BUG: when the room indexed for a member set changes, an equal room is forgotten.
+
+        Room 2 is left with room 1's members; then room 1 changes.  Room 2 still
+        has exactly {yoda, hans}, so create({yoda, hans}) must reuse it, but
+        ``_unindex`` dropped the member-set entry without promoting room 2 and
+        a duplicate room 3 is created.
+        """
+        self.rooms.create(members("yoda", "hans"))
+        newer, _ = self.rooms.create(members("yoda", "hans", "luke"))
+        self.rooms.leave(newer, "luke")
+        self.rooms.leave(self.rooms.find(1), "yoda")  # type: ignore[arg-type]
+        found, created = self.rooms.create(members("yoda", "hans"))
+        self.assertEqual((found.room_id, created), (2, False))
+
+
+    def test_reload_keeps_member_set_choice(self) -> None:
+        """BUG: which of two equal rooms create() reuses changes after a reload.
+
+        Room 1 {yoda, hans, luke} loses luke and so equals room 2 {yoda, hans}.
+        Before a reload create({yoda, hans}) answers room 2; after ``load()``
+        (which indexes rooms by id, older first) it answers room 1.  The
+        docstring says "the older one", which is room 1.
+        """
+        self.rooms.create(members("yoda", "hans", "luke"))
+        self.rooms.create(members("yoda", "hans"))
+        self.rooms.leave(self.rooms.find(1), "luke")  # type: ignore[arg-type]
+        before, _ = self.rooms.create(members("yoda", "hans"))
+        reloaded = RoomDirectory(self.store)
+        reloaded.load()
+        after, _ = reloaded.create(members("yoda", "hans"))
+        self.assertEqual(after.room_id, 1)
+        self.assertEqual(before.room_id, after.room_id)
+
+
+
+class LoadTests(RoomDirectoryTestCase):
+    """load() rebuilds the directory from the store."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        # Saved out of order, with gaps, as rooms left after removals would be.
+        self.store.save_room(7, members("yoda", "hans", "luke"))
+        self.store.save_room(3, members("yoda", "hans"))
+        self.store.save_room(5, members("luke", "leia"))
+        self.store.take()
+
+    def test_rooms_restored(self) -> None:
+        self.rooms.load()
+        self.assertRoom(self.rooms.find(3), 3, members("yoda", "hans"))
+        self.assertRoom(self.rooms.find(5), 5, members("luke", "leia"))
+        self.assertRoom(self.rooms.find(7), 7, members("yoda", "hans", "luke"))
+        for missing in (1, 2, 4, 6, 8):
+            self.assertIsNone(self.rooms.find(missing))
+        self.assertEqual(self.store.take(), [])
+
+    def test_user_index_restored(self) -> None:
+        self.rooms.load()
+        self.assertEqual([room.room_id for room in self.rooms.of("yoda")], [3, 7])
+        self.assertEqual([room.room_id for room in self.rooms.of("luke")], [5, 7])
+        self.assertEqual([room.room_id for room in self.rooms.of("leia")], [5])
+        self.assertEqual(self.rooms.of("obiwan"), [])
+
+    def test_member_index_restored(self) -> None:
+        self.rooms.load()
+        room, created = self.rooms.create(frozenset(["hans", "yoda"]))
+        self.assertFalse(created)
+        self.assertIs(room, self.rooms.find(3))
+        self.assertEqual(self.store.take(), [])
+
+    def test_next_id_after_highest(self) -> None:
+        self.rooms.load()
+        room, created = self.rooms.create(members("obiwan", "leia"))
+        self.assertEqual((room.room_id, created), (8, True))
+        self.assertEqual(self.store.take(), [("save_room", 8, members("obiwan", "leia"))])
+        room, _ = self.rooms.create(members("obiwan", "hans"))
+        self.assertEqual(room.room_id, 9)
+
+    def test_load_empty_store(self) -> None:
+        rooms = RoomDirectory(MemoryStore())
+        rooms.load()
+        self.assertEqual(rooms.of("yoda"), [])
+        room, created = rooms.create(members("yoda", "hans"))
+        self.assertEqual((room.room_id, created), (1, True))
+
+    def test_load_replaces_indexes(self) -> None:
+        other = RecordingStore()
+        directory = RoomDirectory(other)
+        directory.create(members("obiwan", "leia"))
+        directory.store = self.store
+        directory.load()
+        self.assertIsNone(directory.find(1))
+        self.assertEqual(directory.of("obiwan"), [])
+        room, created = directory.create(members("obiwan", "leia"))
+        self.assertEqual((room.room_id, created), (8, True))
+
+    def test_loaded_rooms_can_be_left(self) -> None:
+        self.rooms.load()
+        room = self.rooms.find(5)
+        assert room is not None
+        self.assertIs(self.rooms.leave(room, "luke"), False)
+        self.assertIs(self.rooms.leave(room, "leia"), True)
+        self.assertIsNone(self.rooms.find(5))
+        self.assertEqual(self.rooms.of("leia"), [])
+        self.assertEqual(
+            self.store.take(), [("save_room", 5, members("leia")), ("delete_room", 5)]
+        )
+        self.assertEqual(
+            list(self.store.rooms()),
+            [(3, members("yoda", "hans")), (7, members("yoda", "hans", "luke"))],
+        )
+
+    def test_round_trip(self) -> None:
+        """What one directory writes, a fresh directory over the same store reads back."""
+        store = MemoryStore()
+        first = RoomDirectory(store)
+        a, _ = first.create(members("yoda", "hans"))
+        b, _ = first.create(members("yoda", "luke", "leia"))
+        c, _ = first.create(members("obiwan", "leia"))
+        first.leave(b, "leia")
+        first.leave(c, "obiwan")
+        first.leave(c, "leia")
+        second = RoomDirectory(store)
+        second.load()
+        self.assertRoom(second.find(1), 1, members("yoda", "hans"))
+        self.assertRoom(second.find(2), 2, members("yoda", "luke"))
+        self.assertIsNone(second.find(3))
+        self.assertEqual([room.room_id for room in second.of("yoda")], [1, 2])
+        self.assertEqual(second.of("leia"), [])
+        self.assertEqual(second.create(members("yoda", "luke"))[0].room_id, 2)
+
+    def test_removed_room_id_not_reused_after_restart(self) -> None:
+        """BUG: after a restart, the number of the newest removed room is given out again.
+
+        ``load()`` sets the next id from the rooms still in the store, but a
+        removed room's history stays (``delete_room``).  With a store that
+        outlives the process (SQLiteStore), a new room gets the old number, so
+        its members can ``read`` the old room's messages and its message
+        numbers continue from the old room's.  Here a second directory over
+        the same store stands for the restarted server.
+        """
+        store = MemoryStore()
+        first = RoomDirectory(store)
+        first.create(members("yoda", "hans"))
+        private, _ = first.create(members("luke", "leia"))
+        store.add_history(private.channel, "luke", "for leia only", 1_700_000_000.0)
+        first.leave(private, "luke")
+        first.leave(private, "leia")
+        restarted = RoomDirectory(store)
+        restarted.load()
+        room, created = restarted.create(members("obiwan", "hans"))
+        self.assertTrue(created)
+        self.assertEqual(store.history_after([room.channel], 0), [])
+        self.assertEqual(room.room_id, 3)
+
+    test_removed_room_id_not_reused_after_restart.todo = (  # type: ignore[attr-defined]
+        "RoomDirectory.load derives the next id from surviving rooms only;"
+        " a removed room's id (and its kept history) is reused after a restart"
+    )
+
+
+class WriteThroughTests(RoomDirectoryTestCase):
+    """Every change reaches the store, in order, and nothing else does."""
+
+    def test_every_change_saved(self) -> None:
+        a, _ = self.rooms.create(members("yoda", "hans", "luke"))
+        b, _ = self.rooms.create(members("yoda", "leia"))
+        self.rooms.create(members("hans", "luke", "yoda"))  # existing: no write
+        self.rooms.leave(a, "luke")
+        self.rooms.leave(b, "leia")
+        self.rooms.leave(b, "yoda")
+        self.rooms.leave(a, "yoda")
+        self.assertEqual(
+            self.store.take(),
+            [
+                ("save_room", 1, members("yoda", "hans", "luke")),
+                ("save_room", 2, members("yoda", "leia")),
+                ("save_room", 1, members("yoda", "hans")),
+                ("save_room", 2, members("yoda")),
+                ("delete_room", 2),
+                ("save_room", 1, members("hans")),
+            ],
+        )
+        self.assertEqual(list(self.store.rooms()), [(1, members("hans"))])
+
+    def test_lookups_do_not_write(self) -> None:
+        self.rooms.create(members("yoda", "hans"))
+        self.store.take()
+        self.rooms.find(1)
+        self.rooms.of("yoda")
+        self.rooms.create(members("yoda", "hans"))
+        self.assertEqual(self.store.take(), [])
