@@ -1,0 +1,117 @@
+"""End to end over TLS: a real twistd with ``ssl:`` and ``tcp:`` listeners side by side."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from twisted.trial import unittest
+
+from tests.certs import make_certificates
+from tests.e2e_support import subprocess_environment, twistd_command
+
+PORT_LINE = re.compile(rb"ChatFactory (?:\(TLS\) )?starting on (\d+)")
+
+
+def read_until(sock: socket.socket, marker: bytes, timeout: float = 10.0) -> bytes:
+    """Read from ``sock`` until ``marker`` has arrived (bounded)."""
+    sock.settimeout(timeout)
+    data = b""
+    deadline = time.monotonic() + timeout
+    while marker not in data:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{marker!r} not received; got {data!r}")
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError(f"closed before {marker!r}; got {data!r}")
+        data += chunk
+    return data
+
+
+class TLSEndToEndTests(unittest.TestCase):
+    """--listen ssl:... works beside plain TCP, with a certificate made for the test."""
+
+    def setUp(self) -> None:
+        work = Path(tempfile.mkdtemp(prefix="chat-tls-"))
+        self.addCleanup(shutil.rmtree, work, True)
+        self.certs = make_certificates(work)
+        (work / "credentials.txt").write_text("yoda wise\nhans falcon\n")
+        log_path = work / "server.log"
+        command = twistd_command(
+            "-n", "--pidfile=", "chat",
+            "--listen", "tcp:0:interface=127.0.0.1",
+            "--listen",
+            f"ssl:0:interface=127.0.0.1:privateKey={self.certs['key']}:certKey={self.certs['cert']}",
+            "--credentials", str(work / "credentials.txt"),
+            "--data-dir", str(work / "data"),
+        )
+        with open(log_path, "wb") as log_file:
+            self.process = subprocess.Popen(
+                command, cwd=work, env=subprocess_environment(),
+                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+            )
+        self.addCleanup(self._stop)
+        deadline = time.monotonic() + 30
+        while True:
+            ports = [int(p) for p in PORT_LINE.findall(log_path.read_bytes())]
+            if len(ports) == 2:
+                self.tcp_port, self.tls_port = ports
+                break
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(log_path.read_text(errors="replace"))
+            time.sleep(0.05)
+        self.log_path = log_path
+
+    def _stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def tls_connect(self, cafile: Path, hostname: str = "localhost") -> ssl.SSLSocket:
+        context = ssl.create_default_context(cafile=str(cafile))
+        raw = socket.create_connection(("127.0.0.1", self.tls_port), timeout=10)
+        try:
+            return context.wrap_socket(raw, server_hostname=hostname)
+        except Exception:
+            raw.close()
+            raise
+
+    def test_tls_user_chats_with_tcp_user(self) -> None:
+        secure = self.tls_connect(self.certs["ca"])
+        self.addCleanup(secure.close)
+        self.assertEqual(secure.getpeercert()["subject"], ((("commonName", "localhost"),),))
+        read_until(secure, b"Username: ")
+        secure.sendall(b"yoda\r\n")
+        read_until(secure, b"Password: ")
+        secure.sendall(b"wise\r\n")
+        read_until(secure, b"Welcome to chatservice, yoda!")
+
+        plain = socket.create_connection(("127.0.0.1", self.tcp_port), timeout=10)
+        self.addCleanup(plain.close)
+        read_until(plain, b"Username: ")
+        plain.sendall(b'{"type":"login","user":"hans","password":"falcon"}\n')
+        read_until(plain, b'"success":true')
+        read_until(secure, b"hans logged in")
+        secure.sendall(b"message hans over tls\r\n")
+        self.assertIn(b'"message":"over tls"', read_until(plain, b"over tls"))
+
+    def test_wrong_certificate_authority_is_refused(self) -> None:
+        other = Path(tempfile.mkdtemp(prefix="chat-tls-"))
+        self.addCleanup(shutil.rmtree, other, True)
+        stranger = make_certificates(other)
+        with self.assertRaises(ssl.SSLCertVerificationError):
+            self.tls_connect(stranger["ca"])
+
+    def test_wrong_host_name_is_refused(self) -> None:
+        with self.assertRaises(ssl.SSLCertVerificationError):
+            self.tls_connect(self.certs["ca"], hostname="chat.example.org")
