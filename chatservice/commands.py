@@ -26,6 +26,8 @@ RECIPIENTS = "recipients"
 """User names: one word, or ``(a b c)`` in text; a string or a list in JSON."""
 WORDS = "words"
 """User names: the rest of the line in text; a string or a list in JSON."""
+MAX_SECONDS = 1_000_000_000
+"""The largest :data:`SECONDS` value (about 31 years; also for minutes)."""
 TIMESTAMP = "timestamp"
 """A time as ``dd Mmm yyyy hh:mm:ss`` (JSON: that string, or seconds since the epoch)."""
 
@@ -258,6 +260,8 @@ def convert(command: Command, argument: Argument, value: Any) -> Any:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
         try:
+            if not isinstance(value, str):
+                raise TypeError(value)
             return parse_timestamp(value)
         except (TypeError, ValueError, OverflowError):
             raise CommandError(
@@ -279,7 +283,7 @@ def convert(command: Command, argument: Argument, value: Any) -> Any:
             number = float(value)
         except (TypeError, ValueError):
             number = math.nan
-        if isinstance(value, bool) or not math.isfinite(number) or number < 0:
+        if isinstance(value, bool) or not math.isfinite(number) or not 0 <= number <= MAX_SECONDS:
             raise CommandError(
                 "bad_argument",
                 f"Error. <{argument.label}> must be a non-negative number."

@@ -28,6 +28,8 @@ class ChatClient(Protocol):
     host: str
     p2p_port: int | None
     udp_port: int | None
+    congested: bool
+    """Whether the client has stopped reading (its direct messages are kept)."""
 
     def deliver(self, event: events.Event) -> None:
         """Send ``event`` to the user (buffered; never blocks)."""

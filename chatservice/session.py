@@ -135,6 +135,11 @@ class Session:
             store.remove_offline([message.message_id for message in kept])
         return len(kept)
 
+    def client_caught_up(self) -> None:
+        """The connection drained its backlog: deliver what was kept, unless busy."""
+        if not self.busy_now:
+            self._deliver_kept()
+
     # What other sessions call -------------------------------------------------------
 
     def auto_reply_to(self, sender: str) -> str | None:
@@ -184,7 +189,13 @@ class Session:
         """
         if onlinetype != "offline":
             return self.whoelse()
-        online = {s.username for s in self.state.visible_sessions()}
+        # Users who blocked this one look offline to it, as whoelse hides them.
+        has_blocked = self.state.has_blocked
+        online = {
+            s.username
+            for s in self.state.visible_sessions()
+            if not has_blocked(s.username, self.username)
+        }
         return events.UserList(
             tuple(
                 name
@@ -196,6 +207,8 @@ class Session:
 
     def last(self, minutes: float) -> events.UserList:
         """:meth:`whoelsesince` in minutes."""
+        if not math.isfinite(minutes * 60):
+            raise CommandError("bad_argument", "Error. <minutes> is too large.")
         return self.whoelsesince(minutes * 60)
 
     def active(self) -> events.ActiveList:
@@ -227,9 +240,9 @@ class Session:
             )
         now = self.state.clock.seconds()
         recipient = self.state.sessions.get(to)
-        if recipient is None or recipient.busy_now:
+        if recipient is None or recipient.busy_now or recipient.client.congested:
             self.state.store.add_offline(self.username, to, message, now)
-            if recipient is None:
+            if recipient is None or not recipient.busy_now:
                 return events.MessageSent(to, stored=True)
             return events.MessageSent(
                 to, True, busy=True, auto_reply=recipient.auto_reply_to(self.username)
@@ -454,7 +467,10 @@ class Session:
         notice = events.TypingNotice(self.username, typing)
         has_blocked = self.state.has_blocked
         for member in audience:
-            if not has_blocked(member.username, self.username):
+            if not (
+                has_blocked(member.username, self.username)
+                or has_blocked(self.username, member.username)
+            ):
                 member.client.deliver(notice)
 
     def _stop_typing(self) -> None:

@@ -412,9 +412,11 @@ class AddressLockoutTests(HarnessTestCase):
         other.login("obiwan")
         self.assertIn("obiwan", self.harness.state.sessions)
         self.harness.clock.advance(60)
-        again.send("leia")
-        again.send("princess")
-        self.assertIn("Welcome to chatservice, leia!", again.output())
+        after = self.harness.connect(host="192.0.2.7")
+        self.connections.append(after)
+        after.send("leia")
+        after.send("princess")
+        self.assertIn("Welcome to chatservice, leia!", after.output())
 
     def test_success_resets_the_address_count(self) -> None:
         connection = self.harness.connect(host="192.0.2.9")

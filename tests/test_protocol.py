@@ -136,12 +136,14 @@ class TextLoginTests(HarnessTestCase):
             " Please try again later\r\nUsername: ",
         )
         self.harness.clock.advance(59)
-        other.send("yoda")
-        self.assertIn("blocked", other.output())
+        later = self.connect()
+        later.send("yoda")
+        self.assertIn("blocked", later.output())
         self.harness.clock.advance(1)
-        other.send("yoda")
-        other.send("wise")
-        self.assertIn("Welcome to chatservice, yoda!", other.output())
+        last = self.connect()
+        last.send("yoda")
+        last.send("wise")
+        self.assertIn("Welcome to chatservice, yoda!", last.output())
 
     def test_lock_is_checked_again_after_the_password(self) -> None:
         """A connection that got past the user name prompt is still refused once locked."""

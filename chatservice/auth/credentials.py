@@ -63,7 +63,7 @@ class CredentialsFile:
         """
         path = Path(path)
         try:
-            content = path.read_bytes().decode("utf-8")
+            content = path.read_bytes().decode("utf-8-sig")
         except OSError as e:
             raise CredentialsError(f"{path}: cannot read: {e.strerror}") from None
         except UnicodeDecodeError:

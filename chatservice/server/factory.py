@@ -30,6 +30,7 @@ class ChatFactory(ServerFactory):
         self.clock = clock
         self.policy = policy
         self.connections: set[ChatProtocol] = set()
+        self._per_address: dict[str, int] = {}
         self._closing: dict[ChatProtocol, defer.Deferred[None]] = {}
 
     def buildProtocol(self, addr: IAddress) -> ChatProtocol:
@@ -37,13 +38,29 @@ class ChatFactory(ServerFactory):
         protocol.factory = self
         return protocol
 
-    def connection_made(self, protocol: ChatProtocol) -> None:
-        """Count a new live connection."""
+    def connection_made(self, protocol: ChatProtocol) -> events.Disconnected | None:
+        """Count a new live connection; return why it must be refused, if it must."""
         self.connections.add(protocol)
+        count = self._per_address.get(protocol.host, 0) + 1
+        self._per_address[protocol.host] = count
+        if len(self.connections) > self.policy.max_connections:
+            return events.Disconnected("server_full", "The server is full; please try again later.")
+        if count > self.policy.max_connections_per_address:
+            return events.Disconnected(
+                "too_many_connections", "Too many connections from your address."
+            )
+        return None
 
     def connection_lost(self, protocol: ChatProtocol) -> None:
         """Forget a closed connection."""
+        if protocol not in self.connections:
+            return
         self.connections.discard(protocol)
+        count = self._per_address[protocol.host] - 1
+        if count:
+            self._per_address[protocol.host] = count
+        else:
+            del self._per_address[protocol.host]
         closing = self._closing.pop(protocol, None)
         if closing is not None:
             closing.callback(None)

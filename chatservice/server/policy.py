@@ -62,6 +62,19 @@ class ConnectionPolicy:
     :param bans: addresses refused before login.
     :param allow_register: whether unknown users may create an account.
     :param allow_guests: whether ``guest <name>`` logs in without an account.
+    :param login_deadline: seconds a connection has to log in.
+    :param max_message_length: longest message text, in characters.
+    :param flood_burst: lines a connection may send at once...
+    :param flood_rate: ...and then per second; faster lines wait (reading pauses).
+    :param flood_limit: seconds of uninterrupted throttling before the
+        connection is closed as a flood.
+    :param output_soft_limit: bytes of unread output past which broadcasts,
+        presence and room traffic to a connection are dropped (direct messages
+        are kept for later).
+    :param output_hard_limit: bytes of unread output past which the
+        connection is closed.
+    :param max_connections: connections the server takes at once.
+    :param max_connections_per_address: connections one address may have.
     """
 
     timeout: float = 600
@@ -69,3 +82,12 @@ class ConnectionPolicy:
     bans: BanList = field(default_factory=BanList)
     allow_register: bool = False
     allow_guests: bool = False
+    login_deadline: float = 60
+    max_message_length: int = 8192
+    flood_burst: int = 20
+    flood_rate: float = 5.0
+    flood_limit: float = 30.0
+    output_soft_limit: int = 256 * 1024
+    output_hard_limit: int = 1024 * 1024
+    max_connections: int = 1000
+    max_connections_per_address: int = 20

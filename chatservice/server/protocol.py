@@ -14,7 +14,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.protocols.policies import TimeoutMixin
@@ -25,6 +25,7 @@ from chatservice.auth.accounts import AccountError
 from chatservice.auth.login import LoginGate, LoginRefused
 from chatservice.commands import COMMANDS, CommandError, Request
 from chatservice.interfaces import IChatSession
+from chatservice.server.flowcontrol import OutputMonitor, TokenBucket
 from chatservice.server.policy import ConnectionPolicy
 from chatservice.version import SERVER_VERSION, compatible
 from chatservice.wire import encode_event, jsonlines, text
@@ -36,6 +37,14 @@ log = Logger()
 
 HELP = events.HelpText(tuple((command.usage, command.summary) for command in COMMANDS))
 BANNED = "Your address is banned from this server."
+OPTIONAL_EVENTS = (
+    events.BroadcastMessage,
+    events.Presence,
+    events.RoomMessage,
+    events.RoomLeft,
+    events.TypingNotice,
+)
+"""What a congested client does without: it can read broadcasts and rooms later."""
 NOT_LOGGED_IN = (
     'Log in first: {"type": "login", "user": "NAME", "password": "PASSWORD"}.'
 )
@@ -85,25 +94,39 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         self._first_line = True
         self._discarding = False
         self._after_overflow: bytes | None = None
+        self._clock = clock
+        self._pauses: set[str] = set()
+        self._bucket = TokenBucket(clock, policy.flood_burst, policy.flood_rate)
+        self._throttled_since: float | None = None
+        self._unthrottle: IDelayedCall | None = None
+        self._output = OutputMonitor(self._output_drained)
+        self._dropped = 0
 
     # Connection life -----------------------------------------------------------
 
     def connectionMade(self) -> None:
         self.host = getattr(self.transport.getPeer(), "host", "")
+        self.transport.registerProducer(self._output, True)
+        refusal = None
         if self.factory is not None:
-            self.factory.connection_made(self)
-        if self.policy.bans.banned(self.host):
+            refusal = self.factory.connection_made(self)
+        if refusal is None and self.policy.bans.banned(self.host):
+            refusal = events.Disconnected("banned", BANNED)
+        if refusal is not None:
             # The format is not known yet: a JSON line is also readable by a human.
             self.wire = jsonlines
-            self.disconnect(events.Disconnected("banned", BANNED))
+            self.disconnect(refusal)
             return
-        self.setTimeout(self.timeout)
+        self.setTimeout(min(self.timeout, self.policy.login_deadline))
         self.send(events.Greeting(SERVER_VERSION))
         self.send(events.Prompt(events.Prompt.USERNAME))
 
     def connectionLost(self, reason: Failure = None) -> None:
         self.setTimeout(None)
         self.phase = Phase.CLOSED
+        if self._unthrottle is not None and self._unthrottle.active():
+            self._unthrottle.cancel()
+        self._unthrottle = None
         logout, self._logout = self._logout, None
         self.session = None
         if logout is not None:
@@ -119,13 +142,21 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
                 " of inactivity."
             )
         else:
-            message = f"Login timed out after {self.timeout:g} seconds."
+            message = f"Login timed out after {self.timeOut:g} seconds."
         self.disconnect(events.Disconnected("timeout", message))
 
     # What the chat state calls (ChatClient) ----------------------------------------
 
+    @property
+    def congested(self) -> bool:
+        """Whether this client has stopped reading past the soft limit."""
+        return self._output.backlog > self.policy.output_soft_limit
+
     def deliver(self, event: events.Event) -> None:
-        """Send an unsolicited event (a message, a notice)."""
+        """Send an unsolicited event; optional ones are dropped while congested."""
+        if self.congested and isinstance(event, OPTIONAL_EVENTS):
+            self._dropped += 1
+            return
         self.send(event)
 
     def disconnect(self, event: events.Disconnected, request_id: Any = None) -> None:
@@ -137,10 +168,69 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         self.transport.loseConnection()
 
     def send(self, event: events.Event, request_id: Any = None) -> None:
-        """Render ``event`` in this connection's format and write it."""
+        """Render ``event`` in this connection's format and write it.
+
+        A client whose unread output passes the hard limit is disconnected.
+        """
         data = encode_event(self.wire, event, request_id)
-        if data:
-            self.transport.write(data)
+        if not data or self.transport is None:
+            return
+        self.transport.write(data)
+        self._output.wrote(len(data))
+        if self._output.backlog > self.policy.output_hard_limit and self.phase is not Phase.CLOSED:
+            log.info(
+                "Closing {host}: {backlog} bytes unread", host=self.host, backlog=self._output.backlog
+            )
+            self.phase = Phase.CLOSED
+            self.transport.abortConnection()
+
+    def _output_drained(self) -> None:
+        """The client caught up: say what was dropped, deliver what was kept."""
+        if self._dropped:
+            dropped, self._dropped = self._dropped, 0
+            self.send(
+                events.ErrorReply(
+                    "dropped",
+                    f"{dropped} notice(s) or broadcast(s) were not shown because your"
+                    " connection was too slow (see read for broadcasts and room messages).",
+                )
+            )
+        if self.session is not None and self.phase is not Phase.CLOSED:
+            self.session.client_caught_up()
+
+    # Pausing -------------------------------------------------------------------
+
+    def _pause(self, reason: str) -> None:
+        """Stop reading (for ``reason``) until every reason is gone."""
+        if not self._pauses:
+            self.pauseProducing()
+        self._pauses.add(reason)
+
+    def _resume(self, reason: str) -> None:
+        self._pauses.discard(reason)
+        if not self._pauses and self.phase is not Phase.CLOSED:
+            self.resumeProducing()
+
+    def _throttle(self, wait: float) -> None:
+        """Too many lines: stop reading for ``wait`` seconds; close a long flood."""
+        now = self._clock.seconds()
+        if self._throttled_since is None:
+            self._throttled_since = now
+        elif now - self._throttled_since > self.policy.flood_limit:
+            self.disconnect(
+                events.Disconnected(
+                    "flood",
+                    f"Disconnected: more than {self.policy.flood_rate:g} lines a second"
+                    f" for over {self.policy.flood_limit:g} seconds.",
+                )
+            )
+            return
+        self._pause("flood")
+        self._unthrottle = self._clock.callLater(wait, self._end_throttle)
+
+    def _end_throttle(self) -> None:
+        self._unthrottle = None
+        self._resume("flood")
 
     # Reading lines ---------------------------------------------------------------
 
@@ -174,6 +264,14 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
     def lineReceived(self, line: bytes) -> None:
         if self.phase is Phase.CLOSED:
             return
+        wait = self._bucket.take()
+        if wait:
+            self._throttle(wait)
+        elif not self._buffer:
+            self._throttled_since = None
+        self._handle_line(line)
+
+    def _handle_line(self, line: bytes) -> None:
         if self._first_line:
             self._first_line = False
             if line.lstrip().startswith(b"{"):
@@ -223,7 +321,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         connection closes first, ``abandon(result)`` undoes a success.
         """
         self.phase = Phase.CHECKING
-        self.pauseProducing()
+        self._pause("checking")
 
         def finished(result: object) -> None:
             if self.phase is Phase.CLOSED:
@@ -238,7 +336,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
             except Exception:
                 log.failure("Handling the end of a slow request failed")
             if self.phase not in (Phase.CLOSED, Phase.CHECKING):
-                self.resumeProducing()
+                self._resume("checking")
 
         d.addBoth(finished)
 
@@ -249,7 +347,6 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         self.send(events.Prompt(field_name))
 
     def _text_login_line(self, line: str) -> None:
-        self.resetTimeout()
         if self.phase is Phase.USERNAME:
             self._username_entered(line.strip())
         elif self.phase is Phase.PASSWORD:
@@ -301,7 +398,6 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
     def _json_login(self, obj: dict[str, Any], request_id: Any) -> None:
         kind = obj["type"].lower()
         if kind == "login":
-            self.resetTimeout()
             username = jsonlines.field(obj, "user")
             password = jsonlines.field(obj, "password")
             self._take_ports(obj)
@@ -309,7 +405,6 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         elif kind == "guest":
             if not self.policy.allow_guests:
                 raise CommandError("guests_disabled", "Error. Guests are not allowed here.")
-            self.resetTimeout()
             username = jsonlines.field(obj, "user")
             self._take_ports(obj)
             self._login_guest(username, request_id)
@@ -335,7 +430,6 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         self.udp_port = jsonlines.port(obj, "udp_port")
 
     def _json_register(self, obj: dict[str, Any], request_id: Any) -> None:
-        self.resetTimeout()
         username = jsonlines.field(obj, "user")
         if not self.policy.allow_register:
             self.send(
@@ -408,6 +502,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         session, logout = result
         self.session, self._logout = session, logout
         self.phase = Phase.ONLINE
+        self.setTimeout(self.timeout)
         self.send(events.LoginSucceeded(session.username, session.guest), request_id)
         session.begin()
 
@@ -460,6 +555,12 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
     def _command(self, request: Request) -> None:
         assert self.session is not None
         self.resetTimeout()
+        message = request.arguments.get("message")
+        if isinstance(message, str) and len(message) > self.policy.max_message_length:
+            raise CommandError(
+                "message_too_long",
+                f"Error. Messages are limited to {self.policy.max_message_length} characters.",
+            )
         if request.command == "logout":
             self.disconnect(
                 events.Disconnected("logout", f"Goodbye, {self.session.username}!"),

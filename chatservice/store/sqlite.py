@@ -25,14 +25,19 @@ Time on the reactor
 -------------------
 The chat state calls the store on the reactor thread, so each call is one to
 three small statements on indexed columns (offline messages by recipient,
-history by channel and time, rooms by number), and a commit only writes to
-the log.  The slow part of WAL, copying the log back into the database
-(a *checkpoint*, with its fsyncs), is not done in the calls: automatic
-checkpoints are turned off on the reactor's connection and a background
-thread with its own connection runs a passive checkpoint whenever
-:data:`CHECKPOINT_EVERY` commits have gone into the log, and a last one when
-the store closes.  The one call whose cost grows with the data is
-``history_after`` for a long span (``read`` since long ago), which returns
+history by channel and time, rooms by number), and a commit only appends to
+the log.  The slow part of WAL, copying the log back into the database (a
+*checkpoint*, with two fsyncs), is done by a background thread with its own
+connection (:class:`_Checkpointer`): passive checkpoints, which never block the
+writer, every :data:`CHECKPOINT_EVERY` commits and :data:`CHECKPOINT_IDLE`
+seconds after the last one.  The log can only be reset when a checkpoint has
+copied all of it before the next commit starts, which the thread achieves
+whenever commits leave gaps of a few milliseconds (any real chat load).  Under
+a write load so steady that it never does, a commit checkpoints on the
+caller's thread once the log reaches :data:`LOG_LIMIT_PAGES` pages, as
+SQLite does by default, so the log stays bounded; ``bench/store_latency.py``
+measures both cases.  The one call whose cost grows with the data is
+``history_after`` over a long span (``read`` since long ago), which returns
 every matching row.
 
 Opening
@@ -67,6 +72,8 @@ from chatservice.store.interface import HistoryEntry, IChatStore, StoredMessage
 __all__ = [
     "APPLICATION_ID",
     "CHECKPOINT_EVERY",
+    "CHECKPOINT_IDLE",
+    "LOG_LIMIT_PAGES",
     "MIGRATIONS",
     "SQLiteStore",
     "StoreError",
@@ -136,8 +143,21 @@ REQUIRED_TABLES = frozenset(
 )
 """Tables every chat database of version 1 or later has."""
 
-CHECKPOINT_EVERY = 200
-"""Commits between two background checkpoints (about 1 MB of log at most, for small rows)."""
+CHECKPOINT_EVERY = 100
+"""Commits after which the background thread checkpoints, however busy the writer is."""
+
+CHECKPOINT_IDLE = 0.5
+"""Seconds after which the background thread checkpoints what the last commits wrote."""
+
+CHECKPOINT_PASSES = 4
+"""Passive checkpoints the thread runs in a row while the writer keeps adding to the log."""
+
+LOG_LIMIT_PAGES = 4000
+"""Log size (pages of 4 KiB) past which a commit checkpoints on the caller's thread anyway.
+
+This only happens under a write load so steady that the background thread
+never finds a gap to finish in: it keeps the log from growing without bound.
+"""
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 _HEADER_SIZE = 100
@@ -322,7 +342,7 @@ class SQLiteStore:
                 )
             connection.execute(f"PRAGMA synchronous = {self.synchronous}")
             if self.background_checkpoints:
-                connection.execute("PRAGMA wal_autocheckpoint = 0")
+                connection.execute(f"PRAGMA wal_autocheckpoint = {LOG_LIMIT_PAGES:d}")
             version = self._migrate(connection)
         except sqlite3.Error as e:
             connection.close()
@@ -551,16 +571,18 @@ class SQLiteStore:
 class _Checkpointer:
     """A thread with its own connection that copies the log into the database.
 
-    The reactor's connection has automatic checkpoints off; this thread runs a
-    passive checkpoint (which never blocks the writer) after every
-    :data:`CHECKPOINT_EVERY` commits, so the log's fsyncs and copying happen
-    off the reactor thread and the log stays small.
+    It runs passive checkpoints, which never block the writer, when
+    :data:`CHECKPOINT_EVERY` commits have been made or :data:`CHECKPOINT_IDLE`
+    seconds after the last commit, repeating while the writer added to the log
+    meanwhile (up to :data:`CHECKPOINT_PASSES` times).  The writer resets the
+    log once a checkpoint has copied all of it.
     """
 
     def __init__(self, path: Path, busy_timeout: float) -> None:
         self.path = path
         self.busy_timeout = busy_timeout
         self._commits = 0
+        self._dirty = False
         self._wake = threading.Event()
         self._stopping = False
         self._thread = threading.Thread(
@@ -571,7 +593,8 @@ class _Checkpointer:
         self._thread.start()
 
     def committed(self) -> None:
-        """Count a commit (reactor thread); wake the thread every so many."""
+        """Count a commit (on the caller's thread); wake the thread every so many."""
+        self._dirty = True
         self._commits += 1
         if self._commits >= CHECKPOINT_EVERY:
             self._commits = 0
@@ -589,20 +612,31 @@ class _Checkpointer:
         )
         try:
             while True:
-                self._wake.wait()
+                self._wake.wait(CHECKPOINT_IDLE)
                 self._wake.clear()
                 if self._stopping:
                     return
-                try:
-                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                except sqlite3.Error as e:
-                    log.warn(
-                        "Checkpoint of the chat database {path} failed: {error}",
-                        path=str(self.path),
-                        error=str(e),
-                    )
+                if self._dirty:
+                    self._dirty = False
+                    self._checkpoint(connection)
         finally:
             connection.close()
+
+    def _checkpoint(self, connection: sqlite3.Connection) -> None:
+        for _ in range(CHECKPOINT_PASSES):
+            try:
+                busy, in_log, copied = connection.execute(
+                    "PRAGMA wal_checkpoint(PASSIVE)"
+                ).fetchone()
+            except sqlite3.Error as e:
+                log.warn(
+                    "Checkpoint of the chat database {path} failed: {error}",
+                    path=str(self.path),
+                    error=str(e),
+                )
+                return
+            if busy or copied >= in_log or self._stopping:
+                return
 
 
 def _rollback(connection: sqlite3.Connection) -> None:

@@ -9,6 +9,7 @@ them (``login``, ``message``, ``userlist``, ``user_notification``,
 from __future__ import annotations
 
 import json
+import math
 from functools import singledispatch
 from typing import Any
 
@@ -18,7 +19,8 @@ from chatservice.commands import CommandError, Request, convert, lookup
 NAME = "json"
 EOL = b"\n"
 
-_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_checker = json.JSONEncoder(ensure_ascii=False)
 
 
 def decode_line(raw: bytes) -> dict[str, Any]:
@@ -34,12 +36,19 @@ def decode_line(raw: bytes) -> dict[str, Any]:
         raise CommandError(
             "invalid_json", 'Each line must be a JSON object with a string "type".'
         )
+    try:
+        # Lone surrogates (\ud800) decode but cannot be sent on to anyone.
+        _checker.encode(obj).encode("utf-8")
+    except UnicodeEncodeError:
+        raise CommandError("invalid_json", "Strings must be valid Unicode.") from None
     return obj
 
 
 def request_id(obj: dict[str, Any]) -> Any:
     """The request's ``id``, if it is one a reply can echo (a string or a number)."""
     value = obj.get("id")
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if isinstance(value, (str, int, float)) and not isinstance(value, bool):
         return value
     return None

@@ -196,7 +196,7 @@ def _(event: events.UserList) -> str:
         return _lines("Every other user is online.")
     if event.since is None:
         return _lines("No other users are online.")
-    return _lines(f"No other users were online in the last {event.since:g} seconds.")
+    return _lines(f"No other users were online in the last {event.since:.0f} seconds.")
 
 
 def _auto_replies(replies: tuple[tuple[str, str], ...]) -> list[str]:

@@ -1,0 +1,1333 @@
+"""Tests for the wire formats: :mod:`chatservice.wire.text`, :mod:`chatservice.wire.jsonlines`
+and the render cache in :func:`chatservice.wire.encode_event`.
+
+Pure functions: lines in, requests out; events in, bytes out.  Timestamps are
+rendered in local time, so the tests that show them run with ``TZ=UTC``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from twisted.trial import unittest
+
+from chatservice import events
+from chatservice.auth.login import JUST_LOCKED, WRONG_PASSWORD
+from chatservice.commands import COMMANDS, CommandError, Request
+from chatservice.wire import encode_event, jsonlines, text
+
+T = 1_700_000_000.0
+"""14 Nov 2023 22:13:20 UTC."""
+T_TEXT = "14 Nov 2023 22:13:20"
+
+
+def use_utc(test: unittest.TestCase) -> None:
+    """Run ``test`` with the local time zone set to UTC, restored afterwards."""
+    previous = os.environ.get("TZ")
+
+    def restore() -> None:
+        if previous is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = previous
+        time.tzset()
+
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    test.addCleanup(restore)
+
+
+def reject_constant(name: str) -> Any:
+    """A ``parse_constant`` for :func:`json.loads` that refuses NaN and Infinity (strict JSON)."""
+    raise ValueError(f"not JSON: {name}")
+
+
+class CommandErrorMixin:
+    """assertCommandError for trial test cases."""
+
+    assertRaises: Callable[..., Any]
+    assertEqual: Callable[..., Any]
+
+    def assertCommandError(
+        self, code: str, message: str | None, f: Callable[..., Any], *args: Any
+    ) -> CommandError:
+        error: CommandError = self.assertRaises(CommandError, f, *args)
+        self.assertEqual(error.code, code)
+        if message is not None:
+            self.assertEqual(error.message, message)
+        return error
+
+
+# text.decode_line -------------------------------------------------------------
+
+
+class TextDecodeLineTests(CommandErrorMixin, unittest.TestCase):
+    """text.decode_line: what is left of a received line (without its LF)."""
+
+    def test_crlf(self) -> None:
+        self.assertEqual(text.decode_line(b"whoelse\r"), "whoelse")
+
+    def test_lf(self) -> None:
+        self.assertEqual(text.decode_line(b"whoelse"), "whoelse")
+
+    def test_empty(self) -> None:
+        self.assertEqual(text.decode_line(b""), "")
+        self.assertEqual(text.decode_line(b"\r"), "")
+
+    def test_inner_spaces_kept(self) -> None:
+        self.assertEqual(text.decode_line(b"  message hans  hi \r"), "  message hans  hi ")
+
+    def test_utf8(self) -> None:
+        self.assertEqual(
+            text.decode_line("message hans héllo ☃\r".encode()), "message hans héllo ☃"
+        )
+
+    def test_iac_option_negotiation(self) -> None:
+        """IAC WILL / WONT / DO / DONT <option> are removed, wherever they are."""
+        for verb in (b"\xfb", b"\xfc", b"\xfd", b"\xfe"):
+            self.assertEqual(
+                text.decode_line(b"\xff" + verb + b"\x01who\xff" + verb + b"\x22else\r"),
+                "whoelse",
+                verb,
+            )
+
+    def test_iac_subnegotiation(self) -> None:
+        self.assertEqual(
+            text.decode_line(b"\xff\xfa\x18\x00xterm-256color\xff\xf0whoelse\r"), "whoelse"
+        )
+        self.assertEqual(
+            text.decode_line(b"who\xff\xfa\x1f\x00\x50\x00\x18\xff\xf0else"), "whoelse"
+        )
+
+    def test_unterminated_subnegotiation(self) -> None:
+        """IAC SB without IAC SE runs to the end of the line."""
+        self.assertEqual(text.decode_line(b"who\xff\xfa\x18\x00xterm\r"), "who")
+
+    def test_iac_interrupt(self) -> None:
+        """Ctrl-C in telnet: IAC IP, usually followed by IAC DO TIMING-MARK."""
+        self.assertEqual(text.decode_line(b"\xff\xf4\xff\xfd\x06"), "")
+        self.assertEqual(text.decode_line(b"whoelse\xff\xf4\r"), "whoelse")
+
+    def test_other_iac_commands(self) -> None:
+        for command in (b"\xf1", b"\xf3", b"\xf5", b"\xf6", b"\xf7", b"\xf8", b"\xf9"):
+            self.assertEqual(text.decode_line(b"who" + b"\xff" + command + b"else"), "whoelse")
+
+    def test_lone_iac_at_end(self) -> None:
+        self.assertEqual(text.decode_line(b"whoelse\xff"), "whoelse")
+
+    def test_escaped_iac(self) -> None:
+        """IAC IAC (a data byte 255) is dropped too: it is never valid UTF-8."""
+        self.assertEqual(text.decode_line(b"who\xff\xffelse"), "whoelse")
+
+    def test_nul(self) -> None:
+        self.assertEqual(text.decode_line(b"who\x00else\r"), "whoelse")
+        self.assertEqual(text.decode_line(b"whoelse\r\x00"), "whoelse")
+
+    def test_backspace_and_delete(self) -> None:
+        self.assertEqual(text.decode_line(b"whoelsx\x08e\r"), "whoelse")
+        self.assertEqual(text.decode_line(b"whoelsx\x7fe\r"), "whoelse")
+        self.assertEqual(text.decode_line(b"whx\x08\x7fhoelse"), "whoelse")
+
+    def test_erase_more_than_typed(self) -> None:
+        self.assertEqual(text.decode_line(b"\x08\x08ab\x7f\x7f\x7fc"), "c")
+        self.assertEqual(text.decode_line(b"ab\x08\x08\x08"), "")
+
+    def test_erase_removes_whole_character(self) -> None:
+        self.assertEqual(text.decode_line("café\x7fe".encode()), "cafe")
+
+    def test_invalid_utf8(self) -> None:
+        for raw in (b"caf\xe9\r", b"\xc3", b"\xed\xa0\x80", b"\xc0\xaf"):
+            self.assertCommandError(
+                "invalid_utf8",
+                "Error. That line was not valid UTF-8 and was ignored.",
+                text.decode_line,
+                raw,
+            )
+
+
+# text.parse_request ------------------------------------------------------------
+
+READ_TIME = 1_654_099_200.0
+"""1 Jun 2022 16:00:00 UTC."""
+
+TEXT_REQUESTS: list[tuple[str, Request]] = [
+    ("whoelse", Request("whoelse")),
+    ("WhoElse", Request("whoelse")),
+    ("who", Request("whoelse")),
+    ("users", Request("users", {"onlinetype": None})),
+    ("users offline", Request("users", {"onlinetype": "offline"})),
+    ("USERLIST Online", Request("users", {"onlinetype": "online"})),
+    ("typing on", Request("typing", {"status": "on", "to": None})),
+    ("typing OFF hans", Request("typing", {"status": "off", "to": "hans"})),
+    ("passwd wise wiser", Request("passwd", {"old": "wise", "new": "wiser"})),
+    ("whoelsesince 60", Request("whoelsesince", {"seconds": 60.0})),
+    ("whoelsesince 2.5", Request("whoelsesince", {"seconds": 2.5})),
+    ("whoelsesince 1e3", Request("whoelsesince", {"seconds": 1000.0})),
+    ("whoelsesince 0", Request("whoelsesince", {"seconds": 0.0})),
+    ("last 5", Request("last", {"minutes": 5.0})),
+    ("active", Request("active")),
+    ("ATU", Request("active")),
+    ("message hans Hey  Dude ", Request("message", {"to": "hans", "message": "Hey  Dude"})),
+    ("  Message\thans\thi\tthere", Request("message", {"to": "hans", "message": "hi\tthere"})),
+    ("send hans hi there", Request("send", {"to": ("hans",), "message": "hi there"})),
+    (
+        "send (hans luke hans) hi all",
+        Request("send", {"to": ("hans", "luke"), "message": "hi all"}),
+    ),
+    ("send ( hans ) hi", Request("send", {"to": ("hans",), "message": "hi"})),
+    ("broadcast hello world", Request("broadcast", {"message": "hello world"})),
+    ("bcm hi", Request("broadcast", {"message": "hi"})),
+    ("read 1 Jun 2022 16:00:00", Request("read", {"since": READ_TIME})),
+    ("rdm 01 Jun 2022  16:00:00", Request("read", {"since": READ_TIME})),
+    ("room create hans luke", Request("room create", {"members": ("hans", "luke")})),
+    ("ROOM Create hans", Request("room create", {"members": ("hans",)})),
+    ("srb hans luke hans", Request("room create", {"members": ("hans", "luke")})),
+    ("room send 3 hi all", Request("room send", {"room": 3, "message": "hi all"})),
+    ("srm 3 hi", Request("room send", {"room": 3, "message": "hi"})),
+    ("room leave 3", Request("room leave", {"room": 3})),
+    ("rooms", Request("rooms")),
+    ("block hans", Request("block", {"target": "hans"})),
+    ("unblock hans", Request("unblock", {"target": "hans"})),
+    ("busy", Request("busy", {"message": None})),
+    ("busy in a meeting", Request("busy", {"message": "in a meeting"})),
+    ("idle", Request("idle")),
+    ("available", Request("idle")),
+    ("hide", Request("hide")),
+    ("appear", Request("appear")),
+    ("status", Request("status")),
+    ("startprivate hans", Request("startprivate", {"target": "hans"})),
+    (
+        "sendfile hans notes.txt 1200",
+        Request("sendfile", {"to": "hans", "filename": "notes.txt", "size": 1200}),
+    ),
+    ("upd hans notes.txt", Request("sendfile", {"to": "hans", "filename": "notes.txt", "size": None})),
+    ("logout", Request("logout")),
+    ("disconnect", Request("logout")),
+    ("OUT", Request("logout")),
+    ("help", Request("help")),
+]
+
+
+class TextParseRequestTests(CommandErrorMixin, unittest.TestCase):
+    """text.parse_request: a command line becomes a Request or a CommandError."""
+
+    def setUp(self) -> None:
+        use_utc(self)
+
+    def test_every_request(self) -> None:
+        for line, expected in TEXT_REQUESTS:
+            self.assertEqual(text.parse_request(line), expected, line)
+
+    def test_every_command_and_alias_covered(self) -> None:
+        """The table above names every command and alias (so a new one needs a test)."""
+        names = {c.name for c in COMMANDS} | {a for c in COMMANDS for a in c.aliases}
+        names.discard("room_create")  # JSON spellings of two-word commands
+        names.discard("room_send")
+        names.discard("room_leave")
+        covered = set()
+        for line, _request in TEXT_REQUESTS:
+            words = line.lower().split()
+            covered.add(words[0])
+            covered.add(" ".join(words[:2]))
+        self.assertEqual(names - covered, set())
+
+    def test_blank_line(self) -> None:
+        self.assertIsNone(text.parse_request(""))
+        self.assertIsNone(text.parse_request("  \t "))
+
+    def test_unknown_command(self) -> None:
+        for line in ("fly away", "room", "room dance 3", "whoelse_since 5"):
+            self.assertCommandError(
+                "invalid_command",
+                "Error. Invalid command (type help for the list)",
+                text.parse_request,
+                line,
+            )
+
+    def test_missing_arguments(self) -> None:
+        cases = {
+            "message": "Error. Usage: message <user> <text>",
+            "message hans": "Error. Usage: message <user> <text>",
+            "message hans    ": "Error. Usage: message <user> <text>",
+            "broadcast": "Error. Usage: broadcast <text>",
+            "block": "Error. Usage: block <user>",
+            "unblock": "Error. Usage: unblock <user>",
+            "startprivate": "Error. Usage: startprivate <user>",
+            "sendfile hans": "Error. Usage: sendfile <user> <file> [<bytes>]",
+            "send hans": "Error. Usage: send <user|(user1 user2 ...)> <text>",
+            "send () hi": "Error. Usage: send <user|(user1 user2 ...)> <text>",
+            "send (hans hi": "Error. Usage: send <user|(user1 user2 ...)> <text>",
+            "room create": "Error. Usage: room create <user> [<user> ...]",
+            "whoelsesince": (
+                "Error. <seconds> must be a non-negative number."
+                " Usage: whoelsesince <seconds>"
+            ),
+            "last": "Error. <minutes> must be a non-negative number. Usage: last <minutes>",
+            "room leave": "Error. <id> must be a whole number. Usage: room leave <id>",
+        }
+        for line, message in cases.items():
+            self.assertCommandError("bad_argument", message, text.parse_request, line)
+
+    def test_extra_arguments(self) -> None:
+        cases = {
+            "whoelse now": "Error. Usage: whoelse",
+            "block hans luke": "Error. Usage: block <user>",
+            "whoelsesince 10 20": "Error. Usage: whoelsesince <seconds>",
+            "room leave 3 4": "Error. Usage: room leave <id>",
+            "logout now": "Error. Usage: logout",
+            "help me": "Error. Usage: help",
+            "sendfile hans a.txt 10 more": "Error. Usage: sendfile <user> <file> [<bytes>]",
+        }
+        for line, message in cases.items():
+            self.assertCommandError("bad_argument", message, text.parse_request, line)
+
+    def test_bad_choices(self) -> None:
+        self.assertCommandError(
+            "bad_argument",
+            "Error. <on|off> is one of on, off. Usage: typing <on|off> [<user>]",
+            text.parse_request,
+            "typing maybe",
+        )
+        self.assertCommandError(
+            "bad_argument",
+            "Error. <online|offline> is one of online, offline. Usage: users [<online|offline>]",
+            text.parse_request,
+            "users everyone",
+        )
+        self.assertCommandError(
+            "bad_argument",
+            "Error. <on|off> is one of on, off. Usage: typing <on|off> [<user>]",
+            jsonlines.parse_request,
+            {"type": "typing", "status": 1},
+        )
+
+    def test_whoelsesince_bad_numbers(self) -> None:
+        message = (
+            "Error. <seconds> must be a non-negative number. Usage: whoelsesince <seconds>"
+        )
+        for value in ("abc", "-1", "-0.5", "nan", "NaN", "inf", "-inf", "Infinity", "1e999", "0x10"):
+            self.assertCommandError(
+                "bad_argument", message, text.parse_request, f"whoelsesince {value}"
+            )
+
+    def test_bad_room_number(self) -> None:
+        for value in ("x", "-1", "1.5"):
+            self.assertCommandError(
+                "bad_argument",
+                "Error. <id> must be a whole number. Usage: room send <id> <text>",
+                text.parse_request,
+                f"room send {value} hi",
+            )
+
+    def test_bad_timestamp(self) -> None:
+        for line in ("read yesterday", "read 31 Feb 2022 00:00:00", "read", "read 1 Jun 2022"):
+            self.assertCommandError(
+                "bad_argument",
+                "Error. Give the time as dd Mmm yyyy hh:mm:ss, e.g. 1 Jun 2022 16:00:00.",
+                text.parse_request,
+                line,
+            )
+
+    def test_control_characters_removed_from_text(self) -> None:
+        request = text.parse_request("message hans \x1b[31mred\x07 alert\x7f\x9b!")
+        assert request is not None
+        self.assertEqual(request.arguments, {"to": "hans", "message": "[31mred alert!"})
+
+    def test_tab_kept_in_text(self) -> None:
+        request = text.parse_request("broadcast a\tb")
+        assert request is not None
+        self.assertEqual(request.arguments, {"message": "a\tb"})
+
+    def test_text_of_only_control_characters(self) -> None:
+        self.assertCommandError(
+            "bad_argument",
+            "Error. Usage: message <user> <text>",
+            text.parse_request,
+            "message hans \x07\x1b",
+        )
+
+    def test_control_characters_removed_from_user_name(self) -> None:
+        request = text.parse_request("block ha\x00ns")
+        assert request is not None
+        self.assertEqual(request.arguments, {"target": "hans"})
+
+    def test_text_requests_have_no_id(self) -> None:
+        request = text.parse_request("whoelse")
+        assert request is not None
+        self.assertIsNone(request.request_id)
+
+
+# jsonlines.decode_line ------------------------------------------------------------
+
+MALFORMED = "Malformed JSON: send one object per line."
+NOT_AN_OBJECT = 'Each line must be a JSON object with a string "type".'
+
+
+class JsonDecodeLineTests(CommandErrorMixin, unittest.TestCase):
+    """jsonlines.decode_line: one JSON object with a string type, or invalid_json."""
+
+    def test_object(self) -> None:
+        self.assertEqual(
+            jsonlines.decode_line(b'{"type": "message", "to": "hans", "id": 3}\r'),
+            {"type": "message", "to": "hans", "id": 3},
+        )
+
+    def test_utf8(self) -> None:
+        self.assertEqual(
+            jsonlines.decode_line('{"type":"broadcast","message":"héllo ☃"}'.encode()),
+            {"type": "broadcast", "message": "héllo ☃"},
+        )
+
+    def test_malformed(self) -> None:
+        for raw in (
+            b"",
+            b"   ",
+            b"{",
+            b"not json",
+            b'{"type": "whoelse",}',
+            b"{'type': 'whoelse'}",
+            b'{"type": "whoelse"} {"type": "whoelse"}',
+            b"\xff\xfe\xfd",
+            b'{"type": "caf\xe9"}',
+            b"\x00",
+            b'{"type":"x","n":' + b"9" * 5000 + b"}",
+        ):
+            self.assertCommandError("invalid_json", MALFORMED, jsonlines.decode_line, raw)
+
+    def test_deeply_nested(self) -> None:
+        for raw in (
+            b"[" * 100_000,
+            b'{"a":' * 100_000,
+            b'{"type":"x","a":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        ):
+            self.assertCommandError("invalid_json", MALFORMED, jsonlines.decode_line, raw)
+
+    def test_not_an_object(self) -> None:
+        for raw in (b"[]", b'["whoelse"]', b"1", b'"whoelse"', b"null", b"true", b"NaN"):
+            self.assertCommandError("invalid_json", NOT_AN_OBJECT, jsonlines.decode_line, raw)
+
+    def test_missing_or_bad_type(self) -> None:
+        for raw in (
+            b"{}",
+            b'{"user": "yoda"}',
+            b'{"type": 1}',
+            b'{"type": null}',
+            b'{"type": ["whoelse"]}',
+            b'{"type": {"name": "whoelse"}}',
+            b'{"TYPE": "whoelse"}',
+        ):
+            self.assertCommandError("invalid_json", NOT_AN_OBJECT, jsonlines.decode_line, raw)
+
+    def test_lone_surrogate_rejected(self) -> None:
+        """A string that cannot be written back as UTF-8 must be refused here.
+
+        Otherwise it reaches an event, and rendering that event for the
+        recipient raises UnicodeEncodeError out of the sender's
+        ``lineReceived`` (the message is lost and the connection dropped; a
+        stored offline message breaks every later login of its recipient).
+        """
+        for raw in (
+            b'{"type": "message", "to": "hans", "message": "hi \\ud800"}',
+            b'{"type": "message", "to": "\\udc80", "message": "hi"}',
+            b'{"type": "whoelse", "id": "\\udfff"}',
+        ):
+            self.assertCommandError("invalid_json", None, jsonlines.decode_line, raw)
+
+
+
+# jsonlines.parse_request --------------------------------------------------------
+
+
+class JsonParseRequestTests(CommandErrorMixin, unittest.TestCase):
+    """jsonlines.parse_request: fields become arguments; the id is kept for the reply."""
+
+    def setUp(self) -> None:
+        use_utc(self)
+
+    def test_requests(self) -> None:
+        cases: list[tuple[dict[str, Any], Request]] = [
+            ({"type": "whoelse"}, Request("whoelse")),
+            ({"type": "WhoElse", "user": "yoda"}, Request("whoelse")),
+            ({"type": "userlist"}, Request("users", {"onlinetype": None})),
+            ({"type": "userlist", "onlinetype": True}, Request("users", {"onlinetype": "online"})),
+            ({"type": "users", "onlinetype": False}, Request("users", {"onlinetype": "offline"})),
+            (
+                {"type": "typing", "status": True, "to": "hans"},
+                Request("typing", {"status": "on", "to": "hans"}),
+            ),
+            ({"type": "typing", "status": "off"}, Request("typing", {"status": "off", "to": None})),
+            ({"type": "whoelsesince", "seconds": 60}, Request("whoelsesince", {"seconds": 60.0})),
+            ({"type": "whoelsesince", "seconds": "2.5"}, Request("whoelsesince", {"seconds": 2.5})),
+            (
+                {"type": "message", "to": "hans", "message": " hi  there ", "id": 7},
+                Request("message", {"to": "hans", "message": " hi  there "}, 7),
+            ),
+            (
+                {"type": "send", "to": ["hans", "luke", "hans"], "message": "x"},
+                Request("send", {"to": ("hans", "luke"), "message": "x"}),
+            ),
+            (
+                {"type": "send", "to": "hans luke", "message": "x"},
+                Request("send", {"to": ("hans", "luke"), "message": "x"}),
+            ),
+            ({"type": "broadcast", "message": "hi"}, Request("broadcast", {"message": "hi"})),
+            ({"type": "read", "since": 1000}, Request("read", {"since": 1000.0})),
+            (
+                {"type": "read", "since": "1 Jun 2022 16:00:00"},
+                Request("read", {"since": READ_TIME}),
+            ),
+            (
+                {"type": "room_create", "members": ["hans"]},
+                Request("room create", {"members": ("hans",)}),
+            ),
+            (
+                {"type": "room send", "room": "3", "message": "hi"},
+                Request("room send", {"room": 3, "message": "hi"}),
+            ),
+            ({"type": "room_leave", "room": 3}, Request("room leave", {"room": 3})),
+            ({"type": "busy"}, Request("busy", {"message": None})),
+            ({"type": "busy", "message": ""}, Request("busy", {"message": None})),
+            ({"type": "busy", "message": "brb"}, Request("busy", {"message": "brb"})),
+            ({"type": "block", "target": "hans"}, Request("block", {"target": "hans"})),
+            (
+                {"type": "sendfile", "to": "hans", "filename": "a.txt", "size": 10},
+                Request("sendfile", {"to": "hans", "filename": "a.txt", "size": 10}),
+            ),
+            ({"type": "logout", "id": "bye"}, Request("logout", {}, "bye")),
+        ]
+        for obj, expected in cases:
+            self.assertEqual(jsonlines.parse_request(obj), expected, obj)
+
+    def test_unknown_type(self) -> None:
+        self.assertCommandError(
+            "invalid_command",
+            "Error. Invalid command (type help for the list)",
+            jsonlines.parse_request,
+            {"type": "fly"},
+        )
+
+    def test_missing_field(self) -> None:
+        cases = [
+            ({"type": "message", "to": "hans"}, '"message" needs the field "message".'),
+            ({"type": "message", "message": "hi"}, '"message" needs the field "to".'),
+            ({"type": "whoelsesince"}, '"whoelsesince" needs the field "seconds".'),
+            ({"type": "room_send", "message": "x"}, '"room send" needs the field "room".'),
+            ({"type": "block"}, '"block" needs the field "target".'),
+        ]
+        for obj, message in cases:
+            self.assertCommandError("missing_field", message, jsonlines.parse_request, obj)
+
+    def test_wrong_types(self) -> None:
+        usage = "Error. Usage: message <user> <text>"
+        for bad in (5, None, ["hans"], {"name": "hans"}, True, "", "  ", "two words"):
+            error = self.assertCommandError(
+                "bad_argument", None, jsonlines.parse_request,
+                {"type": "message", "to": bad, "message": "hi"},
+            )
+            self.assertTrue(error.message.endswith(f"Usage: {usage[14:]}"), error.message)
+        for bad in (5, None, ["hi"], ""):
+            self.assertCommandError(
+                "bad_argument", usage, jsonlines.parse_request,
+                {"type": "message", "to": "hans", "message": bad},
+            )
+
+    def test_bad_seconds(self) -> None:
+        message = (
+            "Error. <seconds> must be a non-negative number. Usage: whoelsesince <seconds>"
+        )
+        for bad in (True, False, None, "abc", -1, [], {}, "nan", "inf", 1e999):
+            self.assertCommandError(
+                "bad_argument", message, jsonlines.parse_request,
+                {"type": "whoelsesince", "seconds": bad},
+            )
+
+    def test_bad_counts_and_recipients(self) -> None:
+        for bad in (3.0, True, -1, "x", None):
+            self.assertCommandError(
+                "bad_argument",
+                "Error. <id> must be a whole number. Usage: room leave <id>",
+                jsonlines.parse_request,
+                {"type": "room_leave", "room": bad},
+            )
+        for bad in ([], ["hans", 5], [""], 5, None, {"hans": 1}):
+            self.assertCommandError(
+                "bad_argument",
+                "Error. Usage: send <user|(user1 user2 ...)> <text>",
+                jsonlines.parse_request,
+                {"type": "send", "to": bad, "message": "x"},
+            )
+        for bad in ("tomorrow", "", "31 Feb 2022 00:00:00", "1 Jun 2022"):
+            self.assertCommandError(
+                "bad_argument",
+                "Error. Give the time as dd Mmm yyyy hh:mm:ss, e.g. 1 Jun 2022 16:00:00.",
+                jsonlines.parse_request,
+                {"type": "read", "since": bad},
+            )
+
+    def test_read_since_not_a_string_or_number(self) -> None:
+        """``"since": null`` (or true, a list, NaN) is a bad argument, not an AttributeError."""
+        for bad in (None, True, [2022], {"day": 1}, float("inf"), float("nan")):
+            self.assertCommandError(
+                "bad_argument",
+                "Error. Give the time as dd Mmm yyyy hh:mm:ss, e.g. 1 Jun 2022 16:00:00.",
+                jsonlines.parse_request,
+                {"type": "read", "since": bad},
+            )
+
+
+    def test_control_characters_removed(self) -> None:
+        request = jsonlines.parse_request(
+            {"type": "broadcast", "message": "a\x1b[2Jb\nc\td"}
+        )
+        self.assertEqual(request.arguments, {"message": "a[2Jbc\td"})
+
+    def test_request_id_types(self) -> None:
+        for value in ("abc", "", 0, 3, -7, 1.5):
+            self.assertEqual(jsonlines.request_id({"type": "x", "id": value}), value)
+        for value in (None, True, False, [1], {"a": 1}):
+            self.assertIsNone(jsonlines.request_id({"type": "x", "id": value}), value)
+        self.assertIsNone(jsonlines.request_id({"type": "x"}))
+        request = jsonlines.parse_request({"type": "whoelse", "id": [1]})
+        self.assertIsNone(request.request_id)
+
+    def test_non_finite_id_not_echoed_as_invalid_json(self) -> None:
+        """``"id": NaN`` (or 1e999) must not produce a reply that strict JSON parsers refuse."""
+        for raw in (b'{"type": "whoelse", "id": NaN}', b'{"type": "whoelse", "id": 1e999}'):
+            rid = jsonlines.request_id(jsonlines.decode_line(raw))
+            reply = jsonlines.encode(events.UserList(()), rid)
+            assert reply is not None
+            json.loads(reply, parse_constant=reject_constant)
+
+
+    def test_field(self) -> None:
+        obj = {"type": "login", "user": "yoda", "password": 5}
+        self.assertEqual(jsonlines.field(obj, "user"), "yoda")
+        self.assertCommandError(
+            "missing_field",
+            '"login" needs a string field "password".',
+            jsonlines.field,
+            obj,
+            "password",
+        )
+        self.assertCommandError(
+            "missing_field", '"login" needs a string field "x".', jsonlines.field, obj, "x"
+        )
+
+    def test_port(self) -> None:
+        self.assertIsNone(jsonlines.port({"type": "login"}, "p2p_port"))
+        self.assertEqual(jsonlines.port({"type": "login", "p2p_port": 5000}, "p2p_port"), 5000)
+        self.assertEqual(jsonlines.port({"type": "login", "udp_port": 65535}, "udp_port"), 65535)
+        for bad in (0, 65536, -1, "80", 80.0, True):
+            self.assertCommandError(
+                "bad_argument",
+                '"udp_port" must be a port number (1 to 65535).',
+                jsonlines.port,
+                {"type": "login", "udp_port": bad},
+                "udp_port",
+            )
+
+
+# Rendering every event -------------------------------------------------------------
+
+
+@dataclass
+class RenderCase:
+    """One event and exactly how each format renders it (``None``: not sent)."""
+
+    name: str
+    event: events.Event
+    text: str | None
+    json: dict[str, Any] | None
+
+
+RENDER_CASES: list[RenderCase] = [
+    RenderCase(
+        "error",
+        events.ErrorReply("invalid_user", "Error. Invalid user vader."),
+        "Error. Invalid user vader.\r\n",
+        {"type": "error", "code": "invalid_user", "message": "Error. Invalid user vader."},
+    ),
+    RenderCase(
+        "error_without_message",
+        events.ErrorReply("quiet", ""),
+        None,
+        {"type": "error", "code": "quiet", "message": ""},
+    ),
+    RenderCase(
+        "greeting",
+        events.Greeting("1.2.3"),
+        "Welcome to chatservice 1.2.3. Please log in"
+        " (programs: send a JSON object to use the JSON interface).\r\n",
+        {"type": "hello", "version": "1.2.3"},
+    ),
+    RenderCase("prompt_username", events.Prompt(events.Prompt.USERNAME), "Username: ", None),
+    RenderCase("prompt_password", events.Prompt(events.Prompt.PASSWORD), "Password: ", None),
+    RenderCase(
+        "prompt_create",
+        events.Prompt(events.Prompt.CREATE),
+        "Create a new account with that name? (yes/no) ",
+        None,
+    ),
+    RenderCase("prompt_new_password", events.Prompt(events.Prompt.NEW_PASSWORD), "New password: ", None),
+    RenderCase(
+        "prompt_repeat_password",
+        events.Prompt(events.Prompt.REPEAT_PASSWORD),
+        "Repeat the password: ",
+        None,
+    ),
+    RenderCase(
+        "login_succeeded",
+        events.LoginSucceeded("yoda"),
+        "Welcome to chatservice, yoda! Type help for the list of commands.\r\n",
+        {"type": "login", "success": True, "user": "yoda", "guest": False},
+    ),
+    RenderCase(
+        "login_succeeded_guest",
+        events.LoginSucceeded("rey", guest=True),
+        "Welcome to chatservice, rey (guest)! Type help for the list of commands.\r\n",
+        {"type": "login", "success": True, "user": "rey", "guest": True},
+    ),
+    RenderCase(
+        "username_taken_status",
+        events.UsernameStatus("yoda", True),
+        "The user name yoda is taken.\r\n",
+        {"type": "username_register_status", "user": "yoda", "taken": True},
+    ),
+    RenderCase(
+        "username_free_status",
+        events.UsernameStatus("rey", False),
+        "The user name rey is free.\r\n",
+        {"type": "username_register_status", "user": "rey", "taken": False},
+    ),
+    RenderCase(
+        "register_succeeded",
+        events.RegisterStatus(True, "rey"),
+        "Account rey created.\r\n",
+        {"type": "register_status", "status": True, "user": "rey"},
+    ),
+    RenderCase(
+        "register_failed",
+        events.RegisterStatus(False, "yoda", "username_taken", "Error. The name yoda is taken."),
+        "Error. The name yoda is taken.\r\n",
+        {
+            "type": "register_status",
+            "status": False,
+            "user": "yoda",
+            "code": "username_taken",
+            "additional_info": "Error. The name yoda is taken.",
+        },
+    ),
+    RenderCase(
+        "password_changed",
+        events.PasswordChanged(),
+        "Your password has been changed.\r\n",
+        {"type": "passwd_status", "status": True},
+    ),
+    RenderCase(
+        "login_rejected_username_taken",
+        events.LoginRejected("username_taken", "Error. The name yoda is taken; choose another."),
+        "Error. The name yoda is taken; choose another.\r\n",
+        {"type": "username_taken", "message": "Error. The name yoda is taken; choose another."},
+    ),
+    RenderCase(
+        "login_rejected",
+        events.LoginRejected("wrong_password", WRONG_PASSWORD),
+        "Invalid Password. Please try again\r\n",
+        {"type": "login", "success": False, "reason": "wrong_password", "message": WRONG_PASSWORD},
+    ),
+    RenderCase(
+        "login_rejected_retry_after",
+        events.LoginRejected("locked", JUST_LOCKED, 59.99987),
+        JUST_LOCKED + "\r\n",
+        {
+            "type": "login",
+            "success": False,
+            "reason": "locked",
+            "message": JUST_LOCKED,
+            "retry_after": 60.0,
+        },
+    ),
+    RenderCase(
+        "direct_message",
+        events.DirectMessage("yoda", "Hey Dude", T),
+        "yoda: Hey Dude\r\n",
+        {"type": "message", "from": "yoda", "message": "Hey Dude", "timestamp": T, "offline": False},
+    ),
+    RenderCase(
+        "direct_message_offline",
+        events.DirectMessage("yoda", "Hey Dude", T, offline=True),
+        f"[offline {T_TEXT}] yoda: Hey Dude\r\n",
+        {"type": "message", "from": "yoda", "message": "Hey Dude", "timestamp": T, "offline": True},
+    ),
+    RenderCase(
+        "broadcast_message",
+        events.BroadcastMessage("yoda", "hi all", T, 4),
+        "[broadcast] yoda: hi all\r\n",
+        {"type": "broadcast", "from": "yoda", "message": "hi all", "timestamp": T, "seq": 4},
+    ),
+    RenderCase(
+        "room_message",
+        events.RoomMessage(3, "yoda", "hi", T, 2),
+        "[room 3] yoda: hi\r\n",
+        {
+            "type": "room_message",
+            "room": 3,
+            "from": "yoda",
+            "message": "hi",
+            "timestamp": T,
+            "seq": 2,
+        },
+    ),
+    RenderCase(
+        "presence_in",
+        events.Presence("yoda", True),
+        "yoda logged in\r\n",
+        {"type": "user_notification", "user": "yoda", "status": True},
+    ),
+    RenderCase(
+        "presence_out",
+        events.Presence("yoda", False),
+        "yoda logged out\r\n",
+        {"type": "user_notification", "user": "yoda", "status": False},
+    ),
+    RenderCase(
+        "user_list",
+        events.UserList(("hans", "luke")),
+        "hans\r\nluke\r\n",
+        {"type": "userlist", "users": ["hans", "luke"], "onlinetype": True},
+    ),
+    RenderCase(
+        "user_list_empty",
+        events.UserList(()),
+        "No other users are online.\r\n",
+        {"type": "userlist", "users": [], "onlinetype": True},
+    ),
+    RenderCase(
+        "user_list_since",
+        events.UserList(("hans",), 2.5),
+        "hans\r\n",
+        {"type": "userlist", "users": ["hans"], "onlinetype": True, "since": 2.5},
+    ),
+    RenderCase(
+        "user_list_since_empty",
+        events.UserList((), 60.0),
+        "No other users were online in the last 60 seconds.\r\n",
+        {"type": "userlist", "users": [], "onlinetype": True, "since": 60.0},
+    ),
+    RenderCase(
+        "user_list_guests",
+        events.UserList(("hans", "rey"), guests=("rey",)),
+        "hans\r\nrey (guest)\r\n",
+        {"type": "userlist", "users": ["hans", "rey"], "onlinetype": True, "guests": ["rey"]},
+    ),
+    RenderCase(
+        "user_list_offline",
+        events.UserList(("leia", "obiwan"), online=False),
+        "leia\r\nobiwan\r\n",
+        {"type": "userlist", "users": ["leia", "obiwan"], "onlinetype": False},
+    ),
+    RenderCase(
+        "user_list_offline_empty",
+        events.UserList((), online=False),
+        "Every other user is online.\r\n",
+        {"type": "userlist", "users": [], "onlinetype": False},
+    ),
+    RenderCase(
+        "typing_on",
+        events.TypingNotice("yoda", True),
+        "yoda is typing...\r\n",
+        {"type": "typing", "user": "yoda", "status": True},
+    ),
+    RenderCase(
+        "typing_off",
+        events.TypingNotice("yoda", False),
+        "yoda stopped typing\r\n",
+        {"type": "typing", "user": "yoda", "status": False},
+    ),
+    RenderCase("done", events.Done("typing"), None, {"type": "ok", "command": "typing"}),
+    RenderCase(
+        "message_sent",
+        events.MessageSent("hans", False),
+        None,
+        {"type": "message_status", "to": "hans", "stored": False},
+    ),
+    RenderCase(
+        "message_stored",
+        events.MessageSent("hans", True),
+        "hans is offline; your message will be delivered when they log in.\r\n",
+        {"type": "message_status", "to": "hans", "stored": True},
+    ),
+    RenderCase(
+        "message_kept_busy",
+        events.MessageSent("hans", True, busy=True, auto_reply="later"),
+        "hans is busy; your message will be delivered when they are available.\r\n"
+        "Auto-reply from hans: later\r\n",
+        {"type": "message_status", "to": "hans", "stored": True, "busy": True, "auto_reply": "later"},
+    ),
+    RenderCase(
+        "message_kept_busy_no_auto_reply",
+        events.MessageSent("hans", True, busy=True),
+        "hans is busy; your message will be delivered when they are available.\r\n",
+        {"type": "message_status", "to": "hans", "stored": True, "busy": True},
+    ),
+    RenderCase(
+        "broadcast_sent",
+        events.BroadcastSent(2, 0, 5, T),
+        f"Broadcast message, #5 broadcast at {T_TEXT}\r\n",
+        {
+            "type": "broadcast_status",
+            "seq": 5,
+            "timestamp": T,
+            "delivered": 2,
+            "skipped": 0,
+            "auto_replies": [],
+        },
+    ),
+    RenderCase(
+        "broadcast_sent_skipped",
+        events.BroadcastSent(1, 2, 6, T, (("leia", "brb"),)),
+        f"Broadcast message, #6 broadcast at {T_TEXT}\r\n"
+        "Your broadcast could not be delivered to some recipients as they have blocked you.\r\n"
+        "Auto-reply from leia: brb\r\n",
+        {
+            "type": "broadcast_status",
+            "seq": 6,
+            "timestamp": T,
+            "delivered": 1,
+            "skipped": 2,
+            "auto_replies": [{"user": "leia", "message": "brb"}],
+        },
+    ),
+    RenderCase(
+        "send_report",
+        events.SendReport(
+            ("hans", "leia"), ("luke",), (("vader", "no such user"), ("yoda", "that is you")),
+            (("luke", "busy now"),),
+        ),
+        "Sent to hans, leia.\r\n"
+        "Kept for luke (offline or busy) until they are back.\r\n"
+        "Could not send to vader (no such user), yoda (that is you).\r\n"
+        "Auto-reply from luke: busy now\r\n",
+        {
+            "type": "send_status",
+            "delivered": ["hans", "leia"],
+            "stored": ["luke"],
+            "failed": [
+                {"user": "vader", "reason": "no such user"},
+                {"user": "yoda", "reason": "that is you"},
+            ],
+            "auto_replies": [{"user": "luke", "message": "busy now"}],
+        },
+    ),
+    RenderCase(
+        "send_report_delivered_only",
+        events.SendReport(("hans",), (), ()),
+        "Sent to hans.\r\n",
+        {"type": "send_status", "delivered": ["hans"], "stored": [], "failed": [], "auto_replies": []},
+    ),
+    RenderCase(
+        "status_busy",
+        events.StatusChanged("busy", auto_reply="in a meeting"),
+        "You are busy. Auto-reply: in a meeting\r\n",
+        {"type": "status_changed", "status": "busy", "auto_reply": "in a meeting"},
+    ),
+    RenderCase(
+        "status_available",
+        events.StatusChanged("available", kept=2, missed=3),
+        "You are available again. 2 direct message(s) were kept for you (shown above);"
+        " you missed 3 broadcast or room message(s) (see read).\r\n",
+        {"type": "status_changed", "status": "available", "kept": 2, "missed": 3},
+    ),
+    RenderCase(
+        "status_hidden",
+        events.StatusChanged("hidden"),
+        "You are hidden: other users do not see you online.\r\n",
+        {"type": "status_changed", "status": "hidden"},
+    ),
+    RenderCase(
+        "status_visible",
+        events.StatusChanged("visible"),
+        "You are visible again.\r\n",
+        {"type": "status_changed", "status": "visible"},
+    ),
+    RenderCase(
+        "status_report",
+        events.StatusReport(False, None, False, T, T + 3725),
+        f"You are available and visible; logged in since {T_TEXT} (1h 02m 05s).\r\n",
+        {
+            "type": "status",
+            "busy": False,
+            "auto_reply": None,
+            "hidden": False,
+            "logged_in_at": T,
+            "online_for": 3725.0,
+        },
+    ),
+    RenderCase(
+        "status_report_busy_hidden",
+        events.StatusReport(True, "brb", True, T, T + 90061),
+        f"You are busy (auto-reply: brb) and hidden; logged in since {T_TEXT} (25h 01m 01s).\r\n",
+        {
+            "type": "status",
+            "busy": True,
+            "auto_reply": "brb",
+            "hidden": True,
+            "logged_in_at": T,
+            "online_for": 90061.0,
+        },
+    ),
+    RenderCase(
+        "active_list",
+        events.ActiveList((("hans", "10.0.0.2", 5001, T), ("luke", "10.0.0.3", None, T + 60))),
+        f"hans, 10.0.0.2, 5001, active since {T_TEXT}\r\n"
+        "luke, 10.0.0.3, -, active since 14 Nov 2023 22:14:20\r\n",
+        {
+            "type": "active",
+            "users": [
+                {"user": "hans", "host": "10.0.0.2", "p2p_port": 5001, "since": T},
+                {"user": "luke", "host": "10.0.0.3", "p2p_port": None, "since": T + 60},
+            ],
+        },
+    ),
+    RenderCase(
+        "active_list_empty",
+        events.ActiveList(()),
+        "no other active user\r\n",
+        {"type": "active", "users": []},
+    ),
+    RenderCase(
+        "history_list",
+        events.HistoryList(
+            T - 100, (("broadcast", 1, "yoda", "hi", T), ("room:3", 2, "hans", "yo", T + 1))
+        ),
+        f"#1 broadcast, yoda: hi, posted at {T_TEXT}\r\n"
+        "#2 room 3, hans: yo, posted at 14 Nov 2023 22:13:21\r\n",
+        {
+            "type": "history",
+            "after": T - 100,
+            "messages": [
+                {"channel": "broadcast", "seq": 1, "from": "yoda", "message": "hi", "timestamp": T},
+                {"channel": "room:3", "seq": 2, "from": "hans", "message": "yo", "timestamp": T + 1},
+            ],
+        },
+    ),
+    RenderCase(
+        "history_list_empty",
+        events.HistoryList(T, ()),
+        "no new message\r\n",
+        {"type": "history", "after": T, "messages": []},
+    ),
+    RenderCase(
+        "room_created",
+        events.RoomCreated(3, ("hans", "yoda"), existed=False),
+        "Room 3 created with hans, yoda.\r\n",
+        {"type": "room_created", "room": 3, "members": ["hans", "yoda"], "existed": False},
+    ),
+    RenderCase(
+        "room_existed",
+        events.RoomCreated(3, ("hans", "yoda"), existed=True),
+        "Room 3 already exists with hans, yoda; use it.\r\n",
+        {"type": "room_created", "room": 3, "members": ["hans", "yoda"], "existed": True},
+    ),
+    RenderCase(
+        "room_joined",
+        events.RoomJoined(3, "yoda", ("hans", "yoda")),
+        "yoda added you to room 3 with hans, yoda.\r\n",
+        {"type": "room_joined", "room": 3, "by": "yoda", "members": ["hans", "yoda"]},
+    ),
+    RenderCase(
+        "room_posted",
+        events.RoomPosted(3, 7, T, 2, 0),
+        f"Room 3 message, #7 sent at {T_TEXT}\r\n",
+        {"type": "room_posted", "room": 3, "seq": 7, "timestamp": T, "delivered": 2, "skipped": 0},
+    ),
+    RenderCase(
+        "room_posted_skipped",
+        events.RoomPosted(3, 8, T, 0, 1),
+        f"Room 3 message, #8 sent at {T_TEXT}\r\n"
+        "Your message could not be delivered to some members as they have blocked you.\r\n",
+        {"type": "room_posted", "room": 3, "seq": 8, "timestamp": T, "delivered": 0, "skipped": 1},
+    ),
+    RenderCase(
+        "room_list",
+        events.RoomList(((3, ("hans", "yoda")), (5, ("luke", "yoda")))),
+        "Room 3: hans, yoda\r\nRoom 5: luke, yoda\r\n",
+        {
+            "type": "rooms",
+            "rooms": [
+                {"room": 3, "members": ["hans", "yoda"]},
+                {"room": 5, "members": ["luke", "yoda"]},
+            ],
+        },
+    ),
+    RenderCase(
+        "room_list_empty",
+        events.RoomList(()),
+        "You are in no rooms.\r\n",
+        {"type": "rooms", "rooms": []},
+    ),
+    RenderCase(
+        "room_left",
+        events.RoomLeft(3, "hans"),
+        "hans left room 3.\r\n",
+        {"type": "room_left", "room": 3, "user": "hans", "removed": False},
+    ),
+    RenderCase(
+        "room_left_removed",
+        events.RoomLeft(3, "yoda", removed=True),
+        "yoda left room 3. The room was removed as it is empty.\r\n",
+        {"type": "room_left", "room": 3, "user": "yoda", "removed": True},
+    ),
+    RenderCase(
+        "blocked",
+        events.BlockChanged("hans", blocked=True),
+        "hans is now blocked.\r\n",
+        {"type": "block_status", "user": "hans", "blocked": True},
+    ),
+    RenderCase(
+        "unblocked",
+        events.BlockChanged("hans", blocked=False),
+        "hans is unblocked.\r\n",
+        {"type": "block_status", "user": "hans", "blocked": False},
+    ),
+    RenderCase(
+        "help",
+        events.HelpText((("whoelse", "list"), ("message <user> <text>", "send"))),
+        "Commands:\r\n"
+        "  whoelse                list\r\n"
+        "  message <user> <text>  send\r\n",
+        {
+            "type": "help",
+            "commands": [
+                {"usage": "whoelse", "summary": "list"},
+                {"usage": "message <user> <text>", "summary": "send"},
+            ],
+        },
+    ),
+    RenderCase(
+        "peer_address_private",
+        events.PeerAddress("private", "hans", "10.0.0.2", 5001, "ab12"),
+        "Private chat with hans: connect to 10.0.0.2:5001 with token ab12\r\n",
+        {"type": "private_address", "user": "hans", "host": "10.0.0.2", "port": 5001, "token": "ab12"},
+    ),
+    RenderCase(
+        "peer_address_file",
+        events.PeerAddress("file", "hans", "10.0.0.2", 6001, "cd34"),
+        "File transfer with hans: connect to 10.0.0.2:6001 with token cd34\r\n",
+        {"type": "file_address", "user": "hans", "host": "10.0.0.2", "port": 6001, "token": "cd34"},
+    ),
+    RenderCase(
+        "private_request",
+        events.PrivateRequest("yoda", "ab12"),
+        "yoda will start a private chat with token ab12\r\n",
+        {"type": "private_request", "from": "yoda", "token": "ab12"},
+    ),
+    RenderCase(
+        "file_incoming",
+        events.FileIncoming("yoda", "notes.txt", 1200, "cd34"),
+        "yoda will send you notes.txt with token cd34\r\n",
+        {"type": "file_incoming", "from": "yoda", "filename": "notes.txt", "size": 1200, "token": "cd34"},
+    ),
+    RenderCase(
+        "file_incoming_unknown_size",
+        events.FileIncoming("yoda", "notes.txt", None, "cd34"),
+        "yoda will send you notes.txt with token cd34\r\n",
+        {"type": "file_incoming", "from": "yoda", "filename": "notes.txt", "size": None, "token": "cd34"},
+    ),
+    RenderCase(
+        "disconnected",
+        events.Disconnected("logout", "Goodbye, yoda!"),
+        "Goodbye, yoda!\r\n",
+        {"type": "disconnect", "reason": "logout", "message": "Goodbye, yoda!"},
+    ),
+    RenderCase(
+        "disconnected_shutdown",
+        events.Disconnected("shutdown", "The server is shutting down."),
+        "The server is shutting down.\r\n",
+        {"type": "shutdown", "message": "The server is shutting down."},
+    ),
+    RenderCase(
+        "disconnected_banned",
+        events.Disconnected("banned", "You are banned."),
+        "You are banned.\r\n",
+        {"type": "banned", "message": "You are banned."},
+    ),
+    RenderCase(
+        "disconnected_outdated_client",
+        events.Disconnected("outdated_client", "Please upgrade your client.", "2.0"),
+        "Please upgrade your client.\r\n",
+        {"type": "outdated_client", "version": "2.0", "message": "Please upgrade your client."},
+    ),
+]
+
+
+def _all_event_classes() -> set[type]:
+    found: set[type] = set()
+    pending = [events.Event]
+    while pending:
+        cls = pending.pop()
+        for sub in cls.__subclasses__():
+            if sub not in found:
+                found.add(sub)
+                pending.append(sub)
+    return found
+
+
+class RenderTests(unittest.TestCase):
+    """Every event class, rendered and encoded in both formats (one test per case below)."""
+
+    def setUp(self) -> None:
+        use_utc(self)
+
+    def check(self, case: RenderCase) -> None:
+        self.assertEqual(text.render(case.event), case.text)
+        self.assertEqual(
+            text.encode(case.event), None if case.text is None else case.text.encode("utf-8")
+        )
+        self.assertEqual(jsonlines.render(case.event), case.json)
+        encoded = jsonlines.encode(case.event)
+        if case.json is None:
+            self.assertIsNone(encoded)
+            return
+        assert encoded is not None
+        self.assertTrue(encoded.endswith(b"\n"))
+        self.assertNotIn(b"\n", encoded[:-1])
+        self.assertEqual(json.loads(encoded, parse_constant=reject_constant), case.json)
+        self.assertEqual(
+            encoded,
+            json.dumps(case.json, ensure_ascii=False, separators=(",", ":")).encode() + b"\n",
+        )
+
+    def test_every_event_class_has_a_case(self) -> None:
+        covered = {type(case.event) for case in RENDER_CASES}
+        self.assertEqual(
+            sorted(cls.__name__ for cls in _all_event_classes() - covered), []
+        )
+
+    def test_case_names_unique(self) -> None:
+        names = [case.name for case in RENDER_CASES]
+        self.assertEqual(len(names), len(set(names)))
+
+    def test_exact_json_bytes(self) -> None:
+        self.assertEqual(
+            jsonlines.encode(events.DirectMessage("yoda", "héllo ☃", T)),
+            '{"type":"message","from":"yoda","message":"héllo ☃",'
+            '"timestamp":1700000000.0,"offline":false}\n'.encode(),
+        )
+
+    def test_json_id_appended(self) -> None:
+        self.assertEqual(
+            jsonlines.encode(events.BlockChanged("hans", True), "q1"),
+            b'{"type":"block_status","user":"hans","blocked":true,"id":"q1"}\n',
+        )
+        self.assertEqual(
+            jsonlines.encode(events.BlockChanged("hans", True), 0),
+            b'{"type":"block_status","user":"hans","blocked":true,"id":0}\n',
+        )
+
+    def test_text_ignores_id(self) -> None:
+        event = events.Presence("yoda", True)
+        self.assertEqual(text.encode(event, "q1"), b"yoda logged in\r\n")
+
+    def test_unknown_event_class(self) -> None:
+        class Strange(events.Event):
+            pass
+
+        self.assertRaises(NotImplementedError, text.render, Strange())
+        self.assertRaises(NotImplementedError, jsonlines.render, Strange())
+
+
+def _render_test(case: RenderCase) -> Callable[[RenderTests], None]:
+    def test(self: RenderTests) -> None:
+        self.check(case)
+
+    test.__doc__ = f"{type(case.event).__name__}: {case.name}"
+    return test
+
+
+for _case in RENDER_CASES:
+    setattr(RenderTests, f"test_{_case.name}", _render_test(_case))
+del _case
+
+
+# encode_event caching ----------------------------------------------------------------
+
+
+class EncodeEventTests(unittest.TestCase):
+    """encode_event renders unsolicited events once per format; replies with an id are not cached."""
+
+    def test_cached_without_id(self) -> None:
+        event = events.Presence("yoda", True)
+        first = encode_event(text, event)
+        self.assertEqual(first, b"yoda logged in\r\n")
+        self.assertIs(encode_event(text, event), first)
+        self.assertEqual(event.encoded, {"text": first})
+
+    def test_each_format_cached_separately(self) -> None:
+        event = events.Presence("yoda", False)
+        as_text = encode_event(text, event)
+        as_json = encode_event(jsonlines, event)
+        self.assertEqual(as_json, b'{"type":"user_notification","user":"yoda","status":false}\n')
+        self.assertIs(encode_event(jsonlines, event), as_json)
+        self.assertIs(encode_event(text, event), as_text)
+        self.assertEqual(event.encoded, {"text": as_text, "json": as_json})
+
+    def test_not_cached_with_id(self) -> None:
+        event = events.UserList(("hans",))
+        data = encode_event(jsonlines, event, "q1")
+        self.assertEqual(
+            data, b'{"type":"userlist","users":["hans"],"onlinetype":true,"id":"q1"}\n'
+        )
+        self.assertEqual(event.encoded, {})
+        again = encode_event(jsonlines, event, "q2")
+        self.assertEqual(
+            again, b'{"type":"userlist","users":["hans"],"onlinetype":true,"id":"q2"}\n'
+        )
+        self.assertEqual(event.encoded, {})
+
+    def test_falsy_id_is_an_id(self) -> None:
+        event = events.UserList(())
+        data = encode_event(jsonlines, event, 0)
+        assert data is not None
+        self.assertEqual(json.loads(data)["id"], 0)
+        self.assertEqual(event.encoded, {})
+
+    def test_cache_does_not_leak_into_replies(self) -> None:
+        event = events.HelpText((("help", "show this list"),))
+        unsolicited = encode_event(jsonlines, event)
+        reply = encode_event(jsonlines, event, 9)
+        assert unsolicited is not None and reply is not None
+        self.assertNotIn(b'"id"', unsolicited)
+        self.assertEqual(json.loads(reply)["id"], 9)
+        self.assertIs(encode_event(jsonlines, event), unsolicited)
+        self.assertNotIn(b'"id"', unsolicited)
+
+    def test_nothing_to_send_is_cached_too(self) -> None:
+        event = events.Prompt(events.Prompt.USERNAME)
+        self.assertIsNone(encode_event(jsonlines, event))
+        self.assertIsNone(encode_event(jsonlines, event))
+        self.assertEqual(event.encoded, {"json": None})
+
+    def test_events_do_not_share_a_cache(self) -> None:
+        first = events.Presence("yoda", True)
+        second = events.Presence("hans", True)
+        encode_event(text, first)
+        self.assertEqual(second.encoded, {})
+        self.assertEqual(encode_event(text, second), b"hans logged in\r\n")
+
+
+class NumbersTests(unittest.TestCase):
+    """Sanity checks on the numbers the renderers are given."""
+
+    def test_timestamp_constant(self) -> None:
+        use_utc(self)
+        self.assertEqual(time.strftime("%d %b %Y %H:%M:%S", time.localtime(T)), T_TEXT)
+        self.assertTrue(math.isfinite(READ_TIME))
+        self.assertEqual(
+            time.strftime("%d %b %Y %H:%M:%S", time.localtime(READ_TIME)), "01 Jun 2022 16:00:00"
+        )
