@@ -22,6 +22,16 @@ class ProtocolReferenceTests(unittest.TestCase):
             self.assertIn(f"``{command.name}", self.text, command.name)
             self.assertIn(f'"type":"{command.name.replace(" ", "_")}"', self.text, command.name)
 
+    def test_reference_is_valid_restructuredtext(self) -> None:
+        import docutils.core
+        import docutils.utils
+
+        docutils.core.publish_string(
+            self.text,
+            writer_name="null",
+            settings_overrides={"halt_level": 2, "report_level": 5},
+        )
+
     def test_every_alias_documented(self) -> None:
         for command in COMMANDS:
             for alias in command.aliases:
