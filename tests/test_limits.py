@@ -1,0 +1,196 @@
+"""Limits that protect everyone: flood control, slow readers, connection caps, deadlines."""
+
+from __future__ import annotations
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial import unittest
+
+from chatservice.server.flowcontrol import OutputMonitor, TokenBucket
+from tests.test_protocol import HarnessTestCase
+
+
+class TokenBucketTests(unittest.TestCase):
+    """A burst, then a steady rate."""
+
+    def test_burst_then_rate(self) -> None:
+        clock = Clock()
+        bucket = TokenBucket(clock, burst=3, rate=2)
+        self.assertEqual([bucket.take() for _ in range(3)], [0, 0, 0])
+        self.assertEqual(bucket.take(), 0.5)
+        self.assertEqual(bucket.take(), 1.0)
+        clock.advance(1.0)
+        self.assertEqual(bucket.take(), 0.5)
+        self.assertFalse(bucket.full)
+        clock.advance(10)
+        self.assertTrue(bucket.full)
+        self.assertEqual(bucket.tokens, 3)
+
+
+class OutputMonitorTests(unittest.TestCase):
+    """Counting what is written while the transport is backed up."""
+
+    def test_backlog(self) -> None:
+        drained: list[bool] = []
+        monitor = OutputMonitor(lambda: drained.append(True))
+        monitor.wrote(100)
+        self.assertEqual(monitor.backlog, 0)
+        monitor.pauseProducing()
+        monitor.wrote(100)
+        monitor.wrote(50)
+        self.assertEqual(monitor.backlog, 150)
+        monitor.resumeProducing()
+        self.assertEqual((monitor.backlog, drained), (0, [True]))
+
+
+class FloodTests(HarnessTestCase):
+    """Lines beyond the bucket wait; nothing is lost; a long flood is closed."""
+
+    harness_options = {"flood_burst": 5, "flood_rate": 1.0, "flood_limit": 10}
+
+    def test_burst_passes_then_reading_pauses(self) -> None:
+        yoda, hans = self.online("yoda", "hans")
+        self.harness.clock.advance(10)  # the bucket refills after the login lines
+        yoda.protocol.dataReceived(b"".join(b"message hans m%d\r\n" % i for i in range(8)))
+        # The 5 of the burst, plus the line that found the bucket empty.
+        self.assertEqual(hans.lines(), [f"yoda: m{i}" for i in range(6)])
+        self.assertEqual(yoda.transport.producerState, "paused")
+        self.harness.clock.advance(1)
+        self.assertEqual(hans.lines(), ["yoda: m6"])
+        self.harness.clock.advance(1)
+        self.assertEqual(hans.lines(), ["yoda: m7"])
+        self.harness.clock.advance(1)
+        self.assertEqual(yoda.transport.producerState, "producing")
+        self.assertFalse(yoda.closed)
+
+    def test_sustained_flood_disconnected(self) -> None:
+        (yoda,) = self.online("yoda")
+        yoda.protocol.dataReceived(b"whoelse\r\n" * 100)
+        for _ in range(20):
+            self.harness.clock.advance(1)
+            if yoda.closed:
+                break
+        self.assertTrue(yoda.closed)
+        self.assertIn(
+            "Disconnected: more than 1 lines a second for over 10 seconds.", yoda.lines()
+        )
+
+    def test_calm_user_never_throttled(self) -> None:
+        (yoda,) = self.online("yoda")
+        for _ in range(30):
+            yoda.send("whoelse")
+            self.harness.clock.advance(1)
+        self.assertEqual(yoda.transport.producerState, "producing")
+        self.assertFalse(yoda.closed)
+
+
+class SlowReaderTests(HarnessTestCase):
+    """A client that stops reading loses optional traffic, then the connection."""
+
+    harness_options = {"output_soft_limit": 1000, "output_hard_limit": 5000}
+
+    def test_soft_then_hard_limit(self) -> None:
+        yoda, hans, luke = self.online("yoda", "hans", "luke")
+        # The transport says its buffer is full: hans stopped reading.
+        hans.protocol._output.pauseProducing()
+        text = "x" * 200
+        for _ in range(6):
+            yoda.send(f"broadcast {text}")
+        hans_backlog = hans.protocol._output.backlog
+        self.assertGreater(hans_backlog, 1000)
+        self.assertTrue(hans.protocol.congested)
+        hans.output()
+        yoda.send(f"broadcast {text}")
+        self.assertEqual(hans.output(), "", "broadcasts are dropped past the soft limit")
+        self.assertIn(f"[broadcast] yoda: {text}", luke.output(), "others unaffected")
+        yoda.output()
+        yoda.send("message hans kept for later")
+        self.assertEqual(hans.output(), "")
+        self.assertEqual(
+            yoda.lines(), ["hans is offline; your message will be delivered when they log in."]
+        )
+        # Catching up: the dropped count, then the kept message.
+        dropped = hans.protocol._dropped
+        self.assertGreaterEqual(dropped, 1)
+        hans.protocol._output.resumeProducing()
+        lines = hans.lines()
+        self.assertTrue(lines[0].startswith(f"{dropped} notice(s) or broadcast(s) were not shown"))
+        self.assertTrue(lines[1].endswith("] yoda: kept for later"))
+        # Stops reading again and never comes back: closed at the hard limit.
+        hans.protocol._output.pauseProducing()
+        for _ in range(30):
+            yoda.send(f"message hans {text}")
+            if hans.transport.disconnecting:
+                break
+        self.assertTrue(hans.protocol.phase.name == "CLOSED")
+        hans.drop()
+        self.assertNotIn("hans", self.harness.state.sessions)
+        yoda.send("message hans after the drop")
+        self.assertEqual(self.harness.store.offline_messages("hans")[-1].text, "after the drop")
+
+
+class ConnectionCapTests(HarnessTestCase):
+    """Global and per-address caps."""
+
+    harness_options = {"max_connections": 3, "max_connections_per_address": 2}
+
+    def raw_connect(self, host: str) -> tuple[object, StringTransport]:
+        address = IPv4Address("TCP", host, 5000)
+        protocol = self.harness.factory.buildProtocol(address)
+        transport = StringTransport(peerAddress=address)
+        protocol.makeConnection(transport)
+        self.addCleanup(protocol.connectionLost, None)
+        return protocol, transport
+
+    def test_per_address(self) -> None:
+        self.raw_connect("192.0.2.1")
+        self.raw_connect("192.0.2.1")
+        _, transport = self.raw_connect("192.0.2.1")
+        self.assertIn(b"Too many connections from your address.", transport.value())
+        self.assertTrue(transport.disconnecting)
+
+    def test_global(self) -> None:
+        for host in ("192.0.2.1", "192.0.2.2", "192.0.2.3"):
+            _, transport = self.raw_connect(host)
+            self.assertFalse(transport.disconnecting)
+        protocol, transport = self.raw_connect("192.0.2.4")
+        self.assertIn(b"The server is full", transport.value())
+        protocol.connectionLost(None)
+        _, transport = self.raw_connect("192.0.2.5")
+        self.assertIn(b"The server is full", transport.value(), "the refused one still counts until closed")
+
+
+class LoginDeadlineTests(HarnessTestCase):
+    """A connection has a fixed time to log in, however chatty."""
+
+    harness_options = {"login_deadline": 20, "timeout": 600}
+
+    def test_deadline_not_extended_by_lines(self) -> None:
+        connection = self.connect()
+        for _ in range(3):
+            connection.send("vader")
+            self.harness.clock.advance(6)
+        self.assertFalse(connection.closed)
+        self.harness.clock.advance(2)
+        self.assertTrue(connection.closed)
+        self.assertTrue(connection.output().endswith("Username: Login timed out after 20 seconds.\r\n"))
+
+    def test_login_switches_to_the_inactivity_timeout(self) -> None:
+        (yoda,) = self.online("yoda")
+        self.harness.clock.advance(100)
+        self.assertFalse(yoda.closed)
+
+
+class MessageSizeTests(HarnessTestCase):
+    """A cap on message text."""
+
+    harness_options = {"max_message_length": 10}
+
+    def test_long_message_refused(self) -> None:
+        yoda, hans = self.online("yoda", "hans")
+        yoda.send("message hans " + "y" * 11)
+        self.assertEqual(yoda.lines(), ["Error. Messages are limited to 10 characters."])
+        self.assertEqual(hans.output(), "")
+        yoda.send("broadcast " + "y" * 10)
+        self.assertEqual(hans.lines(), ["[broadcast] yoda: " + "y" * 10])
