@@ -3,9 +3,13 @@
 Every call of the chat store runs on the reactor thread, so its duration is
 time no other client is served.  This script opens a store on a temporary
 file, times each call with ``time.perf_counter_ns`` and prints p50, p99 and
-maximum in microseconds per kind of call::
+maximum in microseconds per kind of call: first back to back (a burst: 10,000
+``add_offline``, ``add_history`` and ``remove_offline`` calls, fewer of the
+others), then as a steady mixed load with gaps (a tick every 4 ms: a direct
+message kept and a room message posted, a ``read`` every 5 ticks, a login's
+delivery every 10)::
 
-    python bench/store_latency.py                 # 10,000 calls of each kind
+    python bench/store_latency.py                      # the default settings
     python bench/store_latency.py --calls 2000 --all   # also other settings
 
 ``--all`` also measures ``synchronous=FULL`` (an fsync per commit) and SQLite's
@@ -33,6 +37,8 @@ from chatservice.store.sqlite import SQLiteStore  # noqa: E402
 T = 1_700_000_000.0
 USERS = [f"user{i:03d}" for i in range(100)]
 CHANNELS = ["broadcast"] + [f"room:{i}" for i in range(1, 11)]
+PACE = 0.004
+"""Seconds between two paced calls."""
 TEXT = "The quick brown fox jumps over the lazy dog; a chat line of a typical length."
 
 
@@ -41,6 +47,7 @@ class Timings:
 
     def __init__(self) -> None:
         self.samples: dict[str, list[int]] = {}
+        self.notes: list[str] = []
 
     def time(self, name: str, call: Callable[..., Any], *args: Any) -> Any:
         start = time.perf_counter_ns()
@@ -57,11 +64,11 @@ class Timings:
                 f"{name:<28}{len(ordered):>7}{statistics.median(ordered) / 1000:>10.1f}"
                 f"{p99 / 1000:>10.1f}{ordered[-1] / 1000:>10.1f}"
             )
-        return "\n".join(rows)
+        return "\n".join(rows + self.notes)
 
 
-def run(directory: Path, calls: int, **settings: Any) -> Timings:
-    """Time ``calls`` calls of each kind on a new store in ``directory``."""
+def run(directory: Path, calls: int, paced: int, **settings: Any) -> Timings:
+    """Time ``calls`` calls of each kind back to back, then ``paced`` ticks of a mixed load."""
     path = directory / "chat.sqlite3"
     timings = Timings()
     store = SQLiteStore(path, **settings)
@@ -97,12 +104,42 @@ def run(directory: Path, calls: int, **settings: Any) -> Timings:
     store = SQLiteStore(path, **settings)
     timings.time(f"open (existing, {size // 1024} KiB)", store.open)
     store.close()
+
+    # A steady mixed load with gaps, like a busy chat server, on a new file:
+    # every tick a direct message kept and a room message posted, a `read`
+    # every 5 ticks, a login delivering a user's messages every 10.
+    path = directory / "paced.sqlite3"
+    wal = path.with_name(path.name + "-wal")
+    store = SQLiteStore(path, **settings)
+    store.open()
+    largest_log = 0
+    writes, reads = f"paced writes ({PACE * 1000:g} ms)", f"paced reads ({PACE * 1000:g} ms)"
+    for i in range(paced):
+        user = USERS[i % len(USERS)]
+        timings.time(writes, store.add_offline, "sender", user, TEXT, T + i)
+        timings.time(writes, store.add_history, CHANNELS[i % len(CHANNELS)], "sender", TEXT, T + i)
+        if i % 5 == 0:
+            timings.time(reads, store.history_after, CHANNELS[:3], T + i - 30)
+        if i % 10 == 0:
+            kept = timings.time(reads, store.offline_messages, USERS[(i // 10) % len(USERS)])
+            timings.time(writes, store.remove_offline, [m.message_id for m in kept])
+        time.sleep(PACE)
+        if wal.exists():
+            largest_log = max(largest_log, wal.stat().st_size)
+    store.close()
+    for name in (writes, reads):
+        slow = sum(1 for sample in timings.samples[name] if sample > 2_000_000)
+        timings.notes.append(f"{name}: {slow} calls over 2 ms")
+    timings.notes.append(
+        f"largest log file (-wal) during the paced calls: {largest_log // 1024} KiB"
+    )
     return timings
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=10_000, help="calls of each main kind")
+    parser.add_argument("--paced", type=int, default=2000, help=f"ticks of the paced mixed load, {PACE}s apart")
     parser.add_argument("--dir", type=Path, default=None, help="where to make the temporary file")
     parser.add_argument("--all", action="store_true", help="also measure the other settings")
     options = parser.parse_args()
@@ -122,7 +159,7 @@ def main() -> None:
     for title, settings in configurations:
         directory = Path(tempfile.mkdtemp(prefix="chat-store-bench-", dir=options.dir))
         try:
-            timings = run(directory, options.calls, **settings)
+            timings = run(directory, options.calls, options.paced, **settings)
         finally:
             shutil.rmtree(directory, ignore_errors=True)
         print()

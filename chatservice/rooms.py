@@ -46,7 +46,8 @@ class RoomDirectory:
         self._by_user.clear()
         for room_id, members in self.store.rooms():
             self._index(Room(room_id, frozenset(members)))
-            self._next_id = max(self._next_id, room_id + 1)
+        # Never reuse the number of a removed room: its history is still kept.
+        self._next_id = self.store.highest_room_id() + 1
 
     def find(self, room_id: int) -> Room | None:
         """The room numbered ``room_id``, if it exists."""

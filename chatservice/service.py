@@ -51,10 +51,11 @@ class ChatService(Service):
 
     def startService(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        if self.thread_pool is not None:
-            self.thread_pool.start()
+        # Open the store first: if it fails, no started thread keeps twistd alive.
         self.state.store.open()
         self.state.load()
+        if self.thread_pool is not None:
+            self.thread_pool.start()
         self.activity.users_changed()
         super().startService()
         log.info("Chat service started; data in {data_dir}", data_dir=str(self.data_dir))

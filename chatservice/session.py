@@ -32,6 +32,7 @@ _SHORT_REASONS = {
     "self": "that is you",
     "invalid_user": "no such user",
     "blocked": "has blocked you",
+    "mailbox_full": "mailbox full",
 }
 
 
@@ -241,7 +242,14 @@ class Session:
         now = self.state.clock.seconds()
         recipient = self.state.sessions.get(to)
         if recipient is None or recipient.busy_now or recipient.client.congested:
-            self.state.store.add_offline(self.username, to, message, now)
+            store = self.state.store
+            if store.count_offline(to) >= self.state.max_offline:
+                raise CommandError(
+                    "mailbox_full",
+                    f"Error. {to} has {self.state.max_offline} messages waiting already;"
+                    " yours was not kept. Try again later.",
+                )
+            store.add_offline(self.username, to, message, now)
             if recipient is None or not recipient.busy_now:
                 return events.MessageSent(to, stored=True)
             return events.MessageSent(

@@ -45,6 +45,8 @@ class ChatState:
     :param clock: the time source for timestamps (the reactor, or a test Clock).
     :param activity: where logins, logouts and posts are reported for the
         human-readable logs.
+    :param max_offline: messages kept for one user at most; past it, new ones
+        are refused (the oldest are kept).
     """
 
     def __init__(
@@ -53,11 +55,13 @@ class ChatState:
         accounts: AccountDirectory,
         clock: IReactorTime,
         activity: ActivityRecorder | None = None,
+        max_offline: int = 100,
     ) -> None:
         self.store = store
         self.accounts = accounts
         self.clock = clock
         self.activity = activity if activity is not None else NoActivityRecorder()
+        self.max_offline = max_offline
         self.sessions: dict[str, Session] = {}
         self.rooms = RoomDirectory(store)
         self._blocked_by: dict[str, set[str]] = {}

@@ -28,11 +28,29 @@ from chatservice.server.policy import BanList, ConnectionPolicy
 from chatservice.service import ChatService
 from chatservice.state import ChatState
 from chatservice.store.memory import MemoryStore
+from chatservice.store.sqlite import SQLiteStore, StoreError
 
 DEFAULT_LISTEN = "tcp:4119"
 DEFAULT_CREDENTIALS = Path("etc") / "credentials.txt"
 BUNDLED_CREDENTIALS = Path(__file__).parent / "data" / "credentials.txt"
 MAX_FAILURES_RANGE = range(1, 6)
+STORES = ("sqlite", "memory")
+DATABASE_NAME = "chat.sqlite3"
+
+_DEFAULT_POLICY = ConnectionPolicy()
+LIMITS: tuple[tuple[str, str, type, float, str], ...] = (
+    ("login-deadline", "login_deadline", float, 1, "Seconds a connection has to log in."),
+    ("max-line-length", "max_line_length", int, 64, "Longest line accepted, in bytes."),
+    ("max-message-length", "max_message_length", int, 1, "Longest message, in characters."),
+    ("flood-burst", "flood_burst", int, 1, "Lines a connection may send at once..."),
+    ("flood-rate", "flood_rate", float, 0.1, "...then per second (faster lines wait)."),
+    ("flood-limit", "flood_limit", float, 1, "Seconds of non-stop flooding before a connection is closed."),
+    ("output-soft-limit", "output_soft_limit", int, 1024, "Unread bytes past which broadcasts to a client are dropped."),
+    ("output-hard-limit", "output_hard_limit", int, 1024, "Unread bytes past which a client is disconnected."),
+    ("max-connections", "max_connections", int, 1, "Connections the server takes at once."),
+    ("max-per-address", "max_connections_per_address", int, 1, "Connections one address may have."),
+)
+"""``(option, ConnectionPolicy field, type, minimum, help)`` of each limit."""
 
 
 def _number(options: usage.Options, name: str, kind: type, minimum: float) -> None:
@@ -88,6 +106,18 @@ class Options(usage.Options):
             "File of banned addresses or networks, one a line ('#' comments).",
         ],
         [
+            "store",
+            None,
+            "sqlite",
+            f"Where chat data is kept: sqlite ({DATABASE_NAME} in --data-dir,"
+            " survives restarts) or memory (lost at exit).",
+        ],
+        ["max-offline", None, "100", "Messages kept for one offline user at most."],
+        *(
+            [option, None, str(getattr(_DEFAULT_POLICY, field)), text]
+            for option, field, _kind, _minimum, text in LIMITS
+        ),
+        [
             "data-dir",
             "d",
             "chat-data",
@@ -142,6 +172,17 @@ class Options(usage.Options):
         except CredentialsError as e:
             raise usage.UsageError(str(e)) from None
         self["data-dir"] = Path(os.path.expanduser(self["data-dir"]))
+        _number(self, "max-offline", int, 1)
+        for option, _field, kind, minimum, _text in LIMITS:
+            _number(self, option, kind, minimum)
+        if self["store"] not in STORES:
+            raise usage.UsageError(f"--store must be sqlite or memory, not {self['store']!r}")
+        self["database"] = self["data-dir"] / DATABASE_NAME
+        if self["store"] == "sqlite" and self["database"].exists():
+            try:
+                SQLiteStore(self["database"]).check()
+            except StoreError as e:
+                raise usage.UsageError(str(e)) from None
         bans = list(self["ban"])
         if self["ban-file"] is not None:
             try:
@@ -171,7 +212,8 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         reactor,
         partial(threads.deferToThreadPool, reactor, reactor.getThreadPool()),
     )
-    state = ChatState(MemoryStore(), accounts, reactor, activity)
+    store = SQLiteStore(config["database"]) if config["store"] == "sqlite" else MemoryStore()
+    state = ChatState(store, accounts, reactor, activity, config["max-offline"])
     activity.active_users = state.active_user_rows
     max_failures, duration = config["max-failures"], config["block-duration"]
     lockout = LoginLockout(reactor, max_failures, duration)
@@ -193,6 +235,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         bans=config["bans"],
         allow_register=config["allow-register"],
         allow_guests=config["allow-guests"],
+        **{field: config[option] for option, field, _kind, _minimum, _text in LIMITS},
     )
     factory = ChatFactory(gate, reactor, policy)
 

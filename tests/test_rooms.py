@@ -424,10 +424,6 @@ class LoadTests(RoomDirectoryTestCase):
         self.assertEqual(store.history_after([room.channel], 0), [])
         self.assertEqual(room.room_id, 3)
 
-    test_removed_room_id_not_reused_after_restart.todo = (  # type: ignore[attr-defined]
-        "RoomDirectory.load derives the next id from surviving rooms only;"
-        " a removed room's id (and its kept history) is reused after a restart"
-    )
 
 
 class WriteThroughTests(RoomDirectoryTestCase):

@@ -13,10 +13,12 @@ Reliability, in short:
 * the sender keeps at most a window of chunks in flight: a congestion window
   that grows by one chunk per window acknowledged and halves on a loss,
   never more than the receiver's window;
-* a chunk is retransmitted when three chunks sent after it were acknowledged
-  before it (fast retransmit: reordering of up to three is tolerated), or
-  when it has not been acknowledged within the retransmission timeout (RTO,
-  estimated from round-trip times as TCP does, doubled on every timeout);
+* a chunk is retransmitted when a chunk sent after it is acknowledged first
+  and either three sendings separate them or it has been out for more than
+  1.25 round-trip times (fast retransmit, in the manner of TCP's RACK: some
+  reordering is tolerated), or when it has not been acknowledged within the
+  retransmission timeout (RTO, estimated from round-trip times as TCP does,
+  doubled on every timeout);
 * the receiver ignores duplicates and buffers chunks that arrive early, up to
   its window, writing the file strictly in order while hashing it;
 * a side that hears nothing from the other for ``idle_timeout`` seconds gives
@@ -347,14 +349,19 @@ class OutgoingTransfer(Transfer):
                 self._highest_acked_serial = serial
             if not retransmitted:
                 self._sample_rtt(now - sent_at)
-        self._detect_losses()
+        self._detect_losses(now)
         self._fill(now)
         if fresh and self.active:
             self.observer.transfer_progress(self)
 
-    def _detect_losses(self) -> None:
-        """Chunks sent ``reorder_threshold`` or more sendings before one acknowledged are lost."""
-        horizon = self._highest_acked_serial - self.settings.reorder_threshold
+    def _detect_losses(self, now: float) -> None:
+        """Find the chunks that must have been lost, and queue them to be sent again.
+
+        A chunk is lost when ``reorder_threshold`` chunks sent after it were
+        acknowledged first (fewer when the window is too small for that many).
+        """
+        threshold = min(self.settings.reorder_threshold, max(1, int(self.window) - 1))
+        horizon = self._highest_acked_serial - threshold
         lost = []
         for seq, (serial, _sent_at, _retransmitted) in self._in_flight.items():
             if serial > horizon:

@@ -74,6 +74,9 @@ class IChatStore(Interface):
     def remove_offline(message_ids: Iterable[int]) -> None:
         """Remove delivered messages."""
 
+    def count_offline(recipient: str) -> int:
+        """How many messages are kept for ``recipient``."""
+
     def add_history(channel: str, sender: str, text: str, sent_at: float) -> HistoryEntry:
         """Number and keep a broadcast or room message."""
 
@@ -88,3 +91,7 @@ class IChatStore(Interface):
 
     def delete_room(room_id: int) -> None:
         """Remove a room (its history stays)."""
+
+    def highest_room_id() -> int:
+        """The highest room number in use or in the history (0 for none), so
+        that a new room never takes the number of an old room's history."""

@@ -65,6 +65,9 @@ class MemoryStore:
                 if not box:
                     del self._offline[recipient]
 
+    def count_offline(self, recipient: str) -> int:
+        return len(self._offline.get(recipient, ()))
+
     def add_history(
         self, channel: str, sender: str, text: str, sent_at: float
     ) -> HistoryEntry:
@@ -91,6 +94,11 @@ class MemoryStore:
 
     def delete_room(self, room_id: int) -> None:
         self._rooms.pop(room_id, None)
+
+    def highest_room_id(self) -> int:
+        numbers = list(self._rooms)
+        numbers += [int(c[5:]) for c in self._history if c.startswith("room:")]
+        return max(numbers, default=0)
 
 
 def _sent_at(entry: HistoryEntry) -> float:

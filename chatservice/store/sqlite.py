@@ -184,8 +184,9 @@ class SQLiteStore:
     :param busy_timeout: seconds a call waits for another process's lock before
         failing; only one server should use a file, so this should never wait.
     :param background_checkpoints: copy the log into the database from a
-        thread of the store's own (the default); when false, SQLite does it
-        inside a commit every thousand pages, on the caller's thread.
+        thread of the store's own (the default), with a commit on the
+        caller's thread doing it only past :data:`LOG_LIMIT_PAGES`; when
+        false, SQLite does it inside a commit every thousand pages.
     """
 
     def __init__(
@@ -507,6 +508,13 @@ class SQLiteStore:
                     f"DELETE FROM offline_messages WHERE message_id IN ({marks})", chunk
                 )
 
+    def count_offline(self, recipient: str) -> int:
+        with self._errors():
+            (count,) = self._db.execute(
+                "SELECT COUNT(*) FROM offline_messages WHERE recipient = ?", (recipient,)
+            ).fetchone()
+        return int(count)
+
     # History ------------------------------------------------------------------------
 
     def add_history(
@@ -566,6 +574,18 @@ class SQLiteStore:
         with self._transaction() as connection:
             connection.execute("DELETE FROM room_members WHERE room_id = ?", (room_id,))
             connection.execute("DELETE FROM rooms WHERE room_id = ?", (room_id,))
+
+    def highest_room_id(self) -> int:
+        with self._errors():
+            (highest,) = self._db.execute(
+                "SELECT MAX(n) FROM ("
+                " SELECT MAX(room_id) AS n FROM rooms"
+                " UNION ALL"
+                " SELECT MAX(CAST(substr(channel, 6) AS INTEGER)) FROM history"
+                "  WHERE channel >= 'room:' AND channel < 'room;'"
+                ")"
+            ).fetchone()
+        return int(highest or 0)
 
 
 class _Checkpointer:

@@ -1,0 +1,806 @@
+"""Tests for :mod:`chatservice.store.sqlite`, and one behaviour suite for every :class:`IChatStore`.
+
+:class:`StoreBehaviour` holds the behaviour both stores must share; it runs
+against :class:`MemoryStore` (:class:`MemoryStoreBehaviourTests`) and
+:class:`SQLiteStore` (:class:`SQLiteStoreBehaviourTests`), and a random
+sequence of calls is played on both and their answers compared
+(:class:`SameAnswersTests`).  The other classes test what only the SQLite
+store does: surviving a close and reopen, its schema version and migrations,
+WAL mode, and refusing a corrupt, foreign or too-new file without touching it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import shutil
+import sqlite3
+import stat
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from twisted.trial import unittest
+from zope.interface.verify import verifyObject
+
+from chatservice.store import sqlite as sqlite_module
+from chatservice.store.interface import HistoryEntry, IChatStore, StoredMessage
+from chatservice.store.memory import MemoryStore
+from chatservice.store.sqlite import APPLICATION_ID, SQLiteStore, StoreError, schema_version
+
+T = 1_700_000_000.0
+
+
+def temporary_directory(case: unittest.TestCase) -> Path:
+    """A fresh directory outside the source tree, removed after the test."""
+    path = Path(tempfile.mkdtemp(prefix="chat-store-test-"))
+    case.addCleanup(shutil.rmtree, path, True)
+    return path
+
+
+def fingerprint(path: Path) -> tuple[int, str]:
+    """A file's mode and a hash of its bytes, to show it was not changed."""
+    return stat.S_IMODE(os.stat(path).st_mode), hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def sibling_files(path: Path) -> list[str]:
+    """The names in ``path``'s directory (to see stray -wal/-shm files)."""
+    return sorted(p.name for p in path.parent.iterdir())
+
+
+class StoreBehaviour:
+    """What every :class:`IChatStore` does; mixed into a TestCase with :meth:`make_store`."""
+
+    store: Any
+    assertEqual: Callable[..., None]
+    assertTrue: Callable[..., None]
+    assertIsInstance: Callable[..., None]
+    addCleanup: Callable[..., None]
+
+    def make_store(self) -> Any:
+        """A new, unopened store."""
+        raise NotImplementedError
+
+    def setUp(self) -> None:
+        self.store = self.make_store()
+        self.store.open()
+        self.addCleanup(self.store.close)
+
+    # Interface -------------------------------------------------------------------
+
+    def test_provides_interface(self) -> None:
+        self.assertTrue(verifyObject(IChatStore, self.store))
+
+    def test_empty(self) -> None:
+        self.assertEqual(list(self.store.blocks()), [])
+        self.assertEqual(list(self.store.last_seen()), [])
+        self.assertEqual(self.store.offline_messages("yoda"), [])
+        self.assertEqual(self.store.history_after(["broadcast"], 0), [])
+        self.assertEqual(list(self.store.rooms()), [])
+
+    # Offline messages --------------------------------------------------------------
+
+    def test_offline_add_returns_message(self) -> None:
+        message = self.store.add_offline("yoda", "hans", "hello", T)
+        self.assertEqual(message, StoredMessage(1, "yoda", "hans", "hello", T))
+
+    def test_offline_per_recipient_in_order(self) -> None:
+        m1 = self.store.add_offline("yoda", "hans", "one", T)
+        m2 = self.store.add_offline("luke", "leia", "for leia", T + 1)
+        m3 = self.store.add_offline("luke", "hans", "two", T + 2)
+        m4 = self.store.add_offline("yoda", "hans", "three", T + 3)
+        self.assertEqual(self.store.offline_messages("hans"), [m1, m3, m4])
+        self.assertEqual(self.store.offline_messages("leia"), [m2])
+        self.assertEqual(self.store.offline_messages("yoda"), [])
+
+    def test_offline_order_is_arrival_not_time(self) -> None:
+        """Oldest first means first stored first, even if the clock stepped back."""
+        m1 = self.store.add_offline("yoda", "hans", "one", T + 10)
+        m2 = self.store.add_offline("yoda", "hans", "two", T)
+        self.assertEqual(self.store.offline_messages("hans"), [m1, m2])
+
+    def test_offline_ids_unique_across_recipients(self) -> None:
+        ids = [
+            self.store.add_offline("yoda", recipient, "x", T).message_id
+            for recipient in ("hans", "leia", "hans", "luke")
+        ]
+        self.assertEqual(ids, [1, 2, 3, 4])
+
+    def test_offline_returned_list_is_a_copy(self) -> None:
+        self.store.add_offline("yoda", "hans", "one", T)
+        listed = self.store.offline_messages("hans")
+        listed.clear()
+        self.assertEqual(len(self.store.offline_messages("hans")), 1)
+
+    def test_offline_remove_by_ids(self) -> None:
+        m1 = self.store.add_offline("yoda", "hans", "one", T)
+        m2 = self.store.add_offline("yoda", "hans", "two", T + 1)
+        m3 = self.store.add_offline("yoda", "leia", "three", T + 2)
+        m4 = self.store.add_offline("yoda", "hans", "four", T + 3)
+        self.store.remove_offline([m2.message_id, m3.message_id])
+        self.assertEqual(self.store.offline_messages("hans"), [m1, m4])
+        self.assertEqual(self.store.offline_messages("leia"), [])
+
+    def test_offline_remove_unknown_ids_ignored(self) -> None:
+        m1 = self.store.add_offline("yoda", "hans", "one", T)
+        m2 = self.store.add_offline("yoda", "hans", "two", T + 1)
+        self.store.remove_offline([99, m1.message_id, 0, m1.message_id])
+        self.assertEqual(self.store.offline_messages("hans"), [m2])
+        self.store.remove_offline([m2.message_id])
+        self.store.remove_offline([m2.message_id])
+        self.assertEqual(self.store.offline_messages("hans"), [])
+
+    def test_offline_remove_nothing(self) -> None:
+        m1 = self.store.add_offline("yoda", "hans", "one", T)
+        self.store.remove_offline([])
+        self.assertEqual(self.store.offline_messages("hans"), [m1])
+
+    def test_offline_remove_accepts_any_iterable(self) -> None:
+        m1 = self.store.add_offline("yoda", "hans", "one", T)
+        m2 = self.store.add_offline("yoda", "hans", "two", T)
+        self.store.remove_offline(message.message_id for message in [m1, m2])
+        self.assertEqual(self.store.offline_messages("hans"), [])
+
+    def test_offline_remove_many(self) -> None:
+        """A large delivered batch (more ids than one SQL statement takes) goes at once."""
+        kept = [self.store.add_offline("yoda", "hans", f"m{i}", T + i) for i in range(1200)]
+        other = self.store.add_offline("yoda", "leia", "stays", T)
+        self.store.remove_offline([m.message_id for m in kept[:1100]])
+        self.assertEqual(self.store.offline_messages("hans"), kept[1100:])
+        self.store.remove_offline([m.message_id for m in kept])
+        self.assertEqual(self.store.offline_messages("hans"), [])
+        self.assertEqual(self.store.offline_messages("leia"), [other])
+
+    def test_offline_removed_ids_not_reused(self) -> None:
+        m1 = self.store.add_offline("yoda", "hans", "one", T)
+        self.store.remove_offline([m1.message_id])
+        m2 = self.store.add_offline("yoda", "hans", "two", T)
+        self.assertEqual(m2.message_id, 2)
+        self.assertEqual(self.store.offline_messages("hans"), [m2])
+
+    def test_offline_text_kept_exactly(self) -> None:
+        texts = ["tab\there", "émoji 😀 ünïcode", "x" * 8192, "  spaces  ", "'; DROP TABLE x; --"]
+        sent = [self.store.add_offline("yoda", "hans", text, T + 0.123456) for text in texts]
+        got = self.store.offline_messages("hans")
+        self.assertEqual(got, sent)
+        self.assertEqual([m.text for m in got], texts)
+        self.assertEqual({m.sent_at for m in got}, {T + 0.123456})
+
+    # Blocks ------------------------------------------------------------------------
+
+    def test_blocks_add_list_remove(self) -> None:
+        self.store.add_block("yoda", "hans")
+        self.store.add_block("leia", "luke")
+        self.store.add_block("yoda", "leia")
+        self.assertEqual(
+            list(self.store.blocks()),
+            [("leia", "luke"), ("yoda", "hans"), ("yoda", "leia")],
+        )
+        self.store.remove_block("yoda", "hans")
+        self.assertEqual(list(self.store.blocks()), [("leia", "luke"), ("yoda", "leia")])
+
+    def test_blocks_sorted_by_code_point(self) -> None:
+        for blocker in ("émile", "Zed", "alice", "ß"):
+            self.store.add_block(blocker, "x")
+        self.assertEqual(
+            list(self.store.blocks()),
+            [("Zed", "x"), ("alice", "x"), ("ß", "x"), ("émile", "x")],
+        )
+
+    def test_blocks_direction_matters(self) -> None:
+        self.store.add_block("yoda", "hans")
+        self.store.remove_block("hans", "yoda")
+        self.assertEqual(list(self.store.blocks()), [("yoda", "hans")])
+
+    def test_blocks_add_twice_once(self) -> None:
+        self.store.add_block("yoda", "hans")
+        self.store.add_block("yoda", "hans")
+        self.assertEqual(list(self.store.blocks()), [("yoda", "hans")])
+        self.store.remove_block("yoda", "hans")
+        self.assertEqual(list(self.store.blocks()), [])
+
+    def test_blocks_remove_missing_ignored(self) -> None:
+        self.store.remove_block("yoda", "hans")
+        self.assertEqual(list(self.store.blocks()), [])
+
+    # Last seen ---------------------------------------------------------------------
+
+    def test_last_seen_record_and_list(self) -> None:
+        self.store.record_seen("yoda", T)
+        self.store.record_seen("hans", T + 5)
+        self.assertEqual(sorted(self.store.last_seen()), [("hans", T + 5), ("yoda", T)])
+
+    def test_last_seen_latest_call_wins(self) -> None:
+        self.store.record_seen("yoda", T)
+        self.store.record_seen("yoda", T + 10)
+        self.assertEqual(list(self.store.last_seen()), [("yoda", T + 10)])
+        self.store.record_seen("yoda", T + 3)
+        self.assertEqual(list(self.store.last_seen()), [("yoda", T + 3)])
+
+    # History -----------------------------------------------------------------------
+
+    def test_history_numbering_per_channel_from_one(self) -> None:
+        b1 = self.store.add_history("broadcast", "yoda", "b one", T)
+        r1 = self.store.add_history("room:1", "hans", "r one", T + 1)
+        b2 = self.store.add_history("broadcast", "luke", "b two", T + 2)
+        s1 = self.store.add_history("room:2", "leia", "s one", T + 3)
+        r2 = self.store.add_history("room:1", "yoda", "r two", T + 4)
+        self.assertEqual(b1, HistoryEntry("broadcast", 1, "yoda", "b one", T))
+        self.assertEqual(b2, HistoryEntry("broadcast", 2, "luke", "b two", T + 2))
+        self.assertEqual(r1, HistoryEntry("room:1", 1, "hans", "r one", T + 1))
+        self.assertEqual(r2, HistoryEntry("room:1", 2, "yoda", "r two", T + 4))
+        self.assertEqual(s1, HistoryEntry("room:2", 1, "leia", "s one", T + 3))
+
+    def test_history_after_is_strict(self) -> None:
+        e1 = self.store.add_history("broadcast", "yoda", "one", T)
+        e2 = self.store.add_history("broadcast", "yoda", "two", T + 1)
+        e3 = self.store.add_history("broadcast", "yoda", "three", T + 2)
+        self.assertEqual(self.store.history_after(["broadcast"], T - 1), [e1, e2, e3])
+        self.assertEqual(self.store.history_after(["broadcast"], T), [e2, e3])
+        self.assertEqual(self.store.history_after(["broadcast"], T + 0.5), [e2, e3])
+        self.assertEqual(self.store.history_after(["broadcast"], T + 1), [e3])
+        self.assertEqual(self.store.history_after(["broadcast"], T + 2), [])
+
+    def test_history_same_time_entries_all_excluded_or_included(self) -> None:
+        e1 = self.store.add_history("broadcast", "yoda", "one", T)
+        e2 = self.store.add_history("broadcast", "hans", "two", T)
+        e3 = self.store.add_history("broadcast", "luke", "three", T)
+        self.assertEqual(self.store.history_after(["broadcast"], T), [])
+        self.assertEqual(self.store.history_after(["broadcast"], T - 0.001), [e1, e2, e3])
+
+    def test_history_only_asked_channels(self) -> None:
+        b = self.store.add_history("broadcast", "yoda", "b", T + 1)
+        r = self.store.add_history("room:1", "hans", "r", T + 2)
+        self.store.add_history("room:2", "leia", "secret", T + 3)
+        self.assertEqual(self.store.history_after(["broadcast", "room:1"], T), [b, r])
+        self.assertEqual(self.store.history_after(["room:9"], T), [])
+        self.assertEqual(self.store.history_after([], T), [])
+
+    def test_history_several_channels_sorted_by_time(self) -> None:
+        b1 = self.store.add_history("broadcast", "yoda", "b1", T + 1)
+        r1 = self.store.add_history("room:1", "hans", "r1", T + 2)
+        s1 = self.store.add_history("room:2", "leia", "s1", T + 3)
+        b2 = self.store.add_history("broadcast", "luke", "b2", T + 4)
+        r2 = self.store.add_history("room:1", "yoda", "r2", T + 5)
+        s2 = self.store.add_history("room:2", "hans", "s2", T + 6)
+        found = self.store.history_after(["room:2", "broadcast", "room:1"], T)
+        self.assertEqual(found, [b1, r1, s1, b2, r2, s2])
+        self.assertEqual(
+            self.store.history_after(["room:2", "broadcast", "room:1"], T + 3), [b2, r2, s2]
+        )
+
+    def test_history_ties_across_channels(self) -> None:
+        r = self.store.add_history("room:1", "hans", "r", T)
+        b = self.store.add_history("broadcast", "yoda", "b", T)
+        self.assertEqual(self.store.history_after(["room:1", "broadcast"], T - 1), [b, r])
+
+    def test_history_channels_may_be_any_iterable(self) -> None:
+        e = self.store.add_history("broadcast", "yoda", "one", T)
+        self.assertEqual(self.store.history_after(iter(["broadcast"]), 0), [e])
+
+    def test_history_out_of_time_order(self) -> None:
+        """A message stamped before the clock stepped back is still found."""
+        late = self.store.add_history("broadcast", "yoda", "before the step back", T + 300)
+        self.store.add_history("broadcast", "yoda", "old", T + 100)
+        newer = self.store.add_history("broadcast", "yoda", "new", T + 200)
+        self.assertEqual(self.store.history_after(["broadcast"], T + 150), [newer, late])
+
+    # Rooms -------------------------------------------------------------------------
+
+    def test_rooms_save_list_delete(self) -> None:
+        self.store.save_room(2, frozenset({"yoda", "hans"}))
+        self.store.save_room(1, frozenset({"luke"}))
+        self.assertEqual(
+            list(self.store.rooms()),
+            [(1, frozenset({"luke"})), (2, frozenset({"yoda", "hans"}))],
+        )
+        self.store.delete_room(2)
+        self.assertEqual(list(self.store.rooms()), [(1, frozenset({"luke"}))])
+
+    def test_rooms_members_are_frozensets(self) -> None:
+        self.store.save_room(1, frozenset({"luke", "leia"}))
+        [(room_id, members)] = list(self.store.rooms())
+        self.assertEqual(room_id, 1)
+        self.assertIsInstance(members, frozenset)
+
+    def test_rooms_save_updates(self) -> None:
+        self.store.save_room(1, frozenset({"yoda", "hans"}))
+        self.store.save_room(1, frozenset({"yoda"}))
+        self.store.save_room(1, frozenset({"yoda", "leia", "luke"}))
+        self.assertEqual(list(self.store.rooms()), [(1, frozenset({"yoda", "leia", "luke"}))])
+
+    def test_rooms_without_members(self) -> None:
+        self.store.save_room(3, frozenset())
+        self.assertEqual(list(self.store.rooms()), [(3, frozenset())])
+
+    def test_rooms_delete_missing_ignored(self) -> None:
+        self.store.save_room(1, frozenset({"yoda"}))
+        self.store.delete_room(5)
+        self.assertEqual(list(self.store.rooms()), [(1, frozenset({"yoda"}))])
+
+    def test_rooms_delete_keeps_history(self) -> None:
+        entry = self.store.add_history("room:1", "yoda", "hi", T)
+        self.store.save_room(1, frozenset({"yoda", "hans"}))
+        self.store.delete_room(1)
+        self.assertEqual(list(self.store.rooms()), [])
+        self.assertEqual(self.store.history_after(["room:1"], 0), [entry])
+
+    def test_rooms_deleted_number_can_be_saved_again(self) -> None:
+        self.store.save_room(1, frozenset({"yoda", "hans"}))
+        self.store.delete_room(1)
+        self.store.save_room(1, frozenset({"leia"}))
+        self.assertEqual(list(self.store.rooms()), [(1, frozenset({"leia"}))])
+
+
+class MemoryStoreBehaviourTests(StoreBehaviour, unittest.TestCase):
+    """The shared behaviour, on :class:`MemoryStore`."""
+
+    def make_store(self) -> MemoryStore:
+        return MemoryStore()
+
+
+class SQLiteStoreBehaviourTests(StoreBehaviour, unittest.TestCase):
+    """The shared behaviour, on :class:`SQLiteStore`."""
+
+    def make_store(self) -> SQLiteStore:
+        return SQLiteStore(temporary_directory(self) / "chat.sqlite3")
+
+
+class SameAnswersTests(unittest.TestCase):
+    """Random call sequences get the same answers from both stores."""
+
+    def play(self, seed: int, steps: int) -> None:
+        rng = random.Random(seed)
+        memory = MemoryStore()
+        durable = SQLiteStore(temporary_directory(self) / "chat.sqlite3")
+        for store in (memory, durable):
+            store.open()
+            self.addCleanup(store.close)
+        users = ["yoda", "hans", "luke", "leia", "émile"]
+        channels = ["broadcast", "room:1", "room:2", "room:3"]
+        now = T
+        ids: list[int] = []
+
+        def both(name: str, *args: Any) -> Any:
+            expected = getattr(memory, name)(*args)
+            got = getattr(durable, name)(*args)
+            if expected is not None and not isinstance(expected, (list, StoredMessage, HistoryEntry)):
+                expected, got = list(expected), list(got)
+            if name == "last_seen":
+                expected, got = sorted(expected), sorted(got)
+            self.assertEqual(got, expected, f"seed {seed}: {name}{args}")
+            return got
+
+        for _ in range(steps):
+            now += rng.choice([0, 0.25, 1, 7.5, -3])  # the clock may step back
+            kind = rng.randrange(12)
+            if kind == 0:
+                ids.append(both("add_offline", rng.choice(users), rng.choice(users), f"m{now}", now).message_id)
+            elif kind == 1:
+                both("offline_messages", rng.choice(users))
+            elif kind == 2 and ids:
+                both("remove_offline", rng.sample(ids, min(len(ids), rng.randrange(1, 4))) + [10**6])
+            elif kind == 3:
+                both("add_block", rng.choice(users), rng.choice(users))
+            elif kind == 4:
+                both("remove_block", rng.choice(users), rng.choice(users))
+            elif kind == 5:
+                both("record_seen", rng.choice(users), now)
+            elif kind == 6:
+                both("add_history", rng.choice(channels), rng.choice(users), f"h{now}", now)
+            elif kind == 7:
+                both("history_after", rng.sample(channels, rng.randrange(len(channels) + 1)), now - rng.choice([0, 1, 5, 50, 1e6]))
+            elif kind == 8:
+                both("save_room", rng.randrange(1, 5), frozenset(rng.sample(users, rng.randrange(len(users) + 1))))
+            elif kind == 9:
+                both("delete_room", rng.randrange(1, 6))
+            else:
+                for name in ("blocks", "last_seen", "rooms"):
+                    both(name)
+        for name in ("blocks", "last_seen", "rooms"):
+            both(name)
+        for user in users:
+            both("offline_messages", user)
+        both("history_after", channels, 0)
+
+    def test_random_sequences(self) -> None:
+        for seed in range(5):
+            self.play(seed, 400)
+
+
+class SQLiteTestCase(unittest.TestCase):
+    """A temporary directory and a database path in it."""
+
+    def setUp(self) -> None:
+        self.directory = temporary_directory(self)
+        self.path = self.directory / "chat.sqlite3"
+
+    def opened(self, **kwargs: Any) -> SQLiteStore:
+        store = SQLiteStore(self.path, **kwargs)
+        store.open()
+        self.addCleanup(store.close)
+        return store
+
+    def inspect(self, sql: str) -> Any:
+        """The first value of ``sql`` read through a separate read-only connection."""
+        connection = sqlite3.connect(self.path.absolute().as_uri() + "?mode=ro", uri=True)
+        try:
+            return connection.execute(sql).fetchone()[0]
+        finally:
+            connection.close()
+
+
+class ReopenTests(SQLiteTestCase):
+    """What a closed store wrote is there when it is opened again."""
+
+    def test_everything_survives_reopen(self) -> None:
+        first = SQLiteStore(self.path)
+        first.open()
+        kept = [first.add_offline("yoda", "hans", f"m{i}", T + i) for i in range(3)]
+        first.remove_offline([kept[1].message_id])
+        first.add_offline("luke", "leia", "for leia", T + 5)
+        first.add_block("yoda", "hans")
+        first.add_block("leia", "luke")
+        first.remove_block("leia", "luke")
+        first.record_seen("yoda", T + 1)
+        first.record_seen("yoda", T + 2)
+        first.record_seen("hans", T + 3)
+        first.save_room(1, frozenset({"yoda", "hans"}))
+        first.save_room(2, frozenset({"leia"}))
+        first.delete_room(2)
+        b1 = first.add_history("broadcast", "yoda", "b1", T)
+        r1 = first.add_history("room:1", "hans", "r1", T + 1)
+        first.close()
+
+        second = self.opened()
+        self.assertEqual(second.offline_messages("hans"), [kept[0], kept[2]])
+        self.assertEqual([m.text for m in second.offline_messages("leia")], ["for leia"])
+        self.assertEqual(list(second.blocks()), [("yoda", "hans")])
+        self.assertEqual(sorted(second.last_seen()), [("hans", T + 3), ("yoda", T + 2)])
+        self.assertEqual(list(second.rooms()), [(1, frozenset({"yoda", "hans"}))])
+        self.assertEqual(second.history_after(["broadcast", "room:1"], 0), [b1, r1])
+
+    def test_numbering_continues_after_reopen(self) -> None:
+        first = SQLiteStore(self.path)
+        first.open()
+        first.add_history("broadcast", "yoda", "b1", T)
+        first.add_history("broadcast", "yoda", "b2", T + 1)
+        first.add_history("room:4", "yoda", "r1", T + 2)
+        message = first.add_offline("yoda", "hans", "gone", T)
+        first.remove_offline([message.message_id])
+        first.close()
+
+        second = self.opened()
+        self.assertEqual(second.add_history("broadcast", "hans", "b3", T + 3).seq, 3)
+        self.assertEqual(second.add_history("room:4", "hans", "r2", T + 3).seq, 2)
+        self.assertEqual(second.add_history("room:5", "hans", "s1", T + 3).seq, 1)
+        # Every message ever stored had a smaller number, even deleted ones.
+        self.assertEqual(second.add_offline("yoda", "hans", "new", T).message_id, 2)
+
+    def test_close_leaves_one_file(self) -> None:
+        store = SQLiteStore(self.path)
+        store.open()
+        store.add_offline("yoda", "hans", "hi", T)
+        self.assertIn("chat.sqlite3-wal", sibling_files(self.path))
+        store.close()
+        self.assertEqual(sibling_files(self.path), ["chat.sqlite3"])
+        self.assertEqual(self.inspect("SELECT COUNT(*) FROM offline_messages"), 1)
+
+    def test_close_twice(self) -> None:
+        store = SQLiteStore(self.path)
+        store.open()
+        store.close()
+        store.close()
+        self.assertEqual(sibling_files(self.path), ["chat.sqlite3"])
+
+    def test_calls_when_not_open(self) -> None:
+        store = SQLiteStore(self.path)
+        error = self.assertRaises(StoreError, store.add_offline, "yoda", "hans", "hi", T)
+        self.assertIn(str(self.path), str(error))
+        store.open()
+        store.close()
+        self.assertRaises(StoreError, store.blocks)
+
+    def test_open_twice_refused(self) -> None:
+        store = self.opened()
+        self.assertRaises(StoreError, store.open)
+        store.add_block("yoda", "hans")
+        self.assertEqual(list(store.blocks()), [("yoda", "hans")])
+
+
+class SetupTests(SQLiteTestCase):
+    """The file a new store creates: WAL, schema version, mode."""
+
+    def test_wal_mode(self) -> None:
+        store = self.opened()
+        self.assertEqual(self.inspect("PRAGMA journal_mode"), "wal")
+        self.assertEqual(store._db.execute("PRAGMA journal_mode").fetchone()[0], "wal")
+
+    def test_synchronous_normal_by_default(self) -> None:
+        store = self.opened()
+        self.assertEqual(store._db.execute("PRAGMA synchronous").fetchone()[0], 1)
+
+    def test_synchronous_full(self) -> None:
+        store = self.opened(synchronous="FULL")
+        self.assertEqual(store._db.execute("PRAGMA synchronous").fetchone()[0], 2)
+        store.add_offline("yoda", "hans", "hi", T)
+        self.assertEqual(len(store.offline_messages("hans")), 1)
+
+    def test_synchronous_checked(self) -> None:
+        self.assertRaises(ValueError, SQLiteStore, self.path, synchronous="OFF")
+
+    def test_schema_version_and_application_id(self) -> None:
+        self.opened()
+        self.assertEqual(schema_version(), 1)
+        self.assertEqual(self.inspect("PRAGMA user_version"), schema_version())
+        self.assertEqual(self.inspect("PRAGMA application_id"), APPLICATION_ID)
+
+    def test_new_file_private(self) -> None:
+        store = self.opened()
+        store.add_offline("yoda", "hans", "secret", T)
+        for name in sibling_files(self.path):
+            mode = stat.S_IMODE(os.stat(self.directory / name).st_mode)
+            self.assertEqual(mode, 0o600, name)
+
+    def test_existing_file_mode_kept(self) -> None:
+        self.path.touch()
+        os.chmod(self.path, 0o640)
+        self.opened()
+        self.assertEqual(stat.S_IMODE(os.stat(self.path).st_mode), 0o640)
+
+    def test_empty_file_becomes_database(self) -> None:
+        self.path.touch()
+        store = self.opened()
+        store.add_block("yoda", "hans")
+        self.assertEqual(self.inspect("PRAGMA user_version"), schema_version())
+
+    def test_indexed_lookups(self) -> None:
+        """The per-call queries use an index, not a scan of the table."""
+        store = self.opened()
+        queries = [
+            ("SELECT * FROM offline_messages WHERE recipient = 'x' ORDER BY message_id", "offline_messages_by_recipient"),
+            ("SELECT COALESCE(MAX(seq), 0) + 1 FROM history WHERE channel = 'x'", "sqlite_autoindex_history_1"),
+            ("SELECT * FROM history WHERE channel = 'x' AND sent_at > 1 ORDER BY sent_at, seq", "history_by_channel_time"),
+            ("DELETE FROM offline_messages WHERE message_id = 1", "INTEGER PRIMARY KEY"),
+        ]
+        for sql, index in queries:
+            plan = " ".join(row[-1] for row in store._db.execute("EXPLAIN QUERY PLAN " + sql))
+            self.assertIn(index, plan, sql)
+            self.assertNotIn("TEMP B-TREE", plan, sql)
+
+    def test_lone_surrogate_stored_as_replacement(self) -> None:
+        """Text UTF-8 cannot hold (a JSON "\\ud800" escape) is kept with U+FFFD, not refused."""
+        store = self.opened()
+        message = store.add_offline("yoda", "hans", "a\ud800b", T)
+        self.assertEqual(message.text, "a\ufffdb")
+        self.assertEqual(store.offline_messages("hans"), [message])
+        entry = store.add_history("broadcast", "yoda", "\udcff", T)
+        self.assertEqual(store.history_after(["broadcast"], 0), [entry])
+        self.assertEqual(entry.text, "\ufffd")
+
+
+class CheckpointTests(SQLiteTestCase):
+    """The log is copied into the database off the caller's thread."""
+
+    def test_background_checkpoint(self) -> None:
+        self.patch(sqlite_module, "CHECKPOINT_EVERY", 10)
+        store = self.opened()
+        size_before = self.path.stat().st_size
+        for i in range(200):
+            store.add_offline("yoda", "hans", "x" * 500, T + i)
+        deadline = time.monotonic() + 10
+        while self.path.stat().st_size <= size_before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.assertGreater(self.path.stat().st_size, size_before)
+        self.assertEqual(len(store.offline_messages("hans")), 200)
+
+    def test_checkpoint_thread_ends_at_close(self) -> None:
+        store = SQLiteStore(self.path)
+        store.open()
+        checkpointer = store._checkpointer
+        assert checkpointer is not None
+        self.assertTrue(checkpointer._thread.is_alive())
+        store.close()
+        self.assertFalse(checkpointer._thread.is_alive())
+
+    def test_without_background_checkpoints(self) -> None:
+        store = self.opened(background_checkpoints=False)
+        self.assertIsNone(store._checkpointer)
+        self.assertEqual(store._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0], 1000)
+        store.add_offline("yoda", "hans", "hi", T)
+        self.assertEqual(len(store.offline_messages("hans")), 1)
+
+
+class MigrationTests(SQLiteTestCase):
+    """Schema versions: newer code migrates, older code refuses."""
+
+    def make_version_1(self) -> StoredMessage:
+        store = SQLiteStore(self.path)
+        store.open()
+        message = store.add_offline("yoda", "hans", "kept", T)
+        store.close()
+        return message
+
+    def test_migrates_to_newer_schema(self) -> None:
+        message = self.make_version_1()
+        self.patch(
+            sqlite_module,
+            "MIGRATIONS",
+            sqlite_module.MIGRATIONS + [("ALTER TABLE offline_messages ADD COLUMN flags INTEGER NOT NULL DEFAULT 0",)],
+        )
+        self.assertEqual(SQLiteStore(self.path).check(), 1)
+        store = self.opened()
+        self.assertEqual(self.inspect("PRAGMA user_version"), 2)
+        self.assertEqual(self.inspect("SELECT flags FROM offline_messages"), 0)
+        self.assertEqual(store.offline_messages("hans"), [message])
+
+    def test_failed_migration_rolled_back(self) -> None:
+        self.make_version_1()
+        before = fingerprint(self.path)
+        self.patch(
+            sqlite_module,
+            "MIGRATIONS",
+            sqlite_module.MIGRATIONS + [("CREATE TABLE extra (x)", "THIS IS NOT SQL")],
+        )
+        store = SQLiteStore(self.path)
+        error = self.assertRaises(StoreError, store.open)
+        self.assertIn(str(self.path), str(error))
+        self.assertEqual(self.inspect("PRAGMA user_version"), 1)
+        self.assertEqual(self.inspect("SELECT COUNT(*) FROM sqlite_master WHERE name = 'extra'"), 0)
+        self.assertEqual(self.inspect("SELECT body FROM offline_messages"), "kept")
+        self.assertEqual(fingerprint(self.path)[0], before[0])
+
+    def test_newer_schema_refused_untouched(self) -> None:
+        self.make_version_1()
+        connection = sqlite3.connect(self.path)
+        connection.execute("PRAGMA user_version = 7")
+        connection.commit()
+        connection.close()
+        before, files = fingerprint(self.path), sibling_files(self.path)
+        store = SQLiteStore(self.path)
+        error = self.assertRaises(StoreError, store.open)
+        self.assertIn(str(self.path), str(error))
+        self.assertIn("schema version 7", str(error))
+        self.assertEqual(fingerprint(self.path), before)
+        self.assertEqual(sibling_files(self.path), files)
+        self.assertRaises(StoreError, store.check)
+
+
+class RefusedFileTests(SQLiteTestCase):
+    """A file that is not a usable chat database is refused, named, and left as it was."""
+
+    def assertRefused(self, *expected: str) -> StoreError:
+        """open() and check() raise StoreError naming the file; nothing is changed."""
+        before, files = fingerprint(self.path), sibling_files(self.path)
+        store = SQLiteStore(self.path)
+        error = self.assertRaises(StoreError, store.open)
+        self.assertIn(str(self.path), str(error))
+        for text in expected:
+            self.assertIn(text, str(error))
+        self.assertRaises(StoreError, store.check)
+        self.assertEqual(fingerprint(self.path), before)
+        self.assertEqual(sibling_files(self.path), files)
+        self.assertRaises(StoreError, store.add_block, "yoda", "hans")
+        return error
+
+    def test_not_a_database(self) -> None:
+        self.path.write_bytes(b"yoda wise\nhans falcon\n" * 300)
+        self.assertRefused("not an SQLite database")
+
+    def test_short_file(self) -> None:
+        self.path.write_bytes(b"SQLite format 3\x00\x10\x00")
+        self.assertRefused("not an SQLite database")
+
+    def test_corrupt_pages(self) -> None:
+        store = SQLiteStore(self.path)
+        store.open()
+        for i in range(300):
+            store.add_offline("yoda", "hans", f"message {i} " * 20, T + i)
+            store.add_history("broadcast", "yoda", f"entry {i} " * 20, T + i)
+        store.close()
+        data = bytearray(self.path.read_bytes())
+        self.assertGreater(len(data), 8 * 4096)
+        rng = random.Random(4)
+        data[4096 : 8 * 4096] = bytes(rng.randrange(256) for _ in range(7 * 4096))
+        self.path.write_bytes(bytes(data))
+        self.assertRefused("corrupt")
+
+    def test_foreign_database(self) -> None:
+        connection = sqlite3.connect(self.path)
+        connection.execute("CREATE TABLE accounts (name TEXT)")
+        connection.commit()
+        connection.close()
+        self.assertRefused("not a chat database")
+
+    def test_other_application(self) -> None:
+        connection = sqlite3.connect(self.path)
+        connection.execute("PRAGMA application_id = 1234")
+        connection.execute("CREATE TABLE accounts (name TEXT)")
+        connection.commit()
+        connection.close()
+        self.assertRefused("another program")
+
+    def test_missing_tables(self) -> None:
+        self.opened().close()
+        connection = sqlite3.connect(self.path)
+        connection.execute("DROP TABLE history")
+        connection.commit()
+        connection.close()
+        self.assertRefused("history")
+
+    def test_unreadable_file(self) -> None:
+        if os.geteuid() == 0:
+            raise unittest.SkipTest("root can read any file")
+        self.opened().close()
+        os.chmod(self.path, 0)
+        self.addCleanup(os.chmod, self.path, 0o600)
+        error = self.assertRaises(StoreError, SQLiteStore(self.path).open)
+        self.assertIn(str(self.path), str(error))
+        self.assertEqual(stat.S_IMODE(os.stat(self.path).st_mode), 0)
+
+    def test_directory_in_the_way(self) -> None:
+        self.path.mkdir()
+        error = self.assertRaises(StoreError, SQLiteStore(self.path).open)
+        self.assertIn(str(self.path), str(error))
+        self.assertIn("not a regular file", str(error))
+        self.assertEqual(list(self.path.iterdir()), [])
+
+    def test_missing_directory(self) -> None:
+        path = self.directory / "nowhere" / "chat.sqlite3"
+        store = SQLiteStore(path)
+        error = self.assertRaises(StoreError, store.open)
+        self.assertIn(str(path), str(error))
+        self.assertIn(f"the directory {path.parent} does not exist", str(error))
+        self.assertFalse(path.parent.exists())
+        self.assertRaises(StoreError, store.check)
+
+    def test_check_creates_nothing(self) -> None:
+        store = SQLiteStore(self.path)
+        self.assertEqual(store.check(), 0)
+        self.assertEqual(sibling_files(self.path), [])
+        store.open()
+        store.close()
+        self.assertEqual(store.check(), schema_version())
+        self.assertEqual(sibling_files(self.path), ["chat.sqlite3"])
+
+
+class ChatStateRestartTests(SQLiteTestCase):
+    """A :class:`ChatState` on a reopened database gets back what the last one stored."""
+
+    def state(self) -> Any:
+        from twisted.internet.task import Clock
+
+        from chatservice.state import ChatState
+
+        clock = Clock()
+        clock.advance(T)
+        store = self.opened()
+        state = ChatState(store, accounts=None, clock=clock)  # type: ignore[arg-type]
+        state.load()
+        return state
+
+    def test_blocks_last_seen_rooms_history_survive(self) -> None:
+        first = self.state()
+        first.block("yoda", "hans")
+        first.mark_seen("leia")
+        room, created = first.rooms.create(frozenset({"yoda", "luke"}))
+        self.assertTrue(created)
+        first.post(room.channel, "yoda", "in the room")
+        first.post("broadcast", "luke", "to all")
+        first.store.close()
+
+        second = self.state()
+        self.assertTrue(second.has_blocked("yoda", "hans"))
+        self.assertFalse(second.has_blocked("hans", "yoda"))
+        self.assertIn("leia", list(second.seen_since(T - 1)))
+        self.assertEqual([r.room_id for r in second.rooms.of("luke")], [room.room_id])
+        again, created = second.rooms.create(frozenset({"luke", "obiwan"}))
+        self.assertTrue(created)
+        self.assertEqual(again.room_id, room.room_id + 1)
+        self.assertEqual(second.post(room.channel, "luke", "again").seq, 2)
+        self.assertEqual(
+            [e.text for e in second.store.history_after(["broadcast", room.channel], 0)],
+            ["to all", "in the room", "again"],  # same second: broadcast first
+        )
