@@ -72,10 +72,15 @@ class ChatFactory(ServerFactory):
         client that does not read cannot hold the shutdown up).
         """
         waiting = []
-        for protocol in list(self.connections):
+        protocols = list(self.connections)
+        for protocol in protocols:
             closing = self._closing[protocol] = defer.Deferred()
             waiting.append(closing)
-            protocol.disconnect(event)
+            protocol.disconnect(event, log_out=False)
+        # Only now that every connection has had its last line: nobody is
+        # told of the others leaving after being told the server stops.
+        for protocol in protocols:
+            protocol.end_session()
         done = defer.gatherResults(waiting, consumeErrors=True)
         if waiting:
             done.addTimeout(grace, self.clock, onTimeoutCancel=lambda *_: None)

@@ -127,10 +127,8 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         if self._unthrottle is not None and self._unthrottle.active():
             self._unthrottle.cancel()
         self._unthrottle = None
-        logout, self._logout = self._logout, None
+        self.end_session()
         self.session = None
-        if logout is not None:
-            logout()
         # Last: the service's stop waits for this, then closes the store.
         if self.factory is not None:
             self.factory.connection_lost(self)
@@ -154,18 +152,34 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
 
     def deliver(self, event: events.Event) -> None:
         """Send an unsolicited event; optional ones are dropped while congested."""
+        if self.phase is Phase.CLOSED:
+            return
         if self.congested and isinstance(event, OPTIONAL_EVENTS):
             self._dropped += 1
             return
         self.send(event)
 
-    def disconnect(self, event: events.Disconnected, request_id: Any = None) -> None:
-        """Send ``event`` and close the connection once it is written."""
+    def disconnect(
+        self, event: events.Disconnected, request_id: Any = None, log_out: bool = True
+    ) -> None:
+        """Send ``event`` as the last line and close once it is written.
+
+        :param log_out: end the session now (else the caller calls
+            :meth:`end_session`, as a shutdown does once everyone is told).
+        """
         if self.phase is Phase.CLOSED:
             return
         self.send(event, request_id)
         self.phase = Phase.CLOSED
+        if log_out:
+            self.end_session()
         self.transport.loseConnection()
+
+    def end_session(self) -> None:
+        """Log out now, if logged in (idempotent)."""
+        logout, self._logout = self._logout, None
+        if logout is not None:
+            logout()
 
     def send(self, event: events.Event, request_id: Any = None) -> None:
         """Render ``event`` in this connection's format and write it.

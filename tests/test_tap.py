@@ -1,0 +1,358 @@
+"""``twistd chat``: option parsing and service building in-process, and the real command line.
+
+The in-process tests parse :class:`chatservice.tap.Options` and build the
+service with :func:`chatservice.tap.makeService` on a ``MemoryReactorClock``
+(nothing listens for real).  The subprocess tests run ``twistd`` as a user
+would, from a temporary working directory, to check that the ``chat`` plugin
+is found there, that ``--help`` documents every option, and that a bad option
+is reported on the last line of output with a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IService, MultiService
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python import usage
+from twisted.python.threadpool import ThreadPool
+
+from chatservice import tap
+from chatservice.server.factory import ChatFactory
+from tests.e2e_support import run_twistd
+
+OPTIONS = (
+    "--listen",
+    "--credentials",
+    "--block-duration",
+    "--max-failures",
+    "--timeout",
+    "--data-dir",
+)
+
+
+@pytest.fixture
+def credentials(tmp_path: Path) -> Path:
+    """A valid credentials file."""
+    path = tmp_path / "credentials.txt"
+    path.write_text("# accounts\nyoda wise\n\nhans falcon\n", encoding="utf-8")
+    return path
+
+
+class MemoryReactor(MemoryReactorClock):
+    """A memory reactor (records listens, fake clock) with a thread pool that never starts.
+
+    ``makeService`` asks for the reactor's thread pool (password checks and
+    log writes run there); nothing in these tests runs in it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threadpool = ThreadPool(name="test-tap-unused")
+
+    def getThreadPool(self) -> ThreadPool:
+        return self.threadpool
+
+
+def parse(*arguments: str) -> tap.Options:
+    """Parse ``arguments`` as ``twistd chat`` would."""
+    config = tap.Options()
+    config.parseOptions(list(arguments))
+    return config
+
+
+def usage_error(*arguments: str) -> str:
+    """The message of the UsageError that parsing ``arguments`` must raise."""
+    with pytest.raises(usage.UsageError) as caught:
+        parse(*arguments)
+    return str(caught.value)
+
+
+class TestDefaults:
+    """What ``twistd chat`` means with no options."""
+
+    def test_defaults(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.chdir(tmp_path)  # no etc/credentials.txt here
+        config = parse()
+        assert config["listen"] == ["tcp:4119"]
+        assert config["block-duration"] == 60.0
+        assert isinstance(config["block-duration"], float)
+        assert config["max-failures"] == 3
+        assert isinstance(config["max-failures"], int)
+        assert config["timeout"] == 600.0
+        assert isinstance(config["timeout"], float)
+        assert config["data-dir"] == Path("chat-data")
+        # Without etc/credentials.txt, the bundled sample accounts are used.
+        assert config["accounts"].path == tap.BUNDLED_CREDENTIALS
+        assert config["accounts"].exists("yoda")
+
+    def test_etc_credentials_preferred(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        (tmp_path / "etc").mkdir()
+        (tmp_path / "etc" / "credentials.txt").write_text("ada lovelace\n", encoding="utf-8")
+        monkeypatch.chdir(tmp_path)
+        config = parse()
+        assert config["accounts"].usernames() == ["ada"]
+
+    def test_each_default_is_fresh(self, credentials: Path) -> None:
+        first = parse("--credentials", str(credentials), "--listen", "tcp:1")
+        second = parse("--credentials", str(credentials))
+        assert first["listen"] == ["tcp:1"]
+        assert second["listen"] == ["tcp:4119"]
+
+
+class TestValues:
+    """Options given on the command line."""
+
+    def test_all_options(self, credentials: Path, tmp_path: Path) -> None:
+        config = parse(
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+            "--credentials",
+            str(credentials),
+            "--block-duration",
+            "2.5",
+            "--max-failures",
+            "5",
+            "--timeout",
+            "1",
+            "--data-dir",
+            str(tmp_path / "d"),
+        )
+        assert config["listen"] == ["tcp:0:interface=127.0.0.1"]
+        assert config["accounts"].usernames() == ["hans", "yoda"]
+        assert config["block-duration"] == 2.5
+        assert config["max-failures"] == 5
+        assert config["timeout"] == 1.0
+        assert config["data-dir"] == tmp_path / "d"
+
+    def test_short_options(self, credentials: Path) -> None:
+        config = parse(
+            "-l", "tcp:0", "-c", str(credentials), "-b", "0", "-f", "1", "-t", "30", "-d", "x"
+        )
+        assert config["listen"] == ["tcp:0"]
+        assert config["block-duration"] == 0.0
+        assert config["max-failures"] == 1
+        assert config["timeout"] == 30.0
+        assert config["data-dir"] == Path("x")
+
+    def test_listen_is_repeatable(self, credentials: Path) -> None:
+        config = parse(
+            "--credentials",
+            str(credentials),
+            "--listen",
+            "tcp:0",
+            "-l",
+            "tcp:0:interface=127.0.0.1",
+            "--listen",
+            "unix:/tmp/chat.sock",
+        )
+        assert config["listen"] == [
+            "tcp:0",
+            "tcp:0:interface=127.0.0.1",
+            "unix:/tmp/chat.sock",
+        ]
+
+    def test_data_dir_user_expanded(
+        self, credentials: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        monkeypatch.setenv("HOME", str(tmp_path))
+        config = parse("--credentials", str(credentials), "--data-dir", "~/chat")
+        assert config["data-dir"] == tmp_path / "chat"
+
+
+class TestErrors:
+    """Bad values are refused with a UsageError that names the option or file."""
+
+    @pytest.mark.parametrize(
+        "value, message",
+        [
+            ("0", "--max-failures must be at least 1, not 0"),
+            ("6", "--max-failures must be from 1 to 5, not 6"),
+            ("x", "--max-failures must be a number, not 'x'"),
+            ("-2", "--max-failures must be at least 1, not -2"),
+        ],
+    )
+    def test_max_failures(self, credentials: Path, value: str, message: str) -> None:
+        error = usage_error("--credentials", str(credentials), "--max-failures", value)
+        assert error == message
+
+    @pytest.mark.parametrize(
+        "value, message",
+        [
+            ("-1", "--block-duration must be at least 0, not -1"),
+            ("nan", "--block-duration must be at least 0, not nan"),
+            ("inf", "--block-duration must be at least 0, not inf"),
+            ("soon", "--block-duration must be a number, not 'soon'"),
+        ],
+    )
+    def test_block_duration(self, credentials: Path, value: str, message: str) -> None:
+        error = usage_error("--credentials", str(credentials), "--block-duration", value)
+        assert error == message
+
+    @pytest.mark.parametrize(
+        "value, message",
+        [
+            ("0", "--timeout must be at least 1, not 0"),
+            ("0.5", "--timeout must be at least 1, not 0.5"),
+            ("", "--timeout must be a number, not ''"),
+        ],
+    )
+    def test_timeout(self, credentials: Path, value: str, message: str) -> None:
+        assert usage_error("--credentials", str(credentials), "--timeout", value) == message
+
+    @pytest.mark.parametrize("description", ["nonsense:4119", "tcp:port", "tcp"])
+    def test_bad_endpoint(self, credentials: Path, description: str) -> None:
+        error = usage_error("--credentials", str(credentials), "--listen", description)
+        assert error.startswith(f"--listen {description!r} is not a server endpoint: ")
+
+    def test_bad_endpoint_among_good_ones(self, credentials: Path) -> None:
+        error = usage_error(
+            "--credentials", str(credentials), "--listen", "tcp:0", "--listen", "bogus:1"
+        )
+        assert error.startswith("--listen 'bogus:1' is not a server endpoint: ")
+
+    def test_missing_credentials_file(self, tmp_path: Path) -> None:
+        missing = tmp_path / "nope.txt"
+        error = usage_error("--credentials", str(missing))
+        assert error == f"{missing}: cannot read: No such file or directory"
+
+    def test_credentials_directory(self, tmp_path: Path) -> None:
+        error = usage_error("--credentials", str(tmp_path))
+        assert error.startswith(f"{tmp_path}: cannot read: ")
+
+    @pytest.mark.parametrize(
+        "content, problem",
+        [
+            (b"yoda wise\nhans\n", ":2: expected 'username password'"),
+            (b"yoda wise\nyoda other\n", ":2: yoda is listed twice"),
+            (b"yoda wise\n" + b"x" * 33 + b" pw\n", ":2: a user name has at most 32 characters"),
+            (b"yo\x01da wise\n", ":1: a user name cannot contain spaces or control characters"),
+            (b"yoda w\xe9se\n", ": not valid UTF-8"),
+        ],
+    )
+    def test_corrupt_credentials_file(
+        self, tmp_path: Path, content: bytes, problem: str
+    ) -> None:
+        path = tmp_path / "bad.txt"
+        path.write_bytes(content)
+        assert usage_error("--credentials", str(path)) == f"{path}{problem}"
+
+    def test_unknown_option(self, credentials: Path) -> None:
+        error = usage_error("--credentials", str(credentials), "--colour", "blue")
+        assert "colour" in error
+
+
+class TestMakeService:
+    """``makeService`` on a memory reactor: the service tree and its listeners."""
+
+    def test_service_with_listeners(self, credentials: Path, tmp_path: Path) -> None:
+        config = parse(
+            "--credentials",
+            str(credentials),
+            "--listen",
+            "tcp:4119",
+            "--listen",
+            "tcp:4120:interface=127.0.0.1",
+            "--data-dir",
+            str(tmp_path / "data"),
+        )
+        reactor = MemoryReactor()
+        top = tap.makeService(config, reactor=reactor)
+        assert isinstance(top, MultiService)
+        assert IService.providedBy(top)
+        listeners = [s for s in top if isinstance(s, StreamServerEndpointService)]
+        others = [s for s in top if not isinstance(s, StreamServerEndpointService)]
+        assert len(listeners) == 2
+        assert len(others) == 1  # the chat service itself
+        factories = {id(listener.factory) for listener in listeners}
+        assert len(factories) == 1  # one factory, so one chat state, for all ports
+        assert isinstance(listeners[0].factory, ChatFactory)
+
+        # The listeners listen on the given reactor, as described.
+        for listener in listeners:
+            listener.startService()
+        try:
+            assert [(port, interface) for port, _f, _b, interface in reactor.tcpServers] == [
+                (4119, ""),
+                (4120, "127.0.0.1"),
+            ]
+            assert all(f is listeners[0].factory for _p, f, _b, _i in reactor.tcpServers)
+        finally:
+            for listener in listeners:
+                listener.stopService()
+        # Building the service does not create the data directory; starting it does.
+        assert not (tmp_path / "data").exists()
+
+    def test_default_listener(self, credentials: Path) -> None:
+        reactor = MemoryReactor()
+        top = tap.makeService(parse("--credentials", str(credentials)), reactor=reactor)
+        listeners = [s for s in top if isinstance(s, StreamServerEndpointService)]
+        assert len(listeners) == 1
+        listeners[0].startService()
+        try:
+            assert [server[0] for server in reactor.tcpServers] == [4119]
+        finally:
+            listeners[0].stopService()
+
+
+class TestCommandLine:
+    """The real ``twistd`` command, run from an empty temporary directory."""
+
+    def test_plugin_found_from_any_directory(self, tmp_path: Path) -> None:
+        result = run_twistd(["--help"], cwd=tmp_path)
+        assert result.returncode == 0, result.stdout
+        commands = result.stdout.split("Commands:", 1)[1]
+        assert any(line.split()[:1] == ["chat"] for line in commands.splitlines()), commands
+
+    def test_installed_plugin_found(self, tmp_path: Path) -> None:
+        """As after ``pip install .``: without this checkout on the path."""
+        try:
+            importlib.metadata.distribution("chatservice")
+        except importlib.metadata.PackageNotFoundError:
+            pytest.skip("chatservice is not installed")
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        result = subprocess.run(
+            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "--help"],
+            cwd=tmp_path,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 0, result.stdout
+        commands = result.stdout.split("Commands:", 1)[1]
+        assert any(line.split()[:1] == ["chat"] for line in commands.splitlines()), commands
+
+    def test_help_documents_every_option(self, tmp_path: Path) -> None:
+        result = run_twistd(["chat", "--help"], cwd=tmp_path)
+        assert result.returncode == 0, result.stdout
+        assert result.stdout.startswith("Usage: twistd [options] chat [options]")
+        for option in OPTIONS:
+            assert f"{option}=" in result.stdout, option
+        for short in ("-l", "-c", "-b", "-f", "-t", "-d"):
+            assert f"  {short}, --" in result.stdout, short
+        assert "[default: tcp:4119]" in result.stdout
+        assert "[default: 600]" in result.stdout
+
+    def test_bad_max_failures_exits_with_the_problem(self, tmp_path: Path) -> None:
+        result = run_twistd(["chat", "--max-failures", "9"], cwd=tmp_path)
+        assert result.returncode != 0
+        last = result.stdout.strip().splitlines()[-1]
+        assert last.endswith("chat: --max-failures must be from 1 to 5, not 9"), last
+        assert not (tmp_path / "chat-data").exists()
+
+    def test_missing_credentials_exits_with_the_file(self, tmp_path: Path) -> None:
+        result = run_twistd(["chat", "--credentials", "missing.txt"], cwd=tmp_path)
+        assert result.returncode != 0
+        last = result.stdout.strip().splitlines()[-1]
+        assert last.endswith("chat: missing.txt: cannot read: No such file or directory"), last
