@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -37,6 +38,7 @@ class Server:
                     "--credentials", str(self.work / "credentials.txt"),
                     "--data-dir", str(self.work / "data"),
                     "--flood-burst", "100000", "--flood-rate", "100000",
+                    "--max-offline", "100000",
                 ),
                 cwd=self.work, env=subprocess_environment(),
                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
@@ -76,16 +78,21 @@ class JsonClient:
     def send(self, obj: dict[str, object]) -> None:
         self.sock.sendall(json.dumps(obj).encode() + b"\n")
 
-    def objects(self, timeout: float) -> list[dict[str, object]]:
-        """Every JSON object received within ``timeout`` seconds (until the peer closes)."""
+    def objects(self, timeout: float, idle: float | None = None) -> list[dict[str, object]]:
+        """Every JSON object received within ``timeout`` seconds (until the peer
+        closes, or nothing came for ``idle`` seconds after the first object)."""
         self.sock.settimeout(0.2)
-        found = []
+        found: list[dict[str, object]] = []
         deadline = time.monotonic() + timeout
+        last = time.monotonic()
         while time.monotonic() < deadline:
+            if idle is not None and found and time.monotonic() - last > idle:
+                break
             try:
                 chunk = self.sock.recv(65536)
             except socket.timeout:
                 continue
+            last = time.monotonic()
             except OSError:
                 break
             if not chunk:
@@ -109,22 +116,32 @@ class KillNineTests(unittest.TestCase):
         self.server = Server(self.work)
         self.addCleanup(self.server.stop)
 
+    @staticmethod
+    def _send_quietly(sock: socket.socket, payload: bytes) -> None:
+        try:
+            sock.sendall(payload)
+        except OSError:
+            pass  # the server was killed mid-send: expected
+
     def test_acknowledged_messages_survive_and_arrive_once(self) -> None:
         self.server.start()
         sender = JsonClient(self.server.port)
         self.addCleanup(sender.close)
         sender.send({"type": "login", "user": "yoda", "password": "wise"})
-        burst = 3000
-        sender.sock.sendall(
-            b"".join(
-                json.dumps({"type": "message", "to": "hans", "message": f"m{i}", "id": i}).encode()
-                + b"\n"
-                for i in range(burst)
-            )
+        burst = 30000
+        payload = b"".join(
+            json.dumps({"type": "message", "to": "hans", "message": f"m{i}", "id": i}).encode()
+            + b"\n"
+            for i in range(burst)
         )
+        # Sent from a thread while this one reads the acknowledgements, so the
+        # server's replies never back up.
+        writer = threading.Thread(target=self._send_quietly, args=(sender.sock, payload))
+        writer.start()
+        self.addCleanup(writer.join, 10)
         acknowledged: set[int] = set()
         deadline = time.monotonic() + 20
-        while len(acknowledged) < burst // 10 and time.monotonic() < deadline:
+        while len(acknowledged) < 300 and time.monotonic() < deadline:
             for obj in sender.objects(0.05):
                 if obj.get("type") == "message_status" and obj.get("stored"):
                     acknowledged.add(int(obj["id"]))  # type: ignore[arg-type]
@@ -141,7 +158,7 @@ class KillNineTests(unittest.TestCase):
         self.addCleanup(receiver.close)
         receiver.send({"type": "login", "user": "hans", "password": "falcon"})
         received = [
-            obj["message"] for obj in receiver.objects(5)
+            obj["message"] for obj in receiver.objects(20, idle=1)
             if obj.get("type") == "message" and obj.get("offline")
         ]
         numbers = [int(str(text)[1:]) for text in received]
@@ -155,6 +172,6 @@ class KillNineTests(unittest.TestCase):
         self.addCleanup(again.close)
         time.sleep(0.2)
         again.send({"type": "login", "user": "hans", "password": "falcon"})
-        replies = again.objects(2)
+        replies = again.objects(5, idle=0.5)
         self.assertTrue(any(obj.get("type") == "login" and obj.get("success") for obj in replies))
         self.assertEqual([obj for obj in replies if obj.get("type") == "message"], [])
