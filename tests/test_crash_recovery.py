@@ -92,11 +92,11 @@ class JsonClient:
                 chunk = self.sock.recv(65536)
             except socket.timeout:
                 continue
-            last = time.monotonic()
             except OSError:
                 break
             if not chunk:
                 break
+            last = time.monotonic()
             self.buffer += chunk
             *lines, self.buffer = self.buffer.split(b"\n")
             found += [json.loads(line) for line in lines if line.startswith(b"{")]
