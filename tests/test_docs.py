@@ -39,3 +39,20 @@ class ProtocolReferenceTests(unittest.TestCase):
                     alias in self.text or alias.upper() in self.text,
                     f"{command.name} alias {alias}",
                 )
+
+
+class ReadmeTests(unittest.TestCase):
+    """README.rst gives the two commands and is valid reStructuredText."""
+
+    def test_readme(self) -> None:
+        import docutils.core
+
+        text = (DOCS.parent.parent / "README.rst").read_text(encoding="utf-8")
+        docutils.core.publish_string(
+            text, writer_name="null", settings_overrides={"halt_level": 2, "report_level": 5}
+        )
+        self.assertIn("python3 -m pip install . && twistd -n chat", text)
+        self.assertIn("python3 -m pip install '.[test]' && python3 -m pytest", text)
+        ci = (DOCS.parent.parent / ".ci" / "run").read_text(encoding="utf-8")
+        self.assertIn("python3 -m pip install --quiet '.[test]'", ci)
+        self.assertIn("python3 -m pytest", ci)
