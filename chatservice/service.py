@@ -58,7 +58,12 @@ class ChatService(Service):
             self.thread_pool.start()
         self.activity.users_changed()
         super().startService()
-        log.info("Chat service started; data in {data_dir}", data_dir=str(self.data_dir))
+        log.info(
+            "Chat service started: {accounts} accounts from {path}; data in {data_dir}",
+            accounts=len(getattr(self.state.accounts, "usernames", list)()),
+            path=str(getattr(self.state.accounts, "path", "?")),
+            data_dir=str(self.data_dir),
+        )
 
     def _end_remaining_sessions(self) -> None:
         """Log out users whose connections did not close in the grace period."""
