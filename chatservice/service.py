@@ -59,9 +59,8 @@ class ChatService(Service):
         self.activity.users_changed()
         super().startService()
         log.info(
-            "Chat service started: {accounts} accounts from {path}; data in {data_dir}",
-            accounts=len(getattr(self.state.accounts, "usernames", list)()),
-            path=str(getattr(self.state.accounts, "path", "?")),
+            "Chat service started: {accounts} accounts; data in {data_dir}",
+            accounts=len(self.state.accounts.usernames()),
             data_dir=str(self.data_dir),
         )
 
