@@ -28,6 +28,8 @@ WORDS = "words"
 """User names: the rest of the line in text; a string or a list in JSON."""
 MAX_SECONDS = 1_000_000_000
 """The largest :data:`SECONDS` value (about 31 years; also for minutes)."""
+MAX_EPOCH_SECONDS = 253_402_300_799
+"""The last second of the year 9999: the range a :data:`TIMESTAMP` may take."""
 TIMESTAMP = "timestamp"
 """A time as ``dd Mmm yyyy hh:mm:ss`` (JSON: that string, or seconds since the epoch)."""
 
@@ -257,7 +259,12 @@ def convert(command: Command, argument: Argument, value: Any) -> Any:
             raise CommandError("bad_argument", f"Error. Usage: {command.usage}")
         return tuple(dict.fromkeys(remove_control_characters(n).strip() for n in names))
     if argument.kind == TIMESTAMP:
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        if (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            and abs(value) <= MAX_EPOCH_SECONDS
+        ):
             return float(value)
         try:
             if not isinstance(value, str):

@@ -193,3 +193,25 @@ class MessageSizeTests(HarnessTestCase):
         self.assertEqual(hans.output(), "")
         yoda.send("broadcast " + "y" * 10)
         self.assertEqual(hans.lines(), ["[broadcast] yoda: " + "y" * 10])
+
+
+class SlowReaderGraceTests(HarnessTestCase):
+    """A client that stays past the soft limit is closed after a grace period."""
+
+    harness_options = {"output_soft_limit": 1000, "output_hard_limit": 10**9, "slow_reader_grace": 30}
+
+    def test_closed_after_grace_unless_it_catches_up(self) -> None:
+        yoda, hans, luke = self.online("yoda", "hans", "luke")
+        for reader in (hans, luke):
+            reader.protocol._output.pauseProducing()
+        for _ in range(3):
+            yoda.send("help")  # replies to yoda only: nobody congested yet
+        for _ in range(6):
+            yoda.send("broadcast " + "x" * 300)
+        self.assertTrue(hans.protocol.congested and luke.protocol.congested)
+        self.harness.clock.advance(20)
+        luke.protocol._output.resumeProducing()  # luke catches up in time
+        self.harness.clock.advance(10)
+        self.assertEqual(hans.protocol.phase.name, "CLOSED")
+        self.assertNotIn("hans", self.harness.state.sessions)
+        self.assertNotEqual(luke.protocol.phase.name, "CLOSED")

@@ -7,6 +7,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -115,3 +116,33 @@ class TLSEndToEndTests(unittest.TestCase):
     def test_wrong_host_name_is_refused(self) -> None:
         with self.assertRaises(ssl.SSLCertVerificationError):
             self.tls_connect(self.certs["ca"], hostname="chat.example.org")
+
+
+class TLSClientTests(TLSEndToEndTests):
+    """chat-client --tls --ca verifies the server and chats over TLS."""
+
+    def run_client(self, *options: str, stdin: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "chatservice.client", "127.0.0.1", str(self.tls_port), *options],
+            input=stdin, capture_output=True, text=True, timeout=60,
+            env=subprocess_environment(),
+        )
+
+    def test_client_over_tls(self) -> None:
+        result = self.run_client("--tls", "--ca", str(self.certs["ca"]), stdin="yoda\nwise\nwhoelse\nlogout\n")
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn("Welcome to chatservice, yoda!", result.stdout)
+        self.assertIn("No other users are online.", result.stdout)
+
+    def test_client_refuses_unknown_authority(self) -> None:
+        other = Path(tempfile.mkdtemp(prefix="chat-tls-"))
+        self.addCleanup(shutil.rmtree, other, True)
+        stranger = make_certificates(other)
+        result = self.run_client("--tls", "--ca", str(stranger["ca"]), stdin="yoda\nwise\nlogout\n")
+        self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
+        self.assertNotIn("Welcome", result.stdout)
+
+    # The server-side tests of the base class are not repeated here.
+    test_tls_user_chats_with_tcp_user = None  # type: ignore[assignment]
+    test_wrong_certificate_authority_is_refused = None  # type: ignore[assignment]
+    test_wrong_host_name_is_refused = None  # type: ignore[assignment]

@@ -1,9 +1,25 @@
 """The terminal client: ``chat-client HOST PORT`` (or ``python -m chatservice.client``).
 
-It talks to the server in JSON lines (:mod:`.server_connection`), reads the
-keyboard or a script on standard input (:mod:`.console`), and talks to other
-clients directly: private chats over TCP (:mod:`.peer`, :mod:`.private`) and
-file transfers over UDP (:mod:`.transfers`, :mod:`.filetransfer`,
-:mod:`.udpwire`).  :mod:`.app` ties them together; :mod:`.main` parses the
-options and runs it.
+:mod:`.main`
+    the options, and wiring the client to the reactor, stdin/stdout and ports
+:mod:`.app`
+    :class:`~.app.ChatClient`: logging in, typed commands, server messages, exit status
+:mod:`.commands`
+    typed words to JSON requests (the server's own table) or client actions
+:mod:`.server_connection`
+    the JSON-lines connection to the server; replies matched by ``id``
+:mod:`.render`
+    server JSON messages as readable lines
+:mod:`.console`
+    standard input lines, the screen (terminal or pipe), password echo
+:mod:`.peer`, :mod:`.private`
+    peer-to-peer private chat: the line protocol, tokens and sessions
+:mod:`.udpwire`, :mod:`.filetransfer`, :mod:`.transfers`
+    peer-to-peer file transfer over UDP: datagrams, state machines, the port
+:mod:`.progress`
+    what the user sees of transfers
+:mod:`.jsonlog`
+    ``--json-log``
+:mod:`.lossy`, :mod:`.testing`
+    a lossy datagram writer (``--udp-loss``, tests) and test doubles
 """

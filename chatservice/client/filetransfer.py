@@ -61,7 +61,7 @@ class TransferSettings:
     receive_window: int = 1024
     """Chunks a receiver buffers past the first missing one."""
     initial_rto: float = 0.5
-    min_rto: float = 0.05
+    min_rto: float = 0.02
     max_rto: float = 4.0
     reorder_threshold: int = 3
     idle_timeout: float = 30.0
@@ -255,6 +255,7 @@ class OutgoingTransfer(Transfer):
         self._highest_acked_serial = 0
         self._recovery_serial = 0
         self._control_sent_at = 0.0
+        self._control_sends = 0
         self.retransmissions = 0
 
     def start(self) -> None:
@@ -295,13 +296,17 @@ class OutgoingTransfer(Transfer):
         else:
             self.send(udpwire.encode_fin(self.transfer_id, self._hash.digest()))
         self._control_sent_at = now
+        self._control_sends += 1
         self._schedule(now + self.rto)
 
     def _accepted(self, message: udpwire.Accept, now: float) -> None:
         self.receive_window = max(1, min(message.window, 1 << 16))
         self.state = State.RUNNING
         self.started_at = now
-        self._sample_rtt(now - self._control_sent_at)
+        if self._control_sends == 1:
+            # Karn: a START sent again gives no reliable round-trip time.
+            self._sample_rtt(now - self._control_sent_at)
+        self._control_sends = 0
         self.observer.transfer_started(self)
         self._fill(now)
 
@@ -673,6 +678,13 @@ class IncomingTransfer(Transfer):
         elif self.state is State.LINGERING:
             self.state = State.SUCCEEDED
             self._close()
+
+    def abort(self, reason: str) -> None:
+        if self.state is State.LINGERING:
+            # Quitting while the sender may still wait for our DONE (if the
+            # first one was lost): one more, for luck, as we go.
+            self._send(udpwire.encode_done(self.transfer_id))
+        super().abort(reason)
 
     def _send(self, datagram: bytes) -> None:
         if self.address is not None:

@@ -67,6 +67,8 @@ KIND_NAMES = {
     ABORT: "ABORT",
 }
 
+MAX_DATAGRAM = 65536
+"""Read buffer size for the UDP port: more than the largest datagram (``MAX_CHUNK`` + header)."""
 MAX_REASON = 200
 MAX_TOKEN = 1024
 DIGEST_SIZE = 32

@@ -73,6 +73,11 @@ class ConnectionPolicy:
         are kept for later).
     :param output_hard_limit: bytes of unread output past which the
         connection is closed.
+    :param slow_reader_grace: seconds a connection may stay past the soft
+        limit before it is closed, even if it never reaches the hard one.
+    :param send_buffer: the kernel send buffer of each connection, in bytes
+        (pinned, so unread output is counted by the server, not hidden in
+        a kernel buffer that grows to megabytes).
     :param max_connections: connections the server takes at once.
     :param max_connections_per_address: connections one address may have.
     """
@@ -89,5 +94,7 @@ class ConnectionPolicy:
     flood_limit: float = 30.0
     output_soft_limit: int = 256 * 1024
     output_hard_limit: int = 1024 * 1024
+    slow_reader_grace: float = 60.0
+    send_buffer: int = 64 * 1024
     max_connections: int = 1000
     max_connections_per_address: int = 20

@@ -10,6 +10,7 @@ then JSON lines for the rest of its life.
 from __future__ import annotations
 
 import enum
+import socket
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -100,6 +101,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         self._throttled_since: float | None = None
         self._unthrottle: IDelayedCall | None = None
         self._output = OutputMonitor(self._output_drained)
+        self._slow_reader_deadline: IDelayedCall | None = None
         self._dropped = 0
 
     # Connection life -----------------------------------------------------------
@@ -107,6 +109,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
     def connectionMade(self) -> None:
         self.host = getattr(self.transport.getPeer(), "host", "")
         self.transport.registerProducer(self._output, True)
+        self._pin_send_buffer()
         refusal = None
         if self.factory is not None:
             refusal = self.factory.connection_made(self)
@@ -124,9 +127,10 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
     def connectionLost(self, reason: Failure = None) -> None:
         self.setTimeout(None)
         self.phase = Phase.CLOSED
-        if self._unthrottle is not None and self._unthrottle.active():
-            self._unthrottle.cancel()
-        self._unthrottle = None
+        for call in (self._unthrottle, self._slow_reader_deadline):
+            if call is not None and call.active():
+                call.cancel()
+        self._unthrottle = self._slow_reader_deadline = None
         self.end_session()
         self.session = None
         # Last: the service's stop waits for this, then closes the store.
@@ -173,6 +177,8 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         self.phase = Phase.CLOSED
         if log_out:
             self.end_session()
+        # A registered producer would hold up a TLS transport's close.
+        self.transport.unregisterProducer()
         self.transport.loseConnection()
 
     def end_session(self) -> None:
@@ -186,20 +192,51 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
 
         A client whose unread output passes the hard limit is disconnected.
         """
+        if self.phase is Phase.CLOSED:
+            return
         data = encode_event(self.wire, event, request_id)
         if not data or self.transport is None:
             return
         self.transport.write(data)
         self._output.wrote(len(data))
-        if self._output.backlog > self.policy.output_hard_limit and self.phase is not Phase.CLOSED:
-            log.info(
-                "Closing {host}: {backlog} bytes unread", host=self.host, backlog=self._output.backlog
+        if self._output.backlog > self.policy.output_hard_limit:
+            self._drop_slow_reader()
+        elif self.congested and self._slow_reader_deadline is None:
+            self._slow_reader_deadline = self._clock.callLater(
+                self.policy.slow_reader_grace, self._drop_slow_reader
             )
-            self.phase = Phase.CLOSED
-            self.transport.abortConnection()
+
+    def _drop_slow_reader(self) -> None:
+        """Close a client that does not read what it is sent (it cannot be told)."""
+        deadline, self._slow_reader_deadline = self._slow_reader_deadline, None
+        if deadline is not None and deadline.active():
+            deadline.cancel()
+        if self.phase is Phase.CLOSED:
+            return
+        log.info(
+            "Closing {user}@{host}: {backlog} bytes unread",
+            user=self.session.username if self.session is not None else "-",
+            host=self.host,
+            backlog=self._output.backlog,
+        )
+        self.phase = Phase.CLOSED
+        self.end_session()
+        self.transport.unregisterProducer()
+        self.transport.abortConnection()
+
+    def _pin_send_buffer(self) -> None:
+        """Keep the kernel's send buffer small, so a backlog shows up here."""
+        try:
+            handle = self.transport.getHandle()
+            handle.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.policy.send_buffer)
+        except (AttributeError, OSError):
+            pass  # not a socket (a test transport, standard I/O)
 
     def _output_drained(self) -> None:
         """The client caught up: say what was dropped, deliver what was kept."""
+        if self._slow_reader_deadline is not None:
+            self._slow_reader_deadline.cancel()
+            self._slow_reader_deadline = None
         if self._dropped:
             dropped, self._dropped = self._dropped, 0
             self.send(

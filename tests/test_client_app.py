@@ -1,0 +1,523 @@
+"""The whole client against a fake server: logging in, commands, private chats, files, the end.
+
+Each :class:`Harness` is one ``ChatClient`` whose server connection writes into
+a ``StringTransport`` (the test plays the server by feeding JSON lines), whose
+keyboard is a ``Console`` fed by the test, and whose peers are reached through
+iosim pumps (private chats) and a simulated datagram network (files), all on
+one ``task.Clock``.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial import unittest
+
+from chatservice.client import app
+from chatservice.client.app import ChatClient, Phase
+from chatservice.client.console import Console, Output
+from chatservice.client.filetransfer import TransferSettings
+from chatservice.client.peer import PeerFactory
+from chatservice.client.server_connection import ServerConnection
+from chatservice.client.testing import DatagramNetwork
+from tests.test_client_peer import PeerNetwork
+
+SETTINGS = TransferSettings(chunk_size=500, linger=1.0, idle_timeout=5.0, start_timeout=5.0)
+
+
+class FakeEcho:
+    def __init__(self) -> None:
+        self.hidden = False
+        self.history: list[str] = []
+
+    def hide(self) -> None:
+        self.hidden = True
+        self.history.append("hide")
+
+    def restore(self) -> None:
+        if self.hidden:
+            self.history.append("restore")
+        self.hidden = False
+
+
+class Harness:
+    """One client, its fake server connection and its fake keyboard."""
+
+    def __init__(
+        self,
+        test: unittest.TestCase,
+        name: str,
+        clock: Clock,
+        peers: PeerNetwork,
+        datagrams: DatagramNetwork,
+        port: int,
+    ) -> None:
+        self.name = name
+        self.clock = clock
+        directory = tempfile.TemporaryDirectory(prefix=f"chat-client-{name}-")
+        test.addCleanup(directory.cleanup)
+        self.directory = Path(directory.name)
+        self.downloads = self.directory / "downloads"
+        self.downloads.mkdir()
+        self.written: list[bytes] = []
+        self.echo = FakeEcho()
+        self.client = ChatClient(
+            clock,
+            Output(self.written.append, terminal=False, interactive=False),
+            self.echo,  # type: ignore[arg-type]
+            download_dir=self.downloads,
+            connect_peer=peers.connect,
+            transfer_settings=SETTINGS,
+            progress_interval=1000,
+        )
+        self.client.p2p_port = port
+        self.client.udp_port = port
+        peers.listeners[port] = PeerFactory(self.client.private, clock)
+        datagrams.attach(("127.0.0.1", port), self.client.files)
+        self.console = Console(self.client.line_entered, self.client.input_ended)
+        self.console_transport = StringTransport()
+        self.console.makeConnection(self.console_transport)
+        self.client.console = self.console
+        self.console.pause()
+        self.server_transport = StringTransport()
+        self.server = ServerConnection(self.client)
+        self.server.makeConnection(self.server_transport)
+        self.server.dataReceived(b"Welcome to chatservice 0.1.0. Please log in.\r\nUsername: ")
+        [hello] = self.requests()
+        self.answer(hello, type="hello", version="0.1.0")
+        self.status: list[int] = []
+        self.client.finished.addCallback(self.status.append)
+
+    # The keyboard and the screen ----------------------------------------------------
+
+    def type(self, *lines: str) -> None:
+        self.console.dataReceived("".join(line + "\n" for line in lines).encode("utf-8"))
+
+    def lines(self) -> list[str]:
+        text = b"".join(self.written).decode("utf-8")
+        self.written.clear()
+        return text.splitlines()
+
+    # The server ---------------------------------------------------------------------
+
+    def requests(self) -> list[dict[str, Any]]:
+        data = self.server_transport.value().decode("utf-8")
+        self.server_transport.clear()
+        return [json.loads(line) for line in data.splitlines()]
+
+    def receive(self, message: dict[str, Any]) -> None:
+        self.server.dataReceived(json.dumps(message).encode("utf-8") + b"\n")
+
+    def answer(self, request: dict[str, Any], **reply: Any) -> None:
+        self.receive(dict(reply, id=request["id"]))
+
+    def log_in(self, password: str = "pw") -> None:
+        self.type(self.name, password)
+        [login] = self.requests()
+        self.answer(login, type="login", success=True, user=self.name)
+        self.lines()
+
+    def close(self, reason: Failure | None = None) -> None:
+        if not self.server_transport.disconnected:
+            self.server_transport.disconnected = True
+            self.server.connectionLost(reason or Failure(ConnectionDone()))
+
+
+class ClientTestCase(unittest.TestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_795_282_200)
+        self.peers = PeerNetwork(self.clock)
+        self.datagrams = DatagramNetwork(self.clock)
+        self.harnesses: list[Harness] = []
+
+    def harness(self, name: str) -> Harness:
+        harness = Harness(self, name, self.clock, self.peers, self.datagrams, 6000 + len(self.harnesses))
+        self.harnesses.append(harness)
+        return harness
+
+    def tearDown(self) -> None:
+        for harness in self.harnesses:
+            harness.close()
+        self.peers.flush()
+        self.datagrams.stop()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def settle(self, seconds: float = 0.0) -> None:
+        """Move private chat bytes and datagrams along for ``seconds`` (and at least once)."""
+        end = self.clock.seconds() + seconds
+        while True:
+            self.peers.flush()
+            if self.clock.seconds() >= end and self.datagrams.idle():
+                return
+            self.clock.advance(0.001)
+
+
+class LoginTests(ClientTestCase):
+    def test_login_request_carries_the_peer_ports(self) -> None:
+        yoda = self.harness("yoda")
+        yoda.type("yoda", "wise")
+        [login] = yoda.requests()
+        self.assertEqual(
+            login,
+            {"type": "login", "user": "yoda", "password": "wise", "p2p_port": 6000, "udp_port": 6000, "id": 1},
+        )
+        yoda.answer(login, type="login", success=True, user="yoda")
+        self.assertEqual(yoda.lines(), ["Welcome to chatservice, yoda! Type help for the list of commands."])
+        self.assertIs(yoda.client.phase, Phase.ONLINE)
+        self.assertEqual(yoda.client.private.username, "yoda")
+
+    def test_password_is_not_echoed(self) -> None:
+        yoda = self.harness("yoda")
+        yoda.type("yoda")
+        self.assertTrue(yoda.echo.hidden)
+        yoda.type("wise")
+        self.assertFalse(yoda.echo.hidden)
+        self.assertEqual(yoda.echo.history, ["hide", "restore"])
+
+    def test_lines_typed_during_login_wait_for_it(self) -> None:
+        yoda = self.harness("yoda")
+        yoda.type("yoda", "wise", "whoelse", "message hans hi")
+        [login] = yoda.requests()
+        yoda.answer(login, type="login", success=True, user="yoda")
+        self.assertEqual(yoda.requests(), [{"type": "whoelse", "id": 2}])
+
+    def test_wrong_password_asks_for_the_password_again(self) -> None:
+        yoda = self.harness("yoda")
+        yoda.type("yoda", "wrong", "wise")
+        [first] = yoda.requests()
+        yoda.answer(first, type="login", success=False, reason="wrong_password",
+                    message="Invalid Password. Please try again")
+        self.assertEqual(yoda.lines(), ["Invalid Password. Please try again"])
+        [second] = yoda.requests()
+        self.assertEqual((second["user"], second["password"]), ("yoda", "wise"))
+
+    def test_unknown_user_asks_for_the_name_again(self) -> None:
+        yoda = self.harness("yoda")
+        yoda.type("vader", "dark", "yoda", "wise")
+        [first] = yoda.requests()
+        yoda.answer(first, type="login", success=False, reason="unknown_user",
+                    message="Error. Unknown user vader. Please try again.")
+        [second] = yoda.requests()
+        self.assertEqual(second["user"], "yoda")
+
+    def test_blank_user_name_is_asked_again(self) -> None:
+        yoda = self.harness("yoda")
+        yoda.type("", "  ", "yoda", "wise")
+        [login] = yoda.requests()
+        self.assertEqual(login["user"], "yoda")
+
+    def test_locked_account_ends_the_client(self) -> None:
+        yoda = self.harness("yoda")
+        yoda.type("yoda", "wrong")
+        [login] = yoda.requests()
+        yoda.answer(login, type="login", success=False, reason="locked",
+                    message="Invalid Password. Your account has been blocked after too many failures. Please try again later")
+        yoda.close()
+        self.assertEqual(
+            yoda.lines(),
+            ["Invalid Password. Your account has been blocked after too many failures. Please try again later"],
+        )
+        self.assertEqual(yoda.status, [app.EXIT_LOST])
+
+    def test_error_reply_to_login(self) -> None:
+        yoda = self.harness("yoda")
+        yoda.type("yoda", "wise")
+        [login] = yoda.requests()
+        yoda.answer(login, type="error", code="missing_field", message="Bad login.")
+        self.assertEqual(yoda.lines(), ["Bad login."])
+        self.assertIs(yoda.client.phase, Phase.USERNAME)
+
+    def test_end_of_input_before_login(self) -> None:
+        yoda = self.harness("yoda")
+        yoda.type("yoda")
+        yoda.console.readConnectionLost()
+        self.assertTrue(yoda.server_transport.disconnecting)
+        self.assertFalse(yoda.echo.hidden)
+        yoda.close()
+        self.assertEqual(yoda.lines(), [])
+        self.assertEqual(yoda.status, [app.EXIT_LOST])
+
+
+class CommandTests(ClientTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.yoda = self.harness("yoda")
+        self.yoda.log_in()
+
+    def test_server_commands_with_the_same_words(self) -> None:
+        self.yoda.type("message hans Hey Dude")
+        [request] = self.yoda.requests()
+        self.assertEqual(request, {"type": "message", "to": "hans", "message": "Hey Dude", "id": 2})
+        self.yoda.answer(request, type="message_status", to="hans", stored=True)
+        self.assertEqual(self.yoda.lines(), ["hans is offline; your message will be delivered when they log in."])
+        self.yoda.type("room create hans luke")
+        [request] = self.yoda.requests()
+        self.assertEqual(request, {"type": "room_create", "members": ["hans", "luke"], "id": 3})
+
+    def test_unknown_command_sends_nothing(self) -> None:
+        self.yoda.type("dance", "message hans")
+        self.assertEqual(self.yoda.requests(), [])
+        self.assertEqual(
+            self.yoda.lines(),
+            ["Error. Invalid command (type help for the list)", "Error. Usage: message <user> <text>"],
+        )
+
+    def test_output_keeps_the_order_of_the_input(self) -> None:
+        self.yoda.type("whoelse", "dance", "block hans")
+        [whoelse] = self.yoda.requests()
+        self.assertEqual(self.yoda.lines(), [])
+        self.yoda.answer(whoelse, type="userlist", users=["hans"], onlinetype=True)
+        [block] = self.yoda.requests()
+        self.yoda.answer(block, type="error", code="invalid_user", message="Error. Invalid user hans.")
+        self.assertEqual(
+            self.yoda.lines(),
+            ["hans", "Error. Invalid command (type help for the list)", "Error. Invalid user hans."],
+        )
+
+    def test_help_adds_the_clients_own_commands(self) -> None:
+        self.yoda.type("help")
+        [request] = self.yoda.requests()
+        self.yoda.answer(request, type="help", commands=[
+            {"usage": "whoelse", "summary": "list the other users online now"},
+            {"usage": "startprivate <user>", "summary": "(chat-client)"},
+        ])
+        lines = self.yoda.lines()
+        self.assertEqual(lines[0], "Commands:")
+        self.assertTrue(lines[1].strip().startswith("whoelse"))
+        self.assertIn("start a private chat with <user>", lines[2])
+        self.assertEqual([line.split()[0] for line in lines[3:]], ["private", "stopprivate", "sendfile"])
+
+    def test_unsolicited_messages_are_shown(self) -> None:
+        self.yoda.receive({"type": "message", "from": "hans", "message": "hi", "timestamp": 1, "offline": False})
+        self.yoda.receive({"type": "user_notification", "user": "luke", "status": True})
+        self.assertEqual(self.yoda.lines(), ["hans: hi", "luke logged in"])
+
+    def test_private_without_a_session(self) -> None:
+        self.yoda.type("private hans hi", "stopprivate hans")
+        self.assertEqual(self.yoda.requests(), [])
+        self.assertEqual(
+            self.yoda.lines(),
+            ["Error. Private messaging to hans not enabled", "Error. Private messaging with hans is not active."],
+        )
+
+    def test_private_message_too_long(self) -> None:
+        self.yoda.type("private hans " + "x" * 9000)
+        self.assertEqual(self.yoda.lines(), ["Error. Private messages are limited to 8191 bytes."])
+
+    def test_startprivate_refused_by_the_server(self) -> None:
+        self.yoda.type("startprivate hans")
+        [request] = self.yoda.requests()
+        self.assertEqual(request, {"type": "startprivate", "target": "hans", "id": 2})
+        self.yoda.answer(request, type="error", code="blocked", message="Error. hans has blocked you.")
+        self.assertEqual(self.yoda.lines(), ["Error. hans has blocked you."])
+
+    def test_startprivate_incomplete_answer(self) -> None:
+        self.yoda.type("startprivate hans")
+        [request] = self.yoda.requests()
+        self.yoda.answer(request, type="private_address", user="hans", host="127.0.0.1", port="x", token="t")
+        self.assertEqual(self.yoda.lines(), ["Error. The server's answer to startprivate was incomplete."])
+
+    def test_sendfile_of_a_missing_file(self) -> None:
+        self.yoda.type(f"sendfile hans {self.yoda.directory / 'nope.bin'}")
+        self.assertEqual(self.yoda.requests(), [])
+        [line] = self.yoda.lines()
+        self.assertTrue(line.startswith("Error. cannot read "), line)
+
+    def test_sendfile_refused_by_the_server(self) -> None:
+        path = self.yoda.directory / "f.bin"
+        path.write_bytes(b"abc")
+        self.yoda.type(f"UPD hans {path}")
+        [request] = self.yoda.requests()
+        self.assertEqual(request, {"type": "sendfile", "to": "hans", "filename": "f.bin", "size": 3, "id": 2})
+        self.yoda.answer(request, type="error", code="no_udp_port",
+                         message="Error. hans is not using a client that accepts files.")
+        self.assertEqual(self.yoda.lines(), ["Error. hans is not using a client that accepts files."])
+
+    def test_incomplete_file_announcement_is_ignored(self) -> None:
+        self.yoda.receive({"type": "file_incoming", "from": "hans", "filename": "x", "size": "big", "token": "t"})
+        self.assertEqual(self.yoda.lines(), [])
+        self.assertEqual(self.yoda.client.files.active(), [])
+
+
+class EndingTests(ClientTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.yoda = self.harness("yoda")
+        self.yoda.log_in()
+
+    def test_logout(self) -> None:
+        self.yoda.type("logout")
+        [request] = self.yoda.requests()
+        self.yoda.answer(request, type="disconnect", reason="logout", message="Goodbye, yoda!")
+        self.yoda.close()
+        self.assertEqual(self.yoda.lines(), ["Goodbye, yoda!"])
+        self.assertEqual(self.yoda.status, [app.EXIT_OK])
+
+    def test_end_of_input_logs_out(self) -> None:
+        self.yoda.console.readConnectionLost()
+        [request] = self.yoda.requests()
+        self.assertEqual(request, {"type": "logout", "id": 2})
+
+    def test_timeout(self) -> None:
+        self.yoda.receive({"type": "disconnect", "reason": "timeout",
+                           "message": "You have been logged out after 600 seconds of inactivity."})
+        self.yoda.close()
+        self.assertEqual(self.yoda.lines(), ["You have been logged out after 600 seconds of inactivity."])
+        self.assertEqual(self.yoda.status, [app.EXIT_TIMEOUT])
+
+    def test_shutdown(self) -> None:
+        self.yoda.receive({"type": "shutdown", "message": "The server is shutting down."})
+        self.yoda.close()
+        self.assertEqual(self.yoda.lines(), ["The server is shutting down."])
+        self.assertEqual(self.yoda.status, [app.EXIT_SHUTDOWN])
+
+    def test_other_goodbyes(self) -> None:
+        self.yoda.receive({"type": "disconnect", "reason": "flood", "message": "Too fast."})
+        self.yoda.close()
+        self.assertEqual(self.yoda.status, [app.EXIT_LOST])
+
+    def test_dropped_connection(self) -> None:
+        self.yoda.close(Failure(ConnectionLost("reset by peer")))
+        self.assertEqual(
+            self.yoda.lines(),
+            ["Error. The connection to the server was lost."],
+        )
+        self.assertEqual(self.yoda.status, [app.EXIT_LOST])
+
+    def test_closed_without_a_goodbye(self) -> None:
+        self.yoda.close()
+        self.assertEqual(self.yoda.lines(), ["Error. The server closed the connection."])
+        self.assertEqual(self.yoda.status, [app.EXIT_LOST])
+
+    def test_interrupted(self) -> None:
+        self.yoda.client.interrupt()
+        self.assertTrue(self.yoda.server_transport.disconnecting)
+        self.assertEqual(self.yoda.lines(), ["Interrupted."])
+        self.assertEqual(self.yoda.status, [app.EXIT_INTERRUPTED])
+        self.yoda.client.interrupt()
+        self.yoda.close()
+        self.assertEqual(self.yoda.status, [app.EXIT_INTERRUPTED])
+
+    def test_exit_status_table(self) -> None:
+        self.assertEqual(app.exit_status({"type": "disconnect", "reason": "logout"}), 0)
+        self.assertEqual(app.exit_status({"type": "disconnect", "reason": "timeout"}), 3)
+        self.assertEqual(app.exit_status({"type": "disconnect", "reason": "shutdown"}), 4)
+        self.assertEqual(app.exit_status({"type": "shutdown"}), 4)
+        self.assertEqual(app.exit_status({"type": "banned"}), 1)
+        self.assertEqual(app.exit_status({"type": "outdated_client"}), 1)
+
+
+class TwoClientsTests(ClientTestCase):
+    """yoda and hans, with the test passing the server's notes between them."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.yoda = self.harness("yoda")
+        self.hans = self.harness("hans")
+        self.yoda.log_in()
+        self.hans.log_in()
+
+    def start_private(self) -> None:
+        self.yoda.type("startprivate hans")
+        [request] = self.yoda.requests()
+        self.hans.receive({"type": "private_request", "from": "yoda", "token": "tok-1"})
+        self.yoda.answer(request, type="private_address", user="hans", host="127.0.0.1", port=6001, token="tok-1")
+        self.settle()
+        self.assertEqual(self.yoda.lines(), ["Private messaging with hans started."])
+        self.assertEqual(self.hans.lines(), ["Private messaging with yoda started."])
+
+    def test_private_chat(self) -> None:
+        self.start_private()
+        self.yoda.type("private hans this goes straight to hans")
+        self.settle()
+        self.assertEqual(self.hans.lines(), ["yoda(private): this goes straight to hans"])
+        self.assertEqual(self.yoda.requests(), [])
+        self.hans.type("private yoda back")
+        self.settle()
+        self.assertEqual(self.yoda.lines(), ["hans(private): back"])
+
+    def test_startprivate_twice(self) -> None:
+        self.start_private()
+        self.yoda.type("startprivate hans")
+        self.assertEqual(self.yoda.lines(), ["Error. Private messaging with hans is already active."])
+        self.assertEqual(self.yoda.requests(), [])
+
+    def test_stopprivate(self) -> None:
+        self.start_private()
+        self.hans.type("stopprivate yoda")
+        self.settle()
+        self.assertEqual(self.hans.lines(), ["Private messaging with yoda stopped."])
+        self.assertEqual(self.yoda.lines(), ["Private messaging with hans ended."])
+        self.yoda.type("private hans hello?")
+        self.assertEqual(self.yoda.lines(), ["Error. Private messaging to hans not enabled"])
+
+    def test_logout_closes_private_sessions(self) -> None:
+        self.start_private()
+        self.yoda.type("logout")
+        [request] = self.yoda.requests()
+        self.yoda.answer(request, type="disconnect", reason="logout", message="Goodbye, yoda!")
+        self.yoda.close()
+        self.settle()
+        self.assertEqual(self.yoda.lines(), ["Goodbye, yoda!", "Private messaging with hans closed."])
+        self.assertEqual(self.hans.lines(), ["Private messaging with yoda ended."])
+        self.assertEqual(self.yoda.status, [app.EXIT_OK])
+
+    def test_peer_unreachable(self) -> None:
+        self.yoda.type("startprivate hans")
+        [request] = self.yoda.requests()
+        self.yoda.answer(request, type="private_address", user="hans", host="127.0.0.1", port=6999, token="t")
+        [line] = self.yoda.lines()
+        self.assertTrue(line.startswith("Error. Could not start private messaging with hans: could not connect to hans"), line)
+
+    def send_file(self, size: int, command: str = "sendfile") -> Path:
+        path = self.yoda.directory / "lecture 1.bin"
+        path.write_bytes(bytes(range(256)) * (size // 256) + b"x" * (size % 256))
+        self.yoda.type(f"{command} hans {path}")
+        [request] = self.yoda.requests()
+        self.assertEqual((request["filename"], request["size"]), ("lecture 1.bin", size))
+        self.hans.receive({"type": "file_incoming", "from": "yoda", "filename": "lecture 1.bin", "size": size, "token": "tok-f"})
+        self.yoda.answer(request, type="file_address", user="hans", host="127.0.0.1", port=6001, token="tok-f")
+        return path
+
+    def test_file_transfer(self) -> None:
+        path = self.send_file(100_000)
+        self.assertEqual(self.yoda.lines(), ["Sending lecture 1.bin (100.0 kB) to hans."])
+        self.assertEqual(self.hans.lines(), ["yoda is sending you lecture 1.bin (100.0 kB)."])
+        self.settle(2)
+        [sent] = self.yoda.lines()
+        self.assertTrue(sent.startswith("Sent lecture 1.bin to hans (100.0 kB in "), sent)
+        [received] = self.hans.lines()
+        self.assertTrue(received.startswith("Received lecture 1.bin from yoda, saved as "), received)
+        self.assertEqual((self.hans.downloads / "yoda_lecture 1.bin").read_bytes(), path.read_bytes())
+
+    def test_end_of_input_waits_for_transfers(self) -> None:
+        self.send_file(50_000, command="upd")
+        self.yoda.lines()
+        self.yoda.console.readConnectionLost()
+        self.assertEqual(self.yoda.lines(), ["Waiting for 1 file transfer to finish before logging out."])
+        self.assertEqual(self.yoda.requests(), [])
+        self.settle(2)
+        [logout] = self.yoda.requests()
+        self.assertEqual(logout["type"], "logout")
+
+    def test_logout_during_a_transfer_cancels_it(self) -> None:
+        self.send_file(500_000)
+        self.clock.advance(0.01)
+        self.yoda.close(Failure(ConnectionLost("gone")))
+        self.settle(1)
+        yoda_lines = self.yoda.lines()
+        self.assertIn("Error. Sending lecture 1.bin to hans failed: lost the server.", yoda_lines)
+        hans_lines = self.hans.lines()
+        self.assertEqual(
+            hans_lines[-1],
+            "Error. Receiving lecture 1.bin from yoda failed: yoda cancelled it: lost the server. Nothing was saved.",
+        )
+        self.assertEqual(list(self.hans.downloads.iterdir()), [])
