@@ -28,6 +28,12 @@ DEFAULT_AUTO_REPLY = "I am busy right now and will read your message later."
 TYPING_SECONDS = 5.0
 """How long a ``typing on`` lasts without another one."""
 
+_PEER_PURPOSES = {
+    "private": ("no_peer_port", "private chat"),
+    "file": ("no_udp_port", "files"),
+}
+"""Error code and wording when the other client has no port for a purpose."""
+
 _SHORT_REASONS = {
     "self": "that is you",
     "invalid_user": "no such user",
@@ -504,28 +510,40 @@ class Session:
             raise CommandError("blocked", f"Error. {username} has blocked you.")
         return other
 
-    def startprivate(self, target: str) -> events.PeerAddress:
-        """Introduce this user's client to ``target``'s peer listener with a one-time token."""
-        other = self._reachable(target)
-        port = other.client.p2p_port
+    def _introduce(
+        self,
+        username: str,
+        purpose: str,
+        port_of: Callable[[ChatClient], int | None],
+        notice: Callable[[str], events.Event],
+    ) -> events.PeerAddress:
+        """Hand this user ``username``'s port for ``purpose`` and a one-time
+        token, and tell ``username``'s client to expect them (``notice(token)``)."""
+        other = self._reachable(username)
+        port = port_of(other.client)
         if not port:
+            code, what = _PEER_PURPOSES[purpose]
             raise CommandError(
-                "no_peer_port",
-                f"Error. {target} is not using a client that accepts private chat.",
+                code, f"Error. {username} is not using a client that accepts {what}."
             )
         token = secrets.token_hex(16)
-        other.client.deliver(events.PrivateRequest(self.username, token))
-        return events.PeerAddress("private", target, other.client.host, port, token)
+        other.client.deliver(notice(token))
+        return events.PeerAddress(purpose, username, other.client.host, port, token)
+
+    def startprivate(self, target: str) -> events.PeerAddress:
+        """Introduce this user's client to ``target``'s peer listener."""
+        return self._introduce(
+            target,
+            "private",
+            lambda client: client.p2p_port,
+            lambda token: events.PrivateRequest(self.username, token),
+        )
 
     def sendfile(self, to: str, filename: str, size: int | None) -> events.PeerAddress:
-        """Introduce this user's client to ``to``'s UDP file receiver with a one-time token."""
-        other = self._reachable(to)
-        port = other.client.udp_port
-        if not port:
-            raise CommandError(
-                "no_udp_port",
-                f"Error. {to} is not using a client that accepts files.",
-            )
-        token = secrets.token_hex(16)
-        other.client.deliver(events.FileIncoming(self.username, filename, size, token))
-        return events.PeerAddress("file", to, other.client.host, port, token)
+        """Introduce this user's client to ``to``'s UDP file receiver."""
+        return self._introduce(
+            to,
+            "file",
+            lambda client: client.udp_port,
+            lambda token: events.FileIncoming(self.username, filename, size, token),
+        )

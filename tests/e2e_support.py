@@ -71,6 +71,41 @@ def loopback_source(address: str) -> bool:
     return True
 
 
+ANY_PORT_LINE = re.compile(rb"ChatFactory (?:\(TLS\) )?starting on (\d+)")
+
+
+def launch_twistd(
+    arguments: Sequence[str], work: Path, ports: int = 1, timeout: float = 30.0
+) -> tuple[subprocess.Popen[bytes], list[int]]:
+    """Start ``twistd *arguments`` in ``work`` and wait until it listens on ``ports`` ports.
+
+    Its output goes to a new log file in ``work``.
+
+    :raises ServerError: with the log, if it exits or does not listen in time.
+    """
+    log_path = work / f"twistd-{time.monotonic_ns()}.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            twistd_command(*arguments),
+            cwd=work,
+            env=subprocess_environment(),
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [int(port) for port in ANY_PORT_LINE.findall(log_path.read_bytes())]
+        if len(found) >= ports:
+            return process, found
+        if process.poll() is not None or time.monotonic() > deadline:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            raise ServerError(log_path.read_text(errors="replace"))
+        time.sleep(0.05)
+
+
 class ServerError(Exception):
     """The server did not start, or did not stop, as it should; the message has its log."""
 

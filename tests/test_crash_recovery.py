@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import signal
 import socket
@@ -15,10 +14,7 @@ from pathlib import Path
 
 from twisted.trial import unittest
 
-from tests.e2e_support import subprocess_environment, twistd_command
-
-PORT_LINE = re.compile(rb"ChatFactory starting on (\d+)")
-
+from tests.e2e_support import launch_twistd
 
 class Server:
     """``twistd -n chat`` on a data directory that outlives the process."""
@@ -29,29 +25,17 @@ class Server:
         self.port = 0
 
     def start(self) -> None:
-        log_path = self.work / f"server-{time.monotonic_ns()}.log"
-        with open(log_path, "wb") as log_file:
-            self.process = subprocess.Popen(
-                twistd_command(
-                    "-n", "--pidfile=", "chat",
-                    "--listen", "tcp:0:interface=127.0.0.1",
-                    "--credentials", str(self.work / "credentials.txt"),
-                    "--data-dir", str(self.work / "data"),
-                    "--flood-burst", "100000", "--flood-rate", "100000",
-                    "--max-offline", "100000",
-                ),
-                cwd=self.work, env=subprocess_environment(),
-                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 30
-        while True:
-            match = PORT_LINE.search(log_path.read_bytes())
-            if match:
-                self.port = int(match.group(1))
-                return
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(log_path.read_text(errors="replace"))
-            time.sleep(0.05)
+        self.process, (self.port,) = launch_twistd(
+            [
+                "-n", "--pidfile=", "chat",
+                "--listen", "tcp:0:interface=127.0.0.1",
+                "--credentials", str(self.work / "credentials.txt"),
+                "--data-dir", str(self.work / "data"),
+                "--flood-burst", "100000", "--flood-rate", "100000",
+                "--max-offline", "100000",
+            ],
+            self.work,
+        )
 
     def kill(self) -> None:
         assert self.process is not None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 import socket
 import ssl
@@ -15,10 +14,7 @@ from pathlib import Path
 from twisted.trial import unittest
 
 from tests.certs import make_certificates
-from tests.e2e_support import subprocess_environment, twistd_command
-
-PORT_LINE = re.compile(rb"ChatFactory (?:\(TLS\) )?starting on (\d+)")
-
+from tests.e2e_support import launch_twistd, subprocess_environment
 
 def read_until(sock: socket.socket, marker: bytes, timeout: float = 10.0) -> bytes:
     """Read from ``sock`` until ``marker`` has arrived (bounded)."""
@@ -43,31 +39,19 @@ class TLSEndToEndTests(unittest.TestCase):
         self.addCleanup(shutil.rmtree, work, True)
         self.certs = make_certificates(work)
         (work / "credentials.txt").write_text("yoda wise\nhans falcon\n")
-        log_path = work / "server.log"
-        command = twistd_command(
-            "-n", "--pidfile=", "chat",
-            "--listen", "tcp:0:interface=127.0.0.1",
-            "--listen",
-            f"ssl:0:interface=127.0.0.1:privateKey={self.certs['key']}:certKey={self.certs['cert']}",
-            "--credentials", str(work / "credentials.txt"),
-            "--data-dir", str(work / "data"),
+        self.process, (self.tcp_port, self.tls_port) = launch_twistd(
+            [
+                "-n", "--pidfile=", "chat",
+                "--listen", "tcp:0:interface=127.0.0.1",
+                "--listen",
+                f"ssl:0:interface=127.0.0.1:privateKey={self.certs['key']}:certKey={self.certs['cert']}",
+                "--credentials", str(work / "credentials.txt"),
+                "--data-dir", str(work / "data"),
+            ],
+            work,
+            ports=2,
         )
-        with open(log_path, "wb") as log_file:
-            self.process = subprocess.Popen(
-                command, cwd=work, env=subprocess_environment(),
-                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-            )
         self.addCleanup(self._stop)
-        deadline = time.monotonic() + 30
-        while True:
-            ports = [int(p) for p in PORT_LINE.findall(log_path.read_bytes())]
-            if len(ports) == 2:
-                self.tcp_port, self.tls_port = ports
-                break
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(log_path.read_text(errors="replace"))
-            time.sleep(0.05)
-        self.log_path = log_path
 
     def _stop(self) -> None:
         if self.process.poll() is None:
