@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Protocol, Sequence
 
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.logger import Logger
-from twisted.python.threadpool import ThreadPool
 
 from chatservice import events
 from chatservice.activitylog import ActivityLog
@@ -21,6 +20,14 @@ log = Logger()
 SHUTDOWN = events.Disconnected("shutdown", "The server is shutting down.")
 
 
+class Workers(Protocol):
+    """Something the service starts and stops with itself (a worker pool)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 class ChatService(Service):
     """Opens the store and loads the state at start; at stop, says goodbye and cleans up.
 
@@ -29,8 +36,9 @@ class ChatService(Service):
     :param lockouts: the login lock-outs, whose timers are cancelled at stop.
     :param activity: the activity logs, started afresh and flushed at stop.
     :param data_dir: where the service keeps what it writes; created at start.
-    :param thread_pool: a thread pool of the service's own (password hashing),
-        started and stopped with it.
+    :param workers: the service's own workers for slow work (password
+        hashing): anything with ``start()`` and ``stop()``, started and
+        stopped with the service.
     """
 
     def __init__(
@@ -40,22 +48,22 @@ class ChatService(Service):
         lockouts: Sequence[LoginLockout],
         activity: ActivityLog,
         data_dir: Path,
-        thread_pool: ThreadPool | None = None,
+        workers: Workers | None = None,
     ) -> None:
         self.state = state
         self.factory = factory
         self.lockouts = lockouts
         self.activity = activity
         self.data_dir = data_dir
-        self.thread_pool = thread_pool
+        self.workers = workers
 
     def startService(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        # Open the store first: if it fails, no started thread keeps twistd alive.
+        # Open the store first: if it fails, no started worker keeps twistd alive.
         self.state.store.open()
         self.state.load()
-        if self.thread_pool is not None:
-            self.thread_pool.start()
+        if self.workers is not None:
+            self.workers.start()
         self.activity.users_changed()
         super().startService()
         log.info(
@@ -77,6 +85,6 @@ class ChatService(Service):
             lockout.stop()
         d.addCallback(lambda _: self.activity.flush())
         d.addBoth(lambda _: self.state.store.close())
-        if self.thread_pool is not None:
-            d.addBoth(lambda _: self.thread_pool.stop())
+        if self.workers is not None:
+            d.addBoth(lambda _: self.workers.stop())
         return d

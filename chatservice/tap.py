@@ -14,7 +14,6 @@ from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.portal import Portal
 from twisted.internet import endpoints, threads
 from twisted.python import usage
-from twisted.python.threadpool import ThreadPool
 
 from chatservice.activitylog import ActivityLog
 from chatservice.auth.accounts import AccountManager
@@ -29,6 +28,7 @@ from chatservice.service import ChatService
 from chatservice.state import ChatState
 from chatservice.store.memory import MemoryStore
 from chatservice.store.sqlite import SQLiteStore, StoreError
+from chatservice.workers import ThreadWorkers
 
 DEFAULT_LISTEN = "tcp:4119"
 DEFAULT_CREDENTIALS = Path("etc") / "credentials.txt"
@@ -218,10 +218,9 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     max_failures, duration = config["max-failures"], config["block-duration"]
     lockout = LoginLockout(reactor, max_failures, duration)
     address_lockout = LoginLockout(reactor, max_failures, duration)
-    # Password hashing gets its own small pool, one thread short of the cores,
-    # so a login storm never takes the CPU the reactor thread needs.
-    hashing_pool = ThreadPool(1, max(1, (os.cpu_count() or 2) - 1), "chat-password-hashing")
-    run_in_thread = partial(threads.deferToThreadPool, reactor, hashing_pool)
+    # Password hashing runs in low-priority worker threads, so a login
+    # storm never takes the CPU the reactor thread needs.
+    run_in_thread = ThreadWorkers(reactor)
     checkers: list[ICredentialsChecker] = [
         LockoutChecker(CredentialsChecker(accounts, run_in_thread), lockout, address_lockout)
     ]
@@ -241,7 +240,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
 
     top = MultiService()
     ChatService(
-        state, factory, [lockout, address_lockout], activity, data_dir, hashing_pool
+        state, factory, [lockout, address_lockout], activity, data_dir, run_in_thread
     ).setServiceParent(top)
     for description in config["listen"]:
         strports.service(description, factory, reactor=reactor).setServiceParent(top)
