@@ -259,13 +259,12 @@ def convert(command: Command, argument: Argument, value: Any) -> Any:
             raise CommandError("bad_argument", f"Error. Usage: {command.usage}")
         return tuple(dict.fromkeys(remove_control_characters(n).strip() for n in names))
     if argument.kind == TIMESTAMP:
-        if (
-            isinstance(value, (int, float))
-            and not isinstance(value, bool)
-            and math.isfinite(value)
-            and abs(value) <= MAX_EPOCH_SECONDS
-        ):
-            return float(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if abs(value) <= MAX_EPOCH_SECONDS:  # also false for NaN
+                return float(value)
+            raise CommandError(
+                "bad_argument", "Error. That time is out of range (years 1 to 9999)."
+            )
         try:
             if not isinstance(value, str):
                 raise TypeError(value)
@@ -288,7 +287,7 @@ def convert(command: Command, argument: Argument, value: Any) -> Any:
     if argument.kind == SECONDS:
         try:
             number = float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             number = math.nan
         if isinstance(value, bool) or not math.isfinite(number) or not 0 <= number <= MAX_SECONDS:
             raise CommandError(

@@ -9,7 +9,7 @@ SERVER_VERSION = chatservice.__version__
 
 def _parts(version: str) -> tuple[int, int] | None:
     fields = version.strip().split(".")
-    if len(fields) < 2 or not all(f.isdigit() for f in fields[:2]):
+    if len(fields) < 2 or not all(f.isascii() and f.isdigit() for f in fields[:2]):
         return None
     return int(fields[0]), int(fields[1])
 

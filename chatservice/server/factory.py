@@ -74,7 +74,9 @@ class ChatFactory(ServerFactory):
         waiting = []
         protocols = list(self.connections)
         for protocol in protocols:
-            closing = self._closing[protocol] = defer.Deferred()
+            closing = self._closing.get(protocol)
+            if closing is None:
+                closing = self._closing[protocol] = defer.Deferred()
             waiting.append(closing)
             protocol.disconnect(event, log_out=False)
         # Only now that every connection has had its last line: nobody is

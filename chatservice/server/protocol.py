@@ -318,6 +318,8 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         wait = self._bucket.take()
         if wait:
             self._throttle(wait)
+            if self.phase is Phase.CLOSED:
+                return  # the flood was closed: its last line goes unanswered
         elif not self._buffer:
             self._throttled_since = None
         self._handle_line(line)
