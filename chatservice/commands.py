@@ -259,12 +259,9 @@ def convert(command: Command, argument: Argument, value: Any) -> Any:
             raise CommandError("bad_argument", f"Error. Usage: {command.usage}")
         return tuple(dict.fromkeys(remove_control_characters(n).strip() for n in names))
     if argument.kind == TIMESTAMP:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if abs(value) <= MAX_EPOCH_SECONDS:  # also false for NaN
-                return float(value)
-            raise CommandError(
-                "bad_argument", "Error. That time is out of range (years 1 to 9999)."
-            )
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if is_number and abs(value) <= MAX_EPOCH_SECONDS:  # false for NaN too
+            return float(value)
         try:
             if not isinstance(value, str):
                 raise TypeError(value)
