@@ -292,15 +292,15 @@ class Session:
 
         Returns (delivered, skipped because they blocked this user, auto-replies).
         """
-        has_blocked = self.state.has_blocked
+        blockers = self.state.blockers_of(self.username)
         delivered = skipped = 0
         auto_replies = []
         for member in members:
             if member is self:
                 continue
-            if has_blocked(member.username, self.username):
+            if member.username in blockers:
                 skipped += 1
-            elif member.busy_now:
+            elif member.auto_reply is not None:  # busy
                 reply = member.miss(self.username)
                 if reply is not None:
                     auto_replies.append((member.username, reply))

@@ -11,7 +11,7 @@ and writes them.
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from typing import Collection, Iterable, Iterator
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -30,6 +30,7 @@ from chatservice.store.interface import HistoryEntry, IChatStore
 __all__ = ["AlreadyLoggedIn", "ChatClient", "ChatState", "IChatSession", "Session"]
 
 BROADCAST_CHANNEL = "broadcast"
+_NOBODY: frozenset[str] = frozenset()
 
 
 class AlreadyLoggedIn(Exception):
@@ -65,13 +66,16 @@ class ChatState:
         self.sessions: dict[str, Session] = {}
         self.rooms = RoomDirectory(store)
         self._blocked_by: dict[str, set[str]] = {}
+        self._blockers_of: dict[str, set[str]] = {}
         self._last_seen: dict[str, float] = {}
 
     def load(self) -> None:
         """Read the block lists, last-seen times and rooms from the store."""
         self._blocked_by.clear()
+        self._blockers_of.clear()
         for blocker, blocked in self.store.blocks():
             self._blocked_by.setdefault(blocker, set()).add(blocked)
+            self._blockers_of.setdefault(blocked, set()).add(blocker)
         self._last_seen = dict(self.store.last_seen())
         self.rooms.load()
 
@@ -130,17 +134,26 @@ class ChatState:
         blocked_users = self._blocked_by.get(blocker)
         return blocked_users is not None and blocked in blocked_users
 
+    def blockers_of(self, blocked: str) -> Collection[str]:
+        """The users who have blocked ``blocked`` (for fan-out: one set test each)."""
+        return self._blockers_of.get(blocked, _NOBODY)
+
     def block(self, blocker: str, blocked: str) -> None:
         """Record a block (the caller checked it is new)."""
         self._blocked_by.setdefault(blocker, set()).add(blocked)
+        self._blockers_of.setdefault(blocked, set()).add(blocker)
         self.store.add_block(blocker, blocked)
 
     def unblock(self, blocker: str, blocked: str) -> None:
         """Remove a block (the caller checked it exists)."""
-        blocked_users = self._blocked_by[blocker]
-        blocked_users.discard(blocked)
-        if not blocked_users:
-            del self._blocked_by[blocker]
+        for index, key, value in (
+            (self._blocked_by, blocker, blocked),
+            (self._blockers_of, blocked, blocker),
+        ):
+            users = index[key]
+            users.discard(value)
+            if not users:
+                del index[key]
         self.store.remove_block(blocker, blocked)
 
     # Fan-out and history ---------------------------------------------------------
@@ -151,8 +164,9 @@ class ChatState:
         Users that ``username`` has blocked are not told.
         """
         event = events.Presence(username, online)
+        blocked = self._blocked_by.get(username, _NOBODY)
         for other, session in self.sessions.items():
-            if other != username and not self.has_blocked(username, other):
+            if other != username and other not in blocked:
                 session.client.deliver(event)
 
     def visible_sessions(self) -> Iterator[Session]:

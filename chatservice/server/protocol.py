@@ -155,7 +155,22 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         return self._output.backlog > self.policy.output_soft_limit
 
     def deliver(self, event: events.Event) -> None:
-        """Send an unsolicited event; optional ones are dropped while congested."""
+        """Send an unsolicited event; optional ones are dropped while congested.
+
+        This runs once per recipient of every broadcast: the common case (the
+        client reads, the connection is open) writes the cached bytes at once.
+        """
+        if self._output.backed_up or self.phase is Phase.CLOSED:
+            self._deliver_carefully(event)
+            return
+        data = event.encoded.get(self.wire.NAME)
+        if data is None:
+            data = encode_event(self.wire, event)
+        if data:
+            self.transport.write(data)
+
+    def _deliver_carefully(self, event: events.Event) -> None:
+        """:meth:`deliver` for a closed connection or one whose client lags."""
         if self.phase is Phase.CLOSED:
             return
         if self.congested and isinstance(event, OPTIONAL_EVENTS):
