@@ -1,0 +1,1078 @@
+"""The load generator: one process, one core, many loopback connections.
+
+:mod:`bench.run` starts it as ``python3 -m bench.loadgen`` pinned (``taskset``)
+to the core the server does not have, writes the workload's specification as
+one JSON line on its standard input, and reads JSON lines from its standard
+output:
+
+``{"mark": NAME, ...}``
+    The load generator has reached a point where the server's figures should
+    be read (``/proc``: CPU time, RSS, peak RSS).  It waits for one line on
+    its standard input before going on, so the figures belong to that point.
+``{"result": {...}}``
+    The workload's figures; the last line.
+
+It speaks each server's protocol (:class:`ChatWire` for chatservice's text
+protocol, :class:`IrcWire` for ``twistd words`` and ngIRCd) over non-blocking
+sockets driven by one ``epoll`` loop: no asyncio, no threads, so that one core
+can read millions of lines a second.  Only a sample of the receivers (the
+*probes*) splits lines and measures latency; the others count the workload's
+marker with ``bytes.count``.
+
+Every timed message carries the time it was *scheduled* to be sent (from
+``time.monotonic_ns``, the same clock for every connection of this process),
+and latency is measured from that time, so a sender that falls behind its
+schedule does not hide the delay (no coordinated omission).  A message a
+probe has not received when the measurement ends counts as infinitely late.
+"""
+
+from __future__ import annotations
+
+import errno
+import heapq
+import json
+import math
+import os
+import resource
+import select
+import socket
+import sys
+import time
+from typing import Any, Callable
+
+Obj = dict[str, Any]
+
+EPOLLIN = select.EPOLLIN
+EPOLLOUT = select.EPOLLOUT
+EPOLL_READ = select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+SOURCE_ADDRESSES = 50
+"""Connections are spread over 127.0.0.2 .. 127.0.0.51 (all of 127/8 is loopback)."""
+RECV_SIZE = 256 * 1024
+_RECV_BUFFER = bytearray(RECV_SIZE)
+_RECV_VIEW = memoryview(_RECV_BUFFER)
+NEVER_READER_RCVBUF = 4096
+
+BROADCAST_MARK = b"zqb "
+PING_MARK = b"zqp "
+PONG_MARK = b"zqq "
+PAD = "x" * 400
+COALESCE = 0.003
+FANOUT_COALESCE = COALESCE
+"""While measuring, sleep this long after each poll that found work: every read then takes
+the messages of a few milliseconds at once (at most 3 ms more latency per delivery), so one
+core can read over a million lines a second."""
+
+
+def mono_ns() -> int:
+    return time.monotonic_ns()
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def log(message: str) -> None:
+    print(f"[loadgen] {message}", file=sys.stderr, flush=True)
+
+
+def source_address(index: int) -> str:
+    return f"127.0.0.{2 + index % SOURCE_ADDRESSES}"
+
+
+def percentile(ordered: list[float], fraction: float) -> float | None:
+    """Nearest-rank percentile of sorted values (``inf`` stands for a lost message)."""
+    if not ordered:
+        return None
+    rank = min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))
+    return ordered[rank]
+
+
+def summary(samples: list[float], lost: int = 0) -> Obj:
+    """p50/p99/max in milliseconds of latencies in seconds; ``lost`` count as infinite."""
+    ordered = sorted(samples) + [math.inf] * lost
+
+    def ms(value: float | None) -> float | str | None:
+        if value is None:
+            return None
+        if math.isinf(value):
+            return "inf"
+        return round(value * 1000, 2)
+
+    return {
+        "count": len(samples),
+        "lost": lost,
+        "p50_ms": ms(percentile(ordered, 0.50)),
+        "p99_ms": ms(percentile(ordered, 0.99)),
+        "max_ms": ms(ordered[-1] if ordered else None),
+    }
+
+
+def p99_seconds(samples: list[float], lost: int) -> float:
+    ordered = sorted(samples) + [math.inf] * lost
+    value = percentile(ordered, 0.99)
+    return math.inf if value is None else value
+
+
+# Wire formats -----------------------------------------------------------------------
+
+
+class ChatWire:
+    """chatservice's text protocol (docs/protocol.rst)."""
+
+    name = "chat"
+    ready_mark = b"Welcome to chatservice, "
+    fail_marks = (b"Invalid Password", b"Error. ", b"is blocked", b"timed out", b"logged in elsewhere")
+    presence_marks = (b" logged in\r", b" logged out\r")
+
+    def __init__(self, spec: Obj) -> None:
+        self.spec = spec
+
+    def login(self, name: str, password: str) -> bytes:
+        return f"{name}\n{password}\n".encode()
+
+    def broadcast(self, text: bytes) -> bytes:
+        return b"broadcast " + text + b"\n"
+
+    def direct(self, to: bytes, text: bytes) -> bytes:
+        return b"message " + to + b" " + text + b"\n"
+
+    def login_notice(self, line: bytes) -> bytes | None:
+        """The user name if ``line`` announces a login, else ``None``."""
+        if line.endswith(b" logged in"):
+            name = line[: -len(b" logged in")]
+            if b" " not in name:
+                return name
+        return None
+
+
+class IrcWire:
+    """IRC (RFC 2812) as ``twistd words`` and ngIRCd speak it; the room is a channel."""
+
+    name = "irc"
+    ready_mark = b" 366 "  # RPL_ENDOFNAMES: registered and joined
+    fail_marks = (b" 433 ", b" 432 ", b"Login failed", b"ERROR :", b"No pod people", b" 403 ", b" 471 ")
+    presence_marks = (b" JOIN ", b" PART ", b" QUIT ")
+
+    def __init__(self, spec: Obj) -> None:
+        self.spec = spec
+        self.channel = spec.get("channel", "#bench").encode()
+        self.send_pass = bool(spec.get("irc_pass", False))
+
+    def login(self, name: str, password: str) -> bytes:
+        lines = []
+        if self.send_pass:
+            lines.append(f"PASS {password}\r\n")
+        lines.append(f"NICK {name}\r\nUSER {name} 0 * :{name}\r\nJOIN {self.channel.decode()}\r\n")
+        return "".join(lines).encode()
+
+    def broadcast(self, text: bytes) -> bytes:
+        return b"PRIVMSG " + self.channel + b" :" + text + b"\r\n"
+
+    def direct(self, to: bytes, text: bytes) -> bytes:
+        return b"PRIVMSG " + to + b" :" + text + b"\r\n"
+
+    def login_notice(self, line: bytes) -> bytes | None:
+        if line.startswith(b":") and b" JOIN " in line:
+            return line[1:].split(b"!", 1)[0]
+        return None
+
+
+def make_wire(spec: Obj) -> ChatWire | IrcWire:
+    return ChatWire(spec) if spec["protocol"] == "chat" else IrcWire(spec)
+
+
+# The event loop ------------------------------------------------------------------------
+
+
+class Loop:
+    """A minimal level-triggered epoll loop with timers."""
+
+    def __init__(self) -> None:
+        self.ep = select.epoll()
+        self.clients: dict[int, Client] = {}
+        self.timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = 0
+        self.last_rx = time.monotonic()
+        self.rx_bytes = 0
+        self.coalesce = 0.0
+        """Seconds to sleep after each busy poll, so each read takes several messages."""
+
+    def call_at(self, when: float, fn: Callable[[], None]) -> None:
+        self._seq += 1
+        heapq.heappush(self.timers, (when, self._seq, fn))
+
+    def run(self, until: float, done: Callable[[], bool] | None = None) -> None:
+        """Run until monotonic time ``until`` or until ``done()`` is true."""
+        poll = self.ep.poll
+        clients = self.clients
+        timers = self.timers
+        monotonic = time.monotonic
+        next_check = 0.0
+        while True:
+            now = monotonic()
+            if now >= until:
+                return
+            if done is not None and now >= next_check:
+                if done():
+                    return
+                next_check = now + 0.005
+            while timers and timers[0][0] <= now:
+                heapq.heappop(timers)[2]()
+            timeout = until - now
+            if timers:
+                timeout = min(timeout, timers[0][0] - now)
+            timeout = max(0.0, min(timeout, 0.02))
+            events = poll(timeout, 8192)
+            if events:
+                self.last_rx = monotonic()
+                if self.coalesce:
+                    time.sleep(self.coalesce)
+            for fd, mask in events:
+                client = clients.get(fd)
+                if client is None:
+                    continue
+                if mask & EPOLLOUT:
+                    client.on_writable()
+                if mask & EPOLL_READ and client.sock is not None:
+                    client.on_readable()
+
+    def settle(self, quiet: float, limit: float) -> bool:
+        """Run until nothing was received for ``quiet`` seconds (at most ``limit`` s)."""
+        deadline = time.monotonic() + limit
+        self.last_rx = time.monotonic()
+        while time.monotonic() < deadline:
+            self.run(min(deadline, time.monotonic() + 0.1))
+            if time.monotonic() - self.last_rx >= quiet:
+                return True
+        return False
+
+
+class Client:
+    """One connection: connects, logs in, then hands what it reads to ``on_data``."""
+
+    __slots__ = (
+        "loop", "wire", "index", "name", "password", "sock", "fd", "wbuf", "connecting",
+        "ready", "failed", "closed_by_peer", "on_data", "buf", "tail", "count",
+        "started", "ready_at", "on_ready", "on_fail", "listening", "rcvbuf",
+    )
+
+    def __init__(self, loop: Loop, wire: ChatWire | IrcWire, index: int, name: str, password: str) -> None:
+        self.loop = loop
+        self.wire = wire
+        self.index = index
+        self.name = name
+        self.password = password
+        self.sock: socket.socket | None = None
+        self.fd = -1
+        self.wbuf = bytearray()
+        self.connecting = False
+        self.ready = False
+        self.failed: str | None = None
+        self.closed_by_peer = False
+        self.on_data: Callable[[Client, bytes], None] = Client.login_data
+        self.buf = b""
+        self.tail = b""
+        self.count = 0
+        self.started = 0.0
+        self.ready_at = 0.0
+        self.on_ready: Callable[[Client], None] | None = None
+        self.on_fail: Callable[[Client], None] | None = None
+        self.listening = True
+        self.rcvbuf: int | None = None
+
+    # Connection ------------------------------------------------------------------
+
+    def connect(self, port: int) -> None:
+        self.started = time.monotonic()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+        except OSError:
+            pass
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.rcvbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
+        try:
+            sock.bind((source_address(self.index), 0))
+        except OSError:
+            pass
+        err = sock.connect_ex(("127.0.0.1", port))
+        if err not in (0, errno.EINPROGRESS):
+            sock.close()
+            self.fail(f"connect: {os.strerror(err)}")
+            return
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.connecting = True
+        self.loop.clients[self.fd] = self
+        self.loop.ep.register(self.fd, EPOLLIN | EPOLLOUT)
+        self.wbuf += self.wire.login(self.name, self.password)
+
+    def fail(self, reason: str) -> None:
+        """Record why the login did not succeed, close, and tell ``on_fail``."""
+        if self.failed is None:
+            self.failed = reason
+        self.close()
+        if self.on_fail is not None:
+            on_fail, self.on_fail = self.on_fail, None
+            on_fail(self)
+
+    def close(self) -> None:
+        sock = self.sock
+        if sock is None:
+            return
+        self.sock = None
+        self.loop.clients.pop(self.fd, None)
+        try:
+            if self.listening:
+                self.loop.ep.unregister(self.fd)
+        except OSError:
+            pass
+        sock.close()
+
+    def stop_reading(self) -> None:
+        """Never read again (the socket stays open; the kernel buffer fills up)."""
+        if self.sock is not None and self.listening:
+            self.listening = False
+            self.loop.ep.unregister(self.fd)
+            self.loop.clients.pop(self.fd, None)
+
+    def peer_closed(self) -> bool:
+        """Whether the server closed or reset this connection (without reading it)."""
+        if self.sock is None:
+            return self.closed_by_peer
+        try:
+            if self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                return True
+            info = self.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)
+        except OSError:
+            return True
+        return info[0] in (7, 8)  # TCP_CLOSE, TCP_CLOSE_WAIT
+
+    def send(self, data: bytes) -> None:
+        if self.sock is None:
+            return
+        if self.connecting or self.wbuf:
+            self.wbuf += data
+            return
+        try:
+            sent = self.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self.lost()
+            return
+        if sent < len(data):
+            self.wbuf += data[sent:]
+            self.loop.ep.modify(self.fd, EPOLLIN | EPOLLOUT)
+
+    def on_writable(self) -> None:
+        sock = self.sock
+        if sock is None:
+            return
+        if self.connecting:
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                self.fail(f"connect: {os.strerror(err)}")
+                return
+            self.connecting = False
+        if self.wbuf:
+            try:
+                sent = sock.send(self.wbuf)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self.lost()
+                return
+            del self.wbuf[:sent]
+        if not self.wbuf and self.listening:
+            self.loop.ep.modify(self.fd, EPOLLIN)
+
+    def on_readable(self) -> None:
+        # recv_into one shared buffer: recv(256 KiB) would allocate (mmap) that much each time.
+        try:
+            size = self.sock.recv_into(_RECV_BUFFER)  # type: ignore[union-attr]
+        except BlockingIOError:
+            return
+        except OSError:
+            self.lost()
+            return
+        if not size:
+            self.lost()
+            return
+        self.loop.rx_bytes += size
+        self.on_data(self, _RECV_VIEW[:size].tobytes())
+
+    def lost(self) -> None:
+        self.closed_by_peer = True
+        if not self.ready:
+            self.fail("closed by server before login")
+        else:
+            self.close()
+
+    # Data handlers -------------------------------------------------------------------
+
+    def login_data(self, data: bytes) -> None:
+        # Only the end of what came before can hold the start of a mark.
+        window = self.buf + data
+        if self.wire.ready_mark in window:
+            self.ready = True
+            self.ready_at = time.monotonic()
+            self.buf = b""
+            self.on_data = Client.discard
+            if self.on_ready is not None:
+                self.on_ready(self)
+            return
+        for mark in self.wire.fail_marks:
+            if mark in window:
+                self.fail(window[-300:].decode(errors="replace").strip())
+                return
+        self.buf = window[-300:]
+
+    def discard(self, data: bytes) -> None:
+        pass
+
+    def count_mark(self, data: bytes, mark: bytes) -> None:
+        """Count ``mark`` in the stream, also across two reads."""
+        edge = len(mark) - 1
+        self.count += data.count(mark) + (self.tail + data[:edge]).count(mark)
+        self.tail = data[-edge:]
+
+    def lines(self, data: bytes) -> list[bytes]:
+        """The complete lines of the stream so far (CR LF or LF)."""
+        buf = self.buf + data
+        parts = buf.split(b"\n")
+        self.buf = parts.pop()
+        return parts
+
+
+# Shared steps ------------------------------------------------------------------------------
+
+
+class Marker:
+    """Tells :mod:`bench.run` where we are and waits until it has read ``/proc``."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+
+    def __call__(self, name: str, **info: Any) -> None:
+        line = {"mark": name, "t": round(time.monotonic() - self.t0, 3), **info}
+        sys.stdout.write(json.dumps(line) + "\n")
+        sys.stdout.flush()
+        sys.stdin.readline()
+
+
+def log_in_all(
+    loop: Loop,
+    clients: list[Client],
+    port: int,
+    concurrency: int,
+    limit: float,
+) -> Obj:
+    """Connect and log in ``clients``, at most ``concurrency`` at once, in at most ``limit`` s."""
+    pending = list(reversed(clients))
+    in_flight = 0
+    state = {"ready": 0, "failed": 0}
+
+    def finished(client: Client) -> None:
+        nonlocal in_flight
+        in_flight -= 1
+        state["ready"] += 1
+        client.on_fail = None
+        start_more()
+
+    def failed(client: Client) -> None:
+        nonlocal in_flight
+        in_flight -= 1
+        state["failed"] += 1
+        start_more()
+
+    def start_more() -> None:
+        nonlocal in_flight
+        while pending and in_flight < concurrency:
+            client = pending.pop()
+            client.on_ready = finished
+            client.on_fail = failed
+            in_flight += 1
+            client.connect(port)
+
+    coalesce, loop.coalesce = loop.coalesce, 0.0  # a login waits for each reply: no added delay
+    started = time.monotonic()
+    start_more()
+    deadline = started + limit
+    loop.run(deadline, lambda: state["ready"] + state["failed"] >= len(clients))
+    elapsed = time.monotonic() - started
+    loop.coalesce = coalesce
+    ready = [c for c in clients if c.ready]
+    failures: dict[str, int] = {}
+    for c in clients:
+        if c.failed is not None:
+            key = c.failed[:80]
+            failures[key] = failures.get(key, 0) + 1
+    login_latency = [c.ready_at - c.started for c in ready]
+    if ready:
+        last = max(c.ready_at for c in ready)
+        elapsed = min(elapsed, last - started)
+    return {
+        "wanted": len(clients),
+        "logged_in": len(ready),
+        "failed": sum(failures.values()),
+        "failures": failures,
+        "seconds": round(elapsed, 3),
+        "complete": len(ready) == len(clients),
+        "logins_per_s": round(len(ready) / elapsed, 1) if elapsed > 0 else None,
+        "login_latency": summary(login_latency),
+    }
+
+
+def names(prefix: str, count: int, start: int = 0) -> list[str]:
+    return [f"{prefix}{i}" for i in range(start, start + count)]
+
+
+def make_clients(loop: Loop, wire: ChatWire | IrcWire, spec: Obj, prefix: str, count: int, start: int = 0) -> list[Client]:
+    password = spec["password_format"]
+    return [
+        Client(loop, wire, start + i, name, password.format(name=name))
+        for i, name in enumerate(names(prefix, count, start))
+    ]
+
+
+def probe_indices(count: int, probes: int) -> set[int]:
+    """``probes`` receivers spread evenly, the first and the last included."""
+    if count <= probes:
+        return set(range(count))
+    return {round(i * (count - 1) / (probes - 1)) for i in range(probes)}
+
+
+class CpuWindow:
+    """This process's CPU time over a window, as a share of one core."""
+
+    def __init__(self) -> None:
+        self.cpu = cpu_seconds()
+        self.wall = time.monotonic()
+
+    def percent(self) -> float:
+        wall = time.monotonic() - self.wall
+        return round(100 * (cpu_seconds() - self.cpu) / wall, 1) if wall > 0 else 0.0
+
+
+# Broadcast fan-out (workloads 2, 3 background, 5) --------------------------------------------------
+
+
+class FanOut:
+    """Receivers in the room, senders broadcasting timed messages to it."""
+
+    def __init__(self, loop: Loop, wire: ChatWire | IrcWire, receivers: list[Client], senders: list[Client], probes: int, pad: int) -> None:
+        self.loop = loop
+        self.wire = wire
+        self.receivers = receivers
+        self.senders = senders
+        self.pad = PAD[:pad].encode()
+        self.step = 0
+        self.latency: list[float] = []
+        self.received_by_probe: dict[int, set[int]] = {}
+        self.sent_seqs: list[int] = []
+        self.seq = 0
+        chosen = probe_indices(len(receivers), probes)
+        self.probes = [receivers[i] for i in sorted(chosen)]
+        loop.coalesce = FANOUT_COALESCE
+        for i, client in enumerate(receivers):
+            client.count = 0
+            client.tail = b""
+            client.buf = b""
+            client.on_data = self.probe_data if i in chosen else FanOut.count_data
+        for sender in senders:
+            sender.on_data = Client.discard
+
+    @staticmethod
+    def count_data(client: Client, data: bytes) -> None:
+        client.count_mark(data, BROADCAST_MARK)
+
+    def probe_data(self, client: Client, data: bytes) -> None:
+        client.count_mark(data, BROADCAST_MARK)
+        if BROADCAST_MARK not in data and BROADCAST_MARK not in client.buf + data[:3]:
+            # Nothing of ours in it: keep only the last partial line.
+            parts = data.rsplit(b"\n", 1)
+            client.buf = parts[-1] if len(parts) == 2 else client.buf + data
+            return
+        now = mono_ns()
+        step = self.step
+        seen = self.received_by_probe.setdefault(client.index, set())
+        for line in client.lines(data):
+            at = line.find(BROADCAST_MARK)
+            if at < 0:
+                continue
+            fields = line[at + 4 :].split(b" ", 3)
+            try:
+                msg_step, sched, seq = int(fields[0]), int(fields[1]), int(fields[2])
+            except (ValueError, IndexError):
+                continue
+            if msg_step != step:
+                continue
+            seen.add(seq)
+            self.latency.append((now - sched) / 1e9)
+
+    def delivered(self) -> int:
+        return sum(c.count for c in self.receivers)
+
+    def run_step(self, rate: float, seconds: float, drain: float) -> Obj:
+        """Send ``rate`` broadcasts a second for ``seconds``; wait at most ``drain`` s for them."""
+        loop = self.loop
+        self.step += 1
+        step = self.step
+        self.latency = []
+        self.received_by_probe = {c.index: set() for c in self.probes}
+        seqs: list[int] = []
+        interval = 1.0 / rate
+        start = time.monotonic() + 0.05
+        start_ns = mono_ns() + 50_000_000
+        total = max(1, int(rate * seconds))
+        state = {"next": 0}
+        senders = self.senders
+        pad = self.pad
+        wire = self.wire
+
+        def tick() -> None:
+            now = time.monotonic()
+            due = min(total, int((now - start) / interval) + 1)
+            while state["next"] < due:
+                k = state["next"]
+                sched = start_ns + int(k * interval * 1e9)
+                self.seq += 1
+                seqs.append(self.seq)
+                text = b"zqb %d %d %d %s" % (step, sched, self.seq, pad)
+                senders[k % len(senders)].send(wire.broadcast(text))
+                state["next"] = k + 1
+            if state["next"] < total:
+                loop.call_at(start + state["next"] * interval, tick)
+
+        cpu = CpuWindow()
+        before = self.delivered()
+        loop.call_at(start, tick)
+        end = start + total * interval
+        loop.run(end)
+        window = time.monotonic() - start
+        during = self.delivered() - before
+        loadgen_cpu = cpu.percent()
+        expected_each = len(seqs)
+        wanted = expected_each * len(self.receivers)
+        drain_end = time.monotonic() + drain
+        loop.run(drain_end, lambda: self.delivered() - before >= wanted)
+        lost = sum(expected_each - len(self.received_by_probe.get(c.index, ())) for c in self.probes)
+        lost = max(0, lost)
+        delivered_total = self.delivered() - before
+        lat = summary(self.latency, lost)
+        return {
+            "step": step,
+            "offered_msgs_per_s": round(rate, 2),
+            "offered_deliveries_per_s": round(rate * len(self.receivers), 1),
+            "sent": expected_each,
+            "delivered_per_s": round(during / window, 1) if window > 0 else None,
+            "delivered_total": delivered_total,
+            "deliveries_wanted": wanted,
+            "latency": lat,
+            "p99_s": p99_seconds(self.latency, lost),
+            "loadgen_cpu_percent": loadgen_cpu,
+            "seconds": round(window, 2),
+        }
+
+
+def open_room(loop: Loop, wire: ChatWire | IrcWire, spec: Obj, receivers: int, senders: int, extra: list[Client] | None = None) -> tuple[list[Client], list[Client], Obj]:
+    rx = make_clients(loop, wire, spec, "r", receivers)
+    tx = make_clients(loop, wire, spec, "s", senders, start=receivers)
+    everyone = rx + tx + (extra or [])
+    login = log_in_all(loop, everyone, spec["port"], spec["concurrency"], spec["login_limit"])
+    settled = loop.settle(spec.get("quiet", 1.0), spec["settle_limit"])
+    login["settled"] = settled
+    return rx, tx, login
+
+
+# Workloads -------------------------------------------------------------------------------------
+
+
+def w_login(spec: Obj, mark: Marker) -> Obj:
+    """Workload 1: N idle clients connect and log in (IRC: register and join the room)."""
+    loop = Loop()
+    wire = make_wire(spec)
+    clients = make_clients(loop, wire, spec, "u", spec["clients"])
+    mark("before")
+    cpu = CpuWindow()
+    login = log_in_all(loop, clients, spec["port"], spec["concurrency"], spec["login_limit"])
+    login["loadgen_cpu_percent"] = cpu.percent()
+    mark("logged_in", logged_in=login["logged_in"])
+    settled = loop.settle(spec.get("quiet", 1.0), spec["settle_limit"])
+    login["settled"] = settled
+    login["loadgen_cpu_percent_with_settle"] = cpu.percent()
+    login["received_mib"] = round(loop.rx_bytes / 2**20, 1)
+    mark("settled", logged_in=sum(1 for c in clients if c.ready and c.sock is not None))
+    for c in clients:
+        c.close()
+    return login
+
+
+def w_fanout(spec: Obj, mark: Marker) -> Obj:
+    """Workload 2: broadcast fan-out to N receivers, the rate stepped up until p99 > 1 s."""
+    loop = Loop()
+    wire = make_wire(spec)
+    rx, tx, login = open_room(loop, wire, spec, spec["receivers"], spec["senders"])
+    result: Obj = {"login": login, "steps": []}
+    if not login["complete"]:
+        # Go on with the receivers that made it in time (reported), if the senders did.
+        rx = [c for c in rx if c.ready and c.sock is not None]
+        if len(rx) < len(tx) or not all(c.ready for c in tx) or len(rx) < spec["receivers"] // 2:
+            result["error"] = "not every client logged in"
+            return result
+        result["receivers_actual"] = len(rx)
+    fan = FanOut(loop, wire, rx, tx, spec["probes"], spec["pad"])
+    rate = spec["start_rate"]
+    deadline = time.monotonic() + spec["time_limit"]
+    last_pass: float | None = None
+    ceiling: float | None = None
+    for _ in range(spec["max_steps"]):
+        if time.monotonic() + spec["step_seconds"] + spec["drain"] > deadline:
+            result["stopped"] = "time limit"
+            break
+        mark("step_start", rate=rate)
+        step = fan.run_step(rate, spec["step_seconds"], spec["drain"])
+        mark("step_end", rate=rate)
+        result["steps"].append(step)
+        log(f"{spec['server']} N={spec['receivers']} rate {rate:.1f}/s: delivered {step['delivered_per_s']}/s, p99 {step['latency']['p99_ms']} ms, loadgen {step['loadgen_cpu_percent']}%")
+        if step["loadgen_cpu_percent"] > spec["loadgen_cpu_limit"]:
+            result["stopped"] = "load generator CPU limit"
+            break
+        caught_up = loop.settle(0.5, 10.0)
+        if step["p99_s"] > 1.0 or not caught_up:
+            # Too fast: bisect (geometrically) between the last rate that held and this one.
+            ceiling = rate if ceiling is None else min(ceiling, rate)
+            if last_pass is not None and ceiling / last_pass > 1.15:
+                rate = math.sqrt(last_pass * ceiling)
+                if not caught_up and not loop.settle(0.5, 20.0):
+                    result["stopped"] = "server did not catch up"
+                    break
+                continue
+            result["stopped"] = "p99 > 1 s"
+            break
+        last_pass = rate
+        offered = step["offered_deliveries_per_s"]
+        healthy = step["p99_s"] < 0.2 and step["delivered_per_s"] >= 0.95 * offered
+        following = rate * (2.0 if healthy else 1.25)
+        if ceiling is not None:
+            if ceiling / rate <= 1.15:
+                result["stopped"] = "converged below the rate where p99 > 1 s"
+                break
+            following = min(following, math.sqrt(rate * ceiling))
+        rate = following
+    else:
+        result["stopped"] = "max steps"
+    for step in result["steps"]:
+        step["p99_s"] = None if math.isinf(step["p99_s"]) else round(step["p99_s"], 4)
+    for c in rx + tx:
+        c.close()
+    return result
+
+
+def w_direct(spec: Obj, mark: Marker) -> Obj:
+    """Workload 3: direct-message ping-pong of pairs among N users, broadcasts in the background."""
+    loop = Loop()
+    wire = make_wire(spec)
+    users = make_clients(loop, wire, spec, "u", spec["users"])
+    senders = make_clients(loop, wire, spec, "s", 1, start=spec["users"])
+    login = log_in_all(loop, users + senders, spec["port"], spec["concurrency"], spec["login_limit"])
+    login["settled"] = loop.settle(spec.get("quiet", 1.0), spec["settle_limit"])
+    result: Obj = {"login": login}
+    if not login["complete"]:
+        result["error"] = "not every client logged in"
+        return result
+    pairs = spec["pairs"]
+    rtts: list[float] = []
+    answered: set[tuple[int, int]] = set()
+    name_bytes = [u.name.encode() for u in users]
+    background_count = [0]
+
+    def data(client: Client, chunk: bytes) -> None:
+        client.count_mark(chunk, BROADCAST_MARK)
+        edge = client.buf + chunk[:3]
+        if PING_MARK not in chunk and PONG_MARK not in chunk and PING_MARK not in edge and PONG_MARK not in edge:
+            parts = chunk.rsplit(b"\n", 1)
+            client.buf = parts[-1] if len(parts) == 2 else client.buf + chunk
+            return
+        now = mono_ns()
+        for line in client.lines(chunk):
+            at = line.find(PING_MARK)
+            if at >= 0:
+                fields = line[at + 4 :].split(b" ", 3)
+                # Answer at once, with the ping's own fields.
+                partner = client.index ^ 1
+                client.send(wire.direct(name_bytes[partner], b"zqq " + b" ".join(fields[:3])))
+                continue
+            at = line.find(PONG_MARK)
+            if at >= 0:
+                fields = line[at + 4 :].split(b" ", 3)
+                try:
+                    pair, seq, sched = int(fields[0]), int(fields[1]), int(fields[2])
+                except (ValueError, IndexError):
+                    continue
+                if (pair, seq) not in answered:
+                    answered.add((pair, seq))
+                    rtts.append((now - sched) / 1e9)
+
+    for u in users:
+        u.on_data = data
+        u.buf = b""
+        u.count = 0
+    for s in senders:
+        s.on_data = Client.discard
+
+    loop.coalesce = COALESCE
+    seconds = spec["seconds"]
+    interval = spec["ping_interval"]
+    start = time.monotonic() + 0.1
+    start_ns = mono_ns() + 100_000_000
+    pings_sent = [0]
+    pad = PAD[: spec["pad"]].encode()
+
+    def pinger(pair: int, k: int) -> Callable[[], None]:
+        def fire() -> None:
+            offset = pair * interval / pairs + k * interval
+            sched = start_ns + int(offset * 1e9)
+            a = users[2 * pair]
+            a.send(wire.direct(name_bytes[2 * pair + 1], b"zqp %d %d %d %s" % (pair, k, sched, pad)))
+            pings_sent[0] += 1
+            nxt = k + 1
+            if (nxt + pair / pairs) * interval < seconds:
+                loop.call_at(start + pair * interval / pairs + nxt * interval, pinger(pair, nxt))
+
+        return fire
+
+    for pair in range(pairs):
+        loop.call_at(start + pair * interval / pairs, pinger(pair, 0))
+
+    bg_rate = spec["background_rate"]
+    bg_state = {"next": 0}
+    bg_total = int(bg_rate * seconds)
+
+    def background() -> None:
+        if bg_total <= 0:
+            return
+        now = time.monotonic()
+        bg_interval = 1.0 / bg_rate
+        due = min(bg_total, int((now - start) / bg_interval) + 1)
+        while bg_state["next"] < due:
+            k = bg_state["next"]
+            sched = start_ns + int(k * bg_interval * 1e9)
+            senders[0].send(wire.broadcast(b"zqb 0 %d %d %s" % (sched, k, pad)))
+            bg_state["next"] = k + 1
+        if bg_state["next"] < bg_total:
+            loop.call_at(start + bg_state["next"] * bg_interval, background)
+
+    if bg_total > 0:
+        loop.call_at(start, background)
+    mark("run_start")
+    cpu = CpuWindow()
+    loop.run(start + seconds)
+    loadgen_cpu = cpu.percent()
+    delivered = sum(u.count for u in users)
+    loop.run(time.monotonic() + spec["drain"], lambda: len(answered) >= pings_sent[0])
+    mark("run_end")
+    lost = pings_sent[0] - len(answered)
+    result.update({
+        "pairs": pairs,
+        "pings_sent": pings_sent[0],
+        "pongs": len(answered),
+        "rtt": summary(rtts, lost),
+        "background_rate_msgs_per_s": bg_rate,
+        "background_delivered_per_s": round(delivered / seconds, 1),
+        "background_offered_per_s": round(bg_rate * len(users), 1),
+        "loadgen_cpu_percent": loadgen_cpu,
+        "seconds": seconds,
+    })
+    for c in users + senders:
+        c.close()
+    return result
+
+
+def w_churn(spec: Obj, mark: Marker) -> Obj:
+    """Workload 4: a share of N clients drop and reconnect (as another user) every second."""
+    loop = Loop()
+    wire = make_wire(spec)
+    n = spec["clients"]
+    spare = spec["spare"]
+    accounts = make_clients(loop, wire, spec, "u", n + spare)
+    online = accounts[:n]
+    free = list(accounts[n:])
+    login = log_in_all(loop, online, spec["port"], spec["concurrency"], spec["login_limit"])
+    login["settled"] = loop.settle(spec.get("quiet", 1.0), spec["settle_limit"])
+    result: Obj = {"login": login}
+    if not login["complete"]:
+        result["error"] = "not every client logged in"
+        return result
+    chosen = probe_indices(n, spec["probes"])
+    probes = [online[i] for i in sorted(chosen)]
+    churners = [c for i, c in enumerate(online) if i not in chosen]
+    marks = wire.presence_marks
+    scheduled: dict[bytes, int] = {}
+    latency: list[float] = []
+    seen: set[tuple[int, int]] = set()
+    everyone: list[Client] = list(accounts)
+
+    def count(client: Client, data: bytes) -> None:
+        client.count += sum(data.count(m) for m in marks)
+
+    def probe(client: Client, data: bytes) -> None:
+        now = mono_ns()
+        client.count += sum(data.count(m) for m in marks)
+        for line in client.lines(data):
+            who = wire.login_notice(line.rstrip(b"\r"))
+            if who is None:
+                continue
+            sched = scheduled.get(who)
+            if sched is not None and (client.index, sched) not in seen:
+                seen.add((client.index, sched))
+                latency.append((now - sched) / 1e9)
+
+    for c in online:
+        c.count = 0
+        c.buf = b""
+        c.on_data = probe if c.index in chosen else count
+    for c in free:
+        c.on_data = Client.login_data
+
+    loop.coalesce = COALESCE
+    per_second = spec["reconnects_per_s"]
+    seconds = spec["seconds"]
+    total = int(per_second * seconds)
+    interval = 1.0 / per_second
+    start = time.monotonic() + 0.1
+    start_ns = mono_ns() + 100_000_000
+    state = {"next": 0, "failed": 0, "logged_in": 0}
+    queue = list(churners)
+    retired: list[Client] = []
+
+    def became_ready(client: Client) -> None:
+        state["logged_in"] += 1
+        client.on_data = count
+        client.count = 0
+        queue.append(client)
+
+    def tick() -> None:
+        now = time.monotonic()
+        due = min(total, int((now - start) / interval) + 1)
+        while state["next"] < due:
+            k = state["next"]
+            state["next"] = k + 1
+            if not queue or not free:
+                state["failed"] += 1
+                continue
+            leaving = queue.pop(0)
+            leaving.close()
+            retired.append(leaving)
+            joining = free.pop(0)
+            # The leaving account goes to the back of the free list, fresh.
+            fresh = Client(loop, wire, leaving.index, leaving.name, leaving.password)
+            fresh.on_data = Client.login_data
+            free.append(fresh)
+            everyone.append(fresh)
+            scheduled[joining.name.encode()] = start_ns + int(k * interval * 1e9)
+            joining.on_ready = became_ready
+            joining.connect(spec["port"])
+        if state["next"] < total:
+            loop.call_at(start + state["next"] * interval, tick)
+
+    loop.call_at(start, tick)
+    mark("run_start")
+    cpu = CpuWindow()
+    loop.run(start + seconds)
+    loadgen_cpu = cpu.percent()
+    window = time.monotonic() - start
+    notes = sum(c.count for c in everyone)
+    loop.run(time.monotonic() + spec["drain"], lambda: len(latency) >= state["next"] * len(probes))
+    mark("run_end")
+    wanted = state["next"] * len(probes)
+    lost = max(0, wanted - len(latency))
+    failures: dict[str, int] = {}
+    for c in everyone:
+        if c.failed is not None:
+            failures[c.failed[:80]] = failures.get(c.failed[:80], 0) + 1
+    result.update({
+        "clients": n,
+        "reconnects": state["next"],
+        "reconnects_logged_in": state["logged_in"],
+        "reconnect_failures": failures,
+        "notifications_per_s": round(notes / window, 1),
+        "notifications_offered_per_s": round(2 * per_second * (n - 1), 1),
+        "login_notice_latency": summary(latency, lost),
+        "loadgen_cpu_percent": loadgen_cpu,
+        "seconds": round(window, 2),
+    })
+    for c in list(loop.clients.values()):
+        c.close()
+    return result
+
+
+def w_neverread(spec: Obj, mark: Marker) -> Obj:
+    """Workload 5: workload 2 at a fixed rate with clients that never read."""
+    loop = Loop()
+    wire = make_wire(spec)
+    readers = spec["never_readers"]
+    stalled = make_clients(loop, wire, spec, "z", readers, start=spec["receivers"] + spec["senders"])
+    for c in stalled:
+        c.rcvbuf = NEVER_READER_RCVBUF
+    rx, tx, login = open_room(loop, wire, spec, spec["receivers"], spec["senders"], extra=stalled)
+    result: Obj = {"login": login}
+    if not login["complete"]:
+        result["error"] = "not every client logged in"
+        return result
+    for c in stalled:
+        c.stop_reading()
+    fan = FanOut(loop, wire, rx, tx, spec["probes"], spec["pad"])
+    mark("run_start")
+    step = fan.run_step(spec["rate"], spec["seconds"], spec["drain"])
+    closed = sum(1 for c in stalled if c.peer_closed())
+    mark("run_end")
+    step["p99_s"] = None if math.isinf(step["p99_s"]) else round(step["p99_s"], 4)
+    per_message = len(wire.broadcast(b"zqb 1 1234567890123456 123456 " + PAD[: spec["pad"]].encode())) + 30
+    result.update({
+        "run": step,
+        "never_readers": readers,
+        "never_readers_closed_by_server": closed,
+        "bytes_sent_to_each_never_reader_approx": step["sent"] * per_message,
+    })
+    for c in rx + tx + stalled:
+        c.close()
+    return result
+
+
+WORKLOADS = {
+    "login": w_login,
+    "fanout": w_fanout,
+    "direct": w_direct,
+    "churn": w_churn,
+    "neverread": w_neverread,
+}
+
+
+def main() -> int:
+    spec = json.loads(sys.stdin.readline())
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    mark = Marker()
+    wall = time.monotonic()
+    cpu = cpu_seconds()
+    result = WORKLOADS[spec["workload"]](spec, mark)
+    wall = time.monotonic() - wall
+    result["loadgen_total"] = {
+        "cpu_s": round(cpu_seconds() - cpu, 2),
+        "wall_s": round(wall, 2),
+        "cpu_percent": round(100 * (cpu_seconds() - cpu) / wall, 1) if wall else None,
+        "affinity": sorted(os.sched_getaffinity(0)),
+    }
+    sys.stdout.write(json.dumps({"result": result}) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
