@@ -76,6 +76,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable, Sequence
 
+from bench.procstat import cpu_seconds, status_kib
 from bench.servers import HOST, RunningServer, start_chatservice
 
 CLIENTS_PER_ADDRESS = 8
@@ -133,28 +134,8 @@ def latency_summary(samples: Iterable[float]) -> Obj:
 # Server process figures ---------------------------------------------------------------
 
 
-def proc_status_kib(pid: int, key: str) -> int | None:
-    """A ``kB`` field of ``/proc/<pid>/status`` (``VmRSS``, ``VmHWM``), or ``None``."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def proc_cpu_seconds(pid: int) -> float | None:
-    """User plus system CPU seconds of process ``pid`` (all its threads)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    # After the command name: state is field 3, utime 14 and stime 15 (1-based).
-    ticks = int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+proc_status_kib = status_kib
+proc_cpu_seconds = cpu_seconds
 
 
 def kernel_send_queues(server_port: int) -> dict[tuple[str, int], int]:
