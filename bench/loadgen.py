@@ -790,7 +790,6 @@ def w_direct(spec: Obj, mark: Marker) -> Obj:
     rtts: list[float] = []
     answered: set[tuple[int, int]] = set()
     name_bytes = [u.name.encode() for u in users]
-    background_count = [0]
 
     def data(client: Client, chunk: bytes) -> None:
         client.count_mark(chunk, BROADCAST_MARK)

@@ -36,7 +36,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from bench import peers, procstat
+from bench import peers
 from bench.run import PAD, raise_file_limit, run_loadgen
 from bench.servers import HOST, ROOT
 

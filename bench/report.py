@@ -103,9 +103,13 @@ def login_figures(record: Obj, limit: float) -> dict[str, Figure]:
     text = None
     if incomplete:
         text = f"{result['logins_per_s']:.0f} [{result['logged_in']}/{result['wanted']}]"
+    mem_ok, mem_why = ok and bool(count), why
+    if not result.get("settled", True):
+        mem_ok = False
+        mem_why = "; ".join(x for x in (why, "notifications still queued at the end of the settle bound (RSS includes them)") if x)
     return {
         "logins/s": Figure(result["logins_per_s"], ok, "; ".join(x for x in (why, incomplete) if x), text),
-        "KiB/conn": Figure(per_conn, ok and bool(count), why),
+        "KiB/conn": Figure(per_conn, mem_ok, mem_why),
     }
 
 
@@ -202,7 +206,8 @@ def neverread_figures(record: Obj, limit: float) -> dict[str, Figure]:
     }
 
 
-FIGURES: dict[str, tuple[str, Callable[[Obj, float], dict[str, Figure]], dict[str, bool]]] = {
+FIGURES: dict[str, tuple[str, Callable[[Obj, float], dict[str, Figure]], dict[str, bool | None]]] = {
+    # figure -> True: higher is better, False: lower is better, None: context (no ratio)
     "login": ("1. idle logins", login_figures, {"logins/s": True, "KiB/conn": False}),
     "fanout": ("2. broadcast fan-out", fanout_figures, {"delivered/s": True, "p99 ms": False}),
     "direct": ("3. DM ping-pong under load", direct_figures,
@@ -210,8 +215,8 @@ FIGURES: dict[str, tuple[str, Callable[[Obj, float], dict[str, Figure]], dict[st
     "churn": ("4. presence churn", churn_figures, {"notifications/s": True, "notice p50 ms": False, "notice p99 ms": False}),
     "neverread": ("5. never-reading clients", neverread_figures,
                   {"peak RSS MiB": False, "RSS growth MiB": False, "kernel queue MiB": False,
-                   "held MiB": False, "unread MiB (all)": True,
-                   "never-readers closed": True, "others' p99 ms": False}),
+                   "held MiB": False, "unread MiB (all)": None,
+                   "never-readers closed": None, "others' p99 ms": False}),
 }
 
 
@@ -233,6 +238,8 @@ def table_rows(results: Obj) -> list[Obj]:
                 for server, figs in cells.items():
                     row["values"][server] = figs[key].as_json()
                 chat = cells.get("chatservice", {}).get(key)
+                if higher is None:
+                    chat = None
                 for peer in PEERS:
                     other = cells.get(peer, {}).get(key)
                     ratio = None
@@ -349,7 +356,8 @@ def render(results: Obj) -> str:
     header = ["workload", "N", "figure", *[LABELS[s] for s in present], *[f"chat/{LABELS[p]}" for p in peers]]
     body: list[list[str]] = []
     for row in rows:
-        line = [row["title"], str(row["size"]), row["figure"] + (" ^" if row["higher_is_better"] else " v")]
+        arrow = {True: " ^", False: " v"}.get(row["higher_is_better"], "")
+        line = [row["title"], str(row["size"]), row["figure"] + arrow]
         line += [_fmt_cell(row["values"].get(s)) for s in present]
         line += ["-" if row["ratios"].get(p) is None else f"{row['ratios'][p]:.2f}" for p in peers]
         body.append(line)
@@ -365,6 +373,17 @@ def render(results: Obj) -> str:
                "^ higher is better, v lower is better; (!) invalid (see below)")
     for notice in results.get("notices", []):
         out.append(f"NOTICE: {notice}")
+    versions = {}
+    for record in results.get("runs", []):
+        code = record.get("code")
+        if record["server"] == "chatservice" and code:
+            versions.setdefault(code["chatservice_sha1"], (code.get("commit"), code.get("chatservice_dirty")))
+    if len(versions) > 1:
+        out.append("WARNING: chatservice's code changed during the run: " + ", ".join(
+            f"{sha} (commit {c}{', modified' if d else ''})" for sha, (c, d) in versions.items()))
+    elif versions:
+        (sha, (c, d)), = versions.items()
+        out.append(f"chatservice code: commit {c}{' + local changes' if d else ''} (sources sha1 {sha})")
     out.append("")
     out.append("  ".join(h.ljust(w) for h, w in zip(header, widths)))
     out.append("  ".join("-" * w for w in widths))

@@ -12,6 +12,7 @@ prints a table with the ratios chatservice / peer.  The same figures go to
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -87,7 +88,6 @@ def machine() -> Obj:
                 break
     except OSError:
         pass
-    mem_kib = procstat.status_kib(os.getpid(), "VmRSS")  # noqa: F841 (keeps import used)
     total = "?"
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -199,11 +199,31 @@ def time_limit(workload: str, size: int, plan: Obj) -> float:
     return 600
 
 
+def code_version() -> Obj:
+    """The commit, and a hash of chatservice's sources as they are on disk now.
+
+    A server reads its code when it starts; recording this at every start shows
+    a run during which someone changed chatservice."""
+    digest = hashlib.sha1()
+    for path in sorted((ROOT / "chatservice").rglob("*.py")):
+        digest.update(str(path.relative_to(ROOT)).encode())
+        digest.update(path.read_bytes())
+    try:
+        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, timeout=10).stdout.strip() or None
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "chatservice"],
+                               capture_output=True, text=True, timeout=10).stdout.strip() != ""
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = None, None
+    return {"commit": commit, "chatservice_dirty": dirty, "chatservice_sha1": digest.hexdigest()[:12]}
+
+
 def run_one(server: str, workload: str, size: int, plan: Obj, extra: Obj, args: argparse.Namespace) -> Obj:
     label = peers.SERVER_LABELS[server]
     log(f"== {label}: {workload} {size}")
     names = account_names(workload, size, plan)
-    record: Obj = {"server": server, "workload": workload, "size": size}
+    record: Obj = {"server": server, "workload": workload, "size": size,
+                   "started_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "code": code_version()}
     try:
         peer = peers.STARTERS[server](names, args.server_cpu)
     except Exception as e:  # a server that does not start is reported, not fatal
@@ -322,6 +342,25 @@ def half_max_rate(fanout_max: dict[int, float], receivers: int, args: argparse.N
     return max(1.0, 0.5 * fanout_max[size] / receivers)
 
 
+def combine(parts: list[Obj]) -> Obj:
+    """Several results in one: the first's machine and settings, every run (later ones win)."""
+    combined = dict(parts[0])
+    runs: dict[tuple[str, str, int], Obj] = {}
+    for part in parts:
+        for record in part.get("runs", []):
+            runs[(record["server"], record["workload"], record["size"])] = record
+    order = {name: i for i, name in enumerate(["chatservice", "words", "ngircd"])}
+    combined["runs"] = sorted(runs.values(), key=lambda r: (order.get(r["server"], 9), WORKLOAD_ORDER.index(r["workload"]), r["size"]))
+    if len(parts) > 1:
+        combined["combined_from"] = [
+            {"wall_s": p.get("wall_s"), "servers": sorted({r["server"] for r in p.get("runs", [])})} for p in parts
+        ]
+        combined["wall_s"] = sum(p.get("wall_s") or 0 for p in parts)
+        combined.pop("table", None)
+        combined.pop("targets", None)
+    return combined
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, a few minutes in all")
@@ -331,10 +370,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workloads", nargs="+", default=WORKLOAD_ORDER, choices=WORKLOAD_ORDER)
     parser.add_argument("--server-cpu", type=int, default=0, help="core the server is pinned to (default 0)")
     parser.add_argument("--loadgen-cpu", type=int, default=1, help="core the load generator is pinned to (default 1)")
-    parser.add_argument("--from-json", type=Path, help="only print and chart an earlier results.json")
+    parser.add_argument("--from-json", type=Path, nargs="+",
+                        help="only print and chart earlier results.json files; with several, their runs are"
+                             " combined (a later file's run replaces an earlier one's for the same server,"
+                             " workload and size), e.g. one server re-run after a change")
     args = parser.parse_args(argv)
     if args.from_json:
-        results = json.loads(args.from_json.read_text(encoding="utf-8"))
+        results = combine([json.loads(path.read_text(encoding="utf-8")) for path in args.from_json])
     else:
         if args.server_cpu == args.loadgen_cpu:
             parser.error("the server and the load generator need different cores")
@@ -346,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     text = report.render(results)
     print(text)
     args.output.mkdir(parents=True, exist_ok=True)
-    name = "results" if not args.from_json else args.from_json.stem
+    name = args.from_json[0].stem if args.from_json and len(args.from_json) == 1 else "results"
     (args.output / f"{name}.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     (args.output / f"{name}.txt").write_text(text + "\n", encoding="utf-8")
     (args.output / f"{name}.rst").write_text(report.render_rst(results), encoding="utf-8")
