@@ -154,8 +154,12 @@ def ngircd_version() -> str | None:
     return out.splitlines()[0].strip() if out else None
 
 
+CHAT_EXPERIMENT: list[str] = []
+"""Extra ``twistd chat`` options for an experiment (``bench.run --server-args``), recorded with the run."""
+
+
 def start_chat(names: list[str], cpu: int | None) -> Peer:
-    extra = [item for pair in CHAT_RAISED.items() for item in pair]
+    extra = [item for pair in CHAT_RAISED.items() for item in pair] + CHAT_EXPERIMENT
     server = start_chatservice(accounts_for(names), extra=extra, cpu=cpu)
     from chatservice.version import SERVER_VERSION
 
@@ -165,7 +169,7 @@ def start_chat(names: list[str], cpu: int | None) -> Peer:
         port=server.port,
         pid=server.pid,
         version=f"chatservice {SERVER_VERSION} (twistd -n chat, sqlite store)",
-        raised=dict(CHAT_RAISED),
+        raised=dict(CHAT_RAISED, **({"experiment": " ".join(CHAT_EXPERIMENT)} if CHAT_EXPERIMENT else {})),
         stop=server.stop,
         log_path=Path(server.workdir.name) / "server.log",
     )

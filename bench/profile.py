@@ -37,7 +37,7 @@ from collections import Counter
 from pathlib import Path
 
 from bench import peers
-from bench.run import PAD, raise_file_limit, run_loadgen
+from bench.run import PAD, PLANS, raise_file_limit, run_loadgen
 from bench.servers import HOST, ROOT
 
 _PORT_LINE = re.compile(rb"ChatFactory starting on (\d+)")
@@ -195,6 +195,9 @@ def summarise_pstats(path: Path, top_n: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workload", choices=["fanout", "direct"], default="fanout",
+                        help="fanout (workload 2 at --rate) or direct (workload 3: DM ping-pong of 1000 users"
+                             " with --rate broadcasts/s behind it)")
     parser.add_argument("--receivers", type=int, default=1000)
     parser.add_argument("--senders", type=int, default=2)
     parser.add_argument("--rate", type=float, default=None,
@@ -220,32 +223,42 @@ def main(argv: list[str] | None = None) -> int:
                         rate = 0.7 * best["offered_msgs_per_s"]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     raw = args.output
-    names = [f"r{i}" for i in range(args.receivers)] + [f"s{i}" for i in range(args.receivers, args.receivers + args.senders)]
+    if args.workload == "direct":
+        plan = PLANS["full"]["direct"]
+        names = [f"u{i}" for i in range(plan["users"])] + [f"s{plan['users']}"]
+    else:
+        names = [f"r{i}" for i in range(args.receivers)] + [f"s{i}" for i in range(args.receivers, args.receivers + args.senders)]
     peer, top, tool = start_profiled_chat(names, 0, 1, raw, args.sample_rate)
-    print(f"profiling chatservice (pid {peer.pid}) with {tool}: {args.receivers} receivers, {rate:.1f} broadcasts/s for {args.seconds:g} s",
-          file=sys.stderr)
+    print(f"profiling chatservice (pid {peer.pid}) with {tool}: {args.workload}, {len(names)} users,"
+          f" {rate:.1f} broadcasts/s for {args.seconds:g} s", file=sys.stderr)
     spec = {
-        "workload": "fanout", "server": "chatservice (profiled)", "protocol": "chat", "irc_pass": False,
+        "workload": args.workload, "server": "chatservice (profiled)", "protocol": "chat", "irc_pass": False,
         "channel": "#bench", "port": peer.port, "password_format": peers.PASSWORD_FORMAT, "concurrency": 8,
-        "quiet": 1.0, "pad": PAD, "loadgen_cpu_limit": 100.0, "receivers": args.receivers,
-        "senders": args.senders, "probes": 32, "step_seconds": args.seconds, "drain": 5.0,
-        "time_limit": args.seconds + 30, "max_steps": 1, "start_rate": rate, "login_limit": 300,
-        "settle_limit": 300,
+        "quiet": 1.0, "pad": PAD, "loadgen_cpu_limit": 100.0, "login_limit": 300, "settle_limit": 300,
     }
+    if args.workload == "direct":
+        spec.update(PLANS["full"]["direct"], seconds=args.seconds, background_rate=rate)
+    else:
+        spec.update({
+            "receivers": args.receivers, "senders": args.senders, "probes": 32, "step_seconds": args.seconds,
+            "drain": 5.0, "time_limit": args.seconds + 30, "max_steps": 1, "start_rate": rate,
+        })
     try:
         result, marks, _samples, error = run_loadgen(peer, spec, 1, 900)
         cpu = None
-        starts = [m for m in marks if m["mark"] in ("step_start", "step_end")]
+        starts = [m for m in marks if m["mark"] in ("step_start", "step_end", "run_start", "run_end")]
         if len(starts) >= 2:
             a, b = starts[0], starts[1]
             cpu = 100 * (b["server"]["cpu_s"] - a["server"]["cpu_s"]) / max(0.001, b["t"] - a["t"])
     finally:
         peer.stop()
     step = (result or {}).get("steps", [{}])[0] if result and result.get("steps") else {}
+    if args.workload == "direct" and result:
+        step = {"delivered_per_s": result.get("background_delivered_per_s"), "latency": result.get("rtt")}
     header = [
-        f"chatservice under workload 2: {args.receivers} receivers, {args.senders} senders, "
+        f"chatservice under {args.workload}: {len(names)} users, "
         f"{rate:.1f} broadcasts/s offered for {args.seconds:g} s ({tool}, {args.sample_rate} samples/s)",
-        f"delivered/s {step.get('delivered_per_s')}, latency {step.get('latency')}, "
+        f"delivered/s {step.get('delivered_per_s')}, latency (direct: DM round trip) {step.get('latency')}, "
         f"server CPU during the step {cpu:.0f}% of one core" if cpu is not None else f"result: {error}",
         "",
     ]

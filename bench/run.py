@@ -18,6 +18,7 @@ import os
 import platform
 import queue
 import resource
+import shlex
 import subprocess
 import sys
 import threading
@@ -310,7 +311,7 @@ def run_all(args: argparse.Namespace) -> Obj:
                         previous = (size, best["delivered_per_s"])
             elif workload == "direct":
                 users = wplan["users"]
-                rate = half_max_rate(fanout_max, users, args, server, users)
+                rate = args.background_rate or half_max_rate(fanout_max, users, args, server, users)
                 runs.append(run_one(server, workload, users, wplan, {"background_rate": rate}, args))
             elif workload == "churn":
                 runs.append(run_one(server, workload, wplan["clients"], wplan, {}, args))
@@ -368,6 +369,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--servers", nargs="+", default=["chatservice", "words", "ngircd"],
                         choices=["chatservice", "words", "ngircd"])
     parser.add_argument("--workloads", nargs="+", default=WORKLOAD_ORDER, choices=WORKLOAD_ORDER)
+    parser.add_argument("--background-rate", type=float, default=None,
+                        help="broadcasts/s behind workload 3 (default: half of workload 2's maximum)")
+    parser.add_argument("--server-args", default="",
+                        help="extra twistd chat options, one string (experiments; recorded in the results),"
+                             " e.g. --server-args='--flush-interval 0'")
     parser.add_argument("--server-cpu", type=int, default=0, help="core the server is pinned to (default 0)")
     parser.add_argument("--loadgen-cpu", type=int, default=1, help="core the load generator is pinned to (default 1)")
     parser.add_argument("--from-json", type=Path, nargs="+",
@@ -380,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if args.server_cpu == args.loadgen_cpu:
             parser.error("the server and the load generator need different cores")
+        peers.CHAT_EXPERIMENT[:] = shlex.split(args.server_args)
         limit = raise_file_limit()
         log(f"file descriptor limit: {limit[0]}")
         results = run_all(args)

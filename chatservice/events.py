@@ -27,6 +27,10 @@ class Event:
     encoded: dict[str, bytes] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    bulk: ClassVar[bool] = False
+    """Fan-out traffic (a broadcast, presence, room traffic): under load it may
+    wait a little to leave together with the next ones; anything else is
+    written at the end of the current reactor turn."""
 
 
 # Errors -------------------------------------------------------------------
@@ -131,6 +135,8 @@ class DirectMessage(Event):
 class BroadcastMessage(Event):
     """A message from one user to every other online user; ``seq`` numbers it."""
 
+    bulk: ClassVar[bool] = True
+
     sender: str
     text: str
     sent_at: float
@@ -140,6 +146,8 @@ class BroadcastMessage(Event):
 @dataclass(frozen=True, eq=False)
 class RoomMessage(Event):
     """A message to the members of room ``room_id``; ``seq`` numbers it in the room."""
+
+    bulk: ClassVar[bool] = True
 
     room_id: int
     sender: str
@@ -151,6 +159,8 @@ class RoomMessage(Event):
 @dataclass(frozen=True, eq=False)
 class Presence(Event):
     """``username`` logged in (``online``) or out (not ``online``)."""
+
+    bulk: ClassVar[bool] = True
 
     username: str
     online: bool
@@ -316,6 +326,8 @@ class RoomList(Event):
 @dataclass(frozen=True, eq=False)
 class RoomLeft(Event):
     """``username`` left room ``room_id`` (the reply to ``room leave`` when it is you)."""
+
+    bulk: ClassVar[bool] = True
 
     room_id: int
     username: str

@@ -85,6 +85,68 @@ class FloodTests(HarnessTestCase):
         self.assertFalse(yoda.closed)
 
 
+class TurnTests(HarnessTestCase):
+    """One connection's burst of lines leaves the others their turn."""
+
+    harness_options = {"flood_burst": 1000, "flood_rate": 1000.0, "lines_per_turn": 4}
+
+    def turns_waiting(self) -> int:
+        return sum(
+            "_take_turn" in repr(call) for call in self.harness.clock.getDelayedCalls()
+        )
+
+    def test_lines_beyond_the_turn_wait_for_the_next(self) -> None:
+        yoda, hans = self.online("yoda", "hans")
+        yoda.protocol.dataReceived(b"".join(b"message hans m%d\r\n" % i for i in range(10)))
+        self.assertEqual(hans.lines(), [f"yoda: m{i}" for i in range(4)])
+        self.assertEqual(yoda.transport.producerState, "paused")
+        self.assertEqual(self.turns_waiting(), 1)
+        # (A Clock runs the turns scheduled meanwhile in the same advance.)
+        self.harness.clock.advance(0)
+        self.assertEqual(hans.lines(), [f"yoda: m{i}" for i in range(4, 10)])
+        self.assertEqual(yoda.transport.producerState, "producing")
+        self.assertEqual(self.turns_waiting(), 0)
+
+    def test_a_partial_line_does_not_end_the_turn(self) -> None:
+        yoda, hans = self.online("yoda", "hans")
+        yoda.protocol.dataReceived(
+            b"".join(b"message hans m%d\r\n" % i for i in range(4)) + b"message ha"
+        )
+        self.assertEqual(hans.lines(), [f"yoda: m{i}" for i in range(4)])
+        self.assertEqual(self.turns_waiting(), 0)
+        self.assertEqual(yoda.transport.producerState, "producing")
+
+    def test_dropped_connection_cancels_its_next_turn(self) -> None:
+        (yoda,) = self.online("yoda")
+        yoda.protocol.dataReceived(b"whoelse\r\n" * 10)
+        self.assertEqual(self.turns_waiting(), 1)
+        yoda.drop()
+        self.assertEqual(self.turns_waiting(), 0)
+
+
+class TurnBudgetTests(HarnessTestCase):
+    """Costly lines end a connection's turn by time, not by count."""
+
+    harness_options = {"flood_burst": 1000, "flood_rate": 1000.0, "turn_budget": 0.01}
+
+    def test_turn_ends_when_its_time_is_spent(self) -> None:
+        yoda, hans = self.online("yoda", "hans")
+        clock = self.harness.clock
+        handle = yoda.protocol._handle_line
+
+        def slow_line(line: bytes) -> None:
+            handle(line)
+            clock.rightNow += 0.004  # each line "takes" 4 ms (no timers run)
+
+        yoda.protocol._handle_line = slow_line
+        yoda.protocol.dataReceived(b"".join(b"message hans m%d\r\n" % i for i in range(6)))
+        # 0, 4 and 8 ms have passed before lines 1-3; the fourth finds 12 ms.
+        self.assertEqual(hans.lines(), [f"yoda: m{i}" for i in range(4)])
+        self.assertEqual(yoda.transport.producerState, "paused")
+        clock.advance(0)
+        self.assertEqual(hans.lines(), ["yoda: m4", "yoda: m5"])
+
+
 class SlowReaderTests(HarnessTestCase):
     """A client that stops reading loses optional traffic, then the connection."""
 

@@ -9,6 +9,7 @@ from twisted.internet.protocol import ServerFactory
 
 from chatservice import events
 from chatservice.auth.login import LoginGate
+from chatservice.server.output import OutputBatcher
 from chatservice.server.policy import ConnectionPolicy
 from chatservice.server.protocol import ChatProtocol
 
@@ -32,6 +33,7 @@ class ChatFactory(ServerFactory):
         self.connections: set[ChatProtocol] = set()
         self._per_address: dict[str, int] = {}
         self._closing: dict[ChatProtocol, defer.Deferred[None]] = {}
+        self.output_batcher = OutputBatcher(clock, policy.flush_interval)
 
     def buildProtocol(self, addr: IAddress) -> ChatProtocol:
         protocol = self.protocol(self.gate, self.clock, self.policy)

@@ -68,6 +68,17 @@ class ConnectionPolicy:
     :param flood_rate: ...and then per second; faster lines wait (reading pauses).
     :param flood_limit: seconds of uninterrupted throttling before the
         connection is closed as a flood.
+    :param lines_per_turn: lines of one connection handled per reactor turn;
+        the rest wait (reading pauses) until the other connections have had
+        their turn, so one fast sender's burst does not hold up everyone's
+        direct messages, and one turn's output to each client stays small.
+    :param turn_budget: seconds one connection's lines may take per reactor
+        turn (as :attr:`lines_per_turn`, but for lines that cost much, such
+        as broadcasts to thousands).
+    :param flush_interval: least seconds between two flushes of the
+        connections' output (:class:`~chatservice.server.output.OutputBatcher`):
+        under load, what is written meanwhile leaves in one ``send`` per
+        connection.
     :param output_soft_limit: bytes of unread output past which broadcasts,
         presence and room traffic to a connection are dropped (direct messages
         are kept for later).
@@ -92,6 +103,9 @@ class ConnectionPolicy:
     flood_burst: int = 20
     flood_rate: float = 5.0
     flood_limit: float = 30.0
+    lines_per_turn: int = 16
+    turn_budget: float = 0.005
+    flush_interval: float = 0.02
     output_soft_limit: int = 256 * 1024
     output_hard_limit: int = 1024 * 1024
     slow_reader_grace: float = 60.0

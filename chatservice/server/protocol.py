@@ -27,6 +27,7 @@ from chatservice.auth.login import LoginGate, LoginRefused
 from chatservice.commands import COMMANDS, CommandError, Request
 from chatservice.interfaces import IChatSession
 from chatservice.server.flowcontrol import OutputMonitor, TokenBucket
+from chatservice.server.output import OutputBatcher, write_now, writes_directly
 from chatservice.server.policy import ConnectionPolicy
 from chatservice.version import SERVER_VERSION, compatible
 from chatservice.wire import encode_event, jsonlines, text
@@ -62,6 +63,9 @@ class Phase(enum.Enum):
     CHECKING = "waiting for the login to be checked; reading is paused"
     ONLINE = "logged in"
     CLOSED = "closing or closed"
+
+
+_CLOSED = Phase.CLOSED
 
 
 class ChatProtocol(LineReceiver, TimeoutMixin):
@@ -103,13 +107,21 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         self._output = OutputMonitor(self._output_drained)
         self._slow_reader_deadline: IDelayedCall | None = None
         self._dropped = 0
+        self._batcher: OutputBatcher | None = None
+        self._batched: list[bytes] | None = None
+        self._hurried = False
+        self._lines_this_turn = 0
+        self._turn_started = 0.0
+        self._next_turn: IDelayedCall | None = None
 
     # Connection life -----------------------------------------------------------
 
     def connectionMade(self) -> None:
         self.host = getattr(self.transport.getPeer(), "host", "")
         self.transport.registerProducer(self._output, True)
-        self._pin_send_buffer()
+        self._tune_socket()
+        if self.factory is not None and writes_directly(self.transport):
+            self._batcher = self.factory.output_batcher
         refusal = None
         if self.factory is not None:
             refusal = self.factory.connection_made(self)
@@ -127,10 +139,11 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
     def connectionLost(self, reason: Failure = None) -> None:
         self.setTimeout(None)
         self.phase = Phase.CLOSED
-        for call in (self._unthrottle, self._slow_reader_deadline):
+        for call in (self._unthrottle, self._slow_reader_deadline, self._next_turn):
             if call is not None and call.active():
                 call.cancel()
-        self._unthrottle = self._slow_reader_deadline = None
+        self._unthrottle = self._slow_reader_deadline = self._next_turn = None
+        self._batched = None
         self.end_session()
         self.session = None
         # Last: the service's stop waits for this, then closes the store.
@@ -160,14 +173,19 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         This runs once per recipient of every broadcast: the common case (the
         client reads, the connection is open) writes the cached bytes at once.
         """
-        if self._output.backed_up or self.phase is Phase.CLOSED:
+        if self._output.backed_up or self.phase is _CLOSED:
             self._deliver_carefully(event)
             return
         data = event.encoded.get(self.wire.NAME)
         if data is None:
             data = encode_event(self.wire, event)
-        if data:
-            self.transport.write(data)
+        if not data:
+            return
+        batched = self._batched
+        if batched is not None and event.bulk:
+            batched.append(data)  # the common case under load
+        else:
+            self._write(data, not event.bulk)
 
     def _deliver_carefully(self, event: events.Event) -> None:
         """:meth:`deliver` for a closed connection or one whose client lags."""
@@ -176,7 +194,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         if self.congested and isinstance(event, OPTIONAL_EVENTS):
             self._dropped += 1
             return
-        self.send(event)
+        self.send(event, urgent=not event.bulk)
 
     def disconnect(
         self, event: events.Disconnected, request_id: Any = None, log_out: bool = True
@@ -192,6 +210,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         self.phase = Phase.CLOSED
         if log_out:
             self.end_session()
+        self.flush_output()
         # A registered producer would hold up a TLS transport's close.
         self.transport.unregisterProducer()
         self.transport.loseConnection()
@@ -202,17 +221,19 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         if logout is not None:
             logout()
 
-    def send(self, event: events.Event, request_id: Any = None) -> None:
+    def send(self, event: events.Event, request_id: Any = None, urgent: bool = True) -> None:
         """Render ``event`` in this connection's format and write it.
 
         A client whose unread output passes the hard limit is disconnected.
+
+        :param urgent: leave at the end of this turn (else with the next bulk flush).
         """
         if self.phase is Phase.CLOSED:
             return
         data = encode_event(self.wire, event, request_id)
         if not data or self.transport is None:
             return
-        self.transport.write(data)
+        self._write(data, urgent)
         self._output.wrote(len(data))
         if self._output.backlog > self.policy.output_hard_limit:
             self._drop_slow_reader()
@@ -235,12 +256,53 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
             backlog=self._output.backlog,
         )
         self.phase = Phase.CLOSED
+        self._batched = None
         self.end_session()
         self.transport.unregisterProducer()
         self.transport.abortConnection()
 
-    def _pin_send_buffer(self) -> None:
-        """Keep the kernel's send buffer small, so a backlog shows up here."""
+    def _write(self, data: bytes, urgent: bool = True) -> None:
+        """Write ``data`` after everything written before it.
+
+        On a plain TCP connection the bytes wait for the batcher
+        (:mod:`chatservice.server.output`): ``urgent`` ones till the end of
+        this reactor turn, others till the next bulk flush, so under load
+        many broadcasts leave in one ``send``.  Other transports are written
+        to at once.
+        """
+        batched = self._batched
+        if batched is not None:
+            batched.append(data)
+        elif self._batcher is not None:
+            self._batched = [data]
+            if not urgent:
+                self._batcher.add(self)
+        else:
+            self.transport.write(data)
+            return
+        if urgent and not self._hurried:
+            self._hurried = True
+            self._batcher.hurry(self)
+
+    def flush_output(self) -> None:
+        """Write what was batched for this connection (the batcher calls it)."""
+        batched, self._batched = self._batched, None
+        self._hurried = False
+        if batched and self.transport is not None:
+            write_now(self.transport, batched[0] if len(batched) == 1 else b"".join(batched))
+
+    def _tune_socket(self) -> None:
+        """Send small lines without delay; keep the kernel's send buffer small.
+
+        ``TCP_NODELAY``: a chat line is small and should leave at once rather
+        than wait for the client's delayed acknowledgement (Nagle's
+        algorithm).  ``SO_SNDBUF`` pinned: a backlog shows up here, where it
+        is counted, rather than hiding in the kernel.
+        """
+        try:
+            self.transport.setTcpNoDelay(True)
+        except (AttributeError, OSError):
+            pass  # not TCP (a test transport, standard I/O)
         try:
             handle = self.transport.getHandle()
             handle.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.policy.send_buffer)
@@ -298,9 +360,20 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         self._unthrottle = None
         self._resume("flood")
 
+    def _yield_turn(self) -> None:
+        """Leave the lines still buffered for the next reactor turn."""
+        self._pause("turn")
+        self._next_turn = self._clock.callLater(0, self._take_turn)
+
+    def _take_turn(self) -> None:
+        self._next_turn = None
+        self._resume("turn")
+
     # Reading lines ---------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
+        self._lines_this_turn = 0
+        self._turn_started = self._clock.seconds()
         if self._discarding:
             end = data.find(self.delimiter)
             if end < 0:
@@ -330,6 +403,12 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
     def lineReceived(self, line: bytes) -> None:
         if self.phase is Phase.CLOSED:
             return
+        self._lines_this_turn += 1
+        if (
+            self._lines_this_turn >= self.policy.lines_per_turn
+            or self._clock.seconds() - self._turn_started >= self.policy.turn_budget
+        ) and self.delimiter in self._buffer:
+            self._yield_turn()
         wait = self._bucket.take()
         if wait:
             self._throttle(wait)
@@ -345,7 +424,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
             if line.lstrip().startswith(b"{"):
                 self.wire = jsonlines
                 # End the text prompt's line so a JSON client reads whole lines.
-                self.transport.write(b"\n")
+                self._write(b"\n")
         if self.wire is jsonlines:
             self._json_line(line)
         else:

@@ -1,0 +1,334 @@
+"""One ``send`` per connection per reactor turn (:mod:`chatservice.server.output`).
+
+The batcher is checked on a :class:`Clock`; :func:`write_now` and a whole
+:class:`ChatProtocol` on real loopback TCP connections, since direct writes
+exist only for real sockets.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import defer, protocol, reactor, task
+from twisted.internet.task import Clock
+from twisted.trial import unittest
+
+from chatservice import events
+from chatservice.server.output import OutputBatcher, write_now, writes_directly
+from tests.support import SAMPLE_ACCOUNTS, ChatHarness
+
+
+class RecordingConnection:
+    """A stand-in connection that records its flushes."""
+
+    def __init__(self, name: str, log: list[str]) -> None:
+        self.name = name
+        self.log = log
+
+    def flush_output(self) -> None:
+        self.log.append(self.name)
+
+
+class OutputBatcherTests(unittest.TestCase):
+    def test_flushes_each_connection_once_after_the_turn(self) -> None:
+        clock = Clock()
+        batcher = OutputBatcher(clock, interval=0.02)
+        log: list[str] = []
+        batcher.add(RecordingConnection("a", log))
+        batcher.add(RecordingConnection("b", log))
+        self.assertEqual(log, [])
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        self.assertEqual(batcher.pending, 2)
+        clock.advance(0)  # the first flush after a quiet time is not delayed
+        self.assertEqual(log, ["a", "b"])
+        self.assertEqual(batcher.pending, 0)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_bulk_flushes_are_at_least_an_interval_apart(self) -> None:
+        clock = Clock()
+        batcher = OutputBatcher(clock, interval=0.02)
+        log: list[str] = []
+        batcher.add(RecordingConnection("first", log))
+        clock.advance(0)
+        clock.advance(0.005)
+        batcher.add(RecordingConnection("second", log))
+        clock.advance(0.014)
+        self.assertEqual(log, ["first"])
+        clock.advance(0.001)
+        self.assertEqual(log, ["first", "second"])
+        clock.advance(1)
+        batcher.add(RecordingConnection("third", log))
+        clock.advance(0)  # long after the last flush: at once
+        self.assertEqual(log, ["first", "second", "third"])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_urgent_connections_do_not_wait_for_the_interval(self) -> None:
+        clock = Clock()
+        batcher = OutputBatcher(clock, interval=0.02)
+        log: list[str] = []
+        batcher.add(RecordingConnection("bulk", log))
+        clock.advance(0)
+        batcher.add(RecordingConnection("bulk again", log))
+        batcher.hurry(RecordingConnection("urgent", log))
+        clock.advance(0)
+        self.assertEqual(log, ["bulk", "urgent"])
+        clock.advance(0.02)
+        self.assertEqual(log, ["bulk", "urgent", "bulk again"])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_a_large_flush_is_spread_over_turns(self) -> None:
+        clock = Clock()
+        batcher = OutputBatcher(clock, interval=0.02, per_turn=2)
+        log: list[str] = []
+        for name in "abcde":
+            batcher.add(RecordingConnection(name, log))
+        turns: list[list[str]] = []
+        real_flush = batcher.flush
+
+        def recording_flush() -> None:
+            before = len(log)
+            real_flush()
+            turns.append(log[before:])
+
+        batcher.flush = recording_flush  # type: ignore[method-assign]
+        batcher._flush_call.func = recording_flush  # the call already scheduled
+        clock.advance(0)
+        self.assertEqual(turns, [["a", "b"], ["c", "d"], ["e"]])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_a_connection_added_during_a_flush_waits_for_the_next(self) -> None:
+        clock = Clock()
+        batcher = OutputBatcher(clock)
+        log: list[str] = []
+        late = RecordingConnection("late", log)
+        scheduled = []
+
+        class Adds(RecordingConnection):
+            def flush_output(self) -> None:
+                super().flush_output()
+                batcher.add(late)
+                scheduled.append(len(clock.getDelayedCalls()))
+
+        batcher.add(Adds("first", log))
+        clock.advance(0)
+        # A fresh call was scheduled for it (a Clock runs it in the same advance).
+        self.assertEqual(scheduled, [1])
+        self.assertEqual(log, ["first", "late"])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class Collector(protocol.Protocol):
+    """A client that keeps everything it receives."""
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+        self.lost = defer.Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: object = None) -> None:
+        self.lost.callback(None)
+
+
+class ServerSide(protocol.Protocol):
+    """Hands its (real TCP) transport to the test once connected."""
+
+    def connectionMade(self) -> None:
+        self.factory.made.callback(self.transport)
+
+
+def sleep(seconds: float) -> defer.Deferred:
+    return task.deferLater(reactor, seconds, lambda: None)
+
+
+async def wait_until(check, timeout: float = 5.0) -> None:
+    """Let the reactor run until ``check()`` is true (or fail after ``timeout``)."""
+    waited = 0.0
+    while not check():
+        if waited > timeout:
+            raise AssertionError("timed out waiting")
+        await sleep(0.01)
+        waited += 0.01
+
+
+class WriteNowTests(unittest.TestCase):
+    """:func:`write_now` on a real loopback connection."""
+
+    async def connect(self) -> tuple[object, Collector]:
+        server_factory = protocol.Factory.forProtocol(ServerSide)
+        server_factory.made = defer.Deferred()
+        port = reactor.listenTCP(0, server_factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        client = Collector()
+        client_transport = await protocol.ClientCreator(reactor, lambda: client).connectTCP(
+            "127.0.0.1", port.getHost().port
+        )
+        server_transport = await server_factory.made
+
+        async def close() -> None:
+            server_transport.abortConnection()
+            client_transport.transport.abortConnection()
+            await client.lost
+
+        self.addCleanup(lambda: defer.ensureDeferred(close()))
+        return server_transport, client
+
+    async def test_small_write_goes_straight_to_the_socket(self) -> None:
+        transport, client = await self.connect()
+        self.assertTrue(writes_directly(transport))
+        write_now(transport, b"hello\n")
+        # Nothing was left for Twisted to buffer or to watch the socket for.
+        self.assertEqual(transport.dataBuffer, b"")
+        self.assertEqual(transport._tempDataLen, 0)
+        await wait_until(lambda: bytes(client.received) == b"hello\n")
+
+    async def test_full_kernel_buffer_falls_back_to_the_transport_in_order(self) -> None:
+        transport, client = await self.connect()
+        client.transport.pauseProducing()  # the client stops reading
+        chunk = 64 * 1024
+        sent = []
+        index = 0
+        # Write until the kernel refuses and the transport starts buffering.
+        while not (transport.dataBuffer or transport._tempDataLen):
+            data = bytes([index % 251]) * chunk
+            write_now(transport, data)
+            sent.append(data)
+            index += 1
+            self.assertLess(index, 2000, "the kernel never filled up")
+        # Later writes queue behind what the transport holds, even small ones.
+        for tail in (b"x", b"y" * 10, b"z\n"):
+            write_now(transport, tail)
+            sent.append(tail)
+        self.assertGreater(transport._tempDataLen + len(transport.dataBuffer), 0)
+        client.transport.resumeProducing()
+        expected = b"".join(sent)
+        await wait_until(lambda: len(client.received) >= len(expected), timeout=20)
+        self.assertEqual(bytes(client.received), expected)
+
+    async def test_closing_connection_is_left_to_the_transport(self) -> None:
+        transport, client = await self.connect()
+        transport.loseConnection()
+        write_now(transport, b"last words\n")
+        # Not sent directly, but as Twisted sends writes after loseConnection.
+        self.assertEqual(transport._tempDataLen, len(b"last words\n"))
+        await client.lost
+        self.assertEqual(bytes(client.received), b"last words\n")
+        write_now(transport, b"too late\n")  # closed: must not raise
+        self.assertEqual(bytes(client.received), b"last words\n")
+
+
+class LineCollector(Collector):
+    def lines(self) -> list[str]:
+        return bytes(self.received).decode("utf-8").split("\r\n")
+
+
+class ChatProtocolBatchingTests(unittest.TestCase):
+    """A :class:`ChatProtocol` on real TCP: what waits, and what leaves together.
+
+    The server's timers and its batcher run on the harness's :class:`Clock`,
+    so the test decides when a turn ends and when the bulk interval has
+    passed; the bytes travel over the real reactor.
+    """
+
+    def setUp(self) -> None:
+        self.harness = ChatHarness()
+        self.interval = self.harness.policy.flush_interval
+        self.port = reactor.listenTCP(0, self.harness.factory, interface="127.0.0.1")
+        self.clients: list[LineCollector] = []
+
+    async def tearDown(self) -> None:
+        for client in self.clients:
+            client.transport.abortConnection()
+        for client in self.clients:
+            await client.lost
+        await self.port.stopListening()
+        self.harness.close_all()
+        for call in self.harness.clock.getDelayedCalls():
+            call.cancel()
+
+    async def flushed(self, client: LineCollector, marker: bytes) -> None:
+        """End the turn (and the bulk interval) until ``marker`` reaches ``client``."""
+        await wait_until(lambda: self.harness.factory.output_batcher.pending)
+        self.harness.clock.advance(self.interval)
+        await wait_until(lambda: marker in client.received)
+
+    async def log_in(self, username: str) -> LineCollector:
+        client = LineCollector()
+        await protocol.ClientCreator(reactor, lambda: client).connectTCP(
+            "127.0.0.1", self.port.getHost().port
+        )
+        self.clients.append(client)
+        await self.flushed(client, b"Username: ")
+        client.transport.write(username.encode() + b"\r\n")
+        await self.flushed(client, b"Password: ")
+        client.transport.write(SAMPLE_ACCOUNTS[username].encode() + b"\r\n")
+        await self.flushed(client, b"Welcome")
+        return client
+
+    async def quiet(self, *clients: LineCollector) -> None:
+        """Let everything pending out, then forget what the clients received."""
+        for _ in range(3):
+            self.harness.clock.advance(self.interval)
+            await sleep(0.02)
+        for client in clients:
+            client.received.clear()
+
+    def count_sends(self, username: str) -> list[bytes]:
+        """Record every direct write to ``username``'s socket."""
+        sends: list[bytes] = []
+        transport = self.harness.state.sessions[username].client.transport
+        real = transport.writeSomeData
+
+        def counting(data: bytes) -> int:
+            sends.append(bytes(data))
+            return real(data)
+
+        transport.writeSomeData = counting
+        return sends
+
+    async def test_broadcasts_wait_for_the_interval_and_leave_together(self) -> None:
+        luke = await self.log_in("luke")
+        await self.log_in("yoda")
+        await self.quiet(luke)
+        yoda = self.harness.state.sessions["yoda"]
+        yoda.broadcast("zero")
+        self.harness.clock.advance(0)  # after a quiet time: at the end of the turn
+        await wait_until(lambda: b"zero" in luke.received)
+        luke.received.clear()
+        sends = self.count_sends("luke")
+        for word in ("one", "two", "three"):
+            yoda.broadcast(word)
+        self.harness.clock.advance(self.interval / 2)
+        await sleep(0.05)
+        self.assertEqual(bytes(luke.received), b"", "a bulk write left before the interval")
+        self.harness.clock.advance(self.interval / 2)
+        await wait_until(lambda: luke.received.count(b"\r\n") >= 3)
+        self.assertEqual(len(sends), 1, "one send for the interval's three broadcasts")
+        texts = [line for line in luke.lines() if line]
+        self.assertEqual(len(texts), 3)
+        for text, word in zip(texts, ("one", "two", "three")):
+            self.assertIn(word, text)
+
+    async def test_a_direct_message_leaves_at_the_end_of_the_turn_after_the_broadcasts(self) -> None:
+        luke = await self.log_in("luke")
+        await self.log_in("yoda")
+        await self.quiet(luke)
+        sends = self.count_sends("luke")
+        yoda = self.harness.state.sessions["yoda"]
+        yoda.broadcast("before")
+        yoda.message("luke", "direct")
+        self.harness.clock.advance(0)  # the end of the turn, well within the interval
+        await wait_until(lambda: b"direct" in luke.received)
+        received = bytes(luke.received)
+        self.assertLess(received.index(b"before"), received.index(b"direct"))
+        self.assertEqual(len(sends), 1)
+
+    async def test_disconnect_writes_the_batched_lines_before_closing(self) -> None:
+        luke = await self.log_in("luke")
+        await self.quiet(luke)
+        session = self.harness.state.sessions["luke"]
+        session.client.deliver(events.Presence("yoda", True))  # bulk: waits
+        session.client.timeoutConnection()
+        await luke.lost
+        received = bytes(luke.received)
+        self.assertIn(b"yoda", received)
+        self.assertLess(received.index(b"yoda"), received.index(b"logged out"))
