@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Callable, ClassVar, Iterable
 
 from twisted.internet.interfaces import IDelayedCall
 from zope.interface import implementer
@@ -53,6 +53,40 @@ class Session:
     :param guest: whether this is a guest (no account, no password).
     """
 
+    # One per online user: slots, and nothing built per session that the
+    # class can hold (see docs/benchmarks.rst, memory per connection).
+    __slots__ = (
+        "state", "username", "client", "logged_in_at", "guest", "hidden",
+        "auto_reply", "_auto_replied", "_missed", "_typing_expiry", "_typing_to",
+    )
+
+    HANDLERS: ClassVar[dict[str, str]] = {
+        "whoelse": "whoelse",
+        "whoelsesince": "whoelsesince",
+        "users": "users",
+        "typing": "typing",
+        "last": "last",
+        "active": "active",
+        "message": "message",
+        "send": "send",
+        "broadcast": "broadcast",
+        "read": "read",
+        "room create": "room_create",
+        "room send": "room_send",
+        "room leave": "room_leave",
+        "rooms": "list_rooms",
+        "block": "block",
+        "unblock": "unblock",
+        "busy": "busy",
+        "idle": "idle",
+        "hide": "hide",
+        "appear": "appear",
+        "status": "status",
+        "startprivate": "startprivate",
+        "sendfile": "sendfile",
+    }
+    """Each command's name (as :mod:`chatservice.commands` spells it) to its method."""
+
     def __init__(
         self,
         state: ChatState,
@@ -69,35 +103,11 @@ class Session:
         self.hidden = False
         self.auto_reply: str | None = None
         """The auto-reply while busy; ``None`` when available."""
-        self._auto_replied: set[str] = set()
+        self._auto_replied: set[str] | None = None
+        """Who had the auto-reply this busy period (made when first needed)."""
         self._missed = 0
         self._typing_expiry: IDelayedCall | None = None
         self._typing_to: str | None = None
-        self._handlers: dict[str, Callable[..., events.Event]] = {
-            "whoelse": self.whoelse,
-            "whoelsesince": self.whoelsesince,
-            "users": self.users,
-            "typing": self.typing,
-            "last": self.last,
-            "active": self.active,
-            "message": self.message,
-            "send": self.send,
-            "broadcast": self.broadcast,
-            "read": self.read,
-            "room create": self.room_create,
-            "room send": self.room_send,
-            "room leave": self.room_leave,
-            "rooms": self.list_rooms,
-            "block": self.block,
-            "unblock": self.unblock,
-            "busy": self.busy,
-            "idle": self.idle,
-            "hide": self.hide,
-            "appear": self.appear,
-            "status": self.status,
-            "startprivate": self.startprivate,
-            "sendfile": self.sendfile,
-        }
 
     @property
     def busy_now(self) -> bool:
@@ -121,11 +131,12 @@ class Session:
     def execute(self, request: Request) -> events.Event:
         """Carry out ``request``; :class:`CommandError` when it cannot be done."""
         try:
-            handler = self._handlers[request.command]
+            method = self.HANDLERS[request.command]
         except KeyError:
             raise CommandError(
                 "invalid_command", f"Error. {request.command} is not available here."
             ) from None
+        handler: Callable[..., events.Event] = getattr(self, method)
         return handler(**request.arguments)
 
     def _deliver_kept(self) -> int:
@@ -151,7 +162,11 @@ class Session:
 
     def auto_reply_to(self, sender: str) -> str | None:
         """This busy user's auto-reply for ``sender``, once per busy period."""
-        if self.auto_reply is None or sender in self._auto_replied:
+        if self.auto_reply is None:
+            return None
+        if self._auto_replied is None:
+            self._auto_replied = set()
+        elif sender in self._auto_replied:
             return None
         self._auto_replied.add(sender)
         return self.auto_reply
@@ -415,7 +430,7 @@ class Session:
     def busy(self, message: str | None) -> events.StatusChanged:
         """Become busy: direct messages are kept, senders get ``message`` once."""
         if self.auto_reply is None:
-            self._auto_replied.clear()
+            self._auto_replied = None
             self._missed = 0
         self.auto_reply = message or DEFAULT_AUTO_REPLY
         return events.StatusChanged("busy", auto_reply=self.auto_reply)

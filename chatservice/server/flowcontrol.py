@@ -23,6 +23,8 @@ class TokenBucket:
     :param clock: the time source.
     """
 
+    __slots__ = ("clock", "burst", "rate", "tokens", "_updated")
+
     def __init__(self, clock: IReactorTime, burst: float, rate: float) -> None:
         self.clock = clock
         self.burst = burst
@@ -61,6 +63,8 @@ class OutputMonitor:
 
     :param drained: called when the transport has caught up again.
     """
+
+    __slots__ = ("drained", "backed_up", "backlog")
 
     def __init__(self, drained: Callable[[], None]) -> None:
         self.drained = drained

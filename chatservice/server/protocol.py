@@ -66,6 +66,7 @@ class Phase(enum.Enum):
 
 
 _CLOSED = Phase.CLOSED
+_NO_PAUSES: frozenset[str] = frozenset()
 
 
 class ChatProtocol(LineReceiver, TimeoutMixin):
@@ -77,13 +78,34 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
     """
 
     delimiter = b"\n"
-    factory: ChatFactory | None = None
+    factory: ChatFactory | None
+    # One of these per connection: every field is a slot, so an idle
+    # connection has no instance dict.  That includes the fields the Twisted
+    # base classes set on instances (class defaults there), which __init__
+    # sets to the same defaults.
+    __slots__ = (
+        "factory", "transport", "connected", "_buffer", "_busyReceiving", "paused",
+        "timeOut", "_TimeoutMixin__timeoutCall",
+        "MAX_LENGTH", "gate", "policy", "timeout", "wire", "phase", "host", "p2p_port", "udp_port",
+        "session", "_logout", "_username", "_new_password", "_first_line", "_discarding",
+        "_after_overflow", "_clock", "_pauses", "_bucket", "_throttled_since",
+        "_unthrottle", "_output", "_slow_reader_deadline", "_dropped", "_batcher",
+        "_batched", "_hurried", "_lines_this_turn", "_turn_started", "_next_turn",
+    )
 
     def __init__(
         self, gate: LoginGate, clock: IReactorTime, policy: ConnectionPolicy
     ) -> None:
+        # Protocol's, LineReceiver's and TimeoutMixin's class defaults.
+        self.factory = None
+        self.transport = None
+        self.connected = 0
+        self._buffer = b""
+        self._busyReceiving = False
+        self.paused = False
+        self.timeOut = None
+        self._TimeoutMixin__timeoutCall: IDelayedCall | None = None
         self.gate = gate
-        self.callLater = clock.callLater
         self.policy = policy
         self.timeout = policy.timeout
         self.MAX_LENGTH = policy.max_line_length
@@ -100,7 +122,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         self._discarding = False
         self._after_overflow: bytes | None = None
         self._clock = clock
-        self._pauses: set[str] = set()
+        self._pauses = _NO_PAUSES
         self._bucket = TokenBucket(clock, policy.flood_burst, policy.flood_rate)
         self._throttled_since: float | None = None
         self._unthrottle: IDelayedCall | None = None
@@ -113,6 +135,10 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         self._lines_this_turn = 0
         self._turn_started = 0.0
         self._next_turn: IDelayedCall | None = None
+
+    def callLater(self, delay: float, call: Callable[[], object]) -> IDelayedCall:
+        """Schedule on this connection's clock (TimeoutMixin's timer uses it)."""
+        return self._clock.callLater(delay, call)
 
     # Connection life -----------------------------------------------------------
 
@@ -332,10 +358,10 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         """Stop reading (for ``reason``) until every reason is gone."""
         if not self._pauses:
             self.pauseProducing()
-        self._pauses.add(reason)
+        self._pauses |= {reason}
 
     def _resume(self, reason: str) -> None:
-        self._pauses.discard(reason)
+        self._pauses = (self._pauses - {reason}) or _NO_PAUSES
         if not self._pauses and self.phase is not Phase.CLOSED:
             self.resumeProducing()
 
