@@ -298,7 +298,7 @@ def run_all(args: argparse.Namespace) -> Obj:
                     runs.append(run_one(server, workload, size, wplan, {}, args))
             elif workload == "fanout":
                 previous: tuple[int, float] | None = None
-                for size in wplan["sizes"]:
+                for size in args.fanout_sizes or wplan["sizes"]:
                     extra: Obj = {}
                     if previous is not None:
                         # Start the next size at a quarter of what the last one sustained.
@@ -369,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--servers", nargs="+", default=["chatservice", "words", "ngircd"],
                         choices=["chatservice", "words", "ngircd"])
     parser.add_argument("--workloads", nargs="+", default=WORKLOAD_ORDER, choices=WORKLOAD_ORDER)
+    parser.add_argument("--fanout-sizes", type=int, nargs="+", default=None,
+                        help="receivers for workload 2 (default: the plan's sizes)")
     parser.add_argument("--background-rate", type=float, default=None,
                         help="broadcasts/s behind workload 3 (default: half of workload 2's maximum)")
     parser.add_argument("--server-args", default="",

@@ -94,24 +94,60 @@ class OutputBatcherTests(unittest.TestCase):
         self.assertEqual(turns, [["a", "b"], ["c", "d"], ["e"]])
         self.assertEqual(clock.getDelayedCalls(), [])
 
-    def test_a_connection_added_during_a_flush_waits_for_the_next(self) -> None:
+    def test_after_a_long_flush_the_next_waits_as_long(self) -> None:
         clock = Clock()
-        batcher = OutputBatcher(clock)
+        batcher = OutputBatcher(clock, interval=0.02, per_turn=1)
+        log: list[str] = []
+
+        class Slow(RecordingConnection):
+            def flush_output(self) -> None:
+                super().flush_output()
+                clock.rightNow += 0.03  # each send "takes" 30 ms
+
+        batcher.add(Slow("a", log))
+        batcher.add(Slow("b", log))
+        clock.advance(0)  # a, then b in the next turn: the flush took 60 ms
+        self.assertEqual(log, ["a", "b"])
+        batcher.add(RecordingConnection("c", log))
+        clock.advance(0.059)
+        self.assertEqual(log, ["a", "b"])
+        clock.advance(0.001)
+        self.assertEqual(log, ["a", "b", "c"])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_the_gap_is_bounded(self) -> None:
+        clock = Clock()
+        batcher = OutputBatcher(clock, interval=0.02)
+        log: list[str] = []
+
+        class VerySlow(RecordingConnection):
+            def flush_output(self) -> None:
+                super().flush_output()
+                clock.rightNow += 10
+
+        batcher.add(VerySlow("a", log))
+        clock.advance(0)
+        batcher.add(RecordingConnection("b", log))
+        clock.advance(OutputBatcher.MAX_GAP)
+        self.assertEqual(log, ["a", "b"])
+
+    def test_connections_added_during_a_flush_go_in_the_next(self) -> None:
+        clock = Clock()
+        batcher = OutputBatcher(clock, interval=0.02, per_turn=1)
         log: list[str] = []
         late = RecordingConnection("late", log)
-        scheduled = []
 
         class Adds(RecordingConnection):
             def flush_output(self) -> None:
                 super().flush_output()
                 batcher.add(late)
-                scheduled.append(len(clock.getDelayedCalls()))
 
-        batcher.add(Adds("first", log))
+        batcher.add(Adds("a", log))
+        batcher.add(RecordingConnection("b", log))
         clock.advance(0)
-        # A fresh call was scheduled for it (a Clock runs it in the same advance).
-        self.assertEqual(scheduled, [1])
-        self.assertEqual(log, ["first", "late"])
+        self.assertEqual(log, ["a", "b"])
+        clock.advance(0.02)
+        self.assertEqual(log, ["a", "b", "late"])
         self.assertEqual(clock.getDelayedCalls(), [])
 
 

@@ -78,27 +78,38 @@ class OutputBatcher:
 
     :param clock: the reactor (its ``callLater(0)`` runs after the current
         turn's reads have been handled).
-    :param interval: least time between two flushes of bulk output, in seconds.
+    :param interval: least time between two flushes of bulk output, in
+        seconds (longer after a flush that took longer: at most half the
+        time goes to flushing).
     :param per_turn: connections flushed per reactor turn; a bulk flush to
         more goes on in the next turns, so reading (a DM, say) is not held up
         for the whole of a flush to thousands.
     """
+
+    MAX_GAP = 0.25
+    """Longest wait between two bulk flushes, however long the last one took."""
 
     def __init__(self, clock: IReactorTime, interval: float = 0.0, per_turn: int = 256) -> None:
         self._clock = clock
         self.interval = interval
         self.per_turn = per_turn
         self._waiting: list[BatchedConnection] = []
+        """Connections for the next bulk flush."""
+        self._flushing: list[BatchedConnection] = []
+        """What is left of the bulk flush under way (``per_turn`` a turn)."""
         self._urgent: list[BatchedConnection] = []
         self._flush_call: IDelayedCall | None = None
         self._urgent_call: IDelayedCall | None = None
         self._last_flush = float("-inf")
+        self._flush_started = 0.0
+        self._gap = interval
+        self._finishing = False
 
     def add(self, connection: BatchedConnection) -> None:
         """Flush ``connection`` with the next bulk flush."""
         self._waiting.append(connection)
-        if self._flush_call is None:
-            wait = self._last_flush + self.interval - self._clock.seconds()
+        if self._flush_call is None and not self._finishing:
+            wait = self._last_flush + self._gap - self._clock.seconds()
             self._flush_call = self._clock.callLater(max(0.0, wait), self.flush)
 
     def hurry(self, connection: BatchedConnection) -> None:
@@ -108,19 +119,35 @@ class OutputBatcher:
             self._urgent_call = self._clock.callLater(0, self.flush_urgent)
 
     def flush(self) -> None:
-        """Write out the waiting connections, :attr:`per_turn` now and the rest in the next turns."""
+        """Flush the waiting connections: :attr:`per_turn` now, the rest in the next turns."""
         call, self._flush_call = self._flush_call, None
         if call is not None and call.active():
             call.cancel()
-        waiting = self._waiting
-        now, rest = waiting[: self.per_turn], waiting[self.per_turn :]
-        self._waiting = rest
-        if rest:
+        if not self._flushing:
+            # A new flush: of the connections waiting now (later ones wait for the next).
+            self._flushing, self._waiting = self._waiting, []
+            self._flush_started = self._clock.seconds()
+        batch = self._flushing[: self.per_turn]
+        del self._flushing[: self.per_turn]
+        if self._flushing:
             self._flush_call = self._clock.callLater(0, self.flush)
-        else:
-            self._last_flush = self._clock.seconds()
-        for connection in now:
-            connection.flush_output()
+            for connection in batch:
+                connection.flush_output()
+            return
+        self._finishing = True  # connections added meanwhile wait for the gap below
+        try:
+            for connection in batch:
+                connection.flush_output()
+        finally:
+            self._finishing = False
+        # The next flush waits at least as long as this one took: flushing to
+        # thousands takes at most about half the time, and more lines leave in
+        # each send.
+        self._last_flush = self._clock.seconds()
+        took = self._last_flush - self._flush_started
+        self._gap = min(max(self.interval, took), self.MAX_GAP)
+        if self._waiting and self._flush_call is None:
+            self._flush_call = self._clock.callLater(self._gap, self.flush)
 
     def flush_urgent(self) -> None:
         """Write out the connections that have something urgent now."""
@@ -134,4 +161,4 @@ class OutputBatcher:
     @property
     def pending(self) -> int:
         """How many connections wait to be flushed (one may be counted twice)."""
-        return len(self._waiting) + len(self._urgent)
+        return len(self._waiting) + len(self._flushing) + len(self._urgent)
