@@ -81,6 +81,7 @@ class ChatService(Service):
         super().stopService()
         d = self.factory.disconnect_all(SHUTDOWN)
         d.addCallback(lambda _: self._end_remaining_sessions())
+        d.addCallback(lambda _: self.factory.output_batcher.flush_now())
         for lockout in self.lockouts:
             lockout.stop()
         d.addCallback(lambda _: self.activity.flush())

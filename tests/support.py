@@ -20,6 +20,7 @@ from chatservice.auth.lockout import LoginLockout
 from chatservice.auth.login import LockoutChecker, LoginGate
 from chatservice.auth.realm import ChatRealm
 from chatservice.server.factory import ChatFactory
+from chatservice.server.output import OutputBatcher
 from chatservice.server.policy import ConnectionPolicy
 from chatservice.server.protocol import ChatProtocol
 from chatservice.state import ChatState
@@ -37,9 +38,12 @@ SAMPLE_ACCOUNTS = {
 class Connection:
     """One client connection: a :class:`ChatProtocol` writing into a StringTransport."""
 
-    def __init__(self, protocol: ChatProtocol, transport: StringTransport) -> None:
+    def __init__(
+        self, protocol: ChatProtocol, transport: StringTransport, batcher: OutputBatcher | None = None
+    ) -> None:
         self.protocol = protocol
         self.transport = transport
+        self.batcher = batcher
 
     def send(self, line: str | bytes, eol: bytes = b"\r\n") -> None:
         """Send one line (text is UTF-8 encoded) with ``eol`` appended."""
@@ -52,6 +56,8 @@ class Connection:
 
     def output(self) -> str:
         """Everything written since the last call, decoded."""
+        if self.batcher is not None:
+            self.batcher.flush_now()
         data = self.transport.value()
         self.transport.clear()
         return data.decode("utf-8")
@@ -108,6 +114,7 @@ class ChatHarness:
         block_duration: float = 60,
         timeout: float = 600,
         max_line_length: int = 8192,
+        batched: bool = False,
         **policy: Any,
     ) -> None:
         self.clock = Clock()
@@ -141,6 +148,9 @@ class ChatHarness:
             timeout=timeout, max_line_length=max_line_length, **policy
         )
         self.factory = ChatFactory(self.gate, self.clock, self.policy)
+        self.batched = batched
+        """Whether connections write through the factory's OutputBatcher, as on
+        real TCP (their output is flushed whenever a test reads it)."""
         self._hosts = 0
 
     def connect(self, host: str | None = None, port: int = 40000) -> Connection:
@@ -156,8 +166,13 @@ class ChatHarness:
         protocol = self.factory.buildProtocol(address)
         transport = StringTransport(peerAddress=address)
         protocol.makeConnection(transport)
+        batcher = None
+        if self.batched:
+            # What connectionMade does for a real TCP transport.
+            batcher = protocol._batcher = self.factory.output_batcher
+            batcher.flush_now()
         transport.clear()
-        return Connection(protocol, transport)
+        return Connection(protocol, transport, batcher)
 
     def online(self, *usernames: str) -> list[Connection]:
         """Connect and log in each of ``usernames`` over text."""
@@ -174,6 +189,7 @@ class ChatHarness:
         """Drop every connection (as the reactor would) and stop the lock-out timers."""
         for connection in connections:
             connection.drop()
+        self.factory.output_batcher.flush_now()
         self.lockout.stop()
         self.address_lockout.stop()
         shutil.rmtree(self.directory, ignore_errors=True)

@@ -92,18 +92,28 @@ class TurnTests(HarnessTestCase):
 
     def turns_waiting(self) -> int:
         return sum(
-            "_take_turn" in repr(call) for call in self.harness.clock.getDelayedCalls()
+            "_turn" in repr(call) for call in self.harness.clock.getDelayedCalls()
         )
 
     def test_lines_beyond_the_turn_wait_for_the_next(self) -> None:
         yoda, hans = self.online("yoda", "hans")
+        turns: list[list[str]] = []
+        take_turn = yoda.protocol._take_turn
+
+        def recording_turn() -> None:
+            take_turn()
+            turns.append(hans.lines())
+
+        yoda.protocol._take_turn = recording_turn
         yoda.protocol.dataReceived(b"".join(b"message hans m%d\r\n" % i for i in range(10)))
         self.assertEqual(hans.lines(), [f"yoda: m{i}" for i in range(4)])
         self.assertEqual(yoda.transport.producerState, "paused")
         self.assertEqual(self.turns_waiting(), 1)
         # (A Clock runs the turns scheduled meanwhile in the same advance.)
         self.harness.clock.advance(0)
-        self.assertEqual(hans.lines(), [f"yoda: m{i}" for i in range(4, 10)])
+        self.assertEqual(
+            turns, [[f"yoda: m{i}" for i in range(4, 8)], ["yoda: m8", "yoda: m9"]]
+        )
         self.assertEqual(yoda.transport.producerState, "producing")
         self.assertEqual(self.turns_waiting(), 0)
 

@@ -132,22 +132,72 @@ class OutputBatcherTests(unittest.TestCase):
         self.assertEqual(log, ["a", "b"])
 
     def test_connections_added_during_a_flush_go_in_the_next(self) -> None:
+        for position in ("first chunk", "last chunk"):
+            clock = Clock()
+            batcher = OutputBatcher(clock, interval=0.02, per_turn=1)
+            log: list[str] = []
+            late = RecordingConnection("late", log)
+
+            class Adds(RecordingConnection):
+                def flush_output(self) -> None:
+                    super().flush_output()
+                    batcher.add(late)
+
+            first, last = (Adds("a", log), RecordingConnection("b", log))
+            if position == "last chunk":
+                first, last = RecordingConnection("a", log), Adds("b", log)
+            batcher.add(first)
+            batcher.add(last)
+            clock.advance(0)
+            self.assertEqual(log, ["a", "b"], position)
+            self.assertEqual(len(clock.getDelayedCalls()), 1, position)
+            clock.advance(0.02)
+            self.assertEqual(log, ["a", "b", "late"], position)
+            self.assertEqual(clock.getDelayedCalls(), [], position)
+
+    def test_a_failing_connection_does_not_stop_the_others(self) -> None:
+        clock = Clock()
+        batcher = OutputBatcher(clock, interval=0.02)
+        log: list[str] = []
+
+        class Broken(RecordingConnection):
+            def flush_output(self) -> None:
+                super().flush_output()
+                raise RuntimeError("broken")
+
+        batcher.add(Broken("broken", log))
+        batcher.add(RecordingConnection("fine", log))
+        batcher.hurry(Broken("broken urgent", log))
+        batcher.hurry(RecordingConnection("fine urgent", log))
+        clock.advance(0)
+        self.assertEqual(sorted(log), ["broken", "broken urgent", "fine", "fine urgent"])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
+        batcher.add(RecordingConnection("later", log))
+        clock.advance(0.02)
+        self.assertIn("later", log)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_a_clock_stepped_back_does_not_hold_output_up(self) -> None:
+        clock = Clock()
+        clock.advance(1000)
+        batcher = OutputBatcher(clock, interval=0.02)
+        log: list[str] = []
+        batcher.add(RecordingConnection("a", log))
+        clock.advance(0)
+        clock.rightNow -= 500  # the wall clock steps back
+        batcher.add(RecordingConnection("b", log))
+        clock.advance(0.02)
+        self.assertEqual(log, ["a", "b"])
+
+    def test_flush_now_writes_everything_and_leaves_no_timer(self) -> None:
         clock = Clock()
         batcher = OutputBatcher(clock, interval=0.02, per_turn=1)
         log: list[str] = []
-        late = RecordingConnection("late", log)
-
-        class Adds(RecordingConnection):
-            def flush_output(self) -> None:
-                super().flush_output()
-                batcher.add(late)
-
-        batcher.add(Adds("a", log))
-        batcher.add(RecordingConnection("b", log))
-        clock.advance(0)
-        self.assertEqual(log, ["a", "b"])
-        clock.advance(0.02)
-        self.assertEqual(log, ["a", "b", "late"])
+        for name in "abc":
+            batcher.add(RecordingConnection(name, log))
+        batcher.hurry(RecordingConnection("u", log))
+        batcher.flush_now()
+        self.assertEqual(sorted(log), ["a", "b", "c", "u"])
         self.assertEqual(clock.getDelayedCalls(), [])
 
 
@@ -348,8 +398,12 @@ class ChatProtocolBatchingTests(unittest.TestCase):
         luke = await self.log_in("luke")
         await self.log_in("yoda")
         await self.quiet(luke)
-        sends = self.count_sends("luke")
         yoda = self.harness.state.sessions["yoda"]
+        yoda.broadcast("zero")
+        self.harness.clock.advance(0)  # a bulk flush now: the next is an interval away
+        await wait_until(lambda: b"zero" in luke.received)
+        luke.received.clear()
+        sends = self.count_sends("luke")
         yoda.broadcast("before")
         yoda.message("luke", "direct")
         self.harness.clock.advance(0)  # the end of the turn, well within the interval

@@ -25,6 +25,9 @@ from typing import Protocol
 
 from twisted.internet import tcp
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
+from twisted.logger import Logger
+
+log = Logger()
 
 
 class BatchedConnection(Protocol):
@@ -50,6 +53,7 @@ def write_now(transport: ITransport, data: bytes) -> None:
         isinstance(transport, tcp.Connection)
         and transport.connected
         and not transport.disconnecting
+        and not getattr(transport, "_aborting", False)
         # Twisted's two output buffers (abstract.FileDescriptor): both empty
         # means nothing is waiting to be sent before ``data``.
         and not transport.dataBuffer
@@ -79,8 +83,9 @@ class OutputBatcher:
     :param clock: the reactor (its ``callLater(0)`` runs after the current
         turn's reads have been handled).
     :param interval: least time between two flushes of bulk output, in
-        seconds (longer after a flush that took longer: at most half the
-        time goes to flushing).
+        seconds; after a flush whose sends took longer, the next waits that
+        long (at most :attr:`MAX_GAP`), so at most about half the time goes
+        to flushing and more lines leave in each ``send``.
     :param per_turn: connections flushed per reactor turn; a bulk flush to
         more goes on in the next turns, so reading (a DM, say) is not held up
         for the whole of a flush to thousands.
@@ -101,22 +106,27 @@ class OutputBatcher:
         self._flush_call: IDelayedCall | None = None
         self._urgent_call: IDelayedCall | None = None
         self._last_flush = float("-inf")
-        self._flush_started = 0.0
+        self._spent = 0.0
+        """Seconds spent writing in the bulk flush under way (its turns only)."""
         self._gap = interval
-        self._finishing = False
+        self._in_flush = False
 
     def add(self, connection: BatchedConnection) -> None:
         """Flush ``connection`` with the next bulk flush."""
         self._waiting.append(connection)
-        if self._flush_call is None and not self._finishing:
-            wait = self._last_flush + self._gap - self._clock.seconds()
-            self._flush_call = self._clock.callLater(max(0.0, wait), self.flush)
+        if self._flush_call is None and not self._flushing and not self._in_flush:
+            self._schedule_flush()
 
     def hurry(self, connection: BatchedConnection) -> None:
         """Flush ``connection`` at the end of this turn."""
         self._urgent.append(connection)
         if self._urgent_call is None:
             self._urgent_call = self._clock.callLater(0, self.flush_urgent)
+
+    def _schedule_flush(self) -> None:
+        # Clamped: a clock stepped back must not hold the output up.
+        wait = min(max(0.0, self._last_flush + self._gap - self._clock.seconds()), self._gap)
+        self._flush_call = self._clock.callLater(wait, self.flush)
 
     def flush(self) -> None:
         """Flush the waiting connections: :attr:`per_turn` now, the rest in the next turns."""
@@ -126,28 +136,24 @@ class OutputBatcher:
         if not self._flushing:
             # A new flush: of the connections waiting now (later ones wait for the next).
             self._flushing, self._waiting = self._waiting, []
-            self._flush_started = self._clock.seconds()
+            self._spent = 0.0
         batch = self._flushing[: self.per_turn]
         del self._flushing[: self.per_turn]
-        if self._flushing:
-            self._flush_call = self._clock.callLater(0, self.flush)
-            for connection in batch:
-                connection.flush_output()
-            return
-        self._finishing = True  # connections added meanwhile wait for the gap below
+        started = self._clock.seconds()
+        self._in_flush = True  # what is added meanwhile is scheduled below
         try:
-            for connection in batch:
-                connection.flush_output()
+            _flush_each(batch)
         finally:
-            self._finishing = False
-        # The next flush waits at least as long as this one took: flushing to
-        # thousands takes at most about half the time, and more lines leave in
-        # each send.
-        self._last_flush = self._clock.seconds()
-        took = self._last_flush - self._flush_started
-        self._gap = min(max(self.interval, took), self.MAX_GAP)
-        if self._waiting and self._flush_call is None:
-            self._flush_call = self._clock.callLater(self._gap, self.flush)
+            self._in_flush = False
+            now = self._clock.seconds()
+            self._spent += max(0.0, now - started)
+            if self._flushing:
+                self._flush_call = self._clock.callLater(0, self.flush)
+            else:
+                self._last_flush = now
+                self._gap = min(max(self.interval, self._spent), self.MAX_GAP)
+                if self._waiting:
+                    self._schedule_flush()
 
     def flush_urgent(self) -> None:
         """Write out the connections that have something urgent now."""
@@ -155,10 +161,32 @@ class OutputBatcher:
         if call is not None and call.active():
             call.cancel()
         urgent, self._urgent = self._urgent, []
-        for connection in urgent:
-            connection.flush_output()
+        _flush_each(urgent)
+
+    def flush_now(self) -> None:
+        """Write out everything waiting, at once (at shutdown, or in a test)."""
+        while self._waiting or self._flushing:
+            self._flushing += self._waiting
+            self._waiting = []
+            batch, self._flushing = self._flushing, []
+            _flush_each(batch)
+        self.flush_urgent()
+        for name in ("_flush_call", "_urgent_call"):
+            call = getattr(self, name)
+            setattr(self, name, None)
+            if call is not None and call.active():
+                call.cancel()
 
     @property
     def pending(self) -> int:
         """How many connections wait to be flushed (one may be counted twice)."""
         return len(self._waiting) + len(self._flushing) + len(self._urgent)
+
+
+def _flush_each(connections: list[BatchedConnection]) -> None:
+    """Flush every connection; one that fails is logged and the others still go."""
+    for connection in connections:
+        try:
+            connection.flush_output()
+        except Exception:
+            log.failure("Writing to {connection!r} failed", connection=connection)

@@ -314,7 +314,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         """Write what was batched for this connection (the batcher calls it)."""
         batched, self._batched = self._batched, None
         self._hurried = False
-        if batched and self.transport is not None:
+        if batched and self.transport is not None and self.connected:
             write_now(self.transport, batched[0] if len(batched) == 1 else b"".join(batched))
 
     def _tune_socket(self) -> None:
@@ -398,8 +398,10 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
     # Reading lines ---------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        self._lines_this_turn = 0
-        self._turn_started = self._clock.seconds()
+        if not self._busyReceiving:
+            # A new turn (not LineReceiver.resumeProducing re-entering from a line).
+            self._lines_this_turn = 0
+            self._turn_started = self._clock.seconds()
         if self._discarding:
             end = data.find(self.delimiter)
             if end < 0:
