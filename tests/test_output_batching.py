@@ -28,10 +28,13 @@ class RecordingConnection:
 
 
 class OutputBatcherTests(unittest.TestCase):
-    def test_flushes_each_connection_once_after_the_turn(self) -> None:
+    def make(self, **options: float) -> tuple[Clock, OutputBatcher, list[str]]:
+        """A batcher on a Clock, and the log its RecordingConnections write to."""
         clock = Clock()
-        batcher = OutputBatcher(clock, interval=0.02)
-        log: list[str] = []
+        return clock, OutputBatcher(clock, **options), []
+
+    def test_flushes_each_connection_once_after_the_turn(self) -> None:
+        clock, batcher, log = self.make(interval=0.02)
         batcher.add(RecordingConnection("a", log))
         batcher.add(RecordingConnection("b", log))
         self.assertEqual(log, [])
@@ -43,9 +46,7 @@ class OutputBatcherTests(unittest.TestCase):
         self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_bulk_flushes_are_at_least_an_interval_apart(self) -> None:
-        clock = Clock()
-        batcher = OutputBatcher(clock, interval=0.02)
-        log: list[str] = []
+        clock, batcher, log = self.make(interval=0.02)
         batcher.add(RecordingConnection("first", log))
         clock.advance(0)
         clock.advance(0.005)
@@ -61,9 +62,7 @@ class OutputBatcherTests(unittest.TestCase):
         self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_urgent_connections_do_not_wait_for_the_interval(self) -> None:
-        clock = Clock()
-        batcher = OutputBatcher(clock, interval=0.02)
-        log: list[str] = []
+        clock, batcher, log = self.make(interval=0.02)
         batcher.add(RecordingConnection("bulk", log))
         clock.advance(0)
         batcher.add(RecordingConnection("bulk again", log))
@@ -75,9 +74,7 @@ class OutputBatcherTests(unittest.TestCase):
         self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_a_large_flush_is_spread_over_turns(self) -> None:
-        clock = Clock()
-        batcher = OutputBatcher(clock, interval=0.02, per_turn=2)
-        log: list[str] = []
+        clock, batcher, log = self.make(interval=0.02, per_turn=2)
         for name in "abcde":
             batcher.add(RecordingConnection(name, log))
         turns: list[list[str]] = []
@@ -95,9 +92,7 @@ class OutputBatcherTests(unittest.TestCase):
         self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_after_a_long_flush_the_next_waits_as_long(self) -> None:
-        clock = Clock()
-        batcher = OutputBatcher(clock, interval=0.02, per_turn=1)
-        log: list[str] = []
+        clock, batcher, log = self.make(interval=0.02, per_turn=1)
 
         class Slow(RecordingConnection):
             def flush_output(self) -> None:
@@ -116,9 +111,7 @@ class OutputBatcherTests(unittest.TestCase):
         self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_the_gap_is_bounded(self) -> None:
-        clock = Clock()
-        batcher = OutputBatcher(clock, interval=0.02)
-        log: list[str] = []
+        clock, batcher, log = self.make(interval=0.02)
 
         class VerySlow(RecordingConnection):
             def flush_output(self) -> None:
@@ -156,9 +149,7 @@ class OutputBatcherTests(unittest.TestCase):
             self.assertEqual(clock.getDelayedCalls(), [], position)
 
     def test_a_failing_connection_does_not_stop_the_others(self) -> None:
-        clock = Clock()
-        batcher = OutputBatcher(clock, interval=0.02)
-        log: list[str] = []
+        clock, batcher, log = self.make(interval=0.02)
 
         class Broken(RecordingConnection):
             def flush_output(self) -> None:
@@ -190,9 +181,7 @@ class OutputBatcherTests(unittest.TestCase):
         self.assertEqual(log, ["a", "b"])
 
     def test_flush_now_writes_everything_and_leaves_no_timer(self) -> None:
-        clock = Clock()
-        batcher = OutputBatcher(clock, interval=0.02, per_turn=1)
-        log: list[str] = []
+        clock, batcher, log = self.make(interval=0.02, per_turn=1)
         for name in "abc":
             batcher.add(RecordingConnection(name, log))
         batcher.hurry(RecordingConnection("u", log))
@@ -371,7 +360,11 @@ class ChatProtocolBatchingTests(unittest.TestCase):
         transport.writeSomeData = counting
         return sends
 
-    async def test_broadcasts_wait_for_the_interval_and_leave_together(self) -> None:
+    async def just_flushed(self) -> tuple[LineCollector, object, list[bytes]]:
+        """luke and yoda online, a bulk flush just done (the next is an interval away).
+
+        Returns luke's client, yoda's session and the record of luke's sends.
+        """
         luke = await self.log_in("luke")
         await self.log_in("yoda")
         await self.quiet(luke)
@@ -380,7 +373,10 @@ class ChatProtocolBatchingTests(unittest.TestCase):
         self.harness.clock.advance(0)  # after a quiet time: at the end of the turn
         await wait_until(lambda: b"zero" in luke.received)
         luke.received.clear()
-        sends = self.count_sends("luke")
+        return luke, yoda, self.count_sends("luke")
+
+    async def test_broadcasts_wait_for_the_interval_and_leave_together(self) -> None:
+        luke, yoda, sends = await self.just_flushed()
         for word in ("one", "two", "three"):
             yoda.broadcast(word)
         self.harness.clock.advance(self.interval / 2)
@@ -395,15 +391,7 @@ class ChatProtocolBatchingTests(unittest.TestCase):
             self.assertIn(word, text)
 
     async def test_a_direct_message_leaves_at_the_end_of_the_turn_after_the_broadcasts(self) -> None:
-        luke = await self.log_in("luke")
-        await self.log_in("yoda")
-        await self.quiet(luke)
-        yoda = self.harness.state.sessions["yoda"]
-        yoda.broadcast("zero")
-        self.harness.clock.advance(0)  # a bulk flush now: the next is an interval away
-        await wait_until(lambda: b"zero" in luke.received)
-        luke.received.clear()
-        sends = self.count_sends("luke")
+        luke, yoda, sends = await self.just_flushed()
         yoda.broadcast("before")
         yoda.message("luke", "direct")
         self.harness.clock.advance(0)  # the end of the turn, well within the interval
