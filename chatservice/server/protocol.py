@@ -197,7 +197,8 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         """Send an unsolicited event; optional ones are dropped while congested.
 
         This runs once per recipient of every broadcast: the common case (the
-        client reads, the connection is open) writes the cached bytes at once.
+        client reads, the connection is open, a batch is waiting for the next
+        flush) appends the event's cached bytes to this connection's batch.
         """
         if self._output.backed_up or self.phase is _CLOSED:
             self._deliver_carefully(event)
