@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import socket
+import struct
 import threading
 import time
 
@@ -67,27 +69,37 @@ class RssSampler:
         return [rss for t, rss in self.samples if start <= t <= end]
 
 
-def server_send_queue(port: int) -> dict[str, int]:
-    """Bytes the kernel holds unsent or unacknowledged in the server's connections on ``port``.
+def send_queues(port: int) -> dict[tuple[str, int], int]:
+    """Bytes the kernel holds unsent or unacknowledged in each server connection on ``port``.
 
     From ``/proc/net/tcp`` (``tx_queue`` of each established socket whose local
-    port is ``port``): memory a server can hide outside its RSS when its
-    sockets' send buffers grow (Linux autotunes them up to ``tcp_wmem``'s
-    maximum unless the server pins ``SO_SNDBUF``).
+    port is ``port``), keyed by the client's ``(address, port)``: memory a
+    server can hide outside its RSS when its sockets' send buffers grow (Linux
+    autotunes them up to ``tcp_wmem``'s maximum unless the server pins
+    ``SO_SNDBUF``).
     """
-    total = largest = connections = 0
+    queues: dict[tuple[str, int], int] = {}
     suffix = f":{port:04X}"
     try:
         with open("/proc/net/tcp", encoding="ascii") as table:
             next(table)
             for line in table:
                 fields = line.split()
-                if fields[3] != "01" or not fields[1].endswith(suffix):
+                if fields[3] != "01" or not fields[1].endswith(suffix):  # ESTABLISHED
                     continue
-                queued = int(fields[4].split(":")[0], 16)
-                total += queued
-                largest = max(largest, queued)
-                connections += 1
+                address, remote_port = fields[2].split(":")
+                host = socket.inet_ntoa(struct.pack("<I", int(address, 16)))
+                queues[(host, int(remote_port, 16))] = int(fields[4].split(":")[0], 16)
     except (OSError, ValueError, IndexError, StopIteration):
         pass
-    return {"tx_queue_bytes": total, "tx_queue_largest": largest, "connections": connections}
+    return queues
+
+
+def server_send_queue(port: int) -> dict[str, int]:
+    """:func:`send_queues` summed up: total, largest and number of connections."""
+    queued = send_queues(port).values()
+    return {
+        "tx_queue_bytes": sum(queued),
+        "tx_queue_largest": max(queued, default=0),
+        "connections": len(queued),
+    }

@@ -201,7 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--receivers", type=int, default=1000)
     parser.add_argument("--senders", type=int, default=2)
     parser.add_argument("--rate", type=float, default=None,
-                        help="broadcasts a second (default: 70%% of the maximum in bench/results/full/results.json, else 100)")
+                        help="broadcasts a second (default: 70%% of chatservice's maximum in --results, else 100)")
+    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results" / "results.json",
+                        help="a bench.run results.json (default: where bench.run writes it)")
     parser.add_argument("--seconds", type=float, default=40.0)
     parser.add_argument("--sample-rate", type=int, default=250, help="py-spy samples a second")
     parser.add_argument("--top", type=int, default=30)
@@ -211,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     rate = args.rate
     if rate is None:
         rate = 100.0
-        previous = ROOT / "bench" / "results" / "full" / "results.json"
+        previous = args.results
         if previous.exists():
             from bench import report
 

@@ -76,7 +76,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable, Sequence
 
-from bench.procstat import cpu_seconds, status_kib
+from bench.procstat import cpu_seconds, send_queues, status_kib
 from bench.servers import HOST, RunningServer, start_chatservice
 
 CLIENTS_PER_ADDRESS = 8
@@ -132,32 +132,6 @@ def latency_summary(samples: Iterable[float]) -> Obj:
 
 
 # Server process figures ---------------------------------------------------------------
-
-
-proc_status_kib = status_kib
-proc_cpu_seconds = cpu_seconds
-
-
-def kernel_send_queues(server_port: int) -> dict[tuple[str, int], int]:
-    """Bytes the kernel holds unacknowledged in each of the server's connections.
-
-    From ``/proc/net/tcp`` (``tx_queue``), keyed by the client's ``(address, port)``.
-    """
-    queues: dict[tuple[str, int], int] = {}
-    suffix = f":{server_port:04X}"
-    try:
-        with open("/proc/net/tcp", encoding="ascii") as table:
-            next(table)
-            for line in table:
-                fields = line.split()
-                if not fields[1].endswith(suffix) or fields[3] != "01":  # ESTABLISHED
-                    continue
-                address, port = fields[2].split(":")
-                host = socket.inet_ntoa(struct.pack("<I", int(address, 16)))
-                queues[(host, int(port, 16))] = int(fields[4].split(":")[0], 16)
-    except (OSError, ValueError, IndexError):
-        pass
-    return queues
 
 
 def mib(kib: int | None) -> float | None:
@@ -891,11 +865,11 @@ class Sampler:
         loop = asyncio.get_running_loop()
         started = loop.time()
         while True:
-            rss = proc_status_kib(self.pid, "VmRSS")
+            rss = status_kib(self.pid, "VmRSS")
             if rss is not None:
                 self.rss_kib.append((round(loop.time() - started, 2), rss))
             if self.watched:
-                for peer, queued in kernel_send_queues(self.port).items():
+                for peer, queued in send_queues(self.port).items():
                     if peer in self.watched:
                         self.max_queue[peer] = max(queued, self.max_queue.get(peer, 0))
             before = loop.time()
@@ -944,8 +918,8 @@ async def soak(server: RunningServer, args: argparse.Namespace) -> Obj:
     sampler.start()
     loadavg_start = os.getloadavg()
     cpu_start = resource.getrusage(resource.RUSAGE_SELF)
-    server_cpu_start = proc_cpu_seconds(server.pid) or 0.0
-    rss_start = proc_status_kib(server.pid, "VmRSS")
+    server_cpu_start = cpu_seconds(server.pid) or 0.0
+    rss_start = status_kib(server.pid, "VmRSS")
 
     # Log the well-behaved clients in.
     good = [GoodClient(i, ledger, good_ids, random.Random(rng.random())) for i in good_ids]
@@ -959,7 +933,7 @@ async def soak(server: RunningServer, args: argparse.Namespace) -> Obj:
         raise RuntimeError(f"{len(failed)} well-behaved logins failed, e.g. {failed[0]!r}")
     login_seconds = loop.time() - login_started
     await asyncio.sleep(1.0)  # let the login presence storm settle
-    rss_after_login = proc_status_kib(server.pid, "VmRSS")
+    rss_after_login = status_kib(server.pid, "VmRSS")
 
     # The misbehaving minority.
     kinds = ["never_reader", "flooder", "garbage", "disconnecter"]
@@ -1014,9 +988,9 @@ async def soak(server: RunningServer, args: argparse.Namespace) -> Obj:
             n.stats.kernel_queue_max = max(n.stats.kernel_queue_max, sampler.max_queue.get(n.peer, 0))
 
     # Server figures, before it is stopped.
-    server_cpu = (proc_cpu_seconds(server.pid) or 0.0) - server_cpu_start
-    hwm = proc_status_kib(server.pid, "VmHWM")
-    rss_end = proc_status_kib(server.pid, "VmRSS")
+    server_cpu = (cpu_seconds(server.pid) or 0.0) - server_cpu_start
+    hwm = status_kib(server.pid, "VmHWM")
+    rss_end = status_kib(server.pid, "VmRSS")
     await sampler.stop()
     cpu_end = resource.getrusage(resource.RUSAGE_SELF)
     wall = loop.time() - login_started

@@ -130,9 +130,8 @@ class OutputBatcher:
 
     def flush(self) -> None:
         """Flush the waiting connections: :attr:`per_turn` now, the rest in the next turns."""
-        call, self._flush_call = self._flush_call, None
-        if call is not None and call.active():
-            call.cancel()
+        _cancel(self._flush_call)
+        self._flush_call = None
         if not self._flushing:
             # A new flush: of the connections waiting now (later ones wait for the next).
             self._flushing, self._waiting = self._waiting, []
@@ -157,30 +156,30 @@ class OutputBatcher:
 
     def flush_urgent(self) -> None:
         """Write out the connections that have something urgent now."""
-        call, self._urgent_call = self._urgent_call, None
-        if call is not None and call.active():
-            call.cancel()
+        _cancel(self._urgent_call)
+        self._urgent_call = None
         urgent, self._urgent = self._urgent, []
         _flush_each(urgent)
 
     def flush_now(self) -> None:
         """Write out everything waiting, at once (at shutdown, or in a test)."""
-        while self._waiting or self._flushing:
-            self._flushing += self._waiting
-            self._waiting = []
-            batch, self._flushing = self._flushing, []
-            _flush_each(batch)
+        _cancel(self._flush_call)
+        self._flush_call = None
+        batch = self._flushing + self._waiting
+        self._flushing, self._waiting = [], []
+        _flush_each(batch)
         self.flush_urgent()
-        for name in ("_flush_call", "_urgent_call"):
-            call = getattr(self, name)
-            setattr(self, name, None)
-            if call is not None and call.active():
-                call.cancel()
 
     @property
     def pending(self) -> int:
         """How many connections wait to be flushed (one may be counted twice)."""
         return len(self._waiting) + len(self._flushing) + len(self._urgent)
+
+
+def _cancel(call: IDelayedCall | None) -> None:
+    """Cancel ``call`` unless it is gone, has run, or is running now."""
+    if call is not None and call.active():
+        call.cancel()
 
 
 def _flush_each(connections: list[BatchedConnection]) -> None:
