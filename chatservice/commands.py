@@ -48,6 +48,9 @@ class CommandError(Exception):
     :param message: the sentence shown to a human.
     """
 
+    request_id: Any = None
+    """The ``id`` of the JSON request that failed, echoed in the reply."""
+
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code

@@ -22,6 +22,7 @@ from chatservice.auth.realm import ChatRealm
 from chatservice.server.factory import ChatFactory
 from chatservice.server.output import OutputBatcher
 from chatservice.server.policy import ConnectionPolicy
+from chatservice.server.connection import ChatConnection
 from chatservice.server.protocol import ChatProtocol
 from chatservice.state import ChatState
 from chatservice.store.memory import MemoryStore
@@ -73,6 +74,12 @@ class Connection:
             for line in self.output().splitlines()
             if line.startswith("{")
         ]
+
+    @property
+    def connection(self) -> ChatConnection:
+        """The server side of this connection (what the chat state sees)."""
+        assert self.protocol.connection is not None
+        return self.protocol.connection
 
     @property
     def closed(self) -> bool:
@@ -144,6 +151,7 @@ class ChatHarness:
             self.address_lockout,
             self.manager,
         )
+        policy.setdefault("greeting_delay", 0)  # greet at once, as the tests expect
         self.policy = ConnectionPolicy(
             timeout=timeout, max_line_length=max_line_length, **policy
         )
@@ -169,7 +177,9 @@ class ChatHarness:
         batcher = None
         if self.batched:
             # What connectionMade does for a real TCP transport.
-            batcher = protocol._batcher = self.factory.output_batcher
+            batcher = self.factory.output_batcher
+            if protocol.connection is not None:
+                protocol.connection.writer.use_batcher(batcher)
             batcher.flush_now()
         transport.clear()
         return Connection(protocol, transport, batcher)

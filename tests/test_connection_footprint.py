@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from twisted.trial import unittest
 
-from chatservice.server.flowcontrol import OutputMonitor, TokenBucket
+from chatservice.server.flowcontrol import InputPacer, TokenBucket
+from chatservice.server.output import ConnectionWriter
 from chatservice.session import Session
 from tests.support import ChatHarness
 
@@ -34,14 +35,18 @@ class FootprintTests(unittest.TestCase):
         self.harness.clock.advance(0)
         for connection in (yoda, hans):
             self.assertEqual(connection.protocol.__dict__, {})
+            self.assertFalse(hasattr(connection.connection, "__dict__"))
 
     def test_sessions_and_helpers_have_no_instance_dict(self) -> None:
         session = self.harness.state.sessions["yoda"]
         self.assertIsInstance(session, Session)
-        for obj in (session, self.connections[0].protocol._bucket, self.connections[0].protocol._output):
+        connection = self.connections[0].connection
+        pacer, writer = connection._pacer, connection.writer
+        for obj in (session, connection, pacer, pacer._bucket, writer, self.connections[0].protocol._lines):
             self.assertFalse(hasattr(obj, "__dict__"), type(obj).__name__)
-        self.assertIsInstance(self.connections[0].protocol._bucket, TokenBucket)
-        self.assertIsInstance(self.connections[0].protocol._output, OutputMonitor)
+        self.assertIsInstance(pacer, InputPacer)
+        self.assertIsInstance(pacer._bucket, TokenBucket)
+        self.assertIsInstance(writer, ConnectionWriter)
 
     def test_every_command_has_a_session_method(self) -> None:
         from chatservice.commands import COMMANDS

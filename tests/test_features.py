@@ -334,8 +334,8 @@ class ActiveTests(HarnessTestCase):
         self.assertEqual(
             yoda.lines(),
             [
-                f"hans, {hans.protocol.host}, 6666, active since {since}",
-                f"luke, {luke.protocol.host}, -, active since {since}",
+                f"hans, {hans.protocol.connection.host}, 6666, active since {since}",
+                f"luke, {luke.protocol.connection.host}, -, active since {since}",
             ],
         )
 

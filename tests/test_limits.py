@@ -7,7 +7,12 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
-from chatservice.server.flowcontrol import OutputMonitor, TokenBucket
+from chatservice import events
+from chatservice.server.connection import ChatConnection
+from chatservice.server.output import ConnectionWriter
+from chatservice.server.policy import ConnectionPolicy
+from chatservice.wire import TEXT
+from chatservice.server.flowcontrol import InputPacer, TokenBucket
 from tests.test_protocol import HarnessTestCase
 
 
@@ -28,20 +33,25 @@ class TokenBucketTests(unittest.TestCase):
         self.assertEqual(bucket.tokens, 3)
 
 
-class OutputMonitorTests(unittest.TestCase):
-    """Counting what is written while the transport is backed up."""
+class ConnectionWriterBacklogTests(unittest.TestCase):
+    """The writer counts what is written while the transport is backed up."""
 
     def test_backlog(self) -> None:
         drained: list[bool] = []
-        monitor = OutputMonitor(lambda: drained.append(True))
-        monitor.wrote(100)
-        self.assertEqual(monitor.backlog, 0)
-        monitor.pauseProducing()
-        monitor.wrote(100)
-        monitor.wrote(50)
-        self.assertEqual(monitor.backlog, 150)
-        monitor.resumeProducing()
-        self.assertEqual((monitor.backlog, drained), (0, [True]))
+        transport = StringTransport()
+        writer = ConnectionWriter(
+            transport, TEXT, ConnectionPolicy(), Clock(), None,
+            lambda: drained.append(True), lambda backlog: None,
+        )
+        self.assertIs(transport.producer, writer)
+        writer.send(events.ErrorReply("x", "y" * 98))
+        self.assertEqual(writer.backlog, 0)
+        writer.pauseProducing()
+        writer.send(events.ErrorReply("x", "y" * 98))
+        writer.send(events.ErrorReply("x", "y" * 48))
+        self.assertEqual(writer.backlog, 150)
+        writer.resumeProducing()
+        self.assertEqual((writer.backlog, drained), (0, [True]))
 
 
 class FloodTests(HarnessTestCase):
@@ -98,13 +108,13 @@ class TurnTests(HarnessTestCase):
     def test_lines_beyond_the_turn_wait_for_the_next(self) -> None:
         yoda, hans = self.online("yoda", "hans")
         turns: list[list[str]] = []
-        take_turn = yoda.protocol._take_turn
+        take_turn = InputPacer._take_turn
 
-        def recording_turn() -> None:
-            take_turn()
+        def recording_turn(pacer: InputPacer) -> None:
+            take_turn(pacer)
             turns.append(hans.lines())
 
-        yoda.protocol._take_turn = recording_turn
+        self.patch(InputPacer, "_take_turn", recording_turn)
         yoda.protocol.dataReceived(b"".join(b"message hans m%d\r\n" % i for i in range(10)))
         self.assertEqual(hans.lines(), [f"yoda: m{i}" for i in range(4)])
         self.assertEqual(yoda.transport.producerState, "paused")
@@ -142,13 +152,13 @@ class TurnBudgetTests(HarnessTestCase):
     def test_turn_ends_when_its_time_is_spent(self) -> None:
         yoda, hans = self.online("yoda", "hans")
         clock = self.harness.clock
-        handle = yoda.protocol._handle_line
+        handle = ChatConnection._line
 
-        def slow_line(line: bytes) -> None:
-            handle(line)
+        def slow_line(connection: ChatConnection, line: bytes) -> None:
+            handle(connection, line)
             clock.rightNow += 0.004  # each line "takes" 4 ms (no timers run)
 
-        yoda.protocol._handle_line = slow_line
+        self.patch(ChatConnection, "_line", slow_line)
         yoda.protocol.dataReceived(b"".join(b"message hans m%d\r\n" % i for i in range(6)))
         # 0, 4 and 8 ms have passed before lines 1-3; the fourth finds 12 ms.
         self.assertEqual(hans.lines(), [f"yoda: m{i}" for i in range(4)])
@@ -165,13 +175,13 @@ class SlowReaderTests(HarnessTestCase):
     def test_soft_then_hard_limit(self) -> None:
         yoda, hans, luke = self.online("yoda", "hans", "luke")
         # The transport says its buffer is full: hans stopped reading.
-        hans.protocol._output.pauseProducing()
+        hans.connection.writer.pauseProducing()
         text = "x" * 200
         for _ in range(6):
             yoda.send(f"broadcast {text}")
-        hans_backlog = hans.protocol._output.backlog
+        hans_backlog = hans.connection.writer.backlog
         self.assertGreater(hans_backlog, 1000)
-        self.assertTrue(hans.protocol.congested)
+        self.assertTrue(hans.connection.congested)
         hans.output()
         yoda.send(f"broadcast {text}")
         self.assertEqual(hans.output(), "", "broadcasts are dropped past the soft limit")
@@ -183,18 +193,18 @@ class SlowReaderTests(HarnessTestCase):
             yoda.lines(), ["hans is offline; your message will be delivered when they log in."]
         )
         # Catching up: the dropped count, then the kept message.
-        dropped = hans.protocol._dropped
+        dropped = hans.connection.writer._dropped
         self.assertGreaterEqual(dropped, 1)
-        hans.protocol._output.resumeProducing()
+        hans.connection.writer.resumeProducing()
         lines = hans.lines()
         self.assertTrue(lines[0].startswith(f"{dropped} notice(s) or broadcast(s) were not shown"))
         self.assertTrue(lines[1].endswith("] yoda: kept for later"))
         # Stops reading again but keeps asking: closed at the hard limit.
-        hans.protocol._output.pauseProducing()
+        hans.connection.writer.pauseProducing()
         for _ in range(10):
             hans.send("help")
-        self.assertEqual(hans.protocol.phase.name, "CLOSED")
-        self.assertLess(hans.protocol._output.backlog, 5000 + 3000, "bounded")
+        self.assertTrue(hans.connection.writer.closed)
+        self.assertLess(hans.connection.writer.backlog, 5000 + 3000, "bounded")
         hans.drop()
         self.assertNotIn("hans", self.harness.state.sessions)
         yoda.send("message hans after the drop")
@@ -275,15 +285,15 @@ class SlowReaderGraceTests(HarnessTestCase):
     def test_closed_after_grace_unless_it_catches_up(self) -> None:
         yoda, hans, luke = self.online("yoda", "hans", "luke")
         for reader in (hans, luke):
-            reader.protocol._output.pauseProducing()
+            reader.connection.writer.pauseProducing()
         for _ in range(3):
             yoda.send("help")  # replies to yoda only: nobody congested yet
         for _ in range(6):
             yoda.send("broadcast " + "x" * 300)
-        self.assertTrue(hans.protocol.congested and luke.protocol.congested)
+        self.assertTrue(hans.connection.congested and luke.connection.congested)
         self.harness.clock.advance(20)
-        luke.protocol._output.resumeProducing()  # luke catches up in time
+        luke.connection.writer.resumeProducing()  # luke catches up in time
         self.harness.clock.advance(10)
-        self.assertEqual(hans.protocol.phase.name, "CLOSED")
+        self.assertTrue(hans.connection.writer.closed)
         self.assertNotIn("hans", self.harness.state.sessions)
-        self.assertNotEqual(luke.protocol.phase.name, "CLOSED")
+        self.assertFalse(luke.connection.writer.closed)

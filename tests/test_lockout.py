@@ -12,30 +12,45 @@ from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword, UsernamePassword
 from twisted.cred.portal import Portal
 from twisted.internet import defer
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 from zope.interface import implementer
 
 from chatservice import events
 from chatservice.auth.credentials import CredentialsChecker, CredentialsFile
-from chatservice.auth.errors import AccountLocked, AddressLocked, UnknownUser, WrongPassword
+from chatservice.auth.errors import (
+    AccountLocked,
+    AddressLocked,
+    LoginUnavailable,
+    UnknownUser,
+    WrongPassword,
+)
 from chatservice.auth.lockout import LoginLockout
-from chatservice.auth.login import (
+from chatservice.auth.login import EXPECTED_ERRORS, CredentialsFrom, LockoutChecker, LoginGate
+from chatservice.server.replies import (
     ADDRESS_JUST_LOCKED,
     ADDRESS_LOCKED,
     JUST_LOCKED,
     LOCKED,
     WRONG_PASSWORD,
-    CredentialsFrom,
-    LockoutChecker,
-    LoginGate,
-    LoginRefused,
+    login_rejection,
 )
 from chatservice.auth.realm import ChatRealm
 from chatservice.state import ChatState, Session
 from chatservice.store.memory import MemoryStore
 
 ACCOUNTS = {"yoda": "wise", "hans": "falcon", "luke": "jedi"}
+
+
+def refusal(
+    test: unittest.TestCase, d: Deferred[object], username: str
+) -> tuple[str, str, float | None]:
+    """How the refused login ``d`` is worded: ``(reason, message, retry_after)``."""
+    failure = test.failureResultOf(d, *EXPECTED_ERRORS, LoginUnavailable)
+    rejection = login_rejection(failure.value, username)
+    test.assertIsInstance(rejection, events.LoginRejected)
+    return (rejection.reason, rejection.message, rejection.retry_after)
 START = 1000.0
 MAX_FAILURES = 3
 DURATION = 60.0
@@ -292,7 +307,7 @@ class BrokenChecker:
 
 
 class LoginGateTests(ClockTestCase):
-    """LoginGate turns every login outcome into a session or a LoginRejected."""
+    """LoginGate turns every login outcome into a session or a typed error, worded by login_rejection."""
 
     def setUp(self) -> None:
         super().setUp()
@@ -306,12 +321,7 @@ class LoginGateTests(ClockTestCase):
         self, username: str, password: str, host: str = "10.0.0.1"
     ) -> tuple[str, str, float | None]:
         """Log in expecting a refusal; return ``(reason, message, retry_after)``."""
-        failure = self.failureResultOf(
-            self.gate.login(username, password, FakeClient(host)), LoginRefused
-        )
-        rejection = failure.value.rejection
-        self.assertIsInstance(rejection, events.LoginRejected)
-        return (rejection.reason, rejection.message, rejection.retry_after)
+        return refusal(self, self.gate.login(username, password, FakeClient(host)), username)
 
     def test_success(self) -> None:
         client = FakeClient()
@@ -338,8 +348,8 @@ class LoginGateTests(ClockTestCase):
         self.clock.advance(25)
         self.assertEqual(self.rejection("yoda", "wise"), ("blocked", LOCKED, 35.0))
         self.assertEqual(self.rejection("yoda", "nope"), ("blocked", LOCKED, 35.0))
-        blocked = self.gate.check_username("yoda")
-        assert blocked is not None
+        error = self.assertRaises(AccountLocked, self.gate.check_username, "yoda")
+        blocked = login_rejection(error, "yoda")
         self.assertEqual(
             (blocked.reason, blocked.message, blocked.retry_after), ("blocked", LOCKED, 35.0)
         )
@@ -357,9 +367,7 @@ class LoginGateTests(ClockTestCase):
             self.assertEqual(self.rejection("vader", "dark"), expected)
         self.assertIsNone(self.lockout.locked_for("vader"))
         self.assertEqual(self.clock.getDelayedCalls(), [])
-        rejection = self.gate.check_username("vader")
-        assert rejection is not None
-        self.assertEqual(rejection.reason, "unknown_user")
+        self.assertRaises(UnknownUser, self.gate.check_username, "vader")
 
     def test_invalid_user_name(self) -> None:
         self.assertEqual(
@@ -402,11 +410,9 @@ class LoginGateTests(ClockTestCase):
     def test_unexpected_checker_error(self) -> None:
         portal = Portal(ChatRealm(self.state), [BrokenChecker()])
         gate = LoginGate(portal, self.accounts, self.lockout)
-        failure = self.failureResultOf(gate.login("yoda", "wise", FakeClient()), LoginRefused)
-        rejection = failure.value.rejection
         self.assertEqual(
-            (rejection.reason, rejection.message),
-            ("unavailable", "Error. Logging in is not possible right now; please try again."),
+            refusal(self, gate.login("yoda", "wise", FakeClient()), "yoda"),
+            ("unavailable", "Error. Logging in is not possible right now; please try again.", None),
         )
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
@@ -430,11 +436,7 @@ class AddressLockoutTests(ClockTestCase):
         self.address_lockout.stop()
 
     def rejection(self, username: str, password: str, host: str) -> tuple[str, str, float | None]:
-        failure = self.failureResultOf(
-            self.gate.login(username, password, FakeClient(host)), LoginRefused
-        )
-        rejection = failure.value.rejection
-        return (rejection.reason, rejection.message, rejection.retry_after)
+        return refusal(self, self.gate.login(username, password, FakeClient(host)), username)
 
     def test_failures_across_users_lock_the_address(self) -> None:
         self.assertEqual(self.rejection("yoda", "x", "10.0.0.9")[0], "wrong_password")
@@ -448,9 +450,8 @@ class AddressLockoutTests(ClockTestCase):
         self.assertEqual(
             self.rejection("yoda", "wise", "10.0.0.9"), ("address_blocked", ADDRESS_LOCKED, 50.0)
         )
-        rejection = self.gate.check_username("yoda", "10.0.0.9")
-        assert rejection is not None
-        self.assertEqual(rejection.reason, "address_blocked")
+        error = self.assertRaises(AddressLocked, self.gate.check_username, "yoda", "10.0.0.9")
+        self.assertEqual(login_rejection(error, "yoda").reason, "address_blocked")
         # Another address is not affected; no user name reached its limit.
         self.assertIsNone(self.gate.check_username("yoda", "10.0.0.10"))
         session, _logout = self.successResultOf(

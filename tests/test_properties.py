@@ -51,9 +51,10 @@ from twisted.trial import unittest
 
 from chatservice import events
 from chatservice.commands import COMMANDS
-from chatservice.server.protocol import ChatProtocol, Phase
+from chatservice.server.connection import ChatConnection
+from chatservice.server.protocol import ChatProtocol
 from chatservice.version import SERVER_VERSION
-from chatservice.wire import encode_event, jsonlines, text
+from chatservice.wire import JSON, jsonlines, text
 from tests.support import SAMPLE_ACCOUNTS, ChatHarness
 
 KNOWN_BUGS_FIXED = True
@@ -117,6 +118,10 @@ class RecordingTransport(StringTransport):
         pass
 
 
+class InspectableConnection(ChatConnection):
+    """A :class:`ChatConnection` whose methods a test may wrap (it has an instance dict)."""
+
+
 class Client:
     """One connection to a harness, with its whole output kept from the greeting on.
 
@@ -128,6 +133,7 @@ class Client:
         address = IPv4Address("TCP", host, 40000)
         self.harness = harness
         self.protocol: ChatProtocol = harness.factory.buildProtocol(address)
+        self.protocol.connection_type = InspectableConnection
         self.transport = RecordingTransport(address)
         self.protocol.makeConnection(self.transport)
         self.lost = False
@@ -164,8 +170,14 @@ class Client:
         return [json.loads(line) for line in self.take().decode("utf-8").split("\n") if line]
 
     @property
+    def connection(self) -> ChatConnection:
+        """The server side of this connection."""
+        assert self.protocol.connection is not None
+        return self.protocol.connection
+
+    @property
     def json(self) -> bool:
-        return self.protocol.wire is jsonlines
+        return self.connection.wire is JSON
 
     def drop(self) -> None:
         """The connection is gone (client vanished, or the reactor finished a close)."""
@@ -181,7 +193,7 @@ class Client:
     def check_output(self) -> None:
         """Every write is whole UTF-8, and the whole output has the connection's format."""
         self.check_new_writes()
-        check_output(self.output(), self.json, self.protocol.MAX_LENGTH)
+        check_output(self.output(), self.json, self.harness.policy.max_line_length)
 
 
 def overflow_error(max_length: int) -> str:
@@ -266,21 +278,20 @@ def check_sessions(harness: ChatHarness, live: list[Client], gone: list[Client])
     none; and the factory counts exactly the live connections.
     """
     sessions = harness.state.sessions
-    assert harness.factory.connections == {c.protocol for c in live}
+    assert harness.factory.connections == {c.connection for c in live}
     for name, session in sessions.items():
         assert session.username == name
-        holders = [c for c in live if c.protocol.session is session]
+        holders = [c for c in live if c.connection.session is session]
         assert len(holders) == 1, f"{name} is online, held by {len(holders)} live connections"
-        assert session.client is holders[0].protocol
+        assert session.client is holders[0].connection
     for client in live:
-        session = client.protocol.session
-        if session is not None and client.protocol.phase is not Phase.CLOSED:
+        session = client.connection.session
+        if session is not None and not client.connection.writer.closed:
             assert sessions.get(session.username) is session, (
-                f"a connection logged in as {session.username} ({client.protocol.phase})"
-                " is not online"
+                f"a connection logged in as {session.username} is not online"
             )
     for client in gone:
-        assert client.protocol.session is None
+        assert client.connection.session is None
 
 
 def new_harness(**options: Any) -> ChatHarness:
@@ -296,7 +307,7 @@ def settle(
     clients = list(clients)
     for _ in range(rounds):
         if not any(
-            c.protocol.paused and not c.lost and not c.transport.disconnecting for c in clients
+            c.connection._paused and not c.lost and not c.transport.disconnecting for c in clients
         ):
             return
         harness.clock.advance(step)
@@ -443,7 +454,7 @@ def login(client: Client, user: str, json_mode: bool) -> None:
     else:
         client.send_line(user, b"\r\n")
         client.send_line(SAMPLE_ACCOUNTS[user], b"\r\n")
-    assert client.protocol.session is not None
+    assert client.connection.session is not None
 
 
 def expected_whoelse(harness: ChatHarness, viewer: str) -> list[str]:
@@ -565,19 +576,21 @@ class ReplyCounter:
     """
 
     def __init__(self, protocol: ChatProtocol) -> None:
-        self.protocol = protocol
+        connection = protocol.connection
+        assert isinstance(connection, InspectableConnection)
+        self.connection = connection
         self.lines: list[tuple[bytes, list[events.Event]]] = []
         self._current: list[events.Event] | None = None
         self._delivering = 0
-        send, deliver = protocol.send, protocol.deliver
-        line_received, too_long = protocol.lineReceived, protocol.lineLengthExceeded
+        send, deliver = connection.send, connection.deliver
+        line_received, too_long = connection._line, connection._line_too_long
 
         def counting_send(event: events.Event, request_id: Any = None) -> None:
             if (
                 self._current is not None
                 and not self._delivering
                 and not isinstance(event, events.Prompt)
-                and encode_event(protocol.wire, event, request_id)
+                and connection.wire.encode(event, request_id)
             ):
                 self._current.append(event)
             send(event, request_id)
@@ -589,22 +602,22 @@ class ReplyCounter:
             finally:
                 self._delivering -= 1
 
-        def wrap(handler: Callable[[bytes], Any], label: bytes) -> Callable[[bytes], Any]:
-            def handle(line: bytes) -> Any:
+        def wrap(handler: Callable[..., Any], label: bytes) -> Callable[..., Any]:
+            def handle(*line: bytes) -> Any:
                 assert self._current is None, "lines handled re-entrantly"
                 self._current = []
-                self.lines.append((label or line, self._current))
+                self.lines.append((label or line[0], self._current))
                 try:
-                    return handler(line)
+                    return handler(*line)
                 finally:
                     self._current = None
 
             return handle
 
-        protocol.send = counting_send  # type: ignore[method-assign]
-        protocol.deliver = counting_deliver  # type: ignore[method-assign]
-        protocol.lineReceived = wrap(line_received, b"")  # type: ignore[method-assign]
-        protocol.lineLengthExceeded = wrap(  # type: ignore[method-assign]
+        connection.send = counting_send  # type: ignore[method-assign]
+        connection.deliver = counting_deliver
+        connection._line = wrap(line_received, b"")  # type: ignore[method-assign]
+        connection._line_too_long = wrap(  # type: ignore[method-assign]
             too_long, b"<over-long line>"
         )
 
@@ -913,7 +926,7 @@ class ChatMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.live)
     @rule(index=st.integers(0, 5))
     def server_closes(self, index: int) -> None:
-        self.pick(index).protocol.disconnect(events.Disconnected("shutdown", "Going down."))
+        self.pick(index).connection.disconnect(events.Disconnected("shutdown", "Going down."))
 
     @precondition(lambda self: self.live and not self.shut_down)
     @rule()
@@ -942,7 +955,7 @@ class ChatMachine(RuleBasedStateMachine):
         """The client's format; ``json_mode`` chooses it for one that has said nothing yet."""
         if client.json:
             return True
-        return json_mode and client.protocol.phase is Phase.USERNAME and not client.said
+        return json_mode and not client.said
 
     @precondition(lambda self: self.live)
     @rule(
@@ -1184,7 +1197,7 @@ class KnownBugTests(unittest.TestCase):
         client = self.flooder("yoda")
         self.flood(client, json_bytes({"type": "login", "user": "luke", "password": "jedi"}))
         self.assertNotIn("luke", self.harness.state.sessions)
-        self.assertIs(client.protocol.phase, Phase.CLOSED)
+        self.assertTrue(client.connection.writer.closed)
 
 
     def test_closed_connection_stays_closed(self) -> None:
@@ -1196,6 +1209,6 @@ class KnownBugTests(unittest.TestCase):
         """
         client = self.flooder("yoda")
         self.flood(client, json_bytes({"type": "login", "user": "yoda", "password": "nope"}))
-        self.assertIs(client.protocol.phase, Phase.CLOSED)
+        self.assertTrue(client.connection.writer.closed)
         check_sessions(self.harness, [client], [])
 

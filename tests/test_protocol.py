@@ -514,7 +514,7 @@ class JsonTests(HarnessTestCase):
         connection = self.connect()
         connection.login_json("yoda")
         connection.send(b"{not json", b"\n")
-        connection.send_json({"type": "message", "message": "no recipient", "id": 5})
+        connection.send_json({"type": "message", "to": "hans", "id": 5})
         connection.send_json({"type": "fly", "id": 6})
         connection.send_json({"type": "message", "to": "vader", "message": "x", "id": 7})
         connection.send(b'{"type":"whoelse","id":8}\xff', b"\n")
@@ -635,7 +635,7 @@ class PeerIntroductionTests(HarnessTestCase):
         (request,) = hans.json()
         self.assertEqual(
             {k: reply[k] for k in ("type", "user", "host", "port", "id")},
-            {"type": "private_address", "user": "hans", "host": hans.protocol.host, "port": 5001, "id": 1},
+            {"type": "private_address", "user": "hans", "host": hans.protocol.connection.host, "port": 5001, "id": 1},
         )
         self.assertEqual(request, {"type": "private_request", "from": "yoda", "token": reply["token"]})
         self.assertEqual(len(reply["token"]), 32)
@@ -687,6 +687,6 @@ class PeerIntroductionTests(HarnessTestCase):
         yoda.send("startprivate hans")
         (line,) = yoda.lines()
         self.assertTrue(
-            line.startswith(f"Private chat with hans: connect to {hans.protocol.host}:5001 with token ")
+            line.startswith(f"Private chat with hans: connect to {hans.protocol.connection.host}:5001 with token ")
         )
 

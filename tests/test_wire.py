@@ -1,5 +1,5 @@
 """Tests for the wire formats: :mod:`chatservice.wire.text`, :mod:`chatservice.wire.jsonlines`
-and the render cache in :func:`chatservice.wire.encode_event`.
+and the render cache of :class:`chatservice.wire.WireFormat`.
 
 Pure functions: lines in, requests out; events in, bytes out.  Timestamps are
 rendered in local time, so the tests that show them run with ``TZ=UTC``.
@@ -17,9 +17,9 @@ from typing import Any, Callable
 from twisted.trial import unittest
 
 from chatservice import events
-from chatservice.auth.login import JUST_LOCKED, WRONG_PASSWORD
+from chatservice.server.replies import JUST_LOCKED, WRONG_PASSWORD
 from chatservice.commands import COMMANDS, CommandError, Request
-from chatservice.wire import encode_event, jsonlines, text
+from chatservice.wire import JSON, TEXT, jsonlines, text
 
 T = 1_700_000_000.0
 """14 Nov 2023 22:13:20 UTC."""
@@ -1255,36 +1255,36 @@ for _case in RENDER_CASES:
 del _case
 
 
-# encode_event caching ----------------------------------------------------------------
+# The render cache ----------------------------------------------------------------------
 
 
 class EncodeEventTests(unittest.TestCase):
-    """encode_event renders unsolicited events once per format; replies with an id are not cached."""
+    """encode_shared renders unsolicited events once per format; replies with an id are not cached."""
 
     def test_cached_without_id(self) -> None:
         event = events.Presence("yoda", True)
-        first = encode_event(text, event)
+        first = TEXT.encode_shared(event)
         self.assertEqual(first, b"yoda logged in\r\n")
-        self.assertIs(encode_event(text, event), first)
+        self.assertIs(TEXT.encode_shared(event), first)
         self.assertEqual(event.encoded, {"text": first})
 
     def test_each_format_cached_separately(self) -> None:
         event = events.Presence("yoda", False)
-        as_text = encode_event(text, event)
-        as_json = encode_event(jsonlines, event)
+        as_text = TEXT.encode_shared(event)
+        as_json = JSON.encode_shared(event)
         self.assertEqual(as_json, b'{"type":"user_notification","user":"yoda","status":false}\n')
-        self.assertIs(encode_event(jsonlines, event), as_json)
-        self.assertIs(encode_event(text, event), as_text)
+        self.assertIs(JSON.encode_shared(event), as_json)
+        self.assertIs(TEXT.encode_shared(event), as_text)
         self.assertEqual(event.encoded, {"text": as_text, "json": as_json})
 
     def test_not_cached_with_id(self) -> None:
         event = events.UserList(("hans",))
-        data = encode_event(jsonlines, event, "q1")
+        data = JSON.encode(event, "q1")
         self.assertEqual(
             data, b'{"type":"userlist","users":["hans"],"onlinetype":true,"id":"q1"}\n'
         )
         self.assertEqual(event.encoded, {})
-        again = encode_event(jsonlines, event, "q2")
+        again = JSON.encode(event, "q2")
         self.assertEqual(
             again, b'{"type":"userlist","users":["hans"],"onlinetype":true,"id":"q2"}\n'
         )
@@ -1292,33 +1292,33 @@ class EncodeEventTests(unittest.TestCase):
 
     def test_falsy_id_is_an_id(self) -> None:
         event = events.UserList(())
-        data = encode_event(jsonlines, event, 0)
+        data = JSON.encode(event, 0)
         assert data is not None
         self.assertEqual(json.loads(data)["id"], 0)
         self.assertEqual(event.encoded, {})
 
     def test_cache_does_not_leak_into_replies(self) -> None:
         event = events.HelpText((("help", "show this list"),))
-        unsolicited = encode_event(jsonlines, event)
-        reply = encode_event(jsonlines, event, 9)
+        unsolicited = JSON.encode_shared(event)
+        reply = JSON.encode(event, 9)
         assert unsolicited is not None and reply is not None
         self.assertNotIn(b'"id"', unsolicited)
         self.assertEqual(json.loads(reply)["id"], 9)
-        self.assertIs(encode_event(jsonlines, event), unsolicited)
+        self.assertIs(JSON.encode_shared(event), unsolicited)
         self.assertNotIn(b'"id"', unsolicited)
 
     def test_nothing_to_send_is_cached_too(self) -> None:
         event = events.Prompt(events.Prompt.USERNAME)
-        self.assertIsNone(encode_event(jsonlines, event))
-        self.assertIsNone(encode_event(jsonlines, event))
+        self.assertIsNone(JSON.encode_shared(event))
+        self.assertIsNone(JSON.encode_shared(event))
         self.assertEqual(event.encoded, {"json": None})
 
     def test_events_do_not_share_a_cache(self) -> None:
         first = events.Presence("yoda", True)
         second = events.Presence("hans", True)
-        encode_event(text, first)
+        TEXT.encode_shared(first)
         self.assertEqual(second.encoded, {})
-        self.assertEqual(encode_event(text, second), b"hans logged in\r\n")
+        self.assertEqual(TEXT.encode_shared(second), b"hans logged in\r\n")
 
 
 class NumbersTests(unittest.TestCase):

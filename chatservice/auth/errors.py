@@ -1,4 +1,9 @@
-"""Why a login failed, as ``twisted.cred`` errors the login gate turns into replies."""
+"""Why a login failed: typed ``twisted.cred`` errors.
+
+The auth layer only raises these; it never words a reply.  The connection
+turns each into what its user is told in one place,
+:func:`chatservice.server.replies.login_rejection`.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,26 @@ class UnknownUser(UnauthorizedLogin):
 
 class WrongPassword(UnauthorizedLogin):
     """The account exists and the password does not match it."""
+
+
+class InvalidUsername(UnauthorizedLogin):
+    """The name breaks the user name rules; ``problem`` says which."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+
+
+class UsernameTaken(UnauthorizedLogin):
+    """A guest asked for a name that an account (or an online user) has."""
+
+
+class GuestsNotAllowed(UnauthorizedLogin):
+    """A guest login on a server that takes none."""
+
+
+class LoginUnavailable(UnauthorizedLogin):
+    """The accounts could not be checked (an unexpected failure, logged)."""
 
 
 class AccountLocked(UnauthorizedLogin):

@@ -12,19 +12,11 @@ from typing import Callable
 
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import ICredentials
-from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
 from zope.interface import Attribute, implementer
 
 from chatservice.auth.credentials import username_problem
-
-
-class UsernameTaken(UnauthorizedLogin):
-    """The guest name belongs to an account (or is being registered)."""
-
-
-class InvalidGuestName(UnauthorizedLogin):
-    """The guest name breaks the user name rules; the message says which."""
+from chatservice.auth.errors import InvalidUsername, UsernameTaken
 
 
 class IGuestCredentials(ICredentials):
@@ -62,7 +54,7 @@ class GuestChecker:
         name = credentials.username
         problem = username_problem(name)
         if problem:
-            return defer.fail(InvalidGuestName(problem))
+            return defer.fail(InvalidUsername(problem))
         if self.taken(name):
             return defer.fail(UsernameTaken(name))
         return defer.succeed(GuestName(name))

@@ -1,9 +1,10 @@
-"""Logging a connection in: lock-out, ``Portal.login``, and the reply for each outcome.
+"""Logging a connection in: lock-out and ``Portal.login``.
 
 :class:`LockoutChecker` wraps the password checker so that failures count
 toward the lock-out and a locked account is refused inside ``Portal.login``.
-:class:`LoginGate` is what a connection calls: it turns every way a login can
-fail into a :class:`~chatservice.events.LoginRejected` reply.
+:class:`LoginGate` is what a connection calls.  Every way a login can fail
+is a typed error from :mod:`chatservice.auth.errors` (or
+:class:`~chatservice.state.AlreadyLoggedIn`); the connection words them.
 """
 
 from __future__ import annotations
@@ -19,32 +20,33 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from chatservice import events
 from chatservice.auth.accounts import AccountError, AccountManager
 from chatservice.auth.credentials import username_problem
-from chatservice.auth.guests import GuestCredentials, InvalidGuestName, UsernameTaken
-from chatservice.auth.errors import AccountLocked, AddressLocked, UnknownUser, WrongPassword
+from chatservice.auth.errors import (
+    AccountLocked,
+    AddressLocked,
+    GuestsNotAllowed,
+    InvalidUsername,
+    LoginUnavailable,
+    UnknownUser,
+    UsernameTaken,
+    WrongPassword,
+)
+from chatservice.auth.guests import GuestCredentials
 from chatservice.auth.lockout import LoginLockout
 from chatservice.interfaces import AccountDirectory, ChatClient, IChatSession
 from chatservice.state import AlreadyLoggedIn
 
 log = Logger()
 
-WRONG_PASSWORD = "Invalid Password. Please try again"
-JUST_LOCKED = (
-    "Invalid Password. Your account has been blocked after too many failures."
-    " Please try again later"
+EXPECTED_ERRORS = (
+    UnknownUser, WrongPassword, InvalidUsername, UsernameTaken, AccountLocked,
+    GuestsNotAllowed, AlreadyLoggedIn,
 )
-LOCKED = (
-    "Your account is blocked due to multiple login failures. Please try again later"
-)
-ADDRESS_JUST_LOCKED = (
-    "Invalid Password. Your address has been blocked after too many failures."
-    " Please try again later"
-)
-ADDRESS_LOCKED = (
-    "Your address is blocked due to multiple login failures. Please try again later"
-)
+"""How a login may fail; anything else is logged and becomes :class:`LoginUnavailable`."""
+
+LoginResult = tuple[IChatSession, Callable[[], None]]
+"""A logged-in session and the callable that logs it out."""
 
 
 class CredentialsFrom(UsernamePassword):
@@ -53,14 +55,6 @@ class CredentialsFrom(UsernamePassword):
     def __init__(self, username: str, password: str, host: str) -> None:
         super().__init__(username, password)
         self.host = host
-
-
-class LoginRefused(Exception):
-    """A login failed; ``rejection`` is the reply for the client."""
-
-    def __init__(self, rejection: events.LoginRejected) -> None:
-        super().__init__(rejection.reason)
-        self.rejection = rejection
 
 
 @implementer(ICredentialsChecker)
@@ -78,14 +72,13 @@ class LockoutChecker:
     :param address_lockout: the per-address lock-out, if any.
     """
 
-    credentialInterfaces = (IUsernamePassword,)
-
     def __init__(
         self,
         checker: ICredentialsChecker,
         lockout: LoginLockout,
         address_lockout: LoginLockout | None = None,
     ) -> None:
+        self.credentialInterfaces = checker.credentialInterfaces
         self.checker = checker
         self.lockout = lockout
         self.address_lockout = address_lockout
@@ -156,44 +149,39 @@ class LoginGate:
         self.address_lockout = address_lockout
         self.manager = manager
 
-    def check_username(self, username: str, host: str = "") -> events.LoginRejected | None:
-        """Refuse a user name (or the address) before the password, or return ``None``."""
+    def check_username(self, username: str, host: str = "") -> None:
+        """Refuse a user name (or the address) before the password is asked for.
+
+        :raises AddressLocked, InvalidUsername, UnknownUser, AccountLocked:
+            why not; nothing when the name may go on to the password.
+        """
         if self.address_lockout is not None and host:
             remaining = self.address_lockout.locked_for(host)
             if remaining is not None:
-                return events.LoginRejected("address_blocked", ADDRESS_LOCKED, remaining)
+                raise AddressLocked(remaining)
         problem = username_problem(username)
         if problem:
-            return events.LoginRejected("invalid_username", f"Error. Invalid user name: {problem}.")
+            raise InvalidUsername(problem)
         if not self.accounts.exists(username):
-            return _unknown(username)
+            raise UnknownUser(username)
         remaining = self.lockout.locked_for(username)
         if remaining is not None:
-            return events.LoginRejected("blocked", LOCKED, remaining)
-        return None
+            raise AccountLocked(remaining)
 
-    def login(
-        self, username: str, password: str, client: ChatClient
-    ) -> defer.Deferred[tuple[IChatSession, Callable[[], None]]]:
-        """Log ``client`` in as ``username``.
-
-        Fires with ``(session, logout)``, or fails with :class:`LoginRefused`.
-        """
-        rejection = self.check_username(username, client.host)
-        if rejection is not None:
-            return defer.fail(LoginRefused(rejection))
+    def login(self, username: str, password: str, client: ChatClient) -> defer.Deferred[LoginResult]:
+        """Log ``client`` in as ``username``: fires with ``(session, logout)``, or a typed error."""
+        try:
+            self.check_username(username, client.host)
+        except EXPECTED_ERRORS as e:
+            return defer.fail(e)
         credentials = CredentialsFrom(username, password, client.host)
         d = self.portal.login(credentials, client, IChatSession)
-        d.addCallbacks(_session, _refusal, errbackArgs=(username, False))
-        return d
+        return d.addCallbacks(_session, _expected, errbackArgs=(username, False))
 
-    def login_guest(
-        self, username: str, client: ChatClient
-    ) -> defer.Deferred[tuple[IChatSession, Callable[[], None]]]:
+    def login_guest(self, username: str, client: ChatClient) -> defer.Deferred[LoginResult]:
         """Log ``client`` in as the guest ``username`` (no password)."""
         d = self.portal.login(GuestCredentials(username, client.host), client, IChatSession)
-        d.addCallbacks(_session, _refusal, errbackArgs=(username, True))
-        return d
+        return d.addCallbacks(_session, _expected, errbackArgs=(username, True))
 
     def username_taken(self, username: str) -> bool:
         """Whether ``username`` cannot be registered (an account, a guest, or being registered)."""
@@ -214,56 +202,17 @@ class LoginGate:
         return self.manager.change_password(username, old, new)
 
 
-def _session(
-    result: tuple[object, IChatSession, Callable[[], None]]
-) -> tuple[IChatSession, Callable[[], None]]:
+def _session(result: tuple[object, IChatSession, Callable[[], None]]) -> LoginResult:
     return result[1], result[2]
 
 
-def _unknown(username: str) -> events.LoginRejected:
-    return events.LoginRejected(
-        "unknown_user", f"Error. Unknown user {username}. Please try again."
-    )
-
-
-def _refusal(failure: Failure, username: str, guest: bool) -> None:
-    """Turn a failed ``Portal.login`` into :class:`LoginRefused`."""
-    error = failure.value
-    if isinstance(error, UsernameTaken) or (guest and isinstance(error, AlreadyLoggedIn)):
-        rejection = events.LoginRejected(
-            "username_taken", f"Error. The name {username} is taken; choose another."
-        )
-    elif isinstance(error, InvalidGuestName):
-        rejection = events.LoginRejected(
-            "invalid_username", f"Error. Invalid user name: {error.args[0]}."
-        )
-    elif isinstance(error, UnhandledCredentials):
-        rejection = events.LoginRejected("unavailable", "Error. Guests are not allowed here.")
-    elif isinstance(error, AddressLocked):
-        if error.just_locked:
-            rejection = events.LoginRejected(
-                "address_locked", ADDRESS_JUST_LOCKED, error.retry_after
-            )
-        else:
-            rejection = events.LoginRejected(
-                "address_blocked", ADDRESS_LOCKED, error.retry_after
-            )
-    elif isinstance(error, AccountLocked):
-        if error.just_locked:
-            rejection = events.LoginRejected("locked", JUST_LOCKED, error.retry_after)
-        else:
-            rejection = events.LoginRejected("blocked", LOCKED, error.retry_after)
-    elif isinstance(error, WrongPassword):
-        rejection = events.LoginRejected("wrong_password", WRONG_PASSWORD)
-    elif isinstance(error, UnknownUser):
-        rejection = _unknown(username)
-    elif isinstance(error, AlreadyLoggedIn):
-        rejection = events.LoginRejected(
-            "already_logged_in", f"Error. {username} is already logged in elsewhere."
-        )
-    else:
-        log.failure("Login of {username} failed unexpectedly", failure, username=username)
-        rejection = events.LoginRejected(
-            "unavailable", "Error. Logging in is not possible right now; please try again."
-        )
-    raise LoginRefused(rejection)
+def _expected(failure: Failure, username: str, guest: bool) -> Failure:
+    """Pass a typed login error on; log anything else and fail with :class:`LoginUnavailable`."""
+    if guest and failure.check(AlreadyLoggedIn):
+        raise UsernameTaken(username)
+    if failure.check(UnhandledCredentials):
+        raise GuestsNotAllowed()
+    if failure.check(*EXPECTED_ERRORS):
+        return failure
+    log.failure("Login of {username} failed unexpectedly", failure, username=username)
+    raise LoginUnavailable()

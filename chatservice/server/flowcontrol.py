@@ -1,20 +1,25 @@
-"""Keeping one connection from hurting the others: input rate and output backlog.
+"""Keeping one connection's input from hurting the others: its rate and its turns.
 
 - :class:`TokenBucket`: how many lines a connection may send (a burst, then a
-  steady rate).  Over it, the connection stops being read for a while; its
-  lines wait in the socket, so nothing is lost, only slowed.
-- :class:`OutputMonitor`: a streaming producer registered on the transport.
-  The transport pauses it when its write buffer is full (the client is not
-  reading); from then on it counts what is written, so the connection can
-  drop optional traffic past a soft limit and give up past a hard one.
+  steady rate).
+- :class:`InputPacer`: decides, line by line, when a connection stops being
+  read: over its rate (a flood), after its share of a reactor turn (fair
+  turns), or while a slow step such as a password check runs.  Its lines
+  wait in the socket meanwhile, so nothing is lost, only slowed.
+
+The output side (backlog, slow readers) is
+:class:`~chatservice.server.output.ConnectionWriter`'s.
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
-from twisted.internet.interfaces import IPushProducer, IReactorTime
-from zope.interface import implementer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+from chatservice.server.policy import ConnectionPolicy
+
+_NO_HOLDS: frozenset[str] = frozenset()
 
 
 class TokenBucket:
@@ -52,37 +57,106 @@ class TokenBucket:
         return self.tokens >= self.burst
 
 
-@implementer(IPushProducer)
-class OutputMonitor:
-    """Tracks how far a transport's writes are backed up.
+class InputPacer:
+    """When one connection is read: its rate, its turn, and the slow steps it waits for.
 
-    The transport calls :meth:`pauseProducing` when its buffer is full and
-    :meth:`resumeProducing` when it has drained.  Between the two, every
-    write is counted in :attr:`backlog` (bytes beyond the transport's own
-    buffer).
+    Reading stops (``pause()``) while any *hold* is on: ``"flood"`` for
+    the time the :class:`TokenBucket` asks, ``"turn"`` until the next
+    reactor turn once the connection has had ``policy.lines_per_turn`` lines
+    or ``policy.turn_budget`` seconds in this one, and whatever the
+    connection holds itself (``"checking"`` while a password is verified).
+    It goes on (``resume()``) when the last hold is released.
 
-    :param drained: called when the transport has caught up again.
+    :param clock: the reactor, or a test ``Clock``.
+    :param policy: the rate and turn limits.
+    :param pause: stop reading.
+    :param resume: read again (and handle the lines that waited).
     """
 
-    __slots__ = ("drained", "backed_up", "backlog")
+    __slots__ = (
+        "_clock", "_policy", "_pause", "_resume", "_bucket", "_holds", "_lines",
+        "_turn_started", "_throttled_since", "_unthrottle", "_next_turn",
+    )
 
-    def __init__(self, drained: Callable[[], None]) -> None:
-        self.drained = drained
-        self.backed_up = False
-        self.backlog = 0
+    def __init__(
+        self,
+        clock: IReactorTime,
+        policy: ConnectionPolicy,
+        pause: Callable[[], None],
+        resume: Callable[[], None],
+    ) -> None:
+        self._clock = clock
+        self._policy = policy
+        self._pause = pause
+        self._resume = resume
+        self._bucket = TokenBucket(clock, policy.flood_burst, policy.flood_rate)
+        self._holds = _NO_HOLDS
+        self._lines = 0
+        self._turn_started = 0.0
+        self._throttled_since: float | None = None
+        self._unthrottle: IDelayedCall | None = None
+        self._next_turn: IDelayedCall | None = None
 
-    def wrote(self, size: int) -> None:
-        """Count ``size`` bytes written to the transport."""
-        if self.backed_up:
-            self.backlog += size
+    def new_turn(self) -> None:
+        """Input arrived from the reactor: this connection's turn starts."""
+        self._lines = 0
+        self._turn_started = self._clock.seconds()
 
-    def pauseProducing(self) -> None:
-        self.backed_up = True
+    def admit(self, more_waiting: bool) -> bool:
+        """Count one line about to be handled; ``False`` for a flood that must be closed.
 
-    def resumeProducing(self) -> None:
-        self.backed_up = False
-        self.backlog = 0
-        self.drained()
+        :param more_waiting: whether further complete lines wait behind it
+            (only then is there something to hold back for later).
+        """
+        self._lines += 1
+        policy = self._policy
+        if more_waiting and (
+            self._lines >= policy.lines_per_turn
+            or self._clock.seconds() - self._turn_started >= policy.turn_budget
+        ):
+            self.hold("turn")
+            self._next_turn = self._clock.callLater(0, self._take_turn)
+        wait = self._bucket.take()
+        if not wait:
+            if not more_waiting:
+                self._throttled_since = None
+            return True
+        now = self._clock.seconds()
+        if self._throttled_since is None:
+            self._throttled_since = now
+        elif now - self._throttled_since > policy.flood_limit:
+            return False
+        self.hold("flood")
+        self._unthrottle = self._clock.callLater(wait, self.release, "flood")
+        return True
 
-    def stopProducing(self) -> None:
-        self.backed_up = False
+    def _take_turn(self) -> None:
+        self._next_turn = None
+        self.release("turn")
+
+    def hold(self, reason: str) -> None:
+        """Stop reading for ``reason`` until it is released."""
+        if not self._holds:
+            self._pause()
+        self._holds |= {reason}
+
+    def release(self, reason: str) -> None:
+        """End the hold for ``reason``; reading goes on when no hold is left."""
+        if reason == "flood":
+            self._unthrottle = None
+        if reason not in self._holds:
+            return
+        self._holds = (self._holds - {reason}) or _NO_HOLDS
+        if not self._holds:
+            self._resume()
+
+    def holding(self, reason: str) -> bool:
+        """Whether reading is held for ``reason``."""
+        return reason in self._holds
+
+    def stop(self) -> None:
+        """The connection is closing: cancel the pending releases."""
+        for call in (self._unthrottle, self._next_turn):
+            if call is not None and call.active():
+                call.cancel()
+        self._unthrottle = self._next_turn = None

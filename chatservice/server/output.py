@@ -1,4 +1,12 @@
-"""Writing to many connections at once: one ``send`` per connection per reactor turn.
+"""Everything a connection is sent: :class:`ConnectionWriter`, and :class:`OutputBatcher`.
+
+:class:`ConnectionWriter` owns one connection's output: the bytes waiting to
+be sent, whether they are urgent, how far the client is behind (its backlog)
+and the verdict on a slow reader (drop optional traffic past the soft limit,
+close past the hard limit or after the grace period).  It is the only place
+in the project that touches Twisted's private transport fields
+(``dataBuffer``, ``_tempDataLen``, ``_aborting``, ``writeSomeData``);
+``tests/test_twisted_internals.py`` fails loudly on a Twisted without them.
 
 A broadcast to N users is N small writes.  Through ``transport.write`` each
 one costs Twisted a buffer append, an ``epoll_ctl`` to start watching the
@@ -21,13 +29,28 @@ standard I/O and test transports are written to as they always were.
 
 from __future__ import annotations
 
-from typing import Protocol
+import socket
+from typing import Any, Callable, Protocol
 
 from twisted.internet import tcp
-from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime, ITransport
 from twisted.logger import Logger
+from zope.interface import implementer
+
+from chatservice import events
+from chatservice.server.policy import ConnectionPolicy
+from chatservice.wire import WireFormat
 
 log = Logger()
+
+OPTIONAL_EVENTS = (
+    events.BroadcastMessage,
+    events.Presence,
+    events.RoomMessage,
+    events.RoomLeft,
+    events.TypingNotice,
+)
+"""What a congested client does without: it can read broadcasts and rooms later."""
 
 
 class BatchedConnection(Protocol):
@@ -189,3 +212,234 @@ def _flush_each(connections: list[BatchedConnection]) -> None:
             connection.flush_output()
         except Exception:
             log.failure("Writing to {connection!r} failed", connection=connection)
+
+
+@implementer(IPushProducer)
+class ConnectionWriter:
+    """One connection's output: pending bytes, urgency, backlog, and the slow-reader verdict.
+
+    It is registered on the transport as a streaming producer, so Twisted
+    tells it (:meth:`pauseProducing`) when the client stops reading and the
+    transport's buffer is full; from then on every byte written counts in
+    :attr:`backlog`.  Past ``policy.output_soft_limit`` the connection is
+    :attr:`congested` and optional events (:data:`OPTIONAL_EVENTS`) are
+    dropped, and counted; past ``policy.output_hard_limit``, or after
+    ``policy.slow_reader_grace`` seconds congested, it is closed.
+
+    :param transport: where the bytes go.
+    :param wire: the format events are rendered in (set again when a
+        connection settles on its format).
+    :param policy: the output limits.
+    :param clock: for the grace period.
+    :param batcher: the server's batcher, used when the transport is a plain
+        TCP socket (:func:`writes_directly`).
+    :param drained: called when a backed-up client has caught up.
+    :param aborted: called (with the backlog) when a slow reader is closed.
+    """
+
+    __slots__ = (
+        "transport", "wire", "_policy", "_clock", "_batcher", "_pending", "_hurried",
+        "backed_up", "backlog", "closed", "_alive", "_dropped", "_grace", "_drained",
+        "_aborted",
+    )
+
+    def __init__(
+        self,
+        transport: ITransport,
+        wire: WireFormat,
+        policy: ConnectionPolicy,
+        clock: IReactorTime,
+        batcher: OutputBatcher | None,
+        drained: Callable[[], None],
+        aborted: Callable[[int], None],
+    ) -> None:
+        self.transport = transport
+        self.wire = wire
+        self._policy = policy
+        self._clock = clock
+        self._batcher = batcher if writes_directly(transport) else None
+        self._pending: list[bytes] | None = None
+        self._hurried = False
+        self.backed_up = False
+        self.backlog = 0
+        """Bytes written since the transport's buffer filled up."""
+        self.closed = False
+        """Nothing more is sent (closing, closed, or given up on)."""
+        self._alive = True
+        self._dropped = 0
+        self._grace: IDelayedCall | None = None
+        self._drained = drained
+        self._aborted = aborted
+        transport.registerProducer(self, True)
+        self._tune_socket()
+
+    def use_batcher(self, batcher: OutputBatcher) -> None:
+        """Batch this connection's output whatever its transport (tests on a StringTransport)."""
+        self._batcher = batcher
+
+    @property
+    def congested(self) -> bool:
+        """Whether this client has stopped reading past the soft limit."""
+        return self.backlog > self._policy.output_soft_limit
+
+    # Writing -----------------------------------------------------------------------
+
+    def deliver(self, event: events.Event) -> None:
+        """Send an unsolicited event; optional ones are dropped while congested.
+
+        This runs once per recipient of every broadcast: the common case (the
+        client reads, a batch is waiting for the next flush) appends the
+        event's cached bytes to this connection's batch.
+        """
+        if self.backed_up or self.closed:
+            self._deliver_carefully(event)
+            return
+        data = event.encoded.get(self.wire.name)
+        if data is None:
+            data = self.wire.encode_shared(event)
+        if not data:
+            return
+        pending = self._pending
+        if pending is not None and event.bulk:
+            pending.append(data)  # the common case under load
+        else:
+            self.write(data, not event.bulk)
+
+    def _deliver_carefully(self, event: events.Event) -> None:
+        """:meth:`deliver` for a closed connection or one whose client lags."""
+        if self.closed:
+            return
+        if self.congested and isinstance(event, OPTIONAL_EVENTS):
+            self._dropped += 1
+            return
+        self.send(event, urgent=not event.bulk)
+
+    def send(self, event: events.Event, request_id: Any = None, urgent: bool = True) -> None:
+        """Render ``event`` (a reply to ``request_id``, if given) and write it.
+
+        :param urgent: leave at the end of this turn (else with the next bulk flush).
+        """
+        if self.closed:
+            return
+        if request_id is None:
+            data = self.wire.encode_shared(event)
+        else:
+            data = self.wire.encode(event, request_id)
+        if not data:
+            return
+        self.write(data, urgent)
+        if self.backed_up:
+            self.backlog += len(data)
+            if self.backlog > self._policy.output_hard_limit:
+                self.abort()
+            elif self.congested and self._grace is None:
+                self._grace = self._clock.callLater(self._policy.slow_reader_grace, self.abort)
+
+    def write(self, data: bytes, urgent: bool = True) -> None:
+        """Write ``data`` after everything written before it.
+
+        On a plain TCP connection the bytes wait for the batcher: ``urgent``
+        ones till the end of this reactor turn, others till the next bulk
+        flush, so under load many broadcasts leave in one ``send``.  Other
+        transports are written to at once.
+        """
+        pending = self._pending
+        if pending is not None:
+            pending.append(data)
+        elif self._batcher is not None:
+            self._pending = [data]
+            if not urgent:
+                self._batcher.add(self)
+        else:
+            self.transport.write(data)
+            return
+        if urgent and not self._hurried:
+            self._hurried = True
+            self._batcher.hurry(self)
+
+    def flush_output(self) -> None:
+        """Write what was batched for this connection (the batcher calls it)."""
+        pending, self._pending = self._pending, None
+        self._hurried = False
+        if pending and self._alive:
+            write_now(self.transport, pending[0] if len(pending) == 1 else b"".join(pending))
+
+    # Closing -------------------------------------------------------------------------
+
+    def close(self, last: events.Event | None = None, request_id: Any = None) -> None:
+        """Send ``last``, then nothing more, and close the connection once it is written."""
+        if self.closed:
+            return
+        if last is not None:
+            self.send(last, request_id)
+        self.closed = True
+        self.flush_output()
+        self._stop()
+        # A registered producer would hold up a TLS transport's close.
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
+
+    def abort(self) -> None:
+        """Give up on a client that does not read what it is sent (it cannot be told)."""
+        if self.closed:
+            return
+        self.closed = True
+        self._pending = None
+        self._stop()
+        self.transport.unregisterProducer()
+        self.transport.abortConnection()
+        self._aborted(self.backlog)
+
+    def connection_lost(self) -> None:
+        """The transport is gone: drop what waits, stop the timers."""
+        self._alive = False
+        self.closed = True
+        self._pending = None
+        self._stop()
+
+    def _stop(self) -> None:
+        grace, self._grace = self._grace, None
+        _cancel(grace)
+
+    # IPushProducer: the transport says when the client stops and starts reading --------
+
+    def pauseProducing(self) -> None:
+        self.backed_up = True
+
+    def resumeProducing(self) -> None:
+        """The client caught up: say what was dropped, then let the connection go on."""
+        self.backed_up = False
+        self.backlog = 0
+        self._stop()
+        if self._dropped:
+            dropped, self._dropped = self._dropped, 0
+            self.send(
+                events.ErrorReply(
+                    "dropped",
+                    f"{dropped} notice(s) or broadcast(s) were not shown because your"
+                    " connection was too slow (see read for broadcasts and room messages).",
+                )
+            )
+        if not self.closed:
+            self._drained()
+
+    def stopProducing(self) -> None:
+        self.backed_up = False
+
+    def _tune_socket(self) -> None:
+        """Send small lines without delay; keep the kernel's send buffer small.
+
+        ``TCP_NODELAY``: a chat line is small and should leave at once rather
+        than wait for the client's delayed acknowledgement (Nagle's
+        algorithm).  ``SO_SNDBUF`` pinned: a backlog shows up here, where it
+        is counted, rather than hiding in the kernel.
+        """
+        try:
+            self.transport.setTcpNoDelay(True)
+        except (AttributeError, OSError):
+            pass  # not TCP (a test transport, standard I/O)
+        try:
+            handle = self.transport.getHandle()
+            handle.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self._policy.send_buffer)
+        except (AttributeError, OSError):
+            pass  # not a socket (a test transport, standard I/O)

@@ -91,6 +91,9 @@ class ConnectionPolicy:
         a kernel buffer that grows to megabytes).
     :param max_connections: connections the server takes at once.
     :param max_connections_per_address: connections one address may have.
+    :param greeting_delay: seconds of silence after which a new connection
+        is taken for a person and greeted (a program that speaks first, in
+        JSON, is never sent the text greeting); 0 greets at once.
     """
 
     timeout: float = 600
@@ -112,3 +115,4 @@ class ConnectionPolicy:
     send_buffer: int = 64 * 1024
     max_connections: int = 1000
     max_connections_per_address: int = 20
+    greeting_delay: float = 0.25

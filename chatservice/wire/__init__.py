@@ -1,24 +1,17 @@
-"""The two wire formats: :mod:`~chatservice.wire.text` and :mod:`~chatservice.wire.jsonlines`.
+"""The two wire formats, behind one interface: :data:`TEXT` and :data:`JSON`.
 
-Each module has the same small surface: ``NAME``, ``decode_line`` and
-``encode(event, request_id=None)``.  :func:`encode_event` adds the cache that
-lets a fan-out render an event once per format.
+A connection picks its :class:`WireFormat` once, from its first line, and
+from then on renders every event and parses every command through it.  The
+formats themselves live in :mod:`~chatservice.wire.text` (telnet-compatible
+lines for people) and :mod:`~chatservice.wire.jsonlines` (one JSON object a
+line, for programs); this module names what both offer.  Pure parsing and
+rendering: no I/O.
 """
 
 from __future__ import annotations
 
-from types import ModuleType
-from typing import Any
+from chatservice.wire.format import WireFormat
+from chatservice.wire.jsonlines import JSON
+from chatservice.wire.text import TEXT
 
-from chatservice.events import Event
-
-
-def encode_event(wire: ModuleType, event: Event, request_id: Any = None) -> bytes | None:
-    """Render ``event`` in ``wire``'s format; unsolicited events are rendered once and cached."""
-    if request_id is not None:
-        return wire.encode(event, request_id)
-    try:
-        return event.encoded[wire.NAME]
-    except KeyError:
-        data = event.encoded[wire.NAME] = wire.encode(event)
-        return data
+__all__ = ["JSON", "TEXT", "WireFormat"]

@@ -15,6 +15,7 @@ from typing import Any
 
 from chatservice import events
 from chatservice.commands import CommandError, Request, convert, lookup
+from chatservice.wire.format import WireFormat
 
 NAME = "json"
 EOL = b"\n"
@@ -83,9 +84,15 @@ def port(obj: dict[str, Any], name: str) -> int | None:
 def parse_request(obj: dict[str, Any]) -> Request:
     """Turn a decoded object into a command request.
 
+    A ``message`` without ``to`` is a message to everyone online (the
+    original JSON design's chat room), that is a ``broadcast``.
+
     :raises CommandError: unknown ``type``, or a missing or bad field.
     """
-    command, _ = lookup(obj["type"])
+    kind = obj["type"]
+    if kind.lower() == "message" and obj.get("to") is None:
+        kind = "broadcast"
+    command, _ = lookup(kind)
     arguments = {}
     for argument in command.arguments:
         if argument.name not in obj and argument.required:
@@ -95,6 +102,40 @@ def parse_request(obj: dict[str, Any]) -> Request:
             )
         arguments[argument.name] = convert(command, argument, obj.get(argument.name))
     return Request(command.name, arguments, request_id(obj))
+
+
+class JsonFormat(WireFormat):
+    """The machine format: :func:`encode` and :func:`parse_request` behind :class:`WireFormat`."""
+
+    name = NAME
+
+    def encode(self, event: events.Event, request_id: Any = None) -> bytes | None:
+        return encode(event, request_id)
+
+    def parse_command(self, raw: bytes, username: str) -> Request | None:
+        """Parse a request of the logged-in ``username``.
+
+        A ``user`` field, which the original design sends with every
+        request, must name ``username``: identity comes from the session.
+        """
+        obj = decode_line(raw)
+        try:
+            if obj["type"].lower() == "login":
+                raise CommandError("already_logged_in", "You are already logged in.")
+            claimed = obj.get("user")
+            if claimed is not None and claimed != username:
+                raise CommandError(
+                    "user_mismatch",
+                    f'The "user" field must be your own user name ({username}).',
+                )
+            return parse_request(obj)
+        except CommandError as e:
+            e.request_id = request_id(obj)
+            raise
+
+
+JSON = JsonFormat()
+"""The machine format."""
 
 
 def encode(event: events.Event, request_id: Any = None) -> bytes | None:

@@ -13,7 +13,7 @@ from typing import Any
 from chatservice import events
 from chatservice.commands import (
     RECIPIENTS,
-    TEXT,
+    TEXT as REST_OF_LINE,
     TIMESTAMP,
     WORDS,
     CommandError,
@@ -22,6 +22,7 @@ from chatservice.commands import (
     lookup,
 )
 from chatservice.timefmt import format_timestamp
+from chatservice.wire.format import WireFormat
 from chatservice.wire.telnet import strip_telnet
 
 NAME = "text"
@@ -77,7 +78,7 @@ def parse_request(line: str) -> Request | None:
 def _take(kind: str, rest: str) -> tuple[str | list[str], str]:
     """Split one argument of ``kind`` off the front of ``rest``."""
     rest = rest.lstrip()
-    if kind in (TEXT, TIMESTAMP):
+    if kind in (REST_OF_LINE, TIMESTAMP):
         return rest.strip(), ""
     if kind == WORDS:
         return rest.split(), ""
@@ -88,6 +89,22 @@ def _take(kind: str, rest: str) -> tuple[str | list[str], str]:
         return rest[1:end].split(), rest[end + 1 :]
     parts = rest.split(None, 1)
     return (parts[0] if parts else ""), (parts[1] if len(parts) > 1 else "")
+
+
+class TextFormat(WireFormat):
+    """The human format: :func:`encode` and :func:`parse_request` behind :class:`WireFormat`."""
+
+    name = NAME
+
+    def encode(self, event: events.Event, request_id: Any = None) -> bytes | None:
+        return encode(event)
+
+    def parse_command(self, raw: bytes, username: str) -> Request | None:
+        return parse_request(decode_line(raw))
+
+
+TEXT = TextFormat()
+"""The human format."""
 
 
 def encode(event: events.Event, request_id: Any = None) -> bytes | None:

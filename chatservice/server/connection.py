@@ -1,0 +1,353 @@
+"""One client connection, whatever carries it: :class:`ChatConnection`.
+
+A transport adapter (:class:`~chatservice.server.protocol.ChatProtocol` for
+TCP and TLS) feeds it lines; it logs in through a login dialogue, hands
+each command to the session, and writes what comes back through its
+:class:`~chatservice.server.output.ConnectionWriter`.  The chat state sees it
+as a :class:`~chatservice.interfaces.ChatClient`: somewhere to ``deliver``
+events.  Nothing here assumes a socket.
+
+The wire format is chosen from the first line: one that starts with ``{``
+makes the connection JSON for good; anything else makes it text.  A person
+is greeted (``Welcome ...``, ``Username:``) once the connection has been
+silent for ``policy.greeting_delay`` seconds, or at their first line,
+whichever comes first; a program that speaks first is never sent a line
+that is not JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from chatservice import events
+from chatservice.auth.login import LoginGate, LoginResult
+from chatservice.commands import CommandError
+from chatservice.interfaces import IChatSession
+from chatservice.server.dialogue import JsonLogin, LoginDialogue, TextLogin
+from chatservice.server.flowcontrol import InputPacer
+from chatservice.server.lines import TOO_LONG, LineSource
+from chatservice.server.output import ConnectionWriter
+from chatservice.server.policy import ConnectionPolicy
+from chatservice.server.registry import ConnectionRegistry
+from chatservice.wire import JSON, TEXT, WireFormat
+
+log = Logger()
+
+
+def _ignore(result: object) -> None:
+    """Nothing to undo."""
+
+
+class ChatConnection:
+    """A client connection: its login, its session, and what it is sent.
+
+    :param transport: the transport the adapter reads from (paused and
+        resumed here) and the writer writes to.
+    :param lines: the adapter's received lines.
+    :param gate: where to log in.
+    :param policy: the server's limits.
+    :param clock: the reactor, or a test ``Clock``.
+    :param registry: the server's live connections (caps, bans, shutdown).
+    """
+
+    # One per connection: slots, so an idle connection has no instance dict.
+    __slots__ = (
+        "host", "p2p_port", "udp_port", "session", "deliver", "writer", "wire",
+        "_transport", "_lines", "_gate", "_policy", "_clock", "_registry", "_pacer",
+        "_dialogue", "_logout", "_paused", "_reading", "_first_line", "_checks",
+        "_timer", "_greeting",
+    )
+
+    def __init__(
+        self,
+        transport: ITransport,
+        lines: LineSource,
+        gate: LoginGate,
+        policy: ConnectionPolicy,
+        clock: IReactorTime,
+        registry: ConnectionRegistry,
+    ) -> None:
+        self.host: str = getattr(transport.getPeer(), "host", "")
+        self.p2p_port: int | None = None
+        self.udp_port: int | None = None
+        self.session: IChatSession | None = None
+        self.wire: WireFormat = TEXT
+        self.writer = ConnectionWriter(
+            transport, TEXT, policy, clock, registry.output_batcher, self._drained, self._aborted
+        )
+        self.deliver: Callable[[events.Event], None] = self.writer.deliver
+        """Send an unsolicited event (the chat state calls it for every fan-out)."""
+        self._transport = transport
+        self._lines = lines
+        self._gate = gate
+        self._policy = policy
+        self._clock = clock
+        self._registry = registry
+        self._pacer = InputPacer(clock, policy, self._pause, self._resume)
+        self._dialogue: LoginDialogue | None = None
+        self._logout: Callable[[], None] | None = None
+        self._paused = False
+        self._reading = False
+        self._first_line = True
+        self._checks = 0
+        self._timer: IDelayedCall | None = None
+        self._greeting: IDelayedCall | None = None
+
+    @property
+    def congested(self) -> bool:
+        """Whether this client has stopped reading past the soft limit."""
+        return self.writer.congested
+
+    # Life --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """The connection is open: refuse it, or wait for its login."""
+        refusal = self._registry.admit(self)
+        if refusal is not None:
+            # The format is not known yet: a JSON line is also readable by a human.
+            self.wire = self.writer.wire = JSON
+            self.disconnect(refusal)
+            return
+        policy = self._policy
+        self._timer = self._clock.callLater(
+            min(policy.timeout, policy.login_deadline), self._timed_out
+        )
+        if policy.greeting_delay > 0:
+            self._greeting = self._clock.callLater(policy.greeting_delay, self._greet)
+        else:
+            self._greet()
+
+    def connection_lost(self) -> None:
+        """The transport is gone: log out, stop every timer, leave the registry."""
+        for call in (self._timer, self._greeting):
+            if call is not None and call.active():
+                call.cancel()
+        self._timer = self._greeting = None
+        self._pacer.stop()
+        self.writer.connection_lost()
+        self.end_session()
+        self.session = None
+        self._dialogue = None
+        # Last: the service's stop waits for this, then closes the store.
+        self._registry.forget(self)
+
+    def send(self, event: events.Event, request_id: Any = None) -> None:
+        """Write ``event``, a reply to ``request_id`` if given."""
+        self.writer.send(event, request_id)
+
+    def disconnect(
+        self, event: events.Disconnected, request_id: Any = None, log_out: bool = True
+    ) -> None:
+        """Send ``event`` as the last line and close once it is written.
+
+        :param log_out: end the session now (else the caller calls
+            :meth:`end_session`, as a shutdown does once everyone is told).
+        """
+        if self.writer.closed:
+            return
+        self.send(event, request_id)
+        self.writer.close()
+        if log_out:
+            self.end_session()
+
+    def end_session(self) -> None:
+        """Log out now, if logged in (idempotent)."""
+        logout, self._logout = self._logout, None
+        if logout is not None:
+            logout()
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        policy = self._policy
+        if self.session is not None:
+            message = f"You have been logged out after {policy.timeout:g} seconds of inactivity."
+        else:
+            deadline = min(policy.timeout, policy.login_deadline)
+            message = f"Login timed out after {deadline:g} seconds."
+        self.disconnect(events.Disconnected("timeout", message))
+
+    def _drained(self) -> None:
+        if self.session is not None:
+            self.session.client_caught_up()
+
+    def _aborted(self, backlog: int) -> None:
+        log.info(
+            "Closing {user}@{host}: {backlog} bytes unread",
+            user=self.session.username if self.session is not None else "-",
+            host=self.host,
+            backlog=backlog,
+        )
+        self.end_session()
+
+    # Reading -------------------------------------------------------------------------
+
+    def read(self) -> None:
+        """Handle the lines waiting, as far as the pacer lets this connection go."""
+        if self._reading:
+            return  # a resume from inside a line: the loop below goes on
+        self._reading = True
+        try:
+            self._pacer.new_turn()
+            lines, writer = self._lines, self.writer
+            while not self._paused and not writer.closed:
+                line = lines.pop()
+                if line is None:
+                    break
+                if line is TOO_LONG:
+                    self._line_too_long()
+                else:
+                    self._line(line)
+        finally:
+            self._reading = False
+
+    def _line_too_long(self) -> None:
+        self.send(
+            events.ErrorReply(
+                "line_too_long",
+                f"Error. Lines are limited to {self._policy.max_line_length}"
+                " bytes; that one was discarded.",
+            )
+        )
+
+    def _pause(self) -> None:
+        self._paused = True
+        self._transport.pauseProducing()
+
+    def _resume(self) -> None:
+        self._paused = False
+        if not self.writer.closed:
+            self._transport.resumeProducing()
+            self.read()
+
+    def _line(self, raw: bytes) -> None:
+        if not self._pacer.admit(self._lines.has_line()):
+            policy = self._policy
+            self.disconnect(
+                events.Disconnected(
+                    "flood",
+                    f"Disconnected: more than {policy.flood_rate:g} lines a second"
+                    f" for over {policy.flood_limit:g} seconds.",
+                )
+            )
+            return
+        if self.session is not None:
+            self._command(raw)
+            return
+        if self._first_line:
+            self._first_line = False
+            greeted = self._dialogue is not None
+            if self._greeting is not None:
+                self._greeting.cancel()
+                self._greeting = None
+            if raw.lstrip().startswith(b"{"):
+                if greeted:
+                    self.writer.write(b"\n")  # end the prompt's line
+                self._use(JSON)
+            elif not greeted:
+                self._use(TEXT)
+        assert self._dialogue is not None
+        self._dialogue.line(raw)
+
+    def _greet(self) -> None:
+        """Silence so far: a person, most likely; greet them."""
+        self._greeting = None
+        self._use(TEXT)
+
+    def _use(self, wire: WireFormat) -> None:
+        self.wire = self.writer.wire = wire
+        dialogue = TextLogin if wire is TEXT else JsonLogin
+        self._dialogue = dialogue(self, self._gate, self._policy)
+        self._dialogue.start()
+
+    # Logged in ------------------------------------------------------------------------
+
+    def logged_in(self, result: LoginResult, request_id: Any) -> None:
+        """The dialogue logged in: from now on, lines are commands of ``session``."""
+        session, logout = result
+        self.session, self._logout = session, logout
+        self._dialogue = None
+        self._reset_timer()
+        self.send(events.LoginSucceeded(session.username, session.guest), request_id)
+        session.begin()
+
+    def _reset_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.reset(self._policy.timeout)
+
+    def _command(self, raw: bytes) -> None:
+        session = self.session
+        assert session is not None
+        try:
+            request = self.wire.parse_command(raw, session.username)
+        except CommandError as e:
+            self.send(events.ErrorReply(e.code, e.message), e.request_id)
+            return
+        if request is None:
+            return
+        self._reset_timer()
+        request_id = request.request_id
+        try:
+            reply = session.execute(request)
+        except CommandError as e:
+            self.send(events.ErrorReply(e.code, e.message), request_id)
+            return
+        if isinstance(reply, defer.Deferred):
+            self.wait_for(
+                reply,
+                lambda event: self._reply(event, request_id),
+                lambda failure: self._failed(failure, request_id),
+            )
+        else:
+            self._reply(reply, request_id)
+
+    def _reply(self, event: events.Event, request_id: Any) -> None:
+        if isinstance(event, events.Disconnected):
+            self.disconnect(event, request_id)
+        else:
+            self.send(event, request_id)
+
+    def _failed(self, failure: Failure, request_id: Any) -> None:
+        log.failure("A command failed unexpectedly", failure)
+        self.send(
+            events.ErrorReply("unavailable", "Error. That is not possible right now; please try again."),
+            request_id,
+        )
+
+    def wait_for(
+        self,
+        d: defer.Deferred[Any],
+        done: Callable[[Any], None],
+        failed: Callable[[Failure], None],
+        abandon: Callable[[Any], None] = _ignore,
+    ) -> None:
+        """Stop reading until ``d`` fires, then call ``done(result)`` or ``failed(failure)``.
+
+        Lines that arrive meanwhile wait and are handled in order once the
+        slow step (a password check in a thread) is over.  If the connection
+        closes first, ``abandon(result)`` undoes a success.
+        """
+        self._checks += 1
+        self._pacer.hold("checking")
+
+        def finished(result: object) -> None:
+            self._checks -= 1
+            if self.writer.closed:
+                if not isinstance(result, Failure):
+                    abandon(result)
+                return
+            try:
+                if isinstance(result, Failure):
+                    failed(result)
+                else:
+                    done(result)
+            except Exception:
+                log.failure("Handling the end of a slow request failed")
+            if not self._checks and not self.writer.closed:
+                self._pacer.release("checking")
+
+        d.addBoth(finished)

@@ -1,0 +1,298 @@
+"""Logging in, one dialogue per wire format: :class:`TextLogin` and :class:`JsonLogin`.
+
+A dialogue owns a connection from its first line until a session exists:
+the prompts (text), the requests (JSON), registration, guests, and what a
+refused login is answered with.  It reaches its connection only through
+:class:`LoginHost`, and the auth layer only through the
+:class:`~chatservice.auth.login.LoginGate`, whose typed errors become
+replies in :func:`~chatservice.server.replies.login_rejection`.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Callable, Protocol
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from chatservice import events
+from chatservice.auth.accounts import AccountError
+from chatservice.auth.errors import UnknownUser, WrongPassword
+from chatservice.auth.login import EXPECTED_ERRORS, LoginGate, LoginResult
+from chatservice.commands import COMMANDS, CommandError
+from chatservice.server.policy import ConnectionPolicy
+from chatservice.server.replies import closes_connection, login_rejection
+from chatservice.version import SERVER_VERSION, compatible
+from chatservice.wire import jsonlines, text
+
+HELP = events.HelpText(tuple((command.usage, command.summary) for command in COMMANDS))
+NOT_LOGGED_IN = 'Log in first: {"type": "login", "user": "NAME", "password": "PASSWORD"}.'
+
+
+class LoginHost(Protocol):
+    """What a dialogue needs of its connection."""
+
+    host: str
+    p2p_port: int | None
+    udp_port: int | None
+
+    def send(self, event: events.Event, request_id: Any = None) -> None:
+        """Write ``event`` (a reply to ``request_id``)."""
+
+    def disconnect(self, event: events.Disconnected, request_id: Any = None) -> None:
+        """Write ``event`` as the last line and close."""
+
+    def wait_for(
+        self,
+        d: defer.Deferred[Any],
+        done: Callable[[Any], None],
+        failed: Callable[[Failure], None],
+        abandon: Callable[[Any], None] = ...,
+    ) -> None:
+        """Stop reading until ``d`` fires, then call ``done`` or ``failed``."""
+
+    def logged_in(self, result: LoginResult, request_id: Any) -> None:
+        """Take over the new session."""
+
+
+class LoginDialogue:
+    """What both formats share: logging in, and what a refusal is answered with.
+
+    :param connection: the connection logging in.
+    :param gate: where to log in.
+    :param policy: whether registration and guests are allowed.
+    """
+
+    def __init__(self, connection: LoginHost, gate: LoginGate, policy: ConnectionPolicy) -> None:
+        self.connection = connection
+        self.gate = gate
+        self.policy = policy
+
+    def start(self) -> None:
+        """The connection has chosen this format: say what comes first, if anything."""
+
+    def line(self, raw: bytes) -> None:
+        """Handle one received line."""
+        raise NotImplementedError
+
+    def _log_in(self, d: defer.Deferred[LoginResult], username: str, request_id: Any) -> None:
+        self.connection.wait_for(
+            d,
+            lambda result: self.connection.logged_in(result, request_id),
+            lambda failure: self._refused(failure, username, request_id),
+            abandon=lambda result: result[1](),
+        )
+
+    def login(self, username: str, password: str, request_id: Any = None) -> None:
+        """Log in with a password."""
+        self._log_in(self.gate.login(username, password, self.connection), username, request_id)
+
+    def login_guest(self, username: str, request_id: Any = None) -> None:
+        """Log in as a guest."""
+        self._log_in(self.gate.login_guest(username, self.connection), username, request_id)
+
+    def _refused(self, failure: Failure, username: str, request_id: Any) -> None:
+        failure.trap(*EXPECTED_ERRORS)
+        rejection = login_rejection(failure.value, username)
+        if closes_connection(failure.value):
+            self.connection.disconnect(rejection, request_id)
+            return
+        self.connection.send(rejection, request_id)
+        self.ask_again(failure.value)
+
+    def ask_again(self, error: BaseException) -> None:
+        """After a refusal: prompt for what comes next (text), or nothing (JSON)."""
+
+    def register(self, username: str, password: str, request_id: Any = None) -> None:
+        """Create an account; :meth:`registered` or a refusal follows."""
+
+        def refused(failure: Failure) -> None:
+            failure.trap(AccountError)
+            error: AccountError = failure.value
+            self.connection.send(
+                events.RegisterStatus(False, username, error.code, error.message), request_id
+            )
+            self.ask_again(error)
+
+        def done(_: object) -> None:
+            self.connection.send(events.RegisterStatus(True, username), request_id)
+            self.registered(username, password)
+
+        self.connection.wait_for(self.gate.register(username, password), done, refused)
+
+    def registered(self, username: str, password: str) -> None:
+        """The account was created."""
+
+
+class Step(enum.Enum):
+    """What the text dialogue waits for."""
+
+    USERNAME = events.Prompt.USERNAME
+    PASSWORD = events.Prompt.PASSWORD
+    CREATE = events.Prompt.CREATE
+    NEW_PASSWORD = events.Prompt.NEW_PASSWORD
+    REPEAT_PASSWORD = events.Prompt.REPEAT_PASSWORD
+
+
+class TextLogin(LoginDialogue):
+    """A person at ``telnet``: a greeting, then prompts, one answer a line.
+
+    ``guest NAME`` at the user name prompt logs in as a guest (when allowed);
+    an unknown name is offered a new account (when registration is allowed).
+    """
+
+    def __init__(self, connection: LoginHost, gate: LoginGate, policy: ConnectionPolicy) -> None:
+        super().__init__(connection, gate, policy)
+        self.step = Step.USERNAME
+        self.username = ""
+        self._new_password = ""
+
+    def start(self) -> None:
+        self.connection.send(events.Greeting(SERVER_VERSION))
+        self.prompt(Step.USERNAME)
+
+    def prompt(self, step: Step) -> None:
+        """Ask for ``step``."""
+        self.step = step
+        self.connection.send(events.Prompt(step.value))
+
+    def line(self, raw: bytes) -> None:
+        try:
+            answer = text.decode_line(raw)
+        except CommandError as e:
+            self.connection.send(events.ErrorReply(e.code, e.message))
+            return
+        if self.step is Step.USERNAME:
+            self._username(answer.strip())
+        elif self.step is Step.PASSWORD:
+            self.login(self.username, answer)
+        elif self.step is Step.CREATE:
+            choice = answer.strip().lower()
+            if choice in ("y", "yes"):
+                self.prompt(Step.NEW_PASSWORD)
+            elif choice in ("n", "no"):
+                self.prompt(Step.USERNAME)
+            else:
+                self.prompt(Step.CREATE)
+        elif self.step is Step.NEW_PASSWORD:
+            self._new_password = answer
+            self.prompt(Step.REPEAT_PASSWORD)
+        elif answer != self._new_password:
+            self.connection.send(
+                events.ErrorReply("mismatch", "Error. The passwords differ; try again.")
+            )
+            self.prompt(Step.NEW_PASSWORD)
+        else:
+            self.register(self.username, answer)
+
+    def _username(self, username: str) -> None:
+        if not username:
+            self.prompt(Step.USERNAME)
+            return
+        words = username.split()
+        if len(words) == 2 and words[0].lower() == "guest" and self.policy.allow_guests:
+            self.login_guest(words[1])
+            return
+        self.username = username
+        try:
+            self.gate.check_username(username, self.connection.host)
+        except UnknownUser:
+            if self.policy.allow_register and not self.gate.username_taken(username):
+                self.connection.send(
+                    events.ErrorReply("unknown_user", f"There is no account {username}.")
+                )
+                self.prompt(Step.CREATE)
+            else:
+                self._refuse_name(UnknownUser(username))
+        except EXPECTED_ERRORS as e:
+            self._refuse_name(e)
+        else:
+            self.prompt(Step.PASSWORD)
+
+    def _refuse_name(self, error: BaseException) -> None:
+        self.connection.send(login_rejection(error, self.username))
+        self.prompt(Step.USERNAME)
+
+    def ask_again(self, error: BaseException) -> None:
+        self.prompt(Step.PASSWORD if isinstance(error, WrongPassword) else Step.USERNAME)
+
+    def registered(self, username: str, password: str) -> None:
+        self.login(username, password)
+
+
+class JsonLogin(LoginDialogue):
+    """A program: JSON requests, each answered with its ``id``; nothing before it asks."""
+
+    def line(self, raw: bytes) -> None:
+        request_id = None
+        try:
+            obj = jsonlines.decode_line(raw)
+            request_id = jsonlines.request_id(obj)
+            self._request(obj["type"].lower(), obj, request_id)
+        except CommandError as e:
+            self.connection.send(events.ErrorReply(e.code, e.message), request_id)
+
+    def _request(self, kind: str, obj: dict[str, Any], request_id: Any) -> None:
+        if kind == "login":
+            username = jsonlines.field(obj, "user")
+            password = jsonlines.field(obj, "password")
+            self._take_ports(obj)
+            self.login(username, password, request_id)
+        elif kind == "guest":
+            if not self.policy.allow_guests:
+                raise CommandError("guests_disabled", "Error. Guests are not allowed here.")
+            username = jsonlines.field(obj, "user")
+            self._take_ports(obj)
+            self.login_guest(username, request_id)
+        elif kind == "register":
+            self._register(obj, request_id)
+        elif kind == "salt":
+            raise CommandError(
+                "salt_unsupported",
+                "Error. Client-side salting is not supported (a stored hash would"
+                " work as a password); send the password in login, over TLS.",
+            )
+        elif kind == "hello":
+            self._hello(jsonlines.field(obj, "version"), request_id)
+        elif kind in ("logout", "disconnect"):
+            self.connection.disconnect(events.Disconnected("logout", "Goodbye."), request_id)
+        elif kind == "help":
+            self.connection.send(HELP, request_id)
+        else:
+            raise CommandError("not_logged_in", NOT_LOGGED_IN)
+
+    def _take_ports(self, obj: dict[str, Any]) -> None:
+        self.connection.p2p_port = jsonlines.port(obj, "p2p_port")
+        self.connection.udp_port = jsonlines.port(obj, "udp_port")
+
+    def _register(self, obj: dict[str, Any], request_id: Any) -> None:
+        username = jsonlines.field(obj, "user")
+        if not self.policy.allow_register:
+            self.connection.send(
+                events.RegisterStatus(
+                    False, username, "registration_disabled",
+                    "Error. This server does not take new accounts.",
+                ),
+                request_id,
+            )
+        elif "password" not in obj:
+            taken = self.gate.username_taken(username)
+            self.connection.send(events.UsernameStatus(username, taken), request_id)
+        else:
+            self.register(username, jsonlines.field(obj, "password"), request_id)
+
+    def _hello(self, client_version: str, request_id: Any) -> None:
+        """Check a client's version: answer ``hello``, or ``outdated_client`` and close."""
+        if compatible(client_version):
+            self.connection.send(events.Greeting(SERVER_VERSION), request_id)
+            return
+        self.connection.disconnect(
+            events.Disconnected(
+                "outdated_client",
+                f"Client version {client_version} cannot use server version"
+                f" {SERVER_VERSION}; please update the client.",
+                SERVER_VERSION,
+            ),
+            request_id,
+        )
