@@ -146,6 +146,16 @@ class RenderTests(unittest.TestCase):
         )
         self.check({"type": "help", "commands": []}, '[help] {"commands": []}')
 
+    def test_peer_addresses_in_the_servers_words(self) -> None:
+        self.check(
+            {"type": "file_address", "user": "hans", "host": "127.0.0.1", "port": 6000, "token": "t"},
+            "File transfer with hans: connect to 127.0.0.1:6000 with token t",
+        )
+
+    def test_nothing_to_say(self) -> None:
+        self.check({"type": "disconnect", "reason": "logout", "message": ""})
+        self.check({"type": "error", "code": "", "message": ""}, "Error. unknown error")
+
     def test_unknown_types(self) -> None:
         self.check({"type": "future_thing", "message": "Something new."}, "Something new.")
         self.check({"type": "future_thing", "b": 2, "a": 1, "id": 4}, '[future_thing] {"a": 1, "b": 2}')

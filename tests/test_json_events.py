@@ -171,9 +171,7 @@ class RoundTripTests(unittest.TestCase):
         )
 
     def test_ambiguous_shapes(self) -> None:
-        def decoded(event: events.Event) -> Any:
-            return through_the_wire(event)
-
+        decoded: Callable[[events.Event], Any] = through_the_wire
         taken = decoded(events.LoginRejected("username_taken", "Taken.", 5.0))
         self.assertEqual((taken.reason, taken.message, taken.retry_after), ("username_taken", "Taken.", None))
         for reason in ("shutdown", "banned", "logout"):
