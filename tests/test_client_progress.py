@@ -8,7 +8,13 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from chatservice.client.console import CLEAR_LINE, Output
-from chatservice.client.progress import TransferDisplay, percent, progress_bar, progress_line
+from chatservice.client.progress import (
+    TransferDisplay,
+    format_size,
+    percent,
+    progress_bar,
+    progress_line,
+)
 
 
 class FakeTransfer:
@@ -48,6 +54,15 @@ class FormatTests(unittest.TestCase):
         transfer = FakeTransfer(Clock(), sending=False, size=0)
         self.assertEqual(percent(transfer), 100)
         self.assertEqual(progress_line(transfer), "Receiving lecture1.mp4 from yoda: 100% (0 bytes of 0 bytes)")
+
+    def test_format_size(self) -> None:
+        self.assertEqual(format_size(0), "0 bytes")
+        self.assertEqual(format_size(1), "1 byte")
+        self.assertEqual(format_size(999), "999 bytes")
+        self.assertEqual(format_size(1500), "1.5 kB")
+        self.assertEqual(format_size(20_000_000), "20.0 MB")
+        self.assertEqual(format_size(3e9), "3.0 GB")
+        self.assertEqual(format_size(5e12), "5.0 TB")
 
 
 class DisplayTests(unittest.TestCase):

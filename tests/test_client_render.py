@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from twisted.trial import unittest
 
-from chatservice.client.render import RENDERERS, format_size, help_lines, render
+from chatservice.client.render import render
 from chatservice.timefmt import format_timestamp
+from tests.test_json_events import ODD_VALUES, samples
 
 T = 1_795_282_200.5
 WHEN = format_timestamp(T)
@@ -59,7 +60,11 @@ class RenderTests(unittest.TestCase):
             "Your broadcast could not be delivered to some recipients as they have blocked you.",
             "Auto-reply from luke: away",
         )
-        self.check({"type": "broadcast_status", "delivered": 0, "skipped": 0})
+        # Without its number and time it cannot be worded: shown as it came.
+        self.check(
+            {"type": "broadcast_status", "delivered": 0, "skipped": 0},
+            '[broadcast_status] {"delivered": 0, "skipped": 0}',
+        )
         self.check(
             {"type": "send_status", "delivered": ["hans", "luke"], "stored": ["leia"],
              "failed": [{"user": "vader", "reason": "no such user"}], "auto_replies": []},
@@ -139,22 +144,26 @@ class RenderTests(unittest.TestCase):
             "  whoelse                who is on",
             "  message <user> <text>  send",
         )
-        self.assertEqual(help_lines([]), ["Commands:"])
+        self.check({"type": "help", "commands": []}, '[help] {"commands": []}')
+
+    def test_peer_addresses_in_the_servers_words(self) -> None:
+        self.check(
+            {"type": "file_address", "user": "hans", "host": "127.0.0.1", "port": 6000, "token": "t"},
+            "File transfer with hans: connect to 127.0.0.1:6000 with token t",
+        )
+
+    def test_nothing_to_say(self) -> None:
+        self.check({"type": "disconnect", "reason": "logout", "message": ""})
+        self.check({"type": "error", "code": "", "message": ""}, "Error. unknown error")
 
     def test_unknown_types(self) -> None:
         self.check({"type": "future_thing", "message": "Something new."}, "Something new.")
         self.check({"type": "future_thing", "b": 2, "a": 1, "id": 4}, '[future_thing] {"a": 1, "b": 2}')
 
     def test_missing_and_odd_fields_do_not_crash(self) -> None:
-        for kind in RENDERERS:
-            render({"type": kind})
-            render({"type": kind, "users": 5, "messages": "x", "rooms": None, "timestamp": "nan"})
-
-    def test_format_size(self) -> None:
-        self.assertEqual(format_size(0), "0 bytes")
-        self.assertEqual(format_size(1), "1 byte")
-        self.assertEqual(format_size(999), "999 bytes")
-        self.assertEqual(format_size(1500), "1.5 kB")
-        self.assertEqual(format_size(20_000_000), "20.0 MB")
-        self.assertEqual(format_size(3e9), "3.0 GB")
-        self.assertEqual(format_size(5e12), "5.0 TB")
+        for message in samples():
+            render({"type": message["type"]})
+            render({"type": message["type"], "users": 5, "messages": "x", "rooms": None, "timestamp": "nan"})
+            for name in message:
+                for value in ODD_VALUES:
+                    render(dict(message, **{name: value}))

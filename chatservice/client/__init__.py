@@ -9,7 +9,8 @@
 :mod:`.server_connection`
     the JSON-lines connection to the server; replies matched by ``id``
 :mod:`.render`
-    server JSON messages as readable lines
+    server JSON messages as readable lines: read back into the server's events
+    (:mod:`chatservice.wire.json_events`) and worded by its text format
 :mod:`.console`
     standard input lines, the screen (terminal or pipe), password echo
 :mod:`.peer`, :mod:`.private`

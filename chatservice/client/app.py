@@ -31,16 +31,19 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from chatservice import events
 from chatservice.client.commands import CommandTable
 from chatservice.client.console import Console, Output, TerminalEcho
 from chatservice.client.filetransfer import TransferSettings
 from chatservice.client.peer import MAX_MESSAGE_BYTES, Connector
 from chatservice.client.private import PrivateChats
-from chatservice.client.progress import TransferDisplay
-from chatservice.client.render import format_size, help_lines, render
+from chatservice.client.progress import TransferDisplay, format_size
+from chatservice.client.render import error_line, lines, render
 from chatservice.client.server_connection import ServerConnection, ServerError
 from chatservice.client.transfers import FileTransfers, TransferError, file_size
 from chatservice.commands import CommandError
+from chatservice.wire import text
+from chatservice.wire.json_events import decode_event
 
 log = Logger()
 
@@ -55,16 +58,15 @@ LOCKING_REASONS = ("locked", "address_locked")
 """Login failures after which the server closes the connection."""
 
 
+EXIT_STATUSES = {"shutdown": EXIT_SHUTDOWN, "logout": EXIT_OK, "timeout": EXIT_TIMEOUT}
+"""The exit status by the reason the server closed the connection; others are :data:`EXIT_LOST`."""
+
+
 def exit_status(goodbye: dict[str, Any]) -> int:
     """The exit status for the server's last message before it closed the connection."""
-    kind, reason = goodbye.get("type"), goodbye.get("reason")
-    if kind == "shutdown" or reason == "shutdown":
-        return EXIT_SHUTDOWN
-    if kind == "disconnect" and reason == "logout":
-        return EXIT_OK
-    if kind == "disconnect" and reason == "timeout":
-        return EXIT_TIMEOUT
-    return EXIT_LOST
+    event = decode_event(goodbye)
+    reason = event.reason if isinstance(event, events.Disconnected) else None
+    return EXIT_STATUSES.get(reason, EXIT_LOST)
 
 PROMPT = "> "
 CLIENT_VERSION = chatservice.__version__
@@ -129,11 +131,10 @@ class ChatClient:
 
     def _hello_answered(self, reply: dict[str, Any]) -> None:
         """The server can serve this version: log in; else it said why and closes."""
-        if reply.get("type") == "hello":
+        if isinstance(decode_event(reply), events.Greeting):
             self._ask_username()
         else:
-            for line in render(reply):
-                self.output.line(line)
+            self._show_reply(reply)
 
     def give_up(self, message: str) -> None:
         """The client cannot start: say why and end with status 1."""
@@ -210,13 +211,13 @@ class ChatClient:
 
     def _ask_username(self) -> None:
         self.phase = Phase.USERNAME
-        self.output.prompt("Username: ")
+        self.output.prompt(text.render(events.Prompt(events.Prompt.USERNAME)))
         self._resume_input()
 
     def _ask_password(self) -> None:
         self.phase = Phase.PASSWORD
         self.echo.hide()
-        self.output.prompt("Password: ")
+        self.output.prompt(text.render(events.Prompt(events.Prompt.PASSWORD)))
         self._resume_input()
 
     def _log_in(self, password: str) -> None:
@@ -236,19 +237,19 @@ class ChatClient:
         d.addErrback(log.failure, "Handling the login answer failed")
 
     def _login_answered(self, reply: dict[str, Any]) -> None:
-        for line in render(reply):
-            self.output.line(line)
-        if reply.get("type") == "login" and reply.get("success"):
-            user = reply.get("user")
-            self.username = user if isinstance(user, str) and user else self.username
+        self._show_reply(reply)
+        answer = decode_event(reply)
+        reason = answer.reason if isinstance(answer, events.LoginRejected) else None
+        if isinstance(answer, events.LoginSucceeded):
+            self.username = answer.username or self.username
             self.private.username = self.username
             self.phase = Phase.ONLINE
             self.output.prompt(PROMPT)
             self._resume_input()
-        elif reply.get("reason") in LOCKING_REASONS:
+        elif reason in LOCKING_REASONS:
             # The server closes the connection; server_lost ends the client.
             self._locked_out = True
-        elif reply.get("reason") == "wrong_password":
+        elif reason == "wrong_password":
             self._ask_password()
         else:
             self._ask_username()
@@ -257,7 +258,7 @@ class ChatClient:
         if failure.check(ConnectionDone, ConnectionLost):
             return
         failure.trap(ServerError)
-        self.output.line(failure.value.message)
+        self.output.line(error_line(failure.value.code, failure.value.message))
         self._ask_username()
 
     # Typed lines -----------------------------------------------------------------------
@@ -319,29 +320,29 @@ class ChatClient:
 
     def _show_reply(self, reply: dict[str, Any]) -> None:
         if reply.get("type") == "help":
-            lines = self._help_lines(reply)
+            shown = self._help_lines(reply)
         else:
-            lines = render(reply)
-        for line in lines:
+            shown = render(reply)
+        for line in shown:
             self.output.line(line)
 
     def _help_lines(self, reply: dict[str, Any]) -> list[str]:
         """The server's command list, with the client's own commands in their words."""
         ours = {usage.split(" ", 1)[0].lower(): (usage, summary)
                 for usage, summary in self.commands.client_help()}
-        entries = []
-        for entry in reply.get("commands") or []:
-            if isinstance(entry, dict):
-                usage, summary = str(entry.get("usage", "")), str(entry.get("summary", ""))
-                entries.append(ours.pop(usage.split(" ", 1)[0].lower(), (usage, summary)))
+        help_text = decode_event(reply)
+        theirs = help_text.commands if isinstance(help_text, events.HelpText) else ()
+        entries = [
+            ours.pop(usage.split(" ", 1)[0].lower(), (usage, summary)) for usage, summary in theirs
+        ]
         entries.extend(ours.values())
-        return help_lines(entries)
+        return lines(events.HelpText(tuple(entries))) if entries else []
 
     def _show_error(self, failure: Failure) -> None:
         if failure.check(ConnectionDone, ConnectionLost):
             return None
         failure.trap(ServerError)
-        self.output.line(failure.value.message or f"Error. {failure.value.code}")
+        self.output.line(error_line(failure.value.code, failure.value.message))
         return None
 
     # The client's own commands (named in commands.CLIENT_COMMANDS) ---------------------
@@ -358,14 +359,26 @@ class ChatClient:
             lambda reply: self._private_address(reply, target),
         )
 
-    def _private_address(self, reply: dict[str, Any], target: str) -> None:
-        host, port, token = reply.get("host"), reply.get("port"), reply.get("token")
-        if reply.get("type") != "private_address":
+    def _peer_address(
+        self, reply: dict[str, Any], purpose: str, command: str
+    ) -> events.PeerAddress | None:
+        """The address in the reply to ``command``, else ``None`` once the reply is shown.
+
+        :param purpose: the :attr:`~chatservice.events.PeerAddress.purpose` expected.
+        """
+        answer = decode_event(reply)
+        if isinstance(answer, events.PeerAddress) and answer.purpose == purpose:
+            return answer
+        if answer is None:
+            self.output.line(f"Error. The server's answer to {command} was incomplete.")
+        else:
             self._show_reply(reply)
-        elif not (isinstance(host, str) and _is_port(port) and isinstance(token, str)):
-            self.output.line("Error. The server's answer to startprivate was incomplete.")
-        elif not self.private.is_open(target):
-            self.private.start(target, host, port, token)
+        return None
+
+    def _private_address(self, reply: dict[str, Any], target: str) -> None:
+        address = self._peer_address(reply, "private", "startprivate")
+        if address is not None and not self.private.is_open(target):
+            self.private.start(target, address.host, address.port, address.token)
 
     def send_private(self, to: str, message: str) -> None:
         if len(message.encode("utf-8")) >= MAX_MESSAGE_BYTES:
@@ -394,15 +407,13 @@ class ChatClient:
         )
 
     def _file_address(self, reply: dict[str, Any], to: str, source: Path, size: int) -> None:
-        host, port, token = reply.get("host"), reply.get("port"), reply.get("token")
-        if reply.get("type") != "file_address":
-            self._show_reply(reply)
-            return
-        if not (isinstance(host, str) and _is_port(port) and isinstance(token, str)):
-            self.output.line("Error. The server's answer to sendfile was incomplete.")
+        address = self._peer_address(reply, "file", "sendfile")
+        if address is None:
             return
         try:
-            self.files.send_file(to, source, source.name, size, host, port, token)
+            self.files.send_file(
+                to, source, source.name, size, address.host, address.port, address.token
+            )
         except TransferError as e:
             self.output.line(f"Error. Sending {source.name} to {to} failed: {e}.")
             return
@@ -411,28 +422,19 @@ class ChatClient:
     # What the server says on its own ---------------------------------------------------
 
     def server_message(self, message: dict[str, Any]) -> None:
-        kind = message.get("type")
-        if kind == "private_request":
-            initiator, token = message.get("from"), message.get("token")
-            if isinstance(initiator, str) and isinstance(token, str):
-                self.private.expect(initiator, token)
-        elif kind == "file_incoming":
-            self._file_incoming(message)
+        event = decode_event(message)
+        if isinstance(event, events.PrivateRequest):
+            self.private.expect(event.sender, event.token)
+        elif isinstance(event, events.FileIncoming):
+            self._file_incoming(event)
         else:
-            for line in render(message):
-                self.output.line(line)
+            self._show_reply(message)
 
-    def _file_incoming(self, message: dict[str, Any]) -> None:
-        sender, filename = message.get("from"), message.get("filename")
-        size, token = message.get("size"), message.get("token")
-        if not (
-            isinstance(sender, str)
-            and isinstance(filename, str)
-            and isinstance(size, int)
-            and not isinstance(size, bool)
-            and isinstance(token, str)
-        ):
-            log.warn("Ignored an incomplete file_incoming: {message!r}", message=message)
+    def _file_incoming(self, announcement: events.FileIncoming) -> None:
+        sender, filename = announcement.sender, announcement.filename
+        size, token = announcement.size, announcement.token
+        if size is None:
+            log.warn("Ignored a file_incoming without a size: {event!r}", event=announcement)
             return
         try:
             self.files.expect(sender, filename, size, token)
@@ -467,7 +469,3 @@ class ChatClient:
     def _resume_input(self) -> None:
         if self.console is not None:
             self.console.resume()
-
-
-def _is_port(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536

@@ -46,9 +46,14 @@ class ClientCommand:
     aliases: tuple[str, ...] = ()
 
     @property
+    def as_command(self) -> Command:
+        """This command as the server's table describes one (its usage, argument checks)."""
+        return Command(self.name, self.arguments, self.summary, self.aliases)
+
+    @property
     def usage(self) -> str:
         """``name <arg> ...`` as ``help`` shows it."""
-        return " ".join([self.name] + [f"<{a.label}>" for a in self.arguments])
+        return self.as_command.usage
 
 
 @dataclass(frozen=True)
@@ -135,7 +140,7 @@ class CommandTable:
 
     @staticmethod
     def _arguments(command: ClientCommand, rest: str) -> dict[str, Any]:
-        checked = Command(command.name, command.arguments, command.summary)
+        checked = command.as_command
         arguments: dict[str, Any] = {}
         for argument in command.arguments:
             if argument.kind == TEXT:

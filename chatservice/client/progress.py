@@ -12,9 +12,19 @@ from twisted.internet.interfaces import IReactorTime
 
 from chatservice.client.console import Output
 from chatservice.client.filetransfer import Transfer
-from chatservice.client.render import format_size
 
 BAR_WIDTH = 20
+
+
+def format_size(size: float) -> str:
+    """A byte count for people: ``512 bytes``, ``1.5 kB``, ``20.0 MB``."""
+    if size < 1000:
+        return f"{int(size)} byte{'s' if int(size) != 1 else ''}"
+    for unit in ("kB", "MB", "GB"):
+        size /= 1000
+        if size < 1000:
+            return f"{size:.1f} {unit}"
+    return f"{size / 1000:.1f} TB"
 
 
 def describe(transfer: Transfer) -> str:

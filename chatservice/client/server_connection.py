@@ -24,12 +24,12 @@ from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
+from chatservice import events
+from chatservice.wire.json_events import decode_event
+
 log = Logger()
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-GOODBYE_TYPES = ("disconnect", "shutdown", "banned", "outdated_client")
-"""Messages the server sends just before it closes the connection."""
 
 
 class ServerError(Exception):
@@ -74,7 +74,8 @@ class ServerConnection(LineReceiver):
         self.transcript = transcript
         self.speaking_json = False
         self.goodbye: dict[str, Any] | None = None
-        """The last message before the server closed (``disconnect``, ``shutdown``, ...)."""
+        """The last message before the server closed (one that reads as
+        :class:`~chatservice.events.Disconnected`: ``disconnect``, ``shutdown``, ...)."""
         self._pending: dict[int, defer.Deferred[dict[str, Any]]] = {}
         self._next_id = 1
         self._lost = False
@@ -104,15 +105,14 @@ class ServerConnection(LineReceiver):
         self.speaking_json = True
         if self.transcript is not None:
             self.transcript.received(message)
-        if message["type"] in GOODBYE_TYPES:
+        event = decode_event(message)
+        if isinstance(event, events.Disconnected):
             self.goodbye = message
         waiting = self._pending.pop(message.get("id"), None) if _hashable(message.get("id")) else None
         if waiting is None:
             self.listener.server_message(message)
-        elif message["type"] == "error":
-            waiting.errback(
-                ServerError(str(message.get("code", "")), str(message.get("message", "")))
-            )
+        elif isinstance(event, events.ErrorReply):
+            waiting.errback(ServerError(event.code, event.message))
         else:
             waiting.callback(message)
 
