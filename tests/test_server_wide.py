@@ -9,6 +9,7 @@ from twisted.trial import unittest
 
 from chatservice.auth.credentials import CredentialsFile
 from chatservice.auth.passwords import is_hashed, verify_password
+from chatservice.auth.scram import ScramClientExchange, ScramServerExchange
 from chatservice.server.policy import BanList
 from chatservice.service import SHUTDOWN
 from chatservice.session import TYPING_SECONDS
@@ -218,6 +219,17 @@ class PasswdToolTests(unittest.TestCase):
         self.assertTrue(verify_password("skywalker", accounts.secret("luke") or ""))
         self.assertTrue(verify_password("wiser-one", accounts.secret("yoda") or ""))
         self.assertNotIn("skywalker", path.read_text())
+
+    def test_writes_scram_keys(self) -> None:
+        path = Path(self.mktemp())
+        self.assertEqual(self.run_tool(path, "luke", "skywalker\nskywalker\n"), 0)
+        keys = CredentialsFile.load(path).scram_keys("luke")
+        assert keys is not None
+        client = ScramClientExchange("luke", "skywalker")
+        server = ScramServerExchange(client.first())
+        final = client.final(server.server_first(keys))
+        client.verify_server(server.verify_client_final(final, keys))
+        self.assertTrue(path.read_text().endswith(f" {keys.format()}\n"))
 
     def test_refusals_change_nothing(self) -> None:
         path = Path(self.mktemp())
