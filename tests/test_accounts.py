@@ -26,9 +26,10 @@ from chatservice.auth.credentials import (
 )
 from chatservice.auth.errors import UnknownUser, WrongPassword
 from chatservice.auth.passwords import hash_password, is_hashed, verify_password
-from chatservice.auth.scram import InvalidProof, ScramClientExchange, ScramKeys, ScramServerExchange
+from chatservice.auth.scram import InvalidProof, ScramKeys
 from twisted.cred.credentials import UsernamePassword
 from tests.test_protocol import HarnessTestCase
+from tests.test_scram import login as scram_login
 
 FAST = 4  # log2(n) for hashes made in tests: same code path, less CPU
 
@@ -113,12 +114,14 @@ class ManualRunner:
             d.errback()
 
 
-class AccountManagerTests(unittest.TestCase):
-    """Registration and password changes."""
+class ManagerTestCase(unittest.TestCase):
+    """An AccountManager over a file holding ``initial``, a ManualRunner and fast hashes."""
+
+    initial = "yoda wise\n"
 
     def setUp(self) -> None:
         self.path = Path(self.mktemp())
-        self.path.write_text("yoda wise\n")
+        self.path.write_text(self.initial)
         self.accounts = CredentialsFile.load(self.path)
         self.runner = ManualRunner()
         self.manager = AccountManager(self.accounts, self.runner)
@@ -129,6 +132,10 @@ class AccountManagerTests(unittest.TestCase):
     def run_all(self) -> None:
         while self.runner.calls:
             self.runner.run_next()
+
+
+class AccountManagerTests(ManagerTestCase):
+    """Registration and password changes."""
 
     def test_register_writes_a_hash_then_takes_effect(self) -> None:
         d = self.manager.register("luke", "jedi-knight")
@@ -189,26 +196,13 @@ class AccountManagerTests(unittest.TestCase):
         self.assertIsNotNone(password_problem("a\x01bcd"))
 
 
-def scram_login(keys: ScramKeys, username: str, password: str) -> None:
-    """A SCRAM exchange of ``password`` against ``keys``; raises InvalidProof if wrong."""
-    client = ScramClientExchange(username, password)
-    server = ScramServerExchange(client.first())
-    client.verify_server(server.verify_client_final(client.final(server.server_first(keys)), keys))
-
-
-class AccountScramTests(unittest.TestCase):
+class AccountScramTests(ManagerTestCase):
     """Registration and password changes store SCRAM keys; AccountManager.scram_keys finds them."""
 
     def setUp(self) -> None:
-        self.path = Path(self.mktemp())
         self.hashed = hash_password("falcon", FAST)
-        self.path.write_text(f"yoda wise\nhans {self.hashed}\n")
-        self.accounts = CredentialsFile.load(self.path)
-        self.runner = ManualRunner()
-        self.manager = AccountManager(self.accounts, self.runner)
-        patcher = mock.patch("chatservice.auth.accounts.hash_password", lambda p: hash_password(p, FAST))
-        patcher.start()
-        self.addCleanup(patcher.stop)
+        self.initial = f"yoda wise\nhans {self.hashed}\n"
+        super().setUp()
         self.derived: list[str] = []
         real_derive = ScramKeys.derive
 
@@ -219,10 +213,6 @@ class AccountScramTests(unittest.TestCase):
         patcher = mock.patch.object(ScramKeys, "derive", staticmethod(counting_derive))
         patcher.start()
         self.addCleanup(patcher.stop)
-
-    def run_all(self) -> None:
-        while self.runner.calls:
-            self.runner.run_next()
 
     def test_register_writes_keys(self) -> None:
         d = self.manager.register("luke", "jedi-knight")
@@ -237,8 +227,8 @@ class AccountScramTests(unittest.TestCase):
         self.assertNotIn("jedi-knight", self.path.read_text())
         reloaded = CredentialsFile.load(self.path)
         self.assertEqual(reloaded.scram_keys("luke"), keys)
-        scram_login(keys, "luke", "jedi-knight")
-        self.assertRaises(InvalidProof, scram_login, keys, "luke", "jedi-knighT")
+        scram_login("luke", "jedi-knight", keys)
+        self.assertRaises(InvalidProof, scram_login, "luke", "jedi-knighT", keys)
         self.assertEqual(self.successResultOf(self.manager.scram_keys("luke")), keys)
 
     def test_change_password_writes_new_keys(self) -> None:
@@ -246,8 +236,8 @@ class AccountScramTests(unittest.TestCase):
         self.run_all()
         self.successResultOf(d)
         keys = self.successResultOf(self.manager.scram_keys("hans"))
-        scram_login(keys, "hans", "millennium")
-        self.assertRaises(InvalidProof, scram_login, keys, "hans", "falcon")
+        scram_login("hans", "millennium", keys)
+        self.assertRaises(InvalidProof, scram_login, "hans", "falcon", keys)
         self.assertEqual(CredentialsFile.load(self.path).scram_keys("hans"), keys)
 
     def test_plain_entry_derived_once_in_the_runner(self) -> None:
@@ -263,7 +253,7 @@ class AccountScramTests(unittest.TestCase):
         self.assertIs(self.successResultOf(second), keys)
         self.assertIs(self.successResultOf(self.manager.scram_keys("yoda")), keys)
         self.assertEqual((self.runner.calls, self.derived), ([], ["wise"]))
-        scram_login(keys, "yoda", "wise")
+        scram_login("yoda", "wise", keys)
         self.assertNotIn("SCRAM", self.path.read_text(), "kept in memory only")
 
     def test_plain_entry_changed_is_derived_again(self) -> None:
@@ -274,7 +264,7 @@ class AccountScramTests(unittest.TestCase):
         d = self.manager.scram_keys("yoda")
         self.run_all()
         new = self.successResultOf(d)
-        scram_login(new, "yoda", "wiser")
+        scram_login("yoda", "wiser", new)
         self.assertNotEqual(old.salt, new.salt)
 
     def test_changed_while_deriving_is_not_kept(self) -> None:
@@ -284,7 +274,7 @@ class AccountScramTests(unittest.TestCase):
         self.successResultOf(d)
         d = self.manager.scram_keys("yoda")
         self.run_all()
-        scram_login(self.successResultOf(d), "yoda", "wiser")
+        scram_login("yoda", "wiser", self.successResultOf(d))
 
     def test_failed_derivation_reaches_every_caller(self) -> None:
         first, second = self.manager.scram_keys("yoda"), self.manager.scram_keys("yoda")
@@ -294,7 +284,7 @@ class AccountScramTests(unittest.TestCase):
         self.failureResultOf(second, RuntimeError)
         again = self.manager.scram_keys("yoda")
         self.run_all()
-        scram_login(self.successResultOf(again), "yoda", "wise")
+        scram_login("yoda", "wise", self.successResultOf(again))
 
     def test_hashed_without_keys(self) -> None:
         self.assertIsNone(self.successResultOf(self.manager.scram_keys("hans")))
@@ -309,7 +299,7 @@ class AccountScramTests(unittest.TestCase):
         self.assertTrue(self.successResultOf(d))
         keys = self.accounts.scram_keys("hans")
         assert keys is not None
-        scram_login(keys, "hans", "falcon")
+        scram_login("hans", "falcon", keys)
         self.assertEqual(self.accounts.secret("hans"), self.hashed, "the hash is kept")
         self.assertEqual(CredentialsFile.load(self.path).scram_keys("hans"), keys)
         again = self.manager.add_scram_keys("hans", "falcon")
@@ -338,7 +328,7 @@ class AccountScramTests(unittest.TestCase):
         self.assertFalse(self.successResultOf(adding), "the entry changed meanwhile")
         keys = self.accounts.scram_keys("hans")
         assert keys is not None
-        scram_login(keys, "hans", "millennium")
+        scram_login("hans", "millennium", keys)
         self.assertEqual(CredentialsFile.load(self.path).scram_keys("hans"), keys)
 
     def test_add_keys_before_a_change_is_replaced(self) -> None:
@@ -349,7 +339,7 @@ class AccountScramTests(unittest.TestCase):
         self.successResultOf(adding)
         keys = self.accounts.scram_keys("hans")
         assert keys is not None
-        scram_login(keys, "hans", "millennium")
+        scram_login("hans", "millennium", keys)
         self.assertTrue(verify_password("millennium", self.accounts.secret("hans") or ""))
         self.assertEqual(CredentialsFile.load(self.path).scram_keys("hans"), keys)
 
@@ -494,7 +484,7 @@ class RegistrationProtocolTests(HarnessTestCase):
         self.assertTrue(is_hashed(self.harness.accounts.secret("yoda") or ""))
         keys = self.harness.accounts.scram_keys("yoda")
         assert keys is not None
-        scram_login(keys, "yoda", "wiser")
+        scram_login("yoda", "wiser", keys)
         self.assertIn(keys.format(), self.harness.credentials_path.read_text())
         yoda.send("whoelse")
         self.assertEqual(yoda.lines(), ["No other users are online."])

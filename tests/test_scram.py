@@ -283,6 +283,11 @@ class ServerFailureTests(unittest.TestCase):
     def test_final_before_first(self) -> None:
         server = ScramServerExchange(CLIENT_FIRST)
         self.assertRaises(ScramError, server.verify_client_final, CLIENT_FINAL, KEYS)
+        self.assertRaises(ScramError, server.credentials, CLIENT_FINAL)
+
+    def test_bad_server_nonce(self) -> None:
+        server = ScramServerExchange(CLIENT_FIRST)
+        self.assertRaises(MalformedMessage, server.server_first, KEYS, "a,b")
 
     def test_channel_binding_requested(self) -> None:
         error = self.assertRaises(
@@ -318,6 +323,7 @@ class ServerFailureTests(unittest.TestCase):
             ("n,,m=ext,n=user,r=abc", "extensions-not-supported"),
             ("n,a=admin,n=user,r=abc", "other-error"),
             ("n,b=user,n=user,r=abc", "other-error"),
+            ("n,,\u212a=user,r=abc", "invalid-encoding"),  # KELVIN SIGN is not ALPHA
         ]:
             caught = self.assertRaises(MalformedMessage, ScramServerExchange, message)
             self.assertEqual(caught.error, error, message)

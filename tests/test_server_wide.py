@@ -9,13 +9,13 @@ from twisted.trial import unittest
 
 from chatservice.auth.credentials import CredentialsFile
 from chatservice.auth.passwords import is_hashed, verify_password
-from chatservice.auth.scram import ScramClientExchange, ScramServerExchange
 from chatservice.server.policy import BanList
 from chatservice.service import SHUTDOWN
 from chatservice.session import TYPING_SECONDS
 from chatservice.tools import passwd
 from chatservice.version import SERVER_VERSION, compatible
 from tests.test_protocol import HarnessTestCase
+from tests.test_scram import login as scram_login
 
 
 class BanListTests(unittest.TestCase):
@@ -225,10 +225,7 @@ class PasswdToolTests(unittest.TestCase):
         self.assertEqual(self.run_tool(path, "luke", "skywalker\nskywalker\n"), 0)
         keys = CredentialsFile.load(path).scram_keys("luke")
         assert keys is not None
-        client = ScramClientExchange("luke", "skywalker")
-        server = ScramServerExchange(client.first())
-        final = client.final(server.server_first(keys))
-        client.verify_server(server.verify_client_final(final, keys))
+        scram_login("luke", "skywalker", keys)
         self.assertTrue(path.read_text().endswith(f" {keys.format()}\n"))
 
     def test_refusals_change_nothing(self) -> None:

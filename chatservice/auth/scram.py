@@ -279,7 +279,7 @@ def _attributes(message: str, what: str) -> list[tuple[str, str]]:
     """The ``letter=value`` pairs of a comma-separated SCRAM message."""
     pairs = []
     for item in message.split(","):
-        if len(item) < 2 or item[1] != "=" or not ("a" <= item[0].lower() <= "z"):
+        if len(item) < 2 or item[1] != "=" or not (item[0].isascii() and item[0].isalpha()):
             raise MalformedMessage(f"malformed {what}")
         pairs.append((item[0], item[2:]))
     return pairs
@@ -390,7 +390,9 @@ class ScramServerExchange:
         :param server_nonce: this server's part of the nonce (default: random;
             a test vector gives its own).
         """
-        self.nonce = self.client_first.client_nonce + (server_nonce or new_nonce())
+        server_nonce = server_nonce or new_nonce()
+        _check_nonce(server_nonce)
+        self.nonce = self.client_first.client_nonce + server_nonce
         self._server_first = _server_first(self.nonce, keys)
         return self._server_first
 
@@ -422,9 +424,11 @@ class ScramServerExchange:
         :raises InvalidProof: the proof does not match: the wrong password.
         :raises MalformedMessage, NonceMismatch: as :meth:`parse_client_final`.
         """
+        if self._server_first is None:
+            raise ScramError("client-final message before server-first")
         final = self.parse_client_final(message) if isinstance(message, str) else message
         auth_message = ",".join(
-            (self.client_first.bare, self._server_first or "", final.without_proof)
+            (self.client_first.bare, self._server_first, final.without_proof)
         ).encode("utf-8")
         signature = _hmac(keys.stored_key, auth_message)
         client_key = bytes(a ^ b for a, b in zip(final.proof, signature))
