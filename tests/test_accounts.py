@@ -12,17 +12,24 @@ from twisted.internet import defer, threads
 from twisted.trial import unittest
 
 from chatservice.auth import credentials as credentials_module
-from chatservice.auth.accounts import AccountError, AccountManager, password_problem
+from chatservice.auth.accounts import (
+    AccountError,
+    AccountManager,
+    hash_and_derive,
+    password_problem,
+)
 from chatservice.auth.credentials import (
     CredentialsChecker,
     CredentialsError,
     CredentialsFile,
     write_entry,
 )
-from chatservice.auth.errors import WrongPassword
+from chatservice.auth.errors import UnknownUser, WrongPassword
 from chatservice.auth.passwords import hash_password, is_hashed, verify_password
+from chatservice.auth.scram import InvalidProof, ScramKeys
 from twisted.cred.credentials import UsernamePassword
 from tests.test_protocol import HarnessTestCase
+from tests.test_scram import login as scram_login
 
 FAST = 4  # log2(n) for hashes made in tests: same code path, less CPU
 
@@ -107,12 +114,14 @@ class ManualRunner:
             d.errback()
 
 
-class AccountManagerTests(unittest.TestCase):
-    """Registration and password changes."""
+class ManagerTestCase(unittest.TestCase):
+    """An AccountManager over a file holding ``initial``, a ManualRunner and fast hashes."""
+
+    initial = "yoda wise\n"
 
     def setUp(self) -> None:
         self.path = Path(self.mktemp())
-        self.path.write_text("yoda wise\n")
+        self.path.write_text(self.initial)
         self.accounts = CredentialsFile.load(self.path)
         self.runner = ManualRunner()
         self.manager = AccountManager(self.accounts, self.runner)
@@ -123,6 +132,10 @@ class AccountManagerTests(unittest.TestCase):
     def run_all(self) -> None:
         while self.runner.calls:
             self.runner.run_next()
+
+
+class AccountManagerTests(ManagerTestCase):
+    """Registration and password changes."""
 
     def test_register_writes_a_hash_then_takes_effect(self) -> None:
         d = self.manager.register("luke", "jedi-knight")
@@ -181,6 +194,154 @@ class AccountManagerTests(unittest.TestCase):
         self.assertIsNone(password_problem("jedi"))
         self.assertIsNotNone(password_problem("x" * 257))
         self.assertIsNotNone(password_problem("a\x01bcd"))
+
+
+class AccountScramTests(ManagerTestCase):
+    """Registration and password changes store SCRAM keys; AccountManager.scram_keys finds them."""
+
+    def setUp(self) -> None:
+        self.hashed = hash_password("falcon", FAST)
+        self.initial = f"yoda wise\nhans {self.hashed}\n"
+        super().setUp()
+        self.derived: list[str] = []
+        real_derive = ScramKeys.derive
+
+        def counting_derive(password: str, *args: Any) -> ScramKeys:
+            self.derived.append(password)
+            return real_derive(password, *args)
+
+        patcher = mock.patch.object(ScramKeys, "derive", staticmethod(counting_derive))
+        patcher.start()
+        self.addCleanup(patcher.stop)
+
+    def test_register_writes_keys(self) -> None:
+        d = self.manager.register("luke", "jedi-knight")
+        self.assertEqual(self.derived, [], "derived in the runner, not at once")
+        (f, args, _), = self.runner.calls
+        self.assertEqual((f, args), (hash_and_derive, ("jedi-knight",)))
+        self.run_all()
+        self.successResultOf(d)
+        keys = self.accounts.scram_keys("luke")
+        assert keys is not None
+        self.assertIn(f"luke {self.accounts.secret('luke')} {keys.format()}\n", self.path.read_text())
+        self.assertNotIn("jedi-knight", self.path.read_text())
+        reloaded = CredentialsFile.load(self.path)
+        self.assertEqual(reloaded.scram_keys("luke"), keys)
+        scram_login("luke", "jedi-knight", keys)
+        self.assertRaises(InvalidProof, scram_login, "luke", "jedi-knighT", keys)
+        self.assertEqual(self.successResultOf(self.manager.scram_keys("luke")), keys)
+
+    def test_change_password_writes_new_keys(self) -> None:
+        d = self.manager.change_password("hans", "falcon", "millennium")
+        self.run_all()
+        self.successResultOf(d)
+        keys = self.successResultOf(self.manager.scram_keys("hans"))
+        scram_login("hans", "millennium", keys)
+        self.assertRaises(InvalidProof, scram_login, "hans", "falcon", keys)
+        self.assertEqual(CredentialsFile.load(self.path).scram_keys("hans"), keys)
+
+    def test_plain_entry_derived_once_in_the_runner(self) -> None:
+        first = self.manager.scram_keys("yoda")
+        second = self.manager.scram_keys("yoda")
+        self.assertNoResult(first)
+        self.assertNoResult(second)
+        (f, args, _), = self.runner.calls
+        self.assertEqual(args, ("wise",))
+        self.assertEqual(self.derived, [])
+        self.runner.run_next()
+        keys = self.successResultOf(first)
+        self.assertIs(self.successResultOf(second), keys)
+        self.assertIs(self.successResultOf(self.manager.scram_keys("yoda")), keys)
+        self.assertEqual((self.runner.calls, self.derived), ([], ["wise"]))
+        scram_login("yoda", "wise", keys)
+        self.assertNotIn("SCRAM", self.path.read_text(), "kept in memory only")
+
+    def test_plain_entry_changed_is_derived_again(self) -> None:
+        d = self.manager.scram_keys("yoda")
+        self.run_all()
+        old = self.successResultOf(d)
+        self.accounts.set_secret("yoda", "wiser")
+        d = self.manager.scram_keys("yoda")
+        self.run_all()
+        new = self.successResultOf(d)
+        scram_login("yoda", "wiser", new)
+        self.assertNotEqual(old.salt, new.salt)
+
+    def test_changed_while_deriving_is_not_kept(self) -> None:
+        d = self.manager.scram_keys("yoda")
+        self.accounts.set_secret("yoda", "wiser")
+        self.run_all()
+        self.successResultOf(d)
+        d = self.manager.scram_keys("yoda")
+        self.run_all()
+        scram_login("yoda", "wiser", self.successResultOf(d))
+
+    def test_failed_derivation_reaches_every_caller(self) -> None:
+        first, second = self.manager.scram_keys("yoda"), self.manager.scram_keys("yoda")
+        _, _, deriving = self.runner.calls.pop(0)
+        deriving.errback(RuntimeError("no threads"))
+        self.failureResultOf(first, RuntimeError)
+        self.failureResultOf(second, RuntimeError)
+        again = self.manager.scram_keys("yoda")
+        self.run_all()
+        scram_login("yoda", "wise", self.successResultOf(again))
+
+    def test_hashed_without_keys(self) -> None:
+        self.assertIsNone(self.successResultOf(self.manager.scram_keys("hans")))
+        self.assertEqual(self.runner.calls, [])
+
+    def test_unknown_user(self) -> None:
+        self.failureResultOf(self.manager.scram_keys("vader"), UnknownUser)
+
+    def test_add_keys_after_a_password_login(self) -> None:
+        d = self.manager.add_scram_keys("hans", "falcon")
+        self.run_all()
+        self.assertTrue(self.successResultOf(d))
+        keys = self.accounts.scram_keys("hans")
+        assert keys is not None
+        scram_login("hans", "falcon", keys)
+        self.assertEqual(self.accounts.secret("hans"), self.hashed, "the hash is kept")
+        self.assertEqual(CredentialsFile.load(self.path).scram_keys("hans"), keys)
+        again = self.manager.add_scram_keys("hans", "falcon")
+        self.assertFalse(self.successResultOf(again), "already there")
+
+    def test_add_keys_needs_the_right_password(self) -> None:
+        d = self.manager.add_scram_keys("hans", "Falcon")
+        self.run_all()
+        self.assertFalse(self.successResultOf(d))
+        self.assertIsNone(self.accounts.scram_keys("hans"))
+        self.assertEqual(self.derived, [])
+
+    def test_add_keys_not_for_plain_or_unknown(self) -> None:
+        self.assertFalse(self.successResultOf(self.manager.add_scram_keys("yoda", "wise")))
+        self.assertFalse(self.successResultOf(self.manager.add_scram_keys("vader", "x")))
+        self.assertEqual(self.runner.calls, [])
+
+    def test_add_keys_after_a_change_is_dropped(self) -> None:
+        adding = self.manager.add_scram_keys("hans", "falcon")
+        held = self.runner.calls.pop(0)  # adding: verify and derive, later
+        changing = self.manager.change_password("hans", "falcon", "millennium")
+        self.run_all()
+        self.successResultOf(changing)
+        self.runner.calls.append(held)
+        self.run_all()
+        self.assertFalse(self.successResultOf(adding), "the entry changed meanwhile")
+        keys = self.accounts.scram_keys("hans")
+        assert keys is not None
+        scram_login("hans", "millennium", keys)
+        self.assertEqual(CredentialsFile.load(self.path).scram_keys("hans"), keys)
+
+    def test_add_keys_before_a_change_is_replaced(self) -> None:
+        changing = self.manager.change_password("hans", "falcon", "millennium")
+        adding = self.manager.add_scram_keys("hans", "falcon")
+        self.run_all()
+        self.successResultOf(changing)
+        self.successResultOf(adding)
+        keys = self.accounts.scram_keys("hans")
+        assert keys is not None
+        scram_login("hans", "millennium", keys)
+        self.assertTrue(verify_password("millennium", self.accounts.secret("hans") or ""))
+        self.assertEqual(CredentialsFile.load(self.path).scram_keys("hans"), keys)
 
 
 class HashingOffTheReactorTests(unittest.TestCase):
@@ -321,6 +482,10 @@ class RegistrationProtocolTests(HarnessTestCase):
         yoda.send("passwd wise wiser")
         self.assertEqual(yoda.lines(), ["Your password has been changed."])
         self.assertTrue(is_hashed(self.harness.accounts.secret("yoda") or ""))
+        keys = self.harness.accounts.scram_keys("yoda")
+        assert keys is not None
+        scram_login("yoda", "wiser", keys)
+        self.assertIn(keys.format(), self.harness.credentials_path.read_text())
         yoda.send("whoelse")
         self.assertEqual(yoda.lines(), ["No other users are online."])
 

@@ -27,9 +27,11 @@ from chatservice.auth.credentials import (
     CredentialsError,
     CredentialsFile,
     username_problem,
+    write_entry,
 )
 from chatservice.auth.errors import UnknownUser, WrongPassword
 from chatservice.auth.passwords import hash_password
+from chatservice.auth.scram import ScramKeys
 
 SAMPLE_ACCOUNTS = {
     "yoda": "wise",
@@ -162,6 +164,75 @@ class LoadTests(TempDirTestCase):
     def test_control_character_in_name(self) -> None:
         path = self.write("yo\x01da wise\n")
         self.assertLoadError(path, f"{path}:1: {SPACES_OR_CONTROL}")
+
+
+class ScramFieldTests(TempDirTestCase):
+    """A hashed entry may carry SCRAM keys after the hash."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.hashed = hash_password("wise", log2_n=4)
+        self.keys = ScramKeys.derive("wise")
+
+    def test_hash_and_keys(self) -> None:
+        path = self.write(f"yoda {self.hashed}  {self.keys.format()}\nhans {self.hashed}\nluke jedi\n")
+        accounts = CredentialsFile.load(path)
+        self.assertEqual(accounts.secret("yoda"), self.hashed)
+        self.assertEqual(accounts.scram_keys("yoda"), self.keys)
+        self.assertEqual(accounts.secret("hans"), self.hashed)
+        self.assertIsNone(accounts.scram_keys("hans"), "a hash from before SCRAM")
+        self.assertIsNone(accounts.scram_keys("luke"), "plain entries have none in the file")
+        self.assertIsNone(accounts.scram_keys("vader"))
+
+    def test_plain_password_looking_like_keys(self) -> None:
+        text = f"wise {self.keys.format()}"
+        accounts = CredentialsFile.load(self.write(f"yoda {text}\n"))
+        self.assertEqual(accounts.secret("yoda"), text)
+        self.assertIsNone(accounts.scram_keys("yoda"))
+
+    def test_malformed_keys(self) -> None:
+        good = self.keys.format()
+        for bad, problem in [
+            ("SCRAM-SHA-256$4096:abc", "malformed SCRAM keys"),
+            (good.replace("SCRAM-SHA-256", "SCRAM-SHA-1"), "malformed SCRAM keys"),
+            (good.replace("4096", "12", 1), "malformed SCRAM keys: SCRAM iterations must be 4096 to 1000000"),
+            (good[:-1], "malformed SCRAM keys"),
+            (good[:-8], "malformed SCRAM keys: SCRAM-SHA-256 keys have 32 bytes"),
+            (f"{good} {good}", "expected a hash and SCRAM keys"),
+        ]:
+            path = self.write(f"hans falcon\nyoda {self.hashed} {bad}\n")
+            self.assertLoadError(path, f"{path}:2: {problem} for yoda")
+
+    def test_malformed_hash_with_keys(self) -> None:
+        path = self.write(f"yoda $scrypt$ln=14,r=8$abc$def {self.keys.format()}\n")
+        self.assertLoadError(path, f"{path}:1: malformed scrypt hash for yoda")
+
+    def test_write_entry_round_trip(self) -> None:
+        path = self.write("# accounts\nyoda wise\nhans falcon\n")
+        write_entry(path, "yoda", self.hashed, self.keys)
+        write_entry(path, "luke", self.hashed, self.keys)
+        self.assertEqual(
+            path.read_text(),
+            f"# accounts\nyoda {self.hashed} {self.keys.format()}\nhans falcon\n"
+            f"luke {self.hashed} {self.keys.format()}\n",
+        )
+        accounts = CredentialsFile.load(path)
+        self.assertEqual(accounts.scram_keys("yoda"), self.keys)
+        self.assertEqual(accounts.scram_keys("luke"), self.keys)
+        write_entry(path, "yoda", self.hashed)
+        self.assertIsNone(CredentialsFile.load(path).scram_keys("yoda"))
+
+    def test_keys_only_next_to_a_hash(self) -> None:
+        path = self.write("yoda wise\n")
+        self.assertRaises(ValueError, write_entry, path, "yoda", "wiser", self.keys)
+        self.assertEqual(path.read_text(), "yoda wise\n")
+
+    def test_set_secret(self) -> None:
+        accounts = CredentialsFile(Path("mem.txt"), {"yoda": "wise"})
+        accounts.set_secret("yoda", self.hashed, self.keys)
+        self.assertEqual((accounts.secret("yoda"), accounts.scram_keys("yoda")), (self.hashed, self.keys))
+        accounts.set_secret("yoda", self.hashed)
+        self.assertIsNone(accounts.scram_keys("yoda"))
 
 
 class LookupTests(unittest.TestCase):

@@ -15,6 +15,7 @@ from chatservice.session import TYPING_SECONDS
 from chatservice.tools import passwd
 from chatservice.version import SERVER_VERSION, compatible
 from tests.test_protocol import HarnessTestCase
+from tests.test_scram import login as scram_login
 
 
 class BanListTests(unittest.TestCase):
@@ -218,6 +219,14 @@ class PasswdToolTests(unittest.TestCase):
         self.assertTrue(verify_password("skywalker", accounts.secret("luke") or ""))
         self.assertTrue(verify_password("wiser-one", accounts.secret("yoda") or ""))
         self.assertNotIn("skywalker", path.read_text())
+
+    def test_writes_scram_keys(self) -> None:
+        path = Path(self.mktemp())
+        self.assertEqual(self.run_tool(path, "luke", "skywalker\nskywalker\n"), 0)
+        keys = CredentialsFile.load(path).scram_keys("luke")
+        assert keys is not None
+        scram_login("luke", "skywalker", keys)
+        self.assertTrue(path.read_text().endswith(f" {keys.format()}\n"))
 
     def test_refusals_change_nothing(self) -> None:
         path = Path(self.mktemp())

@@ -3,7 +3,14 @@
 The file has one account a line, ``username secret``, where the secret is a
 plain password or a salted scrypt hash (:mod:`chatservice.auth.passwords`);
 blank lines and lines starting with ``#`` are ignored.  User names are
-case-sensitive and contain no whitespace or control characters.
+case-sensitive and contain no whitespace or control characters.  A hashed
+entry may carry the account's SCRAM-SHA-256 keys after the hash, for logins
+that never send the password (:mod:`chatservice.auth.scram`)::
+
+    yoda $scrypt$ln=14,r=8,p=1$<salt>$<hash> SCRAM-SHA-256$4096:<salt>$<StoredKey>:<ServerKey>
+
+A plain entry never has keys in the file: all after the user name is its
+password.
 
 :func:`write_entry` adds or changes one line atomically: the new file is
 written beside the old one, flushed to disk, then renamed over it, so a crash
@@ -25,6 +32,7 @@ from zope.interface import implementer
 
 from chatservice.auth.errors import UnknownUser, WrongPassword
 from chatservice.auth.passwords import check_hash_format, is_hashed, verify_password
+from chatservice.auth.scram import ScramKeys
 
 MAX_USERNAME_LENGTH = 32
 
@@ -49,11 +57,15 @@ class CredentialsFile:
 
     :param path: where the accounts were read from.
     :param secrets: user name to stored password.
+    :param scram: user name to SCRAM keys, for hashed entries that have them.
     """
 
-    def __init__(self, path: Path, secrets: dict[str, str]) -> None:
+    def __init__(
+        self, path: Path, secrets: dict[str, str], scram: dict[str, ScramKeys] | None = None
+    ) -> None:
         self.path = path
         self._secrets = secrets
+        self._scram = {} if scram is None else scram
 
     @classmethod
     def load(cls, path: Path | str) -> CredentialsFile:
@@ -69,6 +81,7 @@ class CredentialsFile:
         except UnicodeDecodeError:
             raise CredentialsError(f"{path}: not valid UTF-8") from None
         secrets: dict[str, str] = {}
+        scram: dict[str, ScramKeys] = {}
         for number, line in enumerate(content.splitlines(), 1):
             line = line.strip()
             if not line or line.startswith("#"):
@@ -84,12 +97,15 @@ class CredentialsFile:
                 raise CredentialsError(f"{path}:{number}: {problem}")
             if username in secrets:
                 raise CredentialsError(f"{path}:{number}: {username} is listed twice")
-            if is_hashed(secret) and check_hash_format(secret):
-                raise CredentialsError(
-                    f"{path}:{number}: {check_hash_format(secret)} for {username}"
-                )
+            if is_hashed(secret):
+                try:
+                    secret, keys = _hashed_entry(secret)
+                except ValueError as e:
+                    raise CredentialsError(f"{path}:{number}: {e} for {username}") from None
+                if keys is not None:
+                    scram[username] = keys
             secrets[username] = secret
-        return cls(path, secrets)
+        return cls(path, secrets, scram)
 
     def exists(self, username: str) -> bool:
         """Whether ``username`` has an account."""
@@ -103,22 +119,57 @@ class CredentialsFile:
         """The stored password of ``username``, or ``None`` for no such account."""
         return self._secrets.get(username)
 
-    def set_secret(self, username: str, secret: str) -> None:
+    def scram_keys(self, username: str) -> ScramKeys | None:
+        """The SCRAM keys stored for ``username``, or ``None`` (none stored, or no account).
+
+        Plain entries have none here: see
+        :meth:`~chatservice.auth.accounts.AccountManager.scram_keys`.
+        """
+        return self._scram.get(username)
+
+    def set_secret(self, username: str, secret: str, scram: ScramKeys | None = None) -> None:
         """Add or change an account in memory (after :func:`write_entry` succeeded)."""
         self._secrets[username] = secret
+        if scram is None:
+            self._scram.pop(username, None)
+        else:
+            self._scram[username] = scram
 
 
-def write_entry(path: Path, username: str, secret: str) -> None:
-    """Add ``username secret`` to the file at ``path``, or replace that user's line.
+def _hashed_entry(text: str) -> tuple[str, ScramKeys | None]:
+    """The hash and the SCRAM keys (if any) of a hashed entry.
+
+    :raises ValueError: a malformed hash or keys, or more fields.
+    """
+    fields = text.split()
+    problem = check_hash_format(fields[0])
+    if problem:
+        raise ValueError(problem)
+    if len(fields) == 1:
+        return fields[0], None
+    if len(fields) > 2:
+        raise ValueError("expected a hash and SCRAM keys")
+    return fields[0], ScramKeys.parse(fields[1])
+
+
+def write_entry(
+    path: Path, username: str, secret: str, scram: ScramKeys | None = None
+) -> None:
+    """Add ``username secret [keys]`` to the file at ``path``, or replace that user's line.
 
     Atomic: a temporary file in the same directory is written, flushed to
     disk and renamed over ``path``.  Blocking file I/O: call it in a thread.
+
+    :param scram: the SCRAM keys, only with a hashed ``secret``.
+    :raises ValueError: SCRAM keys with a plain password.
     """
+    if scram is not None and not is_hashed(secret):
+        raise ValueError("SCRAM keys are stored only next to a hash")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         lines = []
-    entry = f"{username} {secret}"
+    entry = f"{username} {secret}" if scram is None else f"{username} {secret} {scram.format()}"
     for index, line in enumerate(lines):
         fields = line.split(None, 1)
         if fields and fields[0] == username and not line.lstrip().startswith("#"):

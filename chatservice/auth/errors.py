@@ -53,3 +53,7 @@ class AccountLocked(UnauthorizedLogin):
 
 class AddressLocked(AccountLocked):
     """The client's address is locked after too many failures from it."""
+
+
+class ScramUnavailable(UnauthorizedLogin):
+    """The account has no SCRAM keys (a hash stored before them): log in with a password."""

@@ -1,5 +1,7 @@
 """``chatservice-passwd FILE USER``: add or change a hashed account in a credentials file.
 
+The entry gets the scrypt hash and the SCRAM-SHA-256 keys of the password.
+
 The password is asked twice without echo on a terminal; from a pipe, the
 first two lines of standard input are read.  The file is rewritten
 atomically, so a running server never sees half a file.
@@ -12,14 +14,13 @@ import sys
 from pathlib import Path
 from typing import Sequence, TextIO
 
-from chatservice.auth.accounts import password_problem
+from chatservice.auth.accounts import hash_and_derive, password_problem
 from chatservice.auth.credentials import (
     CredentialsError,
     CredentialsFile,
     username_problem,
     write_entry,
 )
-from chatservice.auth.passwords import hash_password
 
 USAGE = "usage: chatservice-passwd FILE USER"
 
@@ -67,7 +68,8 @@ def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None) -> int:
     if problem:
         print(f"chatservice-passwd: {problem}; nothing changed", file=sys.stderr)
         return 1
-    write_entry(path, username, hash_password(password))
+    secret, keys = hash_and_derive(password)
+    write_entry(path, username, secret, keys)
     print(f"{username} {action} in {path}")
     return 0
 
