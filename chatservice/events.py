@@ -70,10 +70,28 @@ class Prompt(Event):
 
 @dataclass(frozen=True, eq=False)
 class LoginSucceeded(Event):
-    """The connection is now logged in as ``username`` (a ``guest``, or an account)."""
+    """The connection is now logged in as ``username`` (a ``guest``, or an account).
+
+    ``server_final`` is the SCRAM server-final message (``v=...``) after a
+    SCRAM login: the client checks it to know the server holds its keys.
+    """
 
     username: str
     guest: bool = False
+    server_final: str | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class ScramChallenge(Event):
+    """The SCRAM server-first message (JSON ``salt``): the salt, iterations and nonce.
+
+    ``message`` is the RFC 5802 server-first message itself; ``salt``
+    (base64) and ``iterations`` repeat what it says, for readers.
+    """
+
+    message: str
+    salt: str
+    iterations: int
 
 
 @dataclass(frozen=True, eq=False)

@@ -22,6 +22,7 @@ from chatservice.auth.credentials import CredentialsChecker, CredentialsError, C
 from chatservice.auth.lockout import LoginLockout
 from chatservice.auth.login import LockoutChecker, LoginGate
 from chatservice.auth.realm import ChatRealm
+from chatservice.auth.scram import ScramChecker
 from chatservice.server.factory import ChatFactory
 from chatservice.server.policy import BanList, ConnectionPolicy
 from chatservice.service import ChatService
@@ -228,6 +229,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         LockoutChecker(CredentialsChecker(accounts, run_in_thread), lockout, address_lockout)
     ]
     manager = AccountManager(accounts, run_in_thread, state.guest_online)
+    checkers.append(LockoutChecker(ScramChecker(manager), lockout, address_lockout))
     if config["allow-guests"]:
         checkers.append(GuestChecker(manager.taken))
     portal = Portal(ChatRealm(state), checkers)

@@ -19,6 +19,7 @@ from chatservice.auth.guests import GuestChecker
 from chatservice.auth.lockout import LoginLockout
 from chatservice.auth.login import LockoutChecker, LoginGate
 from chatservice.auth.realm import ChatRealm
+from chatservice.auth.scram import ScramChecker
 from chatservice.server.factory import ChatFactory
 from chatservice.server.output import OutputBatcher
 from chatservice.server.policy import ConnectionPolicy
@@ -141,7 +142,10 @@ class ChatHarness:
             CredentialsChecker(self.accounts), self.lockout, self.address_lockout
         )
         self.manager = AccountManager(self.accounts, run_here, self.state.guest_online)
-        checkers = [checker]
+        checkers = [
+            checker,
+            LockoutChecker(ScramChecker(self.manager), self.lockout, self.address_lockout),
+        ]
         if policy.get("allow_guests"):
             checkers.append(GuestChecker(self.manager.taken))
         self.gate = LoginGate(

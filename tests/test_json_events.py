@@ -43,7 +43,10 @@ exact in floating point (``status`` sends ``now`` as a difference)."""
 EVENTS: dict[type[events.Event], st.SearchStrategy[events.Event]] = {
     events.ErrorReply: st.builds(events.ErrorReply, words, words),
     events.Greeting: st.builds(events.Greeting, words),
-    events.LoginSucceeded: st.builds(events.LoginSucceeded, words, st.booleans()),
+    events.LoginSucceeded: st.builds(
+        events.LoginSucceeded, words, st.booleans(), st.none() | words
+    ),
+    events.ScramChallenge: st.builds(events.ScramChallenge, words, words, st.integers(0, 10**6)),
     events.UsernameStatus: st.builds(events.UsernameStatus, words, st.booleans()),
     events.RegisterStatus: st.builds(
         events.RegisterStatus, st.booleans(), words, st.none() | words, words
@@ -197,7 +200,8 @@ def sample_events() -> list[events.Event]:
     return [
         events.ErrorReply("invalid_user", "Error. Invalid user."),
         events.Greeting("1.0"),
-        events.LoginSucceeded("yoda"),
+        events.LoginSucceeded("yoda", server_final="v=c2ln"),
+        events.ScramChallenge("r=abc,s=c2FsdA==,i=4096", "c2FsdA==", 4096),
         events.LoginRejected("wrong_password", "Invalid Password.", 1.5),
         events.LoginRejected("username_taken", "Taken."),
         events.UsernameStatus("yoda", True),

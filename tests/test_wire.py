@@ -514,13 +514,46 @@ class JsonParseRequestTests(CommandErrorMixin, unittest.TestCase):
     def test_missing_field(self) -> None:
         cases = [
             ({"type": "message", "to": "hans"}, '"message" needs the field "message".'),
-            ({"type": "message", "message": "hi"}, '"message" needs the field "to".'),
+            ({"type": "send", "message": "hi"}, '"send" needs the field "to".'),
             ({"type": "whoelsesince"}, '"whoelsesince" needs the field "seconds".'),
             ({"type": "room_send", "message": "x"}, '"room send" needs the field "room".'),
             ({"type": "block"}, '"block" needs the field "target".'),
         ]
         for obj, message in cases:
             self.assertCommandError("missing_field", message, jsonlines.parse_request, obj)
+
+    def test_message_without_to_is_a_broadcast(self) -> None:
+        """The original JSON design: a ``message`` without ``to`` goes to everyone online."""
+        self.assertEqual(
+            jsonlines.parse_request({"type": "message", "message": "hi all", "id": 3}),
+            Request("broadcast", {"message": "hi all"}, 3),
+        )
+        self.assertEqual(
+            jsonlines.parse_request({"type": "Message", "user": "yoda", "message": "hi"}).command,
+            "broadcast",
+        )
+        self.assertEqual(
+            jsonlines.parse_request({"type": "message", "to": "hans", "message": "hi"}).command,
+            "message",
+        )
+        self.assertCommandError(
+            "missing_field", '"broadcast" needs the field "message".',
+            jsonlines.parse_request, {"type": "message"},
+        )
+
+    def test_booleans_as_the_original_design_spells_them(self) -> None:
+        """``"true"``/``"false"`` strings (any case) stand for JSON booleans."""
+        for on, off in ((True, False), ("true", "false"), ("True", "FALSE")):
+            self.assertEqual(
+                jsonlines.parse_request({"type": "typing", "status": on}).arguments["status"], "on"
+            )
+            self.assertEqual(
+                jsonlines.parse_request({"type": "typing", "status": off}).arguments["status"], "off"
+            )
+            self.assertEqual(
+                jsonlines.parse_request({"type": "userlist", "onlinetype": off}).arguments,
+                {"onlinetype": "offline"},
+            )
 
     def test_wrong_types(self) -> None:
         usage = "Error. Usage: message <user> <text>"
@@ -657,6 +690,24 @@ RENDER_CASES: list[RenderCase] = [
         events.ErrorReply("quiet", ""),
         None,
         {"type": "error", "code": "quiet", "message": ""},
+    ),
+    RenderCase(
+        "scram_challenge",
+        events.ScramChallenge("r=abc,s=c2FsdA==,i=4096", "c2FsdA==", 4096),
+        None,
+        {
+            "type": "salt",
+            "mechanism": "SCRAM-SHA-256",
+            "message": "r=abc,s=c2FsdA==,i=4096",
+            "salt": "c2FsdA==",
+            "iterations": 4096,
+        },
+    ),
+    RenderCase(
+        "login_scram",
+        events.LoginSucceeded("yoda", server_final="v=c2ln"),
+        "Welcome to chatservice, yoda! Type help for the list of commands.\r\n",
+        {"type": "login", "success": True, "user": "yoda", "guest": False, "server_final": "v=c2ln"},
     ),
     RenderCase(
         "greeting",

@@ -28,12 +28,14 @@ from chatservice.auth.errors import (
     GuestsNotAllowed,
     InvalidUsername,
     LoginUnavailable,
+    ScramUnavailable,
     UnknownUser,
     UsernameTaken,
     WrongPassword,
 )
 from chatservice.auth.guests import GuestCredentials
 from chatservice.auth.lockout import LoginLockout
+from chatservice.auth.scram import ScramCredentials, ScramKeys
 from chatservice.interfaces import AccountDirectory, ChatClient, IChatSession
 from chatservice.state import AlreadyLoggedIn
 
@@ -41,7 +43,7 @@ log = Logger()
 
 EXPECTED_ERRORS = (
     UnknownUser, WrongPassword, InvalidUsername, UsernameTaken, AccountLocked,
-    GuestsNotAllowed, AlreadyLoggedIn,
+    GuestsNotAllowed, ScramUnavailable, AlreadyLoggedIn,
 )
 """How a login may fail; anything else is logged and becomes :class:`LoginUnavailable`."""
 
@@ -176,7 +178,40 @@ class LoginGate:
             return defer.fail(e)
         credentials = CredentialsFrom(username, password, client.host)
         d = self.portal.login(credentials, client, IChatSession)
+        d.addCallback(self._add_scram_keys, username, password)
         return d.addCallbacks(_session, _expected, errbackArgs=(username, False))
+
+    def _add_scram_keys(self, result: object, username: str, password: str) -> object:
+        """After a password login, give an account hashed before SCRAM its SCRAM keys (in the background)."""
+        if self.manager is not None:
+            d = self.manager.add_scram_keys(username, password)
+            d.addErrback(lambda failure: log.failure("Adding SCRAM keys for {username} failed", failure, username=username))
+        return result
+
+    def scram_keys(self, username: str, host: str = "") -> defer.Deferred[ScramKeys]:
+        """The SCRAM keys a SCRAM login of ``username`` is checked against.
+
+        Fails as :meth:`check_username` does, and with
+        :class:`ScramUnavailable` when the account has none.
+        """
+        try:
+            self.check_username(username, host)
+        except EXPECTED_ERRORS as e:
+            return defer.fail(e)
+        if self.manager is None:
+            return defer.fail(ScramUnavailable(username))
+
+        def found(keys: ScramKeys | None) -> ScramKeys:
+            if keys is None:
+                raise ScramUnavailable(username)
+            return keys
+
+        return self.manager.scram_keys(username).addCallback(found)
+
+    def login_scram(self, credentials: ScramCredentials, client: ChatClient) -> defer.Deferred[LoginResult]:
+        """Log ``client`` in with a SCRAM proof; fails as :meth:`login` does."""
+        d = self.portal.login(credentials, client, IChatSession)
+        return d.addCallbacks(_session, _expected, errbackArgs=(credentials.username, False))
 
     def login_guest(self, username: str, client: ChatClient) -> defer.Deferred[LoginResult]:
         """Log ``client`` in as the guest ``username`` (no password)."""

@@ -266,13 +266,18 @@ class ChatConnection:
 
     # Logged in ------------------------------------------------------------------------
 
-    def logged_in(self, result: LoginResult, request_id: Any) -> None:
-        """The dialogue logged in: from now on, lines are commands of ``session``."""
+    def logged_in(
+        self, result: LoginResult, request_id: Any, server_final: str | None = None
+    ) -> None:
+        """The dialogue logged in: from now on, lines are commands of ``session``.
+
+        :param server_final: the SCRAM server-final message, after a SCRAM login.
+        """
         session, logout = result
         self.session, self._logout = session, logout
         self._dialogue = None
         self._reset_timer()
-        self.send(events.LoginSucceeded(session.username, session.guest), request_id)
+        self.send(events.LoginSucceeded(session.username, session.guest, server_final), request_id)
         session.begin()
 
     def _reset_timer(self) -> None:

@@ -10,6 +10,7 @@ replies in :func:`~chatservice.server.replies.login_rejection`.
 
 from __future__ import annotations
 
+import base64
 import enum
 from typing import Any, Callable, Protocol
 
@@ -20,6 +21,7 @@ from chatservice import events
 from chatservice.auth.accounts import AccountError
 from chatservice.auth.errors import UnknownUser, WrongPassword
 from chatservice.auth.login import EXPECTED_ERRORS, LoginGate, LoginResult
+from chatservice.auth.scram import ScramError, ScramKeys, ScramServerExchange
 from chatservice.commands import COMMANDS, CommandError
 from chatservice.server.policy import ConnectionPolicy
 from chatservice.server.replies import closes_connection, login_rejection
@@ -52,8 +54,10 @@ class LoginHost(Protocol):
     ) -> None:
         """Stop reading until ``d`` fires, then call ``done`` or ``failed``."""
 
-    def logged_in(self, result: LoginResult, request_id: Any) -> None:
-        """Take over the new session."""
+    def logged_in(
+        self, result: LoginResult, request_id: Any, server_final: str | None = None
+    ) -> None:
+        """Take over the new session (``server_final``: after a SCRAM login)."""
 
 
 class LoginDialogue:
@@ -222,7 +226,19 @@ class TextLogin(LoginDialogue):
 
 
 class JsonLogin(LoginDialogue):
-    """A program: JSON requests, each answered with its ``id``; nothing before it asks."""
+    """A program: JSON requests, each answered with its ``id``; nothing before it asks.
+
+    Besides ``login`` with a password, a program may log in with
+    SCRAM-SHA-256 (RFC 5802, RFC 7677), so the password never crosses the
+    wire: ``salt`` with the client-first message, answered with the
+    server-first message (salt, iterations, nonce); then ``login`` with
+    ``mechanism`` and the client-final message (the proof), answered like a
+    password login plus the server-final message the client checks.
+    """
+
+    def __init__(self, connection: LoginHost, gate: LoginGate, policy: ConnectionPolicy) -> None:
+        super().__init__(connection, gate, policy)
+        self._scram: ScramServerExchange | None = None
 
     def line(self, raw: bytes) -> None:
         request_id = None
@@ -234,7 +250,10 @@ class JsonLogin(LoginDialogue):
             self.connection.send(events.ErrorReply(e.code, e.message), request_id)
 
     def _request(self, kind: str, obj: dict[str, Any], request_id: Any) -> None:
-        if kind == "login":
+        if kind == "login" and "mechanism" in obj:
+            self._take_ports(obj)
+            self._scram_finish(obj, request_id)
+        elif kind == "login":
             username = jsonlines.field(obj, "user")
             password = jsonlines.field(obj, "password")
             self._take_ports(obj)
@@ -248,11 +267,7 @@ class JsonLogin(LoginDialogue):
         elif kind == "register":
             self._register(obj, request_id)
         elif kind == "salt":
-            raise CommandError(
-                "salt_unsupported",
-                "Error. Client-side salting is not supported (a stored hash would"
-                " work as a password); send the password in login, over TLS.",
-            )
+            self._scram_start(obj, request_id)
         elif kind == "hello":
             self._hello(jsonlines.field(obj, "version"), request_id)
         elif kind in ("logout", "disconnect"):
@@ -261,6 +276,57 @@ class JsonLogin(LoginDialogue):
             self.connection.send(HELP, request_id)
         else:
             raise CommandError("not_logged_in", NOT_LOGGED_IN)
+
+    def _scram_start(self, obj: dict[str, Any], request_id: Any) -> None:
+        """The client-first message: answer with the salt, iterations and nonce."""
+        self._mechanism(obj)
+        try:
+            exchange = ScramServerExchange(jsonlines.field(obj, "message"))
+        except ScramError as e:
+            raise CommandError("scram_failed", f"Error. SCRAM: {e}.") from None
+        self._scram = None
+        username = exchange.username
+
+        def challenge(keys: ScramKeys) -> None:
+            self._scram = exchange
+            message = exchange.server_first(keys)
+            salt = base64.b64encode(keys.salt).decode("ascii")
+            self.connection.send(events.ScramChallenge(message, salt, keys.iterations), request_id)
+
+        self.connection.wait_for(
+            self.gate.scram_keys(username, self.connection.host),
+            challenge,
+            lambda failure: self._refused(failure, username, request_id),
+        )
+
+    def _scram_finish(self, obj: dict[str, Any], request_id: Any) -> None:
+        """The client-final message: check the proof through ``Portal.login``."""
+        self._mechanism(obj)
+        exchange, self._scram = self._scram, None
+        if exchange is None:
+            raise CommandError(
+                "scram_failed", 'Error. SCRAM: send "salt" with the client-first message first.'
+            )
+        try:
+            credentials = exchange.credentials(jsonlines.field(obj, "message"), self.connection.host)
+        except ScramError as e:
+            raise CommandError("scram_failed", f"Error. SCRAM: {e}.") from None
+        username = credentials.username
+        self.connection.wait_for(
+            self.gate.login_scram(credentials, self.connection),
+            lambda result: self.connection.logged_in(result, request_id, credentials.server_final),
+            lambda failure: self._refused(failure, username, request_id),
+            abandon=lambda result: result[1](),
+        )
+
+    @staticmethod
+    def _mechanism(obj: dict[str, Any]) -> None:
+        mechanism = obj.get("mechanism", jsonlines.SCRAM_SHA_256)
+        if mechanism != jsonlines.SCRAM_SHA_256:
+            raise CommandError(
+                "unsupported_mechanism",
+                f"Error. The login mechanisms are password and {jsonlines.SCRAM_SHA_256}.",
+            )
 
     def _take_ports(self, obj: dict[str, Any]) -> None:
         self.connection.p2p_port = jsonlines.port(obj, "p2p_port")

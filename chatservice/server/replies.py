@@ -13,6 +13,7 @@ from chatservice.auth.errors import (
     AddressLocked,
     GuestsNotAllowed,
     InvalidUsername,
+    ScramUnavailable,
     UnknownUser,
     UsernameTaken,
     WrongPassword,
@@ -63,6 +64,12 @@ def login_rejection(error: BaseException, username: str) -> events.LoginRejected
         )
     if isinstance(error, GuestsNotAllowed):
         return events.LoginRejected("unavailable", "Error. Guests are not allowed here.")
+    if isinstance(error, ScramUnavailable):
+        return events.LoginRejected(
+            "scram_unavailable",
+            f"Error. {username} has no SCRAM keys yet: log in with the password once"
+            " (over TLS), or have the password set again.",
+        )
     if isinstance(error, AlreadyLoggedIn):
         return events.LoginRejected(
             "already_logged_in", f"Error. {username} is already logged in elsewhere."

@@ -218,11 +218,14 @@ _DECODERS: dict[str, Decoder] = {
     "hello": _build(events.Greeting, _str("version", "")),
     "login": _choose(
         _bool("success", False),
-        _build(events.LoginSucceeded, _str("user"), _bool("guest", False)),
+        _build(
+            events.LoginSucceeded, _str("user"), _bool("guest", False), _str("server_final", None)
+        ),
         _build(
             events.LoginRejected, _str("reason", ""), _str("message"), _number("retry_after", None)
         ),
     ),
+    "salt": _build(events.ScramChallenge, _str("message"), _str("salt", ""), _int("iterations", 0)),
     "username_taken": _build(events.LoginRejected, _const("username_taken"), _str("message")),
     "username_register_status": _build(events.UsernameStatus, _str("user"), _bool("taken")),
     "register_status": _choose(

@@ -19,6 +19,8 @@ from chatservice.wire.format import WireFormat
 
 NAME = "json"
 EOL = b"\n"
+SCRAM_SHA_256 = "SCRAM-SHA-256"
+"""The login mechanism of ``salt`` requests (RFC 7677)."""
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 _checker = json.JSONEncoder(ensure_ascii=False)
@@ -90,7 +92,7 @@ def parse_request(obj: dict[str, Any]) -> Request:
     :raises CommandError: unknown ``type``, or a missing or bad field.
     """
     kind = obj["type"]
-    if kind.lower() == "message" and obj.get("to") is None:
+    if kind.lower() == "message" and "to" not in obj:
         kind = "broadcast"
     command, _ = lookup(kind)
     arguments = {}
@@ -171,7 +173,21 @@ def _(event: events.Prompt) -> None:
 
 @render.register
 def _(event: events.LoginSucceeded) -> dict[str, Any]:
-    return {"type": "login", "success": True, "user": event.username, "guest": event.guest}
+    obj = {"type": "login", "success": True, "user": event.username, "guest": event.guest}
+    if event.server_final is not None:
+        obj["server_final"] = event.server_final
+    return obj
+
+
+@render.register
+def _(event: events.ScramChallenge) -> dict[str, Any]:
+    return {
+        "type": "salt",
+        "mechanism": SCRAM_SHA_256,
+        "message": event.message,
+        "salt": event.salt,
+        "iterations": event.iterations,
+    }
 
 
 @render.register

@@ -154,6 +154,11 @@ _PROMPTS = {
 
 
 @render.register
+def _(event: events.ScramChallenge) -> None:
+    return None  # a JSON login mechanism: never sent in text
+
+
+@render.register
 def _(event: events.LoginSucceeded) -> str:
     guest = " (guest)" if event.guest else ""
     return _lines(
