@@ -46,10 +46,13 @@ class Connection:
         self.protocol = protocol
         self.transport = transport
         self.batcher = batcher
+        self.sent_lines: list[bytes] = []
+        """Every line this client sent."""
 
     def send(self, line: str | bytes, eol: bytes = b"\r\n") -> None:
         """Send one line (text is UTF-8 encoded) with ``eol`` appended."""
         data = line.encode("utf-8") if isinstance(line, str) else line
+        self.sent_lines.append(data + eol)
         self.protocol.dataReceived(data + eol)
 
     def send_json(self, obj: dict[str, Any]) -> None:

@@ -1,8 +1,8 @@
 """One ``send`` per connection per reactor turn (:mod:`chatservice.server.output`).
 
-The batcher is checked on a :class:`Clock`; :func:`write_now` and a whole
-:class:`ChatProtocol` on real loopback TCP connections, since direct writes
-exist only for real sockets.
+The batcher is checked on a :class:`Clock`, and a whole :class:`ChatProtocol`
+on real loopback TCP connections, since direct writes exist only for real
+sockets (:func:`write_now` itself: ``tests/test_twisted_internals.py``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from chatservice import events
-from chatservice.server.output import OutputBatcher, write_now, writes_directly
+from chatservice.server.output import OutputBatcher
 from tests.support import SAMPLE_ACCOUNTS, ChatHarness
 
 
@@ -204,13 +204,6 @@ class Collector(protocol.Protocol):
         self.lost.callback(None)
 
 
-class ServerSide(protocol.Protocol):
-    """Hands its (real TCP) transport to the test once connected."""
-
-    def connectionMade(self) -> None:
-        self.factory.made.callback(self.transport)
-
-
 def sleep(seconds: float) -> defer.Deferred:
     return task.deferLater(reactor, seconds, lambda: None)
 
@@ -223,72 +216,6 @@ async def wait_until(check, timeout: float = 5.0) -> None:
             raise AssertionError("timed out waiting")
         await sleep(0.01)
         waited += 0.01
-
-
-class WriteNowTests(unittest.TestCase):
-    """:func:`write_now` on a real loopback connection."""
-
-    async def connect(self) -> tuple[object, Collector]:
-        server_factory = protocol.Factory.forProtocol(ServerSide)
-        server_factory.made = defer.Deferred()
-        port = reactor.listenTCP(0, server_factory, interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        client = Collector()
-        client_transport = await protocol.ClientCreator(reactor, lambda: client).connectTCP(
-            "127.0.0.1", port.getHost().port
-        )
-        server_transport = await server_factory.made
-
-        async def close() -> None:
-            server_transport.abortConnection()
-            client_transport.transport.abortConnection()
-            await client.lost
-
-        self.addCleanup(lambda: defer.ensureDeferred(close()))
-        return server_transport, client
-
-    async def test_small_write_goes_straight_to_the_socket(self) -> None:
-        transport, client = await self.connect()
-        self.assertTrue(writes_directly(transport))
-        write_now(transport, b"hello\n")
-        # Nothing was left for Twisted to buffer or to watch the socket for.
-        self.assertEqual(transport.dataBuffer, b"")
-        self.assertEqual(transport._tempDataLen, 0)
-        await wait_until(lambda: bytes(client.received) == b"hello\n")
-
-    async def test_full_kernel_buffer_falls_back_to_the_transport_in_order(self) -> None:
-        transport, client = await self.connect()
-        client.transport.pauseProducing()  # the client stops reading
-        chunk = 64 * 1024
-        sent = []
-        index = 0
-        # Write until the kernel refuses and the transport starts buffering.
-        while not (transport.dataBuffer or transport._tempDataLen):
-            data = bytes([index % 251]) * chunk
-            write_now(transport, data)
-            sent.append(data)
-            index += 1
-            self.assertLess(index, 2000, "the kernel never filled up")
-        # Later writes queue behind what the transport holds, even small ones.
-        for tail in (b"x", b"y" * 10, b"z\n"):
-            write_now(transport, tail)
-            sent.append(tail)
-        self.assertGreater(transport._tempDataLen + len(transport.dataBuffer), 0)
-        client.transport.resumeProducing()
-        expected = b"".join(sent)
-        await wait_until(lambda: len(client.received) >= len(expected), timeout=20)
-        self.assertEqual(bytes(client.received), expected)
-
-    async def test_closing_connection_is_left_to_the_transport(self) -> None:
-        transport, client = await self.connect()
-        transport.loseConnection()
-        write_now(transport, b"last words\n")
-        # Not sent directly, but as Twisted sends writes after loseConnection.
-        self.assertEqual(transport._tempDataLen, len(b"last words\n"))
-        await client.lost
-        self.assertEqual(bytes(client.received), b"last words\n")
-        write_now(transport, b"too late\n")  # closed: must not raise
-        self.assertEqual(bytes(client.received), b"last words\n")
 
 
 class LineCollector(Collector):
@@ -350,7 +277,7 @@ class ChatProtocolBatchingTests(unittest.TestCase):
     def count_sends(self, username: str) -> list[bytes]:
         """Record every direct write to ``username``'s socket."""
         sends: list[bytes] = []
-        transport = self.harness.state.sessions[username].client.transport
+        transport = self.harness.state.sessions[username].client.writer.transport
         real = transport.writeSomeData
 
         def counting(data: bytes) -> int:
@@ -405,7 +332,7 @@ class ChatProtocolBatchingTests(unittest.TestCase):
         await self.quiet(luke)
         session = self.harness.state.sessions["luke"]
         session.client.deliver(events.Presence("yoda", True))  # bulk: waits
-        session.client.timeoutConnection()
+        session.client._timed_out()
         await luke.lost
         received = bytes(luke.received)
         self.assertIn(b"yoda", received)

@@ -10,9 +10,9 @@ events.  Nothing here assumes a socket.
 The wire format is chosen from the first line: one that starts with ``{``
 makes the connection JSON for good; anything else makes it text.  A person
 is greeted (``Welcome ...``, ``Username:``) once the connection has been
-silent for ``policy.greeting_delay`` seconds, or at their first line,
-whichever comes first; a program that speaks first is never sent a line
-that is not JSON.
+silent for ``policy.greeting_delay`` seconds, or as soon as a first byte
+other than ``{`` arrives, whichever comes first; a program whose first byte
+is ``{`` is never sent a line that is not JSON.
 """
 
 from __future__ import annotations
@@ -192,6 +192,8 @@ class ChatConnection:
             return  # a resume from inside a line: the loop below goes on
         self._reading = True
         try:
+            if self._greeting is not None:
+                self._sniff()
             self._pacer.new_turn()
             lines, writer = self._lines, self.writer
             while not self._paused and not writer.closed:
@@ -241,9 +243,6 @@ class ChatConnection:
         if self._first_line:
             self._first_line = False
             greeted = self._dialogue is not None
-            if self._greeting is not None:
-                self._greeting.cancel()
-                self._greeting = None
             if raw.lstrip().startswith(b"{"):
                 if greeted:
                     self.writer.write(b"\n")  # end the prompt's line
@@ -252,6 +251,15 @@ class ChatConnection:
                 self._use(TEXT)
         assert self._dialogue is not None
         self._dialogue.line(raw)
+
+    def _sniff(self) -> None:
+        """The first bytes arrived: ``{`` is a program (never greeted), anything else a person."""
+        first = self._lines.first_byte()
+        if first and self._greeting is not None:
+            self._greeting.cancel()
+            self._greeting = None
+            if first != b"{":
+                self._greet()
 
     def _greet(self) -> None:
         """Silence so far: a person, most likely; greet them."""

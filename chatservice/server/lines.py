@@ -24,6 +24,9 @@ class LineSource(Protocol):
     def has_line(self) -> bool:
         """Whether a whole line is waiting."""
 
+    def first_byte(self) -> bytes:
+        """The first byte waiting that is not white space, or ``b""`` (none yet)."""
+
 
 class LineBuffer:
     """LF-terminated lines of at most ``max_length`` bytes, from bytes fed in any pieces.
@@ -75,3 +78,7 @@ class LineBuffer:
 
     def has_line(self) -> bool:
         return self._data.find(b"\n", self._start) >= 0
+
+    def first_byte(self) -> bytes:
+        waiting = self._data[self._start :].lstrip()
+        return waiting[:1]

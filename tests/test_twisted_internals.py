@@ -1,0 +1,116 @@
+"""The Twisted internals :mod:`chatservice.server.output` relies on, on a real loopback socket.
+
+:class:`~chatservice.server.output.ConnectionWriter` writes straight to a
+TCP socket when Twisted holds nothing for it, which needs fields that are
+not Twisted's public API: ``FileDescriptor.dataBuffer`` and ``_tempDataLen``
+(its two output buffers), ``_aborting`` (set by ``abortConnection``) and
+``tcp.Connection.writeSomeData``.  If a Twisted release renames or drops
+any of them, the first test here fails and says which, instead of the
+server silently reordering or losing output.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import defer, protocol, reactor, tcp
+from twisted.trial import unittest
+
+from chatservice.server.output import write_now, writes_directly
+from tests.test_output_batching import Collector, wait_until
+
+
+class ServerSide(protocol.Protocol):
+    """Hands its (real TCP) transport to the test once connected."""
+
+    def connectionMade(self) -> None:
+        self.factory.made.callback(self.transport)
+
+
+class LoopbackTestCase(unittest.TestCase):
+    async def connect(self) -> tuple[tcp.Connection, Collector]:
+        server_factory = protocol.Factory.forProtocol(ServerSide)
+        server_factory.made = defer.Deferred()
+        port = reactor.listenTCP(0, server_factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        client = Collector()
+        client_transport = await protocol.ClientCreator(reactor, lambda: client).connectTCP(
+            "127.0.0.1", port.getHost().port
+        )
+        server_transport = await server_factory.made
+
+        async def close() -> None:
+            server_transport.abortConnection()
+            client_transport.transport.abortConnection()
+            await client.lost
+
+        self.addCleanup(lambda: defer.ensureDeferred(close()))
+        return server_transport, client
+
+
+class TwistedInternalsTests(LoopbackTestCase):
+    """Fails loudly when this Twisted lacks what the output path uses."""
+
+    async def test_the_fields_exist_with_the_meaning_relied_on(self) -> None:
+        transport, _client = await self.connect()
+        self.assertIsInstance(transport, tcp.Connection)
+        missing = [
+            name
+            for name in ("dataBuffer", "_tempDataLen", "_tempDataBuffer", "writeSomeData", "TLS")
+            if not hasattr(transport, name)
+        ]
+        self.assertEqual(missing, [], f"Twisted no longer has {missing}: see chatservice/server/output.py")
+        # Empty buffers when nothing is queued; a write goes to the second one.
+        self.assertEqual((transport.dataBuffer, transport._tempDataLen), (b"", 0))
+        transport.write(b"queued\n")
+        self.assertEqual(transport._tempDataLen, len(b"queued\n"))
+        # writeSomeData sends now and says how much the kernel took.
+        self.assertEqual(transport.writeSomeData(b"x"), 1)
+        self.assertFalse(getattr(transport, "_aborting", None))
+        transport.abortConnection()
+        self.assertTrue(getattr(transport, "_aborting", None), "abortConnection no longer sets _aborting")
+
+
+class WriteNowTests(LoopbackTestCase):
+    """:func:`write_now` on a real loopback connection."""
+
+    async def test_small_write_goes_straight_to_the_socket(self) -> None:
+        transport, client = await self.connect()
+        self.assertTrue(writes_directly(transport))
+        write_now(transport, b"hello\n")
+        # Nothing was left for Twisted to buffer or to watch the socket for.
+        self.assertEqual(transport.dataBuffer, b"")
+        self.assertEqual(transport._tempDataLen, 0)
+        await wait_until(lambda: bytes(client.received) == b"hello\n")
+
+    async def test_full_kernel_buffer_falls_back_to_the_transport_in_order(self) -> None:
+        transport, client = await self.connect()
+        client.transport.pauseProducing()  # the client stops reading
+        chunk = 64 * 1024
+        sent = []
+        index = 0
+        # Write until the kernel refuses and the transport starts buffering.
+        while not (transport.dataBuffer or transport._tempDataLen):
+            data = bytes([index % 251]) * chunk
+            write_now(transport, data)
+            sent.append(data)
+            index += 1
+            self.assertLess(index, 2000, "the kernel never filled up")
+        # Later writes queue behind what the transport holds, even small ones.
+        for tail in (b"x", b"y" * 10, b"z\n"):
+            write_now(transport, tail)
+            sent.append(tail)
+        self.assertGreater(transport._tempDataLen + len(transport.dataBuffer), 0)
+        client.transport.resumeProducing()
+        expected = b"".join(sent)
+        await wait_until(lambda: len(client.received) >= len(expected), timeout=20)
+        self.assertEqual(bytes(client.received), expected)
+
+    async def test_closing_connection_is_left_to_the_transport(self) -> None:
+        transport, client = await self.connect()
+        transport.loseConnection()
+        write_now(transport, b"last words\n")
+        # Not sent directly, but as Twisted sends writes after loseConnection.
+        self.assertEqual(transport._tempDataLen, len(b"last words\n"))
+        await client.lost
+        self.assertEqual(bytes(client.received), b"last words\n")
+        write_now(transport, b"too late\n")  # closed: must not raise
+        self.assertEqual(bytes(client.received), b"last words\n")
