@@ -2,9 +2,9 @@
 
 The realm creates a :class:`Session` when a user logs in; the connection calls
 :meth:`Session.execute` for each request.  A command method checks the request
-against the shared :class:`~chatservice.state.ChatState`, delivers events to
-other sessions' clients, and returns the reply event (or raises
-:class:`~chatservice.commands.CommandError`).
+against the shared :class:`~chatservice.state.ChatState`, has the state deliver
+events to other users (:meth:`~chatservice.state.ChatState.deliver`), and
+returns the reply event (or raises :class:`~chatservice.commands.CommandError`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from zope.interface import implementer
 
 from chatservice import events
 from chatservice.commands import CommandError, Request
+from chatservice.delivery import EVERYONE, Audience, Delivery
 from chatservice.interfaces import ChatClient, IChatSession
-from chatservice.rooms import Room
+from chatservice.rooms import BROADCAST_CHANNEL, Room
 
 if TYPE_CHECKING:
     from chatservice.state import ChatState
@@ -118,7 +119,9 @@ class Session:
 
     def begin(self) -> None:
         """Announce the login and deliver what was kept while offline."""
-        self.state.announce(self.username, online=True)
+        self.state.deliver(
+            events.Presence(self.username, True), self.username, EVERYONE, Delivery.PRESENCE
+        )
         self._deliver_kept()
 
     def end(self) -> None:
@@ -158,7 +161,7 @@ class Session:
         if not self.busy_now:
             self._deliver_kept()
 
-    # What other sessions call -------------------------------------------------------
+    # What the state calls when delivering ----------------------------------------------
 
     def auto_reply_to(self, sender: str) -> str | None:
         """This busy user's auto-reply for ``sender``, once per busy period."""
@@ -255,29 +258,25 @@ class Session:
     def message(self, to: str, message: str) -> events.MessageSent:
         """Send ``message`` to ``to`` now, or keep it until they are back."""
         self._check_other_user(to)
-        if self.state.has_blocked(to, self.username):
+        event = events.DirectMessage(self.username, message, self.state.clock.seconds())
+        report = self.state.deliver(event, self.username, (to,), Delivery.DIRECT)
+        if report.refused == "blocked":
             raise CommandError(
                 "blocked",
                 "Your message could not be delivered as the recipient has blocked you.",
             )
-        now = self.state.clock.seconds()
-        recipient = self.state.sessions.get(to)
-        if recipient is None or recipient.busy_now or recipient.client.congested:
-            store = self.state.store
-            if store.count_offline(to) >= self.state.max_offline:
-                raise CommandError(
-                    "mailbox_full",
-                    f"Error. {to} has {self.state.max_offline} messages waiting already;"
-                    " yours was not kept. Try again later.",
-                )
-            store.add_offline(self.username, to, message, now)
-            if recipient is None or not recipient.busy_now:
-                return events.MessageSent(to, stored=True)
-            return events.MessageSent(
-                to, True, busy=True, auto_reply=recipient.auto_reply_to(self.username)
+        if report.refused == "mailbox_full":
+            raise CommandError(
+                "mailbox_full",
+                f"Error. {to} has {self.state.max_offline} messages waiting already;"
+                " yours was not kept. Try again later.",
             )
-        recipient.client.deliver(events.DirectMessage(self.username, message, now))
-        return events.MessageSent(to, stored=False)
+        return events.MessageSent(
+            to,
+            stored=bool(report.stored),
+            busy=bool(report.busy),
+            auto_reply=report.auto_replies[0][1] if report.auto_replies else None,
+        )
 
     def send(self, to: tuple[str, ...], message: str) -> events.SendReport:
         """Send ``message`` to each of ``to`` as :meth:`message` would; one report."""
@@ -300,39 +299,13 @@ class Session:
 
     # Broadcasts, rooms and history -----------------------------------------------------
 
-    def _fan_out(
-        self, members: Iterable[Session], event: events.Event
-    ) -> tuple[int, int, list[tuple[str, str]]]:
-        """Deliver ``event`` to ``members`` but this user, blocks and busy users aside.
-
-        Returns (delivered, skipped because they blocked this user, auto-replies).
-        """
-        blockers = self.state.blockers_of(self.username)
-        delivered = skipped = 0
-        auto_replies = []
-        for member in members:
-            if member is self:
-                continue
-            if member.username in blockers:
-                skipped += 1
-            elif member.auto_reply is not None:  # busy
-                reply = member.miss(self.username)
-                if reply is not None:
-                    auto_replies.append((member.username, reply))
-            else:
-                member.client.deliver(event)
-                delivered += 1
-        return delivered, skipped, auto_replies
-
     def broadcast(self, message: str) -> events.BroadcastSent:
         """Send ``message`` to every other online user that has not blocked this one."""
-        entry = self.state.post("broadcast", self.username, message)
+        entry = self.state.post(BROADCAST_CHANNEL, self.username, message)
         event = events.BroadcastMessage(self.username, message, entry.sent_at, entry.seq)
-        delivered, skipped, auto_replies = self._fan_out(
-            self.state.sessions.values(), event
-        )
+        report = self.state.deliver(event, self.username, EVERYONE, Delivery.MESSAGE)
         return events.BroadcastSent(
-            delivered, skipped, entry.seq, entry.sent_at, tuple(auto_replies)
+            report.delivered, report.skipped, entry.seq, entry.sent_at, report.auto_replies
         )
 
     def _my_room(self, room_id: int) -> Room:
@@ -360,8 +333,7 @@ class Session:
         names = tuple(sorted(room.members))
         if created:
             joined = events.RoomJoined(room.room_id, self.username, names)
-            for name in others:
-                self.state.sessions[name].client.deliver(joined)
+            self.state.deliver(joined, self.username, others, Delivery.PLAIN)
         return events.RoomCreated(room.room_id, names, existed=not created)
 
     def room_send(self, room: int, message: str) -> events.RoomPosted:
@@ -369,20 +341,17 @@ class Session:
         found = self._my_room(room)
         entry = self.state.post(found.channel, self.username, message)
         event = events.RoomMessage(room, self.username, message, entry.sent_at, entry.seq)
-        sessions = self.state.sessions
-        members = (sessions[m] for m in found.members if m in sessions)
-        delivered, skipped, _ = self._fan_out(members, event)
-        return events.RoomPosted(room, entry.seq, entry.sent_at, delivered, skipped)
+        report = self.state.deliver(event, self.username, found.members, Delivery.MESSAGE)
+        return events.RoomPosted(
+            room, entry.seq, entry.sent_at, report.delivered, report.skipped
+        )
 
     def room_leave(self, room: int) -> events.RoomLeft:
         """Leave room ``room``; the other members are told; an empty room is removed."""
         found = self._my_room(room)
         removed = self.state.rooms.leave(found, self.username)
         notice = events.RoomLeft(room, self.username)
-        for name in found.members:
-            member = self.state.sessions.get(name)
-            if member is not None:
-                member.client.deliver(notice)
+        self.state.deliver(notice, self.username, found.members, Delivery.PLAIN)
         return events.RoomLeft(room, self.username, removed)
 
     def list_rooms(self) -> events.RoomList:
@@ -396,7 +365,8 @@ class Session:
 
     def read(self, since: float) -> events.HistoryList:
         """Broadcasts and this user's rooms' messages posted after ``since`` (whole seconds)."""
-        channels = ["broadcast"] + [room.channel for room in self.state.rooms.of(self.username)]
+        rooms = self.state.rooms.of(self.username)
+        channels = [BROADCAST_CHANNEL] + [room.channel for room in rooms]
         second = math.floor(since)
         has_blocked = self.state.has_blocked
         entries = tuple(
@@ -467,11 +437,11 @@ class Session:
 
     # Typing ------------------------------------------------------------------------
 
-    def _typing_audience(self, to: str | None) -> list[Session]:
+    def _typing_audience(self, to: str | None) -> Audience:
+        """Everyone, or ``to`` if this user may contact them."""
         if to is None:
-            return [s for s in self.state.sessions.values() if s is not self]
-        other = self._reachable(to)
-        return [other]
+            return EVERYONE
+        return (self._reachable(to).username,)
 
     def typing(self, status: str, to: str | None) -> events.Done:
         """Tell ``to`` (or everyone) that this user is typing; it ends after a few seconds."""
@@ -492,26 +462,15 @@ class Session:
         self._typing_expiry = self.state.clock.callLater(TYPING_SECONDS, self._stop_typing)
         return events.Done("typing")
 
-    def _notify_typing(self, audience: Iterable[Session], typing: bool) -> None:
+    def _notify_typing(self, audience: Audience, typing: bool) -> None:
         notice = events.TypingNotice(self.username, typing)
-        has_blocked = self.state.has_blocked
-        for member in audience:
-            if not (
-                has_blocked(member.username, self.username)
-                or has_blocked(self.username, member.username)
-            ):
-                member.client.deliver(notice)
+        self.state.deliver(notice, self.username, audience, Delivery.TYPING)
 
     def _stop_typing(self) -> None:
         """Tell the audience of the last ``typing on`` that it ended."""
         self._typing_expiry = None
         to, self._typing_to = self._typing_to, None
-        if to is None:
-            audience = [s for s in self.state.sessions.values() if s is not self]
-        else:
-            other = self.state.sessions.get(to)
-            audience = [other] if other is not None else []
-        self._notify_typing(audience, False)
+        self._notify_typing(EVERYONE if to is None else (to,), False)
 
     # Peer-to-peer introductions -------------------------------------------------------
 
@@ -542,7 +501,7 @@ class Session:
                 code, f"Error. {username} is not using a client that accepts {what}."
             )
         token = secrets.token_hex(16)
-        other.client.deliver(notice(token))
+        self.state.deliver(notice(token), self.username, (username,), Delivery.PLAIN)
         return events.PeerAddress(purpose, username, other.client.host, port, token)
 
     def startprivate(self, target: str) -> events.PeerAddress:

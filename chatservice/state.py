@@ -3,8 +3,9 @@
 One :class:`ChatState` per server holds the online
 :class:`~chatservice.session.Session` objects, the block lists and the rooms,
 and writes what must last through an
-:class:`~chatservice.store.interface.IChatStore`.  It never touches a
-transport: it hands :mod:`chatservice.events` to each session's
+:class:`~chatservice.store.interface.IChatStore`.  It decides who hears what
+(:meth:`ChatState.deliver`), and never touches a transport: it hands
+:mod:`chatservice.events` to each session's
 :class:`~chatservice.interfaces.ChatClient` (the connection), which renders
 and writes them.
 """
@@ -16,6 +17,13 @@ from typing import Collection, Iterable, Iterator
 from twisted.internet.interfaces import IReactorTime
 
 from chatservice import events
+from chatservice.delivery import (
+    EVERYONE,
+    NOTHING,
+    Audience,
+    Delivery,
+    DeliveryReport,
+)
 from chatservice.interfaces import (
     AccountDirectory,
     ActivityRecorder,
@@ -29,7 +37,6 @@ from chatservice.store.interface import HistoryEntry, IChatStore
 
 __all__ = ["AlreadyLoggedIn", "ChatClient", "ChatState", "IChatSession", "Session"]
 
-BROADCAST_CHANNEL = "broadcast"
 _NOBODY: frozenset[str] = frozenset()
 
 
@@ -96,14 +103,17 @@ class ChatState:
 
     def detach(self, session: Session) -> None:
         """Remove ``session`` from the online set and tell the others (unless hidden)."""
-        if self.sessions.get(session.username) is not session:
+        username = session.username
+        if self.sessions.get(username) is not session:
             return
-        del self.sessions[session.username]
-        self.activity.users_changed()
-        if not session.hidden:
-            if not session.guest:
-                self.mark_seen(session.username)
-            self.announce(session.username, online=False)
+        if not (session.hidden or session.guest):
+            self.mark_seen(username)
+        try:
+            # Told while still online, so that the hidden rule sees the session.
+            self.deliver(events.Presence(username, False), username, EVERYONE, Delivery.PRESENCE)
+        finally:
+            del self.sessions[username]
+            self.activity.users_changed()
 
     def active_user_rows(self) -> list[tuple[float, str, str, int | None]]:
         """(login time, name, address, UDP port) of each online user, in login order."""
@@ -134,10 +144,6 @@ class ChatState:
         blocked_users = self._blocked_by.get(blocker)
         return blocked_users is not None and blocked in blocked_users
 
-    def blockers_of(self, blocked: str) -> Collection[str]:
-        """The users who have blocked ``blocked`` (for fan-out: one set test each)."""
-        return self._blockers_of.get(blocked, _NOBODY)
-
     def block(self, blocker: str, blocked: str) -> None:
         """Record a block (the caller checked it is new)."""
         self._blocked_by.setdefault(blocker, set()).add(blocked)
@@ -156,18 +162,114 @@ class ChatState:
                 del index[key]
         self.store.remove_block(blocker, blocked)
 
-    # Fan-out and history ---------------------------------------------------------
+    # Who hears what ----------------------------------------------------------------
 
-    def announce(self, username: str, online: bool) -> None:
-        """Tell every other online user that ``username`` logged in or out.
+    def deliver(
+        self, event: events.Event, sender: str, audience: Audience, rule: Delivery
+    ) -> DeliveryReport:
+        """Hand ``event`` from ``sender`` to the members of ``audience`` that ``rule`` lets have it.
 
-        Users that ``username`` has blocked are not told.
+        The one place where events go to other users: presence, broadcasts,
+        room traffic, typing notices, introductions and direct messages.  The
+        sender never gets its own event; names of users not online are passed
+        over (but a direct message to one is kept for them).
+
+        :param event: what to deliver (for :attr:`Delivery.DIRECT`, a
+            :class:`~chatservice.events.DirectMessage`).
+        :param sender: the user it is from (for presence, the user it is about).
+        :param audience: :data:`~chatservice.delivery.EVERYONE`, or user names
+            (exactly one for :attr:`Delivery.DIRECT`).
+        :param rule: which of them get it (see :class:`~chatservice.delivery.Delivery`).
+        :raises ValueError: for a direct message to other than one user.
         """
-        event = events.Presence(username, online)
-        blocked = self._blocked_by.get(username, _NOBODY)
-        for other, session in self.sessions.items():
-            if other != username and other not in blocked:
-                session.client.deliver(event)
+        if rule is Delivery.MESSAGE:
+            return self._deliver_message(event, sender, audience)
+        if rule is Delivery.DIRECT:
+            assert isinstance(event, events.DirectMessage)
+            return self._deliver_direct(event, sender, audience)
+        if rule is Delivery.PRESENCE:
+            subject = self.sessions.get(sender)
+            if subject is not None and subject.hidden:
+                return NOTHING
+            left_out: Collection[str] = self._blocked_by.get(sender, _NOBODY)
+        elif rule is Delivery.TYPING:
+            left_out = self._blocked_by.get(sender, _NOBODY) | self._blockers_of.get(
+                sender, _NOBODY
+            )
+        else:
+            left_out = _NOBODY
+        return self._deliver_unless(event, sender, audience, left_out)
+
+    def _members(self, audience: Audience) -> Iterable[Session]:
+        """The online sessions in ``audience``."""
+        if audience is EVERYONE:
+            return self.sessions.values()
+        sessions = self.sessions
+        return [sessions[name] for name in audience if name in sessions]
+
+    def _deliver_unless(
+        self, event: events.Event, sender: str, audience: Audience, left_out: Collection[str]
+    ) -> DeliveryReport:
+        """Deliver ``event`` to the members of ``audience`` not named in ``left_out``."""
+        me = self.sessions.get(sender)
+        delivered = skipped = 0
+        for member in self._members(audience):
+            if member is me:
+                continue
+            if member.username in left_out:
+                skipped += 1
+            else:
+                member.client.deliver(event)
+                delivered += 1
+        return DeliveryReport(delivered, skipped)
+
+    def _deliver_message(
+        self, event: events.Event, sender: str, audience: Audience
+    ) -> DeliveryReport:
+        """:attr:`Delivery.MESSAGE`: the fan-out of every broadcast (keep this loop lean)."""
+        me = self.sessions.get(sender)
+        blockers = self._blockers_of.get(sender, _NOBODY)
+        delivered = skipped = busy = 0
+        auto_replies = []
+        for member in self._members(audience):
+            if member is me:
+                continue
+            if member.username in blockers:
+                skipped += 1
+            elif member.auto_reply is not None:  # busy
+                busy += 1
+                reply = member.miss(sender)
+                if reply is not None:
+                    auto_replies.append((member.username, reply))
+            else:
+                member.client.deliver(event)
+                delivered += 1
+        return DeliveryReport(delivered, skipped, busy, auto_replies=tuple(auto_replies))
+
+    def _deliver_direct(
+        self, event: events.DirectMessage, sender: str, audience: Audience
+    ) -> DeliveryReport:
+        """:attr:`Delivery.DIRECT`: deliver now, keep for later, or refuse."""
+        if audience is EVERYONE or len(audience) != 1:
+            raise ValueError("A direct message goes to exactly one user.")
+        (to,) = audience
+        if self.has_blocked(to, sender):
+            return DeliveryReport(refused="blocked")
+        recipient = self.sessions.get(to)
+        if recipient is not None and recipient.auto_reply is None and not recipient.client.congested:
+            recipient.client.deliver(event)
+            return DeliveryReport(delivered=1)
+        if self.store.count_offline(to) >= self.max_offline:
+            return DeliveryReport(refused="mailbox_full")
+        self.store.add_offline(sender, to, event.text, event.sent_at)
+        if recipient is None or recipient.auto_reply is None:
+            return DeliveryReport(stored=1)
+        reply = recipient.auto_reply_to(sender)
+        return DeliveryReport(
+            stored=1, busy=1, auto_replies=() if reply is None else ((to, reply),)
+        )
+
+    # Lists and history -----------------------------------------------------------
 
     def visible_sessions(self) -> Iterator[Session]:
         """The online sessions that are not hidden, in login order."""
