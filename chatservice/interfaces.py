@@ -1,6 +1,7 @@
 """The small interfaces the chat state works through, so it never needs a transport.
 
 - :class:`ChatClient`: a connection, as the state sees it (the cred "mind").
+- :class:`ChatMember`: an online user, as the state sees it when delivering.
 - :class:`AccountDirectory`: which user names exist.
 - :class:`ActivityRecorder`: where the human-readable activity logs go.
 - :class:`IChatSession`: a logged-in user (the cred avatar).
@@ -36,6 +37,28 @@ class ChatClient(Protocol):
 
     def disconnect(self, event: events.Disconnected) -> None:
         """Send ``event``, then close the connection."""
+
+
+class ChatMember(Protocol):
+    """What the state needs of an online user (a session) to deliver to it."""
+
+    username: str
+    client: ChatClient
+    logged_in_at: float
+    guest: bool
+    hidden: bool
+    """Whether the user left other users' lists and presence notices."""
+    auto_reply: str | None
+    """The auto-reply while busy; ``None`` when available."""
+
+    def miss(self, sender: str) -> str | None:
+        """Count a message missed while busy; the auto-reply for ``sender``, once."""
+
+    def auto_reply_to(self, sender: str) -> str | None:
+        """The auto-reply for ``sender`` while busy, once per busy period."""
+
+    def end(self) -> None:
+        """Log out (idempotent)."""
 
 
 class AccountDirectory(Protocol):

@@ -1,17 +1,18 @@
 """A logged-in user: the ``twisted.cred`` avatar, and every command as a method.
 
-The realm creates a :class:`Session` when a user logs in; the connection calls
-:meth:`Session.execute` for each request.  A command method checks the request
-against the shared :class:`~chatservice.state.ChatState`, has the state deliver
-events to other users (:meth:`~chatservice.state.ChatState.deliver`), and
-returns the reply event (or raises :class:`~chatservice.commands.CommandError`).
+The :class:`~chatservice.state.ChatState` makes a :class:`Session` (its session
+factory) when a user logs in; the connection calls :meth:`Session.execute` for
+each request.  A command method checks the request against the shared state,
+has the state deliver events to other users
+(:meth:`~chatservice.state.ChatState.deliver`), and returns the reply event (or
+raises :class:`~chatservice.commands.CommandError`).
 """
 
 from __future__ import annotations
 
 import math
 import secrets
-from typing import TYPE_CHECKING, Callable, ClassVar, Iterable
+from typing import Callable, ClassVar, Iterable
 
 from twisted.internet.interfaces import IDelayedCall
 from zope.interface import implementer
@@ -19,11 +20,9 @@ from zope.interface import implementer
 from chatservice import events
 from chatservice.commands import CommandError, Request
 from chatservice.delivery import EVERYONE, Audience, Delivery
-from chatservice.interfaces import ChatClient, IChatSession
+from chatservice.interfaces import ChatClient, ChatMember, IChatSession
 from chatservice.rooms import BROADCAST_CHANNEL, Room
-
-if TYPE_CHECKING:
-    from chatservice.state import ChatState
+from chatservice.state import ChatState
 
 DEFAULT_AUTO_REPLY = "I am busy right now and will read your message later."
 TYPING_SECONDS = 5.0
@@ -474,7 +473,7 @@ class Session:
 
     # Peer-to-peer introductions -------------------------------------------------------
 
-    def _reachable(self, username: str) -> Session:
+    def _reachable(self, username: str) -> ChatMember:
         """The session of ``username`` if this user may contact them directly."""
         self._check_other_user(username)
         other = self.state.sessions.get(username)

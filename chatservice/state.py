@@ -1,8 +1,8 @@
 """The shared chat state: who is online, who blocked whom, rooms, what waits for whom.
 
-One :class:`ChatState` per server holds the online
-:class:`~chatservice.session.Session` objects, the block lists and the rooms,
-and writes what must last through an
+One :class:`ChatState` per server holds the online sessions (made by the
+session factory it is given, :class:`~chatservice.session.Session` in a
+server), the block lists and the rooms, and writes what must last through an
 :class:`~chatservice.store.interface.IChatStore`.  It decides who hears what
 (:meth:`ChatState.deliver`), and never touches a transport: it hands
 :mod:`chatservice.events` to each session's
@@ -12,7 +12,7 @@ and writes them.
 
 from __future__ import annotations
 
-from typing import Collection, Iterable, Iterator
+from typing import Callable, Collection, Iterable, Iterator
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -28,16 +28,20 @@ from chatservice.interfaces import (
     AccountDirectory,
     ActivityRecorder,
     ChatClient,
+    ChatMember,
     IChatSession,
     NoActivityRecorder,
 )
 from chatservice.rooms import RoomDirectory
-from chatservice.session import Session
 from chatservice.store.interface import HistoryEntry, IChatStore
 
-__all__ = ["AlreadyLoggedIn", "ChatClient", "ChatState", "IChatSession", "Session"]
+__all__ = ["AlreadyLoggedIn", "ChatClient", "ChatState", "IChatSession", "SessionFactory"]
 
 _NOBODY: frozenset[str] = frozenset()
+
+SessionFactory = Callable[["ChatState", str, ChatClient, float, bool], ChatMember]
+"""Makes the session of a user who logs in: ``(state, username, client,
+logged_in_at, guest)``; :class:`~chatservice.session.Session` is one."""
 
 
 class AlreadyLoggedIn(Exception):
@@ -55,6 +59,7 @@ class ChatState:
         human-readable logs.
     :param max_offline: messages kept for one user at most; past it, new ones
         are refused (the oldest are kept).
+    :param session_factory: makes the session of a user who logs in.
     """
 
     def __init__(
@@ -64,13 +69,16 @@ class ChatState:
         clock: IReactorTime,
         activity: ActivityRecorder | None = None,
         max_offline: int = 100,
+        *,
+        session_factory: SessionFactory,
     ) -> None:
         self.store = store
         self.accounts = accounts
         self.clock = clock
         self.activity = activity if activity is not None else NoActivityRecorder()
         self.max_offline = max_offline
-        self.sessions: dict[str, Session] = {}
+        self.session_factory = session_factory
+        self.sessions: dict[str, ChatMember] = {}
         self.rooms = RoomDirectory(store)
         self._blocked_by: dict[str, set[str]] = {}
         self._blockers_of: dict[str, set[str]] = {}
@@ -88,7 +96,7 @@ class ChatState:
 
     # Sessions ----------------------------------------------------------------
 
-    def attach(self, username: str, client: ChatClient, guest: bool = False) -> Session:
+    def attach(self, username: str, client: ChatClient, guest: bool = False) -> ChatMember:
         """Create the session of a user who has just authenticated.
 
         :param guest: whether ``username`` is a guest's name (not an account).
@@ -96,12 +104,12 @@ class ChatState:
         """
         if username in self.sessions:
             raise AlreadyLoggedIn(username)
-        session = Session(self, username, client, self.clock.seconds(), guest)
+        session = self.session_factory(self, username, client, self.clock.seconds(), guest)
         self.sessions[username] = session
         self.activity.users_changed()
         return session
 
-    def detach(self, session: Session) -> None:
+    def detach(self, session: ChatMember) -> None:
         """Remove ``session`` from the online set and tell the others (unless hidden)."""
         username = session.username
         if self.sessions.get(username) is not session:
@@ -200,7 +208,7 @@ class ChatState:
             left_out = _NOBODY
         return self._deliver_unless(event, sender, audience, left_out)
 
-    def _members(self, audience: Audience) -> Iterable[Session]:
+    def _members(self, audience: Audience) -> Iterable[ChatMember]:
         """The online sessions in ``audience``."""
         if audience is EVERYONE:
             return self.sessions.values()
@@ -271,7 +279,7 @@ class ChatState:
 
     # Lists and history -----------------------------------------------------------
 
-    def visible_sessions(self) -> Iterator[Session]:
+    def visible_sessions(self) -> Iterator[ChatMember]:
         """The online sessions that are not hidden, in login order."""
         for session in self.sessions.values():
             if not session.hidden:

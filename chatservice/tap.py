@@ -25,6 +25,7 @@ from chatservice.auth.realm import ChatRealm
 from chatservice.server.factory import ChatFactory
 from chatservice.server.policy import BanList, ConnectionPolicy
 from chatservice.service import ChatService
+from chatservice.session import Session
 from chatservice.state import ChatState
 from chatservice.store.memory import MemoryStore
 from chatservice.store.sqlite import SQLiteStore, StoreError
@@ -216,7 +217,9 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         partial(threads.deferToThreadPool, reactor, reactor.getThreadPool()),
     )
     store = SQLiteStore(config["database"]) if config["store"] == "sqlite" else MemoryStore()
-    state = ChatState(store, accounts, reactor, activity, config["max-offline"])
+    state = ChatState(
+        store, accounts, reactor, activity, config["max-offline"], session_factory=Session
+    )
     activity.active_users = state.active_user_rows
     max_failures, duration = config["max-failures"], config["block-duration"]
     lockout = LoginLockout(reactor, max_failures, duration)

@@ -23,6 +23,7 @@ from chatservice.server.factory import ChatFactory
 from chatservice.server.output import OutputBatcher
 from chatservice.server.policy import ConnectionPolicy
 from chatservice.server.protocol import ChatProtocol
+from chatservice.session import Session
 from chatservice.state import ChatState
 from chatservice.store.memory import MemoryStore
 
@@ -127,7 +128,7 @@ class ChatHarness:
         )
         self.accounts = CredentialsFile.load(self.credentials_path)
         self.store = MemoryStore()
-        self.state = ChatState(self.store, self.accounts, self.clock)
+        self.state = ChatState(self.store, self.accounts, self.clock, session_factory=Session)
         self.lockout = LoginLockout(self.clock, max_failures, block_duration)
         self.address_lockout = LoginLockout(self.clock, max_failures, block_duration)
         checker = LockoutChecker(
