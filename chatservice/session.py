@@ -2,8 +2,9 @@
 
 The :class:`~chatservice.state.ChatState` makes a :class:`Session` (its session
 factory) when a user logs in; the connection calls :meth:`Session.execute` for
-each request.  A command method checks the request against the shared state,
-has the state deliver events to other users
+each request, which runs the method the command names
+(:attr:`~chatservice.commands.Command.handler`).  A command method checks the
+request against the shared state, has the state deliver events to other users
 (:meth:`~chatservice.state.ChatState.deliver`), and returns the reply event (or
 raises :class:`~chatservice.commands.CommandError`).
 """
@@ -12,18 +13,23 @@ from __future__ import annotations
 
 import math
 import secrets
-from typing import Callable, ClassVar, Iterable
+from typing import Callable, Iterable
 
+from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatservice import events
-from chatservice.commands import CommandError, Request
+from chatservice.auth.accounts import AccountError
+from chatservice.commands import COMMANDS, CommandError, Request
 from chatservice.delivery import EVERYONE, Audience, Delivery
 from chatservice.interfaces import ChatClient, ChatMember, IChatSession
 from chatservice.rooms import BROADCAST_CHANNEL, Room
 from chatservice.state import ChatState
 
+HELP = events.HelpText(tuple((command.usage, command.summary) for command in COMMANDS))
+"""The reply to ``help``."""
 DEFAULT_AUTO_REPLY = "I am busy right now and will read your message later."
 TYPING_SECONDS = 5.0
 """How long a ``typing on`` lasts without another one."""
@@ -59,33 +65,6 @@ class Session:
         "state", "username", "client", "logged_in_at", "guest", "hidden",
         "auto_reply", "_auto_replied", "_missed", "_typing_expiry", "_typing_to",
     )
-
-    HANDLERS: ClassVar[dict[str, str]] = {
-        "whoelse": "whoelse",
-        "whoelsesince": "whoelsesince",
-        "users": "users",
-        "typing": "typing",
-        "last": "last",
-        "active": "active",
-        "message": "message",
-        "send": "send",
-        "broadcast": "broadcast",
-        "read": "read",
-        "room create": "room_create",
-        "room send": "room_send",
-        "room leave": "room_leave",
-        "rooms": "list_rooms",
-        "block": "block",
-        "unblock": "unblock",
-        "busy": "busy",
-        "idle": "idle",
-        "hide": "hide",
-        "appear": "appear",
-        "status": "status",
-        "startprivate": "startprivate",
-        "sendfile": "sendfile",
-    }
-    """Each command's name (as :mod:`chatservice.commands` spells it) to its method."""
 
     def __init__(
         self,
@@ -130,16 +109,28 @@ class Session:
             self._stop_typing()
         self.state.detach(self)
 
-    def execute(self, request: Request) -> events.Event:
-        """Carry out ``request``; :class:`CommandError` when it cannot be done."""
-        try:
-            method = self.HANDLERS[request.command]
-        except KeyError:
+    def execute(self, request: Request) -> events.Event | defer.Deferred[events.Event]:
+        """Carry out ``request`` with the method its command names.
+
+        :returns: the reply event; for ``passwd`` only, a Deferred firing with
+            it.  A :class:`~chatservice.events.Disconnected` reply (``logout``)
+            means: send it, then close the connection.
+        :raises CommandError: when the request cannot be carried out
+            (``invalid_command`` for a command with no method here,
+            ``message_too_long`` for too long a message).
+        """
+        handler = _HANDLERS.get(request.command)
+        if handler is None:
             raise CommandError(
                 "invalid_command", f"Error. {request.command} is not available here."
-            ) from None
-        handler: Callable[..., events.Event] = getattr(self, method)
-        return handler(**request.arguments)
+            )
+        message = request.arguments.get("message")
+        limit = self.state.max_message_length
+        if isinstance(message, str) and len(message) > limit:
+            raise CommandError(
+                "message_too_long", f"Error. Messages are limited to {limit} characters."
+            )
+        return handler(self, **request.arguments)
 
     def _deliver_kept(self) -> int:
         """Deliver and then forget the direct messages kept for this user."""
@@ -520,3 +511,35 @@ class Session:
             lambda client: client.udp_port,
             lambda token: events.FileIncoming(self.username, filename, size, token),
         )
+
+    # Connection-level commands ---------------------------------------------------
+
+    def help(self) -> events.HelpText:
+        """Every command's usage and summary."""
+        return HELP
+
+    def logout(self) -> events.Disconnected:
+        """Say goodbye; the connection sends it, then closes (which ends this session)."""
+        return events.Disconnected("logout", f"Goodbye, {self.username}!")
+
+    def passwd(self, old: str, new: str) -> defer.Deferred[events.Event]:
+        """Change this user's password: ``PasswordChanged``, or the error reply."""
+        passwords = self.state.passwords
+        if passwords is None:
+            return defer.succeed(
+                events.ErrorReply("unavailable", "Error. Passwords cannot be changed here.")
+            )
+
+        def refused(failure: Failure) -> events.ErrorReply:
+            failure.trap(AccountError)
+            error: AccountError = failure.value
+            return events.ErrorReply(error.code, error.message)
+
+        d = passwords.change_password(self.username, old, new)
+        return d.addCallbacks(lambda _: events.PasswordChanged(), refused)
+
+
+_HANDLERS: dict[str, Callable[..., events.Event | defer.Deferred[events.Event]]] = {
+    command.name: getattr(Session, command.handler) for command in COMMANDS
+}
+"""Each command's name to the :class:`Session` method it names (checked at import)."""

@@ -31,12 +31,14 @@ from chatservice.interfaces import (
     ChatMember,
     IChatSession,
     NoActivityRecorder,
+    PasswordChanger,
 )
 from chatservice.rooms import RoomDirectory
 from chatservice.store.interface import HistoryEntry, IChatStore
 
 __all__ = ["AlreadyLoggedIn", "ChatClient", "ChatState", "IChatSession", "SessionFactory"]
 
+DEFAULT_MAX_MESSAGE_LENGTH = 8192
 _NOBODY: frozenset[str] = frozenset()
 
 SessionFactory = Callable[["ChatState", str, ChatClient, float, bool], ChatMember]
@@ -60,6 +62,10 @@ class ChatState:
     :param max_offline: messages kept for one user at most; past it, new ones
         are refused (the oldest are kept).
     :param session_factory: makes the session of a user who logs in.
+    :param passwords: where sessions change their user's password (``None``:
+        passwords cannot be changed).
+    :param max_message_length: the longest message text a command may carry,
+        in characters.
     """
 
     def __init__(
@@ -71,6 +77,8 @@ class ChatState:
         max_offline: int = 100,
         *,
         session_factory: SessionFactory,
+        passwords: PasswordChanger | None = None,
+        max_message_length: int = DEFAULT_MAX_MESSAGE_LENGTH,
     ) -> None:
         self.store = store
         self.accounts = accounts
@@ -78,6 +86,8 @@ class ChatState:
         self.activity = activity if activity is not None else NoActivityRecorder()
         self.max_offline = max_offline
         self.session_factory = session_factory
+        self.passwords = passwords
+        self.max_message_length = max_message_length
         self.sessions: dict[str, ChatMember] = {}
         self.rooms = RoomDirectory(store)
         self._blocked_by: dict[str, set[str]] = {}

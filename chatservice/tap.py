@@ -217,10 +217,6 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         partial(threads.deferToThreadPool, reactor, reactor.getThreadPool()),
     )
     store = SQLiteStore(config["database"]) if config["store"] == "sqlite" else MemoryStore()
-    state = ChatState(
-        store, accounts, reactor, activity, config["max-offline"], session_factory=Session
-    )
-    activity.active_users = state.active_user_rows
     max_failures, duration = config["max-failures"], config["block-duration"]
     lockout = LoginLockout(reactor, max_failures, duration)
     address_lockout = LoginLockout(reactor, max_failures, duration)
@@ -230,7 +226,20 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     checkers: list[ICredentialsChecker] = [
         LockoutChecker(CredentialsChecker(accounts, run_in_thread), lockout, address_lockout)
     ]
-    manager = AccountManager(accounts, run_in_thread, state.guest_online)
+    # The state changes passwords through the manager, which asks the state
+    # whether an online guest holds a name.
+    manager = AccountManager(accounts, run_in_thread, lambda name: state.guest_online(name))
+    state = ChatState(
+        store,
+        accounts,
+        reactor,
+        activity,
+        config["max-offline"],
+        session_factory=Session,
+        passwords=manager,
+        max_message_length=config["max-message-length"],
+    )
+    activity.active_users = state.active_user_rows
     if config["allow-guests"]:
         checkers.append(GuestChecker(manager.taken))
     portal = Portal(ChatRealm(state), checkers)

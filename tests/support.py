@@ -128,13 +128,24 @@ class ChatHarness:
         )
         self.accounts = CredentialsFile.load(self.credentials_path)
         self.store = MemoryStore()
-        self.state = ChatState(self.store, self.accounts, self.clock, session_factory=Session)
         self.lockout = LoginLockout(self.clock, max_failures, block_duration)
         self.address_lockout = LoginLockout(self.clock, max_failures, block_duration)
         checker = LockoutChecker(
             CredentialsChecker(self.accounts), self.lockout, self.address_lockout
         )
-        self.manager = AccountManager(self.accounts, run_here, self.state.guest_online)
+        self.manager = AccountManager(
+            self.accounts, run_here, lambda name: self.state.guest_online(name)
+        )
+        self.state = ChatState(
+            self.store,
+            self.accounts,
+            self.clock,
+            session_factory=Session,
+            passwords=self.manager,
+            max_message_length=policy.get(
+                "max_message_length", ConnectionPolicy.max_message_length
+            ),
+        )
         checkers = [checker]
         if policy.get("allow_guests"):
             checkers.append(GuestChecker(self.manager.taken))

@@ -322,15 +322,6 @@ class MessageTests(StateTestCase):
         )
         self.assertEqual(self.store.offline_messages("vader"), [])
 
-    def test_unknown_command(self) -> None:
-        (yoda,) = self.online("yoda")
-        self.assertCommandError(
-            "invalid_command",
-            "Error. logout is not available here.",
-            yoda.execute,
-            Request("logout"),
-        )
-
 
 class BroadcastTests(StateTestCase):
     """Broadcasts reach every other online user."""
