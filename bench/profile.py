@@ -117,7 +117,7 @@ def start_profiled_chat(names: list[str], server_cpu: int, spy_cpu: int, raw: Pa
     return peer, top, tool
 
 
-SETUP_FRAMES = re.compile(r"ChatState\.announce|_logged_in|LoginGate|_wait_for_login|ChatRealm|_bootstrap|twistd\.py:\d+\);[^;]*$")
+SETUP_FRAMES = re.compile(r"Session\.begin|ChatState\.detach|_logged_in|LoginGate|_wait_for_login|ChatRealm|_bootstrap|twistd\.py:\d+\);[^;]*$")
 """Frames of the setup (logins and their presence storm, start-up), left out of the second view."""
 
 

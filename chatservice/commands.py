@@ -2,7 +2,8 @@
 
 Both wire formats parse a line into a :class:`Request`; the table below is the
 single place that names each command, its arguments (which are also the JSON
-field names), its aliases and its one-line help.
+field names), its aliases, its one-line help and the
+:class:`~chatservice.session.Session` method that carries it out.
 """
 
 from __future__ import annotations
@@ -78,12 +79,19 @@ class Argument:
 
 @dataclass(frozen=True)
 class Command:
-    """A command: its name, arguments, help line, and other names it answers to."""
+    """A command: its name, arguments, help line, and other names it answers to.
+
+    ``handler`` names the :class:`~chatservice.session.Session` method that
+    carries it out (it takes the arguments as keywords); every command in
+    :data:`COMMANDS` has one, a command the server does not run (a client's
+    own) may not.
+    """
 
     name: str
     arguments: tuple[Argument, ...]
     summary: str
     aliases: tuple[str, ...] = ()
+    handler: str = field(default="", kw_only=True)
 
     @property
     def usage(self) -> str:
@@ -116,60 +124,86 @@ _TEXT = Argument("message", "text", TEXT)
 _ROOM = Argument("room", "id", COUNT)
 
 COMMANDS: tuple[Command, ...] = (
-    Command("whoelse", (), "list the other users online now", ("who",)),
+    Command("whoelse", (), "list the other users online now", ("who",), handler="whoelse"),
     Command(
         "whoelsesince",
         (Argument("seconds", "seconds", SECONDS),),
         "list the other users online at any time in the last <seconds>",
+        handler="whoelsesince",
     ),
     Command(
         "last",
         (Argument("minutes", "minutes", SECONDS),),
         "list the other users online at any time in the last <minutes>",
+        handler="last",
     ),
     Command(
         "users",
         (Argument("onlinetype", "online|offline", WORD, False, ("online", "offline")),),
         "list the other users online, or the accounts offline",
         ("userlist",),
+        handler="users",
     ),
-    Command("active", (), "list the other users online with address, peer port and since when", ("atu",)),
+    Command(
+        "active",
+        (),
+        "list the other users online with address, peer port and since when",
+        ("atu",),
+        handler="active",
+    ),
     Command(
         "message",
         (_USER, _TEXT),
         "send <text> to <user>; kept for their next login if they are offline",
+        handler="message",
     ),
     Command(
         "send",
         (Argument("to", "user|(user1 user2 ...)", RECIPIENTS), _TEXT),
         "send <text> to one user or to several: send (hans luke) hi",
+        handler="send",
     ),
-    Command("broadcast", (_TEXT,), "send <text> to every other online user", ("bcm",)),
+    Command(
+        "broadcast",
+        (_TEXT,),
+        "send <text> to every other online user",
+        ("bcm",),
+        handler="broadcast",
+    ),
     Command(
         "read",
         (Argument("since", "dd Mmm yyyy hh:mm:ss", TIMESTAMP),),
         "show broadcasts and your rooms' messages posted after the time",
         ("rdm",),
+        handler="read",
     ),
     Command(
         "room create",
         (Argument("members", "user", WORDS),),
         "make a room with you and the users (or reuse the one they have)",
         ("srb", "room_create"),
+        handler="room_create",
     ),
     Command(
-        "room send", (_ROOM, _TEXT), "send <text> to the members of room <id>", ("srm", "room_send")
+        "room send",
+        (_ROOM, _TEXT),
+        "send <text> to the members of room <id>",
+        ("srm", "room_send"),
+        handler="room_send",
     ),
-    Command("room leave", (_ROOM,), "leave room <id>", ("room_leave",)),
-    Command("rooms", (), "list your rooms and their members"),
-    Command("block", (_TARGET,), "stop <user> from messaging you or seeing you"),
-    Command("unblock", (_TARGET,), "undo block <user>"),
+    Command("room leave", (_ROOM,), "leave room <id>", ("room_leave",), handler="room_leave"),
+    Command("rooms", (), "list your rooms and their members", handler="list_rooms"),
+    Command("block", (_TARGET,), "stop <user> from messaging you or seeing you", handler="block"),
+    Command("unblock", (_TARGET,), "undo block <user>", handler="unblock"),
     Command(
         "busy",
         (Argument("message", "auto-reply", TEXT, False),),
         "hold messages until you are available; senders get the auto-reply",
+        handler="busy",
     ),
-    Command("idle", (), "end busy and get what arrived meanwhile", ("available",)),
+    Command(
+        "idle", (), "end busy and get what arrived meanwhile", ("available",), handler="idle"
+    ),
     Command(
         "typing",
         (
@@ -177,28 +211,38 @@ COMMANDS: tuple[Command, ...] = (
             Argument("to", "user", WORD, False),
         ),
         "tell <user> (or everyone) that you are typing; it ends by itself",
+        handler="typing",
     ),
-    Command("hide", (), "leave other users' lists and presence notices"),
-    Command("appear", (), "undo hide"),
-    Command("status", (), "show your busy/visible state and time logged in"),
+    Command("hide", (), "leave other users' lists and presence notices", handler="hide"),
+    Command("appear", (), "undo hide", handler="appear"),
+    Command("status", (), "show your busy/visible state and time logged in", handler="status"),
     Command(
         "startprivate",
         (_TARGET,),
         "get <user>'s peer address and a token to chat privately (chat-client)",
+        handler="startprivate",
     ),
     Command(
         "sendfile",
         (_USER, Argument("filename", "file"), Argument("size", "bytes", COUNT, False)),
         "get <user>'s UDP address and a token to send them <file> (chat-client)",
         ("upd",),
+        handler="sendfile",
     ),
     Command(
         "passwd",
         (Argument("old", "old password"), Argument("new", "new password")),
         "change your password",
+        handler="passwd",
     ),
-    Command("logout", (), "log out and close the connection", ("disconnect", "out")),
-    Command("help", (), "show this list"),
+    Command(
+        "logout",
+        (),
+        "log out and close the connection",
+        ("disconnect", "out"),
+        handler="logout",
+    ),
+    Command("help", (), "show this list", handler="help"),
 )
 
 _BY_NAME: dict[str, Command] = {}

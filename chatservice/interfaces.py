@@ -1,7 +1,9 @@
 """The small interfaces the chat state works through, so it never needs a transport.
 
 - :class:`ChatClient`: a connection, as the state sees it (the cred "mind").
+- :class:`ChatMember`: an online user, as the state sees it when delivering.
 - :class:`AccountDirectory`: which user names exist.
+- :class:`PasswordChanger`: where a session changes its user's password.
 - :class:`ActivityRecorder`: where the human-readable activity logs go.
 - :class:`IChatSession`: a logged-in user (the cred avatar).
 """
@@ -13,6 +15,8 @@ from typing import TYPE_CHECKING, Protocol
 from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
     from chatservice import events
     from chatservice.commands import Request
     from chatservice.store.interface import HistoryEntry
@@ -38,6 +42,28 @@ class ChatClient(Protocol):
         """Send ``event``, then close the connection."""
 
 
+class ChatMember(Protocol):
+    """What the state needs of an online user (a session) to deliver to it."""
+
+    username: str
+    client: ChatClient
+    logged_in_at: float
+    guest: bool
+    hidden: bool
+    """Whether the user left other users' lists and presence notices."""
+    auto_reply: str | None
+    """The auto-reply while busy; ``None`` when available."""
+
+    def miss(self, sender: str) -> str | None:
+        """Count a message missed while busy; the auto-reply for ``sender``, once."""
+
+    def auto_reply_to(self, sender: str) -> str | None:
+        """The auto-reply for ``sender`` while busy, once per busy period."""
+
+    def end(self) -> None:
+        """Log out (idempotent)."""
+
+
 class AccountDirectory(Protocol):
     """What the state needs of the accounts: whether a user name exists."""
 
@@ -46,6 +72,17 @@ class AccountDirectory(Protocol):
 
     def usernames(self) -> list[str]:
         """Every account's user name, sorted."""
+
+
+class PasswordChanger(Protocol):
+    """What a session needs to change its user's password."""
+
+    def change_password(self, username: str, old: str, new: str) -> Deferred[None]:
+        """Change ``username``'s password after checking ``old``.
+
+        The Deferred fails with :class:`~chatservice.auth.accounts.AccountError`
+        (its ``code`` and ``message`` are for the user) when it cannot.
+        """
 
 
 class ActivityRecorder(Protocol):
@@ -76,8 +113,12 @@ class IChatSession(Interface):
     def begin() -> None:
         """Announce the login and deliver what was kept while offline."""
 
-    def execute(request: Request) -> events.Event:
-        """Carry out a command; raise CommandError when it cannot be done."""
+    def execute(request: Request) -> events.Event | Deferred[events.Event]:
+        """Carry out a command: the reply, or a Deferred firing with it.
+
+        Raises CommandError when it cannot be done; a ``Disconnected`` reply
+        means: send it, then close the connection.
+        """
 
     def end() -> None:
         """Log out: leave the online set and announce it.  Idempotent."""

@@ -3,7 +3,8 @@
 A room is identified by a number and defined by its members; creating a room
 with a member set that already has one reuses it.  The directory keeps the
 indexes (by id, by member set, by user) and writes every change through the
-store.
+store.  Each room's messages are kept in its own history channel, next to the
+broadcasts' (:data:`BROADCAST_CHANNEL`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from chatservice.store.interface import IChatStore
+
+BROADCAST_CHANNEL = "broadcast"
+"""The history channel of broadcasts (a room's is :attr:`Room.channel`)."""
 
 
 @dataclass

@@ -1,29 +1,35 @@
 """A logged-in user: the ``twisted.cred`` avatar, and every command as a method.
 
-The realm creates a :class:`Session` when a user logs in; the connection calls
-:meth:`Session.execute` for each request.  A command method checks the request
-against the shared :class:`~chatservice.state.ChatState`, delivers events to
-other sessions' clients, and returns the reply event (or raises
-:class:`~chatservice.commands.CommandError`).
+The :class:`~chatservice.state.ChatState` makes a :class:`Session` (its session
+factory) when a user logs in; the connection calls :meth:`Session.execute` for
+each request, which runs the method the command names
+(:attr:`~chatservice.commands.Command.handler`).  A command method checks the
+request against the shared state, has the state deliver events to other users
+(:meth:`~chatservice.state.ChatState.deliver`), and returns the reply event (or
+raises :class:`~chatservice.commands.CommandError`).
 """
 
 from __future__ import annotations
 
 import math
 import secrets
-from typing import TYPE_CHECKING, Callable, ClassVar, Iterable
+from typing import Callable, Iterable
 
+from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatservice import events
-from chatservice.commands import CommandError, Request
-from chatservice.interfaces import ChatClient, IChatSession
-from chatservice.rooms import Room
+from chatservice.auth.accounts import AccountError
+from chatservice.commands import COMMANDS, CommandError, Request
+from chatservice.delivery import EVERYONE, Audience, Delivery
+from chatservice.interfaces import ChatClient, ChatMember, IChatSession
+from chatservice.rooms import BROADCAST_CHANNEL, Room
+from chatservice.state import ChatState
 
-if TYPE_CHECKING:
-    from chatservice.state import ChatState
-
+HELP = events.HelpText(tuple((command.usage, command.summary) for command in COMMANDS))
+"""The reply to ``help``."""
 DEFAULT_AUTO_REPLY = "I am busy right now and will read your message later."
 TYPING_SECONDS = 5.0
 """How long a ``typing on`` lasts without another one."""
@@ -60,33 +66,6 @@ class Session:
         "auto_reply", "_auto_replied", "_missed", "_typing_expiry", "_typing_to",
     )
 
-    HANDLERS: ClassVar[dict[str, str]] = {
-        "whoelse": "whoelse",
-        "whoelsesince": "whoelsesince",
-        "users": "users",
-        "typing": "typing",
-        "last": "last",
-        "active": "active",
-        "message": "message",
-        "send": "send",
-        "broadcast": "broadcast",
-        "read": "read",
-        "room create": "room_create",
-        "room send": "room_send",
-        "room leave": "room_leave",
-        "rooms": "list_rooms",
-        "block": "block",
-        "unblock": "unblock",
-        "busy": "busy",
-        "idle": "idle",
-        "hide": "hide",
-        "appear": "appear",
-        "status": "status",
-        "startprivate": "startprivate",
-        "sendfile": "sendfile",
-    }
-    """Each command's name (as :mod:`chatservice.commands` spells it) to its method."""
-
     def __init__(
         self,
         state: ChatState,
@@ -118,7 +97,9 @@ class Session:
 
     def begin(self) -> None:
         """Announce the login and deliver what was kept while offline."""
-        self.state.announce(self.username, online=True)
+        self.state.deliver(
+            events.Presence(self.username, True), self.username, EVERYONE, Delivery.PRESENCE
+        )
         self._deliver_kept()
 
     def end(self) -> None:
@@ -128,16 +109,28 @@ class Session:
             self._stop_typing()
         self.state.detach(self)
 
-    def execute(self, request: Request) -> events.Event:
-        """Carry out ``request``; :class:`CommandError` when it cannot be done."""
-        try:
-            method = self.HANDLERS[request.command]
-        except KeyError:
+    def execute(self, request: Request) -> events.Event | defer.Deferred[events.Event]:
+        """Carry out ``request`` with the method its command names.
+
+        :returns: the reply event; for ``passwd`` only, a Deferred firing with
+            it.  A :class:`~chatservice.events.Disconnected` reply (``logout``)
+            means: send it, then close the connection.
+        :raises CommandError: when the request cannot be carried out
+            (``invalid_command`` for a command with no method here,
+            ``message_too_long`` for too long a message).
+        """
+        handler = _HANDLERS.get(request.command)
+        if handler is None:
             raise CommandError(
                 "invalid_command", f"Error. {request.command} is not available here."
-            ) from None
-        handler: Callable[..., events.Event] = getattr(self, method)
-        return handler(**request.arguments)
+            )
+        message = request.arguments.get("message")
+        limit = self.state.max_message_length
+        if isinstance(message, str) and len(message) > limit:
+            raise CommandError(
+                "message_too_long", f"Error. Messages are limited to {limit} characters."
+            )
+        return handler(self, **request.arguments)
 
     def _deliver_kept(self) -> int:
         """Deliver and then forget the direct messages kept for this user."""
@@ -158,7 +151,7 @@ class Session:
         if not self.busy_now:
             self._deliver_kept()
 
-    # What other sessions call -------------------------------------------------------
+    # What the state calls when delivering ----------------------------------------------
 
     def auto_reply_to(self, sender: str) -> str | None:
         """This busy user's auto-reply for ``sender``, once per busy period."""
@@ -255,29 +248,25 @@ class Session:
     def message(self, to: str, message: str) -> events.MessageSent:
         """Send ``message`` to ``to`` now, or keep it until they are back."""
         self._check_other_user(to)
-        if self.state.has_blocked(to, self.username):
+        event = events.DirectMessage(self.username, message, self.state.clock.seconds())
+        report = self.state.deliver(event, self.username, (to,), Delivery.DIRECT)
+        if report.refused == "blocked":
             raise CommandError(
                 "blocked",
                 "Your message could not be delivered as the recipient has blocked you.",
             )
-        now = self.state.clock.seconds()
-        recipient = self.state.sessions.get(to)
-        if recipient is None or recipient.busy_now or recipient.client.congested:
-            store = self.state.store
-            if store.count_offline(to) >= self.state.max_offline:
-                raise CommandError(
-                    "mailbox_full",
-                    f"Error. {to} has {self.state.max_offline} messages waiting already;"
-                    " yours was not kept. Try again later.",
-                )
-            store.add_offline(self.username, to, message, now)
-            if recipient is None or not recipient.busy_now:
-                return events.MessageSent(to, stored=True)
-            return events.MessageSent(
-                to, True, busy=True, auto_reply=recipient.auto_reply_to(self.username)
+        if report.refused == "mailbox_full":
+            raise CommandError(
+                "mailbox_full",
+                f"Error. {to} has {self.state.max_offline} messages waiting already;"
+                " yours was not kept. Try again later.",
             )
-        recipient.client.deliver(events.DirectMessage(self.username, message, now))
-        return events.MessageSent(to, stored=False)
+        return events.MessageSent(
+            to,
+            stored=bool(report.stored),
+            busy=bool(report.busy),
+            auto_reply=report.auto_replies[0][1] if report.auto_replies else None,
+        )
 
     def send(self, to: tuple[str, ...], message: str) -> events.SendReport:
         """Send ``message`` to each of ``to`` as :meth:`message` would; one report."""
@@ -300,39 +289,13 @@ class Session:
 
     # Broadcasts, rooms and history -----------------------------------------------------
 
-    def _fan_out(
-        self, members: Iterable[Session], event: events.Event
-    ) -> tuple[int, int, list[tuple[str, str]]]:
-        """Deliver ``event`` to ``members`` but this user, blocks and busy users aside.
-
-        Returns (delivered, skipped because they blocked this user, auto-replies).
-        """
-        blockers = self.state.blockers_of(self.username)
-        delivered = skipped = 0
-        auto_replies = []
-        for member in members:
-            if member is self:
-                continue
-            if member.username in blockers:
-                skipped += 1
-            elif member.auto_reply is not None:  # busy
-                reply = member.miss(self.username)
-                if reply is not None:
-                    auto_replies.append((member.username, reply))
-            else:
-                member.client.deliver(event)
-                delivered += 1
-        return delivered, skipped, auto_replies
-
     def broadcast(self, message: str) -> events.BroadcastSent:
         """Send ``message`` to every other online user that has not blocked this one."""
-        entry = self.state.post("broadcast", self.username, message)
+        entry = self.state.post(BROADCAST_CHANNEL, self.username, message)
         event = events.BroadcastMessage(self.username, message, entry.sent_at, entry.seq)
-        delivered, skipped, auto_replies = self._fan_out(
-            self.state.sessions.values(), event
-        )
+        report = self.state.deliver(event, self.username, EVERYONE, Delivery.MESSAGE)
         return events.BroadcastSent(
-            delivered, skipped, entry.seq, entry.sent_at, tuple(auto_replies)
+            report.delivered, report.skipped, entry.seq, entry.sent_at, report.auto_replies
         )
 
     def _my_room(self, room_id: int) -> Room:
@@ -360,8 +323,7 @@ class Session:
         names = tuple(sorted(room.members))
         if created:
             joined = events.RoomJoined(room.room_id, self.username, names)
-            for name in others:
-                self.state.sessions[name].client.deliver(joined)
+            self.state.deliver(joined, self.username, others, Delivery.PLAIN)
         return events.RoomCreated(room.room_id, names, existed=not created)
 
     def room_send(self, room: int, message: str) -> events.RoomPosted:
@@ -369,20 +331,17 @@ class Session:
         found = self._my_room(room)
         entry = self.state.post(found.channel, self.username, message)
         event = events.RoomMessage(room, self.username, message, entry.sent_at, entry.seq)
-        sessions = self.state.sessions
-        members = (sessions[m] for m in found.members if m in sessions)
-        delivered, skipped, _ = self._fan_out(members, event)
-        return events.RoomPosted(room, entry.seq, entry.sent_at, delivered, skipped)
+        report = self.state.deliver(event, self.username, found.members, Delivery.MESSAGE)
+        return events.RoomPosted(
+            room, entry.seq, entry.sent_at, report.delivered, report.skipped
+        )
 
     def room_leave(self, room: int) -> events.RoomLeft:
         """Leave room ``room``; the other members are told; an empty room is removed."""
         found = self._my_room(room)
         removed = self.state.rooms.leave(found, self.username)
         notice = events.RoomLeft(room, self.username)
-        for name in found.members:
-            member = self.state.sessions.get(name)
-            if member is not None:
-                member.client.deliver(notice)
+        self.state.deliver(notice, self.username, found.members, Delivery.PLAIN)
         return events.RoomLeft(room, self.username, removed)
 
     def list_rooms(self) -> events.RoomList:
@@ -396,7 +355,8 @@ class Session:
 
     def read(self, since: float) -> events.HistoryList:
         """Broadcasts and this user's rooms' messages posted after ``since`` (whole seconds)."""
-        channels = ["broadcast"] + [room.channel for room in self.state.rooms.of(self.username)]
+        rooms = self.state.rooms.of(self.username)
+        channels = [BROADCAST_CHANNEL] + [room.channel for room in rooms]
         second = math.floor(since)
         has_blocked = self.state.has_blocked
         entries = tuple(
@@ -467,11 +427,11 @@ class Session:
 
     # Typing ------------------------------------------------------------------------
 
-    def _typing_audience(self, to: str | None) -> list[Session]:
+    def _typing_audience(self, to: str | None) -> Audience:
+        """Everyone, or ``to`` if this user may contact them."""
         if to is None:
-            return [s for s in self.state.sessions.values() if s is not self]
-        other = self._reachable(to)
-        return [other]
+            return EVERYONE
+        return (self._reachable(to).username,)
 
     def typing(self, status: str, to: str | None) -> events.Done:
         """Tell ``to`` (or everyone) that this user is typing; it ends after a few seconds."""
@@ -492,30 +452,19 @@ class Session:
         self._typing_expiry = self.state.clock.callLater(TYPING_SECONDS, self._stop_typing)
         return events.Done("typing")
 
-    def _notify_typing(self, audience: Iterable[Session], typing: bool) -> None:
+    def _notify_typing(self, audience: Audience, typing: bool) -> None:
         notice = events.TypingNotice(self.username, typing)
-        has_blocked = self.state.has_blocked
-        for member in audience:
-            if not (
-                has_blocked(member.username, self.username)
-                or has_blocked(self.username, member.username)
-            ):
-                member.client.deliver(notice)
+        self.state.deliver(notice, self.username, audience, Delivery.TYPING)
 
     def _stop_typing(self) -> None:
         """Tell the audience of the last ``typing on`` that it ended."""
         self._typing_expiry = None
         to, self._typing_to = self._typing_to, None
-        if to is None:
-            audience = [s for s in self.state.sessions.values() if s is not self]
-        else:
-            other = self.state.sessions.get(to)
-            audience = [other] if other is not None else []
-        self._notify_typing(audience, False)
+        self._notify_typing(EVERYONE if to is None else (to,), False)
 
     # Peer-to-peer introductions -------------------------------------------------------
 
-    def _reachable(self, username: str) -> Session:
+    def _reachable(self, username: str) -> ChatMember:
         """The session of ``username`` if this user may contact them directly."""
         self._check_other_user(username)
         other = self.state.sessions.get(username)
@@ -542,7 +491,7 @@ class Session:
                 code, f"Error. {username} is not using a client that accepts {what}."
             )
         token = secrets.token_hex(16)
-        other.client.deliver(notice(token))
+        self.state.deliver(notice(token), self.username, (username,), Delivery.PLAIN)
         return events.PeerAddress(purpose, username, other.client.host, port, token)
 
     def startprivate(self, target: str) -> events.PeerAddress:
@@ -562,3 +511,35 @@ class Session:
             lambda client: client.udp_port,
             lambda token: events.FileIncoming(self.username, filename, size, token),
         )
+
+    # Connection-level commands ---------------------------------------------------
+
+    def help(self) -> events.HelpText:
+        """Every command's usage and summary."""
+        return HELP
+
+    def logout(self) -> events.Disconnected:
+        """Say goodbye; the connection sends it, then closes (which ends this session)."""
+        return events.Disconnected("logout", f"Goodbye, {self.username}!")
+
+    def passwd(self, old: str, new: str) -> defer.Deferred[events.Event]:
+        """Change this user's password: ``PasswordChanged``, or the error reply."""
+        passwords = self.state.passwords
+        if passwords is None:
+            return defer.succeed(
+                events.ErrorReply("unavailable", "Error. Passwords cannot be changed here.")
+            )
+
+        def refused(failure: Failure) -> events.ErrorReply:
+            failure.trap(AccountError)
+            error: AccountError = failure.value
+            return events.ErrorReply(error.code, error.message)
+
+        d = passwords.change_password(self.username, old, new)
+        return d.addCallbacks(lambda _: events.PasswordChanged(), refused)
+
+
+_HANDLERS: dict[str, Callable[..., events.Event | defer.Deferred[events.Event]]] = {
+    command.name: getattr(Session, command.handler) for command in COMMANDS
+}
+"""Each command's name to the :class:`Session` method it names (checked at import)."""

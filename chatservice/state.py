@@ -1,36 +1,49 @@
 """The shared chat state: who is online, who blocked whom, rooms, what waits for whom.
 
-One :class:`ChatState` per server holds the online
-:class:`~chatservice.session.Session` objects, the block lists and the rooms,
-and writes what must last through an
-:class:`~chatservice.store.interface.IChatStore`.  It never touches a
-transport: it hands :mod:`chatservice.events` to each session's
+One :class:`ChatState` per server holds the online sessions (made by the
+session factory it is given, :class:`~chatservice.session.Session` in a
+server), the block lists and the rooms, and writes what must last through an
+:class:`~chatservice.store.interface.IChatStore`.  It decides who hears what
+(:meth:`ChatState.deliver`), and never touches a transport: it hands
+:mod:`chatservice.events` to each session's
 :class:`~chatservice.interfaces.ChatClient` (the connection), which renders
 and writes them.
 """
 
 from __future__ import annotations
 
-from typing import Collection, Iterable, Iterator
+from typing import Callable, Collection, Iterable, Iterator
 
 from twisted.internet.interfaces import IReactorTime
 
 from chatservice import events
+from chatservice.delivery import (
+    EVERYONE,
+    NOTHING,
+    Audience,
+    Delivery,
+    DeliveryReport,
+)
 from chatservice.interfaces import (
     AccountDirectory,
     ActivityRecorder,
     ChatClient,
+    ChatMember,
     IChatSession,
     NoActivityRecorder,
+    PasswordChanger,
 )
 from chatservice.rooms import RoomDirectory
-from chatservice.session import Session
 from chatservice.store.interface import HistoryEntry, IChatStore
 
-__all__ = ["AlreadyLoggedIn", "ChatClient", "ChatState", "IChatSession", "Session"]
+__all__ = ["AlreadyLoggedIn", "ChatClient", "ChatState", "IChatSession", "SessionFactory"]
 
-BROADCAST_CHANNEL = "broadcast"
+DEFAULT_MAX_MESSAGE_LENGTH = 8192
 _NOBODY: frozenset[str] = frozenset()
+
+SessionFactory = Callable[["ChatState", str, ChatClient, float, bool], ChatMember]
+"""Makes the session of a user who logs in: ``(state, username, client,
+logged_in_at, guest)``; :class:`~chatservice.session.Session` is one."""
 
 
 class AlreadyLoggedIn(Exception):
@@ -48,6 +61,11 @@ class ChatState:
         human-readable logs.
     :param max_offline: messages kept for one user at most; past it, new ones
         are refused (the oldest are kept).
+    :param session_factory: makes the session of a user who logs in.
+    :param passwords: where sessions change their user's password (``None``:
+        passwords cannot be changed).
+    :param max_message_length: the longest message text a command may carry,
+        in characters.
     """
 
     def __init__(
@@ -57,13 +75,20 @@ class ChatState:
         clock: IReactorTime,
         activity: ActivityRecorder | None = None,
         max_offline: int = 100,
+        *,
+        session_factory: SessionFactory,
+        passwords: PasswordChanger | None = None,
+        max_message_length: int = DEFAULT_MAX_MESSAGE_LENGTH,
     ) -> None:
         self.store = store
         self.accounts = accounts
         self.clock = clock
         self.activity = activity if activity is not None else NoActivityRecorder()
         self.max_offline = max_offline
-        self.sessions: dict[str, Session] = {}
+        self.session_factory = session_factory
+        self.passwords = passwords
+        self.max_message_length = max_message_length
+        self.sessions: dict[str, ChatMember] = {}
         self.rooms = RoomDirectory(store)
         self._blocked_by: dict[str, set[str]] = {}
         self._blockers_of: dict[str, set[str]] = {}
@@ -81,7 +106,7 @@ class ChatState:
 
     # Sessions ----------------------------------------------------------------
 
-    def attach(self, username: str, client: ChatClient, guest: bool = False) -> Session:
+    def attach(self, username: str, client: ChatClient, guest: bool = False) -> ChatMember:
         """Create the session of a user who has just authenticated.
 
         :param guest: whether ``username`` is a guest's name (not an account).
@@ -89,21 +114,24 @@ class ChatState:
         """
         if username in self.sessions:
             raise AlreadyLoggedIn(username)
-        session = Session(self, username, client, self.clock.seconds(), guest)
+        session = self.session_factory(self, username, client, self.clock.seconds(), guest)
         self.sessions[username] = session
         self.activity.users_changed()
         return session
 
-    def detach(self, session: Session) -> None:
+    def detach(self, session: ChatMember) -> None:
         """Remove ``session`` from the online set and tell the others (unless hidden)."""
-        if self.sessions.get(session.username) is not session:
+        username = session.username
+        if self.sessions.get(username) is not session:
             return
-        del self.sessions[session.username]
-        self.activity.users_changed()
-        if not session.hidden:
-            if not session.guest:
-                self.mark_seen(session.username)
-            self.announce(session.username, online=False)
+        if not (session.hidden or session.guest):
+            self.mark_seen(username)
+        try:
+            # Told while still online, so that the hidden rule sees the session.
+            self.deliver(events.Presence(username, False), username, EVERYONE, Delivery.PRESENCE)
+        finally:
+            del self.sessions[username]
+            self.activity.users_changed()
 
     def active_user_rows(self) -> list[tuple[float, str, str, int | None]]:
         """(login time, name, address, UDP port) of each online user, in login order."""
@@ -134,10 +162,6 @@ class ChatState:
         blocked_users = self._blocked_by.get(blocker)
         return blocked_users is not None and blocked in blocked_users
 
-    def blockers_of(self, blocked: str) -> Collection[str]:
-        """The users who have blocked ``blocked`` (for fan-out: one set test each)."""
-        return self._blockers_of.get(blocked, _NOBODY)
-
     def block(self, blocker: str, blocked: str) -> None:
         """Record a block (the caller checked it is new)."""
         self._blocked_by.setdefault(blocker, set()).add(blocked)
@@ -156,20 +180,116 @@ class ChatState:
                 del index[key]
         self.store.remove_block(blocker, blocked)
 
-    # Fan-out and history ---------------------------------------------------------
+    # Who hears what ----------------------------------------------------------------
 
-    def announce(self, username: str, online: bool) -> None:
-        """Tell every other online user that ``username`` logged in or out.
+    def deliver(
+        self, event: events.Event, sender: str, audience: Audience, rule: Delivery
+    ) -> DeliveryReport:
+        """Hand ``event`` from ``sender`` to the members of ``audience`` that ``rule`` lets have it.
 
-        Users that ``username`` has blocked are not told.
+        The one place where events go to other users: presence, broadcasts,
+        room traffic, typing notices, introductions and direct messages.  The
+        sender never gets its own event; names of users not online are passed
+        over (but a direct message to one is kept for them).
+
+        :param event: what to deliver (for :attr:`Delivery.DIRECT`, a
+            :class:`~chatservice.events.DirectMessage`).
+        :param sender: the user it is from (for presence, the user it is about).
+        :param audience: :data:`~chatservice.delivery.EVERYONE`, or user names
+            (exactly one for :attr:`Delivery.DIRECT`).
+        :param rule: which of them get it (see :class:`~chatservice.delivery.Delivery`).
+        :raises ValueError: for a direct message to other than one user.
         """
-        event = events.Presence(username, online)
-        blocked = self._blocked_by.get(username, _NOBODY)
-        for other, session in self.sessions.items():
-            if other != username and other not in blocked:
-                session.client.deliver(event)
+        if rule is Delivery.MESSAGE:
+            return self._deliver_message(event, sender, audience)
+        if rule is Delivery.DIRECT:
+            assert isinstance(event, events.DirectMessage)
+            return self._deliver_direct(event, sender, audience)
+        if rule is Delivery.PRESENCE:
+            subject = self.sessions.get(sender)
+            if subject is not None and subject.hidden:
+                return NOTHING
+            left_out: Collection[str] = self._blocked_by.get(sender, _NOBODY)
+        elif rule is Delivery.TYPING:
+            left_out = self._blocked_by.get(sender, _NOBODY) | self._blockers_of.get(
+                sender, _NOBODY
+            )
+        else:
+            left_out = _NOBODY
+        return self._deliver_unless(event, sender, audience, left_out)
 
-    def visible_sessions(self) -> Iterator[Session]:
+    def _members(self, audience: Audience) -> Iterable[ChatMember]:
+        """The online sessions in ``audience``."""
+        if audience is EVERYONE:
+            return self.sessions.values()
+        sessions = self.sessions
+        return [sessions[name] for name in audience if name in sessions]
+
+    def _deliver_unless(
+        self, event: events.Event, sender: str, audience: Audience, left_out: Collection[str]
+    ) -> DeliveryReport:
+        """Deliver ``event`` to the members of ``audience`` not named in ``left_out``."""
+        me = self.sessions.get(sender)
+        delivered = skipped = 0
+        for member in self._members(audience):
+            if member is me:
+                continue
+            if member.username in left_out:
+                skipped += 1
+            else:
+                member.client.deliver(event)
+                delivered += 1
+        return DeliveryReport(delivered, skipped)
+
+    def _deliver_message(
+        self, event: events.Event, sender: str, audience: Audience
+    ) -> DeliveryReport:
+        """:attr:`Delivery.MESSAGE`: the fan-out of every broadcast (keep this loop lean)."""
+        me = self.sessions.get(sender)
+        blockers = self._blockers_of.get(sender, _NOBODY)
+        delivered = skipped = busy = 0
+        auto_replies = []
+        for member in self._members(audience):
+            if member is me:
+                continue
+            if member.username in blockers:
+                skipped += 1
+            elif member.auto_reply is not None:  # busy
+                busy += 1
+                reply = member.miss(sender)
+                if reply is not None:
+                    auto_replies.append((member.username, reply))
+            else:
+                member.client.deliver(event)
+                delivered += 1
+        return DeliveryReport(delivered, skipped, busy, auto_replies=tuple(auto_replies))
+
+    def _deliver_direct(
+        self, event: events.DirectMessage, sender: str, audience: Audience
+    ) -> DeliveryReport:
+        """:attr:`Delivery.DIRECT`: deliver now, keep for later, or refuse."""
+        if audience is EVERYONE or len(audience) != 1:
+            raise ValueError("A direct message goes to exactly one user.")
+        (to,) = audience
+        if self.has_blocked(to, sender):
+            return DeliveryReport(refused="blocked")
+        recipient = self.sessions.get(to)
+        if recipient is not None and recipient.auto_reply is None and not recipient.client.congested:
+            recipient.client.deliver(event)
+            return DeliveryReport(delivered=1)
+        if self.store.count_offline(to) >= self.max_offline:
+            return DeliveryReport(refused="mailbox_full")
+        self.store.add_offline(sender, to, event.text, event.sent_at)
+        if recipient is None or recipient.auto_reply is None:
+            return DeliveryReport(stored=1)
+        reply = recipient.auto_reply_to(sender)
+        return DeliveryReport(
+            stored=1, busy=1, auto_replies=() if reply is None else ((to, reply),)
+        )
+
+    # Lists and history -----------------------------------------------------------
+
+    def visible_sessions(self) -> Iterator[ChatMember]:
         """The online sessions that are not hidden, in login order."""
         for session in self.sessions.values():
             if not session.hidden:

@@ -26,6 +26,7 @@ from chatservice.auth.scram import ScramChecker
 from chatservice.server.factory import ChatFactory
 from chatservice.server.policy import BanList, ConnectionPolicy
 from chatservice.service import ChatService
+from chatservice.session import Session
 from chatservice.state import ChatState
 from chatservice.store.memory import MemoryStore
 from chatservice.store.sqlite import SQLiteStore, StoreError
@@ -217,8 +218,6 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         partial(threads.deferToThreadPool, reactor, reactor.getThreadPool()),
     )
     store = SQLiteStore(config["database"]) if config["store"] == "sqlite" else MemoryStore()
-    state = ChatState(store, accounts, reactor, activity, config["max-offline"])
-    activity.active_users = state.active_user_rows
     max_failures, duration = config["max-failures"], config["block-duration"]
     lockout = LoginLockout(reactor, max_failures, duration)
     address_lockout = LoginLockout(reactor, max_failures, duration)
@@ -228,7 +227,20 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     checkers: list[ICredentialsChecker] = [
         LockoutChecker(CredentialsChecker(accounts, run_in_thread), lockout, address_lockout)
     ]
-    manager = AccountManager(accounts, run_in_thread, state.guest_online)
+    # The state changes passwords through the manager, which asks the state
+    # whether an online guest holds a name.
+    manager = AccountManager(accounts, run_in_thread, lambda name: state.guest_online(name))
+    state = ChatState(
+        store,
+        accounts,
+        reactor,
+        activity,
+        config["max-offline"],
+        session_factory=Session,
+        passwords=manager,
+        max_message_length=config["max-message-length"],
+    )
+    activity.active_users = state.active_user_rows
     checkers.append(LockoutChecker(ScramChecker(manager), lockout, address_lockout))
     if config["allow-guests"]:
         checkers.append(GuestChecker(manager.taken))

@@ -25,6 +25,7 @@ from chatservice.server.output import OutputBatcher
 from chatservice.server.policy import ConnectionPolicy
 from chatservice.server.connection import ChatConnection
 from chatservice.server.protocol import ChatProtocol
+from chatservice.session import Session
 from chatservice.state import ChatState
 from chatservice.store.memory import MemoryStore
 
@@ -138,17 +139,28 @@ class ChatHarness:
         )
         self.accounts = CredentialsFile.load(self.credentials_path)
         self.store = MemoryStore()
-        self.state = ChatState(self.store, self.accounts, self.clock)
         self.lockout = LoginLockout(self.clock, max_failures, block_duration)
         self.address_lockout = LoginLockout(self.clock, max_failures, block_duration)
         checker = LockoutChecker(
             CredentialsChecker(self.accounts), self.lockout, self.address_lockout
         )
-        self.manager = AccountManager(self.accounts, run_here, self.state.guest_online)
-        checkers = [
-            checker,
-            LockoutChecker(ScramChecker(self.manager), self.lockout, self.address_lockout),
-        ]
+        self.manager = AccountManager(
+            self.accounts, run_here, lambda name: self.state.guest_online(name)
+        )
+        self.state = ChatState(
+            self.store,
+            self.accounts,
+            self.clock,
+            session_factory=Session,
+            passwords=self.manager,
+            max_message_length=policy.get(
+                "max_message_length", ConnectionPolicy.max_message_length
+            ),
+        )
+        checkers = [checker]
+        checkers.append(
+            LockoutChecker(ScramChecker(self.manager), self.lockout, self.address_lockout)
+        )
         if policy.get("allow_guests"):
             checkers.append(GuestChecker(self.manager.taken))
         self.gate = LoginGate(

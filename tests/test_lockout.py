@@ -37,7 +37,8 @@ from chatservice.server.replies import (
     login_rejection,
 )
 from chatservice.auth.realm import ChatRealm
-from chatservice.state import ChatState, Session
+from chatservice.session import Session
+from chatservice.state import ChatState
 from chatservice.store.memory import MemoryStore
 
 ACCOUNTS = {"yoda": "wise", "hans": "falcon", "luke": "jedi"}
@@ -312,7 +313,7 @@ class LoginGateTests(ClockTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.accounts = CredentialsFile(Path("test-credentials.txt"), dict(ACCOUNTS))
-        self.state = ChatState(MemoryStore(), self.accounts, self.clock)
+        self.state = ChatState(MemoryStore(), self.accounts, self.clock, session_factory=Session)
         checker = LockoutChecker(CredentialsChecker(self.accounts), self.lockout)
         portal = Portal(ChatRealm(self.state), [checker])
         self.gate = LoginGate(portal, self.accounts, self.lockout)
@@ -424,7 +425,7 @@ class AddressLockoutTests(ClockTestCase):
         super().setUp()
         self.address_lockout = LoginLockout(self.clock, MAX_FAILURES, DURATION)
         self.accounts = CredentialsFile(Path("test-credentials.txt"), dict(ACCOUNTS))
-        self.state = ChatState(MemoryStore(), self.accounts, self.clock)
+        self.state = ChatState(MemoryStore(), self.accounts, self.clock, session_factory=Session)
         self.checker = LockoutChecker(
             CredentialsChecker(self.accounts), self.lockout, self.address_lockout
         )

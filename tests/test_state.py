@@ -17,7 +17,8 @@ from twisted.trial import unittest
 from chatservice import events
 from chatservice.auth.credentials import CredentialsFile
 from chatservice.commands import CommandError, Request
-from chatservice.state import AlreadyLoggedIn, ChatState, Session
+from chatservice.session import Session
+from chatservice.state import AlreadyLoggedIn, ChatState
 from chatservice.store.interface import StoredMessage
 from chatservice.store.memory import MemoryStore
 
@@ -79,7 +80,7 @@ class StateTestCase(unittest.TestCase):
         self.clock.advance(START)
         self.accounts = CredentialsFile(Path("test-credentials.txt"), dict(ACCOUNTS))
         self.store = MemoryStore()
-        self.state = ChatState(self.store, self.accounts, self.clock)
+        self.state = ChatState(self.store, self.accounts, self.clock, session_factory=Session)
         self.clients: dict[str, RecordingClient] = {}
         self.addCleanup(self.assertNoDelayedCalls)
 
@@ -321,15 +322,6 @@ class MessageTests(StateTestCase):
         )
         self.assertEqual(self.store.offline_messages("vader"), [])
 
-    def test_unknown_command(self) -> None:
-        (yoda,) = self.online("yoda")
-        self.assertCommandError(
-            "invalid_command",
-            "Error. logout is not available here.",
-            yoda.execute,
-            Request("logout"),
-        )
-
 
 class BroadcastTests(StateTestCase):
     """Broadcasts reach every other online user."""
@@ -558,7 +550,7 @@ class LoadTests(StateTestCase):
         yoda.unblock("leia")
         hans.end()
         self.clock.advance(20)
-        restarted = ChatState(self.store, self.accounts, self.clock)
+        restarted = ChatState(self.store, self.accounts, self.clock, session_factory=Session)
         restarted.load()
         self.assertTrue(restarted.has_blocked("yoda", "luke"))
         self.assertFalse(restarted.has_blocked("yoda", "leia"))

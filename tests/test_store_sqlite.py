@@ -772,12 +772,15 @@ class ChatStateRestartTests(SQLiteTestCase):
     def state(self) -> Any:
         from twisted.internet.task import Clock
 
+        from chatservice.session import Session
         from chatservice.state import ChatState
 
         clock = Clock()
         clock.advance(T)
         store = self.opened()
-        state = ChatState(store, accounts=None, clock=clock)  # type: ignore[arg-type]
+        state = ChatState(
+            store, accounts=None, clock=clock, session_factory=Session  # type: ignore[arg-type]
+        )
         state.load()
         return state
 

@@ -1,0 +1,207 @@
+"""Tests for :meth:`chatservice.state.ChatState.deliver`: each delivery rule and its report.
+
+The users are online through :class:`~tests.test_state.RecordingClient`; each
+test calls ``deliver`` directly with one rule and checks who got the event
+and what the report counts.
+"""
+
+from __future__ import annotations
+
+from chatservice import events
+from chatservice.delivery import EVERYONE, NOTHING, Delivery, DeliveryReport
+from tests.test_state import START, StateTestCase
+
+
+class DeliveryTestCase(StateTestCase):
+    """yoda, hans, luke and leia online; ``got`` says who received what."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.yoda, self.hans, self.luke, self.leia = self.online("yoda", "hans", "luke", "leia")
+
+    def got(self) -> dict[str, list[events.Event]]:
+        """Who received which events since the last call (users who got nothing left out)."""
+        received = {}
+        for name, client in self.clients.items():
+            if client.delivered:
+                received[name], client.delivered = client.delivered, []
+        return received
+
+
+class PresenceTests(DeliveryTestCase):
+    """PRESENCE: every other online user but those the subject blocked; nothing while hidden."""
+
+    def test_everyone_but_the_subject_and_whom_it_blocked(self) -> None:
+        self.yoda.block("hans")
+        event = events.Presence("yoda", True)
+        report = self.state.deliver(event, "yoda", EVERYONE, Delivery.PRESENCE)
+        self.assertEqual(report, DeliveryReport(delivered=2, skipped=1))
+        self.assertEqual(self.got(), {"luke": [event], "leia": [event]})
+
+    def test_blocking_the_subject_does_not_stop_it(self) -> None:
+        self.hans.block("yoda")
+        event = events.Presence("yoda", True)
+        report = self.state.deliver(event, "yoda", EVERYONE, Delivery.PRESENCE)
+        self.assertEqual(report, DeliveryReport(delivered=3))
+        self.assertEqual(set(self.got()), {"hans", "luke", "leia"})
+
+    def test_busy_users_are_told(self) -> None:
+        self.hans.busy(None)
+        event = events.Presence("yoda", False)
+        report = self.state.deliver(event, "yoda", EVERYONE, Delivery.PRESENCE)
+        self.assertEqual(report.delivered, 3)
+        self.assertEqual(self.got()["hans"], [event])
+
+    def test_hidden_subject_is_not_announced(self) -> None:
+        self.yoda.hide()
+        report = self.state.deliver(
+            events.Presence("yoda", False), "yoda", EVERYONE, Delivery.PRESENCE
+        )
+        self.assertIs(report, NOTHING)
+        self.assertEqual(self.got(), {})
+
+    def test_hidden_logout_is_not_announced(self) -> None:
+        self.yoda.hide()
+        self.yoda.end()
+        self.assertEqual(self.got(), {})
+        self.assertNotIn("yoda", self.state.sessions)
+
+
+class MessageTests(DeliveryTestCase):
+    """MESSAGE: blockers of the sender skipped and counted; busy users miss it."""
+
+    def test_others_get_it(self) -> None:
+        event = events.BroadcastMessage("yoda", "hi", START, 1)
+        report = self.state.deliver(event, "yoda", EVERYONE, Delivery.MESSAGE)
+        self.assertEqual(report, DeliveryReport(delivered=3))
+        self.assertEqual(self.got(), {"hans": [event], "luke": [event], "leia": [event]})
+
+    def test_blockers_of_the_sender_are_skipped_and_counted(self) -> None:
+        self.hans.block("yoda")
+        self.luke.block("yoda")
+        self.yoda.block("leia")  # the sender's own blocks do not matter
+        event = events.BroadcastMessage("yoda", "hi", START, 1)
+        report = self.state.deliver(event, "yoda", EVERYONE, Delivery.MESSAGE)
+        self.assertEqual(report, DeliveryReport(delivered=1, skipped=2))
+        self.assertEqual(self.got(), {"leia": [event]})
+
+    def test_busy_users_miss_it_and_auto_reply_once(self) -> None:
+        self.hans.busy("later")
+        self.luke.busy("away")
+        event = events.BroadcastMessage("yoda", "hi", START, 1)
+        report = self.state.deliver(event, "yoda", EVERYONE, Delivery.MESSAGE)
+        self.assertEqual(
+            report,
+            DeliveryReport(
+                delivered=1, busy=2, auto_replies=(("hans", "later"), ("luke", "away"))
+            ),
+        )
+        self.assertEqual(self.got(), {"leia": [event]})
+        again = self.state.deliver(event, "yoda", EVERYONE, Delivery.MESSAGE)
+        self.assertEqual(again, DeliveryReport(delivered=1, busy=2))
+        other_sender = self.state.deliver(event, "leia", EVERYONE, Delivery.MESSAGE)
+        self.assertEqual(other_sender.auto_replies, (("hans", "later"), ("luke", "away")))
+        self.assertEqual(self.hans.idle().missed, 3)
+
+    def test_named_audience_online_members_only(self) -> None:
+        self.yoda.block("luke")
+        self.luke.block("hans")
+        event = events.RoomMessage(1, "hans", "hi", START, 1)
+        report = self.state.deliver(
+            event, "hans", ("hans", "luke", "leia", "obiwan"), Delivery.MESSAGE
+        )
+        self.assertEqual(report, DeliveryReport(delivered=1, skipped=1))
+        self.assertEqual(self.got(), {"leia": [event]})
+
+
+class TypingTests(DeliveryTestCase):
+    """TYPING: not across a block either way; busy users get it."""
+
+    def test_blocks_either_way_and_busy(self) -> None:
+        self.hans.block("yoda")
+        self.yoda.block("luke")
+        self.leia.busy(None)
+        event = events.TypingNotice("yoda", True)
+        report = self.state.deliver(event, "yoda", EVERYONE, Delivery.TYPING)
+        self.assertEqual(report, DeliveryReport(delivered=1, skipped=2))
+        self.assertEqual(self.got(), {"leia": [event]})
+
+    def test_to_one_user(self) -> None:
+        event = events.TypingNotice("yoda", False)
+        report = self.state.deliver(event, "yoda", ("luke",), Delivery.TYPING)
+        self.assertEqual(report, DeliveryReport(delivered=1))
+        self.assertEqual(self.got(), {"luke": [event]})
+
+
+class PlainTests(DeliveryTestCase):
+    """PLAIN: each named online user, blocks and busy aside; never the sender."""
+
+    def test_named_online_users(self) -> None:
+        self.hans.block("yoda")
+        self.luke.busy(None)
+        event = events.RoomLeft(1, "yoda")
+        report = self.state.deliver(
+            event, "yoda", ["yoda", "hans", "luke", "obiwan"], Delivery.PLAIN
+        )
+        self.assertEqual(report, DeliveryReport(delivered=2))
+        self.assertEqual(self.got(), {"hans": [event], "luke": [event]})
+
+
+class DirectTests(DeliveryTestCase):
+    """DIRECT: delivered, kept (offline, busy, not reading), or refused (blocked, mailbox full)."""
+
+    def direct(self, to: str, text: str = "hi") -> DeliveryReport:
+        event = events.DirectMessage("yoda", text, START)
+        return self.state.deliver(event, "yoda", (to,), Delivery.DIRECT)
+
+    def kept_for(self, username: str) -> list[tuple[str, str]]:
+        return [(m.sender, m.text) for m in self.store.offline_messages(username)]
+
+    def test_online(self) -> None:
+        self.assertEqual(self.direct("hans"), DeliveryReport(delivered=1))
+        self.assertEqual(list(self.got()), ["hans"])
+        self.assertEqual(self.kept_for("hans"), [])
+
+    def test_offline_is_kept(self) -> None:
+        self.assertEqual(self.direct("obiwan"), DeliveryReport(stored=1))
+        self.assertEqual(self.got(), {})
+        self.assertEqual(self.kept_for("obiwan"), [("yoda", "hi")])
+
+    def test_busy_is_kept_with_one_auto_reply(self) -> None:
+        self.hans.busy("later")
+        self.assertEqual(
+            self.direct("hans"),
+            DeliveryReport(stored=1, busy=1, auto_replies=(("hans", "later"),)),
+        )
+        self.assertEqual(self.direct("hans", "again"), DeliveryReport(stored=1, busy=1))
+        self.assertEqual(self.got(), {})
+        self.assertEqual(self.kept_for("hans"), [("yoda", "hi"), ("yoda", "again")])
+
+    def test_congested_client_is_kept(self) -> None:
+        self.clients["hans"].congested = True
+        self.assertEqual(self.direct("hans"), DeliveryReport(stored=1))
+        self.assertEqual(self.got(), {})
+        self.assertEqual(self.kept_for("hans"), [("yoda", "hi")])
+
+    def test_blocked_is_refused_and_not_kept(self) -> None:
+        self.state.block("obiwan", "yoda")
+        self.assertEqual(self.direct("obiwan"), DeliveryReport(refused="blocked"))
+        self.assertEqual(self.kept_for("obiwan"), [])
+        self.hans.block("yoda")
+        self.assertEqual(self.direct("hans"), DeliveryReport(refused="blocked"))
+        self.assertEqual(self.got(), {})
+
+    def test_mailbox_full_is_refused(self) -> None:
+        self.state.max_offline = 2
+        self.direct("obiwan", "one")
+        self.direct("obiwan", "two")
+        self.assertEqual(self.direct("obiwan", "three"), DeliveryReport(refused="mailbox_full"))
+        self.assertEqual(self.kept_for("obiwan"), [("yoda", "one"), ("yoda", "two")])
+
+    def test_exactly_one_recipient(self) -> None:
+        event = events.DirectMessage("yoda", "hi", START)
+        for audience in (EVERYONE, (), ("hans", "luke")):
+            self.assertRaises(
+                ValueError, self.state.deliver, event, "yoda", audience, Delivery.DIRECT
+            )
+        self.assertEqual(self.got(), {})
