@@ -470,10 +470,13 @@ class RegistrationProtocolTests(HarnessTestCase):
         self.assertEqual((replies[3]["status"], replies[3]["code"]), (False, "taken"))
         self.assertEqual((replies[4]["type"], replies[4]["success"]), ("login", True))
 
-    def test_salt_is_refused(self) -> None:
+    def test_salt_without_a_scram_message_is_explained(self) -> None:
+        """The original design's bare ``salt`` request: told what SCRAM needs."""
         connection = self.connect()
         connection.send_json({"type": "salt", "user": "yoda"})
-        self.assertEqual(connection.json()[0]["code"], "salt_unsupported")
+        (reply,) = connection.json()
+        self.assertEqual(reply["code"], "missing_field")
+        self.assertIn("SCRAM-SHA-256 client-first message", reply["message"])
 
     def test_passwd(self) -> None:
         (yoda,) = self.online("yoda")

@@ -280,8 +280,14 @@ class JsonLogin(LoginDialogue):
     def _scram_start(self, obj: dict[str, Any], request_id: Any) -> None:
         """The client-first message: answer with the salt, iterations and nonce."""
         self._mechanism(obj)
+        if not isinstance(obj.get("message"), str):
+            raise CommandError(
+                "missing_field",
+                '"salt" needs a string field "message": the SCRAM-SHA-256 client-first'
+                " message (see docs/protocol.rst).",
+            )
         try:
-            exchange = ScramServerExchange(jsonlines.field(obj, "message"))
+            exchange = ScramServerExchange(obj["message"])
         except ScramError as e:
             raise CommandError("scram_failed", f"Error. SCRAM: {e}.") from None
         self._scram = None
