@@ -4,33 +4,18 @@ from __future__ import annotations
 
 import math
 import os
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from twisted.application import strports
 from twisted.application.service import IService, MultiService
-from twisted.cred.checkers import ICredentialsChecker
-from twisted.cred.portal import Portal
-from twisted.internet import endpoints, threads
+from twisted.internet import endpoints
 from twisted.python import usage
 
-from chatservice.activitylog import ActivityLog
-from chatservice.auth.accounts import AccountManager
-from chatservice.auth.guests import GuestChecker
-from chatservice.auth.credentials import CredentialsChecker, CredentialsError, CredentialsFile
-from chatservice.auth.lockout import LoginLockout
-from chatservice.auth.login import LockoutChecker, LoginGate
-from chatservice.auth.realm import ChatRealm
-from chatservice.auth.scram import ScramChecker
-from chatservice.server.factory import ChatFactory
+from chatservice.auth.credentials import CredentialsError, CredentialsFile
+from chatservice.build import LIMITS, build_chat
 from chatservice.server.policy import BanList, ConnectionPolicy
-from chatservice.service import ChatService
-from chatservice.session import Session
-from chatservice.state import ChatState
-from chatservice.store.memory import MemoryStore
 from chatservice.store.sqlite import SQLiteStore, StoreError
-from chatservice.workers import ThreadWorkers
 
 DEFAULT_LISTEN = "tcp:4119"
 DEFAULT_CREDENTIALS = Path("etc") / "credentials.txt"
@@ -40,22 +25,6 @@ STORES = ("sqlite", "memory")
 DATABASE_NAME = "chat.sqlite3"
 
 _DEFAULT_POLICY = ConnectionPolicy()
-LIMITS: tuple[tuple[str, str, type, float, str], ...] = (
-    ("login-deadline", "login_deadline", float, 1, "Seconds a connection has to log in."),
-    ("max-line-length", "max_line_length", int, 64, "Longest line accepted, in bytes."),
-    ("max-message-length", "max_message_length", int, 1, "Longest message, in characters."),
-    ("flood-burst", "flood_burst", int, 1, "Lines a connection may send at once..."),
-    ("flood-rate", "flood_rate", float, 0.1, "...then per second (faster lines wait)."),
-    ("flood-limit", "flood_limit", float, 1, "Seconds of non-stop flooding before a connection is closed."),
-    ("lines-per-turn", "lines_per_turn", int, 1, "Lines of one connection handled before the others get a turn."),
-    ("turn-budget", "turn_budget", float, 0, "Seconds one connection's lines may take before the others get a turn."),
-    ("flush-interval", "flush_interval", float, 0, "Least seconds between two flushes of the output (batches writes under load)."),
-    ("output-soft-limit", "output_soft_limit", int, 1024, "Unread bytes past which broadcasts to a client are dropped."),
-    ("output-hard-limit", "output_hard_limit", int, 1024, "Unread bytes past which a client is disconnected."),
-    ("max-connections", "max_connections", int, 1, "Connections the server takes at once."),
-    ("max-per-address", "max_connections_per_address", int, 1, "Connections one address may have."),
-)
-"""``(option, ConnectionPolicy field, type, minimum, help)`` of each limit."""
 
 
 def _number(options: usage.Options, name: str, kind: type, minimum: float) -> None:
@@ -201,7 +170,7 @@ class Options(usage.Options):
 
 
 def makeService(config: Options, reactor: Any = None) -> IService:
-    """Build the chat service and its listeners from parsed ``config``.
+    """Build the chat service (:func:`~chatservice.build.build_chat`) and its listeners.
 
     :param reactor: the reactor to listen and keep time with (the global one
         when ``None``).
@@ -210,55 +179,9 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
-    accounts: CredentialsFile = config["accounts"]
-    data_dir: Path = config["data-dir"]
-    activity = ActivityLog(
-        data_dir,
-        reactor,
-        partial(threads.deferToThreadPool, reactor, reactor.getThreadPool()),
-    )
-    store = SQLiteStore(config["database"]) if config["store"] == "sqlite" else MemoryStore()
-    max_failures, duration = config["max-failures"], config["block-duration"]
-    lockout = LoginLockout(reactor, max_failures, duration)
-    address_lockout = LoginLockout(reactor, max_failures, duration)
-    # Password hashing runs in low-priority worker threads, so a login
-    # storm never takes the CPU the reactor thread needs.
-    run_in_thread = ThreadWorkers(reactor)
-    checkers: list[ICredentialsChecker] = [
-        LockoutChecker(CredentialsChecker(accounts, run_in_thread), lockout, address_lockout)
-    ]
-    # The state changes passwords through the manager, which asks the state
-    # whether an online guest holds a name.
-    manager = AccountManager(accounts, run_in_thread, lambda name: state.guest_online(name))
-    state = ChatState(
-        store,
-        accounts,
-        reactor,
-        activity,
-        config["max-offline"],
-        session_factory=Session,
-        passwords=manager,
-        max_message_length=config["max-message-length"],
-    )
-    activity.active_users = state.active_user_rows
-    checkers.append(LockoutChecker(ScramChecker(manager), lockout, address_lockout))
-    if config["allow-guests"]:
-        checkers.append(GuestChecker(manager.taken))
-    portal = Portal(ChatRealm(state), checkers)
-    gate = LoginGate(portal, accounts, lockout, address_lockout, manager)
-    policy = ConnectionPolicy(
-        timeout=config["timeout"],
-        bans=config["bans"],
-        allow_register=config["allow-register"],
-        allow_guests=config["allow-guests"],
-        **{field: config[option] for option, field, _kind, _minimum, _text in LIMITS},
-    )
-    factory = ChatFactory(gate, reactor, policy)
-
+    chat = build_chat(config, reactor)
     top = MultiService()
-    ChatService(
-        state, factory, [lockout, address_lockout], activity, data_dir, run_in_thread
-    ).setServiceParent(top)
+    chat.service.setServiceParent(top)
     for description in config["listen"]:
-        strports.service(description, factory, reactor=reactor).setServiceParent(top)
+        strports.service(description, chat.factory, reactor=reactor).setServiceParent(top)
     return top

@@ -8,26 +8,17 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from twisted.cred.portal import Portal
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from chatservice.auth.accounts import AccountManager
-from chatservice.auth.credentials import CredentialsChecker, CredentialsFile, run_here
-from chatservice.auth.guests import GuestChecker
-from chatservice.auth.lockout import LoginLockout
-from chatservice.auth.login import LockoutChecker, LoginGate
-from chatservice.auth.realm import ChatRealm
-from chatservice.auth.scram import ScramChecker
-from chatservice.server.factory import ChatFactory
-from chatservice.server.output import OutputBatcher
-from chatservice.server.policy import ConnectionPolicy
+from chatservice.auth.credentials import CredentialsFile, run_here
+from chatservice.build import LIMITS, build_chat
+from chatservice.interfaces import NoActivityRecorder
 from chatservice.server.connection import ChatConnection
+from chatservice.server.output import OutputBatcher
+from chatservice.server.policy import BanList, ConnectionPolicy
 from chatservice.server.protocol import ChatProtocol
-from chatservice.session import Session
-from chatservice.state import ChatState
-from chatservice.store.memory import MemoryStore
 
 SAMPLE_ACCOUNTS = {
     "yoda": "wise",
@@ -114,7 +105,10 @@ class Connection:
 
 
 class ChatHarness:
-    """A chat server wired as ``makeService`` wires it, on a :class:`Clock`.
+    """A chat server built by :func:`~chatservice.build.build_chat`, as ``twistd chat`` builds it, on a :class:`Clock`.
+
+    Password hashing runs at once (no threads), the data is kept in memory
+    and no activity log is written.
 
     :param accounts: user name to password.
     """
@@ -138,43 +132,37 @@ class ChatHarness:
             encoding="utf-8",
         )
         self.accounts = CredentialsFile.load(self.credentials_path)
-        self.store = MemoryStore()
-        self.lockout = LoginLockout(self.clock, max_failures, block_duration)
-        self.address_lockout = LoginLockout(self.clock, max_failures, block_duration)
-        checker = LockoutChecker(
-            CredentialsChecker(self.accounts), self.lockout, self.address_lockout
-        )
-        self.manager = AccountManager(
-            self.accounts, run_here, lambda name: self.state.guest_online(name)
-        )
-        self.state = ChatState(
-            self.store,
-            self.accounts,
-            self.clock,
-            session_factory=Session,
-            passwords=self.manager,
-            max_message_length=policy.get(
-                "max_message_length", ConnectionPolicy.max_message_length
-            ),
-        )
-        checkers = [checker]
-        checkers.append(
-            LockoutChecker(ScramChecker(self.manager), self.lockout, self.address_lockout)
-        )
-        if policy.get("allow_guests"):
-            checkers.append(GuestChecker(self.manager.taken))
-        self.gate = LoginGate(
-            Portal(ChatRealm(self.state), checkers),
-            self.accounts,
-            self.lockout,
-            self.address_lockout,
-            self.manager,
-        )
         policy.setdefault("greeting_delay", 0)  # greet at once, as the tests expect
-        self.policy = ConnectionPolicy(
-            timeout=timeout, max_line_length=max_line_length, **policy
-        )
-        self.factory = ChatFactory(self.gate, self.clock, self.policy)
+        defaults = ConnectionPolicy()
+        config = {
+            "accounts": self.accounts,
+            "data-dir": self.directory,
+            "store": "memory",
+            "max-offline": 100,
+            "max-failures": max_failures,
+            "block-duration": block_duration,
+            "timeout": timeout,
+            "bans": policy.pop("bans", BanList()),
+            "allow-register": policy.pop("allow_register", False),
+            "allow-guests": policy.pop("allow_guests", False),
+            **{
+                option: policy.pop(field, getattr(defaults, field))
+                for option, field, _kind, _minimum, _text in LIMITS
+            },
+            "max-line-length": max_line_length,
+        }
+        if policy:
+            raise TypeError(f"ChatHarness has no options {sorted(policy)}")
+        chat = build_chat(config, self.clock, run_in_thread=run_here, activity=NoActivityRecorder())
+        self.chat = chat
+        self.state = chat.state
+        self.store = chat.state.store
+        self.manager = chat.manager
+        self.lockout = chat.lockout
+        self.address_lockout = chat.address_lockout
+        self.gate = chat.gate
+        self.policy = chat.policy
+        self.factory = chat.factory
         self.batched = batched
         """Whether connections write through the factory's OutputBatcher, as on
         real TCP (their output is flushed whenever a test reads it)."""

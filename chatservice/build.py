@@ -1,0 +1,151 @@
+"""Putting the chat service together: :func:`build_chat`.
+
+The one place that wires the parts: the store, the chat state, the accounts,
+the lock-outs, the ``twisted.cred`` portal (password, SCRAM and guest
+checkers), the login gate, the connection factory and the service that
+starts and stops them.  ``twistd chat`` (:func:`chatservice.tap.makeService`)
+builds with it and adds the listeners; the tests build with it on a
+``Clock``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Mapping
+
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.cred.portal import Portal
+from twisted.internet import threads
+from twisted.internet.interfaces import IReactorTime
+
+from chatservice.activitylog import ActivityLog
+from chatservice.auth.accounts import AccountManager
+from chatservice.auth.credentials import CredentialsChecker, CredentialsFile, Runner
+from chatservice.auth.guests import GuestChecker
+from chatservice.auth.lockout import LoginLockout
+from chatservice.auth.login import LockoutChecker, LoginGate
+from chatservice.auth.realm import ChatRealm
+from chatservice.auth.scram import ScramChecker
+from chatservice.interfaces import ActivityRecorder
+from chatservice.server.factory import ChatFactory
+from chatservice.server.policy import ConnectionPolicy
+from chatservice.service import ChatService
+from chatservice.session import Session
+from chatservice.state import ChatState
+from chatservice.store.interface import IChatStore
+from chatservice.store.memory import MemoryStore
+from chatservice.store.sqlite import SQLiteStore
+from chatservice.workers import ThreadWorkers
+
+LIMITS: tuple[tuple[str, str, type, float, str], ...] = (
+    ("login-deadline", "login_deadline", float, 1, "Seconds a connection has to log in."),
+    ("greeting-delay", "greeting_delay", float, 0, "Seconds of silence before a new connection is greeted as a person (0: at once)."),
+    ("max-line-length", "max_line_length", int, 64, "Longest line accepted, in bytes."),
+    ("max-message-length", "max_message_length", int, 1, "Longest message, in characters."),
+    ("flood-burst", "flood_burst", int, 1, "Lines a connection may send at once..."),
+    ("flood-rate", "flood_rate", float, 0.1, "...then per second (faster lines wait)."),
+    ("flood-limit", "flood_limit", float, 1, "Seconds of non-stop flooding before a connection is closed."),
+    ("lines-per-turn", "lines_per_turn", int, 1, "Lines of one connection handled before the others get a turn."),
+    ("turn-budget", "turn_budget", float, 0, "Seconds one connection's lines may take before the others get a turn."),
+    ("flush-interval", "flush_interval", float, 0, "Least seconds between two flushes of the output (batches writes under load)."),
+    ("output-soft-limit", "output_soft_limit", int, 1024, "Unread bytes past which broadcasts to a client are dropped."),
+    ("output-hard-limit", "output_hard_limit", int, 1024, "Unread bytes past which a client is disconnected."),
+    ("slow-reader-grace", "slow_reader_grace", float, 1, "Seconds a client may stay past the soft limit before it is disconnected."),
+    ("max-connections", "max_connections", int, 1, "Connections the server takes at once."),
+    ("max-per-address", "max_connections_per_address", int, 1, "Connections one address may have."),
+)
+"""``(option, ConnectionPolicy field, type, minimum, help)`` of each limit."""
+
+
+@dataclass(frozen=True)
+class Chat:
+    """Everything :func:`build_chat` made, for the service and for tests to reach."""
+
+    state: ChatState
+    accounts: CredentialsFile
+    manager: AccountManager
+    lockout: LoginLockout
+    address_lockout: LoginLockout
+    gate: LoginGate
+    policy: ConnectionPolicy
+    factory: ChatFactory
+    service: ChatService
+
+
+def connection_policy(config: Mapping[str, Any]) -> ConnectionPolicy:
+    """The connections' settings from ``config`` (the options of :data:`LIMITS` and a few more)."""
+    return ConnectionPolicy(
+        timeout=config["timeout"],
+        bans=config["bans"],
+        allow_register=config["allow-register"],
+        allow_guests=config["allow-guests"],
+        **{field: config[option] for option, field, _kind, _minimum, _text in LIMITS},
+    )
+
+
+def build_chat(
+    config: Mapping[str, Any],
+    reactor: IReactorTime,
+    run_in_thread: Runner | None = None,
+    activity: ActivityRecorder | None = None,
+) -> Chat:
+    """Build the chat service from parsed ``twistd chat`` options.
+
+    :param config: :class:`chatservice.tap.Options` after parsing (or a
+        mapping with the same keys and converted values).
+    :param reactor: the reactor, or a test ``Clock``, for every timer.
+    :param run_in_thread: runs password hashing and file writes off the
+        reactor thread (default: the service's own low-priority
+        :class:`~chatservice.workers.ThreadWorkers`).
+    :param activity: where the activity logs go (default: the files in
+        ``--data-dir``, written in the reactor's thread pool).
+    """
+    accounts: CredentialsFile = config["accounts"]
+    data_dir: Path = config["data-dir"]
+    workers = None
+    if run_in_thread is None:
+        # Password hashing runs in low-priority worker threads, so a login
+        # storm never takes the CPU the reactor thread needs.
+        run_in_thread = workers = ThreadWorkers(reactor)
+    if activity is None:
+        activity = ActivityLog(
+            data_dir,
+            reactor,
+            partial(threads.deferToThreadPool, reactor, reactor.getThreadPool()),
+        )
+    store: IChatStore = (
+        SQLiteStore(config["database"]) if config["store"] == "sqlite" else MemoryStore()
+    )
+    policy = connection_policy(config)
+    # The state changes passwords through the manager, which asks the state
+    # whether an online guest holds a name.
+    manager = AccountManager(accounts, run_in_thread, lambda name: state.guest_online(name))
+    state = ChatState(
+        store,
+        accounts,
+        reactor,
+        activity,
+        config["max-offline"],
+        session_factory=Session,
+        passwords=manager,
+        max_message_length=policy.max_message_length,
+    )
+    if isinstance(activity, ActivityLog):
+        activity.active_users = state.active_user_rows
+    lockout = LoginLockout(reactor, config["max-failures"], config["block-duration"])
+    address_lockout = LoginLockout(reactor, config["max-failures"], config["block-duration"])
+    checkers: list[ICredentialsChecker] = [
+        LockoutChecker(CredentialsChecker(accounts, run_in_thread), lockout, address_lockout),
+        LockoutChecker(ScramChecker(manager), lockout, address_lockout),
+    ]
+    if config["allow-guests"]:
+        checkers.append(GuestChecker(manager.taken))
+    portal = Portal(ChatRealm(state), checkers)
+    gate = LoginGate(portal, accounts, lockout, address_lockout, manager)
+    factory = ChatFactory(gate, reactor, policy)
+    service = ChatService(
+        state, factory, [lockout, address_lockout], activity, data_dir, workers
+    )
+    return Chat(state, accounts, manager, lockout, address_lockout, gate, policy, factory, service)
