@@ -1,6 +1,6 @@
 """The small interfaces the chat state works through, so it never needs a transport.
 
-- :class:`ChatClient`: a connection, as the state sees it (the cred "mind").
+- :class:`ClientConnection`: a connection, as the state sees it (the cred "mind").
 - :class:`ChatMember`: an online user, as the state sees it when delivering.
 - :class:`AccountDirectory`: which user names exist.
 - :class:`PasswordChanger`: where a session changes its user's password.
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from chatservice.store.interface import HistoryEntry
 
 
-class ChatClient(Protocol):
+class ClientConnection(Protocol):
     """What the state needs of a connection: somewhere to send events.
 
     ``host`` is the client's IP address; ``p2p_port`` and ``udp_port`` are the
@@ -46,7 +46,7 @@ class ChatMember(Protocol):
     """What the state needs of an online user (a session) to deliver to it."""
 
     username: str
-    client: ChatClient
+    client: ClientConnection
     logged_in_at: float
     guest: bool
     hidden: bool

@@ -24,7 +24,7 @@ from chatservice import events
 from chatservice.auth.accounts import AccountError
 from chatservice.commands import COMMANDS, CommandError, Request
 from chatservice.delivery import EVERYONE, Audience, Delivery
-from chatservice.interfaces import ChatClient, ChatMember, IChatSession
+from chatservice.interfaces import ClientConnection, ChatMember, IChatSession
 from chatservice.rooms import BROADCAST_CHANNEL, Room
 from chatservice.state import ChatState
 
@@ -70,7 +70,7 @@ class Session:
         self,
         state: ChatState,
         username: str,
-        client: ChatClient,
+        client: ClientConnection,
         logged_in_at: float,
         guest: bool = False,
     ) -> None:
@@ -478,7 +478,7 @@ class Session:
         self,
         username: str,
         purpose: str,
-        port_of: Callable[[ChatClient], int | None],
+        port_of: Callable[[ClientConnection], int | None],
         notice: Callable[[str], events.Event],
     ) -> events.PeerAddress:
         """Hand this user ``username``'s port for ``purpose`` and a one-time

@@ -6,7 +6,7 @@ server), the block lists and the rooms, and writes what must last through an
 :class:`~chatservice.store.interface.IChatStore`.  It decides who hears what
 (:meth:`ChatState.deliver`), and never touches a transport: it hands
 :mod:`chatservice.events` to each session's
-:class:`~chatservice.interfaces.ChatClient` (the connection), which renders
+:class:`~chatservice.interfaces.ClientConnection` (the connection), which renders
 and writes them.
 """
 
@@ -27,7 +27,7 @@ from chatservice.delivery import (
 from chatservice.interfaces import (
     AccountDirectory,
     ActivityRecorder,
-    ChatClient,
+    ClientConnection,
     ChatMember,
     IChatSession,
     NoActivityRecorder,
@@ -36,12 +36,12 @@ from chatservice.interfaces import (
 from chatservice.rooms import RoomDirectory
 from chatservice.store.interface import HistoryEntry, IChatStore
 
-__all__ = ["AlreadyLoggedIn", "ChatClient", "ChatState", "IChatSession", "SessionFactory"]
+__all__ = ["AlreadyLoggedIn", "ClientConnection", "ChatState", "IChatSession", "SessionFactory"]
 
 DEFAULT_MAX_MESSAGE_LENGTH = 8192
 _NOBODY: frozenset[str] = frozenset()
 
-SessionFactory = Callable[["ChatState", str, ChatClient, float, bool], ChatMember]
+SessionFactory = Callable[["ChatState", str, ClientConnection, float, bool], ChatMember]
 """Makes the session of a user who logs in: ``(state, username, client,
 logged_in_at, guest)``; :class:`~chatservice.session.Session` is one."""
 
@@ -106,7 +106,7 @@ class ChatState:
 
     # Sessions ----------------------------------------------------------------
 
-    def attach(self, username: str, client: ChatClient, guest: bool = False) -> ChatMember:
+    def attach(self, username: str, client: ClientConnection, guest: bool = False) -> ChatMember:
         """Create the session of a user who has just authenticated.
 
         :param guest: whether ``username`` is a guest's name (not an account).

@@ -58,7 +58,7 @@ DURATION = 60.0
 
 
 class FakeClient:
-    """A minimal :class:`~chatservice.state.ChatClient`."""
+    """A minimal :class:`~chatservice.interfaces.ClientConnection`."""
 
     def __init__(self, host: str = "10.0.0.1") -> None:
         self.host = host

@@ -41,7 +41,7 @@ def summary(event: events.Event) -> tuple[Any, ...]:
 
 
 class RecordingClient:
-    """A fake :class:`~chatservice.state.ChatClient` that records what it is sent.
+    """A fake :class:`~chatservice.interfaces.ClientConnection` that records what it is sent.
 
     :param on_disconnect: called after a disconnect is recorded (e.g. to end the session,
         as a real connection does when it closes).

@@ -36,7 +36,7 @@ from chatservice.auth.errors import (
 from chatservice.auth.guests import GuestCredentials
 from chatservice.auth.lockout import LoginLockout
 from chatservice.auth.scram import ScramCredentials, ScramKeys
-from chatservice.interfaces import AccountDirectory, ChatClient, IChatSession
+from chatservice.interfaces import AccountDirectory, ClientConnection, IChatSession
 from chatservice.state import AlreadyLoggedIn
 
 log = Logger()
@@ -170,7 +170,7 @@ class LoginGate:
         if remaining is not None:
             raise AccountLocked(remaining)
 
-    def login(self, username: str, password: str, client: ChatClient) -> defer.Deferred[LoginResult]:
+    def login(self, username: str, password: str, client: ClientConnection) -> defer.Deferred[LoginResult]:
         """Log ``client`` in as ``username``: fires with ``(session, logout)``, or a typed error."""
         try:
             self.check_username(username, client.host)
@@ -208,12 +208,12 @@ class LoginGate:
 
         return self.manager.scram_keys(username).addCallback(found)
 
-    def login_scram(self, credentials: ScramCredentials, client: ChatClient) -> defer.Deferred[LoginResult]:
+    def login_scram(self, credentials: ScramCredentials, client: ClientConnection) -> defer.Deferred[LoginResult]:
         """Log ``client`` in with a SCRAM proof; fails as :meth:`login` does."""
         d = self.portal.login(credentials, client, IChatSession)
         return d.addCallbacks(_session, _expected, errbackArgs=(credentials.username, False))
 
-    def login_guest(self, username: str, client: ChatClient) -> defer.Deferred[LoginResult]:
+    def login_guest(self, username: str, client: ClientConnection) -> defer.Deferred[LoginResult]:
         """Log ``client`` in as the guest ``username`` (no password)."""
         d = self.portal.login(GuestCredentials(username, client.host), client, IChatSession)
         return d.addCallbacks(_session, _expected, errbackArgs=(username, True))

@@ -8,7 +8,7 @@ from twisted.cred.portal import IRealm
 from zope.interface import implementer
 
 from chatservice.auth.guests import GuestName
-from chatservice.interfaces import ChatClient, IChatSession
+from chatservice.interfaces import ClientConnection, IChatSession
 from chatservice.state import ChatState
 
 
@@ -16,7 +16,7 @@ from chatservice.state import ChatState
 class ChatRealm:
     """Hands out :class:`~chatservice.state.Session` avatars from one :class:`ChatState`.
 
-    The mind is the connection (a :class:`~chatservice.state.ChatClient`); the
+    The mind is the connection (a :class:`~chatservice.interfaces.ClientConnection`); the
     logout callable ends the session.  Raises
     :class:`~chatservice.state.AlreadyLoggedIn` for a second login.
     """
@@ -25,7 +25,7 @@ class ChatRealm:
         self.state = state
 
     def requestAvatar(
-        self, avatarId: str, mind: ChatClient, *interfaces: Any
+        self, avatarId: str, mind: ClientConnection, *interfaces: Any
     ) -> tuple[Any, IChatSession, Callable[[], None]]:
         if IChatSession not in interfaces:
             raise NotImplementedError("ChatRealm only provides IChatSession")

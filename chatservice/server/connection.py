@@ -4,7 +4,7 @@ A transport adapter (:class:`~chatservice.server.protocol.ChatProtocol` for
 TCP and TLS) feeds it lines; it logs in through a login dialogue, hands
 each command to the session, and writes what comes back through its
 :class:`~chatservice.server.output.ConnectionWriter`.  The chat state sees it
-as a :class:`~chatservice.interfaces.ChatClient`: somewhere to ``deliver``
+as a :class:`~chatservice.interfaces.ClientConnection`: somewhere to ``deliver``
 events.  Nothing here assumes a socket.
 
 The wire format is chosen from the first line: one that starts with ``{``

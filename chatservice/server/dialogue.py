@@ -22,13 +22,13 @@ from chatservice.auth.accounts import AccountError
 from chatservice.auth.errors import UnknownUser, WrongPassword
 from chatservice.auth.login import EXPECTED_ERRORS, LoginGate, LoginResult
 from chatservice.auth.scram import ScramError, ScramKeys, ScramServerExchange
-from chatservice.commands import COMMANDS, CommandError
+from chatservice.commands import CommandError
 from chatservice.server.policy import ConnectionPolicy
+from chatservice.session import HELP
 from chatservice.server.replies import closes_connection, login_rejection
 from chatservice.version import SERVER_VERSION, compatible
 from chatservice.wire import jsonlines, text
 
-HELP = events.HelpText(tuple((command.usage, command.summary) for command in COMMANDS))
 NOT_LOGGED_IN = 'Log in first: {"type": "login", "user": "NAME", "password": "PASSWORD"}.'
 
 
