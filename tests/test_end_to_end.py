@@ -14,6 +14,7 @@ server is still running, logged no traceback, and exits cleanly on SIGTERM.
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import time
@@ -53,6 +54,8 @@ USERS = (
     "t1 t2 t3 j1 j2 j3 j4",
     # TestShutdown
     "s1 s2",
+    # TestFirstBytes
+    "p1 p2 p3",
 )
 ACCOUNTS: dict[str, str] = {
     name: f"pw-{name}" for line in USERS for name in line.split()
@@ -1139,6 +1142,43 @@ class TestJson:
                 "message": "Goodbye, j1!",
             }
             assert program.wait_closed() == b""
+
+
+class TestFirstBytes:
+    """Programs that speak JSON first get nothing but JSON; people are greeted at once."""
+
+    def test_a_program_that_speaks_first_never_sees_text(self, clients: Clients) -> None:
+        (text_user,) = clients.online("p1")
+        program = clients.connect()
+        # The original design's requests, sent the moment the socket is open.
+        program.send_json({"user": "p2", "type": "login", "password": ACCOUNTS["p2"]})
+        program.send_json({"user": "p2", "type": "userlist", "onlinetype": "true", "id": 1})
+        program.send_json({"user": "p2", "type": "typing", "status": "true", "id": 2})
+        program.send_json({"user": "p2", "type": "message", "message": "hello room", "id": 3})
+        replies = [program.read_json() for _ in range(4)]
+        assert replies[0] == {"type": "login", "success": True, "user": "p2", "guest": False}
+        assert replies[1] == {"type": "userlist", "users": ["p1"], "onlinetype": True, "id": 1}
+        assert replies[2] == {"type": "ok", "command": "typing", "id": 2}
+        assert (replies[3]["type"], replies[3]["delivered"], replies[3]["id"]) == (
+            "broadcast_status", 1, 3,
+        )
+        assert text_user.read_line() == "p2 logged in"
+        assert text_user.read_line() == "p2 is typing..."
+        assert text_user.read_line() == "[broadcast] p2: hello room"
+        # Every byte the program received was a JSON line.
+        program.send_json({"type": "logout", "id": 4})
+        rest = program.wait_closed()
+        assert program.buffer == b""
+        for line in rest.decode("utf-8").splitlines():
+            json.loads(line)
+
+    def test_a_person_is_greeted_within_half_a_second(self, clients: Clients) -> None:
+        started = time.monotonic()
+        person = clients.connect()
+        assert person.read_line(timeout=2) == GREETING
+        assert time.monotonic() - started < 0.5
+        person.send("p3")
+        assert person.read_until("Password: ", timeout=2).endswith("Username: Password: ")
 
 
 class TestShutdown:
