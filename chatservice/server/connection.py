@@ -110,7 +110,8 @@ class ChatConnection:
         refusal = self._registry.admit(self)
         if refusal is not None:
             # The format is not known yet: a JSON line is also readable by a human.
-            self.wire = self.writer.wire = JSON
+            self.wire = JSON
+            self.writer.use_format(JSON)
             self.disconnect(refusal)
             return
         policy = self._policy
@@ -267,7 +268,8 @@ class ChatConnection:
         self._use(TEXT)
 
     def _use(self, wire: WireFormat) -> None:
-        self.wire = self.writer.wire = wire
+        self.wire = wire
+        self.writer.use_format(wire)
         dialogue = TextLogin if wire is TEXT else JsonLogin
         self._dialogue = dialogue(self, self._gate, self._policy)
         self._dialogue.start()

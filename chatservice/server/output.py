@@ -227,8 +227,8 @@ class ConnectionWriter:
     ``policy.slow_reader_grace`` seconds congested, it is closed.
 
     :param transport: where the bytes go.
-    :param wire: the format events are rendered in (set again when a
-        connection settles on its format).
+    :param wire: the format events are rendered in (:meth:`use_format`
+        changes it when the connection settles on its format).
     :param policy: the output limits.
     :param clock: for the grace period.
     :param batcher: the server's batcher, used when the transport is a plain
@@ -238,7 +238,7 @@ class ConnectionWriter:
     """
 
     __slots__ = (
-        "transport", "wire", "_policy", "_clock", "_batcher", "_pending", "_hurried",
+        "transport", "wire", "_format_name", "_policy", "_clock", "_batcher", "_pending", "_hurried",
         "backed_up", "backlog", "closed", "_alive", "_dropped", "_grace", "_drained",
         "_aborted",
     )
@@ -255,6 +255,7 @@ class ConnectionWriter:
     ) -> None:
         self.transport = transport
         self.wire = wire
+        self._format_name = wire.name
         self._policy = policy
         self._clock = clock
         self._batcher = batcher if writes_directly(transport) else None
@@ -272,6 +273,11 @@ class ConnectionWriter:
         self._aborted = aborted
         transport.registerProducer(self, True)
         self._tune_socket()
+
+    def use_format(self, wire: WireFormat) -> None:
+        """Render from now on in ``wire``."""
+        self.wire = wire
+        self._format_name = wire.name
 
     def use_batcher(self, batcher: OutputBatcher) -> None:
         """Batch this connection's output whatever its transport (tests on a StringTransport)."""
@@ -294,7 +300,7 @@ class ConnectionWriter:
         if self.backed_up or self.closed:
             self._deliver_carefully(event)
             return
-        data = event.encoded.get(self.wire.name)
+        data = event.encoded.get(self._format_name)
         if data is None:
             data = self.wire.encode_shared(event)
         if not data:
