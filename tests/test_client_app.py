@@ -4,29 +4,46 @@ Each :class:`Harness` is one ``ChatClient`` whose server connection writes into
 a ``StringTransport`` (the test plays the server by feeding JSON lines), whose
 keyboard is a ``Console`` fed by the test, and whose peers are reached through
 iosim pumps (private chats) and a simulated datagram network (files), all on
-one ``task.Clock``.
+one ``task.Clock``.  The client logs in with SCRAM-SHA-256 (the test plays the
+server's side with :class:`~chatservice.auth.scram.ScramServerExchange`), its
+key derivation run at once on this thread unless a test says otherwise.
 """
 
 from __future__ import annotations
 
+import base64
+import hmac
+import io
 import json
 import tempfile
+import threading
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from twisted.internet import defer, reactor, task, threads
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from chatservice.client import app
+from chatservice.auth.credentials import Runner, run_here
+from chatservice.auth.scram import (
+    InvalidProof,
+    ScramKeys,
+    ScramServerExchange,
+    derive_salted_password,
+)
+from chatservice.client import app, login
+from chatservice.client.jsonlog import JsonTranscript
 from chatservice.client.app import ChatClient, Phase
 from chatservice.client.console import Console, Output
 from chatservice.client.filetransfer import TransferSettings
 from chatservice.client.peer import PeerFactory
 from chatservice.client.server_connection import ServerConnection
 from chatservice.client.testing import DatagramNetwork
+from tests.test_accounts import ManualRunner
 from tests.test_client_peer import PeerNetwork
 
 SETTINGS = TransferSettings(chunk_size=500, linger=1.0, idle_timeout=5.0, start_timeout=5.0)
@@ -58,6 +75,10 @@ class Harness:
         peers: PeerNetwork,
         datagrams: DatagramNetwork,
         port: int,
+        *,
+        password_login: bool = False,
+        run_in_thread: Runner = run_here,
+        transcript: JsonTranscript | None = None,
     ) -> None:
         self.name = name
         self.clock = clock
@@ -76,6 +97,8 @@ class Harness:
             connect_peer=peers.connect,
             transfer_settings=SETTINGS,
             progress_interval=1000,
+            password_login=password_login,
+            run_in_thread=run_in_thread,
         )
         self.client.p2p_port = port
         self.client.udp_port = port
@@ -87,7 +110,7 @@ class Harness:
         self.client.console = self.console
         self.console.pause()
         self.server_transport = StringTransport()
-        self.server = ServerConnection(self.client)
+        self.server = ServerConnection(self.client, transcript)
         self.server.makeConnection(self.server_transport)
         self.server.dataReceived(b"Welcome to chatservice 0.1.0. Please log in.\r\nUsername: ")
         [hello] = self.requests()
@@ -120,9 +143,34 @@ class Harness:
 
     def log_in(self, password: str = "pw") -> None:
         self.type(self.name, password)
-        [login] = self.requests()
-        self.answer(login, type="login", success=True, user=self.name)
+        if self.client.scram:
+            login, server_final = self.prove(*self.challenge(password))
+            self.answer(login, type="login", success=True, user=self.name, server_final=server_final)
+        else:
+            [login] = self.requests()
+            self.answer(login, type="login", success=True, user=self.name)
         self.lines()
+
+    def challenge(self, password: str) -> tuple[ScramServerExchange, ScramKeys]:
+        """Answer the client's ``salt`` request as a server whose account has ``password``."""
+        [salt] = self.requests()
+        assert (salt["type"], salt["mechanism"]) == ("salt", "SCRAM-SHA-256"), salt
+        exchange = ScramServerExchange(salt["message"])
+        keys = scram_keys(password)
+        self.answer(
+            salt, type="salt", mechanism="SCRAM-SHA-256", message=exchange.server_first(keys),
+            salt=base64.b64encode(keys.salt).decode("ascii"), iterations=keys.iterations,
+        )
+        return exchange, keys
+
+    def prove(self, exchange: ScramServerExchange, keys: ScramKeys) -> tuple[dict[str, Any], str]:
+        """The client's SCRAM ``login`` request, and the server-final message it earns.
+
+        :raises InvalidProof: the client typed another password than ``keys``'.
+        """
+        [login] = self.requests()
+        assert (login["type"], login["mechanism"]) == ("login", "SCRAM-SHA-256"), login
+        return login, exchange.verify_client_final(login["message"], keys)
 
     def close(self, reason: Failure | None = None) -> None:
         if not self.server_transport.disconnected:
@@ -130,7 +178,20 @@ class Harness:
             self.server.connectionLost(reason or Failure(ConnectionDone()))
 
 
+_KEYS: dict[str, ScramKeys] = {}
+
+
+def scram_keys(password: str) -> ScramKeys:
+    """The SCRAM keys of ``password`` (derived once per test run: PBKDF2 is slow)."""
+    if password not in _KEYS:
+        _KEYS[password] = ScramKeys.derive(password)
+    return _KEYS[password]
+
+
 class ClientTestCase(unittest.TestCase):
+    password_login = False
+    """Whether the harnesses' clients log in with the password itself (``--password-login``)."""
+
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(1_795_282_200)
@@ -138,8 +199,11 @@ class ClientTestCase(unittest.TestCase):
         self.datagrams = DatagramNetwork(self.clock)
         self.harnesses: list[Harness] = []
 
-    def harness(self, name: str) -> Harness:
-        harness = Harness(self, name, self.clock, self.peers, self.datagrams, 6000 + len(self.harnesses))
+    def harness(self, name: str, **options: Any) -> Harness:
+        options.setdefault("password_login", self.password_login)
+        harness = Harness(
+            self, name, self.clock, self.peers, self.datagrams, 6000 + len(self.harnesses), **options
+        )
         self.harnesses.append(harness)
         return harness
 
@@ -149,6 +213,19 @@ class ClientTestCase(unittest.TestCase):
         self.peers.flush()
         self.datagrams.stop()
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def assertPasswordLogin(self, harness: Harness, password: str, request_id: int) -> None:
+        """The next request is a password login (with the peer ports); accepting it logs in."""
+        [request] = harness.requests()
+        self.assertEqual(request, {
+            "type": "login", "user": harness.name, "password": password,
+            "p2p_port": harness.client.p2p_port, "udp_port": harness.client.udp_port, "id": request_id,
+        })
+        harness.answer(request, type="login", success=True, user=harness.name)
+        self.assertEqual(
+            harness.lines(), [f"Welcome to chatservice, {harness.name}! Type help for the list of commands."]
+        )
+        self.assertIs(harness.client.phase, Phase.ONLINE)
 
     def settle(self, seconds: float = 0.0) -> None:
         """Move private chat bytes and datagrams along for ``seconds`` (and at least once)."""
@@ -161,18 +238,10 @@ class ClientTestCase(unittest.TestCase):
 
 
 class LoginTests(ClientTestCase):
-    def test_login_request_carries_the_peer_ports(self) -> None:
-        yoda = self.harness("yoda")
-        yoda.type("yoda", "wise")
-        [login] = yoda.requests()
-        self.assertEqual(
-            login,
-            {"type": "login", "user": "yoda", "password": "wise", "p2p_port": 6000, "udp_port": 6000, "id": 1},
-        )
-        yoda.answer(login, type="login", success=True, user="yoda")
-        self.assertEqual(yoda.lines(), ["Welcome to chatservice, yoda! Type help for the list of commands."])
-        self.assertIs(yoda.client.phase, Phase.ONLINE)
-        self.assertEqual(yoda.client.private.username, "yoda")
+    """What holds for both logins (:class:`PasswordLoginTests` runs these again).
+
+    A refusal comes as the answer to the first request: ``salt``, or ``login``.
+    """
 
     def test_password_is_not_echoed(self) -> None:
         yoda = self.harness("yoda")
@@ -181,6 +250,50 @@ class LoginTests(ClientTestCase):
         yoda.type("wise")
         self.assertFalse(yoda.echo.hidden)
         self.assertEqual(yoda.echo.history, ["hide", "restore"])
+
+    def test_locked_account_ends_the_client(self) -> None:
+        yoda = self.harness("yoda")
+        yoda.type("yoda", "wrong")
+        [first] = yoda.requests()
+        yoda.answer(first, type="login", success=False, reason="locked",
+                    message="Invalid Password. Your account has been blocked after too many failures. Please try again later")
+        yoda.close()
+        self.assertEqual(
+            yoda.lines(),
+            ["Invalid Password. Your account has been blocked after too many failures. Please try again later"],
+        )
+        self.assertEqual(yoda.status, [app.EXIT_LOST])
+
+    def test_error_reply_to_login(self) -> None:
+        yoda = self.harness("yoda")
+        yoda.type("yoda", "wise")
+        [first] = yoda.requests()
+        yoda.answer(first, type="error", code="missing_field", message="Bad login.")
+        self.assertEqual(yoda.lines(), ["Bad login."])
+        self.assertIs(yoda.client.phase, Phase.USERNAME)
+        self.assertEqual(yoda.requests(), [])
+
+    def test_end_of_input_before_login(self) -> None:
+        yoda = self.harness("yoda")
+        yoda.type("yoda")
+        yoda.console.readConnectionLost()
+        self.assertTrue(yoda.server_transport.disconnecting)
+        self.assertFalse(yoda.echo.hidden)
+        yoda.close()
+        self.assertEqual(yoda.lines(), [])
+        self.assertEqual(yoda.status, [app.EXIT_LOST])
+
+
+class PasswordLoginTests(LoginTests):
+    """``--password-login``: the login as it was before SCRAM-SHA-256."""
+
+    password_login = True
+
+    def test_login_request_carries_the_peer_ports(self) -> None:
+        yoda = self.harness("yoda")
+        yoda.type("yoda", "wise")
+        self.assertPasswordLogin(yoda, "wise", 1)
+        self.assertEqual(yoda.client.private.username, "yoda")
 
     def test_lines_typed_during_login_wait_for_it(self) -> None:
         yoda = self.harness("yoda")
@@ -214,36 +327,220 @@ class LoginTests(ClientTestCase):
         [login] = yoda.requests()
         self.assertEqual(login["user"], "yoda")
 
-    def test_locked_account_ends_the_client(self) -> None:
+
+
+class ScramLoginTests(ClientTestCase):
+    """The default login: SCRAM-SHA-256, checking the server's signature."""
+
+    def test_login_never_sends_the_password_and_checks_the_server(self) -> None:
+        stream = io.StringIO()
+        yoda = self.harness("yoda", transcript=JsonTranscript(stream, self.clock))
+        yoda.type("yoda", "wise")
+        sent = yoda.server_transport.value()
+        exchange, keys = yoda.challenge("wise")
+        self.assertTrue(exchange.client_first.bare.startswith("n=yoda,r="))
+        final, server_final = yoda.prove(exchange, keys)
+        self.assertEqual(
+            {k: v for k, v in final.items() if k != "message"},
+            {"type": "login", "mechanism": "SCRAM-SHA-256", "p2p_port": 6000, "udp_port": 6000, "id": 2},
+        )
+        sent += json.dumps(final).encode("utf-8")
+        yoda.answer(final, type="login", success=True, user="yoda", guest=False, server_final=server_final)
+        self.assertEqual(yoda.lines(), ["Welcome to chatservice, yoda! Type help for the list of commands."])
+        self.assertIs(yoda.client.phase, Phase.ONLINE)
+        self.assertEqual(yoda.client.private.username, "yoda")
+        # The transcript keeps the SCRAM messages as they are: no secret in them.
+        recorded = [json.loads(line)["message"] for line in stream.getvalue().splitlines()]
+        self.assertIn(final, recorded)
+        salted = derive_salted_password("wise", keys.salt, keys.iterations)
+        for secret in (b"wise", salted, base64.b64encode(salted), salted.hex().encode("ascii")):
+            self.assertNotIn(secret, sent)
+            self.assertNotIn(secret, stream.getvalue().encode("utf-8"))
+        self.assertNotIn("password", stream.getvalue())
+
+    def test_input_waits_while_the_keys_are_derived(self) -> None:
+        runner = ManualRunner()
+        yoda = self.harness("yoda", run_in_thread=runner)
+        yoda.type("yoda", "wise", "whoelse")
+        self.assertFalse(yoda.echo.hidden)
+        exchange, keys = yoda.challenge("wise")
+        self.assertEqual(len(runner.calls), 1)
+        self.assertEqual(yoda.requests(), [])
+        self.assertEqual(yoda.console_transport.producerState, "paused")
+        runner.run_next()
+        final, server_final = yoda.prove(exchange, keys)
+        yoda.answer(final, type="login", success=True, user="yoda", server_final=server_final)
+        self.assertEqual(yoda.requests(), [{"type": "whoelse", "id": 3}])
+
+    def test_wrong_password_asks_for_the_password_again(self) -> None:
         yoda = self.harness("yoda")
-        yoda.type("yoda", "wrong")
-        [login] = yoda.requests()
-        yoda.answer(login, type="login", success=False, reason="locked",
-                    message="Invalid Password. Your account has been blocked after too many failures. Please try again later")
-        yoda.close()
+        yoda.type("yoda", "wrong", "wise")
+        exchange, keys = yoda.challenge("wise")
+        [final] = yoda.requests()
+        self.assertRaises(InvalidProof, exchange.verify_client_final, final["message"], keys)
+        yoda.answer(final, type="login", success=False, reason="wrong_password",
+                    message="Invalid Password. Please try again")
+        self.assertEqual(yoda.lines(), ["Invalid Password. Please try again"])
+        again, keys = yoda.challenge("wise")
+        self.assertNotEqual(again.nonce, exchange.nonce)
+        final, server_final = yoda.prove(again, keys)
+        yoda.answer(final, type="login", success=True, user="yoda", server_final=server_final)
+        self.assertIs(yoda.client.phase, Phase.ONLINE)
+
+    def test_refusals_of_the_salt_request_are_shown_as_before(self) -> None:
+        yoda = self.harness("yoda")
+        yoda.type("vader", "dark", "yoda", "wise")
+        [salt] = yoda.requests()
+        self.assertTrue(salt["message"].startswith("n,,n=vader,r="))
+        yoda.answer(salt, type="login", success=False, reason="unknown_user",
+                    message="Error. Unknown user vader. Please try again.")
+        self.assertEqual(yoda.lines(), ["Error. Unknown user vader. Please try again."])
+        [salt] = yoda.requests()
+        yoda.answer(salt, type="login", success=False, reason="blocked", retry_after=9,
+                    message="Your account is blocked due to multiple login failures. Please try again later")
         self.assertEqual(
             yoda.lines(),
-            ["Invalid Password. Your account has been blocked after too many failures. Please try again later"],
+            ["Your account is blocked due to multiple login failures. Please try again later"],
         )
-        self.assertEqual(yoda.status, [app.EXIT_LOST])
+        self.assertIs(yoda.client.phase, Phase.USERNAME)
+        self.assertEqual(yoda.requests(), [])
 
-    def test_error_reply_to_login(self) -> None:
+    def test_account_without_keys_falls_back_to_the_password(self) -> None:
         yoda = self.harness("yoda")
         yoda.type("yoda", "wise")
-        [login] = yoda.requests()
-        yoda.answer(login, type="error", code="missing_field", message="Bad login.")
-        self.assertEqual(yoda.lines(), ["Bad login."])
-        self.assertIs(yoda.client.phase, Phase.USERNAME)
+        [salt] = yoda.requests()
+        yoda.answer(salt, type="login", success=False, reason="scram_unavailable",
+                    message="Error. yoda has no SCRAM keys yet.")
+        self.assertEqual(yoda.lines(), [login.FALLBACK_LINES[login.NO_KEYS]])
+        self.assertPasswordLogin(yoda, "wise", 2)
+        self.assertTrue(yoda.client.scram, "the next account may have keys")
 
-    def test_end_of_input_before_login(self) -> None:
-        yoda = self.harness("yoda")
-        yoda.type("yoda")
-        yoda.console.readConnectionLost()
+    def test_server_without_scram_falls_back_to_the_password(self) -> None:
+        for code in sorted(login.OLD_SERVER_ERRORS):
+            yoda = self.harness("yoda")
+            yoda.type("yoda", "wrong")
+            [salt] = yoda.requests()
+            yoda.answer(salt, type="error", code=code, message="Error. Invalid command (type help for the list)")
+            self.assertEqual(yoda.lines(), [login.FALLBACK_LINES[login.OLD_SERVER]], code)
+            [first] = yoda.requests()
+            self.assertEqual((first["type"], first["password"]), ("login", "wrong"))
+            yoda.answer(first, type="login", success=False, reason="wrong_password",
+                        message="Invalid Password. Please try again")
+            yoda.type("wise")
+            [second] = yoda.requests()
+            self.assertEqual((second["type"], second["password"]), ("login", "wise"), "no salt again")
+
+    def assertDistrusted(self, yoda: Harness, line: str) -> None:
+        """The client said ``line``, closed the connection, ended with 1, and never went on."""
+        self.assertEqual(yoda.lines(), [line])
         self.assertTrue(yoda.server_transport.disconnecting)
+        self.assertEqual(yoda.status, [app.EXIT_LOST])
+        self.assertIs(yoda.client.phase, Phase.FINISHED)
         self.assertFalse(yoda.echo.hidden)
         yoda.close()
+        yoda.type("whoelse")
+        self.assertEqual(yoda.requests(), [])
         self.assertEqual(yoda.lines(), [])
+
+    def test_forged_server_signature_closes_the_connection(self) -> None:
+        yoda = self.harness("yoda")
+        yoda.type("yoda", "wise")
+        login_request, _server_final = yoda.prove(*yoda.challenge("wise"))
+        forged = "v=" + base64.b64encode(bytes(32)).decode("ascii")
+        yoda.answer(login_request, type="login", success=True, user="yoda", server_final=forged)
+        self.assertDistrusted(yoda, login.IMPOSTOR)
+
+    def test_missing_server_signature_closes_the_connection(self) -> None:
+        for answer in ({"type": "login", "success": True, "user": "yoda"}, {"type": "login", "success": True},
+                       {"type": "userlist", "users": []}):
+            yoda = self.harness("yoda")
+            yoda.type("yoda", "wise")
+            login_request, _server_final = yoda.prove(*yoda.challenge("wise"))
+            yoda.answer(login_request, **answer)
+            self.assertDistrusted(yoda, login.IMPOSTOR)
+
+    def test_server_with_other_keys_is_found_out(self) -> None:
+        """An impostor that accepts any proof can only sign with keys of another password."""
+        yoda = self.harness("yoda")
+        yoda.type("yoda", "wise")
+        [salt] = yoda.requests()
+        exchange = ScramServerExchange(salt["message"])
+        guess = scram_keys("a guess")
+        server_first = exchange.server_first(guess)
+        yoda.answer(salt, type="salt", message=server_first)
+        [final] = yoda.requests()
+        proof = exchange.parse_client_final(final["message"])
+        auth_message = f"{exchange.client_first.bare},{server_first},{proof.without_proof}"
+        signature = hmac.digest(guess.server_key, auth_message.encode("utf-8"), "sha256")
+        yoda.answer(final, type="login", success=True, user="yoda",
+                    server_final="v=" + base64.b64encode(signature).decode("ascii"))
+        self.assertDistrusted(yoda, login.IMPOSTOR)
+
+    def test_unusable_challenge_closes_the_connection(self) -> None:
+        yoda = self.harness("yoda")
+        yoda.type("yoda", "wise")
+        [salt] = yoda.requests()
+        yoda.answer(salt, type="salt", message="r=not-our-nonce,s=c2FsdA==,i=4096")
+        [line] = yoda.lines()
+        self.assertTrue(line.startswith("Error. The server's SCRAM-SHA-256 challenge is not valid ("), line)
+        self.assertTrue(yoda.server_transport.disconnecting)
         self.assertEqual(yoda.status, [app.EXIT_LOST])
+
+    def test_unexpected_answer_to_salt_closes_the_connection(self) -> None:
+        yoda = self.harness("yoda")
+        yoda.type("yoda", "wise")
+        [salt] = yoda.requests()
+        yoda.answer(salt, type="userlist", users=[])
+        self.assertEqual(
+            yoda.lines(),
+            ["Error. The server answered the SCRAM-SHA-256 login with 'userlist', not a challenge."
+             " Closing the connection."],
+        )
+        self.assertEqual(yoda.status, [app.EXIT_LOST])
+        self.assertNotIn(b"wise", yoda.server_transport.value())
+
+    def test_connection_lost_while_the_keys_are_derived(self) -> None:
+        runner = ManualRunner()
+        yoda = self.harness("yoda", run_in_thread=runner)
+        yoda.type("yoda", "wise")
+        yoda.challenge("wise")
+        yoda.close()
+        runner.run_next()
+        self.assertEqual(yoda.lines(), ["Error. The server closed the connection."])
+        self.assertEqual(yoda.status, [app.EXIT_LOST])
+
+    @defer.inlineCallbacks
+    def test_keys_are_derived_in_a_thread(self) -> Any:
+        used: list[threading.Thread] = []
+
+        def in_thread(f: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
+            def run() -> Any:
+                used.append(threading.current_thread())
+                return f(*args)
+
+            return threads.deferToThread(run)
+
+        yoda = self.harness("yoda", run_in_thread=in_thread)
+        self.assertIs(yoda.client.run_in_thread, in_thread)
+        yoda.type("yoda", "wise")
+        exchange, keys = yoda.challenge("wise")
+        deadline = time.monotonic() + 10
+        while not yoda.server_transport.value() and time.monotonic() < deadline:
+            yield task.deferLater(reactor, 0.01, lambda: None)
+        login_request, server_final = yoda.prove(exchange, keys)
+        yoda.answer(login_request, type="login", success=True, user="yoda", server_final=server_final)
+        self.assertIs(yoda.client.phase, Phase.ONLINE)
+        self.assertEqual(len(used), 1)
+        self.assertIsNot(used[0], threading.main_thread())
+
+    def test_the_default_runner_is_a_thread(self) -> None:
+        client = app.ChatClient(
+            self.clock, Output(lambda data: None, terminal=False, interactive=False),
+            FakeEcho(),  # type: ignore[arg-type]
+            download_dir=Path("."), connect_peer=self.peers.connect,
+        )
+        self.assertIs(client.run_in_thread, threads.deferToThread)
+        self.assertTrue(client.scram)
 
 
 class CommandTests(ClientTestCase):
@@ -255,12 +552,12 @@ class CommandTests(ClientTestCase):
     def test_server_commands_with_the_same_words(self) -> None:
         self.yoda.type("message hans Hey Dude")
         [request] = self.yoda.requests()
-        self.assertEqual(request, {"type": "message", "to": "hans", "message": "Hey Dude", "id": 2})
+        self.assertEqual(request, {"type": "message", "to": "hans", "message": "Hey Dude", "id": 3})
         self.yoda.answer(request, type="message_status", to="hans", stored=True)
         self.assertEqual(self.yoda.lines(), ["hans is offline; your message will be delivered when they log in."])
         self.yoda.type("room create hans luke")
         [request] = self.yoda.requests()
-        self.assertEqual(request, {"type": "room_create", "members": ["hans", "luke"], "id": 3})
+        self.assertEqual(request, {"type": "room_create", "members": ["hans", "luke"], "id": 4})
 
     def test_unknown_command_sends_nothing(self) -> None:
         self.yoda.type("dance", "message hans")
@@ -315,7 +612,7 @@ class CommandTests(ClientTestCase):
     def test_startprivate_refused_by_the_server(self) -> None:
         self.yoda.type("startprivate hans")
         [request] = self.yoda.requests()
-        self.assertEqual(request, {"type": "startprivate", "target": "hans", "id": 2})
+        self.assertEqual(request, {"type": "startprivate", "target": "hans", "id": 3})
         self.yoda.answer(request, type="error", code="blocked", message="Error. hans has blocked you.")
         self.assertEqual(self.yoda.lines(), ["Error. hans has blocked you."])
 
@@ -336,7 +633,7 @@ class CommandTests(ClientTestCase):
         path.write_bytes(b"abc")
         self.yoda.type(f"UPD hans {path}")
         [request] = self.yoda.requests()
-        self.assertEqual(request, {"type": "sendfile", "to": "hans", "filename": "f.bin", "size": 3, "id": 2})
+        self.assertEqual(request, {"type": "sendfile", "to": "hans", "filename": "f.bin", "size": 3, "id": 3})
         self.yoda.answer(request, type="error", code="no_udp_port",
                          message="Error. hans is not using a client that accepts files.")
         self.assertEqual(self.yoda.lines(), ["Error. hans is not using a client that accepts files."])
@@ -364,7 +661,7 @@ class EndingTests(ClientTestCase):
     def test_end_of_input_logs_out(self) -> None:
         self.yoda.console.readConnectionLost()
         [request] = self.yoda.requests()
-        self.assertEqual(request, {"type": "logout", "id": 2})
+        self.assertEqual(request, {"type": "logout", "id": 3})
 
     def test_timeout(self) -> None:
         self.yoda.receive({"type": "disconnect", "reason": "timeout",

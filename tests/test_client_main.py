@@ -39,6 +39,8 @@ class OptionsTests(unittest.TestCase):
         self.assertEqual(options["download-dir"], Path("."))
         self.assertIsNone(options["json-log"])
         self.assertEqual(options["udp-loss"], 0.0)
+        self.assertFalse(options["password-login"])
+        self.assertTrue(self.parse("127.0.0.1", "4119", "--password-login")["password-login"])
 
     def test_options_before_or_after_host_and_port(self) -> None:
         downloads = self.directory / "new" / "downloads"
@@ -78,7 +80,10 @@ class OptionsTests(unittest.TestCase):
 
     def test_help_documents_the_options(self) -> None:
         text = str(main.Options())
-        for option in ("--p2p-port", "--download-dir", "--json-log", "--p2p-interface", "--udp-loss"):
+        for option in (
+            "--p2p-port", "--download-dir", "--json-log", "--p2p-interface", "--udp-loss",
+            "--password-login",
+        ):
             self.assertIn(option, text)
         self.assertIn("Usage: chat-client HOST PORT [options]", text)
         self.assertIn("Exit status", text)

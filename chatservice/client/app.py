@@ -10,7 +10,8 @@ status    when
 0         the user logged out (``logout``, or the end of the input)
 1         the server could not be reached, the connection dropped or
           was closed for another reason (flood, banned, ...), the login
-          locked the account, or the input ended before a login
+          locked the account, the server failed the SCRAM check of the
+          server (the client closes), or the input ended before a login
 3         the server logged the user out for inactivity
 4         the server shut down
 130       interrupted (Ctrl-C)
@@ -25,16 +26,18 @@ import enum
 from pathlib import Path
 from typing import Any, Callable
 
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatservice import events
+from chatservice.auth.credentials import Runner
 from chatservice.client.commands import CommandTable
 from chatservice.client.console import Console, Output, TerminalEcho
 from chatservice.client.filetransfer import TransferSettings
+from chatservice.client.login import FALLBACK_LINES, OLD_SERVER, LoginAttempt, UntrustedServer
 from chatservice.client.peer import MAX_MESSAGE_BYTES, Connector
 from chatservice.client.private import PrivateChats
 from chatservice.client.progress import TransferDisplay, format_size
@@ -90,6 +93,9 @@ class ChatClient:
     :param echo: turns off the terminal echo for the password.
     :param download_dir: where received files are saved.
     :param connect_peer: connects to another client's private chat port.
+    :param password_login: log in with the password itself instead of
+        SCRAM-SHA-256 (``--password-login``).
+    :param run_in_thread: runs the SCRAM key derivation off the reactor thread.
     """
 
     def __init__(
@@ -103,6 +109,8 @@ class ChatClient:
         commands: CommandTable | None = None,
         transfer_settings: TransferSettings = TransferSettings(),
         progress_interval: float = 2.0,
+        password_login: bool = False,
+        run_in_thread: Runner = threads.deferToThread,
     ) -> None:
         self.clock = clock
         self.output = output
@@ -118,6 +126,9 @@ class ChatClient:
         self.p2p_port = 0
         self.udp_port = 0
         self.finished: defer.Deferred[int] = defer.Deferred()
+        self.scram = not password_login
+        """Whether logins use SCRAM-SHA-256: not with ``password_login``, nor once the server showed it has none."""
+        self.run_in_thread = run_in_thread
         self._quitting = False
         self._locked_out = False
 
@@ -224,17 +235,23 @@ class ChatClient:
         assert self.server is not None
         self.phase = Phase.LOGGING_IN
         self._pause_input()
-        d = self.server.request(
-            {
-                "type": "login",
-                "user": self.username,
-                "password": password,
-                "p2p_port": self.p2p_port,
-                "udp_port": self.udp_port,
-            }
+        attempt = LoginAttempt(
+            self.server,
+            self.username,
+            password,
+            {"p2p_port": self.p2p_port, "udp_port": self.udp_port},
+            self._login_falls_back,
+            self.run_in_thread,
         )
+        d = attempt.with_scram() if self.scram else attempt.with_password()
         d.addCallbacks(self._login_answered, self._login_failed)
         d.addErrback(log.failure, "Handling the login answer failed")
+
+    def _login_falls_back(self, reason: str) -> None:
+        """A SCRAM login goes on with the password: say so (and why)."""
+        self.output.line(FALLBACK_LINES[reason])
+        if reason == OLD_SERVER:
+            self.scram = False
 
     def _login_answered(self, reply: dict[str, Any]) -> None:
         self._show_reply(reply)
@@ -257,9 +274,19 @@ class ChatClient:
     def _login_failed(self, failure: Failure) -> None:
         if failure.check(ConnectionDone, ConnectionLost):
             return
+        if failure.check(UntrustedServer):
+            self._distrust(failure.value.message)
+            return
         failure.trap(ServerError)
         self.output.line(error_line(failure.value.code, failure.value.message))
         self._ask_username()
+
+    def _distrust(self, message: str) -> None:
+        """The server failed the SCRAM check of the server: close, and end with status 1."""
+        self.output.line(message)
+        if self.server is not None:
+            self.server.close()
+        self._finish(EXIT_LOST)
 
     # Typed lines -----------------------------------------------------------------------
 

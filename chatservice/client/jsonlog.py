@@ -6,7 +6,10 @@ One JSON object a line, appended to the file::
 
 ``direction`` is ``sent`` or ``received``; ``time`` comes from the clock the
 client runs on.  Passwords (``password`` anywhere, ``old`` and ``new`` of
-``passwd``) are written as ``"***"``.
+``passwd``) are written as ``"***"``.  The ``message`` of a SCRAM-SHA-256
+``salt`` or ``login`` is written as it is: it holds nonces, the salt, the
+proof and the server's signature, never the password nor the salted password
+derived from it (which the client never writes anywhere).
 """
 
 from __future__ import annotations

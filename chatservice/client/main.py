@@ -60,10 +60,20 @@ class Options(usage.Options):
         " also UPD <user> <path>). Standard input may be a terminal or a script, one"
         " command a line; at its end the client logs out once its file transfers"
         " are done. Exit status: 0 after logging out, 1 when the server could not be"
-        " reached or the connection dropped, 2 for bad options, 3 when logged out for"
+        " reached, the connection dropped, or the server could not prove that it"
+        " knows the password (SCRAM-SHA-256), 2 for bad options, 3 when logged out for"
         " inactivity, 4 when the server shut down, 130 when interrupted."
     )
-    optFlags = [["tls", None, "Connect with TLS (the server listens with --listen ssl:...)"]]
+    optFlags = [
+        ["tls", None, "Connect with TLS (the server listens with --listen ssl:...)"],
+        [
+            "password-login",
+            None,
+            "Log in by sending the password, not with SCRAM-SHA-256 (the default, which"
+            " never sends it, and falls back to this only when the server or the"
+            " account has no SCRAM)",
+        ],
+    ]
     optParameters = [
         [
             "p2p-port",
@@ -191,6 +201,7 @@ async def main(reactor: Any, options: Options) -> None:
         echo,
         download_dir=options["download-dir"],
         connect_peer=tcp_connector(reactor),
+        password_login=options["password-login"],
     )
     client.console = console
     transcript = None
