@@ -11,7 +11,7 @@ The package is laid out by layer:
 - :mod:`chatservice.store`: where the state keeps what must outlive a session.
 - :mod:`chatservice.auth`: accounts, the ``twisted.cred`` checker and realm,
   and the login lock-out.
-- :mod:`chatservice.server`: the ``LineReceiver`` protocol and its factory.
+- :mod:`chatservice.server`: the connection layer (transport adapter, login dialogues, output).
 - :mod:`chatservice.tap`: the ``twistd chat`` options and service wiring.
 """
 

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from chatservice import events
 from chatservice.timefmt import parse_timestamp
 
 WORD = "word"
@@ -244,6 +245,9 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command("help", (), "show this list", handler="help"),
 )
+
+HELP = events.HelpText(tuple((command.usage, command.summary) for command in COMMANDS))
+"""The reply to ``help``: every command's usage and summary."""
 
 _BY_NAME: dict[str, Command] = {}
 for _command in COMMANDS:

@@ -22,13 +22,12 @@ from zope.interface import implementer
 
 from chatservice import events
 from chatservice.auth.accounts import AccountError
-from chatservice.commands import COMMANDS, CommandError, Request
+from chatservice.commands import COMMANDS, HELP, CommandError, Request
 from chatservice.delivery import EVERYONE, Audience, Delivery
 from chatservice.interfaces import ClientConnection, ChatMember, IChatSession
 from chatservice.rooms import BROADCAST_CHANNEL, Room
 from chatservice.state import ChatState
 
-HELP = events.HelpText(tuple((command.usage, command.summary) for command in COMMANDS))
 """The reply to ``help``."""
 DEFAULT_AUTO_REPLY = "I am busy right now and will read your message later."
 TYPING_SECONDS = 5.0

@@ -361,3 +361,113 @@ class LoginRejectionTests(unittest.TestCase):
             self.assertTrue(rejection.message, error)
         self.assertEqual(login_rejection(errors.AccountLocked(7.5), "yoda").retry_after, 7.5)
         self.assertIn("too long", login_rejection(errors.InvalidUsername("too long"), "x").message)
+
+
+class ClosedConnectionTests(HarnessTestCase):
+    """What a closing connection still receives is dropped; its timers end with it."""
+
+    harness_options = {"max_connections": 1, "greeting_delay": 0.25}
+
+    def test_input_after_close_is_not_kept(self) -> None:
+        (yoda,) = self.online("yoda")
+        refused = self.harness.factory.buildProtocol(IPv4Address("TCP", "10.8.8.8", 1))
+        transport = StringTransport()
+        refused.makeConnection(transport)
+        self.addCleanup(lambda: refused.connectionLost(None))
+        self.assertIn(b"server_full", transport.value())
+        for _ in range(100):  # a TLS peer may go on sending until it reads the close
+            refused.dataReceived(b"x" * 10_000 + b"\n")
+        self.assertEqual(refused._lines.first_byte(), b"")
+        self.assertFalse(refused._lines.has_line())
+
+    def test_no_greeting_after_a_disconnect(self) -> None:
+        self.harness.close_all()
+        self.harness = ChatHarness(**self.harness_options)
+        connection = self.connect()
+        connection.connection.disconnect(events.Disconnected("shutdown", "Going down."))
+        self.assertEqual(self.harness.clock.getDelayedCalls(), [], "no timer outlives the close")
+        self.harness.clock.advance(1)
+        self.assertEqual(connection.output(), '{"type":"shutdown","message":"Going down."}\n')
+
+
+class FormatChoiceEdgeTests(HarnessTestCase):
+    """The first bytes decide the format once; the greeting is sent at most once."""
+
+    harness_options = {"greeting_delay": 0.25}
+
+    def test_enter_first_greets_once(self) -> None:
+        connection = self.connect()
+        connection.send("")
+        self.harness.clock.advance(1)
+        connection.send("y")
+        output = connection.output()
+        self.assertEqual(output.count("Welcome to chatservice"), 1, output)
+
+    def test_blank_line_then_json_is_json_only(self) -> None:
+        connection = self.connect()
+        connection.send(b'\n{"type": "help", "id": 1}', b"\n")
+        output = connection.output()
+        self.assertTrue(output.startswith('{"type":"help"'), output)
+        for line in output.splitlines():
+            json.loads(line)
+
+    def test_errors_before_the_first_json_line_are_json(self) -> None:
+        connection = self.connect()
+        connection.send(b"{" + b"x" * 9000, b"\n")
+        self.harness.clock.advance(1)
+        (reply,) = connection.json()
+        self.assertEqual(reply["code"], "line_too_long")
+        self.assertEqual(connection.output(), "")
+
+
+class UnexpectedLoginFailureTests(HarnessTestCase):
+    """A login that fails for no expected reason is still answered (and logged)."""
+
+    def break_checkers(self) -> None:
+        def broken(*args: Any) -> Any:
+            raise RuntimeError("the accounts are on fire")
+
+        for checker in self.harness.chat.gate.portal.checkers.values():
+            self.patch(checker, "requestAvatarId", broken)
+
+    def test_text(self) -> None:
+        self.break_checkers()
+        connection = self.connect()
+        connection.send("yoda")
+        connection.send("wise")
+        self.assertEqual(
+            connection.output(),
+            "Password: Error. Logging in is not possible right now; please try again.\r\n"
+            "Username: ",
+        )
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_json(self) -> None:
+        self.break_checkers()
+        connection = self.connect()
+        connection.send_json({"type": "login", "user": "yoda", "password": "wise", "id": 1})
+        (reply,) = connection.json()
+        self.assertEqual((reply["reason"], reply["id"]), ("unavailable", 1))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class SlowReaderInFanOutTests(HarnessTestCase):
+    """A slow reader given up on in the middle of a broadcast does not break the broadcast."""
+
+    harness_options = {"output_soft_limit": 1024, "output_hard_limit": 1024}
+
+    def test_the_broadcast_reaches_the_others_and_the_sender_stays(self) -> None:
+        connections = self.online("yoda", "hans", "luke", "leia", "obiwan")
+        yoda, *others = connections
+        for slow in others[:2]:
+            slow.connection.writer.pauseProducing()
+            slow.connection.writer.backlog = 1000
+        yoda.send("broadcast " + "x" * 100)
+        self.assertFalse(yoda.closed)
+        self.assertTrue(yoda.output().startswith("Broadcast message, #"))
+        for reader in others[2:]:
+            self.assertIn("[broadcast] yoda: ", reader.output())
+        for slow in others[:2]:
+            self.assertTrue(slow.closed)
+        self.harness.clock.advance(0)  # the slow readers are logged out after the turn
+        self.assertEqual(sorted(self.harness.state.sessions), ["leia", "obiwan", "yoda"])

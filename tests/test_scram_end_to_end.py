@@ -17,6 +17,7 @@ import hmac
 import json
 import socket
 import threading
+import time
 from typing import Any
 
 import scramp
@@ -108,7 +109,13 @@ class ScramEndToEndTests(EndToEndTestCase):
                 [(m["type"], m.get("password")) for m in transcript(first, "sent")],
                 [("hello", None), ("salt", None), ("login", "***"), ("logout", None)],
             )
-            # That password login gave the account its SCRAM keys.
+            # That password login gives the account its SCRAM keys, written
+            # in the background (a scrypt check and a file write).
+            credentials = server.directory / "credentials.txt"
+            deadline = time.monotonic() + WAIT
+            while "SCRAM-SHA-256$" not in credentials.read_text(encoding="utf-8"):
+                self.assertLess(time.monotonic(), deadline, "the keys were never written")
+                time.sleep(0.05)
             second = ClientProcess("vader", server.port, self.directory / "second")
             self.clients.append(second)
             second.log_in("sith")

@@ -43,7 +43,7 @@ log = Logger()
 
 EXPECTED_ERRORS = (
     UnknownUser, WrongPassword, InvalidUsername, UsernameTaken, AccountLocked,
-    GuestsNotAllowed, ScramUnavailable, AlreadyLoggedIn,
+    GuestsNotAllowed, ScramUnavailable, AlreadyLoggedIn, LoginUnavailable,
 )
 """How a login may fail; anything else is logged and becomes :class:`LoginUnavailable`."""
 
@@ -206,7 +206,8 @@ class LoginGate:
                 raise ScramUnavailable(username)
             return keys
 
-        return self.manager.scram_keys(username).addCallback(found)
+        d = self.manager.scram_keys(username).addCallback(found)
+        return d.addErrback(_expected, username, False)
 
     def login_scram(self, credentials: ScramCredentials, client: ClientConnection) -> defer.Deferred[LoginResult]:
         """Log ``client`` in with a SCRAM proof; fails as :meth:`login` does."""

@@ -34,9 +34,13 @@ from chatservice.server.lines import TOO_LONG, LineSource
 from chatservice.server.output import ConnectionWriter
 from chatservice.server.policy import ConnectionPolicy
 from chatservice.server.registry import ConnectionRegistry
+from chatservice.server.timers import cancel_pending
 from chatservice.wire import JSON, TEXT, WireFormat
 
 log = Logger()
+
+DIALOGUES: dict[str, type[LoginDialogue]] = {TEXT.name: TextLogin, JSON.name: JsonLogin}
+"""Each wire format's login dialogue."""
 
 
 def _ignore(result: object) -> None:
@@ -59,8 +63,8 @@ class ChatConnection:
     __slots__ = (
         "host", "p2p_port", "udp_port", "session", "deliver", "writer", "wire",
         "_transport", "_lines", "_gate", "_policy", "_clock", "_registry", "_pacer",
-        "_dialogue", "_logout", "_paused", "_reading", "_first_line", "_checks",
-        "_timer", "_greeting",
+        "_dialogue", "_logout", "_paused", "_reading", "_may_switch", "_checks",
+        "_timer", "_greeting", "_ending",
     )
 
     def __init__(
@@ -76,9 +80,11 @@ class ChatConnection:
         self.p2p_port: int | None = None
         self.udp_port: int | None = None
         self.session: IChatSession | None = None
-        self.wire: WireFormat = TEXT
+        # Until the client's first byte decides, JSON: a program is never sent
+        # anything else, and a JSON line (a refusal, say) is readable by a person.
+        self.wire: WireFormat = JSON
         self.writer = ConnectionWriter(
-            transport, TEXT, policy, clock, registry.output_batcher, self._drained, self._aborted
+            transport, JSON, policy, clock, registry.output_batcher, self._drained, self._aborted
         )
         self.deliver: Callable[[events.Event], None] = self.writer.deliver
         """Send an unsolicited event (the chat state calls it for every fan-out)."""
@@ -93,10 +99,12 @@ class ChatConnection:
         self._logout: Callable[[], None] | None = None
         self._paused = False
         self._reading = False
-        self._first_line = True
+        self._may_switch = False
+        """Greeted in text before a byte came: a first line with ``{`` still makes it JSON."""
         self._checks = 0
         self._timer: IDelayedCall | None = None
         self._greeting: IDelayedCall | None = None
+        self._ending: IDelayedCall | None = None
 
     @property
     def congested(self) -> bool:
@@ -109,9 +117,6 @@ class ChatConnection:
         """The connection is open: refuse it, or wait for its login."""
         refusal = self._registry.admit(self)
         if refusal is not None:
-            # The format is not known yet: a JSON line is also readable by a human.
-            self.wire = JSON
-            self.writer.use_format(JSON)
             self.disconnect(refusal)
             return
         policy = self._policy
@@ -125,17 +130,22 @@ class ChatConnection:
 
     def connection_lost(self) -> None:
         """The transport is gone: log out, stop every timer, leave the registry."""
-        for call in (self._timer, self._greeting):
-            if call is not None and call.active():
-                call.cancel()
+        try:
+            self._stop_timers()
+            cancel_pending(self._ending)
+            self._ending = None
+            self.writer.connection_lost()
+            self.end_session()
+            self.session = None
+            self._dialogue = None
+        finally:
+            # Last: the service's stop waits for this, then closes the store.
+            self._registry.forget(self)
+
+    def _stop_timers(self) -> None:
+        cancel_pending(self._timer, self._greeting)
         self._timer = self._greeting = None
         self._pacer.stop()
-        self.writer.connection_lost()
-        self.end_session()
-        self.session = None
-        self._dialogue = None
-        # Last: the service's stop waits for this, then closes the store.
-        self._registry.forget(self)
 
     def send(self, event: events.Event, request_id: Any = None) -> None:
         """Write ``event``, a reply to ``request_id`` if given."""
@@ -153,6 +163,7 @@ class ChatConnection:
             return
         self.send(event, request_id)
         self.writer.close()
+        self._stop_timers()
         if log_out:
             self.end_session()
 
@@ -177,12 +188,23 @@ class ChatConnection:
             self.session.client_caught_up()
 
     def _aborted(self, backlog: int) -> None:
+        """A slow reader was given up on: log out at the end of this turn.
+
+        Not at once: this may run inside a fan-out to the online sessions,
+        which logging out would change under it.  Meanwhile the closed,
+        congested connection gets nothing (direct messages are kept).
+        """
         log.info(
             "Closing {user}@{host}: {backlog} bytes unread",
             user=self.session.username if self.session is not None else "-",
             host=self.host,
             backlog=backlog,
         )
+        self._stop_timers()
+        self._ending = self._clock.callLater(0, self._end_after_abort)
+
+    def _end_after_abort(self) -> None:
+        self._ending = None
         self.end_session()
 
     # Reading -------------------------------------------------------------------------
@@ -193,7 +215,7 @@ class ChatConnection:
             return  # a resume from inside a line: the loop below goes on
         self._reading = True
         try:
-            if self._greeting is not None:
+            if self._dialogue is None and self.session is None:
                 self._sniff()
             self._pacer.new_turn()
             lines, writer = self._lines, self.writer
@@ -241,37 +263,37 @@ class ChatConnection:
         if self.session is not None:
             self._command(raw)
             return
-        if self._first_line:
-            self._first_line = False
-            greeted = self._dialogue is not None
+        if self._may_switch:
+            self._may_switch = False
             if raw.lstrip().startswith(b"{"):
-                if greeted:
-                    self.writer.write(b"\n")  # end the prompt's line
+                self.writer.write(b"\n")  # end the prompt's line
                 self._use(JSON)
-            elif not greeted:
-                self._use(TEXT)
-        assert self._dialogue is not None
+        if self._dialogue is None:
+            self._use(TEXT)  # a blank first line: a person pressing Enter
         self._dialogue.line(raw)
 
     def _sniff(self) -> None:
-        """The first bytes arrived: ``{`` is a program (never greeted), anything else a person."""
+        """The first bytes decide: ``{`` is a program (never greeted), anything else a person."""
         first = self._lines.first_byte()
-        if first and self._greeting is not None:
-            self._greeting.cancel()
-            self._greeting = None
-            if first != b"{":
-                self._greet()
+        if first == b"{":
+            self._use(JSON)
+        elif first:
+            self._use(TEXT)
 
     def _greet(self) -> None:
         """Silence so far: a person, most likely; greet them."""
         self._greeting = None
-        self._use(TEXT)
+        if self._dialogue is None:
+            self._use(TEXT)
+            self._may_switch = True
 
     def _use(self, wire: WireFormat) -> None:
+        """Settle on ``wire`` and start its login dialogue."""
+        cancel_pending(self._greeting)
+        self._greeting = None
         self.wire = wire
         self.writer.use_format(wire)
-        dialogue = TextLogin if wire is TEXT else JsonLogin
-        self._dialogue = dialogue(self, self._gate, self._policy)
+        self._dialogue = DIALOGUES[wire.name](self, self._gate, self._policy)
         self._dialogue.start()
 
     # Logged in ------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import enum
 from typing import Any, Callable, Protocol
 
 from twisted.internet import defer
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatservice import events
@@ -22,12 +23,13 @@ from chatservice.auth.accounts import AccountError
 from chatservice.auth.errors import UnknownUser, WrongPassword
 from chatservice.auth.login import EXPECTED_ERRORS, LoginGate, LoginResult
 from chatservice.auth.scram import ScramError, ScramKeys, ScramServerExchange
-from chatservice.commands import CommandError
+from chatservice.commands import HELP, CommandError
 from chatservice.server.policy import ConnectionPolicy
-from chatservice.session import HELP
-from chatservice.server.replies import closes_connection, login_rejection
+from chatservice.server.replies import UNAVAILABLE, closes_connection, login_rejection
 from chatservice.version import SERVER_VERSION, compatible
 from chatservice.wire import jsonlines, text
+
+log = Logger()
 
 NOT_LOGGED_IN = 'Log in first: {"type": "login", "user": "NAME", "password": "PASSWORD"}.'
 
@@ -97,7 +99,8 @@ class LoginDialogue:
         self._log_in(self.gate.login_guest(username, self.connection), username, request_id)
 
     def _refused(self, failure: Failure, username: str, request_id: Any) -> None:
-        failure.trap(*EXPECTED_ERRORS)
+        if not failure.check(*EXPECTED_ERRORS):
+            log.failure("Login of {username} failed unexpectedly", failure, username=username)
         rejection = login_rejection(failure.value, username)
         if closes_connection(failure.value):
             self.connection.disconnect(rejection, request_id)
@@ -112,8 +115,10 @@ class LoginDialogue:
         """Create an account; :meth:`registered` or a refusal follows."""
 
         def refused(failure: Failure) -> None:
-            failure.trap(AccountError)
-            error: AccountError = failure.value
+            error = failure.value
+            if not isinstance(error, AccountError):
+                log.failure("Registering {username} failed unexpectedly", failure, username=username)
+                error = AccountError("unavailable", UNAVAILABLE)
             self.connection.send(
                 events.RegisterStatus(False, username, error.code, error.message), request_id
             )
@@ -241,6 +246,8 @@ class JsonLogin(LoginDialogue):
         self._scram: ScramServerExchange | None = None
 
     def line(self, raw: bytes) -> None:
+        if not raw.strip():
+            return  # a blank line says nothing
         request_id = None
         try:
             obj = jsonlines.decode_line(raw)

@@ -18,6 +18,7 @@ from typing import Callable
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from chatservice.server.policy import ConnectionPolicy
+from chatservice.server.timers import cancel_pending
 
 _NO_HOLDS: frozenset[str] = frozenset()
 
@@ -156,7 +157,5 @@ class InputPacer:
 
     def stop(self) -> None:
         """The connection is closing: cancel the pending releases."""
-        for call in (self._unthrottle, self._next_turn):
-            if call is not None and call.active():
-                call.cancel()
+        cancel_pending(self._unthrottle, self._next_turn)
         self._unthrottle = self._next_turn = None

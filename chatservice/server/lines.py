@@ -60,6 +60,10 @@ class LineBuffer:
         else:
             self._data += data
 
+    def clear(self) -> None:
+        """Forget everything received and not yet taken."""
+        self._data, self._start, self._discarding = b"", 0, False
+
     def pop(self) -> bytes | None:
         data, start = self._data, self._start
         end = data.find(b"\n", start)

@@ -39,6 +39,7 @@ from zope.interface import implementer
 
 from chatservice import events
 from chatservice.server.policy import ConnectionPolicy
+from chatservice.server.timers import cancel_pending
 from chatservice.wire import WireFormat
 
 log = Logger()
@@ -51,6 +52,20 @@ OPTIONAL_EVENTS = (
     events.TypingNotice,
 )
 """What a congested client does without: it can read broadcasts and rooms later."""
+
+
+class WriterTransport(Protocol):
+    """What a :class:`ConnectionWriter` needs of its transport (TCP, TLS, or a WebSocket's)."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def registerProducer(self, producer: object, streaming: bool) -> None: ...
+
+    def unregisterProducer(self) -> None: ...
+
+    def loseConnection(self) -> None: ...
+
+    def abortConnection(self) -> None: ...
 
 
 class BatchedConnection(Protocol):
@@ -153,7 +168,7 @@ class OutputBatcher:
 
     def flush(self) -> None:
         """Flush the waiting connections: :attr:`per_turn` now, the rest in the next turns."""
-        _cancel(self._flush_call)
+        cancel_pending(self._flush_call)
         self._flush_call = None
         if not self._flushing:
             # A new flush: of the connections waiting now (later ones wait for the next).
@@ -179,14 +194,14 @@ class OutputBatcher:
 
     def flush_urgent(self) -> None:
         """Write out the connections that have something urgent now."""
-        _cancel(self._urgent_call)
+        cancel_pending(self._urgent_call)
         self._urgent_call = None
         urgent, self._urgent = self._urgent, []
         _flush_each(urgent)
 
     def flush_now(self) -> None:
         """Write out everything waiting, at once (at shutdown, or in a test)."""
-        _cancel(self._flush_call)
+        cancel_pending(self._flush_call)
         self._flush_call = None
         batch = self._flushing + self._waiting
         self._flushing, self._waiting = [], []
@@ -197,12 +212,6 @@ class OutputBatcher:
     def pending(self) -> int:
         """How many connections wait to be flushed (one may be counted twice)."""
         return len(self._waiting) + len(self._flushing) + len(self._urgent)
-
-
-def _cancel(call: IDelayedCall | None) -> None:
-    """Cancel ``call`` unless it is gone, has run, or is running now."""
-    if call is not None and call.active():
-        call.cancel()
 
 
 def _flush_each(connections: list[BatchedConnection]) -> None:
@@ -238,14 +247,14 @@ class ConnectionWriter:
     """
 
     __slots__ = (
-        "transport", "wire", "_format_name", "_policy", "_clock", "_batcher", "_pending", "_hurried",
+        "transport", "_wire", "_format_name", "_policy", "_clock", "_batcher", "_pending", "_hurried",
         "backed_up", "backlog", "closed", "_alive", "_dropped", "_grace", "_drained",
         "_aborted",
     )
 
     def __init__(
         self,
-        transport: ITransport,
+        transport: WriterTransport,
         wire: WireFormat,
         policy: ConnectionPolicy,
         clock: IReactorTime,
@@ -254,7 +263,7 @@ class ConnectionWriter:
         aborted: Callable[[int], None],
     ) -> None:
         self.transport = transport
-        self.wire = wire
+        self._wire = wire
         self._format_name = wire.name
         self._policy = policy
         self._clock = clock
@@ -274,9 +283,14 @@ class ConnectionWriter:
         transport.registerProducer(self, True)
         self._tune_socket()
 
+    @property
+    def wire(self) -> WireFormat:
+        """The format events are rendered in."""
+        return self._wire
+
     def use_format(self, wire: WireFormat) -> None:
         """Render from now on in ``wire``."""
-        self.wire = wire
+        self._wire = wire
         self._format_name = wire.name
 
     def use_batcher(self, batcher: OutputBatcher) -> None:
@@ -302,7 +316,7 @@ class ConnectionWriter:
             return
         data = event.encoded.get(self._format_name)
         if data is None:
-            data = self.wire.encode_shared(event)
+            data = self._wire.encode_shared(event)
         if not data:
             return
         pending = self._pending
@@ -328,9 +342,9 @@ class ConnectionWriter:
         if self.closed:
             return
         if request_id is None:
-            data = self.wire.encode_shared(event)
+            data = self._wire.encode_shared(event)
         else:
-            data = self.wire.encode(event, request_id)
+            data = self._wire.encode(event, request_id)
         if not data:
             return
         self.write(data, urgent)
@@ -405,7 +419,7 @@ class ConnectionWriter:
 
     def _stop(self) -> None:
         grace, self._grace = self._grace, None
-        _cancel(grace)
+        cancel_pending(grace)
 
     # IPushProducer: the transport says when the client stops and starts reading --------
 

@@ -56,9 +56,12 @@ class ChatProtocol(Protocol):
         self.connection.start()
 
     def dataReceived(self, data: bytes) -> None:
+        connection = self.connection
+        if connection is None or connection.writer.closed:
+            self._lines.clear()  # closing: what still arrives is not read
+            return
         self._lines.feed(data)
-        if self.connection is not None:
-            self.connection.read()
+        connection.read()
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.connected = 0

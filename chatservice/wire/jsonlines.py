@@ -119,7 +119,10 @@ class JsonFormat(WireFormat):
 
         A ``user`` field, which the original design sends with every
         request, must name ``username``: identity comes from the session.
+        A blank line is no request.
         """
+        if not raw.strip():
+            return None
         obj = decode_line(raw)
         try:
             if obj["type"].lower() == "login":
