@@ -87,9 +87,15 @@ class InputPacerTests(unittest.TestCase):
     def make(self, **policy: Any) -> tuple[Clock, InputPacer, list[str]]:
         clock = Clock()
         log: list[str] = []
-        pacer = InputPacer(
-            clock, ConnectionPolicy(**policy), lambda: log.append("pause"), lambda: log.append("resume")
-        )
+
+        class Reader:
+            def pause_reading(self) -> None:
+                log.append("pause")
+
+            def resume_reading(self) -> None:
+                log.append("resume")
+
+        pacer = InputPacer(clock, ConnectionPolicy(**policy), Reader())
         pacer.new_turn()
         return clock, pacer, log
 

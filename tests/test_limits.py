@@ -33,16 +33,27 @@ class TokenBucketTests(unittest.TestCase):
         self.assertEqual(bucket.tokens, 3)
 
 
+class RecordingOwner:
+    """A writer's owner that notes what it is told."""
+
+    def __init__(self) -> None:
+        self.told: list[object] = []
+
+    def output_drained(self) -> None:
+        self.told.append(True)
+
+    def output_abandoned(self, backlog: int) -> None:
+        self.told.append(backlog)
+
+
 class ConnectionWriterBacklogTests(unittest.TestCase):
     """The writer counts what is written while the transport is backed up."""
 
     def test_backlog(self) -> None:
-        drained: list[bool] = []
+        owner = RecordingOwner()
+        drained = owner.told
         transport = StringTransport()
-        writer = ConnectionWriter(
-            transport, TEXT, ConnectionPolicy(), Clock(), None,
-            lambda: drained.append(True), lambda backlog: None,
-        )
+        writer = ConnectionWriter(transport, TEXT, ConnectionPolicy(), Clock(), None, owner)
         self.assertIs(transport.producer, writer)
         writer.send(events.ErrorReply("x", "y" * 98))
         self.assertEqual(writer.backlog, 0)

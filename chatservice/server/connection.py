@@ -7,12 +7,12 @@ each command to the session, and writes what comes back through its
 as a :class:`~chatservice.interfaces.ClientConnection`: somewhere to ``deliver``
 events.  Nothing here assumes a socket.
 
-The wire format is chosen from the first line: one that starts with ``{``
-makes the connection JSON for good; anything else makes it text.  A person
-is greeted (``Welcome ...``, ``Username:``) once the connection has been
-silent for ``policy.greeting_delay`` seconds, or as soon as a first byte
-other than ``{`` arrives, whichever comes first; a program whose first byte
-is ``{`` is never sent a line that is not JSON.
+The first byte the client sends (white space aside) chooses the wire
+format, once: ``{`` is a program, spoken to in JSON lines only; anything
+else is a person, greeted (``Welcome ...``, ``Username:``) and spoken to in
+text.  A connection silent for ``policy.greeting_delay`` seconds is greeted
+as a person; if its first line then starts with ``{`` after all, it becomes
+JSON (the prompt's line is ended first).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class ChatConnection:
         # anything else, and a JSON line (a refusal, say) is readable by a person.
         self.wire: WireFormat = JSON
         self.writer = ConnectionWriter(
-            transport, JSON, policy, clock, registry.output_batcher, self._drained, self._aborted
+            transport, JSON, policy, clock, registry.output_batcher, self
         )
         self.deliver: Callable[[events.Event], None] = self.writer.deliver
         """Send an unsolicited event (the chat state calls it for every fan-out)."""
@@ -94,7 +94,7 @@ class ChatConnection:
         self._policy = policy
         self._clock = clock
         self._registry = registry
-        self._pacer = InputPacer(clock, policy, self._pause, self._resume)
+        self._pacer = InputPacer(clock, policy, self)
         self._dialogue: LoginDialogue | None = None
         self._logout: Callable[[], None] | None = None
         self._paused = False
@@ -183,11 +183,12 @@ class ChatConnection:
             message = f"Login timed out after {deadline:g} seconds."
         self.disconnect(events.Disconnected("timeout", message))
 
-    def _drained(self) -> None:
+    def output_drained(self) -> None:
+        """The client caught up: it may get what was kept for it."""
         if self.session is not None:
             self.session.client_caught_up()
 
-    def _aborted(self, backlog: int) -> None:
+    def output_abandoned(self, backlog: int) -> None:
         """A slow reader was given up on: log out at the end of this turn.
 
         Not at once: this may run inside a fan-out to the online sessions,
@@ -239,11 +240,13 @@ class ChatConnection:
             )
         )
 
-    def _pause(self) -> None:
+    def pause_reading(self) -> None:
+        """Stop reading (the pacer holds this connection back)."""
         self._paused = True
         self._transport.pauseProducing()
 
-    def _resume(self) -> None:
+    def resume_reading(self) -> None:
+        """Read again, starting with the lines that waited."""
         self._paused = False
         if not self.writer.closed:
             self._transport.resumeProducing()

@@ -13,7 +13,7 @@ The output side (backlog, slow readers) is
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
@@ -58,24 +58,34 @@ class TokenBucket:
         return self.tokens >= self.burst
 
 
+class Reader(Protocol):
+    """What an :class:`InputPacer` stops and starts: a connection's reading."""
+
+    def pause_reading(self) -> None:
+        """Stop reading."""
+
+    def resume_reading(self) -> None:
+        """Read again (and handle the lines that waited)."""
+
+
 class InputPacer:
     """When one connection is read: its rate, its turn, and the slow steps it waits for.
 
-    Reading stops (``pause()``) while any *hold* is on: ``"flood"`` for
+    Reading stops (``pause_reading()``) while any *hold* is on: ``"flood"`` for
     the time the :class:`TokenBucket` asks, ``"turn"`` until the next
     reactor turn once the connection has had ``policy.lines_per_turn`` lines
     or ``policy.turn_budget`` seconds in this one, and whatever the
     connection holds itself (``"checking"`` while a password is verified).
-    It goes on (``resume()``) when the last hold is released.
+    It goes on (``resume_reading()``) when the last hold is released.
 
     :param clock: the reactor, or a test ``Clock``.
     :param policy: the rate and turn limits.
-    :param pause: stop reading.
-    :param resume: read again (and handle the lines that waited).
+    :param reader: whose reading is paused and resumed (one reference, not
+        two bound methods: there is one pacer per connection).
     """
 
     __slots__ = (
-        "_clock", "_policy", "_pause", "_resume", "_bucket", "_holds", "_lines",
+        "_clock", "_policy", "_reader", "_bucket", "_holds", "_lines",
         "_turn_started", "_throttled_since", "_unthrottle", "_next_turn",
     )
 
@@ -83,13 +93,11 @@ class InputPacer:
         self,
         clock: IReactorTime,
         policy: ConnectionPolicy,
-        pause: Callable[[], None],
-        resume: Callable[[], None],
+        reader: Reader,
     ) -> None:
         self._clock = clock
         self._policy = policy
-        self._pause = pause
-        self._resume = resume
+        self._reader = reader
         self._bucket = TokenBucket(clock, policy.flood_burst, policy.flood_rate)
         self._holds = _NO_HOLDS
         self._lines = 0
@@ -138,7 +146,7 @@ class InputPacer:
     def hold(self, reason: str) -> None:
         """Stop reading for ``reason`` until it is released."""
         if not self._holds:
-            self._pause()
+            self._reader.pause_reading()
         self._holds |= {reason}
 
     def release(self, reason: str) -> None:
@@ -149,7 +157,7 @@ class InputPacer:
             return
         self._holds = (self._holds - {reason}) or _NO_HOLDS
         if not self._holds:
-            self._resume()
+            self._reader.resume_reading()
 
     def holding(self, reason: str) -> bool:
         """Whether reading is held for ``reason``."""

@@ -30,7 +30,7 @@ standard I/O and test transports are written to as they always were.
 from __future__ import annotations
 
 import socket
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from twisted.internet import tcp
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime, ITransport
@@ -66,6 +66,16 @@ class WriterTransport(Protocol):
     def loseConnection(self) -> None: ...
 
     def abortConnection(self) -> None: ...
+
+
+class OutputOwner(Protocol):
+    """What a :class:`ConnectionWriter` tells its connection."""
+
+    def output_drained(self) -> None:
+        """A backed-up client has caught up."""
+
+    def output_abandoned(self, backlog: int) -> None:
+        """A slow reader was closed with ``backlog`` bytes unread."""
 
 
 class BatchedConnection(Protocol):
@@ -242,14 +252,14 @@ class ConnectionWriter:
     :param clock: for the grace period.
     :param batcher: the server's batcher, used when the transport is a plain
         TCP socket (:func:`writes_directly`).
-    :param drained: called when a backed-up client has caught up.
-    :param aborted: called (with the backlog) when a slow reader is closed.
+    :param owner: the connection, told when its client caught up and when
+        it was given up on (one reference, not two bound methods: there is
+        one writer per connection).
     """
 
     __slots__ = (
         "transport", "_wire", "_format_name", "_policy", "_clock", "_batcher", "_pending", "_hurried",
-        "backed_up", "backlog", "closed", "_alive", "_dropped", "_grace", "_drained",
-        "_aborted",
+        "backed_up", "backlog", "closed", "_alive", "_dropped", "_grace", "_owner",
     )
 
     def __init__(
@@ -259,8 +269,7 @@ class ConnectionWriter:
         policy: ConnectionPolicy,
         clock: IReactorTime,
         batcher: OutputBatcher | None,
-        drained: Callable[[], None],
-        aborted: Callable[[int], None],
+        owner: OutputOwner,
     ) -> None:
         self.transport = transport
         self._wire = wire
@@ -278,8 +287,7 @@ class ConnectionWriter:
         self._alive = True
         self._dropped = 0
         self._grace: IDelayedCall | None = None
-        self._drained = drained
-        self._aborted = aborted
+        self._owner = owner
         transport.registerProducer(self, True)
         self._tune_socket()
 
@@ -408,7 +416,7 @@ class ConnectionWriter:
         self._stop()
         self.transport.unregisterProducer()
         self.transport.abortConnection()
-        self._aborted(self.backlog)
+        self._owner.output_abandoned(self.backlog)
 
     def connection_lost(self) -> None:
         """The transport is gone: drop what waits, stop the timers."""
@@ -441,7 +449,7 @@ class ConnectionWriter:
                 )
             )
         if not self.closed:
-            self._drained()
+            self._owner.output_drained()
 
     def stopProducing(self) -> None:
         self.backed_up = False
