@@ -16,6 +16,7 @@ from chatservice.auth.credentials import CredentialsError, CredentialsFile
 from chatservice.build import LIMITS, build_chat
 from chatservice.server.policy import BanList, ConnectionPolicy
 from chatservice.store.sqlite import SQLiteStore, StoreError
+from chatservice.web.site import chat_site
 
 DEFAULT_LISTEN = "tcp:4119"
 DEFAULT_CREDENTIALS = Path("etc") / "credentials.txt"
@@ -108,6 +109,8 @@ class Options(usage.Options):
         super().__init__()
         self["listen"] = []
         self["ban"] = []
+        self["web"] = []
+        self["web-origin"] = []
 
     def opt_ban(self, address: str) -> None:
         """Refuse connections from this address or network, e.g. 203.0.113.7 or 10.0.0.0/8 (repeatable)"""
@@ -119,18 +122,32 @@ class Options(usage.Options):
 
     opt_l = opt_listen
 
+    def opt_web(self, description: str) -> None:
+        """Serve the browser client (the page and its WebSocket at /ws) on this endpoint, e.g. tcp:8080 or ssl:8443:privateKey=key.pem:certKey=cert.pem (repeatable)"""
+        self["web"].append(description)
+
+    def opt_web_origin(self, origin: str) -> None:
+        """Also let pages from this origin use the WebSocket, e.g. https://chat.example.org (repeatable; the page's own origin always may)"""
+        self["web-origin"].append(origin)
+
     def postOptions(self) -> None:
         from twisted.internet import reactor
 
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
-        for description in self["listen"]:
-            try:
-                endpoints.serverFromString(reactor, description)
-            except (ValueError, TypeError, KeyError) as e:
+        for option in ("listen", "web"):
+            for description in self[option]:
+                try:
+                    endpoints.serverFromString(reactor, description)
+                except (ValueError, TypeError, KeyError) as e:
+                    raise usage.UsageError(
+                        f"--{option} {description!r} is not a server endpoint: {e}"
+                    ) from None
+        for origin in self["web-origin"]:
+            if not origin.startswith(("http://", "https://")) or origin.count("/") != 2:
                 raise usage.UsageError(
-                    f"--listen {description!r} is not a server endpoint: {e}"
-                ) from None
+                    f"--web-origin {origin!r} is not an origin such as https://chat.example.org"
+                )
         _number(self, "block-duration", float, 0)
         _number(self, "timeout", float, 1)
         _number(self, "max-failures", int, 1)
@@ -184,4 +201,8 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     chat.service.setServiceParent(top)
     for description in config["listen"]:
         strports.service(description, chat.factory, reactor=reactor).setServiceParent(top)
+    if config["web"]:
+        site = chat_site(chat.factory, config["web-origin"])
+        for description in config["web"]:
+            strports.service(description, site, reactor=reactor).setServiceParent(top)
     return top

@@ -45,6 +45,7 @@ READ_TIMEOUT = 5.0
 """Default seconds a client waits for an expected reply."""
 
 _PORT_LINE = re.compile(rb"ChatFactory starting on (\d+)")
+_WEB_PORT_LINE = re.compile(rb"Site \(InputGuardFactory\) starting on (\d+)")
 # The directory the tests import chatservice from (a checkout, or site-packages).
 SOURCE_ROOT = Path(chatservice.__file__).resolve().parent.parent
 
@@ -149,6 +150,9 @@ class ChatServer:
     :param block_duration: ``--block-duration`` in seconds.
     :param max_failures: ``--max-failures``.
     :param timeout: ``--timeout`` (inactivity) in seconds.
+    :param web: also serve the browser client (``--web``); :attr:`web_port`
+        is then its port.
+    :param options: more ``twistd chat`` options.
 
     Use :meth:`start` and :meth:`stop` (or ``with``).  :attr:`port` is the
     port it listens on; :meth:`log` is everything it has written so far.
@@ -160,12 +164,17 @@ class ChatServer:
         block_duration: float = 2,
         max_failures: int = 3,
         timeout: float = 3,
+        web: bool = False,
+        options: Sequence[str] = (),
     ) -> None:
         self.accounts = dict(DEFAULT_ACCOUNTS if accounts is None else accounts)
         self.block_duration = block_duration
         self.max_failures = max_failures
         self.timeout = timeout
+        self.web = web
+        self.options = list(options)
         self.port = 0
+        self.web_port = 0
         self.process: subprocess.Popen[bytes] | None = None
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
         self._log_path: Path | None = None
@@ -200,6 +209,8 @@ class ChatServer:
             f"{self.timeout:g}",
             "--data-dir",
             str(self.data_dir),
+            *(["--web", f"tcp:0:interface={HOST}"] if self.web else []),
+            *self.options,
         )
 
     def start(self, start_timeout: float = START_TIMEOUT) -> ChatServer:
@@ -227,9 +238,12 @@ class ChatServer:
             )
         deadline = time.monotonic() + start_timeout
         while True:
-            match = _PORT_LINE.search(self.log_bytes())
-            if match:
+            log = self.log_bytes()
+            match = _PORT_LINE.search(log)
+            web = _WEB_PORT_LINE.search(log)
+            if match and (web or not self.web):
                 self.port = int(match.group(1))
+                self.web_port = int(web.group(1)) if web else 0
                 return self
             if self.process.poll() is not None:
                 log = self.log()

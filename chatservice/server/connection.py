@@ -57,6 +57,8 @@ class ChatConnection:
     :param policy: the server's limits.
     :param clock: the reactor, or a test ``Clock``.
     :param registry: the server's live connections (caps, bans, shutdown).
+    :param wire: the format, when the transport fixes it (a WebSocket: JSON);
+        else the client's first byte chooses.
     """
 
     # One per connection: slots, so an idle connection has no instance dict.
@@ -64,7 +66,7 @@ class ChatConnection:
         "host", "p2p_port", "udp_port", "session", "deliver", "writer", "wire",
         "_transport", "_lines", "_gate", "_policy", "_clock", "_registry", "_pacer",
         "_dialogue", "_logout", "_paused", "_reading", "_may_switch", "_checks",
-        "_timer", "_greeting", "_ending",
+        "_timer", "_greeting", "_ending", "_fixed_format",
     )
 
     def __init__(
@@ -75,6 +77,7 @@ class ChatConnection:
         policy: ConnectionPolicy,
         clock: IReactorTime,
         registry: ConnectionRegistry,
+        wire: WireFormat | None = None,
     ) -> None:
         self.host: str = getattr(transport.getPeer(), "host", "")
         self.p2p_port: int | None = None
@@ -105,6 +108,7 @@ class ChatConnection:
         self._timer: IDelayedCall | None = None
         self._greeting: IDelayedCall | None = None
         self._ending: IDelayedCall | None = None
+        self._fixed_format = wire
 
     @property
     def congested(self) -> bool:
@@ -123,7 +127,9 @@ class ChatConnection:
         self._timer = self._clock.callLater(
             min(policy.timeout, policy.login_deadline), self._timed_out
         )
-        if policy.greeting_delay > 0:
+        if self._fixed_format is not None:
+            self._use(self._fixed_format)
+        elif policy.greeting_delay > 0:
             self._greeting = self._clock.callLater(policy.greeting_delay, self._greet)
         else:
             self._greet()
