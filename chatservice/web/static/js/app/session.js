@@ -277,6 +277,7 @@ export class Session {
     this.lastUser = null;
     this.store.setMe(null);
     this.store.reset();
+    this.store.clearNotices();
     this.store.loginMessage('You have logged out.');
   }
 

@@ -221,6 +221,12 @@ export class Store extends Emitter {
     this.emit('notices');
   }
 
+  /** Remove every notice (after a logout). */
+  clearNotices() {
+    this.notices = [];
+    this.emit('notices');
+  }
+
   /**
    * What the login form says.
    * @param {string} text

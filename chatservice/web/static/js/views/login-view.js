@@ -69,7 +69,8 @@ export class LoginView {
     this.message.textContent = text;
     this.message.classList.toggle('locked', retryUntil !== undefined);
     if (retryUntil === undefined) return;
-    const base = text.replace(/ \(about .* left\)$/, '');
+    const said = text.replace(/ \(about .* left\)$/, '');
+    const base = /[.!?]$/.test(said) ? said : `${said}.`;
     const tick = () => {
       const left = (retryUntil - Date.now()) / 1000;
       if (left <= 0) {
