@@ -55,6 +55,8 @@ export class Session {
     this.seenUntil = null;
     this.reloginTries = 0;
     this.ended = null;
+    /** A login is under way (a second one would be refused as `already_logged_in`). */
+    this.loggingIn = false;
   }
 
   /** Wire the socket's topics and connect. */
@@ -112,7 +114,7 @@ export class Session {
       this.loginWanted = false;
       this.leaveChat(text);
       this.store.notify('warning', text, {
-        topic: 'connection',
+        topic: 'timeout',
         actions: this.credentials ? [{ label: 'Log in again', run: () => this.logInAgain() }] : [],
       });
       return;
@@ -137,7 +139,6 @@ export class Session {
     } else if (this.ended === null && !info.opened) {
       this.store.notify('warning', 'Cannot reach the server. Retrying…', { topic: 'connection' });
     }
-    this.store.setMe(this.store.me ? { ...this.store.me, offline: true } : null);
   }
 
   // Logging in ----------------------------------------------------------------
@@ -149,6 +150,7 @@ export class Session {
    * @param {string} password
    */
   submit(mode, username, password) {
+    if (this.loggingIn || this.loggedIn) return;
     username = username.trim();
     if (!username) {
       this.store.loginMessage('Enter a user name.');
@@ -171,7 +173,7 @@ export class Session {
 
   /** Log in again with the kept credentials (after an inactivity logout). */
   logInAgain() {
-    this.store.dismiss('connection');
+    this.store.dismiss('timeout');
     if (!this.credentials) return;
     this.loginWanted = true;
     if (this.ready) this.logIn(this.credentials, true);
@@ -180,7 +182,10 @@ export class Session {
 
   /** @private */
   async logIn(credentials, again) {
+    if (this.loggingIn) return;
     this.loginWanted = false;
+    this.loggingIn = true;
+    if (!again) this.store.loginMessage('Logging in…');
     const { mode, username, password } = credentials;
     let outcome;
     try {
@@ -198,6 +203,8 @@ export class Session {
         return;
       }
       outcome = { ok: false, reason: error instanceof RequestError ? error.code : 'closed', message: error.message };
+    } finally {
+      this.loggingIn = false;
     }
     if (outcome.ok) {
       if (mode === 'register') credentials.mode = 'login';
@@ -241,6 +248,7 @@ export class Session {
     this.reloginTries = 0;
     this.socket.resetBackoff();
     this.store.dismiss('connection');
+    this.store.dismiss('timeout');
     this.store.loginMessage('');
     this.store.setMe({ name: outcome.user, guest: outcome.guest, busy: false, hidden: false, autoReply: '' });
     if (again) this.store.notify('info', 'Reconnected.', { topic: 'connection' });

@@ -19,6 +19,12 @@ export class RequestError extends Error {
   }
 }
 
+/**
+ * The most bytes of one request: the server drops a longer line (or
+ * WebSocket message) with an error that cannot name the request.
+ */
+export const MAX_REQUEST_BYTES = 8192;
+
 /** Matches replies to requests by `id`. */
 export class RequestChannel {
   /**
@@ -39,12 +45,18 @@ export class RequestChannel {
    * Send `message` with a new `id`.
    * @param {object} message a request, without `id`
    * @returns {Promise<object>} the reply; rejected with a {@link RequestError}
-   *   for an `error` reply, no connection, its loss, or no reply in time
+   *   for an `error` reply, no connection, its loss, no reply in time, or a
+   *   request over {@link MAX_REQUEST_BYTES}
    */
   request(message) {
     const id = this.nextId++;
+    const request = { ...message, id };
     return new Promise((resolve, reject) => {
-      if (!this.sendMessage({ ...message, id })) {
+      if (new TextEncoder().encode(JSON.stringify(request)).length > MAX_REQUEST_BYTES) {
+        reject(new RequestError('line_too_long', 'This is too long to send: shorten it.'));
+        return;
+      }
+      if (!this.sendMessage(request)) {
         reject(new RequestError('offline', 'Not connected to the server.'));
         return;
       }

@@ -11,7 +11,8 @@
  * - `typing`: who is typing;
  * - `connection`: the connection's state;
  * - `notices`: the notices shown at the top;
- * - `login` `(text, retryUntil)`: what the login form says.
+ * - `login` `(text, retryUntil)`: what the login form says;
+ * - `reset`: everything was forgotten (a logout, another user).
  */
 
 import { Emitter } from '../emitter.js';
@@ -62,6 +63,7 @@ export class Store extends Emitter {
     this.conversation(EVERYONE);
     this.current = EVERYONE;
     this.typing.clear();
+    this.emit('reset');
     this.emit('users');
     this.emit('conversations');
     this.emit('current');

@@ -72,6 +72,11 @@ export class ConversationView {
       if (key === this.store.current) this.renderMessages();
     });
     store.on('typing', () => this.renderTyping());
+    store.on('reset', () => {
+      this.drafts.clear();
+      this.input.value = '';
+      this.shownKey = store.current;
+    });
     store.on('me', () => this.renderHeader());
     setInterval(() => this.renderTyping(), 1000);
     this.switched();
