@@ -91,9 +91,8 @@ def run_step(peer: peers.Peer, transport: str, workload: str, size: int, plan: O
     return record
 
 
-def server_percent(record: Obj, name: str, index: int, key: str) -> float | None:
-    """The server's ``key`` (``cpu_s``, or ``wait_s``: kept off its core) as % of the time between
-    the ``index``-th marks ``<name>_start`` and ``<name>_end``."""
+def _marks(record: Obj, name: str, index: int, key: str) -> tuple[Obj, Obj] | None:
+    """The ``index``-th marks ``<name>_start`` and ``<name>_end``, if both have the server's ``key``."""
     starts = [m for m in record.get("marks", []) if m["mark"] == f"{name}_start"]
     ends = [m for m in record.get("marks", []) if m["mark"] == f"{name}_end"]
     if index >= min(len(starts), len(ends)):
@@ -101,6 +100,22 @@ def server_percent(record: Obj, name: str, index: int, key: str) -> float | None
     a, b = starts[index], ends[index]
     if a["server"].get(key) is None or b["server"].get(key) is None or b["t"] <= a["t"]:
         return None
+    return a, b
+
+
+def server_seconds(record: Obj, name: str, index: int, key: str) -> float | None:
+    """The server's ``key`` (``cpu_s``, or ``wait_s``: kept off its core) between two marks
+    (a fan-out step: its sending and its drain)."""
+    marks = _marks(record, name, index, key)
+    return None if marks is None else marks[1]["server"][key] - marks[0]["server"][key]
+
+
+def server_percent(record: Obj, name: str, index: int, key: str) -> float | None:
+    """:func:`server_seconds` as % of the time between the marks."""
+    marks = _marks(record, name, index, key)
+    if marks is None:
+        return None
+    a, b = marks
     return round(100 * (b["server"][key] - a["server"][key]) / (b["t"] - a["t"]), 1)
 
 
@@ -115,7 +130,13 @@ def figures(record: Obj) -> dict[str, report.Figure]:
         # No valid step: show the step where the load generator was busiest, which says why.
         shown = best or max(steps, key=lambda s: s["loadgen_cpu_percent"], default=None)
         index, name = (steps.index(shown) if shown else 0), "step"
-        out["steps"] = report.Figure(len(steps), text=f"{len(steps)} ({result.get('stopped', '?')})")
+        stopped = STOPPED.get(result.get("stopped", "?"), result.get("stopped", "?"))
+        out["steps"] = report.Figure(len(steps), text=f"{len(steps)}, {stopped}")
+        cpu_s = server_seconds(record, "step", index, "cpu_s")
+        per = None
+        if shown and cpu_s is not None and shown.get("delivered_total"):
+            per = 1e6 * cpu_s / shown["delivered_total"]
+        out["server us/delivery"] = report.Figure(per)
     else:
         out = report.direct_figures(record, limit)
         shown, index, name = result or None, 0, "run"
@@ -128,11 +149,14 @@ def figures(record: Obj) -> dict[str, report.Figure]:
     return out
 
 
+STOPPED = {"converged below the rate where p99 > 1 s": "converged", "load generator CPU limit": "loadgen CPU limit"}
+"""Why a fan-out stopped stepping, shortened for the table."""
 CONTEXT = [("loadgen CPU %", None), ("loadgen waited %", None), ("server CPU %", None), ("server waited %", None)]
 """Beside every workload's figures: where the two processes spent the measured time.  *waited*: on a
 run queue, kept off their core by other work on the machine (``/proc/<pid>/schedstat``)."""
 ROWS = [
-    ("fanout", "2. broadcast fan-out", [("delivered/s", True), ("p99 ms", False), *CONTEXT, ("steps", None)]),
+    ("fanout", "2. broadcast fan-out", [("delivered/s", True), ("p99 ms", False), ("server us/delivery", False),
+                                        *CONTEXT, ("steps", None)]),
     ("direct", "3. DM ping-pong under load", [("RTT p50 ms", False), ("RTT p99 ms", False),
                                               ("background delivered/s", True), *CONTEXT]),
 ]
