@@ -103,6 +103,27 @@ class Browser:
         self.protocol.connectionLost(None)  # type: ignore[arg-type]
 
 
+class TunableStream(StringTransport):
+    """A stream with a socket: records ``TCP_NODELAY`` and the socket options set."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.no_delay: bool | None = None
+        self.options: list[tuple[int, int, int]] = []
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.no_delay = enabled
+
+    def getHandle(self) -> Any:
+        stream = self
+
+        class Socket:
+            def setsockopt(self, level: int, option: int, value: int) -> None:
+                stream.options.append((level, option, value))
+
+        return Socket()
+
+
 class ChatWebSocketTests(HarnessTestCase):
     """A WebSocket client is a JSON client of the same chat, with the same rules."""
 
@@ -110,6 +131,23 @@ class ChatWebSocketTests(HarnessTestCase):
         browser = Browser(self.harness)
         self.addCleanup(browser.drop)
         return browser
+
+    def test_the_socket_under_the_websocket_is_tuned_as_tcps(self) -> None:
+        import socket
+
+        request = FakeRequest("10.7.0.9")
+        stream = TunableStream(peerAddress=IPv4Address("TCP", "10.7.0.9", 50000))
+        stream.registerProducer(request.channel, True)
+        request.channel.transport = stream
+        factory = self.harness.factory
+        protocol = ChatWebSocketFactory(factory.gate, factory.policy, factory.clock, factory.registry).buildProtocol(
+            request  # type: ignore[arg-type]
+        )
+        protocol.negotiationStarted(RecordingWebSocket())  # type: ignore[arg-type]
+        protocol.negotiationFinished()
+        self.addCleanup(protocol.connectionLost, None)  # type: ignore[arg-type]
+        self.assertIs(stream.no_delay, True, "small messages leave without waiting (no Nagle)")
+        self.assertIn((socket.SOL_SOCKET, socket.SO_SNDBUF, factory.policy.send_buffer), stream.options)
 
     def test_json_from_the_first_message_and_nothing_else(self) -> None:
         browser = self.browser()
@@ -230,10 +268,12 @@ class InputGuardTests(unittest.TestCase):
 
         class Inner:
             def makeConnection(self, transport: Any) -> None:
-                pass
+                self.guard = transport
 
             def dataReceived(self, data: bytes) -> None:
                 received.append(data)
+                if data.endswith(b";"):  # a message completed in this piece
+                    self.guard.message_complete()
 
             def connectionLost(self, reason: Any) -> None:
                 pass
@@ -270,7 +310,27 @@ class InputGuardTests(unittest.TestCase):
         self.assertFalse(transport.disconnecting)
         guard.dataReceived(b"x" * 60)
         self.assertTrue(transport.disconnecting)
-        self.assertEqual(len(received), 2, "the byte over the limit is not passed on")
+        self.assertEqual(b"".join(received), b"x" * 160, "no byte over the limit is passed on")
+        guard.dataReceived(b"x")
+        self.assertEqual(len(b"".join(received)), 160, "nothing is passed on once closed")
+
+    def test_one_read_of_many_whole_messages_is_not_closed(self) -> None:
+        # A client that sent messages faster than the server read them: one
+        # read holds far more than the limit, all of it whole messages.
+        guard, transport, received = self.guard()
+        guard.arm()
+        burst = (b"x" * 49 + b";") * 8
+        guard.dataReceived(burst)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(b"".join(received), burst)
+        self.assertTrue(all(len(piece) <= 100 for piece in received))
+
+    def test_an_unfinished_message_after_whole_ones_is_still_closed(self) -> None:
+        guard, transport, received = self.guard()
+        guard.arm()
+        guard.dataReceived(b"x" * 49 + b";" + b"y" * 300)
+        self.assertTrue(transport.disconnecting)
+        self.assertLessEqual(len(b"".join(received)), 50 + 2 * 100)
 
 
 class PlainRequest(DummyRequest):

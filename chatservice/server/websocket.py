@@ -12,7 +12,8 @@ of TCP applies, since the core and its writer are the same:
   ``max_line_length`` bytes as too long, as a line would be.
 - :class:`MessageTransport` is what the core writes to and pauses: each JSON
   line becomes one text message; pausing stops reading the TCP (or TLS)
-  connection under the WebSocket.
+  connection under the WebSocket, whose socket the writer tunes as TCP's
+  (``TCP_NODELAY``, a pinned send buffer).
 - :class:`InputGuard` wraps every web connection's TCP protocol and closes a
   connection that sends more than ``input_limit`` bytes without completing a
   message: Twisted's WebSocket layer would otherwise gather a fragmented
@@ -108,6 +109,14 @@ class MessageTransport:
 
     def getPeer(self) -> IAddress:
         return self.peer
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        """The stream's: the writer sends a WebSocket's small messages without delay, as TCP's lines."""
+        self.stream.setTcpNoDelay(enabled)  # type: ignore[attr-defined]
+
+    def getHandle(self) -> Any:
+        """The stream's socket: the writer pins its send buffer, as for TCP."""
+        return self.stream.getHandle()  # type: ignore[attr-defined]
 
 
 class ChatWebSocket:
@@ -214,6 +223,14 @@ class InputGuard(ProtocolWrapper):
     :class:`ChatWebSocket` arms it once upgraded and calls
     :meth:`message_complete` for each message it gets; plain HTTP requests
     (the page) are bounded by Twisted's own limits and never counted.
+
+    One read can hold many whole messages (a client that sent several while
+    the server was busy, or paused it): such a read is passed on in pieces
+    no longer than what is left of the limit, so every message completed in
+    a piece counts afresh and a client is closed only for an unfinished
+    message, never for sending many finished ones at once.  What follows the
+    last message completed in a piece is not counted, so an unfinished
+    message is closed by ``2 * input_limit`` bytes at the latest.
     """
 
     def __init__(self, factory: InputGuardFactory, wrappedProtocol: Any) -> None:
@@ -231,12 +248,23 @@ class InputGuard(ProtocolWrapper):
         self.received = 0
 
     def dataReceived(self, data: bytes) -> None:
-        if self.armed:
-            self.received += len(data)
-            if self.received > self.factory.input_limit:
-                self.transport.abortConnection()
+        if not self.armed:
+            super().dataReceived(data)
+            return
+        limit = self.factory.input_limit
+        while data and not self.disconnecting:
+            room = limit - self.received
+            if room <= 0:
+                self.abortConnection()
                 return
-        super().dataReceived(data)
+            piece, data = (data, b"") if len(data) <= room else (data[:room], data[room:])
+            self.received += len(piece)
+            super().dataReceived(piece)
+
+    def abortConnection(self) -> None:
+        """Drop the connection at once; nothing more that was read is passed on."""
+        self.disconnecting = 1
+        self.transport.abortConnection()
 
 
 class InputGuardFactory(WrappingFactory):
