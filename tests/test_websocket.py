@@ -22,18 +22,28 @@ from chatservice.server.lines import TOO_LONG
 from chatservice.web.site import CONTENT_SECURITY_POLICY, ChatWebSocketResource, chat_site
 from tests.support import ChatHarness
 from tests.test_protocol import HarnessTestCase
+from tests.ws_support import server_frames
 
 
 class RecordingWebSocket:
-    """A ``WebSocketTransport`` that records the messages sent and the producer attached."""
+    """A ``WebSocketTransport`` that records the producer attached and the close.
 
-    def __init__(self) -> None:
-        self.messages: list[str] = []
+    The chat writes its frames (already framed, once per event) to the
+    stream under the WebSocket; :attr:`messages` reads them back from it.
+    """
+
+    def __init__(self, stream: StringTransport | None = None) -> None:
+        self.stream = stream
         self.producer: Any = None
         self.closed_with: int | None = None
 
+    @property
+    def messages(self) -> list[str]:
+        """The text messages written to the stream and not yet read by :meth:`json`."""
+        return server_frames(self.stream.value()) if self.stream is not None else []
+
     def sendTextMessage(self, text: str) -> None:
-        self.messages.append(text)
+        raise AssertionError("the chat writes its own frames to the stream")
 
     def sendBytesMessage(self, data: bytes) -> None:
         raise AssertionError("the chat sends text messages only")
@@ -53,7 +63,9 @@ class RecordingWebSocket:
 
     def json(self) -> list[dict[str, Any]]:
         """The messages sent since the last call, parsed (each must be one JSON object)."""
-        sent, self.messages = self.messages, []
+        sent = self.messages
+        if self.stream is not None:
+            self.stream.clear()
         return [json.loads(message) for message in sent]
 
 
@@ -85,7 +97,7 @@ class Browser:
     def __init__(self, harness: ChatHarness, host: str = "10.7.0.1") -> None:
         factory = harness.factory
         self.request = FakeRequest(host)
-        self.websocket = RecordingWebSocket()
+        self.websocket = RecordingWebSocket(self.request.channel.transport)
         self.protocol = ChatWebSocketFactory(
             factory.gate, factory.policy, factory.clock, factory.registry
         ).buildProtocol(self.request)  # type: ignore[arg-type]

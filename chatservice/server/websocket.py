@@ -10,10 +10,12 @@ of TCP applies, since the core and its writer are the same:
 - :class:`MessageQueue` holds the messages received while the connection is
   held back (flood control, a password check), and marks one over
   ``max_line_length`` bytes as too long, as a line would be.
-- :class:`MessageTransport` is what the core writes to and pauses: each JSON
-  line becomes one text message; pausing stops reading the TCP (or TLS)
-  connection under the WebSocket, whose socket the writer tunes as TCP's
-  (``TCP_NODELAY``, a pinned send buffer).
+- :class:`MessageTransport` is what the core writes to and pauses: events
+  come already framed (:data:`~chatservice.wire.WEBSOCKET`, one frame per
+  event for all its recipients) and go through the output batcher as TCP's
+  lines do; pausing stops reading the TCP (or TLS) connection under the
+  WebSocket, whose socket the writer tunes as TCP's (``TCP_NODELAY``, a
+  pinned send buffer).
 - :class:`InputGuard` wraps every web connection's TCP protocol and closes a
   connection that sends more than ``input_limit`` bytes without completing a
   message: Twisted's WebSocket layer would otherwise gather a fragmented
@@ -36,7 +38,7 @@ from chatservice.server.connection import ChatConnection
 from chatservice.server.lines import TOO_LONG
 from chatservice.server.policy import ConnectionPolicy
 from chatservice.server.registry import ConnectionRegistry
-from chatservice.wire import JSON
+from chatservice.wire import WEBSOCKET
 
 
 class MessageQueue:
@@ -70,11 +72,20 @@ class MessageQueue:
 
 
 class MessageTransport:
-    """The WebSocket as the connection core sees a transport: lines out as messages.
+    """The WebSocket as the connection core sees a transport: frames out, reading paused and resumed.
 
-    :param websocket: the WebSocket to send messages on.
-    :param stream: the byte stream under it (TCP or TLS), paused and resumed
-        to stop and start reading, and aborted to drop a client at once.
+    The connection renders its events in the
+    :data:`~chatservice.wire.WEBSOCKET` format, already framed (a
+    broadcast's frame is made once, for every recipient), so they are
+    written to the stream as they are; on a plain TCP socket they go through
+    the :class:`~chatservice.server.output.OutputBatcher` like TCP lines
+    (:attr:`underlying`).  Closing goes through the WebSocket (a close frame
+    first).
+
+    :param websocket: the WebSocket, for its close frame and producer.
+    :param stream: the byte stream under it (TCP or TLS, possibly wrapped by
+        an :class:`InputGuard`), paused and resumed to stop and start
+        reading, and aborted to drop a client at once.
     :param peer: the client's address (the HTTP request's).
     """
 
@@ -83,11 +94,17 @@ class MessageTransport:
         self.stream = stream
         self.peer = peer
 
+    @property
+    def underlying(self) -> ITransport:
+        """The transport under the stream's wrappers (the TCP connection)."""
+        transport = self.stream
+        while isinstance(transport, ProtocolWrapper):
+            transport = transport.transport
+        return transport
+
     def write(self, data: bytes) -> None:
-        """Send each line of ``data`` as one text message."""
-        for line in data.split(b"\n"):
-            if line:
-                self.websocket.sendTextMessage(line.decode("utf-8"))
+        """Write WebSocket frames (events rendered in the WebSocket format)."""
+        self.stream.write(data)
 
     def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
         self.websocket.attachProducer(producer)
@@ -166,7 +183,7 @@ class ChatWebSocket:
         transport = MessageTransport(self._websocket, stream, self._request.getClientAddress())
         self.connection = ChatConnection(
             transport, self._messages, self._gate, self._policy, self._clock, self._registry,
-            wire=JSON,
+            wire=WEBSOCKET,
         )
         self.connection.start()
 
