@@ -13,11 +13,13 @@ output:
     The workload's figures; the last line.
 
 It speaks each server's protocol (:class:`ChatWire` for chatservice's text
-protocol, :class:`IrcWire` for ``twistd words`` and ngIRCd) over non-blocking
-sockets driven by one ``epoll`` loop: no asyncio, no threads, so that one core
-can read millions of lines a second.  Only a sample of the receivers (the
-*probes*) splits lines and measures latency; the others count the workload's
-marker with ``bytes.count``.
+protocol, :class:`JsonWire` for its JSON lines, :class:`WebSocketWire` for the
+same JSON over its WebSocket, :class:`IrcWire` for ``twistd words`` and
+ngIRCd) over non-blocking sockets driven by one ``epoll`` loop: no asyncio, no
+threads, so that one core can read millions of lines a second.  Only a sample
+of the receivers (the *probes*) splits lines (or WebSocket frames), parses
+JSON and measures latency; the others count the workload's marker with
+``bytes.count``.
 
 Every timed message carries the time it was *scheduled* to be sent (from
 ``time.monotonic_ns``, the same clock for every connection of this process),
@@ -28,7 +30,9 @@ probe has not received when the measurement ends counts as infinitely late.
 
 from __future__ import annotations
 
+import base64
 import errno
+import hashlib
 import heapq
 import json
 import math
@@ -39,6 +43,8 @@ import socket
 import sys
 import time
 from typing import Any, Callable
+
+from bench.procstat import run_queue_seconds
 
 Obj = dict[str, Any]
 
@@ -118,16 +124,69 @@ def p99_seconds(samples: list[float], lost: int) -> float:
 # Wire formats -----------------------------------------------------------------------
 
 
-class ChatWire:
+class LineWire:
+    """A protocol of lines over plain TCP: what every wire offers the workloads.
+
+    A wire builds what a client sends (:meth:`login`, :meth:`broadcast`,
+    :meth:`direct`) and cuts what it receives into messages
+    (:meth:`messages`), each of which :meth:`text` turns into the chat text
+    the timed marks are looked for in.
+    """
+
+    name = "lines"
+    ready_mark = b""
+    fail_marks: tuple[bytes, ...] = ()
+    presence_marks: tuple[bytes, ...] = ()
+
+    def __init__(self, spec: Obj) -> None:
+        self.spec = spec
+
+    def login(self, name: str, password: str) -> bytes:
+        raise NotImplementedError
+
+    def broadcast(self, text: bytes) -> bytes:
+        raise NotImplementedError
+
+    def direct(self, to: bytes, text: bytes) -> bytes:
+        raise NotImplementedError
+
+    def login_notice(self, line: bytes) -> bytes | None:
+        """The user name if ``line`` announces a login, else ``None``."""
+        return None
+
+    def opening(self, client: Client) -> bytes:
+        """What ``client`` sends once connected: its login."""
+        return self.login(client.name, client.password)
+
+    def messages(self, client: Client, data: bytes) -> list[bytes]:
+        """The complete messages (here: lines) of ``client``'s stream so far."""
+        return client.lines(data)
+
+    def skip(self, client: Client, data: bytes) -> None:
+        """``data`` holds nothing of interest: keep only what a later message needs (the partial line)."""
+        parts = data.rsplit(b"\n", 1)
+        client.buf = parts[-1] if len(parts) == 2 else client.buf + data
+
+    def pending(self, client: Client) -> bytes:
+        """The start of a message not yet complete."""
+        return client.buf
+
+    def text(self, message: bytes) -> bytes | None:
+        """The chat text of one message, where a timed mark would be: the line itself."""
+        return message
+
+    def texts(self, messages: list[bytes]) -> list[bytes | None]:
+        """:meth:`text` of each message."""
+        return messages  # type: ignore[return-value]
+
+
+class ChatWire(LineWire):
     """chatservice's text protocol (docs/protocol.rst)."""
 
     name = "chat"
     ready_mark = b"Welcome to chatservice, "
     fail_marks = (b"Invalid Password", b"Error. ", b"is blocked", b"timed out", b"logged in elsewhere")
     presence_marks = (b" logged in\r", b" logged out\r")
-
-    def __init__(self, spec: Obj) -> None:
-        self.spec = spec
 
     def login(self, name: str, password: str) -> bytes:
         return f"{name}\n{password}\n".encode()
@@ -139,7 +198,6 @@ class ChatWire:
         return b"message " + to + b" " + text + b"\n"
 
     def login_notice(self, line: bytes) -> bytes | None:
-        """The user name if ``line`` announces a login, else ``None``."""
         if line.endswith(b" logged in"):
             name = line[: -len(b" logged in")]
             if b" " not in name:
@@ -147,7 +205,7 @@ class ChatWire:
         return None
 
 
-class IrcWire:
+class IrcWire(LineWire):
     """IRC (RFC 2812) as ``twistd words`` and ngIRCd speak it; the room is a channel."""
 
     name = "irc"
@@ -156,7 +214,7 @@ class IrcWire:
     presence_marks = (b" JOIN ", b" PART ", b" QUIT ")
 
     def __init__(self, spec: Obj) -> None:
-        self.spec = spec
+        super().__init__(spec)
         self.channel = spec.get("channel", "#bench").encode()
         self.send_pass = bool(spec.get("irc_pass", False))
 
@@ -179,8 +237,227 @@ class IrcWire:
         return None
 
 
-def make_wire(spec: Obj) -> ChatWire | IrcWire:
-    return ChatWire(spec) if spec["protocol"] == "chat" else IrcWire(spec)
+class JsonWire(LineWire):
+    """chatservice's JSON lines (docs/protocol.rst, *JSON lines*) over plain TCP.
+
+    The first line is JSON, so the server never greets in text.  A message's
+    chat text is its ``"message"`` field: only the messages that carry a
+    timed mark are parsed (probes); the others are counted with ``bytes.count``
+    like the text protocol's, since the mark stands in the JSON text as sent.
+    """
+
+    name = "json"
+    ready_mark = b'"type":"login","success":true'
+    fail_marks = (b'"success":false', b'"type":"error"', b'"type":"disconnect"')
+
+    def encode(self, obj: Obj) -> bytes:
+        return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+
+    def login(self, name: str, password: str) -> bytes:
+        return self.encode({"type": "login", "user": name, "password": password})
+
+    def broadcast(self, text: bytes) -> bytes:
+        return self.encode({"type": "broadcast", "message": text.decode()})
+
+    def direct(self, to: bytes, text: bytes) -> bytes:
+        return self.encode({"type": "message", "to": to.decode(), "message": text.decode()})
+
+    def text(self, message: bytes) -> bytes | None:
+        try:
+            obj = json.loads(message)
+        except ValueError:
+            return None
+        return self._message(obj)
+
+    def texts(self, messages: list[bytes]) -> list[bytes | None]:
+        """The messages parsed as one JSON array: a third of the time of one ``json.loads`` each."""
+        if not messages:
+            return []
+        try:
+            objs = json.loads(b"[" + b",".join(messages) + b"]")
+        except ValueError:
+            return [self.text(message) for message in messages]
+        return [self._message(obj) for obj in objs]
+
+    @staticmethod
+    def _message(obj: Any) -> bytes | None:
+        text = obj.get("message") if isinstance(obj, dict) else None
+        return text.encode() if isinstance(text, str) else None
+
+
+class WebSocketWire(JsonWire):
+    """The same JSON messages over a WebSocket (``twistd chat --web``, path ``/ws``): one object a message.
+
+    The client sends the HTTP upgrade, waits for ``101`` (and checks
+    ``Sec-WebSocket-Accept``), then logs in.  Everything it sends is one
+    masked text frame (:func:`ws_client_frame`); what the server sends is
+    unmasked text frames, cut into messages by the client's
+    :class:`WebSocketReader`.  Counting receivers never deframe: the server's
+    frames are unmasked and never fragmented (wsproto sends a message as one
+    frame), so each message's mark stands whole in the byte stream, and a
+    frame header (``0x81`` and the length) cannot contain one.
+    """
+
+    name = "websocket"
+    path = "/ws"
+
+    def encode(self, obj: Obj) -> bytes:
+        return ws_client_frame(json.dumps(obj, separators=(",", ":")).encode())
+
+    def opening(self, client: Client) -> bytes:
+        key = base64.b64encode(os.urandom(16))
+        client.accept = ws_accept(key)
+        client.on_data = Client.upgrade_data
+        return (
+            f"GET {self.path} HTTP/1.1\r\nHost: 127.0.0.1:{self.spec['port']}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        ).encode() + b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
+
+    def upgraded(self, client: Client, head: bytes) -> str | None:
+        """Why the upgrade response ``head`` (up to the blank line) is not a success, or ``None``."""
+        status = head.split(b"\r\n", 1)[0]
+        if not status.startswith(b"HTTP/1.1 101"):
+            return f"upgrade refused: {status.decode(errors='replace')}"
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"sec-websocket-accept":
+                if value.strip() == client.accept:
+                    return None
+                return "wrong Sec-WebSocket-Accept"
+        return "no Sec-WebSocket-Accept"
+
+    def messages(self, client: Client, data: bytes) -> list[bytes]:
+        reader = client.reader
+        assert reader is not None, "this client no longer deframes (a counting receiver)"
+        messages = reader.feed(data)
+        if reader.pings:
+            for payload in reader.pings:
+                client.send(ws_client_frame(payload, OP_PONG))
+            reader.pings.clear()
+        return messages
+
+    def skip(self, client: Client, data: bytes) -> None:
+        self.messages(client, data)
+
+    def pending(self, client: Client) -> bytes:
+        reader = client.reader
+        return b"".join(reader.parts or ()) + reader.buf if reader is not None else b""
+
+
+WIRES: dict[str, type[LineWire]] = {"chat": ChatWire, "irc": IrcWire, "json": JsonWire, "websocket": WebSocketWire}
+
+
+def make_wire(spec: Obj) -> LineWire:
+    return WIRES[spec["protocol"]](spec)
+
+
+# WebSocket framing (RFC 6455) ---------------------------------------------------------
+
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+
+
+class WebSocketError(Exception):
+    """The server broke RFC 6455 framing."""
+
+
+def ws_accept(key: bytes) -> bytes:
+    """The ``Sec-WebSocket-Accept`` a server must answer ``key`` with."""
+    return base64.b64encode(hashlib.sha1(key + WS_GUID).digest())
+
+
+def ws_mask(payload: bytes, key: bytes) -> bytes:
+    """``payload`` XOR ``key`` (4 bytes) repeated: masking and unmasking alike (RFC 6455 5.3)."""
+    size = len(payload)
+    if not size:
+        return b""
+    keys = (key * (size // 4 + 1))[:size]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(keys, "little")).to_bytes(size, "little")
+
+
+def ws_client_frame(payload: bytes, opcode: int = OP_TEXT, key: bytes | None = None) -> bytes:
+    """``payload`` as one final frame, masked as every client frame must be (a random key by default)."""
+    if key is None:
+        key = os.urandom(4)
+    size = len(payload)
+    if size < 126:
+        head = bytes((0x80 | opcode, 0x80 | size))
+    elif size < 65536:
+        head = bytes((0x80 | opcode, 0x80 | 126)) + size.to_bytes(2, "big")
+    else:
+        head = bytes((0x80 | opcode, 0x80 | 127)) + size.to_bytes(8, "big")
+    return head + key + ws_mask(payload, key)
+
+
+class WebSocketReader:
+    """Server frames in, whole messages out: fragments joined, pings kept to be answered.
+
+    :attr:`pings` holds the payloads of the pings received (the caller sends
+    the pongs); :attr:`close` the payload of a close frame, once one came.
+    """
+
+    __slots__ = ("buf", "parts", "pings", "close")
+
+    def __init__(self) -> None:
+        self.buf = b""
+        self.parts: list[bytes] | None = None
+        """The fragments of a message under way, ``None`` between messages."""
+        self.pings: list[bytes] = []
+        self.close: bytes | None = None
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The payloads of the text and binary messages completed by ``data``."""
+        buf = self.buf + data if self.buf else data
+        size = len(buf)
+        pos = 0
+        out: list[bytes] = []
+        while size - pos >= 2:
+            first, second = buf[pos], buf[pos + 1]
+            if second & 0x80:
+                raise WebSocketError("a masked frame from the server")
+            if first & 0x70:
+                raise WebSocketError("reserved bits set (no extension was negotiated)")
+            length = second & 0x7F
+            start = pos + 2
+            if length == 126:
+                if size - pos < 4:
+                    break
+                length = int.from_bytes(buf[start : start + 2], "big")
+                start += 2
+            elif length == 127:
+                if size - pos < 10:
+                    break
+                length = int.from_bytes(buf[start : start + 8], "big")
+                start += 8
+            end = start + length
+            if end > size:
+                break
+            payload = buf[start:end]
+            pos = end
+            opcode = first & 0x0F
+            if opcode & 0x08:
+                if not first & 0x80 or length > 125:
+                    raise WebSocketError("a fragmented or long control frame")
+                if opcode == OP_PING:
+                    self.pings.append(payload)
+                elif opcode == OP_CLOSE:
+                    self.close = payload
+                continue
+            if opcode == OP_CONTINUATION:
+                if self.parts is None:
+                    raise WebSocketError("a continuation frame outside a message")
+                self.parts.append(payload)
+                if first & 0x80:
+                    out.append(b"".join(self.parts))
+                    self.parts = None
+            elif self.parts is not None:
+                raise WebSocketError("a new message inside a fragmented one")
+            elif first & 0x80:
+                out.append(payload)
+            else:
+                self.parts = [payload]
+        self.buf = buf[pos:]
+        return out
 
 
 # The event loop ------------------------------------------------------------------------
@@ -255,10 +532,10 @@ class Client:
     __slots__ = (
         "loop", "wire", "index", "name", "password", "sock", "fd", "wbuf", "connecting",
         "ready", "failed", "closed_by_peer", "on_data", "buf", "tail", "count",
-        "started", "ready_at", "on_ready", "on_fail", "listening", "rcvbuf",
+        "started", "ready_at", "on_ready", "on_fail", "listening", "rcvbuf", "reader", "accept",
     )
 
-    def __init__(self, loop: Loop, wire: ChatWire | IrcWire, index: int, name: str, password: str) -> None:
+    def __init__(self, loop: Loop, wire: LineWire, index: int, name: str, password: str) -> None:
         self.loop = loop
         self.wire = wire
         self.index = index
@@ -281,6 +558,9 @@ class Client:
         self.on_fail: Callable[[Client], None] | None = None
         self.listening = True
         self.rcvbuf: int | None = None
+        self.reader: WebSocketReader | None = None
+        """A WebSocket client's deframer, from the upgrade on (``None``: not deframing)."""
+        self.accept = b""
 
     # Connection ------------------------------------------------------------------
 
@@ -309,7 +589,7 @@ class Client:
         self.connecting = True
         self.loop.clients[self.fd] = self
         self.loop.ep.register(self.fd, EPOLLIN | EPOLLOUT)
-        self.wbuf += self.wire.login(self.name, self.password)
+        self.wbuf += self.wire.opening(self)
 
     def fail(self, reason: str) -> None:
         """Record why the login did not succeed, close, and tell ``on_fail``."""
@@ -415,7 +695,31 @@ class Client:
 
     # Data handlers -------------------------------------------------------------------
 
+    def upgrade_data(self, data: bytes) -> None:
+        """A WebSocket client's first bytes: the HTTP response to its upgrade; then it logs in."""
+        window = self.buf + data
+        end = window.find(b"\r\n\r\n")
+        if end < 0:
+            if len(window) > 16384:
+                self.fail("no end to the upgrade response")
+            else:
+                self.buf = window
+            return
+        error = self.wire.upgraded(self, window[:end])  # type: ignore[attr-defined]
+        if error is not None:
+            self.fail(error)
+            return
+        self.buf = b""
+        self.reader = WebSocketReader()
+        self.on_data = Client.login_data
+        self.send(self.wire.login(self.name, self.password))
+        if len(window) > end + 4:
+            self.login_data(window[end + 4 :])
+
     def login_data(self, data: bytes) -> None:
+        if self.reader is not None:
+            # Follow the frames, so that the reader is in step when messages matter.
+            self.wire.skip(self, data)
         # Only the end of what came before can hold the start of a mark.
         window = self.buf + data
         if self.wire.ready_mark in window:
@@ -433,7 +737,8 @@ class Client:
         self.buf = window[-300:]
 
     def discard(self, data: bytes) -> None:
-        pass
+        if self.reader is not None:
+            self.wire.skip(self, data)
 
     def count_mark(self, data: bytes, mark: bytes) -> None:
         """Count ``mark`` in the stream, also across two reads."""
@@ -532,11 +837,12 @@ def names(prefix: str, count: int, start: int = 0) -> list[str]:
     return [f"{prefix}{i}" for i in range(start, start + count)]
 
 
-def make_clients(loop: Loop, wire: ChatWire | IrcWire, spec: Obj, prefix: str, count: int, start: int = 0) -> list[Client]:
+def make_clients(loop: Loop, wire: LineWire, spec: Obj, prefix: str, count: int, start: int = 0) -> list[Client]:
+    """``count`` clients named ``prefix`` and their index (after ``spec``'s ``account_prefix``, if any)."""
     password = spec["password_format"]
     return [
         Client(loop, wire, start + i, name, password.format(name=name))
-        for i, name in enumerate(names(prefix, count, start))
+        for i, name in enumerate(names(spec.get("account_prefix", "") + prefix, count, start))
     ]
 
 
@@ -548,15 +854,24 @@ def probe_indices(count: int, probes: int) -> set[int]:
 
 
 class CpuWindow:
-    """This process's CPU time over a window, as a share of one core."""
+    """This process's CPU time over a window, as a share of one core; and its time kept off it."""
 
     def __init__(self) -> None:
         self.cpu = cpu_seconds()
         self.wall = time.monotonic()
+        self.waited = run_queue_seconds()
 
     def percent(self) -> float:
         wall = time.monotonic() - self.wall
         return round(100 * (cpu_seconds() - self.cpu) / wall, 1) if wall > 0 else 0.0
+
+    def wait_percent(self) -> float | None:
+        """Share of the window spent waiting for the core (taken by other work on the machine)."""
+        wall = time.monotonic() - self.wall
+        waited = run_queue_seconds()
+        if waited is None or self.waited is None or wall <= 0:
+            return None
+        return round(100 * (waited - self.waited) / wall, 1)
 
 
 # Broadcast fan-out (workloads 2, 3 background, 5) --------------------------------------------------
@@ -565,7 +880,7 @@ class CpuWindow:
 class FanOut:
     """Receivers in the room, senders broadcasting timed messages to it."""
 
-    def __init__(self, loop: Loop, wire: ChatWire | IrcWire, receivers: list[Client], senders: list[Client], probes: int, pad: int) -> None:
+    def __init__(self, loop: Loop, wire: LineWire, receivers: list[Client], senders: list[Client], probes: int, pad: int) -> None:
         self.loop = loop
         self.wire = wire
         self.receivers = receivers
@@ -576,6 +891,8 @@ class FanOut:
         self.received_by_probe: dict[int, set[int]] = {}
         self.sent_seqs: list[int] = []
         self.seq = 0
+        self.parsed = 0
+        """Timed messages the probes parsed (of any step): must equal the marks they counted."""
         chosen = probe_indices(len(receivers), probes)
         self.probes = [receivers[i] for i in sorted(chosen)]
         loop.coalesce = FANOUT_COALESCE
@@ -584,6 +901,8 @@ class FanOut:
             client.tail = b""
             client.buf = b""
             client.on_data = self.probe_data if i in chosen else FanOut.count_data
+            if i not in chosen:
+                client.reader = None  # counts marks from here on, never deframes
         for sender in senders:
             sender.on_data = Client.discard
 
@@ -593,16 +912,16 @@ class FanOut:
 
     def probe_data(self, client: Client, data: bytes) -> None:
         client.count_mark(data, BROADCAST_MARK)
-        if BROADCAST_MARK not in data and BROADCAST_MARK not in client.buf + data[:3]:
-            # Nothing of ours in it: keep only the last partial line.
-            parts = data.rsplit(b"\n", 1)
-            client.buf = parts[-1] if len(parts) == 2 else client.buf + data
+        wire = self.wire
+        if BROADCAST_MARK not in data and BROADCAST_MARK not in wire.pending(client) + data[:3]:
+            # Nothing of ours in it: keep only the last partial message.
+            wire.skip(client, data)
             return
         now = mono_ns()
         step = self.step
         seen = self.received_by_probe.setdefault(client.index, set())
-        for line in client.lines(data):
-            at = line.find(BROADCAST_MARK)
+        for line in wire.texts([m for m in wire.messages(client, data) if BROADCAST_MARK in m]):
+            at = -1 if line is None else line.find(BROADCAST_MARK)
             if at < 0:
                 continue
             fields = line[at + 4 :].split(b" ", 3)
@@ -610,6 +929,7 @@ class FanOut:
                 msg_step, sched, seq = int(fields[0]), int(fields[1]), int(fields[2])
             except (ValueError, IndexError):
                 continue
+            self.parsed += 1
             if msg_step != step:
                 continue
             seen.add(seq)
@@ -651,12 +971,15 @@ class FanOut:
 
         cpu = CpuWindow()
         before = self.delivered()
+        probes_before = sum(c.count for c in self.probes)
+        parsed_before = self.parsed
         loop.call_at(start, tick)
         end = start + total * interval
         loop.run(end)
         window = time.monotonic() - start
         during = self.delivered() - before
         loadgen_cpu = cpu.percent()
+        loadgen_wait = cpu.wait_percent()
         expected_each = len(seqs)
         wanted = expected_each * len(self.receivers)
         drain_end = time.monotonic() + drain
@@ -665,6 +988,10 @@ class FanOut:
         lost = max(0, lost)
         delivered_total = self.delivered() - before
         lat = summary(self.latency, lost)
+        # What the probes parsed (lines or WebSocket frames, then JSON) must match what counting
+        # found in the same bytes: a check of the framing that every other receiver trusts.
+        probes_counted = sum(c.count for c in self.probes) - probes_before
+        probes_parsed = self.parsed - parsed_before
         return {
             "step": step,
             "offered_msgs_per_s": round(rate, 2),
@@ -676,11 +1003,14 @@ class FanOut:
             "latency": lat,
             "p99_s": p99_seconds(self.latency, lost),
             "loadgen_cpu_percent": loadgen_cpu,
+            "loadgen_wait_percent": loadgen_wait,
+            "probes_counted": probes_counted,
+            "probes_parsed": probes_parsed,
             "seconds": round(window, 2),
         }
 
 
-def open_room(loop: Loop, wire: ChatWire | IrcWire, spec: Obj, receivers: int, senders: int, extra: list[Client] | None = None) -> tuple[list[Client], list[Client], Obj]:
+def open_room(loop: Loop, wire: LineWire, spec: Obj, receivers: int, senders: int, extra: list[Client] | None = None) -> tuple[list[Client], list[Client], Obj]:
     rx = make_clients(loop, wire, spec, "r", receivers)
     tx = make_clients(loop, wire, spec, "s", senders, start=receivers)
     everyone = rx + tx + (extra or [])
@@ -793,13 +1123,15 @@ def w_direct(spec: Obj, mark: Marker) -> Obj:
 
     def data(client: Client, chunk: bytes) -> None:
         client.count_mark(chunk, BROADCAST_MARK)
-        edge = client.buf + chunk[:3]
+        edge = wire.pending(client) + chunk[:3]
         if PING_MARK not in chunk and PONG_MARK not in chunk and PING_MARK not in edge and PONG_MARK not in edge:
-            parts = chunk.rsplit(b"\n", 1)
-            client.buf = parts[-1] if len(parts) == 2 else client.buf + chunk
+            wire.skip(client, chunk)
             return
         now = mono_ns()
-        for line in client.lines(chunk):
+        marked = [m for m in wire.messages(client, chunk) if PING_MARK in m or PONG_MARK in m]
+        for line in wire.texts(marked):
+            if line is None:
+                continue
             at = line.find(PING_MARK)
             if at >= 0:
                 fields = line[at + 4 :].split(b" ", 3)
@@ -873,6 +1205,7 @@ def w_direct(spec: Obj, mark: Marker) -> Obj:
     cpu = CpuWindow()
     loop.run(start + seconds)
     loadgen_cpu = cpu.percent()
+    loadgen_wait = cpu.wait_percent()
     delivered = sum(u.count for u in users)
     loop.run(time.monotonic() + spec["drain"], lambda: len(answered) >= pings_sent[0])
     mark("run_end")
@@ -886,6 +1219,7 @@ def w_direct(spec: Obj, mark: Marker) -> Obj:
         "background_delivered_per_s": round(delivered / seconds, 1),
         "background_offered_per_s": round(bg_rate * len(users), 1),
         "loadgen_cpu_percent": loadgen_cpu,
+        "loadgen_wait_percent": loadgen_wait,
         "seconds": seconds,
     })
     for c in users + senders:

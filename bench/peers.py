@@ -74,6 +74,8 @@ class Peer:
     log_path: Path
     irc_pass: bool = False
     notes: list[str] = field(default_factory=list)
+    web_port: int = 0
+    """chatservice's ``--web`` port (its WebSocket is ``/ws``), when started with one."""
 
     def log_tail(self, size: int = 3000) -> str:
         try:
@@ -158,9 +160,10 @@ CHAT_EXPERIMENT: list[str] = []
 """Extra ``twistd chat`` options for an experiment (``bench.run --server-args``), recorded with the run."""
 
 
-def start_chat(names: list[str], cpu: int | None) -> Peer:
+def start_chat(names: list[str], cpu: int | None, web: bool = False) -> Peer:
+    """chatservice as :mod:`bench.run` measures it; with ``web``, also ``--web`` (:mod:`bench.web`)."""
     extra = [item for pair in CHAT_RAISED.items() for item in pair] + CHAT_EXPERIMENT
-    server = start_chatservice(accounts_for(names), extra=extra, cpu=cpu)
+    server = start_chatservice(accounts_for(names), extra=extra, cpu=cpu, web=web)
     from chatservice.version import SERVER_VERSION
 
     return Peer(
@@ -168,10 +171,11 @@ def start_chat(names: list[str], cpu: int | None) -> Peer:
         protocol="chat",
         port=server.port,
         pid=server.pid,
-        version=f"chatservice {SERVER_VERSION} (twistd -n chat, sqlite store)",
+        version=f"chatservice {SERVER_VERSION} (twistd -n chat{' --web' if web else ''}, sqlite store)",
         raised=dict(CHAT_RAISED, **({"experiment": " ".join(CHAT_EXPERIMENT)} if CHAT_EXPERIMENT else {})),
         stop=server.stop,
         log_path=Path(server.workdir.name) / "server.log",
+        web_port=server.web_port,
     )
 
 

@@ -31,9 +31,24 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def run_queue_seconds(pid: int | str = "self") -> float | None:
+    """Seconds the (main thread of) process ``pid`` has waited for a CPU while it could run.
+
+    The second field of ``/proc/<pid>/schedstat``: time on a run queue, not
+    running because something else had the core.  It grows when other work on
+    the machine takes the core a benchmark process was pinned to.
+    """
+    try:
+        with open(f"/proc/{pid}/schedstat", encoding="ascii") as schedstat:
+            return int(schedstat.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def snapshot(pid: int) -> dict[str, float | int | None]:
     return {
         "cpu_s": cpu_seconds(pid),
+        "wait_s": run_queue_seconds(pid),
         "rss_kib": status_kib(pid, "VmRSS"),
         "hwm_kib": status_kib(pid, "VmHWM"),
     }

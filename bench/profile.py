@@ -41,6 +41,9 @@ from bench.run import PAD, PLANS, raise_file_limit, run_loadgen
 from bench.servers import HOST, ROOT
 
 _PORT_LINE = re.compile(rb"ChatFactory starting on (\d+)")
+_WEB_PORT_LINE = re.compile(rb"Site \(InputGuardFactory\) starting on (\d+)")
+TRANSPORTS = {"text": "chat", "json": "json", "websocket": "websocket"}
+"""``--transport`` -> the load generator's protocol (``websocket``: ``twistd chat --web``, ``/ws``)."""
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?):(?P<line>\d+)\)$")
 
 
@@ -54,8 +57,10 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def start_profiled_chat(names: list[str], server_cpu: int, spy_cpu: int, raw: Path, rate: int) -> tuple[peers.Peer, subprocess.Popen[bytes], str]:
-    """chatservice under py-spy (or twistd --profile); returns the peer, the top process, the tool."""
+def start_profiled_chat(names: list[str], server_cpu: int, spy_cpu: int, raw: Path, rate: int,
+                        web: bool = False) -> tuple[peers.Peer, subprocess.Popen[bytes], str]:
+    """chatservice under py-spy (or twistd --profile), with ``--web`` if ``web``; returns the peer,
+    the top process, the tool."""
     workdir = tempfile.TemporaryDirectory(prefix="chat-profile-")
     work = Path(workdir.name)
     (work / "credentials.txt").write_text(
@@ -63,7 +68,7 @@ def start_profiled_chat(names: list[str], server_cpu: int, spy_cpu: int, raw: Pa
     options = [item for pair in peers.CHAT_RAISED.items() for item in pair]
     twistd = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile="]
     chat = ["chat", "--listen", f"tcp:0:interface={HOST}", "--credentials", str(work / "credentials.txt"),
-            "--data-dir", str(work / "data"), *options]
+            "--data-dir", str(work / "data"), *options, *(["--web", f"tcp:0:interface={HOST}"] if web else [])]
     spy = shutil.which("py-spy")
     if spy:
         tool = "py-spy"
@@ -79,11 +84,14 @@ def start_profiled_chat(names: list[str], server_cpu: int, spy_cpu: int, raw: Pa
         top = subprocess.Popen(command, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=log_file,
                                stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
-    port = None
+    port = web_port = None
     while time.monotonic() < deadline and port is None:
-        match = _PORT_LINE.search(log_path.read_bytes())
-        if match:
+        log = log_path.read_bytes()
+        match = _PORT_LINE.search(log)
+        web_match = _WEB_PORT_LINE.search(log)
+        if match and (web_match or not web):
             port = int(match.group(1))
+            web_port = int(web_match.group(1)) if web_match else 0
         elif top.poll() is not None:
             break
         time.sleep(0.1)
@@ -112,7 +120,7 @@ def start_profiled_chat(names: list[str], server_cpu: int, spy_cpu: int, raw: Pa
 
     peer = peers.Peer(name="chatservice", protocol="chat", port=port, pid=server_pid,
                       version="chatservice (profiled)", raised=dict(peers.CHAT_RAISED), stop=stop,
-                      log_path=log_path)
+                      log_path=log_path, web_port=web_port or 0)
     peer.workdir = workdir  # type: ignore[attr-defined]  (kept alive until the end)
     return peer, top, tool
 
@@ -198,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workload", choices=["fanout", "direct"], default="fanout",
                         help="fanout (workload 2 at --rate) or direct (workload 3: DM ping-pong of 1000 users"
                              " with --rate broadcasts/s behind it)")
+    parser.add_argument("--transport", choices=list(TRANSPORTS), default="text",
+                        help="how the clients connect: TCP text (default), TCP JSON lines, or the WebSocket"
+                             " of --web (JSON)")
     parser.add_argument("--receivers", type=int, default=1000)
     parser.add_argument("--senders", type=int, default=2)
     parser.add_argument("--rate", type=float, default=None,
@@ -230,12 +241,14 @@ def main(argv: list[str] | None = None) -> int:
         names = [f"u{i}" for i in range(plan["users"])] + [f"s{plan['users']}"]
     else:
         names = [f"r{i}" for i in range(args.receivers)] + [f"s{i}" for i in range(args.receivers, args.receivers + args.senders)]
-    peer, top, tool = start_profiled_chat(names, 0, 1, raw, args.sample_rate)
-    print(f"profiling chatservice (pid {peer.pid}) with {tool}: {args.workload}, {len(names)} users,"
-          f" {rate:.1f} broadcasts/s for {args.seconds:g} s", file=sys.stderr)
+    websocket = args.transport == "websocket"
+    peer, top, tool = start_profiled_chat(names, 0, 1, raw, args.sample_rate, web=websocket)
+    print(f"profiling chatservice (pid {peer.pid}) with {tool}: {args.workload} over {args.transport},"
+          f" {len(names)} users, {rate:.1f} broadcasts/s for {args.seconds:g} s", file=sys.stderr)
     spec = {
-        "workload": args.workload, "server": "chatservice (profiled)", "protocol": "chat", "irc_pass": False,
-        "channel": "#bench", "port": peer.port, "password_format": peers.PASSWORD_FORMAT, "concurrency": 8,
+        "workload": args.workload, "server": "chatservice (profiled)", "protocol": TRANSPORTS[args.transport],
+        "irc_pass": False, "channel": "#bench", "port": peer.web_port if websocket else peer.port,
+        "password_format": peers.PASSWORD_FORMAT, "concurrency": 8,
         "quiet": 1.0, "pad": PAD, "loadgen_cpu_limit": 100.0, "login_limit": 300, "settle_limit": 300,
     }
     if args.workload == "direct":
@@ -258,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.workload == "direct" and result:
         step = {"delivered_per_s": result.get("background_delivered_per_s"), "latency": result.get("rtt")}
     header = [
-        f"chatservice under {args.workload}: {len(names)} users, "
+        f"chatservice under {args.workload} over {args.transport}: {len(names)} users, "
         f"{rate:.1f} broadcasts/s offered for {args.seconds:g} s ({tool}, {args.sample_rate} samples/s)",
         f"delivered/s {step.get('delivered_per_s')}, latency (direct: DM round trip) {step.get('latency')}, "
         f"server CPU during the step {cpu:.0f}% of one core" if cpu is not None else f"result: {error}",

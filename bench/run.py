@@ -231,13 +231,39 @@ def run_one(server: str, workload: str, size: int, plan: Obj, extra: Obj, args: 
         record["error"] = f"server did not start: {e}"
         log(record["error"])
         return record
+    spec = workload_spec(workload, size, plan, extra, peer, label)
+    cpu_before = procstat.cpu_seconds(peer.pid)
+    started = time.monotonic()
+    try:
+        result, marks, samples, error = run_loadgen(peer, spec, args.loadgen_cpu, time_limit(workload, size, plan))
+        record["server_cpu_s"] = round((procstat.cpu_seconds(peer.pid) or 0) - (cpu_before or 0), 2)
+        record["server_peak_rss_kib"] = procstat.status_kib(peer.pid, "VmHWM")
+        log_text = peer.log_tail(200_000)
+    finally:
+        peer.stop()
+    record.update(
+        version=peer.version, raised=peer.raised, notes=peer.notes, spec=spec, result=result, marks=marks,
+        rss_samples=samples, wall_s=round(time.monotonic() - started, 1),
+        server_log_tracebacks=log_text.count("Traceback"),
+    )
+    if error:
+        record["error"] = error
+        log(f"   {error}")
+    log(f"   done in {record['wall_s']} s")
+    return record
+
+
+def workload_spec(workload: str, size: int, plan: Obj, extra: Obj, peer: peers.Peer, label: str,
+                  protocol: str | None = None, port: int | None = None) -> Obj:
+    """The load generator's specification of one run against ``peer`` (in its own protocol,
+    unless ``protocol`` and ``port`` say another, e.g. chatservice's WebSocket)."""
     spec: Obj = {
         "workload": workload,
         "server": label,
-        "protocol": peer.protocol,
+        "protocol": protocol or peer.protocol,
         "irc_pass": peer.irc_pass,
         "channel": f"#{peers.ROOM}",
-        "port": peer.port,
+        "port": port or peer.port,
         "password_format": peers.PASSWORD_FORMAT,
         "concurrency": CONCURRENCY,
         "quiet": 1.0,
@@ -260,25 +286,7 @@ def run_one(server: str, workload: str, size: int, plan: Obj, extra: Obj, args: 
     elif workload == "neverread":
         spec.update(plan, login_limit=120, settle_limit=60, rate=extra["rate"])
         spec["pad"] = NEVERREAD_PAD
-    cpu_before = procstat.cpu_seconds(peer.pid)
-    started = time.monotonic()
-    try:
-        result, marks, samples, error = run_loadgen(peer, spec, args.loadgen_cpu, time_limit(workload, size, plan))
-        record["server_cpu_s"] = round((procstat.cpu_seconds(peer.pid) or 0) - (cpu_before or 0), 2)
-        record["server_peak_rss_kib"] = procstat.status_kib(peer.pid, "VmHWM")
-        log_text = peer.log_tail(200_000)
-    finally:
-        peer.stop()
-    record.update(
-        version=peer.version, raised=peer.raised, notes=peer.notes, spec=spec, result=result, marks=marks,
-        rss_samples=samples, wall_s=round(time.monotonic() - started, 1),
-        server_log_tracebacks=log_text.count("Traceback"),
-    )
-    if error:
-        record["error"] = error
-        log(f"   {error}")
-    log(f"   done in {record['wall_s']} s")
-    return record
+    return spec
 
 
 def run_all(args: argparse.Namespace) -> Obj:

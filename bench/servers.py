@@ -15,15 +15,20 @@ from typing import Mapping, Sequence
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 _PORT_LINE = re.compile(rb"ChatFactory starting on (\d+)")
+_WEB_PORT_LINE = re.compile(rb"Site \(InputGuardFactory\) starting on (\d+)")
 
 
 class RunningServer:
     """A server process: its port, its pid, and a way to stop it."""
 
-    def __init__(self, process: subprocess.Popen[bytes], port: int, workdir: tempfile.TemporaryDirectory[str]) -> None:
+    def __init__(
+        self, process: subprocess.Popen[bytes], port: int, workdir: tempfile.TemporaryDirectory[str], web_port: int = 0
+    ) -> None:
         self.process = process
         self.port = port
         self.workdir = workdir
+        self.web_port = web_port
+        """The ``--web`` listener's port (the WebSocket is at ``/ws``); 0 without ``--web``."""
 
     @property
     def pid(self) -> int:
@@ -46,10 +51,12 @@ def start_chatservice(
     extra: Sequence[str] = (),
     cpu: int | None = None,
     start_timeout: float = 30.0,
+    web: bool = False,
 ) -> RunningServer:
     """Start ``twistd -n chat`` on a free loopback port with ``accounts``.
 
     :param cpu: pin the server to this CPU with ``taskset`` when given.
+    :param web: also serve the page and its WebSocket (``--web``) on another free port.
     """
     workdir = tempfile.TemporaryDirectory(prefix="chat-bench-")
     work = Path(workdir.name)
@@ -60,6 +67,7 @@ def start_chatservice(
         sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
         "-n", "--pidfile=", "chat", "--listen", f"tcp:0:interface={HOST}",
         "--credentials", str(work / "credentials.txt"), "--data-dir", str(work / "data"),
+        *(["--web", f"tcp:0:interface={HOST}"] if web else []),
         *extra,
     ]
     if cpu is not None:
@@ -71,9 +79,11 @@ def start_chatservice(
                                    stdout=log_file, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + start_timeout
     while time.monotonic() < deadline:
-        match = _PORT_LINE.search(log_path.read_bytes())
-        if match:
-            return RunningServer(process, int(match.group(1)), workdir)
+        log = log_path.read_bytes()
+        match = _PORT_LINE.search(log)
+        web_match = _WEB_PORT_LINE.search(log)
+        if match and (web_match or not web):
+            return RunningServer(process, int(match.group(1)), workdir, int(web_match.group(1)) if web_match else 0)
         if process.poll() is not None:
             break
         time.sleep(0.05)

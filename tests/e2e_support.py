@@ -154,8 +154,9 @@ class ChatServer:
         is then its port.
     :param options: more ``twistd chat`` options.
 
-    Use :meth:`start` and :meth:`stop` (or ``with``).  :attr:`port` is the
-    port it listens on; :meth:`log` is everything it has written so far.
+    Use :meth:`start` and :meth:`stop` (or ``with``), and :meth:`restart`.
+    :attr:`port` is the port it listens on (ephemeral, then kept across
+    restarts); :meth:`log` is everything it has written so far.
     """
 
     def __init__(
@@ -198,7 +199,7 @@ class ChatServer:
             "--pidfile=",
             "chat",
             "--listen",
-            f"tcp:0:interface={HOST}",
+            f"tcp:{self.port}:interface={HOST}",
             "--credentials",
             str(self.directory / "credentials.txt"),
             "--block-duration",
@@ -209,7 +210,7 @@ class ChatServer:
             f"{self.timeout:g}",
             "--data-dir",
             str(self.data_dir),
-            *(["--web", f"tcp:0:interface={HOST}"] if self.web else []),
+            *(["--web", f"tcp:{self.web_port}:interface={HOST}"] if self.web else []),
             *self.options,
         )
 
@@ -225,12 +226,30 @@ class ChatServer:
             encoding="utf-8",
         )
         self._log_path = work / "server.log"
+        self.port = self.web_port = 0  # ephemeral; restart() keeps them
+        return self._launch(start_timeout)
+
+    def restart(self, start_timeout: float = START_TIMEOUT) -> ChatServer:
+        """Stop the server (SIGTERM) and start it again on the same ports, with the same data.
+
+        Its log goes on in the same file.
+
+        :raises ServerError: with the captured log, if it does not listen again.
+        """
+        assert self._tempdir is not None, "server not started"
+        self.terminate()
+        return self._launch(start_timeout)
+
+    def _launch(self, start_timeout: float) -> ChatServer:
+        """Run :meth:`command`, appending to the log, and wait for the ports it logs."""
+        assert self._log_path is not None
+        offset = self._log_path.stat().st_size if self._log_path.exists() else 0
         # stdout goes to a file, not a pipe: the server can never block on a full
         # pipe, and the whole log stays readable after it exits.
-        with open(self._log_path, "wb") as log_file:
+        with open(self._log_path, "ab") as log_file:
             self.process = subprocess.Popen(
                 self.command(),
-                cwd=work,
+                cwd=self.directory,
                 env=subprocess_environment(),
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
@@ -238,7 +257,7 @@ class ChatServer:
             )
         deadline = time.monotonic() + start_timeout
         while True:
-            log = self.log_bytes()
+            log = self.log_bytes()[offset:]
             match = _PORT_LINE.search(log)
             web = _WEB_PORT_LINE.search(log)
             if match and (web or not self.web):
@@ -279,19 +298,27 @@ class ChatServer:
 
         Idempotent.  The temporary directory is removed.
         """
-        code: int | None = None
-        process = self.process
-        if process is not None:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(stop_timeout)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(stop_timeout)
-            code = process.returncode
+        code = self.terminate(stop_timeout)
         self._cleanup_files()
         return code
+
+    def terminate(self, stop_timeout: float = STOP_TIMEOUT) -> int | None:
+        """End the process (SIGTERM, SIGKILL after ``stop_timeout`` s); return its exit code.
+
+        Its directory, data and ports are kept: :meth:`restart` starts it
+        again; :meth:`stop` also removes the directory.
+        """
+        process = self.process
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(stop_timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(stop_timeout)
+        return process.returncode
 
     def _cleanup_files(self) -> None:
         if self._tempdir is not None:

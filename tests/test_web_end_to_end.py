@@ -8,6 +8,7 @@ browser itself is driven in ``tests/test_web_browser.py``.
 
 from __future__ import annotations
 
+import json
 import signal
 import urllib.error
 import urllib.request
@@ -90,6 +91,24 @@ def test_a_message_that_never_ends_closes_that_connection_only(server: ChatServe
         assert other.read_json()["type"] == "help"
 
 
+def test_several_whole_messages_in_one_read_are_all_answered(server: ChatServer) -> None:
+    # Four long messages sent at once reach the server in one read, longer
+    # than the limit for one unfinished message: none of them is unfinished.
+    with WebSocketClient(server.web_port) as browser:
+        browser.send_json({"type": "login", "user": "probe", "password": "pw-probe", "id": 0})
+        assert browser.read_json()["success"] is True
+        burst = b"".join(
+            browser.ws.send(TextMessage(json.dumps({"type": "broadcast", "message": "x" * 7000, "id": n})))
+            for n in range(1, 5)
+        )
+        assert len(burst) > 2 * 8192 + 4096
+        browser.sock.sendall(burst)
+        replies = [browser.read_json() for _ in range(4)]
+        assert [(r["type"], r["id"]) for r in replies] == [("broadcast_status", n) for n in range(1, 5)]
+        browser.send_json({"type": "logout", "id": 5})
+        assert browser.wait_closed()[-1]["type"] == "disconnect"
+
+
 def test_login_lock_out_is_shared_with_tcp(server: ChatServer) -> None:
     with WebSocketClient(server.web_port) as browser:
         for attempt in range(3):
@@ -101,3 +120,4 @@ def test_login_lock_out_is_shared_with_tcp(server: ChatServer) -> None:
         telnet.send("luke")
         assert "blocked" in telnet.read_line()
         telnet.close()
+

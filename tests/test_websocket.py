@@ -22,18 +22,28 @@ from chatservice.server.lines import TOO_LONG
 from chatservice.web.site import CONTENT_SECURITY_POLICY, ChatWebSocketResource, chat_site
 from tests.support import ChatHarness
 from tests.test_protocol import HarnessTestCase
+from tests.ws_support import server_frames
 
 
 class RecordingWebSocket:
-    """A ``WebSocketTransport`` that records the messages sent and the producer attached."""
+    """A ``WebSocketTransport`` that records the producer attached and the close.
 
-    def __init__(self) -> None:
-        self.messages: list[str] = []
+    The chat writes its frames (already framed, once per event) to the
+    stream under the WebSocket; :attr:`messages` reads them back from it.
+    """
+
+    def __init__(self, stream: StringTransport | None = None) -> None:
+        self.stream = stream
         self.producer: Any = None
         self.closed_with: int | None = None
 
+    @property
+    def messages(self) -> list[str]:
+        """The text messages written to the stream and not yet read by :meth:`json`."""
+        return server_frames(self.stream.value()) if self.stream is not None else []
+
     def sendTextMessage(self, text: str) -> None:
-        self.messages.append(text)
+        raise AssertionError("the chat writes its own frames to the stream")
 
     def sendBytesMessage(self, data: bytes) -> None:
         raise AssertionError("the chat sends text messages only")
@@ -53,7 +63,9 @@ class RecordingWebSocket:
 
     def json(self) -> list[dict[str, Any]]:
         """The messages sent since the last call, parsed (each must be one JSON object)."""
-        sent, self.messages = self.messages, []
+        sent = self.messages
+        if self.stream is not None:
+            self.stream.clear()
         return [json.loads(message) for message in sent]
 
 
@@ -85,7 +97,7 @@ class Browser:
     def __init__(self, harness: ChatHarness, host: str = "10.7.0.1") -> None:
         factory = harness.factory
         self.request = FakeRequest(host)
-        self.websocket = RecordingWebSocket()
+        self.websocket = RecordingWebSocket(self.request.channel.transport)
         self.protocol = ChatWebSocketFactory(
             factory.gate, factory.policy, factory.clock, factory.registry
         ).buildProtocol(self.request)  # type: ignore[arg-type]
@@ -103,6 +115,27 @@ class Browser:
         self.protocol.connectionLost(None)  # type: ignore[arg-type]
 
 
+class TunableStream(StringTransport):
+    """A stream with a socket: records ``TCP_NODELAY`` and the socket options set."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.no_delay: bool | None = None
+        self.options: list[tuple[int, int, int]] = []
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.no_delay = enabled
+
+    def getHandle(self) -> Any:
+        stream = self
+
+        class Socket:
+            def setsockopt(self, level: int, option: int, value: int) -> None:
+                stream.options.append((level, option, value))
+
+        return Socket()
+
+
 class ChatWebSocketTests(HarnessTestCase):
     """A WebSocket client is a JSON client of the same chat, with the same rules."""
 
@@ -110,6 +143,23 @@ class ChatWebSocketTests(HarnessTestCase):
         browser = Browser(self.harness)
         self.addCleanup(browser.drop)
         return browser
+
+    def test_the_socket_under_the_websocket_is_tuned_as_tcps(self) -> None:
+        import socket
+
+        request = FakeRequest("10.7.0.9")
+        stream = TunableStream(peerAddress=IPv4Address("TCP", "10.7.0.9", 50000))
+        stream.registerProducer(request.channel, True)
+        request.channel.transport = stream
+        factory = self.harness.factory
+        protocol = ChatWebSocketFactory(factory.gate, factory.policy, factory.clock, factory.registry).buildProtocol(
+            request  # type: ignore[arg-type]
+        )
+        protocol.negotiationStarted(RecordingWebSocket())  # type: ignore[arg-type]
+        protocol.negotiationFinished()
+        self.addCleanup(protocol.connectionLost, None)  # type: ignore[arg-type]
+        self.assertIs(stream.no_delay, True, "small messages leave without waiting (no Nagle)")
+        self.assertIn((socket.SOL_SOCKET, socket.SO_SNDBUF, factory.policy.send_buffer), stream.options)
 
     def test_json_from_the_first_message_and_nothing_else(self) -> None:
         browser = self.browser()
@@ -230,10 +280,12 @@ class InputGuardTests(unittest.TestCase):
 
         class Inner:
             def makeConnection(self, transport: Any) -> None:
-                pass
+                self.guard = transport
 
             def dataReceived(self, data: bytes) -> None:
                 received.append(data)
+                if data.endswith(b";"):  # a message completed in this piece
+                    self.guard.message_complete()
 
             def connectionLost(self, reason: Any) -> None:
                 pass
@@ -270,7 +322,27 @@ class InputGuardTests(unittest.TestCase):
         self.assertFalse(transport.disconnecting)
         guard.dataReceived(b"x" * 60)
         self.assertTrue(transport.disconnecting)
-        self.assertEqual(len(received), 2, "the byte over the limit is not passed on")
+        self.assertEqual(b"".join(received), b"x" * 160, "no byte over the limit is passed on")
+        guard.dataReceived(b"x")
+        self.assertEqual(len(b"".join(received)), 160, "nothing is passed on once closed")
+
+    def test_one_read_of_many_whole_messages_is_not_closed(self) -> None:
+        # A client that sent messages faster than the server read them: one
+        # read holds far more than the limit, all of it whole messages.
+        guard, transport, received = self.guard()
+        guard.arm()
+        burst = (b"x" * 49 + b";") * 8
+        guard.dataReceived(burst)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(b"".join(received), burst)
+        self.assertTrue(all(len(piece) <= 100 for piece in received))
+
+    def test_an_unfinished_message_after_whole_ones_is_still_closed(self) -> None:
+        guard, transport, received = self.guard()
+        guard.arm()
+        guard.dataReceived(b"x" * 49 + b";" + b"y" * 300)
+        self.assertTrue(transport.disconnecting)
+        self.assertLessEqual(len(b"".join(received)), 50 + 2 * 100)
 
 
 class PlainRequest(DummyRequest):

@@ -134,3 +134,19 @@ class WebSocketClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def server_frames(data: bytes) -> list[str]:
+    """The text messages in ``data``: whole unmasked server frames (FIN set), as a server sends them."""
+    messages = []
+    while data:
+        assert data[0] == 0x81, f"not a final text frame: {data[:2]!r}"
+        size, start = data[1], 2
+        assert not size & 0x80, "a server frame is not masked"
+        if size == 126:
+            size, start = int.from_bytes(data[2:4], "big"), 4
+        elif size == 127:
+            size, start = int.from_bytes(data[2:10], "big"), 10
+        messages.append(data[start : start + size].decode("utf-8"))
+        data = data[start + size :]
+    return messages

@@ -35,11 +35,15 @@ from chatservice.server.output import ConnectionWriter
 from chatservice.server.policy import ConnectionPolicy
 from chatservice.server.registry import ConnectionRegistry
 from chatservice.server.timers import cancel_pending
-from chatservice.wire import JSON, TEXT, WireFormat
+from chatservice.wire import JSON, TEXT, WEBSOCKET, WireFormat
 
 log = Logger()
 
-DIALOGUES: dict[str, type[LoginDialogue]] = {TEXT.name: TextLogin, JSON.name: JsonLogin}
+DIALOGUES: dict[str, type[LoginDialogue]] = {
+    TEXT.name: TextLogin,
+    JSON.name: JsonLogin,
+    WEBSOCKET.name: JsonLogin,
+}
 """Each wire format's login dialogue."""
 
 
@@ -85,9 +89,9 @@ class ChatConnection:
         self.session: IChatSession | None = None
         # Until the client's first byte decides, JSON: a program is never sent
         # anything else, and a JSON line (a refusal, say) is readable by a person.
-        self.wire: WireFormat = JSON
+        self.wire: WireFormat = JSON if wire is None else wire
         self.writer = ConnectionWriter(
-            transport, JSON, policy, clock, registry.output_batcher, self
+            transport, self.wire, policy, clock, registry.output_batcher, self
         )
         self.deliver: Callable[[events.Event], None] = self.writer.deliver
         """Send an unsolicited event (the chat state calls it for every fan-out)."""

@@ -258,7 +258,7 @@ class ConnectionWriter:
     """
 
     __slots__ = (
-        "transport", "_wire", "_format_name", "_policy", "_clock", "_batcher", "_pending", "_hurried",
+        "transport", "_socket", "_wire", "_format_name", "_policy", "_clock", "_batcher", "_pending", "_hurried",
         "backed_up", "backlog", "closed", "_alive", "_dropped", "_grace", "_owner",
     )
 
@@ -276,7 +276,12 @@ class ConnectionWriter:
         self._format_name = wire.name
         self._policy = policy
         self._clock = clock
-        self._batcher = batcher if writes_directly(transport) else None
+        # Batched output goes straight to a plain TCP socket: the transport's
+        # own, or the one under it when it frames another protocol's messages
+        # on a plain socket (a WebSocket's ``underlying``).
+        socket = transport if writes_directly(transport) else getattr(transport, "underlying", None)
+        self._socket = socket if writes_directly(socket) else None
+        self._batcher = batcher if self._socket is not None else None
         self._pending: list[bytes] | None = None
         self._hurried = False
         self.backed_up = False
@@ -304,6 +309,7 @@ class ConnectionWriter:
     def use_batcher(self, batcher: OutputBatcher) -> None:
         """Batch this connection's output whatever its transport (tests on a StringTransport)."""
         self._batcher = batcher
+        self._socket = self.transport
 
     @property
     def congested(self) -> bool:
@@ -390,7 +396,7 @@ class ConnectionWriter:
         pending, self._pending = self._pending, None
         self._hurried = False
         if pending and self._alive:
-            write_now(self.transport, pending[0] if len(pending) == 1 else b"".join(pending))
+            write_now(self._socket, pending[0] if len(pending) == 1 else b"".join(pending))
 
     # Closing -------------------------------------------------------------------------
 

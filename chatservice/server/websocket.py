@@ -10,9 +10,12 @@ of TCP applies, since the core and its writer are the same:
 - :class:`MessageQueue` holds the messages received while the connection is
   held back (flood control, a password check), and marks one over
   ``max_line_length`` bytes as too long, as a line would be.
-- :class:`MessageTransport` is what the core writes to and pauses: each JSON
-  line becomes one text message; pausing stops reading the TCP (or TLS)
-  connection under the WebSocket.
+- :class:`MessageTransport` is what the core writes to and pauses: events
+  come already framed (:data:`~chatservice.wire.WEBSOCKET`, one frame per
+  event for all its recipients) and go through the output batcher as TCP's
+  lines do; pausing stops reading the TCP (or TLS) connection under the
+  WebSocket, whose socket the writer tunes as TCP's (``TCP_NODELAY``, a
+  pinned send buffer).
 - :class:`InputGuard` wraps every web connection's TCP protocol and closes a
   connection that sends more than ``input_limit`` bytes without completing a
   message: Twisted's WebSocket layer would otherwise gather a fragmented
@@ -35,7 +38,7 @@ from chatservice.server.connection import ChatConnection
 from chatservice.server.lines import TOO_LONG
 from chatservice.server.policy import ConnectionPolicy
 from chatservice.server.registry import ConnectionRegistry
-from chatservice.wire import JSON
+from chatservice.wire import WEBSOCKET
 
 
 class MessageQueue:
@@ -69,11 +72,20 @@ class MessageQueue:
 
 
 class MessageTransport:
-    """The WebSocket as the connection core sees a transport: lines out as messages.
+    """The WebSocket as the connection core sees a transport: frames out, reading paused and resumed.
 
-    :param websocket: the WebSocket to send messages on.
-    :param stream: the byte stream under it (TCP or TLS), paused and resumed
-        to stop and start reading, and aborted to drop a client at once.
+    The connection renders its events in the
+    :data:`~chatservice.wire.WEBSOCKET` format, already framed (a
+    broadcast's frame is made once, for every recipient), so they are
+    written to the stream as they are; on a plain TCP socket they go through
+    the :class:`~chatservice.server.output.OutputBatcher` like TCP lines
+    (:attr:`underlying`).  Closing goes through the WebSocket (a close frame
+    first).
+
+    :param websocket: the WebSocket, for its close frame and producer.
+    :param stream: the byte stream under it (TCP or TLS, possibly wrapped by
+        an :class:`InputGuard`), paused and resumed to stop and start
+        reading, and aborted to drop a client at once.
     :param peer: the client's address (the HTTP request's).
     """
 
@@ -82,11 +94,17 @@ class MessageTransport:
         self.stream = stream
         self.peer = peer
 
+    @property
+    def underlying(self) -> ITransport:
+        """The transport under the stream's wrappers (the TCP connection)."""
+        transport = self.stream
+        while isinstance(transport, ProtocolWrapper):
+            transport = transport.transport
+        return transport
+
     def write(self, data: bytes) -> None:
-        """Send each line of ``data`` as one text message."""
-        for line in data.split(b"\n"):
-            if line:
-                self.websocket.sendTextMessage(line.decode("utf-8"))
+        """Write WebSocket frames (events rendered in the WebSocket format)."""
+        self.stream.write(data)
 
     def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
         self.websocket.attachProducer(producer)
@@ -108,6 +126,14 @@ class MessageTransport:
 
     def getPeer(self) -> IAddress:
         return self.peer
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        """The stream's: the writer sends a WebSocket's small messages without delay, as TCP's lines."""
+        self.stream.setTcpNoDelay(enabled)  # type: ignore[attr-defined]
+
+    def getHandle(self) -> Any:
+        """The stream's socket: the writer pins its send buffer, as for TCP."""
+        return self.stream.getHandle()  # type: ignore[attr-defined]
 
 
 class ChatWebSocket:
@@ -157,7 +183,7 @@ class ChatWebSocket:
         transport = MessageTransport(self._websocket, stream, self._request.getClientAddress())
         self.connection = ChatConnection(
             transport, self._messages, self._gate, self._policy, self._clock, self._registry,
-            wire=JSON,
+            wire=WEBSOCKET,
         )
         self.connection.start()
 
@@ -214,6 +240,14 @@ class InputGuard(ProtocolWrapper):
     :class:`ChatWebSocket` arms it once upgraded and calls
     :meth:`message_complete` for each message it gets; plain HTTP requests
     (the page) are bounded by Twisted's own limits and never counted.
+
+    One read can hold many whole messages (a client that sent several while
+    the server was busy, or paused it): such a read is passed on in pieces
+    no longer than what is left of the limit, so every message completed in
+    a piece counts afresh and a client is closed only for an unfinished
+    message, never for sending many finished ones at once.  What follows the
+    last message completed in a piece is not counted, so an unfinished
+    message is closed by ``2 * input_limit`` bytes at the latest.
     """
 
     def __init__(self, factory: InputGuardFactory, wrappedProtocol: Any) -> None:
@@ -231,12 +265,23 @@ class InputGuard(ProtocolWrapper):
         self.received = 0
 
     def dataReceived(self, data: bytes) -> None:
-        if self.armed:
-            self.received += len(data)
-            if self.received > self.factory.input_limit:
-                self.transport.abortConnection()
+        if not self.armed:
+            super().dataReceived(data)
+            return
+        limit = self.factory.input_limit
+        while data and not self.disconnecting:
+            room = limit - self.received
+            if room <= 0:
+                self.abortConnection()
                 return
-        super().dataReceived(data)
+            piece, data = (data, b"") if len(data) <= room else (data[:room], data[room:])
+            self.received += len(piece)
+            super().dataReceived(piece)
+
+    def abortConnection(self) -> None:
+        """Drop the connection at once; nothing more that was read is passed on."""
+        self.disconnecting = 1
+        self.transport.abortConnection()
 
 
 class InputGuardFactory(WrappingFactory):

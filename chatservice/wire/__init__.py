@@ -13,5 +13,6 @@ from __future__ import annotations
 from chatservice.wire.format import WireFormat
 from chatservice.wire.jsonlines import JSON
 from chatservice.wire.text import TEXT
+from chatservice.wire.websocket import WEBSOCKET
 
-__all__ = ["JSON", "TEXT", "WireFormat"]
+__all__ = ["JSON", "TEXT", "WEBSOCKET", "WireFormat"]
