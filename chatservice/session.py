@@ -96,8 +96,8 @@ class Session:
         self._missed = 0
         self._typing_expiry: IDelayedCall | None = None
         self._typing_to: str | None = None
-        self._fetching: defer.Deferred[None] | None = None
-        """Fires when the last fetch of kept messages asked for is over (``None``: none under way)."""
+        self._fetching: defer.Deferred[int] | None = None
+        """The last fetch of kept messages asked for, if it was not over at once."""
 
     @property
     def busy_now(self) -> bool:
@@ -162,18 +162,19 @@ class Session:
         when that one is over (both would deliver the same messages).  If the
         user logged out meanwhile, the messages stay kept.
         """
-        ahead, over = self._fetching, defer.Deferred()
-        self._fetching = over
-        if ahead is None:
+        ahead = self._fetching
+        if ahead is None or (ahead.called and not ahead.paused):
             d = self._fetch_kept()
         else:
-            d = ahead.addCallback(lambda _: self._fetch_kept())
-        return d.addBoth(self._fetch_over, over)
+            d = defer.Deferred()
+            ahead.addBoth(self._fetch_after, d)
+        # Over already (a local store): nothing to wait for, nothing kept here.
+        self._fetching = None if d.called and not d.paused else d
+        return d
 
-    def _fetch_over(self, result: object, over: defer.Deferred[None]) -> object:
-        if self._fetching is over:
-            self._fetching = None
-        over.callback(None)
+    def _fetch_after(self, result: object, d: defer.Deferred[int]) -> object:
+        """The fetch ahead of ``d`` is over (``result`` is its, passed on): now ``d``'s."""
+        self._fetch_kept().chainDeferred(d)
         return result
 
     def _fetch_kept(self) -> defer.Deferred[int]:
@@ -364,13 +365,14 @@ class Session:
 
         It goes out once the store has numbered and kept it.
         """
-        d = self.state.post(BROADCAST_CHANNEL, self.username, message)
-        return d.addCallback(self._broadcast_posted)
+        return self.state.post(BROADCAST_CHANNEL, self.username, message, self._broadcast_posted)
 
-    def _broadcast_posted(self, entry: HistoryEntry) -> defer.Deferred[events.BroadcastSent]:
+    def _broadcast_posted(self, entry: HistoryEntry) -> events.BroadcastSent:
         event = events.BroadcastMessage(entry.sender, entry.text, entry.sent_at, entry.seq)
-        d = self.state.deliver(event, self.username, EVERYONE, Delivery.MESSAGE)
-        return d.addCallback(_broadcast_sent, entry)
+        report = self.state.fan_out(event, self.username, EVERYONE, Delivery.MESSAGE)
+        return events.BroadcastSent(
+            report.delivered, report.skipped, entry.seq, entry.sent_at, report.auto_replies
+        )
 
     def _my_room(self, room_id: int) -> Room:
         room = self.state.rooms.find(room_id)
@@ -410,13 +412,15 @@ class Session:
     def room_send(self, room: int, message: str) -> defer.Deferred[events.RoomPosted]:
         """Send ``message`` to the other online members of room ``room``, once it is kept."""
         found = self._my_room(room)
-        d = self.state.post(found.channel, self.username, message)
-        return d.addCallback(self._room_posted, found)
 
-    def _room_posted(self, entry: HistoryEntry, room: Room) -> defer.Deferred[events.RoomPosted]:
-        event = events.RoomMessage(room.room_id, entry.sender, entry.text, entry.sent_at, entry.seq)
-        d = self.state.deliver(event, self.username, room.members, Delivery.MESSAGE)
-        return d.addCallback(_room_posted, entry, room.room_id)
+        def posted(entry: HistoryEntry) -> events.RoomPosted:
+            event = events.RoomMessage(room, entry.sender, entry.text, entry.sent_at, entry.seq)
+            report = self.state.fan_out(event, self.username, found.members, Delivery.MESSAGE)
+            return events.RoomPosted(
+                room, entry.seq, entry.sent_at, report.delivered, report.skipped
+            )
+
+        return self.state.post(found.channel, self.username, message, posted)
 
     def room_leave(self, room: int) -> defer.Deferred[events.RoomLeft]:
         """Leave room ``room``; once stored, the other members are told; an empty room is removed."""
@@ -633,18 +637,6 @@ class Session:
 
         d = passwords.change_password(self.username, old, new)
         return d.addCallbacks(lambda _: events.PasswordChanged(), refused)
-
-
-def _broadcast_sent(report: DeliveryReport, entry: HistoryEntry) -> events.BroadcastSent:
-    """The reply to ``broadcast``."""
-    return events.BroadcastSent(
-        report.delivered, report.skipped, entry.seq, entry.sent_at, report.auto_replies
-    )
-
-
-def _room_posted(report: DeliveryReport, entry: HistoryEntry, room: int) -> events.RoomPosted:
-    """The reply to ``room send``."""
-    return events.RoomPosted(room, entry.seq, entry.sent_at, report.delivered, report.skipped)
 
 
 def _command_error(failure: Failure, what: str) -> CommandError:

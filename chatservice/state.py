@@ -20,7 +20,7 @@ and :meth:`ChatState.writes_done` lets the service's stop wait for it.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Collection, Iterable, Iterator
+from typing import Any, Callable, Collection, Iterable, Iterator, TypeVar
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -50,6 +50,7 @@ from chatservice.store.interface import HistoryEntry, IChatStore
 __all__ = ["AlreadyLoggedIn", "ClientConnection", "ChatState", "IChatSession", "SessionFactory"]
 
 log = Logger()
+_T = TypeVar("_T")
 
 DEFAULT_MAX_MESSAGE_LENGTH = 8192
 _NOBODY: frozenset[str] = frozenset()
@@ -135,7 +136,7 @@ class ChatState:
         :param failed: what to log if it fails (a :class:`~twisted.logger.Logger`
             format, filled from ``fields``).
         """
-        d.addErrback(lambda failure: log.failure(failed, failure, **fields))
+        d.addErrback(_log_failure, failed, fields)
         if not d.called:
             self._writes.add(d)
             d.addBoth(self._written, d)
@@ -260,9 +261,9 @@ class ChatState:
         over (but a direct message to one is kept for them).
 
         The report comes as a Deferred: at once for every rule but
-        :attr:`Delivery.DIRECT`, whose Deferred fires once the message is
-        delivered or kept for later (durably: the store's write is done), or
-        refused.
+        :attr:`Delivery.DIRECT` (:meth:`fan_out`), whose Deferred fires once
+        the message is delivered or kept for later (durably: the store's
+        write is done), or refused.
 
         :param event: what to deliver (for :attr:`Delivery.DIRECT`, a
             :class:`~chatservice.events.DirectMessage`).
@@ -272,12 +273,25 @@ class ChatState:
         :param rule: which of them get it (see :class:`~chatservice.delivery.Delivery`).
         :raises ValueError: for a direct message to other than one user.
         """
-        if rule is Delivery.MESSAGE:
-            return defer.succeed(self._deliver_message(event, sender, audience))
         if rule is Delivery.DIRECT:
             assert isinstance(event, events.DirectMessage)
             return self._deliver_direct(event, sender, audience)
-        return defer.succeed(self._deliver_notice(event, sender, audience, rule))
+        return defer.succeed(self.fan_out(event, sender, audience, rule))
+
+    def fan_out(
+        self, event: events.Event, sender: str, audience: Audience, rule: Delivery
+    ) -> DeliveryReport:
+        """:meth:`deliver` for a rule other than :attr:`Delivery.DIRECT`, whose report is there at once.
+
+        For a caller already in a callback of the store (a broadcast's, in
+        :meth:`post`), where waiting for another Deferred would cost more
+        than the fan-out to a few users.
+        """
+        if rule is Delivery.MESSAGE:
+            return self._deliver_message(event, sender, audience)
+        if rule is Delivery.DIRECT:
+            raise ValueError("A direct message may have to wait for the store: deliver() it.")
+        return self._deliver_notice(event, sender, audience, rule)
 
     def _deliver_notice(
         self, event: events.Event, sender: str, audience: Audience, rule: Delivery
@@ -409,11 +423,29 @@ class ChatState:
                 if session is None or session.hidden:
                     yield username
 
-    def post(self, channel: str, sender: str, text: str) -> defer.Deferred[HistoryEntry]:
-        """Number, time and keep a broadcast or room message: fires once it is kept."""
-        d = self.store.add_history(channel, sender, text, self.clock.seconds())
-        return d.addCallback(self._posted)
+    def post(
+        self,
+        channel: str,
+        sender: str,
+        text: str,
+        then: Callable[[HistoryEntry], _T] | None = None,
+    ) -> defer.Deferred[_T]:
+        """Number, time and keep a broadcast or room message; once it is kept, ``then(entry)``.
 
-    def _posted(self, entry: HistoryEntry) -> HistoryEntry:
+        :param then: what to do with the kept message (send it out), in the
+            same callback as recording it, so that a broadcast adds one
+            callback to the store's Deferred and no more
+            (``bench.instructions``): the Deferred fires with what ``then``
+            returns (without it, with the entry).
+        """
+        d = self.store.add_history(channel, sender, text, self.clock.seconds())
+        return d.addCallback(self._posted, then)
+
+    def _posted(self, entry: HistoryEntry, then: Callable[[HistoryEntry], _T] | None) -> Any:
         self.activity.message_posted(entry)
-        return entry
+        return entry if then is None else then(entry)
+
+
+def _log_failure(failure: Failure, failed: str, fields: dict[str, object]) -> None:
+    """Log a failure nobody waited for (see :meth:`ChatState.background`)."""
+    log.failure(failed, failure, **fields)

@@ -47,7 +47,8 @@ class DispatchTests(StateTestCase):
     def test_dispatch_by_name(self) -> None:
         yoda, _hans = self.online("yoda", "hans")
         self.assertEqual(summary(yoda.execute(Request("rooms"))), ("RoomList", ()))
-        reply = self.successResultOf(yoda.execute(Request("room create", {"members": ("hans",)})))
+        d = yoda.execute(Request("room create", {"members": ("hans",)}))
+        reply = self.successResultOf(d)
         self.assertEqual(summary(reply), ("RoomCreated", 1, ("hans", "yoda"), False))
 
     def test_unknown_command(self) -> None:

@@ -67,6 +67,15 @@ class RoomDirectoryTestCase(unittest.TestCase):
         self.store = RecordingStore()
         self.rooms = RoomDirectory(LocalStore(self.store))
 
+    def create(self, names: frozenset[str]) -> tuple[Room, bool]:
+        """``self.rooms.create(names)``, whose Deferred has fired (a local store)."""
+        return self.successResultOf(self.rooms.create(names))
+
+    def leave(self, room: Room | None, username: str) -> bool:
+        """``self.rooms.leave(room, username)``, whose Deferred has fired."""
+        assert room is not None
+        return self.successResultOf(self.rooms.leave(room, username))
+
     def assertRoom(self, room: Room | None, room_id: int, names: frozenset[str]) -> None:
         """``room`` is a :class:`Room` numbered ``room_id`` with exactly ``names``."""
         self.assertIsInstance(room, Room)
@@ -85,7 +94,7 @@ class CreateTests(RoomDirectoryTestCase):
     """create() makes a room once per member set."""
 
     def test_create_new_room(self) -> None:
-        room, created = self.successResultOf(self.rooms.create(members("yoda", "hans")))
+        room, created = self.create(members("yoda", "hans"))
         self.assertTrue(created)
         self.assertRoom(room, 1, members("yoda", "hans"))
         self.assertIs(self.rooms.find(1), room)
@@ -93,9 +102,9 @@ class CreateTests(RoomDirectoryTestCase):
         self.assertEqual(list(self.store.rooms()), [(1, members("yoda", "hans"))])
 
     def test_same_members_reuse_room(self) -> None:
-        room, _ = self.successResultOf(self.rooms.create(frozenset(["yoda", "hans", "luke"])))
+        room, _ = self.create(frozenset(["yoda", "hans", "luke"]))
         self.store.take()
-        again, created = self.successResultOf(self.rooms.create(frozenset(["luke", "hans", "yoda"])))
+        again, created = self.create(frozenset(["luke", "hans", "yoda"]))
         self.assertFalse(created)
         self.assertIs(again, room)
         self.assertEqual(again.room_id, 1)
@@ -103,9 +112,9 @@ class CreateTests(RoomDirectoryTestCase):
         self.assertEqual(list(self.store.rooms()), [(1, members("yoda", "hans", "luke"))])
 
     def test_subset_or_superset_is_a_different_room(self) -> None:
-        first, _ = self.successResultOf(self.rooms.create(members("yoda", "hans")))
-        bigger, created_bigger = self.successResultOf(self.rooms.create(members("yoda", "hans", "luke")))
-        smaller, created_smaller = self.successResultOf(self.rooms.create(members("yoda")))
+        first, _ = self.create(members("yoda", "hans"))
+        bigger, created_bigger = self.create(members("yoda", "hans", "luke"))
+        smaller, created_smaller = self.create(members("yoda"))
         self.assertEqual((created_bigger, created_smaller), (True, True))
         self.assertEqual(
             [first.room_id, bigger.room_id, smaller.room_id], [1, 2, 3]
@@ -113,30 +122,30 @@ class CreateTests(RoomDirectoryTestCase):
 
     def test_ids_increase(self) -> None:
         ids = [
-            self.successResultOf(self.rooms.create(members("yoda", other)))[0].room_id
+            self.create(members("yoda", other))[0].room_id
             for other in ("hans", "luke", "obiwan", "leia")
         ]
         self.assertEqual(ids, [1, 2, 3, 4])
 
     def test_ids_of_removed_rooms_are_not_reused(self) -> None:
-        first, _ = self.successResultOf(self.rooms.create(members("yoda", "hans")))
-        second, _ = self.successResultOf(self.rooms.create(members("yoda", "luke")))
+        first, _ = self.create(members("yoda", "hans"))
+        second, _ = self.create(members("yoda", "luke"))
         # Remove the newest room, then the oldest: neither number comes back.
-        self.successResultOf(self.rooms.leave(second, "yoda"))
-        self.assertTrue(self.successResultOf(self.rooms.leave(second, "luke")))
-        third, created = self.successResultOf(self.rooms.create(members("yoda", "obiwan")))
+        self.leave(second, "yoda")
+        self.assertTrue(self.leave(second, "luke"))
+        third, created = self.create(members("yoda", "obiwan"))
         self.assertEqual((third.room_id, created), (3, True))
-        self.successResultOf(self.rooms.leave(first, "yoda"))
-        self.successResultOf(self.rooms.leave(first, "hans"))
+        self.leave(first, "yoda")
+        self.leave(first, "hans")
         # Even the very member set of a removed room gets a new number.
-        again, created = self.successResultOf(self.rooms.create(members("yoda", "hans")))
+        again, created = self.create(members("yoda", "hans"))
         self.assertEqual((again.room_id, created), (4, True))
         self.assertIsNone(self.rooms.find(1))
         self.assertIsNone(self.rooms.find(2))
 
     def test_find_unknown(self) -> None:
         self.assertIsNone(self.rooms.find(1))
-        self.successResultOf(self.rooms.create(members("yoda", "hans")))
+        self.create(members("yoda", "hans"))
         self.assertIsNone(self.rooms.find(2))
         self.assertIsNone(self.rooms.find(0))
 
@@ -149,7 +158,7 @@ class OfTests(RoomDirectoryTestCase):
 
     def test_sorted_by_id(self) -> None:
         created = [
-            self.successResultOf(self.rooms.create(members("yoda", *others)))[0]
+            self.create(members("yoda", *others))[0]
             for others in (
                 ("hans",),
                 ("luke",),
@@ -176,9 +185,9 @@ class LeaveTests(RoomDirectoryTestCase):
     """leave() takes a member out, removing the room when it is left empty."""
 
     def test_leave_removes_member(self) -> None:
-        room, _ = self.successResultOf(self.rooms.create(members("yoda", "hans", "luke")))
+        room, _ = self.create(members("yoda", "hans", "luke"))
         self.store.take()
-        removed = self.successResultOf(self.rooms.leave(room, "hans"))
+        removed = self.leave(room, "hans")
         self.assertIs(removed, False)
         self.assertRoom(self.rooms.find(1), 1, members("yoda", "luke"))
         self.assertIs(self.rooms.find(1), room)
@@ -194,33 +203,33 @@ class LeaveTests(RoomDirectoryTestCase):
         The directory's store is replaced by one that refuses every attribute
         except the two room writes, so any other side effect would raise.
         """
-        room, _ = self.successResultOf(self.rooms.create(members("yoda", "hans")))
+        room, _ = self.create(members("yoda", "hans"))
         self.store.take()
         strict = StrictStore(self.store)
         self.rooms.store = LocalStore(strict)  # type: ignore[arg-type]
-        self.assertIs(self.successResultOf(self.rooms.leave(room, "hans")), False)
-        self.assertIs(self.successResultOf(self.rooms.leave(room, "yoda")), True)
+        self.assertIs(self.leave(room, "hans"), False)
+        self.assertIs(self.leave(room, "yoda"), True)
         self.assertEqual(strict.touched, ["save_room", "delete_room"])
         self.assertEqual(
             self.store.take(), [("save_room", 1, members("yoda")), ("delete_room", 1)]
         )
 
     def test_member_set_after_leave_is_indexed(self) -> None:
-        room, _ = self.successResultOf(self.rooms.create(members("yoda", "hans", "luke")))
-        self.successResultOf(self.rooms.leave(room, "luke"))
+        room, _ = self.create(members("yoda", "hans", "luke"))
+        self.leave(room, "luke")
         self.store.take()
-        again, created = self.successResultOf(self.rooms.create(members("yoda", "hans")))
+        again, created = self.create(members("yoda", "hans"))
         self.assertIs(again, room)
         self.assertFalse(created)
         # The old member set is free again: creating it makes a new room.
-        bigger, created = self.successResultOf(self.rooms.create(members("yoda", "hans", "luke")))
+        bigger, created = self.create(members("yoda", "hans", "luke"))
         self.assertEqual((bigger.room_id, created), (2, True))
 
     def test_last_member_leaving_removes_room(self) -> None:
-        room, _ = self.successResultOf(self.rooms.create(members("yoda", "hans")))
-        self.assertIs(self.successResultOf(self.rooms.leave(room, "yoda")), False)
+        room, _ = self.create(members("yoda", "hans"))
+        self.assertIs(self.leave(room, "yoda"), False)
         self.store.take()
-        removed = self.successResultOf(self.rooms.leave(room, "hans"))
+        removed = self.leave(room, "hans")
         self.assertIs(removed, True)
         self.assertIsNone(self.rooms.find(1))
         self.assertEqual(self.rooms.of("hans"), [])
@@ -229,18 +238,18 @@ class LeaveTests(RoomDirectoryTestCase):
         self.assertEqual(list(self.store.rooms()), [])
 
     def test_removed_room_member_set_makes_new_room(self) -> None:
-        room, _ = self.successResultOf(self.rooms.create(members("yoda")))
-        self.assertTrue(self.successResultOf(self.rooms.leave(room, "yoda")))
-        again, created = self.successResultOf(self.rooms.create(members("yoda")))
+        room, _ = self.create(members("yoda"))
+        self.assertTrue(self.leave(room, "yoda"))
+        again, created = self.create(members("yoda"))
         self.assertTrue(created)
         self.assertEqual(again.room_id, 2)
         self.assertIsNot(again, room)
 
     def test_other_rooms_untouched(self) -> None:
-        first, _ = self.successResultOf(self.rooms.create(members("yoda", "hans")))
-        second, _ = self.successResultOf(self.rooms.create(members("yoda", "luke")))
+        first, _ = self.create(members("yoda", "hans"))
+        second, _ = self.create(members("yoda", "luke"))
         self.store.take()
-        self.successResultOf(self.rooms.leave(first, "yoda"))
+        self.leave(first, "yoda")
         self.assertEqual(self.rooms.of("yoda"), [second])
         self.assertRoom(self.rooms.find(2), 2, members("yoda", "luke"))
         self.assertEqual(
@@ -248,10 +257,10 @@ class LeaveTests(RoomDirectoryTestCase):
         )
 
     def test_room_equal_to_another_stays(self) -> None:
-        older, _ = self.successResultOf(self.rooms.create(members("yoda", "hans")))
-        newer, _ = self.successResultOf(self.rooms.create(members("yoda", "hans", "luke")))
+        older, _ = self.create(members("yoda", "hans"))
+        newer, _ = self.create(members("yoda", "hans", "luke"))
         self.store.take()
-        removed = self.successResultOf(self.rooms.leave(newer, "luke"))
+        removed = self.leave(newer, "luke")
         self.assertIs(removed, False)
         self.assertRoom(self.rooms.find(1), 1, members("yoda", "hans"))
         self.assertRoom(self.rooms.find(2), 2, members("yoda", "hans"))
@@ -263,11 +272,11 @@ class LeaveTests(RoomDirectoryTestCase):
             [(1, members("yoda", "hans")), (2, members("yoda", "hans"))],
         )
         # create() reuses the older room.
-        found, created = self.successResultOf(self.rooms.create(members("yoda", "hans")))
+        found, created = self.create(members("yoda", "hans"))
         self.assertIs(found, older)
         self.assertFalse(created)
         # Either one can still be left on its own.
-        self.assertIs(self.successResultOf(self.rooms.leave(older, "hans")), False)
+        self.assertIs(self.leave(older, "hans"), False)
         self.assertRoom(self.rooms.find(2), 2, members("yoda", "hans"))
         self.assertRoom(self.rooms.find(1), 1, members("yoda"))
 
@@ -279,11 +288,11 @@ class LeaveTests(RoomDirectoryTestCase):
         ``_unindex`` dropped the member-set entry without promoting room 2 and
         a duplicate room 3 is created.
         """
-        self.successResultOf(self.rooms.create(members("yoda", "hans")))
-        newer, _ = self.successResultOf(self.rooms.create(members("yoda", "hans", "luke")))
-        self.successResultOf(self.rooms.leave(newer, "luke"))
-        self.successResultOf(self.rooms.leave(self.rooms.find(1), "yoda"))  # type: ignore[arg-type]
-        found, created = self.successResultOf(self.rooms.create(members("yoda", "hans")))
+        self.create(members("yoda", "hans"))
+        newer, _ = self.create(members("yoda", "hans", "luke"))
+        self.leave(newer, "luke")
+        self.leave(self.rooms.find(1), "yoda")
+        found, created = self.create(members("yoda", "hans"))
         self.assertEqual((found.room_id, created), (2, False))
 
 
@@ -295,10 +304,10 @@ class LeaveTests(RoomDirectoryTestCase):
         (which indexes rooms by id, older first) it answers room 1.  The
         docstring says "the older one", which is room 1.
         """
-        self.successResultOf(self.rooms.create(members("yoda", "hans", "luke")))
-        self.successResultOf(self.rooms.create(members("yoda", "hans")))
-        self.successResultOf(self.rooms.leave(self.rooms.find(1), "luke"))  # type: ignore[arg-type]
-        before, _ = self.successResultOf(self.rooms.create(members("yoda", "hans")))
+        self.create(members("yoda", "hans", "luke"))
+        self.create(members("yoda", "hans"))
+        self.leave(self.rooms.find(1), "luke")
+        before, _ = self.create(members("yoda", "hans"))
         reloaded = RoomDirectory(LocalStore(self.store))
         self.successResultOf(reloaded.load())
         after, _ = self.successResultOf(reloaded.create(members("yoda", "hans")))
@@ -336,17 +345,17 @@ class LoadTests(RoomDirectoryTestCase):
 
     def test_member_index_restored(self) -> None:
         self.successResultOf(self.rooms.load())
-        room, created = self.successResultOf(self.rooms.create(frozenset(["hans", "yoda"])))
+        room, created = self.create(frozenset(["hans", "yoda"]))
         self.assertFalse(created)
         self.assertIs(room, self.rooms.find(3))
         self.assertEqual(self.store.take(), [])
 
     def test_next_id_after_highest(self) -> None:
         self.successResultOf(self.rooms.load())
-        room, created = self.successResultOf(self.rooms.create(members("obiwan", "leia")))
+        room, created = self.create(members("obiwan", "leia"))
         self.assertEqual((room.room_id, created), (8, True))
         self.assertEqual(self.store.take(), [("save_room", 8, members("obiwan", "leia"))])
-        room, _ = self.successResultOf(self.rooms.create(members("obiwan", "hans")))
+        room, _ = self.create(members("obiwan", "hans"))
         self.assertEqual(room.room_id, 9)
 
     def test_load_empty_store(self) -> None:
@@ -371,8 +380,8 @@ class LoadTests(RoomDirectoryTestCase):
         self.successResultOf(self.rooms.load())
         room = self.rooms.find(5)
         assert room is not None
-        self.assertIs(self.successResultOf(self.rooms.leave(room, "luke")), False)
-        self.assertIs(self.successResultOf(self.rooms.leave(room, "leia")), True)
+        self.assertIs(self.leave(room, "luke"), False)
+        self.assertIs(self.leave(room, "leia"), True)
         self.assertIsNone(self.rooms.find(5))
         self.assertEqual(self.rooms.of("leia"), [])
         self.assertEqual(
@@ -400,7 +409,8 @@ class LoadTests(RoomDirectoryTestCase):
         self.assertIsNone(second.find(3))
         self.assertEqual([room.room_id for room in second.of("yoda")], [1, 2])
         self.assertEqual(second.of("leia"), [])
-        self.assertEqual(self.successResultOf(second.create(members("yoda", "luke")))[0].room_id, 2)
+        room, _ = self.successResultOf(second.create(members("yoda", "luke")))
+        self.assertEqual(room.room_id, 2)
 
     def test_removed_room_id_not_reused_after_restart(self) -> None:
         """BUG: after a restart, the number of the newest removed room is given out again.
@@ -432,13 +442,13 @@ class WriteThroughTests(RoomDirectoryTestCase):
     """Every change reaches the store, in order, and nothing else does."""
 
     def test_every_change_saved(self) -> None:
-        a, _ = self.successResultOf(self.rooms.create(members("yoda", "hans", "luke")))
-        b, _ = self.successResultOf(self.rooms.create(members("yoda", "leia")))
-        self.successResultOf(self.rooms.create(members("hans", "luke", "yoda")))  # existing: no write
-        self.successResultOf(self.rooms.leave(a, "luke"))
-        self.successResultOf(self.rooms.leave(b, "leia"))
-        self.successResultOf(self.rooms.leave(b, "yoda"))
-        self.successResultOf(self.rooms.leave(a, "yoda"))
+        a, _ = self.create(members("yoda", "hans", "luke"))
+        b, _ = self.create(members("yoda", "leia"))
+        self.create(members("hans", "luke", "yoda"))  # existing: no write
+        self.leave(a, "luke")
+        self.leave(b, "leia")
+        self.leave(b, "yoda")
+        self.leave(a, "yoda")
         self.assertEqual(
             self.store.take(),
             [
@@ -453,9 +463,9 @@ class WriteThroughTests(RoomDirectoryTestCase):
         self.assertEqual(list(self.store.rooms()), [(1, members("hans"))])
 
     def test_lookups_do_not_write(self) -> None:
-        self.successResultOf(self.rooms.create(members("yoda", "hans")))
+        self.create(members("yoda", "hans"))
         self.store.take()
         self.rooms.find(1)
         self.rooms.of("yoda")
-        self.successResultOf(self.rooms.create(members("yoda", "hans")))
+        self.create(members("yoda", "hans"))
         self.assertEqual(self.store.take(), [])

@@ -29,7 +29,8 @@ class LocalStore:
 
     Each call looks the method up on :attr:`local` when it is made (so a test
     may patch the local store's methods), calls it, and returns
-    ``defer.succeed(result)``, or a failed Deferred if it raised.
+    ``defer.succeed(result)``, or a failed Deferred if it raised an
+    :class:`Exception`.
 
     :param local: the store that does the work, on the caller's thread.
     """
@@ -48,7 +49,14 @@ def _answered_at_once(name: str) -> Callable[..., defer.Deferred[Any]]:
     """The :class:`LocalStore` method that calls the local store's method ``name``."""
 
     def call(self: LocalStore, *args: Any) -> defer.Deferred[Any]:
-        return defer.maybeDeferred(getattr(self.local, name), *args)
+        # defer.maybeDeferred, less its checks for results that are Deferreds,
+        # Failures or coroutines (a local store returns none of them): a
+        # broadcast makes one such call, and its cost counts per recipient.
+        try:
+            result = getattr(self.local, name)(*args)
+        except Exception:
+            return defer.fail()
+        return defer.succeed(result)
 
     call.__name__ = name
     call.__qualname__ = f"LocalStore.{name}"
