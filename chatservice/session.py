@@ -33,6 +33,7 @@ from chatservice.interfaces import ClientConnection, ChatMember, IChatSession
 from chatservice.rooms import BROADCAST_CHANNEL, Room
 from chatservice.state import ChatState
 from chatservice.store.interface import HistoryEntry, StoredMessage
+from chatservice.store.local import after
 
 log = Logger()
 
@@ -179,7 +180,7 @@ class Session:
 
     def _fetch_kept(self) -> defer.Deferred[int]:
         d = self.state.store.offline_messages(self.username)
-        return d.addCallback(self._hand_over_kept)
+        return after(d, self._hand_over_kept)
 
     def _hand_over_kept(self, kept: list[StoredMessage]) -> int | defer.Deferred[int]:
         """Deliver ``kept``, then have the store forget them."""
@@ -310,7 +311,7 @@ class Session:
         self._check_other_user(to)
         event = events.DirectMessage(self.username, message, self.state.clock.seconds())
         d = self.state.deliver(event, self.username, (to,), Delivery.DIRECT)
-        return d.addCallback(self._message_sent, to)
+        return after(d, self._message_sent, to)
 
     def _message_sent(self, report: DeliveryReport, to: str) -> events.MessageSent:
         """The reply to a direct message, from its delivery report."""

@@ -46,6 +46,7 @@ from chatservice.interfaces import (
 )
 from chatservice.rooms import RoomDirectory
 from chatservice.store.interface import HistoryEntry, IChatStore
+from chatservice.store.local import after
 
 __all__ = ["AlreadyLoggedIn", "ClientConnection", "ChatState", "IChatSession", "SessionFactory"]
 
@@ -433,13 +434,13 @@ class ChatState:
         """Number, time and keep a broadcast or room message; once it is kept, ``then(entry)``.
 
         :param then: what to do with the kept message (send it out), in the
-            same callback as recording it, so that a broadcast adds one
-            callback to the store's Deferred and no more
-            (``bench.instructions``): the Deferred fires with what ``then``
-            returns (without it, with the entry).
+            same callback as recording it, so that a broadcast makes one
+            callback and no more (``python3 -m bench.instructions``): the
+            Deferred fires with what ``then`` returns (without it, with the
+            entry).
         """
         d = self.store.add_history(channel, sender, text, self.clock.seconds())
-        return d.addCallback(self._posted, then)
+        return after(d, self._posted, then)
 
     def _posted(self, entry: HistoryEntry, then: Callable[[HistoryEntry], _T] | None) -> Any:
         self.activity.message_posted(entry)

@@ -1,12 +1,17 @@
-"""Tests for :mod:`chatservice.store.local`: :class:`LocalStore`, a local store behind the asynchronous interface."""
+"""Tests for :mod:`chatservice.store.local`: :class:`LocalStore` (a local store behind the
+asynchronous interface) and :func:`after`."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from twisted.internet import defer
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
+from chatservice.commands import CommandError
 from chatservice.store.interface import IChatStore, StoredMessage
-from chatservice.store.local import LocalStore
+from chatservice.store.local import LocalStore, after
 from chatservice.store.memory import MemoryStore
 
 T = 1_700_000_000.0
@@ -60,3 +65,52 @@ class LocalStoreTests(unittest.TestCase):
 
     def test_repr_names_the_local_store(self) -> None:
         self.assertEqual(repr(self.store), f"<LocalStore {self.memory!r}>")
+
+
+class AfterTests(unittest.TestCase):
+    """:func:`after` behaves as ``addCallback``, whether the Deferred has fired or not."""
+
+    def both(self, fired: bool, f: Any, *args: Any) -> defer.Deferred[Any]:
+        """``after`` on a Deferred that has fired with 20, or one fired with it afterwards."""
+        if fired:
+            return after(defer.succeed(20), f, *args)
+        d: defer.Deferred[int] = defer.Deferred()
+        result = after(d, f, *args)
+        self.assertNoResult(result)
+        d.callback(20)
+        return result
+
+    def test_result(self) -> None:
+        for fired in (True, False):
+            d = self.both(fired, lambda value, plus: value + plus, 1)
+            self.assertEqual(self.successResultOf(d), 21)
+
+    def test_exception(self) -> None:
+        def broken(value: int) -> None:
+            raise CommandError("bad", f"not {value}")
+
+        for fired in (True, False):
+            failure = self.failureResultOf(self.both(fired, broken), CommandError)
+            self.assertEqual(failure.value.message, "not 20")
+
+    def test_deferred_returned(self) -> None:
+        later: defer.Deferred[str] = defer.Deferred()
+        for fired in (True, False):
+            d = self.both(fired, lambda value: later)
+            self.assertNoResult(d)
+        later.callback("done")
+        self.assertEqual(self.successResultOf(d), "done")
+
+    def test_failure_passed_on_uncalled(self) -> None:
+        calls: list[object] = []
+        d = after(defer.fail(OSError("disk")), calls.append)
+        self.failureResultOf(d, OSError)
+        self.assertEqual(calls, [])
+
+    def test_paused_deferred_waits(self) -> None:
+        d = defer.succeed(20)
+        d.pause()
+        result = after(d, lambda value: value + 1)
+        self.assertNoResult(result)
+        d.unpause()
+        self.assertEqual(self.successResultOf(result), 21)

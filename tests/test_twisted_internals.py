@@ -1,4 +1,4 @@
-"""The Twisted internals :mod:`chatservice.server.output` relies on, on a real loopback socket.
+"""The Twisted internals the project relies on: the output path's, on a real loopback socket, and ``Deferred.result``.
 
 :class:`~chatservice.server.output.ConnectionWriter` writes straight to a
 TCP socket when Twisted holds nothing for it, which needs fields that are
@@ -7,11 +7,17 @@ not Twisted's public API: ``FileDescriptor.dataBuffer`` and ``_tempDataLen``
 ``tcp.Connection.writeSomeData``.  If a Twisted release renames or drops
 any of them, the first test here fails and says which, instead of the
 server silently reordering or losing output.
+
+:func:`chatservice.store.local.after` reads and replaces the result of a
+Deferred that has fired (``called`` and not ``paused``) in its ``result``
+attribute; :class:`DeferredResultTests` checks that it is there and means
+that.
 """
 
 from __future__ import annotations
 
 from twisted.internet import defer, protocol, reactor, tcp
+from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from chatservice.server.output import write_now, writes_directly
@@ -114,3 +120,30 @@ class WriteNowTests(LoopbackTestCase):
         self.assertEqual(bytes(client.received), b"last words\n")
         write_now(transport, b"too late\n")  # closed: must not raise
         self.assertEqual(bytes(client.received), b"last words\n")
+
+
+class DeferredResultTests(unittest.TestCase):
+    """``Deferred.result``, as :func:`chatservice.store.local.after` reads it."""
+
+    def test_result_of_a_fired_deferred(self) -> None:
+        d = defer.succeed("answer")
+        self.assertTrue(d.called and not d.paused)
+        self.assertEqual(getattr(d, "result", None), "answer", "see chatservice/store/local.py")
+        d.addCallback(lambda value: value + "!")
+        self.assertEqual(d.result, "answer!")
+        # What after() does instead of a callback: the next callback gets it.
+        d.result = "replaced"
+        self.assertEqual(self.successResultOf(d), "replaced")
+        failed = defer.fail(OSError("disk"))
+        self.assertIsInstance(failed.result, Failure)
+        failed.addErrback(lambda failure: None)
+
+    def test_no_result_while_paused_or_not_fired(self) -> None:
+        pending: defer.Deferred[str] = defer.Deferred()
+        self.assertFalse(pending.called)
+        chained = defer.succeed(1).addCallback(lambda _: pending)
+        self.assertTrue(chained.called)
+        self.assertTrue(chained.paused, "a Deferred waiting for another must count as paused")
+        pending.callback("later")
+        self.assertFalse(chained.paused)
+        self.assertEqual(chained.result, "later")
