@@ -180,7 +180,7 @@ class Session:
 
     def _fetch_kept(self) -> defer.Deferred[int]:
         d = self.state.store.offline_messages(self.username)
-        return after(d, self._hand_over_kept)
+        return d.addCallback(self._hand_over_kept)
 
     def _hand_over_kept(self, kept: list[StoredMessage]) -> int | defer.Deferred[int]:
         """Deliver ``kept``, then have the store forget them."""
@@ -370,7 +370,7 @@ class Session:
 
     def _broadcast_posted(self, entry: HistoryEntry) -> events.BroadcastSent:
         event = events.BroadcastMessage(entry.sender, entry.text, entry.sent_at, entry.seq)
-        report = self.state.fan_out(event, self.username, EVERYONE, Delivery.MESSAGE)
+        report = self.state.deliver_message(event, self.username, EVERYONE)
         return events.BroadcastSent(
             report.delivered, report.skipped, entry.seq, entry.sent_at, report.auto_replies
         )
@@ -416,7 +416,7 @@ class Session:
 
         def posted(entry: HistoryEntry) -> events.RoomPosted:
             event = events.RoomMessage(room, entry.sender, entry.text, entry.sent_at, entry.seq)
-            report = self.state.fan_out(event, self.username, found.members, Delivery.MESSAGE)
+            report = self.state.deliver_message(event, self.username, found.members)
             return events.RoomPosted(
                 room, entry.seq, entry.sent_at, report.delivered, report.skipped
             )

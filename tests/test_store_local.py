@@ -70,12 +70,12 @@ class LocalStoreTests(unittest.TestCase):
 class AfterTests(unittest.TestCase):
     """:func:`after` behaves as ``addCallback``, whether the Deferred has fired or not."""
 
-    def both(self, fired: bool, f: Any, *args: Any) -> defer.Deferred[Any]:
+    def both(self, fired: bool, f: Any, arg: Any = None) -> defer.Deferred[Any]:
         """``after`` on a Deferred that has fired with 20, or one fired with it afterwards."""
         if fired:
-            return after(defer.succeed(20), f, *args)
+            return after(defer.succeed(20), f, arg)
         d: defer.Deferred[int] = defer.Deferred()
-        result = after(d, f, *args)
+        result = after(d, f, arg)
         self.assertNoResult(result)
         d.callback(20)
         return result
@@ -86,7 +86,7 @@ class AfterTests(unittest.TestCase):
             self.assertEqual(self.successResultOf(d), 21)
 
     def test_exception(self) -> None:
-        def broken(value: int) -> None:
+        def broken(value: int, _: None) -> None:
             raise CommandError("bad", f"not {value}")
 
         for fired in (True, False):
@@ -96,21 +96,21 @@ class AfterTests(unittest.TestCase):
     def test_deferred_returned(self) -> None:
         later: defer.Deferred[str] = defer.Deferred()
         for fired in (True, False):
-            d = self.both(fired, lambda value: later)
+            d = self.both(fired, lambda value, _: later)
             self.assertNoResult(d)
         later.callback("done")
         self.assertEqual(self.successResultOf(d), "done")
 
     def test_failure_passed_on_uncalled(self) -> None:
         calls: list[object] = []
-        d = after(defer.fail(OSError("disk")), calls.append)
+        d = after(defer.fail(OSError("disk")), lambda failure, _: calls.append(failure), None)
         self.failureResultOf(d, OSError)
         self.assertEqual(calls, [])
 
     def test_paused_deferred_waits(self) -> None:
         d = defer.succeed(20)
         d.pause()
-        result = after(d, lambda value: value + 1)
+        result = after(d, lambda value, plus: value + plus, 1)
         self.assertNoResult(result)
         d.unpause()
         self.assertEqual(self.successResultOf(result), 21)

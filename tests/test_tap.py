@@ -358,3 +358,14 @@ class TestCommandLine:
         assert result.returncode != 0
         last = result.stdout.strip().splitlines()[-1]
         assert last.endswith("chat: missing.txt: cannot read: No such file or directory"), last
+
+    def test_bad_database_exits_with_the_problem(self, tmp_path: Path) -> None:
+        """The store is checked before the service starts (``postOptions``), as always."""
+        (tmp_path / "chat-data").mkdir()
+        database = tmp_path / "chat-data" / "chat.sqlite3"
+        database.write_bytes(b"not a database at all" * 10)
+        result = run_twistd(["-n", "chat"], cwd=tmp_path)
+        assert result.returncode != 0
+        last = result.stdout.strip().splitlines()[-1]
+        assert "is not an SQLite database" in last, last
+        assert database.read_bytes() == b"not a database at all" * 10
