@@ -387,8 +387,9 @@ class ChatConnection:
         """Stop reading until ``d`` fires, then call ``done(result)`` or ``failed(failure)``.
 
         Lines that arrive meanwhile wait and are handled in order once the
-        slow step (a password check in a thread) is over.  If the connection
-        closes first, ``abandon(result)`` undoes a success.
+        slow step (a password check in a thread, a store that answers later)
+        is over.  If the connection closes first, ``abandon(result)`` undoes
+        a success.
         """
         self._checks += 1
         self._pacer.hold("checking")
