@@ -3,9 +3,10 @@
 The one place that wires the parts: the store, the chat state, the accounts,
 the lock-outs, the ``twisted.cred`` portal (password, SCRAM and guest
 checkers), the login gate, the connection factory and the service that
-starts and stops them.  ``twistd chat`` (:func:`chatservice.tap.makeService`)
-builds with it and adds the listeners; the tests build with it on a
-``Clock``.
+starts and stops them.  The SQLite or memory store is wrapped in a
+:class:`~chatservice.store.local.LocalStore` for the chat state.
+``twistd chat`` (:func:`chatservice.tap.makeService`) builds with it and adds
+the listeners to the service; the tests build with it on a ``Clock``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any, Mapping
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.portal import Portal
 from twisted.internet import threads
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorCore, IReactorTime
 
 from chatservice.activitylog import ActivityLog
 from chatservice.auth.accounts import AccountManager
@@ -34,7 +35,8 @@ from chatservice.server.policy import ConnectionPolicy
 from chatservice.service import ChatService
 from chatservice.session import Session
 from chatservice.state import ChatState
-from chatservice.store.interface import IChatStore
+from chatservice.store.interface import ILocalChatStore
+from chatservice.store.local import LocalStore
 from chatservice.store.memory import MemoryStore
 from chatservice.store.sqlite import SQLiteStore
 from chatservice.workers import ThreadWorkers
@@ -115,7 +117,7 @@ def build_chat(
             reactor,
             partial(threads.deferToThreadPool, reactor, reactor.getThreadPool()),
         )
-    store: IChatStore = (
+    local: ILocalChatStore = (
         SQLiteStore(config["database"]) if config["store"] == "sqlite" else MemoryStore()
     )
     policy = connection_policy(config)
@@ -123,7 +125,7 @@ def build_chat(
     # whether an online guest holds a name.
     manager = AccountManager(accounts, run_in_thread, lambda name: state.guest_online(name))
     state = ChatState(
-        store,
+        LocalStore(local),
         accounts,
         reactor,
         activity,
@@ -146,6 +148,12 @@ def build_chat(
     gate = LoginGate(portal, accounts, lockout, address_lockout, manager)
     factory = ChatFactory(gate, reactor, policy)
     service = ChatService(
-        state, factory, [lockout, address_lockout], activity, data_dir, workers
+        state,
+        factory,
+        [lockout, address_lockout],
+        activity,
+        data_dir,
+        workers,
+        IReactorCore(reactor, None),
     )
     return Chat(state, accounts, manager, lockout, address_lockout, gate, policy, factory, service)

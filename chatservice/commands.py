@@ -59,6 +59,11 @@ class CommandError(Exception):
         self.message = message
 
 
+def unavailable() -> CommandError:
+    """The error of a request that failed for the server's reason (its store), not the user's."""
+    return CommandError("unavailable", "Error. That is not possible right now; please try again.")
+
+
 @dataclass(frozen=True)
 class Argument:
     """One argument of a command.

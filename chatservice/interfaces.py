@@ -60,6 +60,9 @@ class ChatMember(Protocol):
     def auto_reply_to(self, sender: str) -> str | None:
         """The auto-reply for ``sender`` while busy, once per busy period."""
 
+    def deliver_kept(self) -> Deferred[int]:
+        """Deliver, then forget, the direct messages kept for this user: how many."""
+
     def end(self) -> None:
         """Log out (idempotent)."""
 

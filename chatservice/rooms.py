@@ -3,13 +3,17 @@
 A room is identified by a number and defined by its members; creating a room
 with a member set that already has one reuses it.  The directory keeps the
 indexes (by id, by member set, by user) and writes every change through the
-store.  Each room's messages are kept in its own history channel, next to the
+store: the indexes change at once, and the Deferred of a change fires once the
+store has it.  Each room's messages are kept in its own history channel, next to the
 broadcasts' (:data:`BROADCAST_CHANNEL`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
+
+from twisted.internet import defer
 
 from chatservice.store.interface import IChatStore
 
@@ -43,15 +47,24 @@ class RoomDirectory:
         self._by_user: dict[str, set[int]] = {}
         self._next_id = 1
 
-    def load(self) -> None:
-        """Read the rooms from the store."""
+    def load(self) -> defer.Deferred[None]:
+        """Read the rooms from the store; fires when done."""
+        d = self.store.rooms()
+        d.addCallback(self._load_rooms)
+        # Never reuse the number of a removed room: its history is still kept.
+        d.addCallback(lambda _: self.store.highest_room_id())
+        d.addCallback(self._load_highest)
+        return d
+
+    def _load_rooms(self, rooms: Iterable[tuple[int, frozenset[str]]]) -> None:
         self._by_id.clear()
         self._by_members.clear()
         self._by_user.clear()
-        for room_id, members in self.store.rooms():
+        for room_id, members in rooms:
             self._index(Room(room_id, frozenset(members)))
-        # Never reuse the number of a removed room: its history is still kept.
-        self._next_id = self.store.highest_room_id() + 1
+
+    def _load_highest(self, highest: int) -> None:
+        self._next_id = highest + 1
 
     def find(self, room_id: int) -> Room | None:
         """The room numbered ``room_id``, if it exists."""
@@ -61,19 +74,22 @@ class RoomDirectory:
         """The rooms ``username`` is in, by number."""
         return [self._by_id[i] for i in sorted(self._by_user.get(username, ()))]
 
-    def create(self, members: frozenset[str]) -> tuple[Room, bool]:
-        """The room of exactly ``members``, and whether it was created just now."""
+    def create(self, members: frozenset[str]) -> defer.Deferred[tuple[Room, bool]]:
+        """The room of exactly ``members``, and whether it was created just now.
+
+        A new room is found at once; the Deferred fires once it is stored.
+        """
         existing = self._by_members.get(members)
         if existing is not None:
-            return existing, False
+            return defer.succeed((existing, False))
         room = Room(self._next_id, members)
         self._next_id += 1
         self._index(room)
-        self.store.save_room(room.room_id, members)
-        return room, True
+        d = self.store.save_room(room.room_id, members)
+        return d.addCallback(lambda _: (room, True))
 
-    def leave(self, room: Room, username: str) -> bool:
-        """Take ``username`` out of ``room``; return whether the room is now gone.
+    def leave(self, room: Room, username: str) -> defer.Deferred[bool]:
+        """Take ``username`` out of ``room`` now; fires, once stored, with whether the room is gone.
 
         A room left with no members is removed.  (A room whose remaining
         members equal another room's keeps its number; ``create`` then reuses
@@ -82,11 +98,9 @@ class RoomDirectory:
         self._unindex(room)
         room.members = room.members - {username}
         if not room.members:
-            self.store.delete_room(room.room_id)
-            return True
+            return self.store.delete_room(room.room_id).addCallback(lambda _: True)
         self._index(room)
-        self.store.save_room(room.room_id, room.members)
-        return False
+        return self.store.save_room(room.room_id, room.members).addCallback(lambda _: False)
 
     def _index(self, room: Room) -> None:
         self._by_id[room.room_id] = room

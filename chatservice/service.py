@@ -1,13 +1,24 @@
-"""The chat service's life: what happens when ``twistd`` starts and stops it."""
+"""The chat service's life: what happens when ``twistd`` starts and stops it.
+
+Starting opens the store and loads the chat state, which may take a while
+with a store on another machine.  The listeners are child services of the
+:class:`ChatService` and bind as usual (so a port below 1024 still works with
+``twistd --uid``), but the connection registry refuses every connection,
+with a clear message, until the state is loaded: no client is served from a
+state not loaded yet.  With a local store (SQLite, memory) the state is
+loaded before the reactor runs, so nobody is ever refused.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
-from twisted.application.service import Service
+from twisted.application.service import MultiService
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from chatservice import events
 from chatservice.activitylog import ActivityLog
@@ -28,8 +39,15 @@ class Workers(Protocol):
     def stop(self) -> None: ...
 
 
-class ChatService(Service):
-    """Opens the store and loads the state at start; at stop, says goodbye and cleans up.
+class ChatService(MultiService):
+    """Opens the store and loads the state at start, then serves; at stop, says goodbye and cleans up.
+
+    Its children (:meth:`addService`: the listeners) start with it; their
+    connections are refused (``starting``) until the state is loaded.  If the
+    store cannot be opened or the state loaded, nothing is served: with a
+    store that answers at once (SQLite, memory), :meth:`startService` raises,
+    so ``twistd`` fails to start as before; with one that answers later, the
+    failure is logged and ``reactor`` is stopped.
 
     :param state: the chat state (and through it, the store).
     :param factory: the connection factory, whose connections are told at stop.
@@ -39,6 +57,8 @@ class ChatService(Service):
     :param workers: the service's own workers for slow work (password
         hashing): anything with ``start()`` and ``stop()``, started and
         stopped with the service.
+    :param reactor: what to stop when loading fails after the start
+        returned (``None``: only log it).
     """
 
     def __init__(
@@ -49,28 +69,60 @@ class ChatService(Service):
         activity: ActivityLog,
         data_dir: Path,
         workers: Workers | None = None,
+        reactor: IReactorCore | None = None,
     ) -> None:
+        super().__init__()
         self.state = state
         self.factory = factory
         self.lockouts = lockouts
         self.activity = activity
         self.data_dir = data_dir
         self.workers = workers
+        self.reactor = reactor
+        self.serving = False
+        """Whether the state is loaded and connections are taken."""
+        factory.registry.ready = False
 
     def startService(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        super().startService()
         # Open the store first: if it fails, no started worker keeps twistd alive.
-        self.state.store.open()
-        self.state.load()
+        d = self.state.store.open()
+        d.addCallback(lambda _: self.state.load())
+        d.addCallback(self._serve)
+        if d.called and not d.paused:
+            # Loaded (or not) already: a failure fails the start itself.
+            outcome: list[Any] = []
+            d.addBoth(outcome.append)
+            if isinstance(outcome[0], Failure):
+                super().stopService()
+                outcome[0].raiseException()
+        else:
+            d.addErrback(self._not_loaded)
+
+    def _serve(self, _: object) -> None:
+        """The state is loaded: start the workers, take connections."""
+        if not self.running:
+            return  # stopped while loading
         if self.workers is not None:
             self.workers.start()
         self.activity.users_changed()
-        super().startService()
+        self.serving = True
+        self.factory.registry.ready = True
         log.info(
             "Chat service started: {accounts} accounts; data in {data_dir}",
             accounts=len(self.state.accounts.usernames()),
             data_dir=str(self.data_dir),
         )
+
+    def _not_loaded(self, failure: Failure) -> None:
+        log.failure(
+            "The chat store could not be opened or the chat state loaded;"
+            " the server stops without serving",
+            failure,
+        )
+        if self.reactor is not None and self.running:
+            self.reactor.stop()
 
     def _end_remaining_sessions(self) -> None:
         """Log out users whose connections did not close in the grace period."""
@@ -78,14 +130,18 @@ class ChatService(Service):
             session.end()
 
     def stopService(self) -> defer.Deferred[None]:
-        super().stopService()
+        # The listeners first: no new connection while the others are told.
+        self.serving = False
+        self.factory.registry.ready = False
+        listeners = super().stopService()
         d = self.factory.disconnect_all(SHUTDOWN)
         d.addCallback(lambda _: self._end_remaining_sessions())
         d.addCallback(lambda _: self.factory.output_batcher.flush_now())
         for lockout in self.lockouts:
             lockout.stop()
         d.addCallback(lambda _: self.activity.flush())
+        d.addBoth(lambda _: self.state.writes_done())
         d.addBoth(lambda _: self.state.store.close())
         if self.workers is not None:
             d.addBoth(lambda _: self.workers.stop())
-        return d
+        return defer.DeferredList([listeners, d]).addCallback(lambda _: None)

@@ -6,27 +6,35 @@ each request, which runs the method the command names
 (:attr:`~chatservice.commands.Command.handler`).  A command method checks the
 request against the shared state, has the state deliver events to other users
 (:meth:`~chatservice.state.ChatState.deliver`), and returns the reply event (or
-raises :class:`~chatservice.commands.CommandError`).
+raises :class:`~chatservice.commands.CommandError`).  A command that needs the
+store (a direct message kept, a numbered broadcast, a block, ``read``)
+returns a Deferred firing with the reply instead, or failing with the
+:class:`~chatservice.commands.CommandError`; with a local store it has fired
+already when the method returns.
 """
 
 from __future__ import annotations
 
 import math
 import secrets
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatservice import events
 from chatservice.auth.accounts import AccountError
-from chatservice.commands import COMMANDS, HELP, CommandError, Request
-from chatservice.delivery import EVERYONE, Audience, Delivery
+from chatservice.commands import COMMANDS, HELP, CommandError, Request, unavailable
+from chatservice.delivery import EVERYONE, Audience, Delivery, DeliveryReport
 from chatservice.interfaces import ClientConnection, ChatMember, IChatSession
 from chatservice.rooms import BROADCAST_CHANNEL, Room
 from chatservice.state import ChatState
+from chatservice.store.interface import HistoryEntry, StoredMessage
+
+log = Logger()
 
 """The reply to ``help``."""
 DEFAULT_AUTO_REPLY = "I am busy right now and will read your message later."
@@ -44,6 +52,7 @@ _SHORT_REASONS = {
     "invalid_user": "no such user",
     "blocked": "has blocked you",
     "mailbox_full": "mailbox full",
+    "unavailable": "not possible right now",
 }
 
 
@@ -63,6 +72,7 @@ class Session:
     __slots__ = (
         "state", "username", "client", "logged_in_at", "guest", "hidden",
         "auto_reply", "_auto_replied", "_missed", "_typing_expiry", "_typing_to",
+        "_fetching",
     )
 
     def __init__(
@@ -86,6 +96,8 @@ class Session:
         self._missed = 0
         self._typing_expiry: IDelayedCall | None = None
         self._typing_to: str | None = None
+        self._fetching: defer.Deferred[int] | None = None
+        """The last fetch of kept messages asked for, if it was not over at once."""
 
     @property
     def busy_now(self) -> bool:
@@ -99,7 +111,15 @@ class Session:
         self.state.deliver(
             events.Presence(self.username, True), self.username, EVERYONE, Delivery.PRESENCE
         )
-        self._deliver_kept()
+        self._deliver_kept_later()
+
+    def _deliver_kept_later(self) -> None:
+        """:meth:`deliver_kept`, with nobody waiting for it."""
+        self.state.background(
+            self.deliver_kept(),
+            "Delivering the messages kept for {user} failed",
+            user=self.username,
+        )
 
     def end(self) -> None:
         """Log out (idempotent); a pending typing notice ends with it."""
@@ -111,12 +131,16 @@ class Session:
     def execute(self, request: Request) -> events.Event | defer.Deferred[events.Event]:
         """Carry out ``request`` with the method its command names.
 
-        :returns: the reply event; for ``passwd`` only, a Deferred firing with
-            it.  A :class:`~chatservice.events.Disconnected` reply (``logout``)
-            means: send it, then close the connection.
+        :returns: the reply event, or (for a command that waits for the store
+            or a password check) a Deferred firing with it, or failing with
+            :class:`~chatservice.commands.CommandError` when the request
+            cannot be carried out, or with another error when the store
+            fails.  A :class:`~chatservice.events.Disconnected` reply
+            (``logout``) means: send it, then close the connection.
         :raises CommandError: when the request cannot be carried out
             (``invalid_command`` for a command with no method here,
-            ``message_too_long`` for too long a message).
+            ``message_too_long`` for too long a message, and any error found
+            before the store is asked).
         """
         handler = _HANDLERS.get(request.command)
         if handler is None:
@@ -131,24 +155,58 @@ class Session:
             )
         return handler(self, **request.arguments)
 
-    def _deliver_kept(self) -> int:
-        """Deliver and then forget the direct messages kept for this user."""
-        store = self.state.store
-        kept = store.offline_messages(self.username)
+    def deliver_kept(self) -> defer.Deferred[int]:
+        """Fetch, deliver and then forget the direct messages kept for this user: how many.
+
+        One fetch at a time: one asked for while another is under way starts
+        when that one is over (both would deliver the same messages).  If the
+        user logged out meanwhile, the messages stay kept.
+        """
+        ahead = self._fetching
+        if ahead is None or (ahead.called and not ahead.paused):
+            d = self._fetch_kept()
+        else:
+            d = defer.Deferred()
+            ahead.addBoth(self._fetch_after, d)
+        # Over already (a local store): nothing to wait for, nothing kept here.
+        self._fetching = None if d.called and not d.paused else d
+        return d
+
+    def _fetch_after(self, result: object, d: defer.Deferred[int]) -> object:
+        """The fetch ahead of ``d`` is over (``result`` is its, passed on): now ``d``'s."""
+        self._fetch_kept().chainDeferred(d)
+        return result
+
+    def _fetch_kept(self) -> defer.Deferred[int]:
+        d = self.state.store.offline_messages(self.username)
+        return d.addCallback(self._hand_over_kept)
+
+    def _hand_over_kept(self, kept: list[StoredMessage]) -> int | defer.Deferred[int]:
+        """Deliver ``kept``, then have the store forget them."""
+        if not kept or self.state.sessions.get(self.username) is not self:
+            return 0
         for message in kept:
             self.client.deliver(
                 events.DirectMessage(
                     message.sender, message.text, message.sent_at, offline=True
                 )
             )
-        if kept:
-            store.remove_offline([message.message_id for message in kept])
-        return len(kept)
+        d = self.state.store.remove_offline([message.message_id for message in kept])
+
+        def not_removed(failure: Failure) -> None:
+            log.failure(
+                "Forgetting the messages delivered to {user} failed"
+                " (they will be delivered again)",
+                failure,
+                user=self.username,
+            )
+
+        return d.addErrback(not_removed).addCallback(lambda _: len(kept))
 
     def client_caught_up(self) -> None:
         """The connection drained its backlog: deliver what was kept, unless busy."""
         if not self.busy_now:
-            self._deliver_kept()
+            self._deliver_kept_later()
 
     # What the state calls when delivering ----------------------------------------------
 
@@ -244,11 +302,18 @@ class Session:
         if not self.state.user_exists(username):
             raise CommandError("invalid_user", f"Error. Invalid user {username}.")
 
-    def message(self, to: str, message: str) -> events.MessageSent:
-        """Send ``message`` to ``to`` now, or keep it until they are back."""
+    def message(self, to: str, message: str) -> defer.Deferred[events.MessageSent]:
+        """Send ``message`` to ``to`` now, or keep it until they are back.
+
+        The reply comes once the message is delivered or stored.
+        """
         self._check_other_user(to)
         event = events.DirectMessage(self.username, message, self.state.clock.seconds())
-        report = self.state.deliver(event, self.username, (to,), Delivery.DIRECT)
+        d = self.state.deliver(event, self.username, (to,), Delivery.DIRECT)
+        return d.addCallback(self._message_sent, to)
+
+    def _message_sent(self, report: DeliveryReport, to: str) -> events.MessageSent:
+        """The reply to a direct message, from its delivery report."""
         if report.refused == "blocked":
             raise CommandError(
                 "blocked",
@@ -267,17 +332,24 @@ class Session:
             auto_reply=report.auto_replies[0][1] if report.auto_replies else None,
         )
 
-    def send(self, to: tuple[str, ...], message: str) -> events.SendReport:
-        """Send ``message`` to each of ``to`` as :meth:`message` would; one report."""
+    def send(self, to: tuple[str, ...], message: str) -> defer.Deferred[events.SendReport]:
+        """Send ``message`` to each of ``to`` as :meth:`message` would; one report, in order."""
+        sending = [defer.maybeDeferred(self.message, name, message) for name in to]
+        d = defer.DeferredList(sending, consumeErrors=True)
+        return d.addCallback(self._send_report, to)
+
+    def _send_report(
+        self, results: list[tuple[bool, Any]], to: tuple[str, ...]
+    ) -> events.SendReport:
+        """The reply to ``send``: what became of the message to each of ``to``."""
         delivered: list[str] = []
         stored: list[str] = []
         failed: list[tuple[str, str]] = []
         auto_replies: list[tuple[str, str]] = []
-        for name in to:
-            try:
-                sent = self.message(name, message)
-            except CommandError as e:
-                failed.append((name, _SHORT_REASONS.get(e.code, e.message)))
+        for name, (ok, sent) in zip(to, results):
+            if not ok:
+                error = _command_error(sent, f"A message from {self.username} to {name}")
+                failed.append((name, _SHORT_REASONS.get(error.code, error.message)))
                 continue
             (stored if sent.stored else delivered).append(name)
             if sent.auto_reply is not None:
@@ -288,11 +360,16 @@ class Session:
 
     # Broadcasts, rooms and history -----------------------------------------------------
 
-    def broadcast(self, message: str) -> events.BroadcastSent:
-        """Send ``message`` to every other online user that has not blocked this one."""
-        entry = self.state.post(BROADCAST_CHANNEL, self.username, message)
-        event = events.BroadcastMessage(self.username, message, entry.sent_at, entry.seq)
-        report = self.state.deliver(event, self.username, EVERYONE, Delivery.MESSAGE)
+    def broadcast(self, message: str) -> defer.Deferred[events.BroadcastSent]:
+        """Send ``message`` to every other online user that has not blocked this one.
+
+        It goes out once the store has numbered and kept it.
+        """
+        return self.state.post(BROADCAST_CHANNEL, self.username, message, self._broadcast_posted)
+
+    def _broadcast_posted(self, entry: HistoryEntry) -> events.BroadcastSent:
+        event = events.BroadcastMessage(entry.sender, entry.text, entry.sent_at, entry.seq)
+        report = self.state.deliver_message(event, self.username, EVERYONE)
         return events.BroadcastSent(
             report.delivered, report.skipped, entry.seq, entry.sent_at, report.auto_replies
         )
@@ -318,29 +395,42 @@ class Session:
                 raise CommandError("offline", f"Error. {name} is offline.")
             if self.state.has_blocked(name, self.username):
                 raise CommandError("blocked", f"Error. {name} has blocked you.")
-        room, created = self.state.rooms.create(frozenset(others) | {self.username})
+        d = self.state.rooms.create(frozenset(others) | {self.username})
+        return d.addCallback(self._room_created, others)
+
+    def _room_created(
+        self, found: tuple[Room, bool], others: list[str]
+    ) -> events.RoomCreated:
+        """The room is stored: tell the others if it is new; the reply."""
+        room, created = found
         names = tuple(sorted(room.members))
         if created:
             joined = events.RoomJoined(room.room_id, self.username, names)
             self.state.deliver(joined, self.username, others, Delivery.PLAIN)
         return events.RoomCreated(room.room_id, names, existed=not created)
 
-    def room_send(self, room: int, message: str) -> events.RoomPosted:
-        """Send ``message`` to the other online members of room ``room``."""
+    def room_send(self, room: int, message: str) -> defer.Deferred[events.RoomPosted]:
+        """Send ``message`` to the other online members of room ``room``, once it is kept."""
         found = self._my_room(room)
-        entry = self.state.post(found.channel, self.username, message)
-        event = events.RoomMessage(room, self.username, message, entry.sent_at, entry.seq)
-        report = self.state.deliver(event, self.username, found.members, Delivery.MESSAGE)
-        return events.RoomPosted(
-            room, entry.seq, entry.sent_at, report.delivered, report.skipped
-        )
 
-    def room_leave(self, room: int) -> events.RoomLeft:
-        """Leave room ``room``; the other members are told; an empty room is removed."""
+        def posted(entry: HistoryEntry) -> events.RoomPosted:
+            event = events.RoomMessage(room, entry.sender, entry.text, entry.sent_at, entry.seq)
+            report = self.state.deliver_message(event, self.username, found.members)
+            return events.RoomPosted(
+                room, entry.seq, entry.sent_at, report.delivered, report.skipped
+            )
+
+        return self.state.post(found.channel, self.username, message, posted)
+
+    def room_leave(self, room: int) -> defer.Deferred[events.RoomLeft]:
+        """Leave room ``room``; once stored, the other members are told; an empty room is removed."""
         found = self._my_room(room)
-        removed = self.state.rooms.leave(found, self.username)
+        d = self.state.rooms.leave(found, self.username)
+        return d.addCallback(self._room_left, room, found.members)
+
+    def _room_left(self, removed: bool, room: int, others: frozenset[str]) -> events.RoomLeft:
         notice = events.RoomLeft(room, self.username)
-        self.state.deliver(notice, self.username, found.members, Delivery.PLAIN)
+        self.state.deliver(notice, self.username, others, Delivery.PLAIN)
         return events.RoomLeft(room, self.username, removed)
 
     def list_rooms(self) -> events.RoomList:
@@ -352,15 +442,20 @@ class Session:
             )
         )
 
-    def read(self, since: float) -> events.HistoryList:
+    def read(self, since: float) -> defer.Deferred[events.HistoryList]:
         """Broadcasts and this user's rooms' messages posted after ``since`` (whole seconds)."""
         rooms = self.state.rooms.of(self.username)
         channels = [BROADCAST_CHANNEL] + [room.channel for room in rooms]
+        d = self.state.store.history_after(channels, math.floor(since))
+        return d.addCallback(self._history, since)
+
+    def _history(self, found: list[HistoryEntry], since: float) -> events.HistoryList:
+        """The reply to ``read``: ``found`` less what is from a blocked user."""
         second = math.floor(since)
         has_blocked = self.state.has_blocked
         entries = tuple(
             (entry.channel, entry.seq, entry.sender, entry.text, entry.sent_at)
-            for entry in self.state.store.history_after(channels, second)
+            for entry in found
             if math.floor(entry.sent_at) > second
             and not has_blocked(self.username, entry.sender)
         )
@@ -368,21 +463,24 @@ class Session:
 
     # Blocks ------------------------------------------------------------------------
 
-    def block(self, target: str) -> events.BlockChanged:
-        """Block ``target``: no messages, broadcasts or presence from this user to them."""
+    def block(self, target: str) -> defer.Deferred[events.BlockChanged]:
+        """Block ``target``: no messages, broadcasts or presence from this user to them.
+
+        In effect at once; the reply comes once it is stored.
+        """
         self._check_other_user(target)
         if self.state.has_blocked(self.username, target):
             raise CommandError("already_blocked", f"Error. {target} is already blocked.")
-        self.state.block(self.username, target)
-        return events.BlockChanged(target, blocked=True)
+        d = self.state.block(self.username, target)
+        return d.addCallback(lambda _: events.BlockChanged(target, blocked=True))
 
-    def unblock(self, target: str) -> events.BlockChanged:
+    def unblock(self, target: str) -> defer.Deferred[events.BlockChanged]:
         """Undo :meth:`block`."""
         self._check_other_user(target)
         if not self.state.has_blocked(self.username, target):
             raise CommandError("not_blocked", f"Error. {target} was not blocked.")
-        self.state.unblock(self.username, target)
-        return events.BlockChanged(target, blocked=False)
+        d = self.state.unblock(self.username, target)
+        return d.addCallback(lambda _: events.BlockChanged(target, blocked=False))
 
     # Status --------------------------------------------------------------------------
 
@@ -394,13 +492,16 @@ class Session:
         self.auto_reply = message or DEFAULT_AUTO_REPLY
         return events.StatusChanged("busy", auto_reply=self.auto_reply)
 
-    def idle(self) -> events.StatusChanged:
-        """Stop being busy and get the direct messages kept meanwhile."""
+    def idle(self) -> defer.Deferred[events.StatusChanged]:
+        """Stop being busy and get the direct messages kept meanwhile (the reply follows them)."""
         if self.auto_reply is None:
             raise CommandError("not_busy", "Error. You are not busy.")
         self.auto_reply = None
-        kept = self._deliver_kept()
-        return events.StatusChanged("available", kept=kept, missed=self._missed)
+        missed = self._missed
+        d = self.deliver_kept()
+        return d.addCallback(
+            lambda kept: events.StatusChanged("available", kept=kept, missed=missed)
+        )
 
     def hide(self) -> events.StatusChanged:
         """Leave other users' lists and presence notices (messages still arrive)."""
@@ -536,6 +637,14 @@ class Session:
 
         d = passwords.change_password(self.username, old, new)
         return d.addCallbacks(lambda _: events.PasswordChanged(), refused)
+
+
+def _command_error(failure: Failure, what: str) -> CommandError:
+    """The :class:`CommandError` that ``failure`` carries, or ``unavailable`` (logged) for any other."""
+    if failure.check(CommandError):
+        return failure.value
+    log.failure("{what} failed", failure, what=what)
+    return unavailable()
 
 
 _HANDLERS: dict[str, Callable[..., events.Event | defer.Deferred[events.Event]]] = {

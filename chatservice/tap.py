@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.application import strports
-from twisted.application.service import IService, MultiService
+from twisted.application.service import IService
 from twisted.internet import endpoints
 from twisted.python import usage
 
@@ -189,6 +189,9 @@ class Options(usage.Options):
 def makeService(config: Options, reactor: Any = None) -> IService:
     """Build the chat service (:func:`~chatservice.build.build_chat`) and its listeners.
 
+    The listeners are children of the chat service, which starts them once
+    its store is open and its state loaded.
+
     :param reactor: the reactor to listen and keep time with (the global one
         when ``None``).
     """
@@ -197,8 +200,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
 
         reactor = global_reactor
     chat = build_chat(config, reactor)
-    top = MultiService()
-    chat.service.setServiceParent(top)
+    top = chat.service
     for description in config["listen"]:
         strports.service(description, chat.factory, reactor=reactor).setServiceParent(top)
     if config["web"]:

@@ -156,7 +156,8 @@ class ChatHarness:
         chat = build_chat(config, self.clock, run_in_thread=run_here, activity=NoActivityRecorder())
         self.chat = chat
         self.state = chat.state
-        self.store = chat.state.store
+        self.store = chat.state.store.local
+        """The :class:`MemoryStore` itself (``state.store`` is its :class:`LocalStore`)."""
         self.manager = chat.manager
         self.lockout = chat.lockout
         self.address_lockout = chat.address_lockout

@@ -2,13 +2,14 @@
 
 The users are online through :class:`~tests.test_state.RecordingClient`; each
 test calls ``deliver`` directly with one rule and checks who got the event
-and what the report counts.
+and what the report counts (over a local store, the report's Deferred has
+fired when ``deliver`` returns).
 """
 
 from __future__ import annotations
 
 from chatservice import events
-from chatservice.delivery import EVERYONE, NOTHING, Delivery, DeliveryReport
+from chatservice.delivery import EVERYONE, NOTHING, Audience, Delivery, DeliveryReport
 from tests.test_state import START, StateTestCase
 
 
@@ -27,34 +28,40 @@ class DeliveryTestCase(StateTestCase):
                 received[name], client.delivered = client.delivered, []
         return received
 
+    def deliver(
+        self, event: events.Event, sender: str, audience: Audience, rule: Delivery
+    ) -> DeliveryReport:
+        """``state.deliver``, whose Deferred has fired (a local store)."""
+        return self.successResultOf(self.state.deliver(event, sender, audience, rule))
+
 
 class PresenceTests(DeliveryTestCase):
     """PRESENCE: every other online user but those the subject blocked; nothing while hidden."""
 
     def test_everyone_but_the_subject_and_whom_it_blocked(self) -> None:
-        self.yoda.block("hans")
+        self.successResultOf(self.yoda.block("hans"))
         event = events.Presence("yoda", True)
-        report = self.state.deliver(event, "yoda", EVERYONE, Delivery.PRESENCE)
+        report = self.deliver(event, "yoda", EVERYONE, Delivery.PRESENCE)
         self.assertEqual(report, DeliveryReport(delivered=2, skipped=1))
         self.assertEqual(self.got(), {"luke": [event], "leia": [event]})
 
     def test_blocking_the_subject_does_not_stop_it(self) -> None:
-        self.hans.block("yoda")
+        self.successResultOf(self.hans.block("yoda"))
         event = events.Presence("yoda", True)
-        report = self.state.deliver(event, "yoda", EVERYONE, Delivery.PRESENCE)
+        report = self.deliver(event, "yoda", EVERYONE, Delivery.PRESENCE)
         self.assertEqual(report, DeliveryReport(delivered=3))
         self.assertEqual(set(self.got()), {"hans", "luke", "leia"})
 
     def test_busy_users_are_told(self) -> None:
         self.hans.busy(None)
         event = events.Presence("yoda", False)
-        report = self.state.deliver(event, "yoda", EVERYONE, Delivery.PRESENCE)
+        report = self.deliver(event, "yoda", EVERYONE, Delivery.PRESENCE)
         self.assertEqual(report.delivered, 3)
         self.assertEqual(self.got()["hans"], [event])
 
     def test_hidden_subject_is_not_announced(self) -> None:
         self.yoda.hide()
-        report = self.state.deliver(
+        report = self.deliver(
             events.Presence("yoda", False), "yoda", EVERYONE, Delivery.PRESENCE
         )
         self.assertIs(report, NOTHING)
@@ -72,16 +79,16 @@ class MessageTests(DeliveryTestCase):
 
     def test_others_get_it(self) -> None:
         event = events.BroadcastMessage("yoda", "hi", START, 1)
-        report = self.state.deliver(event, "yoda", EVERYONE, Delivery.MESSAGE)
+        report = self.deliver(event, "yoda", EVERYONE, Delivery.MESSAGE)
         self.assertEqual(report, DeliveryReport(delivered=3))
         self.assertEqual(self.got(), {"hans": [event], "luke": [event], "leia": [event]})
 
     def test_blockers_of_the_sender_are_skipped_and_counted(self) -> None:
-        self.hans.block("yoda")
-        self.luke.block("yoda")
-        self.yoda.block("leia")  # the sender's own blocks do not matter
+        self.successResultOf(self.hans.block("yoda"))
+        self.successResultOf(self.luke.block("yoda"))
+        self.successResultOf(self.yoda.block("leia"))  # the sender's own blocks do not matter
         event = events.BroadcastMessage("yoda", "hi", START, 1)
-        report = self.state.deliver(event, "yoda", EVERYONE, Delivery.MESSAGE)
+        report = self.deliver(event, "yoda", EVERYONE, Delivery.MESSAGE)
         self.assertEqual(report, DeliveryReport(delivered=1, skipped=2))
         self.assertEqual(self.got(), {"leia": [event]})
 
@@ -89,7 +96,7 @@ class MessageTests(DeliveryTestCase):
         self.hans.busy("later")
         self.luke.busy("away")
         event = events.BroadcastMessage("yoda", "hi", START, 1)
-        report = self.state.deliver(event, "yoda", EVERYONE, Delivery.MESSAGE)
+        report = self.deliver(event, "yoda", EVERYONE, Delivery.MESSAGE)
         self.assertEqual(
             report,
             DeliveryReport(
@@ -97,17 +104,17 @@ class MessageTests(DeliveryTestCase):
             ),
         )
         self.assertEqual(self.got(), {"leia": [event]})
-        again = self.state.deliver(event, "yoda", EVERYONE, Delivery.MESSAGE)
+        again = self.deliver(event, "yoda", EVERYONE, Delivery.MESSAGE)
         self.assertEqual(again, DeliveryReport(delivered=1, busy=2))
-        other_sender = self.state.deliver(event, "leia", EVERYONE, Delivery.MESSAGE)
+        other_sender = self.deliver(event, "leia", EVERYONE, Delivery.MESSAGE)
         self.assertEqual(other_sender.auto_replies, (("hans", "later"), ("luke", "away")))
-        self.assertEqual(self.hans.idle().missed, 3)
+        self.assertEqual(self.successResultOf(self.hans.idle()).missed, 3)
 
     def test_named_audience_online_members_only(self) -> None:
-        self.yoda.block("luke")
-        self.luke.block("hans")
+        self.successResultOf(self.yoda.block("luke"))
+        self.successResultOf(self.luke.block("hans"))
         event = events.RoomMessage(1, "hans", "hi", START, 1)
-        report = self.state.deliver(
+        report = self.deliver(
             event, "hans", ("hans", "luke", "leia", "obiwan"), Delivery.MESSAGE
         )
         self.assertEqual(report, DeliveryReport(delivered=1, skipped=1))
@@ -118,17 +125,17 @@ class TypingTests(DeliveryTestCase):
     """TYPING: not across a block either way; busy users get it."""
 
     def test_blocks_either_way_and_busy(self) -> None:
-        self.hans.block("yoda")
-        self.yoda.block("luke")
+        self.successResultOf(self.hans.block("yoda"))
+        self.successResultOf(self.yoda.block("luke"))
         self.leia.busy(None)
         event = events.TypingNotice("yoda", True)
-        report = self.state.deliver(event, "yoda", EVERYONE, Delivery.TYPING)
+        report = self.deliver(event, "yoda", EVERYONE, Delivery.TYPING)
         self.assertEqual(report, DeliveryReport(delivered=1, skipped=2))
         self.assertEqual(self.got(), {"leia": [event]})
 
     def test_to_one_user(self) -> None:
         event = events.TypingNotice("yoda", False)
-        report = self.state.deliver(event, "yoda", ("luke",), Delivery.TYPING)
+        report = self.deliver(event, "yoda", ("luke",), Delivery.TYPING)
         self.assertEqual(report, DeliveryReport(delivered=1))
         self.assertEqual(self.got(), {"luke": [event]})
 
@@ -137,10 +144,10 @@ class PlainTests(DeliveryTestCase):
     """PLAIN: each named online user, blocks and busy aside; never the sender."""
 
     def test_named_online_users(self) -> None:
-        self.hans.block("yoda")
+        self.successResultOf(self.hans.block("yoda"))
         self.luke.busy(None)
         event = events.RoomLeft(1, "yoda")
-        report = self.state.deliver(
+        report = self.deliver(
             event, "yoda", ["yoda", "hans", "luke", "obiwan"], Delivery.PLAIN
         )
         self.assertEqual(report, DeliveryReport(delivered=2))
@@ -152,7 +159,7 @@ class DirectTests(DeliveryTestCase):
 
     def direct(self, to: str, text: str = "hi") -> DeliveryReport:
         event = events.DirectMessage("yoda", text, START)
-        return self.state.deliver(event, "yoda", (to,), Delivery.DIRECT)
+        return self.deliver(event, "yoda", (to,), Delivery.DIRECT)
 
     def kept_for(self, username: str) -> list[tuple[str, str]]:
         return [(m.sender, m.text) for m in self.store.offline_messages(username)]
@@ -184,10 +191,10 @@ class DirectTests(DeliveryTestCase):
         self.assertEqual(self.kept_for("hans"), [("yoda", "hi")])
 
     def test_blocked_is_refused_and_not_kept(self) -> None:
-        self.state.block("obiwan", "yoda")
+        self.successResultOf(self.state.block("obiwan", "yoda"))
         self.assertEqual(self.direct("obiwan"), DeliveryReport(refused="blocked"))
         self.assertEqual(self.kept_for("obiwan"), [])
-        self.hans.block("yoda")
+        self.successResultOf(self.hans.block("yoda"))
         self.assertEqual(self.direct("hans"), DeliveryReport(refused="blocked"))
         self.assertEqual(self.got(), {})
 

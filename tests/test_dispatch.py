@@ -15,6 +15,7 @@ from chatservice.auth.passwords import verify_password
 from chatservice.commands import COMMANDS, Request
 from chatservice.session import Session
 from chatservice.state import ChatState
+from chatservice.store.local import LocalStore
 from tests.test_state import RecordingClient, StateTestCase, summary
 
 
@@ -46,7 +47,8 @@ class DispatchTests(StateTestCase):
     def test_dispatch_by_name(self) -> None:
         yoda, _hans = self.online("yoda", "hans")
         self.assertEqual(summary(yoda.execute(Request("rooms"))), ("RoomList", ()))
-        reply = yoda.execute(Request("room create", {"members": ("hans",)}))
+        d = yoda.execute(Request("room create", {"members": ("hans",)}))
+        reply = self.successResultOf(d)
         self.assertEqual(summary(reply), ("RoomCreated", 1, ("hans", "yoda"), False))
 
     def test_unknown_command(self) -> None:
@@ -73,7 +75,7 @@ class DispatchTests(StateTestCase):
                 request,
             )
         self.assertEqual(self.clients["hans"].take(), [])
-        reply = yoda.execute(Request("broadcast", {"message": "12345"}))
+        reply = self.successResultOf(yoda.execute(Request("broadcast", {"message": "12345"})))
         self.assertEqual(reply.delivered, 1)
 
 
@@ -129,7 +131,7 @@ class ConnectionCommandTests(StateTestCase):
         path.write_text("hans falcon\n", encoding="utf-8")
         accounts = CredentialsFile.load(path)
         state = ChatState(
-            self.store,
+            LocalStore(self.store),
             accounts,
             self.clock,
             session_factory=Session,

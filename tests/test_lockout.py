@@ -39,6 +39,7 @@ from chatservice.server.replies import (
 from chatservice.auth.realm import ChatRealm
 from chatservice.session import Session
 from chatservice.state import ChatState
+from chatservice.store.local import LocalStore
 from chatservice.store.memory import MemoryStore
 
 ACCOUNTS = {"yoda": "wise", "hans": "falcon", "luke": "jedi"}
@@ -313,7 +314,9 @@ class LoginGateTests(ClockTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.accounts = CredentialsFile(Path("test-credentials.txt"), dict(ACCOUNTS))
-        self.state = ChatState(MemoryStore(), self.accounts, self.clock, session_factory=Session)
+        self.state = ChatState(
+            LocalStore(MemoryStore()), self.accounts, self.clock, session_factory=Session
+        )
         checker = LockoutChecker(CredentialsChecker(self.accounts), self.lockout)
         portal = Portal(ChatRealm(self.state), [checker])
         self.gate = LoginGate(portal, self.accounts, self.lockout)
@@ -425,7 +428,9 @@ class AddressLockoutTests(ClockTestCase):
         super().setUp()
         self.address_lockout = LoginLockout(self.clock, MAX_FAILURES, DURATION)
         self.accounts = CredentialsFile(Path("test-credentials.txt"), dict(ACCOUNTS))
-        self.state = ChatState(MemoryStore(), self.accounts, self.clock, session_factory=Session)
+        self.state = ChatState(
+            LocalStore(MemoryStore()), self.accounts, self.clock, session_factory=Session
+        )
         self.checker = LockoutChecker(
             CredentialsChecker(self.accounts), self.lockout, self.address_lockout
         )

@@ -2,8 +2,9 @@
 
 The directory is pure bookkeeping: it never talks to clients, it only keeps
 its indexes (by id, by member set, by member) and writes every change through
-the store.  A :class:`RecordingStore` records the room calls it receives so
-the tests can check the write-through exactly.
+the store (a :class:`MemoryStore` behind a :class:`LocalStore`, so each
+Deferred has fired when the call returns).  A :class:`RecordingStore` records
+the room calls it receives so the tests can check the write-through exactly.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from twisted.trial import unittest
 
 from chatservice.rooms import Room, RoomDirectory
+from chatservice.store.local import LocalStore
 from chatservice.store.memory import MemoryStore
 
 
@@ -63,7 +65,16 @@ class RoomDirectoryTestCase(unittest.TestCase):
 
     def setUp(self) -> None:
         self.store = RecordingStore()
-        self.rooms = RoomDirectory(self.store)
+        self.rooms = RoomDirectory(LocalStore(self.store))
+
+    def create(self, names: frozenset[str]) -> tuple[Room, bool]:
+        """``self.rooms.create(names)``, whose Deferred has fired (a local store)."""
+        return self.successResultOf(self.rooms.create(names))
+
+    def leave(self, room: Room | None, username: str) -> bool:
+        """``self.rooms.leave(room, username)``, whose Deferred has fired."""
+        assert room is not None
+        return self.successResultOf(self.rooms.leave(room, username))
 
     def assertRoom(self, room: Room | None, room_id: int, names: frozenset[str]) -> None:
         """``room`` is a :class:`Room` numbered ``room_id`` with exactly ``names``."""
@@ -83,7 +94,7 @@ class CreateTests(RoomDirectoryTestCase):
     """create() makes a room once per member set."""
 
     def test_create_new_room(self) -> None:
-        room, created = self.rooms.create(members("yoda", "hans"))
+        room, created = self.create(members("yoda", "hans"))
         self.assertTrue(created)
         self.assertRoom(room, 1, members("yoda", "hans"))
         self.assertIs(self.rooms.find(1), room)
@@ -91,9 +102,9 @@ class CreateTests(RoomDirectoryTestCase):
         self.assertEqual(list(self.store.rooms()), [(1, members("yoda", "hans"))])
 
     def test_same_members_reuse_room(self) -> None:
-        room, _ = self.rooms.create(frozenset(["yoda", "hans", "luke"]))
+        room, _ = self.create(frozenset(["yoda", "hans", "luke"]))
         self.store.take()
-        again, created = self.rooms.create(frozenset(["luke", "hans", "yoda"]))
+        again, created = self.create(frozenset(["luke", "hans", "yoda"]))
         self.assertFalse(created)
         self.assertIs(again, room)
         self.assertEqual(again.room_id, 1)
@@ -101,9 +112,9 @@ class CreateTests(RoomDirectoryTestCase):
         self.assertEqual(list(self.store.rooms()), [(1, members("yoda", "hans", "luke"))])
 
     def test_subset_or_superset_is_a_different_room(self) -> None:
-        first, _ = self.rooms.create(members("yoda", "hans"))
-        bigger, created_bigger = self.rooms.create(members("yoda", "hans", "luke"))
-        smaller, created_smaller = self.rooms.create(members("yoda"))
+        first, _ = self.create(members("yoda", "hans"))
+        bigger, created_bigger = self.create(members("yoda", "hans", "luke"))
+        smaller, created_smaller = self.create(members("yoda"))
         self.assertEqual((created_bigger, created_smaller), (True, True))
         self.assertEqual(
             [first.room_id, bigger.room_id, smaller.room_id], [1, 2, 3]
@@ -111,30 +122,30 @@ class CreateTests(RoomDirectoryTestCase):
 
     def test_ids_increase(self) -> None:
         ids = [
-            self.rooms.create(members("yoda", other))[0].room_id
+            self.create(members("yoda", other))[0].room_id
             for other in ("hans", "luke", "obiwan", "leia")
         ]
         self.assertEqual(ids, [1, 2, 3, 4])
 
     def test_ids_of_removed_rooms_are_not_reused(self) -> None:
-        first, _ = self.rooms.create(members("yoda", "hans"))
-        second, _ = self.rooms.create(members("yoda", "luke"))
+        first, _ = self.create(members("yoda", "hans"))
+        second, _ = self.create(members("yoda", "luke"))
         # Remove the newest room, then the oldest: neither number comes back.
-        self.rooms.leave(second, "yoda")
-        self.assertTrue(self.rooms.leave(second, "luke"))
-        third, created = self.rooms.create(members("yoda", "obiwan"))
+        self.leave(second, "yoda")
+        self.assertTrue(self.leave(second, "luke"))
+        third, created = self.create(members("yoda", "obiwan"))
         self.assertEqual((third.room_id, created), (3, True))
-        self.rooms.leave(first, "yoda")
-        self.rooms.leave(first, "hans")
+        self.leave(first, "yoda")
+        self.leave(first, "hans")
         # Even the very member set of a removed room gets a new number.
-        again, created = self.rooms.create(members("yoda", "hans"))
+        again, created = self.create(members("yoda", "hans"))
         self.assertEqual((again.room_id, created), (4, True))
         self.assertIsNone(self.rooms.find(1))
         self.assertIsNone(self.rooms.find(2))
 
     def test_find_unknown(self) -> None:
         self.assertIsNone(self.rooms.find(1))
-        self.rooms.create(members("yoda", "hans"))
+        self.create(members("yoda", "hans"))
         self.assertIsNone(self.rooms.find(2))
         self.assertIsNone(self.rooms.find(0))
 
@@ -147,7 +158,7 @@ class OfTests(RoomDirectoryTestCase):
 
     def test_sorted_by_id(self) -> None:
         created = [
-            self.rooms.create(members("yoda", *others))[0]
+            self.create(members("yoda", *others))[0]
             for others in (
                 ("hans",),
                 ("luke",),
@@ -174,9 +185,9 @@ class LeaveTests(RoomDirectoryTestCase):
     """leave() takes a member out, removing the room when it is left empty."""
 
     def test_leave_removes_member(self) -> None:
-        room, _ = self.rooms.create(members("yoda", "hans", "luke"))
+        room, _ = self.create(members("yoda", "hans", "luke"))
         self.store.take()
-        removed = self.rooms.leave(room, "hans")
+        removed = self.leave(room, "hans")
         self.assertIs(removed, False)
         self.assertRoom(self.rooms.find(1), 1, members("yoda", "luke"))
         self.assertIs(self.rooms.find(1), room)
@@ -192,33 +203,33 @@ class LeaveTests(RoomDirectoryTestCase):
         The directory's store is replaced by one that refuses every attribute
         except the two room writes, so any other side effect would raise.
         """
-        room, _ = self.rooms.create(members("yoda", "hans"))
+        room, _ = self.create(members("yoda", "hans"))
         self.store.take()
         strict = StrictStore(self.store)
-        self.rooms.store = strict  # type: ignore[assignment]
-        self.assertIs(self.rooms.leave(room, "hans"), False)
-        self.assertIs(self.rooms.leave(room, "yoda"), True)
+        self.rooms.store = LocalStore(strict)  # type: ignore[arg-type]
+        self.assertIs(self.leave(room, "hans"), False)
+        self.assertIs(self.leave(room, "yoda"), True)
         self.assertEqual(strict.touched, ["save_room", "delete_room"])
         self.assertEqual(
             self.store.take(), [("save_room", 1, members("yoda")), ("delete_room", 1)]
         )
 
     def test_member_set_after_leave_is_indexed(self) -> None:
-        room, _ = self.rooms.create(members("yoda", "hans", "luke"))
-        self.rooms.leave(room, "luke")
+        room, _ = self.create(members("yoda", "hans", "luke"))
+        self.leave(room, "luke")
         self.store.take()
-        again, created = self.rooms.create(members("yoda", "hans"))
+        again, created = self.create(members("yoda", "hans"))
         self.assertIs(again, room)
         self.assertFalse(created)
         # The old member set is free again: creating it makes a new room.
-        bigger, created = self.rooms.create(members("yoda", "hans", "luke"))
+        bigger, created = self.create(members("yoda", "hans", "luke"))
         self.assertEqual((bigger.room_id, created), (2, True))
 
     def test_last_member_leaving_removes_room(self) -> None:
-        room, _ = self.rooms.create(members("yoda", "hans"))
-        self.assertIs(self.rooms.leave(room, "yoda"), False)
+        room, _ = self.create(members("yoda", "hans"))
+        self.assertIs(self.leave(room, "yoda"), False)
         self.store.take()
-        removed = self.rooms.leave(room, "hans")
+        removed = self.leave(room, "hans")
         self.assertIs(removed, True)
         self.assertIsNone(self.rooms.find(1))
         self.assertEqual(self.rooms.of("hans"), [])
@@ -227,18 +238,18 @@ class LeaveTests(RoomDirectoryTestCase):
         self.assertEqual(list(self.store.rooms()), [])
 
     def test_removed_room_member_set_makes_new_room(self) -> None:
-        room, _ = self.rooms.create(members("yoda"))
-        self.assertTrue(self.rooms.leave(room, "yoda"))
-        again, created = self.rooms.create(members("yoda"))
+        room, _ = self.create(members("yoda"))
+        self.assertTrue(self.leave(room, "yoda"))
+        again, created = self.create(members("yoda"))
         self.assertTrue(created)
         self.assertEqual(again.room_id, 2)
         self.assertIsNot(again, room)
 
     def test_other_rooms_untouched(self) -> None:
-        first, _ = self.rooms.create(members("yoda", "hans"))
-        second, _ = self.rooms.create(members("yoda", "luke"))
+        first, _ = self.create(members("yoda", "hans"))
+        second, _ = self.create(members("yoda", "luke"))
         self.store.take()
-        self.rooms.leave(first, "yoda")
+        self.leave(first, "yoda")
         self.assertEqual(self.rooms.of("yoda"), [second])
         self.assertRoom(self.rooms.find(2), 2, members("yoda", "luke"))
         self.assertEqual(
@@ -246,10 +257,10 @@ class LeaveTests(RoomDirectoryTestCase):
         )
 
     def test_room_equal_to_another_stays(self) -> None:
-        older, _ = self.rooms.create(members("yoda", "hans"))
-        newer, _ = self.rooms.create(members("yoda", "hans", "luke"))
+        older, _ = self.create(members("yoda", "hans"))
+        newer, _ = self.create(members("yoda", "hans", "luke"))
         self.store.take()
-        removed = self.rooms.leave(newer, "luke")
+        removed = self.leave(newer, "luke")
         self.assertIs(removed, False)
         self.assertRoom(self.rooms.find(1), 1, members("yoda", "hans"))
         self.assertRoom(self.rooms.find(2), 2, members("yoda", "hans"))
@@ -261,11 +272,11 @@ class LeaveTests(RoomDirectoryTestCase):
             [(1, members("yoda", "hans")), (2, members("yoda", "hans"))],
         )
         # create() reuses the older room.
-        found, created = self.rooms.create(members("yoda", "hans"))
+        found, created = self.create(members("yoda", "hans"))
         self.assertIs(found, older)
         self.assertFalse(created)
         # Either one can still be left on its own.
-        self.assertIs(self.rooms.leave(older, "hans"), False)
+        self.assertIs(self.leave(older, "hans"), False)
         self.assertRoom(self.rooms.find(2), 2, members("yoda", "hans"))
         self.assertRoom(self.rooms.find(1), 1, members("yoda"))
 
@@ -277,11 +288,11 @@ class LeaveTests(RoomDirectoryTestCase):
         ``_unindex`` dropped the member-set entry without promoting room 2 and
         a duplicate room 3 is created.
         """
-        self.rooms.create(members("yoda", "hans"))
-        newer, _ = self.rooms.create(members("yoda", "hans", "luke"))
-        self.rooms.leave(newer, "luke")
-        self.rooms.leave(self.rooms.find(1), "yoda")  # type: ignore[arg-type]
-        found, created = self.rooms.create(members("yoda", "hans"))
+        self.create(members("yoda", "hans"))
+        newer, _ = self.create(members("yoda", "hans", "luke"))
+        self.leave(newer, "luke")
+        self.leave(self.rooms.find(1), "yoda")
+        found, created = self.create(members("yoda", "hans"))
         self.assertEqual((found.room_id, created), (2, False))
 
 
@@ -293,13 +304,13 @@ class LeaveTests(RoomDirectoryTestCase):
         (which indexes rooms by id, older first) it answers room 1.  The
         docstring says "the older one", which is room 1.
         """
-        self.rooms.create(members("yoda", "hans", "luke"))
-        self.rooms.create(members("yoda", "hans"))
-        self.rooms.leave(self.rooms.find(1), "luke")  # type: ignore[arg-type]
-        before, _ = self.rooms.create(members("yoda", "hans"))
-        reloaded = RoomDirectory(self.store)
-        reloaded.load()
-        after, _ = reloaded.create(members("yoda", "hans"))
+        self.create(members("yoda", "hans", "luke"))
+        self.create(members("yoda", "hans"))
+        self.leave(self.rooms.find(1), "luke")
+        before, _ = self.create(members("yoda", "hans"))
+        reloaded = RoomDirectory(LocalStore(self.store))
+        self.successResultOf(reloaded.load())
+        after, _ = self.successResultOf(reloaded.create(members("yoda", "hans")))
         self.assertEqual(after.room_id, 1)
         self.assertEqual(before.room_id, after.room_id)
 
@@ -317,7 +328,7 @@ class LoadTests(RoomDirectoryTestCase):
         self.store.take()
 
     def test_rooms_restored(self) -> None:
-        self.rooms.load()
+        self.successResultOf(self.rooms.load())
         self.assertRoom(self.rooms.find(3), 3, members("yoda", "hans"))
         self.assertRoom(self.rooms.find(5), 5, members("luke", "leia"))
         self.assertRoom(self.rooms.find(7), 7, members("yoda", "hans", "luke"))
@@ -326,51 +337,51 @@ class LoadTests(RoomDirectoryTestCase):
         self.assertEqual(self.store.take(), [])
 
     def test_user_index_restored(self) -> None:
-        self.rooms.load()
+        self.successResultOf(self.rooms.load())
         self.assertEqual([room.room_id for room in self.rooms.of("yoda")], [3, 7])
         self.assertEqual([room.room_id for room in self.rooms.of("luke")], [5, 7])
         self.assertEqual([room.room_id for room in self.rooms.of("leia")], [5])
         self.assertEqual(self.rooms.of("obiwan"), [])
 
     def test_member_index_restored(self) -> None:
-        self.rooms.load()
-        room, created = self.rooms.create(frozenset(["hans", "yoda"]))
+        self.successResultOf(self.rooms.load())
+        room, created = self.create(frozenset(["hans", "yoda"]))
         self.assertFalse(created)
         self.assertIs(room, self.rooms.find(3))
         self.assertEqual(self.store.take(), [])
 
     def test_next_id_after_highest(self) -> None:
-        self.rooms.load()
-        room, created = self.rooms.create(members("obiwan", "leia"))
+        self.successResultOf(self.rooms.load())
+        room, created = self.create(members("obiwan", "leia"))
         self.assertEqual((room.room_id, created), (8, True))
         self.assertEqual(self.store.take(), [("save_room", 8, members("obiwan", "leia"))])
-        room, _ = self.rooms.create(members("obiwan", "hans"))
+        room, _ = self.create(members("obiwan", "hans"))
         self.assertEqual(room.room_id, 9)
 
     def test_load_empty_store(self) -> None:
-        rooms = RoomDirectory(MemoryStore())
-        rooms.load()
+        rooms = RoomDirectory(LocalStore(MemoryStore()))
+        self.successResultOf(rooms.load())
         self.assertEqual(rooms.of("yoda"), [])
-        room, created = rooms.create(members("yoda", "hans"))
+        room, created = self.successResultOf(rooms.create(members("yoda", "hans")))
         self.assertEqual((room.room_id, created), (1, True))
 
     def test_load_replaces_indexes(self) -> None:
         other = RecordingStore()
-        directory = RoomDirectory(other)
-        directory.create(members("obiwan", "leia"))
-        directory.store = self.store
-        directory.load()
+        directory = RoomDirectory(LocalStore(other))
+        self.successResultOf(directory.create(members("obiwan", "leia")))
+        directory.store = LocalStore(self.store)
+        self.successResultOf(directory.load())
         self.assertIsNone(directory.find(1))
         self.assertEqual(directory.of("obiwan"), [])
-        room, created = directory.create(members("obiwan", "leia"))
+        room, created = self.successResultOf(directory.create(members("obiwan", "leia")))
         self.assertEqual((room.room_id, created), (8, True))
 
     def test_loaded_rooms_can_be_left(self) -> None:
-        self.rooms.load()
+        self.successResultOf(self.rooms.load())
         room = self.rooms.find(5)
         assert room is not None
-        self.assertIs(self.rooms.leave(room, "luke"), False)
-        self.assertIs(self.rooms.leave(room, "leia"), True)
+        self.assertIs(self.leave(room, "luke"), False)
+        self.assertIs(self.leave(room, "leia"), True)
         self.assertIsNone(self.rooms.find(5))
         self.assertEqual(self.rooms.of("leia"), [])
         self.assertEqual(
@@ -384,21 +395,22 @@ class LoadTests(RoomDirectoryTestCase):
     def test_round_trip(self) -> None:
         """What one directory writes, a fresh directory over the same store reads back."""
         store = MemoryStore()
-        first = RoomDirectory(store)
-        a, _ = first.create(members("yoda", "hans"))
-        b, _ = first.create(members("yoda", "luke", "leia"))
-        c, _ = first.create(members("obiwan", "leia"))
-        first.leave(b, "leia")
-        first.leave(c, "obiwan")
-        first.leave(c, "leia")
-        second = RoomDirectory(store)
-        second.load()
+        first = RoomDirectory(LocalStore(store))
+        a, _ = self.successResultOf(first.create(members("yoda", "hans")))
+        b, _ = self.successResultOf(first.create(members("yoda", "luke", "leia")))
+        c, _ = self.successResultOf(first.create(members("obiwan", "leia")))
+        self.successResultOf(first.leave(b, "leia"))
+        self.successResultOf(first.leave(c, "obiwan"))
+        self.successResultOf(first.leave(c, "leia"))
+        second = RoomDirectory(LocalStore(store))
+        self.successResultOf(second.load())
         self.assertRoom(second.find(1), 1, members("yoda", "hans"))
         self.assertRoom(second.find(2), 2, members("yoda", "luke"))
         self.assertIsNone(second.find(3))
         self.assertEqual([room.room_id for room in second.of("yoda")], [1, 2])
         self.assertEqual(second.of("leia"), [])
-        self.assertEqual(second.create(members("yoda", "luke"))[0].room_id, 2)
+        room, _ = self.successResultOf(second.create(members("yoda", "luke")))
+        self.assertEqual(room.room_id, 2)
 
     def test_removed_room_id_not_reused_after_restart(self) -> None:
         """BUG: after a restart, the number of the newest removed room is given out again.
@@ -411,15 +423,15 @@ class LoadTests(RoomDirectoryTestCase):
         the same store stands for the restarted server.
         """
         store = MemoryStore()
-        first = RoomDirectory(store)
-        first.create(members("yoda", "hans"))
-        private, _ = first.create(members("luke", "leia"))
+        first = RoomDirectory(LocalStore(store))
+        self.successResultOf(first.create(members("yoda", "hans")))
+        private, _ = self.successResultOf(first.create(members("luke", "leia")))
         store.add_history(private.channel, "luke", "for leia only", 1_700_000_000.0)
-        first.leave(private, "luke")
-        first.leave(private, "leia")
-        restarted = RoomDirectory(store)
-        restarted.load()
-        room, created = restarted.create(members("obiwan", "hans"))
+        self.successResultOf(first.leave(private, "luke"))
+        self.successResultOf(first.leave(private, "leia"))
+        restarted = RoomDirectory(LocalStore(store))
+        self.successResultOf(restarted.load())
+        room, created = self.successResultOf(restarted.create(members("obiwan", "hans")))
         self.assertTrue(created)
         self.assertEqual(store.history_after([room.channel], 0), [])
         self.assertEqual(room.room_id, 3)
@@ -430,13 +442,13 @@ class WriteThroughTests(RoomDirectoryTestCase):
     """Every change reaches the store, in order, and nothing else does."""
 
     def test_every_change_saved(self) -> None:
-        a, _ = self.rooms.create(members("yoda", "hans", "luke"))
-        b, _ = self.rooms.create(members("yoda", "leia"))
-        self.rooms.create(members("hans", "luke", "yoda"))  # existing: no write
-        self.rooms.leave(a, "luke")
-        self.rooms.leave(b, "leia")
-        self.rooms.leave(b, "yoda")
-        self.rooms.leave(a, "yoda")
+        a, _ = self.create(members("yoda", "hans", "luke"))
+        b, _ = self.create(members("yoda", "leia"))
+        self.create(members("hans", "luke", "yoda"))  # existing: no write
+        self.leave(a, "luke")
+        self.leave(b, "leia")
+        self.leave(b, "yoda")
+        self.leave(a, "yoda")
         self.assertEqual(
             self.store.take(),
             [
@@ -451,9 +463,9 @@ class WriteThroughTests(RoomDirectoryTestCase):
         self.assertEqual(list(self.store.rooms()), [(1, members("hans"))])
 
     def test_lookups_do_not_write(self) -> None:
-        self.rooms.create(members("yoda", "hans"))
+        self.create(members("yoda", "hans"))
         self.store.take()
         self.rooms.find(1)
         self.rooms.of("yoda")
-        self.rooms.create(members("yoda", "hans"))
+        self.create(members("yoda", "hans"))
         self.assertEqual(self.store.take(), [])

@@ -205,7 +205,8 @@ class StartTests(ServiceTestCase):
         assert room is not None
         self.assertEqual(room.members, frozenset({"yoda", "luke"}))
         self.assertEqual(list(state.seen_since(self.start_time - 100)), ["luke"])
-        self.assertEqual(state.rooms.create(frozenset({"yoda", "hans"}))[0].room_id, 5)
+        room, _ = self.successResultOf(state.rooms.create(frozenset({"yoda", "hans"})))
+        self.assertEqual(room.room_id, 5)
         self.clock.advance(0)
         self.stop()
 
@@ -267,7 +268,7 @@ class StopTests(ServiceTestCase):
         yoda, hans = self.harness.online("yoda", "hans")
         self.clock.advance(0)
         self.assertIn("; yoda; ", self.userlog())
-        self.harness.state.post("broadcast", "yoda", "last words")
+        self.successResultOf(self.harness.state.post("broadcast", "yoda", "last words"))
         at_close: list[str] = []
         self.patch(self.harness.store, "close", lambda: at_close.append(self.messagelog()))
         # No reactor turn between the post and the stop: the flush must write it.
@@ -374,7 +375,7 @@ class StopWaitsForWritesTests(ServiceTestCase):
         self.start()
         self.runner.finish(0)
         (yoda,) = self.harness.online("yoda")
-        self.harness.state.post("broadcast", "yoda", "bye")
+        self.successResultOf(self.harness.state.post("broadcast", "yoda", "bye"))
         self.clock.advance(0)
         # A write (yoda's login and message) is in flight when the service stops.
         self.assertEqual(len(self.runner.calls), 2)

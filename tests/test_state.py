@@ -1,7 +1,8 @@
 """Tests for :mod:`chatservice.state`: :class:`ChatState` and :class:`Session`, without a network.
 
 Each test drives the state directly with recording fake clients, an in-memory
-store and accounts, and a :class:`~twisted.internet.task.Clock` for time.
+store (behind a :class:`LocalStore`, so every Deferred has fired when a call
+returns) and accounts, and a :class:`~twisted.internet.task.Clock` for time.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
+from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
@@ -20,6 +22,7 @@ from chatservice.commands import CommandError, Request
 from chatservice.session import Session
 from chatservice.state import AlreadyLoggedIn, ChatState
 from chatservice.store.interface import StoredMessage
+from chatservice.store.local import LocalStore
 from chatservice.store.memory import MemoryStore
 
 ACCOUNTS = {
@@ -80,7 +83,9 @@ class StateTestCase(unittest.TestCase):
         self.clock.advance(START)
         self.accounts = CredentialsFile(Path("test-credentials.txt"), dict(ACCOUNTS))
         self.store = MemoryStore()
-        self.state = ChatState(self.store, self.accounts, self.clock, session_factory=Session)
+        self.state = ChatState(
+            LocalStore(self.store), self.accounts, self.clock, session_factory=Session
+        )
         self.clients: dict[str, RecordingClient] = {}
         self.addCleanup(self.assertNoDelayedCalls)
 
@@ -101,10 +106,19 @@ class StateTestCase(unittest.TestCase):
             self.clients[username].take()
         return sessions
 
+    def replied(self, d: defer.Deferred[events.Event]) -> tuple[Any, ...]:
+        """The :func:`summary` of the event ``d`` has fired with (a local store answers at once)."""
+        return summary(self.successResultOf(d))
+
+    def commandError(self, f: Callable[..., Any], *args: Any) -> CommandError:
+        """The CommandError that ``f(*args)`` raises, or that its Deferred fails with."""
+        failure = self.failureResultOf(defer.maybeDeferred(f, *args), CommandError)
+        return failure.value
+
     def assertCommandError(
         self, code: str, message: str, f: Callable[..., Any], *args: Any
     ) -> None:
-        error = self.assertRaises(CommandError, f, *args)
+        error = self.commandError(f, *args)
         self.assertEqual((error.code, error.message), (code, message))
 
 
@@ -260,7 +274,7 @@ class MessageTests(StateTestCase):
     def test_online_recipient(self) -> None:
         yoda, _hans = self.online("yoda", "hans")
         self.clock.advance(3)
-        reply = yoda.message("hans", "Hey Dude")
+        reply = self.successResultOf(yoda.message("hans", "Hey Dude"))
         self.assertEqual(summary(reply), ("MessageSent", "hans", False, False, None))
         self.assertEqual(
             self.clients["hans"].take(),
@@ -271,7 +285,8 @@ class MessageTests(StateTestCase):
 
     def test_via_execute(self) -> None:
         yoda, _hans = self.online("yoda", "hans")
-        reply = yoda.execute(Request("message", {"to": "hans", "message": "hi"}))
+        d = yoda.execute(Request("message", {"to": "hans", "message": "hi"}))
+        reply = self.successResultOf(d)
         self.assertEqual(summary(reply), ("MessageSent", "hans", False, False, None))
         self.assertEqual(
             self.clients["hans"].take(), [("DirectMessage", "yoda", "hi", START, False)]
@@ -279,7 +294,7 @@ class MessageTests(StateTestCase):
 
     def test_offline_recipient_stored(self) -> None:
         (yoda,) = self.online("yoda")
-        reply = yoda.message("luke", "come back")
+        reply = self.successResultOf(yoda.message("luke", "come back"))
         self.assertEqual(summary(reply), ("MessageSent", "luke", True, False, None))
         self.assertEqual(
             self.store.offline_messages("luke"),
@@ -288,11 +303,11 @@ class MessageTests(StateTestCase):
 
     def test_offline_delivery_in_order_then_removed(self) -> None:
         yoda, hans = self.online("yoda", "hans")
-        yoda.message("luke", "first")
+        self.successResultOf(yoda.message("luke", "first"))
         self.clock.advance(5)
-        hans.message("luke", "second")
-        yoda.message("luke", "third")
-        yoda.message("leia", "for leia")
+        self.successResultOf(hans.message("luke", "second"))
+        self.successResultOf(yoda.message("luke", "third"))
+        self.successResultOf(yoda.message("leia", "for leia"))
         luke = self.login("luke")
         self.assertEqual(
             self.clients["luke"].take(),
@@ -329,7 +344,7 @@ class BroadcastTests(StateTestCase):
     def test_broadcast(self) -> None:
         yoda, _hans, _luke = self.online("yoda", "hans", "luke")
         self.clock.advance(7)
-        reply = yoda.execute(Request("broadcast", {"message": "Hello all"}))
+        reply = self.successResultOf(yoda.execute(Request("broadcast", {"message": "Hello all"})))
         self.assertEqual(summary(reply), ("BroadcastSent", 2, 0, 1, START + 7, ()))
         expected = [("BroadcastMessage", "yoda", "Hello all", START + 7, 1)]
         self.assertEqual(self.clients["hans"].take(), expected)
@@ -339,14 +354,14 @@ class BroadcastTests(StateTestCase):
     def test_one_event_object_for_all(self) -> None:
         """Every recipient gets the same event object, so it is rendered once per format."""
         yoda, _hans, _luke = self.online("yoda", "hans", "luke")
-        yoda.broadcast("x")
+        self.successResultOf(yoda.broadcast("x"))
         self.assertIs(self.clients["hans"].delivered[0], self.clients["luke"].delivered[0])
 
     def test_numbered_and_kept(self) -> None:
         yoda, hans = self.online("yoda", "hans")
-        yoda.broadcast("one")
+        self.successResultOf(yoda.broadcast("one"))
         self.clock.advance(2)
-        reply = hans.broadcast("two")
+        reply = self.successResultOf(hans.broadcast("two"))
         self.assertEqual(summary(reply), ("BroadcastSent", 1, 0, 2, START + 2, ()))
         self.assertEqual(
             self.clients["yoda"].take(), [("BroadcastMessage", "hans", "two", START + 2, 2)]
@@ -358,7 +373,7 @@ class BroadcastTests(StateTestCase):
 
     def test_alone(self) -> None:
         (yoda,) = self.online("yoda")
-        self.assertEqual(summary(yoda.broadcast("anyone?")), ("BroadcastSent", 0, 0, 1, START, ()))
+        self.assertEqual(self.replied(yoda.broadcast("anyone?")), ("BroadcastSent", 0, 0, 1, START, ()))
 
 
 class BlockTests(StateTestCase):
@@ -367,7 +382,7 @@ class BlockTests(StateTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.yoda, self.hans, self.luke = self.online("yoda", "hans", "luke")
-        self.assertEqual(summary(self.yoda.block("hans")), ("BlockChanged", "hans", True))
+        self.assertEqual(self.replied(self.yoda.block("hans")), ("BlockChanged", "hans", True))
 
     def test_block_recorded(self) -> None:
         self.assertTrue(self.state.has_blocked("yoda", "hans"))
@@ -387,7 +402,7 @@ class BlockTests(StateTestCase):
 
     def test_message_refused_and_not_stored_when_offline(self) -> None:
         self.yoda.end()
-        error = self.assertRaises(CommandError, self.hans.message, "yoda", "hi")
+        error = self.commandError(self.hans.message, "yoda", "hi")
         self.assertEqual(error.code, "blocked")
         self.assertEqual(self.store.offline_messages("yoda"), [])
         self.login("yoda")
@@ -397,7 +412,7 @@ class BlockTests(StateTestCase):
         self.online("leia")
         for name in ("yoda", "hans", "luke"):
             self.clients[name].take()
-        reply = self.hans.broadcast("hello")
+        reply = self.successResultOf(self.hans.broadcast("hello"))
         self.assertEqual(summary(reply), ("BroadcastSent", 2, 1, 1, START, ()))
         self.assertEqual(self.clients["yoda"].take(), [])
         self.assertEqual(
@@ -429,9 +444,9 @@ class BlockTests(StateTestCase):
 
     def test_blocker_still_sees_blocked(self) -> None:
         self.assertEqual(self.yoda.whoelse().users, ("hans", "luke"))
-        self.assertEqual(summary(self.yoda.message("hans", "hmm")), ("MessageSent", "hans", False, False, None))
+        self.assertEqual(self.replied(self.yoda.message("hans", "hmm")), ("MessageSent", "hans", False, False, None))
         self.assertEqual(self.clients["hans"].take(), [("DirectMessage", "yoda", "hmm", START, False)])
-        self.assertEqual(summary(self.yoda.broadcast("all")), ("BroadcastSent", 2, 0, 1, START, ()))
+        self.assertEqual(self.replied(self.yoda.broadcast("all")), ("BroadcastSent", 2, 0, 1, START, ()))
         self.assertEqual(self.clients["hans"].take(), [("BroadcastMessage", "yoda", "all", START, 1)])
         self.clock.advance(1)
         self.hans.end()
@@ -465,21 +480,21 @@ class BlockTests(StateTestCase):
 
 
     def test_block_of_offline_user(self) -> None:
-        self.assertEqual(summary(self.yoda.block("leia")), ("BlockChanged", "leia", True))
+        self.assertEqual(self.replied(self.yoda.block("leia")), ("BlockChanged", "leia", True))
         leia = self.login("leia")
         self.assertEqual(self.clients["leia"].take(), [])
         self.assertEqual(leia.whoelse().users, ("hans", "luke"))
 
     def test_unblock_restores_everything(self) -> None:
-        reply = self.yoda.execute(Request("unblock", {"target": "hans"}))
+        reply = self.successResultOf(self.yoda.execute(Request("unblock", {"target": "hans"})))
         self.assertEqual(summary(reply), ("BlockChanged", "hans", False))
         self.assertFalse(self.state.has_blocked("yoda", "hans"))
         self.assertEqual(list(self.store.blocks()), [])
         # messages
-        self.assertEqual(summary(self.hans.message("yoda", "hi")), ("MessageSent", "yoda", False, False, None))
+        self.assertEqual(self.replied(self.hans.message("yoda", "hi")), ("MessageSent", "yoda", False, False, None))
         self.assertEqual(self.clients["yoda"].take(), [("DirectMessage", "hans", "hi", START, False)])
         # broadcasts
-        self.assertEqual(summary(self.hans.broadcast("all")), ("BroadcastSent", 2, 0, 1, START, ()))
+        self.assertEqual(self.replied(self.hans.broadcast("all")), ("BroadcastSent", 2, 0, 1, START, ()))
         self.assertEqual(self.clients["yoda"].take(), [("BroadcastMessage", "hans", "all", START, 1)])
         # whoelse
         self.assertEqual(self.hans.whoelse().users, ("luke", "yoda"))
@@ -487,7 +502,7 @@ class BlockTests(StateTestCase):
         self.yoda.end()
         self.assertEqual(self.clients["hans"].take(), [("Presence", "yoda", False)])
         self.assertEqual(self.hans.whoelsesince(60).users, ("luke", "yoda"))
-        self.assertEqual(summary(self.hans.message("yoda", "later")), ("MessageSent", "yoda", True, False, None))
+        self.assertEqual(self.replied(self.hans.message("yoda", "later")), ("MessageSent", "yoda", True, False, None))
         self.login("yoda")
         self.assertEqual(self.clients["hans"].take(), [("Presence", "yoda", True)])
         self.assertEqual(
@@ -495,8 +510,8 @@ class BlockTests(StateTestCase):
         )
 
     def test_block_again_after_unblock(self) -> None:
-        self.yoda.unblock("hans")
-        self.assertEqual(summary(self.yoda.block("hans")), ("BlockChanged", "hans", True))
+        self.successResultOf(self.yoda.unblock("hans"))
+        self.assertEqual(self.replied(self.yoda.block("hans")), ("BlockChanged", "hans", True))
         self.assertEqual(list(self.store.blocks()), [("yoda", "hans")])
 
     def test_block_errors(self) -> None:
@@ -533,10 +548,10 @@ class LoadTests(StateTestCase):
     def test_restores_blocks_and_last_seen(self) -> None:
         self.store.add_block("yoda", "hans")
         self.store.record_seen("luke", START - 30)
-        self.state.load()
+        self.successResultOf(self.state.load())
         self.assertTrue(self.state.has_blocked("yoda", "hans"))
         yoda, hans = self.online("yoda", "hans")
-        error = self.assertRaises(CommandError, hans.message, "yoda", "hi")
+        error = self.commandError(hans.message, "yoda", "hi")
         self.assertEqual(error.code, "blocked")
         self.assertEqual(hans.whoelse().users, ())
         self.assertEqual(yoda.whoelsesince(30).users, ("hans", "luke"))
@@ -545,13 +560,15 @@ class LoadTests(StateTestCase):
     def test_survives_restart(self) -> None:
         """What one ChatState wrote, a new one over the same store loads."""
         yoda, hans = self.online("yoda", "hans")
-        yoda.block("luke")
-        yoda.block("leia")
-        yoda.unblock("leia")
+        self.successResultOf(yoda.block("luke"))
+        self.successResultOf(yoda.block("leia"))
+        self.successResultOf(yoda.unblock("leia"))
         hans.end()
         self.clock.advance(20)
-        restarted = ChatState(self.store, self.accounts, self.clock, session_factory=Session)
-        restarted.load()
+        restarted = ChatState(
+            LocalStore(self.store), self.accounts, self.clock, session_factory=Session
+        )
+        self.successResultOf(restarted.load())
         self.assertTrue(restarted.has_blocked("yoda", "luke"))
         self.assertFalse(restarted.has_blocked("yoda", "leia"))
         luke = restarted.attach("luke", RecordingClient())
@@ -559,9 +576,9 @@ class LoadTests(StateTestCase):
         self.assertEqual(luke.whoelsesince(19).users, ())
 
     def test_load_replaces_blocks(self) -> None:
-        self.state.block("yoda", "hans")
+        self.successResultOf(self.state.block("yoda", "hans"))
         self.store.remove_block("yoda", "hans")
         self.store.add_block("luke", "leia")
-        self.state.load()
+        self.successResultOf(self.state.load())
         self.assertFalse(self.state.has_blocked("yoda", "hans"))
         self.assertTrue(self.state.has_blocked("luke", "leia"))

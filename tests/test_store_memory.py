@@ -1,11 +1,11 @@
-"""Tests for :mod:`chatservice.store.memory`: :class:`MemoryStore`, the in-memory :class:`IChatStore`."""
+"""Tests for :mod:`chatservice.store.memory`: :class:`MemoryStore`, the in-memory :class:`ILocalChatStore`."""
 
 from __future__ import annotations
 
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
-from chatservice.store.interface import HistoryEntry, IChatStore, StoredMessage
+from chatservice.store.interface import HistoryEntry, ILocalChatStore, StoredMessage
 from chatservice.store.memory import MemoryStore
 
 T = 1_700_000_000.0
@@ -22,7 +22,7 @@ class StoreTestCase(unittest.TestCase):
 
 class InterfaceTests(StoreTestCase):
     def test_provides_interface(self) -> None:
-        self.assertTrue(verifyObject(IChatStore, self.store))
+        self.assertTrue(verifyObject(ILocalChatStore, self.store))
 
     def test_empty(self) -> None:
         self.assertEqual(list(self.store.blocks()), [])

@@ -1,4 +1,4 @@
-"""Tests for :mod:`chatservice.store.sqlite`, and one behaviour suite for every :class:`IChatStore`.
+"""Tests for :mod:`chatservice.store.sqlite`, and one behaviour suite for every :class:`ILocalChatStore`.
 
 :class:`StoreBehaviour` holds the behaviour both stores must share; it runs
 against :class:`MemoryStore` (:class:`MemoryStoreBehaviourTests`) and
@@ -26,7 +26,7 @@ from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
 from chatservice.store import sqlite as sqlite_module
-from chatservice.store.interface import HistoryEntry, IChatStore, StoredMessage
+from chatservice.store.interface import HistoryEntry, ILocalChatStore, StoredMessage
 from chatservice.store.memory import MemoryStore
 from chatservice.store.sqlite import APPLICATION_ID, SQLiteStore, StoreError, schema_version
 
@@ -51,7 +51,7 @@ def sibling_files(path: Path) -> list[str]:
 
 
 class StoreBehaviour:
-    """What every :class:`IChatStore` does; mixed into a TestCase with :meth:`make_store`."""
+    """What every :class:`ILocalChatStore` does; mixed into a TestCase with :meth:`make_store`."""
 
     store: Any
     assertEqual: Callable[..., None]
@@ -71,7 +71,7 @@ class StoreBehaviour:
     # Interface -------------------------------------------------------------------
 
     def test_provides_interface(self) -> None:
-        self.assertTrue(verifyObject(IChatStore, self.store))
+        self.assertTrue(verifyObject(ILocalChatStore, self.store))
 
     def test_empty(self) -> None:
         self.assertEqual(list(self.store.blocks()), [])
@@ -774,36 +774,37 @@ class ChatStateRestartTests(SQLiteTestCase):
 
         from chatservice.session import Session
         from chatservice.state import ChatState
+        from chatservice.store.local import LocalStore
 
         clock = Clock()
         clock.advance(T)
-        store = self.opened()
+        store = LocalStore(self.opened())
         state = ChatState(
             store, accounts=None, clock=clock, session_factory=Session  # type: ignore[arg-type]
         )
-        state.load()
+        self.successResultOf(state.load())
         return state
 
     def test_blocks_last_seen_rooms_history_survive(self) -> None:
         first = self.state()
-        first.block("yoda", "hans")
+        self.successResultOf(first.block("yoda", "hans"))
         first.mark_seen("leia")
-        room, created = first.rooms.create(frozenset({"yoda", "luke"}))
+        room, created = self.successResultOf(first.rooms.create(frozenset({"yoda", "luke"})))
         self.assertTrue(created)
-        first.post(room.channel, "yoda", "in the room")
-        first.post("broadcast", "luke", "to all")
-        first.store.close()
+        self.successResultOf(first.post(room.channel, "yoda", "in the room"))
+        self.successResultOf(first.post("broadcast", "luke", "to all"))
+        self.successResultOf(first.store.close())
 
         second = self.state()
         self.assertTrue(second.has_blocked("yoda", "hans"))
         self.assertFalse(second.has_blocked("hans", "yoda"))
         self.assertIn("leia", list(second.seen_since(T - 1)))
         self.assertEqual([r.room_id for r in second.rooms.of("luke")], [room.room_id])
-        again, created = second.rooms.create(frozenset({"luke", "obiwan"}))
+        again, created = self.successResultOf(second.rooms.create(frozenset({"luke", "obiwan"})))
         self.assertTrue(created)
         self.assertEqual(again.room_id, room.room_id + 1)
-        self.assertEqual(second.post(room.channel, "luke", "again").seq, 2)
+        self.assertEqual(self.successResultOf(second.post(room.channel, "luke", "again")).seq, 2)
         self.assertEqual(
-            [e.text for e in second.store.history_after(["broadcast", room.channel], 0)],
+            [e.text for e in second.store.local.history_after(["broadcast", room.channel], 0)],
             ["to all", "in the room", "again"],  # same second: broadcast first
         )

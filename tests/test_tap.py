@@ -18,13 +18,14 @@ from pathlib import Path
 
 import pytest
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import IService, MultiService
+from twisted.application.service import IService
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
 
 from chatservice import tap
 from chatservice.server.factory import ChatFactory
+from chatservice.service import ChatService
 from tests.e2e_support import run_twistd
 
 OPTIONS = (
@@ -266,12 +267,13 @@ class TestMakeService:
         )
         reactor = MemoryReactor()
         top = tap.makeService(config, reactor=reactor)
-        assert isinstance(top, MultiService)
+        # The chat service, whose children are the listeners (started once it has loaded).
+        assert isinstance(top, ChatService)
         assert IService.providedBy(top)
         listeners = [s for s in top if isinstance(s, StreamServerEndpointService)]
         others = [s for s in top if not isinstance(s, StreamServerEndpointService)]
         assert len(listeners) == 2
-        assert len(others) == 1  # the chat service itself
+        assert others == []
         factories = {id(listener.factory) for listener in listeners}
         assert len(factories) == 1  # one factory, so one chat state, for all ports
         assert isinstance(listeners[0].factory, ChatFactory)
@@ -356,3 +358,14 @@ class TestCommandLine:
         assert result.returncode != 0
         last = result.stdout.strip().splitlines()[-1]
         assert last.endswith("chat: missing.txt: cannot read: No such file or directory"), last
+
+    def test_bad_database_exits_with_the_problem(self, tmp_path: Path) -> None:
+        """The store is checked before the service starts (``postOptions``), as always."""
+        (tmp_path / "chat-data").mkdir()
+        database = tmp_path / "chat-data" / "chat.sqlite3"
+        database.write_bytes(b"not a database at all" * 10)
+        result = run_twistd(["-n", "chat"], cwd=tmp_path)
+        assert result.returncode != 0
+        last = result.stdout.strip().splitlines()[-1]
+        assert "is not an SQLite database" in last, last
+        assert database.read_bytes() == b"not a database at all" * 10

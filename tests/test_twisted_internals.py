@@ -1,4 +1,4 @@
-"""The Twisted internals :mod:`chatservice.server.output` relies on, on a real loopback socket.
+"""The Twisted internals the project relies on: the output path's, on a real loopback socket.
 
 :class:`~chatservice.server.output.ConnectionWriter` writes straight to a
 TCP socket when Twisted holds nothing for it, which needs fields that are

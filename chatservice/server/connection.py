@@ -26,7 +26,7 @@ from twisted.python.failure import Failure
 
 from chatservice import events
 from chatservice.auth.login import LoginGate, LoginResult
-from chatservice.commands import CommandError
+from chatservice.commands import CommandError, unavailable
 from chatservice.interfaces import IChatSession
 from chatservice.server.dialogue import JsonLogin, LoginDialogue, TextLogin
 from chatservice.server.flowcontrol import InputPacer
@@ -346,14 +346,25 @@ class ChatConnection:
         except CommandError as e:
             self.send(events.ErrorReply(e.code, e.message), request_id)
             return
-        if isinstance(reply, defer.Deferred):
+        if not isinstance(reply, defer.Deferred):
+            self._reply(reply, request_id)
+        elif reply.called and not reply.paused:
+            # Answered already (a local store): no need to stop reading.
+            reply.addBoth(self._answer, request_id)
+        else:
+            # Later lines of this client wait, in order, until it is answered.
             self.wait_for(
                 reply,
                 lambda event: self._reply(event, request_id),
                 lambda failure: self._failed(failure, request_id),
             )
+
+    def _answer(self, result: events.Event | Failure, request_id: Any) -> None:
+        """A command's Deferred fired: send its reply or its error."""
+        if isinstance(result, Failure):
+            self._failed(result, request_id)
         else:
-            self._reply(reply, request_id)
+            self._reply(result, request_id)
 
     def _reply(self, event: events.Event, request_id: Any) -> None:
         if isinstance(event, events.Disconnected):
@@ -362,11 +373,13 @@ class ChatConnection:
             self.send(event, request_id)
 
     def _failed(self, failure: Failure, request_id: Any) -> None:
-        log.failure("A command failed unexpectedly", failure)
-        self.send(
-            events.ErrorReply("unavailable", "Error. That is not possible right now; please try again."),
-            request_id,
-        )
+        """A command failed: its :class:`CommandError`, or ``unavailable`` (logged) for anything else."""
+        if failure.check(CommandError):
+            error: CommandError = failure.value
+        else:
+            log.failure("A command failed unexpectedly", failure)
+            error = unavailable()
+        self.send(events.ErrorReply(error.code, error.message), request_id)
 
     def wait_for(
         self,
@@ -378,8 +391,9 @@ class ChatConnection:
         """Stop reading until ``d`` fires, then call ``done(result)`` or ``failed(failure)``.
 
         Lines that arrive meanwhile wait and are handled in order once the
-        slow step (a password check in a thread) is over.  If the connection
-        closes first, ``abandon(result)`` undoes a success.
+        slow step (a password check in a thread, a store that answers later)
+        is over.  If the connection closes first, ``abandon(result)`` undoes
+        a success.
         """
         self._checks += 1
         self._pacer.hold("checking")

@@ -18,6 +18,7 @@ from chatservice.server.output import OutputBatcher
 from chatservice.server.policy import ConnectionPolicy
 
 BANNED = "Your address is banned from this server."
+STARTING = "The server is starting; please try again in a moment."
 
 
 class LiveConnection(Protocol):
@@ -44,6 +45,8 @@ class ConnectionRegistry:
     def __init__(self, policy: ConnectionPolicy, clock: IReactorTime) -> None:
         self.policy = policy
         self.clock = clock
+        self.ready = True
+        """Whether connections are taken (the chat service clears it until its state is loaded)."""
         self.connections: set[LiveConnection] = set()
         self.output_batcher = OutputBatcher(clock, policy.flush_interval)
         self._per_address: dict[str, int] = {}
@@ -54,6 +57,8 @@ class ConnectionRegistry:
         self.connections.add(connection)
         count = self._per_address.get(connection.host, 0) + 1
         self._per_address[connection.host] = count
+        if not self.ready:
+            return events.Disconnected("starting", STARTING)
         if len(self.connections) > self.policy.max_connections:
             return events.Disconnected("server_full", "The server is full; please try again later.")
         if count > self.policy.max_connections_per_address:

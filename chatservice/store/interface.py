@@ -1,15 +1,25 @@
-"""The storage interface the chat state writes through.
+"""The storage interfaces: what the chat state writes through, and what it may wrap.
 
-Calls are synchronous and small (one row, or one user's rows): the state calls
-them on the reactor thread, so an implementation must keep each call short.
+- :class:`IChatStore`, the interface the chat state uses, is asynchronous:
+  every call returns a :class:`~twisted.internet.defer.Deferred`, so a store
+  on another machine (PostgreSQL) never blocks the reactor.
+- :class:`ILocalChatStore` is the same calls, synchronous: a store on this
+  machine whose every call is small enough for the reactor thread (one row,
+  or one user's rows).  :class:`~chatservice.store.memory.MemoryStore` and
+  :class:`~chatservice.store.sqlite.SQLiteStore` are such stores;
+  :class:`~chatservice.store.local.LocalStore` makes one an
+  :class:`IChatStore` whose Deferreds have fired when the call returns.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from zope.interface import Interface
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
 
 
 @dataclass(frozen=True)
@@ -42,7 +52,78 @@ class HistoryEntry:
 
 
 class IChatStore(Interface):
-    """Persistent chat data: blocks, last-seen times, offline messages, rooms, history."""
+    """Persistent chat data, asynchronously: what the chat state writes through.
+
+    The calls of :class:`ILocalChatStore`, each returning a Deferred that fires
+    with what that call returns (or fails with what it raises), and never
+    blocking the reactor meanwhile.  Changes take effect in the order they
+    were called (a store with several connections must keep them in order:
+    a room saved twice keeps the second member set).
+    """
+
+    def open() -> Deferred[None]:
+        """Make the store ready; called once when the service starts, fires once it is."""
+
+    def close() -> Deferred[None]:
+        """Release the store's resources; called once when the service stops."""
+
+    def blocks() -> Deferred[Iterable[tuple[str, str]]]:
+        """Every ``(blocker, blocked)`` pair."""
+
+    def add_block(blocker: str, blocked: str) -> Deferred[None]:
+        """Record that ``blocker`` blocked ``blocked``."""
+
+    def remove_block(blocker: str, blocked: str) -> Deferred[None]:
+        """Forget that ``blocker`` blocked ``blocked``."""
+
+    def last_seen() -> Deferred[Iterable[tuple[str, float]]]:
+        """Every ``(username, seconds)``: when each user was last online."""
+
+    def record_seen(username: str, at: float) -> Deferred[None]:
+        """Record that ``username`` was online until ``at``."""
+
+    def add_offline(
+        sender: str, recipient: str, text: str, sent_at: float
+    ) -> Deferred[StoredMessage]:
+        """Keep a message for ``recipient``; it is durable when the Deferred fires."""
+
+    def offline_messages(recipient: str) -> Deferred[list[StoredMessage]]:
+        """The messages kept for ``recipient``, oldest first."""
+
+    def remove_offline(message_ids: Iterable[int]) -> Deferred[None]:
+        """Remove delivered messages."""
+
+    def count_offline(recipient: str) -> Deferred[int]:
+        """How many messages are kept for ``recipient``."""
+
+    def add_history(
+        channel: str, sender: str, text: str, sent_at: float
+    ) -> Deferred[HistoryEntry]:
+        """Number and keep a broadcast or room message."""
+
+    def history_after(channels: Iterable[str], after: float) -> Deferred[list[HistoryEntry]]:
+        """The messages of ``channels`` sent after ``after``, oldest first."""
+
+    def rooms() -> Deferred[Iterable[tuple[int, frozenset[str]]]]:
+        """Every room: ``(room_id, members)``."""
+
+    def save_room(room_id: int, members: frozenset[str]) -> Deferred[None]:
+        """Create or update a room."""
+
+    def delete_room(room_id: int) -> Deferred[None]:
+        """Remove a room (its history stays)."""
+
+    def highest_room_id() -> Deferred[int]:
+        """The highest room number in use or in the history (0 for none)."""
+
+
+class ILocalChatStore(Interface):
+    """Persistent chat data on this machine: blocks, last-seen times, offline messages, rooms, history.
+
+    Every call is synchronous and small enough for the reactor thread (one
+    row, or one user's rows).  Wrap one in
+    :class:`~chatservice.store.local.LocalStore` to give it to the chat state.
+    """
 
     def open() -> None:
         """Make the store ready; called once when the service starts."""
