@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
@@ -85,7 +85,7 @@ class ChatService(MultiService):
 
     def startService(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        super().startService()
+        Service.startService(self)
         # Open the store first: if it fails, no started worker keeps twistd alive.
         d = self.state.store.open()
         d.addCallback(lambda _: self.state.load())
@@ -95,10 +95,14 @@ class ChatService(MultiService):
             outcome: list[Any] = []
             d.addBoth(outcome.append)
             if isinstance(outcome[0], Failure):
-                super().stopService()
+                Service.stopService(self)
                 outcome[0].raiseException()
         else:
             d.addErrback(self._not_loaded)
+        # The listeners (bound already if twistd ran privilegedStartService);
+        # until the state is loaded the registry refuses their connections.
+        for service in self:
+            service.startService()
 
     def _serve(self, _: object) -> None:
         """The state is loaded: start the workers, take connections."""
@@ -133,7 +137,7 @@ class ChatService(MultiService):
         # The listeners first: no new connection while the others are told.
         self.serving = False
         self.factory.registry.ready = False
-        listeners = super().stopService()
+        listeners = super().stopService() if self.running else defer.succeed(None)
         d = self.factory.disconnect_all(SHUTDOWN)
         d.addCallback(lambda _: self._end_remaining_sessions())
         d.addCallback(lambda _: self.factory.output_batcher.flush_now())

@@ -164,6 +164,9 @@ class ChatHarness:
         self.gate = chat.gate
         self.policy = chat.policy
         self.factory = chat.factory
+        # The service is not started (nothing to open or load in memory):
+        # take connections at once, as a started service does.
+        self.factory.registry.ready = True
         self.batched = batched
         """Whether connections write through the factory's OutputBatcher, as on
         real TCP (their output is flushed whenever a test reads it)."""

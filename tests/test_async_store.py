@@ -439,7 +439,11 @@ class ConnectionOverSlowStoreTests(unittest.TestCase):
 
 
 class ServiceStartTests(unittest.TestCase):
-    """The chat service listens only once its store is open and its state loaded."""
+    """The chat service serves only once its store is open and its state loaded.
+
+    Its listeners bind as usual (a privileged port still works), and their
+    connections are refused (``starting``) until then.
+    """
 
     def setUp(self) -> None:
         self.harness = ChatHarness()
@@ -460,29 +464,38 @@ class ServiceStartTests(unittest.TestCase):
         )
         self.addCleanup(self.harness.close_all)
 
-    def test_listens_once_loaded(self) -> None:
+    def test_serves_once_loaded(self) -> None:
         self.harness.store.add_block("yoda", "hans")
         self.service.privilegedStartService()
+        self.assertEqual([server[0] for server in self.reactor.tcpServers], [4119], "bound as root would")
         self.service.startService()
         self.assertTrue(self.service.running)
-        self.assertEqual(self.reactor.tcpServers, [])
         for call in ("open", "blocks", "last_seen", "rooms", "highest_room_id"):
-            self.assertEqual(self.reactor.tcpServers, [])
             self.assertFalse(self.service.serving)
+            early = self.harness.connect()  # (the harness discards the first output)
+            self.assertTrue(early.closed, "refused while loading")
+            early.drop()
             self.slow.answer(call)
-        self.assertEqual([server[0] for server in self.reactor.tcpServers], [4119])
         self.assertTrue(self.service.serving)
+        (yoda,) = self.harness.online("yoda")
+        self.assertIn("yoda", self.harness.state.sessions)
+        yoda.drop()
+        self.slow.answer("offline_messages")  # the login's look for kept messages
+        self.slow.answer("record_seen")  # the logout's last-seen time
         self.assertTrue(self.harness.state.has_blocked("yoda", "hans"))
         d = self.service.stopService()
         self.slow.answer("close")
         self.successResultOf(d)
         self.assertFalse(self.service.serving)
 
-    def test_failed_load_stops_the_reactor_without_listening(self) -> None:
+    def test_failed_load_stops_the_reactor_without_serving(self) -> None:
         self.service.startService()
         self.slow.answer("open")
         self.slow.refuse("blocks")
-        self.assertEqual(self.reactor.tcpServers, [])
+        self.assertFalse(self.service.serving)
+        refused = self.harness.connect()
+        self.assertTrue(refused.closed)
+        refused.drop()
         self.assertTrue(self.reactor.hasStopped)
         self.assertEqual(len(self.flushLoggedErrors(StoreDown)), 1)
         d = self.service.stopService()
@@ -497,8 +510,8 @@ class ServiceStartTests(unittest.TestCase):
         self.successResultOf(d)
         for call in ("blocks", "last_seen", "rooms", "highest_room_id"):
             self.slow.answer(call)
-        self.assertEqual(self.reactor.tcpServers, [])
         self.assertFalse(self.service.serving)
+        self.assertFalse(self.harness.factory.registry.ready)
 
 
 class LocalStoreServiceTests(unittest.TestCase):

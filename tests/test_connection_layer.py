@@ -477,3 +477,17 @@ class SlowReaderInFanOutTests(HarnessTestCase):
             self.assertTrue(slow.closed)
         self.harness.clock.advance(0)  # the slow readers are logged out after the turn
         self.assertEqual(sorted(self.harness.state.sessions), ["leia", "obiwan", "yoda"])
+
+
+class StartingTests(HarnessTestCase):
+    """Until the chat service has loaded its state, connections are told to come back."""
+
+    def test_refused_with_a_reason_while_starting(self) -> None:
+        self.harness.factory.registry.ready = False
+        protocol = self.harness.factory.buildProtocol(IPv4Address("TCP", "10.6.6.6", 1))
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.addCleanup(lambda: protocol.connectionLost(None))
+        (reply,) = [json.loads(line) for line in transport.value().splitlines()]
+        self.assertEqual((reply["type"], reply["reason"]), ("disconnect", "starting"))
+        self.assertTrue(transport.disconnecting)
