@@ -1,4 +1,4 @@
-"""An :class:`~chatservice.store.interface.IChatStore` that keeps everything in memory."""
+"""An :class:`~chatservice.store.interface.ILocalChatStore` that keeps everything in memory."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from typing import Iterable
 
 from zope.interface import implementer
 
-from chatservice.store.interface import HistoryEntry, IChatStore, StoredMessage
+from chatservice.store.interface import HistoryEntry, ILocalChatStore, StoredMessage
 
 
-@implementer(IChatStore)
+@implementer(ILocalChatStore)
 class MemoryStore:
     """Storage that lasts as long as the process: for tests and throw-away servers."""
 

@@ -1,4 +1,4 @@
-"""An :class:`~chatservice.store.interface.IChatStore` kept in an SQLite file: the durable store.
+"""An :class:`~chatservice.store.interface.ILocalChatStore` kept in an SQLite file: the durable store.
 
 :class:`SQLiteStore` keeps the blocks, last-seen times, offline messages, rooms
 and history in one database file (Python's :mod:`sqlite3`), with exactly the
@@ -67,7 +67,7 @@ from typing import Iterable, Iterator, Sequence
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from chatservice.store.interface import HistoryEntry, IChatStore, StoredMessage
+from chatservice.store.interface import HistoryEntry, ILocalChatStore, StoredMessage
 
 __all__ = [
     "APPLICATION_ID",
@@ -173,7 +173,7 @@ class StoreError(Exception):
     """The chat database cannot be used; the message names the file and says why."""
 
 
-@implementer(IChatStore)
+@implementer(ILocalChatStore)
 class SQLiteStore:
     """Chat data in the SQLite database file ``path``, durable when each call returns.
 
