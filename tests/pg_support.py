@@ -68,6 +68,7 @@ class Cluster:
     directory: Path
     bin_dir: Path
     user: str | None
+    _admin: Any = None
 
     def dsn(self, dbname: str = "postgres", password: str | None = PASSWORD) -> str:
         """A ``postgresql://`` URL for ``dbname`` as the superuser."""
@@ -75,14 +76,17 @@ class Cluster:
         return f"postgresql://{SUPERUSER}{secret}@127.0.0.1:{self.port}/{dbname}"
 
     def admin(self, sql: str) -> None:
-        """Run one statement as the superuser, outside a transaction."""
+        """Run one statement as the superuser, outside a transaction (one connection kept)."""
         import psycopg
 
-        with psycopg.connect(self.dsn(), autocommit=True, connect_timeout=10) as connection:
-            connection.execute(sql)
+        if self._admin is None or self._admin.closed:
+            self._admin = psycopg.connect(self.dsn(), autocommit=True, connect_timeout=10)
+        self._admin.execute(sql)
 
     def stop(self) -> None:
         """Stop the server (fast shutdown) and remove its directory."""
+        if self._admin is not None:
+            self._admin.close()
         try:
             _run(
                 self,
@@ -135,7 +139,7 @@ def new_database(case: unittest.TestCase) -> str:
     """A DSN (with password) of a new, empty database, dropped after the test ``case``."""
     server = cluster()
     name = f"chat_test_{os.getpid()}_{next(_numbers)}"
-    server.admin(f'CREATE DATABASE "{name}"')
+    server.admin(f'CREATE DATABASE "{name}" STRATEGY FILE_COPY')
     case.addCleanup(server.admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     return server.dsn(name)
 
