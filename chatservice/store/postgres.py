@@ -287,13 +287,13 @@ class PostgresStore:
                 )
             if version > target:
                 raise StoreError(
-                    f"The chat database {self.name} has schema version {version},"
-                    f" newer than this server knows ({target}); it was left as it is."
+                    f"The chat database {self.name} has schema version {version}, newer"
+                    f" than this server knows ({target}); it was left as it is."
                 )
-            for step in range(version, target):
-                for statement in MIGRATIONS[step]:
+            for reached, statements in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in statements:
                     connection.execute(statement)
-                connection.execute("INSERT INTO schema_version (version) VALUES (%s)", (step + 1,))
+                connection.execute("INSERT INTO schema_version (version) VALUES (%s)", (reached,))
         return version, target
 
     def close(self) -> Deferred[None]:
@@ -505,16 +505,11 @@ def _history_after(connection: Any, channels: list[str], after: float) -> list[H
 
 
 def _rooms(connection: Any) -> list[tuple[int, frozenset[str]]]:
-    members: dict[int, set[str]] = {}
-    for room_id, username in connection.execute(
-        "SELECT rooms.room_id, room_members.username FROM rooms"
-        " LEFT JOIN room_members ON room_members.room_id = rooms.room_id"
-        " ORDER BY rooms.room_id"
-    ):
-        room = members.setdefault(room_id, set())
-        if username is not None:
-            room.add(username)
-    return [(room_id, frozenset(names)) for room_id, names in members.items()]
+    rows = connection.execute(
+        "SELECT room_id, array_remove(array_agg(username), NULL) FROM rooms"
+        " LEFT JOIN room_members USING (room_id) GROUP BY room_id ORDER BY room_id"
+    ).fetchall()
+    return [(room_id, frozenset(names)) for room_id, names in rows]
 
 
 def _save_room(connection: Any, room_id: int, members: list[str]) -> None:
