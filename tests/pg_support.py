@@ -234,7 +234,9 @@ def _free_port() -> int:
 def _start(bin_dir: Path) -> Cluster:
     """``initdb`` a new cluster and start it on a free port (a few tries if taken meanwhile)."""
     user = _cluster_user()
-    directory = Path(tempfile.mkdtemp(prefix="chat-pg-"))
+    # Under /tmp when it runs as another user, who must reach the directory
+    # ($TMPDIR may be private to root).
+    directory = Path(tempfile.mkdtemp(prefix="chat-pg-", dir=None if user is None else "/tmp"))
     if user is not None:
         entry = pwd.getpwnam(user)
         os.chown(directory, entry.pw_uid, entry.pw_gid)
