@@ -2,11 +2,12 @@
 
 :class:`StoreBehaviour` holds what every store must do, through the
 asynchronous :class:`~chatservice.store.interface.IChatStore`; it runs against
-:class:`MemoryStore` and :class:`SQLiteStore` (each seen through
-:class:`LocalAdapter`, which calls the synchronous store and returns a
-Deferred) and against :class:`PostgresStore` on a throw-away PostgreSQL
-cluster (:mod:`tests.pg_support`).  A random sequence of calls is also played
-on each store and on a :class:`MemoryStore`, and their answers compared.
+:class:`MemoryStore` and :class:`SQLiteStore`, each seen through
+:class:`LocalAdapter` (the service's ``LocalStore`` where it exists: it calls
+the synchronous store and returns a Deferred), and against
+:class:`PostgresStore` on a throw-away PostgreSQL cluster
+(:mod:`tests.pg_support`).  A random sequence of calls is also played on each
+store and on a :class:`MemoryStore`, and their answers compared.
 
 What only one store does (SQLite's file, WAL and schema; PostgreSQL's
 concurrency across nodes, migrations and DSN) is tested in
@@ -34,21 +35,26 @@ from tests import pg_support
 T = 1_700_000_000.0
 
 
-@implementer(IChatStore)
-class LocalAdapter:
-    """An :class:`ILocalChatStore` seen as an :class:`IChatStore`: each call's result in a Deferred.
+try:
+    # The adapter the chat service uses, where it exists.
+    from chatservice.store.local import LocalStore as LocalAdapter
+except ImportError:
 
-    :param local: the synchronous store.
-    """
+    @implementer(IChatStore)
+    class LocalAdapter:  # type: ignore[no-redef]
+        """An :class:`ILocalChatStore` seen as an :class:`IChatStore`: each result in a Deferred.
 
-    def __init__(self, local: Any) -> None:
-        self.local = local
+        :param local: the synchronous store.
+        """
 
-    def __getattr__(self, name: str) -> Callable[..., defer.Deferred[Any]]:
-        if name not in IChatStore:
-            raise AttributeError(name)
-        call = getattr(self.local, name)
-        return lambda *args: defer.maybeDeferred(call, *args)
+        def __init__(self, local: Any) -> None:
+            self.local = local
+
+        def __getattr__(self, name: str) -> Callable[..., defer.Deferred[Any]]:
+            if name not in IChatStore:
+                raise AttributeError(name)
+            call = getattr(self.local, name)
+            return lambda *args: defer.maybeDeferred(call, *args)
 
 
 class StoreBehaviour:

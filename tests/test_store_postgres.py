@@ -174,6 +174,20 @@ class SeveralNodesTests(PostgresTestCase):
         )
         self.assertEqual(sorted(e.seq for e in entries), list(range(1, NODES + 1)))
 
+    async def test_next_room_id_unique_across_nodes(self) -> None:
+        nodes = await self.nodes()
+        await nodes[0].save_room(3, frozenset({"yoda"}))
+        await nodes[0].add_history("room:7", "yoda", "a deleted room's history", T)
+        numbers = await defer.gatherResults(
+            [node.next_room_id() for _ in range(20) for node in nodes]
+        )
+        self.assertEqual(len(set(numbers)), len(numbers))
+        self.assertGreater(min(numbers), 7)
+        self.assertEqual(await nodes[1].highest_room_id(), max(numbers))
+        # A room saved past the sequence (by a node that counted for itself) is skipped.
+        await nodes[2].save_room(max(numbers) + 10, frozenset({"hans"}))
+        self.assertEqual(await nodes[3].next_room_id(), max(numbers) + 11)
+
     async def test_room_numbers_seen_by_other_nodes(self) -> None:
         first, second = await self.opened(), await self.opened()
         await first.save_room(5, frozenset({"yoda"}))

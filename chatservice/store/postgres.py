@@ -37,7 +37,8 @@ Every call is correct while other nodes use the same database:
   members of one of them, not a mixture;
 - ``highest_room_id`` also counts the rooms that only have history (their
   ``history_channels`` row), so a room number is never given again after its
-  room was deleted.
+  room was deleted; ``next_room_id`` (not in the interface yet) gives each
+  node a number of its own from one sequence, raised past those numbers.
 
 Schema
 ------
@@ -128,6 +129,7 @@ MIGRATIONS: list[Sequence[str]] = [
         """,
         "CREATE INDEX history_by_channel_time ON history (channel, sent_at, seq)",
         "CREATE TABLE rooms (room_id BIGINT NOT NULL PRIMARY KEY)",
+        "CREATE SEQUENCE room_numbers AS BIGINT",
         """
         CREATE TABLE room_members (
             room_id BIGINT NOT NULL REFERENCES rooms ON DELETE CASCADE,
@@ -143,12 +145,25 @@ Append to this list to change the schema; never edit an entry that has shipped.
 """
 
 TABLES = frozenset(
-    {"offline_messages", "blocks", "last_seen", "history_channels", "history", "rooms", "room_members"}
+    {"offline_messages", "blocks", "last_seen", "history_channels", "history", "rooms",
+     "room_members"}
 )
 """The tables of version 1: a database with one of them but no ``schema_version`` is refused."""
 
 MIGRATION_LOCK = 0x43484154_53544F52
 """The advisory lock key (``"CHATSTOR"``) held while the schema is checked and migrated."""
+
+ROOM_NUMBER_LOCK = 0x43484154_524F4F4D
+"""The advisory lock key (``"CHATROOM"``) held while :meth:`PostgresStore.next_room_id` takes a number."""
+
+_HIGHEST_ROOM_ID = (
+    "SELECT COALESCE(GREATEST("
+    " (SELECT MAX(room_id) FROM rooms),"
+    " (SELECT MAX(substr(channel, 6)::numeric) FROM history_channels"
+    "   WHERE channel ~ '^room:[0-9]+$'),"
+    " (SELECT last_value FROM room_numbers WHERE is_called)), 0)"
+)
+"""The highest room number in use, in the history, or given by :meth:`PostgresStore.next_room_id`."""
 
 CONNECT_TIMEOUT = 10
 """Seconds a connection attempt waits for the server unless the DSN says otherwise."""
@@ -424,13 +439,16 @@ class PostgresStore:
         return self._run(_execute, "DELETE FROM rooms WHERE room_id = %s", (int(room_id),))
 
     def highest_room_id(self) -> Deferred[int]:
-        return self._run(
-            _fetch_value,
-            "SELECT COALESCE(GREATEST("
-            " (SELECT MAX(room_id) FROM rooms),"
-            " (SELECT MAX(substr(channel, 6)::numeric) FROM history_channels"
-            "   WHERE channel ~ '^room:[0-9]+$')), 0)",
-        )
+        return self._run(_fetch_value, _HIGHEST_ROOM_ID)
+
+    def next_room_id(self) -> Deferred[int]:
+        """A room number no node was given before, higher than :meth:`highest_room_id`.
+
+        Not part of :class:`IChatStore` (yet): the numbers come from one
+        sequence, raised past any number in use or in the history, so nodes
+        creating rooms at once never take the same number.
+        """
+        return self._run(_next_room_id)
 
 
 # The work done in the pool's thread, each given the connection (autocommit). ------
@@ -528,6 +546,18 @@ def _save_room(connection: Any, room_id: int, members: list[str]) -> None:
             " SELECT %s, unnest(%s::text[]) ON CONFLICT DO NOTHING",
             (room_id, members),
         )
+
+
+def _next_room_id(connection: Any) -> int:
+    with connection.transaction():
+        # One node at a time, so that raising the sequence never lowers it.
+        connection.execute("SELECT pg_advisory_xact_lock(%s)", (ROOM_NUMBER_LOCK,))
+        (highest,) = connection.execute(_HIGHEST_ROOM_ID).fetchone()
+        (number,) = connection.execute("SELECT nextval('room_numbers')").fetchone()
+        if number <= highest:
+            number = int(highest) + 1
+            connection.execute("SELECT setval('room_numbers', %s)", (number,))
+    return int(number)
 
 
 def _text(text: str) -> str:
