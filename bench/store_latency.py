@@ -17,6 +17,19 @@ own checkpoints inside commits (``background_checkpoints=False``), to show
 what the defaults avoid.  The temporary directory is on the same file system
 as ``--dir`` (default: the system's temporary directory); put it where the
 server's ``--data-dir`` would be to measure that disk.
+
+``--postgres`` measures :class:`~chatservice.store.postgres.PostgresStore`
+instead, on a throw-away cluster started as the tests start it
+(``tests/pg_support.py``), or ``--postgres DSN`` on an existing (empty)
+database.  Its calls run in the adbapi pool's thread, so what matters is
+different: the time from a call to its Deferred firing (one at a time: the
+round trip), the calls per second when 1000 are made at once, and that the
+reactor is never blocked meanwhile: a ``LoopingCall`` every millisecond
+records how late each of its ticks is (the reactor's lag), while the calls
+run and, for comparison, while nothing does::
+
+    python bench/store_latency.py --postgres                 # throw-away cluster
+    python bench/store_latency.py --postgres postgresql://chat:pw@127.0.0.1/chatbench
 """
 
 from __future__ import annotations
@@ -142,7 +155,14 @@ def main() -> None:
     parser.add_argument("--paced", type=int, default=2000, help=f"ticks of the paced mixed load, {PACE}s apart")
     parser.add_argument("--dir", type=Path, default=None, help="where to make the temporary file")
     parser.add_argument("--all", action="store_true", help="also measure the other settings")
+    parser.add_argument(
+        "--postgres", nargs="?", const="", default=None, metavar="DSN",
+        help="measure PostgresStore (on a throw-away cluster unless a DSN is given)",
+    )
     options = parser.parse_args()
+    if options.postgres is not None:
+        main_postgres(options.postgres, options.calls)
+        return
 
     configurations: list[tuple[str, dict[str, Any]]] = [
         ("default: synchronous=NORMAL, checkpoints in a background thread", {}),
@@ -164,6 +184,130 @@ def main() -> None:
             shutil.rmtree(directory, ignore_errors=True)
         print()
         print(timings.table(f"{title} (temporary file in {directory.parent})"))
+
+
+LAG_TICK = 0.001
+"""Seconds between the ticks that measure the reactor's lag."""
+
+
+class LagMeter:
+    """How late a ``LoopingCall`` every :data:`LAG_TICK` seconds runs: the reactor's lag."""
+
+    def __init__(self, reactor: Any) -> None:
+        from twisted.internet.task import LoopingCall
+
+        self.reactor = reactor
+        self.lags: list[float] = []
+        self._last = 0.0
+        self._loop = LoopingCall(self._tick)
+        self._loop.clock = reactor
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        if self._last:
+            self.lags.append(max(0.0, now - self._last - LAG_TICK))
+        self._last = now
+
+    def start(self) -> None:
+        self.lags, self._last = [], 0.0
+        self._loop.start(LAG_TICK, now=True)
+
+    def stop(self) -> str:
+        """Stop, and describe the lags measured (ms)."""
+        self._loop.stop()
+        ordered = sorted(self.lags) or [0.0]
+        p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+        return (
+            f"reactor lag over {len(ordered)} ticks: p50 {statistics.median(ordered) * 1000:.2f} ms,"
+            f" p99 {p99 * 1000:.2f} ms, max {ordered[-1] * 1000:.2f} ms"
+        )
+
+
+async def run_postgres(reactor: Any, dsn: str, calls: int) -> Timings:
+    """Time PostgresStore calls one at a time, then 1000 at once, measuring the reactor's lag."""
+    from twisted.internet.defer import gatherResults
+    from twisted.internet.task import deferLater
+
+    from chatservice.store.postgres import PostgresStore
+
+    timings = Timings()
+    meter = LagMeter(reactor)
+
+    async def timed(name: str, call: Callable[..., Any], *args: Any) -> Any:
+        start = time.perf_counter_ns()
+        result = await call(*args)
+        timings.samples.setdefault(name, []).append(time.perf_counter_ns() - start)
+        return result
+
+    store = PostgresStore(dsn, reactor)
+    await timed("open (new database)", store.open)
+    meter.start()
+    await deferLater(reactor, 1.0, lambda: None)
+    timings.notes.append("idle, for comparison: " + meter.stop())
+
+    meter.start()
+    ids = []
+    for i in range(calls):
+        message = await timed("add_offline", store.add_offline, "sender", USERS[i % len(USERS)], TEXT, T + i)
+        ids.append(message.message_id)
+    for i in range(calls):
+        await timed("add_history", store.add_history, CHANNELS[i % len(CHANNELS)], "sender", TEXT, T + i)
+    for i in range(min(calls, 2000)):
+        await timed("record_seen", store.record_seen, USERS[i % len(USERS)], T + i)
+        await timed("add_block", store.add_block, USERS[i % len(USERS)], USERS[(i * 7) % len(USERS)])
+        await timed("save_room (3 members)", store.save_room, i % 50 + 1, frozenset(USERS[i % 90 : i % 90 + 3]))
+    for i in range(min(calls, 1000)):
+        await timed("history_after (last 60 s)", store.history_after, CHANNELS[:4], T + calls - 60)
+    for user in USERS:
+        await timed(f"offline_messages (~{calls // len(USERS)})", store.offline_messages, user)
+    for message_id in ids:
+        await timed("remove_offline (1 id)", store.remove_offline, [message_id])
+    timings.notes.append("one call at a time: " + meter.stop())
+
+    # 1000 calls made at once (as a burst of chat traffic would): the pool's
+    # thread runs them in order while the reactor goes on.
+    meter.start()
+    started = time.perf_counter()
+    made = [store.add_history(CHANNELS[i % len(CHANNELS)], "sender", TEXT, T + i) for i in range(1000)]
+    made += [store.add_offline("sender", USERS[i % len(USERS)], TEXT, T + i) for i in range(1000)]
+    making = time.perf_counter() - started
+    await gatherResults(made)
+    elapsed = time.perf_counter() - started
+    timings.notes.append(
+        f"2000 writes made at once: {elapsed:.2f} s, {2000 / elapsed:.0f} calls/s; making them"
+        f" took the reactor {making * 1000:.1f} ms ({making / 2000 * 1e6:.0f} µs a call); "
+        + meter.stop()
+    )
+    await timed("close", store.close)
+    return timings
+
+
+def main_postgres(dsn: str, calls: int) -> None:
+    """Measure PostgresStore on ``dsn``, or on a throw-away cluster when it is empty."""
+    from twisted.internet.defer import ensureDeferred
+    from twisted.internet.task import react
+
+    if not dsn:
+        import psycopg
+
+        from tests import pg_support
+
+        server = pg_support.cluster()
+        server.admin("CREATE DATABASE chat_bench")
+        dsn = server.dsn("chat_bench")
+        with psycopg.connect(server.dsn(), autocommit=True) as connection:
+            (version,) = connection.execute("SHOW server_version").fetchone()
+        where = f"throw-away PostgreSQL {version} cluster on 127.0.0.1 (fsync off)"
+    else:
+        where = "the given database"
+    print(f"Python {sys.version.split()[0]}, PostgresStore through adbapi and psycopg, {where}")
+
+    async def measure(reactor: Any) -> None:
+        timings = await run_postgres(reactor, dsn, calls)
+        print()
+        print(timings.table("PostgresStore: time from each call to its Deferred firing"))
+
+    react(lambda reactor: ensureDeferred(measure(reactor)))
 
 
 if __name__ == "__main__":

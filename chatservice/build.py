@@ -35,7 +35,7 @@ from chatservice.server.policy import ConnectionPolicy
 from chatservice.service import ChatService
 from chatservice.session import Session
 from chatservice.state import ChatState
-from chatservice.store.interface import ILocalChatStore
+from chatservice.store.interface import IChatStore
 from chatservice.store.local import LocalStore
 from chatservice.store.memory import MemoryStore
 from chatservice.store.sqlite import SQLiteStore
@@ -117,15 +117,22 @@ def build_chat(
             reactor,
             partial(threads.deferToThreadPool, reactor, reactor.getThreadPool()),
         )
-    local: ILocalChatStore = (
-        SQLiteStore(config["database"]) if config["store"] == "sqlite" else MemoryStore()
-    )
+    store: IChatStore
+    if config["store"] == "sqlite":
+        store = LocalStore(SQLiteStore(config["database"]))
+    elif config["store"] == "memory":
+        store = LocalStore(MemoryStore())
+    else:
+        # Imported only here: psycopg is needed for PostgreSQL only.
+        from chatservice.store.postgres import PostgresStore
+
+        store = PostgresStore(config["store"], reactor)
     policy = connection_policy(config)
     # The state changes passwords through the manager, which asks the state
     # whether an online guest holds a name.
     manager = AccountManager(accounts, run_in_thread, lambda name: state.guest_online(name))
     state = ChatState(
-        LocalStore(local),
+        store,
         accounts,
         reactor,
         activity,

@@ -11,6 +11,8 @@ loaded before the reactor runs, so nobody is ever refused.
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
@@ -29,6 +31,13 @@ from chatservice.state import ChatState
 log = Logger()
 
 SHUTDOWN = events.Disconnected("shutdown", "The server is shutting down.")
+
+
+def exit_failed() -> None:
+    """End the process with status 1 (after the reactor's shutdown, logs written)."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(1)
 
 
 class Workers(Protocol):
@@ -126,6 +135,9 @@ class ChatService(MultiService):
             failure,
         )
         if self.reactor is not None and self.running:
+            # twistd has no exit status of its own for this: end with 1
+            # once the reactor has shut down, so a supervisor sees the failure.
+            self.reactor.addSystemEventTrigger("after", "shutdown", exit_failed)
             self.reactor.stop()
 
     def _end_remaining_sessions(self) -> None:

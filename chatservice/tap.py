@@ -16,6 +16,18 @@ from chatservice.auth.credentials import CredentialsError, CredentialsFile
 from chatservice.build import LIMITS, build_chat
 from chatservice.server.policy import BanList, ConnectionPolicy
 from chatservice.store.sqlite import SQLiteStore, StoreError
+
+
+def check_dsn(dsn: str) -> None:
+    """Refuse a PostgreSQL URL that cannot be parsed (nothing is connected to).
+
+    :raises StoreError: naming the URL without its password.
+    """
+    from twisted.internet import reactor
+
+    from chatservice.store.postgres import PostgresStore
+
+    PostgresStore(dsn, reactor)
 from chatservice.web.site import chat_site
 
 DEFAULT_LISTEN = "tcp:4119"
@@ -23,6 +35,7 @@ DEFAULT_CREDENTIALS = Path("etc") / "credentials.txt"
 BUNDLED_CREDENTIALS = Path(__file__).parent / "data" / "credentials.txt"
 MAX_FAILURES_RANGE = range(1, 6)
 STORES = ("sqlite", "memory")
+POSTGRESQL_SCHEMES = ("postgresql://", "postgres://")
 DATABASE_NAME = "chat.sqlite3"
 
 _DEFAULT_POLICY = ConnectionPolicy()
@@ -85,7 +98,9 @@ class Options(usage.Options):
             None,
             "sqlite",
             f"Where chat data is kept: sqlite ({DATABASE_NAME} in --data-dir,"
-            " survives restarts) or memory (lost at exit).",
+            " survives restarts), memory (lost at exit), or a PostgreSQL server"
+            " as postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME (the password"
+            " is better in ~/.pgpass or PGPASSWORD).",
         ],
         ["max-offline", None, "100", "Messages kept for one offline user at most."],
         *(
@@ -166,8 +181,19 @@ class Options(usage.Options):
         _number(self, "max-offline", int, 1)
         for option, _field, kind, minimum, _text in LIMITS:
             _number(self, option, kind, minimum)
-        if self["store"] not in STORES:
-            raise usage.UsageError(f"--store must be sqlite or memory, not {self['store']!r}")
+        if self["store"].startswith(POSTGRESQL_SCHEMES):
+            from chatservice.store.postgres import redact
+
+            try:
+                check_dsn(self["store"])
+            except StoreError as e:
+                raise usage.UsageError(f"--store: {e}") from None
+            self["store-name"] = redact(self["store"])
+        elif self["store"] not in STORES:
+            raise usage.UsageError(
+                "--store must be sqlite, memory or a postgresql:// URL,"
+                f" not {self['store']!r}"
+            )
         self["database"] = self["data-dir"] / DATABASE_NAME
         if self["store"] == "sqlite" and self["database"].exists():
             try:

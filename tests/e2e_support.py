@@ -45,6 +45,8 @@ READ_TIMEOUT = 5.0
 """Default seconds a client waits for an expected reply."""
 
 _PORT_LINE = re.compile(rb"ChatFactory starting on (\d+)")
+_READY_LINE = b"Chat service started"
+"""Logged once the store is open and the state loaded: connections are served from then on."""
 _WEB_PORT_LINE = re.compile(rb"Site \(InputGuardFactory\) starting on (\d+)")
 # The directory the tests import chatservice from (a checkout, or site-packages).
 SOURCE_ROOT = Path(chatservice.__file__).resolve().parent.parent
@@ -260,7 +262,7 @@ class ChatServer:
             log = self.log_bytes()[offset:]
             match = _PORT_LINE.search(log)
             web = _WEB_PORT_LINE.search(log)
-            if match and (web or not self.web):
+            if match and (web or not self.web) and _READY_LINE in log:
                 self.port = int(match.group(1))
                 self.web_port = int(web.group(1)) if web else 0
                 return self

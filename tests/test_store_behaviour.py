@@ -1,0 +1,505 @@
+"""One behaviour suite for every :class:`IChatStore`: memory, SQLite and PostgreSQL.
+
+:class:`StoreBehaviour` holds what every store must do, through the
+asynchronous :class:`~chatservice.store.interface.IChatStore`; it runs against
+:class:`MemoryStore` and :class:`SQLiteStore`, each seen through
+:class:`LocalAdapter` (the service's ``LocalStore`` where it exists: it calls
+the synchronous store and returns a Deferred), and against
+:class:`PostgresStore` on a throw-away PostgreSQL cluster
+(:mod:`tests.pg_support`).  A random sequence of calls is also played on each
+store and on a :class:`MemoryStore`, and their answers compared.
+
+What only one store does (SQLite's file, WAL and schema; PostgreSQL's
+concurrency across nodes, migrations and DSN) is tested in
+``test_store_sqlite.py`` and ``test_store_postgres.py``.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from twisted.internet import defer, reactor
+from twisted.trial import unittest
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from chatservice.store.interface import HistoryEntry, IChatStore, ILocalChatStore, StoredMessage
+from chatservice.store.memory import MemoryStore
+from chatservice.store.sqlite import SQLiteStore
+from tests import pg_support
+
+T = 1_700_000_000.0
+
+
+try:
+    # The adapter the chat service uses, where it exists.
+    from chatservice.store.local import LocalStore as LocalAdapter
+except ImportError:
+
+    @implementer(IChatStore)
+    class LocalAdapter:  # type: ignore[no-redef]
+        """An :class:`ILocalChatStore` seen as an :class:`IChatStore`: each result in a Deferred.
+
+        :param local: the synchronous store.
+        """
+
+        def __init__(self, local: Any) -> None:
+            self.local = local
+
+        def __getattr__(self, name: str) -> Callable[..., defer.Deferred[Any]]:
+            if name not in IChatStore:
+                raise AttributeError(name)
+            call = getattr(self.local, name)
+            return lambda *args: defer.maybeDeferred(call, *args)
+
+
+class StoreBehaviour:
+    """What every :class:`IChatStore` does; mixed into a TestCase with :meth:`make_store`."""
+
+    store: Any
+    assertEqual: Callable[..., None]
+    assertIn: Callable[..., None]
+    assertTrue: Callable[..., None]
+    assertIsInstance: Callable[..., None]
+    addCleanup: Callable[..., None]
+
+    def make_store(self) -> Any:
+        """A new, unopened :class:`IChatStore`."""
+        raise NotImplementedError
+
+    async def setUp(self) -> None:
+        self.store = self.make_store()
+        await self.store.open()
+        self.addCleanup(self.store.close)
+
+    # Interface -------------------------------------------------------------------
+
+    def test_provides_interface(self) -> None:
+        self.assertTrue(verifyObject(IChatStore, self.store))
+
+    def test_calls_return_deferreds(self) -> None:
+        calls = [
+            self.store.blocks(),
+            self.store.add_block("yoda", "hans"),
+            self.store.count_offline("hans"),
+            self.store.highest_room_id(),
+        ]
+        for call in calls:
+            self.assertIsInstance(call, defer.Deferred)
+        return defer.gatherResults(calls)
+
+    async def test_empty(self) -> None:
+        self.assertEqual(list(await self.store.blocks()), [])
+        self.assertEqual(list(await self.store.last_seen()), [])
+        self.assertEqual(await self.store.offline_messages("yoda"), [])
+        self.assertEqual(await self.store.history_after(["broadcast"], 0), [])
+        self.assertEqual(list(await self.store.rooms()), [])
+
+    # Offline messages --------------------------------------------------------------
+
+    async def test_offline_add_returns_message(self) -> None:
+        message = await self.store.add_offline("yoda", "hans", "hello", T)
+        self.assertEqual(message, StoredMessage(1, "yoda", "hans", "hello", T))
+
+    async def test_offline_per_recipient_in_order(self) -> None:
+        m1 = await self.store.add_offline("yoda", "hans", "one", T)
+        m2 = await self.store.add_offline("luke", "leia", "for leia", T + 1)
+        m3 = await self.store.add_offline("luke", "hans", "two", T + 2)
+        m4 = await self.store.add_offline("yoda", "hans", "three", T + 3)
+        self.assertEqual(await self.store.offline_messages("hans"), [m1, m3, m4])
+        self.assertEqual(await self.store.offline_messages("leia"), [m2])
+        self.assertEqual(await self.store.offline_messages("yoda"), [])
+
+    async def test_offline_order_is_arrival_not_time(self) -> None:
+        """Oldest first means first stored first, even if the clock stepped back."""
+        m1 = await self.store.add_offline("yoda", "hans", "one", T + 10)
+        m2 = await self.store.add_offline("yoda", "hans", "two", T)
+        self.assertEqual(await self.store.offline_messages("hans"), [m1, m2])
+
+    async def test_offline_ids_unique_across_recipients(self) -> None:
+        ids = [
+            (await self.store.add_offline("yoda", recipient, "x", T)).message_id
+            for recipient in ("hans", "leia", "hans", "luke")
+        ]
+        self.assertEqual(ids, [1, 2, 3, 4])
+
+    async def test_offline_returned_list_is_a_copy(self) -> None:
+        await self.store.add_offline("yoda", "hans", "one", T)
+        listed = await self.store.offline_messages("hans")
+        listed.clear()
+        self.assertEqual(len(await self.store.offline_messages("hans")), 1)
+
+    async def test_offline_remove_by_ids(self) -> None:
+        m1 = await self.store.add_offline("yoda", "hans", "one", T)
+        m2 = await self.store.add_offline("yoda", "hans", "two", T + 1)
+        m3 = await self.store.add_offline("yoda", "leia", "three", T + 2)
+        m4 = await self.store.add_offline("yoda", "hans", "four", T + 3)
+        await self.store.remove_offline([m2.message_id, m3.message_id])
+        self.assertEqual(await self.store.offline_messages("hans"), [m1, m4])
+        self.assertEqual(await self.store.offline_messages("leia"), [])
+
+    async def test_offline_remove_unknown_ids_ignored(self) -> None:
+        m1 = await self.store.add_offline("yoda", "hans", "one", T)
+        m2 = await self.store.add_offline("yoda", "hans", "two", T + 1)
+        await self.store.remove_offline([99, m1.message_id, 0, m1.message_id])
+        self.assertEqual(await self.store.offline_messages("hans"), [m2])
+        await self.store.remove_offline([m2.message_id])
+        await self.store.remove_offline([m2.message_id])
+        self.assertEqual(await self.store.offline_messages("hans"), [])
+
+    async def test_offline_remove_nothing(self) -> None:
+        m1 = await self.store.add_offline("yoda", "hans", "one", T)
+        await self.store.remove_offline([])
+        self.assertEqual(await self.store.offline_messages("hans"), [m1])
+
+    async def test_offline_remove_accepts_any_iterable(self) -> None:
+        m1 = await self.store.add_offline("yoda", "hans", "one", T)
+        m2 = await self.store.add_offline("yoda", "hans", "two", T)
+        await self.store.remove_offline(message.message_id for message in [m1, m2])
+        self.assertEqual(await self.store.offline_messages("hans"), [])
+
+    async def test_offline_remove_many(self) -> None:
+        """A large delivered batch (more ids than one SQL statement takes) goes at once."""
+        kept = [await self.store.add_offline("yoda", "hans", f"m{i}", T + i) for i in range(1200)]
+        other = await self.store.add_offline("yoda", "leia", "stays", T)
+        await self.store.remove_offline([m.message_id for m in kept[:1100]])
+        self.assertEqual(await self.store.offline_messages("hans"), kept[1100:])
+        await self.store.remove_offline([m.message_id for m in kept])
+        self.assertEqual(await self.store.offline_messages("hans"), [])
+        self.assertEqual(await self.store.offline_messages("leia"), [other])
+
+    async def test_offline_removed_ids_not_reused(self) -> None:
+        m1 = await self.store.add_offline("yoda", "hans", "one", T)
+        await self.store.remove_offline([m1.message_id])
+        m2 = await self.store.add_offline("yoda", "hans", "two", T)
+        self.assertEqual(m2.message_id, 2)
+        self.assertEqual(await self.store.offline_messages("hans"), [m2])
+
+    async def test_offline_text_kept_exactly(self) -> None:
+        texts = ["tab\there", "émoji 😀 ünïcode", "x" * 8192, "  spaces  ", "'; DROP TABLE x; --"]
+        sent = [await self.store.add_offline("yoda", "hans", text, T + 0.123456) for text in texts]
+        got = await self.store.offline_messages("hans")
+        self.assertEqual(got, sent)
+        self.assertEqual([m.text for m in got], texts)
+        self.assertEqual({m.sent_at for m in got}, {T + 0.123456})
+
+    # Blocks ------------------------------------------------------------------------
+
+    async def test_blocks_add_list_remove(self) -> None:
+        await self.store.add_block("yoda", "hans")
+        await self.store.add_block("leia", "luke")
+        await self.store.add_block("yoda", "leia")
+        self.assertEqual(
+            list(await self.store.blocks()),
+            [("leia", "luke"), ("yoda", "hans"), ("yoda", "leia")],
+        )
+        await self.store.remove_block("yoda", "hans")
+        self.assertEqual(list(await self.store.blocks()), [("leia", "luke"), ("yoda", "leia")])
+
+    async def test_blocks_sorted_by_code_point(self) -> None:
+        for blocker in ("émile", "Zed", "alice", "ß"):
+            await self.store.add_block(blocker, "x")
+        self.assertEqual(
+            list(await self.store.blocks()),
+            [("Zed", "x"), ("alice", "x"), ("ß", "x"), ("émile", "x")],
+        )
+
+    async def test_blocks_direction_matters(self) -> None:
+        await self.store.add_block("yoda", "hans")
+        await self.store.remove_block("hans", "yoda")
+        self.assertEqual(list(await self.store.blocks()), [("yoda", "hans")])
+
+    async def test_blocks_add_twice_once(self) -> None:
+        await self.store.add_block("yoda", "hans")
+        await self.store.add_block("yoda", "hans")
+        self.assertEqual(list(await self.store.blocks()), [("yoda", "hans")])
+        await self.store.remove_block("yoda", "hans")
+        self.assertEqual(list(await self.store.blocks()), [])
+
+    async def test_blocks_remove_missing_ignored(self) -> None:
+        await self.store.remove_block("yoda", "hans")
+        self.assertEqual(list(await self.store.blocks()), [])
+
+    # Last seen ---------------------------------------------------------------------
+
+    async def test_last_seen_record_and_list(self) -> None:
+        await self.store.record_seen("yoda", T)
+        await self.store.record_seen("hans", T + 5)
+        self.assertEqual(sorted(await self.store.last_seen()), [("hans", T + 5), ("yoda", T)])
+
+    async def test_last_seen_latest_call_wins(self) -> None:
+        await self.store.record_seen("yoda", T)
+        await self.store.record_seen("yoda", T + 10)
+        self.assertEqual(list(await self.store.last_seen()), [("yoda", T + 10)])
+        await self.store.record_seen("yoda", T + 3)
+        self.assertEqual(list(await self.store.last_seen()), [("yoda", T + 3)])
+
+    # History -----------------------------------------------------------------------
+
+    async def test_history_numbering_per_channel_from_one(self) -> None:
+        b1 = await self.store.add_history("broadcast", "yoda", "b one", T)
+        r1 = await self.store.add_history("room:1", "hans", "r one", T + 1)
+        b2 = await self.store.add_history("broadcast", "luke", "b two", T + 2)
+        s1 = await self.store.add_history("room:2", "leia", "s one", T + 3)
+        r2 = await self.store.add_history("room:1", "yoda", "r two", T + 4)
+        self.assertEqual(b1, HistoryEntry("broadcast", 1, "yoda", "b one", T))
+        self.assertEqual(b2, HistoryEntry("broadcast", 2, "luke", "b two", T + 2))
+        self.assertEqual(r1, HistoryEntry("room:1", 1, "hans", "r one", T + 1))
+        self.assertEqual(r2, HistoryEntry("room:1", 2, "yoda", "r two", T + 4))
+        self.assertEqual(s1, HistoryEntry("room:2", 1, "leia", "s one", T + 3))
+
+    async def test_history_after_is_strict(self) -> None:
+        e1 = await self.store.add_history("broadcast", "yoda", "one", T)
+        e2 = await self.store.add_history("broadcast", "yoda", "two", T + 1)
+        e3 = await self.store.add_history("broadcast", "yoda", "three", T + 2)
+        self.assertEqual(await self.store.history_after(["broadcast"], T - 1), [e1, e2, e3])
+        self.assertEqual(await self.store.history_after(["broadcast"], T), [e2, e3])
+        self.assertEqual(await self.store.history_after(["broadcast"], T + 0.5), [e2, e3])
+        self.assertEqual(await self.store.history_after(["broadcast"], T + 1), [e3])
+        self.assertEqual(await self.store.history_after(["broadcast"], T + 2), [])
+
+    async def test_history_same_time_entries_all_excluded_or_included(self) -> None:
+        e1 = await self.store.add_history("broadcast", "yoda", "one", T)
+        e2 = await self.store.add_history("broadcast", "hans", "two", T)
+        e3 = await self.store.add_history("broadcast", "luke", "three", T)
+        self.assertEqual(await self.store.history_after(["broadcast"], T), [])
+        self.assertEqual(await self.store.history_after(["broadcast"], T - 0.001), [e1, e2, e3])
+
+    async def test_history_only_asked_channels(self) -> None:
+        b = await self.store.add_history("broadcast", "yoda", "b", T + 1)
+        r = await self.store.add_history("room:1", "hans", "r", T + 2)
+        await self.store.add_history("room:2", "leia", "secret", T + 3)
+        self.assertEqual(await self.store.history_after(["broadcast", "room:1"], T), [b, r])
+        self.assertEqual(await self.store.history_after(["room:9"], T), [])
+        self.assertEqual(await self.store.history_after([], T), [])
+
+    async def test_history_several_channels_sorted_by_time(self) -> None:
+        b1 = await self.store.add_history("broadcast", "yoda", "b1", T + 1)
+        r1 = await self.store.add_history("room:1", "hans", "r1", T + 2)
+        s1 = await self.store.add_history("room:2", "leia", "s1", T + 3)
+        b2 = await self.store.add_history("broadcast", "luke", "b2", T + 4)
+        r2 = await self.store.add_history("room:1", "yoda", "r2", T + 5)
+        s2 = await self.store.add_history("room:2", "hans", "s2", T + 6)
+        found = await self.store.history_after(["room:2", "broadcast", "room:1"], T)
+        self.assertEqual(found, [b1, r1, s1, b2, r2, s2])
+        self.assertEqual(
+            await self.store.history_after(["room:2", "broadcast", "room:1"], T + 3), [b2, r2, s2]
+        )
+
+    async def test_history_ties_across_channels(self) -> None:
+        r = await self.store.add_history("room:1", "hans", "r", T)
+        b = await self.store.add_history("broadcast", "yoda", "b", T)
+        self.assertEqual(await self.store.history_after(["room:1", "broadcast"], T - 1), [b, r])
+
+    async def test_history_channels_may_be_any_iterable(self) -> None:
+        e = await self.store.add_history("broadcast", "yoda", "one", T)
+        self.assertEqual(await self.store.history_after(iter(["broadcast"]), 0), [e])
+
+    async def test_history_out_of_time_order(self) -> None:
+        """A message stamped before the clock stepped back is still found."""
+        late = await self.store.add_history("broadcast", "yoda", "before the step back", T + 300)
+        await self.store.add_history("broadcast", "yoda", "old", T + 100)
+        newer = await self.store.add_history("broadcast", "yoda", "new", T + 200)
+        self.assertEqual(await self.store.history_after(["broadcast"], T + 150), [newer, late])
+
+    # Rooms -------------------------------------------------------------------------
+
+    async def test_rooms_save_list_delete(self) -> None:
+        await self.store.save_room(2, frozenset({"yoda", "hans"}))
+        await self.store.save_room(1, frozenset({"luke"}))
+        self.assertEqual(
+            list(await self.store.rooms()),
+            [(1, frozenset({"luke"})), (2, frozenset({"yoda", "hans"}))],
+        )
+        await self.store.delete_room(2)
+        self.assertEqual(list(await self.store.rooms()), [(1, frozenset({"luke"}))])
+
+    async def test_rooms_members_are_frozensets(self) -> None:
+        await self.store.save_room(1, frozenset({"luke", "leia"}))
+        [(room_id, members)] = list(await self.store.rooms())
+        self.assertEqual(room_id, 1)
+        self.assertIsInstance(members, frozenset)
+
+    async def test_rooms_save_updates(self) -> None:
+        await self.store.save_room(1, frozenset({"yoda", "hans"}))
+        await self.store.save_room(1, frozenset({"yoda"}))
+        await self.store.save_room(1, frozenset({"yoda", "leia", "luke"}))
+        self.assertEqual(list(await self.store.rooms()), [(1, frozenset({"yoda", "leia", "luke"}))])
+
+    async def test_rooms_without_members(self) -> None:
+        await self.store.save_room(3, frozenset())
+        self.assertEqual(list(await self.store.rooms()), [(3, frozenset())])
+
+    async def test_rooms_delete_missing_ignored(self) -> None:
+        await self.store.save_room(1, frozenset({"yoda"}))
+        await self.store.delete_room(5)
+        self.assertEqual(list(await self.store.rooms()), [(1, frozenset({"yoda"}))])
+
+    async def test_rooms_delete_keeps_history(self) -> None:
+        entry = await self.store.add_history("room:1", "yoda", "hi", T)
+        await self.store.save_room(1, frozenset({"yoda", "hans"}))
+        await self.store.delete_room(1)
+        self.assertEqual(list(await self.store.rooms()), [])
+        self.assertEqual(await self.store.history_after(["room:1"], 0), [entry])
+
+    async def test_rooms_deleted_number_can_be_saved_again(self) -> None:
+        await self.store.save_room(1, frozenset({"yoda", "hans"}))
+        await self.store.delete_room(1)
+        await self.store.save_room(1, frozenset({"leia"}))
+        self.assertEqual(list(await self.store.rooms()), [(1, frozenset({"leia"}))])
+
+
+
+    async def test_history_channel_asked_twice_answered_twice(self) -> None:
+        e = await self.store.add_history("broadcast", "yoda", "one", T)
+        self.assertEqual(await self.store.history_after(["broadcast", "broadcast"], 0), [e, e])
+
+    # Room numbers ------------------------------------------------------------------
+
+    async def test_highest_room_id_empty(self) -> None:
+        self.assertEqual(await self.store.highest_room_id(), 0)
+        await self.store.add_history("broadcast", "yoda", "not a room", T)
+        self.assertEqual(await self.store.highest_room_id(), 0)
+
+    async def test_highest_room_id_counts_rooms(self) -> None:
+        await self.store.save_room(3, frozenset({"yoda"}))
+        await self.store.save_room(7, frozenset())
+        self.assertEqual(await self.store.highest_room_id(), 7)
+        await self.store.delete_room(7)
+        self.assertEqual(await self.store.highest_room_id(), 3)
+
+    async def test_highest_room_id_counts_history(self) -> None:
+        """A deleted room's number stays taken while its history is kept."""
+        await self.store.save_room(12, frozenset({"yoda", "hans"}))
+        await self.store.add_history("room:12", "yoda", "hi", T)
+        await self.store.save_room(4, frozenset({"leia"}))
+        await self.store.delete_room(12)
+        self.assertEqual(await self.store.highest_room_id(), 12)
+        await self.store.add_history("room:30", "luke", "only history", T)
+        self.assertEqual(await self.store.highest_room_id(), 30)
+
+    # Order of calls ---------------------------------------------------------------
+
+    async def test_calls_take_effect_in_the_order_made(self) -> None:
+        """Calls made without waiting for each other act as if each had waited."""
+        store = self.store
+        calls = [
+            store.record_seen("yoda", T + 10),
+            store.add_block("yoda", "hans"),
+            store.add_offline("yoda", "hans", "one", T),
+            store.record_seen("yoda", T + 3),
+            store.remove_block("yoda", "hans"),
+            store.add_offline("yoda", "hans", "two", T),
+            store.offline_messages("hans"),
+            store.add_block("yoda", "hans"),
+            store.count_offline("hans"),
+        ]
+        results = await defer.gatherResults(calls)
+        self.assertEqual([m.text for m in results[6]], ["one", "two"])
+        self.assertEqual(results[8], 2)
+        self.assertEqual(list(await store.last_seen()), [("yoda", T + 3)])
+        self.assertEqual(list(await store.blocks()), [("yoda", "hans")])
+
+    async def test_history_numbers_when_not_waiting(self) -> None:
+        entries = await defer.gatherResults(
+            [self.store.add_history("room:1", "yoda", f"m{i}", T + i) for i in range(50)]
+        )
+        self.assertEqual([e.seq for e in entries], list(range(1, 51)))
+        self.assertEqual(await self.store.history_after(["room:1"], 0), entries)
+
+    # The same answers as MemoryStore -------------------------------------------------
+
+    async def play(self, seed: int, steps: int) -> None:
+        """Play ``steps`` random calls on this store and on a MemoryStore; compare answers."""
+        rng = random.Random(seed)
+        memory = MemoryStore()
+        users = ["yoda", "hans", "luke", "leia", "émile"]
+        channels = ["broadcast", "room:1", "room:2", "room:3"]
+        now = T
+        ids: list[int] = []
+
+        async def both(name: str, *args: Any) -> Any:
+            expected = getattr(memory, name)(*args)
+            got = await getattr(self.store, name)(*args)
+            if expected is not None and not isinstance(expected, (int, list, StoredMessage, HistoryEntry)):
+                expected, got = list(expected), list(got)
+            if name == "last_seen":
+                expected, got = sorted(expected), sorted(got)
+            self.assertEqual(got, expected, f"seed {seed}: {name}{args}")
+            return got
+
+        for _ in range(steps):
+            now += rng.choice([0, 0.25, 1, 7.5, -3])  # the clock may step back
+            kind = rng.randrange(13)
+            if kind == 0:
+                message = await both("add_offline", rng.choice(users), rng.choice(users), f"m{now}", now)
+                ids.append(message.message_id)
+            elif kind == 1:
+                await both("offline_messages", rng.choice(users))
+            elif kind == 2 and ids:
+                await both("remove_offline", rng.sample(ids, min(len(ids), rng.randrange(1, 4))) + [10**6])
+            elif kind == 3:
+                await both("add_block", rng.choice(users), rng.choice(users))
+            elif kind == 4:
+                await both("remove_block", rng.choice(users), rng.choice(users))
+            elif kind == 5:
+                await both("record_seen", rng.choice(users), now)
+            elif kind == 6:
+                await both("add_history", rng.choice(channels), rng.choice(users), f"h{now}", now)
+            elif kind == 7:
+                await both("history_after", rng.sample(channels, rng.randrange(len(channels) + 1)), now - rng.choice([0, 1, 5, 50, 1e6]))
+            elif kind == 8:
+                await both("save_room", rng.randrange(1, 5), frozenset(rng.sample(users, rng.randrange(len(users) + 1))))
+            elif kind == 9:
+                await both("delete_room", rng.randrange(1, 6))
+            elif kind == 10:
+                await both("count_offline", rng.choice(users))
+            elif kind == 11:
+                await both("highest_room_id")
+            else:
+                for name in ("blocks", "last_seen", "rooms"):
+                    await both(name)
+        for name in ("blocks", "last_seen", "rooms", "highest_room_id"):
+            await both(name)
+        for user in users:
+            await both("offline_messages", user)
+        await both("history_after", channels, 0)
+
+    async def test_same_answers_as_memory(self) -> None:
+        # Each seed on a fresh store: message ids count from 1 on both.
+        await self.play(1, 400)
+
+
+class MemoryStoreTests(StoreBehaviour, unittest.TestCase):
+    """The shared behaviour, on :class:`MemoryStore`."""
+
+    def make_store(self) -> LocalAdapter:
+        return LocalAdapter(MemoryStore())
+
+    def test_provides_local_interface(self) -> None:
+        self.assertTrue(verifyObject(ILocalChatStore, self.store.local))
+
+
+class SQLiteStoreTests(StoreBehaviour, unittest.TestCase):
+    """The shared behaviour, on :class:`SQLiteStore`."""
+
+    def make_store(self) -> LocalAdapter:
+        directory = Path(tempfile.mkdtemp(prefix="chat-store-test-"))
+        self.addCleanup(shutil.rmtree, directory, True)
+        return LocalAdapter(SQLiteStore(directory / "chat.sqlite3"))
+
+    def test_provides_local_interface(self) -> None:
+        self.assertTrue(verifyObject(ILocalChatStore, self.store.local))
+
+
+class PostgresStoreTests(StoreBehaviour, unittest.TestCase):
+    """The shared behaviour, on :class:`PostgresStore` with a new database for each test."""
+
+    def make_store(self) -> Any:
+        from chatservice.store.postgres import PostgresStore
+
+        return PostgresStore(pg_support.new_database(self), reactor)

@@ -1,0 +1,417 @@
+"""Tests for :mod:`chatservice.store.postgres` that only the PostgreSQL store has.
+
+They run against a real PostgreSQL server (:mod:`tests.pg_support`): several
+stores on one database, as several nodes of a cluster, never give one history
+number twice nor skip one; the schema is created, migrated, or refused when
+newer; an unreachable server or a wrong password fail ``open()`` clearly; and
+the DSN's password shows in no error and no log message.  The behaviour shared
+with the other stores is in ``test_store_behaviour.py``.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any
+
+import psycopg
+from twisted.internet import defer, reactor
+from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+from twisted.trial import unittest
+
+from chatservice.store import postgres as postgres_module
+from chatservice.store.interface import StoredMessage
+from chatservice.store.postgres import PostgresStore, StoreError, redact, schema_version
+from tests import pg_support
+
+T = 1_700_000_000.0
+NODES = 4
+
+
+class PostgresTestCase(unittest.TestCase):
+    """A new database on the test cluster, and helpers to open stores on it."""
+
+    def setUp(self) -> None:
+        self.dsn = pg_support.new_database(self)
+        self.events: list[LogEvent] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    async def opened(self, dsn: str | None = None) -> PostgresStore:
+        """A store on the test database (or ``dsn``), opened, closed after the test."""
+        store = PostgresStore(dsn or self.dsn, reactor)
+        await store.open()
+        self.addCleanup(store.close)
+        return store
+
+    def inspect(self, sql: str) -> Any:
+        """The first value of ``sql``, read on a separate connection."""
+        with psycopg.connect(self.dsn, autocommit=True) as connection:
+            row = connection.execute(sql).fetchone()
+        return None if row is None else row[0]
+
+    def execute(self, sql: str) -> None:
+        with psycopg.connect(self.dsn, autocommit=True) as connection:
+            connection.execute(sql)
+
+    async def refused(self, store: PostgresStore, *expected: str) -> StoreError:
+        """``store.open()`` fails with a StoreError naming the database, without the password."""
+        try:
+            await store.open()
+        except StoreError as e:
+            error = e
+        else:
+            self.fail("open() succeeded")
+        self.assertIn(store.name, str(error))
+        for text in expected:
+            self.assertIn(text, str(error))
+        self.assertPasswordNowhere(str(error))
+        try:
+            await store.add_block("yoda", "hans")
+        except StoreError as e:
+            self.assertIn("not open", str(e))
+        else:
+            self.fail("a call on a store that failed to open succeeded")
+        return error
+
+    def assertPasswordNowhere(self, *texts: str) -> None:
+        """Neither ``texts`` nor any message logged during the test holds the password."""
+        logged = [formatEvent(event) for event in self.events]
+        logged += [str(event.get("log_failure", "")) for event in self.events]
+        for text in list(texts) + logged:
+            self.assertNotIn(pg_support.PASSWORD, text)
+
+
+class SeveralNodesTests(PostgresTestCase):
+    """Stores on one database at once, as the nodes of a cluster."""
+
+    async def nodes(self) -> list[PostgresStore]:
+        return [await self.opened() for _ in range(NODES)]
+
+    async def test_history_numbers_unique_and_without_gaps(self) -> None:
+        nodes = await self.nodes()
+        channels = ["broadcast", "room:1", "room:2"]
+        calls = [
+            node.add_history(channels[i % len(channels)], f"node{n}", f"{n}/{i}", T + i)
+            for i in range(60)
+            for n, node in enumerate(nodes)
+        ]
+        entries = await defer.gatherResults(calls)
+        for channel in channels:
+            numbers = sorted(e.seq for e in entries if e.channel == channel)
+            self.assertEqual(numbers, list(range(1, len(numbers) + 1)), channel)
+        stored = await nodes[0].history_after(channels, 0)
+        self.assertEqual(sorted(stored, key=lambda e: (e.channel, e.seq)),
+                         sorted(entries, key=lambda e: (e.channel, e.seq)))
+        # Each node's own messages of a channel are numbered in the order it sent them.
+        for n in range(NODES):
+            for channel in channels:
+                mine = [e.seq for e in entries if e.sender == f"node{n}" and e.channel == channel]
+                self.assertEqual(mine, sorted(mine))
+
+    async def test_history_numbers_from_raw_connections(self) -> None:
+        """Six connections adding to one channel at once, in threads: numbers 1..240, each once."""
+        await self.opened()
+        results: list[int] = []
+        lock = threading.Lock()
+
+        def add(node: int) -> None:
+            with psycopg.connect(self.dsn, autocommit=True) as connection:
+                for i in range(40):
+                    entry = postgres_module._add_history(
+                        connection, "broadcast", f"thread{node}", f"{i}", T + i
+                    )
+                    with lock:
+                        results.append(entry.seq)
+
+        threads = [threading.Thread(target=add, args=(n,)) for n in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        self.assertEqual(sorted(results), list(range(1, 241)))
+        self.assertEqual(self.inspect("SELECT last_seq FROM history_channels"), 240)
+        self.assertEqual(self.inspect("SELECT COUNT(DISTINCT seq) FROM history"), 240)
+
+    async def test_offline_ids_unique_across_nodes(self) -> None:
+        nodes = await self.nodes()
+        calls = [
+            node.add_offline(f"node{n}", "hans", f"{n}/{i}", T + i)
+            for i in range(30)
+            for n, node in enumerate(nodes)
+        ]
+        messages = await defer.gatherResults(calls)
+        ids = [m.message_id for m in messages]
+        self.assertEqual(len(set(ids)), len(ids))
+        kept = await nodes[1].offline_messages("hans")
+        self.assertEqual([m.message_id for m in kept], sorted(ids))
+        await defer.gatherResults(
+            [node.remove_offline(ids[n::NODES] + ids[:3]) for n, node in enumerate(nodes)]
+        )
+        self.assertEqual(await nodes[2].count_offline("hans"), 0)
+
+    async def test_saving_one_room_from_two_nodes(self) -> None:
+        """Concurrent saves of a room leave the members one of them gave, never a mixture."""
+        first, second = await self.opened(), await self.opened()
+        choices = [frozenset({"yoda", "hans"}), frozenset({"leia", "luke", "obiwan"})]
+        for round_ in range(20):
+            await defer.gatherResults(
+                [first.save_room(1, choices[round_ % 2]), second.save_room(1, choices[1 - round_ % 2])]
+            )
+            [(room_id, members)] = list(await first.rooms())
+            self.assertEqual(room_id, 1)
+            self.assertIn(members, choices)
+
+    async def test_nodes_opening_a_new_database_together(self) -> None:
+        stores = [PostgresStore(self.dsn, reactor) for _ in range(NODES)]
+        await defer.gatherResults([store.open() for store in stores])
+        for store in stores:
+            self.addCleanup(store.close)
+        self.assertEqual(self.inspect("SELECT COUNT(*) FROM schema_version"), schema_version())
+        entries = await defer.gatherResults(
+            [store.add_history("broadcast", "yoda", "hi", T) for store in stores]
+        )
+        self.assertEqual(sorted(e.seq for e in entries), list(range(1, NODES + 1)))
+
+    async def test_next_room_id_unique_across_nodes(self) -> None:
+        nodes = await self.nodes()
+        await nodes[0].save_room(3, frozenset({"yoda"}))
+        await nodes[0].add_history("room:7", "yoda", "a deleted room's history", T)
+        numbers = await defer.gatherResults(
+            [node.next_room_id() for _ in range(20) for node in nodes]
+        )
+        self.assertEqual(len(set(numbers)), len(numbers))
+        self.assertGreater(min(numbers), 7)
+        self.assertEqual(await nodes[1].highest_room_id(), max(numbers))
+        # A room saved past the sequence (by a node that counted for itself) is skipped.
+        await nodes[2].save_room(max(numbers) + 10, frozenset({"hans"}))
+        self.assertEqual(await nodes[3].next_room_id(), max(numbers) + 11)
+
+    async def test_room_numbers_seen_by_other_nodes(self) -> None:
+        first, second = await self.opened(), await self.opened()
+        await first.save_room(5, frozenset({"yoda"}))
+        await first.add_history("room:9", "yoda", "hi", T)
+        self.assertEqual(await second.highest_room_id(), 9)
+        self.assertEqual(list(await second.rooms()), [(5, frozenset({"yoda"}))])
+
+
+class LifecycleTests(PostgresTestCase):
+    """Opening, closing, reopening."""
+
+    async def test_everything_survives_reopen(self) -> None:
+        first = PostgresStore(self.dsn, reactor)
+        await first.open()
+        kept = [await first.add_offline("yoda", "hans", f"m{i}", T + i) for i in range(3)]
+        await first.remove_offline([kept[1].message_id])
+        await first.add_block("yoda", "hans")
+        await first.record_seen("yoda", T + 2)
+        await first.save_room(1, frozenset({"yoda", "hans"}))
+        b1 = await first.add_history("broadcast", "yoda", "b1", T)
+        await first.close()
+
+        second = await self.opened()
+        self.assertEqual(await second.offline_messages("hans"), [kept[0], kept[2]])
+        self.assertEqual(list(await second.blocks()), [("yoda", "hans")])
+        self.assertEqual(list(await second.last_seen()), [("yoda", T + 2)])
+        self.assertEqual(list(await second.rooms()), [(1, frozenset({"yoda", "hans"}))])
+        self.assertEqual(await second.history_after(["broadcast"], 0), [b1])
+        self.assertEqual((await second.add_history("broadcast", "hans", "b2", T)).seq, 2)
+        self.assertEqual((await second.add_offline("yoda", "hans", "new", T)).message_id, 4)
+
+    async def test_close_waits_for_calls_made(self) -> None:
+        store = PostgresStore(self.dsn, reactor)
+        await store.open()
+        calls = [store.add_offline("yoda", "hans", f"m{i}", T) for i in range(50)]
+        await store.close()
+        self.assertTrue(all(call.called for call in calls))
+        self.assertEqual(self.inspect("SELECT COUNT(*) FROM offline_messages"), 50)
+
+    async def test_close_twice_and_calls_when_closed(self) -> None:
+        store = PostgresStore(self.dsn, reactor)
+        await store.close()
+        await store.open()
+        await store.close()
+        await store.close()
+        with self.assertRaises(StoreError) as raised:
+            await store.blocks()
+        self.assertIn("not open", str(raised.exception))
+        self.assertIn(store.name, str(raised.exception))
+
+    async def test_open_twice_refused(self) -> None:
+        store = await self.opened()
+        with self.assertRaises(StoreError):
+            await store.open()
+        await store.add_block("yoda", "hans")
+        self.assertEqual(list(await store.blocks()), [("yoda", "hans")])
+
+    async def test_text_postgresql_cannot_hold(self) -> None:
+        """NUL and lone surrogates are kept as U+FFFD, as SQLite keeps surrogates."""
+        store = await self.opened()
+        message = await store.add_offline("yoda", "hans", "a\x00b\ud800", T)
+        self.assertEqual(message, StoredMessage(1, "yoda", "hans", "a\ufffdb\ufffd", T))
+        self.assertEqual(await store.offline_messages("hans"), [message])
+        entry = await store.add_history("broadcast", "yoda", "\x00", T)
+        self.assertEqual(entry.text, "\ufffd")
+
+    async def test_database_error_is_a_store_error(self) -> None:
+        store = await self.opened()
+        self.execute("DROP TABLE blocks")
+        with self.assertRaises(StoreError) as raised:
+            await store.add_block("yoda", "hans")
+        self.assertIn(store.name, str(raised.exception))
+        self.assertIn("blocks", str(raised.exception))
+        # The connection is still usable.
+        self.assertEqual(await store.count_offline("hans"), 0)
+
+    async def test_reconnects_after_the_connection_is_lost(self) -> None:
+        store = await self.opened()
+        self.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = 'chatservice' AND datname = current_database()"
+        )
+        with self.assertRaises(StoreError) as raised:
+            await store.count_offline("hans")
+        self.assertIn(store.name, str(raised.exception))
+        self.flushLoggedErrors()
+        self.assertEqual(await store.count_offline("hans"), 0)
+        self.assertPasswordNowhere(str(raised.exception))
+
+
+class MigrationTests(PostgresTestCase):
+    """Schema versions: created from nothing, migrated, refused when newer."""
+
+    async def test_created_from_nothing(self) -> None:
+        await self.opened()
+        self.assertEqual(schema_version(), 1)
+        self.assertEqual(self.inspect("SELECT array_agg(version) FROM schema_version"), [1])
+        tables = self.inspect(
+            "SELECT array_agg(tablename::text ORDER BY tablename) FROM pg_tables"
+            " WHERE schemaname = 'public'"
+        )
+        self.assertEqual(sorted(tables), sorted(postgres_module.TABLES | {"schema_version"}))
+        self.assertTrue(any("schema version 1, was 0" in formatEvent(e) for e in self.events))
+
+    async def test_reopen_does_not_migrate_again(self) -> None:
+        await (await self.opened()).close()
+        await self.opened()
+        self.assertEqual(self.inspect("SELECT COUNT(*) FROM schema_version"), 1)
+
+    async def test_migrates_to_newer_schema(self) -> None:
+        first = PostgresStore(self.dsn, reactor)
+        await first.open()
+        message = await first.add_offline("yoda", "hans", "kept", T)
+        await first.close()
+        self.patch(
+            postgres_module,
+            "MIGRATIONS",
+            postgres_module.MIGRATIONS
+            + [("ALTER TABLE offline_messages ADD COLUMN flags INTEGER NOT NULL DEFAULT 0",)],
+        )
+        store = await self.opened()
+        self.assertEqual(self.inspect("SELECT MAX(version) FROM schema_version"), 2)
+        self.assertEqual(self.inspect("SELECT flags FROM offline_messages"), 0)
+        self.assertEqual(await store.offline_messages("hans"), [message])
+
+    async def test_failed_migration_rolled_back(self) -> None:
+        await (await self.opened()).close()
+        self.patch(
+            postgres_module,
+            "MIGRATIONS",
+            postgres_module.MIGRATIONS + [("CREATE TABLE extra (x INTEGER)", "THIS IS NOT SQL")],
+        )
+        await self.refused(PostgresStore(self.dsn, reactor), "syntax error")
+        self.assertEqual(self.inspect("SELECT MAX(version) FROM schema_version"), 1)
+        self.assertIsNone(self.inspect("SELECT to_regclass('extra')"))
+
+    async def test_newer_schema_refused(self) -> None:
+        await (await self.opened()).close()
+        self.execute("INSERT INTO schema_version (version) VALUES (7)")
+        error = await self.refused(PostgresStore(self.dsn, reactor), "schema version 7")
+        self.assertIn(redact(self.dsn), str(error))
+        self.assertIn("newer than this server knows (1)", str(error))
+        self.assertEqual(self.inspect("SELECT array_agg(version ORDER BY version) FROM schema_version"), [1, 7])
+
+    async def test_other_programs_tables_refused(self) -> None:
+        self.execute("CREATE TABLE history (line TEXT)")
+        await self.refused(PostgresStore(self.dsn, reactor), "history", "not a chat database")
+        self.assertIsNone(self.inspect("SELECT to_regclass('schema_version')"))
+
+    async def test_other_tables_are_no_concern(self) -> None:
+        self.execute("CREATE TABLE accounts (name TEXT)")
+        store = await self.opened()
+        await store.add_block("yoda", "hans")
+        self.assertEqual(self.inspect("SELECT COUNT(*) FROM accounts"), 0)
+
+
+class ConnectionFailureTests(PostgresTestCase):
+    """An unreachable server or a refused login; the password never shows."""
+
+    async def test_closed_port(self) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        dsn = f"postgresql://chat:{pg_support.PASSWORD}@127.0.0.1:{port}/chat"
+        store = PostgresStore(dsn, reactor)
+        started = time.monotonic()
+        error = await self.refused(store, "Cannot open the chat database", "Connection refused")
+        self.assertLess(time.monotonic() - started, 5)
+        self.assertIn(f"postgresql://chat@127.0.0.1:{port}/chat", str(error))
+        self.assertPasswordNowhere(repr(store), store.name)
+
+    async def test_unknown_host_port_times_out(self) -> None:
+        """A server that accepts TCP but never answers: open() fails within connect_timeout."""
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        self.addCleanup(listener.close)
+        port = listener.getsockname()[1]
+        dsn = f"postgresql://chat:{pg_support.PASSWORD}@127.0.0.1:{port}/chat?connect_timeout=2"
+        started = time.monotonic()
+        await self.refused(PostgresStore(dsn, reactor), "timeout")
+        self.assertLess(time.monotonic() - started, 10)
+
+    async def test_wrong_password(self) -> None:
+        server = pg_support.cluster()
+        dsn = self.dsn.replace(pg_support.PASSWORD, "Wrong-" + pg_support.PASSWORD[::-1])
+        self.assertNotEqual(dsn, self.dsn)
+        store = PostgresStore(dsn, reactor)
+        error = await self.refused(store, "password authentication failed")
+        self.assertNotIn(pg_support.PASSWORD[::-1], str(error))
+        self.assertIn(f"postgresql://postgres@127.0.0.1:{server.port}/", str(error))
+
+    async def test_unknown_database(self) -> None:
+        dsn = pg_support.cluster().dsn("no_such_database")
+        await self.refused(PostgresStore(dsn, reactor), "no_such_database", "does not exist")
+
+    async def test_password_not_logged_when_open(self) -> None:
+        store = await self.opened()
+        await store.add_history("broadcast", "yoda", "hi", T)
+        await store.close()
+        self.assertTrue(self.events)
+        self.assertPasswordNowhere(repr(store))
+
+    def test_invalid_dsn(self) -> None:
+        dsn = f"postgresql://chat:{pg_support.PASSWORD}@127.0.0.1/chat?nonsense=1"
+        error = self.assertRaises(StoreError, PostgresStore, dsn, reactor)
+        self.assertIn("not a valid PostgreSQL DSN", str(error))
+        self.assertIn("postgresql://chat@127.0.0.1/chat", str(error))
+        self.assertPasswordNowhere(str(error))
+
+
+class RedactTests(unittest.TestCase):
+    """:func:`redact` removes the password from any form of DSN."""
+
+    def test_forms(self) -> None:
+        cases = {
+            "postgresql://chat:s3cret@db.example:5433/chat": "postgresql://chat@db.example:5433/chat",
+            "postgres://chat:p?a#ss@h/db": "postgres://chat@h/db",
+            "postgresql://chat@h/db": "postgresql://chat@h/db",
+            "postgresql://h:5432/db": "postgresql://h:5432/db",
+            "postgresql://chat:@h/db": "postgresql://chat@h/db",
+            "postgresql://chat@h/db?password=s3cret&sslmode=require": "postgresql://chat@h/db?password=***&sslmode=require",
+            "host=h user=chat password=s3cret dbname=chat": "host=h user=chat password=*** dbname=chat",
+            "host=h password = 'a b\\' c' dbname=chat": "host=h password = *** dbname=chat",
+        }
+        for dsn, shown in cases.items():
+            self.assertEqual(redact(dsn), shown, dsn)
