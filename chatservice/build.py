@@ -154,6 +154,13 @@ def build_chat(
     portal = Portal(ChatRealm(state), checkers)
     gate = LoginGate(portal, accounts, lockout, address_lockout, manager)
     factory = ChatFactory(gate, reactor, policy)
+    cluster = None
+    if config.get("redis"):
+        # Imported only here: a node on its own needs no Redis client.
+        from chatservice.cluster.node import ClusterNode
+
+        cluster = ClusterNode(config["redis"], config["node-name"], state, reactor)
+        state.cluster = cluster
     service = ChatService(
         state,
         factory,
@@ -162,5 +169,6 @@ def build_chat(
         data_dir,
         workers,
         IReactorCore(reactor, None),
+        cluster,
     )
     return Chat(state, accounts, manager, lockout, address_lockout, gate, policy, factory, service)

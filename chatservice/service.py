@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
-from twisted.application.service import MultiService, Service
+from twisted.application.service import IService, MultiService, Service
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
@@ -68,6 +68,9 @@ class ChatService(MultiService):
         stopped with the service.
     :param reactor: what to stop when loading fails after the start
         returned (``None``: only log it).
+    :param cluster: this node's part in a cluster (``--redis``), started
+        with the service and stopped once its users have been logged out
+        (so that the others hear of it).
     """
 
     def __init__(
@@ -79,6 +82,7 @@ class ChatService(MultiService):
         data_dir: Path,
         workers: Workers | None = None,
         reactor: IReactorCore | None = None,
+        cluster: IService | None = None,
     ) -> None:
         super().__init__()
         self.state = state
@@ -87,6 +91,7 @@ class ChatService(MultiService):
         self.activity = activity
         self.data_dir = data_dir
         self.workers = workers
+        self.cluster = cluster
         self.reactor = reactor
         self.serving = False
         """Whether the state is loaded and connections are taken."""
@@ -95,6 +100,8 @@ class ChatService(MultiService):
     def startService(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         Service.startService(self)
+        if self.cluster is not None:
+            self.cluster.startService()
         # Open the store first: if it fails, no started worker keeps twistd alive.
         d = self.state.store.open()
         d.addCallback(lambda _: self.state.load())
@@ -153,6 +160,10 @@ class ChatService(MultiService):
         d = self.factory.disconnect_all(SHUTDOWN)
         d.addCallback(lambda _: self._end_remaining_sessions())
         d.addCallback(lambda _: self.factory.output_batcher.flush_now())
+        if self.cluster is not None:
+            cluster = self.cluster
+            d.addBoth(lambda _: self.state.writes_done())
+            d.addBoth(lambda _: cluster.stopService())
         for lockout in self.lockouts:
             lockout.stop()
         d.addCallback(lambda _: self.activity.flush())

@@ -391,7 +391,7 @@ class Session:
             )
         for name in others:
             self._check_other_user(name)
-            if name not in self.state.sessions:
+            if self.state.online(name) is None:
                 raise CommandError("offline", f"Error. {name} is offline.")
             if self.state.has_blocked(name, self.username):
                 raise CommandError("blocked", f"Error. {name} has blocked you.")
@@ -405,6 +405,7 @@ class Session:
         room, created = found
         names = tuple(sorted(room.members))
         if created:
+            self.state.room_changed(room.room_id, room.members)
             joined = events.RoomJoined(room.room_id, self.username, names)
             self.state.deliver(joined, self.username, others, Delivery.PLAIN)
         return events.RoomCreated(room.room_id, names, existed=not created)
@@ -429,6 +430,7 @@ class Session:
         return d.addCallback(self._room_left, room, found.members)
 
     def _room_left(self, removed: bool, room: int, others: frozenset[str]) -> events.RoomLeft:
+        self.state.room_changed(room, None if removed else others - {self.username})
         notice = events.RoomLeft(room, self.username)
         self.state.deliver(notice, self.username, others, Delivery.PLAIN)
         return events.RoomLeft(room, self.username, removed)
@@ -490,6 +492,7 @@ class Session:
             self._auto_replied = None
             self._missed = 0
         self.auto_reply = message or DEFAULT_AUTO_REPLY
+        self.state.member_changed(self)
         return events.StatusChanged("busy", auto_reply=self.auto_reply)
 
     def idle(self) -> defer.Deferred[events.StatusChanged]:
@@ -497,6 +500,7 @@ class Session:
         if self.auto_reply is None:
             raise CommandError("not_busy", "Error. You are not busy.")
         self.auto_reply = None
+        self.state.member_changed(self)
         missed = self._missed
         d = self.deliver_kept()
         return d.addCallback(
@@ -508,11 +512,14 @@ class Session:
         if not self.hidden:
             self.state.mark_seen(self.username)
             self.hidden = True
+            self.state.member_changed(self)
         return events.StatusChanged("hidden")
 
     def appear(self) -> events.StatusChanged:
         """Undo :meth:`hide`."""
-        self.hidden = False
+        if self.hidden:
+            self.hidden = False
+            self.state.member_changed(self)
         return events.StatusChanged("visible")
 
     def status(self) -> events.StatusReport:
@@ -567,7 +574,7 @@ class Session:
     def _reachable(self, username: str) -> ChatMember:
         """The session of ``username`` if this user may contact them directly."""
         self._check_other_user(username)
-        other = self.state.sessions.get(username)
+        other = self.state.online(username)
         if other is None:
             raise CommandError("offline", f"Error. {username} is offline.")
         if self.state.has_blocked(username, self.username):

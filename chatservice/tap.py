@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,19 @@ class Options(usage.Options):
             for option, field, _kind, _minimum, text in LIMITS
         ),
         [
+            "redis",
+            None,
+            None,
+            "Share the service with the other nodes on this Redis, e.g."
+            " redis://127.0.0.1:6379/0 (needs --store postgresql://...).",
+        ],
+        [
+            "node-name",
+            None,
+            None,
+            "This node's name in the cluster [default: host name and first --listen port].",
+        ],
+        [
             "data-dir",
             "d",
             "chat-data",
@@ -189,6 +203,11 @@ class Options(usage.Options):
             except StoreError as e:
                 raise usage.UsageError(f"--store: {e}") from None
             self["store-name"] = redact(self["store"])
+        elif self["redis"] is not None:
+            raise usage.UsageError(
+                "--redis needs --store postgresql://...: with a local store each"
+                " node would keep its own data and the nodes would disagree."
+            )
         elif self["store"] not in STORES:
             raise usage.UsageError(
                 "--store must be sqlite, memory or a postgresql:// URL,"
@@ -200,6 +219,16 @@ class Options(usage.Options):
                 SQLiteStore(self["database"]).check()
             except StoreError as e:
                 raise usage.UsageError(str(e)) from None
+        if self["redis"] is not None:
+            from chatservice.cluster.link import RedisURLError, parse_redis_url
+
+            try:
+                parse_redis_url(self["redis"])
+            except RedisURLError as e:
+                raise usage.UsageError(f"--redis: {e}") from None
+            if self["node-name"] is None:
+                port = self["listen"][0].split(":")[1] if ":" in self["listen"][0] else ""
+                self["node-name"] = f"{socket.gethostname()}:{port}"
         bans = list(self["ban"])
         if self["ban-file"] is not None:
             try:

@@ -151,6 +151,15 @@ class StoreBehaviour:
         await self.store.remove_offline([m2.message_id])
         self.assertEqual(await self.store.offline_messages("hans"), [])
 
+    async def test_offline_take_once(self) -> None:
+        """Only one taker of a kept message gets it (a direct message across nodes)."""
+        m1 = await self.store.add_offline("yoda", "hans", "one", T)
+        m2 = await self.store.add_offline("yoda", "hans", "two", T + 1)
+        self.assertEqual(await self.store.take_offline(m1.message_id), True)
+        self.assertEqual(await self.store.take_offline(m1.message_id), False)
+        self.assertEqual(await self.store.take_offline(99), False)
+        self.assertEqual(await self.store.offline_messages("hans"), [m2])
+
     async def test_offline_remove_nothing(self) -> None:
         m1 = await self.store.add_offline("yoda", "hans", "one", T)
         await self.store.remove_offline([])

@@ -93,6 +93,9 @@ class IChatStore(Interface):
     def remove_offline(message_ids: Iterable[int]) -> Deferred[None]:
         """Remove delivered messages."""
 
+    def take_offline(message_id: int) -> Deferred[bool]:
+        """Remove one kept message; whether it was there (so that only one taker delivers it)."""
+
     def count_offline(recipient: str) -> Deferred[int]:
         """How many messages are kept for ``recipient``."""
 
@@ -154,6 +157,9 @@ class ILocalChatStore(Interface):
 
     def remove_offline(message_ids: Iterable[int]) -> None:
         """Remove delivered messages."""
+
+    def take_offline(message_id: int) -> bool:
+        """Remove one kept message; whether it was there (so that only one taker delivers it)."""
 
     def count_offline(recipient: str) -> int:
         """How many messages are kept for ``recipient``."""

@@ -65,6 +65,11 @@ class MemoryStore:
                 if not box:
                     del self._offline[recipient]
 
+    def take_offline(self, message_id: int) -> bool:
+        present = message_id in self._recipients
+        self.remove_offline([message_id])
+        return present
+
     def count_offline(self, recipient: str) -> int:
         return len(self._offline.get(recipient, ()))
 

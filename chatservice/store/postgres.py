@@ -409,6 +409,13 @@ class PostgresStore:
             _execute, "DELETE FROM offline_messages WHERE message_id = ANY(%s::bigint[])", (ids,)
         )
 
+    def take_offline(self, message_id: int) -> Deferred[bool]:
+        if int(message_id) not in _BIGINT:
+            return self._run(_nothing).addCallback(lambda _: False)
+        return self._run(
+            _changed, "DELETE FROM offline_messages WHERE message_id = %s", (int(message_id),)
+        )
+
     def count_offline(self, recipient: str) -> Deferred[int]:
         return self._run(
             _fetch_value, "SELECT COUNT(*) FROM offline_messages WHERE recipient = %s", (recipient,)
@@ -460,6 +467,11 @@ def _nothing(connection: Any) -> None:
 
 def _execute(connection: Any, sql: str, parameters: Sequence[object] = ()) -> None:
     connection.execute(sql, parameters)
+
+
+def _changed(connection: Any, sql: str, parameters: Sequence[object] = ()) -> bool:
+    """Run a changing statement: whether it changed a row."""
+    return connection.execute(sql, parameters).rowcount > 0
 
 
 def _fetch_all(connection: Any, sql: str, parameters: Sequence[object] = ()) -> list[tuple[Any, ...]]:

@@ -508,6 +508,10 @@ class SQLiteStore:
                     f"DELETE FROM offline_messages WHERE message_id IN ({marks})", chunk
                 )
 
+    def take_offline(self, message_id: int) -> bool:
+        cursor = self._write("DELETE FROM offline_messages WHERE message_id = ?", (message_id,))
+        return cursor.rowcount > 0
+
     def count_offline(self, recipient: str) -> int:
         with self._errors():
             (count,) = self._db.execute(
