@@ -129,6 +129,7 @@ class PrivateChatTestCase(unittest.TestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def open_session(self) -> None:
+        """yoda opens a private chat with hans; both see it start."""
         self.hans.expect("yoda", TOKEN)
         self.yoda.start("hans", "127.0.0.1", 6002, TOKEN)
         self.network.flush()
@@ -344,24 +345,17 @@ class HostilePeerTests(PrivateChatTestCase):
         self.network.flush()
         return raws
 
-    def assertPrivateChatWorks(self) -> None:
-        self.hans.expect("yoda", TOKEN)
-        self.yoda.start("hans", "127.0.0.1", 6002, TOKEN)
-        self.network.flush()
-        self.assertEqual(self.yoda_events.take(), [("started", "hans")])
-        self.assertEqual(self.hans_events.take(), [("started", "yoda")])
-
     def test_idle_connections_do_not_block_a_private_chat(self) -> None:
         # Issue 15, item 10: 17 idle connections made the next private chat fail for 10 s.
         raws = self.idle(17)
-        self.assertPrivateChatWorks()
+        self.open_session()
         self.assertLessEqual(sum(not raw.lost for raw in raws), peer.MAX_HANDSHAKES_PER_ADDRESS - 1)
 
     def test_one_address_holds_a_few_handshakes(self) -> None:
         raws = self.idle(17, "127.0.0.66")
         self.assertEqual([raw.lost for raw in raws], [True] * 13 + [False] * 4)
         self.network.source = "127.0.0.7"
-        self.assertPrivateChatWorks()
+        self.open_session()
         self.assertEqual(sum(not raw.lost for raw in raws), peer.MAX_HANDSHAKES_PER_ADDRESS)
 
     def test_the_most_crowded_address_makes_room(self) -> None:
@@ -369,7 +363,7 @@ class HostilePeerTests(PrivateChatTestCase):
         loners = [raw for n in range(peer.MAX_HANDSHAKES - len(crowd)) for raw in self.idle(1, f"127.0.1.{n}")]
         self.assertFalse(any(raw.lost for raw in crowd + loners))
         self.network.source = "127.0.0.7"
-        self.assertPrivateChatWorks()
+        self.open_session()
         self.assertEqual([raw.lost for raw in crowd], [True] + [False] * (len(crowd) - 1))
         self.assertFalse(any(raw.lost for raw in loners))
 
@@ -378,7 +372,7 @@ class HostilePeerTests(PrivateChatTestCase):
             pump, server, raw = self.network.raw(6002)
             raw.transport.write(f"HELLO luke {'c' * 32}\n".encode())
         self.network.flush()
-        self.assertPrivateChatWorks()
+        self.open_session()
         self.clock.advance(peer.HANDSHAKE_TIMEOUT)
         self.network.flush()
         self.hans.close_all()
