@@ -144,7 +144,9 @@ def build_chat(
     if isinstance(activity, ActivityLog):
         activity.active_users = state.active_user_rows
     lockout = LoginLockout(reactor, config["max-failures"], config["block-duration"])
-    address_lockout = LoginLockout(reactor, config["max-failures"], config["block-duration"])
+    address_lockout = LoginLockout(
+        reactor, config["max-failures"], config["block-duration"], kind="address"
+    )
     checkers: list[ICredentialsChecker] = [
         LockoutChecker(CredentialsChecker(accounts, run_in_thread), lockout, address_lockout),
         LockoutChecker(ScramChecker(manager), lockout, address_lockout),
@@ -159,7 +161,9 @@ def build_chat(
         # Imported only here: a node on its own needs no Redis client.
         from chatservice.cluster.node import ClusterNode
 
-        cluster = ClusterNode(config["redis"], config["node-name"], state, reactor)
+        cluster = ClusterNode(
+            config["redis"], config["node-name"], state, reactor, [lockout, address_lockout]
+        )
         state.cluster = cluster
     service = ChatService(
         state,

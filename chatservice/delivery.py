@@ -66,6 +66,8 @@ class DeliveryReport:
     :param auto_replies: ``(user, text)`` of the busy recipients that answer.
     :param refused: why a direct message was neither delivered nor kept
         (``blocked`` or ``mailbox_full``), else ``None``.
+    :param unreached: recipients on other nodes of a cluster that could not
+        be reached (the link to Redis is down).
     """
 
     delivered: int = 0
@@ -74,6 +76,7 @@ class DeliveryReport:
     stored: int = 0
     auto_replies: tuple[tuple[str, str], ...] = ()
     refused: str | None = None
+    unreached: int = 0
 
 
 NOTHING = DeliveryReport()

@@ -371,7 +371,8 @@ class Session:
         event = events.BroadcastMessage(entry.sender, entry.text, entry.sent_at, entry.seq)
         report = self.state.deliver_message(event, self.username, EVERYONE)
         return events.BroadcastSent(
-            report.delivered, report.skipped, entry.seq, entry.sent_at, report.auto_replies
+            report.delivered, report.skipped, entry.seq, entry.sent_at, report.auto_replies,
+            report.unreached,
         )
 
     def _my_room(self, room_id: int) -> Room:
@@ -418,7 +419,8 @@ class Session:
             event = events.RoomMessage(room, entry.sender, entry.text, entry.sent_at, entry.seq)
             report = self.state.deliver_message(event, self.username, found.members)
             return events.RoomPosted(
-                room, entry.seq, entry.sent_at, report.delivered, report.skipped
+                room, entry.seq, entry.sent_at, report.delivered, report.skipped,
+                report.unreached,
             )
 
         return self.state.post(found.channel, self.username, message, posted)

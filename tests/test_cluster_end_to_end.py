@@ -133,6 +133,32 @@ class ClusterChatTests(ClusterTestCase):
         dan.read_line()
         self.assertTrue(dan.read_line(timeout=10).endswith("] ann: see you later"))
 
+    def test_failures_on_several_nodes_lock_the_name_everywhere(self) -> None:
+        for node, source in (("a", "127.0.0.2"), ("b", "127.0.0.3"), ("c", "127.0.0.4")):
+            client = self.nodes[node].connect(source=source)
+            self.clients.append(client)
+            client.greeted()
+            client.send("dan")
+            client.read_until("Password: ")
+            client.send("wrong")
+            reply = client.read_line(timeout=10)
+            if node != "c":
+                self.assertEqual(reply, "Invalid Password. Please try again")
+        self.assertEqual(
+            reply,
+            "Invalid Password. Your account has been blocked after too many failures."
+            " Please try again later",
+        )
+        time.sleep(0.3)
+        late = self.nodes["a"].connect(source="127.0.0.5")
+        self.clients.append(late)
+        late.greeted()
+        late.send("dan")
+        self.assertEqual(
+            late.read_line(timeout=10),
+            "Your account is blocked due to multiple login failures. Please try again later",
+        )
+
     def test_one_login_per_user_across_the_cluster(self) -> None:
         self.user("eve", "a")
         second = self.nodes["b"].connect()
@@ -166,6 +192,15 @@ class ClusterFailureTests(ClusterTestCase):
         self.redis.stop()
         ann.send("message bob sent while Redis was down")
         self.assertEqual(ann.sync(timeout=10), [])  # acknowledged
+        wait_for(lambda: "Lost the Redis subscription" in self.nodes["a"].log(), 10, "node a to notice")
+        ann.send("broadcast is anybody there")
+        receipt = ann.sync(timeout=10)
+        self.assertTrue(receipt[0].startswith("Broadcast message, #"), receipt)
+        self.assertEqual(
+            receipt[1],
+            "1 recipient(s) on other servers of this chat service could not be reached"
+            " (their link is down); they can find it with read.",
+        )
         self.redis.start()
         # Kept in the store while the announcement could not go out; found and
         # shown (as kept) when bob's node is back on Redis.

@@ -16,9 +16,13 @@
   its JSON wire form (read back with :mod:`chatservice.wire.json_events`),
   the sender, the audience and the rule; each node applies the rule to its
   own users.  A direct message to another node's user is kept in the shared
-  store first and announced (``kept``); that node takes it from the store
-  and delivers it, so a lost announcement delays it (to the next login or
-  re-subscription) but never loses it.  Blocks, last-seen times and rooms
+  store first and announced (``dm``); that node takes it from the store
+  (once) and shows it, so a lost announcement delays it (to the next login
+  or re-subscription) but never loses it.
+- **Lock-outs.**  Login failures are counted in ``chat:fail:<kind>:<key>``
+  (``INCR`` with an expiry), so a failure on any node counts on all; the
+  node whose failure reaches the limit sets ``chat:lock:<kind>:<key>`` for
+  the block duration and announces it (``lock``); every node holds it.  Blocks, last-seen times and rooms
   changed on one node are announced so that every node's copies follow.
 """
 
@@ -34,6 +38,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from chatservice import events
+from chatservice.auth.lockout import LoginLockout
 from chatservice.cluster.link import RedisLink
 from chatservice.delivery import EVERYONE, Audience, Delivery, DeliveryReport
 from chatservice.state import AlreadyLoggedIn
@@ -75,6 +80,13 @@ end
 return 0
 """
 """Release a user name held by a node (not one taken over by another since)."""
+
+_COUNT_FAILURE = """
+local count = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return count
+"""
+"""Count one login failure; forgotten the window after the last one."""
 
 
 def node_channel(node: str) -> str:
@@ -191,11 +203,21 @@ class ClusterNode(MultiService):
     :param reactor: for the Redis connections and the heartbeat.
     """
 
-    def __init__(self, url: str, name: str, state: ChatState, reactor: IReactorTCP) -> None:
+    def __init__(
+        self,
+        url: str,
+        name: str,
+        state: ChatState,
+        reactor: IReactorTCP,
+        lockouts: Iterable[LoginLockout] = (),
+    ) -> None:
         super().__init__()
         self.name = name
         self.state = state
         self.reactor = reactor
+        self.lockouts = {lockout.kind: lockout for lockout in lockouts}
+        for lockout in self.lockouts.values():
+            lockout.shared = self
         self.remote: dict[str, RemoteMember] = {}
         """The users online on the other nodes."""
         self.link = RedisLink(url, reactor, [ALL, node_channel(name)], self.received)
@@ -230,7 +252,26 @@ class ClusterNode(MultiService):
         d.addCallback(lambda _: self.redis.hgetall(ONLINE))
         d.addCallback(self._load_online)
         d.addCallback(lambda _: self._deliver_kept_to_all())
+        d.addCallback(lambda _: self._load_locks())
         return d
+
+    def _load_locks(self) -> defer.Deferred[None]:
+        """Hold the locks the other nodes took (while this one was away)."""
+        d = self.redis.keys("chat:lock:*")
+
+        def found(keys: list[Any]) -> defer.Deferred[None]:
+            steps: defer.Deferred[None] = defer.succeed(None)
+            for raw in keys:
+                _, _, kind, key = _text(raw).split(":", 3)
+                lockout = self.lockouts.get(kind)
+                if lockout is not None:
+                    steps.addCallback(lambda _, k=_text(raw): self.redis.ttl(k))
+                    steps.addCallback(
+                        lambda ttl, l=lockout, k=key: l.lock(k, ttl) if ttl and ttl > 0 else None
+                    )
+            return steps
+
+        return d.addCallback(found)
 
     def _load_online(self, entries: dict[Any, Any]) -> None:
         remote: dict[str, RemoteMember] = {}
@@ -348,6 +389,13 @@ class ClusterNode(MultiService):
         members = [m for m in members if m.username != sender]
         if not members:
             return report
+        if not self.link.connected:
+            # Reported, not silently lost: the sender learns that these were
+            # not reached (the message is in the history for read).
+            return DeliveryReport(
+                report.delivered, report.skipped, report.busy, report.stored,
+                report.auto_replies, report.refused, report.unreached + len(members),
+            )
         state = self.state
         delivered, skipped, busy = report.delivered, report.skipped, report.busy
         auto_replies = list(report.auto_replies)
@@ -408,6 +456,22 @@ class ClusterNode(MultiService):
             "e": jsonlines.render(event),
             "n": self.name,
         }
+
+    # Lock-outs (SharedFailures) --------------------------------------------------------------
+
+    def count_failure(self, kind: str, key: str, window: float) -> defer.Deferred[int]:
+        return self.redis.eval(_COUNT_FAILURE, [f"chat:fail:{kind}:{key}"], [int(window) or 1])
+
+    def clear_failures(self, kind: str, key: str) -> None:
+        if self.link.connected:
+            self.state.background(
+                self.redis.delete(f"chat:fail:{kind}:{key}"), "Clearing failures of {key} failed", key=key
+            )
+
+    def announce_lock(self, kind: str, key: str, seconds: float) -> None:
+        d = self.redis.set(f"chat:lock:{kind}:{key}", self.name, expire=int(seconds) or 1)
+        d.addCallback(lambda _: self._publish(ALL, {"k": "lock", "t": kind, "key": key, "for": seconds, "n": self.name}))
+        self.state.background(d, "Announcing the lock of {key} failed", key=key)
 
     # Shared copies ------------------------------------------------------------------------------
 
@@ -476,6 +540,10 @@ class ClusterNode(MultiService):
             self.state.seen_elsewhere(message["u"], message["t"])
         elif kind == "room":
             self.state.room_changed_elsewhere(message["id"], message["m"])
+        elif kind == "lock":
+            lockout = self.lockouts.get(message["t"])
+            if lockout is not None:
+                lockout.lock(message["key"], float(message["for"]))
 
 
 def _text(value: Any) -> str:

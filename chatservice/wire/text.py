@@ -257,7 +257,17 @@ def _(event: events.BroadcastSent) -> str:
             "Your broadcast could not be delivered to some recipients"
             " as they have blocked you."
         )
+    lines += _unreached(event.unreached)
     return _lines(*lines, *_auto_replies(event.auto_replies))
+
+
+def _unreached(count: int) -> list[str]:
+    if not count:
+        return []
+    return [
+        f"{count} recipient(s) on other servers of this chat service could not be"
+        " reached (their link is down); they can find it with read."
+    ]
 
 
 @render.register
@@ -370,7 +380,7 @@ def _(event: events.RoomPosted) -> str:
             "Your message could not be delivered to some members"
             " as they have blocked you."
         )
-    return _lines(*lines)
+    return _lines(*lines, *_unreached(event.unreached))
 
 
 @render.register
