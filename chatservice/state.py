@@ -75,6 +75,9 @@ class ChatState:
         human-readable logs.
     :param max_offline: messages kept for one user at most; past it, new ones
         are refused (the oldest are kept).
+    :param max_offline_per_sender: messages kept for one user from one sender
+        at most (default: a quarter of ``max_offline``, at least 1), so that
+        one sender cannot fill a mailbox and shut the others out.
     :param session_factory: makes the session of a user who logs in.
     :param passwords: where sessions change their user's password (``None``:
         passwords cannot be changed).
@@ -93,12 +96,16 @@ class ChatState:
         session_factory: SessionFactory,
         passwords: PasswordChanger | None = None,
         max_message_length: int = DEFAULT_MAX_MESSAGE_LENGTH,
+        max_offline_per_sender: int | None = None,
     ) -> None:
         self.store = store
         self.accounts = accounts
         self.clock = clock
         self.activity = activity if activity is not None else NoActivityRecorder()
         self.max_offline = max_offline
+        self.max_offline_per_sender = (
+            max(1, max_offline // 4) if max_offline_per_sender is None else max_offline_per_sender
+        )
         self.session_factory = session_factory
         self.passwords = passwords
         self.max_message_length = max_message_length
@@ -364,20 +371,26 @@ class ChatState:
             recipient.client.deliver(event)
             return defer.succeed(DeliveryReport(delivered=1))
         busy = recipient if recipient is not None and recipient.auto_reply is not None else None
-        d = self.store.count_offline(to)
+        d = self.store.offline_counts(to, sender)
         return d.addCallback(self._keep, event, sender, to, busy)
 
     def _keep(
         self,
-        waiting: int,
+        waiting: tuple[int, int],
         event: events.DirectMessage,
         sender: str,
         to: str,
         busy: ChatMember | None,
     ) -> DeliveryReport | defer.Deferred[DeliveryReport]:
-        """Keep a direct message for ``to``, who has ``waiting`` already (``busy``: their busy session)."""
-        if waiting >= self.max_offline:
+        """Keep a direct message for ``to``, who has ``waiting`` already: in all, and from ``sender``.
+
+        :param busy: their busy session, if they are busy.
+        """
+        in_all, from_sender = waiting
+        if in_all >= self.max_offline:
             return DeliveryReport(refused="mailbox_full")
+        if from_sender >= self.max_offline_per_sender:
+            return DeliveryReport(refused="mailbox_share_full")
         d = self.store.add_offline(sender, to, event.text, event.sent_at)
         return d.addCallback(self._kept, sender, to, busy)
 

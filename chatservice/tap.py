@@ -102,7 +102,12 @@ class Options(usage.Options):
             " as postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME (the password"
             " is better in ~/.pgpass or PGPASSWORD).",
         ],
-        ["max-offline", None, "100", "Messages kept for one offline user at most."],
+        [
+            "max-offline",
+            None,
+            "100",
+            "Messages kept for one offline user at most (a quarter of them from one sender).",
+        ],
         *(
             [option, None, str(getattr(_DEFAULT_POLICY, field)), text]
             for option, field, _kind, _minimum, text in LIMITS

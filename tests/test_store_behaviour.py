@@ -179,6 +179,22 @@ class StoreBehaviour:
         self.assertEqual(m2.message_id, 2)
         self.assertEqual(await self.store.offline_messages("hans"), [m2])
 
+    async def test_offline_counts_in_all_and_per_sender(self) -> None:
+        """What a recipient's mailbox holds, in all and from one sender (its share)."""
+        self.assertEqual(await self.store.offline_counts("hans", "yoda"), (0, 0))
+        first = await self.store.add_offline("yoda", "hans", "one", T)
+        await self.store.add_offline("luke", "hans", "two", T)
+        await self.store.add_offline("yoda", "hans", "three", T)
+        await self.store.add_offline("yoda", "leia", "for leia", T)
+        await self.store.add_offline("hans", "yoda", "the other way", T)
+        self.assertEqual(await self.store.offline_counts("hans", "yoda"), (3, 2))
+        self.assertEqual(await self.store.offline_counts("hans", "luke"), (3, 1))
+        self.assertEqual(await self.store.offline_counts("hans", "leia"), (3, 0))
+        self.assertEqual(await self.store.offline_counts("hans", "Yoda"), (3, 0))
+        self.assertEqual(await self.store.offline_counts("leia", "yoda"), (1, 1))
+        await self.store.remove_offline([first.message_id])
+        self.assertEqual(await self.store.offline_counts("hans", "yoda"), (2, 1))
+
     async def test_offline_text_kept_exactly(self) -> None:
         texts = ["tab\there", "émoji 😀 ünïcode", "x" * 8192, "  spaces  ", "'; DROP TABLE x; --"]
         sent = [await self.store.add_offline("yoda", "hans", text, T + 0.123456) for text in texts]
@@ -458,6 +474,7 @@ class StoreBehaviour:
                 await both("delete_room", rng.randrange(1, 6))
             elif kind == 10:
                 await both("count_offline", rng.choice(users))
+                await both("offline_counts", rng.choice(users), rng.choice(users))
             elif kind == 11:
                 await both("highest_room_id")
             else:

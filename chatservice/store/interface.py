@@ -96,6 +96,9 @@ class IChatStore(Interface):
     def count_offline(recipient: str) -> Deferred[int]:
         """How many messages are kept for ``recipient``."""
 
+    def offline_counts(recipient: str, sender: str) -> Deferred[tuple[int, int]]:
+        """How many messages are kept for ``recipient``: in all, and from ``sender``."""
+
     def add_history(
         channel: str, sender: str, text: str, sent_at: float
     ) -> Deferred[HistoryEntry]:
@@ -157,6 +160,9 @@ class ILocalChatStore(Interface):
 
     def count_offline(recipient: str) -> int:
         """How many messages are kept for ``recipient``."""
+
+    def offline_counts(recipient: str, sender: str) -> tuple[int, int]:
+        """How many messages are kept for ``recipient``: in all, and from ``sender``."""
 
     def add_history(channel: str, sender: str, text: str, sent_at: float) -> HistoryEntry:
         """Number and keep a broadcast or room message."""

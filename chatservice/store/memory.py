@@ -68,6 +68,10 @@ class MemoryStore:
     def count_offline(self, recipient: str) -> int:
         return len(self._offline.get(recipient, ()))
 
+    def offline_counts(self, recipient: str, sender: str) -> tuple[int, int]:
+        box = self._offline.get(recipient, {})
+        return len(box), sum(1 for message in box.values() if message.sender == sender)
+
     def add_history(
         self, channel: str, sender: str, text: str, sent_at: float
     ) -> HistoryEntry:

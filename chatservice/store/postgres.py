@@ -414,6 +414,9 @@ class PostgresStore:
             _fetch_value, "SELECT COUNT(*) FROM offline_messages WHERE recipient = %s", (recipient,)
         )
 
+    def offline_counts(self, recipient: str, sender: str) -> Deferred[tuple[int, int]]:
+        return self._run(_offline_counts, recipient, sender)
+
     # History ------------------------------------------------------------------------
 
     def add_history(
@@ -480,6 +483,15 @@ def _add_offline(
         (sender, recipient, text, sent_at),
     ).fetchone()
     return StoredMessage(message_id, sender, recipient, text, sent_at)
+
+
+def _offline_counts(connection: Any, recipient: str, sender: str) -> tuple[int, int]:
+    count, from_sender = connection.execute(
+        "SELECT COUNT(*), COUNT(*) FILTER (WHERE sender = %s) FROM offline_messages"
+        " WHERE recipient = %s",
+        (sender, recipient),
+    ).fetchone()
+    return int(count), int(from_sender)
 
 
 def _offline_messages(connection: Any, recipient: str) -> list[StoredMessage]:

@@ -515,6 +515,15 @@ class SQLiteStore:
             ).fetchone()
         return int(count)
 
+    def offline_counts(self, recipient: str, sender: str) -> tuple[int, int]:
+        with self._errors():
+            (count, from_sender) = self._db.execute(
+                "SELECT COUNT(*), COUNT(CASE WHEN sender = ? THEN 1 END)"
+                " FROM offline_messages WHERE recipient = ?",
+                (sender, recipient),
+            ).fetchone()
+        return int(count), int(from_sender)
+
     # History ------------------------------------------------------------------------
 
     def add_history(
