@@ -37,7 +37,8 @@ class Delivery(enum.Enum):
     """A direct message to one user: refused (``blocked``) if they blocked the
     sender; kept for later if they are offline, busy (with their auto-reply)
     or not reading; refused (``mailbox_full``) when too many wait already, or
-    (``mailbox_share_full``) when the sender's share of them does."""
+    (``mailbox_share_full``) when the sender's share of them does; refused
+    (``invalid_user``) when a guest left before its message could be kept."""
 
 
 class Everyone(enum.Enum):
@@ -66,7 +67,8 @@ class DeliveryReport:
     :param stored: direct messages kept for later (0 or 1).
     :param auto_replies: ``(user, text)`` of the busy recipients that answer.
     :param refused: why a direct message was neither delivered nor kept
-        (``blocked``, ``mailbox_full`` or ``mailbox_share_full``), else ``None``.
+        (``blocked``, ``mailbox_full``, ``mailbox_share_full`` or
+        ``invalid_user``), else ``None``.
     """
 
     delivered: int = 0

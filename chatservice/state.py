@@ -161,18 +161,28 @@ class ChatState:
     def attach(self, username: str, client: ClientConnection, guest: bool = False) -> ChatMember:
         """Create the session of a user who has just authenticated.
 
+        A guest starts from nothing: whatever is kept under its name (left
+        by a server that crashed while another guest had it, or by a
+        removed account) is forgotten first (:meth:`forget`).
+
         :param guest: whether ``username`` is a guest's name (not an account).
         :raises AlreadyLoggedIn: if ``username`` is online elsewhere.
         """
         if username in self.sessions:
             raise AlreadyLoggedIn(username)
+        if guest:
+            self.forget(username)
         session = self.session_factory(self, username, client, self.clock.seconds(), guest)
         self.sessions[username] = session
         self.activity.users_changed()
         return session
 
     def detach(self, session: ChatMember) -> None:
-        """Remove ``session`` from the online set and tell the others (unless hidden)."""
+        """Remove ``session`` from the online set and tell the others (unless hidden).
+
+        A guest's state ends with its session (:meth:`forget`): the next guest
+        of that name is someone else.
+        """
         username = session.username
         if self.sessions.get(username) is not session:
             return
@@ -184,6 +194,38 @@ class ChatState:
         finally:
             del self.sessions[username]
             self.activity.users_changed()
+            if session.guest:
+                self.forget(username)
+
+    def forget(self, username: str) -> None:
+        """Forget what is kept about ``username``, who is not online: a guest's name.
+
+        The blocks it made and the blocks of it and its last-seen time go at
+        once, as do its room memberships (the other members are told it
+        left; a room left empty is removed), and the messages kept for it are
+        dropped; the store forgets them in the background.  What it sent
+        (direct messages kept for others, broadcasts and room messages) stays
+        with its readers.
+        """
+        for blocked in list(self._blocked_by.get(username, ())):
+            self._set_block(username, blocked, False)
+        for blocker in list(self._blockers_of.get(username, ())):
+            self._set_block(blocker, username, False)
+        self._last_seen.pop(username, None)
+        for room in self.rooms.of(username):
+            notice = events.RoomLeft(room.room_id, username)
+            d = self.rooms.leave(room, username)
+            d.addCallback(
+                lambda _removed, notice=notice, members=room.members: self.deliver(
+                    notice, username, members, Delivery.PLAIN
+                )
+            )
+            self.background(
+                d, "Taking {user} out of room {room} failed", user=username, room=room.room_id
+            )
+        self.background(
+            self.store.forget_user(username), "Forgetting guest {user} failed", user=username
+        )
 
     def active_user_rows(self) -> list[tuple[float, str, str, int | None]]:
         """(login time, name, address, UDP port) of each online user, in login order."""
@@ -371,8 +413,9 @@ class ChatState:
             recipient.client.deliver(event)
             return defer.succeed(DeliveryReport(delivered=1))
         busy = recipient if recipient is not None and recipient.auto_reply is not None else None
+        guest = recipient if recipient is not None and recipient.guest else None
         d = self.store.offline_counts(to, sender)
-        return d.addCallback(self._keep, event, sender, to, busy)
+        return d.addCallback(self._keep, event, sender, to, busy, guest)
 
     def _keep(
         self,
@@ -381,11 +424,17 @@ class ChatState:
         sender: str,
         to: str,
         busy: ChatMember | None,
+        guest: ChatMember | None,
     ) -> DeliveryReport | defer.Deferred[DeliveryReport]:
         """Keep a direct message for ``to``, who has ``waiting`` already: in all, and from ``sender``.
 
         :param busy: their busy session, if they are busy.
+        :param guest: their session if they are a guest: if it ended
+            meanwhile, the message is refused (``invalid_user``), as the
+            guest's kept messages were dropped.
         """
+        if guest is not None and self.sessions.get(to) is not guest:
+            return DeliveryReport(refused="invalid_user")
         in_all, from_sender = waiting
         if in_all >= self.max_offline:
             return DeliveryReport(refused="mailbox_full")

@@ -104,6 +104,11 @@ class MemoryStore:
         numbers += [int(c[5:]) for c in self._history if c.startswith("room:")]
         return max(numbers, default=0)
 
+    def forget_user(self, username: str) -> None:
+        self._blocks = {pair for pair in self._blocks if username not in pair}
+        self._last_seen.pop(username, None)
+        self.remove_offline(list(self._offline.get(username, ())))
+
 
 def _sent_at(entry: HistoryEntry) -> float:
     return entry.sent_at

@@ -444,6 +444,11 @@ class PostgresStore:
     def highest_room_id(self) -> Deferred[int]:
         return self._run(_fetch_value, _HIGHEST_ROOM_ID)
 
+    # Users --------------------------------------------------------------------------
+
+    def forget_user(self, username: str) -> Deferred[None]:
+        return self._run(_forget_user, username)
+
     def next_room_id(self) -> Deferred[int]:
         """A room number no node was given before, higher than :meth:`highest_room_id`.
 
@@ -558,6 +563,15 @@ def _save_room(connection: Any, room_id: int, members: list[str]) -> None:
             " SELECT %s, unnest(%s::text[]) ON CONFLICT DO NOTHING",
             (room_id, members),
         )
+
+
+def _forget_user(connection: Any, username: str) -> None:
+    with connection.transaction():
+        connection.execute(
+            "DELETE FROM blocks WHERE blocker = %(user)s OR blocked = %(user)s", {"user": username}
+        )
+        connection.execute("DELETE FROM last_seen WHERE username = %s", (username,))
+        connection.execute("DELETE FROM offline_messages WHERE recipient = %s", (username,))
 
 
 def _next_room_id(connection: Any) -> int:

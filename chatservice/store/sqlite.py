@@ -596,6 +596,22 @@ class SQLiteStore:
             ).fetchone()
         return int(highest or 0)
 
+    # Users --------------------------------------------------------------------------
+
+    def forget_user(self, username: str) -> None:
+        with self._transaction() as connection:
+            for statement in _FORGET_USER:
+                connection.execute(statement, (username,))
+
+
+_FORGET_USER = (
+    "DELETE FROM blocks WHERE blocker = ?",
+    "DELETE FROM blocks WHERE blocked = ?",
+    "DELETE FROM last_seen WHERE username = ?",
+    "DELETE FROM offline_messages WHERE recipient = ?",
+)
+"""What :meth:`SQLiteStore.forget_user` runs, in one transaction."""
+
 
 class _Checkpointer:
     """A thread with its own connection that copies the log into the database.
