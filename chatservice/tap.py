@@ -14,6 +14,7 @@ from twisted.python import usage
 
 from chatservice.auth.credentials import CredentialsError, CredentialsFile
 from chatservice.build import LIMITS, build_chat
+from chatservice.datadir import DataDirInUse, check_unlocked
 from chatservice.server.policy import BanList, ConnectionPolicy
 from chatservice.store.sqlite import SQLiteStore, StoreError
 
@@ -183,6 +184,11 @@ class Options(usage.Options):
         except CredentialsError as e:
             raise usage.UsageError(str(e)) from None
         self["data-dir"] = Path(os.path.expanduser(self["data-dir"]))
+        try:
+            # Refused here with a clear message; the service takes the lock when it starts.
+            check_unlocked(self["data-dir"])
+        except DataDirInUse as e:
+            raise usage.UsageError(str(e)) from None
         _number(self, "max-offline", int, 1)
         for option, _field, kind, minimum, _text in LIMITS:
             _number(self, option, kind, minimum)
