@@ -13,10 +13,10 @@ from twisted.internet import endpoints
 from twisted.python import usage
 
 from chatservice.auth.credentials import CredentialsError, CredentialsFile
-from chatservice.build import LIMITS, build_chat
+from chatservice.build import LIMITS, build_chat, sqlite_store
 from chatservice.datadir import DataDirInUse, check_unlocked
 from chatservice.server.policy import BanList, ConnectionPolicy
-from chatservice.store.sqlite import SQLiteStore, StoreError
+from chatservice.store.sqlite import StoreError
 
 
 def check_dsn(dsn: str) -> None:
@@ -208,7 +208,7 @@ class Options(usage.Options):
         self["database"] = self["data-dir"] / DATABASE_NAME
         if self["store"] == "sqlite" and self["database"].exists():
             try:
-                SQLiteStore(self["database"]).check()
+                sqlite_store(self["database"]).check()
             except StoreError as e:
                 raise usage.UsageError(str(e)) from None
         bans = list(self["ban"])
