@@ -21,6 +21,11 @@ from tests.e2e_support import ChatServer, run_twistd
 from tests.support import ChatHarness
 
 
+def cannot_open() -> None:
+    """A store's ``open`` that fails."""
+    raise OSError("cannot open")
+
+
 class LockTests(unittest.TestCase):
     def setUp(self) -> None:
         self.directory = Path(self.mktemp())
@@ -123,11 +128,7 @@ class ServiceTests(unittest.TestCase):
     def test_lock_released_when_the_store_cannot_open(self) -> None:
         harness = ChatHarness()
         self.addCleanup(harness.close_all)
-
-        def broken() -> None:
-            raise OSError("cannot open")
-
-        self.patch(harness.store, "open", broken)
+        self.patch(harness.store, "open", cannot_open)
         self.assertRaises(OSError, harness.chat.service.startService)
         self.assertFalse(harness.chat.service.lock.held)
         check_unlocked(harness.directory)
