@@ -21,7 +21,7 @@ from twisted.cred.portal import Portal
 from twisted.internet import threads
 from twisted.internet.interfaces import IReactorCore, IReactorTime
 
-from chatservice.activitylog import ActivityLog
+from chatservice.activitylog import LOG_PATTERNS, ActivityLog
 from chatservice.auth.accounts import AccountManager
 from chatservice.auth.credentials import CredentialsChecker, CredentialsFile, Runner
 from chatservice.auth.guests import GuestChecker
@@ -87,6 +87,16 @@ def connection_policy(config: Mapping[str, Any]) -> ConnectionPolicy:
     )
 
 
+def sqlite_store(database: Path) -> SQLiteStore:
+    """The SQLite store of ``twistd chat`` in ``database``.
+
+    An empty ``database`` is refused when its data directory has activity
+    logs (it was in use: the database was lost), and becomes a new database
+    otherwise.
+    """
+    return SQLiteStore(database, in_use_signs=LOG_PATTERNS)
+
+
 def build_chat(
     config: Mapping[str, Any],
     reactor: IReactorTime,
@@ -119,7 +129,7 @@ def build_chat(
         )
     store: IChatStore
     if config["store"] == "sqlite":
-        store = LocalStore(SQLiteStore(config["database"]))
+        store = LocalStore(sqlite_store(config["database"]))
     elif config["store"] == "memory":
         store = LocalStore(MemoryStore())
     else:

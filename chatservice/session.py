@@ -325,6 +325,14 @@ class Session:
                 f"Error. {to} has {self.state.max_offline} messages waiting already;"
                 " yours was not kept. Try again later.",
             )
+        if report.refused == "invalid_user":
+            raise CommandError("invalid_user", f"Error. Invalid user {to}.")
+        if report.refused == "mailbox_share_full":
+            raise CommandError(
+                "mailbox_full",
+                f"Error. You have {self.state.max_offline_per_sender} messages waiting"
+                f" for {to} already; yours was not kept. Try again later.",
+            )
         return events.MessageSent(
             to,
             stored=bool(report.stored),

@@ -76,6 +76,9 @@ class ChatState:
         human-readable logs.
     :param max_offline: messages kept for one user at most; past it, new ones
         are refused (the oldest are kept).
+    :param max_offline_per_sender: messages kept for one user from one sender
+        at most (default: a quarter of ``max_offline``, at least 1), so that
+        one sender cannot fill a mailbox and shut the others out.
     :param session_factory: makes the session of a user who logs in.
     :param passwords: where sessions change their user's password (``None``:
         passwords cannot be changed).
@@ -94,12 +97,16 @@ class ChatState:
         session_factory: SessionFactory,
         passwords: PasswordChanger | None = None,
         max_message_length: int = DEFAULT_MAX_MESSAGE_LENGTH,
+        max_offline_per_sender: int | None = None,
     ) -> None:
         self.store = store
         self.accounts = accounts
         self.clock = clock
         self.activity = activity if activity is not None else NoActivityRecorder()
         self.max_offline = max_offline
+        self.max_offline_per_sender = (
+            max(1, max_offline // 4) if max_offline_per_sender is None else max_offline_per_sender
+        )
         self.session_factory = session_factory
         self.passwords = passwords
         self.max_message_length = max_message_length
@@ -160,11 +167,17 @@ class ChatState:
     def attach(self, username: str, client: ClientConnection, guest: bool = False) -> ChatMember:
         """Create the session of a user who has just authenticated.
 
+        A guest starts from nothing: whatever is kept under its name (left
+        by a server that crashed while another guest had it, or by a
+        removed account) is forgotten first (:meth:`forget`).
+
         :param guest: whether ``username`` is a guest's name (not an account).
         :raises AlreadyLoggedIn: if ``username`` is online elsewhere.
         """
         if username in self.sessions:
             raise AlreadyLoggedIn(username)
+        if guest:
+            self.forget(username)
         session = self.session_factory(self, username, client, self.clock.seconds(), guest)
         self.sessions[username] = session
         self.activity.users_changed()
@@ -184,7 +197,11 @@ class ChatState:
         raise AlreadyLoggedIn(session.username)
 
     def detach(self, session: ChatMember) -> None:
-        """Remove ``session`` from the online set and tell the others (unless hidden)."""
+        """Remove ``session`` from the online set and tell the others (unless hidden).
+
+        A guest's state ends with its session (:meth:`forget`): the next guest
+        of that name is someone else.
+        """
         username = session.username
         if self.sessions.get(username) is not session:
             return
@@ -198,6 +215,8 @@ class ChatState:
             self.activity.users_changed()
             if self.cluster is not None:
                 self.cluster.release(session)
+            if session.guest:
+                self.forget(username)
 
     def online(self, username: str) -> ChatMember | None:
         """``username``'s session, on this node or (with a cluster) another."""
@@ -223,6 +242,44 @@ class ChatState:
         """``member`` became hidden or visible, busy or available: the other nodes follow."""
         if self.cluster is not None:
             self.cluster.changed(member)
+
+    def forget(self, username: str) -> None:
+        """Forget what is kept about ``username``, who is not online: a guest's name.
+
+        The blocks it made and the blocks of it and its last-seen time go at
+        once, as do its room memberships (the other members are told it
+        left; a room left empty is removed), and the messages kept for it are
+        dropped; the store forgets them in the background.  What it sent
+        (direct messages kept for others, broadcasts and room messages) stays
+        with its readers.
+        """
+        for blocked in list(self._blocked_by.get(username, ())):
+            self._forget_block(username, blocked)
+        for blocker in list(self._blockers_of.get(username, ())):
+            self._forget_block(blocker, username)
+        self._last_seen.pop(username, None)
+        for room in self.rooms.of(username):
+            d = self.rooms.leave(room, username)
+            d.addCallback(self._forgotten_in_room, username, room.room_id, room.members)
+            self.background(
+                d, "Taking {user} out of room {room} failed", user=username, room=room.room_id
+            )
+        self.background(
+            self.store.forget_user(username), "Forgetting guest {user} failed", user=username
+        )
+
+    def _forget_block(self, blocker: str, blocked: str) -> None:
+        """Drop a block of or by a forgotten guest, here and (clustered) on every node."""
+        self._set_block(blocker, blocked, False)
+        if self.cluster is not None:
+            self.cluster.block_changed(blocker, blocked, False)
+
+    def _forgotten_in_room(
+        self, removed: bool, username: str, room_id: int, members: frozenset[str]
+    ) -> None:
+        """A forgotten guest is out of room ``room_id``: the nodes follow, the members are told."""
+        self.room_changed(room_id, None if removed else members)
+        self.deliver(events.RoomLeft(room_id, username), username, members, Delivery.PLAIN)
 
     def active_user_rows(self) -> list[tuple[float, str, str, int | None]]:
         """(login time, name, address, UDP port) of each online user, in login order."""
@@ -488,20 +545,33 @@ class ChatState:
             # there; if the announcement is lost it waits for the next look.
             recipient = self.cluster.online(to)
         busy = recipient if recipient is not None and recipient.auto_reply is not None else None
-        d = self.store.count_offline(to)
-        return d.addCallback(self._keep, event, sender, to, busy)
+        guest = recipient if recipient is not None and recipient.guest else None
+        d = self.store.offline_counts(to, sender)
+        return d.addCallback(self._keep, event, sender, to, busy, guest)
 
     def _keep(
         self,
-        waiting: int,
+        waiting: tuple[int, int],
         event: events.DirectMessage,
         sender: str,
         to: str,
         busy: ChatMember | None,
+        guest: ChatMember | None,
     ) -> DeliveryReport | defer.Deferred[DeliveryReport]:
-        """Keep a direct message for ``to``, who has ``waiting`` already (``busy``: their busy session)."""
-        if waiting >= self.max_offline:
+        """Keep a direct message for ``to``, who has ``waiting`` already: in all, and from ``sender``.
+
+        :param busy: their busy session, if they are busy.
+        :param guest: their session if they are a guest: if it ended
+            meanwhile, the message is refused (``invalid_user``), as the
+            guest's kept messages were dropped.
+        """
+        if guest is not None and self.online(to) is not guest:
+            return DeliveryReport(refused="invalid_user")
+        in_all, from_sender = waiting
+        if in_all >= self.max_offline:
             return DeliveryReport(refused="mailbox_full")
+        if from_sender >= self.max_offline_per_sender:
+            return DeliveryReport(refused="mailbox_share_full")
         d = self.store.add_offline(sender, to, event.text, event.sent_at)
         return d.addCallback(self._kept, event, sender, to, busy)
 

@@ -14,9 +14,10 @@ from twisted.internet import endpoints
 from twisted.python import usage
 
 from chatservice.auth.credentials import CredentialsError, CredentialsFile
-from chatservice.build import LIMITS, build_chat
+from chatservice.build import LIMITS, build_chat, sqlite_store
+from chatservice.datadir import DataDirInUse, check_unlocked
 from chatservice.server.policy import BanList, ConnectionPolicy
-from chatservice.store.sqlite import SQLiteStore, StoreError
+from chatservice.store.sqlite import StoreError
 
 
 def check_dsn(dsn: str) -> None:
@@ -103,7 +104,12 @@ class Options(usage.Options):
             " as postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME (the password"
             " is better in ~/.pgpass or PGPASSWORD).",
         ],
-        ["max-offline", None, "100", "Messages kept for one offline user at most."],
+        [
+            "max-offline",
+            None,
+            "100",
+            "Messages kept for one offline user at most (a quarter of them from one sender).",
+        ],
         *(
             [option, None, str(getattr(_DEFAULT_POLICY, field)), text]
             for option, field, _kind, _minimum, text in LIMITS
@@ -192,6 +198,11 @@ class Options(usage.Options):
         except CredentialsError as e:
             raise usage.UsageError(str(e)) from None
         self["data-dir"] = Path(os.path.expanduser(self["data-dir"]))
+        try:
+            # Refused here with a clear message; the service takes the lock when it starts.
+            check_unlocked(self["data-dir"])
+        except DataDirInUse as e:
+            raise usage.UsageError(str(e)) from None
         _number(self, "max-offline", int, 1)
         for option, _field, kind, minimum, _text in LIMITS:
             _number(self, option, kind, minimum)
@@ -216,7 +227,7 @@ class Options(usage.Options):
         self["database"] = self["data-dir"] / DATABASE_NAME
         if self["store"] == "sqlite" and self["database"].exists():
             try:
-                SQLiteStore(self["database"]).check()
+                sqlite_store(self["database"]).check()
             except StoreError as e:
                 raise usage.UsageError(str(e)) from None
         if self["redis"] is not None:

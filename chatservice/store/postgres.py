@@ -421,6 +421,9 @@ class PostgresStore:
             _fetch_value, "SELECT COUNT(*) FROM offline_messages WHERE recipient = %s", (recipient,)
         )
 
+    def offline_counts(self, recipient: str, sender: str) -> Deferred[tuple[int, int]]:
+        return self._run(_offline_counts, recipient, sender)
+
     # History ------------------------------------------------------------------------
 
     def add_history(
@@ -447,6 +450,11 @@ class PostgresStore:
 
     def highest_room_id(self) -> Deferred[int]:
         return self._run(_fetch_value, _HIGHEST_ROOM_ID)
+
+    # Users --------------------------------------------------------------------------
+
+    def forget_user(self, username: str) -> Deferred[None]:
+        return self._run(_forget_user, username)
 
     def next_room_id(self) -> Deferred[int]:
         """A room number no node was given before, higher than :meth:`highest_room_id`.
@@ -492,6 +500,15 @@ def _add_offline(
         (sender, recipient, text, sent_at),
     ).fetchone()
     return StoredMessage(message_id, sender, recipient, text, sent_at)
+
+
+def _offline_counts(connection: Any, recipient: str, sender: str) -> tuple[int, int]:
+    count, from_sender = connection.execute(
+        "SELECT COUNT(*), COUNT(*) FILTER (WHERE sender = %s) FROM offline_messages"
+        " WHERE recipient = %s",
+        (sender, recipient),
+    ).fetchone()
+    return int(count), int(from_sender)
 
 
 def _offline_messages(connection: Any, recipient: str) -> list[StoredMessage]:
@@ -558,6 +575,15 @@ def _save_room(connection: Any, room_id: int, members: list[str]) -> None:
             " SELECT %s, unnest(%s::text[]) ON CONFLICT DO NOTHING",
             (room_id, members),
         )
+
+
+def _forget_user(connection: Any, username: str) -> None:
+    with connection.transaction():
+        connection.execute(
+            "DELETE FROM blocks WHERE blocker = %(user)s OR blocked = %(user)s", {"user": username}
+        )
+        connection.execute("DELETE FROM last_seen WHERE username = %s", (username,))
+        connection.execute("DELETE FROM offline_messages WHERE recipient = %s", (username,))
 
 
 def _next_room_id(connection: Any) -> int:
