@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatservice import events
+from chatservice.auth.errors import LoginUnavailable
 from chatservice.delivery import (
     EVERYONE,
     NOTHING,
@@ -191,10 +192,12 @@ class ChatState:
         if self.sessions.get(session.username) is session:
             del self.sessions[session.username]
             self.activity.users_changed()
-        if failure.check(AlreadyLoggedIn):
+        if failure.check(AlreadyLoggedIn, LoginUnavailable):
             return failure
+        # Redis unreachable (or a bug): the name cannot be claimed, so the
+        # login is refused as "unavailable", not as a second login.
         log.failure("Claiming {user} in the cluster failed", failure, user=session.username)
-        raise AlreadyLoggedIn(session.username)
+        raise LoginUnavailable()
 
     def detach(self, session: ChatMember) -> None:
         """Remove ``session`` from the online set and tell the others (unless hidden).

@@ -17,6 +17,7 @@ from chatservice.auth.credentials import CredentialsError, CredentialsFile
 from chatservice.build import LIMITS, build_chat, sqlite_store
 from chatservice.datadir import DataDirInUse, check_unlocked
 from chatservice.server.policy import BanList, ConnectionPolicy
+from chatservice.server.proxied import ProxiedFactory, proxied
 from chatservice.store.sqlite import StoreError
 
 
@@ -152,7 +153,7 @@ class Options(usage.Options):
         self["ban"].append(address)
 
     def opt_listen(self, description: str) -> None:
-        """Listen on this endpoint, e.g. tcp:4119 or ssl:4120:privateKey=key.pem:certKey=cert.pem (repeatable) [default: tcp:4119]"""
+        """Listen on this endpoint, e.g. tcp:4119 or ssl:4120:privateKey=key.pem:certKey=cert.pem; haproxy:tcp:4119 behind a load balancer sending the PROXY header (repeatable) [default: tcp:4119]"""
         self["listen"].append(description)
 
     opt_l = opt_listen
@@ -173,7 +174,8 @@ class Options(usage.Options):
         for option in ("listen", "web"):
             for description in self[option]:
                 try:
-                    endpoints.serverFromString(reactor, description)
+                    inner = proxied(description) if option == "listen" else None
+                    endpoints.serverFromString(reactor, inner or description)
                 except (ValueError, TypeError, KeyError) as e:
                     raise usage.UsageError(
                         f"--{option} {description!r} is not a server endpoint: {e}"
@@ -238,7 +240,8 @@ class Options(usage.Options):
             except RedisURLError as e:
                 raise usage.UsageError(f"--redis: {e}") from None
             if self["node-name"] is None:
-                port = self["listen"][0].split(":")[1] if ":" in self["listen"][0] else ""
+                first = proxied(self["listen"][0]) or self["listen"][0]
+                port = first.split(":")[1] if ":" in first else ""
                 self["node-name"] = f"{socket.gethostname()}:{port}"
         bans = list(self["ban"])
         if self["ban-file"] is not None:
@@ -268,7 +271,12 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     chat = build_chat(config, reactor)
     top = chat.service
     for description in config["listen"]:
-        strports.service(description, chat.factory, reactor=reactor).setServiceParent(top)
+        inner = proxied(description)
+        if inner is None:
+            strports.service(description, chat.factory, reactor=reactor).setServiceParent(top)
+        else:
+            factory = ProxiedFactory(chat.factory, reactor, chat.policy.login_deadline)
+            strports.service(inner, factory, reactor=reactor).setServiceParent(top)
     if config["web"]:
         site = chat_site(chat.factory, config["web-origin"])
         for description in config["web"]:

@@ -201,11 +201,27 @@ class ClusterFailureTests(ClusterTestCase):
             "1 recipient(s) on other servers of this chat service could not be reached"
             " (their link is down); they can find it with read.",
         )
+        # No login while the names cannot be claimed: refused as unavailable.
+        wait_for(lambda: "Lost the Redis subscription" in self.nodes["c"].log(), 10, "node c to notice")
+        cat = self.nodes["c"].connect()
+        self.clients.append(cat)
+        cat.greeted()
+        cat.send("cat")
+        cat.read_until("Password: ")
+        cat.send(ACCOUNTS["cat"])
+        self.assertEqual(cat.read_line(timeout=10), "Error. Logging in is not possible right now; please try again.")
         self.redis.start()
         # Kept in the store while the announcement could not go out; found and
         # shown (as kept) when bob's node is back on Redis.
         late = bob.read_line(timeout=20)
         self.assertTrue(late.startswith("[offline ") and late.endswith("] ann: sent while Redis was down"), late)
-        # The connections stayed up, and the cluster works again.
+        # The connections stayed up, and the cluster works again once the
+        # nodes have registered their users anew (until then a message to a
+        # user of another node is kept, and shown as kept: not lost).
+        seen: list[list[str]] = []
+        try:
+            wait_for(lambda: seen.append(self.others_online(bob)) or seen[-1] == ["ann"], 20, "node b to see ann")
+        except AssertionError:
+            raise AssertionError(f"node b never saw ann again: {seen[:2]} ... {seen[-2:]}") from None
         bob.send("message ann and after")
         self.assertEqual(ann.read_line(timeout=20), "bob: and after")

@@ -101,3 +101,21 @@ class RedisLinkTests(unittest.TestCase):
         await self.links["a"].publish("chat:all", "still there")
         await wait_until(lambda: self.received["a"].count(("chat:all", "still there")) == 2)
 
+
+    async def test_losing_redis_again_while_joining_is_a_warning_and_a_bug_is_a_failure(self) -> None:
+        import txredisapi
+        from twisted.internet import defer
+        from twisted.logger import globalLogPublisher
+
+        events: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        await self.connected()
+        link = self.links["a"]
+        link.when_subscribed(lambda: defer.fail(txredisapi.ConnectionError("Lost connection")))
+        link.when_subscribed(lambda: defer.fail(ZeroDivisionError("a bug")))
+        link.subscribed(link._subscriber)
+        warned = [e for e in events if e.get("log_format", "").startswith("Redis went away while this node joined")]
+        self.assertEqual(len(warned), 1)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertEqual(self.flushLoggedErrors(txredisapi.ConnectionError), [])

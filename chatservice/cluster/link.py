@@ -21,6 +21,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.interfaces import IReactorTCP, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 log = Logger()
 
@@ -158,7 +159,15 @@ class RedisLink(Service):
                 log.failure("A Redis (re)connection callback failed")
                 continue
             if isinstance(result, defer.Deferred):
-                result.addErrback(lambda f: log.failure("A Redis (re)connection callback failed", f))
+                result.addErrback(self._rejoin_failed)
+
+    def _rejoin_failed(self, failure: Failure) -> None:
+        """A (re)connection callback failed: Redis went away again (the next
+        subscription runs it again), or a bug (logged with its traceback)."""
+        if failure.check(txredisapi.ConnectionError):
+            log.warn("Redis went away while this node joined again: {e}", e=failure.value)
+        else:
+            log.failure("A Redis (re)connection callback failed", failure)
 
     def unsubscribed(self, subscriber: _Subscriber) -> None:
         if subscriber is self._subscriber:

@@ -38,6 +38,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from chatservice import events
+from chatservice.auth.errors import LoginUnavailable
 from chatservice.auth.lockout import LoginLockout
 from chatservice.cluster.link import RedisLink
 from chatservice.delivery import EVERYONE, Audience, Delivery, DeliveryReport
@@ -248,11 +249,23 @@ class ClusterNode(MultiService):
         """Subscribed anew: lease, our users, the others' users, what may have been missed."""
         d = self.redis.set(lease_key(self.name), "1", expire=LEASE_SECONDS)
         for member in list(self.state.sessions.values()):
-            d.addCallback(lambda _, m=member: self.redis.hset(ONLINE, m.username, self._info(m)))
+            d.addCallback(lambda _, m=member: self._register_again(m))
         d.addCallback(lambda _: self.redis.hgetall(ONLINE))
         d.addCallback(self._load_online)
         d.addCallback(lambda _: self._deliver_kept_to_all())
         d.addCallback(lambda _: self._load_locks())
+        return d
+
+    def _register_again(self, member: ChatMember) -> defer.Deferred[None]:
+        """Put a user of this node back in ``chat:online``, and say so.
+
+        A node that read ``chat:online`` before this entry was back learns it
+        from the message: it was subscribed before it read, so it has one or
+        the other.
+        """
+        info = self._info(member)
+        d = self.redis.hset(ONLINE, member.username, info)
+        d.addCallback(lambda _: self._publish(ALL, {"k": "up", "u": member.username, "i": json.loads(info)}))
         return d
 
     def _load_locks(self) -> defer.Deferred[None]:
@@ -304,7 +317,15 @@ class ClusterNode(MultiService):
         return json.dumps(member_info(self.name, member))
 
     def claim(self, member: ChatMember) -> defer.Deferred[None]:
-        """Hold ``member``'s name for this node; fails with ``AlreadyLoggedIn`` if another holds it."""
+        """Hold ``member``'s name for this node.
+
+        Fails with ``AlreadyLoggedIn`` if another live node holds it, and with
+        ``LoginUnavailable`` while Redis cannot be reached (the claim cannot
+        be checked, so no one logs in twice).
+        """
+        if not self.link.connected:
+            log.warn("Refused the login of {user}: Redis is unreachable", user=member.username)
+            return defer.fail(LoginUnavailable())
         info = self._info(member)
         d = self.redis.eval(_CLAIM, [ONLINE], [member.username, info, self.name])
 
