@@ -162,19 +162,51 @@ class Session:
         when that one is over (both would deliver the same messages).  If the
         user logged out meanwhile, the messages stay kept.
         """
+        return self._in_turn(self._fetch_kept)
+
+    def deliver_direct(self, message_id: int, event: events.DirectMessage) -> defer.Deferred[int]:
+        """Take the direct message ``message_id`` another node kept for this user, and show it live.
+
+        In turn with the fetches of kept messages, so that a message is
+        shown once: taken by one, it is gone for the other.
+        """
+
+        def take() -> defer.Deferred[int]:
+            d = self.state.store.take_offline(message_id)
+            return d.addCallback(self._show_taken, event)
+
+        return self._in_turn(take)
+
+    def _show_taken(self, present: bool, event: events.DirectMessage) -> int:
+        if not present:
+            return 0
+        if self.state.sessions.get(self.username) is not self:
+            # Gone meanwhile: keep it for the next login instead.
+            self.state.background(
+                self.state.store.add_offline(event.sender, self.username, event.text, event.sent_at),
+                "Keeping a direct message for {user} again failed", user=self.username,
+            )
+            return 0
+        self.client.deliver(event)
+        return 1
+
+    def _in_turn(self, start: Callable[[], defer.Deferred[int]]) -> defer.Deferred[int]:
+        """Run ``start`` once the fetch or take under way (if any) is over."""
         ahead = self._fetching
         if ahead is None or (ahead.called and not ahead.paused):
-            d = self._fetch_kept()
+            d = start()
         else:
             d = defer.Deferred()
-            ahead.addBoth(self._fetch_after, d)
+            ahead.addBoth(self._run_after, start, d)
         # Over already (a local store): nothing to wait for, nothing kept here.
         self._fetching = None if d.called and not d.paused else d
         return d
 
-    def _fetch_after(self, result: object, d: defer.Deferred[int]) -> object:
-        """The fetch ahead of ``d`` is over (``result`` is its, passed on): now ``d``'s."""
-        self._fetch_kept().chainDeferred(d)
+    def _run_after(
+        self, result: object, start: Callable[[], defer.Deferred[int]], d: defer.Deferred[int]
+    ) -> object:
+        """The work ahead of ``d`` is over (``result`` is its, passed on): now ``d``'s."""
+        start().chainDeferred(d)
         return result
 
     def _fetch_kept(self) -> defer.Deferred[int]:

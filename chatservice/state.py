@@ -411,19 +411,17 @@ class ChatState:
     def direct_here(self, username: str, message_id: int, event: events.Event) -> None:
         """Another node kept a direct message for ``username``, online here: take it, show it.
 
-        Taken from the store first, so that it is shown once: if the user is
-        busy, slow or gone, it stays kept for them.
+        Taken from the store first, in turn with the user's fetches of kept
+        messages, so that it is shown once: if the user is busy, slow or
+        gone, it stays kept for them.
         """
         session = self.sessions.get(username)
         if session is None or session.auto_reply is not None or session.client.congested:
             return
-
-        def taken(present: bool) -> None:
-            if present:
-                session.client.deliver(event)
-
+        if not isinstance(event, events.DirectMessage):
+            return
         self.background(
-            self.store.take_offline(message_id).addCallback(taken),
+            session.deliver_direct(message_id, event),
             "Delivering a direct message to {user} failed", user=username,
         )
 

@@ -22,6 +22,7 @@ from twisted.trial import unittest
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from chatservice import events
 from chatservice.service import ChatService
 from chatservice.store.interface import IChatStore
 from chatservice.store.memory import MemoryStore
@@ -541,3 +542,43 @@ class NoLogs:
 
     def flush(self) -> defer.Deferred[None]:
         return defer.succeed(None)
+
+
+class DirectFromAnotherNodeTests(StateTestCase):
+    """A direct message another node kept and announced (``direct_here``), against a fetch of kept messages."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.slow = ManualStore(self.store, at_once=("offline_messages", "remove_offline"))
+        use_store(self.state, self.slow)
+
+    def test_shown_once_when_announced_during_a_fetch(self) -> None:
+        (hans,) = self.online("hans")
+        self.clients["hans"].take()
+        # Kept by another node for hans, while hans's fetch is under way.
+        kept = self.store.add_offline("yoda", "hans", "across nodes", START)
+        self.slow.at_once.discard("offline_messages")
+        self.slow.at_once.discard("remove_offline")
+        fetch = hans.deliver_kept()
+        self.assertEqual(self.slow.waiting(), ["offline_messages"])
+        event = events.DirectMessage("yoda", "across nodes", START)
+        self.state.direct_here("hans", kept.message_id, event)
+        self.assertEqual(self.slow.waiting(), ["offline_messages"], "the take waits for the fetch")
+        self.slow.answer("offline_messages")
+        self.slow.answer("remove_offline")
+        self.assertEqual(self.successResultOf(fetch), 1)
+        self.slow.answer("take_offline")
+        self.assertEqual(
+            self.clients["hans"].take(), [("DirectMessage", "yoda", "across nodes", START, True)]
+        )
+        self.assertEqual(self.store.offline_messages("hans"), [])
+
+    def test_shown_live_when_taken_first(self) -> None:
+        (hans,) = self.online("hans")
+        self.clients["hans"].take()
+        kept = self.store.add_offline("yoda", "hans", "across nodes", START)
+        self.state.direct_here("hans", kept.message_id, events.DirectMessage("yoda", "across nodes", START))
+        self.assertEqual(self.slow.waiting(), ["take_offline"])
+        self.slow.answer("take_offline")
+        self.assertEqual(self.clients["hans"].take(), [("DirectMessage", "yoda", "across nodes", START, False)])
+        self.assertEqual(self.successResultOf(hans.deliver_kept()), 0)

@@ -185,6 +185,21 @@ class ClusterFailureTests(ClusterTestCase):
         self.assertEqual(ann.read_line(timeout=10), "fay logged in")
         self.nodes["c"].process = None  # killed: nothing to stop
 
+    def test_a_node_restarted_at_once_under_its_name_logs_its_former_users_out(self) -> None:
+        # Its lease never ran out, so no other node sweeps: the node itself
+        # removes what its former run left in chat:online when it joins.
+        ann = self.user("ann", "a")
+        self.user("fay", "c")
+        self.assertEqual(ann.read_line(timeout=10), "fay logged in")
+        self.nodes["c"].process.send_signal(signal.SIGKILL)
+        self.nodes["c"].process.wait(10)
+        started = time.monotonic()
+        self.nodes["c"].restart()
+        self.assertEqual(ann.read_line(timeout=10), "fay logged out")
+        self.assertLess(time.monotonic() - started, 10)
+        self.user("fay", "b")
+        self.assertEqual(ann.read_line(timeout=10), "fay logged in")
+
     def test_a_redis_restart_loses_nothing_acknowledged(self) -> None:
         ann = self.user("ann", "a")
         bob = self.user("bob", "b")

@@ -92,6 +92,20 @@ class ProxiedTests(unittest.TestCase):
         self.assertTrue(transport.disconnecting)
         self.assertEqual(self.harness.factory.connections, set())
 
+    def test_headers_the_parser_lets_through_but_that_are_no_addresses_are_aborted(self) -> None:
+        for header in (
+            b"PROXY TCP4 203.0.113.5 198.51.100.9 abc 4119\r\n",
+            b"PROXY TCP4 203.0.113.5 198.51.100.9 99999 4119\r\n",
+            b"PROXY TCP4 \xff\xfe 198.51.100.9 40001 4119\r\n",
+            b"PROXY TCP4 evil\x1b[2J 198.51.100.9 40001 4119\r\n",
+        ):
+            wrapper, transport = self.open()
+            wrapper.dataReceived(header)
+            self.assertTrue(transport.disconnecting, header)
+            self.assertFalse(wrapper.connected_inside, header)
+        self.assertEqual(self.harness.factory.connections, set())
+        self.assertEqual(self.flushLoggedErrors(), [])
+
     def test_a_header_that_never_comes_is_aborted_at_the_deadline(self) -> None:
         wrapper, transport = self.open()
         wrapper.dataReceived(b"PRO")
@@ -134,3 +148,6 @@ class ListenOptionTests(unittest.TestCase):
         self.assertEqual(options["listen"], ["haproxy:tcp:0:interface=127.0.0.1"])
         with self.assertRaises(usage.UsageError):
             Options().parseOptions(["--listen", "haproxy:nonsense:1", "--store", "memory"])
+        with self.assertRaises(usage.UsageError) as raised:
+            Options().parseOptions(["--listen", "haproxy:ssl:4120:privateKey=k.pem", "--store", "memory"])
+        self.assertIn("terminate TLS at the balancer", str(raised.exception))

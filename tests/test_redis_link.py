@@ -119,3 +119,35 @@ class RedisLinkTests(unittest.TestCase):
         self.assertEqual(len(warned), 1)
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
         self.assertEqual(self.flushLoggedErrors(txredisapi.ConnectionError), [])
+
+
+class TimedCommandsTests(unittest.TestCase):
+    """A command Redis does not answer (txredisapi queues it while Redis is away) fails in time."""
+
+    def test_an_unanswered_command_times_out_and_an_answered_one_passes(self) -> None:
+        from twisted.internet import defer
+
+        from chatservice.cluster.node import REPLY_SECONDS, TimedCommands
+
+        class Commands:
+            def __init__(self) -> None:
+                self.waiting: list[defer.Deferred[object]] = []
+
+            def get(self, key: str) -> defer.Deferred[object]:
+                d: defer.Deferred[object] = defer.Deferred()
+                self.waiting.append(d)
+                return d
+
+        clock = task.Clock()
+        commands = Commands()
+        timed = TimedCommands(commands, clock)
+        answered = timed.get("chat:x")
+        commands.waiting[0].callback("value")
+        self.assertEqual(self.successResultOf(answered), "value")
+        stuck = timed.get("chat:y")
+        clock.advance(REPLY_SECONDS - 0.1)
+        self.assertNoResult(stuck)
+        clock.advance(0.2)
+        self.failureResultOf(stuck, defer.TimeoutError)
+        commands.waiting[1].callback("too late")  # ignored, no AlreadyCalledError
+        self.assertEqual(clock.getDelayedCalls(), [])

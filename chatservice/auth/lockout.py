@@ -18,6 +18,7 @@ from typing import Protocol
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 log = Logger()
 
@@ -78,7 +79,13 @@ class LoginLockout:
             if self.locked_for(key) is not None:
                 return defer.succeed(False)
             d = self.shared.count_failure(self.kind, key, self.duration)
-            return d.addCallback(self._counted, key)
+            return d.addCallbacks(self._counted, self._count_alone, callbackArgs=(key,), errbackArgs=(key,))
+        return self._count_here(key)
+
+    def _count_alone(self, failure: Failure, key: str) -> bool:
+        """The cluster could not count (Redis unreachable): this node counts on its own meanwhile."""
+        log.warn("Counting a login failure for {key} in Redis failed ({e}); counted on this node",
+                 key=key, e=failure.value)
         return self._count_here(key)
 
     def _counted(self, failures: int, key: str) -> bool:

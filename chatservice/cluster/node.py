@@ -29,7 +29,7 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from twisted.application.service import MultiService
 from twisted.internet import defer
@@ -56,6 +56,9 @@ LEASE_SECONDS = 15
 """A node not heard of for this long is dead."""
 HEARTBEAT_SECONDS = 5.0
 """How often a node renews its lease and looks for dead nodes."""
+REPLY_SECONDS = 5.0
+"""A Redis command not answered within this fails (txredisapi queues commands while
+Redis is away; a login, a logout or the node's stop must not wait for it)."""
 ONLINE = "chat:online"
 ALL = "chat:all"
 
@@ -81,6 +84,24 @@ end
 return 0
 """
 """Release a user name held by a node (not one taken over by another since)."""
+
+_STALE = """
+local keep = {}
+for i = 2, #ARGV do keep[ARGV[i]] = true end
+local stale = {}
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local info = cjson.decode(all[i + 1])
+  if info['n'] == ARGV[1] and not keep[all[i]] then
+    redis.call('HDEL', KEYS[1], all[i])
+    table.insert(stale, all[i])
+    table.insert(stale, info['x'] and 1 or 0)
+  end
+end
+return stale
+"""
+"""Remove the entries this node holds in ``chat:online`` for users it does not have
+(a former run of this node under the same name): their names and hidden flags."""
 
 _COUNT_FAILURE = """
 local count = redis.call('INCR', KEYS[1])
@@ -180,6 +201,26 @@ class RemoteMember:
         """Not this node's session."""
 
 
+class TimedCommands:
+    """Redis commands (``txredisapi``'s) whose replies fail after :data:`REPLY_SECONDS`.
+
+    :param commands: the link's command connection.
+    :param clock: the reactor.
+    """
+
+    def __init__(self, commands: Any, clock: Any) -> None:
+        self._commands = commands
+        self._clock = clock
+
+    def __getattr__(self, name: str) -> Callable[..., defer.Deferred[Any]]:
+        command = getattr(self._commands, name)
+
+        def call(*args: Any, **kwargs: Any) -> defer.Deferred[Any]:
+            return command(*args, **kwargs).addTimeout(REPLY_SECONDS, self._clock)
+
+        return call
+
+
 def member_info(node: str, member: ChatMember) -> dict[str, Any]:
     """A local session's entry in ``chat:online``."""
     client = member.client
@@ -221,6 +262,8 @@ class ClusterNode(MultiService):
             lockout.shared = self
         self.remote: dict[str, RemoteMember] = {}
         """The users online on the other nodes."""
+        self._joined_at = 0.0
+        """When this node last (re)subscribed: no sweeping for a lease's length after."""
         self.link = RedisLink(url, reactor, [ALL, node_channel(name)], self.received)
         self.link.setServiceParent(self)
         self.link.when_subscribed(self._subscribed)
@@ -228,8 +271,8 @@ class ClusterNode(MultiService):
         self._heartbeat.clock = reactor  # type: ignore[assignment]
 
     @property
-    def redis(self) -> Any:
-        return self.link.commands
+    def redis(self) -> TimedCommands:
+        return TimedCommands(self.link.commands, self.reactor)
 
     def startService(self) -> None:
         super().startService()
@@ -247,7 +290,10 @@ class ClusterNode(MultiService):
 
     def _subscribed(self) -> defer.Deferred[None]:
         """Subscribed anew: lease, our users, the others' users, what may have been missed."""
-        d = self.redis.set(lease_key(self.name), "1", expire=LEASE_SECONDS)
+        self._joined_at = self.reactor.seconds()
+        d = self.redis.eval(_STALE, [ONLINE], [self.name, *self.state.sessions])
+        d.addCallback(self._stale_gone)
+        d.addCallback(lambda _: self.redis.set(lease_key(self.name), "1", expire=LEASE_SECONDS))
         for member in list(self.state.sessions.values()):
             d.addCallback(lambda _, m=member: self._register_again(m))
         d.addCallback(lambda _: self.redis.hgetall(ONLINE))
@@ -255,6 +301,13 @@ class ClusterNode(MultiService):
         d.addCallback(lambda _: self._deliver_kept_to_all())
         d.addCallback(lambda _: self._load_locks())
         return d
+
+    def _stale_gone(self, stale: list[Any]) -> None:
+        """Users a former run of this node left in ``chat:online``: logged out everywhere."""
+        for name, hidden in zip(stale[::2], stale[1::2]):
+            username = _text(name)
+            log.info("{user} was online on a former run of this node: logged out", user=username)
+            self._logged_out(username, self.name, bool(int(hidden)))
 
     def _register_again(self, member: ChatMember) -> defer.Deferred[None]:
         """Put a user of this node back in ``chat:online``, and say so.
@@ -338,7 +391,13 @@ class ClusterNode(MultiService):
         return d.addCallback(claimed)
 
     def release(self, member: ChatMember) -> None:
-        """``member`` logged out here: give the name back, tell the others."""
+        """``member`` logged out here: give the name back, tell the others.
+
+        With Redis away, nothing is sent: the entry is removed when this node
+        joins again (:data:`_STALE`).
+        """
+        if not self.link.connected:
+            return
         d = self.redis.eval(_RELEASE, [ONLINE], [member.username, self.name])
         d.addCallback(lambda _: self._publish(ALL, {"k": "off", "u": member.username, "n": self.name}))
         d.addErrback(lambda f: log.warn("Releasing {user} in Redis failed: {e}", user=member.username, e=f.value))
@@ -346,6 +405,8 @@ class ClusterNode(MultiService):
 
     def changed(self, member: ChatMember) -> None:
         """``member``'s hidden or busy state changed: the others' copies follow."""
+        if not self.link.connected:
+            return  # put back whole when this node joins again
         info = self._info(member)
         d = self.redis.hset(ONLINE, member.username, info)
         d.addCallback(lambda _: self._publish(ALL, {"k": "up", "u": member.username, "i": json.loads(info)}))
@@ -355,6 +416,10 @@ class ClusterNode(MultiService):
     # Dead nodes -------------------------------------------------------------------------------
 
     def _sweep(self) -> defer.Deferred[None]:
+        if self.reactor.seconds() - self._joined_at < LEASE_SECONDS:
+            # Just (re)joined: after a Redis restart the others may not have
+            # renewed their leases yet.
+            return defer.succeed(None)
         nodes = {member.node for member in self.remote.values()}
         d: defer.Deferred[None] = defer.succeed(None)
         for node in nodes:
@@ -374,19 +439,30 @@ class ClusterNode(MultiService):
             steps: defer.Deferred[None] = defer.succeed(None)
             for member in gone:
                 steps.addCallback(lambda _, m=member: self.redis.eval(_RELEASE, [ONLINE], [m.username, node]))
-                steps.addCallback(lambda _, m=member: self._gone(m, node))
+                # Only if the dead node still held the name: else the user
+                # logged in again elsewhere meanwhile, and is not gone.
+                steps.addCallback(lambda released, m=member: self._gone(m, node) if released else None)
             return steps
 
         return d.addCallback(swept)
 
     def _gone(self, member: RemoteMember, node: str) -> None:
-        """Log a dead node's user out everywhere: the presence notice, and the others' copies."""
-        if not member.hidden:
-            notice = events.Presence(member.username, False)
-            self.state.deliver_here(notice, member.username, EVERYONE, Delivery.PRESENCE)
-            self._publish(ALL, self._delivery(notice, member.username, EVERYONE, Delivery.PRESENCE))
-        self.remote.pop(member.username, None)
-        self._publish(ALL, {"k": "off", "u": member.username, "n": node})
+        """Log a dead node's user out everywhere, as a logout would."""
+        if self.remote.get(member.username) is member:
+            del self.remote[member.username]
+        self._logged_out(member.username, node, member.hidden)
+        if not (member.hidden or member.guest):
+            self.state.mark_seen(member.username)
+        if member.guest:
+            self.state.forget(member.username)
+
+    def _logged_out(self, username: str, node: str, hidden: bool) -> None:
+        """The presence notice of a user logged out for a node, and the others' copies."""
+        if not hidden:
+            notice = events.Presence(username, False)
+            self.state.deliver_here(notice, username, EVERYONE, Delivery.PRESENCE)
+            self._publish(ALL, self._delivery(notice, username, EVERYONE, Delivery.PRESENCE))
+        self._publish(ALL, {"k": "off", "u": username, "n": node})
 
     # Delivery ---------------------------------------------------------------------------------
 
@@ -481,6 +557,8 @@ class ClusterNode(MultiService):
     # Lock-outs (SharedFailures) --------------------------------------------------------------
 
     def count_failure(self, kind: str, key: str, window: float) -> defer.Deferred[int]:
+        if not self.link.connected:
+            return defer.fail(ConnectionError("not connected to Redis"))
         return self.redis.eval(_COUNT_FAILURE, [f"chat:fail:{kind}:{key}"], [int(window) or 1])
 
     def clear_failures(self, kind: str, key: str) -> None:
@@ -490,8 +568,11 @@ class ClusterNode(MultiService):
             )
 
     def announce_lock(self, kind: str, key: str, seconds: float) -> None:
+        if not self.link.connected:
+            return  # held here; the other nodes count on their own meanwhile
         d = self.redis.set(f"chat:lock:{kind}:{key}", self.name, expire=int(seconds) or 1)
         d.addCallback(lambda _: self._publish(ALL, {"k": "lock", "t": kind, "key": key, "for": seconds, "n": self.name}))
+        d.addErrback(lambda f: log.warn("Announcing the lock of {key} failed: {e}", key=key, e=f.value))
         self.state.background(d, "Announcing the lock of {key} failed", key=key)
 
     # Shared copies ------------------------------------------------------------------------------
@@ -519,6 +600,7 @@ class ClusterNode(MultiService):
             )
             return defer.succeed(None)
         d = self.link.publish(channel, json.dumps(message, separators=(",", ":")))
+        d.addTimeout(REPLY_SECONDS, self.reactor)
         d.addErrback(lambda f: log.warn("Publishing to {channel} failed: {e}", channel=channel, e=f.value))
         self.state.background(d, "Publishing to {channel} failed", channel=channel)
         return d
@@ -543,8 +625,8 @@ class ClusterNode(MultiService):
             member = self.remote.get(name)
             if member is None or kind == "on":
                 self.remote[name] = RemoteMember(self, name, info)
-            else:
-                member.update(info)
+            elif member.node == info["n"]:
+                member.update(info)  # (a late "up" from a node the user left is ignored)
         elif kind == "off":
             member = self.remote.get(message["u"])
             if member is not None and member.node == message["n"]:

@@ -17,6 +17,9 @@ aborted and never reaches the chat.
 
 from __future__ import annotations
 
+import ipaddress
+from typing import Any
+
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime, ITransport
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
@@ -70,13 +73,15 @@ class ProxiedConnection(ProtocolWrapper):
         self._buffer += data
         try:
             header = self._header()
-        except InvalidProxyHeader:
+            if header is not None:
+                info, rest = header
+                source, destination = valid_address(info.source), valid_address(info.destination)
+        except (InvalidProxyHeader, ValueError):  # (UnicodeDecodeError is a ValueError)
             self._refuse("not a PROXY header, or a malformed or overlong one")
             return
         if header is None:
             return
-        info, rest = header
-        self._source, self._destination = info.source, info.destination
+        self._source, self._destination = source, destination
         self._stop_deadline()
         self.connected_inside = True
         self.underlying = self.transport
@@ -160,8 +165,33 @@ class ProxiedFactory(WrappingFactory):
         return f"{self.wrappedFactory.__class__.__name__} (PROXY)"
 
 
+def valid_address(address: Any) -> Any:
+    """``address`` from a header, checked: an IP address and a port (or ``None``: no address).
+
+    :raises ValueError: for anything else (a host that is not an address, a
+        port out of range), which the header's parser lets through.
+    """
+    if address is None:
+        return None
+    ipaddress.ip_address(address.host)
+    if not 0 <= int(address.port) <= 65535:
+        raise ValueError(f"port {address.port} out of range")
+    return address
+
+
 def proxied(description: str) -> str | None:
-    """The endpoint under ``haproxy:<endpoint>``, or ``None`` for a listener without the header."""
+    """The endpoint under ``haproxy:<endpoint>``, or ``None`` for a listener without the header.
+
+    :raises ValueError: for ``haproxy:ssl:...``: the balancer sends the
+        header in clear before any TLS handshake, so TLS is terminated at the
+        balancer, or passed through on a plain ``haproxy:tcp:`` listener.
+    """
     if description.startswith(ENDPOINT_PREFIX):
-        return description[len(ENDPOINT_PREFIX):]
+        inner = description[len(ENDPOINT_PREFIX):]
+        if inner.split(":", 1)[0].lower() in ("ssl", "tls"):
+            raise ValueError(
+                "haproxy:ssl:... cannot work (the PROXY header comes before TLS):"
+                " terminate TLS at the balancer and use haproxy:tcp:..."
+            )
+        return inner
     return None
