@@ -64,6 +64,16 @@ class ClusterTestCase(unittest.TestCase):
         client.login(name, ACCOUNTS[name])
         return client
 
+    def login_reply(self, name: str, node: str) -> str:
+        """The reply to ``name``'s login on ``node`` (for a login that is refused)."""
+        client = self.nodes[node].connect()
+        self.clients.append(client)
+        client.greeted()
+        client.send(name)
+        client.read_until("Password: ")
+        client.send(ACCOUNTS[name])
+        return client.read_line(timeout=10)
+
     def others_online(self, client: LineClient) -> list[str]:
         client.send("whoelse")
         return [line for line in client.sync() if not line.endswith(("logged in", "logged out"))]
@@ -161,13 +171,7 @@ class ClusterChatTests(ClusterTestCase):
 
     def test_one_login_per_user_across_the_cluster(self) -> None:
         self.user("eve", "a")
-        second = self.nodes["b"].connect()
-        self.clients.append(second)
-        second.greeted()
-        second.send("eve")
-        second.read_until("Password: ")
-        second.send(ACCOUNTS["eve"])
-        self.assertEqual(second.read_line(timeout=10), "Error. eve is already logged in elsewhere.")
+        self.assertEqual(self.login_reply("eve", "b"), "Error. eve is already logged in elsewhere.")
 
 
 class ClusterFailureTests(ClusterTestCase):
@@ -218,13 +222,9 @@ class ClusterFailureTests(ClusterTestCase):
         )
         # No login while the names cannot be claimed: refused as unavailable.
         wait_for(lambda: "Lost the Redis subscription" in self.nodes["c"].log(), 10, "node c to notice")
-        cat = self.nodes["c"].connect()
-        self.clients.append(cat)
-        cat.greeted()
-        cat.send("cat")
-        cat.read_until("Password: ")
-        cat.send(ACCOUNTS["cat"])
-        self.assertEqual(cat.read_line(timeout=10), "Error. Logging in is not possible right now; please try again.")
+        self.assertEqual(
+            self.login_reply("cat", "c"), "Error. Logging in is not possible right now; please try again."
+        )
         self.redis.start()
         # Kept in the store while the announcement could not go out; found and
         # shown (as kept) when bob's node is back on Redis.
