@@ -112,6 +112,8 @@ class ChatState:
         self.passwords = passwords
         self.max_message_length = max_message_length
         self.sessions: dict[str, ChatMember] = {}
+        self.claiming: set[str] = set()
+        """Names whose login waits for its claim in the cluster (not online yet)."""
         self.rooms = RoomDirectory(store)
         self._blocked_by: dict[str, set[str]] = {}
         self._blockers_of: dict[str, set[str]] = {}
@@ -175,23 +177,31 @@ class ChatState:
         :param guest: whether ``username`` is a guest's name (not an account).
         :raises AlreadyLoggedIn: if ``username`` is online elsewhere.
         """
-        if username in self.sessions:
+        if username in self.sessions or username in self.claiming:
             raise AlreadyLoggedIn(username)
-        if guest:
-            self.forget(username)
         session = self.session_factory(self, username, client, self.clock.seconds(), guest)
-        self.sessions[username] = session
-        self.activity.users_changed()
         if self.cluster is None:
-            return session
-        # One login per user across the cluster: the name is claimed in Redis.
+            return self._attached(session)
+        # One login per user across the cluster: the name is claimed in Redis
+        # first; the session is online (and a guest's name forgotten) once it
+        # holds the name, so nothing reaches a login the claim refuses.
+        self.claiming.add(username)
         d = self.cluster.claim(session)
-        return d.addCallbacks(lambda _: session, self._not_claimed, errbackArgs=(session,))
+        d.addBoth(self._claim_over, username)
+        return d.addCallbacks(lambda _: self._attached(session), self._not_claimed, errbackArgs=(session,))
+
+    def _attached(self, session: ChatMember) -> ChatMember:
+        if session.guest:
+            self.forget(session.username)
+        self.sessions[session.username] = session
+        self.activity.users_changed()
+        return session
+
+    def _claim_over(self, result: object, username: str) -> object:
+        self.claiming.discard(username)
+        return result
 
     def _not_claimed(self, failure: Failure, session: ChatMember) -> Failure:
-        if self.sessions.get(session.username) is session:
-            del self.sessions[session.username]
-            self.activity.users_changed()
         if failure.check(AlreadyLoggedIn, LoginUnavailable):
             return failure
         # Redis unreachable (or a bug): the name cannot be claimed, so the

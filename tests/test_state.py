@@ -582,3 +582,77 @@ class LoadTests(StateTestCase):
         self.successResultOf(self.state.load())
         self.assertFalse(self.state.has_blocked("yoda", "hans"))
         self.assertTrue(self.state.has_blocked("luke", "leia"))
+
+
+class ClusterStub:
+    """What the chat state asks of its cluster node, with claims the test answers.
+
+    No other node has users; fan-outs reach this node only.
+    """
+
+    def __init__(self) -> None:
+        self.remote: dict[str, Any] = {}
+        self.claims: list[tuple[str, defer.Deferred[None]]] = []
+        self.released: list[str] = []
+
+    def claim(self, member: Any) -> defer.Deferred[None]:
+        d: defer.Deferred[None] = defer.Deferred()
+        self.claims.append((member.username, d))
+        return d
+
+    def release(self, member: Any) -> None:
+        self.released.append(member.username)
+
+    def online(self, username: str) -> None:
+        return None
+
+    def deliver_remote(self, event: Any, sender: str, audience: Any, rule: Any, report: Any) -> Any:
+        return report
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        # changed, seen, block_changed, room_changed, announce_direct: nothing to tell.
+        return lambda *args, **kwargs: None
+
+
+class ClusterClaimTests(StateTestCase):
+    """In a cluster a login is online only once its name is claimed (review finding: a refused
+    claim must not have been shown anything, nor have wiped a guest's name)."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.cluster = ClusterStub()
+        self.state.cluster = self.cluster
+
+    def attach(self, username: str, guest: bool = False) -> defer.Deferred[Any]:
+        self.clients[username] = RecordingClient()
+        return self.state.attach(username, self.clients[username], guest)
+
+    def test_not_online_until_claimed(self) -> None:
+        hans_attached = self.attach("hans")
+        self.cluster.claims[0][1].callback(None)
+        hans = self.successResultOf(hans_attached)
+        hans.begin()
+        d = self.attach("yoda")
+        self.assertNoResult(d)
+        self.assertNotIn("yoda", self.state.sessions)
+        self.assertRaises(AlreadyLoggedIn, self.state.attach, "yoda", RecordingClient())
+        # A message to yoda meanwhile is kept for yoda, not shown to the login being claimed.
+        reply = self.successResultOf(hans.message("yoda", "are you there"))
+        self.assertEqual(summary(reply)[:3], ("MessageSent", "yoda", True))
+        self.cluster.claims[1][1].errback(AlreadyLoggedIn("yoda"))
+        self.failureResultOf(d, AlreadyLoggedIn)
+        self.assertEqual(self.clients["yoda"].take(), [])
+        self.assertNotIn("yoda", self.state.sessions)
+        self.assertEqual(self.state.claiming, set())
+        self.assertEqual([m.text for m in self.store.offline_messages("yoda")], ["are you there"])
+
+    def test_a_guest_name_is_forgotten_only_once_claimed(self) -> None:
+        self.store.add_offline("hans", "bob", "for the earlier bob", START)
+        d = self.attach("bob", guest=True)
+        self.cluster.claims[0][1].errback(AlreadyLoggedIn("bob"))  # bob is a guest on another node
+        self.failureResultOf(d, AlreadyLoggedIn)
+        self.assertEqual(len(self.store.offline_messages("bob")), 1, "the other node's guest keeps it")
+        d = self.attach("bob", guest=True)
+        self.cluster.claims[1][1].callback(None)
+        self.successResultOf(d)
+        self.assertEqual(self.store.offline_messages("bob"), [])

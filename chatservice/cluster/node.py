@@ -291,7 +291,7 @@ class ClusterNode(MultiService):
     def _subscribed(self) -> defer.Deferred[None]:
         """Subscribed anew: lease, our users, the others' users, what may have been missed."""
         self._joined_at = self.reactor.seconds()
-        d = self.redis.eval(_STALE, [ONLINE], [self.name, *self.state.sessions])
+        d = self.redis.eval(_STALE, [ONLINE], [self.name, *self.state.sessions, *self.state.claiming])
         d.addCallback(self._stale_gone)
         d.addCallback(lambda _: self.redis.set(lease_key(self.name), "1", expire=LEASE_SECONDS))
         for member in list(self.state.sessions.values()):
