@@ -42,6 +42,7 @@ from chatservice.client.console import Console, Output
 from chatservice.client.filetransfer import TransferSettings
 from chatservice.client.peer import PeerFactory
 from chatservice.client.server_connection import ServerConnection
+from chatservice.client.style import timestamp
 from chatservice.client.testing import DatagramNetwork
 from tests.test_accounts import ManualRunner
 from tests.test_client_peer import PeerNetwork
@@ -149,7 +150,14 @@ class Harness:
         else:
             [login] = self.requests()
             self.answer(login, type="login", success=True, user=self.name)
+        self.answer_who()
         self.lines()
+
+    def answer_who(self, *online: str) -> None:
+        """Answer the quiet ``whoelse`` a client sends once logged in (for Tab completion)."""
+        [who] = self.requests()
+        assert who["type"] == "whoelse", who
+        self.answer(who, type="userlist", users=list(online), onlinetype=True)
 
     def challenge(self, password: str) -> tuple[ScramServerExchange, ScramKeys]:
         """Answer the client's ``salt`` request as a server whose account has ``password``."""
@@ -176,6 +184,11 @@ class Harness:
         if not self.server_transport.disconnected:
             self.server_transport.disconnected = True
             self.server.connectionLost(reason or Failure(ConnectionDone()))
+
+
+def stamp(clock: Clock) -> str:
+    """The time stamp a message shown now gets."""
+    return timestamp(clock.seconds())
 
 
 _KEYS: dict[str, ScramKeys] = {}
@@ -309,7 +322,8 @@ class PasswordLoginTests(LoginTests):
         yoda.type("yoda", "wise", "whoelse", "message hans hi")
         [login] = yoda.requests()
         yoda.answer(login, type="login", success=True, user="yoda")
-        self.assertEqual(yoda.requests(), [{"type": "whoelse", "id": 2}])
+        # The quiet whoelse (for Tab completion), then the typed one.
+        self.assertEqual(yoda.requests(), [{"type": "whoelse", "id": 2}, {"type": "whoelse", "id": 3}])
 
     def test_wrong_password_asks_for_the_password_again(self) -> None:
         yoda = self.harness("yoda")
@@ -327,6 +341,8 @@ class PasswordLoginTests(LoginTests):
         [first] = yoda.requests()
         yoda.answer(first, type="login", success=False, reason="unknown_user",
                     message="Error. Unknown user vader. Please try again.")
+        [probe] = yoda.requests()
+        yoda.answer(probe, type="username_register_status", user="vader", taken=True)
         [second] = yoda.requests()
         self.assertEqual(second["user"], "yoda")
 
@@ -379,7 +395,7 @@ class ScramLoginTests(ClientTestCase):
         runner.run_next()
         final, server_final = yoda.prove(exchange, keys)
         yoda.answer(final, type="login", success=True, user="yoda", server_final=server_final)
-        self.assertEqual(yoda.requests(), [{"type": "whoelse", "id": 3}])
+        self.assertEqual(yoda.requests(), [{"type": "whoelse", "id": 3}, {"type": "whoelse", "id": 4}])
 
     def test_wrong_password_asks_for_the_password_again(self) -> None:
         yoda = self.harness("yoda")
@@ -404,6 +420,9 @@ class ScramLoginTests(ClientTestCase):
         yoda.answer(salt, type="login", success=False, reason="unknown_user",
                     message="Error. Unknown user vader. Please try again.")
         self.assertEqual(yoda.lines(), ["Error. Unknown user vader. Please try again."])
+        [probe] = yoda.requests()
+        self.assertEqual(probe, {"type": "register", "user": "vader", "id": 2})
+        yoda.answer(probe, type="username_register_status", user="vader", taken=True)
         [salt] = yoda.requests()
         yoda.answer(salt, type="login", success=False, reason="blocked", retry_after=9,
                     message="Your account is blocked due to multiple login failures. Please try again later")
@@ -561,12 +580,12 @@ class CommandTests(ClientTestCase):
     def test_server_commands_with_the_same_words(self) -> None:
         self.yoda.type("message hans Hey Dude")
         [request] = self.yoda.requests()
-        self.assertEqual(request, {"type": "message", "to": "hans", "message": "Hey Dude", "id": 3})
+        self.assertEqual(request, {"type": "message", "to": "hans", "message": "Hey Dude", "id": 4})
         self.yoda.answer(request, type="message_status", to="hans", stored=True)
         self.assertEqual(self.yoda.lines(), ["hans is offline; your message will be delivered when they log in."])
         self.yoda.type("room create hans luke")
         [request] = self.yoda.requests()
-        self.assertEqual(request, {"type": "room_create", "members": ["hans", "luke"], "id": 4})
+        self.assertEqual(request, {"type": "room_create", "members": ["hans", "luke"], "id": 5})
 
     def test_unknown_command_sends_nothing(self) -> None:
         self.yoda.type("dance", "message hans")
@@ -599,12 +618,12 @@ class CommandTests(ClientTestCase):
         self.assertEqual(lines[0], "Commands:")
         self.assertTrue(lines[1].strip().startswith("whoelse"))
         self.assertIn("start a private chat with <user>", lines[2])
-        self.assertEqual([line.split()[0] for line in lines[3:]], ["private", "stopprivate", "sendfile"])
+        self.assertEqual([line.split()[0] for line in lines[3:]], ["private", "stopprivate", "sendfile", "accept", "decline"])
 
     def test_unsolicited_messages_are_shown(self) -> None:
         self.yoda.receive({"type": "message", "from": "hans", "message": "hi", "timestamp": 1, "offline": False})
         self.yoda.receive({"type": "user_notification", "user": "luke", "status": True})
-        self.assertEqual(self.yoda.lines(), ["hans: hi", "luke logged in"])
+        self.assertEqual(self.yoda.lines(), [f"{stamp(self.clock)} hans: hi", "luke logged in"])
 
     def test_private_without_a_session(self) -> None:
         self.yoda.type("private hans hi", "stopprivate hans")
@@ -621,7 +640,7 @@ class CommandTests(ClientTestCase):
     def test_startprivate_refused_by_the_server(self) -> None:
         self.yoda.type("startprivate hans")
         [request] = self.yoda.requests()
-        self.assertEqual(request, {"type": "startprivate", "target": "hans", "id": 3})
+        self.assertEqual(request, {"type": "startprivate", "target": "hans", "id": 4})
         self.yoda.answer(request, type="error", code="blocked", message="Error. hans has blocked you.")
         self.assertEqual(self.yoda.lines(), ["Error. hans has blocked you."])
 
@@ -642,7 +661,7 @@ class CommandTests(ClientTestCase):
         path.write_bytes(b"abc")
         self.yoda.type(f"UPD hans {path}")
         [request] = self.yoda.requests()
-        self.assertEqual(request, {"type": "sendfile", "to": "hans", "filename": "f.bin", "size": 3, "id": 3})
+        self.assertEqual(request, {"type": "sendfile", "to": "hans", "filename": "f.bin", "size": 3, "id": 4})
         self.yoda.answer(request, type="error", code="no_udp_port",
                          message="Error. hans is not using a client that accepts files.")
         self.assertEqual(self.yoda.lines(), ["Error. hans is not using a client that accepts files."])
@@ -670,7 +689,7 @@ class EndingTests(ClientTestCase):
     def test_end_of_input_logs_out(self) -> None:
         self.yoda.console.readConnectionLost()
         [request] = self.yoda.requests()
-        self.assertEqual(request, {"type": "logout", "id": 3})
+        self.assertEqual(request, {"type": "logout", "id": 4})
 
     def test_timeout(self) -> None:
         self.yoda.receive({"type": "disconnect", "reason": "timeout",
@@ -737,18 +756,28 @@ class TwoClientsTests(ClientTestCase):
         self.hans.receive({"type": "private_request", "from": "yoda", "token": "tok-1"})
         self.yoda.answer(request, type="private_address", user="hans", host="127.0.0.1", port=6001, token="tok-1")
         self.settle()
+        self.assertEqual(self.yoda.lines(), ["Waiting for hans to accept the private chat."])
+        self.assertEqual(
+            self.hans.lines(),
+            ["yoda wants to chat privately with you: type accept or decline (within 20 s)."],
+        )
+        self.hans.type("accept")
+        self.settle()
         self.assertEqual(self.yoda.lines(), ["Private messaging with hans started."])
-        self.assertEqual(self.hans.lines(), ["Private messaging with yoda started."])
+        self.assertEqual(
+            self.hans.lines(),
+            ["Accepted a private chat from yoda.", "Private messaging with yoda started."],
+        )
 
     def test_private_chat(self) -> None:
         self.start_private()
         self.yoda.type("private hans this goes straight to hans")
         self.settle()
-        self.assertEqual(self.hans.lines(), ["yoda(private): this goes straight to hans"])
+        self.assertEqual(self.hans.lines(), [f"{stamp(self.clock)} yoda(private): this goes straight to hans"])
         self.assertEqual(self.yoda.requests(), [])
         self.hans.type("private yoda back")
         self.settle()
-        self.assertEqual(self.yoda.lines(), ["hans(private): back"])
+        self.assertEqual(self.yoda.lines(), [f"{stamp(self.clock)} hans(private): back"])
 
     def test_startprivate_twice(self) -> None:
         self.start_private()
@@ -783,7 +812,7 @@ class TwoClientsTests(ClientTestCase):
         [line] = self.yoda.lines()
         self.assertTrue(line.startswith("Error. Could not start private messaging with hans: could not connect to hans"), line)
 
-    def send_file(self, size: int, command: str = "sendfile") -> Path:
+    def send_file(self, size: int, command: str = "sendfile", accept: bool = True) -> Path:
         path = self.yoda.directory / "lecture 1.bin"
         path.write_bytes(bytes(range(256)) * (size // 256) + b"x" * (size % 256))
         self.yoda.type(f"{command} hans {path}")
@@ -791,12 +820,20 @@ class TwoClientsTests(ClientTestCase):
         self.assertEqual((request["filename"], request["size"]), ("lecture 1.bin", size))
         self.hans.receive({"type": "file_incoming", "from": "yoda", "filename": "lecture 1.bin", "size": size, "token": "tok-f"})
         self.yoda.answer(request, type="file_address", user="hans", host="127.0.0.1", port=6001, token="tok-f")
+        if accept:
+            self.hans.type("accept")
         return path
 
     def test_file_transfer(self) -> None:
         path = self.send_file(100_000)
         self.assertEqual(self.yoda.lines(), ["Sending lecture 1.bin (100.0 kB) to hans."])
-        self.assertEqual(self.hans.lines(), ["yoda is sending you lecture 1.bin (100.0 kB)."])
+        self.assertEqual(
+            self.hans.lines(),
+            [
+                "yoda is sending you lecture 1.bin (100.0 kB): type accept or decline (within 20 s).",
+                "Accepted lecture 1.bin from yoda.",
+            ],
+        )
         self.settle(2)
         [sent] = self.yoda.lines()
         self.assertTrue(sent.startswith("Sent lecture 1.bin to hans (100.0 kB in "), sent)

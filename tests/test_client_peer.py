@@ -23,6 +23,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.events: list[tuple[str, ...]] = []
+        self.answers: list[defer.Deferred[bool]] = []
 
     def private_started(self, user: str) -> None:
         self.events.append(("started", user))
@@ -35,6 +36,15 @@ class Recorder:
 
     def private_failed(self, user: str, reason: str) -> None:
         self.events.append(("failed", user, reason))
+
+    def private_offered(self, user: str) -> defer.Deferred[bool]:
+        """Accepted at once, unless a test put a Deferred in :attr:`answers`."""
+        if self.answers:
+            self.events.append(("offered", user))
+        return self.answers.pop(0) if self.answers else defer.succeed(True)
+
+    def private_waiting(self, user: str) -> None:
+        self.events.append(("waiting", user))
 
     def take(self) -> list[tuple[str, ...]]:
         events, self.events = self.events, []

@@ -11,7 +11,7 @@ from __future__ import annotations
 from twisted.internet.interfaces import IReactorTime
 
 from chatservice.client.console import Output
-from chatservice.client.filetransfer import Transfer
+from chatservice.client.filetransfer import DECLINED, NOT_ANSWERED, Transfer
 
 BAR_WIDTH = 20
 
@@ -125,6 +125,8 @@ class TransferDisplay:
 
     def transfer_failed(self, transfer: Transfer, reason: str) -> None:
         self._forget(transfer)
+        if not transfer.sending and reason in (DECLINED, NOT_ANSWERED):
+            return  # the user declined it (or let it time out), and was told so
         if transfer.sending:
             self.output.line(f"Error. Sending {transfer.filename} to {transfer.peer} failed: {reason}.")
         else:
