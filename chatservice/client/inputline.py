@@ -114,6 +114,8 @@ class InputLine(recvline.HistoricRecvLine):
         self._ended = False
         self._cursor_row = 0
         self._drawn = False
+        self._draft = b""
+        """The line being typed when Up went into the history."""
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._closed: defer.Deferred[None] = defer.Deferred()
 
@@ -322,27 +324,25 @@ class InputLine(recvline.HistoricRecvLine):
             self._redraw()
 
     def handle_UP(self) -> None:
-        if self.secret:
+        if self.secret or self.historyPosition == 0:
             return
-        if self.lineBuffer and self.historyPosition == len(self.historyLines):
-            self.historyLines.append(b"".join(self.lineBuffer))
-        if self.historyPosition > 0:
-            self.historyPosition -= 1
-            self._show_history()
+        if self.historyPosition == len(self.historyLines):
+            self._draft = b"".join(self.lineBuffer)
+        self.historyPosition -= 1
+        self._show(self.historyLines[self.historyPosition])
 
     def handle_DOWN(self) -> None:
-        if self.secret:
+        if self.secret or self.historyPosition >= len(self.historyLines):
             return
-        if self.historyPosition < len(self.historyLines) - 1:
-            self.historyPosition += 1
-            self._show_history()
+        self.historyPosition += 1
+        if self.historyPosition == len(self.historyLines):
+            self._show(self._draft)
         else:
-            self.historyPosition = len(self.historyLines)
-            self.lineBuffer, self.lineBufferIndex = [], 0
-            self._redraw()
+            self._show(self.historyLines[self.historyPosition])
 
-    def _show_history(self) -> None:
-        line = self.historyLines[self.historyPosition].decode("utf-8", "replace")
+    def _show(self, text: bytes) -> None:
+        """Put ``text`` (a history line, or the draft) in the line, the cursor at its end."""
+        line = text.decode("utf-8", "replace")
         self.lineBuffer = [char.encode("utf-8") for char in line]
         self.lineBufferIndex = len(self.lineBuffer)
         self._redraw()
