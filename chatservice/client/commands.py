@@ -190,7 +190,7 @@ class CommandTable:
         """Every command word, the server's and the client's, aliases too (for Tab)."""
         found = {word for c in COMMANDS for word in (c.name.split()[0],) + c.aliases}
         found.update(self._by_word)
-        found.update(("quit", "exit"))
+        found.update(HABITS)
         return sorted(found)
 
     def client_help(self) -> list[tuple[str, str]]:
