@@ -35,8 +35,9 @@ from twisted.python.failure import Failure
 from chatservice import events
 from chatservice.auth.credentials import Runner
 from chatservice.client.commands import CommandTable
-from chatservice.client.console import Console, Output, TerminalEcho
+from chatservice.client.console import Console, Screen, TerminalEcho
 from chatservice.client.filetransfer import DECLINED, NOT_ANSWERED, TransferSettings
+from chatservice.client.inputline import InputLine
 from chatservice.client.login import FALLBACK_LINES, OLD_SERVER, LoginAttempt, UntrustedServer
 from chatservice.client.offers import ACCEPT, TIMEOUT, Offers
 from chatservice.client.peer import MAX_MESSAGE_BYTES, Connector
@@ -111,7 +112,7 @@ class ChatClient:
     def __init__(
         self,
         clock: IReactorTime,
-        output: Output,
+        output: Screen,
         echo: TerminalEcho,
         *,
         download_dir: Path,
@@ -129,7 +130,7 @@ class ChatClient:
         self.private = PrivateChats(clock, self, connect_peer)
         self.display = TransferDisplay(output, clock, interval=progress_interval)
         self.files = FileTransfers(clock, download_dir, self.display, transfer_settings)
-        self.console: Console | None = None
+        self.console: Console | InputLine | None = None
         self.server: ServerConnection | None = None
         self.phase = Phase.CONNECTING
         self.username = ""

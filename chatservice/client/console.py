@@ -18,7 +18,7 @@ terminal and in a pipe:
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Protocol
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IHalfCloseableProtocol
@@ -35,6 +35,29 @@ except ImportError:  # pragma: no cover - not POSIX
     termios = None  # type: ignore[assignment]
 
 CLEAR_LINE = "\r\x1b[K"
+
+
+class Screen(Protocol):
+    """Where the client shows things: :class:`Output` (pipes), or
+    :class:`~chatservice.client.inputline.TerminalOutput` (the input line on a terminal)."""
+
+    terminal: bool
+    """Standard output is a terminal: progress bars on the live region."""
+    interactive: bool
+
+    def line(self, text: str) -> None: ...
+
+    def message(self, stamp: str, sender: str, text: str) -> None: ...
+
+    def question(self, text: str) -> None: ...
+
+    def prompt(self, text: str, secret: bool = False) -> None: ...
+
+    def input_taken(self) -> None: ...
+
+    def status(self, key: object, text: str | None) -> None: ...
+
+    def finish(self) -> None: ...
 
 
 class Output:

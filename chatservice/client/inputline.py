@@ -147,6 +147,10 @@ class InputLine(recvline.HistoricRecvLine):
     def terminalSize(self, width: int, height: int) -> None:
         self._redraw()
 
+    def resized(self) -> None:
+        """The terminal changed size (``SIGWINCH``): draw the live region again for it."""
+        self._redraw()
+
     def connectionLost(self, reason: Failure = None) -> None:
         self.lost = True
         self._end()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import getopt
 import os
 import random
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -214,6 +215,9 @@ async def main(reactor: Any, options: Options) -> None:
         )
         line_editor = console
         StandardIO(ServerProtocol(lambda: line_editor), reactor=reactor)
+        resized = signal.signal(
+            signal.SIGWINCH, lambda *_: reactor.callFromThread(line_editor.resized)
+        )
         console.pause()
         output = TerminalOutput(console, style)
         echo = TerminalEcho(0, False)
@@ -283,6 +287,7 @@ async def main(reactor: Any, options: Options) -> None:
         output.finish()
         await _flush(reactor, console)
         if raw is not None:
+            signal.signal(signal.SIGWINCH, resized)
             raw.restore()
         if not stopping:
             reactor.removeSystemEventTrigger(trigger)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from twisted.internet.interfaces import IReactorTime
 
-from chatservice.client.console import Output
+from chatservice.client.console import Screen
 from chatservice.client.filetransfer import DECLINED, NOT_ANSWERED, Transfer
 
 BAR_WIDTH = 20
@@ -71,7 +71,7 @@ def progress_bar(transfer: Transfer) -> str:
 
 
 class TransferDisplay:
-    """Shows transfers on an :class:`~chatservice.client.console.Output`.
+    """Shows transfers on an :class:`~chatservice.client.console.Screen`.
 
     :param clock: for throttling progress (the reactor, or a test ``Clock``).
     :param interval: seconds between progress lines in a pipe.
@@ -80,7 +80,7 @@ class TransferDisplay:
 
     def __init__(
         self,
-        output: Output,
+        output: Screen,
         clock: IReactorTime,
         interval: float = 2.0,
         bar_interval: float = 0.1,
