@@ -922,6 +922,11 @@ class OfferTests(ClientTestCase):
 
     def test_file_accepted_after_its_start_arrived(self) -> None:
         path = self.offer_file()
+        [sending] = self.yoda.client.files.active()
+        [receiving] = self.hans.client.files.active()
+        self.assertIsNotNone(receiving.address)  # the START came, and was not answered
+        self.assertEqual((sending.state.name, receiving.state.name), ("WAITING", "WAITING"))
+        self.assertEqual(list(self.hans.downloads.iterdir()), [])
         self.hans.type("accept yoda")
         self.settle(2)
         lines = self.hans.lines()
