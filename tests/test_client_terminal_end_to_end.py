@@ -223,6 +223,34 @@ class InputLineTests(TerminalTestCase):
         self.assertEqual(yoda.wait(), 0)
         self.assertEqual(hans.finish(), 0)
 
+    def test_progress_bar_on_its_own_line_above_the_input(self) -> None:
+        hans = ClientProcess("hans", self.server.port, self.directory, "--udp-loss", "0.3")
+        self.addCleanup(hans.kill)
+        hans.log_in("falcon")
+        yoda = self.pty_client()
+        yoda.log_in("yoda", "wise")
+        big = self.directory / "lecture1.mp4"
+        big.write_bytes(os.urandom(3_000_000))
+        hans.send(f"sendfile yoda {big}")
+        yoda.wait_for_text("hans is sending you lecture1.mp4 (3.0 MB): type accept or decline")
+        yoda.type("accept\r")
+        yoda.type("message hans thanks, wat")
+        hans.send("message yoda it is the one from monday")
+        bar = re.compile(r"^\[[#-]{20}\] +\d+% lecture1\.mp4 from hans$")
+        yoda.wait_for(
+            lambda rows: len(rows) > 2 and bool(bar.match(rows[-2])) and "monday" in rows[-3],
+            "the progress bar between the messages and the input line",
+            60,
+        )
+        self.assertEqual(yoda.last_row(), "> message hans thanks, wat")
+        yoda.wait_for_text("Received lecture1.mp4 from hans", 120)
+        self.assertEqual(yoda.last_row(), "> message hans thanks, wat")
+        self.assertFalse(any(bar.match(row) for row in yoda.rows()))
+        self.assertEqual((self.directory / "downloads" / "hans_lecture1.mp4").read_bytes(), big.read_bytes())
+        yoda.type("\x15quit\r")
+        self.assertEqual(yoda.wait(), 0)
+        self.assertEqual(hans.finish(), 0)
+
     def test_colours_and_no_color(self) -> None:
         coloured = self.pty_client()
         coloured.log_in("yoda", "wise")
