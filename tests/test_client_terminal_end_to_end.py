@@ -277,9 +277,9 @@ class SignUpTests(TerminalTestCase):
         vader = self.pty_client()
         vader.wait_for(lambda rows: bool(rows) and rows[-1].startswith("Username:"), "Username:")
         vader.type("vader\r")
-        vader.wait_for(lambda rows: rows[-1].startswith("Password:"), "Password:")
-        vader.type("dark side\r")
+        # As telnet asks: the account first, no password for a name that has none.
         vader.wait_for(lambda rows: rows[-1].startswith("Create a new account with that name? (yes/no)"), "Create?")
+        self.assertEqual(vader.rows()[-2], "There is no account vader.")
         vader.type("yes\r")
         vader.wait_for(lambda rows: rows[-1].startswith("New password:"), "New password:")
         vader.type("Dark-Side-99\r")

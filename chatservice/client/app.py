@@ -38,7 +38,14 @@ from chatservice.client.commands import CommandTable
 from chatservice.client.console import Console, Screen, TerminalEcho
 from chatservice.client.filetransfer import DECLINED, NOT_ANSWERED, TransferSettings
 from chatservice.client.inputline import InputLine
-from chatservice.client.login import FALLBACK_LINES, OLD_SERVER, LoginAttempt, UntrustedServer
+from chatservice.client.login import (
+    CHALLENGED,
+    FALLBACK_LINES,
+    NO_KEYS,
+    OLD_SERVER,
+    LoginAttempt,
+    UntrustedServer,
+)
 from chatservice.client.offers import ACCEPT, TIMEOUT, Offers
 from chatservice.client.peer import MAX_MESSAGE_BYTES, Connector
 from chatservice.client.private import PrivateChats
@@ -144,6 +151,7 @@ class ChatClient:
         self.known_users: set[str] = set()
         """Names seen online, for Tab completion."""
         self._new_password = ""
+        self._scram_attempt: LoginAttempt | None = None
         self._guest = False
         self._quitting = False
         self._locked_out = False
@@ -265,22 +273,32 @@ class ChatClient:
             return
         self.username = name
         self._guest = False
-        self._ask_password()
+        if self.scram:
+            self._challenge()
+        else:
+            self._ask_password()
 
-    def _offer_account(self) -> None:
-        """The server knows no such user: offer a new account if it takes new ones."""
+    def _offer_account(self, refusal: dict[str, Any]) -> None:
+        """The server knows no such user: offer a new account if it takes new ones (as telnet
+        does), else show its refusal."""
         assert self.server is not None
         self.phase = Phase.CHECKING_NAME
         d = self.server.request({"type": "register", "user": self.username})
-        d.addCallbacks(self._name_checked, lambda failure: self._ask_username())
+        d.addCallbacks(self._name_checked, lambda failure: self._name_refused(refusal),
+                       callbackArgs=(refusal,))
         d.addErrback(log.failure, "Checking the user name failed")
 
-    def _name_checked(self, reply: dict[str, Any]) -> None:
+    def _name_checked(self, reply: dict[str, Any], refusal: dict[str, Any]) -> None:
         answer = decode_event(reply)
         if isinstance(answer, events.UsernameStatus) and not answer.taken:
+            self.output.line(f"There is no account {self.username}.")
             self._ask(Phase.CREATE, events.Prompt.CREATE)
         else:
-            self._ask_username()
+            self._name_refused(refusal)
+
+    def _name_refused(self, refusal: dict[str, Any]) -> None:
+        self._show_reply(refusal)
+        self._ask_username()
 
     def _create_answered(self, line: str) -> None:
         choice = line.strip().lower()
@@ -319,11 +337,9 @@ class ChatClient:
         d.addCallbacks(self._login_answered, self._login_failed)
         d.addErrback(log.failure, "Handling the guest login answer failed")
 
-    def _log_in(self, password: str) -> None:
+    def _attempt(self, password: str = "") -> LoginAttempt:
         assert self.server is not None
-        self.phase = Phase.LOGGING_IN
-        self._pause_input()
-        attempt = LoginAttempt(
+        return LoginAttempt(
             self.server,
             self.username,
             password,
@@ -331,7 +347,34 @@ class ChatClient:
             self._login_falls_back,
             self.run_in_thread,
         )
-        d = attempt.with_scram() if self.scram else attempt.with_password()
+
+    def _challenge(self) -> None:
+        """SCRAM: send ``salt`` with the user name; the password is asked once challenged."""
+        self.phase = Phase.LOGGING_IN
+        self._pause_input()
+        self._scram_attempt = self._attempt()
+        d = self._scram_attempt.challenge()
+        d.addCallbacks(self._challenge_answered, self._login_failed)
+        d.addErrback(log.failure, "Handling the answer to salt failed")
+
+    def _challenge_answered(self, answer: Any) -> None:
+        if answer in (CHALLENGED, NO_KEYS, OLD_SERVER):
+            self._ask_password()
+        else:
+            self._scram_attempt = None
+            self._login_answered(answer)
+
+    def _log_in(self, password: str) -> None:
+        """Log in with ``password``: the SCRAM proof once challenged, else the whole login."""
+        self.phase = Phase.LOGGING_IN
+        self._pause_input()
+        attempt, self._scram_attempt = self._scram_attempt, None
+        if attempt is not None and attempt.challenged:
+            d = attempt.prove(password)
+        elif attempt is None and self.scram:
+            d = self._attempt(password).with_scram()
+        else:
+            d = self._attempt(password).with_password()
         d.addCallbacks(self._login_answered, self._login_failed)
         d.addErrback(log.failure, "Handling the login answer failed")
 
@@ -342,9 +385,12 @@ class ChatClient:
             self.scram = False
 
     def _login_answered(self, reply: dict[str, Any]) -> None:
-        self._show_reply(reply)
         answer = decode_event(reply)
         reason = answer.reason if isinstance(answer, events.LoginRejected) else None
+        if reason == "unknown_user" and not self._guest:
+            self._offer_account(reply)
+            return
+        self._show_reply(reply)
         if isinstance(answer, events.LoginSucceeded):
             self.username = answer.username or self.username
             self.private.username = self.username
@@ -356,9 +402,10 @@ class ChatClient:
             # The server closes the connection; server_lost ends the client.
             self._locked_out = True
         elif reason == "wrong_password":
-            self._ask_password()
-        elif reason == "unknown_user" and not self._guest:
-            self._offer_account()
+            if self.scram:
+                self._challenge()
+            else:
+                self._ask_password()
         else:
             self._ask_username()
 
