@@ -183,15 +183,18 @@ class ChatTests(EndToEndTestCase):
         yoda.expect("hans logged in")
 
         yoda.send("message hans Hey Dude")
-        hans.expect("yoda: Hey Dude")
+        self.assertRegex(hans.expect("yoda: Hey Dude"), r"^\[\d\d:\d\d\] yoda: Hey Dude$")
 
         yoda.send("startprivate hans")
+        yoda.expect("Waiting for hans to accept the private chat.")
+        hans.expect("yoda wants to chat privately with you: type accept or decline")
+        hans.send("accept")
         yoda.expect("Private messaging with hans started.")
         hans.expect("Private messaging with yoda started.")
 
         secret = f"the password is {random.Random().getrandbits(64):x}"
         yoda.send(f"private hans {secret}")
-        self.assertEqual(hans.expect(secret), f"yoda(private): {secret}")
+        self.assertRegex(hans.expect(secret), rf"^\[\d\d:\d\d\] yoda\(private\): {secret}$")
         hans.send("private yoda got it")
         yoda.expect("hans(private): got it")
 
@@ -242,6 +245,8 @@ class ChatTests(EndToEndTestCase):
                 self.assertNotEqual(elsewhere.connect_ex(("127.0.0.2", port)), 0)
             started = time.monotonic()
             yoda.send("startprivate hans")
+            hans.expect("yoda wants to chat privately with you")
+            hans.send("accept")
             yoda.expect("Private messaging with hans started.")
             hans.expect("Private messaging with yoda started.")
             self.assertLess(time.monotonic() - started, 5.0)
@@ -277,7 +282,8 @@ class FileTransferTests(EndToEndTestCase):
         started = time.monotonic()
         yoda.send(f"sendfile hans {big}")
         yoda.expect("Sending lecture1.mp4 (20.0 MB) to hans.")
-        hans.expect("yoda is sending you lecture1.mp4 (20.0 MB).")
+        hans.expect("yoda is sending you lecture1.mp4 (20.0 MB): type accept or decline")
+        hans.send("accept")
         hans.expect("Received lecture1.mp4 from yoda", TRANSFER_WAIT)
         yoda.expect("Sent lecture1.mp4 to hans", TRANSFER_WAIT)
         took = time.monotonic() - started
@@ -286,6 +292,8 @@ class FileTransferTests(EndToEndTestCase):
 
         small = self.make_file("notes.txt", 10_000, seed=2)
         hans.send(f"UPD yoda {small}")
+        yoda.expect("hans is sending you notes.txt")
+        yoda.send("accept hans")
         yoda.expect("Received notes.txt from hans")
         hans.expect("Sent notes.txt to yoda")
         self.assertSameFile(small, yoda.downloads / "hans_notes.txt")
@@ -317,6 +325,8 @@ class EndingTests(EndToEndTestCase):
         yoda.log_in("wise")
         hans.log_in("falcon")
         yoda.send("startprivate hans")
+        hans.expect("yoda wants to chat privately with you")
+        hans.send("accept")
         hans.expect("Private messaging with yoda started.")
         self.server.process.send_signal(signal.SIGTERM)
         yoda.expect("The server is shutting down.")

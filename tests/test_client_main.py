@@ -43,6 +43,9 @@ class OptionsTests(unittest.TestCase):
         self.assertEqual(options["udp-loss"], 0.0)
         self.assertFalse(options["password-login"])
         self.assertTrue(self.parse("127.0.0.1", "4119", "--password-login")["password-login"])
+        self.assertFalse(options["no-color"] or options["line-mode"])
+        both = self.parse("127.0.0.1", "4119", "--no-color", "--line-mode")
+        self.assertTrue(both["no-color"] and both["line-mode"])
 
     def test_options_before_or_after_host_and_port(self) -> None:
         downloads = self.directory / "new" / "downloads"
@@ -84,7 +87,7 @@ class OptionsTests(unittest.TestCase):
         text = str(main.Options())
         for option in (
             "--p2p-port", "--download-dir", "--json-log", "--p2p-interface", "--udp-loss",
-            "--password-login",
+            "--password-login", "--no-color", "--line-mode",
         ):
             self.assertIn(option, text)
         self.assertIn("Usage: chat-client HOST PORT [options]", text)

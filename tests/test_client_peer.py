@@ -23,6 +23,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.events: list[tuple[str, ...]] = []
+        self.answers: list[defer.Deferred[bool]] = []
 
     def private_started(self, user: str) -> None:
         self.events.append(("started", user))
@@ -35,6 +36,15 @@ class Recorder:
 
     def private_failed(self, user: str, reason: str) -> None:
         self.events.append(("failed", user, reason))
+
+    def private_offered(self, user: str) -> defer.Deferred[bool]:
+        """Accepted at once, unless a test put a Deferred in :attr:`answers`."""
+        if self.answers:
+            self.events.append(("offered", user))
+        return self.answers.pop(0) if self.answers else defer.succeed(True)
+
+    def private_waiting(self, user: str) -> None:
+        self.events.append(("waiting", user))
 
     def take(self) -> list[tuple[str, ...]]:
         events, self.events = self.events, []
@@ -137,6 +147,52 @@ class PrivateChatTestCase(unittest.TestCase):
         self.assertEqual(self.hans_events.take(), [("started", "yoda")])
 
 
+class AskingTests(PrivateChatTestCase):
+    """The target's user decides: ``WAIT``, then ``OK`` or ``ERR declined``; the wait outlasts the handshake timeout."""
+
+    def test_accepted_after_a_while(self) -> None:
+        answer: defer.Deferred[bool] = defer.Deferred()
+        self.hans_events.answers.append(answer)
+        self.hans.expect("yoda", TOKEN)
+        pump, server, raw = self.network.raw(6002)
+        raw.transport.write(f"HELLO yoda {TOKEN}\n".encode())
+        pump.flush()
+        self.assertEqual(raw.received, b"WAIT\n")
+        self.assertEqual(self.hans_events.take(), [("offered", "yoda")])
+        self.clock.advance(peer.HANDSHAKE_TIMEOUT + 5)
+        pump.flush()
+        self.assertIs(server.phase, Phase.HANDSHAKE)
+        answer.callback(True)
+        pump.flush()
+        self.assertEqual(raw.received, b"WAIT\nOK hans\n")
+        self.assertEqual(self.hans_events.take(), [("started", "yoda")])
+
+    def test_declined(self) -> None:
+        answer: defer.Deferred[bool] = defer.Deferred()
+        self.hans_events.answers.append(answer)
+        self.hans.expect("yoda", TOKEN)
+        self.yoda.start("hans", "127.0.0.1", 6002, TOKEN)
+        self.network.flush()
+        self.assertEqual(self.yoda_events.take(), [("waiting", "hans")])
+        self.clock.advance(peer.HANDSHAKE_TIMEOUT + 5)
+        self.network.flush()
+        self.assertEqual(self.yoda_events.take(), [])
+        answer.callback(False)
+        self.network.flush()
+        self.assertEqual(self.yoda_events.take(), [("failed", "hans", "hans declined")])
+        self.assertEqual(self.hans_events.take(), [("offered", "yoda")])
+        self.assertFalse(self.hans.is_open("yoda"))
+
+    def test_no_answer_ever_is_a_timeout(self) -> None:
+        self.hans_events.answers.append(defer.Deferred())
+        self.hans.expect("yoda", TOKEN)
+        self.yoda.start("hans", "127.0.0.1", 6002, TOKEN)
+        self.network.flush()
+        self.clock.advance(peer.ASK_TIMEOUT + peer.HANDSHAKE_TIMEOUT)
+        self.network.flush()
+        self.assertEqual(self.yoda_events.take()[-1], ("failed", "hans", "the handshake took too long"))
+
+
 class SessionTests(PrivateChatTestCase):
     def test_messages_both_ways(self) -> None:
         self.open_session()
@@ -232,8 +288,7 @@ class TokenTests(PrivateChatTestCase):
         self.network.flush()
         self.clock.advance(peer.HANDSHAKE_TIMEOUT)
         self.network.flush()
-        [(kind, user, _reason)] = self.yoda_events.take()
-        self.assertEqual((kind, user), ("failed", "hans"))
+        self.assertEqual(self.yoda_events.take()[-1], ("failed", "hans", "the handshake took too long"))
         self.assertEqual(self.hans.sessions, {})
         self.hans.close_all()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import getopt
 import os
 import random
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -19,6 +20,7 @@ from typing import Any, Callable, Sequence
 from twisted.internet import defer, endpoints, ssl, task
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IStreamClientEndpoint, ITransport
+from twisted.conch.insults.insults import ServerProtocol
 from twisted.internet.stdio import StandardIO
 from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 from twisted.python import usage
@@ -27,10 +29,12 @@ from twisted.python.failure import Failure
 from chatservice.client import app, udpwire
 from chatservice.client.app import ChatClient
 from chatservice.client.console import Console, Output, TerminalEcho
+from chatservice.client.inputline import InputLine, RawTerminal, TerminalOutput
 from chatservice.client.jsonlog import JsonTranscript
 from chatservice.client.lossy import LossyWriter
 from chatservice.client.peer import PeerFactory, tcp_connector
 from chatservice.client.server_connection import ServerConnection
+from chatservice.client.style import Style, colours_wanted
 from chatservice.client.transfers import TransferSocket
 
 log = Logger()
@@ -73,6 +77,12 @@ class Options(usage.Options):
             "Log in by sending the password, not with SCRAM-SHA-256 (the default, which"
             " never sends it, and falls back to this only when the server or the"
             " account has no SCRAM)",
+        ],
+        ["no-color", None, "No colours (also when the NO_COLOR variable is set, or output is no terminal)"],
+        [
+            "line-mode",
+            None,
+            "Read plain lines even on a terminal (no line editor: no history, no Tab)",
         ],
     ]
     optParameters = [
@@ -189,15 +199,37 @@ def parse_options(argv: Sequence[str]) -> Options:
 async def main(reactor: Any, options: Options) -> None:
     """Run one client until it finishes; fails with ``SystemExit(status)`` for a non-zero status."""
     stdin_tty, stdout_tty = os.isatty(0), os.isatty(1)
+    style = Style(colours_wanted(os.environ, options["no-color"], stdout_tty))
     holder: dict[str, ChatClient] = {}
-    console = Console(
-        lambda line: holder["client"].line_entered(line),
-        lambda: holder["client"].input_ended(),
-    )
-    stdio = StandardIO(console, reactor=reactor)
-    console.pause()
-    output = Output(stdio.write, terminal=stdout_tty, interactive=stdin_tty)
-    echo = TerminalEcho(0, stdin_tty)
+    raw: RawTerminal | None = None
+    console: Console | InputLine
+    output: Output | TerminalOutput
+    if stdin_tty and stdout_tty and not options["line-mode"]:
+        raw = RawTerminal(0)
+        raw.start()
+        console = InputLine(
+            lambda line: holder["client"].line_entered(line),
+            lambda: holder["client"].input_ended(),
+            lambda: holder["client"].interrupt(),
+            style=style,
+        )
+        line_editor = console
+        StandardIO(ServerProtocol(lambda: line_editor), reactor=reactor)
+        resized = signal.signal(
+            signal.SIGWINCH, lambda *_: reactor.callFromThread(line_editor.resized)
+        )
+        console.pause()
+        output = TerminalOutput(console, style)
+        echo = TerminalEcho(0, False)
+    else:
+        console = Console(
+            lambda line: holder["client"].line_entered(line),
+            lambda: holder["client"].input_ended(),
+        )
+        stdio = StandardIO(console, reactor=reactor)
+        console.pause()
+        output = Output(stdio.write, terminal=stdout_tty, interactive=stdin_tty, style=style)
+        echo = TerminalEcho(0, stdin_tty)
     client = holder["client"] = ChatClient(
         reactor,
         output,
@@ -207,6 +239,8 @@ async def main(reactor: Any, options: Options) -> None:
         password_login=options["password-login"],
     )
     client.console = console
+    if isinstance(console, InputLine):
+        console.complete = client.complete
     transcript = None
     if options["json-log"]:
         transcript = JsonTranscript(open(options["json-log"], "a", encoding="utf-8"), reactor)
@@ -252,6 +286,9 @@ async def main(reactor: Any, options: Options) -> None:
         echo.restore()
         output.finish()
         await _flush(reactor, console)
+        if raw is not None:
+            signal.signal(signal.SIGWINCH, resized)
+            raw.restore()
         if not stopping:
             reactor.removeSystemEventTrigger(trigger)
         cleaned.callback(None)
@@ -319,7 +356,7 @@ def listen_for_peers(
     return [tcp, udp]
 
 
-async def _flush(reactor: Any, console: Console) -> None:
+async def _flush(reactor: Any, console: Console | InputLine) -> None:
     """Wait until standard output is written (not forever: the reader may be stuck)."""
     closed = console.close()
     timer = reactor.callLater(FLUSH_TIMEOUT, closed.cancel)

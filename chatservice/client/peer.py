@@ -9,9 +9,12 @@ speak lines of UTF-8 text ending with LF (a CR before it is ignored):
 
 1. initiator: ``HELLO <initiator> <token>``
 2. target: ``OK <target>`` if the server gave it exactly that token for that
-   initiator (the token is then used up: it opens one session only), or
-   ``ERR <reason>`` and it closes the connection.  A target that has not yet
-   heard from the server about this initiator waits a few seconds for it.
+   initiator (the token is then used up: it opens one session only) and its
+   user accepts, or ``ERR <reason>`` and it closes the connection (``ERR
+   declined`` when its user declined).  A target that has not yet heard from
+   the server about this initiator waits a few seconds for it.  While its user
+   decides, the target first sends ``WAIT``: both sides then give the
+   handshake :data:`ASK_TIMEOUT` seconds more.
 3. from then on, every line either side sends is one private message; empty
    lines are ignored.  The server never sees them.
 
@@ -58,6 +61,10 @@ HELLO_TIMEOUT = 3.0
 """Seconds a connection to the listener has to send its ``HELLO``."""
 HANDSHAKE_TIMEOUT = 10.0
 """Seconds the whole handshake may take (the target may wait for the server's note)."""
+WAIT = b"WAIT"
+ASK_TIMEOUT = 30.0
+"""Seconds more a handshake may take once the target said ``WAIT`` (its user decides)."""
+DECLINED = "declined"
 CONNECT_TIMEOUT = 10
 MAX_HANDSHAKE_LINE = 1024
 MAX_MESSAGE_BYTES = 8192
@@ -73,6 +80,12 @@ class PeerDirectory(Protocol):
     username: str
 
     def authorize(self, initiator: str, token: str) -> defer.Deferred[bool]: ...
+
+    def ask(self, initiator: str) -> defer.Deferred[bool]:
+        """Whether the user accepts a private chat with ``initiator`` (authorized)."""
+
+    def waiting(self, peer: PeerProtocol) -> None:
+        """The target (``peer.peer_name``) asks its user (an initiator's handshake)."""
 
     def handshake_started(self, peer: PeerProtocol) -> None: ...
 
@@ -187,6 +200,19 @@ class PeerProtocol(LineReceiver, TimeoutMixin):
             self._refuse("no private chat was arranged with that token")
             return
         self.peer_name = initiator
+        answer = self.directory.ask(initiator)
+        if not answer.called:
+            self._send(WAIT)
+            self.setTimeout(ASK_TIMEOUT + HANDSHAKE_TIMEOUT)
+        answer.addCallback(self._answered)
+        answer.addErrback(lambda f: log.failure("Asking about a private chat failed", f))
+
+    def _answered(self, accepted: bool) -> None:
+        if self.phase is not Phase.HANDSHAKE or self.refusal:
+            return
+        if not accepted:
+            self._refuse(DECLINED)
+            return
         self._send(OK + b" " + self._encode(self.directory.username))
         self._open()
         self.resumeProducing()
@@ -195,6 +221,11 @@ class PeerProtocol(LineReceiver, TimeoutMixin):
         words = line.split(b" ", 1)
         if words[0] == OK and len(words) == 2 and words[1] == self._encode(self.peer_name):
             self._open()
+        elif line == WAIT:
+            self.setTimeout(ASK_TIMEOUT + HANDSHAKE_TIMEOUT)
+            self.directory.waiting(self)
+        elif words[0] == ERR and len(words) == 2 and words[1] == DECLINED.encode():
+            self._drop(f"{self.peer_name} declined")
         elif words[0] == ERR:
             reason = words[1].decode("utf-8", "replace") if len(words) == 2 else ""
             self._drop(f"{self.peer_name} refused: {remove_control_characters(reason)}")

@@ -135,8 +135,12 @@ class FileTransfers:
         transfer.start()
         return transfer
 
-    def expect(self, sender: str, filename: str, size: int, token: str) -> IncomingTransfer:
+    def expect(
+        self, sender: str, filename: str, size: int, token: str, ask: bool = False
+    ) -> IncomingTransfer:
         """Get ready to receive the file the server announced.
+
+        :param ask: wait for the user's :meth:`~IncomingTransfer.accept` first.
 
         :raises TransferError: the announcement is unusable.
         """
@@ -156,6 +160,7 @@ class FileTransfers:
             clock=self.clock,
             observer=self.observer,
             settings=self.settings,
+            ask=ask,
         )
         self._add(transfer)
         transfer.announce()
