@@ -56,6 +56,10 @@ _SHORT_REASONS = {
 }
 
 
+SHOWN_REMEMBERED = 1024
+"""How many shown message ids a session remembers: far more than can be in flight between nodes."""
+
+
 @implementer(IChatSession)
 class Session:
     """A logged-in user.
@@ -72,7 +76,7 @@ class Session:
     __slots__ = (
         "state", "username", "client", "logged_in_at", "guest", "hidden",
         "auto_reply", "_auto_replied", "_missed", "_typing_expiry", "_typing_to",
-        "_fetching",
+        "_fetching", "_shown",
     )
 
     def __init__(
@@ -98,6 +102,9 @@ class Session:
         self._typing_to: str | None = None
         self._fetching: defer.Deferred[int] | None = None
         """The last fetch of kept messages asked for, if it was not over at once."""
+        self._shown: dict[int, None] | None = None
+        """Ids of kept messages shown already (the latest :data:`SHOWN_REMEMBERED`;
+        made at the first one from another node), so that none is shown twice."""
 
     @property
     def busy_now(self) -> bool:
@@ -164,31 +171,32 @@ class Session:
         """
         return self._in_turn(self._fetch_kept)
 
-    def deliver_direct(self, message_id: int, event: events.DirectMessage) -> defer.Deferred[int]:
-        """Take the direct message ``message_id`` another node kept for this user, and show it live.
+    def show_direct(self, message_id: int, event: events.DirectMessage) -> None:
+        """Show the direct message ``message_id`` that another node kept for this user, at once.
 
-        In turn with the fetches of kept messages, so that a message is
-        shown once: taken by one, it is gone for the other.
+        The store forgets it afterwards (``take_offline``).  A fetch of kept
+        messages under way skips it, and it is not shown if a fetch showed
+        it first: each message is shown once.
         """
-
-        def take() -> defer.Deferred[int]:
-            d = self.state.store.take_offline(message_id)
-            return d.addCallback(self._show_taken, event)
-
-        return self._in_turn(take)
-
-    def _show_taken(self, present: bool, event: events.DirectMessage) -> int:
-        if not present:
-            return 0
-        if self.state.sessions.get(self.username) is not self:
-            # Gone meanwhile: keep it for the next login instead.
-            self.state.background(
-                self.state.store.add_offline(event.sender, self.username, event.text, event.sent_at),
-                "Keeping a direct message for {user} again failed", user=self.username,
-            )
-            return 0
+        if self._was_shown(message_id):
+            return
         self.client.deliver(event)
-        return 1
+        self.state.background(
+            self.state.store.take_offline(message_id),
+            "Forgetting a direct message shown to {user} failed", user=self.username,
+        )
+
+    def _was_shown(self, message_id: int) -> bool:
+        """Whether ``message_id`` was shown already; if not, it is now remembered as shown."""
+        shown = self._shown
+        if shown is None:
+            shown = self._shown = {}
+        elif message_id in shown:
+            return True
+        shown[message_id] = None
+        if len(shown) > SHOWN_REMEMBERED:
+            del shown[next(iter(shown))]
+        return False
 
     def _in_turn(self, start: Callable[[], defer.Deferred[int]]) -> defer.Deferred[int]:
         """Run ``start`` once the fetch or take under way (if any) is over."""
@@ -217,7 +225,13 @@ class Session:
         """Deliver ``kept``, then have the store forget them."""
         if not kept or self.state.sessions.get(self.username) is not self:
             return 0
-        for message in kept:
+        if self._shown is not None or self.state.cluster is not None:
+            # In a cluster, another node may announce one of these (shown
+            # live meanwhile, or to be skipped when it comes).
+            fresh = [message for message in kept if not self._was_shown(message.message_id)]
+        else:
+            fresh = kept
+        for message in fresh:
             self.client.deliver(
                 events.DirectMessage(
                     message.sender, message.text, message.sent_at, offline=True
@@ -233,7 +247,7 @@ class Session:
                 user=self.username,
             )
 
-        return d.addErrback(not_removed).addCallback(lambda _: len(kept))
+        return d.addErrback(not_removed).addCallback(lambda _: len(fresh))
 
     def client_caught_up(self) -> None:
         """The connection drained its backlog: deliver what was kept, unless busy."""

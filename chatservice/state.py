@@ -419,21 +419,18 @@ class ChatState:
             self._deliver_notice(event, sender, audience, rule)
 
     def direct_here(self, username: str, message_id: int, event: events.Event) -> None:
-        """Another node kept a direct message for ``username``, online here: take it, show it.
+        """Another node kept a direct message for ``username``, online here: show it now.
 
-        Taken from the store first, in turn with the user's fetches of kept
-        messages, so that it is shown once: if the user is busy, slow or
-        gone, it stays kept for them.
+        Kept in the store first by the sender's node, so that it is never
+        lost: the session shows it once (:meth:`Session.show_direct`) and the
+        store then forgets it.  If the user is busy or slow, it stays kept
+        for them.
         """
         session = self.sessions.get(username)
         if session is None or session.auto_reply is not None or session.client.congested:
             return
-        if not isinstance(event, events.DirectMessage):
-            return
-        self.background(
-            session.deliver_direct(message_id, event),
-            "Delivering a direct message to {user} failed", user=username,
-        )
+        if isinstance(event, events.DirectMessage):
+            session.show_direct(message_id, event)
 
     def kept_here(self, username: str) -> None:
         """Another node kept a direct message for ``username``, online here: deliver it."""

@@ -27,7 +27,7 @@ from chatservice.service import ChatService
 from chatservice.store.interface import IChatStore
 from chatservice.store.memory import MemoryStore
 from tests.support import ChatHarness
-from tests.test_state import START, StateTestCase, summary
+from tests.test_state import START, ClusterStub, StateTestCase, summary
 
 UNAVAILABLE = "Error. That is not possible right now; please try again."
 
@@ -552,33 +552,39 @@ class DirectFromAnotherNodeTests(StateTestCase):
         self.slow = ManualStore(self.store, at_once=("offline_messages", "remove_offline"))
         use_store(self.state, self.slow)
 
-    def test_shown_once_when_announced_during_a_fetch(self) -> None:
+    def test_shown_at_once_and_once_when_announced_during_a_fetch(self) -> None:
         (hans,) = self.online("hans")
         self.clients["hans"].take()
-        # Kept by another node for hans, while hans's fetch is under way.
         kept = self.store.add_offline("yoda", "hans", "across nodes", START)
         self.slow.at_once.discard("offline_messages")
-        self.slow.at_once.discard("remove_offline")
         fetch = hans.deliver_kept()
         self.assertEqual(self.slow.waiting(), ["offline_messages"])
-        event = events.DirectMessage("yoda", "across nodes", START)
-        self.state.direct_here("hans", kept.message_id, event)
-        self.assertEqual(self.slow.waiting(), ["offline_messages"], "the take waits for the fetch")
-        self.slow.answer("offline_messages")
-        self.slow.answer("remove_offline")
-        self.assertEqual(self.successResultOf(fetch), 1)
+        self.state.direct_here("hans", kept.message_id, events.DirectMessage("yoda", "across nodes", START))
+        # Shown at once, without waiting for the store.
+        self.assertEqual(self.clients["hans"].take(), [("DirectMessage", "yoda", "across nodes", START, False)])
+        self.slow.answer("offline_messages")  # the fetch finds it too: not shown again
+        self.assertEqual(self.successResultOf(fetch), 0)
+        self.assertEqual(self.clients["hans"].take(), [])
         self.slow.answer("take_offline")
-        self.assertEqual(
-            self.clients["hans"].take(), [("DirectMessage", "yoda", "across nodes", START, True)]
-        )
         self.assertEqual(self.store.offline_messages("hans"), [])
 
-    def test_shown_live_when_taken_first(self) -> None:
+    def test_not_shown_again_when_a_fetch_showed_it_first(self) -> None:
         (hans,) = self.online("hans")
+        self.clients["hans"].take()
+        self.state.cluster = ClusterStub()
+        kept = self.store.add_offline("yoda", "hans", "across nodes", START)
+        self.assertEqual(self.successResultOf(hans.deliver_kept()), 1)
+        self.assertEqual(self.clients["hans"].take(), [("DirectMessage", "yoda", "across nodes", START, True)])
+        self.state.direct_here("hans", kept.message_id, events.DirectMessage("yoda", "across nodes", START))
+        self.assertEqual(self.clients["hans"].take(), [])
+        self.assertEqual(self.slow.waiting(), [])
+
+    def test_a_busy_user_keeps_it(self) -> None:
+        (hans,) = self.online("hans")
+        self.clients["hans"].take()
+        hans.busy("away")
         self.clients["hans"].take()
         kept = self.store.add_offline("yoda", "hans", "across nodes", START)
         self.state.direct_here("hans", kept.message_id, events.DirectMessage("yoda", "across nodes", START))
-        self.assertEqual(self.slow.waiting(), ["take_offline"])
-        self.slow.answer("take_offline")
-        self.assertEqual(self.clients["hans"].take(), [("DirectMessage", "yoda", "across nodes", START, False)])
-        self.assertEqual(self.successResultOf(hans.deliver_kept()), 0)
+        self.assertEqual(self.clients["hans"].take(), [])
+        self.assertEqual(len(self.store.offline_messages("hans")), 1)
