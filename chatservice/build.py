@@ -22,7 +22,7 @@ from twisted.cred.portal import Portal
 from twisted.internet import threads
 from twisted.internet.interfaces import IReactorCore, IReactorTime
 
-from chatservice.activitylog import ActivityLog
+from chatservice.activitylog import LOG_PATTERNS, ActivityLog
 from chatservice.auth.accounts import AccountManager
 from chatservice.auth.credentials import CredentialsFile, Runner
 from chatservice.auth.directory import CredentialsChecker, StoredAccounts
@@ -89,10 +89,20 @@ def connection_policy(config: Mapping[str, Any]) -> ConnectionPolicy:
     )
 
 
+def sqlite_store(database: Path) -> SQLiteStore:
+    """The SQLite store of ``twistd chat`` in ``database``.
+
+    An empty ``database`` is refused when its data directory has activity
+    logs (it was in use: the database was lost), and becomes a new database
+    otherwise.
+    """
+    return SQLiteStore(database, in_use_signs=LOG_PATTERNS)
+
+
 def make_store(config: Mapping[str, Any], reactor: IReactorTime) -> IChatStore:
     """The store ``config["store"]`` names: ``sqlite`` (in ``config["database"]``), ``memory`` or a PostgreSQL URL."""
     if config["store"] == "sqlite":
-        return LocalStore(SQLiteStore(config["database"]))
+        return LocalStore(sqlite_store(config["database"]))
     if config["store"] == "memory":
         return LocalStore(MemoryStore())
     # Imported only here: psycopg is needed for PostgreSQL only.
@@ -155,7 +165,9 @@ def build_chat(
     if isinstance(activity, ActivityLog):
         activity.active_users = state.active_user_rows
     lockout = LoginLockout(reactor, config["max-failures"], config["block-duration"])
-    address_lockout = LoginLockout(reactor, config["max-failures"], config["block-duration"])
+    address_lockout = LoginLockout(
+        reactor, config["max-failures"], config["block-duration"], kind="address"
+    )
     checkers: list[ICredentialsChecker] = [
         LockoutChecker(CredentialsChecker(accounts, run_in_thread), lockout, address_lockout),
         LockoutChecker(ScramChecker(manager), lockout, address_lockout),
@@ -165,6 +177,15 @@ def build_chat(
     portal = Portal(ChatRealm(state), checkers)
     gate = LoginGate(portal, accounts, lockout, address_lockout, manager)
     factory = ChatFactory(gate, reactor, policy)
+    cluster = None
+    if config.get("redis"):
+        # Imported only here: a node on its own needs no Redis client.
+        from chatservice.cluster.node import ClusterNode
+
+        cluster = ClusterNode(
+            config["redis"], config["node-name"], state, reactor, [lockout, address_lockout]
+        )
+        state.cluster = cluster
     service = ChatService(
         state,
         factory,
@@ -173,5 +194,6 @@ def build_chat(
         data_dir,
         workers,
         IReactorCore(reactor, None),
+        cluster,
     )
     return Chat(state, accounts, manager, lockout, address_lockout, gate, policy, factory, service)

@@ -340,6 +340,14 @@ class Session:
                 f"Error. {to} has {self.state.max_offline} messages waiting already;"
                 " yours was not kept. Try again later.",
             )
+        if report.refused == "invalid_user":
+            raise CommandError("invalid_user", f"Error. Invalid user {to}.")
+        if report.refused == "mailbox_share_full":
+            raise CommandError(
+                "mailbox_full",
+                f"Error. You have {self.state.max_offline_per_sender} messages waiting"
+                f" for {to} already; yours was not kept. Try again later.",
+            )
         return events.MessageSent(
             to,
             stored=bool(report.stored),
@@ -386,7 +394,8 @@ class Session:
         event = events.BroadcastMessage(entry.sender, entry.text, entry.sent_at, entry.seq)
         report = self.state.deliver_message(event, self.username, EVERYONE)
         return events.BroadcastSent(
-            report.delivered, report.skipped, entry.seq, entry.sent_at, report.auto_replies
+            report.delivered, report.skipped, entry.seq, entry.sent_at, report.auto_replies,
+            report.unreached,
         )
 
     def _my_room(self, room_id: int) -> Room:
@@ -406,7 +415,7 @@ class Session:
             )
         for name in others:
             self._check_other_user(name)
-            if name not in self.state.sessions:
+            if self.state.online(name) is None:
                 raise CommandError("offline", f"Error. {name} is offline.")
             if self.state.has_blocked(name, self.username):
                 raise CommandError("blocked", f"Error. {name} has blocked you.")
@@ -420,6 +429,7 @@ class Session:
         room, created = found
         names = tuple(sorted(room.members))
         if created:
+            self.state.room_changed(room.room_id, room.members)
             joined = events.RoomJoined(room.room_id, self.username, names)
             self.state.deliver(joined, self.username, others, Delivery.PLAIN)
         return events.RoomCreated(room.room_id, names, existed=not created)
@@ -432,7 +442,8 @@ class Session:
             event = events.RoomMessage(room, entry.sender, entry.text, entry.sent_at, entry.seq)
             report = self.state.deliver_message(event, self.username, found.members)
             return events.RoomPosted(
-                room, entry.seq, entry.sent_at, report.delivered, report.skipped
+                room, entry.seq, entry.sent_at, report.delivered, report.skipped,
+                report.unreached,
             )
 
         return self.state.post(found.channel, self.username, message, posted)
@@ -444,6 +455,7 @@ class Session:
         return d.addCallback(self._room_left, room, found.members)
 
     def _room_left(self, removed: bool, room: int, others: frozenset[str]) -> events.RoomLeft:
+        self.state.room_changed(room, None if removed else others - {self.username})
         notice = events.RoomLeft(room, self.username)
         self.state.deliver(notice, self.username, others, Delivery.PLAIN)
         return events.RoomLeft(room, self.username, removed)
@@ -505,6 +517,7 @@ class Session:
             self._auto_replied = None
             self._missed = 0
         self.auto_reply = message or DEFAULT_AUTO_REPLY
+        self.state.member_changed(self)
         return events.StatusChanged("busy", auto_reply=self.auto_reply)
 
     def idle(self) -> defer.Deferred[events.StatusChanged]:
@@ -512,6 +525,7 @@ class Session:
         if self.auto_reply is None:
             raise CommandError("not_busy", "Error. You are not busy.")
         self.auto_reply = None
+        self.state.member_changed(self)
         missed = self._missed
         d = self.deliver_kept()
         return d.addCallback(
@@ -523,11 +537,14 @@ class Session:
         if not self.hidden:
             self.state.mark_seen(self.username)
             self.hidden = True
+            self.state.member_changed(self)
         return events.StatusChanged("hidden")
 
     def appear(self) -> events.StatusChanged:
         """Undo :meth:`hide`."""
-        self.hidden = False
+        if self.hidden:
+            self.hidden = False
+            self.state.member_changed(self)
         return events.StatusChanged("visible")
 
     def status(self) -> events.StatusReport:
@@ -582,7 +599,7 @@ class Session:
     def _reachable(self, username: str) -> ChatMember:
         """The session of ``username`` if this user may contact them directly."""
         self._check_other_user(username)
-        other = self.state.sessions.get(username)
+        other = self.state.online(username)
         if other is None:
             raise CommandError("offline", f"Error. {username} is offline.")
         if self.state.has_blocked(username, self.username):

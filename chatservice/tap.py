@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,10 @@ from twisted.internet import endpoints
 from twisted.python import usage
 
 from chatservice.auth.credentials import CredentialsError, CredentialsFile
-from chatservice.build import LIMITS, build_chat
+from chatservice.build import LIMITS, build_chat, sqlite_store
+from chatservice.datadir import DataDirInUse, check_unlocked
 from chatservice.server.policy import BanList, ConnectionPolicy
-from chatservice.store.sqlite import SQLiteStore, StoreError
+from chatservice.store.sqlite import StoreError
 
 
 def check_dsn(dsn: str) -> None:
@@ -104,11 +106,29 @@ class Options(usage.Options):
             " as postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME (the password"
             " is better in ~/.pgpass or PGPASSWORD).",
         ],
-        ["max-offline", None, "100", "Messages kept for one offline user at most."],
+        [
+            "max-offline",
+            None,
+            "100",
+            "Messages kept for one offline user at most (a quarter of them from one sender).",
+        ],
         *(
             [option, None, str(getattr(_DEFAULT_POLICY, field)), text]
             for option, field, _kind, _minimum, text in LIMITS
         ),
+        [
+            "redis",
+            None,
+            None,
+            "Share the service with the other nodes on this Redis, e.g."
+            " redis://127.0.0.1:6379/0 (needs --store postgresql://...).",
+        ],
+        [
+            "node-name",
+            None,
+            None,
+            "This node's name in the cluster [default: host name and first --listen port].",
+        ],
         [
             "data-dir",
             "d",
@@ -180,6 +200,11 @@ class Options(usage.Options):
         except CredentialsError as e:
             raise usage.UsageError(str(e)) from None
         self["data-dir"] = Path(os.path.expanduser(self["data-dir"]))
+        try:
+            # Refused here with a clear message; the service takes the lock when it starts.
+            check_unlocked(self["data-dir"])
+        except DataDirInUse as e:
+            raise usage.UsageError(str(e)) from None
         _number(self, "max-offline", int, 1)
         for option, _field, kind, minimum, _text in LIMITS:
             _number(self, option, kind, minimum)
@@ -191,6 +216,11 @@ class Options(usage.Options):
             except StoreError as e:
                 raise usage.UsageError(f"--store: {e}") from None
             self["store-name"] = redact(self["store"])
+        elif self["redis"] is not None:
+            raise usage.UsageError(
+                "--redis needs --store postgresql://...: with a local store each"
+                " node would keep its own data and the nodes would disagree."
+            )
         elif self["store"] not in STORES:
             raise usage.UsageError(
                 "--store must be sqlite, memory or a postgresql:// URL,"
@@ -199,9 +229,19 @@ class Options(usage.Options):
         self["database"] = self["data-dir"] / DATABASE_NAME
         if self["store"] == "sqlite" and self["database"].exists():
             try:
-                SQLiteStore(self["database"]).check()
+                sqlite_store(self["database"]).check()
             except StoreError as e:
                 raise usage.UsageError(str(e)) from None
+        if self["redis"] is not None:
+            from chatservice.cluster.link import RedisURLError, parse_redis_url
+
+            try:
+                parse_redis_url(self["redis"])
+            except RedisURLError as e:
+                raise usage.UsageError(f"--redis: {e}") from None
+            if self["node-name"] is None:
+                port = self["listen"][0].split(":")[1] if ":" in self["listen"][0] else ""
+                self["node-name"] = f"{socket.gethostname()}:{port}"
         bans = list(self["ban"])
         if self["ban-file"] is not None:
             try:

@@ -113,8 +113,8 @@ class StateOverSlowStoreTests(StateTestCase):
     def test_direct_message_acknowledged_once_kept(self) -> None:
         (yoda,) = self.online("yoda")
         d = yoda.message("luke", "come back")
-        self.assertEqual(self.slow.waiting(), ["count_offline"])
-        self.slow.answer("count_offline")
+        self.assertEqual(self.slow.waiting(), ["offline_counts"])
+        self.slow.answer("offline_counts")
         self.assertEqual(self.slow.waiting(), ["add_offline"])
         self.assertNoResult(d)
         self.assertEqual(self.store.offline_messages("luke"), [])
@@ -133,7 +133,7 @@ class StateOverSlowStoreTests(StateTestCase):
     def test_direct_message_not_kept_is_an_error(self) -> None:
         (yoda,) = self.online("yoda")
         d = yoda.message("luke", "come back")
-        self.slow.answer("count_offline")
+        self.slow.answer("offline_counts")
         self.slow.refuse("add_offline")
         self.failureResultOf(d, StoreDown)
 
@@ -151,7 +151,7 @@ class StateOverSlowStoreTests(StateTestCase):
         self.assertEqual(self.clients["hans"].take(), expected)
         self.assertEqual(self.clients["luke"].take(), expected)
         self.assertEqual(
-            summary(self.successResultOf(d)), ("BroadcastSent", 2, 0, 2, START + 5, ())
+            summary(self.successResultOf(d)), ("BroadcastSent", 2, 0, 2, START + 5, (), 0)
         )
 
     def test_broadcast_not_kept_is_not_sent(self) -> None:
@@ -177,7 +177,7 @@ class StateOverSlowStoreTests(StateTestCase):
         self.assertEqual(
             self.clients["hans"].take(), [("RoomMessage", 1, "yoda", "in here", START, 1)]
         )
-        self.assertEqual(summary(self.successResultOf(d)), ("RoomPosted", 1, 1, START, 1, 0))
+        self.assertEqual(summary(self.successResultOf(d)), ("RoomPosted", 1, 1, START, 1, 0, 0))
 
     def test_block_in_effect_at_once_answered_once_stored(self) -> None:
         yoda, _hans = self.online("yoda", "hans")
@@ -222,10 +222,10 @@ class StateOverSlowStoreTests(StateTestCase):
         yoda, _hans = self.online("yoda", "hans")
         d = yoda.send(("luke", "hans", "vader", "leia"), "news")
         # hans is online: delivered at once; luke and leia wait for the store.
-        self.assertEqual(self.slow.waiting(), ["count_offline", "count_offline"])
+        self.assertEqual(self.slow.waiting(), ["offline_counts", "offline_counts"])
         self.assertNoResult(d)
-        self.slow.answer("count_offline")
-        self.slow.answer("count_offline")
+        self.slow.answer("offline_counts")
+        self.slow.answer("offline_counts")
         self.slow.refuse("add_offline")  # luke's
         self.assertNoResult(d)
         self.slow.answer("add_offline")  # leia's
@@ -330,7 +330,7 @@ class KeptMessagesTests(StateTestCase):
     def test_stored_after_the_login_fetch_is_fetched_again(self) -> None:
         (hans,) = self.online_now("hans")
         d = hans.message("leia", "late")
-        self.slow.answer("count_offline")
+        self.slow.answer("offline_counts")
         leia = self.login("leia")
         self.slow.answer("offline_messages")  # before the message is kept
         self.assertEqual(self.clients["leia"].take(), [])
@@ -401,7 +401,7 @@ class ConnectionOverSlowStoreTests(unittest.TestCase):
 
     def test_failing_write_is_unavailable_and_logged(self) -> None:
         self.yoda.send("message obiwan hi")
-        self.slow.answer("count_offline")
+        self.slow.answer("offline_counts")
         self.slow.refuse("add_offline")
         self.assertEqual(self.yoda.lines(), [UNAVAILABLE])
         self.assertEqual(len(self.flushLoggedErrors(StoreDown)), 1)
@@ -427,7 +427,7 @@ class ConnectionOverSlowStoreTests(unittest.TestCase):
         self.harness.state.max_offline = 1
         self.harness.store.add_offline("hans", "obiwan", "first", START)
         self.yoda.send("message obiwan second")
-        self.slow.answer("count_offline")
+        self.slow.answer("offline_counts")
         self.assertEqual(
             self.yoda.lines(),
             [

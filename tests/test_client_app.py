@@ -283,6 +283,15 @@ class LoginTests(ClientTestCase):
         self.assertEqual(yoda.lines(), [])
         self.assertEqual(yoda.status, [app.EXIT_LOST])
 
+    def test_giving_up_closes_the_server_connection(self) -> None:
+        # main() gives up after connecting when the peer ports cannot be opened.
+        yoda = self.harness("yoda")
+        yoda.client.give_up("Error. Could not listen for other clients on 127.0.0.1: taken.")
+        self.assertTrue(yoda.server_transport.disconnecting)
+        yoda.close()
+        self.assertEqual(yoda.lines(), ["Error. Could not listen for other clients on 127.0.0.1: taken."])
+        self.assertEqual(yoda.status, [app.EXIT_LOST])
+
 
 class PasswordLoginTests(LoginTests):
     """``--password-login``: the login as it was before SCRAM-SHA-256."""

@@ -148,8 +148,10 @@ class ChatClient:
             self._show_reply(reply)
 
     def give_up(self, message: str) -> None:
-        """The client cannot start: say why and end with status 1."""
+        """The client cannot start: say why, close the server connection, end with status 1."""
         self.output.line(message)
+        if self.server is not None:
+            self.server.close()
         self._finish(EXIT_LOST)
 
     def connect_failed(self, reason: Failure, where: str) -> None:

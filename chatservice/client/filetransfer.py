@@ -2,7 +2,9 @@
 
 :class:`OutgoingTransfer` reads a file in numbered chunks and sends them;
 :class:`IncomingTransfer` writes them to a temporary file, checks the SHA-256
-of the whole file and only then renames it to its final name.  The datagram
+of the whole file and only then moves it to its final name, or a numbered
+copy of it when that is taken (:func:`chatservice.client.downloads.save_new`:
+nothing in the download directory is ever replaced).  The datagram
 format is in :mod:`chatservice.client.udpwire`.  Neither class touches a
 socket: each is given a function that sends one datagram to the other end,
 and a clock (the reactor, or a test ``Clock``) for its timers.
@@ -31,7 +33,6 @@ import enum
 import hashlib
 import hmac
 import heapq
-import os
 import shutil
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from chatservice.client import udpwire
+from chatservice.client.downloads import save_new
 
 log = Logger()
 
@@ -494,7 +496,8 @@ class IncomingTransfer(Transfer):
     """Receives one file announced by the server.
 
     :param directory: the download directory.
-    :param final_name: the name the file gets there once whole and checked.
+    :param final_name: the name the file gets there once whole and checked
+        (a numbered copy of it when the name is taken; :attr:`path` tells).
     :param send_to: sends one datagram to an address.
     """
 
@@ -525,7 +528,7 @@ class IncomingTransfer(Transfer):
         )
         self.directory = directory
         self.path = directory / final_name
-        self.temporary_path = directory / f".{final_name}.{self.transfer_id.hex()}.part"
+        self.temporary_path = directory / f".incoming-{self.transfer_id.hex()}.part"
         self.send_to = send_to
         self.address: Address | None = None
         self.chunk_size = 0
@@ -654,7 +657,7 @@ class IncomingTransfer(Transfer):
         assert self._file is not None
         try:
             self._file.close()
-            os.replace(self.temporary_path, self.path)
+            self.path = save_new(self.temporary_path, self.directory, self.path.name)
         except OSError as e:
             self._fail(f"could not save {self.path}: {e.strerror or e}", tell_peer=True)
             return

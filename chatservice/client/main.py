@@ -2,8 +2,9 @@
 
 :func:`run` is the console script (also ``python -m chatservice.client``):
 it parses the options and runs :func:`main` with ``task.react``.  :func:`main`
-opens the peer ports (TCP for private chats, UDP for files), connects to the
-server, hands standard input and output to the client, and cleans up.
+connects to the server, opens the peer ports (TCP for private chats, UDP for
+files) on the address it reaches the server from (:func:`peer_interface`),
+hands standard input and output to the client, and cleans up.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 from twisted.internet import defer, endpoints, ssl, task
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort, IStreamClientEndpoint
+from twisted.internet.interfaces import IListeningPort, IStreamClientEndpoint, ITransport
 from twisted.internet.stdio import StandardIO
 from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 from twisted.python import usage
@@ -87,7 +88,9 @@ class Options(usage.Options):
             "p2p-interface",
             None,
             None,
-            "Address to listen on for other clients [default: all interfaces]",
+            "Address to listen on for other clients (0.0.0.0: every interface)"
+            " [default: the address this client reaches the server from, the one"
+            " the server gives other clients]",
         ],
         ["download-dir", None, ".", "Where received files are saved (created if missing)"],
         ["json-log", None, None, "Append every JSON line exchanged with the server to FILE"],
@@ -219,19 +222,23 @@ async def main(reactor: Any, options: Options) -> None:
 
     trigger = reactor.addSystemEventTrigger("before", "shutdown", shutting_down)
     try:
+        connection = ServerConnection(client, transcript)
+        where = f"{options['host']}:{options['port']}"
         try:
-            ports.extend(listen_for_peers(reactor, options, client, lossy))
-        except CannotListenError as e:
-            client.give_up(f"Error. Could not listen for other clients: {e.socketError}.")
+            await endpoints.connectProtocol(server_endpoint(reactor, options), connection)
+        except Exception:
+            client.connect_failed(Failure(), where)
         else:
-            client.p2p_port = ports[0].getHost().port
-            client.udp_port = ports[1].getHost().port
-            connection = ServerConnection(client, transcript)
-            where = f"{options['host']}:{options['port']}"
+            # Still in the turn that connected: the login (which carries the
+            # ports) waits for the server's answer to hello and for the user.
+            interface = peer_interface(options, connection.transport)
             try:
-                await endpoints.connectProtocol(server_endpoint(reactor, options), connection)
-            except Exception:
-                client.connect_failed(Failure(), where)
+                ports.extend(listen_for_peers(reactor, options, client, lossy, interface))
+            except CannotListenError as e:
+                client.give_up(f"Error. Could not listen for other clients on {interface}: {e.socketError}.")
+            else:
+                client.p2p_port = ports[0].getHost().port
+                client.udp_port = ports[1].getHost().port
         status = await client.finished
     finally:
         client.private.close_all()
@@ -267,14 +274,29 @@ def lossy_wrapper(
     return wrap
 
 
+def peer_interface(options: Options, server: ITransport) -> str:
+    """The address to listen on for other clients: ``--p2p-interface``, else the local
+    address of the connection to the server.
+
+    The server gives other clients the address it sees this client connect
+    from, so that is where they come; every other interface (another
+    network, a VPN, a public address) stays closed.
+
+    :param server: the transport of the connection to the server.
+    """
+    if options["p2p-interface"]:
+        return options["p2p-interface"]
+    return getattr(server.getHost(), "host", "") or "127.0.0.1"
+
+
 def listen_for_peers(
-    reactor: Any, options: Options, client: ChatClient, lossy: list[LossyWriter]
+    reactor: Any, options: Options, client: ChatClient, lossy: list[LossyWriter], interface: str
 ) -> list[IListeningPort]:
     """Open the TCP port for private chats, then the UDP port for files (the same number if free).
 
+    :param interface: the address to listen on (:func:`peer_interface`).
     :raises CannotListenError: when either cannot be opened (neither stays open).
     """
-    interface = options["p2p-interface"] or ""
     tcp = reactor.listenTCP(
         options["p2p-port"], PeerFactory(client.private, reactor), interface=interface
     )

@@ -193,9 +193,6 @@ class PrivateChats:
             del self._early[initiator]
         answer.callback(False)
 
-    def handshaking(self) -> int:
-        return len(self._handshakes)
-
     def handshake_started(self, peer: PeerProtocol) -> None:
         self._handshakes.add(peer)
 

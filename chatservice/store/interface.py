@@ -99,8 +99,14 @@ class IChatStore(Interface):
     def remove_offline(message_ids: Iterable[int]) -> Deferred[None]:
         """Remove delivered messages."""
 
+    def take_offline(message_id: int) -> Deferred[bool]:
+        """Remove one kept message; whether it was there (so that only one taker delivers it)."""
+
     def count_offline(recipient: str) -> Deferred[int]:
         """How many messages are kept for ``recipient``."""
+
+    def offline_counts(recipient: str, sender: str) -> Deferred[tuple[int, int]]:
+        """How many messages are kept for ``recipient``: in all, and from ``sender``."""
 
     def add_history(
         channel: str, sender: str, text: str, sent_at: float
@@ -156,6 +162,15 @@ class IChatStore(Interface):
         An account already there is left exactly as it is (the store wins).
         """
 
+    def forget_user(username: str) -> Deferred[None]:
+        """Forget what is kept about ``username`` (a guest whose session ended).
+
+        Its blocks (of others and by others), its last-seen time and the
+        messages kept for it go; the messages it sent and the history stay,
+        and its rooms are changed through :meth:`save_room` and
+        :meth:`delete_room`.
+        """
+
 
 class ILocalChatStore(Interface):
     """Persistent chat data on this machine: accounts, blocks, last-seen times, offline messages, rooms, history.
@@ -195,8 +210,14 @@ class ILocalChatStore(Interface):
     def remove_offline(message_ids: Iterable[int]) -> None:
         """Remove delivered messages."""
 
+    def take_offline(message_id: int) -> bool:
+        """Remove one kept message; whether it was there (so that only one taker delivers it)."""
+
     def count_offline(recipient: str) -> int:
         """How many messages are kept for ``recipient``."""
+
+    def offline_counts(recipient: str, sender: str) -> tuple[int, int]:
+        """How many messages are kept for ``recipient``: in all, and from ``sender``."""
 
     def add_history(channel: str, sender: str, text: str, sent_at: float) -> HistoryEntry:
         """Number and keep a broadcast or room message."""
@@ -234,3 +255,8 @@ class ILocalChatStore(Interface):
 
     def import_accounts(entries: Iterable[tuple[str, str, str | None]]) -> int:
         """Create each ``(username, secret, scram)`` whose name is not taken: how many were."""
+
+    def forget_user(username: str) -> None:
+        """Forget the blocks by and of ``username``, its last-seen time and the
+        messages kept for it (a guest whose session ended); see
+        :meth:`IChatStore.forget_user`."""
