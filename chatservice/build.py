@@ -183,7 +183,8 @@ def build_chat(
         from chatservice.cluster.node import ClusterNode
 
         cluster = ClusterNode(
-            config["redis"], config["node-name"], state, reactor, [lockout, address_lockout]
+            config["redis"], config["node-name"], state, reactor, [lockout, address_lockout],
+            accounts,
         )
         state.cluster = cluster
     service = ChatService(

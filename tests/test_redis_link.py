@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-from twisted.internet import reactor, task
+import txredisapi
+from twisted.internet import defer, reactor, task
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from chatservice.cluster.link import RedisLink, RedisURLError, parse_redis_url
@@ -101,3 +103,23 @@ class RedisLinkTests(unittest.TestCase):
         await self.links["a"].publish("chat:all", "still there")
         await wait_until(lambda: self.received["a"].count(("chat:all", "still there")) == 2)
 
+
+    async def test_a_connection_lost_during_the_reconnection_work_is_a_warning(self) -> None:
+        """A callback cut short by a lost connection is warned about (it runs again); any other failure is logged in full."""
+        events: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        link = RedisLink(self.redis.url, reactor, ["chat:all"], lambda channel, message: None)
+        link.when_subscribed(lambda: defer.fail(txredisapi.ConnectionError("Lost connection")))
+        link.when_subscribed(lambda: defer.fail(ZeroDivisionError("a bug")))
+        link.startService()
+        self.addCleanup(link.stopService)
+        await wait_until(lambda: link.connected)
+        await wait_until(lambda: bool(self.flushLoggedErrors(ZeroDivisionError)))
+        warned = [formatEvent(e) for e in events if e.get("log_level") is LogLevel.warn]
+        self.assertIn(
+            "The Redis connection was lost during the (re)connection work"
+            " (done again once reconnected): Lost connection",
+            warned,
+        )
+        self.assertEqual(self.flushLoggedErrors(txredisapi.ConnectionError), [])

@@ -25,13 +25,20 @@ node makes.  Another node's registration reaches it
   for once the cache is :data:`REFRESH_AFTER` seconds old (it answers from the
   cache meanwhile).
 
-A store shared by several nodes will later also announce new accounts through
-Redis; until then this bounds how stale a cached list can be.
+In a cluster (``--redis``) the caches follow each other through Redis: a node
+that creates an account tells the others (:attr:`StoredAccounts.shared`,
+:class:`AccountsShared`), which add the name at once
+(:meth:`StoredAccounts.added_elsewhere`); a node that was cut off from Redis
+reads every name again when it is back (:meth:`StoredAccounts.resync`), as
+an announcement may have been lost meanwhile.  The :data:`REFRESH_AFTER`
+reload stays, for accounts added beside the servers (``chatservice-passwd
+--store``).  A password change needs no announcement: passwords are always
+checked against the store, never a cache.
 """
 
 from __future__ import annotations
 
-from typing import Iterable, NamedTuple
+from typing import Iterable, NamedTuple, Protocol
 
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
@@ -47,7 +54,7 @@ from chatservice.auth.passwords import is_hashed, verify_password
 from chatservice.auth.scram import ScramKeys
 from chatservice.store.interface import IChatStore
 
-__all__ = ["Account", "CredentialsChecker", "REFRESH_AFTER", "StoredAccounts"]
+__all__ = ["Account", "AccountsShared", "CredentialsChecker", "REFRESH_AFTER", "StoredAccounts"]
 
 log = Logger()
 
@@ -65,6 +72,13 @@ class Account(NamedTuple):
 
     secret: str
     scram: ScramKeys | None
+
+
+class AccountsShared(Protocol):
+    """The other nodes of a cluster, as the accounts need them."""
+
+    def account_added(self, username: str) -> None:
+        """This node created the account ``username``: the others' caches are to know it."""
 
 
 def _keys_text(keys: ScramKeys | None) -> str | None:
@@ -92,6 +106,8 @@ class StoredAccounts:
         self._reading = False
         self._keyless: dict[str, bool] = {}
         """User name to whether its secret is a hash without SCRAM keys, as last read."""
+        self.shared: AccountsShared | None = None
+        """The other nodes, told of each account this node creates (``None``: on its own)."""
 
     # Start -------------------------------------------------------------------------
 
@@ -138,6 +154,19 @@ class StoredAccounts:
             return result
 
         return self.store.usernames().addCallback(read).addBoth(over)
+
+    def resync(self) -> defer.Deferred[None]:
+        """Read every user name again, if :meth:`load` has (a cluster node back on Redis).
+
+        Before the first load there is nothing to catch up: the load reads them all.
+        """
+        if self._read_at is None:
+            return defer.succeed(None)
+        return self.refresh()
+
+    def added_elsewhere(self, username: str) -> None:
+        """Another node created the account ``username`` (announced through the cluster)."""
+        self._known(username)
 
     def _refresh_if_stale(self) -> None:
         """Reload the cache in the background once it is :data:`REFRESH_AFTER` seconds old."""
@@ -210,6 +239,8 @@ class StoredAccounts:
 
         def added(created: bool) -> bool:
             self._known(username)  # created now, or by someone else before
+            if created and self.shared is not None:
+                self.shared.account_added(username)
             return created
 
         return d.addCallback(added)

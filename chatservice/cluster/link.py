@@ -21,6 +21,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.interfaces import IReactorTCP, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 log = Logger()
 
@@ -158,7 +159,7 @@ class RedisLink(Service):
                 log.failure("A Redis (re)connection callback failed")
                 continue
             if isinstance(result, defer.Deferred):
-                result.addErrback(lambda f: log.failure("A Redis (re)connection callback failed", f))
+                result.addErrback(_callback_failed)
 
     def unsubscribed(self, subscriber: _Subscriber) -> None:
         if subscriber is self._subscriber:
@@ -183,3 +184,15 @@ class RedisLink(Service):
             self.commands.ping().addErrback(lambda f: log.warn("Redis ping failed: {f}", f=f.value))
         if self._subscriber is not None:
             self._subscriber.ping().addErrback(lambda f: None)
+
+
+def _callback_failed(failure: Failure) -> None:
+    """A (re)connection callback failed: a lost connection is expected (it runs again at the next subscription)."""
+    if failure.check(txredisapi.ConnectionError):
+        log.warn(
+            "The Redis connection was lost during the (re)connection work"
+            " (done again once reconnected): {e}",
+            e=failure.value,
+        )
+    else:
+        log.failure("A Redis (re)connection callback failed", failure)
