@@ -130,6 +130,29 @@ class StoredAccountsTests(unittest.TestCase):
         self.store.add_account("rey", "x", None)
         self.assertEqual(accounts.usernames(), ["rey"])
 
+    def test_resync_reads_every_name_again_once_loaded(self) -> None:
+        """What a cluster node does when back on Redis; before the first load there is nothing to do."""
+        accounts = StoredAccounts(LocalStore(self.store), self.clock)
+        with mock.patch.object(self.store, "usernames", side_effect=AssertionError("read")):
+            self.assertIsNone(self.successResultOf(accounts.resync()))
+        self.successResultOf(accounts.load())
+        self.store.add_account("rey", "x", None)  # by another node, unannounced
+        self.assertFalse(accounts.exists("rey"))
+        self.successResultOf(accounts.resync())
+        self.assertEqual(accounts.usernames(), ["rey"])
+
+    def test_shared_told_of_created_accounts_only(self) -> None:
+        accounts = self.directory()
+        told: list[str] = []
+        accounts.shared = mock.Mock(account_added=told.append)
+        self.assertTrue(self.successResultOf(accounts.add("rey", "x", None)))
+        self.assertFalse(self.successResultOf(accounts.add("rey", "y", None)))
+        self.assertTrue(self.successResultOf(accounts.set_secret("rey", "z", None)))
+        self.assertEqual(told, ["rey"])
+        accounts.added_elsewhere("ben")
+        self.assertEqual(accounts.usernames(), ["ben", "rey"])
+        self.assertEqual(told, ["rey"], "a name learnt from another node is not announced again")
+
     def test_add_learns_a_name_taken_elsewhere(self) -> None:
         accounts = self.directory()
         self.store.add_account("rey", "theirs", None)
