@@ -1,6 +1,7 @@
 """Putting the chat service together: :func:`build_chat`.
 
-The one place that wires the parts: the store, the chat state, the accounts,
+The one place that wires the parts: the store, the chat state, the accounts
+(in the store, :class:`~chatservice.auth.directory.StoredAccounts`),
 the lock-outs, the ``twisted.cred`` portal (password, SCRAM and guest
 checkers), the login gate, the connection factory and the service that
 starts and stops them.  The SQLite or memory store is wrapped in a
@@ -23,7 +24,8 @@ from twisted.internet.interfaces import IReactorCore, IReactorTime
 
 from chatservice.activitylog import LOG_PATTERNS, ActivityLog
 from chatservice.auth.accounts import AccountManager
-from chatservice.auth.credentials import CredentialsChecker, CredentialsFile, Runner
+from chatservice.auth.credentials import CredentialsFile, Runner
+from chatservice.auth.directory import CredentialsChecker, StoredAccounts
 from chatservice.auth.guests import GuestChecker
 from chatservice.auth.lockout import LoginLockout
 from chatservice.auth.login import LockoutChecker, LoginGate
@@ -66,7 +68,7 @@ class Chat:
     """Everything :func:`build_chat` made, for the service and for tests to reach."""
 
     state: ChatState
-    accounts: CredentialsFile
+    accounts: StoredAccounts
     manager: AccountManager
     lockout: LoginLockout
     address_lockout: LoginLockout
@@ -97,24 +99,40 @@ def sqlite_store(database: Path) -> SQLiteStore:
     return SQLiteStore(database, in_use_signs=LOG_PATTERNS)
 
 
+def make_store(config: Mapping[str, Any], reactor: IReactorTime) -> IChatStore:
+    """The store ``config["store"]`` names: ``sqlite`` (in ``config["database"]``), ``memory`` or a PostgreSQL URL."""
+    if config["store"] == "sqlite":
+        return LocalStore(sqlite_store(config["database"]))
+    if config["store"] == "memory":
+        return LocalStore(MemoryStore())
+    # Imported only here: psycopg is needed for PostgreSQL only.
+    from chatservice.store.postgres import PostgresStore
+
+    return PostgresStore(config["store"], reactor)
+
+
 def build_chat(
     config: Mapping[str, Any],
     reactor: IReactorTime,
     run_in_thread: Runner | None = None,
     activity: ActivityRecorder | None = None,
+    store: IChatStore | None = None,
 ) -> Chat:
     """Build the chat service from parsed ``twistd chat`` options.
 
     :param config: :class:`chatservice.tap.Options` after parsing (or a
-        mapping with the same keys and converted values).
+        mapping with the same keys and converted values); its ``accounts``
+        is the credentials file imported into the store at start (or ``None``).
     :param reactor: the reactor, or a test ``Clock``, for every timer.
-    :param run_in_thread: runs password hashing and file writes off the
-        reactor thread (default: the service's own low-priority
+    :param run_in_thread: runs password hashing off the reactor thread
+        (default: the service's own low-priority
         :class:`~chatservice.workers.ThreadWorkers`).
     :param activity: where the activity logs go (default: the files in
         ``--data-dir``, written in the reactor's thread pool).
+    :param store: the store to use instead of the one ``config`` names
+        (tests: two servers on one store, as two nodes on one database).
     """
-    accounts: CredentialsFile = config["accounts"]
+    imported: CredentialsFile | None = config.get("accounts")
     data_dir: Path = config["data-dir"]
     workers = None
     if run_in_thread is None:
@@ -127,16 +145,9 @@ def build_chat(
             reactor,
             partial(threads.deferToThreadPool, reactor, reactor.getThreadPool()),
         )
-    store: IChatStore
-    if config["store"] == "sqlite":
-        store = LocalStore(sqlite_store(config["database"]))
-    elif config["store"] == "memory":
-        store = LocalStore(MemoryStore())
-    else:
-        # Imported only here: psycopg is needed for PostgreSQL only.
-        from chatservice.store.postgres import PostgresStore
-
-        store = PostgresStore(config["store"], reactor)
+    if store is None:
+        store = make_store(config, reactor)
+    accounts = StoredAccounts(store, reactor, imported)
     policy = connection_policy(config)
     # The state changes passwords through the manager, which asks the state
     # whether an online guest holds a name.
@@ -162,7 +173,7 @@ def build_chat(
         LockoutChecker(ScramChecker(manager), lockout, address_lockout),
     ]
     if config["allow-guests"]:
-        checkers.append(GuestChecker(manager.taken))
+        checkers.append(GuestChecker(manager.check_taken))
     portal = Portal(ChatRealm(state), checkers)
     gate = LoginGate(portal, accounts, lockout, address_lockout, manager)
     factory = ChatFactory(gate, reactor, policy)
@@ -172,7 +183,8 @@ def build_chat(
         from chatservice.cluster.node import ClusterNode
 
         cluster = ClusterNode(
-            config["redis"], config["node-name"], state, reactor, [lockout, address_lockout]
+            config["redis"], config["node-name"], state, reactor, [lockout, address_lockout],
+            accounts,
         )
         state.cluster = cluster
     service = ChatService(

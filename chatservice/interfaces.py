@@ -68,13 +68,23 @@ class ChatMember(Protocol):
 
 
 class AccountDirectory(Protocol):
-    """What the state needs of the accounts: whether a user name exists."""
+    """What the state needs of the accounts: whether a user name exists.
+
+    :class:`~chatservice.auth.directory.StoredAccounts` is one: the accounts
+    are in the store, their names cached on each node.
+    """
+
+    def load(self) -> Deferred[None]:
+        """Get ready (import and read the names); called once when the service starts."""
 
     def exists(self, username: str) -> bool:
-        """Whether ``username`` is an account."""
+        """Whether ``username`` is an account, as far as this node knows (at once)."""
 
     def usernames(self) -> list[str]:
-        """Every account's user name, sorted."""
+        """Every account's user name, sorted, as far as this node knows (at once)."""
+
+    def find(self, username: str) -> Deferred[bool]:
+        """Whether ``username`` is an account, asking the store when this node does not know it."""
 
 
 class PasswordChanger(Protocol):

@@ -346,14 +346,29 @@ class Session:
         if username == self.username:
             raise CommandError("self", "Error. You cannot do that to yourself.")
         if not self.state.user_exists(username):
-            raise CommandError("invalid_user", f"Error. Invalid user {username}.")
+            raise _no_such_user(username)
 
     def message(self, to: str, message: str) -> defer.Deferred[events.MessageSent]:
         """Send ``message`` to ``to`` now, or keep it until they are back.
 
-        The reply comes once the message is delivered or stored.
+        The reply comes once the message is delivered or stored.  A name this
+        node does not know is looked up in the store first (an account
+        registered on another node a moment ago).
         """
+        if to != self.username and not self.state.user_exists(to):
+            d = self.state.find_user(to)
+            return d.addCallback(self._message_if_found, to, message)
         self._check_other_user(to)
+        return self._message(to, message)
+
+    def _message_if_found(
+        self, found: bool, to: str, message: str
+    ) -> defer.Deferred[events.MessageSent]:
+        if not found:
+            raise _no_such_user(to)
+        return self._message(to, message)
+
+    def _message(self, to: str, message: str) -> defer.Deferred[events.MessageSent]:
         event = events.DirectMessage(self.username, message, self.state.clock.seconds())
         d = self.state.deliver(event, self.username, (to,), Delivery.DIRECT)
         return d.addCallback(self._message_sent, to)
@@ -700,6 +715,10 @@ class Session:
 
         d = passwords.change_password(self.username, old, new)
         return d.addCallbacks(lambda _: events.PasswordChanged(), refused)
+
+
+def _no_such_user(username: str) -> CommandError:
+    return CommandError("invalid_user", f"Error. Invalid user {username}.")
 
 
 def _command_error(failure: Failure, what: str) -> CommandError:

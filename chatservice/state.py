@@ -71,7 +71,7 @@ class ChatState:
 
     :param store: where blocks, last-seen times, offline messages, rooms and
         history are kept.
-    :param accounts: which user names exist.
+    :param accounts: which user names exist (loaded by :meth:`load`).
     :param clock: the time source for timestamps (the reactor, or a test Clock).
     :param activity: where logins, logouts and posts are reported for the
         human-readable logs.
@@ -124,8 +124,9 @@ class ChatState:
         """The other nodes (``--redis``), or ``None`` for a server on its own."""
 
     def load(self) -> defer.Deferred[None]:
-        """Read the block lists, last-seen times and rooms from the store; fires when done."""
-        d = self.store.blocks()
+        """Load the accounts, then read the block lists, last-seen times and rooms from the store; fires when done."""
+        d = self.accounts.load()
+        d.addCallback(lambda _: self.store.blocks())
         d.addCallback(self._load_blocks)
         d.addCallback(lambda _: self.store.last_seen())
         d.addCallback(self._load_last_seen)
@@ -302,8 +303,14 @@ class ChatState:
         ]
 
     def user_exists(self, username: str) -> bool:
-        """Whether ``username`` is an account or an online guest."""
+        """Whether ``username`` is an account (as far as this node knows) or an online guest."""
         return self.online(username) is not None or self.accounts.exists(username)
+
+    def find_user(self, username: str) -> defer.Deferred[bool]:
+        """:meth:`user_exists`, asking the store when this node does not know the name."""
+        if self.online(username) is not None:
+            return defer.succeed(True)
+        return self.accounts.find(username)
 
     def guest_online(self, username: str) -> bool:
         """Whether a guest is online under ``username``."""

@@ -69,7 +69,9 @@ class Options(usage.Options):
             "credentials",
             "c",
             None,
-            "Accounts file, 'username password' a line"
+            "Accounts file, 'username password' a line, imported into the store at"
+            " start: accounts the store lacks are added, the others stay as the"
+            " store has them; never written to"
             f" [default: {DEFAULT_CREDENTIALS} if it exists, else the bundled sample]",
         ],
         [
@@ -100,7 +102,7 @@ class Options(usage.Options):
             "store",
             None,
             "sqlite",
-            f"Where chat data is kept: sqlite ({DATABASE_NAME} in --data-dir,"
+            f"Where accounts and chat data are kept: sqlite ({DATABASE_NAME} in --data-dir,"
             " survives restarts), memory (lost at exit), or a PostgreSQL server"
             " as postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME (the password"
             " is better in ~/.pgpass or PGPASSWORD).",
@@ -137,7 +139,7 @@ class Options(usage.Options):
     ]
 
     optFlags = [
-        ["allow-register", None, "Let unknown users create an account (stored hashed)."],
+        ["allow-register", None, "Let unknown users create an account (stored hashed, in the store)."],
         ["allow-guests", None, "Let 'guest <name>' log in without an account."],
     ]
 

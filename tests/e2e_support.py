@@ -60,6 +60,26 @@ DEFAULT_ACCOUNTS: dict[str, str] = {
 }
 
 
+def stored_account(database: Path, username: str) -> tuple[str, str | None] | None:
+    """``(secret, scram)`` of ``username`` in a server's SQLite store, read beside the running server."""
+    import sqlite3
+
+    connection = sqlite3.connect(f"{database.absolute().as_uri()}?mode=ro", uri=True)
+    try:
+        row = connection.execute(
+            "SELECT secret, scram FROM chat_accounts WHERE username = ?", (username,)
+        ).fetchone()
+    finally:
+        connection.close()
+    return None if row is None else (row[0], row[1])
+
+
+def stored_keys(database: Path, username: str) -> str | None:
+    """The SCRAM keys (text) a server's SQLite store has for ``username``, or ``None``."""
+    account = stored_account(database, username)
+    return None if account is None else account[1]
+
+
 def loopback_source(address: str) -> bool:
     """Whether this host can connect from loopback ``address`` (e.g. ``127.0.0.2``).
 

@@ -6,19 +6,24 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from chatservice.auth.credentials import CredentialsFile, run_here
+from chatservice.auth.directory import Account, StoredAccounts
+from chatservice.auth.scram import ScramKeys
 from chatservice.build import LIMITS, build_chat
 from chatservice.interfaces import NoActivityRecorder
 from chatservice.server.connection import ChatConnection
 from chatservice.server.output import OutputBatcher
 from chatservice.server.policy import BanList, ConnectionPolicy
 from chatservice.server.protocol import ChatProtocol
+from chatservice.store.interface import IChatStore
+from chatservice.store.local import LocalStore
+from chatservice.store.memory import MemoryStore
 
 SAMPLE_ACCOUNTS = {
     "yoda": "wise",
@@ -27,6 +32,27 @@ SAMPLE_ACCOUNTS = {
     "obiwan": "kenobi",
     "leia": "princess",
 }
+
+
+def memory_accounts(accounts: Mapping[str, str], clock: Clock | None = None) -> StoredAccounts:
+    """Loaded :class:`StoredAccounts` over a new :class:`MemoryStore` with ``accounts`` (name to secret, no keys).
+
+    The store is ``result.store.local``; its calls answer at once.
+    """
+    store = MemoryStore()
+    for username, secret in accounts.items():
+        store.add_account(username, secret, None)
+    directory = StoredAccounts(LocalStore(store), Clock() if clock is None else clock)
+    directory.load()
+    return directory
+
+
+def stored_account(store: MemoryStore, username: str) -> Account | None:
+    """The account ``username`` as ``store`` has it (its keys parsed), or ``None``."""
+    row = store.account(username)
+    if row is None:
+        return None
+    return Account(row[0], None if row[1] is None else ScramKeys.parse(row[1]))
 
 
 class Connection:
@@ -107,10 +133,13 @@ class Connection:
 class ChatHarness:
     """A chat server built by :func:`~chatservice.build.build_chat`, as ``twistd chat`` builds it, on a :class:`Clock`.
 
-    Password hashing runs at once (no threads), the data is kept in memory
-    and no activity log is written.
+    Password hashing runs at once (no threads), the accounts and data are
+    kept in memory (the accounts imported from :attr:`credentials_path`) and
+    no activity log is written.
 
     :param accounts: user name to password.
+    :param store: a store to share (another harness's ``state.store``: two
+        nodes on one database); by default a new memory store.
     """
 
     def __init__(
@@ -121,6 +150,7 @@ class ChatHarness:
         timeout: float = 600,
         max_line_length: int = 8192,
         batched: bool = False,
+        store: IChatStore | None = None,
         **policy: Any,
     ) -> None:
         self.clock = Clock()
@@ -131,11 +161,12 @@ class ChatHarness:
             "".join(f"{u} {p}\n" for u, p in (accounts or SAMPLE_ACCOUNTS).items()),
             encoding="utf-8",
         )
-        self.accounts = CredentialsFile.load(self.credentials_path)
+        self.credentials = CredentialsFile.load(self.credentials_path)
+        """The credentials file, imported into the store when the harness starts."""
         policy.setdefault("greeting_delay", 0)  # greet at once, as the tests expect
         defaults = ConnectionPolicy()
         config = {
-            "accounts": self.accounts,
+            "accounts": self.credentials,
             "data-dir": self.directory,
             "store": "memory",
             "max-offline": 100,
@@ -153,24 +184,34 @@ class ChatHarness:
         }
         if policy:
             raise TypeError(f"ChatHarness has no options {sorted(policy)}")
-        chat = build_chat(config, self.clock, run_in_thread=run_here, activity=NoActivityRecorder())
+        chat = build_chat(
+            config, self.clock, run_in_thread=run_here, activity=NoActivityRecorder(), store=store
+        )
         self.chat = chat
         self.state = chat.state
         self.store = chat.state.store.local
         """The :class:`MemoryStore` itself (``state.store`` is its :class:`LocalStore`)."""
+        self.accounts = chat.accounts
+        """The accounts (in the memory store; ``store.account(name)`` reads one)."""
         self.manager = chat.manager
         self.lockout = chat.lockout
         self.address_lockout = chat.address_lockout
         self.gate = chat.gate
         self.policy = chat.policy
         self.factory = chat.factory
-        # The service is not started (nothing to open or load in memory):
-        # take connections at once, as a started service does.
+        # The service is not started: load the state (the memory store
+        # answers at once, so the accounts are imported when this returns)
+        # and take connections, as a started service does.
+        self.state.load()
         self.factory.registry.ready = True
         self.batched = batched
         """Whether connections write through the factory's OutputBatcher, as on
         real TCP (their output is flushed whenever a test reads it)."""
         self._hosts = 0
+
+    def account(self, username: str) -> Account | None:
+        """The account ``username`` as the store has it, or ``None``."""
+        return stored_account(self.store, username)
 
     def connect(self, host: str | None = None, port: int = 40000) -> Connection:
         """Open a connection from ``host``; the greeting and prompt are discarded.

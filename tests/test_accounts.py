@@ -1,4 +1,4 @@
-"""Hashed passwords, the atomic credentials writer, registration, guests, passwd."""
+"""Hashed passwords, the atomic credentials writer, registration and passwd (in the store), guests."""
 
 from __future__ import annotations
 
@@ -12,22 +12,21 @@ from twisted.internet import defer, threads
 from twisted.trial import unittest
 
 from chatservice.auth import credentials as credentials_module
+from chatservice.auth import directory as directory_module
 from chatservice.auth.accounts import (
     AccountError,
     AccountManager,
     hash_and_derive,
     password_problem,
 )
-from chatservice.auth.credentials import (
-    CredentialsChecker,
-    CredentialsError,
-    CredentialsFile,
-    write_entry,
-)
+from chatservice.auth.credentials import CredentialsError, CredentialsFile, write_entry
+from chatservice.auth.directory import CredentialsChecker
 from chatservice.auth.errors import UnknownUser, WrongPassword
 from chatservice.auth.passwords import hash_password, is_hashed, verify_password
 from chatservice.auth.scram import InvalidProof, ScramKeys
 from twisted.cred.credentials import UsernamePassword
+from chatservice.store.sqlite import StoreError
+from tests.support import memory_accounts, stored_account
 from tests.test_protocol import HarnessTestCase
 from tests.test_scram import login as scram_login
 
@@ -115,14 +114,13 @@ class ManualRunner:
 
 
 class ManagerTestCase(unittest.TestCase):
-    """An AccountManager over a file holding ``initial``, a ManualRunner and fast hashes."""
+    """An AccountManager over a memory store holding ``initial``, a ManualRunner and fast hashes."""
 
-    initial = "yoda wise\n"
+    initial = {"yoda": "wise"}
 
     def setUp(self) -> None:
-        self.path = Path(self.mktemp())
-        self.path.write_text(self.initial)
-        self.accounts = CredentialsFile.load(self.path)
+        self.accounts = memory_accounts(self.initial)
+        self.store = self.accounts.store.local
         self.runner = ManualRunner()
         self.manager = AccountManager(self.accounts, self.runner)
         patcher = mock.patch("chatservice.auth.accounts.hash_password", lambda p: hash_password(p, FAST))
@@ -133,20 +131,29 @@ class ManagerTestCase(unittest.TestCase):
         while self.runner.calls:
             self.runner.run_next()
 
+    def secret(self, username: str) -> str:
+        """The secret the store has for ``username`` (``""`` for none)."""
+        account = stored_account(self.store, username)
+        return "" if account is None else account.secret
+
+    def keys(self, username: str) -> ScramKeys | None:
+        """The SCRAM keys the store has for ``username``."""
+        account = stored_account(self.store, username)
+        return None if account is None else account.scram
+
 
 class AccountManagerTests(ManagerTestCase):
     """Registration and password changes."""
 
-    def test_register_writes_a_hash_then_takes_effect(self) -> None:
+    def test_register_stores_a_hash_then_takes_effect(self) -> None:
         d = self.manager.register("luke", "jedi-knight")
-        self.assertFalse(self.accounts.exists("luke"), "not before it is written")
+        self.assertFalse(self.accounts.exists("luke"), "not before it is stored")
         self.assertTrue(self.manager.taken("luke"), "reserved meanwhile")
         self.run_all()
         self.successResultOf(d)
-        stored = self.accounts.secret("luke") or ""
-        self.assertTrue(is_hashed(stored))
-        self.assertNotIn("jedi-knight", self.path.read_text())
-        self.assertEqual(CredentialsFile.load(self.path).secret("luke"), stored)
+        self.assertTrue(self.accounts.exists("luke"))
+        self.assertTrue(is_hashed(self.secret("luke")))
+        self.assertNotIn("jedi-knight", repr(self.store.account("luke")))
 
     def test_two_registrations_of_one_name_exactly_one_wins(self) -> None:
         first = self.manager.register("luke", "jedi-one")
@@ -154,8 +161,17 @@ class AccountManagerTests(ManagerTestCase):
         self.run_all()
         self.successResultOf(first)
         self.assertEqual(self.failureResultOf(second, AccountError).value.code, "taken")
-        self.assertEqual(self.path.read_text().count("luke "), 1)
-        self.assertTrue(verify_password("jedi-one", self.accounts.secret("luke") or ""))
+        self.assertTrue(verify_password("jedi-one", self.secret("luke")))
+
+    def test_name_taken_in_the_store_meanwhile(self) -> None:
+        """Registered on another node while this one hashed: this one is told it is taken."""
+        d = self.manager.register("luke", "jedi-one")
+        self.store.add_account("luke", "from-another-node", None)
+        self.run_all()
+        self.assertEqual(self.failureResultOf(d, AccountError).value.code, "taken")
+        self.assertEqual(self.secret("luke"), "from-another-node")
+        self.assertFalse(self.manager._reserved)
+        self.assertTrue(self.manager.taken("luke"), "known here now")
 
     def test_register_rules(self) -> None:
         for username, password, code in [
@@ -173,19 +189,18 @@ class AccountManagerTests(ManagerTestCase):
 
     def test_failed_write_releases_the_name(self) -> None:
         d = self.manager.register("luke", "jedi-knight")
-        f, args, hashing = self.runner.calls.pop(0)
-        hashing.callback(f(*args))
-        _, _, writing = self.runner.calls.pop(0)
-        writing.errback(OSError("disk full"))
-        self.failureResultOf(d, OSError)
+        with mock.patch.object(self.store, "add_account", side_effect=StoreError("disk full")):
+            self.run_all()
+        self.failureResultOf(d, StoreError)
         self.assertFalse(self.manager.taken("luke"))
         self.assertFalse(self.accounts.exists("luke"))
+        self.assertIsNone(self.store.account("luke"))
 
     def test_change_password(self) -> None:
         d = self.manager.change_password("yoda", "wise", "wiser-still")
         self.run_all()
         self.successResultOf(d)
-        self.assertTrue(verify_password("wiser-still", self.accounts.secret("yoda") or ""))
+        self.assertTrue(verify_password("wiser-still", self.secret("yoda")))
         wrong = self.manager.change_password("yoda", "wise", "another-one")
         self.run_all()
         self.assertEqual(self.failureResultOf(wrong, AccountError).value.code, "wrong_password")
@@ -201,7 +216,7 @@ class AccountScramTests(ManagerTestCase):
 
     def setUp(self) -> None:
         self.hashed = hash_password("falcon", FAST)
-        self.initial = f"yoda wise\nhans {self.hashed}\n"
+        self.initial = {"yoda": "wise", "hans": self.hashed}
         super().setUp()
         self.derived: list[str] = []
         real_derive = ScramKeys.derive
@@ -221,12 +236,10 @@ class AccountScramTests(ManagerTestCase):
         self.assertEqual((f, args), (hash_and_derive, ("jedi-knight",)))
         self.run_all()
         self.successResultOf(d)
-        keys = self.accounts.scram_keys("luke")
+        keys = self.keys("luke")
         assert keys is not None
-        self.assertIn(f"luke {self.accounts.secret('luke')} {keys.format()}\n", self.path.read_text())
-        self.assertNotIn("jedi-knight", self.path.read_text())
-        reloaded = CredentialsFile.load(self.path)
-        self.assertEqual(reloaded.scram_keys("luke"), keys)
+        self.assertEqual(self.store.account("luke"), (self.secret("luke"), keys.format()))
+        self.assertNotIn("jedi-knight", repr(self.store.account("luke")))
         scram_login("luke", "jedi-knight", keys)
         self.assertRaises(InvalidProof, scram_login, "luke", "jedi-knighT", keys)
         self.assertEqual(self.successResultOf(self.manager.scram_keys("luke")), keys)
@@ -238,7 +251,7 @@ class AccountScramTests(ManagerTestCase):
         keys = self.successResultOf(self.manager.scram_keys("hans"))
         scram_login("hans", "millennium", keys)
         self.assertRaises(InvalidProof, scram_login, "hans", "falcon", keys)
-        self.assertEqual(CredentialsFile.load(self.path).scram_keys("hans"), keys)
+        self.assertEqual(self.keys("hans"), keys)
 
     def test_plain_entry_derived_once_in_the_runner(self) -> None:
         first = self.manager.scram_keys("yoda")
@@ -254,13 +267,13 @@ class AccountScramTests(ManagerTestCase):
         self.assertIs(self.successResultOf(self.manager.scram_keys("yoda")), keys)
         self.assertEqual((self.runner.calls, self.derived), ([], ["wise"]))
         scram_login("yoda", "wise", keys)
-        self.assertNotIn("SCRAM", self.path.read_text(), "kept in memory only")
+        self.assertEqual(self.store.account("yoda"), ("wise", None), "kept in memory only")
 
     def test_plain_entry_changed_is_derived_again(self) -> None:
         d = self.manager.scram_keys("yoda")
         self.run_all()
         old = self.successResultOf(d)
-        self.accounts.set_secret("yoda", "wiser")
+        self.store.set_secret("yoda", "wiser", None)
         d = self.manager.scram_keys("yoda")
         self.run_all()
         new = self.successResultOf(d)
@@ -269,7 +282,7 @@ class AccountScramTests(ManagerTestCase):
 
     def test_changed_while_deriving_is_not_kept(self) -> None:
         d = self.manager.scram_keys("yoda")
-        self.accounts.set_secret("yoda", "wiser")
+        self.store.set_secret("yoda", "wiser", None)
         self.run_all()
         self.successResultOf(d)
         d = self.manager.scram_keys("yoda")
@@ -297,11 +310,10 @@ class AccountScramTests(ManagerTestCase):
         d = self.manager.add_scram_keys("hans", "falcon")
         self.run_all()
         self.assertTrue(self.successResultOf(d))
-        keys = self.accounts.scram_keys("hans")
+        keys = self.keys("hans")
         assert keys is not None
         scram_login("hans", "falcon", keys)
-        self.assertEqual(self.accounts.secret("hans"), self.hashed, "the hash is kept")
-        self.assertEqual(CredentialsFile.load(self.path).scram_keys("hans"), keys)
+        self.assertEqual(self.secret("hans"), self.hashed, "the hash is kept")
         again = self.manager.add_scram_keys("hans", "falcon")
         self.assertFalse(self.successResultOf(again), "already there")
 
@@ -309,7 +321,7 @@ class AccountScramTests(ManagerTestCase):
         d = self.manager.add_scram_keys("hans", "Falcon")
         self.run_all()
         self.assertFalse(self.successResultOf(d))
-        self.assertIsNone(self.accounts.scram_keys("hans"))
+        self.assertIsNone(self.keys("hans"))
         self.assertEqual(self.derived, [])
 
     def test_add_keys_not_for_plain_or_unknown(self) -> None:
@@ -326,10 +338,17 @@ class AccountScramTests(ManagerTestCase):
         self.runner.calls.append(held)
         self.run_all()
         self.assertFalse(self.successResultOf(adding), "the entry changed meanwhile")
-        keys = self.accounts.scram_keys("hans")
+        keys = self.keys("hans")
         assert keys is not None
         scram_login("hans", "millennium", keys)
-        self.assertEqual(CredentialsFile.load(self.path).scram_keys("hans"), keys)
+
+    def test_add_keys_when_another_node_added_them_first(self) -> None:
+        adding = self.manager.add_scram_keys("hans", "falcon")
+        theirs = ScramKeys.derive("falcon")
+        self.assertTrue(self.store.add_scram_keys("hans", self.hashed, theirs.format()))
+        self.run_all()
+        self.assertFalse(self.successResultOf(adding))
+        self.assertEqual(self.keys("hans"), theirs)
 
     def test_add_keys_before_a_change_is_replaced(self) -> None:
         changing = self.manager.change_password("hans", "falcon", "millennium")
@@ -337,20 +356,17 @@ class AccountScramTests(ManagerTestCase):
         self.run_all()
         self.successResultOf(changing)
         self.successResultOf(adding)
-        keys = self.accounts.scram_keys("hans")
+        keys = self.keys("hans")
         assert keys is not None
         scram_login("hans", "millennium", keys)
-        self.assertTrue(verify_password("millennium", self.accounts.secret("hans") or ""))
-        self.assertEqual(CredentialsFile.load(self.path).scram_keys("hans"), keys)
+        self.assertTrue(verify_password("millennium", self.secret("hans")))
 
 
 class HashingOffTheReactorTests(unittest.TestCase):
     """Hashed entries are verified by the runner (a thread), never inline."""
 
     def setUp(self) -> None:
-        path = Path(self.mktemp())
-        path.write_text(f"yoda {hash_password('wise', FAST)}\nhans falcon\n")
-        self.accounts = CredentialsFile.load(path)
+        self.accounts = memory_accounts({"yoda": hash_password("wise", FAST), "hans": "falcon"})
 
     def test_hashed_entry_goes_to_the_runner(self) -> None:
         runner = ManualRunner()
@@ -376,13 +392,13 @@ class HashingOffTheReactorTests(unittest.TestCase):
         from twisted.internet import reactor
 
         seen: list[str] = []
-        real_verify = credentials_module.verify_password
+        real_verify = directory_module.verify_password
 
         def recording_verify(password: str, secret: str) -> bool:
             seen.append(threading.current_thread().name)
             return real_verify(password, secret)
 
-        patcher = mock.patch.object(credentials_module, "verify_password", recording_verify)
+        patcher = mock.patch.object(directory_module, "verify_password", recording_verify)
         patcher.start()
         self.addCleanup(patcher.stop)
         checker = CredentialsChecker(
@@ -437,7 +453,10 @@ class RegistrationProtocolTests(HarnessTestCase):
                 "Welcome to chatservice, anakin! Type help for the list of commands.",
             ],
         )
-        self.assertIn("anakin $scrypt$", self.harness.credentials_path.read_text())
+        account = self.harness.account("anakin")
+        assert account is not None
+        self.assertTrue(account.secret.startswith("$scrypt$"))
+        self.assertNotIn("anakin", self.harness.credentials_path.read_text(), "never written")
         connection.send("logout")
         connection.drop()
         again = self.connect()
@@ -484,11 +503,11 @@ class RegistrationProtocolTests(HarnessTestCase):
         self.assertEqual(yoda.lines(), ["Error. Your current password is not that."])
         yoda.send("passwd wise wiser")
         self.assertEqual(yoda.lines(), ["Your password has been changed."])
-        self.assertTrue(is_hashed(self.harness.accounts.secret("yoda") or ""))
-        keys = self.harness.accounts.scram_keys("yoda")
-        assert keys is not None
-        scram_login("yoda", "wiser", keys)
-        self.assertIn(keys.format(), self.harness.credentials_path.read_text())
+        account = self.harness.account("yoda")
+        assert account is not None and account.scram is not None
+        self.assertTrue(is_hashed(account.secret))
+        scram_login("yoda", "wiser", account.scram)
+        self.assertEqual(self.harness.credentials_path.read_text().count("yoda wise\n"), 1, "never written")
         yoda.send("whoelse")
         self.assertEqual(yoda.lines(), ["No other users are online."])
 

@@ -5,7 +5,9 @@ with ``--redis`` (a real ``redis-server``, ``tests/redis_support.py``) and
 ``--store postgresql://...`` (a database of the test cluster,
 ``tests/pg_support.py``); users are plain text connections to different
 nodes.  Then a node is killed with SIGKILL, and Redis is restarted, in the
-middle of a conversation.
+middle of a conversation.  Accounts are in the shared store: one registered
+on a node logs in on another at once, and a password changed on one is
+refused, in its old form, on every other.
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ class ClusterTestCase(unittest.TestCase):
             node = ChatServer(
                 ACCOUNTS,
                 timeout=120,
-                options=["--store", dsn, "--redis", self.redis.url, "--node-name", name],
+                options=[
+                    "--store", dsn, "--redis", self.redis.url, "--node-name", name, "--allow-register",
+                ],
             )
             self.addCleanup(node.stop)
             self.nodes[name] = node.start()
@@ -172,6 +176,81 @@ class ClusterChatTests(ClusterTestCase):
     def test_one_login_per_user_across_the_cluster(self) -> None:
         self.user("eve", "a")
         self.assertEqual(self.login_reply("eve", "b"), "Error. eve is already logged in elsewhere.")
+
+
+class ClusterAccountTests(ClusterTestCase):
+    def register(self, node: str, name: str, password: str) -> LineClient:
+        """Create ``name`` at the text prompts of ``node``, as a person at telnet: logged in after."""
+        client = self.nodes[node].connect()
+        self.clients.append(client)
+        client.greeted()
+        client.send(name)
+        self.assertEqual(client.read_line(), f"There is no account {name}.")
+        client.read_until("Create a new account with that name? (yes/no) ")
+        client.send("yes")
+        client.read_until("New password: ")
+        client.send(password)
+        client.read_until("Repeat the password: ")
+        client.send(password)
+        self.assertEqual(client.read_line(timeout=20), f"Account {name} created.")
+        self.assertEqual(
+            client.read_line(timeout=20), f"Welcome to chatservice, {name}! Type help for the list of commands."
+        )
+        return client
+
+    def log_out(self, client: LineClient, name: str) -> None:
+        client.send("logout")
+        self.assertEqual(client.read_line(), f"Goodbye, {name}!")
+        self.assertEqual(client.wait_closed(), b"")
+
+    def test_registered_on_a_logs_in_on_b_and_passwd_on_b_counts_on_c(self) -> None:
+        ann = self.user("ann", "c")
+        rey = self.register("a", "rey", "scavenger")
+        self.assertEqual(ann.read_line(timeout=10), "rey logged in")
+        self.log_out(rey, "rey")
+        self.assertEqual(ann.read_line(timeout=10), "rey logged out")
+        # Node c's cache of the names has rey at once (the registration was
+        # announced through Redis): a command that checks its argument there.
+        ann.send("users offline")
+        self.assertIn("rey", " ".join(ann.sync(timeout=10)))
+        ann.send("block rey")
+        self.assertEqual(ann.read_line(timeout=10), "rey is now blocked.")
+        ann.send("unblock rey")
+        self.assertEqual(ann.read_line(timeout=10), "rey is unblocked.")
+        ann.send("message rey welcome aboard")
+        self.assertEqual(
+            ann.read_line(timeout=10), "rey is offline; your message will be delivered when they log in."
+        )
+        # Registered on a, logs in on b at once, and finds what ann kept on c.
+        rey = self.nodes["b"].connect()
+        self.clients.append(rey)
+        rey.login("rey", "scavenger")
+        self.assertTrue(rey.read_line(timeout=10).endswith("] ann: welcome aboard"))
+        self.assertEqual(ann.read_line(timeout=10), "rey logged in")
+        # A password changed on b ...
+        rey.send("passwd scavenger falcon-2")
+        self.assertEqual(rey.read_line(timeout=20), "Your password has been changed.")
+        self.log_out(rey, "rey")
+        # ... is refused in its old form on c, and taken in its new form.
+        again = self.nodes["c"].connect()
+        self.clients.append(again)
+        again.greeted()
+        again.send("rey")
+        again.read_until("Password: ")
+        again.send("scavenger")
+        self.assertEqual(again.read_line(timeout=20), "Invalid Password. Please try again")
+        again.read_until("Password: ")
+        again.send("falcon-2")
+        self.assertEqual(
+            again.read_line(timeout=20), "Welcome to chatservice, rey! Type help for the list of commands."
+        )
+        # And the name is taken for a registration on any node.
+        taken = self.nodes["a"].connect()
+        self.clients.append(taken)
+        taken.greeted()
+        taken.send_json({"type": "register", "user": "rey", "id": 1})
+        self.assertEqual(taken.read_line(), "")
+        self.assertEqual(taken.read_json(timeout=10)["taken"], True)
 
 
 class ClusterFailureTests(ClusterTestCase):

@@ -25,7 +25,6 @@ from twisted.trial import unittest
 from chatservice import events
 from chatservice.auth import errors
 from chatservice.auth.accounts import hash_and_derive
-from chatservice.auth.credentials import write_entry
 from chatservice.auth.login import EXPECTED_ERRORS
 from chatservice.auth.scram import ScramClientExchange
 from chatservice.server.flowcontrol import InputPacer
@@ -300,14 +299,15 @@ class ScramLoginTests(HarnessTestCase):
 
     def test_account_hashed_before_scram_falls_back_then_gets_keys(self) -> None:
         secret, _keys = hash_and_derive("sith")
-        write_entry(self.harness.credentials_path, "vader", secret)
-        self.harness.accounts.set_secret("vader", secret)
+        self.harness.store.add_account("vader", secret, None)
         connection = self.connect()
         client = scramp.ScramClient(["SCRAM-SHA-256"], "vader", "sith")
         reply = self.start(connection, "vader", client.get_client_first())
         self.assertEqual((reply["type"], reply["reason"]), ("login", "scram_unavailable"))
         connection.login_json("vader", "sith")  # the password login adds the keys
-        self.assertIsNotNone(self.harness.accounts.scram_keys("vader"))
+        account = self.harness.account("vader")
+        assert account is not None
+        self.assertIsNotNone(account.scram)
         connection.drop()
         again = self.connect()
         reply, _client = self.scramp_login(again, "vader", "sith")

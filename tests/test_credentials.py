@@ -1,4 +1,4 @@
-"""Tests for :mod:`chatservice.auth.credentials`: the accounts file, user name rules and the checker.
+"""Tests for :mod:`chatservice.auth.credentials` (the accounts file, user name rules) and the password checker.
 
 Files are written under a fresh temporary working directory (``self.mktemp()``
 makes its directories relative to the current directory, which under pytest
@@ -23,15 +23,16 @@ from twisted.trial import unittest
 import chatservice
 from chatservice.auth.credentials import (
     MAX_USERNAME_LENGTH,
-    CredentialsChecker,
     CredentialsError,
     CredentialsFile,
     username_problem,
     write_entry,
 )
+from chatservice.auth.directory import CredentialsChecker
 from chatservice.auth.errors import UnknownUser, WrongPassword
 from chatservice.auth.passwords import hash_password
 from chatservice.auth.scram import ScramKeys
+from tests.support import memory_accounts
 
 SAMPLE_ACCOUNTS = {
     "yoda": "wise",
@@ -227,12 +228,11 @@ class ScramFieldTests(TempDirTestCase):
         self.assertRaises(ValueError, write_entry, path, "yoda", "wiser", self.keys)
         self.assertEqual(path.read_text(), "yoda wise\n")
 
-    def test_set_secret(self) -> None:
-        accounts = CredentialsFile(Path("mem.txt"), {"yoda": "wise"})
-        accounts.set_secret("yoda", self.hashed, self.keys)
-        self.assertEqual((accounts.secret("yoda"), accounts.scram_keys("yoda")), (self.hashed, self.keys))
-        accounts.set_secret("yoda", self.hashed)
-        self.assertIsNone(accounts.scram_keys("yoda"))
+    def test_entries(self) -> None:
+        accounts = CredentialsFile(Path("mem.txt"), {"yoda": self.hashed, "hans": "falcon"}, {"yoda": self.keys})
+        self.assertEqual(
+            accounts.entries(), [("hans", "falcon", None), ("yoda", self.hashed, self.keys)]
+        )
 
 
 class LookupTests(unittest.TestCase):
@@ -293,9 +293,7 @@ class CheckerTests(unittest.TestCase):
     """CredentialsChecker fails with UnknownUser or WrongPassword, comparing in constant time."""
 
     def setUp(self) -> None:
-        accounts = CredentialsFile(
-            Path("mem.txt"), {"yoda": "wise", "łukasz": "pässwörd"}
-        )
+        accounts = memory_accounts({"yoda": "wise", "łukasz": "pässwörd"})
         self.checker = CredentialsChecker(accounts)
         self.compared: list[tuple[bytes, bytes]] = []
         real_compare = hmac.compare_digest
@@ -344,7 +342,7 @@ class CheckerTests(unittest.TestCase):
             runs.append(f)
             return defer.maybeDeferred(f, *args)
 
-        checker = CredentialsChecker(CredentialsFile(Path("mem.txt"), {"yoda": "wise"}), runner)
+        checker = CredentialsChecker(memory_accounts({"yoda": "wise"}), runner)
         self.successResultOf(checker.requestAvatarId(UsernamePassword("yoda", "wise")))
         self.failureResultOf(checker.requestAvatarId(UsernamePassword("yoda", "x")), WrongPassword)
         self.assertEqual(runs, [])
@@ -358,7 +356,7 @@ class CheckerTests(unittest.TestCase):
             return d
 
         hashed = hash_password("wise", log2_n=4)
-        checker = CredentialsChecker(CredentialsFile(Path("mem.txt"), {"yoda": hashed}), runner)
+        checker = CredentialsChecker(memory_accounts({"yoda": hashed}), runner)
         right = checker.requestAvatarId(UsernamePassword("yoda", "wise"))
         wrong = checker.requestAvatarId(UsernamePassword("yoda", "wisE"))
         self.assertNoResult(right)
@@ -371,7 +369,7 @@ class CheckerTests(unittest.TestCase):
 
     def test_hashed_entry_default_runner(self) -> None:
         hashed = hash_password("pässwörd", log2_n=4)
-        checker = CredentialsChecker(CredentialsFile(Path("mem.txt"), {"yoda": hashed}))
+        checker = CredentialsChecker(memory_accounts({"yoda": hashed}))
         d = checker.requestAvatarId(UsernamePassword("yoda", "pässwörd"))
         self.assertEqual(self.successResultOf(d), "yoda")
         self.assertEqual(len(self.compared), 1)

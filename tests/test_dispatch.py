@@ -4,18 +4,17 @@ the message length limit, and the connection-level commands (help, logout, passw
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from twisted.internet import defer
 
 from chatservice import events
 from chatservice.auth.accounts import AccountError, AccountManager
-from chatservice.auth.credentials import CredentialsFile
 from chatservice.auth.passwords import verify_password
 from chatservice.commands import COMMANDS, Request
 from chatservice.session import Session
 from chatservice.state import ChatState
 from chatservice.store.local import LocalStore
+from tests.support import memory_accounts, stored_account
 from tests.test_state import RecordingClient, StateTestCase, summary
 
 
@@ -126,10 +125,8 @@ class ConnectionCommandTests(StateTestCase):
         )
 
     def test_passwd_through_the_account_manager(self) -> None:
-        """The server's PasswordChanger: an AccountManager on a credentials file."""
-        path = Path(self.mktemp())
-        path.write_text("hans falcon\n", encoding="utf-8")
-        accounts = CredentialsFile.load(path)
+        """The server's PasswordChanger: an AccountManager on the accounts in the store."""
+        accounts = memory_accounts({"hans": "falcon"}, self.clock)
         state = ChatState(
             LocalStore(self.store),
             accounts,
@@ -145,5 +142,6 @@ class ConnectionCommandTests(StateTestCase):
         )
         d = hans.execute(Request("passwd", {"old": "falcon", "new": "wiser"}))
         self.assertEqual(summary(self.successResultOf(d)), ("PasswordChanged",))
-        self.assertTrue(verify_password("wiser", accounts.secret("hans")))
-        self.assertTrue(verify_password("wiser", CredentialsFile.load(path).secret("hans")))
+        account = stored_account(accounts.store.local, "hans")
+        assert account is not None
+        self.assertTrue(verify_password("wiser", account.secret))

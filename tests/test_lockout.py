@@ -5,7 +5,6 @@ Time is a :class:`~twisted.internet.task.Clock`; every test ends with no timer l
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from twisted.cred.checkers import ICredentialsChecker
@@ -18,7 +17,7 @@ from twisted.trial import unittest
 from zope.interface import implementer
 
 from chatservice import events
-from chatservice.auth.credentials import CredentialsChecker, CredentialsFile
+from chatservice.auth.directory import CredentialsChecker
 from chatservice.auth.errors import (
     AccountLocked,
     AddressLocked,
@@ -41,6 +40,7 @@ from chatservice.session import Session
 from chatservice.state import ChatState
 from chatservice.store.local import LocalStore
 from chatservice.store.memory import MemoryStore
+from tests.support import memory_accounts
 
 ACCOUNTS = {"yoda": "wise", "hans": "falcon", "luke": "jedi"}
 
@@ -230,7 +230,7 @@ class LockoutCheckerTests(ClockTestCase):
 
     def setUp(self) -> None:
         super().setUp()
-        accounts = CredentialsFile(Path("test-credentials.txt"), dict(ACCOUNTS))
+        accounts = memory_accounts(ACCOUNTS, self.clock)
         self.checker = LockoutChecker(CredentialsChecker(accounts), self.lockout)
 
     def check(self, username: str, password: str) -> defer.Deferred[str]:
@@ -313,7 +313,7 @@ class LoginGateTests(ClockTestCase):
 
     def setUp(self) -> None:
         super().setUp()
-        self.accounts = CredentialsFile(Path("test-credentials.txt"), dict(ACCOUNTS))
+        self.accounts = memory_accounts(ACCOUNTS, self.clock)
         self.state = ChatState(
             LocalStore(MemoryStore()), self.accounts, self.clock, session_factory=Session
         )
@@ -427,7 +427,7 @@ class AddressLockoutTests(ClockTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.address_lockout = LoginLockout(self.clock, MAX_FAILURES, DURATION)
-        self.accounts = CredentialsFile(Path("test-credentials.txt"), dict(ACCOUNTS))
+        self.accounts = memory_accounts(ACCOUNTS, self.clock)
         self.state = ChatState(
             LocalStore(MemoryStore()), self.accounts, self.clock, session_factory=Session
         )

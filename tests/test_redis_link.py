@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-from twisted.internet import reactor, task
+import txredisapi
+from twisted.internet import defer, reactor, task
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from chatservice.cluster.link import RedisLink, RedisURLError, parse_redis_url

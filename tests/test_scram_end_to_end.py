@@ -26,7 +26,7 @@ import chatservice
 from chatservice.auth.passwords import hash_password
 from chatservice.auth.scram import ScramKeys, ScramServerExchange
 from chatservice.client import login
-from tests.e2e_support import GREETING, HOST, USERNAME_PROMPT, ChatServer, LineClient
+from tests.e2e_support import GREETING, HOST, USERNAME_PROMPT, ChatServer, LineClient, stored_keys
 from tests.test_client_end_to_end import WAIT, ClientProcess, EndToEndTestCase
 
 
@@ -110,13 +110,16 @@ class ScramEndToEndTests(EndToEndTestCase):
                 # whoelse: the client asks quietly who is online (for Tab completion).
                 [("hello", None), ("salt", None), ("login", "***"), ("whoelse", None), ("logout", None)],
             )
-            # That password login gives the account its SCRAM keys, written
-            # in the background (a scrypt check and a file write).
+            # That password login gives the account its SCRAM keys, stored
+            # in the background (a scrypt check and a store write); the
+            # credentials file stays as it was.
             credentials = server.directory / "credentials.txt"
+            before = credentials.read_bytes()
             deadline = time.monotonic() + WAIT
-            while "SCRAM-SHA-256$" not in credentials.read_text(encoding="utf-8"):
-                self.assertLess(time.monotonic(), deadline, "the keys were never written")
+            while stored_keys(server.data_dir / "chat.sqlite3", "vader") is None:
+                self.assertLess(time.monotonic(), deadline, "the keys were never stored")
                 time.sleep(0.05)
+            self.assertEqual(credentials.read_bytes(), before)
             second = ClientProcess("vader", server.port, self.directory / "second")
             self.clients.append(second)
             second.log_in("sith")

@@ -9,9 +9,11 @@ from twisted.trial import unittest
 
 from chatservice.auth.credentials import CredentialsFile
 from chatservice.auth.passwords import is_hashed, verify_password
+from chatservice.auth.scram import ScramKeys
 from chatservice.server.policy import BanList
 from chatservice.service import SHUTDOWN
 from chatservice.session import TYPING_SECONDS
+from chatservice.store.sqlite import SQLiteStore
 from chatservice.tools import passwd
 from chatservice.version import SERVER_VERSION, compatible
 from tests.test_protocol import HarnessTestCase
@@ -204,10 +206,36 @@ class TypingTests(HarnessTestCase):
 
 
 class PasswdToolTests(unittest.TestCase):
-    """chatservice-passwd FILE USER."""
+    """chatservice-passwd FILE USER, and --data-dir DIR USER."""
 
-    def run_tool(self, path: Path, user: str, stdin: str) -> int:
-        return passwd.main([str(path), user], io.StringIO(stdin))
+    def run_tool(self, path: Path, user: str, stdin: str, *options: str) -> int:
+        return passwd.main([*options, str(path), user], io.StringIO(stdin))
+
+    def test_sqlite_store_add_and_change(self) -> None:
+        data = Path(self.mktemp())
+        data.mkdir()
+        self.assertEqual(self.run_tool(data, "rey", "scavenger\nscavenger\n", "--data-dir"), 0)
+        self.assertEqual(self.run_tool(data, "rey", "jakku-one\njakku-one\n", "--data-dir"), 0)
+        store = SQLiteStore(data / "chat.sqlite3")
+        store.open()
+        self.addCleanup(store.close)
+        row = store.account("rey")
+        assert row is not None and row[1] is not None
+        secret, keys = row
+        self.assertTrue(is_hashed(secret))
+        self.assertTrue(verify_password("jakku-one", secret))
+        scram_login("rey", "jakku-one", ScramKeys.parse(keys))
+        self.assertNotIn("jakku-one", repr(row))
+        self.assertEqual(store.usernames(), ["rey"])
+
+    def test_store_refusals(self) -> None:
+        missing = Path(self.mktemp())
+        self.assertEqual(self.run_tool(missing, "rey", "scavenger\nscavenger\n", "--data-dir"), 1)
+        self.assertFalse(missing.exists())
+        self.assertEqual(passwd.main(["--store", "sqlite", "rey"], io.StringIO("")), 2)
+        self.assertEqual(passwd.main(["--data-dir", "rey"], io.StringIO("")), 2)
+        self.assertEqual(passwd.main(["--other", "x", "rey"], io.StringIO("")), 2)
+        self.assertEqual(passwd.main(["--help"], io.StringIO("")), 0)
 
     def test_add_and_change(self) -> None:
         path = Path(self.mktemp())

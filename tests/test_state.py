@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 from typing import Any, Callable
 
 from twisted.internet import defer
@@ -17,13 +16,14 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from chatservice import events
-from chatservice.auth.credentials import CredentialsFile
+
 from chatservice.commands import CommandError, Request
 from chatservice.session import Session
 from chatservice.state import AlreadyLoggedIn, ChatState
 from chatservice.store.interface import StoredMessage
 from chatservice.store.local import LocalStore
 from chatservice.store.memory import MemoryStore
+from tests.support import memory_accounts
 
 ACCOUNTS = {
     "yoda": "wise",
@@ -81,7 +81,7 @@ class StateTestCase(unittest.TestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(START)
-        self.accounts = CredentialsFile(Path("test-credentials.txt"), dict(ACCOUNTS))
+        self.accounts = memory_accounts(ACCOUNTS, self.clock)
         self.store = MemoryStore()
         self.state = ChatState(
             LocalStore(self.store), self.accounts, self.clock, session_factory=Session

@@ -407,6 +407,77 @@ class StoreBehaviour:
         await self.store.add_history("room:30", "luke", "only history", T)
         self.assertEqual(await self.store.highest_room_id(), 30)
 
+    # Accounts ----------------------------------------------------------------------
+
+    async def test_accounts_empty(self) -> None:
+        self.assertEqual(await self.store.usernames(), [])
+        self.assertIsNone(await self.store.account("yoda"))
+
+    async def test_add_account_and_read_it(self) -> None:
+        self.assertTrue(await self.store.add_account("yoda", "wise", None))
+        self.assertTrue(await self.store.add_account("hans", "$scrypt$h", "SCRAM-SHA-256$k"))
+        self.assertEqual(await self.store.account("yoda"), ("wise", None))
+        self.assertEqual(await self.store.account("hans"), ("$scrypt$h", "SCRAM-SHA-256$k"))
+        self.assertIsNone(await self.store.account("luke"))
+        self.assertEqual(await self.store.usernames(), ["hans", "yoda"])
+
+    async def test_add_account_name_taken(self) -> None:
+        self.assertTrue(await self.store.add_account("yoda", "wise", None))
+        self.assertFalse(await self.store.add_account("yoda", "other", "SCRAM-SHA-256$k"))
+        self.assertEqual(await self.store.account("yoda"), ("wise", None), "the first stays")
+
+    async def test_add_account_race_without_waiting(self) -> None:
+        """Several additions of one name made at once: exactly one wins."""
+        won = await defer.gatherResults(
+            [self.store.add_account("rey", f"secret{i}", None) for i in range(5)]
+        )
+        self.assertEqual(won, [True, False, False, False, False])
+        self.assertEqual(await self.store.account("rey"), ("secret0", None))
+
+    async def test_account_names_exact_and_sorted_by_code_point(self) -> None:
+        for name in ("émile", "Zed", "alice", "ß", "Yoda", "yoda"):
+            self.assertTrue(await self.store.add_account(name, "pw", None))
+        self.assertEqual(
+            await self.store.usernames(), ["Yoda", "Zed", "alice", "yoda", "ß", "émile"]
+        )
+        self.assertIsNone(await self.store.account("YODA"))
+        self.assertEqual(await self.store.account("émile"), ("pw", None))
+
+    async def test_set_secret(self) -> None:
+        await self.store.add_account("yoda", "wise", None)
+        self.assertTrue(await self.store.set_secret("yoda", "$scrypt$new", "SCRAM-SHA-256$k"))
+        self.assertEqual(await self.store.account("yoda"), ("$scrypt$new", "SCRAM-SHA-256$k"))
+        self.assertTrue(await self.store.set_secret("yoda", "$scrypt$newer", None))
+        self.assertEqual(await self.store.account("yoda"), ("$scrypt$newer", None))
+        self.assertFalse(await self.store.set_secret("vader", "x", None))
+        self.assertIsNone(await self.store.account("vader"), "not created by set_secret")
+
+    async def test_add_scram_keys_only_to_the_same_secret_without_keys(self) -> None:
+        await self.store.add_account("hans", "$scrypt$h", None)
+        self.assertFalse(await self.store.add_scram_keys("hans", "$scrypt$other", "SCRAM-SHA-256$a"))
+        self.assertTrue(await self.store.add_scram_keys("hans", "$scrypt$h", "SCRAM-SHA-256$b"))
+        self.assertFalse(await self.store.add_scram_keys("hans", "$scrypt$h", "SCRAM-SHA-256$c"))
+        self.assertFalse(await self.store.add_scram_keys("vader", "$scrypt$h", "SCRAM-SHA-256$d"))
+        self.assertEqual(await self.store.account("hans"), ("$scrypt$h", "SCRAM-SHA-256$b"))
+
+    async def test_import_adds_the_missing_and_keeps_the_rest(self) -> None:
+        await self.store.add_account("yoda", "$scrypt$changed", "SCRAM-SHA-256$k")
+        added = await self.store.import_accounts(
+            [("yoda", "wise", None), ("hans", "falcon", None), ("leia", "$scrypt$l", "SCRAM-SHA-256$l")]
+        )
+        self.assertEqual(added, 2)
+        self.assertEqual(await self.store.account("yoda"), ("$scrypt$changed", "SCRAM-SHA-256$k"))
+        self.assertEqual(await self.store.account("hans"), ("falcon", None))
+        self.assertEqual(await self.store.account("leia"), ("$scrypt$l", "SCRAM-SHA-256$l"))
+        self.assertEqual(await self.store.import_accounts(iter([("hans", "other", None)])), 0)
+        self.assertEqual(await self.store.import_accounts([]), 0)
+        self.assertEqual(await self.store.usernames(), ["hans", "leia", "yoda"])
+
+    async def test_account_text_kept_exactly(self) -> None:
+        secret = "may the force  be with you \t 'quoted' \"; DROP TABLE x; --"
+        await self.store.add_account("łukasz", secret, None)
+        self.assertEqual(await self.store.account("łukasz"), (secret, None))
+
     # Forgetting a user -------------------------------------------------------------
 
     async def test_forget_user(self) -> None:
@@ -483,7 +554,7 @@ class StoreBehaviour:
 
         for _ in range(steps):
             now += rng.choice([0, 0.25, 1, 7.5, -3])  # the clock may step back
-            kind = rng.randrange(13)
+            kind = rng.randrange(15)
             if kind == 0:
                 message = await both("add_offline", rng.choice(users), rng.choice(users), f"m{now}", now)
                 ids.append(message.message_id)
@@ -512,13 +583,21 @@ class StoreBehaviour:
                 await both("highest_room_id")
                 if rng.randrange(4) == 0:
                     await both("forget_user", rng.choice(users))
+            elif kind == 12:
+                name, secret = rng.choice(users), rng.choice(["s1", "s2"])
+                await both(rng.choice(["add_account", "set_secret"]), name, secret, rng.choice([None, "k"]))
+            elif kind == 13:
+                name = rng.choice(users)
+                await both("add_scram_keys", name, rng.choice(["s1", "s2"]), "k2")
+                await both("account", name)
             else:
                 for name in ("blocks", "last_seen", "rooms"):
                     await both(name)
-        for name in ("blocks", "last_seen", "rooms", "highest_room_id"):
+        for name in ("blocks", "last_seen", "rooms", "highest_room_id", "usernames"):
             await both(name)
         for user in users:
             await both("offline_messages", user)
+            await both("account", user)
         await both("history_after", channels, 0)
 
     async def test_same_answers_as_memory(self) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import psycopg
 from twisted.internet import defer, reactor
@@ -50,6 +50,28 @@ class PostgresTestCase(unittest.TestCase):
         with psycopg.connect(self.dsn, autocommit=True) as connection:
             row = connection.execute(sql).fetchone()
         return None if row is None else row[0]
+
+    def on_raw_connections(self, work: Callable[[Any, int, int], Any], count: int = 6) -> list[Any]:
+        """``work(connection, node, i)`` for ``i`` in 0..39 on ``count`` connections at once, in threads.
+
+        :returns: every result, in no particular order.
+        """
+        results: list[Any] = []
+        lock = threading.Lock()
+
+        def run(node: int) -> None:
+            with psycopg.connect(self.dsn, autocommit=True) as connection:
+                for i in range(40):
+                    result = work(connection, node, i)
+                    with lock:
+                        results.append(result)
+
+        threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        return results
 
     def execute(self, sql: str) -> None:
         with psycopg.connect(self.dsn, autocommit=True) as connection:
@@ -113,23 +135,11 @@ class SeveralNodesTests(PostgresTestCase):
     async def test_history_numbers_from_raw_connections(self) -> None:
         """Six connections adding to one channel at once, in threads: numbers 1..240, each once."""
         await self.opened()
-        results: list[int] = []
-        lock = threading.Lock()
-
-        def add(node: int) -> None:
-            with psycopg.connect(self.dsn, autocommit=True) as connection:
-                for i in range(40):
-                    entry = postgres_module._add_history(
-                        connection, "broadcast", f"thread{node}", f"{i}", T + i
-                    )
-                    with lock:
-                        results.append(entry.seq)
-
-        threads = [threading.Thread(target=add, args=(n,)) for n in range(6)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
+        results = self.on_raw_connections(
+            lambda connection, node, i: postgres_module._add_history(
+                connection, "broadcast", f"thread{node}", f"{i}", T + i
+            ).seq
+        )
         self.assertEqual(sorted(results), list(range(1, 241)))
         self.assertEqual(self.inspect("SELECT last_seq FROM history_channels"), 240)
         self.assertEqual(self.inspect("SELECT COUNT(DISTINCT seq) FROM history"), 240)
@@ -173,6 +183,49 @@ class SeveralNodesTests(PostgresTestCase):
             [store.add_history("broadcast", "yoda", "hi", T) for store in stores]
         )
         self.assertEqual(sorted(e.seq for e in entries), list(range(1, NODES + 1)))
+
+    async def test_registering_one_name_on_two_nodes_at_once(self) -> None:
+        """Two stores adding the same names at once: each name is created exactly once."""
+        first, second = await self.opened(), await self.opened()
+        for round_ in range(30):
+            name = f"user{round_}"
+            won = await defer.gatherResults(
+                [first.add_account(name, "from-first", None), second.add_account(name, "from-second", None)]
+            )
+            self.assertEqual(sorted(won), [False, True], name)
+            winner = "from-first" if won[0] else "from-second"
+            self.assertEqual(await second.account(name), (winner, None))
+        self.assertEqual(self.inspect("SELECT COUNT(*) FROM chat_accounts"), 30)
+
+    async def test_registering_from_raw_connections(self) -> None:
+        """Six connections in threads add the same 40 names: each created once, by one of them."""
+        await self.opened()
+        results = self.on_raw_connections(
+            lambda connection, node, i: postgres_module._changed(
+                connection,
+                "INSERT INTO chat_accounts (username, secret, scram) VALUES (%s, %s, %s)"
+                " ON CONFLICT DO NOTHING",
+                (f"user{i}", f"node{node}", None),
+            )
+            and f"user{i}"
+        )
+        created = [name for name in results if name]
+        self.assertEqual(sorted(created), sorted(f"user{i}" for i in range(40)))
+
+    async def test_an_account_changed_on_one_node_is_read_on_another(self) -> None:
+        first, second = await self.opened(), await self.opened()
+        self.assertTrue(await first.add_account("rey", "$scrypt$one", None))
+        self.assertEqual(await second.account("rey"), ("$scrypt$one", None))
+        self.assertTrue(await second.set_secret("rey", "$scrypt$two", "SCRAM-SHA-256$k"))
+        self.assertEqual(await first.account("rey"), ("$scrypt$two", "SCRAM-SHA-256$k"))
+        self.assertEqual(await first.usernames(), ["rey"])
+
+    async def test_importing_on_nodes_starting_together(self) -> None:
+        nodes = await self.nodes()
+        entries = [(f"user{i}", f"pw{i}", None) for i in range(50)]
+        added = await defer.gatherResults([node.import_accounts(entries) for node in nodes])
+        self.assertEqual(sum(added), 50)
+        self.assertEqual(await nodes[0].usernames(), sorted(name for name, _, _ in entries))
 
     async def test_next_room_id_unique_across_nodes(self) -> None:
         nodes = await self.nodes()
@@ -283,19 +336,21 @@ class MigrationTests(PostgresTestCase):
 
     async def test_created_from_nothing(self) -> None:
         await self.opened()
-        self.assertEqual(schema_version(), 1)
-        self.assertEqual(self.inspect("SELECT array_agg(version) FROM schema_version"), [1])
+        self.assertEqual(schema_version(), 2)
+        self.assertEqual(
+            self.inspect("SELECT array_agg(version ORDER BY version) FROM schema_version"), [1, 2]
+        )
         tables = self.inspect(
             "SELECT array_agg(tablename::text ORDER BY tablename) FROM pg_tables"
             " WHERE schemaname = 'public'"
         )
         self.assertEqual(sorted(tables), sorted(postgres_module.TABLES | {"schema_version"}))
-        self.assertTrue(any("schema version 1, was 0" in formatEvent(e) for e in self.events))
+        self.assertTrue(any("schema version 2, was 0" in formatEvent(e) for e in self.events))
 
     async def test_reopen_does_not_migrate_again(self) -> None:
         await (await self.opened()).close()
         await self.opened()
-        self.assertEqual(self.inspect("SELECT COUNT(*) FROM schema_version"), 1)
+        self.assertEqual(self.inspect("SELECT COUNT(*) FROM schema_version"), 2)
 
     async def test_migrates_to_newer_schema(self) -> None:
         first = PostgresStore(self.dsn, reactor)
@@ -309,7 +364,7 @@ class MigrationTests(PostgresTestCase):
             + [("ALTER TABLE offline_messages ADD COLUMN flags INTEGER NOT NULL DEFAULT 0",)],
         )
         store = await self.opened()
-        self.assertEqual(self.inspect("SELECT MAX(version) FROM schema_version"), 2)
+        self.assertEqual(self.inspect("SELECT MAX(version) FROM schema_version"), 3)
         self.assertEqual(self.inspect("SELECT flags FROM offline_messages"), 0)
         self.assertEqual(await store.offline_messages("hans"), [message])
 
@@ -321,7 +376,7 @@ class MigrationTests(PostgresTestCase):
             postgres_module.MIGRATIONS + [("CREATE TABLE extra (x INTEGER)", "THIS IS NOT SQL")],
         )
         await self.refused(PostgresStore(self.dsn, reactor), "syntax error")
-        self.assertEqual(self.inspect("SELECT MAX(version) FROM schema_version"), 1)
+        self.assertEqual(self.inspect("SELECT MAX(version) FROM schema_version"), 2)
         self.assertIsNone(self.inspect("SELECT to_regclass('extra')"))
 
     async def test_newer_schema_refused(self) -> None:
@@ -329,8 +384,28 @@ class MigrationTests(PostgresTestCase):
         self.execute("INSERT INTO schema_version (version) VALUES (7)")
         error = await self.refused(PostgresStore(self.dsn, reactor), "schema version 7")
         self.assertIn(redact(self.dsn), str(error))
-        self.assertIn("newer than this server knows (1)", str(error))
-        self.assertEqual(self.inspect("SELECT array_agg(version ORDER BY version) FROM schema_version"), [1, 7])
+        self.assertIn("newer than this server knows (2)", str(error))
+        self.assertEqual(
+            self.inspect("SELECT array_agg(version ORDER BY version) FROM schema_version"), [1, 2, 7]
+        )
+
+    async def test_version_1_gets_the_accounts(self) -> None:
+        """A database made by the code of version 1 (before the accounts) is migrated to 2."""
+        full = postgres_module.MIGRATIONS
+        self.patch(postgres_module, "MIGRATIONS", full[:1])
+        first = PostgresStore(self.dsn, reactor)
+        await first.open()
+        message = await first.add_offline("yoda", "hans", "kept", T)
+        await first.close()
+        self.patch(postgres_module, "MIGRATIONS", full)
+        self.assertEqual(self.inspect("SELECT to_regclass('chat_accounts')"), None)
+        store = await self.opened()
+        self.assertEqual(
+            self.inspect("SELECT array_agg(version ORDER BY version) FROM schema_version"), [1, 2]
+        )
+        self.assertEqual(await store.offline_messages("hans"), [message])
+        self.assertTrue(await store.add_account("yoda", "wise", None))
+        self.assertEqual(await store.usernames(), ["yoda"])
 
     async def test_other_programs_tables_refused(self) -> None:
         self.execute("CREATE TABLE history (line TEXT)")

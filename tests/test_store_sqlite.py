@@ -171,7 +171,7 @@ class SetupTests(SQLiteTestCase):
 
     def test_schema_version_and_application_id(self) -> None:
         self.opened()
-        self.assertEqual(schema_version(), 1)
+        self.assertEqual(schema_version(), 2)
         self.assertEqual(self.inspect("PRAGMA user_version"), schema_version())
         self.assertEqual(self.inspect("PRAGMA application_id"), APPLICATION_ID)
 
@@ -255,11 +255,27 @@ class MigrationTests(SQLiteTestCase):
     """Schema versions: newer code migrates, older code refuses."""
 
     def make_version_1(self) -> StoredMessage:
-        store = SQLiteStore(self.path)
-        store.open()
-        message = store.add_offline("yoda", "hans", "kept", T)
-        store.close()
+        """A database made by the code of schema version 1 (before the accounts)."""
+        current = sqlite_module.MIGRATIONS
+        sqlite_module.MIGRATIONS = current[:1]
+        try:
+            store = SQLiteStore(self.path)
+            store.open()
+            message = store.add_offline("yoda", "hans", "kept", T)
+            store.close()
+        finally:
+            sqlite_module.MIGRATIONS = current
         return message
+
+    def test_version_1_gets_the_accounts(self) -> None:
+        message = self.make_version_1()
+        self.assertEqual(SQLiteStore(self.path).check(), 1)
+        store = self.opened()
+        self.assertEqual(self.inspect("PRAGMA user_version"), 2)
+        self.assertEqual(store.offline_messages("hans"), [message])
+        self.assertEqual(store.usernames(), [])
+        self.assertTrue(store.add_account("yoda", "wise", None))
+        self.assertEqual(store.account("yoda"), ("wise", None))
 
     def test_migrates_to_newer_schema(self) -> None:
         message = self.make_version_1()
@@ -270,7 +286,7 @@ class MigrationTests(SQLiteTestCase):
         )
         self.assertEqual(SQLiteStore(self.path).check(), 1)
         store = self.opened()
-        self.assertEqual(self.inspect("PRAGMA user_version"), 2)
+        self.assertEqual(self.inspect("PRAGMA user_version"), 3)
         self.assertEqual(self.inspect("SELECT flags FROM offline_messages"), 0)
         self.assertEqual(store.offline_messages("hans"), [message])
 
@@ -287,6 +303,10 @@ class MigrationTests(SQLiteTestCase):
         self.assertIn(str(self.path), str(error))
         self.assertEqual(self.inspect("PRAGMA user_version"), 1)
         self.assertEqual(self.inspect("SELECT COUNT(*) FROM sqlite_master WHERE name = 'extra'"), 0)
+        self.assertEqual(
+            self.inspect("SELECT COUNT(*) FROM sqlite_master WHERE name = 'chat_accounts'"), 0,
+            "the whole migration is rolled back",
+        )
         self.assertEqual(self.inspect("SELECT body FROM offline_messages"), "kept")
         self.assertEqual(fingerprint(self.path)[0], before[0])
 
@@ -364,9 +384,10 @@ class RefusedFileTests(SQLiteTestCase):
         self.opened().close()
         connection = sqlite3.connect(self.path)
         connection.execute("DROP TABLE history")
+        connection.execute("DROP TABLE chat_accounts")  # a table of version 2
         connection.commit()
         connection.close()
-        self.assertRefused("history")
+        self.assertRefused("lacks the tables chat_accounts, history")
 
     def test_unreadable_file(self) -> None:
         if os.geteuid() == 0:
@@ -410,6 +431,7 @@ class ChatStateRestartTests(SQLiteTestCase):
     def state(self) -> Any:
         from twisted.internet.task import Clock
 
+        from chatservice.auth.directory import StoredAccounts
         from chatservice.session import Session
         from chatservice.state import ChatState
         from chatservice.store.local import LocalStore
@@ -418,13 +440,14 @@ class ChatStateRestartTests(SQLiteTestCase):
         clock.advance(T)
         store = LocalStore(self.opened())
         state = ChatState(
-            store, accounts=None, clock=clock, session_factory=Session  # type: ignore[arg-type]
+            store, accounts=StoredAccounts(store, clock), clock=clock, session_factory=Session
         )
         self.successResultOf(state.load())
         return state
 
-    def test_blocks_last_seen_rooms_history_survive(self) -> None:
+    def test_accounts_blocks_last_seen_rooms_history_survive(self) -> None:
         first = self.state()
+        self.assertTrue(self.successResultOf(first.accounts.add("rey", "$scrypt$x", None)))
         self.successResultOf(first.block("yoda", "hans"))
         first.mark_seen("leia")
         room, created = self.successResultOf(first.rooms.create(frozenset({"yoda", "luke"})))
@@ -434,6 +457,8 @@ class ChatStateRestartTests(SQLiteTestCase):
         self.successResultOf(first.store.close())
 
         second = self.state()
+        self.assertEqual(second.accounts.usernames(), ["rey"])
+        self.assertTrue(second.user_exists("rey"))
         self.assertTrue(second.has_blocked("yoda", "hans"))
         self.assertFalse(second.has_blocked("hans", "yoda"))
         self.assertIn("leia", list(second.seen_since(T - 1)))

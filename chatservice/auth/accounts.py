@@ -1,13 +1,16 @@
 """Creating accounts and changing passwords, hashed, off the reactor thread.
 
 :class:`AccountManager` checks a request, reserves the user name (so two
-connections registering one name at once cannot both win), hashes the
-password and derives its SCRAM keys in a thread, writes the credentials file
-atomically in a thread (one write at a time), and only then makes the change
-visible in memory, so it takes effect without a restart.
+connections of this node registering one name at once cannot both win),
+hashes the password and derives its SCRAM keys in a thread, then writes the
+account to the chat store (:class:`~chatservice.auth.directory.StoredAccounts`),
+where it takes effect at once, on every node sharing the store.  The store
+adds an account atomically, so of two nodes registering one name at once one
+is told the name is taken.  Nothing is written anywhere else: the credentials
+file is only read at start.
 
 It is also where SCRAM logins find an account's keys
-(:meth:`AccountManager.scram_keys`): the stored ones, or for a plain entry
+(:meth:`AccountManager.scram_keys`): the stored ones, or for a plain secret
 keys derived once per process.
 """
 
@@ -19,13 +22,8 @@ from typing import Callable
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from chatservice.auth.credentials import (
-    CredentialsFile,
-    Runner,
-    run_here,
-    username_problem,
-    write_entry,
-)
+from chatservice.auth.credentials import Runner, run_here, username_problem
+from chatservice.auth.directory import Account, StoredAccounts
 from chatservice.auth.errors import UnknownUser
 from chatservice.auth.passwords import hash_password, is_hashed, verify_password
 from chatservice.auth.scram import ScramKeys
@@ -69,21 +67,21 @@ def _keys_if_matches(password: str, secret: str) -> ScramKeys | None:
 
 
 class AccountManager:
-    """Registers accounts and changes passwords in a :class:`CredentialsFile`.
+    """Registers accounts and changes passwords in the store.
 
-    :param accounts: the accounts, and the file they are written to.
-    :param run_in_thread: runs hashing and file writes off the reactor thread.
+    :param accounts: the accounts (in the chat store).
+    :param run_in_thread: runs hashing off the reactor thread.
     :param in_use: whether a name is taken by something other than an account
         (an online guest).
 
-    One per server: the SCRAM keys derived for plain entries live here, and a
+    One per server: the SCRAM keys derived for plain secrets live here, and a
     SCRAM login must be checked against the keys its server-first message
     was made from.
     """
 
     def __init__(
         self,
-        accounts: CredentialsFile,
+        accounts: StoredAccounts,
         run_in_thread: Runner = run_here,
         in_use: Callable[[str], bool] = lambda name: False,
     ) -> None:
@@ -91,18 +89,23 @@ class AccountManager:
         self.run_in_thread = run_in_thread
         self.in_use = in_use
         self._reserved: set[str] = set()
-        self._write_lock = defer.DeferredLock()
-        # Plain entries: user name -> (the password the keys are of, the keys).
+        # Plain secrets: user name -> (the password the keys are of, the keys).
         self._derived: dict[str, tuple[str, ScramKeys]] = {}
         self._deriving: dict[tuple[str, str], list[defer.Deferred[ScramKeys]]] = {}
 
     def taken(self, username: str) -> bool:
-        """Whether ``username`` is an account, being registered, or in use by a guest."""
+        """Whether ``username`` is an account (as far as this node knows), being registered, or in use by a guest."""
         return (
             self.accounts.exists(username)
             or username in self._reserved
             or self.in_use(username)
         )
+
+    def check_taken(self, username: str) -> defer.Deferred[bool]:
+        """:meth:`taken`, asking the store when this node does not know the name."""
+        if self.taken(username):
+            return defer.succeed(True)
+        return self.accounts.find(username)
 
     def register(self, username: str, password: str) -> defer.Deferred[None]:
         """Create the account ``username``; fails with :class:`AccountError`."""
@@ -113,51 +116,66 @@ class AccountManager:
         if problem:
             return defer.fail(AccountError("invalid_password", f"Error. Invalid password: {problem}."))
         if self.taken(username):
-            return defer.fail(AccountError("taken", f"Error. The user name {username} is taken."))
+            return defer.fail(_taken(username))
         self._reserved.add(username)
-        d = self._store(username, password)
+        d = self.run_in_thread(hash_and_derive, password)
+        d.addCallback(lambda derived: self.accounts.add(username, *derived))
+        d.addCallback(self._created, username)
         d.addBoth(self._release, username)
         return d
+
+    def _created(self, created: bool, username: str) -> None:
+        if not created:
+            raise _taken(username)  # by another node, meanwhile
 
     def change_password(
         self, username: str, old: str, new: str
     ) -> defer.Deferred[None]:
         """Change ``username``'s password after checking ``old``; :class:`AccountError` if not."""
-        stored = self.accounts.secret(username)
-        if stored is None:
-            return defer.fail(AccountError("unavailable", "Error. Only accounts have passwords."))
-        problem = password_problem(new)
-        if problem:
-            return defer.fail(AccountError("invalid_password", f"Error. Invalid password: {problem}."))
-        d = self.run_in_thread(verify_password, old, stored)
 
-        def checked(matches: bool) -> defer.Deferred[None]:
+        def found(account: Account | None) -> defer.Deferred[bool]:
+            if account is None:
+                raise AccountError("unavailable", "Error. Only accounts have passwords.")
+            problem = password_problem(new)
+            if problem:
+                raise AccountError("invalid_password", f"Error. Invalid password: {problem}.")
+            return self.run_in_thread(verify_password, old, account.secret)
+
+        def checked(matches: bool) -> defer.Deferred[bool]:
             if not matches:
                 raise AccountError("wrong_password", "Error. Your current password is not that.")
-            return self._store(username, new)
+            d = self.run_in_thread(hash_and_derive, new)
+            return d.addCallback(lambda derived: self.accounts.set_secret(username, *derived))
 
-        return d.addCallback(checked)
+        d = self.accounts.account(username).addCallback(found).addCallback(checked)
+        return d.addCallback(lambda _: None)
 
     def scram_keys(self, username: str) -> defer.Deferred[ScramKeys | None]:
         """The SCRAM keys to check ``username``'s SCRAM login against.
 
-        A hashed entry's stored keys, or ``None`` when it has none (a hash
+        A hashed secret's stored keys, or ``None`` when it has none (a hash
         from before SCRAM: the client must log in with its password).  A
-        plain entry's keys are derived in ``run_in_thread`` the first time,
+        plain secret's keys are derived in ``run_in_thread`` the first time,
         with a random salt, and kept in memory for the life of the process
-        (one derivation even when several logins ask at once).
+        (one derivation even when several logins ask at once; derived again
+        if the secret changes).
 
         Fails with :class:`~chatservice.auth.errors.UnknownUser` when there is
         no such account.
         """
-        secret = self.accounts.secret(username)
-        if secret is None:
-            return defer.fail(UnknownUser(username))
+        return self.accounts.account(username).addCallback(self._keys_of, username)
+
+    def _keys_of(
+        self, account: Account | None, username: str
+    ) -> ScramKeys | None | defer.Deferred[ScramKeys]:
+        if account is None:
+            raise UnknownUser(username)
+        secret = account.secret
         if is_hashed(secret):
-            return defer.succeed(self.accounts.scram_keys(username))
+            return account.scram
         cached = self._derived.get(username)
         if cached is not None and hmac.compare_digest(cached[0].encode(), secret.encode()):
-            return defer.succeed(cached[1])
+            return cached[1]
         d: defer.Deferred[ScramKeys] = defer.Deferred()
         key = (username, secret)
         waiting = self._deriving.get(key)
@@ -171,7 +189,9 @@ class AccountManager:
     def _derived_keys(self, result: ScramKeys | Failure, key: tuple[str, str]) -> None:
         username, secret = key
         waiting = self._deriving.pop(key)
-        if isinstance(result, ScramKeys) and self.accounts.secret(username) == secret:
+        if isinstance(result, ScramKeys):
+            # Kept with the secret it is of: a lookup uses it only while the
+            # account's secret is still that one.
             self._derived[username] = (secret, result)
         for d in waiting:
             if isinstance(result, Failure):
@@ -180,58 +200,31 @@ class AccountManager:
                 d.callback(result)
 
     def add_scram_keys(self, username: str, password: str) -> defer.Deferred[bool]:
-        """Add SCRAM keys to a hashed entry that has none, after a password login.
+        """Add SCRAM keys to a hashed secret that has none, after a password login.
 
         Checks ``password`` against the hash again and derives the keys, in
-        ``run_in_thread``; the entry is rewritten only if it has not changed
-        meanwhile.  Fires with whether keys were added.
-        """
-        stored = self.accounts.secret(username)
-        if stored is None or not is_hashed(stored) or self.accounts.scram_keys(username) is not None:
-            return defer.succeed(False)
-
-        def unchanged() -> bool:
-            return self.accounts.secret(username) == stored and self.accounts.scram_keys(username) is None
-
-        def write(keys: ScramKeys | None) -> defer.Deferred[bool] | bool:
-            return False if keys is None else self._write(username, stored, keys, unchanged)
-
-        return self.run_in_thread(_keys_if_matches, password, stored).addCallback(write)
-
-    def _store(self, username: str, password: str) -> defer.Deferred[None]:
-        """Hash ``password``, write the entry, then make it visible in memory."""
-        d = self.run_in_thread(hash_and_derive, password)
-        d.addCallback(lambda derived: self._write(username, *derived))
-        return d.addCallback(lambda _: None)
-
-    def _write(
-        self,
-        username: str,
-        secret: str,
-        keys: ScramKeys,
-        still_wanted: Callable[[], bool] = lambda: True,
-    ) -> defer.Deferred[bool]:
-        """Write the entry (one write at a time) and then set it in memory.
-
-        :param still_wanted: checked once it is this write's turn; if false,
-            nothing is written.
-        :returns: fires with whether it was written.
+        ``run_in_thread``; the store adds them only if the account has not
+        changed meanwhile (on any node).  Fires with whether keys were added.
         """
 
-        def locked() -> defer.Deferred[bool]:
-            if not still_wanted():
-                return defer.succeed(False)
-            d = self.run_in_thread(write_entry, self.accounts.path, username, secret, keys)
+        if not self.accounts.may_lack_keys(username):
+            return defer.succeed(False)  # as the password check just read it
 
-            def written(_: object) -> bool:
-                self.accounts.set_secret(username, secret, keys)
-                self._derived.pop(username, None)
-                return True
+        def found(account: Account | None) -> bool | defer.Deferred[bool]:
+            if account is None or account.scram is not None or not is_hashed(account.secret):
+                return False
+            d = self.run_in_thread(_keys_if_matches, password, account.secret)
+            return d.addCallback(write, account.secret)
 
-            return d.addCallback(written)
+        def write(keys: ScramKeys | None, secret: str) -> bool | defer.Deferred[bool]:
+            return False if keys is None else self.accounts.add_scram_keys(username, secret, keys)
 
-        return self._write_lock.run(locked)
+        return self.accounts.account(username).addCallback(found)
 
     def _release(self, result: object, username: str) -> object:
         self._reserved.discard(username)
         return result
+
+
+def _taken(username: str) -> AccountError:
+    return AccountError("taken", f"Error. The user name {username} is taken.")

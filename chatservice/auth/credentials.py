@@ -1,4 +1,9 @@
-"""The accounts file and the ``twisted.cred`` checker over it.
+"""The credentials file: accounts a server imports at start, and ``chatservice-passwd`` edits.
+
+A running server keeps its accounts in the chat store
+(:mod:`chatservice.auth.directory`); the file named by ``--credentials`` is
+only read when it starts, and its accounts that the store lacks are added to
+it.  The server never writes to the file.
 
 The file has one account a line, ``username secret``, where the secret is a
 plain password or a salted scrypt hash (:mod:`chatservice.auth.passwords`);
@@ -12,9 +17,10 @@ that never send the password (:mod:`chatservice.auth.scram`)::
 A plain entry never has keys in the file: all after the user name is its
 password.
 
-:func:`write_entry` adds or changes one line atomically: the new file is
-written beside the old one, flushed to disk, then renamed over it, so a crash
-leaves either the old file or the new one, never a mix.
+:func:`write_entry` (used by ``chatservice-passwd FILE USER`` only) adds or
+changes one line atomically: the new file is written beside the old one,
+flushed to disk, then renamed over it, so a crash leaves either the old file
+or the new one, never a mix.
 """
 
 from __future__ import annotations
@@ -25,13 +31,9 @@ import unicodedata
 from pathlib import Path
 from typing import Any, Callable
 
-from twisted.cred.checkers import ICredentialsChecker
-from twisted.cred.credentials import IUsernamePassword
 from twisted.internet import defer
-from zope.interface import implementer
 
-from chatservice.auth.errors import UnknownUser, WrongPassword
-from chatservice.auth.passwords import check_hash_format, is_hashed, verify_password
+from chatservice.auth.passwords import check_hash_format, is_hashed
 from chatservice.auth.scram import ScramKeys
 
 MAX_USERNAME_LENGTH = 32
@@ -127,13 +129,9 @@ class CredentialsFile:
         """
         return self._scram.get(username)
 
-    def set_secret(self, username: str, secret: str, scram: ScramKeys | None = None) -> None:
-        """Add or change an account in memory (after :func:`write_entry` succeeded)."""
-        self._secrets[username] = secret
-        if scram is None:
-            self._scram.pop(username, None)
-        else:
-            self._scram[username] = scram
+    def entries(self) -> list[tuple[str, str, ScramKeys | None]]:
+        """Every account as ``(username, secret, SCRAM keys or None)``, sorted by name."""
+        return [(name, self._secrets[name], self._scram.get(name)) for name in self.usernames()]
 
 
 def _hashed_entry(text: str) -> tuple[str, ScramKeys | None]:
@@ -198,39 +196,3 @@ Runner = Callable[..., "defer.Deferred[Any]"]
 def run_here(f: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
     """A :data:`Runner` that runs ``f`` at once, on this thread (for tests)."""
     return defer.maybeDeferred(f, *args)
-
-
-@implementer(ICredentialsChecker)
-class CredentialsChecker:
-    """Checks a user name and password against a :class:`CredentialsFile`.
-
-    Fails with :class:`UnknownUser` or :class:`WrongPassword`, both
-    ``UnauthorizedLogin``.  Plain entries are compared in constant time on
-    the spot; hashed entries are verified by ``run_in_thread`` (slow KDF).
-
-    :param accounts: the accounts.
-    :param run_in_thread: runs the hash verification off the reactor thread.
-    """
-
-    credentialInterfaces = (IUsernamePassword,)
-
-    def __init__(self, accounts: CredentialsFile, run_in_thread: Runner = run_here) -> None:
-        self.accounts = accounts
-        self.run_in_thread = run_in_thread
-
-    def requestAvatarId(self, credentials: IUsernamePassword) -> defer.Deferred[str]:
-        username = credentials.username
-        stored = self.accounts.secret(username)
-        if stored is None:
-            return defer.fail(UnknownUser(username))
-        if is_hashed(stored):
-            d = self.run_in_thread(verify_password, credentials.password, stored)
-        else:
-            d = defer.succeed(verify_password(credentials.password, stored))
-
-        def decided(matches: bool) -> str:
-            if matches:
-                return username
-            raise WrongPassword(username)
-
-        return d.addCallback(decided)

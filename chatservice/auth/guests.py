@@ -42,12 +42,13 @@ class GuestName(str):
 class GuestChecker:
     """Accepts guest names that no account has.
 
-    :param taken: whether a name is an account's (or being registered).
+    :param taken: whether a name is an account's (or being registered): a
+        bool, or a Deferred firing with one (when the store is asked).
     """
 
     credentialInterfaces = (IGuestCredentials,)
 
-    def __init__(self, taken: Callable[[str], bool]) -> None:
+    def __init__(self, taken: Callable[[str], bool | defer.Deferred[bool]]) -> None:
         self.taken = taken
 
     def requestAvatarId(self, credentials: IGuestCredentials) -> defer.Deferred[GuestName]:
@@ -55,6 +56,10 @@ class GuestChecker:
         problem = username_problem(name)
         if problem:
             return defer.fail(InvalidUsername(problem))
-        if self.taken(name):
-            return defer.fail(UsernameTaken(name))
-        return defer.succeed(GuestName(name))
+
+        def decided(taken: bool) -> GuestName:
+            if taken:
+                raise UsernameTaken(name)
+            return GuestName(name)
+
+        return defer.maybeDeferred(self.taken, name).addCallback(decided)

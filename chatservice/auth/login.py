@@ -9,7 +9,7 @@ is a typed error from :mod:`chatservice.auth.errors` (or
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, TypeVar
 
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword, UsernamePassword
@@ -40,6 +40,7 @@ from chatservice.interfaces import AccountDirectory, ClientConnection, IChatSess
 from chatservice.state import AlreadyLoggedIn
 
 log = Logger()
+_T = TypeVar("_T")
 
 EXPECTED_ERRORS = (
     UnknownUser, WrongPassword, InvalidUsername, UsernameTaken, AccountLocked,
@@ -161,6 +162,10 @@ class LoginGate:
     def check_username(self, username: str, host: str = "") -> None:
         """Refuse a user name (or the address) before the password is asked for.
 
+        Answers at once, from what this node knows: a name it does not know
+        may have just been registered on another node, which
+        :meth:`find_username` asks the store about.
+
         :raises AddressLocked, InvalidUsername, UnknownUser, AccountLocked:
             why not; nothing when the name may go on to the password.
         """
@@ -177,15 +182,46 @@ class LoginGate:
         if remaining is not None:
             raise AccountLocked(remaining)
 
-    def login(self, username: str, password: str, client: ClientConnection) -> defer.Deferred[LoginResult]:
-        """Log ``client`` in as ``username``: fires with ``(session, logout)``, or a typed error."""
+    def find_username(self, username: str, host: str = "") -> defer.Deferred[None]:
+        """:meth:`check_username` for a name this node does not know: asks the store first.
+
+        Fires when the name may go on to the password; fails with
+        :class:`UnknownUser` when the store has no such account either, or as
+        :meth:`check_username` does.
+        """
+
+        def found(exists: bool) -> None:
+            if not exists:
+                raise UnknownUser(username)
+            self.check_username(username, host)
+
+        return self.accounts.find(username).addCallback(found)
+
+    def _when_known(
+        self, username: str, host: str, then: Callable[[], defer.Deferred[_T]]
+    ) -> defer.Deferred[_T]:
+        """``then()`` once ``username`` passed :meth:`check_username` (or, not known here, :meth:`find_username`).
+
+        ``then`` must return a Deferred, not raise.
+        """
         try:
-            self.check_username(username, client.host)
+            self.check_username(username, host)
+        except UnknownUser:
+            return self.find_username(username, host).addCallback(lambda _: then())
         except EXPECTED_ERRORS as e:
             return defer.fail(e)
-        credentials = CredentialsFrom(username, password, client.host)
-        d = self.portal.login(credentials, client, IChatSession)
-        d.addCallback(self._add_scram_keys, username, password)
+        return then()
+
+    def login(self, username: str, password: str, client: ClientConnection) -> defer.Deferred[LoginResult]:
+        """Log ``client`` in as ``username``: fires with ``(session, logout)``, or a typed error."""
+
+        def log_in() -> defer.Deferred[LoginResult]:
+            credentials = CredentialsFrom(username, password, client.host)
+            d = self.portal.login(credentials, client, IChatSession)
+            d.addCallback(self._add_scram_keys, username, password)
+            return d
+
+        d = self._when_known(username, client.host, log_in)
         return d.addCallbacks(_session, _expected, errbackArgs=(username, False))
 
     def _add_scram_keys(self, result: object, username: str, password: str) -> object:
@@ -201,19 +237,19 @@ class LoginGate:
         Fails as :meth:`check_username` does, and with
         :class:`ScramUnavailable` when the account has none.
         """
-        try:
-            self.check_username(username, host)
-        except EXPECTED_ERRORS as e:
-            return defer.fail(e)
-        if self.manager is None:
-            return defer.fail(ScramUnavailable(username))
+        manager = self.manager
+
+        def look_up() -> defer.Deferred[ScramKeys | None]:
+            if manager is None:
+                return defer.fail(ScramUnavailable(username))
+            return manager.scram_keys(username)
 
         def found(keys: ScramKeys | None) -> ScramKeys:
             if keys is None:
                 raise ScramUnavailable(username)
             return keys
 
-        d = self.manager.scram_keys(username).addCallback(found)
+        d = self._when_known(username, host, look_up).addCallback(found)
         return d.addErrback(_expected, username, False)
 
     def login_scram(self, credentials: ScramCredentials, client: ClientConnection) -> defer.Deferred[LoginResult]:
@@ -227,10 +263,16 @@ class LoginGate:
         return d.addCallbacks(_session, _expected, errbackArgs=(username, True))
 
     def username_taken(self, username: str) -> bool:
-        """Whether ``username`` cannot be registered (an account, a guest, or being registered)."""
+        """Whether ``username`` cannot be registered (an account, a guest, or being registered), as far as this node knows."""
         if self.manager is None:
             return self.accounts.exists(username)
         return self.manager.taken(username)
+
+    def check_taken(self, username: str) -> defer.Deferred[bool]:
+        """:meth:`username_taken`, asking the store when this node does not know the name."""
+        if self.manager is not None:
+            return self.manager.check_taken(username)
+        return self.accounts.find(username)
 
     def register(self, username: str, password: str) -> defer.Deferred[None]:
         """Create an account; fails with :class:`AccountError`."""

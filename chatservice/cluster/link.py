@@ -192,3 +192,4 @@ class RedisLink(Service):
             self.commands.ping().addErrback(lambda f: log.warn("Redis ping failed: {f}", f=f.value))
         if self._subscriber is not None:
             self._subscriber.ping().addErrback(lambda f: None)
+

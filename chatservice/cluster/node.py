@@ -24,6 +24,11 @@
   node whose failure reaches the limit sets ``chat:lock:<kind>:<key>`` for
   the block duration and announces it (``lock``); every node holds it.  Blocks, last-seen times and rooms
   changed on one node are announced so that every node's copies follow.
+- **Accounts.**  They are in the shared store; each node caches their names
+  (:class:`~chatservice.auth.directory.StoredAccounts`).  A node that
+  creates one announces it (``acct``) and the others add the name to their
+  cache; after each (re)subscription a node reads all the names again, as
+  an announcement may have been lost while it was away.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from chatservice.wire import jsonlines
 from chatservice.wire.json_events import decode_event
 
 if TYPE_CHECKING:
+    from chatservice.auth.directory import StoredAccounts
     from chatservice.interfaces import ChatMember
     from chatservice.state import ChatState
 
@@ -243,6 +249,9 @@ class ClusterNode(MultiService):
     :param name: this node's name (``--node-name``).
     :param state: the local chat state.
     :param reactor: for the Redis connections and the heartbeat.
+    :param lockouts: the login lock-outs, whose failures are counted in Redis.
+    :param accounts: the accounts, whose cached names follow the other nodes'
+        registrations (``None``: not shared, e.g. in tests of other parts).
     """
 
     def __init__(
@@ -252,6 +261,7 @@ class ClusterNode(MultiService):
         state: ChatState,
         reactor: IReactorTCP,
         lockouts: Iterable[LoginLockout] = (),
+        accounts: StoredAccounts | None = None,
     ) -> None:
         super().__init__()
         self.name = name
@@ -260,6 +270,9 @@ class ClusterNode(MultiService):
         self.lockouts = {lockout.kind: lockout for lockout in lockouts}
         for lockout in self.lockouts.values():
             lockout.shared = self
+        self.accounts = accounts
+        if accounts is not None:
+            accounts.shared = self
         self.remote: dict[str, RemoteMember] = {}
         """The users online on the other nodes."""
         self._joined_at = 0.0
@@ -300,7 +313,15 @@ class ClusterNode(MultiService):
         d.addCallback(self._load_online)
         d.addCallback(lambda _: self._deliver_kept_to_all())
         d.addCallback(lambda _: self._load_locks())
+        d.addCallback(lambda _: self._resync_accounts())
         return d
+
+    def _resync_accounts(self) -> None:
+        """Read the account names again (in the background): announcements may have been lost."""
+        if self.accounts is not None:
+            self.state.background(
+                self.accounts.resync(), "Reading the account names again failed"
+            )
 
     def _stale_gone(self, stale: list[Any]) -> None:
         """Users a former run of this node left in ``chat:online``: logged out everywhere."""
@@ -575,6 +596,12 @@ class ClusterNode(MultiService):
         d.addErrback(lambda f: log.warn("Announcing the lock of {key} failed: {e}", key=key, e=f.value))
         self.state.background(d, "Announcing the lock of {key} failed", key=key)
 
+    # Accounts (AccountsShared) -----------------------------------------------------------------
+
+    def account_added(self, username: str) -> None:
+        """This node created the account ``username``: every other node's cache adds it."""
+        self._publish(ALL, {"k": "acct", "u": username, "n": self.name})
+
     # Shared copies ------------------------------------------------------------------------------
 
     def block_changed(self, blocker: str, blocked: str, on: bool) -> None:
@@ -643,6 +670,9 @@ class ClusterNode(MultiService):
             self.state.seen_elsewhere(message["u"], message["t"])
         elif kind == "room":
             self.state.room_changed_elsewhere(message["id"], message["m"])
+        elif kind == "acct":
+            if self.accounts is not None:
+                self.accounts.added_elsewhere(message["u"])
         elif kind == "lock":
             lockout = self.lockouts.get(message["t"])
             if lockout is not None:

@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 
 from chatservice import events
 from chatservice.auth.accounts import AccountError
-from chatservice.auth.errors import UnknownUser, WrongPassword
+from chatservice.auth.errors import LoginUnavailable, UnknownUser, WrongPassword
 from chatservice.auth.login import EXPECTED_ERRORS, LoginGate, LoginResult
 from chatservice.auth.scram import ScramError, ScramKeys, ScramServerExchange
 from chatservice.commands import HELP, CommandError
@@ -207,17 +207,34 @@ class TextLogin(LoginDialogue):
         try:
             self.gate.check_username(username, self.connection.host)
         except UnknownUser:
-            if self.policy.allow_register and not self.gate.username_taken(username):
-                self.connection.send(
-                    events.ErrorReply("unknown_user", f"There is no account {username}.")
-                )
-                self.prompt(Step.CREATE)
-            else:
-                self._refuse_name(UnknownUser(username))
+            # Not known here: perhaps registered on another node a moment ago.
+            self.connection.wait_for(
+                self.gate.find_username(username, self.connection.host),
+                lambda _: self.prompt(Step.PASSWORD),
+                self._not_found,
+            )
         except EXPECTED_ERRORS as e:
             self._refuse_name(e)
         else:
             self.prompt(Step.PASSWORD)
+
+    def _not_found(self, failure: Failure) -> None:
+        """The store does not know the name either (or refused it): offer an account, or refuse."""
+        username = self.username
+        if not failure.check(*EXPECTED_ERRORS):
+            log.failure("Looking up {username} failed", failure, username=username)
+            self._refuse_name(LoginUnavailable())
+        elif (
+            failure.check(UnknownUser)
+            and self.policy.allow_register
+            and not self.gate.username_taken(username)
+        ):
+            self.connection.send(
+                events.ErrorReply("unknown_user", f"There is no account {username}.")
+            )
+            self.prompt(Step.CREATE)
+        else:
+            self._refuse_name(failure.value)
 
     def _refuse_name(self, error: BaseException) -> None:
         self.connection.send(login_rejection(error, self.username))
@@ -356,10 +373,20 @@ class JsonLogin(LoginDialogue):
                 request_id,
             )
         elif "password" not in obj:
-            taken = self.gate.username_taken(username)
-            self.connection.send(events.UsernameStatus(username, taken), request_id)
+            self.connection.wait_for(
+                self.gate.check_taken(username),
+                lambda taken: self.connection.send(
+                    events.UsernameStatus(username, taken), request_id
+                ),
+                lambda failure: self._unavailable(failure, username, request_id),
+            )
         else:
             self.register(username, jsonlines.field(obj, "password"), request_id)
+
+    def _unavailable(self, failure: Failure, username: str, request_id: Any) -> None:
+        """The store could not say whether ``username`` is taken: logged, and said."""
+        log.failure("Looking up {username} failed", failure, username=username)
+        self.connection.send(events.ErrorReply("unavailable", UNAVAILABLE), request_id)
 
     def _hello(self, client_version: str, request_id: Any) -> None:
         """Check a client's version: answer ``hello``, or ``outdated_client`` and close."""

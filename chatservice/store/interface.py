@@ -9,6 +9,12 @@
   :class:`~chatservice.store.sqlite.SQLiteStore` are such stores;
   :class:`~chatservice.store.local.LocalStore` makes one an
   :class:`IChatStore` whose Deferreds have fired when the call returns.
+
+The accounts live in the store too (:meth:`IChatStore.account` and the calls
+after it), so that every node sharing a store sees the same accounts; the
+server reaches them through
+:class:`~chatservice.auth.directory.StoredAccounts`.  A store keeps secrets
+and SCRAM keys as text and never looks inside them.
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ class HistoryEntry:
 
 
 class IChatStore(Interface):
-    """Persistent chat data, asynchronously: what the chat state writes through.
+    """Persistent chat data, asynchronously: what the chat state and the accounts write through.
 
     The calls of :class:`ILocalChatStore`, each returning a Deferred that fires
     with what that call returns (or fails with what it raises), and never
@@ -122,6 +128,40 @@ class IChatStore(Interface):
     def highest_room_id() -> Deferred[int]:
         """The highest room number in use or in the history (0 for none)."""
 
+    def account(username: str) -> Deferred[tuple[str, str | None] | None]:
+        """The account ``username`` as ``(secret, scram)``, or ``None`` when there is none.
+
+        ``secret`` is what the password is checked against: a plain password
+        (an account imported from the sample credentials file) or a
+        ``$scrypt$`` hash; ``scram`` is its SCRAM-SHA-256 keys in the text
+        form of :meth:`~chatservice.auth.scram.ScramKeys.format`, or ``None``.
+        """
+
+    def usernames() -> Deferred[list[str]]:
+        """Every account's user name, sorted by code point."""
+
+    def add_account(username: str, secret: str, scram: str | None) -> Deferred[bool]:
+        """Create the account ``username`` unless the name is taken: whether it was created.
+
+        Atomic: of several calls for one name, on any number of nodes, exactly
+        one is answered ``True``.
+        """
+
+    def set_secret(username: str, secret: str, scram: str | None) -> Deferred[bool]:
+        """Replace an account's secret and keys: whether there is such an account."""
+
+    def add_scram_keys(username: str, secret: str, scram: str) -> Deferred[bool]:
+        """Give ``username`` the keys ``scram``, only if its secret is still ``secret``
+        and it has no keys yet: whether it did (atomic, like :meth:`add_account`)."""
+
+    def import_accounts(
+        entries: Iterable[tuple[str, str, str | None]]
+    ) -> Deferred[int]:
+        """Create each ``(username, secret, scram)`` whose name is not taken: how many were.
+
+        An account already there is left exactly as it is (the store wins).
+        """
+
     def forget_user(username: str) -> Deferred[None]:
         """Forget what is kept about ``username`` (a guest whose session ended).
 
@@ -133,7 +173,7 @@ class IChatStore(Interface):
 
 
 class ILocalChatStore(Interface):
-    """Persistent chat data on this machine: blocks, last-seen times, offline messages, rooms, history.
+    """Persistent chat data on this machine: accounts, blocks, last-seen times, offline messages, rooms, history.
 
     Every call is synchronous and small enough for the reactor thread (one
     row, or one user's rows).  Wrap one in
@@ -197,6 +237,24 @@ class ILocalChatStore(Interface):
     def highest_room_id() -> int:
         """The highest room number in use or in the history (0 for none), so
         that a new room never takes the number of an old room's history."""
+
+    def account(username: str) -> tuple[str, str | None] | None:
+        """The account ``username`` as ``(secret, scram)``, or ``None`` when there is none."""
+
+    def usernames() -> list[str]:
+        """Every account's user name, sorted by code point."""
+
+    def add_account(username: str, secret: str, scram: str | None) -> bool:
+        """Create the account ``username`` unless the name is taken: whether it was created."""
+
+    def set_secret(username: str, secret: str, scram: str | None) -> bool:
+        """Replace an account's secret and keys: whether there is such an account."""
+
+    def add_scram_keys(username: str, secret: str, scram: str) -> bool:
+        """Give ``username`` the keys ``scram`` if its secret is still ``secret`` and it has none."""
+
+    def import_accounts(entries: Iterable[tuple[str, str, str | None]]) -> int:
+        """Create each ``(username, secret, scram)`` whose name is not taken: how many were."""
 
     def forget_user(username: str) -> None:
         """Forget the blocks by and of ``username``, its last-seen time and the

@@ -23,6 +23,7 @@ class MemoryStore:
         self._ids = itertools.count(1)
         self._history: dict[str, list[HistoryEntry]] = {}
         self._rooms: dict[int, frozenset[str]] = {}
+        self._accounts: dict[str, tuple[str, str | None]] = {}
 
     def open(self) -> None:
         """Nothing to open."""
@@ -108,6 +109,33 @@ class MemoryStore:
         numbers = list(self._rooms)
         numbers += [int(c[5:]) for c in self._history if c.startswith("room:")]
         return max(numbers, default=0)
+
+    def account(self, username: str) -> tuple[str, str | None] | None:
+        return self._accounts.get(username)
+
+    def usernames(self) -> list[str]:
+        return sorted(self._accounts)
+
+    def add_account(self, username: str, secret: str, scram: str | None) -> bool:
+        if username in self._accounts:
+            return False
+        self._accounts[username] = (secret, scram)
+        return True
+
+    def set_secret(self, username: str, secret: str, scram: str | None) -> bool:
+        if username not in self._accounts:
+            return False
+        self._accounts[username] = (secret, scram)
+        return True
+
+    def add_scram_keys(self, username: str, secret: str, scram: str) -> bool:
+        if self._accounts.get(username) != (secret, None):
+            return False
+        self._accounts[username] = (secret, scram)
+        return True
+
+    def import_accounts(self, entries: Iterable[tuple[str, str, str | None]]) -> int:
+        return sum(self.add_account(*entry) for entry in list(entries))
 
     def forget_user(self, username: str) -> None:
         self._blocks = {pair for pair in self._blocks if username not in pair}

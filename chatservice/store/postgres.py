@@ -1,7 +1,7 @@
 """An :class:`~chatservice.store.interface.IChatStore` kept in PostgreSQL, shared by several nodes.
 
-:class:`PostgresStore` keeps the blocks, last-seen times, offline messages,
-rooms and history in a PostgreSQL database, with exactly the behaviour of
+:class:`PostgresStore` keeps the accounts, blocks, last-seen times, offline
+messages, rooms and history in a PostgreSQL database, with exactly the behaviour of
 :class:`~chatservice.store.memory.MemoryStore` and
 :class:`~chatservice.store.sqlite.SQLiteStore`, and is safe to use from
 several server processes ("nodes") at once.  It is reached through
@@ -32,6 +32,11 @@ Every call is correct while other nodes use the same database:
   commit or fail together, no number is skipped;
 - offline message ids come from an identity column (a sequence): unique
   across nodes and never reused, oldest first;
+- accounts: ``add_account`` (and ``import_accounts``) insert with ``ON
+  CONFLICT DO NOTHING``, so of two nodes registering one name at once the
+  second waits for the first to commit and is told the name is taken;
+  ``add_scram_keys`` only updates a row whose secret is unchanged and has no
+  keys yet;
 - blocks, last-seen times and room members are upserts or idempotent deletes;
   ``save_room`` locks the room's row, so two nodes saving one room leave the
   members of one of them, not a mixture;
@@ -43,7 +48,8 @@ Every call is correct while other nodes use the same database:
 Schema
 ------
 :data:`MIGRATIONS` lists the schema changes; the ``schema_version`` table
-records those applied (version 1 is the data model of the SQLite store).
+records those applied (version 1 is the data model of the SQLite store,
+version 2 adds the accounts).
 :meth:`PostgresStore.open` creates or migrates the schema in one transaction,
 holding an advisory lock so that nodes starting together migrate once, and
 refuses a database whose schema is newer than this code, or that has tables of
@@ -138,6 +144,16 @@ MIGRATIONS: list[Sequence[str]] = [
         )
         """,
     ),
+    # Version 2: the accounts (until then in the credentials file).
+    (
+        """
+        CREATE TABLE chat_accounts (
+            username TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+            secret TEXT NOT NULL,
+            scram TEXT
+        )
+        """,
+    ),
 ]
 """Schema changes: ``MIGRATIONS[n]`` takes a database from version ``n`` to ``n + 1``.
 
@@ -146,9 +162,9 @@ Append to this list to change the schema; never edit an entry that has shipped.
 
 TABLES = frozenset(
     {"offline_messages", "blocks", "last_seen", "history_channels", "history", "rooms",
-     "room_members"}
+     "room_members", "chat_accounts"}
 )
-"""The tables of version 1: a database with one of them but no ``schema_version`` is refused."""
+"""The tables of the schema: a database with one of them but no ``schema_version`` is refused."""
 
 MIGRATION_LOCK = 0x43484154_53544F52
 """The advisory lock key (``"CHATSTOR"``) held while the schema is checked and migrated."""
@@ -451,6 +467,43 @@ class PostgresStore:
     def highest_room_id(self) -> Deferred[int]:
         return self._run(_fetch_value, _HIGHEST_ROOM_ID)
 
+    # Accounts -----------------------------------------------------------------------
+
+    def account(self, username: str) -> Deferred[tuple[str, str | None] | None]:
+        return self._run(_account, username)
+
+    def usernames(self) -> Deferred[list[str]]:
+        return self._run(_usernames)
+
+    def add_account(self, username: str, secret: str, scram: str | None) -> Deferred[bool]:
+        # ON CONFLICT DO NOTHING: of two nodes inserting one name at once, the
+        # second waits for the first to commit, then inserts nothing.
+        return self._run(
+            _changed,
+            "INSERT INTO chat_accounts (username, secret, scram) VALUES (%s, %s, %s)"
+            " ON CONFLICT DO NOTHING",
+            (username, secret, scram),
+        )
+
+    def set_secret(self, username: str, secret: str, scram: str | None) -> Deferred[bool]:
+        return self._run(
+            _changed,
+            "UPDATE chat_accounts SET secret = %s, scram = %s WHERE username = %s",
+            (secret, scram, username),
+        )
+
+    def add_scram_keys(self, username: str, secret: str, scram: str) -> Deferred[bool]:
+        return self._run(
+            _changed,
+            "UPDATE chat_accounts SET scram = %s"
+            " WHERE username = %s AND secret = %s AND scram IS NULL",
+            (scram, username, secret),
+        )
+
+    def import_accounts(self, entries: Iterable[tuple[str, str, str | None]]) -> Deferred[int]:
+        rows = list(entries)
+        return self._run(_import_accounts, rows)
+
     # Users --------------------------------------------------------------------------
 
     def forget_user(self, username: str) -> Deferred[None]:
@@ -596,6 +649,37 @@ def _next_room_id(connection: Any) -> int:
             number = int(highest) + 1
             connection.execute("SELECT setval('room_numbers', %s)", (number,))
     return int(number)
+
+
+def _account(connection: Any, username: str) -> tuple[str, str | None] | None:
+    row = connection.execute(
+        "SELECT secret, scram FROM chat_accounts WHERE username = %s", (username,)
+    ).fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+def _usernames(connection: Any) -> list[str]:
+    rows = connection.execute("SELECT username FROM chat_accounts ORDER BY username").fetchall()
+    return [row[0] for row in rows]
+
+
+def _changed(connection: Any, sql: str, parameters: Sequence[object]) -> bool:
+    """Run one changing statement: whether it changed a row."""
+    return bool(connection.execute(sql, parameters).rowcount == 1)
+
+
+def _import_accounts(connection: Any, rows: list[tuple[str, str, str | None]]) -> int:
+    if not rows:
+        return 0
+    names, secrets, keys = (list(column) for column in zip(*rows))
+    # One statement: the accounts missing are added, the others left as they are.
+    cursor = connection.execute(
+        "INSERT INTO chat_accounts (username, secret, scram)"
+        " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[])"
+        " ON CONFLICT DO NOTHING",
+        (names, secrets, keys),
+    )
+    return int(cursor.rowcount)
 
 
 def _text(text: str) -> str:

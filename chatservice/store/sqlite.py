@@ -1,7 +1,7 @@
 """An :class:`~chatservice.store.interface.ILocalChatStore` kept in an SQLite file: the durable store.
 
-:class:`SQLiteStore` keeps the blocks, last-seen times, offline messages, rooms
-and history in one database file (Python's :mod:`sqlite3`), with exactly the
+:class:`SQLiteStore` keeps the accounts, blocks, last-seen times, offline
+messages, rooms and history in one database file (Python's :mod:`sqlite3`), with exactly the
 behaviour of :class:`~chatservice.store.memory.MemoryStore`.
 
 Durability
@@ -134,6 +134,16 @@ MIGRATIONS: list[Sequence[str]] = [
         ) WITHOUT ROWID
         """,
     ),
+    # Version 2: the accounts (until then in the credentials file).
+    (
+        """
+        CREATE TABLE chat_accounts (
+            username TEXT NOT NULL PRIMARY KEY,
+            secret TEXT NOT NULL,
+            scram TEXT
+        ) WITHOUT ROWID
+        """,
+    ),
 ]
 """Schema changes: ``MIGRATIONS[n]`` takes a database from version ``n`` to ``n + 1``.
 
@@ -144,6 +154,9 @@ REQUIRED_TABLES = frozenset(
     {"offline_messages", "blocks", "last_seen", "history", "rooms", "room_members"}
 )
 """Tables every chat database of version 1 or later has."""
+
+ACCOUNT_TABLES = frozenset({"chat_accounts"})
+"""Tables every chat database of version 2 or later also has."""
 
 CHECKPOINT_EVERY = 100
 """Commits after which the background thread checkpoints, however busy the writer is."""
@@ -327,7 +340,10 @@ class SQLiteStore:
                 f"{path} is an SQLite database with tables but no chat schema"
                 " version: not a chat database; it was left as it is."
             )
-        missing = REQUIRED_TABLES - tables if version >= 1 else frozenset()
+        required = (REQUIRED_TABLES if version >= 1 else frozenset()) | (
+            ACCOUNT_TABLES if version >= 2 else frozenset()
+        )
+        missing = required - tables
         if missing:
             raise StoreError(
                 f"The chat database {path} (schema version {version}) lacks the"
@@ -623,6 +639,54 @@ class SQLiteStore:
                 ")"
             ).fetchone()
         return int(highest or 0)
+
+    # Accounts -----------------------------------------------------------------------
+
+    def account(self, username: str) -> tuple[str, str | None] | None:
+        with self._errors():
+            row = self._db.execute(
+                "SELECT secret, scram FROM chat_accounts WHERE username = ?", (username,)
+            ).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def usernames(self) -> list[str]:
+        with self._errors():
+            rows = self._db.execute(
+                "SELECT username FROM chat_accounts ORDER BY username"
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def add_account(self, username: str, secret: str, scram: str | None) -> bool:
+        cursor = self._write(
+            "INSERT OR IGNORE INTO chat_accounts (username, secret, scram) VALUES (?, ?, ?)",
+            (username, secret, scram),
+        )
+        return cursor.rowcount == 1
+
+    def set_secret(self, username: str, secret: str, scram: str | None) -> bool:
+        cursor = self._write(
+            "UPDATE chat_accounts SET secret = ?, scram = ? WHERE username = ?",
+            (secret, scram, username),
+        )
+        return cursor.rowcount == 1
+
+    def add_scram_keys(self, username: str, secret: str, scram: str) -> bool:
+        cursor = self._write(
+            "UPDATE chat_accounts SET scram = ?"
+            " WHERE username = ? AND secret = ? AND scram IS NULL",
+            (scram, username, secret),
+        )
+        return cursor.rowcount == 1
+
+    def import_accounts(self, entries: Iterable[tuple[str, str, str | None]]) -> int:
+        rows = list(entries)
+        with self._transaction() as connection:
+            before = connection.total_changes
+            connection.executemany(
+                "INSERT OR IGNORE INTO chat_accounts (username, secret, scram) VALUES (?, ?, ?)",
+                rows,
+            )
+            return connection.total_changes - before
 
     # Users --------------------------------------------------------------------------
 

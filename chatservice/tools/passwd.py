@@ -1,10 +1,23 @@
-"""``chatservice-passwd FILE USER``: add or change a hashed account in a credentials file.
+"""``chatservice-passwd``: add or change a hashed account, in a chat store or a credentials file.
 
-The entry gets the scrypt hash and the SCRAM-SHA-256 keys of the password.
+::
 
-The password is asked twice without echo on a terminal; from a pipe, the
-first two lines of standard input are read.  The file is rewritten
-atomically, so a running server never sees half a file.
+    chatservice-passwd --data-dir DIR USER     # the SQLite store of a server (DIR/chat.sqlite3)
+    chatservice-passwd --store URL USER        # a PostgreSQL store (postgresql://...)
+    chatservice-passwd FILE USER               # a credentials file, prepared offline
+
+A server keeps its accounts in its store, so ``--data-dir`` or ``--store`` is
+how an operator sets a password that a server (every node on that store) uses:
+at once, even while it runs.  A credentials FILE is only what a server
+imports when it starts, and only the accounts its store does not have yet:
+changing a password in the file does not change it in a store that already
+has the account.
+
+Either way the account gets the scrypt hash and the SCRAM-SHA-256 keys of the
+password; the password itself is stored nowhere.  It is asked twice without
+echo on a terminal; from a pipe, the first two lines of standard input are
+read.  A file is rewritten atomically, so a running server never sees half a
+file.
 """
 
 from __future__ import annotations
@@ -12,7 +25,10 @@ from __future__ import annotations
 import getpass
 import sys
 from pathlib import Path
-from typing import Sequence, TextIO
+from typing import Any, Sequence, TextIO
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from chatservice.auth.accounts import hash_and_derive, password_problem
 from chatservice.auth.credentials import (
@@ -21,8 +37,17 @@ from chatservice.auth.credentials import (
     username_problem,
     write_entry,
 )
+from chatservice.auth.scram import ScramKeys
+from chatservice.store.interface import IChatStore
+from chatservice.store.sqlite import StoreError
+from chatservice.tap import DATABASE_NAME, POSTGRESQL_SCHEMES
 
-USAGE = "usage: chatservice-passwd FILE USER"
+USAGE = (
+    "usage: chatservice-passwd --data-dir DIR USER  (the SQLite store in DIR)\n"
+    "       chatservice-passwd --store URL USER     (a postgresql:// store)\n"
+    "       chatservice-passwd FILE USER            (a credentials file, imported by a"
+    " server at start only for accounts its store lacks)"
+)
 
 
 def _ask(prompt: str, stdin: TextIO) -> str:
@@ -34,43 +59,126 @@ def _ask(prompt: str, stdin: TextIO) -> str:
     return line.rstrip("\r\n")
 
 
+def _fail(message: str, status: int = 1) -> int:
+    print(f"chatservice-passwd: {message}", file=sys.stderr)
+    return status
+
+
+def set_password(
+    store: IChatStore, username: str, secret: str, keys: ScramKeys
+) -> defer.Deferred[str]:
+    """Open ``store``, give ``username`` this secret and keys, close it: fires with ``added`` or ``changed``."""
+    scram = keys.format()
+
+    def change(_: object) -> defer.Deferred[str]:
+        d = store.set_secret(username, secret, scram)
+        return d.addCallback(lambda changed: "changed" if changed else add())
+
+    def add() -> defer.Deferred[str]:
+        d = store.add_account(username, secret, scram)
+        # Created by a server meanwhile: change it after all.
+        return d.addCallback(lambda added: "added" if added else change(None))
+
+    def closed(result: Any) -> defer.Deferred[Any]:
+        return store.close().addBoth(lambda _: result)
+
+    return store.open().addCallback(change).addBoth(closed)
+
+
+def _in_sqlite(data_dir: Path, username: str, secret: str, keys: ScramKeys) -> str:
+    """:func:`set_password` in the SQLite store of ``data_dir`` (no reactor needed: it answers at once)."""
+    from chatservice.store.local import LocalStore
+    from chatservice.store.sqlite import SQLiteStore
+
+    outcome: list[Any] = []
+    set_password(LocalStore(SQLiteStore(data_dir / DATABASE_NAME)), username, secret, keys).addBoth(
+        outcome.append
+    )
+    if isinstance(outcome[0], Failure):
+        outcome[0].raiseException()
+    return str(outcome[0])
+
+
+def _in_postgres(url: str, username: str, secret: str, keys: ScramKeys) -> str:
+    """:func:`set_password` in the PostgreSQL store ``url``, running the reactor until it is done."""
+    from twisted.internet import reactor
+
+    from chatservice.store.postgres import PostgresStore
+
+    store = PostgresStore(url, reactor)  # StoreError: not a valid URL
+    outcome: list[Any] = []
+
+    def run() -> None:
+        d = set_password(store, username, secret, keys)
+        d.addBoth(outcome.append)
+        d.addBoth(lambda _: reactor.stop())
+
+    reactor.callWhenRunning(run)
+    reactor.run()
+    if isinstance(outcome[0], Failure):
+        outcome[0].raiseException()
+    return str(outcome[0])
+
+
 def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None) -> int:
     """Run the tool; return the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
     stdin = sys.stdin if stdin is None else stdin
-    if len(args) != 2 or args[0] in ("-h", "--help"):
-        print(USAGE, file=sys.stderr if len(args) != 2 else sys.stdout)
-        return 0 if args[:1] in (["-h"], ["--help"]) else 2
-    path, username = Path(args[0]), args[1]
+    if args[:1] in (["-h"], ["--help"]):
+        print(USAGE)
+        return 0
+    store_option = args[0] if args and args[0] in ("--data-dir", "--store") else None
+    if len(args) != (3 if store_option else 2) or (store_option is None and args[0].startswith("-")):
+        print(USAGE, file=sys.stderr)
+        return 2
+    target, username = args[-2], args[-1]
     problem = username_problem(username)
     if problem:
-        print(f"chatservice-passwd: {problem}", file=sys.stderr)
-        return 2
-    if path.exists():
+        return _fail(problem, 2)
+    if store_option == "--store" and not target.startswith(POSTGRESQL_SCHEMES):
+        return _fail("--store takes a postgresql:// URL (for SQLite: --data-dir DIR)", 2)
+    path = Path(target)
+    action = "added"
+    if store_option == "--data-dir" and not path.is_dir():
+        return _fail(f"the data directory {path} does not exist")
+    if store_option is None and path.exists():
         try:
             existing = CredentialsFile.load(path)
         except CredentialsError as e:
-            print(f"chatservice-passwd: {e}", file=sys.stderr)
-            return 1
+            return _fail(str(e))
         action = "changed" if existing.exists(username) else "added"
-    else:
-        action = "added"
     try:
         password = _ask("New password: ", stdin)
         again = _ask("Repeat the password: ", stdin)
     except (EOFError, KeyboardInterrupt):
-        print("chatservice-passwd: no password given; nothing changed", file=sys.stderr)
-        return 1
+        return _fail("no password given; nothing changed")
     if password != again:
-        print("chatservice-passwd: the passwords differ; nothing changed", file=sys.stderr)
-        return 1
+        return _fail("the passwords differ; nothing changed")
     problem = password_problem(password)
     if problem:
-        print(f"chatservice-passwd: {problem}; nothing changed", file=sys.stderr)
-        return 1
+        return _fail(f"{problem}; nothing changed")
     secret, keys = hash_and_derive(password)
-    write_entry(path, username, secret, keys)
-    print(f"{username} {action} in {path}")
+    if store_option is None:
+        write_entry(path, username, secret, keys)
+        print(f"{username} {action} in {path}")
+        if action == "changed":
+            print(
+                "(a server whose store has this account already keeps the store's password:"
+                " use --data-dir DIR or --store URL to change it there)"
+            )
+        return 0
+    try:
+        if store_option == "--data-dir":
+            where = str(path / DATABASE_NAME)
+            action = _in_sqlite(path, username, secret, keys)
+        else:
+            from chatservice.store.postgres import redact
+
+            where = redact(target)
+            action = _in_postgres(target, username, secret, keys)
+    except StoreError as e:
+        return _fail(f"{e}; nothing changed")
+    print(f"{username} {action} in {where}")
     return 0
 
 
