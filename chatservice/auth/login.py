@@ -34,8 +34,9 @@ from chatservice.auth.errors import (
     WrongPassword,
 )
 from chatservice.auth.guests import GuestCredentials
-from chatservice.auth.lockout import LoginLockout
+from chatservice.auth.lockout import LoginLockout, name_at
 from chatservice.auth.scram import ScramCredentials, ScramKeys
+from chatservice.auth.slowdown import LoginSlowdown
 from chatservice.interfaces import AccountDirectory, ClientConnection, IChatSession
 from chatservice.state import AlreadyLoggedIn
 
@@ -61,17 +62,22 @@ class CredentialsFrom(UsernamePassword):
 
 @implementer(ICredentialsChecker)
 class LockoutChecker:
-    """Wraps a password checker with lock-outs per user name and per address.
+    """Wraps a password checker with the lock-outs and the slowdown.
 
-    A locked user name or address fails with :class:`AccountLocked` (or
-    :class:`AddressLocked`) without checking the password.  A wrong password
-    counts a failure for both; the failure that reaches a limit fails with
-    ``just_locked=True``.  The address comes from :class:`CredentialsFrom`;
-    other credentials are only checked per user name.
+    A user name locked for the client's address, or a locked address, fails
+    with :class:`AccountLocked` (or :class:`AddressLocked`) without checking
+    the password.  A name with many failures from all addresses together
+    waits (:class:`LoginSlowdown`) before its password is checked, whether
+    it turns out right or wrong.  A wrong password counts a failure for the
+    name at that address, for the address, and for the name; the failure
+    that reaches a lock-out's limit fails with ``just_locked=True``.  The
+    address comes from :class:`CredentialsFrom` (or SCRAM credentials'
+    ``host``); credentials without one are counted per user name alone.
 
     :param checker: the password checker.
-    :param lockout: the per-user-name lock-out.
+    :param lockout: the per-name-and-address lock-out (keys :func:`name_at`).
     :param address_lockout: the per-address lock-out, if any.
+    :param slowdown: the per-name slowdown, if any.
     """
 
     def __init__(
@@ -79,21 +85,24 @@ class LockoutChecker:
         checker: ICredentialsChecker,
         lockout: LoginLockout,
         address_lockout: LoginLockout | None = None,
+        slowdown: LoginSlowdown | None = None,
     ) -> None:
         self.credentialInterfaces = checker.credentialInterfaces
         self.checker = checker
         self.lockout = lockout
         self.address_lockout = address_lockout
+        self.slowdown = slowdown
 
     def _locks(self, credentials: IUsernamePassword) -> list[tuple[LoginLockout, str, type]]:
-        locks = [(self.lockout, credentials.username, AccountLocked)]
-        host = getattr(credentials, "host", None)
+        host = getattr(credentials, "host", None) or ""
+        locks = [(self.lockout, name_at(credentials.username, host), AccountLocked)]
         if self.address_lockout is not None and host:
             locks.append((self.address_lockout, host, AddressLocked))
         return locks
 
     def requestAvatarId(self, credentials: IUsernamePassword) -> defer.Deferred[str]:
         locks = self._locks(credentials)
+        username = credentials.username
 
         def check_locks() -> None:
             for lockout, key, error in locks:
@@ -114,6 +123,12 @@ class LockoutChecker:
                 defer.maybeDeferred(lockout.failed, key).addErrback(_not_counted, key)
                 for lockout, key, _ in locks
             ]
+            if self.slowdown is not None:
+                counts.append(
+                    defer.maybeDeferred(self.slowdown.failed, username).addErrback(
+                        _not_counted, username
+                    )
+                )
             d = defer.gatherResults(counts, consumeErrors=True)
             return d.addCallback(decided, failure)
 
@@ -128,7 +143,11 @@ class LockoutChecker:
             check_locks()
         except AccountLocked:
             return defer.fail()
-        d = defer.maybeDeferred(self.checker.requestAvatarId, credentials)
+        if self.slowdown is None:
+            d = defer.maybeDeferred(self.checker.requestAvatarId, credentials)
+        else:
+            d = self.slowdown.wait(username)
+            d.addCallback(lambda _: self.checker.requestAvatarId(credentials))
         d.addCallbacks(accepted, refused)
         return d
 
@@ -138,8 +157,10 @@ class LoginGate:
 
     :param portal: the portal over :class:`LockoutChecker` and the chat realm.
     :param accounts: the accounts, to tell an unknown user before the password.
-    :param lockout: the per-user-name lock-out the checker counts failures in.
-    :param address_lockout: the per-address one, if any.
+    :param lockout: the per-name-and-address lock-out the checker counts
+        failures in (keys :func:`name_at`).
+    :param address_lockout: the per-address one, if any: wrong passwords and
+        unknown user names count toward it.
     :param manager: creates accounts and changes passwords (``None``: neither
         is possible).
     """
@@ -173,14 +194,39 @@ class LoginGate:
             raise InvalidUsername(problem)
         if not self.accounts.exists(username):
             raise UnknownUser(username)
-        remaining = self.lockout.locked_for(username)
+        remaining = self.lockout.locked_for(name_at(username, host))
         if remaining is not None:
             raise AccountLocked(remaining)
+
+    def refuse_unknown(self, username: str, host: str) -> defer.Deferred[None]:
+        """Refuse a login to the unknown user name ``username``, counting it against ``host``.
+
+        Unknown names count toward the address lock-out like wrong passwords
+        (trying names is guessing too).  Fails with :class:`UnknownUser`, or
+        with :class:`AddressLocked` (``just_locked``) when this failure
+        locked the address.
+        """
+        address_lockout = self.address_lockout
+        if address_lockout is None or not host:
+            return defer.fail(UnknownUser(username))
+
+        def decided(just_locked: bool) -> None:
+            if just_locked:
+                raise AddressLocked(address_lockout.duration, just_locked=True)
+            remaining = address_lockout.locked_for(host)
+            if remaining is not None:
+                raise AddressLocked(remaining)
+            raise UnknownUser(username)
+
+        d = defer.maybeDeferred(address_lockout.failed, host).addErrback(_not_counted, host)
+        return d.addCallback(decided)
 
     def login(self, username: str, password: str, client: ClientConnection) -> defer.Deferred[LoginResult]:
         """Log ``client`` in as ``username``: fires with ``(session, logout)``, or a typed error."""
         try:
             self.check_username(username, client.host)
+        except UnknownUser:
+            return self.refuse_unknown(username, client.host)  # type: ignore[return-value]
         except EXPECTED_ERRORS as e:
             return defer.fail(e)
         credentials = CredentialsFrom(username, password, client.host)
@@ -203,6 +249,8 @@ class LoginGate:
         """
         try:
             self.check_username(username, host)
+        except UnknownUser:
+            return self.refuse_unknown(username, host)  # type: ignore[return-value]
         except EXPECTED_ERRORS as e:
             return defer.fail(e)
         if self.manager is None:

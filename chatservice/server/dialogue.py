@@ -213,7 +213,12 @@ class TextLogin(LoginDialogue):
                 )
                 self.prompt(Step.CREATE)
             else:
-                self._refuse_name(UnknownUser(username))
+                # Counted toward the address lock-out, like a wrong password.
+                self.connection.wait_for(
+                    self.gate.refuse_unknown(username, self.connection.host),
+                    _ignore,
+                    lambda failure: self._refused(failure, username, None),
+                )
         except EXPECTED_ERRORS as e:
             self._refuse_name(e)
         else:
@@ -375,3 +380,7 @@ class JsonLogin(LoginDialogue):
             ),
             request_id,
         )
+
+
+def _ignore(_: object) -> None:
+    """Nothing to do (a refusal that cannot succeed)."""
