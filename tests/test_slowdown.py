@@ -187,6 +187,13 @@ class SlowdownGateTests(unittest.TestCase):
         d = self.gate.login("yoda", "wise", FakeClient("203.0.113.7"))
         self.assertEqual(refusal(self, d, "yoda")[0], "address_blocked")
 
+    def test_a_login_waiting_when_the_server_stops_is_unavailable(self) -> None:
+        self.guess_from_many_addresses(THRESHOLD)
+        d = self.gate.login("yoda", "wise", FakeClient("10.1.1.1"))
+        self.slowdown.stop()
+        self.assertEqual(refusal(self, d, "yoda")[0], "unavailable")
+        self.assertEqual(self.flushLoggedErrors(), [])
+
     def test_the_owner_s_success_does_not_reset_the_name_count(self) -> None:
         """An attack from elsewhere goes on whether the owner logs in or not."""
         self.guess_from_many_addresses(THRESHOLD)

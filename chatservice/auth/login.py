@@ -147,7 +147,7 @@ class LockoutChecker:
             d = defer.maybeDeferred(self.checker.requestAvatarId, credentials)
         else:
             d = self.slowdown.wait(username)
-            d.addCallback(lambda _: self.checker.requestAvatarId(credentials))
+            d.addCallbacks(lambda _: self.checker.requestAvatarId(credentials), _stopped)
         d.addCallbacks(accepted, refused)
         return d
 
@@ -297,6 +297,12 @@ def _not_counted(failure: Failure, key: str) -> bool:
     """A failure the cluster could not count (Redis unreachable): logged, and no lock."""
     log.failure("Counting a login failure for {key} failed", failure, key=key)
     return False
+
+
+def _stopped(failure: Failure) -> None:
+    """A wait cancelled by the server stopping: the login is unavailable (nothing to log)."""
+    failure.trap(defer.CancelledError)
+    raise LoginUnavailable()
 
 
 def _session(result: tuple[object, IChatSession, Callable[[], None]]) -> LoginResult:
