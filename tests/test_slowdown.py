@@ -2,8 +2,9 @@
 
 Guessing one name's password from many addresses (each below the lock-outs'
 limits) is slowed: past ``--name-failures`` failures of that name, every
-login of it waits 1 s, 2 s, 4 s ... (at most ``max_delay``) before its
-password is checked, right or wrong, from any address.  Time is a
+login of it is answered after 1 s, 2 s, 4 s ... (at most ``max_delay``),
+right or wrong, from any address; the password is checked and counted on
+arrival.  Time is a
 :class:`~twisted.internet.task.Clock`; every test ends with no timer left.
 """
 
@@ -165,17 +166,39 @@ class SlowdownGateTests(unittest.TestCase):
         logout()
         self.assertEqual(refusal(self, self.gate.login("luke", "x", FakeClient()), "luke")[0], "wrong_password")
 
-    def test_parallel_guesses_each_wait(self) -> None:
+    def test_parallel_guesses_wait_longer_and_longer(self) -> None:
+        """Each guess counts on arrival, so guesses sent side by side wait 1 s, 2 s, 4 s."""
         self.guess_from_many_addresses(THRESHOLD)
         waiting = [
             self.gate.login("yoda", "guess", FakeClient(f"203.0.113.{n}")) for n in range(1, 4)
         ]
-        self.clock.advance(0.5)
+        start = self.clock.seconds()
+        for answered_after, d in zip((1, 2, 4), waiting):
+            self.clock.advance(start + answered_after - 0.001 - self.clock.seconds())
+            self.assertNoResult(d)
+            self.clock.advance(0.001)
+            self.assertEqual(refusal(self, d, "yoda")[0], "wrong_password")
+
+    def test_waiting_side_by_side_does_not_get_past_the_lock_outs(self) -> None:
+        """Guesses sent together from one address while the name is slowed: the third locks it.
+
+        Each is checked and counted on arrival; the fourth and fifth are
+        refused at once, not checked once the waits are over.
+        """
+        self.guess_from_many_addresses(THRESHOLD)
+        waiting = [
+            self.gate.login("yoda", f"guess{n}", FakeClient("203.0.113.9")) for n in range(3)
+        ]
+        later = [self.gate.login("yoda", "wise", FakeClient("203.0.113.9")) for _ in range(2)]
+        for d in later:
+            self.assertEqual(refusal(self, d, "yoda")[0], "address_blocked")
         for d in waiting:
             self.assertNoResult(d)
-        self.clock.advance(0.5)
-        for d in waiting:
-            self.assertEqual(refusal(self, d, "yoda")[0], "wrong_password")
+        self.clock.advance(4)
+        self.assertEqual(
+            [refusal(self, d, "yoda")[0] for d in waiting],
+            ["wrong_password", "wrong_password", "locked"],
+        )
 
     def test_a_locked_address_is_refused_without_waiting(self) -> None:
         self.guess_from_many_addresses(THRESHOLD)

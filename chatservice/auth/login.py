@@ -9,7 +9,7 @@ is a typed error from :mod:`chatservice.auth.errors` (or
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword, UsernamePassword
@@ -65,10 +65,12 @@ class LockoutChecker:
     """Wraps a password checker with the lock-outs and the slowdown.
 
     A user name locked for the client's address, or a locked address, fails
-    with :class:`AccountLocked` (or :class:`AddressLocked`) without checking
-    the password.  A name with many failures from all addresses together
-    waits (:class:`LoginSlowdown`) before its password is checked, whether
-    it turns out right or wrong.  A wrong password counts a failure for the
+    with :class:`AccountLocked` (or :class:`AddressLocked`) at once, without
+    checking the password.  A login of a name with many failures from all
+    addresses together is answered after a wait (:class:`LoginSlowdown`),
+    whether the password is right or wrong; the password is checked and
+    counted at once, so that logins waiting side by side cannot get past the
+    lock-outs' limits.  A wrong password counts a failure for the
     name at that address, for the address, and for the name; the failure
     that reaches a lock-out's limit fails with ``just_locked=True``.  The
     address comes from :class:`CredentialsFrom` (or SCRAM credentials'
@@ -143,13 +145,15 @@ class LockoutChecker:
             check_locks()
         except AccountLocked:
             return defer.fail()
-        if self.slowdown is None:
-            d = defer.maybeDeferred(self.checker.requestAvatarId, credentials)
-        else:
-            d = self.slowdown.wait(username)
-            d.addCallbacks(lambda _: self.checker.requestAvatarId(credentials), _stopped)
+        waited = None if self.slowdown is None else self.slowdown.wait(username)
+        d = defer.maybeDeferred(self.checker.requestAvatarId, credentials)
         d.addCallbacks(accepted, refused)
-        return d
+        if waited is None:
+            return d
+        # Checked and counted at once (so the lock-outs hold however many
+        # logins wait), answered once the wait is over, right or wrong alike.
+        both = defer.DeferredList([d, waited], consumeErrors=True)
+        return both.addCallback(_after_wait)
 
 
 class LoginGate:
@@ -299,10 +303,15 @@ def _not_counted(failure: Failure, key: str) -> bool:
     return False
 
 
-def _stopped(failure: Failure) -> None:
-    """A wait cancelled by the server stopping: the login is unavailable (nothing to log)."""
-    failure.trap(defer.CancelledError)
-    raise LoginUnavailable()
+def _after_wait(results: list[tuple[bool, Any]]) -> Any:
+    """The checked login's outcome once its wait is over; unavailable if the wait was cancelled.
+
+    The wait is only cancelled by the server stopping: nothing to log.
+    """
+    (_, outcome), (waited, _) = results
+    if not waited:
+        raise LoginUnavailable()
+    return outcome
 
 
 def _session(result: tuple[object, IChatSession, Callable[[], None]]) -> LoginResult:

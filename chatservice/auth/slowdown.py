@@ -5,10 +5,14 @@ locked for the address that failed, and an address that fails too often is
 locked.  An attacker with many addresses could still guess one name's
 password at the rate of all of them together.  :class:`LoginSlowdown`
 counts the failures of each user name from every address together; from a
-threshold (higher than the lock-outs') on, every login of that name waits
-before its password is checked: 1 s, then 2, 4, 8 ... seconds (at most
-``max_delay``), one step per further failure.  The name is never locked:
-its owner, from another address, still logs in, only later.
+threshold (higher than the lock-outs') on, every login of that name is
+answered only after a wait: 1 s, then 2, 4, 8 ... seconds (at most
+``max_delay``), one step per further failure, right password or wrong (an
+early answer would give the right one away).  The name is never locked:
+its owner, from another address, still logs in, only later.  The password
+itself is checked and counted at once
+(:class:`~chatservice.auth.login.LockoutChecker`), so logins waiting side
+by side cannot get past the lock-outs' limits.
 
 The wait is a ``callLater`` on the clock passed in, never a sleep: the
 connection that logs in waits (it reads nothing more meanwhile), every other
