@@ -31,6 +31,7 @@ from chatservice.auth.lockout import LoginLockout
 from chatservice.auth.login import LockoutChecker, LoginGate
 from chatservice.auth.realm import ChatRealm
 from chatservice.auth.scram import ScramChecker
+from chatservice.auth.slowdown import MAX_DELAY, LoginSlowdown
 from chatservice.interfaces import ActivityRecorder
 from chatservice.server.factory import ChatFactory
 from chatservice.server.policy import ConnectionPolicy
@@ -72,6 +73,7 @@ class Chat:
     manager: AccountManager
     lockout: LoginLockout
     address_lockout: LoginLockout
+    slowdown: LoginSlowdown
     gate: LoginGate
     policy: ConnectionPolicy
     factory: ChatFactory
@@ -168,9 +170,18 @@ def build_chat(
     address_lockout = LoginLockout(
         reactor, config["max-failures"], config["block-duration"], kind="address"
     )
+    # The slowest login still ends well within the login deadline.
+    slowdown = LoginSlowdown(
+        reactor,
+        config["name-failures"],
+        config["block-duration"],
+        max_delay=min(MAX_DELAY, policy.login_deadline / 2),
+    )
     checkers: list[ICredentialsChecker] = [
-        LockoutChecker(CredentialsChecker(accounts, run_in_thread), lockout, address_lockout),
-        LockoutChecker(ScramChecker(manager), lockout, address_lockout),
+        LockoutChecker(
+            CredentialsChecker(accounts, run_in_thread), lockout, address_lockout, slowdown
+        ),
+        LockoutChecker(ScramChecker(manager), lockout, address_lockout, slowdown),
     ]
     if config["allow-guests"]:
         checkers.append(GuestChecker(manager.check_taken))
@@ -184,17 +195,19 @@ def build_chat(
 
         cluster = ClusterNode(
             config["redis"], config["node-name"], state, reactor, [lockout, address_lockout],
-            accounts,
+            accounts=accounts, slowdown=slowdown,
         )
         state.cluster = cluster
     service = ChatService(
         state,
         factory,
-        [lockout, address_lockout],
+        [lockout, address_lockout, slowdown],
         activity,
         data_dir,
         workers,
         IReactorCore(reactor, None),
         cluster,
     )
-    return Chat(state, accounts, manager, lockout, address_lockout, gate, policy, factory, service)
+    return Chat(
+        state, accounts, manager, lockout, address_lockout, slowdown, gate, policy, factory, service
+    )

@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 from chatservice import events
 from chatservice.activitylog import ActivityLog
 from chatservice.auth.lockout import LoginLockout
+from chatservice.auth.slowdown import LoginSlowdown
 from chatservice.datadir import DataDirLock
 from chatservice.server.factory import ChatFactory
 from chatservice.state import ChatState
@@ -65,7 +66,7 @@ class ChatService(MultiService):
 
     :param state: the chat state (and through it, the store).
     :param factory: the connection factory, whose connections are told at stop.
-    :param lockouts: the login lock-outs, whose timers are cancelled at stop.
+    :param lockouts: the login lock-outs and slowdown, whose timers are cancelled at stop.
     :param activity: the activity logs, started afresh and flushed at stop.
     :param data_dir: where the service keeps what it writes; created at
         start, and locked (``chat.lock``) from start to stop.
@@ -83,7 +84,7 @@ class ChatService(MultiService):
         self,
         state: ChatState,
         factory: ChatFactory,
-        lockouts: Sequence[LoginLockout],
+        lockouts: Sequence[LoginLockout | LoginSlowdown],
         activity: ActivityLog,
         data_dir: Path,
         workers: Workers | None = None,

@@ -14,6 +14,7 @@ from twisted.internet import endpoints
 from twisted.python import usage
 
 from chatservice.auth.credentials import CredentialsError, CredentialsFile
+from chatservice.auth.slowdown import DEFAULT_NAME_FAILURES
 from chatservice.build import LIMITS, build_chat, sqlite_store
 from chatservice.datadir import DataDirInUse, check_unlocked
 from chatservice.server.policy import BanList, ConnectionPolicy
@@ -78,13 +79,23 @@ class Options(usage.Options):
             "block-duration",
             "b",
             "60",
-            "Seconds a user name stays locked after too many failed logins.",
+            "Seconds a user name stays locked (for the address that failed) after"
+            " too many failed logins; also how long failures are remembered.",
         ],
         [
             "max-failures",
             "f",
             "3",
-            "Failed logins in a row (1 to 5) that lock a user name.",
+            "Failed logins in a row (1 to 5) that lock a user name for the address"
+            " that failed, or lock that address.",
+        ],
+        [
+            "name-failures",
+            None,
+            str(DEFAULT_NAME_FAILURES),
+            "Failed logins of one user name from all addresses together after which"
+            " its logins are answered later and later (1 s, 2 s, 4 s, ... up to 30 s);"
+            " more than --max-failures.",
         ],
         [
             "timeout",
@@ -193,6 +204,12 @@ class Options(usage.Options):
         if self["max-failures"] not in MAX_FAILURES_RANGE:
             raise usage.UsageError(
                 f"--max-failures must be from 1 to 5, not {self['max-failures']}"
+            )
+        _number(self, "name-failures", int, 2)
+        if self["name-failures"] <= self["max-failures"]:
+            raise usage.UsageError(
+                f"--name-failures must be more than --max-failures ({self['max-failures']}),"
+                f" not {self['name-failures']}"
             )
         path = self["credentials"]
         if path is None:

@@ -15,6 +15,7 @@ from twisted.internet.testing import StringTransport
 from chatservice.auth.credentials import CredentialsFile, run_here
 from chatservice.auth.directory import Account, StoredAccounts
 from chatservice.auth.scram import ScramKeys
+from chatservice.auth.slowdown import DEFAULT_NAME_FAILURES
 from chatservice.build import LIMITS, build_chat
 from chatservice.interfaces import NoActivityRecorder
 from chatservice.server.connection import ChatConnection
@@ -140,6 +141,7 @@ class ChatHarness:
     :param accounts: user name to password.
     :param store: a store to share (another harness's ``state.store``: two
         nodes on one database); by default a new memory store.
+    :param name_failures: ``--name-failures``.
     """
 
     def __init__(
@@ -147,6 +149,7 @@ class ChatHarness:
         accounts: dict[str, str] | None = None,
         max_failures: int = 3,
         block_duration: float = 60,
+        name_failures: int = DEFAULT_NAME_FAILURES,
         timeout: float = 600,
         max_line_length: int = 8192,
         batched: bool = False,
@@ -171,6 +174,7 @@ class ChatHarness:
             "store": "memory",
             "max-offline": 100,
             "max-failures": max_failures,
+            "name-failures": name_failures,
             "block-duration": block_duration,
             "timeout": timeout,
             "bans": policy.pop("bans", BanList()),
@@ -196,6 +200,7 @@ class ChatHarness:
         self.manager = chat.manager
         self.lockout = chat.lockout
         self.address_lockout = chat.address_lockout
+        self.slowdown = chat.slowdown
         self.gate = chat.gate
         self.policy = chat.policy
         self.factory = chat.factory
@@ -254,4 +259,5 @@ class ChatHarness:
         self.factory.output_batcher.flush_now()
         self.lockout.stop()
         self.address_lockout.stop()
+        self.slowdown.stop()
         shutil.rmtree(self.directory, ignore_errors=True)

@@ -455,7 +455,7 @@ class ServiceStartTests(unittest.TestCase):
         self.service = ChatService(
             self.harness.state,
             self.harness.factory,
-            [self.harness.lockout, self.harness.address_lockout],
+            [self.harness.lockout, self.harness.address_lockout, self.harness.slowdown],
             NoLogs(),
             self.harness.directory / "data",
             reactor=self.reactor,

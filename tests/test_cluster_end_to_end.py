@@ -147,24 +147,33 @@ class ClusterChatTests(ClusterTestCase):
         dan.read_line()
         self.assertTrue(dan.read_line(timeout=10).endswith("] ann: see you later"))
 
-    def test_failures_on_several_nodes_lock_the_name_everywhere(self) -> None:
-        for node, source in (("a", "127.0.0.2"), ("b", "127.0.0.3"), ("c", "127.0.0.4")):
-            client = self.nodes[node].connect(source=source)
-            self.clients.append(client)
-            client.greeted()
-            client.send("dan")
-            client.read_until("Password: ")
-            client.send("wrong")
-            reply = client.read_line(timeout=10)
-            if node != "c":
-                self.assertEqual(reply, "Invalid Password. Please try again")
+    def failed_login(self, node: str, source: str, name: str = "dan") -> tuple[str, float]:
+        """A wrong password for ``name`` on ``node`` from ``source``: the reply and how long it took."""
+        client = self.nodes[node].connect(source=source)
+        self.clients.append(client)
+        client.greeted()
+        client.send(name)
+        client.read_until("Password: ")
+        started = time.monotonic()
+        client.send("wrong")
+        return client.read_line(timeout=40), time.monotonic() - started
+
+    def test_failures_on_several_nodes_count_together(self) -> None:
+        # From one address, on two nodes: two failures; then ann logs in from
+        # there (forgetting the address's count on every node, not dan's there).
+        for node in ("a", "b"):
+            self.assertEqual(self.failed_login(node, "127.0.0.2")[0], "Invalid Password. Please try again")
+        ann = self.nodes["c"].connect(source="127.0.0.2")
+        self.clients.append(ann)
+        ann.login("ann", ACCOUNTS["ann"])
         self.assertEqual(
-            reply,
+            self.failed_login("c", "127.0.0.2")[0],
             "Invalid Password. Your account has been blocked after too many failures."
             " Please try again later",
         )
         time.sleep(0.3)
-        late = self.nodes["a"].connect(source="127.0.0.5")
+        # dan is locked for that address on every node ...
+        late = self.nodes["a"].connect(source="127.0.0.2")
         self.clients.append(late)
         late.greeted()
         late.send("dan")
@@ -172,6 +181,23 @@ class ClusterChatTests(ClusterTestCase):
             late.read_line(timeout=10),
             "Your account is blocked due to multiple login failures. Please try again later",
         )
+        # ... not for its owner elsewhere.
+        owner = self.nodes["b"].connect(source="127.0.0.5")
+        self.clients.append(owner)
+        owner.login("dan", ACCOUNTS["dan"])
+        # Guessing dan from many addresses on every node: the cluster's count
+        # (10 with the default --name-failures) slows dan's logins on all.
+        for n in range(7):
+            node = "abc"[n % 3]
+            reply, took = self.failed_login(node, f"127.0.0.{6 + n}")
+            self.assertEqual(reply, "Invalid Password. Please try again")
+            self.assertLess(took, 0.9)
+        reply, took = self.failed_login("a", "127.0.0.20")
+        self.assertEqual(reply, "Invalid Password. Please try again")
+        self.assertGreaterEqual(took, 0.95)
+        reply, took = self.failed_login("b", "127.0.0.21")
+        self.assertEqual(reply, "Invalid Password. Please try again")
+        self.assertGreaterEqual(took, 1.95)
 
     def test_one_login_per_user_across_the_cluster(self) -> None:
         self.user("eve", "a")

@@ -285,11 +285,17 @@ class ScramLoginTests(HarnessTestCase):
             [(False, "wrong_password"), (False, "wrong_password"), (False, "locked")],
         )
         self.assertTrue(connection.closed, "the failure that locks closes the connection")
-        other = self.connect()
+        host = connection.transport.getPeer().host
+        same = self.harness.connect(host=host)
+        self.connections.append(same)
         client = scramp.ScramClient(["SCRAM-SHA-256"], "yoda", "wise")
-        reply = self.start(other, "yoda", client.get_client_first())
-        self.assertEqual((reply["type"], reply["reason"]), ("login", "blocked"))
+        reply = self.start(same, "yoda", client.get_client_first())
+        self.assertEqual((reply["type"], reply["reason"]), ("login", "address_blocked"))
         self.assertGreater(reply["retry_after"], 0)
+        # The owner, from another address, is not locked out.
+        owner = self.connect()
+        reply, _client = self.scramp_login(owner, "yoda", "wise")
+        self.assertEqual((reply["success"], reply["user"]), (True, "yoda"))
 
     def test_unknown_user(self) -> None:
         connection = self.connect()

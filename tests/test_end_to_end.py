@@ -42,6 +42,8 @@ from tests.e2e_support import (
 USERS = (
     # TestLogin
     "yoda luke obiwan hans leia anakin padme qui mace dooku",
+    # TestSlowdown
+    "sa sb sc",
     # TestChat
     "a1 a2 b1 b2 c1 c2 d1 d2 d3 e1 e2 e3 f1 f2 f3 g1 g2 g3 h1 h2 k1",
     # TestWhoElse
@@ -68,8 +70,8 @@ NO_OTHER_USERS = "No other users are online."
 # Failed logins also lock the client's address: the lock-out tests connect from
 # other loopback addresses so that their locks do not reach other tests.
 needs_loopback_sources = pytest.mark.skipif(
-    not all(loopback_source(f"127.0.0.{n}") for n in range(2, 8)),
-    reason="cannot connect from 127.0.0.2-7 on this host",
+    not all(loopback_source(f"127.0.0.{n}") for n in range(2, 30)),
+    reason="cannot connect from 127.0.0.2-29 on this host",
 )
 TIMESTAMP = r"\d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d"
 LINE_TOO_LONG = "Error. Lines are limited to 8192 bytes; that one was discarded."
@@ -273,6 +275,8 @@ class TestLogin:
 
     @needs_loopback_sources
     def test_lockout_and_its_end(self, clients: Clients) -> None:
+        # Two wrong passwords for obiwan from 127.0.0.2, then leia logs in
+        # there (which forgets the address's failures, not obiwan's there).
         client = clients.connect(source="127.0.0.2")
         client.greeted()
         client.send("obiwan")
@@ -281,6 +285,7 @@ class TestLogin:
             client.send("bad")
             assert client.read_line() == WRONG_PASSWORD
             assert client.read_until(PASSWORD_PROMPT) == PASSWORD_PROMPT
+        clients.login("leia", source="127.0.0.2")
         locked_at = time.monotonic()
         client.send("bad")
         assert client.read_line() == (
@@ -289,9 +294,8 @@ class TestLogin:
         )
         assert client.wait_closed() == b""
 
-        # Another connection, from another address, is refused the locked
-        # name before the password.
-        other = clients.connect(source="127.0.0.3")
+        # From that address the name is refused before the password.
+        other = clients.connect(source="127.0.0.2")
         other.greeted()
         other.send("obiwan")
         assert other.read_line() == (
@@ -299,8 +303,8 @@ class TestLogin:
         )
         assert other.read_until(USERNAME_PROMPT) == USERNAME_PROMPT
 
-        # The right password does not help (JSON sends both at once).
-        program = clients.connect(source="127.0.0.3")
+        # The right password does not help there (JSON sends both at once).
+        program = clients.connect(source="127.0.0.2")
         program.greeted()
         program.send_json(
             {"type": "login", "user": "obiwan", "password": "pw-obiwan", "id": 7}
@@ -317,15 +321,16 @@ class TestLogin:
         }
         assert 0 < retry_after <= 2
 
-        # Other users can log in from another address, not from the locked one.
-        clients.login("leia", source="127.0.0.3")
-        same = clients.connect(source="127.0.0.2")
-        same.greeted()
-        same.send("padme")
-        assert same.read_line() == ADDRESS_LOCKED
-        assert same.read_until(USERNAME_PROMPT) == USERNAME_PROMPT
+        # The address is not locked: other names log in from it.
+        clients.login("padme", source="127.0.0.2")
+        # The owner, from another address, logs in at once: a lock caused
+        # from one address does not lock the owner out.
+        owner = clients.login("obiwan", source="127.0.0.3")
+        owner.send("logout")
+        assert owner.read_line() == "Goodbye, obiwan!"
+        assert owner.wait_closed() == b""
 
-        # Once the block duration has passed, the right password works.
+        # Once the block duration has passed, the right password works there too.
         deadline = locked_at + 2 + 5
         while True:
             other.send("obiwan")
@@ -338,9 +343,6 @@ class TestLogin:
         assert time.monotonic() - locked_at >= 2 - 0.05
         other.send("pw-obiwan")
         assert other.read_line() == welcome("obiwan")
-        # The address lock has ended too.
-        same.send("padme")
-        assert same.read_until(PASSWORD_PROMPT) == PASSWORD_PROMPT
 
     @needs_loopback_sources
     def test_failures_on_separate_connections_add_up(self, clients: Clients) -> None:
@@ -356,11 +358,14 @@ class TestLogin:
             else:
                 assert client.read_line() == JUST_LOCKED
                 assert client.wait_closed() == b""
-        late = clients.connect(source="127.0.0.5")
-        late.greeted()
-        late.send("hans")
-        assert late.read_line() == LOCKED
-        assert late.read_until(USERNAME_PROMPT) == USERNAME_PROMPT
+        # That address is locked (three failures from it) ...
+        same = clients.connect(source="127.0.0.4")
+        same.greeted()
+        same.send("hans")
+        assert same.read_line() == ADDRESS_LOCKED
+        assert same.read_until(USERNAME_PROMPT) == USERNAME_PROMPT
+        # ... hans, from another, is not.
+        clients.login("hans", source="127.0.0.5")
 
     @needs_loopback_sources
     def test_failures_from_one_address_lock_the_address(self, clients: Clients) -> None:
@@ -386,6 +391,32 @@ class TestLogin:
         assert same.read_line() == ADDRESS_LOCKED
         assert same.read_until(USERNAME_PROMPT) == USERNAME_PROMPT
         clients.login("dooku", source="127.0.0.7")
+
+    @needs_loopback_sources
+    def test_unknown_user_names_lock_the_address(self, clients: Clients) -> None:
+        """Trying names counts like trying passwords (text prompt and JSON alike)."""
+        client = clients.connect(source="127.0.0.8")
+        client.greeted()
+        for name in ("vader", "maul"):
+            client.send(name)
+            assert client.read_line() == unknown_user(name)
+            assert client.read_until(USERNAME_PROMPT) == USERNAME_PROMPT
+        program = clients.connect(source="127.0.0.8")
+        program.greeted()
+        program.send_json({"type": "login", "user": "dooku2", "password": "x", "id": 1})
+        assert program.read_line() == ""
+        refusal = program.read_json()
+        assert (refusal["reason"], refusal["id"]) == ("address_locked", 1), refusal
+        assert program.wait_closed() == b""
+        same = clients.connect(source="127.0.0.8")
+        same.greeted()
+        same.send("yoda")
+        assert same.read_line() == ADDRESS_LOCKED
+        # Another address is not affected.
+        other = clients.connect(source="127.0.0.9")
+        other.greeted()
+        other.send("vader")
+        assert other.read_line() == unknown_user("vader")
 
     def test_second_login_of_online_user_is_refused(self, clients: Clients) -> None:
         first = clients.login("anakin")
@@ -421,6 +452,50 @@ class TestLogin:
 
     def test_server_still_serves(self, server: ChatServer) -> None:
         assert_server_still_serves(server, "yoda")
+
+
+class TestSlowdown:
+    """Guessing one name from many addresses: its logins are answered later and later."""
+
+    server_options = {
+        "timeout": 30, "block_duration": 30, "max_failures": 3, "options": ["--name-failures", "4"],
+    }
+
+    @needs_loopback_sources
+    def test_guessing_one_name_from_many_addresses_is_slowed(self, clients: Clients) -> None:
+        sa, sb = clients.online("sa", "sb")
+        # One wrong password from each of four addresses: no lock-out, answered at once.
+        for n in range(20, 24):
+            guesser = clients.connect(source=f"127.0.0.{n}")
+            guesser.greeted()
+            guesser.send("sc")
+            assert guesser.read_until(PASSWORD_PROMPT) == PASSWORD_PROMPT
+            started = time.monotonic()
+            guesser.send("guess")
+            assert guesser.read_line() == WRONG_PASSWORD
+            assert time.monotonic() - started < 0.9
+        # Now every login of sc waits: 1 s ...
+        guesser = clients.connect(source="127.0.0.24")
+        guesser.greeted()
+        guesser.send("sc")
+        assert guesser.read_until(PASSWORD_PROMPT) == PASSWORD_PROMPT
+        started = time.monotonic()
+        guesser.send("guess")
+        # ... while everyone else goes on as ever.
+        sa.send("message sb are you there")
+        assert sb.read_line() == "sa: are you there"
+        assert time.monotonic() - started < 0.9
+        assert guesser.read_line(timeout=5) == WRONG_PASSWORD
+        assert time.monotonic() - started >= 0.95
+        # ... then 2 s, for the owner too (from another address): slowed, not locked out.
+        owner = clients.connect()
+        owner.greeted()
+        owner.send("sc")
+        assert owner.read_until(PASSWORD_PROMPT) == PASSWORD_PROMPT
+        started = time.monotonic()
+        owner.send("pw-sc")
+        assert owner.read_line(timeout=10) == welcome("sc")
+        assert time.monotonic() - started >= 1.95
 
 
 class TestChat:

@@ -260,8 +260,9 @@ class LoginDeadlineTests(HarnessTestCase):
 
     def test_deadline_not_extended_by_lines(self) -> None:
         connection = self.connect()
-        for _ in range(3):
-            connection.send("vader")
+        # Two unknown names and a blank line (a third unknown name would lock the address).
+        for line in ("vader", "   ", "maul"):
+            connection.send(line)
             self.harness.clock.advance(6)
         self.assertFalse(connection.closed)
         self.harness.clock.advance(2)

@@ -352,7 +352,7 @@ class LoginGateTests(ClockTestCase):
         self.clock.advance(25)
         self.assertEqual(self.rejection("yoda", "wise"), ("blocked", LOCKED, 35.0))
         self.assertEqual(self.rejection("yoda", "nope"), ("blocked", LOCKED, 35.0))
-        error = self.assertRaises(AccountLocked, self.gate.check_username, "yoda")
+        error = self.assertRaises(AccountLocked, self.gate.check_username, "yoda", "10.0.0.1")
         blocked = login_rejection(error, "yoda")
         self.assertEqual(
             (blocked.reason, blocked.message, blocked.retry_after), ("blocked", LOCKED, 35.0)
@@ -361,9 +361,25 @@ class LoginGateTests(ClockTestCase):
         # Other accounts are unaffected.
         self.successResultOf(self.gate.login("hans", "falcon", FakeClient()))
         self.clock.advance(35)
-        self.assertIsNone(self.gate.check_username("yoda"))
+        self.assertIsNone(self.gate.check_username("yoda", "10.0.0.1"))
         session, _logout = self.successResultOf(self.gate.login("yoda", "wise", FakeClient()))
         self.assertEqual(session.username, "yoda")
+
+    def test_a_lock_holds_for_the_address_that_failed_only(self) -> None:
+        """Failures from one address lock the name there; its owner logs in from another."""
+        for password in ("a", "b"):
+            self.rejection("yoda", password, "203.0.113.5")
+        self.assertEqual(self.rejection("yoda", "c", "203.0.113.5"), ("locked", JUST_LOCKED, 60.0))
+        self.assertEqual(self.rejection("yoda", "wise", "203.0.113.5"), ("blocked", LOCKED, 60.0))
+        self.assertIsNone(self.gate.check_username("yoda", "10.0.0.1"))
+        session, _logout = self.successResultOf(
+            self.gate.login("yoda", "wise", FakeClient("10.0.0.1"))
+        )
+        self.assertEqual(session.username, "yoda")
+        # The owner's success does not lift the lock where the failures came from.
+        self.assertEqual(self.rejection("yoda", "wise", "203.0.113.5")[0], "blocked")
+        self.clock.advance(60)
+        self.assertIsNone(self.gate.check_username("yoda", "203.0.113.5"))
 
     def test_unknown_user_never_counts(self) -> None:
         expected = ("unknown_user", "Error. Unknown user vader. Please try again.", None)
@@ -503,7 +519,30 @@ class AddressLockoutTests(ClockTestCase):
         self.assertEqual((error.retry_after, error.just_locked), (60.0, False))
         self.stop()
 
-    def test_unknown_users_do_not_lock_the_address(self) -> None:
-        for name in ("vader", "palpatine", "maul", "dooku"):
-            self.assertEqual(self.rejection(name, "x", "10.0.0.9")[0], "unknown_user")
-        self.assertEqual(self.clock.getDelayedCalls(), [])
+    def test_unknown_users_count_toward_the_address(self) -> None:
+        """Trying names is guessing too: unknown names lock the address like wrong passwords."""
+        self.assertEqual(self.rejection("vader", "x", "10.0.0.9")[0], "unknown_user")
+        self.assertEqual(self.rejection("yoda", "x", "10.0.0.9")[0], "wrong_password")
+        self.assertEqual(
+            self.rejection("maul", "x", "10.0.0.9"), ("address_locked", ADDRESS_JUST_LOCKED, 60.0)
+        )
+        self.assertEqual(
+            self.rejection("hans", "falcon", "10.0.0.9"), ("address_blocked", ADDRESS_LOCKED, 60.0)
+        )
+        # Another address is not affected.
+        self.assertEqual(self.rejection("dooku", "x", "10.0.0.10")[0], "unknown_user")
+        self.stop()
+
+    def test_unknown_users_before_the_password_count(self) -> None:
+        """An unknown name refused before a password (text, SCRAM) counts as well."""
+        for name in ("vader", "maul"):
+            self.assertEqual(
+                refusal(self, self.gate.refuse_unknown(name, "10.0.0.9"), name)[0], "unknown_user"
+            )
+        self.assertEqual(
+            refusal(self, self.gate.scram_keys("dooku", "10.0.0.9"), "dooku")[0], "address_locked"
+        )
+        self.assertEqual(
+            refusal(self, self.gate.scram_keys("yoda", "10.0.0.9"), "yoda")[0], "address_blocked"
+        )
+        self.stop()

@@ -946,6 +946,7 @@ class ChatMachine(RuleBasedStateMachine):
         self.live = []
         self.harness.lockout.stop()
         self.harness.address_lockout.stop()
+        self.harness.slowdown.stop()
         assert self.harness.state.sessions == {}
         assert self.harness.clock.getDelayedCalls() == [], self.harness.clock.getDelayedCalls()
 

@@ -123,33 +123,52 @@ class TextLoginTests(HarnessTestCase):
         )
         self.assertTrue(connection.closed)
 
-    def test_locked_user_refused_on_every_connection_until_expiry(self) -> None:
-        first = self.connect()
+    def connect_from(self, host: str) -> Connection:
+        connection = self.harness.connect(host=host)
+        self.connections.append(connection)
+        return connection
+
+    def test_locked_user_refused_from_that_address_until_expiry(self) -> None:
+        first = self.connect_from("192.0.2.50")
         first.send("yoda")
         for _ in range(3):
             first.send("nope")
-        other = self.connect()
+        other = self.connect_from("192.0.2.50")
         other.send("yoda")
         self.assertEqual(
             other.output(),
-            "Your account is blocked due to multiple login failures."
+            "Your address is blocked due to multiple login failures."
             " Please try again later\r\nUsername: ",
         )
         self.harness.clock.advance(59)
-        later = self.connect()
+        later = self.connect_from("192.0.2.50")
         later.send("yoda")
         self.assertIn("blocked", later.output())
         self.harness.clock.advance(1)
-        last = self.connect()
+        last = self.connect_from("192.0.2.50")
         last.send("yoda")
         last.send("wise")
         self.assertIn("Welcome to chatservice, yoda!", last.output())
 
+    def test_a_lock_from_one_address_does_not_lock_the_owner_out(self) -> None:
+        """Three wrong passwords from one address lock the name there, not from the owner's address."""
+        attacker = self.connect_from("192.0.2.50")
+        attacker.send("yoda")
+        for _ in range(3):
+            attacker.send("nope")
+        self.assertTrue(attacker.closed)
+        owner = self.connect_from("192.0.2.51")
+        owner.send("yoda")
+        self.assertEqual(owner.output(), "Password: ")
+        owner.send("wise")
+        self.assertIn("Welcome to chatservice, yoda!", owner.output())
+        self.assertIn("yoda", self.harness.state.sessions)
+
     def test_lock_is_checked_again_after_the_password(self) -> None:
         """A connection that got past the user name prompt is still refused once locked."""
-        waiting = self.connect()
+        waiting = self.connect_from("192.0.2.50")
         waiting.send("yoda")
-        attacker = self.connect()
+        attacker = self.connect_from("192.0.2.50")
         attacker.send("yoda")
         for _ in range(3):
             attacker.send("nope")

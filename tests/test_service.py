@@ -25,6 +25,7 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from chatservice.activitylog import ActivityLog
+from chatservice.auth.slowdown import DEFAULT_NAME_FAILURES
 from chatservice.service import SHUTDOWN, ChatService
 from chatservice.timefmt import format_timestamp
 from tests.support import ChatHarness, Connection
@@ -91,7 +92,7 @@ class ServiceTestCase(unittest.TestCase):
         self.service = ChatService(
             self.harness.state,
             self.harness.factory,
-            [self.harness.lockout, self.harness.address_lockout],
+            [self.harness.lockout, self.harness.address_lockout, self.harness.slowdown],
             self.activity,
             self.data_dir,
         )
@@ -310,6 +311,9 @@ class StopTests(ServiceTestCase):
         self.start()
         (yoda,) = self.harness.online("yoda")
         self.harness.lockout.failed("luke")
+        for _ in range(DEFAULT_NAME_FAILURES):
+            self.harness.slowdown.failed("leia")
+        waiting = self.harness.slowdown.wait("leia")
         for _ in range(3):
             self.harness.address_lockout.failed("10.9.9.9")
         self.assertIsNotNone(self.harness.address_lockout.locked_for("10.9.9.9"))
@@ -317,6 +321,8 @@ class StopTests(ServiceTestCase):
         # Cancelled at once, before the connections have closed.
         self.assertIsNone(self.harness.address_lockout.locked_for("10.9.9.9"))
         self.assertIsNone(self.harness.lockout.locked_for("luke"))
+        self.failureResultOf(waiting, defer.CancelledError)
+        self.assertEqual(self.harness.slowdown.failures("leia"), 0)
         self.assertNoResult(d)
         yoda.drop()
         self.successResultOf(d)

@@ -86,6 +86,7 @@ class TestDefaults:
         assert isinstance(config["block-duration"], float)
         assert config["max-failures"] == 3
         assert isinstance(config["max-failures"], int)
+        assert config["name-failures"] == 10
         assert config["timeout"] == 600.0
         assert isinstance(config["timeout"], float)
         assert config["data-dir"] == Path("chat-data")
@@ -184,6 +185,22 @@ class TestErrors:
     def test_max_failures(self, credentials: Path, value: str, message: str) -> None:
         error = usage_error("--credentials", str(credentials), "--max-failures", value)
         assert error == message
+
+    @pytest.mark.parametrize(
+        "value, message",
+        [
+            ("3", "--name-failures must be more than --max-failures (3), not 3"),
+            ("1", "--name-failures must be at least 2, not 1"),
+            ("x", "--name-failures must be a number, not 'x'"),
+        ],
+    )
+    def test_name_failures(self, credentials: Path, value: str, message: str) -> None:
+        error = usage_error("--credentials", str(credentials), "--name-failures", value)
+        assert error == message
+
+    def test_name_failures_accepted(self, credentials: Path) -> None:
+        config = parse("--credentials", str(credentials), "--max-failures", "2", "--name-failures", "3")
+        assert config["name-failures"] == 3
 
     @pytest.mark.parametrize(
         "value, message",

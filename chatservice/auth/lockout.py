@@ -1,4 +1,8 @@
-"""Counting consecutive login failures and locking a key (a user name) for a while.
+"""Counting consecutive login failures and locking a key for a while.
+
+The keys are a user name at an address (:func:`name_at`: a name locked for
+the address that failed, not for its owner elsewhere) or an address (locked
+for every name); see docs/protocol.rst, "Security".
 
 Each key with failures has one timer (a ``callLater`` handle): it forgets the
 failures ``duration`` seconds after the last one, or ends the lock.  So memory
@@ -29,11 +33,23 @@ class SharedFailures(Protocol):
     def count_failure(self, kind: str, key: str, window: float) -> defer.Deferred[int]:
         """Count one failure for ``key`` (forgotten ``window`` seconds after the last); the count."""
 
+    def failure_count(self, kind: str, key: str) -> defer.Deferred[int]:
+        """The failures counted for ``key`` (0 when none are remembered)."""
+
     def clear_failures(self, kind: str, key: str) -> None:
         """Forget ``key``'s failures (a successful login)."""
 
     def announce_lock(self, kind: str, key: str, seconds: float) -> None:
         """``key`` is locked for ``seconds``: every node holds the lock."""
+
+
+def name_at(username: str, host: str) -> str:
+    """The lock-out key of ``username`` logging in from ``host``: ``name@host``.
+
+    Unambiguous, since an address has no ``@``; a name alone when the
+    address is unknown.
+    """
+    return f"{username}@{host}" if host else username
 
 
 @dataclass
@@ -49,7 +65,8 @@ class LoginLockout:
     :param clock: the reactor, or a test ``Clock``.
     :param max_failures: failures in a row that lock the key.
     :param duration: how long a lock lasts, and how long failures are remembered.
-    :param kind: what the keys are (``user``, ``address``), for the shared counts.
+    :param kind: what the keys are (``user``: :func:`name_at`; ``address``), for
+        the shared counts.
     """
 
     def __init__(

@@ -9,7 +9,7 @@ is a typed error from :mod:`chatservice.auth.errors` (or
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword, UsernamePassword
@@ -34,8 +34,9 @@ from chatservice.auth.errors import (
     WrongPassword,
 )
 from chatservice.auth.guests import GuestCredentials
-from chatservice.auth.lockout import LoginLockout
+from chatservice.auth.lockout import LoginLockout, name_at
 from chatservice.auth.scram import ScramCredentials, ScramKeys
+from chatservice.auth.slowdown import LoginSlowdown
 from chatservice.interfaces import AccountDirectory, ClientConnection, IChatSession
 from chatservice.state import AlreadyLoggedIn
 
@@ -62,17 +63,24 @@ class CredentialsFrom(UsernamePassword):
 
 @implementer(ICredentialsChecker)
 class LockoutChecker:
-    """Wraps a password checker with lock-outs per user name and per address.
+    """Wraps a password checker with the lock-outs and the slowdown.
 
-    A locked user name or address fails with :class:`AccountLocked` (or
-    :class:`AddressLocked`) without checking the password.  A wrong password
-    counts a failure for both; the failure that reaches a limit fails with
-    ``just_locked=True``.  The address comes from :class:`CredentialsFrom`;
-    other credentials are only checked per user name.
+    A user name locked for the client's address, or a locked address, fails
+    with :class:`AccountLocked` (or :class:`AddressLocked`) at once, without
+    checking the password.  A login of a name with many failures from all
+    addresses together is answered after a wait (:class:`LoginSlowdown`),
+    whether the password is right or wrong; the password is checked and
+    counted at once, so that logins waiting side by side cannot get past the
+    lock-outs' limits.  A wrong password counts a failure for the
+    name at that address, for the address, and for the name; the failure
+    that reaches a lock-out's limit fails with ``just_locked=True``.  The
+    address comes from :class:`CredentialsFrom` (or SCRAM credentials'
+    ``host``); credentials without one are counted per user name alone.
 
     :param checker: the password checker.
-    :param lockout: the per-user-name lock-out.
+    :param lockout: the per-name-and-address lock-out (keys :func:`name_at`).
     :param address_lockout: the per-address lock-out, if any.
+    :param slowdown: the per-name slowdown, if any.
     """
 
     def __init__(
@@ -80,21 +88,24 @@ class LockoutChecker:
         checker: ICredentialsChecker,
         lockout: LoginLockout,
         address_lockout: LoginLockout | None = None,
+        slowdown: LoginSlowdown | None = None,
     ) -> None:
         self.credentialInterfaces = checker.credentialInterfaces
         self.checker = checker
         self.lockout = lockout
         self.address_lockout = address_lockout
+        self.slowdown = slowdown
 
     def _locks(self, credentials: IUsernamePassword) -> list[tuple[LoginLockout, str, type]]:
-        locks = [(self.lockout, credentials.username, AccountLocked)]
-        host = getattr(credentials, "host", None)
+        host = getattr(credentials, "host", None) or ""
+        locks = [(self.lockout, name_at(credentials.username, host), AccountLocked)]
         if self.address_lockout is not None and host:
             locks.append((self.address_lockout, host, AddressLocked))
         return locks
 
     def requestAvatarId(self, credentials: IUsernamePassword) -> defer.Deferred[str]:
         locks = self._locks(credentials)
+        username = credentials.username
 
         def check_locks() -> None:
             for lockout, key, error in locks:
@@ -115,6 +126,12 @@ class LockoutChecker:
                 defer.maybeDeferred(lockout.failed, key).addErrback(_not_counted, key)
                 for lockout, key, _ in locks
             ]
+            if self.slowdown is not None:
+                counts.append(
+                    defer.maybeDeferred(self.slowdown.failed, username).addErrback(
+                        _not_counted, username
+                    )
+                )
             d = defer.gatherResults(counts, consumeErrors=True)
             return d.addCallback(decided, failure)
 
@@ -129,9 +146,15 @@ class LockoutChecker:
             check_locks()
         except AccountLocked:
             return defer.fail()
+        waited = None if self.slowdown is None else self.slowdown.wait(username)
         d = defer.maybeDeferred(self.checker.requestAvatarId, credentials)
         d.addCallbacks(accepted, refused)
-        return d
+        if waited is None:
+            return d
+        # Checked and counted at once (so the lock-outs hold however many
+        # logins wait), answered once the wait is over, right or wrong alike.
+        both = defer.DeferredList([d, waited], consumeErrors=True)
+        return both.addCallback(_after_wait)
 
 
 class LoginGate:
@@ -139,8 +162,10 @@ class LoginGate:
 
     :param portal: the portal over :class:`LockoutChecker` and the chat realm.
     :param accounts: the accounts, to tell an unknown user before the password.
-    :param lockout: the per-user-name lock-out the checker counts failures in.
-    :param address_lockout: the per-address one, if any.
+    :param lockout: the per-name-and-address lock-out the checker counts
+        failures in (keys :func:`name_at`).
+    :param address_lockout: the per-address one, if any: wrong passwords and
+        unknown user names count toward it.
     :param manager: creates accounts and changes passwords (``None``: neither
         is possible).
     """
@@ -178,9 +203,32 @@ class LoginGate:
             raise InvalidUsername(problem)
         if not self.accounts.exists(username):
             raise UnknownUser(username)
-        remaining = self.lockout.locked_for(username)
+        remaining = self.lockout.locked_for(name_at(username, host))
         if remaining is not None:
             raise AccountLocked(remaining)
+
+    def refuse_unknown(self, username: str, host: str) -> defer.Deferred[None]:
+        """Refuse a login to the unknown user name ``username``, counting it against ``host``.
+
+        Unknown names count toward the address lock-out like wrong passwords
+        (trying names is guessing too).  Fails with :class:`UnknownUser`, or
+        with :class:`AddressLocked` (``just_locked``) when this failure
+        locked the address.
+        """
+        address_lockout = self.address_lockout
+        if address_lockout is None or not host:
+            return defer.fail(UnknownUser(username))
+
+        def decided(just_locked: bool) -> None:
+            if just_locked:
+                raise AddressLocked(address_lockout.duration, just_locked=True)
+            remaining = address_lockout.locked_for(host)
+            if remaining is not None:
+                raise AddressLocked(remaining)
+            raise UnknownUser(username)
+
+        d = defer.maybeDeferred(address_lockout.failed, host).addErrback(_not_counted, host)
+        return d.addCallback(decided)
 
     def find_username(self, username: str, host: str = "") -> defer.Deferred[None]:
         """:meth:`check_username` for a name this node does not know: asks the store first.
@@ -207,10 +255,17 @@ class LoginGate:
         try:
             self.check_username(username, host)
         except UnknownUser:
-            return self.find_username(username, host).addCallback(lambda _: then())
+            d = self.find_username(username, host)
+            d.addErrback(self._unknown, username, host)
+            return d.addCallback(lambda _: then())
         except EXPECTED_ERRORS as e:
             return defer.fail(e)
         return then()
+
+    def _unknown(self, failure: Failure, username: str, host: str) -> defer.Deferred[None]:
+        """No such account in the store either: refused, and counted against ``host``."""
+        failure.trap(UnknownUser)
+        return self.refuse_unknown(username, host)
 
     def login(self, username: str, password: str, client: ClientConnection) -> defer.Deferred[LoginResult]:
         """Log ``client`` in as ``username``: fires with ``(session, logout)``, or a typed error."""
@@ -291,6 +346,17 @@ def _not_counted(failure: Failure, key: str) -> bool:
     """A failure the cluster could not count (Redis unreachable): logged, and no lock."""
     log.failure("Counting a login failure for {key} failed", failure, key=key)
     return False
+
+
+def _after_wait(results: list[tuple[bool, Any]]) -> Any:
+    """The checked login's outcome once its wait is over; unavailable if the wait was cancelled.
+
+    The wait is only cancelled by the server stopping: nothing to log.
+    """
+    (_, outcome), (waited, _) = results
+    if not waited:
+        raise LoginUnavailable()
+    return outcome
 
 
 def _session(result: tuple[object, IChatSession, Callable[[], None]]) -> LoginResult:

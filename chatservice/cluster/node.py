@@ -20,9 +20,12 @@
   (once) and shows it, so a lost announcement delays it (to the next login
   or re-subscription) but never loses it.
 - **Lock-outs.**  Login failures are counted in ``chat:fail:<kind>:<key>``
-  (``INCR`` with an expiry), so a failure on any node counts on all; the
-  node whose failure reaches the limit sets ``chat:lock:<kind>:<key>`` for
-  the block duration and announces it (``lock``); every node holds it.  Blocks, last-seen times and rooms
+  (``INCR`` with an expiry; kinds ``user`` for a name at an address,
+  ``address``, and ``name`` for a name from every address), so a failure on
+  any node counts on all; the node whose failure reaches a lock-out's limit
+  sets ``chat:lock:<kind>:<key>`` for the block duration and announces it
+  (``lock``); every node holds it.  A login of a name reads its ``name``
+  count (``GET``) to know how long it waits.  Blocks, last-seen times and rooms
   changed on one node are announced so that every node's copies follow.
 - **Accounts.**  They are in the shared store; each node caches their names
   (:class:`~chatservice.auth.directory.StoredAccounts`).  A node that
@@ -45,6 +48,7 @@ from twisted.logger import Logger
 from chatservice import events
 from chatservice.auth.errors import LoginUnavailable
 from chatservice.auth.lockout import LoginLockout
+from chatservice.auth.slowdown import LoginSlowdown
 from chatservice.cluster.link import RedisLink
 from chatservice.delivery import EVERYONE, Audience, Delivery, DeliveryReport
 from chatservice.state import AlreadyLoggedIn
@@ -249,9 +253,10 @@ class ClusterNode(MultiService):
     :param name: this node's name (``--node-name``).
     :param state: the local chat state.
     :param reactor: for the Redis connections and the heartbeat.
-    :param lockouts: the login lock-outs, whose failures are counted in Redis.
+    :param lockouts: the login lock-outs whose failures and locks are the cluster's.
     :param accounts: the accounts, whose cached names follow the other nodes'
         registrations (``None``: not shared, e.g. in tests of other parts).
+    :param slowdown: the login slowdown whose failures are the cluster's.
     """
 
     def __init__(
@@ -262,6 +267,7 @@ class ClusterNode(MultiService):
         reactor: IReactorTCP,
         lockouts: Iterable[LoginLockout] = (),
         accounts: StoredAccounts | None = None,
+        slowdown: LoginSlowdown | None = None,
     ) -> None:
         super().__init__()
         self.name = name
@@ -273,6 +279,8 @@ class ClusterNode(MultiService):
         self.accounts = accounts
         if accounts is not None:
             accounts.shared = self
+        if slowdown is not None:
+            slowdown.shared = self
         self.remote: dict[str, RemoteMember] = {}
         """The users online on the other nodes."""
         self._joined_at = 0.0
@@ -581,6 +589,10 @@ class ClusterNode(MultiService):
         if not self.link.connected:
             return defer.fail(ConnectionError("not connected to Redis"))
         return self.redis.eval(_COUNT_FAILURE, [f"chat:fail:{kind}:{key}"], [int(window) or 1])
+
+    def failure_count(self, kind: str, key: str) -> defer.Deferred[int]:
+        d = self.redis.get(f"chat:fail:{kind}:{key}")
+        return d.addCallback(lambda value: int(_text(value)) if value is not None else 0)
 
     def clear_failures(self, kind: str, key: str) -> None:
         if self.link.connected:

@@ -233,6 +233,13 @@ class TextLogin(LoginDialogue):
                 events.ErrorReply("unknown_user", f"There is no account {username}.")
             )
             self.prompt(Step.CREATE)
+        elif failure.check(UnknownUser):
+            # Counted toward the address lock-out, like a wrong password.
+            self.connection.wait_for(
+                self.gate.refuse_unknown(username, self.connection.host),
+                _ignore,
+                lambda refusal: self._refused(refusal, username, None),
+            )
         else:
             self._refuse_name(failure.value)
 
@@ -402,3 +409,7 @@ class JsonLogin(LoginDialogue):
             ),
             request_id,
         )
+
+
+def _ignore(_: object) -> None:
+    """Nothing to do (a refusal that cannot succeed)."""
