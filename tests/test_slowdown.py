@@ -10,14 +10,13 @@ arrival.  Time is a
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from twisted.cred.portal import Portal
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
-from chatservice.auth.credentials import CredentialsChecker, CredentialsFile
+from chatservice.auth.directory import CredentialsChecker
 from chatservice.auth.lockout import LoginLockout
 from chatservice.auth.login import LockoutChecker, LoginGate
 from chatservice.auth.realm import ChatRealm
@@ -26,7 +25,7 @@ from chatservice.session import Session
 from chatservice.state import ChatState
 from chatservice.store.local import LocalStore
 from chatservice.store.memory import MemoryStore
-from tests.support import ChatHarness, Connection
+from tests.support import ChatHarness, Connection, memory_accounts
 from tests.test_lockout import ACCOUNTS, FakeClient, refusal
 
 THRESHOLD = 5
@@ -103,7 +102,7 @@ class SlowdownGateTests(unittest.TestCase):
         self.lockout = LoginLockout(self.clock, 3, WINDOW)
         self.address_lockout = LoginLockout(self.clock, 3, WINDOW, kind="address")
         self.slowdown = LoginSlowdown(self.clock, THRESHOLD, WINDOW, max_delay=30)
-        accounts = CredentialsFile(Path("test-credentials.txt"), dict(ACCOUNTS))
+        accounts = memory_accounts(ACCOUNTS, self.clock)
         self.state = ChatState(
             LocalStore(MemoryStore()), accounts, self.clock, session_factory=Session
         )

@@ -136,7 +136,11 @@ class LoginSlowdown:
         return waited
 
     def _unreadable(self, failure: Failure, key: str) -> int:
-        log.failure("Reading the login failures of {key} failed", failure, key=key)
+        """The count could not be read: no wait (a Redis away is expected; anything else is a bug)."""
+        if failure.check(ConnectionError, defer.TimeoutError):
+            log.warn("Reading the login failures of {key} failed: {e}", key=key, e=failure.value)
+        else:
+            log.failure("Reading the login failures of {key} failed", failure, key=key)
         return 0
 
     def stop(self) -> None:

@@ -591,6 +591,8 @@ class ClusterNode(MultiService):
         return self.redis.eval(_COUNT_FAILURE, [f"chat:fail:{kind}:{key}"], [int(window) or 1])
 
     def failure_count(self, kind: str, key: str) -> defer.Deferred[int]:
+        if not self.link.connected:
+            return defer.fail(ConnectionError("not connected to Redis"))
         d = self.redis.get(f"chat:fail:{kind}:{key}")
         return d.addCallback(lambda value: int(_text(value)) if value is not None else 0)
 
