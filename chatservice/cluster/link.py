@@ -164,7 +164,7 @@ class RedisLink(Service):
     def _rejoin_failed(self, failure: Failure) -> None:
         """A (re)connection callback failed: Redis went away again (the next
         subscription runs it again), or a bug (logged with its traceback)."""
-        if failure.check(txredisapi.ConnectionError):
+        if failure.check(txredisapi.ConnectionError, ConnectionError, defer.TimeoutError):
             log.warn("Redis went away while this node joined again: {e}", e=failure.value)
         else:
             log.failure("A Redis (re)connection callback failed", failure)

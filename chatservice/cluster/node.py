@@ -39,11 +39,13 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
+import txredisapi
 from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTCP
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from chatservice import events
 from chatservice.auth.errors import LoginUnavailable
@@ -226,9 +228,16 @@ class TimedCommands:
         command = getattr(self._commands, name)
 
         def call(*args: Any, **kwargs: Any) -> defer.Deferred[Any]:
-            return command(*args, **kwargs).addTimeout(REPLY_SECONDS, self._clock)
+            d = command(*args, **kwargs).addTimeout(REPLY_SECONDS, self._clock)
+            return d.addErrback(_as_connection_error)
 
         return call
+
+
+def _as_connection_error(failure: Failure) -> None:
+    """txredisapi's lost connection as Python's :class:`ConnectionError` (what callers check for)."""
+    failure.trap(txredisapi.ConnectionError)
+    raise ConnectionError(str(failure.value))
 
 
 def member_info(node: str, member: ChatMember) -> dict[str, Any]:
