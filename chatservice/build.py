@@ -43,6 +43,8 @@ from chatservice.workers import ThreadWorkers
 
 LIMITS: tuple[tuple[str, str, type, float, str], ...] = (
     ("login-deadline", "login_deadline", float, 1, "Seconds a connection has to log in."),
+    ("tls-handshake-deadline", "tls_handshake_deadline", float, 0.1, "Seconds a TLS connection has to finish its handshake (at most --login-deadline)."),
+    ("close-deadline", "close_deadline", float, 0.1, "Seconds a closing connection has to take its last bytes; then it is aborted."),
     ("greeting-delay", "greeting_delay", float, 0, "Seconds of silence before a new connection is greeted as a person (0: at once)."),
     ("max-line-length", "max_line_length", int, 64, "Longest line accepted, in bytes."),
     ("max-message-length", "max_message_length", int, 1, "Longest message, in characters."),

@@ -259,7 +259,7 @@ class ConnectionWriter:
 
     __slots__ = (
         "transport", "_socket", "_wire", "_format_name", "_policy", "_clock", "_batcher", "_pending", "_hurried",
-        "backed_up", "backlog", "closed", "_alive", "_dropped", "_grace", "_owner",
+        "backed_up", "backlog", "closed", "_alive", "_dropped", "_grace", "_closing", "_owner",
     )
 
     def __init__(
@@ -292,6 +292,8 @@ class ConnectionWriter:
         self._alive = True
         self._dropped = 0
         self._grace: IDelayedCall | None = None
+        self._closing: IDelayedCall | None = None
+        """Aborts the connection if a close does not complete in time."""
         self._owner = owner
         transport.registerProducer(self, True)
         self._tune_socket()
@@ -412,6 +414,11 @@ class ConnectionWriter:
         # A registered producer would hold up a TLS transport's close.
         self.transport.unregisterProducer()
         self.transport.loseConnection()
+        # A close completes once the client has taken the last bytes (and, over
+        # TLS, answered the close): one that never does is aborted.
+        self._closing = self._clock.callLater(
+            self._policy.close_deadline, self.transport.abortConnection
+        )
 
     def abort(self) -> None:
         """Give up on a client that does not read what it is sent (it cannot be told)."""
@@ -430,6 +437,8 @@ class ConnectionWriter:
         self.closed = True
         self._pending = None
         self._stop()
+        closing, self._closing = self._closing, None
+        cancel_pending(closing)
 
     def _stop(self) -> None:
         grace, self._grace = self._grace, None
