@@ -470,7 +470,7 @@ class SlowReaderInFanOutTests(HarnessTestCase):
         yoda, *others = connections
         for slow in others[:2]:
             slow.connection.writer.pauseProducing()
-            slow.connection.writer.backlog = 1000
+            slow.connection.writer._counted = 1000
         yoda.send("broadcast " + "x" * 100)
         self.assertFalse(yoda.closed)
         self.assertTrue(yoda.output().startswith("Broadcast message, #"))
