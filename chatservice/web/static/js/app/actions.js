@@ -132,15 +132,32 @@ export class ChatActions {
 
   /**
    * Load the broadcasts and room messages posted after `since` (server clock).
+   * The server answers a page at a time (`more`, and the `next` cursor to
+   * ask for the following page with `read_next`): every page is loaded.
    * @param {number} since seconds since the epoch
    * @returns {Promise<number|null>} how many were new here, or `null` on failure
    */
   async loadHistory(since) {
-    const reply = await this.attempt({ type: 'read', since: Math.max(0, Math.floor(since)) });
+    let reply = await this.attempt({ type: 'read', since: Math.max(0, Math.floor(since)) });
     if (!reply) return null;
+    let added = this.addHistory(reply.messages ?? []);
+    while (reply.more && reply.next) {
+      reply = await this.attempt({ type: 'read_next', after: reply.next });
+      if (!reply) return null;
+      added += this.addHistory(reply.messages ?? []);
+    }
+    if (this.historyFrom === null || since < this.historyFrom) this.historyFrom = since;
+    return added;
+  }
+
+  /**
+   * @private Add the messages of one page of history to their conversations.
+   * @returns {number} how many were new here
+   */
+  addHistory(messages) {
     let added = 0;
     const me = this.store.me ? this.store.me.name : '';
-    for (const entry of reply.messages ?? []) {
+    for (const entry of messages) {
       const key = channelKey(entry.channel);
       if (key === null) continue;
       const isNew = this.store.addMessage(key, {
@@ -149,7 +166,6 @@ export class ChatActions {
       });
       if (isNew) added += 1;
     }
-    if (this.historyFrom === null || since < this.historyFrom) this.historyFrom = since;
     return added;
   }
 
