@@ -30,6 +30,7 @@ from chatservice.auth.login import LockoutChecker, LoginGate
 from chatservice.auth.realm import ChatRealm
 from chatservice.auth.scram import ScramChecker
 from chatservice.interfaces import ActivityRecorder
+from chatservice.retention import INTERVAL, HistoryRetention
 from chatservice.server.factory import ChatFactory
 from chatservice.server.policy import ConnectionPolicy
 from chatservice.service import ChatService
@@ -76,6 +77,7 @@ class Chat:
     policy: ConnectionPolicy
     factory: ChatFactory
     service: ChatService
+    retention: HistoryRetention
 
 
 def connection_policy(config: Mapping[str, Any]) -> ConnectionPolicy:
@@ -156,6 +158,13 @@ def build_chat(
     portal = Portal(ChatRealm(state), checkers)
     gate = LoginGate(portal, accounts, lockout, address_lockout, manager)
     factory = ChatFactory(gate, reactor, policy)
+    retention = HistoryRetention(
+        store,
+        reactor,
+        config.get("history-max-age") or None,
+        config.get("history-max-entries") or None,
+        config.get("history-purge-interval", INTERVAL),
+    )
     service = ChatService(
         state,
         factory,
@@ -164,5 +173,8 @@ def build_chat(
         data_dir,
         workers,
         IReactorCore(reactor, None),
+        retention,
     )
-    return Chat(state, accounts, manager, lockout, address_lockout, gate, policy, factory, service)
+    return Chat(
+        state, accounts, manager, lockout, address_lockout, gate, policy, factory, service, retention
+    )

@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 from chatservice import events
 from chatservice.activitylog import ActivityLog
 from chatservice.auth.lockout import LoginLockout
+from chatservice.retention import HistoryRetention
 from chatservice.server.factory import ChatFactory
 from chatservice.state import ChatState
 
@@ -68,6 +69,9 @@ class ChatService(MultiService):
         stopped with the service.
     :param reactor: what to stop when loading fails after the start
         returned (``None``: only log it).
+    :param retention: what keeps the history within its bounds: started
+        once the state is loaded, stopped (and its store call in flight
+        waited for) before the store is closed.
     """
 
     def __init__(
@@ -79,6 +83,7 @@ class ChatService(MultiService):
         data_dir: Path,
         workers: Workers | None = None,
         reactor: IReactorCore | None = None,
+        retention: HistoryRetention | None = None,
     ) -> None:
         super().__init__()
         self.state = state
@@ -88,6 +93,7 @@ class ChatService(MultiService):
         self.data_dir = data_dir
         self.workers = workers
         self.reactor = reactor
+        self.retention = retention
         self.serving = False
         """Whether the state is loaded and connections are taken."""
         factory.registry.ready = False
@@ -120,6 +126,8 @@ class ChatService(MultiService):
         if self.workers is not None:
             self.workers.start()
         self.activity.users_changed()
+        if self.retention is not None:
+            self.retention.start()
         self.serving = True
         self.factory.registry.ready = True
         log.info(
@@ -150,6 +158,7 @@ class ChatService(MultiService):
         self.serving = False
         self.factory.registry.ready = False
         listeners = super().stopService() if self.running else defer.succeed(None)
+        retention = self.retention.stop() if self.retention is not None else defer.succeed(None)
         d = self.factory.disconnect_all(SHUTDOWN)
         d.addCallback(lambda _: self._end_remaining_sessions())
         d.addCallback(lambda _: self.factory.output_batcher.flush_now())
@@ -157,6 +166,7 @@ class ChatService(MultiService):
             lockout.stop()
         d.addCallback(lambda _: self.activity.flush())
         d.addBoth(lambda _: self.state.writes_done())
+        d.addBoth(lambda _: retention)
         d.addBoth(lambda _: self.state.store.close())
         if self.workers is not None:
             d.addBoth(lambda _: self.workers.stop())

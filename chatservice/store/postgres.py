@@ -43,7 +43,9 @@ Every call is correct while other nodes use the same database:
   index (a ``LATERAL`` subquery per channel, ``LIMIT`` rows each), so a page
   costs its rows, not the history; ``purge_history`` deletes at most
   ``limit`` rows a call, found the same way, and leaves ``history_channels``
-  alone, so numbering goes on.  Nodes purging at once delete each row once.
+  alone, so numbering goes on.  Nodes purging at once (each node runs its
+  own retention) delete each row once: a row another node is deleting is
+  skipped (``FOR UPDATE SKIP LOCKED``), so they never wait on each other.
 
 Schema
 ------
@@ -576,11 +578,14 @@ def _purge_history(connection: Any, before: float | None, keep: int | None, limi
             continue
         # Channel by channel through an index (LATERAL), so that a batch costs
         # its rows, and nothing when none is due, however large the history.
+        # Rows another node is deleting are skipped, not waited for: nodes
+        # purging at once never wait on each other nor deadlock, and each
+        # row is deleted (and counted) by one of them.
         cursor = connection.execute(
             "DELETE FROM history WHERE (channel, seq) IN ("
             " SELECT h.channel, h.seq FROM history_channels AS c CROSS JOIN LATERAL ("
             f"  SELECT channel, seq FROM history AS h WHERE h.channel = c.channel AND {rule}"
-            "  LIMIT %(limit)s) AS h LIMIT %(limit)s)",
+            "  LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AS h LIMIT %(limit)s)",
             {"value": value, "limit": limit - removed},
         )
         removed += cursor.rowcount

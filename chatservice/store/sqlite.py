@@ -64,6 +64,8 @@ one transaction, recording its version in ``PRAGMA user_version``.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import os
 import sqlite3
 import stat
@@ -172,6 +174,11 @@ ADDED_TABLES = {2: frozenset({"history_channels"})}
 
 _LAST_SEQ = 2**63 - 1
 """Above every history number."""
+
+def _row_position(row: tuple[str, int, str, str, float]) -> tuple[float, str, int]:
+    """A history row's :class:`~chatservice.store.interface.HistoryPosition`, as a plain tuple."""
+    return (row[4], row[0], row[1])
+
 
 CHECKPOINT_EVERY = 100
 """Commits after which the background thread checkpoints, however busy the writer is."""
@@ -585,10 +592,10 @@ class SQLiteStore:
     def history_page(
         self, channels: Iterable[str], start: HistoryPosition, limit: int
     ) -> list[HistoryEntry]:
-        found: list[HistoryEntry] = []
         after, after_channel, after_seq = start
         with self._errors():
             connection = self._db
+            cursors = []
             for channel in dict.fromkeys(channels):
                 # At start's time, the entries after it in this channel: all
                 # of a later channel, those numbered after it in its own.
@@ -598,15 +605,23 @@ class SQLiteStore:
                     seq = after_seq
                 else:
                     seq = _LAST_SEQ
-                rows = connection.execute(
-                    "SELECT channel, seq, sender, body, sent_at FROM history"
-                    " WHERE channel = ? AND (sent_at, seq) > (?, ?)"
-                    " ORDER BY sent_at, seq LIMIT ?",
-                    (channel, after, seq, limit),
-                ).fetchall()
-                found.extend(HistoryEntry(*row) for row in rows)
-        found.sort(key=lambda entry: entry.position)
-        return found[:limit]
+                cursors.append(
+                    connection.execute(
+                        "SELECT channel, seq, sender, body, sent_at FROM history"
+                        " WHERE channel = ? AND (sent_at, seq) > (?, ?)"
+                        " ORDER BY sent_at, seq LIMIT ?",
+                        (channel, after, seq, limit),
+                    )
+                )
+            # Each cursor yields its channel in order; merged lazily, only
+            # about ``limit`` rows are read and made entries, whatever the
+            # number of channels.
+            try:
+                rows = list(itertools.islice(heapq.merge(*cursors, key=_row_position), limit))
+            finally:
+                for cursor in cursors:
+                    cursor.close()
+        return [HistoryEntry(*row) for row in rows]
 
     def purge_history(self, before: float | None, keep: int | None, limit: int) -> int:
         removed = 0
