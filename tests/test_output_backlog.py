@@ -10,8 +10,10 @@ writer's timers run on a :class:`Clock`; the bytes travel over the reactor.
 
 from __future__ import annotations
 
+import gc
 import shutil
 import tempfile
+import tracemalloc
 from pathlib import Path
 
 from twisted.internet import defer, protocol, reactor, ssl, tcp
@@ -20,7 +22,12 @@ from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.trial import unittest
 
 from chatservice import events
-from chatservice.server.output import ConnectionWriter, OutputBatcher, transport_backlog
+from chatservice.server.output import (
+    ConnectionWriter,
+    OutputBatcher,
+    release_buffers,
+    transport_backlog,
+)
 from chatservice.server.policy import ConnectionPolicy
 from chatservice.wire import JSON
 from tests.certs import make_certificates
@@ -83,6 +90,39 @@ class BacklogOnTCPTests(LoopbackTestCase):
         clock.advance(POLICY.slow_reader_grace)
         self.assertTrue(writer.closed)
         self.assertEqual(len(owner.told), 1)
+
+
+class ReleasedWhenLostTests(LoopbackTestCase):
+    """What a lost connection's transport held goes back at once, not at the next full garbage collection."""
+
+    async def test_lost_connection_releases_its_unsent_output(self) -> None:
+        gc.disable()  # as between two full passes: only reference counts free memory
+        self.addCleanup(gc.enable)
+        transport, client = await self.connect()
+        client.transport.pauseProducing()  # the client stops reading
+        writer = ConnectionWriter(transport, JSON, POLICY, Clock(), None, RecordingOwner())
+        tracemalloc.start()
+        self.addCleanup(tracemalloc.stop)
+        before, _peak = tracemalloc.get_traced_memory()
+        writer.send(reply(900_000))  # under the hard limit: kept, waiting for the client
+        self.assertFalse(writer.closed)
+        held, _peak = tracemalloc.get_traced_memory()
+        self.assertGreater(held - before, 800_000)
+        client.transport.abortConnection()  # the client gives up
+        await wait_until(lambda: transport.disconnected)
+        writer.connection_lost()  # as the connection does when its transport is lost
+        after, _peak = tracemalloc.get_traced_memory()
+        self.assertLess(after - before, 100_000, "the unsent bytes are freed though the transport lives on")
+        self.assertEqual(transport_backlog(transport), 0)
+
+    async def test_nothing_dropped_while_still_connected(self) -> None:
+        transport, client = await self.connect()
+        client.transport.pauseProducing()
+        transport.write(b"x" * 300_000)
+        self.assertEqual(release_buffers(transport), 0)
+        self.assertGreater(transport_backlog(transport), 0)
+        client.transport.resumeProducing()
+        await wait_until(lambda: len(client.received) == 300_000)
 
 
 class BacklogOnTLSTests(unittest.TestCase):

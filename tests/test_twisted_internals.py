@@ -65,7 +65,7 @@ class TwistedInternalsTests(LoopbackTestCase):
         self.assertIsInstance(transport, tcp.Connection)
         missing = [
             name
-            for name in ("dataBuffer", "offset", "_tempDataLen", "_tempDataBuffer", "writeSomeData", "TLS")
+            for name in ("dataBuffer", "offset", "_tempDataLen", "_tempDataBuffer", "disconnected", "writeSomeData", "TLS")
             if not hasattr(transport, name)
         ]
         self.assertEqual(missing, [], f"Twisted no longer has {missing}: see chatservice/server/output.py")
