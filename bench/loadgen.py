@@ -773,11 +773,18 @@ class Marker:
 def log_in_all(
     loop: Loop,
     clients: list[Client],
-    port: int,
+    port: int | list[int],
     concurrency: int,
     limit: float,
 ) -> Obj:
-    """Connect and log in ``clients``, at most ``concurrency`` at once, in at most ``limit`` s."""
+    """Connect and log in ``clients``, at most ``concurrency`` at once, in at most ``limit`` s.
+
+    :param port: the server's port, or the ports of several cluster nodes:
+        client ``i`` then connects to ``port[i % len(port)]`` (so the two
+        users of a ping-pong pair, ``2p`` and ``2p + 1``, are on different
+        nodes of a two-node cluster).
+    """
+    ports = port if isinstance(port, list) else [port]
     pending = list(reversed(clients))
     in_flight = 0
     state = {"ready": 0, "failed": 0}
@@ -802,7 +809,7 @@ def log_in_all(
             client.on_ready = finished
             client.on_fail = failed
             in_flight += 1
-            client.connect(port)
+            client.connect(ports[client.index % len(ports)])
 
     coalesce, loop.coalesce = loop.coalesce, 0.0  # a login waits for each reply: no added delay
     started = time.monotonic()

@@ -27,7 +27,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 from bench.servers import HOST, ROOT, start_chatservice
 
@@ -160,9 +160,15 @@ CHAT_EXPERIMENT: list[str] = []
 """Extra ``twistd chat`` options for an experiment (``bench.run --server-args``), recorded with the run."""
 
 
-def start_chat(names: list[str], cpu: int | None, web: bool = False) -> Peer:
-    """chatservice as :mod:`bench.run` measures it; with ``web``, also ``--web`` (:mod:`bench.web`)."""
-    extra = [item for pair in CHAT_RAISED.items() for item in pair] + CHAT_EXPERIMENT
+def start_chat(
+    names: list[str], cpu: int | None, web: bool = False, options: Sequence[str] = (), store: str = "sqlite store"
+) -> Peer:
+    """chatservice as :mod:`bench.run` measures it; with ``web``, also ``--web`` (:mod:`bench.web`).
+
+    :param options: more ``twistd chat`` options (:mod:`bench.cluster`: ``--redis``, ``--store``, ``--node-name``).
+    :param store: what the version line says about the store.
+    """
+    extra = [item for pair in CHAT_RAISED.items() for item in pair] + CHAT_EXPERIMENT + list(options)
     server = start_chatservice(accounts_for(names), extra=extra, cpu=cpu, web=web)
     from chatservice.version import SERVER_VERSION
 
@@ -171,7 +177,7 @@ def start_chat(names: list[str], cpu: int | None, web: bool = False) -> Peer:
         protocol="chat",
         port=server.port,
         pid=server.pid,
-        version=f"chatservice {SERVER_VERSION} (twistd -n chat{' --web' if web else ''}, sqlite store)",
+        version=f"chatservice {SERVER_VERSION} (twistd -n chat{' --web' if web else ''}, {store})",
         raised=dict(CHAT_RAISED, **({"experiment": " ".join(CHAT_EXPERIMENT)} if CHAT_EXPERIMENT else {})),
         stop=server.stop,
         log_path=Path(server.workdir.name) / "server.log",

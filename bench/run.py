@@ -111,8 +111,13 @@ def machine() -> Obj:
 # Running one workload ------------------------------------------------------------------
 
 
-def run_loadgen(peer: peers.Peer, spec: Obj, cpu: int, limit: float) -> tuple[Obj | None, list[Obj], list[tuple[float, int]], str | None]:
+def run_loadgen(
+    peer: peers.Peer, spec: Obj, cpu: int | None, limit: float, also: dict[str, int] | None = None
+) -> tuple[Obj | None, list[Obj], list[tuple[float, int]], str | None]:
     """Run the load generator with ``spec``; answer its marks with ``/proc`` figures of ``peer``.
+
+    :param also: other processes whose figures each mark records too, under
+        ``mark["also"][name]`` (a cluster's other nodes and Redis).
 
     :returns: the result, the marks with the server's figures, the RSS samples,
         and an error message (or ``None``).
@@ -151,6 +156,8 @@ def run_loadgen(peer: peers.Peer, spec: Obj, cpu: int, limit: float) -> tuple[Ob
             if "mark" in obj:
                 obj["server"] = procstat.snapshot(peer.pid)
                 obj["server"].update(procstat.server_send_queue(peer.port))
+                if also:
+                    obj["also"] = {name: procstat.snapshot(pid) for name, pid in also.items()}
                 obj["loadgen_cpu_s"] = procstat.cpu_seconds(process.pid)
                 obj["sampler_t"] = round(time.monotonic() - sampler.t0, 2)
                 marks.append(obj)
@@ -371,8 +378,16 @@ def combine(parts: list[Obj]) -> Obj:
 
 
 def main(argv: list[str] | None = None) -> int:
+    given = sys.argv[1:] if argv is None else argv
+    if "--cluster" in given:
+        # Two cluster nodes vs one (issue 12): its own harness and table.
+        from bench import cluster
+
+        return cluster.main(given)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, a few minutes in all")
+    parser.add_argument("--cluster", action="store_true",
+                        help="two cluster nodes on Redis + PostgreSQL vs one (bench.cluster; its own options)")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results", help="folder for results.json/.png")
     parser.add_argument("--servers", nargs="+", default=["chatservice", "words", "ngircd"],
                         choices=["chatservice", "words", "ngircd"])

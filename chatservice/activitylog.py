@@ -33,6 +33,12 @@ UserRow = tuple[float, str, str, "int | None"]
 Runner = Callable[..., "defer.Deferred[Any]"]
 """Runs ``f(*args)`` somewhere (a thread) and fires with its result."""
 
+LOG_PATTERNS = ("userlog.txt", "messagelog.txt", "SR_*_messagelog.txt")
+"""The names of the logs in the data directory (glob patterns).  A server
+writes ``userlog.txt`` whenever it starts serving, so any of them shows that
+a server used the directory (see :class:`~chatservice.store.sqlite.SQLiteStore`,
+``in_use_signs``)."""
+
 
 def log_file_name(channel: str) -> str:
     """``messagelog.txt`` for broadcasts, ``SR_<id>_messagelog.txt`` for room ``<id>``."""

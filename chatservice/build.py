@@ -21,7 +21,7 @@ from twisted.cred.portal import Portal
 from twisted.internet import threads
 from twisted.internet.interfaces import IReactorCore, IReactorTime
 
-from chatservice.activitylog import ActivityLog
+from chatservice.activitylog import LOG_PATTERNS, ActivityLog
 from chatservice.auth.accounts import AccountManager
 from chatservice.auth.credentials import CredentialsChecker, CredentialsFile, Runner
 from chatservice.auth.guests import GuestChecker
@@ -91,6 +91,16 @@ def connection_policy(config: Mapping[str, Any]) -> ConnectionPolicy:
     )
 
 
+def sqlite_store(database: Path) -> SQLiteStore:
+    """The SQLite store of ``twistd chat`` in ``database``.
+
+    An empty ``database`` is refused when its data directory has activity
+    logs (it was in use: the database was lost), and becomes a new database
+    otherwise.
+    """
+    return SQLiteStore(database, in_use_signs=LOG_PATTERNS)
+
+
 def build_chat(
     config: Mapping[str, Any],
     reactor: IReactorTime,
@@ -123,7 +133,7 @@ def build_chat(
         )
     store: IChatStore
     if config["store"] == "sqlite":
-        store = LocalStore(SQLiteStore(config["database"]))
+        store = LocalStore(sqlite_store(config["database"]))
     elif config["store"] == "memory":
         store = LocalStore(MemoryStore())
     else:
@@ -148,7 +158,9 @@ def build_chat(
     if isinstance(activity, ActivityLog):
         activity.active_users = state.active_user_rows
     lockout = LoginLockout(reactor, config["max-failures"], config["block-duration"])
-    address_lockout = LoginLockout(reactor, config["max-failures"], config["block-duration"])
+    address_lockout = LoginLockout(
+        reactor, config["max-failures"], config["block-duration"], kind="address"
+    )
     checkers: list[ICredentialsChecker] = [
         LockoutChecker(CredentialsChecker(accounts, run_in_thread), lockout, address_lockout),
         LockoutChecker(ScramChecker(manager), lockout, address_lockout),
@@ -165,6 +177,15 @@ def build_chat(
         config.get("history-max-entries") or None,
         config.get("history-purge-interval", INTERVAL),
     )
+    cluster = None
+    if config.get("redis"):
+        # Imported only here: a node on its own needs no Redis client.
+        from chatservice.cluster.node import ClusterNode
+
+        cluster = ClusterNode(
+            config["redis"], config["node-name"], state, reactor, [lockout, address_lockout]
+        )
+        state.cluster = cluster
     service = ChatService(
         state,
         factory,
@@ -173,6 +194,7 @@ def build_chat(
         data_dir,
         workers,
         IReactorCore(reactor, None),
+        cluster,
         retention,
     )
     return Chat(

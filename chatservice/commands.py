@@ -31,6 +31,10 @@ WORDS = "words"
 """User names: the rest of the line in text; a string or a list in JSON."""
 MAX_SECONDS = 1_000_000_000
 """The largest :data:`SECONDS` value (about 31 years; also for minutes)."""
+MAX_COUNT = 2**63 - 1
+"""The largest :data:`COUNT` value (a 64-bit signed integer, as the stores keep)."""
+MAX_NUMBER_LENGTH = 32
+"""The most characters a number may be written with (text, or a JSON string)."""
 MAX_EPOCH_SECONDS = 253_402_300_799
 """The last second of the year 9999: the range a :data:`TIMESTAMP` may take."""
 TIMESTAMP = "timestamp"
@@ -39,6 +43,11 @@ CURSOR = "cursor"
 """Where the next page of ``read`` starts, as the last page said (:mod:`chatservice.history`)."""
 
 _CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+_WHOLE_NUMBER = re.compile("[0-9]+")
+"""A :data:`COUNT` written out: ASCII digits only (``str.isdigit`` and ``int`` take more)."""
+_DECIMAL_NUMBER = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+"""A :data:`SECONDS` value written out: ASCII digits, a point, an exponent (no sign,
+``_``, ``inf`` or ``nan``, which ``float`` takes)."""
 
 
 def remove_control_characters(text: str) -> str:
@@ -306,6 +315,15 @@ def _choice(command: Command, argument: Argument, value: Any) -> str:
     return value
 
 
+def _is_written(value: Any, number: re.Pattern[str]) -> bool:
+    """Whether ``value`` is a string that is a ``number``, in at most :data:`MAX_NUMBER_LENGTH` characters."""
+    return (
+        isinstance(value, str)
+        and len(value) <= MAX_NUMBER_LENGTH
+        and number.fullmatch(value) is not None
+    )
+
+
 def convert(command: Command, argument: Argument, value: Any) -> Any:
     """Check one argument's value and return it in its handler's type.
 
@@ -329,7 +347,7 @@ def convert(command: Command, argument: Argument, value: Any) -> Any:
         if is_number and abs(value) <= MAX_EPOCH_SECONDS:  # false for NaN too
             return float(value)
         try:
-            if not isinstance(value, str):
+            if not isinstance(value, str) or not value.isascii():
                 raise TypeError(value)
             return parse_timestamp(value)
         except (TypeError, ValueError, OverflowError):
@@ -348,9 +366,9 @@ def convert(command: Command, argument: Argument, value: Any) -> Any:
             ) from None
         return value.strip()
     if argument.kind == COUNT:
-        if isinstance(value, str) and value.isdigit():
+        if _is_written(value, _WHOLE_NUMBER):
             value = int(value)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_COUNT:
             raise CommandError(
                 "bad_argument",
                 f"Error. <{argument.label}> must be a whole number."
@@ -358,11 +376,15 @@ def convert(command: Command, argument: Argument, value: Any) -> Any:
             )
         return value
     if argument.kind == SECONDS:
-        try:
-            number = float(value)
-        except (TypeError, ValueError, OverflowError):
-            number = math.nan
-        if isinstance(value, bool) or not math.isfinite(number) or not 0 <= number <= MAX_SECONDS:
+        number = math.nan
+        if _is_written(value, _DECIMAL_NUMBER) or (
+            isinstance(value, (int, float)) and not isinstance(value, bool)
+        ):
+            try:
+                number = float(value)
+            except OverflowError:
+                pass
+        if not math.isfinite(number) or not 0 <= number <= MAX_SECONDS:
             raise CommandError(
                 "bad_argument",
                 f"Error. <{argument.label}> must be a non-negative number."

@@ -36,7 +36,9 @@ class Delivery(enum.Enum):
     DIRECT = "direct"
     """A direct message to one user: refused (``blocked``) if they blocked the
     sender; kept for later if they are offline, busy (with their auto-reply)
-    or not reading; refused (``mailbox_full``) when too many wait already."""
+    or not reading; refused (``mailbox_full``) when too many wait already, or
+    (``mailbox_share_full``) when the sender's share of them does; refused
+    (``invalid_user``) when a guest left before its message could be kept."""
 
 
 class Everyone(enum.Enum):
@@ -65,7 +67,10 @@ class DeliveryReport:
     :param stored: direct messages kept for later (0 or 1).
     :param auto_replies: ``(user, text)`` of the busy recipients that answer.
     :param refused: why a direct message was neither delivered nor kept
-        (``blocked`` or ``mailbox_full``), else ``None``.
+        (``blocked``, ``mailbox_full``, ``mailbox_share_full`` or
+        ``invalid_user``), else ``None``.
+    :param unreached: recipients on other nodes of a cluster that could not
+        be reached (the link to Redis is down).
     """
 
     delivered: int = 0
@@ -74,6 +79,7 @@ class DeliveryReport:
     stored: int = 0
     auto_replies: tuple[tuple[str, str], ...] = ()
     refused: str | None = None
+    unreached: int = 0
 
 
 NOTHING = DeliveryReport()

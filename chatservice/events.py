@@ -233,7 +233,9 @@ class BroadcastSent(Event):
     """Reply to ``broadcast``: its number and time, who got it, who did not.
 
     ``skipped`` counts recipients that blocked the sender; ``auto_replies``
-    holds ``(user, text)`` from busy users (who do not get broadcasts).
+    holds ``(user, text)`` from busy users (who do not get broadcasts);
+    ``unreached`` counts recipients on other nodes of a cluster that could
+    not be reached (its link to Redis was down).
     """
 
     delivered: int
@@ -241,6 +243,7 @@ class BroadcastSent(Event):
     seq: int
     sent_at: float
     auto_replies: tuple[tuple[str, str], ...] = ()
+    unreached: int = 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -327,13 +330,14 @@ class RoomJoined(Event):
 
 @dataclass(frozen=True, eq=False)
 class RoomPosted(Event):
-    """Reply to ``room send``: the message's number and time, who got it."""
+    """Reply to ``room send``: the message's number and time, who got it (``unreached``: as for a broadcast)."""
 
     room_id: int
     seq: int
     sent_at: float
     delivered: int
     skipped: int
+    unreached: int = 0
 
 
 @dataclass(frozen=True, eq=False)

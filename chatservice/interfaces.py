@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from zope.interface import Attribute, Interface
 
@@ -125,3 +125,39 @@ class IChatSession(Interface):
 
     def end() -> None:
         """Log out: leave the online set and announce it.  Idempotent."""
+
+
+class ClusterPeers(Protocol):
+    """The other nodes of a cluster, as the chat state sees them (``chatservice.cluster.node``)."""
+
+    remote: dict[str, ChatMember]
+    """The users online on the other nodes."""
+
+    def claim(self, member: ChatMember) -> Deferred[None]:
+        """Hold ``member``'s name for this node; fails with ``AlreadyLoggedIn`` if another holds it."""
+
+    def release(self, member: ChatMember) -> None:
+        """``member`` logged out on this node."""
+
+    def changed(self, member: ChatMember) -> None:
+        """``member``'s hidden or busy state changed."""
+
+    def online(self, username: str) -> ChatMember | None:
+        """The user, if online on another node."""
+
+    def deliver_remote(
+        self, event: events.Event, sender: str, audience: Any, rule: Any, report: Any
+    ) -> Any:
+        """Send a fan-out to the other nodes; the report with their part added."""
+
+    def announce_direct(self, username: str, message_id: int, event: events.Event) -> None:
+        """A direct message kept for ``username``, online on another node: show it there."""
+
+    def seen(self, username: str, at: float) -> None:
+        """``username`` was last seen online at ``at``."""
+
+    def block_changed(self, blocker: str, blocked: str, on: bool) -> None:
+        """A block was stored (``on``) or removed."""
+
+    def room_changed(self, room_id: int, members: frozenset[str] | None) -> None:
+        """A room was created or changed, or removed (``None``)."""

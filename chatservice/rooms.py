@@ -82,11 +82,29 @@ class RoomDirectory:
         existing = self._by_members.get(members)
         if existing is not None:
             return defer.succeed((existing, False))
-        room = Room(self._next_id, members)
-        self._next_id += 1
+        next_room_id = getattr(self.store, "next_room_id", None)
+        if next_room_id is None:
+            room = Room(self._next_id, members)
+            self._next_id += 1
+            return self._save_new(room)
+        # A store shared by several nodes numbers the rooms, so that two
+        # nodes never give out the same number.
+        return next_room_id().addCallback(lambda number: self._save_new(Room(number, members)))
+
+    def _save_new(self, room: Room) -> defer.Deferred[tuple[Room, bool]]:
+        self._next_id = max(self._next_id, room.room_id + 1)
         self._index(room)
-        d = self.store.save_room(room.room_id, members)
+        d = self.store.save_room(room.room_id, room.members)
         return d.addCallback(lambda _: (room, True))
+
+    def adopt(self, room_id: int, members: frozenset[str] | None) -> None:
+        """Take another node's change of room ``room_id``: its members now, or ``None`` (removed)."""
+        room = self._by_id.get(room_id)
+        if room is not None:
+            self._unindex(room)
+        if members:
+            self._index(Room(room_id, members))
+            self._next_id = max(self._next_id, room_id + 1)
 
     def leave(self, room: Room, username: str) -> defer.Deferred[bool]:
         """Take ``username`` out of ``room`` now; fires, once stored, with whether the room is gone.

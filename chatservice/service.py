@@ -7,6 +7,10 @@ with a store on another machine.  The listeners are child services of the
 with a clear message, until the state is loaded: no client is served from a
 state not loaded yet.  With a local store (SQLite, memory) the state is
 loaded before the reactor runs, so nobody is ever refused.
+
+Before anything else, the service locks its data directory
+(:class:`~chatservice.datadir.DataDirLock`) until it stops: a second server
+on the same directory fails to start, naming the first one's pid.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
-from twisted.application.service import MultiService, Service
+from twisted.application.service import IService, MultiService, Service
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
@@ -26,6 +30,7 @@ from chatservice import events
 from chatservice.activitylog import ActivityLog
 from chatservice.auth.lockout import LoginLockout
 from chatservice.retention import HistoryRetention
+from chatservice.datadir import DataDirLock
 from chatservice.server.factory import ChatFactory
 from chatservice.state import ChatState
 
@@ -63,12 +68,16 @@ class ChatService(MultiService):
     :param factory: the connection factory, whose connections are told at stop.
     :param lockouts: the login lock-outs, whose timers are cancelled at stop.
     :param activity: the activity logs, started afresh and flushed at stop.
-    :param data_dir: where the service keeps what it writes; created at start.
+    :param data_dir: where the service keeps what it writes; created at
+        start, and locked (``chat.lock``) from start to stop.
     :param workers: the service's own workers for slow work (password
         hashing): anything with ``start()`` and ``stop()``, started and
         stopped with the service.
     :param reactor: what to stop when loading fails after the start
         returned (``None``: only log it).
+    :param cluster: this node's part in a cluster (``--redis``), started
+        with the service and stopped once its users have been logged out
+        (so that the others hear of it).
     :param retention: what keeps the history within its bounds: started
         once the state is loaded, stopped (and its store call in flight
         waited for) before the store is closed.
@@ -83,6 +92,7 @@ class ChatService(MultiService):
         data_dir: Path,
         workers: Workers | None = None,
         reactor: IReactorCore | None = None,
+        cluster: IService | None = None,
         retention: HistoryRetention | None = None,
     ) -> None:
         super().__init__()
@@ -92,15 +102,26 @@ class ChatService(MultiService):
         self.activity = activity
         self.data_dir = data_dir
         self.workers = workers
+        self.cluster = cluster
         self.reactor = reactor
         self.retention = retention
+        self.lock = DataDirLock(data_dir)
+        """The lock on ``data_dir``, held while the service runs."""
         self.serving = False
         """Whether the state is loaded and connections are taken."""
         factory.registry.ready = False
 
     def startService(self) -> None:
+        """Lock the data directory, open the store, load the state; start the listeners.
+
+        :raises chatservice.datadir.DataDirInUse: when another server holds
+            the data directory (nothing is started).
+        """
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.lock.acquire()
         Service.startService(self)
+        if self.cluster is not None:
+            self.cluster.startService()
         # Open the store first: if it fails, no started worker keeps twistd alive.
         d = self.state.store.open()
         d.addCallback(lambda _: self.state.load())
@@ -111,6 +132,7 @@ class ChatService(MultiService):
             d.addBoth(outcome.append)
             if isinstance(outcome[0], Failure):
                 Service.stopService(self)
+                self.lock.release()
                 outcome[0].raiseException()
         else:
             d.addErrback(self._not_loaded)
@@ -162,6 +184,10 @@ class ChatService(MultiService):
         d = self.factory.disconnect_all(SHUTDOWN)
         d.addCallback(lambda _: self._end_remaining_sessions())
         d.addCallback(lambda _: self.factory.output_batcher.flush_now())
+        if self.cluster is not None:
+            cluster = self.cluster
+            d.addBoth(lambda _: self.state.writes_done())
+            d.addBoth(lambda _: cluster.stopService())
         for lockout in self.lockouts:
             lockout.stop()
         d.addCallback(lambda _: self.activity.flush())
@@ -170,4 +196,5 @@ class ChatService(MultiService):
         d.addBoth(lambda _: self.state.store.close())
         if self.workers is not None:
             d.addBoth(lambda _: self.workers.stop())
+        d.addBoth(lambda _: self.lock.release())
         return defer.DeferredList([listeners, d]).addCallback(lambda _: None)

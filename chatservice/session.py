@@ -163,19 +163,51 @@ class Session:
         when that one is over (both would deliver the same messages).  If the
         user logged out meanwhile, the messages stay kept.
         """
+        return self._in_turn(self._fetch_kept)
+
+    def deliver_direct(self, message_id: int, event: events.DirectMessage) -> defer.Deferred[int]:
+        """Take the direct message ``message_id`` another node kept for this user, and show it live.
+
+        In turn with the fetches of kept messages, so that a message is
+        shown once: taken by one, it is gone for the other.
+        """
+
+        def take() -> defer.Deferred[int]:
+            d = self.state.store.take_offline(message_id)
+            return d.addCallback(self._show_taken, event)
+
+        return self._in_turn(take)
+
+    def _show_taken(self, present: bool, event: events.DirectMessage) -> int:
+        if not present:
+            return 0
+        if self.state.sessions.get(self.username) is not self:
+            # Gone meanwhile: keep it for the next login instead.
+            self.state.background(
+                self.state.store.add_offline(event.sender, self.username, event.text, event.sent_at),
+                "Keeping a direct message for {user} again failed", user=self.username,
+            )
+            return 0
+        self.client.deliver(event)
+        return 1
+
+    def _in_turn(self, start: Callable[[], defer.Deferred[int]]) -> defer.Deferred[int]:
+        """Run ``start`` once the fetch or take under way (if any) is over."""
         ahead = self._fetching
         if ahead is None or (ahead.called and not ahead.paused):
-            d = self._fetch_kept()
+            d = start()
         else:
             d = defer.Deferred()
-            ahead.addBoth(self._fetch_after, d)
+            ahead.addBoth(self._run_after, start, d)
         # Over already (a local store): nothing to wait for, nothing kept here.
         self._fetching = None if d.called and not d.paused else d
         return d
 
-    def _fetch_after(self, result: object, d: defer.Deferred[int]) -> object:
-        """The fetch ahead of ``d`` is over (``result`` is its, passed on): now ``d``'s."""
-        self._fetch_kept().chainDeferred(d)
+    def _run_after(
+        self, result: object, start: Callable[[], defer.Deferred[int]], d: defer.Deferred[int]
+    ) -> object:
+        """The work ahead of ``d`` is over (``result`` is its, passed on): now ``d``'s."""
+        start().chainDeferred(d)
         return result
 
     def _fetch_kept(self) -> defer.Deferred[int]:
@@ -326,6 +358,14 @@ class Session:
                 f"Error. {to} has {self.state.max_offline} messages waiting already;"
                 " yours was not kept. Try again later.",
             )
+        if report.refused == "invalid_user":
+            raise CommandError("invalid_user", f"Error. Invalid user {to}.")
+        if report.refused == "mailbox_share_full":
+            raise CommandError(
+                "mailbox_full",
+                f"Error. You have {self.state.max_offline_per_sender} messages waiting"
+                f" for {to} already; yours was not kept. Try again later.",
+            )
         return events.MessageSent(
             to,
             stored=bool(report.stored),
@@ -372,7 +412,8 @@ class Session:
         event = events.BroadcastMessage(entry.sender, entry.text, entry.sent_at, entry.seq)
         report = self.state.deliver_message(event, self.username, EVERYONE)
         return events.BroadcastSent(
-            report.delivered, report.skipped, entry.seq, entry.sent_at, report.auto_replies
+            report.delivered, report.skipped, entry.seq, entry.sent_at, report.auto_replies,
+            report.unreached,
         )
 
     def _my_room(self, room_id: int) -> Room:
@@ -392,7 +433,7 @@ class Session:
             )
         for name in others:
             self._check_other_user(name)
-            if name not in self.state.sessions:
+            if self.state.online(name) is None:
                 raise CommandError("offline", f"Error. {name} is offline.")
             if self.state.has_blocked(name, self.username):
                 raise CommandError("blocked", f"Error. {name} has blocked you.")
@@ -406,6 +447,7 @@ class Session:
         room, created = found
         names = tuple(sorted(room.members))
         if created:
+            self.state.room_changed(room.room_id, room.members)
             joined = events.RoomJoined(room.room_id, self.username, names)
             self.state.deliver(joined, self.username, others, Delivery.PLAIN)
         return events.RoomCreated(room.room_id, names, existed=not created)
@@ -418,7 +460,8 @@ class Session:
             event = events.RoomMessage(room, entry.sender, entry.text, entry.sent_at, entry.seq)
             report = self.state.deliver_message(event, self.username, found.members)
             return events.RoomPosted(
-                room, entry.seq, entry.sent_at, report.delivered, report.skipped
+                room, entry.seq, entry.sent_at, report.delivered, report.skipped,
+                report.unreached,
             )
 
         return self.state.post(found.channel, self.username, message, posted)
@@ -430,6 +473,7 @@ class Session:
         return d.addCallback(self._room_left, room, found.members)
 
     def _room_left(self, removed: bool, room: int, others: frozenset[str]) -> events.RoomLeft:
+        self.state.room_changed(room, None if removed else others - {self.username})
         notice = events.RoomLeft(room, self.username)
         self.state.deliver(notice, self.username, others, Delivery.PLAIN)
         return events.RoomLeft(room, self.username, removed)
@@ -503,6 +547,7 @@ class Session:
             self._auto_replied = None
             self._missed = 0
         self.auto_reply = message or DEFAULT_AUTO_REPLY
+        self.state.member_changed(self)
         return events.StatusChanged("busy", auto_reply=self.auto_reply)
 
     def idle(self) -> defer.Deferred[events.StatusChanged]:
@@ -510,6 +555,7 @@ class Session:
         if self.auto_reply is None:
             raise CommandError("not_busy", "Error. You are not busy.")
         self.auto_reply = None
+        self.state.member_changed(self)
         missed = self._missed
         d = self.deliver_kept()
         return d.addCallback(
@@ -521,11 +567,14 @@ class Session:
         if not self.hidden:
             self.state.mark_seen(self.username)
             self.hidden = True
+            self.state.member_changed(self)
         return events.StatusChanged("hidden")
 
     def appear(self) -> events.StatusChanged:
         """Undo :meth:`hide`."""
-        self.hidden = False
+        if self.hidden:
+            self.hidden = False
+            self.state.member_changed(self)
         return events.StatusChanged("visible")
 
     def status(self) -> events.StatusReport:
@@ -580,7 +629,7 @@ class Session:
     def _reachable(self, username: str) -> ChatMember:
         """The session of ``username`` if this user may contact them directly."""
         self._check_other_user(username)
-        other = self.state.sessions.get(username)
+        other = self.state.online(username)
         if other is None:
             raise CommandError("offline", f"Error. {username} is offline.")
         if self.state.has_blocked(username, self.username):

@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatservice import events
+from chatservice.auth.errors import LoginUnavailable
 from chatservice.delivery import (
     EVERYONE,
     NOTHING,
@@ -36,6 +37,7 @@ from chatservice.delivery import (
     DeliveryReport,
 )
 from chatservice.interfaces import (
+    ClusterPeers,
     AccountDirectory,
     ActivityRecorder,
     ClientConnection,
@@ -45,7 +47,7 @@ from chatservice.interfaces import (
     PasswordChanger,
 )
 from chatservice.rooms import RoomDirectory
-from chatservice.store.interface import HistoryEntry, IChatStore
+from chatservice.store.interface import HistoryEntry, IChatStore, StoredMessage
 
 __all__ = ["AlreadyLoggedIn", "ClientConnection", "ChatState", "IChatSession", "SessionFactory"]
 
@@ -75,6 +77,9 @@ class ChatState:
         human-readable logs.
     :param max_offline: messages kept for one user at most; past it, new ones
         are refused (the oldest are kept).
+    :param max_offline_per_sender: messages kept for one user from one sender
+        at most (default: a quarter of ``max_offline``, at least 1), so that
+        one sender cannot fill a mailbox and shut the others out.
     :param session_factory: makes the session of a user who logs in.
     :param passwords: where sessions change their user's password (``None``:
         passwords cannot be changed).
@@ -93,22 +98,30 @@ class ChatState:
         session_factory: SessionFactory,
         passwords: PasswordChanger | None = None,
         max_message_length: int = DEFAULT_MAX_MESSAGE_LENGTH,
+        max_offline_per_sender: int | None = None,
     ) -> None:
         self.store = store
         self.accounts = accounts
         self.clock = clock
         self.activity = activity if activity is not None else NoActivityRecorder()
         self.max_offline = max_offline
+        self.max_offline_per_sender = (
+            max(1, max_offline // 4) if max_offline_per_sender is None else max_offline_per_sender
+        )
         self.session_factory = session_factory
         self.passwords = passwords
         self.max_message_length = max_message_length
         self.sessions: dict[str, ChatMember] = {}
+        self.claiming: set[str] = set()
+        """Names whose login waits for its claim in the cluster (not online yet)."""
         self.rooms = RoomDirectory(store)
         self._blocked_by: dict[str, set[str]] = {}
         self._blockers_of: dict[str, set[str]] = {}
         self._last_seen: dict[str, float] = {}
         self._writes: set[defer.Deferred[Any]] = set()
         """Store writes under way that nobody waits for (see :meth:`background`)."""
+        self.cluster: ClusterPeers | None = None
+        """The other nodes (``--redis``), or ``None`` for a server on its own."""
 
     def load(self) -> defer.Deferred[None]:
         """Read the block lists, last-seen times and rooms from the store; fires when done."""
@@ -146,26 +159,62 @@ class ChatState:
         return result
 
     def writes_done(self) -> defer.Deferred[None]:
-        """Fires once the work under way in :meth:`background` is over (for the service's stop)."""
-        return defer.DeferredList(list(self._writes)).addCallback(lambda _: None)
+        """Fires once the work under way in :meth:`background` is over (for the service's stop),
+        including what that work starts meanwhile."""
+        if not self._writes:
+            return defer.succeed(None)
+        return defer.DeferredList(list(self._writes)).addCallback(lambda _: self.writes_done())
 
     # Sessions ----------------------------------------------------------------
 
     def attach(self, username: str, client: ClientConnection, guest: bool = False) -> ChatMember:
         """Create the session of a user who has just authenticated.
 
+        A guest starts from nothing: whatever is kept under its name (left
+        by a server that crashed while another guest had it, or by a
+        removed account) is forgotten first (:meth:`forget`).
+
         :param guest: whether ``username`` is a guest's name (not an account).
         :raises AlreadyLoggedIn: if ``username`` is online elsewhere.
         """
-        if username in self.sessions:
+        if username in self.sessions or username in self.claiming:
             raise AlreadyLoggedIn(username)
         session = self.session_factory(self, username, client, self.clock.seconds(), guest)
-        self.sessions[username] = session
+        if self.cluster is None:
+            return self._attached(session)
+        # One login per user across the cluster: the name is claimed in Redis
+        # first; the session is online (and a guest's name forgotten) once it
+        # holds the name, so nothing reaches a login the claim refuses.
+        self.claiming.add(username)
+        d = self.cluster.claim(session)
+        d.addBoth(self._claim_over, username)
+        return d.addCallbacks(lambda _: self._attached(session), self._not_claimed, errbackArgs=(session,))
+
+    def _attached(self, session: ChatMember) -> ChatMember:
+        if session.guest:
+            self.forget(session.username)
+        self.sessions[session.username] = session
         self.activity.users_changed()
         return session
 
+    def _claim_over(self, result: object, username: str) -> object:
+        self.claiming.discard(username)
+        return result
+
+    def _not_claimed(self, failure: Failure, session: ChatMember) -> Failure:
+        if failure.check(AlreadyLoggedIn, LoginUnavailable):
+            return failure
+        # Redis unreachable (or a bug): the name cannot be claimed, so the
+        # login is refused as "unavailable", not as a second login.
+        log.failure("Claiming {user} in the cluster failed", failure, user=session.username)
+        raise LoginUnavailable()
+
     def detach(self, session: ChatMember) -> None:
-        """Remove ``session`` from the online set and tell the others (unless hidden)."""
+        """Remove ``session`` from the online set and tell the others (unless hidden).
+
+        A guest's state ends with its session (:meth:`forget`): the next guest
+        of that name is someone else.
+        """
         username = session.username
         if self.sessions.get(username) is not session:
             return
@@ -177,27 +226,96 @@ class ChatState:
         finally:
             del self.sessions[username]
             self.activity.users_changed()
+            if self.cluster is not None:
+                self.cluster.release(session)
+            if session.guest:
+                self.forget(username)
+
+    def online(self, username: str) -> ChatMember | None:
+        """``username``'s session, on this node or (with a cluster) another."""
+        session = self.sessions.get(username)
+        if session is None and self.cluster is not None:
+            return self.cluster.online(username)
+        return session
+
+    def online_members(self) -> list[ChatMember]:
+        """Every online user, this node's and the others', in login order."""
+        members = list(self.sessions.values())
+        if self.cluster is not None:
+            members += self.cluster.remote.values()
+            members.sort(key=lambda member: member.logged_in_at)
+        return members
+
+    def room_changed(self, room_id: int, members: frozenset[str] | None) -> None:
+        """A room was created or changed, or removed (``None``): the other nodes follow."""
+        if self.cluster is not None:
+            self.cluster.room_changed(room_id, members)
+
+    def member_changed(self, member: ChatMember) -> None:
+        """``member`` became hidden or visible, busy or available: the other nodes follow."""
+        if self.cluster is not None:
+            self.cluster.changed(member)
+
+    def forget(self, username: str) -> None:
+        """Forget what is kept about ``username``, who is not online: a guest's name.
+
+        The blocks it made and the blocks of it and its last-seen time go at
+        once, as do its room memberships (the other members are told it
+        left; a room left empty is removed), and the messages kept for it are
+        dropped; the store forgets them in the background.  What it sent
+        (direct messages kept for others, broadcasts and room messages) stays
+        with its readers.
+        """
+        for blocked in list(self._blocked_by.get(username, ())):
+            self._forget_block(username, blocked)
+        for blocker in list(self._blockers_of.get(username, ())):
+            self._forget_block(blocker, username)
+        self._last_seen.pop(username, None)
+        for room in self.rooms.of(username):
+            d = self.rooms.leave(room, username)
+            d.addCallback(self._forgotten_in_room, username, room.room_id, room.members)
+            self.background(
+                d, "Taking {user} out of room {room} failed", user=username, room=room.room_id
+            )
+        self.background(
+            self.store.forget_user(username), "Forgetting guest {user} failed", user=username
+        )
+
+    def _forget_block(self, blocker: str, blocked: str) -> None:
+        """Drop a block of or by a forgotten guest, here and (clustered) on every node."""
+        self._set_block(blocker, blocked, False)
+        if self.cluster is not None:
+            self.cluster.block_changed(blocker, blocked, False)
+
+    def _forgotten_in_room(
+        self, removed: bool, username: str, room_id: int, members: frozenset[str]
+    ) -> None:
+        """A forgotten guest is out of room ``room_id``: the nodes follow, the members are told."""
+        self.room_changed(room_id, None if removed else members)
+        self.deliver(events.RoomLeft(room_id, username), username, members, Delivery.PLAIN)
 
     def active_user_rows(self) -> list[tuple[float, str, str, int | None]]:
         """(login time, name, address, UDP port) of each online user, in login order."""
         return [
             (s.logged_in_at, s.username, s.client.host, s.client.udp_port)
-            for s in self.sessions.values()
+            for s in self.online_members()
         ]
 
     def user_exists(self, username: str) -> bool:
         """Whether ``username`` is an account or an online guest."""
-        return username in self.sessions or self.accounts.exists(username)
+        return self.online(username) is not None or self.accounts.exists(username)
 
     def guest_online(self, username: str) -> bool:
         """Whether a guest is online under ``username``."""
-        session = self.sessions.get(username)
+        session = self.online(username)
         return session is not None and session.guest
 
     def mark_seen(self, username: str) -> None:
         """Record that ``username`` was visibly online until now (stored in the background)."""
         now = self.clock.seconds()
         self._last_seen[username] = now
+        if self.cluster is not None:
+            self.cluster.seen(username, now)
         self.background(
             self.store.record_seen(username, now),
             "Recording when {user} was last seen failed",
@@ -219,13 +337,19 @@ class ChatState:
         """
         self._set_block(blocker, blocked, True)
         d = self.store.add_block(blocker, blocked)
+        d.addCallback(self._block_stored, blocker, blocked, True)
         return d.addErrback(self._undo_block, blocker, blocked, False)
 
     def unblock(self, blocker: str, blocked: str) -> defer.Deferred[None]:
         """Remove a block (the caller checked it exists): as :meth:`block`, the other way."""
         self._set_block(blocker, blocked, False)
         d = self.store.remove_block(blocker, blocked)
+        d.addCallback(self._block_stored, blocker, blocked, False)
         return d.addErrback(self._undo_block, blocker, blocked, True)
+
+    def _block_stored(self, result: None, blocker: str, blocked: str, on: bool) -> None:
+        if self.cluster is not None:
+            self.cluster.block_changed(blocker, blocked, on)
 
     def _undo_block(self, failure: Failure, blocker: str, blocked: str, on: bool) -> Failure:
         """The store refused a block change: back to ``on``, and pass the failure on."""
@@ -279,7 +403,69 @@ class ChatState:
         if rule is Delivery.DIRECT:
             assert isinstance(event, events.DirectMessage)
             return self._deliver_direct(event, sender, audience)
-        return defer.succeed(self._deliver_notice(event, sender, audience, rule))
+        report = self._deliver_notice(event, sender, audience, rule)
+        if self.cluster is not None and report is not NOTHING:
+            report = self.cluster.deliver_remote(event, sender, audience, rule, report)
+        return defer.succeed(report)
+
+    def deliver_here(
+        self, event: events.Event, sender: str, audience: Audience, rule: Delivery
+    ) -> None:
+        """Deliver ``event`` to this node's users only (it came from another node, which
+        reaches the rest): the same rules, nothing sent on."""
+        if rule is Delivery.MESSAGE:
+            self._deliver_message_here(event, sender, audience)
+        elif rule is not Delivery.DIRECT:
+            self._deliver_notice(event, sender, audience, rule)
+
+    def direct_here(self, username: str, message_id: int, event: events.Event) -> None:
+        """Another node kept a direct message for ``username``, online here: take it, show it.
+
+        Taken from the store first, in turn with the user's fetches of kept
+        messages, so that it is shown once: if the user is busy, slow or
+        gone, it stays kept for them.
+        """
+        session = self.sessions.get(username)
+        if session is None or session.auto_reply is not None or session.client.congested:
+            return
+        if not isinstance(event, events.DirectMessage):
+            return
+        self.background(
+            session.deliver_direct(message_id, event),
+            "Delivering a direct message to {user} failed", user=username,
+        )
+
+    def kept_here(self, username: str) -> None:
+        """Another node kept a direct message for ``username``, online here: deliver it."""
+        session = self.sessions.get(username)
+        if session is not None and session.auto_reply is None and not session.client.congested:
+            self.background(
+                session.deliver_kept(), "Delivering the messages kept for {user} failed", user=username
+            )
+
+    def block_changed_elsewhere(self, blocker: str, blocked: str, on: bool) -> None:
+        """Another node stored a block change: this node's indexes follow."""
+        self._set_block(blocker, blocked, on)
+
+    def seen_elsewhere(self, username: str, at: float) -> None:
+        """Another node recorded when ``username`` was last online."""
+        self._last_seen[username] = max(at, self._last_seen.get(username, at))
+
+    def room_changed_elsewhere(self, room_id: int, members: Iterable[str] | None) -> None:
+        """Another node created, changed or removed a room."""
+        self.rooms.adopt(room_id, None if members is None else frozenset(members))
+
+    def blockers_of(self, blocked: str) -> Collection[str]:
+        """The users who blocked ``blocked``."""
+        return self._blockers_of.get(blocked, _NOBODY)
+
+    def left_out(self, sender: str, rule: Delivery) -> Collection[str]:
+        """Who does not get a notice from ``sender`` under ``rule`` (presence, typing, plain)."""
+        if rule is Delivery.PRESENCE:
+            return self._blocked_by.get(sender, _NOBODY)
+        if rule is Delivery.TYPING:
+            return self._blocked_by.get(sender, _NOBODY) | self._blockers_of.get(sender, _NOBODY)
+        return _NOBODY
 
     def _deliver_notice(
         self, event: events.Event, sender: str, audience: Audience, rule: Delivery
@@ -289,14 +475,7 @@ class ChatState:
             subject = self.sessions.get(sender)
             if subject is not None and subject.hidden:
                 return NOTHING
-            left_out: Collection[str] = self._blocked_by.get(sender, _NOBODY)
-        elif rule is Delivery.TYPING:
-            left_out = self._blocked_by.get(sender, _NOBODY) | self._blockers_of.get(
-                sender, _NOBODY
-            )
-        else:
-            left_out = _NOBODY
-        return self._deliver_unless(event, sender, audience, left_out)
+        return self._deliver_unless(event, sender, audience, self.left_out(sender, rule))
 
     def _members(self, audience: Audience) -> Iterable[ChatMember]:
         """The online sessions in ``audience``."""
@@ -331,6 +510,15 @@ class ChatState:
         (waiting for one more Deferred there would cost about 1% of a
         fan-out to 300 users).
         """
+        report = self._deliver_message_here(event, sender, audience)
+        if self.cluster is not None:
+            report = self.cluster.deliver_remote(event, sender, audience, Delivery.MESSAGE, report)
+        return report
+
+    def _deliver_message_here(
+        self, event: events.Event, sender: str, audience: Audience
+    ) -> DeliveryReport:
+        """:meth:`deliver_message` to this node's users."""
         me = self.sessions.get(sender)
         blockers = self._blockers_of.get(sender, _NOBODY)
         delivered = skipped = busy = 0
@@ -363,35 +551,63 @@ class ChatState:
         if recipient is not None and recipient.auto_reply is None and not recipient.client.congested:
             recipient.client.deliver(event)
             return defer.succeed(DeliveryReport(delivered=1))
+        if recipient is None and self.cluster is not None:
+            # On another node: kept in the shared store first, then announced
+            # there; if the announcement is lost it waits for the next look.
+            recipient = self.cluster.online(to)
         busy = recipient if recipient is not None and recipient.auto_reply is not None else None
-        d = self.store.count_offline(to)
-        return d.addCallback(self._keep, event, sender, to, busy)
+        guest = recipient if recipient is not None and recipient.guest else None
+        d = self.store.offline_counts(to, sender)
+        return d.addCallback(self._keep, event, sender, to, busy, guest)
 
     def _keep(
         self,
-        waiting: int,
+        waiting: tuple[int, int],
         event: events.DirectMessage,
         sender: str,
         to: str,
         busy: ChatMember | None,
+        guest: ChatMember | None,
     ) -> DeliveryReport | defer.Deferred[DeliveryReport]:
-        """Keep a direct message for ``to``, who has ``waiting`` already (``busy``: their busy session)."""
-        if waiting >= self.max_offline:
+        """Keep a direct message for ``to``, who has ``waiting`` already: in all, and from ``sender``.
+
+        :param busy: their busy session, if they are busy.
+        :param guest: their session if they are a guest: if it ended
+            meanwhile, the message is refused (``invalid_user``), as the
+            guest's kept messages were dropped.
+        """
+        if guest is not None and self.online(to) is not guest:
+            return DeliveryReport(refused="invalid_user")
+        in_all, from_sender = waiting
+        if in_all >= self.max_offline:
             return DeliveryReport(refused="mailbox_full")
+        if from_sender >= self.max_offline_per_sender:
+            return DeliveryReport(refused="mailbox_share_full")
         d = self.store.add_offline(sender, to, event.text, event.sent_at)
-        return d.addCallback(self._kept, sender, to, busy)
+        return d.addCallback(self._kept, event, sender, to, busy)
 
     def _kept(
-        self, _message: object, sender: str, to: str, busy: ChatMember | None
+        self,
+        message: StoredMessage,
+        event: events.DirectMessage,
+        sender: str,
+        to: str,
+        busy: ChatMember | None,
     ) -> DeliveryReport:
         """The message is stored: the report, with the auto-reply of a busy recipient."""
-        now = self.sessions.get(to)
-        if now is not None and now.auto_reply is None and not now.client.congested:
+        local = self.sessions.get(to)
+        if local is not None and local.auto_reply is None and not local.client.congested:
             # Back (or caught up) while it was being stored, too late for the
             # fetch of their login: fetch again, or it would wait for the next.
             self.background(
-                now.deliver_kept(), "Delivering the messages kept for {user} failed", user=to
+                local.deliver_kept(), "Delivering the messages kept for {user} failed", user=to
             )
+        elif local is None and self.cluster is not None:
+            remote = self.cluster.online(to)
+            if remote is not None and remote.auto_reply is None:
+                # Their node takes it from the store (once) and shows it live.
+                self.cluster.announce_direct(to, message.message_id, event)
+                return DeliveryReport(delivered=1)
         if busy is None:
             return DeliveryReport(stored=1)
         reply = busy.auto_reply_to(sender)
@@ -402,8 +618,8 @@ class ChatState:
     # Lists and history -----------------------------------------------------------
 
     def visible_sessions(self) -> Iterator[ChatMember]:
-        """The online sessions that are not hidden, in login order."""
-        for session in self.sessions.values():
+        """The online users that are not hidden (on every node), in login order."""
+        for session in self.online_members():
             if not session.hidden:
                 yield session
 
@@ -413,7 +629,7 @@ class ChatState:
             yield session.username
         for username, seen in self._last_seen.items():
             if seen >= since:
-                session = self.sessions.get(username)
+                session = self.online(username)
                 if session is None or session.hidden:
                     yield username
 

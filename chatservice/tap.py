@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,12 @@ from twisted.internet import endpoints
 from twisted.python import usage
 
 from chatservice.auth.credentials import CredentialsError, CredentialsFile
-from chatservice.build import LIMITS, build_chat
+from chatservice.build import LIMITS, build_chat, sqlite_store
+from chatservice.datadir import DataDirInUse, check_unlocked
 from chatservice.retention import parse_duration
 from chatservice.server.policy import BanList, ConnectionPolicy
-from chatservice.store.sqlite import SQLiteStore, StoreError
+from chatservice.server.proxied import ProxiedFactory, proxied
+from chatservice.store.sqlite import StoreError
 
 
 def check_dsn(dsn: str) -> None:
@@ -105,7 +108,12 @@ class Options(usage.Options):
             " as postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME (the password"
             " is better in ~/.pgpass or PGPASSWORD).",
         ],
-        ["max-offline", None, "100", "Messages kept for one offline user at most."],
+        [
+            "max-offline",
+            None,
+            "100",
+            "Messages kept for one offline user at most (a quarter of them from one sender).",
+        ],
         [
             "history-max-age",
             None,
@@ -131,6 +139,19 @@ class Options(usage.Options):
             for option, field, _kind, _minimum, text in LIMITS
         ),
         [
+            "redis",
+            None,
+            None,
+            "Share the service with the other nodes on this Redis, e.g."
+            " redis://127.0.0.1:6379/0 (needs --store postgresql://...).",
+        ],
+        [
+            "node-name",
+            None,
+            None,
+            "This node's name in the cluster [default: host name and first --listen port].",
+        ],
+        [
             "data-dir",
             "d",
             "chat-data",
@@ -155,7 +176,7 @@ class Options(usage.Options):
         self["ban"].append(address)
 
     def opt_listen(self, description: str) -> None:
-        """Listen on this endpoint, e.g. tcp:4119 or ssl:4120:privateKey=key.pem:certKey=cert.pem (repeatable) [default: tcp:4119]"""
+        """Listen on this endpoint, e.g. tcp:4119 or ssl:4120:privateKey=key.pem:certKey=cert.pem; haproxy:tcp:4119 behind a load balancer sending the PROXY header (repeatable) [default: tcp:4119]"""
         self["listen"].append(description)
 
     opt_l = opt_listen
@@ -176,7 +197,8 @@ class Options(usage.Options):
         for option in ("listen", "web"):
             for description in self[option]:
                 try:
-                    endpoints.serverFromString(reactor, description)
+                    inner = proxied(description) if option == "listen" else None
+                    endpoints.serverFromString(reactor, inner or description)
                 except (ValueError, TypeError, KeyError) as e:
                     raise usage.UsageError(
                         f"--{option} {description!r} is not a server endpoint: {e}"
@@ -201,6 +223,11 @@ class Options(usage.Options):
         except CredentialsError as e:
             raise usage.UsageError(str(e)) from None
         self["data-dir"] = Path(os.path.expanduser(self["data-dir"]))
+        try:
+            # Refused here with a clear message; the service takes the lock when it starts.
+            check_unlocked(self["data-dir"])
+        except DataDirInUse as e:
+            raise usage.UsageError(str(e)) from None
         _number(self, "max-offline", int, 1)
         raw_age = self["history-max-age"]
         try:
@@ -222,6 +249,11 @@ class Options(usage.Options):
             except StoreError as e:
                 raise usage.UsageError(f"--store: {e}") from None
             self["store-name"] = redact(self["store"])
+        elif self["redis"] is not None:
+            raise usage.UsageError(
+                "--redis needs --store postgresql://...: with a local store each"
+                " node would keep its own data and the nodes would disagree."
+            )
         elif self["store"] not in STORES:
             raise usage.UsageError(
                 "--store must be sqlite, memory or a postgresql:// URL,"
@@ -230,9 +262,20 @@ class Options(usage.Options):
         self["database"] = self["data-dir"] / DATABASE_NAME
         if self["store"] == "sqlite" and self["database"].exists():
             try:
-                SQLiteStore(self["database"]).check()
+                sqlite_store(self["database"]).check()
             except StoreError as e:
                 raise usage.UsageError(str(e)) from None
+        if self["redis"] is not None:
+            from chatservice.cluster.link import RedisURLError, parse_redis_url
+
+            try:
+                parse_redis_url(self["redis"])
+            except RedisURLError as e:
+                raise usage.UsageError(f"--redis: {e}") from None
+            if self["node-name"] is None:
+                first = proxied(self["listen"][0]) or self["listen"][0]
+                port = first.split(":")[1] if ":" in first else ""
+                self["node-name"] = f"{socket.gethostname()}:{port}"
         bans = list(self["ban"])
         if self["ban-file"] is not None:
             try:
@@ -261,7 +304,12 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     chat = build_chat(config, reactor)
     top = chat.service
     for description in config["listen"]:
-        strports.service(description, chat.factory, reactor=reactor).setServiceParent(top)
+        inner = proxied(description)
+        if inner is None:
+            strports.service(description, chat.factory, reactor=reactor).setServiceParent(top)
+        else:
+            factory = ProxiedFactory(chat.factory, reactor, chat.policy.login_deadline)
+            strports.service(inner, factory, reactor=reactor).setServiceParent(top)
     if config["web"]:
         site = chat_site(chat.factory, config["web-origin"])
         for description in config["web"]:

@@ -44,7 +44,7 @@ STOP_TIMEOUT = 10.0
 READ_TIMEOUT = 5.0
 """Default seconds a client waits for an expected reply."""
 
-_PORT_LINE = re.compile(rb"ChatFactory starting on (\d+)")
+_PORT_LINE = re.compile(rb"ChatFactory(?: \(PROXY\))? starting on (\d+)")
 _READY_LINE = b"Chat service started"
 """Logged once the store is open and the state loaded: connections are served from then on."""
 _WEB_PORT_LINE = re.compile(rb"Site \(InputGuardFactory\) starting on (\d+)")
@@ -155,6 +155,7 @@ class ChatServer:
     :param web: also serve the browser client (``--web``); :attr:`web_port`
         is then its port.
     :param options: more ``twistd chat`` options.
+    :param proxied: listen with ``haproxy:tcp:...``: connections start with a PROXY header.
 
     Use :meth:`start` and :meth:`stop` (or ``with``), and :meth:`restart`.
     :attr:`port` is the port it listens on (ephemeral, then kept across
@@ -169,8 +170,10 @@ class ChatServer:
         timeout: float = 3,
         web: bool = False,
         options: Sequence[str] = (),
+        proxied: bool = False,
     ) -> None:
         self.accounts = dict(DEFAULT_ACCOUNTS if accounts is None else accounts)
+        self.proxied = proxied
         self.block_duration = block_duration
         self.max_failures = max_failures
         self.timeout = timeout
@@ -201,7 +204,7 @@ class ChatServer:
             "--pidfile=",
             "chat",
             "--listen",
-            f"tcp:{self.port}:interface={HOST}",
+            f"{'haproxy:' if self.proxied else ''}tcp:{self.port}:interface={HOST}",
             "--credentials",
             str(self.directory / "credentials.txt"),
             "--block-duration",

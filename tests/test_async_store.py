@@ -22,6 +22,7 @@ from twisted.trial import unittest
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from chatservice import events
 from chatservice.service import ChatService
 from chatservice.store.interface import IChatStore
 from chatservice.store.memory import MemoryStore
@@ -113,8 +114,8 @@ class StateOverSlowStoreTests(StateTestCase):
     def test_direct_message_acknowledged_once_kept(self) -> None:
         (yoda,) = self.online("yoda")
         d = yoda.message("luke", "come back")
-        self.assertEqual(self.slow.waiting(), ["count_offline"])
-        self.slow.answer("count_offline")
+        self.assertEqual(self.slow.waiting(), ["offline_counts"])
+        self.slow.answer("offline_counts")
         self.assertEqual(self.slow.waiting(), ["add_offline"])
         self.assertNoResult(d)
         self.assertEqual(self.store.offline_messages("luke"), [])
@@ -133,7 +134,7 @@ class StateOverSlowStoreTests(StateTestCase):
     def test_direct_message_not_kept_is_an_error(self) -> None:
         (yoda,) = self.online("yoda")
         d = yoda.message("luke", "come back")
-        self.slow.answer("count_offline")
+        self.slow.answer("offline_counts")
         self.slow.refuse("add_offline")
         self.failureResultOf(d, StoreDown)
 
@@ -151,7 +152,7 @@ class StateOverSlowStoreTests(StateTestCase):
         self.assertEqual(self.clients["hans"].take(), expected)
         self.assertEqual(self.clients["luke"].take(), expected)
         self.assertEqual(
-            summary(self.successResultOf(d)), ("BroadcastSent", 2, 0, 2, START + 5, ())
+            summary(self.successResultOf(d)), ("BroadcastSent", 2, 0, 2, START + 5, (), 0)
         )
 
     def test_broadcast_not_kept_is_not_sent(self) -> None:
@@ -177,7 +178,7 @@ class StateOverSlowStoreTests(StateTestCase):
         self.assertEqual(
             self.clients["hans"].take(), [("RoomMessage", 1, "yoda", "in here", START, 1)]
         )
-        self.assertEqual(summary(self.successResultOf(d)), ("RoomPosted", 1, 1, START, 1, 0))
+        self.assertEqual(summary(self.successResultOf(d)), ("RoomPosted", 1, 1, START, 1, 0, 0))
 
     def test_block_in_effect_at_once_answered_once_stored(self) -> None:
         yoda, _hans = self.online("yoda", "hans")
@@ -222,10 +223,10 @@ class StateOverSlowStoreTests(StateTestCase):
         yoda, _hans = self.online("yoda", "hans")
         d = yoda.send(("luke", "hans", "vader", "leia"), "news")
         # hans is online: delivered at once; luke and leia wait for the store.
-        self.assertEqual(self.slow.waiting(), ["count_offline", "count_offline"])
+        self.assertEqual(self.slow.waiting(), ["offline_counts", "offline_counts"])
         self.assertNoResult(d)
-        self.slow.answer("count_offline")
-        self.slow.answer("count_offline")
+        self.slow.answer("offline_counts")
+        self.slow.answer("offline_counts")
         self.slow.refuse("add_offline")  # luke's
         self.assertNoResult(d)
         self.slow.answer("add_offline")  # leia's
@@ -330,7 +331,7 @@ class KeptMessagesTests(StateTestCase):
     def test_stored_after_the_login_fetch_is_fetched_again(self) -> None:
         (hans,) = self.online_now("hans")
         d = hans.message("leia", "late")
-        self.slow.answer("count_offline")
+        self.slow.answer("offline_counts")
         leia = self.login("leia")
         self.slow.answer("offline_messages")  # before the message is kept
         self.assertEqual(self.clients["leia"].take(), [])
@@ -401,7 +402,7 @@ class ConnectionOverSlowStoreTests(unittest.TestCase):
 
     def test_failing_write_is_unavailable_and_logged(self) -> None:
         self.yoda.send("message obiwan hi")
-        self.slow.answer("count_offline")
+        self.slow.answer("offline_counts")
         self.slow.refuse("add_offline")
         self.assertEqual(self.yoda.lines(), [UNAVAILABLE])
         self.assertEqual(len(self.flushLoggedErrors(StoreDown)), 1)
@@ -427,7 +428,7 @@ class ConnectionOverSlowStoreTests(unittest.TestCase):
         self.harness.state.max_offline = 1
         self.harness.store.add_offline("hans", "obiwan", "first", START)
         self.yoda.send("message obiwan second")
-        self.slow.answer("count_offline")
+        self.slow.answer("offline_counts")
         self.assertEqual(
             self.yoda.lines(),
             [
@@ -541,3 +542,43 @@ class NoLogs:
 
     def flush(self) -> defer.Deferred[None]:
         return defer.succeed(None)
+
+
+class DirectFromAnotherNodeTests(StateTestCase):
+    """A direct message another node kept and announced (``direct_here``), against a fetch of kept messages."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.slow = ManualStore(self.store, at_once=("offline_messages", "remove_offline"))
+        use_store(self.state, self.slow)
+
+    def test_shown_once_when_announced_during_a_fetch(self) -> None:
+        (hans,) = self.online("hans")
+        self.clients["hans"].take()
+        # Kept by another node for hans, while hans's fetch is under way.
+        kept = self.store.add_offline("yoda", "hans", "across nodes", START)
+        self.slow.at_once.discard("offline_messages")
+        self.slow.at_once.discard("remove_offline")
+        fetch = hans.deliver_kept()
+        self.assertEqual(self.slow.waiting(), ["offline_messages"])
+        event = events.DirectMessage("yoda", "across nodes", START)
+        self.state.direct_here("hans", kept.message_id, event)
+        self.assertEqual(self.slow.waiting(), ["offline_messages"], "the take waits for the fetch")
+        self.slow.answer("offline_messages")
+        self.slow.answer("remove_offline")
+        self.assertEqual(self.successResultOf(fetch), 1)
+        self.slow.answer("take_offline")
+        self.assertEqual(
+            self.clients["hans"].take(), [("DirectMessage", "yoda", "across nodes", START, True)]
+        )
+        self.assertEqual(self.store.offline_messages("hans"), [])
+
+    def test_shown_live_when_taken_first(self) -> None:
+        (hans,) = self.online("hans")
+        self.clients["hans"].take()
+        kept = self.store.add_offline("yoda", "hans", "across nodes", START)
+        self.state.direct_here("hans", kept.message_id, events.DirectMessage("yoda", "across nodes", START))
+        self.assertEqual(self.slow.waiting(), ["take_offline"])
+        self.slow.answer("take_offline")
+        self.assertEqual(self.clients["hans"].take(), [("DirectMessage", "yoda", "across nodes", START, False)])
+        self.assertEqual(self.successResultOf(hans.deliver_kept()), 0)

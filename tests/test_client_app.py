@@ -42,6 +42,7 @@ from chatservice.client.console import Console, Output
 from chatservice.client.filetransfer import TransferSettings
 from chatservice.client.peer import PeerFactory
 from chatservice.client.server_connection import ServerConnection
+from chatservice.client.style import timestamp
 from chatservice.client.testing import DatagramNetwork
 from tests.test_accounts import ManualRunner
 from tests.test_client_peer import PeerNetwork
@@ -149,7 +150,14 @@ class Harness:
         else:
             [login] = self.requests()
             self.answer(login, type="login", success=True, user=self.name)
+        self.answer_who()
         self.lines()
+
+    def answer_who(self, *online: str) -> None:
+        """Answer the quiet ``whoelse`` a client sends once logged in (for Tab completion)."""
+        [who] = self.requests()
+        assert who["type"] == "whoelse", who
+        self.answer(who, type="userlist", users=list(online), onlinetype=True)
 
     def challenge(self, password: str) -> tuple[ScramServerExchange, ScramKeys]:
         """Answer the client's ``salt`` request as a server whose account has ``password``."""
@@ -176,6 +184,11 @@ class Harness:
         if not self.server_transport.disconnected:
             self.server_transport.disconnected = True
             self.server.connectionLost(reason or Failure(ConnectionDone()))
+
+
+def stamp(clock: Clock) -> str:
+    """The time stamp a message shown now gets."""
+    return timestamp(clock.seconds())
 
 
 _KEYS: dict[str, ScramKeys] = {}
@@ -246,6 +259,10 @@ class LoginTests(ClientTestCase):
     def test_password_is_not_echoed(self) -> None:
         yoda = self.harness("yoda")
         yoda.type("yoda")
+        if yoda.client.scram:
+            # SCRAM: the name goes first, the password is asked once challenged.
+            self.assertFalse(yoda.echo.hidden)
+            yoda.challenge("wise")
         self.assertTrue(yoda.echo.hidden)
         yoda.type("wise")
         self.assertFalse(yoda.echo.hidden)
@@ -266,7 +283,8 @@ class LoginTests(ClientTestCase):
 
     def test_error_reply_to_login(self) -> None:
         yoda = self.harness("yoda")
-        yoda.type("yoda", "wise")
+        # With SCRAM the error answers the name (the password is not asked yet).
+        yoda.type(*(("yoda",) if yoda.client.scram else ("yoda", "wise")))
         [first] = yoda.requests()
         yoda.answer(first, type="error", code="missing_field", message="Bad login.")
         self.assertEqual(yoda.lines(), ["Bad login."])
@@ -281,6 +299,15 @@ class LoginTests(ClientTestCase):
         self.assertFalse(yoda.echo.hidden)
         yoda.close()
         self.assertEqual(yoda.lines(), [])
+        self.assertEqual(yoda.status, [app.EXIT_LOST])
+
+    def test_giving_up_closes_the_server_connection(self) -> None:
+        # main() gives up after connecting when the peer ports cannot be opened.
+        yoda = self.harness("yoda")
+        yoda.client.give_up("Error. Could not listen for other clients on 127.0.0.1: taken.")
+        self.assertTrue(yoda.server_transport.disconnecting)
+        yoda.close()
+        self.assertEqual(yoda.lines(), ["Error. Could not listen for other clients on 127.0.0.1: taken."])
         self.assertEqual(yoda.status, [app.EXIT_LOST])
 
 
@@ -300,7 +327,8 @@ class PasswordLoginTests(LoginTests):
         yoda.type("yoda", "wise", "whoelse", "message hans hi")
         [login] = yoda.requests()
         yoda.answer(login, type="login", success=True, user="yoda")
-        self.assertEqual(yoda.requests(), [{"type": "whoelse", "id": 2}])
+        # The quiet whoelse (for Tab completion), then the typed one.
+        self.assertEqual(yoda.requests(), [{"type": "whoelse", "id": 2}, {"type": "whoelse", "id": 3}])
 
     def test_wrong_password_asks_for_the_password_again(self) -> None:
         yoda = self.harness("yoda")
@@ -318,6 +346,8 @@ class PasswordLoginTests(LoginTests):
         [first] = yoda.requests()
         yoda.answer(first, type="login", success=False, reason="unknown_user",
                     message="Error. Unknown user vader. Please try again.")
+        [probe] = yoda.requests()
+        yoda.answer(probe, type="username_register_status", user="vader", taken=True)
         [second] = yoda.requests()
         self.assertEqual(second["user"], "yoda")
 
@@ -370,7 +400,7 @@ class ScramLoginTests(ClientTestCase):
         runner.run_next()
         final, server_final = yoda.prove(exchange, keys)
         yoda.answer(final, type="login", success=True, user="yoda", server_final=server_final)
-        self.assertEqual(yoda.requests(), [{"type": "whoelse", "id": 3}])
+        self.assertEqual(yoda.requests(), [{"type": "whoelse", "id": 3}, {"type": "whoelse", "id": 4}])
 
     def test_wrong_password_asks_for_the_password_again(self) -> None:
         yoda = self.harness("yoda")
@@ -389,12 +419,18 @@ class ScramLoginTests(ClientTestCase):
 
     def test_refusals_of_the_salt_request_are_shown_as_before(self) -> None:
         yoda = self.harness("yoda")
-        yoda.type("vader", "dark", "yoda", "wise")
+        yoda.type("vader")
         [salt] = yoda.requests()
         self.assertTrue(salt["message"].startswith("n,,n=vader,r="))
         yoda.answer(salt, type="login", success=False, reason="unknown_user",
                     message="Error. Unknown user vader. Please try again.")
+        [probe] = yoda.requests()
+        self.assertEqual(probe, {"type": "register", "user": "vader", "id": 2})
+        self.assertFalse(yoda.echo.hidden)  # no password was asked for
+        yoda.answer(probe, type="register_status", status=False, user="vader", code="registration_disabled",
+                    additional_info="Error. This server does not take new accounts.")
         self.assertEqual(yoda.lines(), ["Error. Unknown user vader. Please try again."])
+        yoda.type("yoda")
         [salt] = yoda.requests()
         yoda.answer(salt, type="login", success=False, reason="blocked", retry_after=9,
                     message="Your account is blocked due to multiple login failures. Please try again later")
@@ -552,12 +588,12 @@ class CommandTests(ClientTestCase):
     def test_server_commands_with_the_same_words(self) -> None:
         self.yoda.type("message hans Hey Dude")
         [request] = self.yoda.requests()
-        self.assertEqual(request, {"type": "message", "to": "hans", "message": "Hey Dude", "id": 3})
+        self.assertEqual(request, {"type": "message", "to": "hans", "message": "Hey Dude", "id": 4})
         self.yoda.answer(request, type="message_status", to="hans", stored=True)
         self.assertEqual(self.yoda.lines(), ["hans is offline; your message will be delivered when they log in."])
         self.yoda.type("room create hans luke")
         [request] = self.yoda.requests()
-        self.assertEqual(request, {"type": "room_create", "members": ["hans", "luke"], "id": 4})
+        self.assertEqual(request, {"type": "room_create", "members": ["hans", "luke"], "id": 5})
 
     def test_unknown_command_sends_nothing(self) -> None:
         self.yoda.type("dance", "message hans")
@@ -590,12 +626,12 @@ class CommandTests(ClientTestCase):
         self.assertEqual(lines[0], "Commands:")
         self.assertTrue(lines[1].strip().startswith("whoelse"))
         self.assertIn("start a private chat with <user>", lines[2])
-        self.assertEqual([line.split()[0] for line in lines[3:]], ["private", "stopprivate", "sendfile"])
+        self.assertEqual([line.split()[0] for line in lines[3:]], ["private", "stopprivate", "sendfile", "accept", "decline"])
 
     def test_unsolicited_messages_are_shown(self) -> None:
         self.yoda.receive({"type": "message", "from": "hans", "message": "hi", "timestamp": 1, "offline": False})
         self.yoda.receive({"type": "user_notification", "user": "luke", "status": True})
-        self.assertEqual(self.yoda.lines(), ["hans: hi", "luke logged in"])
+        self.assertEqual(self.yoda.lines(), [f"{stamp(self.clock)} hans: hi", "luke logged in"])
 
     def test_private_without_a_session(self) -> None:
         self.yoda.type("private hans hi", "stopprivate hans")
@@ -612,7 +648,7 @@ class CommandTests(ClientTestCase):
     def test_startprivate_refused_by_the_server(self) -> None:
         self.yoda.type("startprivate hans")
         [request] = self.yoda.requests()
-        self.assertEqual(request, {"type": "startprivate", "target": "hans", "id": 3})
+        self.assertEqual(request, {"type": "startprivate", "target": "hans", "id": 4})
         self.yoda.answer(request, type="error", code="blocked", message="Error. hans has blocked you.")
         self.assertEqual(self.yoda.lines(), ["Error. hans has blocked you."])
 
@@ -633,7 +669,7 @@ class CommandTests(ClientTestCase):
         path.write_bytes(b"abc")
         self.yoda.type(f"UPD hans {path}")
         [request] = self.yoda.requests()
-        self.assertEqual(request, {"type": "sendfile", "to": "hans", "filename": "f.bin", "size": 3, "id": 3})
+        self.assertEqual(request, {"type": "sendfile", "to": "hans", "filename": "f.bin", "size": 3, "id": 4})
         self.yoda.answer(request, type="error", code="no_udp_port",
                          message="Error. hans is not using a client that accepts files.")
         self.assertEqual(self.yoda.lines(), ["Error. hans is not using a client that accepts files."])
@@ -661,7 +697,7 @@ class EndingTests(ClientTestCase):
     def test_end_of_input_logs_out(self) -> None:
         self.yoda.console.readConnectionLost()
         [request] = self.yoda.requests()
-        self.assertEqual(request, {"type": "logout", "id": 3})
+        self.assertEqual(request, {"type": "logout", "id": 4})
 
     def test_timeout(self) -> None:
         self.yoda.receive({"type": "disconnect", "reason": "timeout",
@@ -728,18 +764,28 @@ class TwoClientsTests(ClientTestCase):
         self.hans.receive({"type": "private_request", "from": "yoda", "token": "tok-1"})
         self.yoda.answer(request, type="private_address", user="hans", host="127.0.0.1", port=6001, token="tok-1")
         self.settle()
+        self.assertEqual(self.yoda.lines(), ["Waiting for hans to accept the private chat."])
+        self.assertEqual(
+            self.hans.lines(),
+            ["yoda wants to chat privately with you: type accept or decline (within 20 s)."],
+        )
+        self.hans.type("accept")
+        self.settle()
         self.assertEqual(self.yoda.lines(), ["Private messaging with hans started."])
-        self.assertEqual(self.hans.lines(), ["Private messaging with yoda started."])
+        self.assertEqual(
+            self.hans.lines(),
+            ["Accepted a private chat from yoda.", "Private messaging with yoda started."],
+        )
 
     def test_private_chat(self) -> None:
         self.start_private()
         self.yoda.type("private hans this goes straight to hans")
         self.settle()
-        self.assertEqual(self.hans.lines(), ["yoda(private): this goes straight to hans"])
+        self.assertEqual(self.hans.lines(), [f"{stamp(self.clock)} yoda(private): this goes straight to hans"])
         self.assertEqual(self.yoda.requests(), [])
         self.hans.type("private yoda back")
         self.settle()
-        self.assertEqual(self.yoda.lines(), ["hans(private): back"])
+        self.assertEqual(self.yoda.lines(), [f"{stamp(self.clock)} hans(private): back"])
 
     def test_startprivate_twice(self) -> None:
         self.start_private()
@@ -774,7 +820,7 @@ class TwoClientsTests(ClientTestCase):
         [line] = self.yoda.lines()
         self.assertTrue(line.startswith("Error. Could not start private messaging with hans: could not connect to hans"), line)
 
-    def send_file(self, size: int, command: str = "sendfile") -> Path:
+    def send_file(self, size: int, command: str = "sendfile", accept: bool = True) -> Path:
         path = self.yoda.directory / "lecture 1.bin"
         path.write_bytes(bytes(range(256)) * (size // 256) + b"x" * (size % 256))
         self.yoda.type(f"{command} hans {path}")
@@ -782,12 +828,20 @@ class TwoClientsTests(ClientTestCase):
         self.assertEqual((request["filename"], request["size"]), ("lecture 1.bin", size))
         self.hans.receive({"type": "file_incoming", "from": "yoda", "filename": "lecture 1.bin", "size": size, "token": "tok-f"})
         self.yoda.answer(request, type="file_address", user="hans", host="127.0.0.1", port=6001, token="tok-f")
+        if accept:
+            self.hans.type("accept")
         return path
 
     def test_file_transfer(self) -> None:
         path = self.send_file(100_000)
         self.assertEqual(self.yoda.lines(), ["Sending lecture 1.bin (100.0 kB) to hans."])
-        self.assertEqual(self.hans.lines(), ["yoda is sending you lecture 1.bin (100.0 kB)."])
+        self.assertEqual(
+            self.hans.lines(),
+            [
+                "yoda is sending you lecture 1.bin (100.0 kB): type accept or decline (within 20 s).",
+                "Accepted lecture 1.bin from yoda.",
+            ],
+        )
         self.settle(2)
         [sent] = self.yoda.lines()
         self.assertTrue(sent.startswith("Sent lecture 1.bin to hans (100.0 kB in "), sent)
@@ -818,3 +872,259 @@ class TwoClientsTests(ClientTestCase):
             "Error. Receiving lecture 1.bin from yoda failed: yoda cancelled it: lost the server. Nothing was saved.",
         )
         self.assertEqual(list(self.hans.downloads.iterdir()), [])
+
+
+class OfferTests(ClientTestCase):
+    """Private chats and files offered to hans: asked first, and yoda told of a refusal."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.yoda = self.harness("yoda")
+        self.hans = self.harness("hans")
+        self.yoda.log_in()
+        self.hans.log_in()
+
+    def offer_private(self) -> None:
+        self.yoda.type("startprivate hans")
+        [request] = self.yoda.requests()
+        self.hans.receive({"type": "private_request", "from": "yoda", "token": "tok-1"})
+        self.yoda.answer(request, type="private_address", user="hans", host="127.0.0.1", port=6001, token="tok-1")
+        self.settle()
+        self.assertEqual(self.yoda.lines(), ["Waiting for hans to accept the private chat."])
+        self.hans.lines()
+
+    def offer_file(self, size: int = 30_000) -> Path:
+        path = self.yoda.directory / "notes.txt"
+        path.write_bytes(b"n" * size)
+        self.yoda.type(f"sendfile hans {path}")
+        [request] = self.yoda.requests()
+        self.hans.receive({"type": "file_incoming", "from": "yoda", "filename": "notes.txt", "size": size, "token": "tok-f"})
+        self.yoda.answer(request, type="file_address", user="hans", host="127.0.0.1", port=6001, token="tok-f")
+        self.settle(0.5)  # the START arrives, and is held while hans decides
+        self.assertEqual(self.yoda.lines(), ["Sending notes.txt (30.0 kB) to hans."])
+        self.assertEqual(
+            self.hans.lines(),
+            [f"yoda is sending you notes.txt (30.0 kB): type accept or decline"
+             f" (within {self.hans.client.offers.timeout:g} s)."],
+        )
+        return path
+
+    def test_declined_private_chat(self) -> None:
+        self.offer_private()
+        self.hans.type("decline")
+        self.settle()
+        self.assertEqual(self.hans.lines(), ["Declined a private chat from yoda."])
+        self.assertEqual(
+            self.yoda.lines(), ["Error. Could not start private messaging with hans: hans declined."]
+        )
+        self.assertFalse(self.yoda.client.private.is_open("hans"))
+        self.assertFalse(self.hans.client.private.is_open("yoda"))
+
+    def test_unanswered_private_chat_is_declined(self) -> None:
+        self.offer_private()
+        self.settle(20)
+        self.assertEqual(self.hans.lines(), ["No answer within 20 s: declined a private chat from yoda."])
+        self.assertEqual(
+            self.yoda.lines(), ["Error. Could not start private messaging with hans: hans declined."]
+        )
+
+    def test_file_accepted_after_its_start_arrived(self) -> None:
+        path = self.offer_file()
+        [sending] = self.yoda.client.files.active()
+        [receiving] = self.hans.client.files.active()
+        self.assertIsNotNone(receiving.address)  # the START came, and was not answered
+        self.assertEqual((sending.state.name, receiving.state.name), ("WAITING", "WAITING"))
+        self.assertEqual(list(self.hans.downloads.iterdir()), [])
+        self.hans.type("accept yoda")
+        self.settle(2)
+        lines = self.hans.lines()
+        self.assertEqual(lines[0], "Accepted notes.txt from yoda.")
+        self.assertTrue(lines[1].startswith("Received notes.txt from yoda, saved as "), lines)
+        self.assertEqual((self.hans.downloads / "yoda_notes.txt").read_bytes(), path.read_bytes())
+
+    def test_declined_file(self) -> None:
+        self.offer_file()
+        self.hans.type("decline")
+        self.settle(1)
+        self.assertEqual(self.hans.lines(), ["Declined notes.txt from yoda."])
+        self.assertEqual(
+            self.yoda.lines(), ["Error. Sending notes.txt to hans failed: hans declined it."]
+        )
+        self.assertEqual(list(self.hans.downloads.iterdir()), [])
+        self.assertEqual(self.yoda.client.files.active(), [])
+        self.assertEqual(self.hans.client.files.active(), [])
+
+    def test_file_declined_before_its_start_arrives(self) -> None:
+        path = self.yoda.directory / "early.txt"
+        path.write_bytes(b"e" * 100)
+        self.yoda.type(f"sendfile hans {path}")
+        [request] = self.yoda.requests()
+        self.hans.receive({"type": "file_incoming", "from": "yoda", "filename": "early.txt", "size": 100, "token": "tok-e"})
+        self.hans.type("decline")
+        self.yoda.answer(request, type="file_address", user="hans", host="127.0.0.1", port=6001, token="tok-e")
+        self.settle(1)
+        self.assertEqual(self.hans.lines()[-1], "Declined early.txt from yoda.")
+        self.assertEqual(self.yoda.lines()[-1], "Error. Sending early.txt to hans failed: hans declined it.")
+
+    def test_unanswered_file_is_declined(self) -> None:
+        self.hans.client.offers.timeout = 3  # within these tests' 5 s transfer timeout
+        self.offer_file()
+        self.settle(4)
+        self.assertEqual(self.hans.lines(), ["No answer within 3 s: declined notes.txt from yoda."])
+        self.assertEqual(
+            self.yoda.lines(), ["Error. Sending notes.txt to hans failed: hans did not answer in time."]
+        )
+        self.assertEqual(list(self.hans.downloads.iterdir()), [])
+
+    def test_answers_without_an_offer(self) -> None:
+        self.hans.type("accept", "decline luke")
+        self.assertEqual(
+            self.hans.lines(),
+            ["Error. Nobody is waiting for your answer.", "Error. luke is not waiting for your answer."],
+        )
+        self.assertEqual(self.hans.requests(), [])
+
+    def test_a_resent_file_never_replaces_the_first(self) -> None:
+        for round_ in (1, 2):
+            path = self.yoda.directory / "same.txt"
+            path.write_bytes(f"version {round_}".encode())
+            self.yoda.type(f"sendfile hans {path}")
+            [request] = self.yoda.requests()
+            token = f"tok-{round_}"
+            self.hans.receive({"type": "file_incoming", "from": "yoda", "filename": "same.txt", "size": 9, "token": token})
+            self.yoda.answer(request, type="file_address", user="hans", host="127.0.0.1", port=6001, token=token)
+            self.hans.type("accept")
+            self.settle(2)
+        self.assertEqual((self.hans.downloads / "yoda_same.txt").read_bytes(), b"version 1")
+        self.assertEqual((self.hans.downloads / "yoda_same (2).txt").read_bytes(), b"version 2")
+
+
+class GuestAndRegistrationTests(ClientTestCase):
+    password_login = True
+
+    def test_guest_login(self) -> None:
+        han = self.harness("han")
+        han.type("guest han")
+        [request] = han.requests()
+        self.assertEqual(request, {"type": "guest", "user": "han", "p2p_port": 6000, "udp_port": 6000, "id": 1})
+        self.assertFalse(han.echo.hidden)
+        han.answer(request, type="login", success=True, user="han", guest=True)
+        self.assertIs(han.client.phase, Phase.ONLINE)
+        self.assertEqual(han.client.username, "han")
+
+    def test_guests_refused(self) -> None:
+        han = self.harness("han")
+        han.type("guest han")
+        [request] = han.requests()
+        han.answer(request, type="error", code="guests_disabled", message="Error. Guests are not allowed here.")
+        self.assertEqual(han.lines(), ["Error. Guests are not allowed here."])
+        self.assertIs(han.client.phase, Phase.USERNAME)
+
+    def unknown(self, harness: Harness, taken: bool = False) -> None:
+        harness.type("vader", "dark")
+        [login] = harness.requests()
+        harness.answer(login, type="login", success=False, reason="unknown_user",
+                       message="Error. Unknown user vader. Please try again.")
+        [probe] = harness.requests()
+        self.assertEqual(probe, {"type": "register", "user": "vader", "id": 2})
+        harness.answer(probe, type="username_register_status", user="vader", taken=taken)
+
+    def test_registration_with_the_telnet_prompts(self) -> None:
+        vader = self.harness("vader")
+        interactive = []
+        vader.client.output.prompt = lambda text, secret=False: interactive.append((text, secret))  # type: ignore[method-assign]
+        self.unknown(vader)
+        vader.type("maybe", "yes", "dark1", "dark2", "dark", "dark")
+        self.assertEqual(
+            interactive[-6:],
+            [
+                ("Create a new account with that name? (yes/no) ", False),
+                ("Create a new account with that name? (yes/no) ", False),
+                ("New password: ", True),
+                ("Repeat the password: ", True),
+                ("New password: ", True),
+                ("Repeat the password: ", True),
+            ],
+        )
+        self.assertEqual(vader.echo.history[-2:], ["hide", "restore"])
+        [register] = vader.requests()
+        self.assertEqual(register, {"type": "register", "user": "vader", "password": "dark", "id": 3})
+        vader.answer(register, type="register_status", status=True, user="vader")
+        self.assertEqual(
+            vader.lines(),
+            ["There is no account vader.", "Error. The passwords differ; try again.",
+             "Account vader created."],
+        )
+        self.assertPasswordLogin(vader, "dark", 4)
+
+    def test_no_new_account(self) -> None:
+        vader = self.harness("vader")
+        self.unknown(vader)
+        vader.type("no")
+        self.assertIs(vader.client.phase, Phase.USERNAME)
+        self.assertEqual(vader.requests(), [])
+
+    def test_registration_refused(self) -> None:
+        vader = self.harness("vader")
+        self.unknown(vader)
+        vader.type("y", "dark", "dark")
+        [register] = vader.requests()
+        vader.answer(register, type="register_status", status=False, user="vader", code="weak",
+                     additional_info="Error. Too short.")
+        self.assertEqual(vader.lines()[-1], "Error. Too short.")
+        self.assertIs(vader.client.phase, Phase.USERNAME)
+
+    def test_server_without_registration_asks_the_name_again(self) -> None:
+        vader = self.harness("vader")
+        vader.type("vader", "dark")
+        [login] = vader.requests()
+        vader.answer(login, type="login", success=False, reason="unknown_user", message="Unknown.")
+        [probe] = vader.requests()
+        vader.answer(probe, type="register_status", status=False, user="vader", code="registration_disabled",
+                     additional_info="Error. This server does not take new accounts.")
+        self.assertIs(vader.client.phase, Phase.USERNAME)
+        self.assertEqual(vader.lines(), ["Unknown."])
+
+
+class HabitsAndCompletionTests(ClientTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.yoda = self.harness("yoda")
+        self.yoda.type("yoda", "pw")
+        login, server_final = self.yoda.prove(*self.yoda.challenge("pw"))
+        self.yoda.answer(login, type="login", success=True, user="yoda", server_final=server_final)
+        self.yoda.answer_who("hans", "hanna")
+
+    def test_irc_habits(self) -> None:
+        self.yoda.type("/msg hans hi there")
+        [request] = self.yoda.requests()
+        self.assertEqual(request, {"type": "message", "to": "hans", "message": "hi there", "id": 4})
+        self.yoda.answer(request, type="ok", command="message")
+        for word in ("quit", "exit", "/quit", "/EXIT"):
+            self.yoda.type(word)
+            [request] = self.yoda.requests()
+            self.assertEqual(request["type"], "logout")
+            self.yoda.answer(request, type="ok", command="logout")
+
+    def test_completion_of_commands_and_online_users(self) -> None:
+        complete = self.yoda.client.complete
+        self.assertEqual(complete("mes", True), ["message"])
+        self.assertEqual(complete("/ms", True), ["/msg"])
+        self.assertIn("accept", complete("ac", True))
+        self.assertEqual(sorted(complete("ha", False)), ["hanna", "hans"])
+        self.yoda.receive({"type": "user_notification", "user": "hanna", "status": False})
+        self.yoda.receive({"type": "user_notification", "user": "harry", "status": True})
+        self.assertEqual(sorted(complete("ha", False)), ["hans", "harry"])
+
+    def test_no_completion_before_login(self) -> None:
+        luke = self.harness("luke")
+        self.assertEqual(luke.client.complete("me", True), [])
+
+    def test_messages_are_time_stamped(self) -> None:
+        self.yoda.lines()
+        self.yoda.receive({"type": "broadcast", "from": "hans", "message": "all", "timestamp": 1, "seq": 1})
+        self.yoda.receive({"type": "room_message", "room": 2, "from": "hans", "message": "r", "timestamp": 1, "seq": 1})
+        self.yoda.receive({"type": "message", "from": "hans", "message": "old", "timestamp": 1_795_000_000, "offline": True})
+        lines = self.yoda.lines()
+        self.assertEqual(lines[:2], [f"{stamp(self.clock)} [broadcast] hans: all", f"{stamp(self.clock)} [room 2] hans: r"])
+        self.assertTrue(lines[2].startswith("[offline "), lines)

@@ -141,7 +141,10 @@ class ClientCommandTests(unittest.TestCase):
         usages = [usage for usage, _summary in self.table.client_help()]
         self.assertEqual(
             usages,
-            ["startprivate <user>", "private <user> <text>", "stopprivate <user>", "sendfile <user> <path>"],
+            [
+                "startprivate <user>", "private <user> <text>", "stopprivate <user>",
+                "sendfile <user> <path>", "accept [<user>]", "decline [<user>]",
+            ],
         )
 
 

@@ -5,7 +5,8 @@ standard input, as a script would, and what they print is checked: direct
 messages, private chat straight between clients (its text is in neither
 client's ``--json-log`` transcript, i.e. it never crossed the server),
 private messages still delivered after the target blocks the sender,
-``stopprivate``, a 20 MB file transfer (over perfect loopback and with
+``stopprivate``, a private chat that idle connections to the peer port
+cannot hold up (the port listens only on the address that reaches the server), a 20 MB file transfer (over perfect loopback and with
 simulated loss), and how each way of ending sets the exit status.
 
 Every wait has a deadline; everything listens on and talks to 127.0.0.1.
@@ -13,12 +14,14 @@ Every wait has a deadline; everything listens on and talks to 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import random
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -46,7 +49,6 @@ class ClientProcess:
         self.process = subprocess.Popen(
             [
                 sys.executable, "-m", "chatservice.client", HOST, str(port),
-                "--p2p-interface", HOST,
                 "--download-dir", str(self.downloads),
                 "--json-log", str(self.transcript),
                 *options,
@@ -124,6 +126,14 @@ class ClientProcess:
             if stream is not None and not stream.closed:
                 stream.close()
 
+    def p2p_port(self) -> int:
+        """The private chat port this client sent in its login."""
+        for line in self.sent_to_or_from_server().splitlines():
+            entry = json.loads(line)
+            if entry["direction"] == "sent" and "p2p_port" in entry["message"]:
+                return int(entry["message"]["p2p_port"])
+        raise AssertionError(f"{self.name} sent no p2p_port")
+
     def sent_to_or_from_server(self) -> str:
         """Every JSON message this client exchanged with the server, as text."""
         if not self.transcript.exists():
@@ -173,15 +183,18 @@ class ChatTests(EndToEndTestCase):
         yoda.expect("hans logged in")
 
         yoda.send("message hans Hey Dude")
-        hans.expect("yoda: Hey Dude")
+        self.assertRegex(hans.expect("yoda: Hey Dude"), r"^\[\d\d:\d\d\] yoda: Hey Dude$")
 
         yoda.send("startprivate hans")
+        yoda.expect("Waiting for hans to accept the private chat.")
+        hans.expect("yoda wants to chat privately with you: type accept or decline")
+        hans.send("accept")
         yoda.expect("Private messaging with hans started.")
         hans.expect("Private messaging with yoda started.")
 
         secret = f"the password is {random.Random().getrandbits(64):x}"
         yoda.send(f"private hans {secret}")
-        self.assertEqual(hans.expect(secret), f"yoda(private): {secret}")
+        self.assertRegex(hans.expect(secret), rf"^\[\d\d:\d\d\] yoda\(private\): {secret}$")
         hans.send("private yoda got it")
         yoda.expect("hans(private): got it")
 
@@ -214,6 +227,37 @@ class ChatTests(EndToEndTestCase):
         self.assertIn("Hey Dude", yoda.sent_to_or_from_server())
         self.assertNotIn(secret, self.server.log())
 
+    def test_idle_connections_to_the_peer_port(self) -> None:
+        # Issue 15, item 10: 17 idle connections (no login needed) made the
+        # next private chat fail for about 10 s.
+        yoda, hans = self.client("yoda"), self.client("hans")
+        yoda.log_in("wise")
+        hans.log_in("falcon")
+        port = hans.p2p_port()
+        with contextlib.ExitStack() as stack:
+            idle = [
+                stack.enter_context(socket.create_connection((HOST, port), timeout=WAIT))
+                for _ in range(17)
+            ]
+            # The port is open only on the address hans reaches the server from.
+            with socket.socket() as elsewhere:
+                elsewhere.settimeout(WAIT)
+                self.assertNotEqual(elsewhere.connect_ex(("127.0.0.2", port)), 0)
+            started = time.monotonic()
+            yoda.send("startprivate hans")
+            hans.expect("yoda wants to chat privately with you")
+            hans.send("accept")
+            yoda.expect("Private messaging with hans started.")
+            hans.expect("Private messaging with yoda started.")
+            self.assertLess(time.monotonic() - started, 5.0)
+            for connection in idle:
+                self.assertEqual(connection.recv(100), b"")
+            self.assertLess(time.monotonic() - started, 10.0)
+        yoda.send("private hans still here")
+        hans.expect("yoda(private): still here")
+        self.assertEqual(yoda.finish(), 0)
+        self.assertEqual(hans.finish(), 0)
+
     def test_private_chat_with_a_telnet_user_is_refused(self) -> None:
         yoda = self.client("yoda")
         yoda.log_in("wise")
@@ -238,7 +282,8 @@ class FileTransferTests(EndToEndTestCase):
         started = time.monotonic()
         yoda.send(f"sendfile hans {big}")
         yoda.expect("Sending lecture1.mp4 (20.0 MB) to hans.")
-        hans.expect("yoda is sending you lecture1.mp4 (20.0 MB).")
+        hans.expect("yoda is sending you lecture1.mp4 (20.0 MB): type accept or decline")
+        hans.send("accept")
         hans.expect("Received lecture1.mp4 from yoda", TRANSFER_WAIT)
         yoda.expect("Sent lecture1.mp4 to hans", TRANSFER_WAIT)
         took = time.monotonic() - started
@@ -247,6 +292,8 @@ class FileTransferTests(EndToEndTestCase):
 
         small = self.make_file("notes.txt", 10_000, seed=2)
         hans.send(f"UPD yoda {small}")
+        yoda.expect("hans is sending you notes.txt")
+        yoda.send("accept hans")
         yoda.expect("Received notes.txt from hans")
         hans.expect("Sent notes.txt to yoda")
         self.assertSameFile(small, yoda.downloads / "hans_notes.txt")
@@ -278,6 +325,8 @@ class EndingTests(EndToEndTestCase):
         yoda.log_in("wise")
         hans.log_in("falcon")
         yoda.send("startprivate hans")
+        hans.expect("yoda wants to chat privately with you")
+        hans.send("accept")
         hans.expect("Private messaging with yoda started.")
         self.server.process.send_signal(signal.SIGTERM)
         yoda.expect("The server is shutting down.")

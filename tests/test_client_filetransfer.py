@@ -9,6 +9,7 @@ Every test ends with no pending delayed call.
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import tempfile
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Callable
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
-from chatservice.client import udpwire
+from chatservice.client import downloads, udpwire
 from chatservice.client.filetransfer import (
     IncomingTransfer,
     OutgoingTransfer,
@@ -168,6 +169,81 @@ class PerfectNetworkTests(TransferTestCase):
         self.assertEqual(self.yoda.active(), [])
         self.assertEqual(self.hans.active(), [])
         self.assertTrue(self.network.idle())
+
+
+class SavedNameTests(TransferTestCase):
+    """Issue 15, item 5: a received file never replaces anything in the download directory."""
+
+    def receive(self, sender: str = "yoda", during: Callable[[], None] | None = None):
+        self.connect()
+        path = self.make_file(30_000)
+        incoming = self.hans.expect(sender, path.name, 30_000, TOKEN)
+        self.yoda.send_file("hans", path, path.name, 30_000, *HANS, TOKEN)
+        if during is not None:
+            self.run_until(lambda: incoming.bytes_done > 0)
+            during()
+        self.finish()
+        self.assertEqual(self.hans_events.succeeded, [incoming])
+        self.assertEqual(incoming.path.read_bytes(), path.read_bytes())
+        return incoming
+
+    def test_an_existing_file_is_kept(self) -> None:
+        mine = self.downloads / "yoda_lecture.bin"
+        mine.write_bytes(b"the first lecture")
+        incoming = self.receive()
+        self.assertEqual(mine.read_bytes(), b"the first lecture")
+        self.assertEqual(incoming.path, self.downloads / "yoda_lecture (2).bin")
+
+    def test_a_file_created_during_the_transfer_is_kept(self) -> None:
+        mine = self.downloads / "yoda_lecture.bin"
+        incoming = self.receive(during=lambda: mine.write_bytes(b"written meanwhile"))
+        self.assertEqual(mine.read_bytes(), b"written meanwhile")
+        self.assertEqual(incoming.path, self.downloads / "yoda_lecture (2).bin")
+
+    def test_numbers_go_on(self) -> None:
+        for name in ("yoda_lecture.bin", "yoda_lecture (2).bin"):
+            (self.downloads / name).write_bytes(b"older")
+        (self.downloads / "yoda_lecture (3).bin").mkdir()
+        incoming = self.receive()
+        self.assertEqual(incoming.path, self.downloads / "yoda_lecture (4).bin")
+
+    def test_a_symbolic_link_is_not_followed(self) -> None:
+        victim = self.root / "victim.txt"
+        victim.write_bytes(b"precious")
+        link = self.downloads / "yoda_lecture.bin"
+        link.symlink_to(victim)
+        dangling = self.downloads / "yoda_lecture (2).bin"
+        dangling.symlink_to(self.root / "nowhere")
+        incoming = self.receive()
+        self.assertEqual(victim.read_bytes(), b"precious")
+        self.assertEqual(os.readlink(link), str(victim))
+        self.assertFalse((self.root / "nowhere").exists())
+        self.assertEqual(incoming.path, self.downloads / "yoda_lecture (3).bin")
+        self.assertFalse(incoming.path.is_symlink())
+
+    def test_a_sender_named_like_a_path_cannot_pass_for_another(self) -> None:
+        # "../yoda" used to save as "yoda_lecture.bin", over the real yoda's file.
+        genuine = self.downloads / "yoda_lecture.bin"
+        genuine.write_bytes(b"from the real yoda")
+        incoming = self.receive(sender="../yoda")
+        self.assertEqual(genuine.read_bytes(), b"from the real yoda")
+        self.assertEqual(incoming.path, self.downloads / "%2E%2E%2Fyoda_lecture.bin")
+        self.assertEqual(sorted(p.name for p in self.downloads.iterdir()),
+                         ["%2E%2E%2Fyoda_lecture.bin", "yoda_lecture.bin"])
+
+    def test_no_free_name_fails_and_leaves_nothing(self) -> None:
+        self.patch(downloads, "MAX_COPIES", 2)
+        for name in ("yoda_lecture.bin", "yoda_lecture (2).bin"):
+            (self.downloads / name).write_bytes(b"older")
+        self.connect()
+        path = self.make_file(3_000)
+        outgoing, incoming = self.start(path)
+        self.finish()
+        [(failed, reason)] = self.hans_events.failed
+        self.assertIs(failed, incoming)
+        self.assertIn("could not save", reason)
+        self.assertEqual(sorted(p.name for p in self.downloads.iterdir()),
+                         ["yoda_lecture (2).bin", "yoda_lecture.bin"])
 
 
 class LossyNetworkTests(TransferTestCase):

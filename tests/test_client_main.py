@@ -9,8 +9,10 @@ import tempfile
 from pathlib import Path
 
 from twisted.internet import defer, reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.error import CannotListenError
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
@@ -41,6 +43,9 @@ class OptionsTests(unittest.TestCase):
         self.assertEqual(options["udp-loss"], 0.0)
         self.assertFalse(options["password-login"])
         self.assertTrue(self.parse("127.0.0.1", "4119", "--password-login")["password-login"])
+        self.assertFalse(options["no-color"] or options["line-mode"])
+        both = self.parse("127.0.0.1", "4119", "--no-color", "--line-mode")
+        self.assertTrue(both["no-color"] and both["line-mode"])
 
     def test_options_before_or_after_host_and_port(self) -> None:
         downloads = self.directory / "new" / "downloads"
@@ -82,7 +87,7 @@ class OptionsTests(unittest.TestCase):
         text = str(main.Options())
         for option in (
             "--p2p-port", "--download-dir", "--json-log", "--p2p-interface", "--udp-loss",
-            "--password-login",
+            "--password-login", "--no-color", "--line-mode",
         ):
             self.assertIn(option, text)
         self.assertIn("Usage: chat-client HOST PORT [options]", text)
@@ -118,11 +123,29 @@ class ListenTests(unittest.TestCase):
         self.lossy: list[LossyWriter] = []
 
     def options(self, *extra: str) -> main.Options:
-        return main.parse_options(["127.0.0.1", "1", "--p2p-interface", "127.0.0.1", *extra])
+        return main.parse_options(["127.0.0.1", "1", *extra])
+
+    def test_the_interface_is_the_one_that_reaches_the_server(self) -> None:
+        # Issue 15, item 10: the peer ports listened on every interface.
+        server = StringTransport(hostAddress=IPv4Address("TCP", "127.0.0.5", 40123))
+        self.assertEqual(main.peer_interface(self.options(), server), "127.0.0.5")
+        self.assertEqual(main.peer_interface(self.options("--p2p-interface", "0.0.0.0"), server), "0.0.0.0")
+
+    @defer.inlineCallbacks
+    def test_listens_only_on_the_address_given(self):
+        ports = main.listen_for_peers(reactor, self.options(), self.client, self.lossy, "127.0.0.1")
+        try:
+            number = ports[0].getHost().port
+            with socket.socket() as other:
+                other.settimeout(5)
+                self.assertNotEqual(other.connect_ex(("127.0.0.2", number)), 0)
+        finally:
+            for port in ports:
+                yield port.stopListening()
 
     @defer.inlineCallbacks
     def test_tcp_and_udp_share_a_port_number(self):
-        ports = main.listen_for_peers(reactor, self.options(), self.client, self.lossy)
+        ports = main.listen_for_peers(reactor, self.options(), self.client, self.lossy, "127.0.0.1")
         try:
             tcp, udp = ports
             self.assertEqual(tcp.getHost().port, udp.getHost().port)
@@ -140,7 +163,8 @@ class ListenTests(unittest.TestCase):
         number = taken.getsockname()[1]
         try:
             ports = main.listen_for_peers(
-                reactor, self.options("--p2p-port", str(number), "--udp-loss", "0.1"), self.client, self.lossy
+                reactor, self.options("--p2p-port", str(number), "--udp-loss", "0.1"), self.client, self.lossy,
+                "127.0.0.1",
             )
         except CannotListenError:
             raise unittest.SkipTest(f"TCP port {number} is taken too")

@@ -23,6 +23,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.events: list[tuple[str, ...]] = []
+        self.answers: list[defer.Deferred[bool]] = []
 
     def private_started(self, user: str) -> None:
         self.events.append(("started", user))
@@ -35,6 +36,15 @@ class Recorder:
 
     def private_failed(self, user: str, reason: str) -> None:
         self.events.append(("failed", user, reason))
+
+    def private_offered(self, user: str) -> defer.Deferred[bool]:
+        """Accepted at once, unless a test put a Deferred in :attr:`answers`."""
+        if self.answers:
+            self.events.append(("offered", user))
+        return self.answers.pop(0) if self.answers else defer.succeed(True)
+
+    def private_waiting(self, user: str) -> None:
+        self.events.append(("waiting", user))
 
     def take(self) -> list[tuple[str, ...]]:
         events, self.events = self.events, []
@@ -49,13 +59,15 @@ class PeerNetwork:
         self.listeners: dict[int, PeerFactory] = {}
         self.pumps: list[iosim.IOPump] = []
         self.accepted: list[PeerProtocol | None] = []
+        self.source = "127.0.0.1"
+        """The address initiators connect from."""
 
     def connect(self, host: str, port: int, protocol: PeerProtocol) -> defer.Deferred[Any]:
+        """Connect ``protocol`` from :attr:`source` to the listener on ``port``."""
         factory = self.listeners.get(port)
         if factory is None:
             return defer.fail(ConnectionRefusedError(host, port))
-        address = IPv4Address("TCP", host, port)
-        server = factory.buildProtocol(address)
+        server = factory.buildProtocol(IPv4Address("TCP", self.source, 40000))
         self.accepted.append(server)
         if server is None:
             return defer.fail(ConnectionRefusedError(host, port))
@@ -66,10 +78,16 @@ class PeerNetwork:
         )
         return defer.succeed(protocol)
 
-    def raw(self, port: int) -> tuple[iosim.IOPump, PeerProtocol, RawClient]:
-        """A connection from a raw line sender (not a PeerProtocol) to the listener on ``port``."""
-        server = self.listeners[port].buildProtocol(IPv4Address("TCP", "127.0.0.1", port))
+    def raw(self, port: int, source: str = "127.0.0.1") -> tuple[iosim.IOPump, PeerProtocol, RawClient]:
+        """A connection from a raw line sender (not a PeerProtocol) at ``source`` to the listener on ``port``.
+
+        A refused connection (no protocol built) comes back already lost, with no pump.
+        """
+        server = self.listeners[port].buildProtocol(IPv4Address("TCP", source, 40000))
         client = RawClient()
+        if server is None:
+            client.lost = True
+            return None, None, client  # type: ignore[return-value]
         pump = iosim.connect(
             server,
             iosim.FakeTransport(server, isServer=True),
@@ -121,11 +139,58 @@ class PrivateChatTestCase(unittest.TestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def open_session(self) -> None:
+        """yoda opens a private chat with hans; both see it start."""
         self.hans.expect("yoda", TOKEN)
         self.yoda.start("hans", "127.0.0.1", 6002, TOKEN)
         self.network.flush()
         self.assertEqual(self.yoda_events.take(), [("started", "hans")])
         self.assertEqual(self.hans_events.take(), [("started", "yoda")])
+
+
+class AskingTests(PrivateChatTestCase):
+    """The target's user decides: ``WAIT``, then ``OK`` or ``ERR declined``; the wait outlasts the handshake timeout."""
+
+    def test_accepted_after_a_while(self) -> None:
+        answer: defer.Deferred[bool] = defer.Deferred()
+        self.hans_events.answers.append(answer)
+        self.hans.expect("yoda", TOKEN)
+        pump, server, raw = self.network.raw(6002)
+        raw.transport.write(f"HELLO yoda {TOKEN}\n".encode())
+        pump.flush()
+        self.assertEqual(raw.received, b"WAIT\n")
+        self.assertEqual(self.hans_events.take(), [("offered", "yoda")])
+        self.clock.advance(peer.HANDSHAKE_TIMEOUT + 5)
+        pump.flush()
+        self.assertIs(server.phase, Phase.HANDSHAKE)
+        answer.callback(True)
+        pump.flush()
+        self.assertEqual(raw.received, b"WAIT\nOK hans\n")
+        self.assertEqual(self.hans_events.take(), [("started", "yoda")])
+
+    def test_declined(self) -> None:
+        answer: defer.Deferred[bool] = defer.Deferred()
+        self.hans_events.answers.append(answer)
+        self.hans.expect("yoda", TOKEN)
+        self.yoda.start("hans", "127.0.0.1", 6002, TOKEN)
+        self.network.flush()
+        self.assertEqual(self.yoda_events.take(), [("waiting", "hans")])
+        self.clock.advance(peer.HANDSHAKE_TIMEOUT + 5)
+        self.network.flush()
+        self.assertEqual(self.yoda_events.take(), [])
+        answer.callback(False)
+        self.network.flush()
+        self.assertEqual(self.yoda_events.take(), [("failed", "hans", "hans declined")])
+        self.assertEqual(self.hans_events.take(), [("offered", "yoda")])
+        self.assertFalse(self.hans.is_open("yoda"))
+
+    def test_no_answer_ever_is_a_timeout(self) -> None:
+        self.hans_events.answers.append(defer.Deferred())
+        self.hans.expect("yoda", TOKEN)
+        self.yoda.start("hans", "127.0.0.1", 6002, TOKEN)
+        self.network.flush()
+        self.clock.advance(peer.ASK_TIMEOUT + peer.HANDSHAKE_TIMEOUT)
+        self.network.flush()
+        self.assertEqual(self.yoda_events.take()[-1], ("failed", "hans", "the handshake took too long"))
 
 
 class SessionTests(PrivateChatTestCase):
@@ -223,8 +288,7 @@ class TokenTests(PrivateChatTestCase):
         self.network.flush()
         self.clock.advance(peer.HANDSHAKE_TIMEOUT)
         self.network.flush()
-        [(kind, user, _reason)] = self.yoda_events.take()
-        self.assertEqual((kind, user), ("failed", "hans"))
+        self.assertEqual(self.yoda_events.take()[-1], ("failed", "hans", "the handshake took too long"))
         self.assertEqual(self.hans.sessions, {})
         self.hans.close_all()
 
@@ -312,13 +376,61 @@ class HostilePeerTests(PrivateChatTestCase):
         pump.flush()
         self.assertTrue(raw.lost)
 
-    def test_too_many_handshakes_are_refused(self) -> None:
-        raws = [self.network.raw(6002) for _ in range(peer.MAX_HANDSHAKES)]
-        self.assertIsNone(self.network.listeners[6002].buildProtocol(None))
+    def test_silent_peer_is_dropped_within_three_seconds(self) -> None:
+        pump, server, raw = self.network.raw(6002)
+        self.clock.advance(2.9)
+        pump.flush()
+        self.assertFalse(raw.lost)
+        self.clock.advance(0.1)
+        pump.flush()
+        self.assertTrue(raw.lost)
+        self.assertEqual(server.refusal, "no HELLO within 3 seconds")
+
+    def test_a_hello_still_waits_for_the_servers_note(self) -> None:
+        self.yoda.start("hans", "127.0.0.1", 6002, TOKEN)
+        self.network.flush()
+        self.clock.advance(4)
+        self.hans.expect("yoda", TOKEN)
+        self.network.flush()
+        self.assertEqual(self.yoda_events.take(), [("started", "hans")])
+
+    def idle(self, count: int, source: str = "127.0.0.1") -> list[RawClient]:
+        """``count`` raw connections to hans that send nothing."""
+        raws = [self.network.raw(6002, source)[2] for _ in range(count)]
+        self.network.flush()
+        return raws
+
+    def test_idle_connections_do_not_block_a_private_chat(self) -> None:
+        # Issue 15, item 10: 17 idle connections made the next private chat fail for 10 s.
+        raws = self.idle(17)
+        self.open_session()
+        self.assertLessEqual(sum(not raw.lost for raw in raws), peer.MAX_HANDSHAKES_PER_ADDRESS - 1)
+
+    def test_one_address_holds_a_few_handshakes(self) -> None:
+        raws = self.idle(17, "127.0.0.66")
+        self.assertEqual([raw.lost for raw in raws], [True] * 13 + [False] * 4)
+        self.network.source = "127.0.0.7"
+        self.open_session()
+        self.assertEqual(sum(not raw.lost for raw in raws), peer.MAX_HANDSHAKES_PER_ADDRESS)
+
+    def test_the_most_crowded_address_makes_room(self) -> None:
+        crowd = self.idle(peer.MAX_HANDSHAKES_PER_ADDRESS, "127.0.0.66")
+        loners = [raw for n in range(peer.MAX_HANDSHAKES - len(crowd)) for raw in self.idle(1, f"127.0.1.{n}")]
+        self.assertFalse(any(raw.lost for raw in crowd + loners))
+        self.network.source = "127.0.0.7"
+        self.open_session()
+        self.assertEqual([raw.lost for raw in crowd], [True] + [False] * (len(crowd) - 1))
+        self.assertFalse(any(raw.lost for raw in loners))
+
+    def test_false_hellos_do_not_block_a_private_chat(self) -> None:
+        for _ in range(17):
+            pump, server, raw = self.network.raw(6002)
+            raw.transport.write(f"HELLO luke {'c' * 32}\n".encode())
+        self.network.flush()
+        self.open_session()
         self.clock.advance(peer.HANDSHAKE_TIMEOUT)
         self.network.flush()
-        self.assertTrue(all(raw.lost for _pump, _server, raw in raws))
-        self.assertIsNotNone(self.network.listeners[6002].buildProtocol(None))
+        self.hans.close_all()
 
     def test_target_answering_another_name_is_dropped(self) -> None:
         server_side = RawClient()

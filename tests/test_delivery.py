@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from chatservice import events
 from chatservice.delivery import EVERYONE, NOTHING, Audience, Delivery, DeliveryReport
+from chatservice.session import Session
+from chatservice.state import ChatState
 from tests.test_state import START, StateTestCase
 
 
@@ -204,6 +206,37 @@ class DirectTests(DeliveryTestCase):
         self.direct("obiwan", "two")
         self.assertEqual(self.direct("obiwan", "three"), DeliveryReport(refused="mailbox_full"))
         self.assertEqual(self.kept_for("obiwan"), [("yoda", "one"), ("yoda", "two")])
+
+    def test_one_sender_has_a_quarter_of_the_mailbox(self) -> None:
+        """Issue 15 item 8: one sender filled the mailbox and everyone else got ``mailbox_full``."""
+        self.assertEqual((self.state.max_offline, self.state.max_offline_per_sender), (100, 25))
+        for n in range(25):
+            self.assertEqual(self.direct("obiwan", f"m{n}"), DeliveryReport(stored=1))
+        self.assertEqual(self.direct("obiwan", "more"), DeliveryReport(refused="mailbox_share_full"))
+        self.assertEqual(len(self.kept_for("obiwan")), 25)
+        # Others still reach obiwan, and yoda still reaches others.
+        event = events.DirectMessage("hans", "from hans", START)
+        self.assertEqual(
+            self.deliver(event, "hans", ("obiwan",), Delivery.DIRECT), DeliveryReport(stored=1)
+        )
+        self.hans.busy(None)
+        self.assertEqual(self.direct("hans").stored, 1)
+        # Once obiwan has read them, yoda has its share again.
+        self.store.remove_offline([m.message_id for m in self.store.offline_messages("obiwan")])
+        self.assertEqual(self.direct("obiwan", "again"), DeliveryReport(stored=1))
+
+    def test_the_whole_mailbox_still_fills(self) -> None:
+        self.state.max_offline = 3
+        for sender in ("hans", "luke", "leia"):
+            self.store.add_offline(sender, "obiwan", "x", START)
+        self.assertEqual(self.direct("obiwan"), DeliveryReport(refused="mailbox_full"))
+
+    def test_share_is_at_least_one(self) -> None:
+        for total, share in ((1, 1), (3, 1), (4, 1), (7, 1), (8, 2), (100, 25), (101, 25)):
+            state = ChatState(
+                self.state.store, self.accounts, self.clock, None, total, session_factory=Session
+            )
+            self.assertEqual(state.max_offline_per_sender, share, total)
 
     def test_exactly_one_recipient(self) -> None:
         event = events.DirectMessage("yoda", "hi", START)

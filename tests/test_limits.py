@@ -369,3 +369,33 @@ class TLSHandshakeDeadlineTests(HarnessTestCase):
         self.tls_connect()
         refused = self.tls_connect()
         self.assertTrue(refused.disconnected, "server full: no slot held until a handshake")
+class MailboxShareTests(HarnessTestCase):
+    """One sender may fill a quarter of an offline user's mailbox (``--max-offline`` 100: 25)."""
+
+    harness_options = {"flood_burst": 100}
+
+    def test_one_sender_cannot_shut_the_others_out(self) -> None:
+        yoda, hans = self.online("yoda", "hans")
+        for n in range(25):
+            yoda.send(f"message obiwan spam {n}")
+        self.assertEqual(
+            yoda.lines()[-1], "obiwan is offline; your message will be delivered when they log in."
+        )
+        yoda.send("message obiwan one more")
+        self.assertEqual(
+            yoda.lines(),
+            [
+                "Error. You have 25 messages waiting for obiwan already; yours was not kept."
+                " Try again later."
+            ],
+        )
+        hans.send("message obiwan are you there?")
+        self.assertEqual(
+            hans.lines(), ["obiwan is offline; your message will be delivered when they log in."]
+        )
+        luke = self.connect()
+        luke.login_json("luke")
+        luke.send_json({"type": "message", "to": "obiwan", "message": "hi", "id": 1})
+        self.assertEqual(luke.json()[0]["stored"], True)
+        (obiwan,) = self.online("obiwan")
+        self.assertEqual(len(self.harness.store.offline_messages("obiwan")), 0)

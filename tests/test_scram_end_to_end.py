@@ -107,7 +107,8 @@ class ScramEndToEndTests(EndToEndTestCase):
             self.assertEqual(first.finish(), 0)
             self.assertEqual(
                 [(m["type"], m.get("password")) for m in transcript(first, "sent")],
-                [("hello", None), ("salt", None), ("login", "***"), ("logout", None)],
+                # whoelse: the client asks quietly who is online (for Tab completion).
+                [("hello", None), ("salt", None), ("login", "***"), ("whoelse", None), ("logout", None)],
             )
             # That password login gives the account its SCRAM keys, written
             # in the background (a scrypt check and a file write).
@@ -128,7 +129,7 @@ class ScramEndToEndTests(EndToEndTestCase):
         yoda = self.client("yoda", "--password-login")
         yoda.log_in("wise")
         self.assertEqual(yoda.finish(), 0)
-        hello, request, logout = transcript(yoda, "sent")
+        hello, request, who, logout = transcript(yoda, "sent")
         self.assertEqual((request["type"], request["password"]), ("login", "***"))
 
     def test_impostor_server_is_refused(self) -> None:

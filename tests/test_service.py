@@ -178,7 +178,9 @@ class StartTests(ServiceTestCase):
         self.clock.advance(0)
         self.assertEqual(self.userlog(), "")
         self.assertEqual(self.runner.calls, 1)
-        self.assertEqual(sorted(p.name for p in self.data_dir.iterdir()), ["userlog.txt"])
+        self.assertEqual(
+            sorted(p.name for p in self.data_dir.iterdir()), ["chat.lock", "userlog.txt"]
+        )
         self.stop()
 
     def test_replaces_stale_userlog(self) -> None:

@@ -345,7 +345,7 @@ class BroadcastTests(StateTestCase):
         yoda, _hans, _luke = self.online("yoda", "hans", "luke")
         self.clock.advance(7)
         reply = self.successResultOf(yoda.execute(Request("broadcast", {"message": "Hello all"})))
-        self.assertEqual(summary(reply), ("BroadcastSent", 2, 0, 1, START + 7, ()))
+        self.assertEqual(summary(reply), ("BroadcastSent", 2, 0, 1, START + 7, (), 0))
         expected = [("BroadcastMessage", "yoda", "Hello all", START + 7, 1)]
         self.assertEqual(self.clients["hans"].take(), expected)
         self.assertEqual(self.clients["luke"].take(), expected)
@@ -362,7 +362,7 @@ class BroadcastTests(StateTestCase):
         self.successResultOf(yoda.broadcast("one"))
         self.clock.advance(2)
         reply = self.successResultOf(hans.broadcast("two"))
-        self.assertEqual(summary(reply), ("BroadcastSent", 1, 0, 2, START + 2, ()))
+        self.assertEqual(summary(reply), ("BroadcastSent", 1, 0, 2, START + 2, (), 0))
         self.assertEqual(
             self.clients["yoda"].take(), [("BroadcastMessage", "hans", "two", START + 2, 2)]
         )
@@ -373,7 +373,7 @@ class BroadcastTests(StateTestCase):
 
     def test_alone(self) -> None:
         (yoda,) = self.online("yoda")
-        self.assertEqual(self.replied(yoda.broadcast("anyone?")), ("BroadcastSent", 0, 0, 1, START, ()))
+        self.assertEqual(self.replied(yoda.broadcast("anyone?")), ("BroadcastSent", 0, 0, 1, START, (), 0))
 
 
 class BlockTests(StateTestCase):
@@ -413,7 +413,7 @@ class BlockTests(StateTestCase):
         for name in ("yoda", "hans", "luke"):
             self.clients[name].take()
         reply = self.successResultOf(self.hans.broadcast("hello"))
-        self.assertEqual(summary(reply), ("BroadcastSent", 2, 1, 1, START, ()))
+        self.assertEqual(summary(reply), ("BroadcastSent", 2, 1, 1, START, (), 0))
         self.assertEqual(self.clients["yoda"].take(), [])
         self.assertEqual(
             self.clients["luke"].take(), [("BroadcastMessage", "hans", "hello", START, 1)]
@@ -446,7 +446,7 @@ class BlockTests(StateTestCase):
         self.assertEqual(self.yoda.whoelse().users, ("hans", "luke"))
         self.assertEqual(self.replied(self.yoda.message("hans", "hmm")), ("MessageSent", "hans", False, False, None))
         self.assertEqual(self.clients["hans"].take(), [("DirectMessage", "yoda", "hmm", START, False)])
-        self.assertEqual(self.replied(self.yoda.broadcast("all")), ("BroadcastSent", 2, 0, 1, START, ()))
+        self.assertEqual(self.replied(self.yoda.broadcast("all")), ("BroadcastSent", 2, 0, 1, START, (), 0))
         self.assertEqual(self.clients["hans"].take(), [("BroadcastMessage", "yoda", "all", START, 1)])
         self.clock.advance(1)
         self.hans.end()
@@ -494,7 +494,7 @@ class BlockTests(StateTestCase):
         self.assertEqual(self.replied(self.hans.message("yoda", "hi")), ("MessageSent", "yoda", False, False, None))
         self.assertEqual(self.clients["yoda"].take(), [("DirectMessage", "hans", "hi", START, False)])
         # broadcasts
-        self.assertEqual(self.replied(self.hans.broadcast("all")), ("BroadcastSent", 2, 0, 1, START, ()))
+        self.assertEqual(self.replied(self.hans.broadcast("all")), ("BroadcastSent", 2, 0, 1, START, (), 0))
         self.assertEqual(self.clients["yoda"].take(), [("BroadcastMessage", "hans", "all", START, 1)])
         # whoelse
         self.assertEqual(self.hans.whoelse().users, ("luke", "yoda"))
@@ -582,3 +582,77 @@ class LoadTests(StateTestCase):
         self.successResultOf(self.state.load())
         self.assertFalse(self.state.has_blocked("yoda", "hans"))
         self.assertTrue(self.state.has_blocked("luke", "leia"))
+
+
+class ClusterStub:
+    """What the chat state asks of its cluster node, with claims the test answers.
+
+    No other node has users; fan-outs reach this node only.
+    """
+
+    def __init__(self) -> None:
+        self.remote: dict[str, Any] = {}
+        self.claims: list[tuple[str, defer.Deferred[None]]] = []
+        self.released: list[str] = []
+
+    def claim(self, member: Any) -> defer.Deferred[None]:
+        d: defer.Deferred[None] = defer.Deferred()
+        self.claims.append((member.username, d))
+        return d
+
+    def release(self, member: Any) -> None:
+        self.released.append(member.username)
+
+    def online(self, username: str) -> None:
+        return None
+
+    def deliver_remote(self, event: Any, sender: str, audience: Any, rule: Any, report: Any) -> Any:
+        return report
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        # changed, seen, block_changed, room_changed, announce_direct: nothing to tell.
+        return lambda *args, **kwargs: None
+
+
+class ClusterClaimTests(StateTestCase):
+    """In a cluster a login is online only once its name is claimed (review finding: a refused
+    claim must not have been shown anything, nor have wiped a guest's name)."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.cluster = ClusterStub()
+        self.state.cluster = self.cluster
+
+    def attach(self, username: str, guest: bool = False) -> defer.Deferred[Any]:
+        self.clients[username] = RecordingClient()
+        return self.state.attach(username, self.clients[username], guest)
+
+    def test_not_online_until_claimed(self) -> None:
+        hans_attached = self.attach("hans")
+        self.cluster.claims[0][1].callback(None)
+        hans = self.successResultOf(hans_attached)
+        hans.begin()
+        d = self.attach("yoda")
+        self.assertNoResult(d)
+        self.assertNotIn("yoda", self.state.sessions)
+        self.assertRaises(AlreadyLoggedIn, self.state.attach, "yoda", RecordingClient())
+        # A message to yoda meanwhile is kept for yoda, not shown to the login being claimed.
+        reply = self.successResultOf(hans.message("yoda", "are you there"))
+        self.assertEqual(summary(reply)[:3], ("MessageSent", "yoda", True))
+        self.cluster.claims[1][1].errback(AlreadyLoggedIn("yoda"))
+        self.failureResultOf(d, AlreadyLoggedIn)
+        self.assertEqual(self.clients["yoda"].take(), [])
+        self.assertNotIn("yoda", self.state.sessions)
+        self.assertEqual(self.state.claiming, set())
+        self.assertEqual([m.text for m in self.store.offline_messages("yoda")], ["are you there"])
+
+    def test_a_guest_name_is_forgotten_only_once_claimed(self) -> None:
+        self.store.add_offline("hans", "bob", "for the earlier bob", START)
+        d = self.attach("bob", guest=True)
+        self.cluster.claims[0][1].errback(AlreadyLoggedIn("bob"))  # bob is a guest on another node
+        self.failureResultOf(d, AlreadyLoggedIn)
+        self.assertEqual(len(self.store.offline_messages("bob")), 1, "the other node's guest keeps it")
+        d = self.attach("bob", guest=True)
+        self.cluster.claims[1][1].callback(None)
+        self.successResultOf(d)
+        self.assertEqual(self.store.offline_messages("bob"), [])

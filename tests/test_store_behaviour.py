@@ -157,6 +157,15 @@ class StoreBehaviour:
         await self.store.remove_offline([m2.message_id])
         self.assertEqual(await self.store.offline_messages("hans"), [])
 
+    async def test_offline_take_once(self) -> None:
+        """Only one taker of a kept message gets it (a direct message across nodes)."""
+        m1 = await self.store.add_offline("yoda", "hans", "one", T)
+        m2 = await self.store.add_offline("yoda", "hans", "two", T + 1)
+        self.assertEqual(await self.store.take_offline(m1.message_id), True)
+        self.assertEqual(await self.store.take_offline(m1.message_id), False)
+        self.assertEqual(await self.store.take_offline(99), False)
+        self.assertEqual(await self.store.offline_messages("hans"), [m2])
+
     async def test_offline_remove_nothing(self) -> None:
         m1 = await self.store.add_offline("yoda", "hans", "one", T)
         await self.store.remove_offline([])
@@ -184,6 +193,22 @@ class StoreBehaviour:
         m2 = await self.store.add_offline("yoda", "hans", "two", T)
         self.assertEqual(m2.message_id, 2)
         self.assertEqual(await self.store.offline_messages("hans"), [m2])
+
+    async def test_offline_counts_in_all_and_per_sender(self) -> None:
+        """What a recipient's mailbox holds, in all and from one sender (its share)."""
+        self.assertEqual(await self.store.offline_counts("hans", "yoda"), (0, 0))
+        first = await self.store.add_offline("yoda", "hans", "one", T)
+        await self.store.add_offline("luke", "hans", "two", T)
+        await self.store.add_offline("yoda", "hans", "three", T)
+        await self.store.add_offline("yoda", "leia", "for leia", T)
+        await self.store.add_offline("hans", "yoda", "the other way", T)
+        self.assertEqual(await self.store.offline_counts("hans", "yoda"), (3, 2))
+        self.assertEqual(await self.store.offline_counts("hans", "luke"), (3, 1))
+        self.assertEqual(await self.store.offline_counts("hans", "leia"), (3, 0))
+        self.assertEqual(await self.store.offline_counts("hans", "Yoda"), (3, 0))
+        self.assertEqual(await self.store.offline_counts("leia", "yoda"), (1, 1))
+        await self.store.remove_offline([first.message_id])
+        self.assertEqual(await self.store.offline_counts("hans", "yoda"), (2, 1))
 
     async def test_offline_text_kept_exactly(self) -> None:
         texts = ["tab\there", "émoji 😀 ünïcode", "x" * 8192, "  spaces  ", "'; DROP TABLE x; --"]
@@ -483,6 +508,30 @@ class StoreBehaviour:
         await self.store.add_history("room:30", "luke", "only history", T)
         self.assertEqual(await self.store.highest_room_id(), 30)
 
+    # Forgetting a user -------------------------------------------------------------
+
+    async def test_forget_user(self) -> None:
+        """A guest's blocks (both ways), last-seen time and kept messages go; the rest stays."""
+        store = self.store
+        for blocker, blocked in (("bob", "hans"), ("yoda", "bob"), ("yoda", "hans"), ("bobby", "bob")):
+            await store.add_block(blocker, blocked)
+        await store.record_seen("bob", T)
+        await store.record_seen("yoda", T + 1)
+        await store.add_offline("yoda", "bob", "for bob", T)
+        from_bob = await store.add_offline("bob", "hans", "from bob", T)
+        await store.save_room(1, frozenset({"bob", "yoda"}))
+        entry = await store.add_history("room:1", "bob", "said in the room", T)
+        self.assertIsNone(await store.forget_user("bob"))
+        self.assertEqual(list(await store.blocks()), [("yoda", "hans")])
+        self.assertEqual(list(await store.last_seen()), [("yoda", T + 1)])
+        self.assertEqual(await store.offline_messages("bob"), [])
+        self.assertEqual(await store.offline_counts("bob", "yoda"), (0, 0))
+        self.assertEqual(await store.offline_messages("hans"), [from_bob])
+        self.assertEqual(list(await store.rooms()), [(1, frozenset({"bob", "yoda"}))])
+        self.assertEqual(await store.history_after(["room:1"], 0), [entry])
+        # Nothing to forget is no error.
+        self.assertIsNone(await store.forget_user("nobody"))
+
     # Order of calls ---------------------------------------------------------------
 
     async def test_calls_take_effect_in_the_order_made(self) -> None:
@@ -559,8 +608,11 @@ class StoreBehaviour:
                 await both("delete_room", rng.randrange(1, 6))
             elif kind == 10:
                 await both("count_offline", rng.choice(users))
+                await both("offline_counts", rng.choice(users), rng.choice(users))
             elif kind == 11:
                 await both("highest_room_id")
+                if rng.randrange(4) == 0:
+                    await both("forget_user", rng.choice(users))
             elif kind == 12:
                 start = HistoryPosition(now - rng.choice([0, 1, 5, 50]), rng.choice(["", *channels]), rng.randrange(5))
                 await both("history_page", rng.sample(channels, rng.randrange(len(channels) + 1)), start, rng.randrange(1, 6))

@@ -19,8 +19,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from twisted.python import usage
 from twisted.trial import unittest
 
+from chatservice import tap
+from chatservice.activitylog import LOG_PATTERNS
 from chatservice.store import sqlite as sqlite_module
 from chatservice.store.interface import StoredMessage
 from chatservice.store.sqlite import APPLICATION_ID, SQLiteStore, StoreError, schema_version
@@ -469,3 +472,73 @@ class ChatStateRestartTests(SQLiteTestCase):
             [e.text for e in second.store.local.history_after(["broadcast", room.channel], 0)],
             ["to all", "in the room", "again"],  # same second: broadcast first
         )
+
+
+class EmptyFileInUsedDirectoryTests(SQLiteTestCase):
+    """Issue 15 item 11: a zero-length database in a directory that was in use is refused.
+
+    An empty ``chat.sqlite3`` was taken for a new database: a truncated file
+    (a full disk, a bad copy) silently became an empty chat.  When the data
+    directory shows it was in use (its activity logs are there), the file is
+    refused and left as it is; in a fresh directory it still becomes a new
+    database (``test_empty_file_becomes_database``).
+    """
+
+    def store(self) -> SQLiteStore:
+        return SQLiteStore(self.path, in_use_signs=LOG_PATTERNS)
+
+    def test_refused_when_the_activity_logs_are_there(self) -> None:
+        for sign in ("userlog.txt", "messagelog.txt", "SR_12_messagelog.txt"):
+            with self.subTest(sign=sign):
+                directory = temporary_directory(self)
+                self.path = directory / "chat.sqlite3"
+                self.path.touch()
+                (directory / sign).write_text("", encoding="utf-8")
+                for call in (self.store().check, self.store().open):
+                    with self.assertRaises(StoreError) as raised:
+                        call()
+                    message = str(raised.exception)
+                    self.assertIn(f"The chat database {self.path} is empty", message)
+                    self.assertIn(sign, message)
+                self.assertEqual(sibling_files(self.path), sorted(["chat.sqlite3", sign]))
+                self.assertEqual(self.path.stat().st_size, 0)
+
+    def test_new_database_in_a_fresh_or_unrelated_directory(self) -> None:
+        (self.directory / "notes.txt").write_text("x", encoding="utf-8")
+        self.path.touch()
+        store = self.store()
+        store.open()
+        self.addCleanup(store.close)
+        store.add_block("yoda", "hans")
+
+    def test_missing_file_is_a_new_database_even_in_a_used_directory(self) -> None:
+        """Removing the file is how to start again with an empty chat."""
+        (self.directory / "userlog.txt").write_text("", encoding="utf-8")
+        self.assertEqual(self.store().check(), 0)
+        store = self.store()
+        store.open()
+        self.addCleanup(store.close)
+
+    def test_a_used_database_opens(self) -> None:
+        store = self.store()
+        store.open()
+        store.add_block("yoda", "hans")
+        store.close()
+        (self.directory / "userlog.txt").write_text("", encoding="utf-8")
+        store = self.opened(in_use_signs=LOG_PATTERNS)
+        self.assertEqual(list(store.blocks()), [("yoda", "hans")])
+
+    def test_the_server_refuses_to_start(self) -> None:
+        """``twistd chat`` checks the file before starting, as for any unusable database."""
+        data = self.directory / "data"
+        data.mkdir()
+        (data / "chat.sqlite3").touch()
+        (data / "userlog.txt").write_text("", encoding="utf-8")
+        (self.directory / "credentials.txt").write_text("yoda wise\n", encoding="utf-8")
+        config = tap.Options()
+        with self.assertRaises(usage.UsageError) as raised:
+            config.parseOptions(
+                ["--credentials", str(self.directory / "credentials.txt"), "--data-dir", str(data)]
+            )
+        self.assertIn("is empty", str(raised.exception))
+        self.assertEqual((data / "chat.sqlite3").stat().st_size, 0)

@@ -12,6 +12,10 @@ and its small-write ``_aggregator``'s ``_buffer``
 renames or drops any of them, the first tests here fail and say which,
 instead of the server silently reordering or losing output, or no longer
 counting it.
+
+:mod:`chatservice.server.proxied` reads PROXY headers with Twisted's own
+parsers, which are in private modules of ``twisted.protocols.haproxy``:
+:class:`ProxyParserTests` fails, naming them, if they move or change.
 """
 
 from __future__ import annotations
@@ -156,3 +160,25 @@ class TLSInternalsTests(unittest.TestCase):
         transport.write(b"x" * 100_000)
         self.assertEqual(sum(map(len, transport._appSendBuffer)), 100_005)
         self.assertEqual(transport_backlog(transport), 100_005)
+
+
+class ProxyParserTests(unittest.TestCase):
+    """The PROXY header parsers of ``twisted.protocols.haproxy`` that ``--listen haproxy:`` uses."""
+
+    def test_the_parsers_are_where_proxied_imports_them_from_and_parse(self) -> None:
+        from twisted.protocols.haproxy import _exceptions, _v1parser, _v2parser
+
+        self.assertTrue(issubclass(_exceptions.InvalidNetworkProtocol, _exceptions.InvalidProxyHeader))
+        self.assertEqual(_v1parser.V1Parser.PROXYSTR, b"PROXY")
+        self.assertEqual(_v2parser.V2Parser.PREFIX, b"\r\n\r\n\x00\r\nQUIT\n")
+        info, rest = _v1parser.V1Parser().feed(b"PROXY TCP4 203.0.113.5 198.51.100.9 40001 4119\r\nyoda")
+        self.assertEqual((info.source.host, info.source.port, info.destination.port, rest),
+                         ("203.0.113.5", 40001, 4119, b"yoda"))
+        self.assertEqual(_v1parser.V1Parser().feed(b"PROXY TCP4 203.0.113.5"), (None, None))
+        local = _v2parser.V2Parser.PREFIX + bytes([0x20, 0x00]) + b"\x00\x00"
+        info, rest = _v2parser.V2Parser().feed(local + b"x")
+        self.assertEqual((info.source, rest), (None, b"x"))
+        tcp4 = _v2parser.V2Parser.PREFIX + bytes([0x21, 0x11]) + b"\x00\x0c" + bytes(range(1, 13))
+        parser = _v2parser.V2Parser()
+        self.assertEqual(parser.feed(tcp4[:20]), (None, None))
+        self.assertEqual(parser.buffer, tcp4[:20], "proxied.py reads the parser's buffer to bound a header")

@@ -108,12 +108,19 @@ class LockoutChecker:
                 lockout.succeeded(key)
             return avatar_id
 
-        def refused(failure: Failure) -> Failure:
+        def refused(failure: Failure) -> Failure | defer.Deferred[Failure]:
             failure.trap(WrongPassword)
-            newly_locked = [(lockout, error) for lockout, key, error in locks if lockout.failed(key)]
-            if newly_locked:
-                lockout, error = newly_locked[0]
-                raise error(lockout.duration, just_locked=True)
+            counts = [
+                defer.maybeDeferred(lockout.failed, key).addErrback(_not_counted, key)
+                for lockout, key, _ in locks
+            ]
+            d = defer.gatherResults(counts, consumeErrors=True)
+            return d.addCallback(decided, failure)
+
+        def decided(just_locked: list[bool], failure: Failure) -> Failure:
+            for (lockout, _key, error), locked in zip(locks, just_locked):
+                if locked:
+                    raise error(lockout.duration, just_locked=True)
             check_locks()
             return failure
 
@@ -236,6 +243,12 @@ class LoginGate:
         if self.manager is None:
             return defer.fail(AccountError("unavailable", "Error. Passwords cannot be changed here."))
         return self.manager.change_password(username, old, new)
+
+
+def _not_counted(failure: Failure, key: str) -> bool:
+    """A failure the cluster could not count (Redis unreachable): logged, and no lock."""
+    log.failure("Counting a login failure for {key} failed", failure, key=key)
+    return False
 
 
 def _session(result: tuple[object, IChatSession, Callable[[], None]]) -> LoginResult:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from twisted.cred.portal import IRealm
+from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from chatservice.auth.guests import GuestName
@@ -30,4 +31,7 @@ class ChatRealm:
         if IChatSession not in interfaces:
             raise NotImplementedError("ChatRealm only provides IChatSession")
         session = self.state.attach(avatarId, mind, guest=isinstance(avatarId, GuestName))
+        if isinstance(session, Deferred):
+            # A cluster's node claims the name first (one login per user).
+            return session.addCallback(lambda s: (IChatSession, s, s.end))
         return IChatSession, session, session.end

@@ -12,7 +12,14 @@
     server JSON messages as readable lines: read back into the server's events
     (:mod:`chatservice.wire.json_events`) and worded by its text format
 :mod:`.console`
-    standard input lines, the screen (terminal or pipe), password echo
+    standard input lines and the screen when input is a pipe (or ``--line-mode``), password echo
+:mod:`.inputline`
+    the input line on a terminal (insults + ``HistoricRecvLine``): output above it,
+    progress bars just above it, history, Tab, Ctrl keys
+:mod:`.style`
+    time stamps and colours (``NO_COLOR``, ``--no-color``)
+:mod:`.offers`
+    ``accept``/``decline`` questions for offered private chats and files
 :mod:`.peer`, :mod:`.private`
     peer-to-peer private chat: the line protocol, tokens and sessions
 :mod:`.udpwire`, :mod:`.filetransfer`, :mod:`.transfers`

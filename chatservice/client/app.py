@@ -35,14 +35,24 @@ from twisted.python.failure import Failure
 from chatservice import events
 from chatservice.auth.credentials import Runner
 from chatservice.client.commands import CommandTable
-from chatservice.client.console import Console, Output, TerminalEcho
-from chatservice.client.filetransfer import TransferSettings
-from chatservice.client.login import FALLBACK_LINES, OLD_SERVER, LoginAttempt, UntrustedServer
+from chatservice.client.console import Console, Screen, TerminalEcho
+from chatservice.client.filetransfer import DECLINED, NOT_ANSWERED, TransferSettings
+from chatservice.client.inputline import InputLine
+from chatservice.client.login import (
+    CHALLENGED,
+    FALLBACK_LINES,
+    NO_KEYS,
+    OLD_SERVER,
+    LoginAttempt,
+    UntrustedServer,
+)
+from chatservice.client.offers import ACCEPT, TIMEOUT, Offers
 from chatservice.client.peer import MAX_MESSAGE_BYTES, Connector
 from chatservice.client.private import PrivateChats
 from chatservice.client.progress import TransferDisplay, format_size
 from chatservice.client.render import error_line, lines, render
 from chatservice.client.server_connection import ServerConnection, ServerError
+from chatservice.client.style import timestamp
 from chatservice.client.transfers import FileTransfers, TransferError, file_size
 from chatservice.commands import CommandError
 from chatservice.wire import text
@@ -72,6 +82,10 @@ def exit_status(goodbye: dict[str, Any]) -> int:
     return EXIT_STATUSES.get(reason, EXIT_LOST)
 
 PROMPT = "> "
+MISMATCH = "Error. The passwords differ; try again."
+"""What the server's text login says when the repeated password differs (the same here)."""
+STAMPED = (events.DirectMessage, events.BroadcastMessage, events.RoomMessage)
+"""Chat messages, shown after the time they arrived."""
 CLIENT_VERSION = chatservice.__version__
 """Sent to the server at connect; an incompatible server answers ``outdated_client``."""
 
@@ -79,6 +93,10 @@ CLIENT_VERSION = chatservice.__version__
 class Phase(enum.Enum):
     CONNECTING = "connecting to the server"
     USERNAME = "waiting for the user name"
+    CHECKING_NAME = "waiting for the server to say whether the name has an account"
+    CREATE = "waiting for yes or no to a new account"
+    NEW_PASSWORD = "waiting for the new account's password"
+    REPEAT_PASSWORD = "waiting for the new account's password again"
     PASSWORD = "waiting for the password"
     LOGGING_IN = "waiting for the server to check the login"
     ONLINE = "logged in"
@@ -101,7 +119,7 @@ class ChatClient:
     def __init__(
         self,
         clock: IReactorTime,
-        output: Output,
+        output: Screen,
         echo: TerminalEcho,
         *,
         download_dir: Path,
@@ -119,7 +137,7 @@ class ChatClient:
         self.private = PrivateChats(clock, self, connect_peer)
         self.display = TransferDisplay(output, clock, interval=progress_interval)
         self.files = FileTransfers(clock, download_dir, self.display, transfer_settings)
-        self.console: Console | None = None
+        self.console: Console | InputLine | None = None
         self.server: ServerConnection | None = None
         self.phase = Phase.CONNECTING
         self.username = ""
@@ -129,6 +147,12 @@ class ChatClient:
         self.scram = not password_login
         """Whether logins use SCRAM-SHA-256: not with ``password_login``, nor once the server showed it has none."""
         self.run_in_thread = run_in_thread
+        self.offers = Offers(clock, self.output.line)
+        self.known_users: set[str] = set()
+        """Names seen online, for Tab completion."""
+        self._new_password = ""
+        self._scram_attempt: LoginAttempt | None = None
+        self._guest = False
         self._quitting = False
         self._locked_out = False
 
@@ -148,8 +172,10 @@ class ChatClient:
             self._show_reply(reply)
 
     def give_up(self, message: str) -> None:
-        """The client cannot start: say why and end with status 1."""
+        """The client cannot start: say why, close the server connection, end with status 1."""
         self.output.line(message)
+        if self.server is not None:
+            self.server.close()
         self._finish(EXIT_LOST)
 
     def connect_failed(self, reason: Failure, where: str) -> None:
@@ -216,26 +242,104 @@ class ChatClient:
             return
         self.phase = Phase.FINISHED
         self.echo.restore()
+        self.offers.close_all()
         self.finished.callback(status)
 
     # Logging in ------------------------------------------------------------------------
 
-    def _ask_username(self) -> None:
-        self.phase = Phase.USERNAME
-        self.output.prompt(text.render(events.Prompt(events.Prompt.USERNAME)))
+    def _ask(self, phase: Phase, field: str, secret: bool = False) -> None:
+        """Prompt for a login ``field`` (:class:`~chatservice.events.Prompt`) as telnet does."""
+        self.phase = phase
+        if secret:
+            self.echo.hide()
+        self.output.prompt(text.render(events.Prompt(field)), secret)
         self._resume_input()
+
+    def _ask_username(self) -> None:
+        self._ask(Phase.USERNAME, events.Prompt.USERNAME)
 
     def _ask_password(self) -> None:
-        self.phase = Phase.PASSWORD
-        self.echo.hide()
-        self.output.prompt(text.render(events.Prompt(events.Prompt.PASSWORD)))
-        self._resume_input()
+        self._ask(Phase.PASSWORD, events.Prompt.PASSWORD, secret=True)
 
-    def _log_in(self, password: str) -> None:
+    def _username_entered(self, line: str) -> None:
+        """``guest NAME`` logs in as a guest (when the server allows it); else the password."""
+        name = line.strip()
+        if not name:
+            self._ask_username()
+            return
+        words = name.split()
+        if len(words) == 2 and words[0].lower() == "guest":
+            self._log_in_as_guest(words[1])
+            return
+        self.username = name
+        self._guest = False
+        if self.scram:
+            self._challenge()
+        else:
+            self._ask_password()
+
+    def _offer_account(self, refusal: dict[str, Any]) -> None:
+        """The server knows no such user: offer a new account if it takes new ones (as telnet
+        does), else show its refusal."""
+        assert self.server is not None
+        self.phase = Phase.CHECKING_NAME
+        d = self.server.request({"type": "register", "user": self.username})
+        d.addCallbacks(self._name_checked, lambda failure: self._name_refused(refusal),
+                       callbackArgs=(refusal,))
+        d.addErrback(log.failure, "Checking the user name failed")
+
+    def _name_checked(self, reply: dict[str, Any], refusal: dict[str, Any]) -> None:
+        answer = decode_event(reply)
+        if isinstance(answer, events.UsernameStatus) and not answer.taken:
+            self.output.line(f"There is no account {self.username}.")
+            self._ask(Phase.CREATE, events.Prompt.CREATE)
+        else:
+            self._name_refused(refusal)
+
+    def _name_refused(self, refusal: dict[str, Any]) -> None:
+        self._show_reply(refusal)
+        self._ask_username()
+
+    def _create_answered(self, line: str) -> None:
+        choice = line.strip().lower()
+        if choice in ("y", "yes"):
+            self._ask(Phase.NEW_PASSWORD, events.Prompt.NEW_PASSWORD, secret=True)
+        elif choice in ("n", "no"):
+            self._ask_username()
+        else:
+            self._ask(Phase.CREATE, events.Prompt.CREATE)
+
+    def _register(self, password: str) -> None:
         assert self.server is not None
         self.phase = Phase.LOGGING_IN
         self._pause_input()
-        attempt = LoginAttempt(
+        d = self.server.request({"type": "register", "user": self.username, "password": password})
+        d.addCallbacks(self._registered, self._login_failed, callbackArgs=(password,))
+        d.addErrback(log.failure, "Handling the registration answer failed")
+
+    def _registered(self, reply: dict[str, Any], password: str) -> None:
+        self._show_reply(reply)
+        answer = decode_event(reply)
+        if isinstance(answer, events.RegisterStatus) and answer.success:
+            self._log_in(password)
+        else:
+            self._ask_username()
+
+    def _log_in_as_guest(self, name: str) -> None:
+        assert self.server is not None
+        self.username = name
+        self.phase = Phase.LOGGING_IN
+        self._guest = True
+        self._pause_input()
+        d = self.server.request(
+            {"type": "guest", "user": name, "p2p_port": self.p2p_port, "udp_port": self.udp_port}
+        )
+        d.addCallbacks(self._login_answered, self._login_failed)
+        d.addErrback(log.failure, "Handling the guest login answer failed")
+
+    def _attempt(self, password: str = "") -> LoginAttempt:
+        assert self.server is not None
+        return LoginAttempt(
             self.server,
             self.username,
             password,
@@ -243,7 +347,34 @@ class ChatClient:
             self._login_falls_back,
             self.run_in_thread,
         )
-        d = attempt.with_scram() if self.scram else attempt.with_password()
+
+    def _challenge(self) -> None:
+        """SCRAM: send ``salt`` with the user name; the password is asked once challenged."""
+        self.phase = Phase.LOGGING_IN
+        self._pause_input()
+        self._scram_attempt = self._attempt()
+        d = self._scram_attempt.challenge()
+        d.addCallbacks(self._challenge_answered, self._login_failed)
+        d.addErrback(log.failure, "Handling the answer to salt failed")
+
+    def _challenge_answered(self, answer: Any) -> None:
+        if answer in (CHALLENGED, NO_KEYS, OLD_SERVER):
+            self._ask_password()
+        else:
+            self._scram_attempt = None
+            self._login_answered(answer)
+
+    def _log_in(self, password: str) -> None:
+        """Log in with ``password``: the SCRAM proof once challenged, else the whole login."""
+        self.phase = Phase.LOGGING_IN
+        self._pause_input()
+        attempt, self._scram_attempt = self._scram_attempt, None
+        if attempt is not None and attempt.challenged:
+            d = attempt.prove(password)
+        elif attempt is None and self.scram:
+            d = self._attempt(password).with_scram()
+        else:
+            d = self._attempt(password).with_password()
         d.addCallbacks(self._login_answered, self._login_failed)
         d.addErrback(log.failure, "Handling the login answer failed")
 
@@ -254,20 +385,27 @@ class ChatClient:
             self.scram = False
 
     def _login_answered(self, reply: dict[str, Any]) -> None:
-        self._show_reply(reply)
         answer = decode_event(reply)
         reason = answer.reason if isinstance(answer, events.LoginRejected) else None
+        if reason == "unknown_user" and not self._guest:
+            self._offer_account(reply)
+            return
+        self._show_reply(reply)
         if isinstance(answer, events.LoginSucceeded):
             self.username = answer.username or self.username
             self.private.username = self.username
             self.phase = Phase.ONLINE
             self.output.prompt(PROMPT)
+            self._learn_who_is_online()
             self._resume_input()
         elif reason in LOCKING_REASONS:
             # The server closes the connection; server_lost ends the client.
             self._locked_out = True
         elif reason == "wrong_password":
-            self._ask_password()
+            if self.scram:
+                self._challenge()
+            else:
+                self._ask_password()
         else:
             self._ask_username()
 
@@ -293,12 +431,21 @@ class ChatClient:
     def line_entered(self, line: str) -> None:
         self.output.input_taken()
         if self.phase is Phase.USERNAME:
-            name = line.strip()
-            if not name:
-                self._ask_username()
-                return
-            self.username = name
-            self._ask_password()
+            self._username_entered(line)
+        elif self.phase is Phase.CREATE:
+            self._create_answered(line)
+        elif self.phase is Phase.NEW_PASSWORD:
+            self.echo.restore()
+            self._new_password = line
+            self._ask(Phase.REPEAT_PASSWORD, events.Prompt.REPEAT_PASSWORD, secret=True)
+        elif self.phase is Phase.REPEAT_PASSWORD:
+            self.echo.restore()
+            password, self._new_password = self._new_password, ""
+            if line != password:
+                self.output.line(MISMATCH)
+                self._ask(Phase.NEW_PASSWORD, events.Prompt.NEW_PASSWORD, secret=True)
+            else:
+                self._register(line)
         elif self.phase is Phase.PASSWORD:
             self.echo.restore()
             self._log_in(line)
@@ -321,7 +468,7 @@ class ChatClient:
         else:
             getattr(self, typed.command.handler)(**typed.arguments)
 
-    def _ask(
+    def _send_and(
         self, request: dict[str, Any], handle: Callable[[dict[str, Any]], None]
     ) -> defer.Deferred[None]:
         """Send a request and ``handle`` its reply (errors are shown).
@@ -343,15 +490,44 @@ class ChatClient:
         return d
 
     def _request(self, request: dict[str, Any]) -> defer.Deferred[None]:
-        return self._ask(request, self._show_reply)
+        return self._send_and(request, self._show_reply)
 
     def _show_reply(self, reply: dict[str, Any]) -> None:
         if reply.get("type") == "help":
             shown = self._help_lines(reply)
         else:
             shown = render(reply)
+        event = decode_event(reply)
+        if isinstance(event, STAMPED) and not getattr(event, "offline", False):
+            stamp = timestamp(self.clock.seconds())
+            for line in shown:
+                self.output.message(stamp, event.sender, line)
+            return
         for line in shown:
             self.output.line(line)
+
+    def _learn_who_is_online(self) -> None:
+        """Ask (quietly) who is online, for Tab completion; presence notices keep it up to date."""
+        assert self.server is not None
+        d = self.server.request({"type": "whoelse"})
+        d.addCallbacks(self._online_learnt, lambda failure: None)
+        d.addErrback(log.failure, "Reading who is online failed")
+
+    def _online_learnt(self, reply: dict[str, Any]) -> None:
+        answer = decode_event(reply)
+        if isinstance(answer, events.UserList):
+            self.known_users.update(answer.users)
+
+    def complete(self, word: str, first: bool) -> list[str]:
+        """Tab: the command words (first word) or user names that start with ``word``."""
+        if self.phase is not Phase.ONLINE:
+            return []
+        if first:
+            slash = word.startswith("/")
+            words = self.commands.words()
+            bare = word[1:] if slash else word
+            return [("/" if slash else "") + w for w in words if w.startswith(bare.lower())]
+        return [name for name in self.known_users if name.lower().startswith(word.lower())]
 
     def _help_lines(self, reply: dict[str, Any]) -> list[str]:
         """The server's command list, with the client's own commands in their words."""
@@ -381,7 +557,7 @@ class ChatClient:
         if self.private.is_starting(target):
             self.output.line(f"Error. Private messaging with {target} is already being set up.")
             return
-        self._ask(
+        self._send_and(
             {"type": "startprivate", "target": target},
             lambda reply: self._private_address(reply, target),
         )
@@ -428,10 +604,28 @@ class ChatClient:
         except TransferError as e:
             self.output.line(f"Error. {e}")
             return
-        self._ask(
+        self._send_and(
             {"type": "sendfile", "to": to, "filename": source.name, "size": size},
             lambda reply: self._file_address(reply, to, source, size),
         )
+
+    def accept_offer(self, user: str | None) -> None:
+        self._answer_offer(user, True)
+
+    def decline_offer(self, user: str | None) -> None:
+        self._answer_offer(user, False)
+
+    def _answer_offer(self, user: str | None, accept: bool) -> None:
+        offer = self.offers.find(user)
+        if offer is None:
+            if user is None:
+                self.output.line("Error. Nobody is waiting for your answer.")
+            else:
+                self.output.line(f"Error. {user} is not waiting for your answer.")
+            return
+        verb = "Accepted" if accept else "Declined"
+        self.output.line(f"{verb} {offer.what} from {offer.user}.")
+        self.offers.answer(offer, accept)
 
     def _file_address(self, reply: dict[str, Any], to: str, source: Path, size: int) -> None:
         address = self._peer_address(reply, "file", "sendfile")
@@ -450,6 +644,13 @@ class ChatClient:
 
     def server_message(self, message: dict[str, Any]) -> None:
         event = decode_event(message)
+        if isinstance(event, events.Presence):
+            if event.online:
+                self.known_users.add(event.username)
+            else:
+                self.known_users.discard(event.username)
+        elif isinstance(event, STAMPED):
+            self.known_users.add(event.sender)
         if isinstance(event, events.PrivateRequest):
             self.private.expect(event.sender, event.token)
         elif isinstance(event, events.FileIncoming):
@@ -464,19 +665,40 @@ class ChatClient:
             log.warn("Ignored a file_incoming without a size: {event!r}", event=announcement)
             return
         try:
-            self.files.expect(sender, filename, size, token)
+            transfer = self.files.expect(sender, filename, size, token, ask=True)
         except TransferError as e:
             self.output.line(f"Error. Cannot receive {filename} from {sender}: {e}.")
             return
-        self.output.line(f"{sender} is sending you {filename} ({format_size(size)}).")
+        self.output.question(
+            f"{sender} is sending you {filename} ({format_size(size)}): type accept or"
+            f" decline (within {self.offers.timeout:g} s)."
+        )
+
+        def answered(answer: str) -> None:
+            if answer == ACCEPT:
+                transfer.accept()
+            else:
+                transfer.decline(NOT_ANSWERED if answer == TIMEOUT else DECLINED)
+
+        self.offers.ask(sender, filename).addCallback(answered)
 
     # Private chats (PrivateChatListener) -----------------------------------------------
+
+    def private_offered(self, user: str) -> defer.Deferred[bool]:
+        self.output.question(
+            f"{user} wants to chat privately with you: type accept or decline"
+            f" (within {self.offers.timeout:g} s)."
+        )
+        return self.offers.ask(user, "a private chat").addCallback(lambda answer: answer == ACCEPT)
+
+    def private_waiting(self, user: str) -> None:
+        self.output.line(f"Waiting for {user} to accept the private chat.")
 
     def private_started(self, user: str) -> None:
         self.output.line(f"Private messaging with {user} started.")
 
     def private_message(self, user: str, text: str) -> None:
-        self.output.line(f"{user}(private): {text}")
+        self.output.message(timestamp(self.clock.seconds()), user, f"{user}(private): {text}")
 
     def private_ended(self, user: str, reason: str) -> None:
         if reason == "the connection closed":

@@ -17,6 +17,10 @@ but the client does the work around them).
 
 A line whose first word is no command is refused here, with the server's
 wording, and nothing is sent.
+
+IRC habits work too (:func:`habits`): a first word may start with ``/``
+(``/help``, ``/msg hans hi``), ``msg`` is ``message``, and ``quit`` and
+``exit`` (``/quit``) are ``logout``.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from chatservice.commands import TEXT, Argument, Command, CommandError, convert
+from chatservice.commands import COMMANDS, TEXT, WORD, Argument, Command, CommandError, convert
 from chatservice.wire import text
 
 @dataclass(frozen=True)
@@ -94,7 +98,34 @@ CLIENT_COMMANDS: tuple[ClientCommand, ...] = (
         "send_file",
         aliases=("upd",),
     ),
+    ClientCommand(
+        "accept",
+        (Argument("user", "user", WORD, False),),
+        "accept the private chat or file <user> offers (the oldest offer without <user>)",
+        "accept_offer",
+    ),
+    ClientCommand(
+        "decline",
+        (Argument("user", "user", WORD, False),),
+        "decline the private chat or file <user> offers (the oldest offer without <user>)",
+        "decline_offer",
+    ),
 )
+
+HABITS = {"msg": "message", "quit": "logout", "exit": "logout"}
+"""Words from IRC and shells, and the command they mean here."""
+
+
+def habits(line: str) -> str:
+    """``line`` with its first word as this client knows it: ``/msg hans hi`` is ``message hans hi``."""
+    words = line.split(None, 1)
+    if not words:
+        return line
+    first = words[0]
+    if first.startswith("/") and len(first) > 1:
+        first = first[1:]
+    first = HABITS.get(first.lower(), first)
+    return first if len(words) == 1 else f"{first} {words[1]}"
 
 
 def json_request(command: str, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -127,6 +158,7 @@ class CommandTable:
 
         :raises CommandError: an unknown command, or missing or bad arguments.
         """
+        line = habits(line)
         words = line.split(None, 1)
         if not words:
             return None
@@ -153,6 +185,13 @@ class CommandTable:
         if rest.strip():
             raise CommandError("bad_argument", f"Error. Usage: {command.usage}")
         return arguments
+
+    def words(self) -> list[str]:
+        """Every command word, the server's and the client's, aliases too (for Tab)."""
+        found = {word for c in COMMANDS for word in (c.name.split()[0],) + c.aliases}
+        found.update(self._by_word)
+        found.update(HABITS)
+        return sorted(found)
 
     def client_help(self) -> list[tuple[str, str]]:
         """``(usage, summary)`` of the commands the client carries out itself."""

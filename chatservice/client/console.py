@@ -18,7 +18,7 @@ terminal and in a pipe:
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Protocol
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IHalfCloseableProtocol
@@ -26,6 +26,7 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from chatservice.client.style import Style
 from chatservice.commands import remove_control_characters
 
 try:
@@ -36,18 +37,48 @@ except ImportError:  # pragma: no cover - not POSIX
 CLEAR_LINE = "\r\x1b[K"
 
 
+class Screen(Protocol):
+    """Where the client shows things: :class:`Output` (pipes), or
+    :class:`~chatservice.client.inputline.TerminalOutput` (the input line on a terminal)."""
+
+    terminal: bool
+    """Standard output is a terminal: progress bars on the live region."""
+    interactive: bool
+
+    def line(self, text: str) -> None: ...
+
+    def message(self, stamp: str, sender: str, text: str) -> None: ...
+
+    def question(self, text: str) -> None: ...
+
+    def prompt(self, text: str, secret: bool = False) -> None: ...
+
+    def input_taken(self) -> None: ...
+
+    def status(self, key: object, text: str | None) -> None: ...
+
+    def finish(self) -> None: ...
+
+
 class Output:
     """Writes lines for a person to read.
 
     :param write: writes bytes to standard output.
     :param terminal: standard output is a terminal: keep a live last line.
     :param interactive: standard input is a terminal: show prompts.
+    :param style: colours (none unless standard output is a terminal).
     """
 
     def __init__(
-        self, write: Callable[[bytes], object], *, terminal: bool, interactive: bool
+        self,
+        write: Callable[[bytes], object],
+        *,
+        terminal: bool,
+        interactive: bool,
+        style: Style = Style(False),
     ) -> None:
         self._write = write
+        self.style = style
         self.terminal = terminal
         self.interactive = interactive
         self._prompt = ""
@@ -56,15 +87,31 @@ class Output:
         self._mid_line = False
 
     def line(self, text: str) -> None:
-        """Print ``text`` (each of its lines; control characters removed)."""
-        clean = "\n".join(remove_control_characters(part) for part in text.split("\n"))
+        """Print ``text`` (each of its lines; control characters removed; errors in red)."""
+        self._print([self.style.plain(remove_control_characters(part)) for part in text.split("\n")])
+
+    def _print(self, shown: list[str]) -> None:
+        clean = "\n".join(shown)
         if self.terminal:
             self._emit(CLEAR_LINE + clean + "\n" + self._live())
         else:
             self._emit(clean + "\n")
 
-    def prompt(self, text: str) -> None:
-        """Ask for input with ``text`` (e.g. ``Username: ``); shown only to a person typing."""
+    def message(self, stamp: str, sender: str, text: str) -> None:
+        """Print a chat message after its time stamp (``[13:30] hans: hi``), the name in colour."""
+        self._print(
+            [self.style.message(stamp, sender, remove_control_characters(part)) for part in text.split("\n")]
+        )
+
+    def question(self, text: str) -> None:
+        """Print a question for the user (accept or decline)."""
+        self.line(text)
+
+    def prompt(self, text: str, secret: bool = False) -> None:
+        """Ask for input with ``text`` (e.g. ``Username: ``); shown only to a person typing.
+
+        :param secret: a password is typed (:class:`TerminalEcho` hides it here).
+        """
         self._prompt = text
         if not self.interactive:
             return

@@ -2,7 +2,9 @@
 
 :class:`OutgoingTransfer` reads a file in numbered chunks and sends them;
 :class:`IncomingTransfer` writes them to a temporary file, checks the SHA-256
-of the whole file and only then renames it to its final name.  The datagram
+of the whole file and only then moves it to its final name, or a numbered
+copy of it when that is taken (:func:`chatservice.client.downloads.save_new`:
+nothing in the download directory is ever replaced).  The datagram
 format is in :mod:`chatservice.client.udpwire`.  Neither class touches a
 socket: each is given a function that sends one datagram to the other end,
 and a clock (the reactor, or a test ``Clock``) for its timers.
@@ -31,7 +33,6 @@ import enum
 import hashlib
 import hmac
 import heapq
-import os
 import shutil
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -42,8 +43,14 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from chatservice.client import udpwire
+from chatservice.client.downloads import save_new
 
 log = Logger()
+
+DECLINED = "declined"
+"""The ``ABORT`` reason of a receiver whose user declined the file."""
+NOT_ANSWERED = "not answered"
+"""The ``ABORT`` reason of a receiver whose user did not answer in time."""
 
 Address = tuple[str, int]
 MIN_CHUNK = 64
@@ -282,7 +289,12 @@ class OutgoingTransfer(Transfer):
                 self._close()
                 self._succeed()
         elif isinstance(message, udpwire.Abort):
-            self._fail(f"{self.peer} cancelled it: {message.reason}")
+            if message.reason == DECLINED:
+                self._fail(f"{self.peer} declined it")
+            elif message.reason == NOT_ANSWERED:
+                self._fail(f"{self.peer} did not answer in time")
+            else:
+                self._fail(f"{self.peer} cancelled it: {message.reason}")
 
     # Control datagrams: START, then FIN ------------------------------------------
 
@@ -494,8 +506,11 @@ class IncomingTransfer(Transfer):
     """Receives one file announced by the server.
 
     :param directory: the download directory.
-    :param final_name: the name the file gets there once whole and checked.
+    :param final_name: the name the file gets there once whole and checked
+        (a numbered copy of it when the name is taken; :attr:`path` tells).
     :param send_to: sends one datagram to an address.
+    :param ask: the user is asked first: nothing is answered until :meth:`accept`
+        (or :meth:`decline`); without it the file is accepted as announced.
     """
 
     sending = False
@@ -513,6 +528,7 @@ class IncomingTransfer(Transfer):
         clock: IReactorTime,
         observer: TransferObserver,
         settings: TransferSettings = TransferSettings(),
+        ask: bool = False,
     ) -> None:
         super().__init__(
             peer=peer,
@@ -525,7 +541,7 @@ class IncomingTransfer(Transfer):
         )
         self.directory = directory
         self.path = directory / final_name
-        self.temporary_path = directory / f".{final_name}.{self.transfer_id.hex()}.part"
+        self.temporary_path = directory / f".incoming-{self.transfer_id.hex()}.part"
         self.send_to = send_to
         self.address: Address | None = None
         self.chunk_size = 0
@@ -537,16 +553,43 @@ class IncomingTransfer(Transfer):
         self._file: BinaryIO | None = None
         self._hash = hashlib.sha256()
         self.duplicates = 0
+        self.decision: bool | None = None if ask else True
+        """The user's answer: ``None`` until they accept (``True``) or decline."""
+        self._decline_reason = DECLINED
+        self._held: udpwire.Start | None = None
 
     def announce(self) -> None:
         """Start waiting for the sender's ``START``."""
         self._schedule(self.clock.seconds() + self.settings.start_timeout)
+
+    def accept(self) -> None:
+        """The user wants the file: answer the sender's ``START`` (now, if it came)."""
+        if self.state is not State.WAITING or self.decision is not None:
+            return
+        self.decision = True
+        held, self._held = self._held, None
+        if held is not None and self.address is not None:
+            self._start(held, self.address)
+
+    def decline(self, reason: str = DECLINED) -> None:
+        """The user does not want the file: the sender is told (now, or at its ``START``).
+
+        :param reason: :data:`DECLINED`, or :data:`NOT_ANSWERED`.
+        """
+        if self.state is not State.WAITING or self.decision is not None:
+            return
+        self.decision = False
+        self._decline_reason = reason
+        if self.address is not None:
+            self._fail(reason, tell_peer=True)
 
     def datagram_received(self, message: udpwire.Datagram, address: Address) -> None:
         """Handle one datagram of this transfer."""
         if self.state is State.WAITING:
             if isinstance(message, udpwire.Start):
                 self._start(message, address)
+            elif isinstance(message, udpwire.Abort) and address == self.address:
+                self._fail(f"{self.peer} cancelled it: {message.reason}")
             return
         if address != self.address:
             return
@@ -569,6 +612,12 @@ class IncomingTransfer(Transfer):
             return
         self.address = address
         self._heard = self.clock.seconds()
+        if self.decision is None:
+            self._held = message  # until the user answers; the sender sends it again meanwhile
+            return
+        if not self.decision:
+            self._fail(self._decline_reason, tell_peer=True)
+            return
         problem = self._check_start(message)
         if problem is not None:
             self._fail(problem, tell_peer=True)
@@ -654,7 +703,7 @@ class IncomingTransfer(Transfer):
         assert self._file is not None
         try:
             self._file.close()
-            os.replace(self.temporary_path, self.path)
+            self.path = save_new(self.temporary_path, self.directory, self.path.name)
         except OSError as e:
             self._fail(f"could not save {self.path}: {e.strerror or e}", tell_peer=True)
             return
@@ -668,7 +717,12 @@ class IncomingTransfer(Transfer):
 
     def _on_timer(self, now: float) -> None:
         if self.state is State.WAITING:
-            self._fail(f"{self.peer} never started sending it")
+            if self.decision is False:
+                self._fail(self._decline_reason)
+            elif self.decision is None and self._held is not None:
+                self._schedule(now + self.settings.start_timeout)
+            else:
+                self._fail(f"{self.peer} never started sending it")
         elif self.state is State.RUNNING:
             deadline = self._heard + self.settings.idle_timeout
             if now >= deadline:

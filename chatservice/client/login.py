@@ -8,8 +8,12 @@ sends the password, and proves that the server holds the password's keys::
     > {"type":"login","mechanism":"SCRAM-SHA-256","message":CLIENT_FINAL,"p2p_port":P,"udp_port":U}
     {"type":"login","success":true,...,"server_final":"v=SIGNATURE"}
 
-The key derivation behind ``CLIENT_FINAL`` (PBKDF2) is slow by design, so it
-runs in a thread.  A success whose ``server_final`` is missing or wrong fails
+The ``salt`` request needs only the user name, so the client sends it as soon
+as the name is typed (:meth:`LoginAttempt.challenge`) and asks for the
+password once challenged (:meth:`LoginAttempt.prove`), as telnet does: an
+unknown name is offered an account, and a locked one refused, before any
+password is typed.  The key derivation behind ``CLIENT_FINAL`` (PBKDF2) is
+slow by design, so it runs in a thread.  A success whose ``server_final`` is missing or wrong fails
 with :class:`UntrustedServer`: the client must close the connection.
 
 Only when the server answers the ``salt`` request with a ``scram_unavailable``
@@ -38,6 +42,9 @@ NO_KEYS = "scram_unavailable"
 
 OLD_SERVER = "old_server"
 """The fallback reason when the server has no SCRAM."""
+
+CHALLENGED = "challenged"
+"""What :meth:`LoginAttempt.challenge` fires with when the server sent its challenge."""
 
 OLD_SERVER_ERRORS = frozenset({"unsupported_mechanism", "invalid_command", "not_logged_in"})
 """Error codes with which a server that does not know SCRAM answers ``salt``."""
@@ -90,6 +97,57 @@ class LoginAttempt:
     ports: dict[str, int]
     fallback: Callable[[str], None]
     run_in_thread: Runner = threads.deferToThread
+    challenged: bool = False
+    """Whether :meth:`challenge` got the server's challenge (:meth:`prove` may follow)."""
+    _exchange: ScramClientExchange | None = field(default=None, repr=False)
+    _server_first: str = field(default="", repr=False)
+
+    def challenge(self) -> defer.Deferred[Any]:
+        """Step one of a SCRAM-SHA-256 login, before the password is known: send ``salt``.
+
+        Fires with :data:`CHALLENGED` (go on with :meth:`prove`), with
+        :data:`NO_KEYS` or :data:`OLD_SERVER` when the login must fall back to
+        :meth:`with_password` (``fallback`` was told), or with the server's
+        refusal (a ``login`` reply to show); fails as :class:`LoginAttempt` says.
+        """
+        self._exchange = ScramClientExchange(self.username, self.password)
+        d = self.server.request(
+            {"type": "salt", "mechanism": MECHANISM, "message": self._exchange.first()}
+        )
+        d.addCallbacks(self._first_answer, self._first_refused)
+        return d
+
+    def _first_refused(self, failure: Failure) -> str | Failure:
+        if failure.check(ServerError) and failure.value.code in OLD_SERVER_ERRORS:
+            self.fallback(OLD_SERVER)
+            return OLD_SERVER
+        return failure
+
+    def _first_answer(self, reply: dict[str, Any]) -> str | dict[str, Any]:
+        answer = decode_event(reply)
+        if isinstance(answer, events.LoginRejected):
+            if answer.reason == NO_KEYS:
+                self.fallback(NO_KEYS)
+                return NO_KEYS
+            return reply
+        if not isinstance(answer, events.ScramChallenge):
+            raise UntrustedServer(
+                f"Error. The server answered the SCRAM-SHA-256 login with"
+                f" {reply.get('type')!r}, not a challenge. Closing the connection."
+            )
+        self.challenged = True
+        self._server_first = answer.message
+        return CHALLENGED
+
+    def prove(self, password: str) -> defer.Deferred[dict[str, Any]]:
+        """Step two, after :meth:`challenge` fired with :data:`CHALLENGED`: derive, prove, check the server."""
+        exchange = self._exchange
+        assert exchange is not None and self.challenged
+        exchange.password = password
+        d = self.run_in_thread(exchange.final, self._server_first)
+        d.addCallbacks(self._prove, self._unusable_challenge)
+        d.addCallback(self._check_server, exchange)
+        return d
 
     def with_password(self) -> defer.Deferred[dict[str, Any]]:
         """Log in with the password itself (an older server, or ``--password-login``)."""

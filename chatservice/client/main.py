@@ -2,8 +2,9 @@
 
 :func:`run` is the console script (also ``python -m chatservice.client``):
 it parses the options and runs :func:`main` with ``task.react``.  :func:`main`
-opens the peer ports (TCP for private chats, UDP for files), connects to the
-server, hands standard input and output to the client, and cleans up.
+connects to the server, opens the peer ports (TCP for private chats, UDP for
+files) on the address it reaches the server from (:func:`peer_interface`),
+hands standard input and output to the client, and cleans up.
 """
 
 from __future__ import annotations
@@ -11,13 +12,15 @@ from __future__ import annotations
 import getopt
 import os
 import random
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from twisted.internet import defer, endpoints, ssl, task
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort, IStreamClientEndpoint
+from twisted.internet.interfaces import IListeningPort, IStreamClientEndpoint, ITransport
+from twisted.conch.insults.insults import ServerProtocol
 from twisted.internet.stdio import StandardIO
 from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 from twisted.python import usage
@@ -26,10 +29,12 @@ from twisted.python.failure import Failure
 from chatservice.client import app, udpwire
 from chatservice.client.app import ChatClient
 from chatservice.client.console import Console, Output, TerminalEcho
+from chatservice.client.inputline import InputLine, RawTerminal, TerminalOutput
 from chatservice.client.jsonlog import JsonTranscript
 from chatservice.client.lossy import LossyWriter
 from chatservice.client.peer import PeerFactory, tcp_connector
 from chatservice.client.server_connection import ServerConnection
+from chatservice.client.style import Style, colours_wanted
 from chatservice.client.transfers import TransferSocket
 
 log = Logger()
@@ -73,6 +78,12 @@ class Options(usage.Options):
             " never sends it, and falls back to this only when the server or the"
             " account has no SCRAM)",
         ],
+        ["no-color", None, "No colours (also when the NO_COLOR variable is set, or output is no terminal)"],
+        [
+            "line-mode",
+            None,
+            "Read plain lines even on a terminal (no line editor: no history, no Tab)",
+        ],
     ]
     optParameters = [
         [
@@ -87,7 +98,9 @@ class Options(usage.Options):
             "p2p-interface",
             None,
             None,
-            "Address to listen on for other clients [default: all interfaces]",
+            "Address to listen on for other clients (0.0.0.0: every interface)"
+            " [default: the address this client reaches the server from, the one"
+            " the server gives other clients]",
         ],
         ["download-dir", None, ".", "Where received files are saved (created if missing)"],
         ["json-log", None, None, "Append every JSON line exchanged with the server to FILE"],
@@ -186,15 +199,37 @@ def parse_options(argv: Sequence[str]) -> Options:
 async def main(reactor: Any, options: Options) -> None:
     """Run one client until it finishes; fails with ``SystemExit(status)`` for a non-zero status."""
     stdin_tty, stdout_tty = os.isatty(0), os.isatty(1)
+    style = Style(colours_wanted(os.environ, options["no-color"], stdout_tty))
     holder: dict[str, ChatClient] = {}
-    console = Console(
-        lambda line: holder["client"].line_entered(line),
-        lambda: holder["client"].input_ended(),
-    )
-    stdio = StandardIO(console, reactor=reactor)
-    console.pause()
-    output = Output(stdio.write, terminal=stdout_tty, interactive=stdin_tty)
-    echo = TerminalEcho(0, stdin_tty)
+    raw: RawTerminal | None = None
+    console: Console | InputLine
+    output: Output | TerminalOutput
+    if stdin_tty and stdout_tty and not options["line-mode"]:
+        raw = RawTerminal(0)
+        raw.start()
+        console = InputLine(
+            lambda line: holder["client"].line_entered(line),
+            lambda: holder["client"].input_ended(),
+            lambda: holder["client"].interrupt(),
+            style=style,
+        )
+        line_editor = console
+        StandardIO(ServerProtocol(lambda: line_editor), reactor=reactor)
+        resized = signal.signal(
+            signal.SIGWINCH, lambda *_: reactor.callFromThread(line_editor.resized)
+        )
+        console.pause()
+        output = TerminalOutput(console, style)
+        echo = TerminalEcho(0, False)
+    else:
+        console = Console(
+            lambda line: holder["client"].line_entered(line),
+            lambda: holder["client"].input_ended(),
+        )
+        stdio = StandardIO(console, reactor=reactor)
+        console.pause()
+        output = Output(stdio.write, terminal=stdout_tty, interactive=stdin_tty, style=style)
+        echo = TerminalEcho(0, stdin_tty)
     client = holder["client"] = ChatClient(
         reactor,
         output,
@@ -204,6 +239,8 @@ async def main(reactor: Any, options: Options) -> None:
         password_login=options["password-login"],
     )
     client.console = console
+    if isinstance(console, InputLine):
+        console.complete = client.complete
     transcript = None
     if options["json-log"]:
         transcript = JsonTranscript(open(options["json-log"], "a", encoding="utf-8"), reactor)
@@ -219,19 +256,23 @@ async def main(reactor: Any, options: Options) -> None:
 
     trigger = reactor.addSystemEventTrigger("before", "shutdown", shutting_down)
     try:
+        connection = ServerConnection(client, transcript)
+        where = f"{options['host']}:{options['port']}"
         try:
-            ports.extend(listen_for_peers(reactor, options, client, lossy))
-        except CannotListenError as e:
-            client.give_up(f"Error. Could not listen for other clients: {e.socketError}.")
+            await endpoints.connectProtocol(server_endpoint(reactor, options), connection)
+        except Exception:
+            client.connect_failed(Failure(), where)
         else:
-            client.p2p_port = ports[0].getHost().port
-            client.udp_port = ports[1].getHost().port
-            connection = ServerConnection(client, transcript)
-            where = f"{options['host']}:{options['port']}"
+            # Still in the turn that connected: the login (which carries the
+            # ports) waits for the server's answer to hello and for the user.
+            interface = peer_interface(options, connection.transport)
             try:
-                await endpoints.connectProtocol(server_endpoint(reactor, options), connection)
-            except Exception:
-                client.connect_failed(Failure(), where)
+                ports.extend(listen_for_peers(reactor, options, client, lossy, interface))
+            except CannotListenError as e:
+                client.give_up(f"Error. Could not listen for other clients on {interface}: {e.socketError}.")
+            else:
+                client.p2p_port = ports[0].getHost().port
+                client.udp_port = ports[1].getHost().port
         status = await client.finished
     finally:
         client.private.close_all()
@@ -245,6 +286,9 @@ async def main(reactor: Any, options: Options) -> None:
         echo.restore()
         output.finish()
         await _flush(reactor, console)
+        if raw is not None:
+            signal.signal(signal.SIGWINCH, resized)
+            raw.restore()
         if not stopping:
             reactor.removeSystemEventTrigger(trigger)
         cleaned.callback(None)
@@ -267,14 +311,29 @@ def lossy_wrapper(
     return wrap
 
 
+def peer_interface(options: Options, server: ITransport) -> str:
+    """The address to listen on for other clients: ``--p2p-interface``, else the local
+    address of the connection to the server.
+
+    The server gives other clients the address it sees this client connect
+    from, so that is where they come; every other interface (another
+    network, a VPN, a public address) stays closed.
+
+    :param server: the transport of the connection to the server.
+    """
+    if options["p2p-interface"]:
+        return options["p2p-interface"]
+    return getattr(server.getHost(), "host", "") or "127.0.0.1"
+
+
 def listen_for_peers(
-    reactor: Any, options: Options, client: ChatClient, lossy: list[LossyWriter]
+    reactor: Any, options: Options, client: ChatClient, lossy: list[LossyWriter], interface: str
 ) -> list[IListeningPort]:
     """Open the TCP port for private chats, then the UDP port for files (the same number if free).
 
+    :param interface: the address to listen on (:func:`peer_interface`).
     :raises CannotListenError: when either cannot be opened (neither stays open).
     """
-    interface = options["p2p-interface"] or ""
     tcp = reactor.listenTCP(
         options["p2p-port"], PeerFactory(client.private, reactor), interface=interface
     )
@@ -297,7 +356,7 @@ def listen_for_peers(
     return [tcp, udp]
 
 
-async def _flush(reactor: Any, console: Console) -> None:
+async def _flush(reactor: Any, console: Console | InputLine) -> None:
     """Wait until standard output is written (not forever: the reader may be stuck)."""
     closed = console.close()
     timer = reactor.callLater(FLUSH_TIMEOUT, closed.cancel)

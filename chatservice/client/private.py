@@ -39,6 +39,12 @@ class PrivateChatListener(Protocol):
 
     def private_failed(self, user: str, reason: str) -> None: ...
 
+    def private_offered(self, user: str) -> defer.Deferred[bool]:
+        """Ask the user whether to accept a private chat from ``user``."""
+
+    def private_waiting(self, user: str) -> None:
+        """``user`` is asked whether to accept our private chat."""
+
 
 class _EarlyHello:
     """A ``HELLO`` whose token the server has not announced yet."""
@@ -193,8 +199,15 @@ class PrivateChats:
             del self._early[initiator]
         answer.callback(False)
 
-    def handshaking(self) -> int:
-        return len(self._handshakes)
+    def ask(self, initiator: str) -> defer.Deferred[bool]:
+        """Ask the user whether to accept the (authorized) private chat from ``initiator``."""
+        if self._closing:
+            return defer.succeed(False)
+        return self.listener.private_offered(initiator)
+
+    def waiting(self, peer: PeerProtocol) -> None:
+        if not self._closing:
+            self.listener.private_waiting(peer.peer_name)
 
     def handshake_started(self, peer: PeerProtocol) -> None:
         self._handshakes.add(peer)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from twisted.internet.interfaces import IReactorTime
 
-from chatservice.client.console import Output
-from chatservice.client.filetransfer import Transfer
+from chatservice.client.console import Screen
+from chatservice.client.filetransfer import DECLINED, NOT_ANSWERED, Transfer
 
 BAR_WIDTH = 20
 
@@ -71,7 +71,7 @@ def progress_bar(transfer: Transfer) -> str:
 
 
 class TransferDisplay:
-    """Shows transfers on an :class:`~chatservice.client.console.Output`.
+    """Shows transfers on an :class:`~chatservice.client.console.Screen`.
 
     :param clock: for throttling progress (the reactor, or a test ``Clock``).
     :param interval: seconds between progress lines in a pipe.
@@ -80,7 +80,7 @@ class TransferDisplay:
 
     def __init__(
         self,
-        output: Output,
+        output: Screen,
         clock: IReactorTime,
         interval: float = 2.0,
         bar_interval: float = 0.1,
@@ -125,6 +125,8 @@ class TransferDisplay:
 
     def transfer_failed(self, transfer: Transfer, reason: str) -> None:
         self._forget(transfer)
+        if not transfer.sending and reason in (DECLINED, NOT_ANSWERED):
+            return  # the user declined it (or let it time out), and was told so
         if transfer.sending:
             self.output.line(f"Error. Sending {transfer.filename} to {transfer.peer} failed: {reason}.")
         else:

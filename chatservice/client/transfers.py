@@ -20,6 +20,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from chatservice.client import udpwire
+from chatservice.client.downloads import received_name
 from chatservice.client.filetransfer import (
     IncomingTransfer,
     OutgoingTransfer,
@@ -27,30 +28,13 @@ from chatservice.client.filetransfer import (
     TransferObserver,
     TransferSettings,
 )
-from chatservice.commands import remove_control_characters
-
 log = Logger()
 
 Address = tuple[str, int]
-MAX_NAME = 200
 
 
 class TransferError(Exception):
     """A transfer cannot be started; the message is for the user."""
-
-
-def safe_name(name: str) -> str:
-    """``name`` made safe as one file name: no directories, no control characters."""
-    name = remove_control_characters(name.replace("\\", "/").rsplit("/", 1)[-1]).strip()
-    name = name.replace("\t", " ")
-    if name in ("", ".", ".."):
-        name = "file"
-    return name[:MAX_NAME]
-
-
-def received_name(sender: str, filename: str) -> str:
-    """The name a file from ``sender`` gets in the download directory: ``<sender>_<filename>``."""
-    return f"{safe_name(sender)}_{safe_name(filename)}"
 
 
 class FileTransfers:
@@ -151,8 +135,12 @@ class FileTransfers:
         transfer.start()
         return transfer
 
-    def expect(self, sender: str, filename: str, size: int, token: str) -> IncomingTransfer:
+    def expect(
+        self, sender: str, filename: str, size: int, token: str, ask: bool = False
+    ) -> IncomingTransfer:
         """Get ready to receive the file the server announced.
+
+        :param ask: wait for the user's :meth:`~IncomingTransfer.accept` first.
 
         :raises TransferError: the announcement is unusable.
         """
@@ -172,6 +160,7 @@ class FileTransfers:
             clock=self.clock,
             observer=self.observer,
             settings=self.settings,
+            ask=ask,
         )
         self._add(transfer)
         transfer.announce()

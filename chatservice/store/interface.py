@@ -116,8 +116,14 @@ class IChatStore(Interface):
     def remove_offline(message_ids: Iterable[int]) -> Deferred[None]:
         """Remove delivered messages."""
 
+    def take_offline(message_id: int) -> Deferred[bool]:
+        """Remove one kept message; whether it was there (so that only one taker delivers it)."""
+
     def count_offline(recipient: str) -> Deferred[int]:
         """How many messages are kept for ``recipient``."""
+
+    def offline_counts(recipient: str, sender: str) -> Deferred[tuple[int, int]]:
+        """How many messages are kept for ``recipient``: in all, and from ``sender``."""
 
     def add_history(
         channel: str, sender: str, text: str, sent_at: float
@@ -156,6 +162,15 @@ class IChatStore(Interface):
 
     def highest_room_id() -> Deferred[int]:
         """The highest room number in use or in the history (0 for none)."""
+
+    def forget_user(username: str) -> Deferred[None]:
+        """Forget what is kept about ``username`` (a guest whose session ended).
+
+        Its blocks (of others and by others), its last-seen time and the
+        messages kept for it go; the messages it sent and the history stay,
+        and its rooms are changed through :meth:`save_room` and
+        :meth:`delete_room`.
+        """
 
 
 class ILocalChatStore(Interface):
@@ -196,8 +211,14 @@ class ILocalChatStore(Interface):
     def remove_offline(message_ids: Iterable[int]) -> None:
         """Remove delivered messages."""
 
+    def take_offline(message_id: int) -> bool:
+        """Remove one kept message; whether it was there (so that only one taker delivers it)."""
+
     def count_offline(recipient: str) -> int:
         """How many messages are kept for ``recipient``."""
+
+    def offline_counts(recipient: str, sender: str) -> tuple[int, int]:
+        """How many messages are kept for ``recipient``: in all, and from ``sender``."""
 
     def add_history(channel: str, sender: str, text: str, sent_at: float) -> HistoryEntry:
         """Number and keep a broadcast or room message."""
@@ -225,3 +246,8 @@ class ILocalChatStore(Interface):
     def highest_room_id() -> int:
         """The highest room number in use or in the history (0 for none), so
         that a new room never takes the number of an old room's history."""
+
+    def forget_user(username: str) -> None:
+        """Forget the blocks by and of ``username``, its last-seen time and the
+        messages kept for it (a guest whose session ended); see
+        :meth:`IChatStore.forget_user`."""

@@ -77,8 +77,17 @@ class MemoryStore:
                 if not box:
                     del self._offline[recipient]
 
+    def take_offline(self, message_id: int) -> bool:
+        present = message_id in self._recipients
+        self.remove_offline([message_id])
+        return present
+
     def count_offline(self, recipient: str) -> int:
         return len(self._offline.get(recipient, ()))
+
+    def offline_counts(self, recipient: str, sender: str) -> tuple[int, int]:
+        box = self._offline.get(recipient, {})
+        return len(box), sum(1 for message in box.values() if message.sender == sender)
 
     def add_history(
         self, channel: str, sender: str, text: str, sent_at: float
@@ -147,6 +156,11 @@ class MemoryStore:
         numbers = list(self._rooms)
         numbers += [int(c[5:]) for c in self._last_seq if c.startswith("room:")]
         return max(numbers, default=0)
+
+    def forget_user(self, username: str) -> None:
+        self._blocks = {pair for pair in self._blocks if username not in pair}
+        self._last_seen.pop(username, None)
+        self.remove_offline(list(self._offline.get(username, ())))
 
 
 def _sent_at(entry: HistoryEntry) -> float:

@@ -416,10 +416,20 @@ class PostgresStore:
             _execute, "DELETE FROM offline_messages WHERE message_id = ANY(%s::bigint[])", (ids,)
         )
 
+    def take_offline(self, message_id: int) -> Deferred[bool]:
+        if int(message_id) not in _BIGINT:
+            return self._run(_nothing).addCallback(lambda _: False)
+        return self._run(
+            _changed, "DELETE FROM offline_messages WHERE message_id = %s", (int(message_id),)
+        )
+
     def count_offline(self, recipient: str) -> Deferred[int]:
         return self._run(
             _fetch_value, "SELECT COUNT(*) FROM offline_messages WHERE recipient = %s", (recipient,)
         )
+
+    def offline_counts(self, recipient: str, sender: str) -> Deferred[tuple[int, int]]:
+        return self._run(_offline_counts, recipient, sender)
 
     # History ------------------------------------------------------------------------
 
@@ -467,6 +477,11 @@ class PostgresStore:
     def highest_room_id(self) -> Deferred[int]:
         return self._run(_fetch_value, _HIGHEST_ROOM_ID)
 
+    # Users --------------------------------------------------------------------------
+
+    def forget_user(self, username: str) -> Deferred[None]:
+        return self._run(_forget_user, username)
+
     def next_room_id(self) -> Deferred[int]:
         """A room number no node was given before, higher than :meth:`highest_room_id`.
 
@@ -488,6 +503,11 @@ def _execute(connection: Any, sql: str, parameters: Sequence[object] = ()) -> No
     connection.execute(sql, parameters)
 
 
+def _changed(connection: Any, sql: str, parameters: Sequence[object] = ()) -> bool:
+    """Run a changing statement: whether it changed a row."""
+    return connection.execute(sql, parameters).rowcount > 0
+
+
 def _fetch_all(connection: Any, sql: str, parameters: Sequence[object] = ()) -> list[tuple[Any, ...]]:
     return list(connection.execute(sql, parameters).fetchall())
 
@@ -506,6 +526,15 @@ def _add_offline(
         (sender, recipient, text, sent_at),
     ).fetchone()
     return StoredMessage(message_id, sender, recipient, text, sent_at)
+
+
+def _offline_counts(connection: Any, recipient: str, sender: str) -> tuple[int, int]:
+    count, from_sender = connection.execute(
+        "SELECT COUNT(*), COUNT(*) FILTER (WHERE sender = %s) FROM offline_messages"
+        " WHERE recipient = %s",
+        (sender, recipient),
+    ).fetchone()
+    return int(count), int(from_sender)
 
 
 def _offline_messages(connection: Any, recipient: str) -> list[StoredMessage]:
@@ -616,6 +645,15 @@ def _save_room(connection: Any, room_id: int, members: list[str]) -> None:
             " SELECT %s, unnest(%s::text[]) ON CONFLICT DO NOTHING",
             (room_id, members),
         )
+
+
+def _forget_user(connection: Any, username: str) -> None:
+    with connection.transaction():
+        connection.execute(
+            "DELETE FROM blocks WHERE blocker = %(user)s OR blocked = %(user)s", {"user": username}
+        )
+        connection.execute("DELETE FROM last_seen WHERE username = %s", (username,))
+        connection.execute("DELETE FROM offline_messages WHERE recipient = %s", (username,))
 
 
 def _next_room_id(connection: Any) -> int:

@@ -56,7 +56,9 @@ version, application id, ``PRAGMA quick_check``), and raises
 :class:`StoreError` naming the file when it is not a usable chat database:
 missing directory, not a regular or readable file, not an SQLite database,
 corrupt, another program's database, or a schema version newer than this code
-knows.  The file is then left exactly as it was.  Otherwise ``open`` creates
+knows, or an empty file in a directory that shows it held a database (a
+file truncated by a full disk or a bad copy is not a new database; see
+``in_use_signs``).  The file is then left exactly as it was.  Otherwise ``open`` creates
 the file if needed (mode ``0600``: it holds private messages; SQLite gives the
 log files the same mode), turns on WAL and creates or migrates the schema in
 one transaction, recording its version in ``PRAGMA user_version``.
@@ -224,6 +226,10 @@ class SQLiteStore:
         thread of the store's own (the default), with a commit on the
         caller's thread doing it only past :data:`LOG_LIMIT_PAGES`; when
         false, SQLite does it inside a commit every thousand pages.
+    :param in_use_signs: names (glob patterns) of files beside ``path``
+        whose presence shows the directory was in use (the server's activity
+        logs): then an empty ``path`` is refused as a lost database instead
+        of becoming a new one.
     """
 
     def __init__(
@@ -232,6 +238,7 @@ class SQLiteStore:
         synchronous: str = "NORMAL",
         busy_timeout: float = 1.0,
         background_checkpoints: bool = True,
+        in_use_signs: Sequence[str] = (),
     ) -> None:
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
@@ -239,6 +246,7 @@ class SQLiteStore:
         self.synchronous = synchronous
         self.busy_timeout = busy_timeout
         self.background_checkpoints = background_checkpoints
+        self.in_use_signs = tuple(in_use_signs)
         self._connection: sqlite3.Connection | None = None
         self._checkpointer: _Checkpointer | None = None
 
@@ -251,7 +259,8 @@ class SQLiteStore:
         """Check that :meth:`open` can use the file, without changing it.
 
         :return: the file's schema version: 0 when there is no database yet
-            (no file, or an empty one).
+            (no file, or an empty one in a directory with none of
+            ``in_use_signs``).
         :raises StoreError: naming the file, when it cannot be used.
         """
         path = self.path
@@ -274,6 +283,14 @@ class SQLiteStore:
         except OSError as e:
             raise StoreError(f"Cannot read the chat database {path}: {e.strerror}.") from None
         if not header and not _wal_path(path).exists():
+            signs = self._signs_of_use()
+            if signs:
+                raise StoreError(
+                    f"The chat database {path} is empty, but its directory was in use"
+                    f" ({', '.join(signs)} there): the database was lost (truncated?),"
+                    " not new. Restore it from a backup, or remove the empty file to"
+                    " start with an empty chat. It was left as it is."
+                )
             return 0
         if len(header) < _HEADER_SIZE or not header.startswith(SQLITE_MAGIC):
             raise StoreError(
@@ -281,6 +298,13 @@ class SQLiteStore:
                 " another kind of file); it was left as it is."
             )
         return self._check_readonly()
+
+    def _signs_of_use(self) -> list[str]:
+        """The files beside the database that match ``in_use_signs``, sorted."""
+        directory = self.path.parent
+        return sorted(
+            {found.name for sign in self.in_use_signs for found in directory.glob(sign)}
+        )
 
     def _check_readonly(self) -> int:
         """Read the file's version and check its pages without writing anything.
@@ -548,12 +572,25 @@ class SQLiteStore:
                     f"DELETE FROM offline_messages WHERE message_id IN ({marks})", chunk
                 )
 
+    def take_offline(self, message_id: int) -> bool:
+        cursor = self._write("DELETE FROM offline_messages WHERE message_id = ?", (message_id,))
+        return cursor.rowcount > 0
+
     def count_offline(self, recipient: str) -> int:
         with self._errors():
             (count,) = self._db.execute(
                 "SELECT COUNT(*) FROM offline_messages WHERE recipient = ?", (recipient,)
             ).fetchone()
         return int(count)
+
+    def offline_counts(self, recipient: str, sender: str) -> tuple[int, int]:
+        with self._errors():
+            (count, from_sender) = self._db.execute(
+                "SELECT COUNT(*), COUNT(CASE WHEN sender = ? THEN 1 END)"
+                " FROM offline_messages WHERE recipient = ?",
+                (sender, recipient),
+            ).fetchone()
+        return int(count), int(from_sender)
 
     # History ------------------------------------------------------------------------
 
@@ -686,6 +723,22 @@ class SQLiteStore:
                 ")"
             ).fetchone()
         return int(highest or 0)
+
+    # Users --------------------------------------------------------------------------
+
+    def forget_user(self, username: str) -> None:
+        with self._transaction() as connection:
+            for statement in _FORGET_USER:
+                connection.execute(statement, (username,))
+
+
+_FORGET_USER = (
+    "DELETE FROM blocks WHERE blocker = ?",
+    "DELETE FROM blocks WHERE blocked = ?",
+    "DELETE FROM last_seen WHERE username = ?",
+    "DELETE FROM offline_messages WHERE recipient = ?",
+)
+"""What :meth:`SQLiteStore.forget_user` runs, in one transaction."""
 
 
 class _Checkpointer:

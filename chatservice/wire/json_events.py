@@ -280,6 +280,7 @@ _DECODERS: dict[str, Decoder] = {
         _int("seq"),
         _time(),
         _AUTO_REPLIES,
+        _int("unreached", 0),
     ),
     "send_status": _build(
         events.SendReport,
@@ -324,6 +325,7 @@ _DECODERS: dict[str, Decoder] = {
         _time(),
         _int("delivered", 0),
         _int("skipped", 0),
+        _int("unreached", 0),
     ),
     "rooms": _build(events.RoomList, _records("rooms", _int("room"), _names("members"))),
     "room_left": _build(events.RoomLeft, _int("room"), _str("user"), _bool("removed", False)),

@@ -312,6 +312,7 @@ def _(event: events.BroadcastSent) -> dict[str, Any]:
         "delivered": event.delivered,
         "skipped": event.skipped,
         "auto_replies": _auto_replies(event.auto_replies),
+        **({"unreached": event.unreached} if event.unreached else {}),
     }
 
 
@@ -409,6 +410,7 @@ def _(event: events.RoomPosted) -> dict[str, Any]:
         "timestamp": event.sent_at,
         "delivered": event.delivered,
         "skipped": event.skipped,
+        **({"unreached": event.unreached} if event.unreached else {}),
     }
 
 

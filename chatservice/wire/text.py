@@ -3,10 +3,17 @@
 Requests are ``command arg ... text`` lines; replies and notices are
 CRLF-terminated lines of plain text.  Prompts end without a newline, as a
 telnet server's do.  Pure parsing and rendering: no I/O.
+
+What others typed (messages, names, file names) cannot split or reorder the
+line that shows it: :func:`encode` shows line and paragraph separators and
+the bidirectional embeddings, overrides and isolates as ``<U+XXXX>``
+(:func:`neutralise`).  Control characters never reach this far (the
+commands remove them).
 """
 
 from __future__ import annotations
 
+import re
 from functools import singledispatch
 from typing import Any
 
@@ -28,6 +35,9 @@ from chatservice.wire.telnet import strip_telnet
 NAME = "text"
 EOL = "\r\n"
 _ERASE = "\b\x7f"
+_LINE_OR_ORDER = re.compile("[\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+"""U+2028 LINE SEPARATOR, U+2029 PARAGRAPH SEPARATOR, and the bidirectional
+embeddings and overrides (U+202A-U+202E) and isolates (U+2066-U+2069)."""
 
 
 def decode_line(raw: bytes) -> str:
@@ -113,7 +123,20 @@ def encode(event: events.Event, request_id: Any = None) -> bytes | None:
     ``request_id`` is accepted for symmetry with the JSON format and unused.
     """
     text = render(event)
-    return None if text is None else text.encode("utf-8")
+    return None if text is None else neutralise(text).encode("utf-8")
+
+
+def neutralise(text: str) -> str:
+    """``text`` with each character that could split or reorder its line shown as ``<U+XXXX>``.
+
+    Those are U+2028 and U+2029 (line and paragraph separators, which some
+    terminals break lines at) and the bidirectional embeddings, overrides
+    and isolates (U+202A-U+202E, U+2066-U+2069), with which a message could
+    make its sender's name read as another's.
+    """
+    if _LINE_OR_ORDER.search(text) is None:
+        return text
+    return _LINE_OR_ORDER.sub(lambda found: f"<U+{ord(found.group()):04X}>", text)
 
 
 @singledispatch
@@ -257,7 +280,17 @@ def _(event: events.BroadcastSent) -> str:
             "Your broadcast could not be delivered to some recipients"
             " as they have blocked you."
         )
+    lines += _unreached(event.unreached)
     return _lines(*lines, *_auto_replies(event.auto_replies))
+
+
+def _unreached(count: int) -> list[str]:
+    if not count:
+        return []
+    return [
+        f"{count} recipient(s) on other servers of this chat service could not be"
+        " reached (their link is down); they can find it with read."
+    ]
 
 
 @render.register
@@ -369,7 +402,7 @@ def _(event: events.RoomPosted) -> str:
             "Your message could not be delivered to some members"
             " as they have blocked you."
         )
-    return _lines(*lines)
+    return _lines(*lines, *_unreached(event.unreached))
 
 
 @render.register

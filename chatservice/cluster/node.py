@@ -1,0 +1,653 @@
+"""One node of a cluster: :class:`ClusterNode`, what it shares through Redis and how.
+
+- **Lease.**  ``chat:lease:<node>`` with a :data:`LEASE_SECONDS` expiry,
+  renewed every :data:`HEARTBEAT_SECONDS`.  A node whose lease is gone is
+  dead: the first node to take ``chat:sweep:<node>`` (``SET NX``) logs its
+  users out everywhere, with the usual presence notices.
+- **Who is online.**  The hash ``chat:online``: user name to the node and
+  what the others need (login time, address, peer ports, guest, hidden,
+  auto-reply).  A login claims the name atomically (a Lua script): refused
+  while another live node holds it; a dead node's claim is taken over.
+  Every node keeps a copy of the other nodes' users (:class:`RemoteMember`),
+  loaded whole at each (re)subscription and kept up by ``on``/``off``/``up``
+  messages.
+- **Events.**  JSON messages on ``chat:all`` (every node) and
+  ``chat:node:<node>`` (one node).  A fan-out (``d``) carries the event in
+  its JSON wire form (read back with :mod:`chatservice.wire.json_events`),
+  the sender, the audience and the rule; each node applies the rule to its
+  own users.  A direct message to another node's user is kept in the shared
+  store first and announced (``dm``); that node takes it from the store
+  (once) and shows it, so a lost announcement delays it (to the next login
+  or re-subscription) but never loses it.
+- **Lock-outs.**  Login failures are counted in ``chat:fail:<kind>:<key>``
+  (``INCR`` with an expiry), so a failure on any node counts on all; the
+  node whose failure reaches the limit sets ``chat:lock:<kind>:<key>`` for
+  the block duration and announces it (``lock``); every node holds it.  Blocks, last-seen times and rooms
+  changed on one node are announced so that every node's copies follow.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from twisted.application.service import MultiService
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTCP
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from chatservice import events
+from chatservice.auth.errors import LoginUnavailable
+from chatservice.auth.lockout import LoginLockout
+from chatservice.cluster.link import RedisLink
+from chatservice.delivery import EVERYONE, Audience, Delivery, DeliveryReport
+from chatservice.state import AlreadyLoggedIn
+from chatservice.wire import jsonlines
+from chatservice.wire.json_events import decode_event
+
+if TYPE_CHECKING:
+    from chatservice.interfaces import ChatMember
+    from chatservice.state import ChatState
+
+log = Logger()
+
+LEASE_SECONDS = 15
+"""A node not heard of for this long is dead."""
+HEARTBEAT_SECONDS = 5.0
+"""How often a node renews its lease and looks for dead nodes."""
+REPLY_SECONDS = 5.0
+"""A Redis command not answered within this fails (txredisapi queues commands while
+Redis is away; a login, a logout or the node's stop must not wait for it)."""
+ONLINE = "chat:online"
+ALL = "chat:all"
+
+_CLAIM = """
+local held = redis.call('HGET', KEYS[1], ARGV[1])
+if held then
+  local node = cjson.decode(held)['n']
+  if node ~= ARGV[3] and redis.call('EXISTS', 'chat:lease:' .. node) == 1 then
+    return node
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return false
+"""
+"""Claim a user name for this node: nothing (claimed), or the live node that holds it."""
+
+_RELEASE = """
+local held = redis.call('HGET', KEYS[1], ARGV[1])
+if held and cjson.decode(held)['n'] == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+"""
+"""Release a user name held by a node (not one taken over by another since)."""
+
+_STALE = """
+local keep = {}
+for i = 2, #ARGV do keep[ARGV[i]] = true end
+local stale = {}
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local info = cjson.decode(all[i + 1])
+  if info['n'] == ARGV[1] and not keep[all[i]] then
+    redis.call('HDEL', KEYS[1], all[i])
+    table.insert(stale, all[i])
+    table.insert(stale, info['x'] and 1 or 0)
+  end
+end
+return stale
+"""
+"""Remove the entries this node holds in ``chat:online`` for users it does not have
+(a former run of this node under the same name): their names and hidden flags."""
+
+_COUNT_FAILURE = """
+local count = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return count
+"""
+"""Count one login failure; forgotten the window after the last one."""
+
+
+def node_channel(node: str) -> str:
+    """The channel only ``node`` listens to."""
+    return f"chat:node:{node}"
+
+
+def lease_key(node: str) -> str:
+    return f"chat:lease:{node}"
+
+
+class RemoteClient:
+    """Another node's user's connection, as the chat rules read it.
+
+    :param cluster: the local node, which sends what is delivered to it.
+    """
+
+    __slots__ = ("cluster", "username", "node", "host", "p2p_port", "udp_port")
+
+    congested = False
+    """Unknown here: the owner node decides (a kept message waits there)."""
+
+    def __init__(
+        self, cluster: ClusterNode, username: str, node: str, host: str,
+        p2p_port: int | None, udp_port: int | None,
+    ) -> None:
+        self.cluster = cluster
+        self.username = username
+        self.node = node
+        self.host = host
+        self.p2p_port = p2p_port
+        self.udp_port = udp_port
+
+    def deliver(self, event: events.Event) -> None:
+        """Send ``event`` to this user through its node."""
+        self.cluster.send_to(self.node, event, (self.username,))
+
+    def disconnect(self, event: events.Disconnected) -> None:
+        """Not this node's connection: nothing to close here."""
+
+
+class RemoteMember:
+    """A user online on another node, as this node knows them.
+
+    :param info: the user's entry in ``chat:online``.
+    """
+
+    __slots__ = ("username", "client", "logged_in_at", "guest", "hidden", "auto_reply", "_replied")
+
+    def __init__(self, cluster: ClusterNode, username: str, info: dict[str, Any]) -> None:
+        self.username = username
+        self.client = RemoteClient(
+            cluster, username, info["n"], info.get("h", ""), info.get("p"), info.get("u")
+        )
+        self.logged_in_at = float(info.get("t", 0.0))
+        self.guest = bool(info.get("g"))
+        self.hidden = bool(info.get("x"))
+        self.auto_reply: str | None = info.get("b")
+        self._replied: set[str] = set()
+
+    @property
+    def node(self) -> str:
+        return self.client.node
+
+    def update(self, info: dict[str, Any]) -> None:
+        """Take a newer entry (hidden, busy changed)."""
+        auto_reply = info.get("b")
+        if auto_reply != self.auto_reply:
+            self._replied = set()
+        self.auto_reply = auto_reply
+        self.hidden = bool(info.get("x"))
+
+    def auto_reply_to(self, sender: str) -> str | None:
+        """The auto-reply for ``sender``, once per busy period (as this node sees it)."""
+        if self.auto_reply is None or sender in self._replied:
+            return None
+        self._replied.add(sender)
+        return self.auto_reply
+
+    def miss(self, sender: str) -> str | None:
+        """A broadcast this busy user misses (counted by its own node)."""
+        return self.auto_reply_to(sender)
+
+    def deliver_kept(self) -> defer.Deferred[int]:
+        """Ask the user's node to deliver what is kept for them."""
+        self.client.cluster.announce_kept(self.username, self.node)
+        return defer.succeed(0)
+
+    def end(self) -> None:
+        """Not this node's session."""
+
+
+class TimedCommands:
+    """Redis commands (``txredisapi``'s) whose replies fail after :data:`REPLY_SECONDS`.
+
+    :param commands: the link's command connection.
+    :param clock: the reactor.
+    """
+
+    def __init__(self, commands: Any, clock: Any) -> None:
+        self._commands = commands
+        self._clock = clock
+
+    def __getattr__(self, name: str) -> Callable[..., defer.Deferred[Any]]:
+        command = getattr(self._commands, name)
+
+        def call(*args: Any, **kwargs: Any) -> defer.Deferred[Any]:
+            return command(*args, **kwargs).addTimeout(REPLY_SECONDS, self._clock)
+
+        return call
+
+
+def member_info(node: str, member: ChatMember) -> dict[str, Any]:
+    """A local session's entry in ``chat:online``."""
+    client = member.client
+    return {
+        "n": node,
+        "t": member.logged_in_at,
+        "h": client.host,
+        "p": client.p2p_port,
+        "u": client.udp_port,
+        "g": member.guest,
+        "x": member.hidden,
+        "b": member.auto_reply,
+    }
+
+
+class ClusterNode(MultiService):
+    """This node's part in the cluster; the chat state's ``cluster``.
+
+    :param url: the ``--redis`` URL.
+    :param name: this node's name (``--node-name``).
+    :param state: the local chat state.
+    :param reactor: for the Redis connections and the heartbeat.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        name: str,
+        state: ChatState,
+        reactor: IReactorTCP,
+        lockouts: Iterable[LoginLockout] = (),
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.state = state
+        self.reactor = reactor
+        self.lockouts = {lockout.kind: lockout for lockout in lockouts}
+        for lockout in self.lockouts.values():
+            lockout.shared = self
+        self.remote: dict[str, RemoteMember] = {}
+        """The users online on the other nodes."""
+        self._joined_at = 0.0
+        """When this node last (re)subscribed: no sweeping for a lease's length after."""
+        self.link = RedisLink(url, reactor, [ALL, node_channel(name)], self.received)
+        self.link.setServiceParent(self)
+        self.link.when_subscribed(self._subscribed)
+        self._heartbeat = LoopingCall(self._beat)
+        self._heartbeat.clock = reactor  # type: ignore[assignment]
+
+    @property
+    def redis(self) -> TimedCommands:
+        return TimedCommands(self.link.commands, self.reactor)
+
+    def startService(self) -> None:
+        super().startService()
+        self._heartbeat.start(HEARTBEAT_SECONDS, now=False)
+
+    def stopService(self) -> defer.Deferred[None]:
+        if self._heartbeat.running:
+            self._heartbeat.stop()
+        d = defer.succeed(None)
+        if self.link.connected:
+            d = self.redis.delete(lease_key(self.name)).addErrback(lambda _: None)
+        return d.addCallback(lambda _: super(ClusterNode, self).stopService())
+
+    # Joining (and re-joining after a Redis restart) -------------------------------------
+
+    def _subscribed(self) -> defer.Deferred[None]:
+        """Subscribed anew: lease, our users, the others' users, what may have been missed."""
+        self._joined_at = self.reactor.seconds()
+        d = self.redis.eval(_STALE, [ONLINE], [self.name, *self.state.sessions, *self.state.claiming])
+        d.addCallback(self._stale_gone)
+        d.addCallback(lambda _: self.redis.set(lease_key(self.name), "1", expire=LEASE_SECONDS))
+        for member in list(self.state.sessions.values()):
+            d.addCallback(lambda _, m=member: self._register_again(m))
+        d.addCallback(lambda _: self.redis.hgetall(ONLINE))
+        d.addCallback(self._load_online)
+        d.addCallback(lambda _: self._deliver_kept_to_all())
+        d.addCallback(lambda _: self._load_locks())
+        return d
+
+    def _stale_gone(self, stale: list[Any]) -> None:
+        """Users a former run of this node left in ``chat:online``: logged out everywhere."""
+        for name, hidden in zip(stale[::2], stale[1::2]):
+            username = _text(name)
+            log.info("{user} was online on a former run of this node: logged out", user=username)
+            self._logged_out(username, self.name, bool(int(hidden)))
+
+    def _register_again(self, member: ChatMember) -> defer.Deferred[None]:
+        """Put a user of this node back in ``chat:online``, and say so.
+
+        A node that read ``chat:online`` before this entry was back learns it
+        from the message: it was subscribed before it read, so it has one or
+        the other.
+        """
+        info = self._info(member)
+        d = self.redis.hset(ONLINE, member.username, info)
+        d.addCallback(lambda _: self._publish(ALL, {"k": "up", "u": member.username, "i": json.loads(info)}))
+        return d
+
+    def _load_locks(self) -> defer.Deferred[None]:
+        """Hold the locks the other nodes took (while this one was away)."""
+        d = self.redis.keys("chat:lock:*")
+
+        def found(keys: list[Any]) -> defer.Deferred[None]:
+            steps: defer.Deferred[None] = defer.succeed(None)
+            for raw in keys:
+                _, _, kind, key = _text(raw).split(":", 3)
+                lockout = self.lockouts.get(kind)
+                if lockout is not None:
+                    steps.addCallback(lambda _, k=_text(raw): self.redis.ttl(k))
+                    steps.addCallback(
+                        lambda ttl, l=lockout, k=key: l.lock(k, ttl) if ttl and ttl > 0 else None
+                    )
+            return steps
+
+        return d.addCallback(found)
+
+    def _load_online(self, entries: dict[Any, Any]) -> None:
+        remote: dict[str, RemoteMember] = {}
+        for raw_name, raw_info in entries.items():
+            name, info = _text(raw_name), json.loads(_text(raw_info))
+            if info["n"] != self.name:
+                remote[name] = RemoteMember(self, name, info)
+        self.remote = remote
+
+    def _deliver_kept_to_all(self) -> None:
+        """A Redis outage may have lost announcements of kept messages: look for them all."""
+        for member in list(self.state.sessions.values()):
+            if member.auto_reply is None:
+                self.state.background(
+                    member.deliver_kept(),
+                    "Delivering the messages kept for {user} failed", user=member.username,
+                )
+
+    def _beat(self) -> defer.Deferred[None] | None:
+        if not self.link.connected:
+            return None
+        d = self.redis.set(lease_key(self.name), "1", expire=LEASE_SECONDS)
+        d.addCallback(lambda _: self._sweep())
+        d.addErrback(lambda f: log.warn("Renewing this node's Redis lease failed: {e}", e=f.value))
+        return d
+
+    # Logins ------------------------------------------------------------------------------
+
+    def _info(self, member: ChatMember) -> str:
+        return json.dumps(member_info(self.name, member))
+
+    def claim(self, member: ChatMember) -> defer.Deferred[None]:
+        """Hold ``member``'s name for this node.
+
+        Fails with ``AlreadyLoggedIn`` if another live node holds it, and with
+        ``LoginUnavailable`` while Redis cannot be reached (the claim cannot
+        be checked, so no one logs in twice).
+        """
+        if not self.link.connected:
+            log.warn("Refused the login of {user}: Redis is unreachable", user=member.username)
+            return defer.fail(LoginUnavailable())
+        info = self._info(member)
+        d = self.redis.eval(_CLAIM, [ONLINE], [member.username, info, self.name])
+
+        def claimed(holder: Any) -> None:
+            if holder:
+                raise AlreadyLoggedIn(member.username)
+            self.remote.pop(member.username, None)
+            self._publish(ALL, {"k": "on", "u": member.username, "i": json.loads(info)})
+
+        return d.addCallback(claimed)
+
+    def release(self, member: ChatMember) -> None:
+        """``member`` logged out here: give the name back, tell the others.
+
+        With Redis away, nothing is sent: the entry is removed when this node
+        joins again (:data:`_STALE`).
+        """
+        if not self.link.connected:
+            return
+        d = self.redis.eval(_RELEASE, [ONLINE], [member.username, self.name])
+        d.addCallback(lambda _: self._publish(ALL, {"k": "off", "u": member.username, "n": self.name}))
+        d.addErrback(lambda f: log.warn("Releasing {user} in Redis failed: {e}", user=member.username, e=f.value))
+        self.state.background(d, "Releasing {user} in Redis failed", user=member.username)
+
+    def changed(self, member: ChatMember) -> None:
+        """``member``'s hidden or busy state changed: the others' copies follow."""
+        if not self.link.connected:
+            return  # put back whole when this node joins again
+        info = self._info(member)
+        d = self.redis.hset(ONLINE, member.username, info)
+        d.addCallback(lambda _: self._publish(ALL, {"k": "up", "u": member.username, "i": json.loads(info)}))
+        d.addErrback(lambda f: log.warn("Telling the cluster about {user} failed: {e}", user=member.username, e=f.value))
+        self.state.background(d, "Telling the cluster about {user} failed", user=member.username)
+
+    # Dead nodes -------------------------------------------------------------------------------
+
+    def _sweep(self) -> defer.Deferred[None]:
+        if self.reactor.seconds() - self._joined_at < LEASE_SECONDS:
+            # Just (re)joined: after a Redis restart the others may not have
+            # renewed their leases yet.
+            return defer.succeed(None)
+        nodes = {member.node for member in self.remote.values()}
+        d: defer.Deferred[None] = defer.succeed(None)
+        for node in nodes:
+            d.addCallback(lambda _, n=node: self.redis.exists(lease_key(n)))
+            d.addCallback(lambda alive, n=node: None if alive else self._take_over(n))
+        return d
+
+    def _take_over(self, node: str) -> defer.Deferred[None]:
+        """``node`` is dead: the first node to see it logs its users out everywhere."""
+        d = self.redis.set(f"chat:sweep:{node}", self.name, expire=LEASE_SECONDS * 2, only_if_not_exists=True)
+
+        def swept(taken: Any) -> defer.Deferred[None] | None:
+            if not taken:
+                return None
+            log.warn("Node {node} is gone: logging its users out", node=node)
+            gone = [m for m in self.remote.values() if m.node == node]
+            steps: defer.Deferred[None] = defer.succeed(None)
+            for member in gone:
+                steps.addCallback(lambda _, m=member: self.redis.eval(_RELEASE, [ONLINE], [m.username, node]))
+                # Only if the dead node still held the name: else the user
+                # logged in again elsewhere meanwhile, and is not gone.
+                steps.addCallback(lambda released, m=member: self._gone(m, node) if released else None)
+            return steps
+
+        return d.addCallback(swept)
+
+    def _gone(self, member: RemoteMember, node: str) -> None:
+        """Log a dead node's user out everywhere, as a logout would."""
+        if self.remote.get(member.username) is member:
+            del self.remote[member.username]
+        self._logged_out(member.username, node, member.hidden)
+        if not (member.hidden or member.guest):
+            self.state.mark_seen(member.username)
+        if member.guest:
+            self.state.forget(member.username)
+
+    def _logged_out(self, username: str, node: str, hidden: bool) -> None:
+        """The presence notice of a user logged out for a node, and the others' copies."""
+        if not hidden:
+            notice = events.Presence(username, False)
+            self.state.deliver_here(notice, username, EVERYONE, Delivery.PRESENCE)
+            self._publish(ALL, self._delivery(notice, username, EVERYONE, Delivery.PRESENCE))
+        self._publish(ALL, {"k": "off", "u": username, "n": node})
+
+    # Delivery ---------------------------------------------------------------------------------
+
+    def online(self, username: str) -> RemoteMember | None:
+        """The user's copy, if online on another node."""
+        return self.remote.get(username)
+
+    def deliver_remote(
+        self, event: events.Event, sender: str, audience: Audience, rule: Delivery,
+        report: DeliveryReport,
+    ) -> DeliveryReport:
+        """Send a fan-out to the other nodes; ``report`` (this node's) with theirs added.
+
+        The others' part is counted here from the copies (blocks are the
+        same on every node), so the sender's reply does not wait for them.
+        """
+        if audience is EVERYONE:
+            members: Iterable[RemoteMember] = list(self.remote.values())
+        else:
+            members = [self.remote[name] for name in audience if name in self.remote]
+        members = [m for m in members if m.username != sender]
+        if not members:
+            return report
+        if not self.link.connected:
+            # Reported, not silently lost: the sender learns that these were
+            # not reached (the message is in the history for read).
+            return DeliveryReport(
+                report.delivered, report.skipped, report.busy, report.stored,
+                report.auto_replies, report.refused, report.unreached + len(members),
+            )
+        state = self.state
+        delivered, skipped, busy = report.delivered, report.skipped, report.busy
+        auto_replies = list(report.auto_replies)
+        if rule is Delivery.MESSAGE:
+            blockers = state.blockers_of(sender)
+            for member in members:
+                if member.username in blockers:
+                    skipped += 1
+                elif member.auto_reply is not None:
+                    busy += 1
+                    reply = member.miss(sender)
+                    if reply is not None:
+                        auto_replies.append((member.username, reply))
+                else:
+                    delivered += 1
+        else:
+            left_out = state.left_out(sender, rule)
+            for member in members:
+                if member.username in left_out:
+                    skipped += 1
+                else:
+                    delivered += 1
+        if audience is EVERYONE:
+            self._publish(ALL, self._delivery(event, sender, EVERYONE, rule))
+        else:
+            by_node: dict[str, list[str]] = {}
+            for member in members:
+                by_node.setdefault(member.node, []).append(member.username)
+            for node, names in by_node.items():
+                self._publish(node_channel(node), self._delivery(event, sender, names, rule))
+        return DeliveryReport(delivered, skipped, busy, report.stored, tuple(auto_replies), report.refused)
+
+    def send_to(self, node: str, event: events.Event, names: tuple[str, ...]) -> None:
+        """Deliver ``event`` to ``names`` on ``node`` (the rules were applied here)."""
+        self._publish(node_channel(node), self._delivery(event, "", names, Delivery.PLAIN))
+
+    def announce_direct(self, username: str, message_id: int, event: events.Event) -> None:
+        """A direct message for ``username`` (on another node) is in the store: show it there."""
+        member = self.remote.get(username)
+        if member is not None:
+            self._publish(
+                node_channel(member.node),
+                {"k": "dm", "u": username, "id": message_id, "e": jsonlines.render(event)},
+            )
+
+    def announce_kept(self, username: str, node: str) -> None:
+        """A direct message for ``username`` (on ``node``) is in the store: deliver it."""
+        self._publish(node_channel(node), {"k": "kept", "u": username})
+
+    def _delivery(
+        self, event: events.Event, sender: str, audience: Audience, rule: Delivery
+    ) -> dict[str, Any]:
+        return {
+            "k": "d",
+            "s": sender,
+            "a": None if audience is EVERYONE else list(audience),
+            "r": rule.name,
+            "e": jsonlines.render(event),
+            "n": self.name,
+        }
+
+    # Lock-outs (SharedFailures) --------------------------------------------------------------
+
+    def count_failure(self, kind: str, key: str, window: float) -> defer.Deferred[int]:
+        if not self.link.connected:
+            return defer.fail(ConnectionError("not connected to Redis"))
+        return self.redis.eval(_COUNT_FAILURE, [f"chat:fail:{kind}:{key}"], [int(window) or 1])
+
+    def clear_failures(self, kind: str, key: str) -> None:
+        if self.link.connected:
+            self.state.background(
+                self.redis.delete(f"chat:fail:{kind}:{key}"), "Clearing failures of {key} failed", key=key
+            )
+
+    def announce_lock(self, kind: str, key: str, seconds: float) -> None:
+        if not self.link.connected:
+            return  # held here; the other nodes count on their own meanwhile
+        d = self.redis.set(f"chat:lock:{kind}:{key}", self.name, expire=int(seconds) or 1)
+        d.addCallback(lambda _: self._publish(ALL, {"k": "lock", "t": kind, "key": key, "for": seconds, "n": self.name}))
+        d.addErrback(lambda f: log.warn("Announcing the lock of {key} failed: {e}", key=key, e=f.value))
+        self.state.background(d, "Announcing the lock of {key} failed", key=key)
+
+    # Shared copies ------------------------------------------------------------------------------
+
+    def block_changed(self, blocker: str, blocked: str, on: bool) -> None:
+        self._publish(ALL, {"k": "blk", "a": blocker, "b": blocked, "on": on, "n": self.name})
+
+    def seen(self, username: str, at: float) -> None:
+        self._publish(ALL, {"k": "seen", "u": username, "t": at, "n": self.name})
+
+    def room_changed(self, room_id: int, members: frozenset[str] | None) -> None:
+        self._publish(
+            ALL,
+            {"k": "room", "id": room_id, "m": None if members is None else sorted(members), "n": self.name},
+        )
+
+    # Messages ------------------------------------------------------------------------------
+
+    def _publish(self, channel: str, message: dict[str, Any]) -> defer.Deferred[None]:
+        """Publish ``message`` (in the background: the state waits for it at shutdown)."""
+        if not self.link.connected:
+            log.warn(
+                "Not connected to Redis: a {kind} message to {channel} is not sent",
+                kind=message["k"], channel=channel,
+            )
+            return defer.succeed(None)
+        d = self.link.publish(channel, json.dumps(message, separators=(",", ":")))
+        d.addTimeout(REPLY_SECONDS, self.reactor)
+        d.addErrback(lambda f: log.warn("Publishing to {channel} failed: {e}", channel=channel, e=f.value))
+        self.state.background(d, "Publishing to {channel} failed", channel=channel)
+        return d
+
+    def received(self, channel: str, text: str) -> None:
+        """A message from another node (or this one, on ``chat:all``: ignored)."""
+        message = json.loads(text)
+        if message.get("n") == self.name:
+            return
+        kind = message["k"]
+        if kind == "d":
+            event = decode_event(message["e"])
+            if event is None:
+                log.warn("An event from another node could not be read: {e!r}", e=message["e"])
+                return
+            audience = EVERYONE if message["a"] is None else tuple(message["a"])
+            self.state.deliver_here(event, message["s"], audience, Delivery[message["r"]])
+        elif kind == "on" or kind == "up":
+            name, info = message["u"], message["i"]
+            if info["n"] == self.name:
+                return
+            member = self.remote.get(name)
+            if member is None or kind == "on":
+                self.remote[name] = RemoteMember(self, name, info)
+            elif member.node == info["n"]:
+                member.update(info)  # (a late "up" from a node the user left is ignored)
+        elif kind == "off":
+            member = self.remote.get(message["u"])
+            if member is not None and member.node == message["n"]:
+                del self.remote[message["u"]]
+        elif kind == "kept":
+            self.state.kept_here(message["u"])
+        elif kind == "dm":
+            event = decode_event(message["e"])
+            if event is not None:
+                self.state.direct_here(message["u"], int(message["id"]), event)
+        elif kind == "blk":
+            self.state.block_changed_elsewhere(message["a"], message["b"], message["on"])
+        elif kind == "seen":
+            self.state.seen_elsewhere(message["u"], message["t"])
+        elif kind == "room":
+            self.state.room_changed_elsewhere(message["id"], message["m"])
+        elif kind == "lock":
+            lockout = self.lockouts.get(message["t"])
+            if lockout is not None:
+                lockout.lock(message["key"], float(message["for"]))
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
