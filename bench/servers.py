@@ -52,11 +52,14 @@ def start_chatservice(
     cpu: int | None = None,
     start_timeout: float = 30.0,
     web: bool = False,
+    root: Path = ROOT,
 ) -> RunningServer:
     """Start ``twistd -n chat`` on a free loopback port with ``accounts``.
 
     :param cpu: pin the server to this CPU with ``taskset`` when given.
     :param web: also serve the page and its WebSocket (``--web``) on another free port.
+    :param root: the source tree whose ``chatservice`` runs (default: this
+        one; another, e.g. an older commit's ``git archive``, to compare).
     """
     workdir = tempfile.TemporaryDirectory(prefix="chat-bench-")
     work = Path(workdir.name)
@@ -72,7 +75,7 @@ def start_chatservice(
     ]
     if cpu is not None:
         command = ["taskset", "-c", str(cpu), *command]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
     log_path = work / "server.log"
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(command, cwd=work, env=env, stdin=subprocess.DEVNULL,

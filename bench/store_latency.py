@@ -7,7 +7,9 @@ maximum in microseconds per kind of call: first back to back (a burst: 10,000
 ``add_offline``, ``add_history`` and ``remove_offline`` calls, fewer of the
 others), then as a steady mixed load with gaps (a tick every 4 ms: a direct
 message kept and a room message posted, a ``read`` every 5 ticks, a login's
-delivery every 10)::
+delivery every 10), with a page of ``read`` (``history_page``) and the
+history retention's batches (``purge_history``: cutting the history to a
+tenth, and a sweep with nothing due)::
 
     python bench/store_latency.py                      # the default settings
     python bench/store_latency.py --calls 2000 --all   # also other settings
@@ -45,6 +47,8 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from chatservice.retention import BATCH  # noqa: E402
+from chatservice.store.interface import HistoryPosition  # noqa: E402
 from chatservice.store.sqlite import SQLiteStore  # noqa: E402
 
 T = 1_700_000_000.0
@@ -103,6 +107,9 @@ def run(directory: Path, calls: int, paced: int, **settings: Any) -> Timings:
         timings.time(
             "history_after (last 60 s)", store.history_after, CHANNELS[:4], T + calls - 60
         )
+    for i in range(min(calls, 1000)):
+        start = HistoryPosition(T + (i * 37) % calls, "", 0)
+        timings.time("history_page (101 of 11 channels)", store.history_page, CHANNELS, start, 101)
     for user in USERS:
         timings.time(f"offline_messages (~{calls // len(USERS)})", store.offline_messages, user)
     for message_id in ids:
@@ -112,6 +119,15 @@ def run(directory: Path, calls: int, paced: int, **settings: Any) -> Timings:
             store.add_offline("sender", "batch", TEXT, T + i + j).message_id for j in range(20)
         ]
         timings.time("remove_offline (20 ids)", store.remove_offline, batch)
+    # Retention: the history cut to its last tenth per channel, by count then by
+    # age, a batch of BATCH rows a call (as the server does, a call a turn).
+    keep = max(1, calls // len(CHANNELS) // 10)
+    while timings.time(f"purge_history (by count, {BATCH} a call)", store.purge_history, None, keep, BATCH):
+        pass
+    while timings.time(f"purge_history (by age, {BATCH} a call)", store.purge_history, T + calls * 0.95, None, BATCH):
+        pass
+    for _ in range(100):
+        timings.time("purge_history (nothing due)", store.purge_history, T + calls * 0.95, keep, BATCH)
     timings.time("close", store.close)
     size = path.stat().st_size
     store = SQLiteStore(path, **settings)

@@ -33,6 +33,7 @@ from chatservice.auth.realm import ChatRealm
 from chatservice.auth.scram import ScramChecker
 from chatservice.auth.slowdown import MAX_DELAY, LoginSlowdown
 from chatservice.interfaces import ActivityRecorder
+from chatservice.retention import INTERVAL, HistoryRetention
 from chatservice.server.factory import ChatFactory
 from chatservice.server.policy import ConnectionPolicy
 from chatservice.service import ChatService
@@ -46,6 +47,8 @@ from chatservice.workers import ThreadWorkers
 
 LIMITS: tuple[tuple[str, str, type, float, str], ...] = (
     ("login-deadline", "login_deadline", float, 1, "Seconds a connection has to log in."),
+    ("tls-handshake-deadline", "tls_handshake_deadline", float, 0.1, "Seconds a TLS connection has to finish its handshake (at most --login-deadline)."),
+    ("close-deadline", "close_deadline", float, 0.1, "Seconds a closing connection has to take its last bytes; then it is aborted."),
     ("greeting-delay", "greeting_delay", float, 0, "Seconds of silence before a new connection is greeted as a person (0: at once)."),
     ("max-line-length", "max_line_length", int, 64, "Longest line accepted, in bytes."),
     ("max-message-length", "max_message_length", int, 1, "Longest message, in characters."),
@@ -78,6 +81,7 @@ class Chat:
     policy: ConnectionPolicy
     factory: ChatFactory
     service: ChatService
+    retention: HistoryRetention
 
 
 def connection_policy(config: Mapping[str, Any]) -> ConnectionPolicy:
@@ -188,6 +192,13 @@ def build_chat(
     portal = Portal(ChatRealm(state), checkers)
     gate = LoginGate(portal, accounts, lockout, address_lockout, manager)
     factory = ChatFactory(gate, reactor, policy)
+    retention = HistoryRetention(
+        store,
+        reactor,
+        config.get("history-max-age") or None,
+        config.get("history-max-entries") or None,
+        config.get("history-purge-interval", INTERVAL),
+    )
     cluster = None
     if config.get("redis"):
         # Imported only here: a node on its own needs no Redis client.
@@ -207,7 +218,9 @@ def build_chat(
         workers,
         IReactorCore(reactor, None),
         cluster,
+        retention,
     )
     return Chat(
-        state, accounts, manager, lockout, address_lockout, slowdown, gate, policy, factory, service
+        state, accounts, manager, lockout, address_lockout, slowdown, gate, policy, factory, service,
+        retention,
     )

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chatservice import events
+from chatservice.history import parse_cursor
 from chatservice.timefmt import parse_timestamp
 
 WORD = "word"
@@ -38,6 +39,8 @@ MAX_EPOCH_SECONDS = 253_402_300_799
 """The last second of the year 9999: the range a :data:`TIMESTAMP` may take."""
 TIMESTAMP = "timestamp"
 """A time as ``dd Mmm yyyy hh:mm:ss`` (JSON: that string, or seconds since the epoch)."""
+CURSOR = "cursor"
+"""Where the next page of ``read`` starts, as the last page said (:mod:`chatservice.history`)."""
 
 _CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 _WHOLE_NUMBER = re.compile("[0-9]+")
@@ -188,9 +191,16 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "read",
         (Argument("since", "dd Mmm yyyy hh:mm:ss", TIMESTAMP),),
-        "show broadcasts and your rooms' messages posted after the time",
+        "show broadcasts and your rooms' messages posted after the time, a page at a time",
         ("rdm",),
         handler="read",
+    ),
+    Command(
+        "read next",
+        (Argument("after", "cursor", CURSOR),),
+        "show the next page of read (its last line gives the cursor)",
+        ("read_next",),
+        handler="read_next",
     ),
     Command(
         "room create",
@@ -345,6 +355,16 @@ def convert(command: Command, argument: Argument, value: Any) -> Any:
                 "bad_argument",
                 "Error. Give the time as dd Mmm yyyy hh:mm:ss, e.g. 1 Jun 2022 16:00:00.",
             ) from None
+    if argument.kind == CURSOR:
+        try:
+            parse_cursor(value)
+        except ValueError:
+            raise CommandError(
+                "bad_argument",
+                f"Error. <{argument.label}> is what the last page of read gave."
+                f" Usage: {command.usage}",
+            ) from None
+        return value.strip()
     if argument.kind == COUNT:
         if _is_written(value, _WHOLE_NUMBER):
             value = int(value)

@@ -295,14 +295,16 @@ class ActiveList(Event):
 
 @dataclass(frozen=True, eq=False)
 class HistoryList(Event):
-    """Reply to ``read``: broadcasts and room messages after ``after``, oldest first.
+    """Reply to ``read``: a page of broadcasts and room messages after ``after``, oldest first.
 
     ``entries`` holds ``(channel, seq, sender, text, sent_at)``; the channel is
-    ``broadcast`` or ``room:<id>``.
+    ``broadcast`` or ``room:<id>``.  ``next`` is the cursor of the next page
+    (``read next``), ``None`` when this page is the last.
     """
 
     after: float
     entries: tuple[tuple[str, int, str, str, float], ...]
+    next: str | None = None
 
 
 # Rooms --------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from chatservice import events
 from chatservice.activitylog import ActivityLog
 from chatservice.auth.lockout import LoginLockout
 from chatservice.auth.slowdown import LoginSlowdown
+from chatservice.retention import HistoryRetention
 from chatservice.datadir import DataDirLock
 from chatservice.server.factory import ChatFactory
 from chatservice.state import ChatState
@@ -78,6 +79,9 @@ class ChatService(MultiService):
     :param cluster: this node's part in a cluster (``--redis``), started
         with the service and stopped once its users have been logged out
         (so that the others hear of it).
+    :param retention: what keeps the history within its bounds: started
+        once the state is loaded, stopped (and its store call in flight
+        waited for) before the store is closed.
     """
 
     def __init__(
@@ -90,6 +94,7 @@ class ChatService(MultiService):
         workers: Workers | None = None,
         reactor: IReactorCore | None = None,
         cluster: IService | None = None,
+        retention: HistoryRetention | None = None,
     ) -> None:
         super().__init__()
         self.state = state
@@ -100,6 +105,7 @@ class ChatService(MultiService):
         self.workers = workers
         self.cluster = cluster
         self.reactor = reactor
+        self.retention = retention
         self.lock = DataDirLock(data_dir)
         """The lock on ``data_dir``, held while the service runs."""
         self.serving = False
@@ -143,6 +149,8 @@ class ChatService(MultiService):
         if self.workers is not None:
             self.workers.start()
         self.activity.users_changed()
+        if self.retention is not None:
+            self.retention.start()
         self.serving = True
         self.factory.registry.ready = True
         log.info(
@@ -173,6 +181,7 @@ class ChatService(MultiService):
         self.serving = False
         self.factory.registry.ready = False
         listeners = super().stopService() if self.running else defer.succeed(None)
+        retention = self.retention.stop() if self.retention is not None else defer.succeed(None)
         d = self.factory.disconnect_all(SHUTDOWN)
         d.addCallback(lambda _: self._end_remaining_sessions())
         d.addCallback(lambda _: self.factory.output_batcher.flush_now())
@@ -184,6 +193,7 @@ class ChatService(MultiService):
             lockout.stop()
         d.addCallback(lambda _: self.activity.flush())
         d.addBoth(lambda _: self.state.writes_done())
+        d.addBoth(lambda _: retention)
         d.addBoth(lambda _: self.state.store.close())
         if self.workers is not None:
             d.addBoth(lambda _: self.workers.stop())

@@ -31,8 +31,9 @@ from chatservice.commands import COMMANDS, HELP, CommandError, Request, unavaila
 from chatservice.delivery import EVERYONE, Audience, Delivery, DeliveryReport
 from chatservice.interfaces import ClientConnection, ChatMember, IChatSession
 from chatservice.rooms import BROADCAST_CHANNEL, Room
+from chatservice.history import PAGE_ENTRIES, cut_page, format_cursor, parse_cursor, start_after
 from chatservice.state import ChatState
-from chatservice.store.interface import HistoryEntry, StoredMessage
+from chatservice.store.interface import HistoryEntry, HistoryPosition, StoredMessage
 
 log = Logger()
 
@@ -516,23 +517,35 @@ class Session:
         )
 
     def read(self, since: float) -> defer.Deferred[events.HistoryList]:
-        """Broadcasts and this user's rooms' messages posted after ``since`` (whole seconds)."""
+        """The first page of broadcasts and this user's rooms' messages posted after ``since`` (whole seconds)."""
+        return self._history_page(start_after(since), since)
+
+    def read_next(self, after: str) -> defer.Deferred[events.HistoryList]:
+        """The page of ``read`` that starts after the cursor ``after`` (a page's ``next``)."""
+        start = parse_cursor(after)
+        return self._history_page(start, start.sent_at)
+
+    def _history_page(
+        self, start: HistoryPosition, after: float
+    ) -> defer.Deferred[events.HistoryList]:
+        """The page of this user's channels after ``start`` (see :mod:`chatservice.history`)."""
         rooms = self.state.rooms.of(self.username)
         channels = [BROADCAST_CHANNEL] + [room.channel for room in rooms]
-        d = self.state.store.history_after(channels, math.floor(since))
-        return d.addCallback(self._history, since)
+        d = self.state.store.history_page(channels, start, PAGE_ENTRIES + 1)
+        return d.addCallback(self._history, after)
 
-    def _history(self, found: list[HistoryEntry], since: float) -> events.HistoryList:
-        """The reply to ``read``: ``found`` less what is from a blocked user."""
-        second = math.floor(since)
+    def _history(self, found: list[HistoryEntry], after: float) -> events.HistoryList:
+        """The reply to ``read``: a page of ``found``, less what is from a blocked user."""
         has_blocked = self.state.has_blocked
-        entries = tuple(
-            (entry.channel, entry.seq, entry.sender, entry.text, entry.sent_at)
-            for entry in found
-            if math.floor(entry.sent_at) > second
-            and not has_blocked(self.username, entry.sender)
+        page, covered = cut_page(found, lambda entry: not has_blocked(self.username, entry.sender))
+        return events.HistoryList(
+            after,
+            tuple(
+                (entry.channel, entry.seq, entry.sender, entry.text, entry.sent_at)
+                for entry in page
+            ),
+            None if covered is None else format_cursor(covered),
         )
-        return events.HistoryList(since, entries)
 
     # Blocks ------------------------------------------------------------------------
 

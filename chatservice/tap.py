@@ -17,6 +17,7 @@ from chatservice.auth.credentials import CredentialsError, CredentialsFile
 from chatservice.auth.slowdown import DEFAULT_NAME_FAILURES
 from chatservice.build import LIMITS, build_chat, sqlite_store
 from chatservice.datadir import DataDirInUse, check_unlocked
+from chatservice.retention import parse_duration
 from chatservice.server.policy import BanList, ConnectionPolicy
 from chatservice.server.proxied import ProxiedFactory, proxied
 from chatservice.store.sqlite import StoreError
@@ -41,6 +42,8 @@ MAX_FAILURES_RANGE = range(1, 6)
 STORES = ("sqlite", "memory")
 POSTGRESQL_SCHEMES = ("postgresql://", "postgres://")
 DATABASE_NAME = "chat.sqlite3"
+DEFAULT_HISTORY_MAX_ENTRIES = 100_000
+"""Messages a channel keeps by default (``--history-max-entries``)."""
 
 _DEFAULT_POLICY = ConnectionPolicy()
 
@@ -123,6 +126,26 @@ class Options(usage.Options):
             None,
             "100",
             "Messages kept for one offline user at most (a quarter of them from one sender).",
+        ],
+        [
+            "history-max-age",
+            None,
+            "0",
+            "Forget broadcasts and room messages older than this: seconds, or"
+            " a number and s, m, h or d (e.g. 30d); 0 keeps them however old.",
+        ],
+        [
+            "history-max-entries",
+            None,
+            str(DEFAULT_HISTORY_MAX_ENTRIES),
+            "Messages kept per channel (the broadcasts, each room) at most; older"
+            " ones are forgotten. 0: no bound.",
+        ],
+        [
+            "history-purge-interval",
+            None,
+            "60",
+            "Seconds between two sweeps that forget history past its bounds.",
         ],
         *(
             [option, None, str(getattr(_DEFAULT_POLICY, field)), text]
@@ -225,6 +248,16 @@ class Options(usage.Options):
         except DataDirInUse as e:
             raise usage.UsageError(str(e)) from None
         _number(self, "max-offline", int, 1)
+        raw_age = self["history-max-age"]
+        try:
+            self["history-max-age"] = parse_duration(raw_age)
+        except ValueError:
+            raise usage.UsageError(
+                f"--history-max-age must be seconds, or a number and s, m, h or d"
+                f" (e.g. 30d), not {raw_age!r}"
+            ) from None
+        _number(self, "history-max-entries", int, 0)
+        _number(self, "history-purge-interval", float, 0.01)
         for option, _field, kind, minimum, _text in LIMITS:
             _number(self, option, kind, minimum)
         if self["store"].startswith(POSTGRESQL_SCHEMES):

@@ -213,7 +213,7 @@ class StateOverSlowStoreTests(StateTestCase):
         (yoda,) = self.online("yoda")
         d = yoda.read(START - 200)
         self.assertNoResult(d)
-        self.slow.answer("history_after")
+        self.slow.answer("history_page")
         reply = self.successResultOf(d)
         self.assertEqual(
             reply.entries, (("broadcast", 1, "hans", "old news", START - 100),)

@@ -69,6 +69,8 @@ class ServerCommandTests(unittest.TestCase):
                     words.append("5")
                 elif argument.kind == "timestamp":
                     words.append("1 Jun 2022 16:00:00")
+                elif argument.kind == "cursor":
+                    words.append("1654092000.0/broadcast/3")
                 else:
                     words.append("hans")
             with self.subTest(command=command.name):

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
+
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.ssl import DefaultOpenSSLContextFactory
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from chatservice import events
@@ -13,6 +21,7 @@ from chatservice.server.output import ConnectionWriter
 from chatservice.server.policy import ConnectionPolicy
 from chatservice.wire import TEXT
 from chatservice.server.flowcontrol import InputPacer, TokenBucket
+from tests.certs import make_certificates
 from tests.test_protocol import HarnessTestCase
 
 
@@ -311,6 +320,56 @@ class SlowReaderGraceTests(HarnessTestCase):
         self.assertFalse(luke.connection.writer.closed)
 
 
+class CloseDeadlineTests(HarnessTestCase):
+    """A close that never completes (the client takes nothing more) is aborted."""
+
+    harness_options = {"close_deadline": 10}
+
+    def test_aborted_after_the_deadline(self) -> None:
+        (yoda,) = self.online("yoda")
+        yoda.send("logout")
+        self.assertTrue(yoda.closed)
+        self.harness.clock.advance(9.9)
+        self.assertFalse(yoda.transport.disconnected, "not aborted before its time")
+        self.harness.clock.advance(0.2)
+        self.assertTrue(yoda.transport.disconnected, "aborted")
+
+    def test_completed_close_leaves_no_timer(self) -> None:
+        (yoda,) = self.online("yoda")
+        yoda.send("logout")
+        yoda.drop()
+        self.assertEqual(self.harness.clock.getDelayedCalls(), [])
+
+
+class TLSHandshakeDeadlineTests(HarnessTestCase):
+    """Over TLS the handshake has a deadline; a connection refused before it is dropped at once."""
+
+    harness_options = {"tls_handshake_deadline": 3, "login_deadline": 20, "max_connections": 1}
+
+    def tls_connect(self) -> StringTransport:
+        """A TLS connection (Twisted's TLS layer over a StringTransport) whose client says nothing."""
+        directory = Path(tempfile.mkdtemp(prefix="chat-tls-"))
+        self.addCleanup(shutil.rmtree, directory, True)
+        certs = make_certificates(directory)
+        context = DefaultOpenSSLContextFactory(str(certs["key"]), str(certs["cert"]))
+        tls = TLSMemoryBIOFactory(context, False, self.harness.factory, self.harness.clock)
+        protocol = tls.buildProtocol(IPv4Address("TCP", "192.0.2.9", 4000))
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.9", 4000))
+        protocol.makeConnection(transport)
+        self.addCleanup(protocol.connectionLost, Failure(ConnectionDone()))
+        return transport
+
+    def test_handshake_not_done_in_time_is_aborted(self) -> None:
+        transport = self.tls_connect()
+        self.harness.clock.advance(2.9)
+        self.assertFalse(transport.disconnected)
+        self.harness.clock.advance(0.2)
+        self.assertTrue(transport.disconnected)
+
+    def test_refused_before_the_handshake_is_dropped_at_once(self) -> None:
+        self.tls_connect()
+        refused = self.tls_connect()
+        self.assertTrue(refused.disconnected, "server full: no slot held until a handshake")
 class MailboxShareTests(HarnessTestCase):
     """One sender may fill a quarter of an offline user's mailbox (``--max-offline`` 100: 25)."""
 

@@ -77,6 +77,58 @@ class PostgresNodeTests(TwistdTestCase):
         assert PASSWORD not in result.stdout
 
 
+class RetentionOnSharedDatabaseTests(TwistdTestCase):
+    """Two nodes on one database both sweep history: the bound holds, each row goes once, no error."""
+
+    def test_two_nodes_purge_one_history(self) -> None:
+        import time
+
+        import psycopg
+
+        dsn = new_database(self)
+        options = ["--store", dsn, "--history-max-entries", "3", "--history-purge-interval", "0.1"]
+        first = ChatServer(ACCOUNTS, timeout=30, options=options)
+        self.addCleanup(first.stop)
+        first.start()
+        second = ChatServer(ACCOUNTS, timeout=30, options=options)
+        self.addCleanup(second.stop)
+        second.start()
+        with psycopg.connect(dsn, autocommit=True) as connection:
+            # 2000 broadcasts at once, as if the bound had just been set: swept in batches.
+            connection.execute(
+                "INSERT INTO history_channels (channel, last_seq) VALUES ('broadcast', 2000)"
+                " ON CONFLICT (channel) DO UPDATE SET last_seq = 2000"
+            )
+            connection.execute(
+                "INSERT INTO history (channel, seq, sender, body, sent_at)"
+                " SELECT 'broadcast', s, 'luke', 'old ' || s, %s + s FROM generate_series(1, 2000) AS s",
+                (time.time() - 10_000,),
+            )
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                (left,) = connection.execute("SELECT COUNT(*) FROM history").fetchone()
+                if left == 3:
+                    break
+                time.sleep(0.1)
+        assert left == 3, left
+        with first.connect() as hans:
+            hans.login("hans", "falcon")
+            hans.send("read 1 Jan 2000 00:00:00")
+            assert [line.split(",")[0] for line in hans.sync()] == [
+                "#1998 broadcast", "#1999 broadcast", "#2000 broadcast"
+            ]
+        for server in (first, second):
+            log = server.log()
+            assert "Traceback" not in log and "could not forget" not in log, log
+        forgot = [
+            int(line.split("forgot ")[1].split(" ")[0])
+            for server in (first, second)
+            for line in server.log().splitlines()
+            if "History retention forgot" in line
+        ]
+        assert sum(forgot) == 1997, forgot
+
+
 class StoreOptionTests(TwistdTestCase):
     def test_a_malformed_url_is_refused_at_once(self) -> None:
         result = run_twistd(["-n", "chat", "--store", "postgresql://a b c"], cwd=self.mktemp_dir(), timeout=60)

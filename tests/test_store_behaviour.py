@@ -27,7 +27,13 @@ from twisted.trial import unittest
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from chatservice.store.interface import HistoryEntry, IChatStore, ILocalChatStore, StoredMessage
+from chatservice.store.interface import (
+    HistoryEntry,
+    HistoryPosition,
+    IChatStore,
+    ILocalChatStore,
+    StoredMessage,
+)
 from chatservice.store.memory import MemoryStore
 from chatservice.store.sqlite import SQLiteStore
 from tests import pg_support
@@ -331,6 +337,101 @@ class StoreBehaviour:
         newer = await self.store.add_history("broadcast", "yoda", "new", T + 200)
         self.assertEqual(await self.store.history_after(["broadcast"], T + 150), [newer, late])
 
+    # History pages ----------------------------------------------------------------
+
+    async def test_history_page_bounded_and_in_order(self) -> None:
+        entries = [
+            await self.store.add_history(channel, "yoda", f"m{i}", T + i)
+            for i, channel in enumerate(["room:1", "broadcast", "room:1", "room:2", "broadcast"])
+        ]
+        start = HistoryPosition(T - 1, "", 0)
+        self.assertEqual(await self.store.history_page(["broadcast", "room:1", "room:2"], start, 3), entries[:3])
+        self.assertEqual(await self.store.history_page(["broadcast", "room:1", "room:2"], start, 10), entries)
+        self.assertEqual(await self.store.history_page(["room:1"], start, 10), [entries[0], entries[2]])
+        self.assertEqual(await self.store.history_page([], start, 10), [])
+        self.assertEqual(await self.store.history_page(["room:9"], start, 10), [])
+
+    async def test_history_page_walks_ties_once_each(self) -> None:
+        """Entries of one time, in several channels, are paged through one by one, none twice."""
+        await self.store.add_history("room:1", "hans", "r1", T)
+        await self.store.add_history("broadcast", "yoda", "b1", T)
+        await self.store.add_history("room:1", "hans", "r2", T)
+        await self.store.add_history("broadcast", "yoda", "b2", T)
+        await self.store.add_history("broadcast", "yoda", "b3", T + 1)
+        channels = ["room:1", "broadcast"]
+        expected = await self.store.history_after(channels, T - 1)
+        walked, start = [], HistoryPosition(T, "", 0)
+        while True:
+            page = await self.store.history_page(channels, start, 1)
+            if not page:
+                break
+            walked += page
+            start = page[-1].position
+        self.assertEqual(walked, expected)
+        self.assertEqual([e.text for e in walked], ["b1", "b2", "r1", "r2", "b3"])
+
+    async def test_history_page_start_is_exclusive(self) -> None:
+        e1 = await self.store.add_history("broadcast", "yoda", "one", T)
+        e2 = await self.store.add_history("broadcast", "yoda", "two", T + 1)
+        self.assertEqual(await self.store.history_page(["broadcast"], e1.position, 5), [e2])
+        self.assertEqual(await self.store.history_page(["broadcast"], e2.position, 5), [])
+        # A start between two entries, or one not in the history at all.
+        self.assertEqual(await self.store.history_page(["broadcast"], HistoryPosition(T, "zzz", 0), 5), [e2])
+        self.assertEqual(await self.store.history_page(["broadcast"], HistoryPosition(T, "a", 99), 5), [e1, e2])
+
+    async def test_history_page_each_channel_once(self) -> None:
+        e = await self.store.add_history("broadcast", "yoda", "one", T)
+        page = await self.store.history_page(["broadcast", "broadcast"], HistoryPosition(0, "", 0), 5)
+        self.assertEqual(page, [e])
+
+    async def test_history_page_out_of_time_order(self) -> None:
+        late = await self.store.add_history("broadcast", "yoda", "stamped before the step back", T + 300)
+        old = await self.store.add_history("broadcast", "yoda", "old", T + 100)
+        self.assertEqual(await self.store.history_page(["broadcast"], HistoryPosition(0, "", 0), 5), [old, late])
+
+    # History retention ------------------------------------------------------------
+
+    async def test_purge_by_age(self) -> None:
+        for i in range(4):
+            await self.store.add_history("broadcast", "yoda", f"b{i}", T + i)
+        kept = await self.store.add_history("room:1", "hans", "r", T + 10)
+        self.assertEqual(await self.store.purge_history(T + 2, None, 100), 2)
+        self.assertEqual([e.text for e in await self.store.history_after(["broadcast", "room:1"], 0)], ["b2", "b3", "r"])
+        self.assertEqual(await self.store.purge_history(T + 2, None, 100), 0)
+        self.assertEqual(await self.store.history_after(["room:1"], 0), [kept])
+
+    async def test_purge_by_count_keeps_the_last_numbers(self) -> None:
+        for i in range(5):
+            await self.store.add_history("broadcast", "yoda", f"b{i}", T + i)
+        for i in range(2):
+            await self.store.add_history("room:1", "hans", f"r{i}", T + i)
+        self.assertEqual(await self.store.purge_history(None, 3, 100), 2)
+        self.assertEqual([e.seq for e in await self.store.history_after(["broadcast"], 0)], [3, 4, 5])
+        self.assertEqual(len(await self.store.history_after(["room:1"], 0)), 2)
+
+    async def test_purge_in_batches(self) -> None:
+        for i in range(7):
+            await self.store.add_history(["broadcast", "room:1"][i % 2], "yoda", f"m{i}", T + i)
+        done = [await self.store.purge_history(T + 100, None, 3) for _ in range(4)]
+        self.assertEqual(done, [3, 3, 1, 0])
+        self.assertEqual(await self.store.history_after(["broadcast", "room:1"], 0), [])
+
+    async def test_purge_both_rules_and_neither(self) -> None:
+        for i in range(6):
+            await self.store.add_history("broadcast", "yoda", f"b{i}", T + i)
+        self.assertEqual(await self.store.purge_history(None, None, 100), 0)
+        self.assertEqual(await self.store.purge_history(T + 1, 4, 100), 2)
+        self.assertEqual(await self.store.purge_history(T + 3, 4, 100), 1)
+        self.assertEqual([e.text for e in await self.store.history_after(["broadcast"], 0)], ["b3", "b4", "b5"])
+
+    async def test_numbering_goes_on_after_a_purge(self) -> None:
+        for i in range(3):
+            await self.store.add_history("room:4", "yoda", f"r{i}", T + i)
+        self.assertEqual(await self.store.purge_history(T + 100, None, 100), 3)
+        entry = await self.store.add_history("room:4", "yoda", "after", T + 200)
+        self.assertEqual(entry.seq, 4)
+        self.assertEqual(await self.store.highest_room_id(), 4, "the room's number stays taken")
+
     # Rooms -------------------------------------------------------------------------
 
     async def test_rooms_save_list_delete(self) -> None:
@@ -554,7 +655,7 @@ class StoreBehaviour:
 
         for _ in range(steps):
             now += rng.choice([0, 0.25, 1, 7.5, -3])  # the clock may step back
-            kind = rng.randrange(15)
+            kind = rng.randrange(17)
             if kind == 0:
                 message = await both("add_offline", rng.choice(users), rng.choice(users), f"m{now}", now)
                 ids.append(message.message_id)
@@ -590,6 +691,12 @@ class StoreBehaviour:
                 name = rng.choice(users)
                 await both("add_scram_keys", name, rng.choice(["s1", "s2"]), "k2")
                 await both("account", name)
+            elif kind == 14:
+                start = HistoryPosition(now - rng.choice([0, 1, 5, 50]), rng.choice(["", *channels]), rng.randrange(5))
+                await both("history_page", rng.sample(channels, rng.randrange(len(channels) + 1)), start, rng.randrange(1, 6))
+            elif kind == 15:
+                # All that is due (which ones a smaller batch takes first is the store's choice).
+                await both("purge_history", rng.choice([None, now - 100]), rng.choice([None, 5, 20]), 10_000)
             else:
                 for name in ("blocks", "last_seen", "rooms"):
                     await both(name)

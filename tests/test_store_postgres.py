@@ -144,6 +144,53 @@ class SeveralNodesTests(PostgresTestCase):
         self.assertEqual(self.inspect("SELECT last_seq FROM history_channels"), 240)
         self.assertEqual(self.inspect("SELECT COUNT(DISTINCT seq) FROM history"), 240)
 
+    async def test_nodes_purging_at_once(self) -> None:
+        """Six connections purging one history at once, in small batches: each row deleted once, no deadlock."""
+        node = await self.opened()
+        channels = [f"room:{n}" for n in range(1, 9)] + ["broadcast"]
+        with psycopg.connect(self.dsn, autocommit=True) as connection:
+            connection.execute(
+                "INSERT INTO history_channels (channel, last_seq)"
+                " SELECT c, 300 FROM unnest(%s::text[]) AS c",
+                (channels,),
+            )
+            connection.execute(
+                "INSERT INTO history (channel, seq, sender, body, sent_at)"
+                " SELECT c, s, 'yoda', 'x', %s + s FROM unnest(%s::text[]) AS c,"
+                " generate_series(1, 300) AS s",
+                (T, channels),
+            )
+        removed: list[int] = []
+        errors: list[BaseException] = []
+        lock = threading.Lock()
+
+        def purge(thread: int) -> None:
+            try:
+                with psycopg.connect(self.dsn, autocommit=True) as connection:
+                    while True:
+                        # Half of them by age, half by count: the same rows are due to both.
+                        before, keep = (T + 201, None) if thread % 2 else (None, 100)
+                        count = postgres_module._purge_history(connection, before, keep, 7)
+                        with lock:
+                            removed.append(count)
+                        if count == 0:
+                            break
+            except BaseException as e:  # noqa: B036 - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=purge, args=(n,)) for n in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        self.assertEqual(errors, [])
+        self.assertEqual(sum(removed), 200 * len(channels), "each row deleted once, counted once")
+        self.assertEqual(self.inspect("SELECT COUNT(*) FROM history"), 100 * len(channels))
+        self.assertEqual(self.inspect("SELECT MIN(seq) FROM history"), 201)
+        self.assertEqual(await node.purge_history(T + 201, 100, 1000), 0)
+        entry = await node.add_history("room:3", "hans", "after", T + 400)
+        self.assertEqual(entry.seq, 301)
+
     async def test_offline_ids_unique_across_nodes(self) -> None:
         nodes = await self.nodes()
         calls = [

@@ -171,7 +171,7 @@ class SetupTests(SQLiteTestCase):
 
     def test_schema_version_and_application_id(self) -> None:
         self.opened()
-        self.assertEqual(schema_version(), 2)
+        self.assertEqual(schema_version(), 3)
         self.assertEqual(self.inspect("PRAGMA user_version"), schema_version())
         self.assertEqual(self.inspect("PRAGMA application_id"), APPLICATION_ID)
 
@@ -199,8 +199,12 @@ class SetupTests(SQLiteTestCase):
         store = self.opened()
         queries = [
             ("SELECT * FROM offline_messages WHERE recipient = 'x' ORDER BY message_id", "offline_messages_by_recipient"),
-            ("SELECT COALESCE(MAX(seq), 0) + 1 FROM history WHERE channel = 'x'", "sqlite_autoindex_history_1"),
+            ("SELECT last_seq FROM history_channels WHERE channel = 'x'", "PRIMARY KEY"),
             ("SELECT * FROM history WHERE channel = 'x' AND sent_at > 1 ORDER BY sent_at, seq", "history_by_channel_time"),
+            # A page of read, and a batch of purging: through the indexes.
+            ("SELECT * FROM history WHERE channel = 'x' AND (sent_at, seq) > (1, 2) ORDER BY sent_at, seq LIMIT 9", "history_by_channel_time (channel=? AND (sent_at,seq)>(?,?))"),
+            ("SELECT h.rowid FROM history_channels AS c CROSS JOIN history AS h ON h.channel = c.channel AND h.seq <= c.last_seq - 5 LIMIT 9", "sqlite_autoindex_history_1 (channel=? AND seq<?)"),
+            ("SELECT h.rowid FROM history_channels AS c CROSS JOIN history AS h ON h.channel = c.channel AND h.sent_at < 5 LIMIT 9", "history_by_channel_time (channel=? AND sent_at<?)"),
             ("DELETE FROM offline_messages WHERE message_id = 1", "INTEGER PRIMARY KEY"),
         ]
         for sql, index in queries:
@@ -254,24 +258,40 @@ class CheckpointTests(SQLiteTestCase):
 class MigrationTests(SQLiteTestCase):
     """Schema versions: newer code migrates, older code refuses."""
 
-    def make_version_1(self) -> StoredMessage:
-        """A database made by the code of schema version 1 (before the accounts)."""
-        current = sqlite_module.MIGRATIONS
-        sqlite_module.MIGRATIONS = current[:1]
+    def make_version_1(self, history: int = 0) -> StoredMessage:
+        """A database of schema version 1 with one offline message and ``history`` broadcasts."""
+        migrations = sqlite_module.MIGRATIONS
+        sqlite_module.MIGRATIONS = migrations[:1]
         try:
             store = SQLiteStore(self.path)
             store.open()
             message = store.add_offline("yoda", "hans", "kept", T)
+            for i in range(history):
+                # Version 1 numbered a channel's entries from its highest one.
+                store._db.execute(
+                    "INSERT INTO history (channel, seq, sender, body, sent_at) VALUES (?, ?, ?, ?, ?)",
+                    ("room:3", i + 1, "yoda", f"h{i}", T + i),
+                )
             store.close()
         finally:
-            sqlite_module.MIGRATIONS = current
+            sqlite_module.MIGRATIONS = migrations
         return message
+
+    def test_version_3_keeps_the_numbering(self) -> None:
+        """Version 3 records each channel's last number, so numbering goes on after a purge."""
+        self.make_version_1(history=3)
+        self.assertEqual(SQLiteStore(self.path).check(), 1)
+        store = self.opened()
+        self.assertEqual(self.inspect("PRAGMA user_version"), schema_version())
+        self.assertEqual(store.purge_history(T + 100, None, 10), 3)
+        self.assertEqual(store.add_history("room:3", "hans", "next", T + 200).seq, 4)
+        self.assertEqual(store.highest_room_id(), 3)
 
     def test_version_1_gets_the_accounts(self) -> None:
         message = self.make_version_1()
         self.assertEqual(SQLiteStore(self.path).check(), 1)
         store = self.opened()
-        self.assertEqual(self.inspect("PRAGMA user_version"), 2)
+        self.assertEqual(self.inspect("PRAGMA user_version"), schema_version())
         self.assertEqual(store.offline_messages("hans"), [message])
         self.assertEqual(store.usernames(), [])
         self.assertTrue(store.add_account("yoda", "wise", None))
@@ -286,7 +306,7 @@ class MigrationTests(SQLiteTestCase):
         )
         self.assertEqual(SQLiteStore(self.path).check(), 1)
         store = self.opened()
-        self.assertEqual(self.inspect("PRAGMA user_version"), 3)
+        self.assertEqual(self.inspect("PRAGMA user_version"), schema_version())  # with the patched list
         self.assertEqual(self.inspect("SELECT flags FROM offline_messages"), 0)
         self.assertEqual(store.offline_messages("hans"), [message])
 

@@ -4,9 +4,14 @@
 TCP socket when Twisted holds nothing for it, which needs fields that are
 not Twisted's public API: ``FileDescriptor.dataBuffer`` and ``_tempDataLen``
 (its two output buffers), ``_aborting`` (set by ``abortConnection``) and
-``tcp.Connection.writeSomeData``.  If a Twisted release renames or drops
-any of them, the first test here fails and says which, instead of the
-server silently reordering or losing output.
+``tcp.Connection.writeSomeData``.  To count a client's backlog it also
+reads ``FileDescriptor.offset`` and, over TLS, the
+:class:`~twisted.protocols.tls.TLSMemoryBIOProtocol`'s ``_appSendBuffer``
+and its small-write ``_aggregator``'s ``_buffer``
+(:func:`~chatservice.server.output.transport_backlog`).  If a Twisted release
+renames or drops any of them, the first tests here fail and say which,
+instead of the server silently reordering or losing output, or no longer
+counting it.
 
 :mod:`chatservice.server.proxied` reads PROXY headers with Twisted's own
 parsers, which are in private modules of ``twisted.protocols.haproxy``:
@@ -15,10 +20,16 @@ parsers, which are in private modules of ``twisted.protocols.haproxy``:
 
 from __future__ import annotations
 
-from twisted.internet import defer, protocol, reactor, tcp
+import shutil
+import tempfile
+from pathlib import Path
+
+from twisted.internet import defer, protocol, reactor, ssl, tcp
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.trial import unittest
 
-from chatservice.server.output import write_now, writes_directly
+from chatservice.server.output import transport_backlog, write_now, writes_directly
+from tests.certs import make_certificates
 from tests.test_output_batching import Collector, wait_until
 
 
@@ -58,7 +69,7 @@ class TwistedInternalsTests(LoopbackTestCase):
         self.assertIsInstance(transport, tcp.Connection)
         missing = [
             name
-            for name in ("dataBuffer", "_tempDataLen", "_tempDataBuffer", "writeSomeData", "TLS")
+            for name in ("dataBuffer", "offset", "_tempDataLen", "_tempDataBuffer", "disconnected", "writeSomeData", "TLS")
             if not hasattr(transport, name)
         ]
         self.assertEqual(missing, [], f"Twisted no longer has {missing}: see chatservice/server/output.py")
@@ -66,6 +77,7 @@ class TwistedInternalsTests(LoopbackTestCase):
         self.assertEqual((transport.dataBuffer, transport._tempDataLen), (b"", 0))
         transport.write(b"queued\n")
         self.assertEqual(transport._tempDataLen, len(b"queued\n"))
+        self.assertEqual(transport_backlog(transport), len(b"queued\n"))
         # writeSomeData sends now and says how much the kernel took.
         self.assertEqual(transport.writeSomeData(b"x"), 1)
         self.assertFalse(getattr(transport, "_aborting", None))
@@ -118,6 +130,36 @@ class WriteNowTests(LoopbackTestCase):
         self.assertEqual(bytes(client.received), b"last words\n")
         write_now(transport, b"too late\n")  # closed: must not raise
         self.assertEqual(bytes(client.received), b"last words\n")
+
+
+class TLSInternalsTests(unittest.TestCase):
+    """The TLS layer's buffers, read to count a TLS client's backlog."""
+
+    async def test_tls_buffers_exist_with_the_meaning_relied_on(self) -> None:
+        directory = Path(tempfile.mkdtemp(prefix="chat-tls-"))
+        self.addCleanup(shutil.rmtree, directory, True)
+        certs = make_certificates(directory)
+        context = ssl.DefaultOpenSSLContextFactory(str(certs["key"]), str(certs["cert"]))
+        factory = protocol.Factory.forProtocol(ServerSide)
+        factory.made = defer.Deferred()
+        port = reactor.listenSSL(0, factory, context, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        client = Collector()
+        await protocol.ClientCreator(reactor, lambda: client).connectTCP("127.0.0.1", port.getHost().port)
+        transport = await factory.made
+        self.addCleanup(lambda: transport.abortConnection())
+        self.assertIsInstance(transport, TLSMemoryBIOProtocol)
+        missing = [name for name in ("_appSendBuffer", "_aggregator") if not hasattr(transport, name)]
+        missing += [] if hasattr(getattr(transport, "_aggregator", None), "_buffer") else ["_aggregator._buffer"]
+        self.assertEqual(missing, [], f"Twisted no longer has {missing}: see chatservice/server/output.py")
+        # A small write waits in the aggregator for the turn; before the
+        # handshake a large one waits in _appSendBuffer.
+        transport.write(b"small")
+        self.assertEqual(transport._aggregator._buffer, [b"small"])
+        self.assertEqual(transport_backlog(transport), 5)
+        transport.write(b"x" * 100_000)
+        self.assertEqual(sum(map(len, transport._appSendBuffer)), 100_005)
+        self.assertEqual(transport_backlog(transport), 100_005)
 
 
 class ProxyParserTests(unittest.TestCase):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import signal
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -49,6 +50,7 @@ from selenium.webdriver.remote.webelement import WebElement  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 from chatservice.auth.passwords import hash_password  # noqa: E402
+from chatservice.store.sqlite import SQLiteStore  # noqa: E402
 from tests.e2e_support import ChatServer, LineClient  # noqa: E402
 
 WAIT = 10.0
@@ -614,6 +616,25 @@ def test_missed_messages_kept_and_loaded_from_history(
         yoda.wait_message("missed me?")
         assert yoda.text("history-state").startswith("Loaded 1 earlier message(s) since ")
         hans.send("logout")
+
+
+def test_load_earlier_reads_every_page(server: ChatServer, browsers: Callable[..., Page]) -> None:
+    """History comes a page at a time (100 messages at most): "Load earlier" loads them all."""
+    store = SQLiteStore(server.data_dir / "chat.sqlite3")
+    store.open()
+    now = time.time()
+    try:
+        for i in range(150):
+            store.add_history("broadcast", "hans", f"old news {i}", now - 600 + i)
+    finally:
+        store.close()
+    yoda = browsers(server)
+    yoda.log_in("yoda", "wise")
+    yoda.open_conversation("everyone")
+    yoda.click("Load earlier")
+    yoda.wait(lambda: yoda.text("history-state").startswith("Loaded 150 earlier message(s) since "), "all pages")
+    shown = yoda.messages()
+    assert "old news 0" in shown and "old news 149" in shown
 
 
 def test_status_menu(server: ChatServer, browsers: Callable[..., Page]) -> None:

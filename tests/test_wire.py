@@ -184,6 +184,7 @@ TEXT_REQUESTS: list[tuple[str, Request]] = [
     ("bcm hi", Request("broadcast", {"message": "hi"})),
     ("read 1 Jun 2022 16:00:00", Request("read", {"since": READ_TIME})),
     ("rdm 01 Jun 2022  16:00:00", Request("read", {"since": READ_TIME})),
+    ("read next 1700000000.5/room:2/7", Request("read next", {"after": "1700000000.5/room:2/7"})),
     ("room create hans luke", Request("room create", {"members": ("hans", "luke")})),
     ("ROOM Create hans", Request("room create", {"members": ("hans",)})),
     ("srb hans luke hans", Request("room create", {"members": ("hans", "luke")})),
@@ -229,6 +230,7 @@ class TextParseRequestTests(CommandErrorMixin, unittest.TestCase):
         names.discard("room_create")  # JSON spellings of two-word commands
         names.discard("room_send")
         names.discard("room_leave")
+        names.discard("read_next")
         covered = set()
         for line, _request in TEXT_REQUESTS:
             words = line.lower().split()
@@ -477,6 +479,10 @@ class JsonParseRequestTests(CommandErrorMixin, unittest.TestCase):
             ),
             ({"type": "broadcast", "message": "hi"}, Request("broadcast", {"message": "hi"})),
             ({"type": "read", "since": 1000}, Request("read", {"since": 1000.0})),
+            (
+                {"type": "read_next", "after": "1000.0/broadcast/3"},
+                Request("read next", {"after": "1000.0/broadcast/3"}),
+            ),
             (
                 {"type": "read", "since": "1 Jun 2022 16:00:00"},
                 Request("read", {"since": READ_TIME}),
@@ -1065,13 +1071,29 @@ RENDER_CASES: list[RenderCase] = [
                 {"channel": "broadcast", "seq": 1, "from": "yoda", "message": "hi", "timestamp": T},
                 {"channel": "room:3", "seq": 2, "from": "hans", "message": "yo", "timestamp": T + 1},
             ],
+            "more": False,
+        },
+    ),
+    RenderCase(
+        "history_list_more",
+        events.HistoryList(T - 100, (("broadcast", 1, "yoda", "hi", T),), f"{T!r}/broadcast/1"),
+        f"#1 broadcast, yoda: hi, posted at {T_TEXT}\r\n"
+        f"More messages: type read next {T!r}/broadcast/1\r\n",
+        {
+            "type": "history",
+            "after": T - 100,
+            "messages": [
+                {"channel": "broadcast", "seq": 1, "from": "yoda", "message": "hi", "timestamp": T},
+            ],
+            "more": True,
+            "next": f"{T!r}/broadcast/1",
         },
     ),
     RenderCase(
         "history_list_empty",
         events.HistoryList(T, ()),
         "no new message\r\n",
-        {"type": "history", "after": T, "messages": []},
+        {"type": "history", "after": T, "messages": [], "more": False},
     ),
     RenderCase(
         "room_created",

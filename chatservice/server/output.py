@@ -5,8 +5,22 @@ be sent, whether they are urgent, how far the client is behind (its backlog)
 and the verdict on a slow reader (drop optional traffic past the soft limit,
 close past the hard limit or after the grace period).  It is the only place
 in the project that touches Twisted's private transport fields
-(``dataBuffer``, ``_tempDataLen``, ``_aborting``, ``writeSomeData``);
+(``dataBuffer``, ``offset``, ``_tempDataLen``, ``_tempDataBuffer``,
+``disconnected``, ``_aborting``, ``writeSomeData``, and TLS's
+``_appSendBuffer`` and ``_aggregator``);
 ``tests/test_twisted_internals.py`` fails loudly on a Twisted without them.
+
+Every byte queued for a client counts towards its backlog, whatever the
+path: what waits in its batch, and what its transport holds (Twisted's
+buffers under TCP, and over TLS also the TLS layer's, read by
+:func:`transport_backlog`).  A reply as large as a whole history is counted
+the moment it is written, not only what is written after Twisted reports a
+full buffer.
+
+When a connection is lost, what its transport still held for the client is
+dropped at once (:func:`release_buffers`), so the memory of a client that
+never read goes back to the allocator when it goes, not at the garbage
+collector's next full pass.
 
 A broadcast to N users is N small writes.  Through ``transport.write`` each
 one costs Twisted a buffer append, an ``epoll_ctl`` to start watching the
@@ -35,6 +49,8 @@ from typing import Any, Protocol
 from twisted.internet import tcp
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime, ITransport
 from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 from zope.interface import implementer
 
 from chatservice import events
@@ -88,6 +104,75 @@ class BatchedConnection(Protocol):
 def writes_directly(transport: ITransport | None) -> bool:
     """Whether ``transport`` is a plain TCP socket this module may ``send`` on."""
     return isinstance(transport, tcp.Connection) and not transport.TLS
+
+
+def transport_backlog(transport: object) -> int | None:
+    """Bytes ``transport`` holds for its peer that the kernel has not taken yet.
+
+    Known are a TCP connection (Twisted's two output buffers), the TLS layer
+    over one (what waits for the handshake or for OpenSSL, and the small
+    writes it gathers for a turn, then the TCP connection's), protocol
+    wrappers (:class:`~twisted.protocols.policies.ProtocolWrapper`), and a
+    transport that writes to a ``stream`` (a WebSocket's).
+
+    :return: ``None`` for any other transport (a test's, standard I/O).
+    """
+    held = 0
+    while True:
+        if isinstance(transport, tcp.Connection):
+            # dataBuffer is sent from offset on; _tempDataLen is written since.
+            return held + len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        if isinstance(transport, TLSMemoryBIOProtocol):
+            held += sum(map(len, transport._appSendBuffer))
+            aggregator = getattr(transport, "_aggregator", None)
+            held += sum(map(len, getattr(aggregator, "_buffer", ())))
+            transport = transport.transport
+        elif isinstance(transport, ProtocolWrapper):
+            transport = transport.transport
+        else:
+            transport = getattr(transport, "stream", None)
+            if transport is None:
+                return None
+
+
+def release_buffers(transport: object) -> int:
+    """Drop what a closed transport still holds for its peer; how many bytes.
+
+    A closed connection's protocol and transport refer to each other, so
+    without this its unsent output (up to the hard limit: a client that
+    asked and never read) stays in memory until the cyclic garbage
+    collector's next full pass, which may be long in coming: twenty such
+    connections held 20 MiB after they were gone, more each time they came
+    back (``bench/read_amplifier.py``).  Dropped here, the bytes go back to
+    the allocator the moment the connection is lost.
+
+    Only once the TCP connection at the bottom of ``transport`` (under TLS
+    or a protocol wrapper) is disconnected: nothing is dropped that could
+    still be sent.
+    """
+    layers = []
+    while True:
+        if isinstance(transport, tcp.Connection):
+            if not transport.disconnected:
+                return 0
+            released = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+            transport.dataBuffer = b""
+            transport.offset = 0
+            transport._tempDataBuffer = []
+            transport._tempDataLen = 0
+            for layer in layers:
+                released += sum(map(len, layer._appSendBuffer))
+                layer._appSendBuffer = []
+            return released
+        if isinstance(transport, TLSMemoryBIOProtocol):
+            layers.append(transport)
+            transport = transport.transport
+        elif isinstance(transport, ProtocolWrapper):
+            transport = transport.transport
+        else:
+            transport = getattr(transport, "stream", None)
+            if transport is None:
+                return 0
 
 
 def write_now(transport: ITransport, data: bytes) -> None:
@@ -237,13 +322,17 @@ def _flush_each(connections: list[BatchedConnection]) -> None:
 class ConnectionWriter:
     """One connection's output: pending bytes, urgency, backlog, and the slow-reader verdict.
 
+    Its :attr:`backlog` is every byte queued for the client: its batch and
+    what its transport holds (:func:`transport_backlog`), checked each time
+    something is sent.  On a transport whose buffers cannot be read (a test
+    transport), it is what was written since the transport said it was full.
     It is registered on the transport as a streaming producer, so Twisted
     tells it (:meth:`pauseProducing`) when the client stops reading and the
-    transport's buffer is full; from then on every byte written counts in
-    :attr:`backlog`.  Past ``policy.output_soft_limit`` the connection is
-    :attr:`congested` and optional events (:data:`OPTIONAL_EVENTS`) are
-    dropped, and counted; past ``policy.output_hard_limit``, or after
-    ``policy.slow_reader_grace`` seconds congested, it is closed.
+    transport's buffer is full.  Past ``policy.output_soft_limit`` the
+    connection is :attr:`congested` and, while the transport is full,
+    optional events (:data:`OPTIONAL_EVENTS`) are dropped, and counted; past
+    ``policy.output_hard_limit``, or still past the soft limit
+    ``policy.slow_reader_grace`` seconds after it got there, it is closed.
 
     :param transport: where the bytes go.
     :param wire: the format events are rendered in (:meth:`use_format`
@@ -259,7 +348,8 @@ class ConnectionWriter:
 
     __slots__ = (
         "transport", "_socket", "_wire", "_format_name", "_policy", "_clock", "_batcher", "_pending", "_hurried",
-        "backed_up", "backlog", "closed", "_alive", "_dropped", "_grace", "_owner",
+        "backed_up", "closed", "_alive", "_dropped", "_grace", "_closing", "_owner",
+        "_measured", "_counted",
     )
 
     def __init__(
@@ -285,13 +375,17 @@ class ConnectionWriter:
         self._pending: list[bytes] | None = None
         self._hurried = False
         self.backed_up = False
-        self.backlog = 0
-        """Bytes written since the transport's buffer filled up."""
+        self._measured = transport_backlog(transport) is not None
+        """Whether the transport's buffers can be read (else writes are counted)."""
+        self._counted = 0
+        """Bytes written since the transport's buffer filled up (when not measured)."""
         self.closed = False
         """Nothing more is sent (closing, closed, or given up on)."""
         self._alive = True
         self._dropped = 0
         self._grace: IDelayedCall | None = None
+        self._closing: IDelayedCall | None = None
+        """Aborts the connection if a close does not complete in time."""
         self._owner = owner
         transport.registerProducer(self, True)
         self._tune_socket()
@@ -310,6 +404,19 @@ class ConnectionWriter:
         """Batch this connection's output whatever its transport (tests on a StringTransport)."""
         self._batcher = batcher
         self._socket = self.transport
+
+    @property
+    def backlog(self) -> int:
+        """Bytes queued for this client that the kernel has not taken yet.
+
+        What waits in its batch and in its transport, or, on a transport
+        whose buffers cannot be read, what was written since it was full.
+        """
+        if not self._measured:
+            return self._counted
+        pending = self._pending
+        queued = sum(map(len, pending)) if pending else 0
+        return queued + (transport_backlog(self.transport) or 0)
 
     @property
     def congested(self) -> bool:
@@ -362,12 +469,23 @@ class ConnectionWriter:
         if not data:
             return
         self.write(data, urgent)
-        if self.backed_up:
-            self.backlog += len(data)
-            if self.backlog > self._policy.output_hard_limit:
-                self.abort()
-            elif self.congested and self._grace is None:
-                self._grace = self._clock.callLater(self._policy.slow_reader_grace, self.abort)
+        if self._measured:
+            backlog = self.backlog
+        elif self.backed_up:
+            backlog = self._counted = self._counted + len(data)
+        else:
+            return
+        policy = self._policy
+        if backlog > policy.output_hard_limit:
+            self.abort()
+        elif backlog > policy.output_soft_limit and self._grace is None:
+            self._grace = self._clock.callLater(policy.slow_reader_grace, self._grace_over)
+
+    def _grace_over(self) -> None:
+        """The grace period is over: close the client if it is still past the soft limit."""
+        self._grace = None
+        if self.congested:
+            self.abort()
 
     def write(self, data: bytes, urgent: bool = True) -> None:
         """Write ``data`` after everything written before it.
@@ -412,24 +530,33 @@ class ConnectionWriter:
         # A registered producer would hold up a TLS transport's close.
         self.transport.unregisterProducer()
         self.transport.loseConnection()
+        # A close completes once the client has taken the last bytes (and, over
+        # TLS, answered the close): one that never does is aborted.
+        self._closing = self._clock.callLater(
+            self._policy.close_deadline, self.transport.abortConnection
+        )
 
     def abort(self) -> None:
         """Give up on a client that does not read what it is sent (it cannot be told)."""
         if self.closed:
             return
+        backlog = self.backlog
         self.closed = True
         self._pending = None
         self._stop()
         self.transport.unregisterProducer()
         self.transport.abortConnection()
-        self._owner.output_abandoned(self.backlog)
+        self._owner.output_abandoned(backlog)
 
     def connection_lost(self) -> None:
-        """The transport is gone: drop what waits, stop the timers."""
+        """The transport is gone: drop what waits (here and in the transport), stop the timers."""
         self._alive = False
         self.closed = True
         self._pending = None
+        release_buffers(self.transport)
         self._stop()
+        closing, self._closing = self._closing, None
+        cancel_pending(closing)
 
     def _stop(self) -> None:
         grace, self._grace = self._grace, None
@@ -443,7 +570,7 @@ class ConnectionWriter:
     def resumeProducing(self) -> None:
         """The client caught up: say what was dropped, then let the connection go on."""
         self.backed_up = False
-        self.backlog = 0
+        self._counted = 0
         self._stop()
         if self._dropped:
             dropped, self._dropped = self._dropped, 0

@@ -94,6 +94,11 @@ class ConnectionPolicy:
     :param greeting_delay: seconds of silence after which a new connection
         is taken for a person and greeted (a program that speaks first, in
         JSON, is never sent the text greeting); 0 greets at once.
+    :param tls_handshake_deadline: seconds a TLS connection has to finish its
+        handshake (at most ``login_deadline``); then it is aborted.
+    :param close_deadline: seconds a connection being closed has to take its
+        last bytes and acknowledge the close; then it is aborted, so that a
+        peer that never reads, or never answers a TLS close, holds no slot.
     """
 
     timeout: float = 600
@@ -116,3 +121,5 @@ class ConnectionPolicy:
     max_connections: int = 1000
     max_connections_per_address: int = 20
     greeting_delay: float = 0.25
+    tls_handshake_deadline: float = 5.0
+    close_deadline: float = 10.0

@@ -4,21 +4,37 @@
 stream.  It splits the bytes into lines (:class:`LineBuffer`) and lets its
 :class:`~chatservice.server.connection.ChatConnection` read them; the
 connection logs in, runs commands and writes replies, whatever carries it.
+
+Over TLS (an ``ssl:`` endpoint), Twisted's
+:class:`~twisted.protocols.tls.TLSMemoryBIOProtocol` calls
+:meth:`ChatProtocol.connectionMade` when the TCP connection is accepted,
+before the handshake; what is written meanwhile waits in the TLS layer, and a
+``loseConnection`` waits for the handshake to finish before anything is sent
+or closed, that is forever if the client never finishes it.  So the adapter
+gives the handshake its own deadline (``policy.tls_handshake_deadline``, at
+most the login deadline) and aborts the connection when it passes, and it
+aborts at once a connection refused before its handshake (it cannot be told
+why, and must not hold a slot meanwhile).  The connection still counts
+towards the caps from the moment it is accepted, as a TCP connection does.
 """
 
 from __future__ import annotations
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IReactorTime
 from twisted.internet.protocol import Protocol
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from chatservice.auth.login import LoginGate
 from chatservice.server.connection import ChatConnection
 from chatservice.server.lines import LineBuffer
 from chatservice.server.policy import ConnectionPolicy
 from chatservice.server.registry import ConnectionRegistry
+from chatservice.server.timers import cancel_pending
 
 
+@implementer(IHandshakeListener)
 class ChatProtocol(Protocol):
     """One TCP or TLS connection of the chat server.
 
@@ -31,7 +47,10 @@ class ChatProtocol(Protocol):
     connection_type: type[ChatConnection] = ChatConnection
     """What this adapter feeds its lines to."""
 
-    __slots__ = ("transport", "connected", "connection", "_lines", "_gate", "_policy", "_clock", "_registry")
+    __slots__ = (
+        "transport", "connected", "connection", "_lines", "_gate", "_policy", "_clock",
+        "_registry", "_handshake",
+    )
 
     def __init__(
         self,
@@ -48,12 +67,32 @@ class ChatProtocol(Protocol):
         self._policy = policy
         self._clock = clock
         self._registry = registry
+        self._handshake: IDelayedCall | None = None
+        """The TLS handshake's deadline, while it runs."""
 
     def connectionMade(self) -> None:
-        self.connection = self.connection_type(
+        connection = self.connection = self.connection_type(
             self.transport, self._lines, self._gate, self._policy, self._clock, self._registry
         )
-        self.connection.start()
+        if isinstance(self.transport, TLSMemoryBIOProtocol):
+            policy = self._policy
+            self._handshake = self._clock.callLater(
+                min(policy.tls_handshake_deadline, policy.login_deadline), self._abort
+            )
+        connection.start()
+        if self._handshake is not None and connection.writer.closed:
+            self._abort()  # refused before its handshake
+
+    def handshakeCompleted(self) -> None:
+        """The TLS handshake is over: its deadline no longer applies."""
+        cancel_pending(self._handshake)
+        self._handshake = None
+
+    def _abort(self) -> None:
+        """Drop a TLS connection whose handshake is not over (nothing can be sent to it)."""
+        cancel_pending(self._handshake)
+        self._handshake = None
+        self.transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
         connection = self.connection
@@ -65,5 +104,7 @@ class ChatProtocol(Protocol):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.connected = 0
+        cancel_pending(self._handshake)
+        self._handshake = None
         if self.connection is not None:
             self.connection.connection_lost()

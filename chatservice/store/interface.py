@@ -15,12 +15,17 @@ after it), so that every node sharing a store sees the same accounts; the
 server reaches them through
 :class:`~chatservice.auth.directory.StoredAccounts`.  A store keeps secrets
 and SCRAM keys as text and never looks inside them.
+
+History is read a page at a time (:meth:`IChatStore.history_page`, in the
+order of :class:`HistoryPosition`) and kept within bounds
+(:meth:`IChatStore.purge_history`, a batch a call, so that no call holds
+the reactor or the database long).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, NamedTuple
 
 from zope.interface import Interface
 
@@ -42,12 +47,25 @@ class StoredMessage:
     sent_at: float
 
 
+class HistoryPosition(NamedTuple):
+    """Where a history entry stands in the order ``read`` pages through: time, channel, number.
+
+    Compared as a tuple (channels by code point), so every entry has its own
+    place even when several were sent at the same time.
+    """
+
+    sent_at: float
+    channel: str
+    seq: int
+
+
 @dataclass(frozen=True)
 class HistoryEntry:
     """A broadcast or room message, kept for ``read``.
 
     :param channel: ``"broadcast"``, or ``"room:<id>"`` for a room.
-    :param seq: its number in its channel, from 1.
+    :param seq: its number in its channel, from 1; never given twice, even
+        after older entries were purged.
     """
 
     channel: str
@@ -55,6 +73,11 @@ class HistoryEntry:
     sender: str
     text: str
     sent_at: float
+
+    @property
+    def position(self) -> HistoryPosition:
+        """Where it stands in the order history is read in."""
+        return HistoryPosition(self.sent_at, self.channel, self.seq)
 
 
 class IChatStore(Interface):
@@ -115,6 +138,24 @@ class IChatStore(Interface):
 
     def history_after(channels: Iterable[str], after: float) -> Deferred[list[HistoryEntry]]:
         """The messages of ``channels`` sent after ``after``, oldest first."""
+
+    def history_page(
+        channels: Iterable[str], start: HistoryPosition, limit: int
+    ) -> Deferred[list[HistoryEntry]]:
+        """At most ``limit`` messages of ``channels`` (each channel once) that come after ``start``.
+
+        In the order of :class:`HistoryPosition` (time, channel, number): one
+        page of ``read``; the last entry's position starts the next page.
+        """
+
+    def purge_history(before: float | None, keep: int | None, limit: int) -> Deferred[int]:
+        """Forget at most ``limit`` messages sent before ``before``, or older than the last ``keep`` numbers of their channel.
+
+        Either rule may be ``None`` (not applied).  A channel's numbering
+        goes on after its entries are forgotten.
+
+        :return: how many were forgotten (fewer than ``limit``: no more to forget now).
+        """
 
     def rooms() -> Deferred[Iterable[tuple[int, frozenset[str]]]]:
         """Every room: ``(room_id, members)``."""
@@ -224,6 +265,14 @@ class ILocalChatStore(Interface):
 
     def history_after(channels: Iterable[str], after: float) -> list[HistoryEntry]:
         """The messages of ``channels`` sent after ``after``, oldest first."""
+
+    def history_page(
+        channels: Iterable[str], start: HistoryPosition, limit: int
+    ) -> list[HistoryEntry]:
+        """At most ``limit`` messages of ``channels`` (each channel once) after ``start``, in order."""
+
+    def purge_history(before: float | None, keep: int | None, limit: int) -> int:
+        """Forget at most ``limit`` messages sent before ``before``, or older than the last ``keep`` numbers of their channel; how many."""
 
     def rooms() -> Iterable[tuple[int, frozenset[str]]]:
         """Every room: ``(room_id, members)``."""

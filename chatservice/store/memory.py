@@ -1,4 +1,9 @@
-"""An :class:`~chatservice.store.interface.ILocalChatStore` that keeps everything in memory."""
+"""An :class:`~chatservice.store.interface.ILocalChatStore` that keeps everything in memory.
+
+Each channel's history is a list in time order (then number).  Purging scans
+a channel's list (it is for tests and throw-away servers, not for millions
+of entries).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,12 @@ from typing import Iterable
 
 from zope.interface import implementer
 
-from chatservice.store.interface import HistoryEntry, ILocalChatStore, StoredMessage
+from chatservice.store.interface import (
+    HistoryEntry,
+    HistoryPosition,
+    ILocalChatStore,
+    StoredMessage,
+)
 
 
 @implementer(ILocalChatStore)
@@ -22,6 +32,8 @@ class MemoryStore:
         self._recipients: dict[int, str] = {}
         self._ids = itertools.count(1)
         self._history: dict[str, list[HistoryEntry]] = {}
+        self._last_seq: dict[str, int] = {}
+        """Each channel's last number given (its entries may have been purged since)."""
         self._rooms: dict[int, frozenset[str]] = {}
         self._accounts: dict[str, tuple[str, str | None]] = {}
 
@@ -82,7 +94,8 @@ class MemoryStore:
         self, channel: str, sender: str, text: str, sent_at: float
     ) -> HistoryEntry:
         entries = self._history.setdefault(channel, [])
-        entry = HistoryEntry(channel, len(entries) + 1, sender, text, sent_at)
+        seq = self._last_seq[channel] = self._last_seq.get(channel, 0) + 1
+        entry = HistoryEntry(channel, seq, sender, text, sent_at)
         # Kept in time order even if the clock steps back.
         bisect.insort_right(entries, entry, key=_sent_at)
         return entry
@@ -96,6 +109,41 @@ class MemoryStore:
         found.sort(key=lambda entry: (entry.sent_at, entry.channel, entry.seq))
         return found
 
+    def history_page(
+        self, channels: Iterable[str], start: HistoryPosition, limit: int
+    ) -> list[HistoryEntry]:
+        found: list[HistoryEntry] = []
+        for channel in dict.fromkeys(channels):
+            entries = self._history.get(channel, [])
+            taken = 0
+            for index in range(bisect.bisect_left(entries, start.sent_at, key=_sent_at), len(entries)):
+                entry = entries[index]
+                if entry.position > start:
+                    found.append(entry)
+                    taken += 1
+                    if taken == limit:
+                        break
+        found.sort(key=_position)
+        return found[:limit]
+
+    def purge_history(self, before: float | None, keep: int | None, limit: int) -> int:
+        removed = 0
+        for channel, entries in self._history.items():
+            if removed >= limit:
+                break
+            last = self._last_seq[channel] - keep if keep is not None else 0
+            kept = []
+            for entry in entries:
+                if removed < limit and (
+                    entry.seq <= last or (before is not None and entry.sent_at < before)
+                ):
+                    removed += 1
+                else:
+                    kept.append(entry)
+            if len(kept) < len(entries):
+                entries[:] = kept
+        return removed
+
     def rooms(self) -> Iterable[tuple[int, frozenset[str]]]:
         return sorted(self._rooms.items())
 
@@ -107,7 +155,7 @@ class MemoryStore:
 
     def highest_room_id(self) -> int:
         numbers = list(self._rooms)
-        numbers += [int(c[5:]) for c in self._history if c.startswith("room:")]
+        numbers += [int(c[5:]) for c in self._last_seq if c.startswith("room:")]
         return max(numbers, default=0)
 
     def account(self, username: str) -> tuple[str, str | None] | None:
@@ -145,3 +193,7 @@ class MemoryStore:
 
 def _sent_at(entry: HistoryEntry) -> float:
     return entry.sent_at
+
+
+def _position(entry: HistoryEntry) -> HistoryPosition:
+    return entry.position

@@ -43,7 +43,14 @@ Every call is correct while other nodes use the same database:
 - ``highest_room_id`` also counts the rooms that only have history (their
   ``history_channels`` row), so a room number is never given again after its
   room was deleted; ``next_room_id`` (not in the interface yet) gives each
-  node a number of its own from one sequence, raised past those numbers.
+  node a number of its own from one sequence, raised past those numbers;
+- ``history_page`` reads each channel's rows after the page's start from the
+  index (a ``LATERAL`` subquery per channel, ``LIMIT`` rows each), so a page
+  costs its rows, not the history; ``purge_history`` deletes at most
+  ``limit`` rows a call, found the same way, and leaves ``history_channels``
+  alone, so numbering goes on.  Nodes purging at once (each node runs its
+  own retention) delete each row once: a row another node is deleting is
+  skipped (``FOR UPDATE SKIP LOCKED``), so they never wait on each other.
 
 Schema
 ------
@@ -80,7 +87,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from chatservice.store.interface import HistoryEntry, IChatStore, StoredMessage
+from chatservice.store.interface import HistoryEntry, HistoryPosition, IChatStore, StoredMessage
 from chatservice.store.sqlite import StoreError, _storable
 
 __all__ = ["MIGRATIONS", "PostgresStore", "StoreError", "redact", "schema_version"]
@@ -452,6 +459,25 @@ class PostgresStore:
     ) -> Deferred[list[HistoryEntry]]:
         return self._run(_history_after, list(channels), float(after))
 
+    def history_page(
+        self, channels: Iterable[str], start: HistoryPosition, limit: int
+    ) -> Deferred[list[HistoryEntry]]:
+        after, channel, seq = start
+        return self._run(
+            _history_page, list(dict.fromkeys(channels)), float(after), channel,
+            min(max(int(seq), -1), _BIGINT.stop - 1), int(limit),
+        )
+
+    def purge_history(
+        self, before: float | None, keep: int | None, limit: int
+    ) -> Deferred[int]:
+        return self._run(
+            _purge_history,
+            None if before is None else float(before),
+            None if keep is None else int(keep),
+            int(limit),
+        )
+
     # Rooms --------------------------------------------------------------------------
 
     def rooms(self) -> Deferred[Iterable[tuple[int, frozenset[str]]]]:
@@ -602,6 +628,50 @@ def _history_after(connection: Any, channels: list[str], after: float) -> list[H
         (list(asked), after),
     ).fetchall()
     return [HistoryEntry(*row) for row in rows for _ in range(asked[row[0]])]
+
+
+def _history_page(
+    connection: Any, channels: list[str], after: float, after_channel: str, after_seq: int,
+    limit: int,
+) -> list[HistoryEntry]:
+    if not channels:
+        return []
+    # At the start's time, the entries after it in a channel: all of a later
+    # channel, those numbered after it in its own (the index's row order).
+    rows = connection.execute(
+        "SELECT h.channel, h.seq, h.sender, h.body, h.sent_at"
+        " FROM unnest(%(channels)s::text[]) AS c(name) CROSS JOIN LATERAL ("
+        "  SELECT * FROM history WHERE channel = c.name AND (sent_at, seq) > (%(after)s,"
+        "   CASE WHEN c.name COLLATE \"C\" > %(channel)s THEN -1"
+        "    WHEN c.name COLLATE \"C\" = %(channel)s THEN %(seq)s"
+        "    ELSE 9223372036854775807 END)"
+        "  ORDER BY sent_at, seq LIMIT %(limit)s) AS h"
+        " ORDER BY h.sent_at, h.channel, h.seq LIMIT %(limit)s",
+        {"channels": channels, "after": after, "channel": after_channel, "seq": after_seq,
+         "limit": limit},
+    ).fetchall()
+    return [HistoryEntry(*row) for row in rows]
+
+
+def _purge_history(connection: Any, before: float | None, keep: int | None, limit: int) -> int:
+    removed = 0
+    for rule, value in (("h.seq <= c.last_seq - %(value)s", keep), ("h.sent_at < %(value)s", before)):
+        if value is None or removed >= limit:
+            continue
+        # Channel by channel through an index (LATERAL), so that a batch costs
+        # its rows, and nothing when none is due, however large the history.
+        # Rows another node is deleting are skipped, not waited for: nodes
+        # purging at once never wait on each other nor deadlock, and each
+        # row is deleted (and counted) by one of them.
+        cursor = connection.execute(
+            "DELETE FROM history WHERE (channel, seq) IN ("
+            " SELECT h.channel, h.seq FROM history_channels AS c CROSS JOIN LATERAL ("
+            f"  SELECT channel, seq FROM history AS h WHERE h.channel = c.channel AND {rule}"
+            "  LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AS h LIMIT %(limit)s)",
+            {"value": value, "limit": limit - removed},
+        )
+        removed += cursor.rowcount
+    return removed
 
 
 def _rooms(connection: Any) -> list[tuple[int, frozenset[str]]]:

@@ -37,8 +37,16 @@ a write load so steady that it never does, a commit checkpoints on the
 caller's thread once the log reaches :data:`LOG_LIMIT_PAGES` pages, as
 SQLite does by default, so the log stays bounded; ``bench/store_latency.py``
 measures both cases.  The one call whose cost grows with the data is
-``history_after`` over a long span (``read`` since long ago), which returns
-every matching row.
+``history_after`` over a long span, which returns every matching row; the
+server reads history a page at a time instead (``history_page``: at most
+``limit`` rows per channel, from the index).
+
+History retention (``purge_history``) deletes at most ``limit`` rows a
+call, found through the channel table and the history's indexes, so each
+call stays as small as the others however large the history
+(``bench/store_latency.py`` measures it); the caller spreads the batches
+over reactor turns.  Each channel's last number is kept in
+``history_channels``, so numbering goes on after its entries are deleted.
 
 Opening
 -------
@@ -58,6 +66,8 @@ one transaction, recording its version in ``PRAGMA user_version``.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import os
 import sqlite3
 import stat
@@ -69,7 +79,12 @@ from typing import Iterable, Iterator, Sequence
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from chatservice.store.interface import HistoryEntry, ILocalChatStore, StoredMessage
+from chatservice.store.interface import (
+    HistoryEntry,
+    HistoryPosition,
+    ILocalChatStore,
+    StoredMessage,
+)
 
 __all__ = [
     "APPLICATION_ID",
@@ -144,6 +159,17 @@ MIGRATIONS: list[Sequence[str]] = [
         ) WITHOUT ROWID
         """,
     ),
+    # Version 3: each channel's last history number, kept when its entries are purged.
+    (
+        """
+        CREATE TABLE history_channels (
+            channel TEXT NOT NULL PRIMARY KEY,
+            last_seq INTEGER NOT NULL
+        ) WITHOUT ROWID
+        """,
+        "INSERT INTO history_channels (channel, last_seq)"
+        " SELECT channel, MAX(seq) FROM history GROUP BY channel",
+    ),
 ]
 """Schema changes: ``MIGRATIONS[n]`` takes a database from version ``n`` to ``n + 1``.
 
@@ -155,8 +181,16 @@ REQUIRED_TABLES = frozenset(
 )
 """Tables every chat database of version 1 or later has."""
 
-ACCOUNT_TABLES = frozenset({"chat_accounts"})
-"""Tables every chat database of version 2 or later also has."""
+ADDED_TABLES = {2: frozenset({"chat_accounts"}), 3: frozenset({"history_channels"})}
+"""Tables a chat database has from the version given on."""
+
+_LAST_SEQ = 2**63 - 1
+"""Above every history number."""
+
+def _row_position(row: tuple[str, int, str, str, float]) -> tuple[float, str, int]:
+    """A history row's :class:`~chatservice.store.interface.HistoryPosition`, as a plain tuple."""
+    return (row[4], row[0], row[1])
+
 
 CHECKPOINT_EVERY = 100
 """Commits after which the background thread checkpoints, however busy the writer is."""
@@ -340,10 +374,10 @@ class SQLiteStore:
                 f"{path} is an SQLite database with tables but no chat schema"
                 " version: not a chat database; it was left as it is."
             )
-        required = (REQUIRED_TABLES if version >= 1 else frozenset()) | (
-            ACCOUNT_TABLES if version >= 2 else frozenset()
+        required = REQUIRED_TABLES.union(
+            *(added for since, added in ADDED_TABLES.items() if version >= since)
         )
-        missing = required - tables
+        missing = required - tables if version >= 1 else frozenset()
         if missing:
             raise StoreError(
                 f"The chat database {path} (schema version {version}) lacks the"
@@ -576,7 +610,10 @@ class SQLiteStore:
         text = _storable(text)
         with self._transaction() as connection:
             (seq,) = connection.execute(
-                "SELECT COALESCE(MAX(seq), 0) + 1 FROM history WHERE channel = ?", (channel,)
+                "INSERT INTO history_channels (channel, last_seq) VALUES (?, 1)"
+                " ON CONFLICT (channel) DO UPDATE SET last_seq = last_seq + 1"
+                " RETURNING last_seq",
+                (channel,),
             ).fetchone()
             connection.execute(
                 "INSERT INTO history (channel, seq, sender, body, sent_at)"
@@ -598,6 +635,63 @@ class SQLiteStore:
                 found.extend(HistoryEntry(*row) for row in rows)
         found.sort(key=lambda entry: (entry.sent_at, entry.channel, entry.seq))
         return found
+
+    def history_page(
+        self, channels: Iterable[str], start: HistoryPosition, limit: int
+    ) -> list[HistoryEntry]:
+        after, after_channel, after_seq = start
+        with self._errors():
+            connection = self._db
+            cursors = []
+            for channel in dict.fromkeys(channels):
+                # At start's time, the entries after it in this channel: all
+                # of a later channel, those numbered after it in its own.
+                if channel > after_channel:
+                    seq = -1
+                elif channel == after_channel:
+                    seq = after_seq
+                else:
+                    seq = _LAST_SEQ
+                cursors.append(
+                    connection.execute(
+                        "SELECT channel, seq, sender, body, sent_at FROM history"
+                        " WHERE channel = ? AND (sent_at, seq) > (?, ?)"
+                        " ORDER BY sent_at, seq LIMIT ?",
+                        (channel, after, seq, limit),
+                    )
+                )
+            # Each cursor yields its channel in order; merged lazily, only
+            # about ``limit`` rows are read and made entries, whatever the
+            # number of channels.
+            try:
+                rows = list(itertools.islice(heapq.merge(*cursors, key=_row_position), limit))
+            finally:
+                for cursor in cursors:
+                    cursor.close()
+        return [HistoryEntry(*row) for row in rows]
+
+    def purge_history(self, before: float | None, keep: int | None, limit: int) -> int:
+        removed = 0
+        rules = [
+            (rule, value)
+            for rule, value in (("h.seq <= c.last_seq - ?", keep), ("h.sent_at < ?", before))
+            if value is not None
+        ]
+        if not rules:
+            return 0
+        with self._transaction() as connection:
+            for rule, value in rules:
+                if removed >= limit:
+                    break
+                # Channel by channel (CROSS JOIN keeps that order), each
+                # through an index: a batch costs its rows, not the table.
+                removed += connection.execute(
+                    "DELETE FROM history WHERE rowid IN ("
+                    " SELECT h.rowid FROM history_channels AS c CROSS JOIN history AS h"
+                    f" ON h.channel = c.channel AND {rule} LIMIT ?)",
+                    (value, limit - removed),
+                ).rowcount
+        return removed
 
     # Rooms --------------------------------------------------------------------------
 
@@ -634,7 +728,7 @@ class SQLiteStore:
                 "SELECT MAX(n) FROM ("
                 " SELECT MAX(room_id) AS n FROM rooms"
                 " UNION ALL"
-                " SELECT MAX(CAST(substr(channel, 6) AS INTEGER)) FROM history"
+                " SELECT MAX(CAST(substr(channel, 6) AS INTEGER)) FROM history_channels"
                 "  WHERE channel >= 'room:' AND channel < 'room;'"
                 ")"
             ).fetchone()

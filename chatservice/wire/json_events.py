@@ -312,6 +312,7 @@ _DECODERS: dict[str, Decoder] = {
         events.HistoryList,
         _time("after", 0.0),
         _records("messages", _str("channel"), _int("seq"), _str("from"), _str("message"), _time()),
+        _str("next", None),
     ),
     "room_created": _build(
         events.RoomCreated, _int("room"), _names("members"), _bool("existed", False)

@@ -376,6 +376,8 @@ def _(event: events.HistoryList) -> dict[str, Any]:
             }
             for channel, seq, sender, text, sent_at in event.entries
         ],
+        "more": event.next is not None,
+        **({} if event.next is None else {"next": event.next}),
     }
 
 

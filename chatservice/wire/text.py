@@ -358,15 +358,14 @@ def _channel_name(channel: str) -> str:
 
 @render.register
 def _(event: events.HistoryList) -> str:
-    if not event.entries:
-        return _lines("no new message")
-    return _lines(
-        *(
-            f"#{seq} {_channel_name(channel)}, {sender}: {text}, posted at"
-            f" {format_timestamp(sent_at)}"
-            for channel, seq, sender, text, sent_at in event.entries
-        )
-    )
+    lines = [
+        f"#{seq} {_channel_name(channel)}, {sender}: {text}, posted at"
+        f" {format_timestamp(sent_at)}"
+        for channel, seq, sender, text, sent_at in event.entries
+    ]
+    if event.next is not None:
+        lines.append(f"More messages: type read next {event.next}")
+    return _lines(*lines) if lines else _lines("no new message")
 
 
 @render.register

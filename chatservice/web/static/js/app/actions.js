@@ -14,6 +14,13 @@ import { EVERYONE, channelKey, dmKey, localId, roomKey } from '../state/conversa
 const HISTORY_STEP = 3600;
 /** The longest step of "load earlier", in seconds. */
 const HISTORY_MAX_STEP = 30 * 24 * 3600;
+/**
+ * Pages of history asked for at once, then one a {@link HISTORY_PAGE_PACE_MS}:
+ * under the server's flood limit (20 lines at once, then 5 a second), so a long
+ * history never gets the page disconnected for flooding.
+ */
+const HISTORY_PAGES_AT_ONCE = 10;
+const HISTORY_PAGE_PACE_MS = 250;
 
 /** A failed request in words. */
 export function describeError(error) {
@@ -132,15 +139,38 @@ export class ChatActions {
 
   /**
    * Load the broadcasts and room messages posted after `since` (server clock).
+   * The server answers a page at a time (`more`, and the `next` cursor to
+   * ask for the following page with `read_next`): every page is loaded,
+   * paced under the server's flood limit.
    * @param {number} since seconds since the epoch
    * @returns {Promise<number|null>} how many were new here, or `null` on failure
    */
   async loadHistory(since) {
-    const reply = await this.attempt({ type: 'read', since: Math.max(0, Math.floor(since)) });
+    let reply = await this.attempt({ type: 'read', since: Math.max(0, Math.floor(since)) });
     if (!reply) return null;
+    let added = this.addHistory(reply.messages ?? []);
+    let pages = 1;
+    while (reply.more && reply.next) {
+      if (pages >= HISTORY_PAGES_AT_ONCE) {
+        await new Promise((resolve) => setTimeout(resolve, HISTORY_PAGE_PACE_MS));
+      }
+      pages += 1;
+      reply = await this.attempt({ type: 'read_next', after: reply.next });
+      if (!reply) return null;
+      added += this.addHistory(reply.messages ?? []);
+    }
+    if (this.historyFrom === null || since < this.historyFrom) this.historyFrom = since;
+    return added;
+  }
+
+  /**
+   * @private Add the messages of one page of history to their conversations.
+   * @returns {number} how many were new here
+   */
+  addHistory(messages) {
     let added = 0;
     const me = this.store.me ? this.store.me.name : '';
-    for (const entry of reply.messages ?? []) {
+    for (const entry of messages) {
       const key = channelKey(entry.channel);
       if (key === null) continue;
       const isNew = this.store.addMessage(key, {
@@ -149,7 +179,6 @@ export class ChatActions {
       });
       if (isNew) added += 1;
     }
-    if (this.historyFrom === null || since < this.historyFrom) this.historyFrom = since;
     return added;
   }
 
