@@ -2,9 +2,12 @@
 
 The one place that wires the parts: the store, the chat state, the accounts,
 the lock-outs, the ``twisted.cred`` portal (password, SCRAM and guest
-checkers), the login gate, the connection factory and the service that
-starts and stops them.  The SQLite or memory store is wrapped in a
-:class:`~chatservice.store.local.LocalStore` for the chat state.
+checkers), the login gate, the connection factory, the service that
+starts and stops them, and the metrics they all count in (one
+:class:`~chatservice.metrics.ChatMetrics` per server, whether or not
+``--metrics`` serves them).  The SQLite or memory store is wrapped in a
+:class:`~chatservice.store.local.LocalStore` for the chat state, and every
+store in a :class:`~chatservice.metrics.timedstore.TimedStore`.
 ``twistd chat`` (:func:`chatservice.tap.makeService`) builds with it and adds
 the listeners to the service; the tests build with it on a ``Clock``.
 """
@@ -30,6 +33,9 @@ from chatservice.auth.login import LockoutChecker, LoginGate
 from chatservice.auth.realm import ChatRealm
 from chatservice.auth.scram import ScramChecker
 from chatservice.interfaces import ActivityRecorder
+from chatservice.metrics import ChatMetrics
+from chatservice.metrics.live import LiveCollector
+from chatservice.metrics.timedstore import TimedStore
 from chatservice.server.factory import ChatFactory
 from chatservice.server.policy import ConnectionPolicy
 from chatservice.service import ChatService
@@ -74,6 +80,7 @@ class Chat:
     policy: ConnectionPolicy
     factory: ChatFactory
     service: ChatService
+    metrics: ChatMetrics
 
 
 def connection_policy(config: Mapping[str, Any]) -> ConnectionPolicy:
@@ -137,6 +144,8 @@ def build_chat(
         from chatservice.store.postgres import PostgresStore
 
         store = PostgresStore(config["store"], reactor)
+    metrics = ChatMetrics()
+    store = TimedStore(store, metrics.store_calls, reactor)
     policy = connection_policy(config)
     # The state changes passwords through the manager, which asks the state
     # whether an online guest holds a name.
@@ -150,6 +159,7 @@ def build_chat(
         session_factory=Session,
         passwords=manager,
         max_message_length=policy.max_message_length,
+        metrics=metrics,
     )
     if isinstance(activity, ActivityLog):
         activity.active_users = state.active_user_rows
@@ -164,8 +174,8 @@ def build_chat(
     if config["allow-guests"]:
         checkers.append(GuestChecker(manager.taken))
     portal = Portal(ChatRealm(state), checkers)
-    gate = LoginGate(portal, accounts, lockout, address_lockout, manager)
-    factory = ChatFactory(gate, reactor, policy)
+    gate = LoginGate(portal, accounts, lockout, address_lockout, manager, metrics)
+    factory = ChatFactory(gate, reactor, policy, metrics)
     cluster = None
     if config.get("redis"):
         # Imported only here: a node on its own needs no Redis client.
@@ -185,4 +195,15 @@ def build_chat(
         IReactorCore(reactor, None),
         cluster,
     )
-    return Chat(state, accounts, manager, lockout, address_lockout, gate, policy, factory, service)
+    metrics.registry.register(
+        LiveCollector(
+            lambda: factory.registry.connections,
+            state.sessions,
+            [lockout, address_lockout],
+            lambda: service.serving,
+            cluster,
+        )
+    )
+    return Chat(
+        state, accounts, manager, lockout, address_lockout, gate, policy, factory, service, metrics
+    )

@@ -37,6 +37,7 @@ from chatservice.auth.guests import GuestCredentials
 from chatservice.auth.lockout import LoginLockout
 from chatservice.auth.scram import ScramCredentials, ScramKeys
 from chatservice.interfaces import AccountDirectory, ClientConnection, IChatSession
+from chatservice.metrics import ChatMetrics
 from chatservice.state import AlreadyLoggedIn
 
 log = Logger()
@@ -142,6 +143,12 @@ class LoginGate:
     :param address_lockout: the per-address one, if any.
     :param manager: creates accounts and changes passwords (``None``: neither
         is possible).
+    :param metrics: where logins and lock-outs are counted (default: a
+        registry of its own).
+
+    Every login that ends here is counted: a success, or a failure by its
+    reason, including a name refused before the password (by
+    :meth:`check_username`) and a SCRAM login refused at its first step.
     """
 
     def __init__(
@@ -151,19 +158,39 @@ class LoginGate:
         lockout: LoginLockout,
         address_lockout: LoginLockout | None = None,
         manager: AccountManager | None = None,
+        metrics: ChatMetrics | None = None,
     ) -> None:
         self.portal = portal
         self.accounts = accounts
         self.lockout = lockout
         self.address_lockout = address_lockout
         self.manager = manager
+        self.metrics = ChatMetrics() if metrics is None else metrics
 
     def check_username(self, username: str, host: str = "") -> None:
         """Refuse a user name (or the address) before the password is asked for.
 
+        A refusal counts as a failed login.
+
         :raises AddressLocked, InvalidUsername, UnknownUser, AccountLocked:
             why not; nothing when the name may go on to the password.
         """
+        try:
+            self._check_username(username, host)
+        except EXPECTED_ERRORS as e:
+            self.metrics.login_failed(e)
+            raise
+
+    def _count(self, result: LoginResult | Failure) -> LoginResult | Failure:
+        """Count the end of a login (passed on as it is)."""
+        if isinstance(result, Failure):
+            self.metrics.login_failed(result.value)
+        else:
+            self.metrics.login_succeeded()
+        return result
+
+    def _check_username(self, username: str, host: str) -> None:
+        """:meth:`check_username`, not counted (the login it is part of is)."""
         if self.address_lockout is not None and host:
             remaining = self.address_lockout.locked_for(host)
             if remaining is not None:
@@ -180,13 +207,14 @@ class LoginGate:
     def login(self, username: str, password: str, client: ClientConnection) -> defer.Deferred[LoginResult]:
         """Log ``client`` in as ``username``: fires with ``(session, logout)``, or a typed error."""
         try:
-            self.check_username(username, client.host)
+            self._check_username(username, client.host)
         except EXPECTED_ERRORS as e:
-            return defer.fail(e)
+            return defer.fail(e).addErrback(self._count)
         credentials = CredentialsFrom(username, password, client.host)
         d = self.portal.login(credentials, client, IChatSession)
         d.addCallback(self._add_scram_keys, username, password)
-        return d.addCallbacks(_session, _expected, errbackArgs=(username, False))
+        d.addCallbacks(_session, _expected, errbackArgs=(username, False))
+        return d.addBoth(self._count)
 
     def _add_scram_keys(self, result: object, username: str, password: str) -> object:
         """After a password login, give an account hashed before SCRAM its SCRAM keys (in the background)."""
@@ -202,11 +230,11 @@ class LoginGate:
         :class:`ScramUnavailable` when the account has none.
         """
         try:
-            self.check_username(username, host)
+            self._check_username(username, host)
         except EXPECTED_ERRORS as e:
-            return defer.fail(e)
+            return defer.fail(e).addErrback(self._count)
         if self.manager is None:
-            return defer.fail(ScramUnavailable(username))
+            return defer.fail(ScramUnavailable(username)).addErrback(self._count)
 
         def found(keys: ScramKeys | None) -> ScramKeys:
             if keys is None:
@@ -214,17 +242,19 @@ class LoginGate:
             return keys
 
         d = self.manager.scram_keys(username).addCallback(found)
-        return d.addErrback(_expected, username, False)
+        return d.addErrback(_expected, username, False).addErrback(self._count)
 
     def login_scram(self, credentials: ScramCredentials, client: ClientConnection) -> defer.Deferred[LoginResult]:
         """Log ``client`` in with a SCRAM proof; fails as :meth:`login` does."""
         d = self.portal.login(credentials, client, IChatSession)
-        return d.addCallbacks(_session, _expected, errbackArgs=(credentials.username, False))
+        d.addCallbacks(_session, _expected, errbackArgs=(credentials.username, False))
+        return d.addBoth(self._count)
 
     def login_guest(self, username: str, client: ClientConnection) -> defer.Deferred[LoginResult]:
         """Log ``client`` in as the guest ``username`` (no password)."""
         d = self.portal.login(GuestCredentials(username, client.host), client, IChatSession)
-        return d.addCallbacks(_session, _expected, errbackArgs=(username, True))
+        d.addCallbacks(_session, _expected, errbackArgs=(username, True))
+        return d.addBoth(self._count)
 
     def username_taken(self, username: str) -> bool:
         """Whether ``username`` cannot be registered (an account, a guest, or being registered)."""
