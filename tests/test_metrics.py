@@ -7,6 +7,7 @@ Every figure is read as a scraper reads it: the registry rendered by
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -182,6 +183,28 @@ class LiveGaugeTests(HarnessTestCase):
         self.assertEqual(
             value(scrape(self.harness.chat.metrics.registry), "chat_logins_total", outcome="ok"), 1
         )
+
+
+class DocumentedTests(HarnessTestCase):
+    """docs/operating.rst names every metric the server exposes, and is valid reStructuredText."""
+
+    def test_every_metric_documented(self) -> None:
+        import docutils.core
+
+        text = (Path(__file__).parent.parent / "docs" / "operating.rst").read_text(encoding="utf-8")
+        docutils.core.publish_string(
+            text, writer_name="null", settings_overrides={"halt_level": 2, "report_level": 5}
+        )
+        families = text_string_to_metric_families(
+            generate_latest(self.harness.chat.metrics.registry).decode("utf-8")
+        )
+        names = {
+            family.name for family in families
+            if family.name.startswith("chat_") and not family.name.endswith("_created")
+        }
+        self.assertGreater(len(names), 15)
+        for name in names:
+            self.assertIn(f"``{name}", text, name)
 
 
 class LoginReasonTests(unittest.TestCase):
