@@ -18,6 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.trial import unittest
 
 from tests.e2e_support import HOST, ChatServer
+from tests.pg_support import new_database
+from tests.redis_support import RedisServer
 
 _METRICS_PORT = re.compile(r"QuietSite starting on (\d+)")
 
@@ -31,12 +33,14 @@ def get(url: str) -> tuple[int, str, str]:
         return e.code, e.headers["Content-Type"], e.read().decode("utf-8")
 
 
-class MetricsEndToEndTests(unittest.TestCase):
-    """One server with ``--metrics``, scraped before and after some chat."""
+class MetricsTestCase(unittest.TestCase):
+    """Starts :attr:`server` with ``--metrics`` (and :attr:`options`); scrapes it."""
+
+    options: list[str] = []
 
     def setUp(self) -> None:
         self.server = ChatServer(
-            timeout=30, options=["--metrics", f"tcp:0:interface={HOST}"]
+            timeout=30, options=["--metrics", f"tcp:0:interface={HOST}", *self.options]
         ).start()
         self.addCleanup(self.server.stop)
         deadline = time.monotonic() + 10
@@ -58,6 +62,20 @@ class MetricsEndToEndTests(unittest.TestCase):
     @staticmethod
     def value(samples: dict[Any, float], name: str, **labels: str) -> float:
         return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    def wait_until_ready(self, ready: bool, timeout: float) -> str:
+        """Poll ``/readyz`` until it says ``ready`` (or not); its last body."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status, _type, body = get(f"{self.base}/readyz")
+            if (status == 200) == ready:
+                return body
+            self.assertLess(time.monotonic(), deadline, f"/readyz still {status}:\n{body}")
+            time.sleep(0.2)
+
+
+class MetricsEndToEndTests(MetricsTestCase):
+    """One server with ``--metrics``, scraped before and after some chat."""
 
     def test_health_and_readiness(self) -> None:
         self.assertEqual(get(f"{self.base}/healthz")[::2], (200, "ok\n"))
@@ -118,3 +136,29 @@ class MetricsEndToEndTests(unittest.TestCase):
         self.assertGreater(self.value(after, "process_resident_memory_bytes"), 0)
         for name in ("chat_output_backlog_bytes", "chat_slow_reader_drops_total"):
             self.assertEqual(self.value(after, name), 0, name)
+
+
+class ClusteredReadinessTests(MetricsTestCase):
+    """A node on PostgreSQL and Redis: ``/readyz`` and ``chat_cluster_link_up`` follow Redis."""
+
+    def setUp(self) -> None:
+        self.redis = RedisServer().start()
+        self.addCleanup(self.redis.cleanup)
+        self.options = ["--store", new_database(self), "--redis", self.redis.url, "--node-name", "a"]
+        super().setUp()
+
+    def test_redis_down_then_back(self) -> None:
+        body = self.wait_until_ready(True, 15)
+        self.assertEqual(
+            body, "ready\nstate: ok (loaded)\nstore: ok (answers)\nredis: ok (connected)\n"
+        )
+        self.assertEqual(self.value(self.scrape(), "chat_cluster_link_up"), 1)
+        self.redis.stop()
+        body = self.wait_until_ready(False, 15)
+        self.assertIn("redis: FAIL (not connected)", body)
+        self.assertIn("store: ok (answers)", body)
+        self.assertEqual(self.value(self.scrape(), "chat_cluster_link_up"), 0)
+        self.redis.start()  # the same port: the link reconnects
+        self.wait_until_ready(True, 20)
+        self.assertEqual(self.value(self.scrape(), "chat_cluster_link_up"), 1)
+        self.assertEqual(self.value(self.scrape(), "chat_users_online", node="others"), 0)
