@@ -145,7 +145,7 @@ def build_chat(
 
         store = PostgresStore(config["store"], reactor)
     metrics = ChatMetrics()
-    store = TimedStore(store, metrics.store_calls, reactor)
+    store = TimedStore(store, metrics.store_call, reactor)
     policy = connection_policy(config)
     # The state changes passwords through the manager, which asks the state
     # whether an online guest holds a name.

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer
 from twisted.internet.task import Clock
@@ -18,7 +18,7 @@ from twisted.trial import unittest
 from twisted.web.test.requesthelper import DummyRequest
 
 from chatservice.metrics import ChatMetrics
-from chatservice.metrics.counters import reason
+from chatservice.metrics.counters import Buckets, reason
 from chatservice.metrics.health import Readiness
 from chatservice.metrics.lag import ReactorLag
 from chatservice.metrics.site import metrics_site
@@ -219,6 +219,17 @@ class LoginReasonTests(unittest.TestCase):
         self.assertEqual(value(samples, "chat_logins_total", outcome="address_locked"), 1)
 
 
+class BucketsTests(unittest.TestCase):
+    """The histogram counts as Prometheus does: ``le`` is inclusive."""
+
+    def test_bounds_inclusive(self) -> None:
+        buckets = Buckets((1, 2))
+        for observation in (0, 1, 1.5, 2, 2.5):
+            buckets.observe(observation)
+        self.assertEqual(buckets.cumulative(), [("1.0", 2), ("2.0", 4), ("+Inf", 5)])
+        self.assertEqual((buckets.count(), buckets.total), (5, 7.0))
+
+
 class ManualStore:
     """A store whose ``highest_room_id`` answers when the test says (or never)."""
 
@@ -236,15 +247,18 @@ class TimedStoreTests(unittest.TestCase):
 
     def setUp(self) -> None:
         self.clock = Clock()
-        self.histogram = Histogram("t_seconds", "t", ["call"], registry=CollectorRegistry())
+        self.metrics = ChatMetrics()
 
     def observed(self, call: str) -> tuple[float, float]:
-        sample = self.histogram.labels(call)
-        return sample._sum.get(), sum(bucket.get() for bucket in sample._buckets)
+        samples = scrape(self.metrics.registry)
+        return (
+            value(samples, "chat_store_call_seconds_sum", call=call),
+            value(samples, "chat_store_call_seconds_count", call=call),
+        )
 
     def test_answer_later(self) -> None:
         slow = ManualStore()
-        store = TimedStore(slow, self.histogram, self.clock)
+        store = TimedStore(slow, self.metrics.store_call, self.clock)
         d = store.highest_room_id()
         self.clock.advance(2.5)
         self.assertEqual(self.observed("highest_room_id"), (0, 0))
@@ -254,7 +268,7 @@ class TimedStoreTests(unittest.TestCase):
 
     def test_failure_timed_too(self) -> None:
         slow = ManualStore()
-        store = TimedStore(slow, self.histogram, self.clock)
+        store = TimedStore(slow, self.metrics.store_call, self.clock)
         d = store.highest_room_id()
         self.clock.advance(1)
         slow.waiting[0].errback(RuntimeError("down"))
@@ -263,7 +277,7 @@ class TimedStoreTests(unittest.TestCase):
 
     def test_local_store_and_other_attributes(self) -> None:
         memory = MemoryStore()
-        store = TimedStore(LocalStore(memory), self.histogram, self.clock)
+        store = TimedStore(LocalStore(memory), self.metrics.store_call, self.clock)
         self.assertEqual(self.successResultOf(store.highest_room_id()), 0)
         self.assertEqual(self.observed("highest_room_id"), (0, 1))
         self.assertIs(store.local, memory)  # not an interface call: the wrapped store's
@@ -275,7 +289,7 @@ class ReactorLagTests(unittest.TestCase):
 
     def test_lateness(self) -> None:
         clock = Clock()
-        histogram = Histogram("lag_seconds", "lag", registry=CollectorRegistry(), buckets=(0.1, 0.5, 1))
+        histogram = Buckets((0.1, 0.5, 1))
         lag = ReactorLag(clock, histogram, interval=1.0)
         lag.startService()
         clock.advance(1.0)  # on time
@@ -283,9 +297,11 @@ class ReactorLagTests(unittest.TestCase):
         clock.advance(2.5)  # due at 3 and 4 (skipped), runs at 4.8: late by 0.8 from 4
         lag.stopService()
         self.assertEqual(clock.getDelayedCalls(), [])
-        self.assertAlmostEqual(histogram._sum.get(), 0.3 + 0.8)
-        buckets = [bucket.get() for bucket in histogram._buckets]
-        self.assertEqual(buckets, [1, 1, 1, 0])  # 0, 0.3, 0.8: one each up to 0.1, 0.5, 1
+        self.assertAlmostEqual(histogram.total, 0.3 + 0.8)
+        self.assertEqual(histogram.counts, [1, 1, 1, 0])  # 0, 0.3, 0.8: one each up to 0.1, 0.5, 1
+        self.assertEqual(
+            histogram.cumulative(), [("0.1", 1), ("0.5", 2), ("1.0", 3), ("+Inf", 3)]
+        )
 
 
 class FakeLink:

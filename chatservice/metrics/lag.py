@@ -10,10 +10,11 @@ was due, not from a skipped one.
 
 from __future__ import annotations
 
-from prometheus_client import Histogram
 from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
+
+from chatservice.metrics.counters import Buckets
 
 DEFAULT_INTERVAL = 1.0
 """Seconds between two measurements."""
@@ -28,7 +29,7 @@ class ReactorLag(Service):
     """
 
     def __init__(
-        self, clock: IReactorTime, histogram: Histogram, interval: float = DEFAULT_INTERVAL
+        self, clock: IReactorTime, histogram: Buckets, interval: float = DEFAULT_INTERVAL
     ) -> None:
         self.clock = clock
         self.histogram = histogram

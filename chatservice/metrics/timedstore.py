@@ -2,8 +2,8 @@
 
 Every :class:`~chatservice.store.interface.IChatStore` call is passed on to
 the store it wraps, and the time from the call to its Deferred firing
-(successfully or not) goes into the ``chat_store_call_seconds`` histogram,
-labelled with the call's name.  A local store's Deferred has fired when the
+(successfully or not) goes into the call's histogram
+(``chat_store_call_seconds{call="..."}``).  A local store's Deferred has fired when the
 call returns: its time is observed at once, with no callback added.  Time is
 the clock's (the reactor, or a test ``Clock``).
 
@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from prometheus_client import Histogram
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
+from chatservice.metrics.counters import Buckets
 from chatservice.store.interface import IChatStore
 
 __all__ = ["TimedStore"]
@@ -27,18 +27,19 @@ __all__ = ["TimedStore"]
 
 @implementer(IChatStore)
 class TimedStore:
-    """``store``'s calls, each timed into ``histogram``.
+    """``store``'s calls, each timed into its histogram.
 
     :param store: the store that answers.
-    :param histogram: ``chat_store_call_seconds`` (labelled by ``call``).
+    :param histograms: the histogram of a call, by its name
+        (:meth:`~chatservice.metrics.counters.ChatMetrics.store_call`).
     :param clock: the time source.
     """
 
-    def __init__(self, store: Any, histogram: Histogram, clock: IReactorTime) -> None:
+    def __init__(self, store: Any, histograms: Callable[[str], Buckets], clock: IReactorTime) -> None:
         self.store = store
         """The wrapped store."""
         self.clock = clock
-        self._observers = {name: histogram.labels(name).observe for name in IChatStore.names()}
+        self._observers = {name: histograms(name).observe for name in IChatStore.names()}
 
     def __getattr__(self, name: str) -> Any:
         # Only for what the interface does not name (the interface's calls are methods).
