@@ -9,17 +9,24 @@ histograms filled.  ``/healthz`` and ``/readyz`` answer as a probe expects.
 from __future__ import annotations
 
 import re
+import shutil
+import socket
+import ssl
+import tempfile
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.trial import unittest
 
+from tests.certs import make_certificates
 from tests.e2e_support import HOST, ChatServer
 from tests.pg_support import new_database
 from tests.redis_support import RedisServer
+from tests.ws_support import WebSocketClient
 
 _METRICS_PORT = re.compile(r"QuietSite starting on (\d+)")
 
@@ -37,10 +44,11 @@ class MetricsTestCase(unittest.TestCase):
     """Starts :attr:`server` with ``--metrics`` (and :attr:`options`); scrapes it."""
 
     options: list[str] = []
+    web = False
 
     def setUp(self) -> None:
         self.server = ChatServer(
-            timeout=30, options=["--metrics", f"tcp:0:interface={HOST}", *self.options]
+            timeout=30, web=self.web, options=["--metrics", f"tcp:0:interface={HOST}", *self.options]
         ).start()
         self.addCleanup(self.server.stop)
         deadline = time.monotonic() + 10
@@ -162,3 +170,45 @@ class ClusteredReadinessTests(MetricsTestCase):
         self.wait_until_ready(True, 20)
         self.assertEqual(self.value(self.scrape(), "chat_cluster_link_up"), 1)
         self.assertEqual(self.value(self.scrape(), "chat_users_online", node="others"), 0)
+
+
+class TransportTests(MetricsTestCase):
+    """``chat_connections`` tells TCP, TLS and WebSocket connections apart."""
+
+    web = True
+
+    def setUp(self) -> None:
+        work = Path(tempfile.mkdtemp(prefix="chat-metrics-tls-"))
+        self.addCleanup(shutil.rmtree, work, True)
+        self.certs = make_certificates(work)
+        self.options = [
+            "--listen",
+            f"ssl:0:interface={HOST}:privateKey={self.certs['key']}:certKey={self.certs['cert']}",
+        ]
+        super().setUp()
+
+    def test_transports(self) -> None:
+        tls_port = int(re.search(r"ChatFactory \(TLS\) starting on (\d+)", self.server.log()).group(1))
+        context = ssl.create_default_context(cafile=str(self.certs["ca"]))
+        secure = context.wrap_socket(
+            socket.create_connection((HOST, tls_port), timeout=10), server_hostname="localhost"
+        )
+        self.addCleanup(secure.close)
+        secure.sendall(b'{"type":"login","user":"yoda","password":"wise"}\n')
+        received = b""
+        while b'"success":true' not in received:
+            chunk = secure.recv(4096)
+            self.assertTrue(chunk, received)
+            received += chunk
+        browser = WebSocketClient(self.server.web_port)
+        self.addCleanup(browser.close)
+        browser.send_json({"type": "login", "user": "hans", "password": "falcon"})
+        self.assertTrue(browser.read_json()["success"])
+        waiting = self.server.connect()
+        self.addCleanup(waiting.close)
+        waiting.greeted()
+        samples = self.scrape()
+        self.assertEqual(self.value(samples, "chat_connections", transport="tls", state="chat"), 1)
+        self.assertEqual(self.value(samples, "chat_connections", transport="websocket", state="chat"), 1)
+        self.assertEqual(self.value(samples, "chat_connections", transport="tcp", state="login"), 1)
+        self.assertEqual(self.value(samples, "chat_users_online", node="this"), 2)
