@@ -143,7 +143,7 @@ class LoginGate:
     :param address_lockout: the per-address one, if any.
     :param manager: creates accounts and changes passwords (``None``: neither
         is possible).
-    :param metrics: where logins and lock-outs are counted (default: a
+    :param metrics: where logins are counted, by outcome (default: a
         registry of its own).
 
     Every login that ends here is counted: a success, or a failure by its
