@@ -3,9 +3,12 @@
 The one place that wires the parts: the store, the chat state, the accounts
 (in the store, :class:`~chatservice.auth.directory.StoredAccounts`),
 the lock-outs, the ``twisted.cred`` portal (password, SCRAM and guest
-checkers), the login gate, the connection factory and the service that
-starts and stops them.  The SQLite or memory store is wrapped in a
-:class:`~chatservice.store.local.LocalStore` for the chat state.
+checkers), the login gate, the connection factory, the service that
+starts and stops them, and the metrics they all count in (one
+:class:`~chatservice.metrics.ChatMetrics` per server, whether or not
+``--metrics`` serves them).  The SQLite or memory store is wrapped in a
+:class:`~chatservice.store.local.LocalStore` for the chat state, and every
+store in a :class:`~chatservice.metrics.timedstore.TimedStore`.
 ``twistd chat`` (:func:`chatservice.tap.makeService`) builds with it and adds
 the listeners to the service; the tests build with it on a ``Clock``.
 """
@@ -34,6 +37,9 @@ from chatservice.auth.scram import ScramChecker
 from chatservice.auth.slowdown import MAX_DELAY, LoginSlowdown
 from chatservice.interfaces import ActivityRecorder
 from chatservice.retention import INTERVAL, HistoryRetention
+from chatservice.metrics import ChatMetrics
+from chatservice.metrics.live import LiveCollector
+from chatservice.metrics.timedstore import TimedStore
 from chatservice.server.factory import ChatFactory
 from chatservice.server.policy import ConnectionPolicy
 from chatservice.service import ChatService
@@ -82,6 +88,8 @@ class Chat:
     factory: ChatFactory
     service: ChatService
     retention: HistoryRetention
+    metrics: ChatMetrics
+    metrics: ChatMetrics
 
 
 def connection_policy(config: Mapping[str, Any]) -> ConnectionPolicy:
@@ -153,6 +161,8 @@ def build_chat(
         )
     if store is None:
         store = make_store(config, reactor)
+    metrics = ChatMetrics()
+    store = TimedStore(store, metrics.store_call, reactor)
     accounts = StoredAccounts(store, reactor, imported)
     policy = connection_policy(config)
     # The state changes passwords through the manager, which asks the state
@@ -167,6 +177,7 @@ def build_chat(
         session_factory=Session,
         passwords=manager,
         max_message_length=policy.max_message_length,
+        metrics=metrics,
     )
     if isinstance(activity, ActivityLog):
         activity.active_users = state.active_user_rows
@@ -190,8 +201,8 @@ def build_chat(
     if config["allow-guests"]:
         checkers.append(GuestChecker(manager.check_taken))
     portal = Portal(ChatRealm(state), checkers)
-    gate = LoginGate(portal, accounts, lockout, address_lockout, manager)
-    factory = ChatFactory(gate, reactor, policy)
+    gate = LoginGate(portal, accounts, lockout, address_lockout, manager, metrics)
+    factory = ChatFactory(gate, reactor, policy, metrics)
     retention = HistoryRetention(
         store,
         reactor,
@@ -220,7 +231,16 @@ def build_chat(
         cluster,
         retention,
     )
+    metrics.registry.register(
+        LiveCollector(
+            lambda: factory.registry.connections,
+            state.sessions,
+            [lockout, address_lockout],
+            lambda: service.serving,
+            cluster,
+        )
+    )
     return Chat(
         state, accounts, manager, lockout, address_lockout, slowdown, gate, policy, factory, service,
-        retention,
+        retention, metrics,
     )

@@ -151,6 +151,7 @@ class Session:
             before the store is asked).
         """
         handler = _HANDLERS.get(request.command)
+        self.state.metrics.command(request.command)
         if handler is None:
             raise CommandError(
                 "invalid_command", f"Error. {request.command} is not available here."

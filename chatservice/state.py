@@ -46,7 +46,8 @@ from chatservice.interfaces import (
     NoActivityRecorder,
     PasswordChanger,
 )
-from chatservice.rooms import RoomDirectory
+from chatservice.metrics import ChatMetrics
+from chatservice.rooms import BROADCAST_CHANNEL, RoomDirectory
 from chatservice.store.interface import HistoryEntry, IChatStore, StoredMessage
 
 __all__ = ["AlreadyLoggedIn", "ClientConnection", "ChatState", "IChatSession", "SessionFactory"]
@@ -85,6 +86,8 @@ class ChatState:
         passwords cannot be changed).
     :param max_message_length: the longest message text a command may carry,
         in characters.
+    :param metrics: where messages and deliveries are counted (default: a
+        registry of its own).
     """
 
     def __init__(
@@ -99,6 +102,7 @@ class ChatState:
         passwords: PasswordChanger | None = None,
         max_message_length: int = DEFAULT_MAX_MESSAGE_LENGTH,
         max_offline_per_sender: int | None = None,
+        metrics: ChatMetrics | None = None,
     ) -> None:
         self.store = store
         self.accounts = accounts
@@ -122,6 +126,8 @@ class ChatState:
         """Store writes under way that nobody waits for (see :meth:`background`)."""
         self.cluster: ClusterPeers | None = None
         """The other nodes (``--redis``), or ``None`` for a server on its own."""
+        self.metrics = ChatMetrics() if metrics is None else metrics
+        """Where messages, deliveries and commands are counted."""
 
     def load(self) -> defer.Deferred[None]:
         """Load the accounts, then read the block lists, last-seen times and rooms from the store; fires when done."""
@@ -409,11 +415,19 @@ class ChatState:
             return defer.succeed(self.deliver_message(event, sender, audience))
         if rule is Delivery.DIRECT:
             assert isinstance(event, events.DirectMessage)
-            return self._deliver_direct(event, sender, audience)
+            self.metrics.message("direct")
+            d = self._deliver_direct(event, sender, audience)
+            return d.addCallback(self._count_direct)
         report = self._deliver_notice(event, sender, audience, rule)
         if self.cluster is not None and report is not NOTHING:
             report = self.cluster.deliver_remote(event, sender, audience, rule, report)
+            if report.unreached:
+                self.metrics.unreached(rule, report.unreached)
         return defer.succeed(report)
+
+    def _count_direct(self, report: DeliveryReport) -> DeliveryReport:
+        self.metrics.delivery(Delivery.DIRECT, report)
+        return report
 
     def deliver_here(
         self, event: events.Event, sender: str, audience: Audience, rule: Delivery
@@ -479,7 +493,9 @@ class ChatState:
             subject = self.sessions.get(sender)
             if subject is not None and subject.hidden:
                 return NOTHING
-        return self._deliver_unless(event, sender, audience, self.left_out(sender, rule))
+        report = self._deliver_unless(event, sender, audience, self.left_out(sender, rule))
+        self.metrics.delivery(rule, report)
+        return report
 
     def _members(self, audience: Audience) -> Iterable[ChatMember]:
         """The online sessions in ``audience``."""
@@ -517,6 +533,8 @@ class ChatState:
         report = self._deliver_message_here(event, sender, audience)
         if self.cluster is not None:
             report = self.cluster.deliver_remote(event, sender, audience, Delivery.MESSAGE, report)
+            if report.unreached:
+                self.metrics.unreached(Delivery.MESSAGE, report.unreached)
         return report
 
     def _deliver_message_here(
@@ -540,7 +558,9 @@ class ChatState:
             else:
                 member.client.deliver(event)
                 delivered += 1
-        return DeliveryReport(delivered, skipped, busy, auto_replies=tuple(auto_replies))
+        report = DeliveryReport(delivered, skipped, busy, auto_replies=tuple(auto_replies))
+        self.metrics.delivery(Delivery.MESSAGE, report)  # once a fan-out, not a recipient
+        return report
 
     def _deliver_direct(
         self, event: events.DirectMessage, sender: str, audience: Audience
@@ -588,7 +608,7 @@ class ChatState:
         if from_sender >= self.max_offline_per_sender:
             return DeliveryReport(refused="mailbox_share_full")
         d = self.store.add_offline(sender, to, event.text, event.sent_at)
-        return d.addCallback(self._kept, event, sender, to, busy)
+        return d.addCallback(self._kept, event, sender, to, busy, in_all + 1)
 
     def _kept(
         self,
@@ -597,8 +617,11 @@ class ChatState:
         sender: str,
         to: str,
         busy: ChatMember | None,
+        waiting: int,
     ) -> DeliveryReport:
-        """The message is stored: the report, with the auto-reply of a busy recipient."""
+        """The message is stored (``waiting`` are kept for ``to`` now): the report,
+        with the auto-reply of a busy recipient."""
+        self.metrics.mailbox(waiting)
         local = self.sessions.get(to)
         if local is not None and local.auto_reply is None and not local.client.congested:
             # Back (or caught up) while it was being stored, too late for the
@@ -656,6 +679,7 @@ class ChatState:
         return d.addCallback(self._posted, then)
 
     def _posted(self, entry: HistoryEntry, then: Callable[[HistoryEntry], _T] | None) -> Any:
+        self.metrics.message("broadcast" if entry.channel == BROADCAST_CHANNEL else "room")
         self.activity.message_posted(entry)
         return entry if then is None else then(entry)
 

@@ -18,6 +18,9 @@ from chatservice.auth.slowdown import DEFAULT_NAME_FAILURES
 from chatservice.build import LIMITS, build_chat, sqlite_store
 from chatservice.datadir import DataDirInUse, check_unlocked
 from chatservice.retention import parse_duration
+from chatservice.metrics.health import Readiness
+from chatservice.metrics.lag import ReactorLag
+from chatservice.metrics.site import metrics_site
 from chatservice.server.policy import BanList, ConnectionPolicy
 from chatservice.server.proxied import ProxiedFactory, proxied
 from chatservice.store.sqlite import StoreError
@@ -170,6 +173,13 @@ class Options(usage.Options):
             "chat-data",
             "Directory where the service keeps what it writes (created if missing).",
         ],
+        [
+            "metrics",
+            None,
+            None,
+            "Serve Prometheus metrics (/metrics), /healthz and /readyz on this endpoint,"
+            " e.g. tcp:9119:interface=127.0.0.1 (no authentication: keep it private).",
+        ],
     ]
 
     optFlags = [
@@ -207,8 +217,13 @@ class Options(usage.Options):
 
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
-        for option in ("listen", "web"):
-            for description in self[option]:
+        endpoints_given = {
+            "listen": self["listen"],
+            "web": self["web"],
+            "metrics": [self["metrics"]] if self["metrics"] is not None else [],
+        }
+        for option, descriptions in endpoints_given.items():
+            for description in descriptions:
                 try:
                     inner = proxied(description) if option == "listen" else None
                     endpoints.serverFromString(reactor, inner or description)
@@ -333,4 +348,9 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         site = chat_site(chat.factory, config["web-origin"])
         for description in config["web"]:
             strports.service(description, site, reactor=reactor).setServiceParent(top)
+    if config.get("metrics"):
+        readiness = Readiness(lambda: top.serving, chat.state.store, reactor, chat.state.cluster)
+        metrics = metrics_site(chat.metrics.registry, readiness)
+        strports.service(config["metrics"], metrics, reactor=reactor).setServiceParent(top)
+        ReactorLag(reactor, chat.metrics.reactor_lag).setServiceParent(top)
     return top

@@ -51,6 +51,9 @@ class RecordingOwner:
     def output_drained(self) -> None:
         self.told.append(True)
 
+    def output_dropped(self) -> None:
+        self.told.append("dropped")
+
     def output_abandoned(self, backlog: int) -> None:
         self.told.append(backlog)
 

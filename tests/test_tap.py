@@ -24,6 +24,8 @@ from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
 
 from chatservice import tap
+from chatservice.metrics.lag import ReactorLag
+from chatservice.metrics.site import QuietSite
 from chatservice.server.factory import ChatFactory
 from chatservice.service import ChatService
 from tests.e2e_support import run_twistd
@@ -263,6 +265,10 @@ class TestErrors:
         )
         assert error.startswith("--listen 'bogus:1' is not a server endpoint: ")
 
+    def test_bad_metrics_endpoint(self, credentials: Path) -> None:
+        error = usage_error("--credentials", str(credentials), "--metrics", "nonsense:9119")
+        assert error.startswith("--metrics 'nonsense:9119' is not a server endpoint: ")
+
     def test_missing_credentials_file(self, tmp_path: Path) -> None:
         missing = tmp_path / "nope.txt"
         error = usage_error("--credentials", str(missing))
@@ -346,6 +352,33 @@ class TestMakeService:
             assert [server[0] for server in reactor.tcpServers] == [4119]
         finally:
             listeners[0].stopService()
+
+
+    def test_metrics_listener_and_reactor_lag(self, credentials: Path) -> None:
+        reactor = MemoryReactor()
+        config = parse(
+            "--credentials", str(credentials), "--metrics", "tcp:9119:interface=127.0.0.1"
+        )
+        top = tap.makeService(config, reactor=reactor)
+        listeners = [s for s in top if isinstance(s, StreamServerEndpointService)]
+        assert len(listeners) == 2
+        metrics = listeners[1]
+        assert isinstance(metrics.factory, QuietSite)
+        lags = [s for s in top if isinstance(s, ReactorLag)]
+        assert len(lags) == 1 and lags[0].clock is reactor
+        metrics.startService()
+        lags[0].startService()
+        try:
+            assert reactor.tcpServers[0][0::3] == (9119, "127.0.0.1")
+            assert len(reactor.getDelayedCalls()) == 1  # the lag's timer
+        finally:
+            metrics.stopService()
+            lags[0].stopService()
+        assert reactor.getDelayedCalls() == []
+
+    def test_no_metrics_no_lag_timer(self, credentials: Path) -> None:
+        top = tap.makeService(parse("--credentials", str(credentials)), reactor=MemoryReactor())
+        assert not [s for s in top if isinstance(s, ReactorLag)]
 
 
 class TestCommandLine:

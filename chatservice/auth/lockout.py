@@ -79,6 +79,8 @@ class LoginLockout:
         self.shared: SharedFailures | None = None
         """Where the cluster's nodes count failures together (``None``: on its own)."""
         self._records: dict[str, _Record] = {}
+        self.locks_started = 0
+        """Locks this lock-out started (not those taken from other nodes), for the metrics."""
 
     def locked_for(self, key: str) -> float | None:
         """Seconds left on ``key``'s lock, or ``None`` when it is not locked."""
@@ -86,6 +88,10 @@ class LoginLockout:
         if record is None or record.locked_until is None:
             return None
         return max(0.0, record.locked_until - self.clock.seconds())
+
+    def locked_count(self) -> int:
+        """How many keys are locked now."""
+        return sum(1 for record in self._records.values() if record.locked_until is not None)
 
     def failed(self, key: str) -> bool | defer.Deferred[bool]:
         """Count a failure for ``key``; whether this failure locked it.
@@ -109,6 +115,7 @@ class LoginLockout:
         if failures < self.max_failures or self.locked_for(key) is not None:
             return False
         self.lock(key, self.duration)
+        self.locks_started += 1
         assert self.shared is not None
         self.shared.announce_lock(self.kind, key, self.duration)
         return True
@@ -138,6 +145,7 @@ class LoginLockout:
         if record.failures < self.max_failures:
             return False
         record.locked_until = self.clock.seconds() + self.duration
+        self.locks_started += 1
         return True
 
     def succeeded(self, key: str) -> None:

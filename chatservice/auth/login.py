@@ -38,6 +38,7 @@ from chatservice.auth.lockout import LoginLockout, name_at
 from chatservice.auth.scram import ScramCredentials, ScramKeys
 from chatservice.auth.slowdown import LoginSlowdown
 from chatservice.interfaces import AccountDirectory, ClientConnection, IChatSession
+from chatservice.metrics import ChatMetrics
 from chatservice.state import AlreadyLoggedIn
 
 log = Logger()
@@ -168,6 +169,12 @@ class LoginGate:
         unknown user names count toward it.
     :param manager: creates accounts and changes passwords (``None``: neither
         is possible).
+    :param metrics: where logins are counted, by outcome (default: a
+        registry of its own).
+
+    Every login that ends here is counted: a success, or a failure by its
+    reason, including a name refused before the password (by
+    :meth:`check_username`) and a SCRAM login refused at its first step.
     """
 
     def __init__(
@@ -177,12 +184,14 @@ class LoginGate:
         lockout: LoginLockout,
         address_lockout: LoginLockout | None = None,
         manager: AccountManager | None = None,
+        metrics: ChatMetrics | None = None,
     ) -> None:
         self.portal = portal
         self.accounts = accounts
         self.lockout = lockout
         self.address_lockout = address_lockout
         self.manager = manager
+        self.metrics = ChatMetrics() if metrics is None else metrics
 
     def check_username(self, username: str, host: str = "") -> None:
         """Refuse a user name (or the address) before the password is asked for.
@@ -190,10 +199,30 @@ class LoginGate:
         Answers at once, from what this node knows: a name it does not know
         may have just been registered on another node, which
         :meth:`find_username` asks the store about.
+        A refusal counts as a failed login (a name not known here only once
+        the store does not know it either).
 
         :raises AddressLocked, InvalidUsername, UnknownUser, AccountLocked:
             why not; nothing when the name may go on to the password.
         """
+        try:
+            self._check_username(username, host)
+        except UnknownUser:
+            raise  # not final: the dialogue asks the store (find_username)
+        except EXPECTED_ERRORS as e:
+            self.metrics.login_failed(e)
+            raise
+
+    def _count(self, result: LoginResult | Failure) -> LoginResult | Failure:
+        """Count the end of a login (passed on as it is)."""
+        if isinstance(result, Failure):
+            self.metrics.login_failed(result.value)
+        else:
+            self.metrics.login_succeeded()
+        return result
+
+    def _check_username(self, username: str, host: str) -> None:
+        """:meth:`check_username`, not counted (the login it is part of is)."""
         if self.address_lockout is not None and host:
             remaining = self.address_lockout.locked_for(host)
             if remaining is not None:
@@ -207,14 +236,21 @@ class LoginGate:
         if remaining is not None:
             raise AccountLocked(remaining)
 
-    def refuse_unknown(self, username: str, host: str) -> defer.Deferred[None]:
+    def refuse_unknown(self, username: str, host: str, counted: bool = True) -> defer.Deferred[None]:
         """Refuse a login to the unknown user name ``username``, counting it against ``host``.
 
         Unknown names count toward the address lock-out like wrong passwords
         (trying names is guessing too).  Fails with :class:`UnknownUser`, or
         with :class:`AddressLocked` (``just_locked``) when this failure
         locked the address.
+
+        :param counted: count the refusal as a failed login (``False``: the
+            login it ends counts it).
         """
+        d = self._refuse_unknown(username, host)
+        return d.addErrback(self._count) if counted else d
+
+    def _refuse_unknown(self, username: str, host: str) -> defer.Deferred[None]:
         address_lockout = self.address_lockout
         if address_lockout is None or not host:
             return defer.fail(UnknownUser(username))
@@ -230,18 +266,21 @@ class LoginGate:
         d = defer.maybeDeferred(address_lockout.failed, host).addErrback(_not_counted, host)
         return d.addCallback(decided)
 
-    def find_username(self, username: str, host: str = "") -> defer.Deferred[None]:
+    def find_username(self, username: str, host: str = "", counted: bool = True) -> defer.Deferred[None]:
         """:meth:`check_username` for a name this node does not know: asks the store first.
 
         Fires when the name may go on to the password; fails with
-        :class:`UnknownUser` when the store has no such account either, or as
-        :meth:`check_username` does.
+        :class:`UnknownUser` when the store has no such account either (not
+        counted: see :meth:`refuse_unknown`), or as :meth:`check_username` does.
+
+        :param counted: count a refusal as a failed login (``False``: the
+            login it is part of counts it).
         """
 
         def found(exists: bool) -> None:
             if not exists:
                 raise UnknownUser(username)
-            self.check_username(username, host)
+            (self.check_username if counted else self._check_username)(username, host)
 
         return self.accounts.find(username).addCallback(found)
 
@@ -253,9 +292,9 @@ class LoginGate:
         ``then`` must return a Deferred, not raise.
         """
         try:
-            self.check_username(username, host)
+            self._check_username(username, host)
         except UnknownUser:
-            d = self.find_username(username, host)
+            d = self.find_username(username, host, counted=False)
             d.addErrback(self._unknown, username, host)
             return d.addCallback(lambda _: then())
         except EXPECTED_ERRORS as e:
@@ -265,7 +304,7 @@ class LoginGate:
     def _unknown(self, failure: Failure, username: str, host: str) -> defer.Deferred[None]:
         """No such account in the store either: refused, and counted against ``host``."""
         failure.trap(UnknownUser)
-        return self.refuse_unknown(username, host)
+        return self.refuse_unknown(username, host, counted=False)
 
     def login(self, username: str, password: str, client: ClientConnection) -> defer.Deferred[LoginResult]:
         """Log ``client`` in as ``username``: fires with ``(session, logout)``, or a typed error."""
@@ -277,7 +316,8 @@ class LoginGate:
             return d
 
         d = self._when_known(username, client.host, log_in)
-        return d.addCallbacks(_session, _expected, errbackArgs=(username, False))
+        d.addCallbacks(_session, _expected, errbackArgs=(username, False))
+        return d.addBoth(self._count)
 
     def _add_scram_keys(self, result: object, username: str, password: str) -> object:
         """After a password login, give an account hashed before SCRAM its SCRAM keys (in the background)."""
@@ -305,17 +345,19 @@ class LoginGate:
             return keys
 
         d = self._when_known(username, host, look_up).addCallback(found)
-        return d.addErrback(_expected, username, False)
+        return d.addErrback(_expected, username, False).addErrback(self._count)
 
     def login_scram(self, credentials: ScramCredentials, client: ClientConnection) -> defer.Deferred[LoginResult]:
         """Log ``client`` in with a SCRAM proof; fails as :meth:`login` does."""
         d = self.portal.login(credentials, client, IChatSession)
-        return d.addCallbacks(_session, _expected, errbackArgs=(credentials.username, False))
+        d.addCallbacks(_session, _expected, errbackArgs=(credentials.username, False))
+        return d.addBoth(self._count)
 
     def login_guest(self, username: str, client: ClientConnection) -> defer.Deferred[LoginResult]:
         """Log ``client`` in as the guest ``username`` (no password)."""
         d = self.portal.login(GuestCredentials(username, client.host), client, IChatSession)
-        return d.addCallbacks(_session, _expected, errbackArgs=(username, True))
+        d.addCallbacks(_session, _expected, errbackArgs=(username, True))
+        return d.addBoth(self._count)
 
     def username_taken(self, username: str) -> bool:
         """Whether ``username`` cannot be registered (an account, a guest, or being registered), as far as this node knows."""

@@ -198,8 +198,12 @@ class ChatConnection:
         if self.session is not None:
             self.session.client_caught_up()
 
+    def output_dropped(self) -> None:
+        """An optional event was not sent to this slow reader: counted."""
+        self._registry.metrics.dropped()
+
     def output_abandoned(self, backlog: int) -> None:
-        """A slow reader was given up on: log out at the end of this turn.
+        """A slow reader was given up on (counted): log out at the end of this turn.
 
         Not at once: this may run inside a fan-out to the online sessions,
         which logging out would change under it.  Meanwhile the closed,
@@ -211,6 +215,7 @@ class ChatConnection:
             host=self.host,
             backlog=backlog,
         )
+        self._registry.metrics.abandoned()
         self._stop_timers()
         self._ending = self._clock.callLater(0, self._end_after_abort)
 

@@ -8,6 +8,7 @@ from twisted.internet.protocol import ServerFactory
 
 from chatservice import events
 from chatservice.auth.login import LoginGate
+from chatservice.metrics import ChatMetrics
 from chatservice.server.output import OutputBatcher
 from chatservice.server.policy import ConnectionPolicy
 from chatservice.server.protocol import ChatProtocol
@@ -20,15 +21,22 @@ class ChatFactory(ServerFactory):
     :param gate: where connections log in.
     :param clock: the reactor, or a test ``Clock``.
     :param policy: the settings every connection reads.
+    :param metrics: where the connections are counted (default: the gate's).
     """
 
     protocol = ChatProtocol
 
-    def __init__(self, gate: LoginGate, clock: IReactorTime, policy: ConnectionPolicy) -> None:
+    def __init__(
+        self,
+        gate: LoginGate,
+        clock: IReactorTime,
+        policy: ConnectionPolicy,
+        metrics: ChatMetrics | None = None,
+    ) -> None:
         self.gate = gate
         self.clock = clock
         self.policy = policy
-        self.registry = ConnectionRegistry(policy, clock)
+        self.registry = ConnectionRegistry(policy, clock, gate.metrics if metrics is None else metrics)
 
     def buildProtocol(self, addr: IAddress) -> ChatProtocol:
         return self.protocol(self.gate, self.policy, self.clock, self.registry)

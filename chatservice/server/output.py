@@ -90,6 +90,9 @@ class OutputOwner(Protocol):
     def output_drained(self) -> None:
         """A backed-up client has caught up."""
 
+    def output_dropped(self) -> None:
+        """An optional event was not sent: the client is past the soft limit."""
+
     def output_abandoned(self, backlog: int) -> None:
         """A slow reader was closed with ``backlog`` bytes unread."""
 
@@ -452,6 +455,7 @@ class ConnectionWriter:
             return
         if self.congested and isinstance(event, OPTIONAL_EVENTS):
             self._dropped += 1
+            self._owner.output_dropped()
             return
         self.send(event, urgent=not event.bulk)
 

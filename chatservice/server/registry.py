@@ -14,6 +14,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 
 from chatservice import events
+from chatservice.metrics import ChatMetrics
 from chatservice.server.output import OutputBatcher
 from chatservice.server.policy import ConnectionPolicy
 
@@ -40,11 +41,16 @@ class ConnectionRegistry:
 
     :param policy: the caps (``max_connections``, ``max_connections_per_address``) and bans.
     :param clock: the reactor, or a test ``Clock``.
+    :param metrics: where the connections' slow readers are counted
+        (default: a registry of its own).
     """
 
-    def __init__(self, policy: ConnectionPolicy, clock: IReactorTime) -> None:
+    def __init__(
+        self, policy: ConnectionPolicy, clock: IReactorTime, metrics: ChatMetrics | None = None
+    ) -> None:
         self.policy = policy
         self.clock = clock
+        self.metrics = ChatMetrics() if metrics is None else metrics
         self.ready = True
         """Whether connections are taken (the chat service clears it until its state is loaded)."""
         self.connections: set[LiveConnection] = set()
