@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import chatservice
+from tests.support import strip_negotiation
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 20.0
@@ -361,6 +362,9 @@ class LineClient:
             source_address=None if source is None else (source, 0),
         )
         self.buffer = b""
+        self.raw = b""
+        """Every byte received, telnet negotiation included (:attr:`buffer` has none)."""
+        self._tail = b""
         self.eof = False
 
     # Sending ---------------------------------------------------------------------
@@ -396,8 +400,16 @@ class LineClient:
             data = b""
         if not data:
             self.eof = True
+            self.buffer += self._tail
+            self._tail = b""
             return False
-        self.buffer += data
+        self.raw += data
+        # As nc's user sees it: telnet negotiation is no text (a sequence may
+        # arrive split: its start waits for the rest).
+        data = self._tail + data
+        cut = len(data) - 2 if data[-2:-1] == b"\xff" else len(data) - 1 if data[-1:] == b"\xff" else len(data)
+        data, self._tail = data[:cut], data[cut:]
+        self.buffer += strip_negotiation(data)
         return True
 
     def read_until(self, marker: str | bytes, timeout: float | None = None) -> str:

@@ -399,7 +399,7 @@ class BadInputTests(HarnessTestCase):
         connection = self.connect()
         connection.send(b"\xff\xfd\x03\xff\xfb\x18yoda")
         self.assertEqual(connection.output(), "Password: ")
-        connection.send(b"wise\xff\xf4")
+        connection.send(b"wi\xff\xf1se")  # IAC NOP inside the line
         self.assertIn("Welcome", connection.output())
 
     def test_unicode_messages(self) -> None:

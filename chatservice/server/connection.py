@@ -13,11 +13,16 @@ else is a person, greeted (``Welcome ...``, ``Username:``) and spoken to in
 text.  A connection silent for ``policy.greeting_delay`` seconds is greeted
 as a person; if its first line then starts with ``{`` after all, it becomes
 JSON (the prompt's line is ended first).
+
+A person's connection over a byte stream has a *terminal*, its telnet
+layer (:class:`~chatservice.server.telnet.TelnetInput`): the login and
+``passwd`` dialogues have it hide what is typed at a password prompt, and it
+tells the connection when the client cancelled a line (Ctrl-C).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
@@ -36,6 +41,7 @@ from chatservice.server.policy import ConnectionPolicy
 from chatservice.server.registry import ConnectionRegistry
 from chatservice.server.timers import cancel_pending
 from chatservice.wire import JSON, TEXT, WEBSOCKET, WireFormat
+from chatservice.wire import text as text_wire
 
 log = Logger()
 
@@ -51,6 +57,23 @@ def _ignore(result: object) -> None:
     """Nothing to undo."""
 
 
+class Terminal(Protocol):
+    """What a connection asks of a person's terminal (its telnet layer)."""
+
+    def hide_input(self) -> None:
+        """Have the client stop echoing what is typed."""
+
+    def show_input(self) -> None:
+        """Have the client echo again."""
+
+    def line_ended(self) -> None:
+        """An unechoed line was typed: end it on the screen."""
+
+
+def _no_terminal(create: bool) -> Terminal | None:
+    return None
+
+
 class ChatConnection:
     """A client connection: its login, its session, and what it is sent.
 
@@ -63,6 +86,8 @@ class ChatConnection:
     :param registry: the server's live connections (caps, bans, shutdown).
     :param wire: the format, when the transport fixes it (a WebSocket: JSON);
         else the client's first byte chooses.
+    :param terminal: gives the person's terminal (``terminal(create)``:
+        made when first needed if ``create``), or ``None`` (a program).
     """
 
     # One per connection: slots, so an idle connection has no instance dict.
@@ -70,7 +95,7 @@ class ChatConnection:
         "host", "p2p_port", "udp_port", "session", "deliver", "writer", "wire",
         "_transport", "_lines", "_gate", "_policy", "_clock", "_registry", "_pacer",
         "_dialogue", "_logout", "_paused", "_reading", "_may_switch", "_checks",
-        "_timer", "_greeting", "_ending", "_fixed_format",
+        "_timer", "_greeting", "_ending", "_fixed_format", "_terminal",
     )
 
     def __init__(
@@ -82,6 +107,7 @@ class ChatConnection:
         clock: IReactorTime,
         registry: ConnectionRegistry,
         wire: WireFormat | None = None,
+        terminal: Callable[[bool], Terminal | None] = _no_terminal,
     ) -> None:
         self.host: str = getattr(transport.getPeer(), "host", "")
         self.p2p_port: int | None = None
@@ -113,6 +139,7 @@ class ChatConnection:
         self._greeting: IDelayedCall | None = None
         self._ending: IDelayedCall | None = None
         self._fixed_format = wire
+        self._terminal = terminal
 
     @property
     def congested(self) -> bool:
@@ -192,6 +219,46 @@ class ChatConnection:
             deadline = min(policy.timeout, policy.login_deadline)
             message = f"Login timed out after {deadline:g} seconds."
         self.disconnect(events.Disconnected("timeout", message))
+
+    # The person's terminal ---------------------------------------------------------------
+
+    @property
+    def may_speak_telnet(self) -> bool:
+        """Whether this may be a person at ``telnet``: a stream not settled on JSON."""
+        if self._fixed_format is not None:
+            return False
+        return self.wire is TEXT or (self._dialogue is None and self.session is None)
+
+    def _text_terminal(self, create: bool = False) -> Terminal | None:
+        if self.wire is not TEXT or self.writer.closed:
+            return None
+        return self._terminal(create)
+
+    def hide_input(self) -> None:
+        """A password prompt: the client should not echo what is typed (text only)."""
+        terminal = self._text_terminal(create=True)
+        if terminal is not None:
+            terminal.hide_input()
+
+    def show_input(self) -> None:
+        """The password was typed: the client may echo again (text only)."""
+        terminal = self._text_terminal()
+        if terminal is not None:
+            terminal.show_input()
+
+    def hidden_line_ended(self) -> None:
+        """A password was typed unechoed: end its line on the screen (text only)."""
+        terminal = self._text_terminal()
+        if terminal is not None:
+            terminal.line_ended()
+
+    def interrupted(self) -> None:
+        """The client cancelled the line it was typing (Ctrl-C): a new line; a dialogue asks again."""
+        if self.wire is not TEXT or self.writer.closed:
+            return
+        self.writer.write(text_wire.EOL.encode("ascii"))
+        if self._dialogue is not None and not self._checks:
+            self._dialogue.interrupted()
 
     def output_drained(self) -> None:
         """The client caught up: it may get what was kept for it."""
@@ -274,7 +341,10 @@ class ChatConnection:
             )
             return
         if self.session is not None:
-            self._command(raw)
+            if self._dialogue is not None:
+                self._dialogue.line(raw)  # passwd's prompts
+            else:
+                self._command(raw)
             return
         if self._may_switch:
             self._may_switch = False
@@ -286,11 +356,12 @@ class ChatConnection:
         self._dialogue.line(raw)
 
     def _sniff(self) -> None:
-        """The first bytes decide: ``{`` is a program (never greeted), anything else a person."""
+        """The first bytes decide: ``{`` is a program (never greeted), anything else
+        (telnet negotiation too) a person."""
         first = self._lines.first_byte()
         if first == b"{":
             self._use(JSON)
-        elif first:
+        elif first or self._terminal(False) is not None:
             self._use(TEXT)
 
     def _greet(self) -> None:
@@ -321,6 +392,7 @@ class ChatConnection:
         session, logout = result
         self.session, self._logout = session, logout
         self._dialogue = None
+        self.show_input()
         self._reset_timer()
         self.send(events.LoginSucceeded(session.username, session.guest, server_final), request_id)
         session.begin()

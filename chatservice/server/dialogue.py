@@ -61,6 +61,15 @@ class LoginHost(Protocol):
     ) -> None:
         """Take over the new session (``server_final``: after a SCRAM login)."""
 
+    def hide_input(self) -> None:
+        """A password prompt follows: a ``telnet`` client should not echo (text only)."""
+
+    def show_input(self) -> None:
+        """No password prompt follows: the client may echo again (text only)."""
+
+    def hidden_line_ended(self) -> None:
+        """A password was typed unechoed: end its line on the screen (text only)."""
+
 
 class LoginDialogue:
     """What both formats share: logging in, and what a refusal is answered with.
@@ -81,6 +90,9 @@ class LoginDialogue:
     def line(self, raw: bytes) -> None:
         """Handle one received line."""
         raise NotImplementedError
+
+    def interrupted(self) -> None:
+        """The client cancelled the line it was typing (Ctrl-C at ``telnet``)."""
 
     def _log_in(self, d: defer.Deferred[LoginResult], username: str, request_id: Any) -> None:
         self.connection.wait_for(
@@ -144,6 +156,10 @@ class Step(enum.Enum):
     REPEAT_PASSWORD = events.Prompt.REPEAT_PASSWORD
 
 
+HIDDEN_STEPS = frozenset({Step.PASSWORD, Step.NEW_PASSWORD, Step.REPEAT_PASSWORD})
+"""The prompts whose answer ``telnet`` is asked not to echo."""
+
+
 class TextLogin(LoginDialogue):
     """A person at ``telnet``: a greeting, then prompts, one answer a line.
 
@@ -162,11 +178,21 @@ class TextLogin(LoginDialogue):
         self.prompt(Step.USERNAME)
 
     def prompt(self, step: Step) -> None:
-        """Ask for ``step``."""
+        """Ask for ``step`` (a password unechoed)."""
         self.step = step
+        if step in HIDDEN_STEPS:
+            self.connection.hide_input()
+        else:
+            self.connection.show_input()
         self.connection.send(events.Prompt(step.value))
 
+    def interrupted(self) -> None:
+        """Ctrl-C: ask the same question again (both new passwords after the repeat)."""
+        self.prompt(Step.NEW_PASSWORD if self.step is Step.REPEAT_PASSWORD else self.step)
+
     def line(self, raw: bytes) -> None:
+        if self.step in HIDDEN_STEPS:
+            self.connection.hidden_line_ended()
         try:
             answer = text.decode_line(raw)
         except CommandError as e:

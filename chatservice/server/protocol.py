@@ -4,6 +4,12 @@
 stream.  It splits the bytes into lines (:class:`LineBuffer`) and lets its
 :class:`~chatservice.server.connection.ChatConnection` read them; the
 connection logs in, runs commands and writes replies, whatever carries it.
+
+A person's connection may speak telnet: from the first ``IAC`` received, or
+the first password prompt, a :class:`~chatservice.server.telnet.TelnetInput`
+stands between the bytes and the lines (negotiation answered, Ctrl-C
+cancelling the line, echo off at password prompts).  A JSON client never
+gets one.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from chatservice.server.connection import ChatConnection
 from chatservice.server.lines import LineBuffer
 from chatservice.server.policy import ConnectionPolicy
 from chatservice.server.registry import ConnectionRegistry
+from chatservice.server.telnet import IAC, TelnetInput
 
 
 class ChatProtocol(Protocol):
@@ -31,7 +38,10 @@ class ChatProtocol(Protocol):
     connection_type: type[ChatConnection] = ChatConnection
     """What this adapter feeds its lines to."""
 
-    __slots__ = ("transport", "connected", "connection", "_lines", "_gate", "_policy", "_clock", "_registry")
+    __slots__ = (
+        "transport", "connected", "connection", "_lines", "_gate", "_policy", "_clock",
+        "_registry", "_telnet",
+    )
 
     def __init__(
         self,
@@ -48,19 +58,34 @@ class ChatProtocol(Protocol):
         self._policy = policy
         self._clock = clock
         self._registry = registry
+        self._telnet: TelnetInput | None = None
 
     def connectionMade(self) -> None:
         self.connection = self.connection_type(
-            self.transport, self._lines, self._gate, self._policy, self._clock, self._registry
+            self.transport, self._lines, self._gate, self._policy, self._clock, self._registry,
+            terminal=self.telnet,
         )
         self.connection.start()
+
+    def telnet(self, create: bool = True) -> TelnetInput | None:
+        """This connection's telnet layer (made when first needed, if ``create``); ``None`` for a program."""
+        connection = self.connection
+        if connection is None or not connection.may_speak_telnet:
+            return None
+        if self._telnet is None and create:
+            self._telnet = TelnetInput(self._lines, connection.writer.write, connection.interrupted)
+        return self._telnet
 
     def dataReceived(self, data: bytes) -> None:
         connection = self.connection
         if connection is None or connection.writer.closed:
             self._lines.clear()  # closing: what still arrives is not read
             return
-        self._lines.feed(data)
+        telnet = self.telnet(create=IAC in data)
+        if telnet is not None:
+            telnet.dataReceived(data)
+        else:
+            self._lines.feed(data)
         connection.read()
 
     def connectionLost(self, reason: Failure | None = None) -> None:
