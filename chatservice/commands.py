@@ -246,8 +246,8 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "passwd",
-        (Argument("old", "old password"), Argument("new", "new password")),
-        "change your password",
+        (Argument("old", "old password", WORD, False), Argument("new", "new password", WORD, False)),
+        "change your password (alone: asks for both, unechoed)",
         handler="passwd",
     ),
     Command(

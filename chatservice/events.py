@@ -64,6 +64,7 @@ class Prompt(Event):
     CREATE: ClassVar[str] = "create"
     NEW_PASSWORD: ClassVar[str] = "new_password"
     REPEAT_PASSWORD: ClassVar[str] = "repeat_password"
+    OLD_PASSWORD: ClassVar[str] = "old_password"
 
     field_name: str
 

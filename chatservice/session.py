@@ -639,8 +639,16 @@ class Session:
         """Say goodbye; the connection sends it, then closes (which ends this session)."""
         return events.Disconnected("logout", f"Goodbye, {self.username}!")
 
-    def passwd(self, old: str, new: str) -> defer.Deferred[events.Event]:
-        """Change this user's password: ``PasswordChanged``, or the error reply."""
+    def passwd(self, old: str | None, new: str | None) -> defer.Deferred[events.Event]:
+        """Change this user's password: ``PasswordChanged``, or the error reply.
+
+        A text connection asks for both when neither is given (its ``passwd``
+        prompts); here both are needed.
+        """
+        if old is None or new is None:
+            raise CommandError(
+                "bad_argument", "Error. Usage: passwd <old password> <new password>"
+            )
         passwords = self.state.passwords
         if passwords is None:
             return defer.succeed(

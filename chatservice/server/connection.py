@@ -31,9 +31,9 @@ from twisted.python.failure import Failure
 
 from chatservice import events
 from chatservice.auth.login import LoginGate, LoginResult
-from chatservice.commands import CommandError, unavailable
+from chatservice.commands import CommandError, Request, unavailable
 from chatservice.interfaces import IChatSession
-from chatservice.server.dialogue import JsonLogin, LoginDialogue, TextLogin
+from chatservice.server.dialogue import JsonLogin, LoginDialogue, PasswordPrompts, TextLogin
 from chatservice.server.flowcontrol import InputPacer
 from chatservice.server.lines import TOO_LONG, LineSource
 from chatservice.server.output import ConnectionWriter
@@ -128,7 +128,7 @@ class ChatConnection:
         self._clock = clock
         self._registry = registry
         self._pacer = InputPacer(clock, policy, self)
-        self._dialogue: LoginDialogue | None = None
+        self._dialogue: LoginDialogue | PasswordPrompts | None = None
         self._logout: Callable[[], None] | None = None
         self._paused = False
         self._reading = False
@@ -412,6 +412,26 @@ class ChatConnection:
         if request is None:
             return
         self._reset_timer()
+        arguments = request.arguments
+        if (
+            request.command == "passwd"
+            and self.wire is TEXT
+            and arguments.get("old") is None
+            and arguments.get("new") is None
+        ):
+            self._dialogue = PasswordPrompts(self)
+            self._dialogue.start()
+            return
+        self.run(request)
+
+    def end_dialogue(self) -> None:
+        """The ``passwd`` prompts are over: lines are commands again."""
+        self._dialogue = None
+
+    def run(self, request: Request) -> None:
+        """Carry out ``request`` of the logged-in user and send the reply."""
+        session = self.session
+        assert session is not None
         request_id = request.request_id
         try:
             reply = session.execute(request)

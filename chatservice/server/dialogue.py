@@ -23,7 +23,7 @@ from chatservice.auth.accounts import AccountError
 from chatservice.auth.errors import UnknownUser, WrongPassword
 from chatservice.auth.login import EXPECTED_ERRORS, LoginGate, LoginResult
 from chatservice.auth.scram import ScramError, ScramKeys, ScramServerExchange
-from chatservice.commands import HELP, CommandError
+from chatservice.commands import HELP, CommandError, Request
 from chatservice.server.policy import ConnectionPolicy
 from chatservice.server.replies import UNAVAILABLE, closes_connection, login_rejection
 from chatservice.version import SERVER_VERSION, compatible
@@ -401,3 +401,84 @@ class JsonLogin(LoginDialogue):
             ),
             request_id,
         )
+
+
+class PasswordHost(Protocol):
+    """What :class:`PasswordPrompts` needs of its (logged-in, text) connection."""
+
+    def send(self, event: events.Event, request_id: Any = None) -> None:
+        """Write ``event``."""
+
+    def hide_input(self) -> None:
+        """A password prompt follows."""
+
+    def show_input(self) -> None:
+        """No password prompt follows."""
+
+    def hidden_line_ended(self) -> None:
+        """A password was typed unechoed."""
+
+    def end_dialogue(self) -> None:
+        """Lines are commands again."""
+
+    def run(self, request: Request) -> None:
+        """Carry out ``request`` as if typed, and send its reply."""
+
+
+class PasswordPrompts:
+    """``passwd`` alone at ``telnet``: the old password, the new one twice, each unechoed.
+
+    Then the ``passwd`` command runs with both, as if typed on one line (but
+    never shown on the screen); Ctrl-C cancels it.
+
+    :param connection: the logged-in text connection.
+    """
+
+    def __init__(self, connection: PasswordHost) -> None:
+        self.connection = connection
+        self.step = events.Prompt.OLD_PASSWORD
+        self._old = self._new = ""
+
+    def start(self) -> None:
+        """Ask for the old password."""
+        self._prompt(events.Prompt.OLD_PASSWORD)
+
+    def _prompt(self, step: str) -> None:
+        self.step = step
+        self.connection.hide_input()
+        self.connection.send(events.Prompt(step))
+
+    def line(self, raw: bytes) -> None:
+        """One answer."""
+        self.connection.hidden_line_ended()
+        try:
+            answer = text.decode_line(raw)
+        except CommandError as e:
+            self.connection.send(events.ErrorReply(e.code, e.message))
+            self._prompt(self.step)
+            return
+        if self.step == events.Prompt.OLD_PASSWORD:
+            self._old = answer
+            self._prompt(events.Prompt.NEW_PASSWORD)
+        elif self.step == events.Prompt.NEW_PASSWORD:
+            self._new = answer
+            self._prompt(events.Prompt.REPEAT_PASSWORD)
+        elif answer != self._new:
+            self.connection.send(
+                events.ErrorReply("mismatch", "Error. The passwords differ; try again.")
+            )
+            self._prompt(events.Prompt.NEW_PASSWORD)
+        else:
+            self._end()
+            self.connection.run(Request("passwd", {"old": self._old, "new": self._new}))
+
+    def interrupted(self) -> None:
+        """Ctrl-C: nothing is changed."""
+        self._end()
+        self.connection.send(
+            events.ErrorReply("cancelled", "Cancelled; your password was not changed.")
+        )
+
+    def _end(self) -> None:
+        self.connection.end_dialogue()
+        self.connection.show_input()

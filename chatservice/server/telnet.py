@@ -39,15 +39,18 @@ IAC: Final = telnet.IAC
 TIMING_MARK: Final = b"\x06"
 """The TIMING-MARK option (RFC 860)."""
 
-_BAD_COMMAND = re.compile(rb"\xff\xff|\xff[\x00-\xee\xf0]")
-"""``IAC IAC`` (a data byte 255: kept), or ``IAC`` and a byte that is no
-telnet command (dropped: :class:`~twisted.conch.telnet.Telnet` would raise)."""
+_BAD_COMMAND = re.compile(
+    rb"(\xff\xfa.*?\xff\xf0|\xff\xff|\xff[\xfb-\xfe].)|\xff[\x00-\xee\xf0]", re.DOTALL
+)
+"""A sub-negotiation, ``IAC IAC`` (a data byte 255) or an option
+negotiation, all kept (group 1); or ``IAC`` and a byte that is no telnet
+command there, dropped (:class:`~twisted.conch.telnet.Telnet` would raise)."""
 _COMMANDS: Final = frozenset(range(0xEF, 0x100)) - {0xF0}
 """The bytes that may follow ``IAC`` outside a sub-negotiation."""
 
 
-def _keep_escaped_iac(found: re.Match[bytes]) -> bytes:
-    return found.group() if found.group() == b"\xff\xff" else b""
+def _keep_commands(found: re.Match[bytes]) -> bytes:
+    return found.group(1) or b""
 
 
 class TelnetInput(telnet.Telnet):
@@ -86,8 +89,13 @@ class TelnetInput(telnet.Telnet):
         if self.state == "escaped" and data and data[0] not in _COMMANDS:
             self.state, data = "data", data[1:]
         if not self.state.startswith("subnegotiation"):
-            data = _BAD_COMMAND.sub(_keep_escaped_iac, data)
-        super().dataReceived(data)
+            data = _BAD_COMMAND.sub(_keep_commands, data)
+        try:
+            super().dataReceived(data)
+        except ValueError:
+            # No telnet command after IAC, in a packet that began inside a
+            # sub-negotiation: the rest of the packet is not read.
+            self.state = "data"
 
     def applicationDataReceived(self, data: bytes) -> None:
         self._lines.feed(data)

@@ -173,6 +173,7 @@ _PROMPTS = {
     events.Prompt.CREATE: "Create a new account with that name? (yes/no) ",
     events.Prompt.NEW_PASSWORD: "New password: ",
     events.Prompt.REPEAT_PASSWORD: "Repeat the password: ",
+    events.Prompt.OLD_PASSWORD: "Old password: ",
 }
 
 
