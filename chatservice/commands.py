@@ -143,13 +143,13 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "whoelsesince",
         (Argument("seconds", "seconds", SECONDS),),
-        "list the other users online at any time in the last <seconds>",
+        "list who was online in the last <seconds>",
         handler="whoelsesince",
     ),
     Command(
         "last",
         (Argument("minutes", "minutes", SECONDS),),
-        "list the other users online at any time in the last <minutes>",
+        "list who was online in the last <minutes>",
         handler="last",
     ),
     Command(
@@ -162,20 +162,20 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "active",
         (),
-        "list the other users online with address, peer port and since when",
+        "list the others online, with address, port, login time",
         ("atu",),
         handler="active",
     ),
     Command(
         "message",
         (_USER, _TEXT),
-        "send <text> to <user>; kept for their next login if they are offline",
+        "send <text> to <user> (kept if they are offline)",
         handler="message",
     ),
     Command(
         "send",
         (Argument("to", "user|(user1 user2 ...)", RECIPIENTS), _TEXT),
-        "send <text> to one user or to several: send (hans luke) hi",
+        "send <text> to several users: send (hans luke) hi",
         handler="send",
     ),
     Command(
@@ -195,7 +195,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "room create",
         (Argument("members", "user", WORDS),),
-        "make a room with you and the users (or reuse the one they have)",
+        "make a room with you and the users, or reuse theirs",
         ("srb", "room_create"),
         handler="room_create",
     ),
@@ -213,7 +213,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "busy",
         (Argument("message", "auto-reply", TEXT, False),),
-        "hold messages until you are available; senders get the auto-reply",
+        "hold messages; senders get the auto-reply",
         handler="busy",
     ),
     Command(
@@ -225,7 +225,7 @@ COMMANDS: tuple[Command, ...] = (
             Argument("status", "on|off", WORD, True, ("on", "off")),
             Argument("to", "user", WORD, False),
         ),
-        "tell <user> (or everyone) that you are typing; it ends by itself",
+        "tell <user> (or everyone) that you are typing",
         handler="typing",
     ),
     Command("hide", (), "leave other users' lists and presence notices", handler="hide"),
@@ -234,20 +234,20 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "startprivate",
         (_TARGET,),
-        "get <user>'s peer address and a token to chat privately (chat-client)",
+        "a token to chat with <user> directly (chat-client)",
         handler="startprivate",
     ),
     Command(
         "sendfile",
         (_USER, Argument("filename", "file"), Argument("size", "bytes", COUNT, False)),
-        "get <user>'s UDP address and a token to send them <file> (chat-client)",
+        "a token to send <user> <file> (chat-client)",
         ("upd",),
         handler="sendfile",
     ),
     Command(
         "passwd",
         (Argument("old", "old password", WORD, False), Argument("new", "new password", WORD, False)),
-        "change your password (alone: asks for both, unechoed)",
+        "change your password (alone: asks for both)",
         handler="passwd",
     ),
     Command(
@@ -257,11 +257,23 @@ COMMANDS: tuple[Command, ...] = (
         ("disconnect", "out"),
         handler="logout",
     ),
-    Command("help", (), "show this list", handler="help"),
+    Command(
+        "help",
+        (Argument("command", "command", TEXT, False),),
+        "this list, or one command and its other names",
+        handler="help",
+    ),
 )
 
-HELP = events.HelpText(tuple((command.usage, command.summary) for command in COMMANDS))
-"""The reply to ``help``: every command's usage and summary."""
+
+def _aliases(commands: tuple[Command, ...]) -> tuple[tuple[str, str], ...]:
+    return tuple((alias, command.name) for command in commands for alias in command.aliases)
+
+
+HELP = events.HelpText(
+    tuple((command.usage, command.summary) for command in COMMANDS), _aliases(COMMANDS)
+)
+"""The reply to ``help``: every command's usage and summary, and the other names."""
 
 _BY_NAME: dict[str, Command] = {}
 for _command in COMMANDS:
@@ -288,6 +300,35 @@ def lookup(name: str, subcommand: str | None = None) -> tuple[Command, bool]:
         raise CommandError(
             "invalid_command", "Error. Invalid command (type help for the list)"
         ) from None
+
+
+def help_for(topic: str | None) -> events.HelpText:
+    """The reply to ``help`` (``topic`` ``None``) or ``help TOPIC``: one command (by any
+    of its names), or the commands it starts (``room``).
+
+    :raises CommandError: ``invalid_command`` when no command has that name.
+    """
+    if topic is None or not topic.strip():
+        return HELP
+    words = topic.lower().split()
+    wanted = " ".join(words[:2])
+    found = tuple(
+        command
+        for command in COMMANDS
+        if wanted == command.name or wanted in command.aliases
+    )
+    if not found and len(words) > 1:
+        found = tuple(c for c in COMMANDS if words[0] == c.name or words[0] in c.aliases)
+    if not found:
+        found = tuple(c for c in COMMANDS if c.name.split()[0] == words[0] and " " in c.name)
+    if not found:
+        raise CommandError(
+            "invalid_command",
+            f"Error. There is no command {words[0]} (type help for the list).",
+        )
+    return events.HelpText(
+        tuple((command.usage, command.summary) for command in found), _aliases(found), topic=wanted
+    )
 
 
 def _choice(command: Command, argument: Argument, value: Any) -> str:

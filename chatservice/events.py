@@ -367,9 +367,15 @@ class BlockChanged(Event):
 
 @dataclass(frozen=True, eq=False)
 class HelpText(Event):
-    """Reply to ``help``: ``(usage, summary)`` pairs, one per command."""
+    """Reply to ``help``: ``(usage, summary)`` pairs, one per command.
+
+    ``aliases`` holds ``(other name, command)`` pairs; ``topic`` is what
+    ``help TOPIC`` asked about (``None`` for the whole list).
+    """
 
     commands: tuple[tuple[str, str], ...]
+    aliases: tuple[tuple[str, str], ...] = ()
+    topic: str | None = None
 
 
 # Peer-to-peer set-up ------------------------------------------------------------

@@ -27,7 +27,7 @@ from zope.interface import implementer
 
 from chatservice import events
 from chatservice.auth.accounts import AccountError
-from chatservice.commands import COMMANDS, HELP, CommandError, Request, unavailable
+from chatservice.commands import COMMANDS, CommandError, Request, help_for, unavailable
 from chatservice.delivery import EVERYONE, Audience, Delivery, DeliveryReport
 from chatservice.interfaces import ClientConnection, ChatMember, IChatSession
 from chatservice.rooms import BROADCAST_CHANNEL, Room
@@ -631,9 +631,9 @@ class Session:
 
     # Connection-level commands ---------------------------------------------------
 
-    def help(self) -> events.HelpText:
-        """Every command's usage and summary."""
-        return HELP
+    def help(self, command: str | None = None) -> events.HelpText:
+        """Every command's usage and summary, or one command's (``help COMMAND``)."""
+        return help_for(command)
 
     def logout(self) -> events.Disconnected:
         """Say goodbye; the connection sends it, then closes (which ends this session)."""

@@ -599,7 +599,10 @@ class CommandTests(ClientTestCase):
         self.assertEqual(lines[0], "Commands:")
         self.assertTrue(lines[1].strip().startswith("whoelse"))
         self.assertIn("start a private chat with <user>", lines[2])
-        self.assertEqual([line.split()[0] for line in lines[3:]], ["private", "stopprivate", "sendfile"])
+        # A summary too long for 80 columns goes on under itself (indented further).
+        entries = [line for line in lines[3:] if not line.startswith("   ")]
+        self.assertEqual([line.split()[0] for line in entries], ["private", "stopprivate", "sendfile"])
+        self.assertTrue(all(len(line) <= 80 for line in lines), lines)
 
     def test_unsolicited_messages_are_shown(self) -> None:
         self.yoda.receive({"type": "message", "from": "hans", "message": "hi", "timestamp": 1, "offline": False})

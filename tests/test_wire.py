@@ -209,7 +209,8 @@ TEXT_REQUESTS: list[tuple[str, Request]] = [
     ("logout", Request("logout")),
     ("disconnect", Request("logout")),
     ("OUT", Request("logout")),
-    ("help", Request("help")),
+    ("help", Request("help", {"command": None})),
+    ("help room create", Request("help", {"command": "room create"})),
 ]
 
 
@@ -280,7 +281,6 @@ class TextParseRequestTests(CommandErrorMixin, unittest.TestCase):
             "whoelsesince 10 20": "Error. Usage: whoelsesince <seconds>",
             "room leave 3 4": "Error. Usage: room leave <id>",
             "logout now": "Error. Usage: logout",
-            "help me": "Error. Usage: help",
             "sendfile hans a.txt 10 more": "Error. Usage: sendfile <user> <file> [<bytes>]",
         }
         for line, message in cases.items():
@@ -1158,6 +1158,30 @@ RENDER_CASES: list[RenderCase] = [
                 {"usage": "whoelse", "summary": "list"},
                 {"usage": "message <user> <text>", "summary": "send"},
             ],
+        },
+    ),
+    RenderCase(
+        "help_with_aliases",
+        events.HelpText((("whoelse", "list"),), (("who", "whoelse"),)),
+        "Commands:\r\n"
+        "  whoelse  list\r\n"
+        "Other names: who = whoelse.\r\n"
+        "Type help COMMAND for one command and its other names.\r\n",
+        {
+            "type": "help",
+            "commands": [{"usage": "whoelse", "summary": "list"}],
+            "aliases": {"who": "whoelse"},
+        },
+    ),
+    RenderCase(
+        "help_topic",
+        events.HelpText((("whoelse", "list"),), (("who", "whoelse"),), "who"),
+        "whoelse\r\n    list\r\n    Also: who.\r\n",
+        {
+            "type": "help",
+            "commands": [{"usage": "whoelse", "summary": "list"}],
+            "aliases": {"who": "whoelse"},
+            "topic": "who",
         },
     ),
     RenderCase(

@@ -173,6 +173,14 @@ def _records(name: str, *fields: Field, default: Any = _REQUIRED) -> Field:
     return records
 
 
+def _pairs(name: str) -> Field:
+    """An object of strings to strings (other entries skipped), as ``(key, value)`` pairs."""
+    read = _field(name, {}, lambda value: isinstance(value, dict))
+    return lambda message: tuple(
+        (key, value) for key, value in read(message).items() if isinstance(value, str)
+    )
+
+
 def _not_empty(read: Field) -> Field:
     """What ``read`` reads, if that is not empty."""
 
@@ -331,7 +339,10 @@ _DECODERS: dict[str, Decoder] = {
     "block_status": _build(events.BlockChanged, _str("user"), _bool("blocked")),
     # The text format cannot show an empty command list.
     "help": _build(
-        events.HelpText, _not_empty(_records("commands", _str("usage"), _str("summary")))
+        events.HelpText,
+        _not_empty(_records("commands", _str("usage"), _str("summary"))),
+        _pairs("aliases"),
+        _str("topic", None),
     ),
     "private_address": _build(events.PeerAddress, _const("private"), *_ADDRESS),
     "file_address": _build(events.PeerAddress, _const("file"), *_ADDRESS),

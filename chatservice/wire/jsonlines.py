@@ -437,12 +437,17 @@ def _(event: events.BlockChanged) -> dict[str, Any]:
 
 @render.register
 def _(event: events.HelpText) -> dict[str, Any]:
-    return {
+    obj: dict[str, Any] = {
         "type": "help",
         "commands": [
             {"usage": usage, "summary": summary} for usage, summary in event.commands
         ],
     }
+    if event.aliases:
+        obj["aliases"] = dict(event.aliases)
+    if event.topic is not None:
+        obj["topic"] = event.topic
+    return obj
 
 
 @render.register

@@ -14,6 +14,7 @@ commands remove them).
 from __future__ import annotations
 
 import re
+import textwrap
 from functools import singledispatch
 from typing import Any
 
@@ -427,13 +428,52 @@ def _(event: events.BlockChanged) -> str:
     return _lines(f"{event.username} is unblocked.")
 
 
+WIDTH = 80
+"""The columns the server's own lines fit in (``help``)."""
+_USAGE_WIDTH = 24
+"""The usage column of ``help``: a longer usage has its summary on the next line."""
+
+
+def _wrapped(text: str, indent: int, first: str = "") -> list[str]:
+    """``text`` after ``first`` (padded to ``indent``), wrapped to :data:`WIDTH`."""
+    lead = first.ljust(indent) if len(first) <= indent else None
+    lines = [] if lead is not None else [first.rstrip()]
+    lines += textwrap.wrap(
+        text,
+        WIDTH,
+        initial_indent=lead if lead is not None else " " * indent,
+        subsequent_indent=" " * indent,
+        break_long_words=False,
+        break_on_hyphens=False,
+    ) or [lead or ""]
+    return lines
+
+
 @render.register
 def _(event: events.HelpText) -> str:
-    width = max(len(usage) for usage, _summary in event.commands)
-    return _lines(
-        "Commands:",
-        *(f"  {usage.ljust(width)}  {summary}" for usage, summary in event.commands),
-    )
+    named: dict[str, list[str]] = {}
+    for alias, command in event.aliases:
+        named.setdefault(command, []).append(alias)
+    if event.topic is not None:
+        lines: list[str] = []
+        for usage, summary in event.commands:
+            lines.append(usage)
+            lines += _wrapped(summary, 4)
+            others = next((names for name, names in named.items() if usage.startswith(name)), [])
+            if others:
+                lines += _wrapped("Also: " + ", ".join(others) + ".", 4)
+        return _lines(*lines)
+    lines = ["Commands:"]
+    width = min(max(len(usage) for usage, _summary in event.commands), _USAGE_WIDTH)
+    for usage, summary in event.commands:
+        lines += _wrapped(summary, width + 4, "  " + usage + "  ")
+    if event.aliases:
+        others = "; ".join(f"{alias} = {command}" for alias, command in event.aliases)
+        lines += textwrap.wrap(
+            f"Other names: {others}.", WIDTH, subsequent_indent="  ", break_long_words=False
+        )
+        lines.append("Type help COMMAND for one command and its other names.")
+    return _lines(*lines)
 
 
 @render.register
