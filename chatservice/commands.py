@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chatservice import events
-from chatservice.timefmt import parse_timestamp
+from chatservice.timefmt import parse_relative, parse_timestamp
 
 WORD = "word"
 """An argument that is one whitespace-free word (a user name)."""
@@ -37,7 +37,12 @@ MAX_NUMBER_LENGTH = 32
 MAX_EPOCH_SECONDS = 253_402_300_799
 """The last second of the year 9999: the range a :data:`TIMESTAMP` may take."""
 TIMESTAMP = "timestamp"
-"""A time as ``dd Mmm yyyy hh:mm:ss`` (JSON: that string, or seconds since the epoch)."""
+"""A time as ``dd Mmm yyyy hh:mm:ss`` (JSON: that string, or seconds since the epoch),
+or relative (``10m``, ``2h``, ``today``: a :class:`~chatservice.timefmt.RelativeTime`)."""
+BAD_TIME = (
+    "Error. Give the time as 10m, 2h, today, yesterday or dd Mmm yyyy hh:mm:ss,"
+    " e.g. 1 Jun 2022 16:00:00."
+)
 
 _CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 _WHOLE_NUMBER = re.compile("[0-9]+")
@@ -187,8 +192,9 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "read",
-        (Argument("since", "dd Mmm yyyy hh:mm:ss", TIMESTAMP),),
-        "show broadcasts and your rooms' messages posted after the time",
+        (Argument("since", "when", TIMESTAMP, False),),
+        "broadcasts and room messages since <when>: 10m, 2h, today, yesterday,"
+        " dd Mmm yyyy hh:mm:ss; alone: since your last logout",
         ("rdm",),
         handler="read",
     ),
@@ -210,6 +216,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("rooms", (), "list your rooms and their members", handler="list_rooms"),
     Command("block", (_TARGET,), "stop <user> from messaging you or seeing you", handler="block"),
     Command("unblock", (_TARGET,), "undo block <user>", handler="unblock"),
+    Command("blocks", (), "list the users you have blocked", handler="list_blocks"),
     Command(
         "busy",
         (Argument("message", "auto-reply", TEXT, False),),
@@ -380,12 +387,10 @@ def convert(command: Command, argument: Argument, value: Any) -> Any:
         try:
             if not isinstance(value, str) or not value.isascii():
                 raise TypeError(value)
-            return parse_timestamp(value)
+            relative = parse_relative(value)
+            return parse_timestamp(value) if relative is None else relative
         except (TypeError, ValueError, OverflowError):
-            raise CommandError(
-                "bad_argument",
-                "Error. Give the time as dd Mmm yyyy hh:mm:ss, e.g. 1 Jun 2022 16:00:00.",
-            ) from None
+            raise CommandError("bad_argument", BAD_TIME) from None
     if argument.kind == COUNT:
         if _is_written(value, _WHOLE_NUMBER):
             value = int(value)

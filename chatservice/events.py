@@ -306,6 +306,15 @@ class HistoryList(Event):
     entries: tuple[tuple[str, int, str, str, float], ...]
 
 
+@dataclass(frozen=True, eq=False)
+class MissedSince(Event):
+    """Told at login, after the kept messages: ``count`` broadcasts and room
+    messages were posted since the user's last logout at ``since``."""
+
+    count: int
+    since: float
+
+
 # Rooms --------------------------------------------------------------------------
 
 
@@ -363,6 +372,13 @@ class BlockChanged(Event):
 
     username: str
     blocked: bool
+
+
+@dataclass(frozen=True, eq=False)
+class BlockList(Event):
+    """Reply to ``blocks``: the users this user has blocked, sorted."""
+
+    users: tuple[str, ...]
 
 
 @dataclass(frozen=True, eq=False)

@@ -33,6 +33,7 @@ from chatservice.interfaces import ClientConnection, ChatMember, IChatSession
 from chatservice.rooms import BROADCAST_CHANNEL, Room
 from chatservice.state import ChatState
 from chatservice.store.interface import HistoryEntry, StoredMessage
+from chatservice.timefmt import RelativeTime
 
 log = Logger()
 
@@ -72,7 +73,7 @@ class Session:
     __slots__ = (
         "state", "username", "client", "logged_in_at", "guest", "hidden",
         "auto_reply", "_auto_replied", "_missed", "_typing_expiry", "_typing_to",
-        "_fetching",
+        "_fetching", "last_logout",
     )
 
     def __init__(
@@ -98,6 +99,8 @@ class Session:
         self._typing_to: str | None = None
         self._fetching: defer.Deferred[int] | None = None
         """The last fetch of kept messages asked for, if it was not over at once."""
+        self.last_logout: float | None = None
+        """When this user was last seen online before this login (``None``: never, or a guest)."""
 
     @property
     def busy_now(self) -> bool:
@@ -107,11 +110,31 @@ class Session:
     # Life ------------------------------------------------------------------------
 
     def begin(self) -> None:
-        """Announce the login and deliver what was kept while offline."""
+        """Announce the login, deliver what was kept while offline, then say
+        how many broadcasts and room messages were posted meanwhile."""
+        if not self.guest:
+            self.last_logout = self.state.last_seen_at(self.username)
         self.state.deliver(
             events.Presence(self.username, True), self.username, EVERYONE, Delivery.PRESENCE
         )
-        self._deliver_kept_later()
+        d = self.deliver_kept()
+        if self.last_logout is not None:
+            d.addCallback(lambda _: self._tell_missed(self.last_logout))
+        self.state.background(
+            d, "Delivering the messages kept for {user} failed", user=self.username
+        )
+
+    def _tell_missed(self, since: float) -> defer.Deferred[None]:
+        """Tell this user how many broadcasts and room messages came after ``since``."""
+        channels = [BROADCAST_CHANNEL] + [room.channel for room in self.state.rooms.of(self.username)]
+        d = self.state.store.history_after(channels, math.floor(since))
+
+        def tell(found: list[HistoryEntry]) -> None:
+            if self.state.sessions.get(self.username) is self:
+                count = len(self._history(found, since).entries)
+                self.client.deliver(events.MissedSince(count, since))
+
+        return d.addCallback(tell)
 
     def _deliver_kept_later(self) -> None:
         """:meth:`deliver_kept`, with nobody waiting for it."""
@@ -454,12 +477,31 @@ class Session:
             )
         )
 
-    def read(self, since: float) -> defer.Deferred[events.HistoryList]:
-        """Broadcasts and this user's rooms' messages posted after ``since`` (whole seconds)."""
+    def read(self, since: float | RelativeTime | None) -> defer.Deferred[events.HistoryList]:
+        """Broadcasts and this user's rooms' messages posted after ``since`` (whole seconds).
+
+        ``since`` may be relative (``10m``, ``today``), or ``None``: since
+        this user's last logout.
+        """
+        since = self._since(since)
         rooms = self.state.rooms.of(self.username)
         channels = [BROADCAST_CHANNEL] + [room.channel for room in rooms]
         d = self.state.store.history_after(channels, math.floor(since))
         return d.addCallback(self._history, since)
+
+    def _since(self, since: float | RelativeTime | None) -> float:
+        """``read``'s time as seconds since the epoch."""
+        if isinstance(since, RelativeTime):
+            return max(0.0, since.resolve(self.state.clock.seconds()))
+        if since is None:
+            if self.last_logout is None:
+                raise CommandError(
+                    "bad_argument",
+                    "Error. There is no earlier logout of yours to read from; give a time"
+                    " (read 10m, read today, read 1 Jun 2022 16:00:00).",
+                )
+            return self.last_logout
+        return since
 
     def _history(self, found: list[HistoryEntry], since: float) -> events.HistoryList:
         """The reply to ``read``: ``found`` less what is from a blocked user."""
@@ -485,6 +527,10 @@ class Session:
             raise CommandError("already_blocked", f"Error. {target} is already blocked.")
         d = self.state.block(self.username, target)
         return d.addCallback(lambda _: events.BlockChanged(target, blocked=True))
+
+    def list_blocks(self) -> events.BlockList:
+        """The users this user has blocked."""
+        return events.BlockList(tuple(sorted(self.state.blocked_by(self.username))))
 
     def unblock(self, target: str) -> defer.Deferred[events.BlockChanged]:
         """Undo :meth:`block`."""

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 from twisted.trial import unittest
+
+from chatservice.timefmt import format_timestamp
 
 from tests.support import ChatHarness, Connection
 
@@ -85,3 +89,146 @@ class HelpTests(RepliesTestCase):
         connection.send_json({"type": "help", "id": 2})
         (reply,) = connection.json()
         self.assertEqual(reply["aliases"]["rdm"], "read")
+
+
+class ReadTests(RepliesTestCase):
+    harness_options = {"timeout": 10**6}
+    def post_at(self, sender: Connection, offset: float, text: str) -> None:
+        """``sender`` broadcasts ``text`` ``offset`` seconds from now, then the clock moves on."""
+        self.harness.clock.advance(offset)
+        sender.send(f"broadcast {text}")
+        sender.output()
+
+    def test_relative_times(self) -> None:
+        yoda, hans = self.online("yoda", "hans")
+        self.post_at(hans, 0, "three hours ago")
+        self.post_at(hans, 3600, "two hours ago")
+        self.post_at(hans, 3600 * 2 - 300, "five minutes ago")
+        self.harness.clock.advance(300)
+        yoda.output()
+        yoda.send("read 10m")
+        self.assertEqual([line.split(", posted")[0] for line in yoda.lines()], ["#3 broadcast, hans: five minutes ago"])
+        yoda.send("read 2.5h")
+        self.assertEqual(len(yoda.lines()), 2)
+        yoda.send("rdm 4 h")
+        self.assertEqual(len(yoda.lines()), 3)
+        yoda.send("read 1s")
+        self.assertEqual(yoda.lines(), ["No new messages."])
+
+    def test_today_and_yesterday_are_from_midnight(self) -> None:
+        yoda, hans = self.online("yoda", "hans")
+        self.post_at(hans, 0, "now")
+        yoda.output()
+        now = self.harness.clock.seconds()
+        day = time.localtime(now)
+        midnight = time.mktime((day.tm_year, day.tm_mon, day.tm_mday, 0, 0, 0, 0, 0, -1))
+        yoda.send("read today")
+        self.assertEqual(len(yoda.lines()), 1)
+        # A day later the broadcast is yesterday's.
+        self.harness.clock.advance(midnight + 86400 + 60 - now)
+        yoda.send("read today")
+        self.assertEqual(yoda.lines(), ["No new messages."])
+        yoda.send("read yesterday")
+        self.assertEqual(len(yoda.lines()), 1)
+
+    def test_bare_read_is_since_the_last_logout(self) -> None:
+        yoda, hans = self.online("yoda", "hans")
+        yoda.send("read")
+        self.assertEqual(
+            yoda.lines(),
+            [
+                "Error. There is no earlier logout of yours to read from; give a time"
+                " (read 10m, read today, read 1 Jun 2022 16:00:00)."
+            ],
+        )
+        self.post_at(hans, 10, "before")
+        yoda.send("logout")
+        yoda.drop()
+        self.post_at(hans, 10, "while away")
+        self.post_at(hans, 10, "also while away")
+        again = self.connect()
+        again.login("yoda")
+        again.send("read")
+        self.assertEqual(
+            [line.split(", posted")[0] for line in again.lines()],
+            ["#2 broadcast, hans: while away", "#3 broadcast, hans: also while away"],
+        )
+
+    def test_json_relative_and_bare(self) -> None:
+        (hans,) = self.online("hans")
+        self.post_at(hans, 0, "hi")
+        yoda = self.connect()
+        yoda.login_json("yoda")
+        yoda.send_json({"type": "read", "since": "5m", "id": 1})
+        (reply,) = yoda.json()
+        self.assertEqual((reply["type"], len(reply["messages"])), ("history", 1))
+        self.assertEqual(reply["after"], self.harness.clock.seconds() - 300)
+        yoda.send_json({"type": "read", "id": 2})
+        (reply,) = yoda.json()
+        self.assertEqual((reply["type"], reply["code"]), ("error", "bad_argument"))
+
+
+class LoginSummaryTests(RepliesTestCase):
+    def test_counted_after_the_kept_messages(self) -> None:
+        yoda, hans, luke = self.online("yoda", "hans", "luke")
+        hans.send("room create luke")
+        hans.output()
+        yoda.send("logout")
+        yoda.drop()
+        logged_out = self.harness.clock.seconds()
+        self.harness.clock.advance(5)
+        hans.send("broadcast one")
+        hans.send("room send 1 not for yoda")
+        hans.send("message yoda kept")
+        luke.send("broadcast two")
+        again = self.connect()
+        again.send("yoda")
+        again.send("wise")
+        lines = again.lines()
+        self.assertTrue(lines[0].startswith("Password: Welcome to chatservice, yoda!"), lines)
+        self.assertTrue(lines[1].endswith("] hans: kept"), lines)
+        self.assertEqual(
+            lines[2],
+            f"Since your last logout ({format_timestamp(logged_out)}): 2 broadcast or room"
+            " message(s); type read to see them.",
+        )
+        self.assertEqual(len(lines), 3)
+
+    def test_none_at_the_first_login_or_for_a_guest(self) -> None:
+        connection = self.connect()
+        connection.login("yoda")
+        self.assertEqual(connection.lines(), [])
+
+    def test_json(self) -> None:
+        (yoda,) = self.online("yoda")
+        yoda.send("logout")
+        yoda.drop()
+        logged_out = self.harness.clock.seconds()
+        again = self.connect()
+        again.send_json({"type": "login", "user": "yoda", "password": "wise"})
+        login, missed = again.json()
+        self.assertEqual(login["type"], "login")
+        self.assertEqual(missed, {"type": "missed", "count": 0, "since": logged_out})
+
+
+class BlocksTests(RepliesTestCase):
+    def test_list(self) -> None:
+        (yoda,) = self.online("yoda")
+        yoda.send("blocks")
+        self.assertEqual(yoda.lines(), ["You have blocked nobody."])
+        yoda.send("block luke")
+        yoda.send("block hans")
+        yoda.output()
+        yoda.send("blocks")
+        self.assertEqual(yoda.lines(), ["You have blocked hans, luke."])
+        yoda.send("unblock luke")
+        yoda.output()
+        yoda.send("blocks")
+        self.assertEqual(yoda.lines(), ["You have blocked hans."])
+
+    def test_json(self) -> None:
+        yoda = self.connect()
+        yoda.login_json("yoda")
+        yoda.send_json({"type": "block", "target": "hans", "id": 1})
+        yoda.send_json({"type": "blocks", "id": 2})
+        self.assertEqual(yoda.json()[-1], {"type": "blocks", "users": ["hans"], "id": 2})

@@ -18,7 +18,8 @@ from twisted.trial import unittest
 
 from chatservice import events
 from chatservice.server.replies import JUST_LOCKED, WRONG_PASSWORD
-from chatservice.commands import COMMANDS, CommandError, Request
+from chatservice.commands import BAD_TIME, COMMANDS, CommandError, Request
+from chatservice.timefmt import format_timestamp
 from chatservice.wire import JSON, TEXT, jsonlines, text
 
 T = 1_700_000_000.0
@@ -210,6 +211,7 @@ TEXT_REQUESTS: list[tuple[str, Request]] = [
     ("disconnect", Request("logout")),
     ("OUT", Request("logout")),
     ("help", Request("help", {"command": None})),
+    ("blocks", Request("blocks")),
     ("help room create", Request("help", {"command": "room create"})),
 ]
 
@@ -325,10 +327,10 @@ class TextParseRequestTests(CommandErrorMixin, unittest.TestCase):
             )
 
     def test_bad_timestamp(self) -> None:
-        for line in ("read yesterday", "read 31 Feb 2022 00:00:00", "read", "read 1 Jun 2022"):
+        for line in ("read tomorrow", "read 31 Feb 2022 00:00:00", "read 5x", "read 1 Jun 2022"):
             self.assertCommandError(
                 "bad_argument",
-                "Error. Give the time as dd Mmm yyyy hh:mm:ss, e.g. 1 Jun 2022 16:00:00.",
+                BAD_TIME,
                 text.parse_request,
                 line,
             )
@@ -594,20 +596,20 @@ class JsonParseRequestTests(CommandErrorMixin, unittest.TestCase):
                 jsonlines.parse_request,
                 {"type": "send", "to": bad, "message": "x"},
             )
-        for bad in ("tomorrow", "", "31 Feb 2022 00:00:00", "1 Jun 2022"):
+        for bad in ("tomorrow", "-5m", "31 Feb 2022 00:00:00", "1 Jun 2022"):
             self.assertCommandError(
                 "bad_argument",
-                "Error. Give the time as dd Mmm yyyy hh:mm:ss, e.g. 1 Jun 2022 16:00:00.",
+                BAD_TIME,
                 jsonlines.parse_request,
                 {"type": "read", "since": bad},
             )
 
     def test_read_since_not_a_string_or_number(self) -> None:
-        """``"since": null`` (or true, a list, NaN) is a bad argument, not an AttributeError."""
-        for bad in (None, True, [2022], {"day": 1}, float("inf"), float("nan")):
+        """``"since": true`` (a list, NaN) is a bad argument, not an AttributeError (null: since the last logout)."""
+        for bad in (True, [2022], {"day": 1}, float("inf"), float("nan")):
             self.assertCommandError(
                 "bad_argument",
-                "Error. Give the time as dd Mmm yyyy hh:mm:ss, e.g. 1 Jun 2022 16:00:00.",
+                BAD_TIME,
                 jsonlines.parse_request,
                 {"type": "read", "since": bad},
             )
@@ -1048,7 +1050,7 @@ RENDER_CASES: list[RenderCase] = [
     RenderCase(
         "active_list_empty",
         events.ActiveList(()),
-        "no other active user\r\n",
+        "No other users are active.\r\n",
         {"type": "active", "users": []},
     ),
     RenderCase(
@@ -1070,7 +1072,7 @@ RENDER_CASES: list[RenderCase] = [
     RenderCase(
         "history_list_empty",
         events.HistoryList(T, ()),
-        "no new message\r\n",
+        "No new messages.\r\n",
         {"type": "history", "after": T, "messages": []},
     ),
     RenderCase(
@@ -1159,6 +1161,32 @@ RENDER_CASES: list[RenderCase] = [
                 {"usage": "message <user> <text>", "summary": "send"},
             ],
         },
+    ),
+    RenderCase(
+        "blocks",
+        events.BlockList(("hans", "luke")),
+        "You have blocked hans, luke.\r\n",
+        {"type": "blocks", "users": ["hans", "luke"]},
+    ),
+    RenderCase(
+        "blocks_none",
+        events.BlockList(()),
+        "You have blocked nobody.\r\n",
+        {"type": "blocks", "users": []},
+    ),
+    RenderCase(
+        "missed",
+        events.MissedSince(3, 1_700_000_000.0),
+        f"Since your last logout ({format_timestamp(1_700_000_000.0)}): 3 broadcast or room"
+        " message(s); type read to see them.\r\n",
+        {"type": "missed", "count": 3, "since": 1_700_000_000.0},
+    ),
+    RenderCase(
+        "missed_none",
+        events.MissedSince(0, 1_700_000_000.0),
+        f"Since your last logout ({format_timestamp(1_700_000_000.0)}): no broadcast or room"
+        " messages.\r\n",
+        {"type": "missed", "count": 0, "since": 1_700_000_000.0},
     ),
     RenderCase(
         "help_with_aliases",

@@ -334,9 +334,11 @@ _DECODERS: dict[str, Decoder] = {
         _int("skipped", 0),
         _int("unreached", 0),
     ),
+    "missed": _build(events.MissedSince, _int("count", 0), _time("since")),
     "rooms": _build(events.RoomList, _records("rooms", _int("room"), _names("members"))),
     "room_left": _build(events.RoomLeft, _int("room"), _str("user"), _bool("removed", False)),
     "block_status": _build(events.BlockChanged, _str("user"), _bool("blocked")),
+    "blocks": _build(events.BlockList, _names("users")),
     # The text format cannot show an empty command list.
     "help": _build(
         events.HelpText,

@@ -413,6 +413,11 @@ def _(event: events.RoomPosted) -> dict[str, Any]:
 
 
 @render.register
+def _(event: events.MissedSince) -> dict[str, Any]:
+    return {"type": "missed", "count": event.count, "since": event.since}
+
+
+@render.register
 def _(event: events.RoomList) -> dict[str, Any]:
     return {
         "type": "rooms",
@@ -433,6 +438,11 @@ def _(event: events.RoomLeft) -> dict[str, Any]:
 @render.register
 def _(event: events.BlockChanged) -> dict[str, Any]:
     return {"type": "block_status", "user": event.username, "blocked": event.blocked}
+
+
+@render.register
+def _(event: events.BlockList) -> dict[str, Any]:
+    return {"type": "blocks", "users": list(event.users)}
 
 
 @render.register

@@ -345,7 +345,7 @@ def _(event: events.StatusReport) -> str:
 @render.register
 def _(event: events.ActiveList) -> str:
     if not event.users:
-        return _lines("no other active user")
+        return _lines("No other users are active.")
     return _lines(
         *(
             f"{user}, {host}, {port if port else '-'}, active since {format_timestamp(since)}"
@@ -361,13 +361,23 @@ def _channel_name(channel: str) -> str:
 @render.register
 def _(event: events.HistoryList) -> str:
     if not event.entries:
-        return _lines("no new message")
+        return _lines("No new messages.")
     return _lines(
         *(
             f"#{seq} {_channel_name(channel)}, {sender}: {text}, posted at"
             f" {format_timestamp(sent_at)}"
             for channel, seq, sender, text, sent_at in event.entries
         )
+    )
+
+
+@render.register
+def _(event: events.MissedSince) -> str:
+    since = f"Since your last logout ({format_timestamp(event.since)}):"
+    if not event.count:
+        return _lines(f"{since} no broadcast or room messages.")
+    return _lines(
+        f"{since} {event.count} broadcast or room message(s); type read to see them."
     )
 
 
@@ -428,8 +438,17 @@ def _(event: events.BlockChanged) -> str:
     return _lines(f"{event.username} is unblocked.")
 
 
+@render.register
+def _(event: events.BlockList) -> str:
+    if not event.users:
+        return _lines("You have blocked nobody.")
+    return _lines(f"You have blocked {_names(event.users)}.")
+
+
 WIDTH = 80
 """The columns the server's own lines fit in (``help``)."""
+_KEEP = "\x00"
+"""Stands for a space that wrapping must not break at (no text shown contains NUL)."""
 _USAGE_WIDTH = 24
 """The usage column of ``help``: a longer usage has its summary on the next line."""
 
@@ -468,9 +487,15 @@ def _(event: events.HelpText) -> str:
     for usage, summary in event.commands:
         lines += _wrapped(summary, width + 4, "  " + usage + "  ")
     if event.aliases:
-        others = "; ".join(f"{alias} = {command}" for alias, command in event.aliases)
-        lines += textwrap.wrap(
-            f"Other names: {others}.", WIDTH, subsequent_indent="  ", break_long_words=False
+        # Each "alias = command" kept on one line: its spaces are not break points.
+        others = "; ".join(
+            f"{alias} = {command}".replace(" ", _KEEP) for alias, command in event.aliases
+        )
+        lines += (
+            line.replace(_KEEP, " ")
+            for line in textwrap.wrap(
+                f"Other names: {others}.", WIDTH, subsequent_indent="  ", break_long_words=False
+            )
         )
         lines.append("Type help COMMAND for one command and its other names.")
     return _lines(*lines)
