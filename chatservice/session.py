@@ -356,12 +356,20 @@ class Session:
                 f"Error. You have {self.state.max_offline_per_sender} messages waiting"
                 f" for {to} already; yours was not kept. Try again later.",
             )
+        if self._looks_offline(to):
+            # Delivered, or kept while busy: either way, as if kept for later.
+            return events.MessageSent(to, stored=True)
         return events.MessageSent(
             to,
             stored=bool(report.stored),
             busy=bool(report.busy),
             auto_reply=report.auto_replies[0][1] if report.auto_replies else None,
         )
+
+    def _looks_offline(self, username: str) -> bool:
+        """Whether ``username`` is offline or hidden: every reply says "offline" for both."""
+        member = self.state.online(username)
+        return member is None or member.hidden
 
     def send(self, to: tuple[str, ...], message: str) -> defer.Deferred[events.SendReport]:
         """Send ``message`` to each of ``to`` as :meth:`message` would; one report, in order."""
@@ -423,7 +431,7 @@ class Session:
             )
         for name in others:
             self._check_other_user(name)
-            if self.state.online(name) is None:
+            if self._looks_offline(name):
                 raise CommandError("offline", f"Error. {name} is offline.")
             if self.state.has_blocked(name, self.username):
                 raise CommandError("blocked", f"Error. {name} has blocked you.")
@@ -631,7 +639,7 @@ class Session:
         """The session of ``username`` if this user may contact them directly."""
         self._check_other_user(username)
         other = self.state.online(username)
-        if other is None:
+        if other is None or other.hidden:
             raise CommandError("offline", f"Error. {username} is offline.")
         if self.state.has_blocked(username, self.username):
             raise CommandError("blocked", f"Error. {username} has blocked you.")

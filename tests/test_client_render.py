@@ -41,7 +41,7 @@ class RenderTests(unittest.TestCase):
         self.check({"type": "room_message", "room": 2, "from": "luke", "message": "yo"}, "[room 2] luke: yo")
 
     def test_message_status(self) -> None:
-        self.check({"type": "message_status", "to": "hans", "stored": False})
+        self.check({"type": "message_status", "to": "hans", "stored": False}, "Message delivered to hans.")
         self.check(
             {"type": "message_status", "to": "hans", "stored": True},
             "hans is offline; your message will be delivered when they log in.",

@@ -109,6 +109,10 @@ class HideTests(HarnessTestCase):
             self.assertEqual(hans.lines(), [empty], command)
         hans.send("message yoda still there?")
         self.assertEqual(yoda.lines(), ["hans: still there?"])
+        # Delivered, but hans is told what an offline user's sender is told.
+        self.assertEqual(
+            hans.lines(), ["yoda is offline; your message will be delivered when they log in."]
+        )
         yoda.send("logout")
         yoda.drop()
         self.assertEqual(hans.output(), "")

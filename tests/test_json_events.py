@@ -329,7 +329,8 @@ class ToleranceTests(unittest.TestCase):
             "hans: hi\r\n",
         )
         self.assertEqual(
-            text.render(decode_event({"type": "message_status", "to": "hans"})), None
+            text.render(decode_event({"type": "message_status", "to": "hans"})),
+            "Message delivered to hans.\r\n",
         )
         goodbye = decode_event({"type": "shutdown"})
         assert isinstance(goodbye, events.Disconnected)

@@ -317,7 +317,7 @@ class CommandTests(HarnessTestCase):
         yoda, hans, luke = self.online("yoda", "hans", "luke")
         hans.send("message yoda Hey Dude")
         self.assertEqual(yoda.lines(), ["hans: Hey Dude"])
-        self.assertEqual(hans.output(), "")
+        self.assertEqual(hans.lines(), ["Message delivered to yoda."])
         hans.send("broadcast hello all")
         self.assertEqual(yoda.lines(), ["[broadcast] hans: hello all"])
         self.assertEqual(luke.lines(), ["[broadcast] hans: hello all"])

@@ -232,3 +232,48 @@ class BlocksTests(RepliesTestCase):
         yoda.send_json({"type": "block", "target": "hans", "id": 1})
         yoda.send_json({"type": "blocks", "id": 2})
         self.assertEqual(yoda.json()[-1], {"type": "blocks", "users": ["hans"], "id": 2})
+
+
+class MessageConfirmTests(RepliesTestCase):
+    def test_delivered_in_one_line(self) -> None:
+        yoda, hans = self.online("yoda", "hans")
+        yoda.send("message hans hi")
+        self.assertEqual(yoda.lines(), ["Message delivered to hans."])
+        self.assertEqual(hans.lines(), ["yoda: hi"])
+
+
+class HiddenLooksOfflineTests(RepliesTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.yoda, self.hans = self.online("yoda", "hans")
+        self.hans.send("busy gone fishing")
+        self.hans.send("hide")
+        self.hans.output()
+
+    def test_message_and_send(self) -> None:
+        self.yoda.send("message hans hi")
+        self.assertEqual(
+            self.yoda.lines(), ["hans is offline; your message will be delivered when they log in."]
+        )
+        self.yoda.send("send (hans luke) hi")
+        self.assertEqual(self.yoda.lines(), ["Kept for hans, luke (offline or busy) until they are back."])
+
+    def test_room_private_typing(self) -> None:
+        for command in ("room create hans", "startprivate hans", "typing on hans"):
+            self.yoda.send(command)
+            self.assertEqual(self.yoda.lines(), ["Error. hans is offline."], command)
+
+    def test_json_message(self) -> None:
+        luke = self.connect()
+        luke.login_json("luke")
+        luke.send_json({"type": "message", "to": "hans", "message": "hi", "id": 1})
+        self.assertEqual(
+            luke.json(), [{"type": "message_status", "to": "hans", "stored": True, "id": 1}]
+        )
+
+    def test_visible_again(self) -> None:
+        self.hans.send("appear")
+        self.hans.send("idle")
+        self.hans.output()
+        self.yoda.send("message hans hi")
+        self.assertEqual(self.yoda.lines(), ["Message delivered to hans."])

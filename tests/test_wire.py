@@ -906,7 +906,7 @@ RENDER_CASES: list[RenderCase] = [
     RenderCase(
         "message_sent",
         events.MessageSent("hans", False),
-        None,
+        "Message delivered to hans.\r\n",
         {"type": "message_status", "to": "hans", "stored": False},
     ),
     RenderCase(

@@ -255,7 +255,7 @@ def _names(names: tuple[str, ...]) -> str:
 
 
 @render.register
-def _(event: events.MessageSent) -> str | None:
+def _(event: events.MessageSent) -> str:
     lines = []
     if event.busy:
         lines.append(
@@ -267,9 +267,11 @@ def _(event: events.MessageSent) -> str | None:
             f"{event.recipient} is offline; your message will be delivered"
             " when they log in."
         )
+    else:
+        lines.append(f"Message delivered to {event.recipient}.")
     if event.auto_reply is not None:
         lines += _auto_replies(((event.recipient, event.auto_reply),))
-    return _lines(*lines) if lines else None
+    return _lines(*lines)
 
 
 @render.register
