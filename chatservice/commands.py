@@ -288,6 +288,19 @@ for _command in COMMANDS:
         _BY_NAME[_name] = _command
 
 
+_GROUPS: dict[str, list[str]] = {}
+"""The first word of two-word commands (``room``) to their names, for the word alone."""
+for _command in COMMANDS:
+    if " " in _command.name:
+        _GROUPS.setdefault(_command.name.split()[0], []).append(_command.name)
+
+
+def _group_usage(first: str) -> str:
+    """What ``room`` alone is answered: the commands it starts, and where to read more."""
+    *others, last = _GROUPS[first]
+    return f"Error. Use {', '.join(others)} or {last} (help {first} shows how)."
+
+
 def lookup(name: str, subcommand: str | None = None) -> tuple[Command, bool]:
     """Return the command called ``name`` (any case, aliases too).
 
@@ -304,6 +317,8 @@ def lookup(name: str, subcommand: str | None = None) -> tuple[Command, bool]:
     try:
         return _BY_NAME[name], False
     except KeyError:
+        if name in _GROUPS:
+            raise CommandError("invalid_command", _group_usage(name)) from None
         raise CommandError(
             "invalid_command", "Error. Invalid command (type help for the list)"
         ) from None

@@ -477,11 +477,17 @@ class Session:
         return events.RoomLeft(room, self.username, removed)
 
     def list_rooms(self) -> events.RoomList:
-        """This user's rooms and their members."""
+        """This user's rooms and their members, each member set once.
+
+        After a ``room leave`` two rooms may have the same members: the one
+        ``room create`` gives for them is listed.
+        """
+        directory = self.state.rooms
         return events.RoomList(
             tuple(
                 (room.room_id, tuple(sorted(room.members)))
-                for room in self.state.rooms.of(self.username)
+                for room in directory.of(self.username)
+                if directory.first_with(room.members) is room
             )
         )
 

@@ -277,3 +277,36 @@ class HiddenLooksOfflineTests(RepliesTestCase):
         self.hans.output()
         self.yoda.send("message hans hi")
         self.assertEqual(self.yoda.lines(), ["Message delivered to hans."])
+
+
+class RoomTests(RepliesTestCase):
+    def test_same_members_after_a_leave_listed_once_and_reused(self) -> None:
+        yoda, hans, luke = self.online("yoda", "hans", "luke")
+        yoda.send("room create hans")
+        yoda.send("room create hans luke")
+        self.assertEqual(
+            yoda.lines(),
+            ["Room 1 created with hans, yoda.", "Room 2 created with hans, luke, yoda."],
+        )
+        luke.send("room leave 2")  # room 2 now has room 1's members
+        yoda.output()
+        hans.output()
+        for who in (yoda, hans):
+            who.send("rooms")
+            self.assertEqual(who.lines(), ["Room 1: hans, yoda"])
+        for _ in range(2):
+            hans.send("room create yoda")
+            self.assertEqual(hans.lines(), ["Room 1 already exists with hans, yoda; use it."])
+        # The other number still works for whoever uses it.
+        yoda.send("room send 2 still here")
+        self.assertEqual(hans.lines(), ["[room 2] yoda: still here"])
+
+    def test_room_alone_prints_its_usage(self) -> None:
+        (yoda,) = self.online("yoda")
+        for line in ("room", "room fly", "ROOM"):
+            yoda.send(line)
+            self.assertEqual(
+                yoda.lines(),
+                ["Error. Use room create, room send or room leave (help room shows how)."],
+                line,
+            )

@@ -244,10 +244,17 @@ class TextParseRequestTests(CommandErrorMixin, unittest.TestCase):
         self.assertIsNone(text.parse_request("  \t "))
 
     def test_unknown_command(self) -> None:
-        for line in ("fly away", "room", "room dance 3", "whoelse_since 5"):
+        for line in ("fly away", "whoelse_since 5"):
             self.assertCommandError(
                 "invalid_command",
                 "Error. Invalid command (type help for the list)",
+                text.parse_request,
+                line,
+            )
+        for line in ("room", "room dance 3"):
+            self.assertCommandError(
+                "invalid_command",
+                "Error. Use room create, room send or room leave (help room shows how).",
                 text.parse_request,
                 line,
             )
