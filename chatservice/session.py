@@ -125,13 +125,13 @@ class Session:
         )
 
     def _tell_missed(self, since: float) -> defer.Deferred[None]:
-        """Tell this user how many broadcasts and room messages came after ``since``."""
+        """Tell this user how many broadcasts and room messages came after ``since`` (if any)."""
         channels = [BROADCAST_CHANNEL] + [room.channel for room in self.state.rooms.of(self.username)]
         d = self.state.store.history_after(channels, math.floor(since))
 
         def tell(found: list[HistoryEntry]) -> None:
-            if self.state.sessions.get(self.username) is self:
-                count = len(self._history(found, since).entries)
+            count = len(self._history(found, since).entries)
+            if count and self.state.sessions.get(self.username) is self:
                 self.client.deliver(events.MissedSince(count, since))
 
         return d.addCallback(tell)

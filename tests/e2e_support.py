@@ -594,6 +594,16 @@ ADDRESS_LOCKED = (
 )
 
 
+def with_time_left(refusal: str) -> re.Pattern[str]:
+    """A lock-out refusal as text shows it: ``later`` becomes the time left (``in 2 seconds.``)."""
+    return re.compile(re.escape(refusal.removesuffix("later")) + r"in \d+ (second|minute)s?\.")
+
+
+def assert_refused(line: str, refusal: str) -> None:
+    """``line`` is ``refusal`` (:data:`LOCKED` ...) with the time left in it."""
+    assert with_time_left(refusal).fullmatch(line), line
+
+
 def welcome(username: str) -> str:
     """The line a user is greeted with after logging in over text."""
     return f"Welcome to chatservice, {username}! Type help for the list of commands."

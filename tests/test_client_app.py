@@ -409,7 +409,7 @@ class ScramLoginTests(ClientTestCase):
                     message="Your account is blocked due to multiple login failures. Please try again later")
         self.assertEqual(
             yoda.lines(),
-            ["Your account is blocked due to multiple login failures. Please try again later"],
+            ["Your account is blocked due to multiple login failures. Please try again in 9 seconds."],
         )
         self.assertIs(yoda.client.phase, Phase.USERNAME)
         self.assertEqual(yoda.requests(), [])

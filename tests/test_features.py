@@ -66,9 +66,7 @@ class BusyTests(HarnessTestCase):
         again = self.connect()
         again.send("yoda")
         again.send("wise")
-        lines = again.lines()
-        self.assertTrue(lines[-2].endswith("] hans: later"), lines)
-        self.assertRegex(lines[-1], r"^Since your last logout \(.*\): no broadcast or room messages\.$")
+        self.assertTrue(again.lines()[-1].endswith("] hans: later"))
 
     def test_json_busy_flow(self) -> None:
         (hans,) = self.online("hans")
@@ -404,7 +402,7 @@ class AddressLockoutTests(HarnessTestCase):
             first.lines(),
             [
                 "Invalid Password. Your address has been blocked after too many"
-                " failures. Please try again later"
+                " failures. Please try again in 1 minute."
             ],
         )
         self.assertTrue(first.closed)
@@ -413,7 +411,7 @@ class AddressLockoutTests(HarnessTestCase):
         again.send("obiwan")
         self.assertEqual(
             again.lines(),
-            ["Your address is blocked due to multiple login failures. Please try again later"],
+            ["Your address is blocked due to multiple login failures. Please try again in 1 minute."],
         )
         other = self.harness.connect(host="192.0.2.8")
         self.connections.append(other)

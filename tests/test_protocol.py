@@ -118,7 +118,7 @@ class TextLoginTests(HarnessTestCase):
             connection.lines(),
             [
                 "Invalid Password. Your account has been blocked after too many"
-                " failures. Please try again later"
+                " failures. Please try again in 1 minute."
             ],
         )
         self.assertTrue(connection.closed)
@@ -133,12 +133,13 @@ class TextLoginTests(HarnessTestCase):
         self.assertEqual(
             other.output(),
             "Your account is blocked due to multiple login failures."
-            " Please try again later\r\nUsername: ",
+            " Please try again in 1 minute.\r\nUsername: ",
         )
         self.harness.clock.advance(59)
         later = self.connect()
         later.send("yoda")
-        self.assertIn("blocked", later.output())
+        # The time left, rounded up.
+        self.assertIn("Please try again in 1 second.", later.output())
         self.harness.clock.advance(1)
         last = self.connect()
         last.send("yoda")

@@ -199,16 +199,29 @@ class LoginSummaryTests(RepliesTestCase):
         connection.login("yoda")
         self.assertEqual(connection.lines(), [])
 
-    def test_json(self) -> None:
+    def test_nothing_when_nothing_was_posted(self) -> None:
         (yoda,) = self.online("yoda")
         yoda.send("logout")
         yoda.drop()
+        again = self.connect()
+        again.send("yoda")
+        again.send("wise")
+        self.assertEqual(
+            again.lines(), ["Password: Welcome to chatservice, yoda! Type help for the list of commands."]
+        )
+
+    def test_json(self) -> None:
+        yoda, hans = self.online("yoda", "hans")
+        yoda.send("logout")
+        yoda.drop()
         logged_out = self.harness.clock.seconds()
+        self.harness.clock.advance(1)  # read counts from the next whole second
+        hans.send("broadcast hi")
         again = self.connect()
         again.send_json({"type": "login", "user": "yoda", "password": "wise"})
         login, missed = again.json()
         self.assertEqual(login["type"], "login")
-        self.assertEqual(missed, {"type": "missed", "count": 0, "since": logged_out})
+        self.assertEqual(missed, {"type": "missed", "count": 1, "since": logged_out})
 
 
 class BlocksTests(RepliesTestCase):

@@ -63,6 +63,7 @@ def test_telnet_client(server: ChatServer) -> None:
         assert telnet.read_line() == ""
         telnet.send("message hans the whole line")
         assert hans.sync() == ["yoda logged in", "yoda: the whole line"]
+        assert telnet.read_line() == "Message delivered to hans."
         # Again: every Ctrl-C is answered.
         telnet.raw = b""
         telnet.send_raw(IAC + IP + IAC + DO + TM)

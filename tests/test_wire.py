@@ -803,7 +803,7 @@ RENDER_CASES: list[RenderCase] = [
     RenderCase(
         "login_rejected_retry_after",
         events.LoginRejected("locked", JUST_LOCKED, 59.99987),
-        JUST_LOCKED + "\r\n",
+        JUST_LOCKED.removesuffix("later") + "in 1 minute.\r\n",
         {
             "type": "login",
             "success": False,

@@ -13,6 +13,7 @@ commands remove them).
 
 from __future__ import annotations
 
+import math
 import re
 import textwrap
 from functools import singledispatch
@@ -212,7 +213,27 @@ def _(event: events.PasswordChanged) -> str:
 
 @render.register
 def _(event: events.LoginRejected) -> str:
-    return _lines(event.message)
+    message = event.message
+    if event.retry_after is not None and message.endswith(" later"):
+        # A lock-out's "Please try again later": say when (JSON has retry_after).
+        message = f"{message[: -len('later')]}in {time_left(event.retry_after)}."
+    return _lines(message)
+
+
+def _count(number: int, unit: str) -> str:
+    return f"{number} {unit}" + ("" if number == 1 else "s")
+
+
+def time_left(seconds: float) -> str:
+    """``seconds`` to wait, rounded up, for a person: ``40 seconds``, ``3 minutes``, ``1 hour 5 minutes``."""
+    whole = max(1, math.ceil(seconds))
+    if whole < 60:
+        return _count(whole, "second")
+    minutes = math.ceil(whole / 60)
+    if minutes < 60:
+        return _count(minutes, "minute")
+    hours, minutes = divmod(minutes, 60)
+    return _count(hours, "hour") + (f" {_count(minutes, 'minute')}" if minutes else "")
 
 
 @render.register
