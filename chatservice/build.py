@@ -184,5 +184,11 @@ def build_chat(
         workers,
         IReactorCore(reactor, None),
         cluster,
+        credentials=accounts.path,
+        store=config.get("store-name") or config["store"],
+        endpoints=[
+            *config.get("listen", ()),
+            *(f"web:{description}" for description in config.get("web") or ()),
+        ],
     )
     return Chat(state, accounts, manager, lockout, address_lockout, gate, policy, factory, service)

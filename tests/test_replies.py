@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from chatservice.timefmt import format_timestamp
@@ -323,3 +324,54 @@ class RoomTests(RepliesTestCase):
                 ["Error. Use room create, room send or room leave (help room shows how)."],
                 line,
             )
+
+
+class ServerLogTests(RepliesTestCase):
+    """One log line each for logins, logouts, timeouts, lock-outs, registrations and refusals."""
+
+    harness_options = {"allow_register": True, "timeout": 30}
+
+    def logged(self, events: list[dict]) -> list[str]:
+        return [formatEvent(event) for event in events if event.get("log_namespace", "").startswith("chatservice.server")]
+
+    def test_each_kind_with_the_address_and_no_password(self) -> None:
+        with capturedLogs() as events:
+            yoda = self.connect()
+            yoda.login("yoda")
+            yoda.send("logout")
+            yoda.drop()
+            intruder = self.harness.connect(host="192.0.2.9")
+            self.connections.append(intruder)
+            intruder.send("hans")
+            for guess in ("guess-one", "guess-two", "guess-three"):
+                intruder.send(guess)
+            typo = self.connect()
+            typo.send("falcon")  # a password typed at the user name prompt
+            typo.send("no")
+            newbie = self.connect()
+            newbie.send("newbie")
+            newbie.send("yes")
+            newbie.send("s3cret-pw")
+            newbie.send("s3cret-pw")
+            self.harness.clock.advance(31)
+        lines = self.logged(events)
+        host = yoda.connection.host
+        self.assertIn(f"Login: yoda from {host} (text)", lines)
+        self.assertIn(f"Logout: yoda from {host}", lines)
+        self.assertIn("Refused: 'hans' from 192.0.2.9 (wrong_password)", lines)
+        self.assertIn("Lock-out: 'hans' locked for 60 seconds after failures from 192.0.2.9", lines)
+        self.assertIn(f"Registration: newbie from {newbie.connection.host}", lines)
+        self.assertIn(f"Timeout: newbie from {newbie.connection.host} after 30 seconds of inactivity", lines)
+        self.assertIn(f"Timeout: no login from {typo.connection.host} in 30 seconds", lines)
+        text = "\n".join(lines)
+        for secret in ("wise", "guess-", "falcon", "s3cret"):
+            self.assertNotIn(secret, text)
+
+    def test_refused_names_that_may_be_passwords_are_not_logged(self) -> None:
+        with capturedLogs() as events:
+            json_client = self.connect()
+            json_client.send_json({"type": "login", "user": "hunter2", "password": "x"})
+        lines = self.logged(events)
+        self.assertEqual(
+            lines, [f"Refused: an unknown name from {json_client.connection.host} (unknown_user)"]
+        )

@@ -105,3 +105,23 @@ def test_nc_client(server: ChatServer) -> None:
         assert b"\r\n\r\n" not in nc.raw
     log = server.log()
     assert "jedi2" not in log and "wise" not in log
+
+
+def test_server_log(server: ChatServer) -> None:
+    """The start-up line names the files and endpoints; sessions are logged with the address."""
+    with server.connect() as client:
+        client.login("leia", "princess")
+        client.send("logout")
+        client.wait_closed()
+    deadline = time.monotonic() + 5
+    while "Logout: leia" not in server.log():
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.05)
+    log = server.log()
+    assert (
+        f"Chat service started: 5 accounts from {server.directory / 'credentials.txt'};"
+        f" data in {server.data_dir} (sqlite store); listening on tcp:0:interface=127.0.0.1"
+    ) in log, log
+    assert "Login: leia from 127.0.0.1 (text)" in log
+    assert "Logout: leia from 127.0.0.1" in log
+    assert "princess" not in log

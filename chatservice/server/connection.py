@@ -208,6 +208,10 @@ class ChatConnection:
         """Log out now, if logged in (idempotent)."""
         logout, self._logout = self._logout, None
         if logout is not None:
+            if self.session is not None:
+                log.info(
+                    "Logout: {user} from {host}", user=self.session.username, host=self.host
+                )
             logout()
 
     def _timed_out(self) -> None:
@@ -215,9 +219,17 @@ class ChatConnection:
         policy = self._policy
         if self.session is not None:
             message = f"You have been logged out after {policy.timeout:g} seconds of inactivity."
+            log.info(
+                "Timeout: {user} from {host} after {seconds:g} seconds of inactivity",
+                user=self.session.username, host=self.host, seconds=policy.timeout,
+            )
         else:
             deadline = min(policy.timeout, policy.login_deadline)
             message = f"Login timed out after {deadline:g} seconds."
+            log.info(
+                "Timeout: no login from {host} in {seconds:g} seconds",
+                host=self.host, seconds=deadline,
+            )
         self.disconnect(events.Disconnected("timeout", message))
 
     # The person's terminal ---------------------------------------------------------------
@@ -391,6 +403,11 @@ class ChatConnection:
         """
         session, logout = result
         self.session, self._logout = session, logout
+        log.info(
+            "Login: {user}{guest} from {host} ({wire})",
+            user=session.username, guest=" (guest)" if session.guest else "",
+            host=self.host, wire=self.wire.name,
+        )
         self._dialogue = None
         self.show_input()
         self._reset_timer()

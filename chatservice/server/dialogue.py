@@ -34,6 +34,30 @@ log = Logger()
 NOT_LOGGED_IN = 'Log in first: {"type": "login", "user": "NAME", "password": "PASSWORD"}.'
 
 
+_NAMELESS_REFUSALS = frozenset({"unknown_user", "invalid_username"})
+"""Refusals logged without the name typed: it may be a password typed at the wrong prompt."""
+
+
+def log_refusal(rejection: events.LoginRejected, username: str, host: str) -> None:
+    """One log line for a refused login (a lock-out says so, with its time left).
+
+    Never a password; not even the name typed, when it may be one (an
+    unknown or invalid name).
+    """
+    if rejection.reason in ("locked", "address_locked"):
+        log.info(
+            "Lock-out: {what} locked for {seconds:.0f} seconds after failures from {host}",
+            what=f"address {host}" if rejection.reason == "address_locked" else repr(username),
+            seconds=rejection.retry_after or 0,
+            host=host,
+        )
+        return
+    user = "an unknown name" if rejection.reason in _NAMELESS_REFUSALS else repr(username)
+    log.info(
+        "Refused: {user} from {host} ({reason})", user=user, host=host, reason=rejection.reason
+    )
+
+
 class LoginHost(Protocol):
     """What a dialogue needs of its connection."""
 
@@ -114,6 +138,7 @@ class LoginDialogue:
         if not failure.check(*EXPECTED_ERRORS):
             log.failure("Login of {username} failed unexpectedly", failure, username=username)
         rejection = login_rejection(failure.value, username)
+        log_refusal(rejection, username, self.connection.host)
         if closes_connection(failure.value):
             self.connection.disconnect(rejection, request_id)
             return
@@ -137,6 +162,7 @@ class LoginDialogue:
             self.ask_again(error)
 
         def done(_: object) -> None:
+            log.info("Registration: {user} from {host}", user=username, host=self.connection.host)
             self.connection.send(events.RegisterStatus(True, username), request_id)
             self.registered(username, password)
 
@@ -246,7 +272,9 @@ class TextLogin(LoginDialogue):
             self.prompt(Step.PASSWORD)
 
     def _refuse_name(self, error: BaseException) -> None:
-        self.connection.send(login_rejection(error, self.username))
+        rejection = login_rejection(error, self.username)
+        log_refusal(rejection, self.username, self.connection.host)
+        self.connection.send(rejection)
         self.prompt(Step.USERNAME)
 
     def ask_again(self, error: BaseException) -> None:
