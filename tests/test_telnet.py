@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from twisted.trial import unittest
 
+from chatservice.server.lines import TOO_LONG, LineBuffer
 from tests.support import ChatHarness, Connection
 
 IAC = b"\xff"
@@ -50,6 +51,7 @@ class TimingMarkTests(TelnetTestCase):
         # The session goes on; the cancelled half line was never sent.
         yoda.send("message hans hello")
         self.assertEqual(hans.lines(), ["yoda: hello"])
+        self.assertEqual(yoda.lines(), ["Message delivered to hans."])
         # Every Ctrl-C is answered, not just the first.
         yoda.protocol.dataReceived(IAC + IP + IAC + DO + TM)
         self.assertEqual(yoda.raw_output(), b"\r\n" + IAC + WILL + TM)
@@ -102,6 +104,26 @@ class RefusalTests(TelnetTestCase):
             + IAC + b"\xf0se"
         )
         self.assertEqual(connection.lines(), ["No other users are online."])
+
+    def test_commands_inside_lines_are_not_text(self) -> None:
+        """Each is taken out of the stream before the line is read (refusals aside)."""
+        connection = self.connect()
+        connection.login("yoda")
+        lines = [
+            IAC + WILL + ECHO + b"who" + IAC + DONT + b"\x22else",
+            IAC + b"\xfa\x18\x00xterm-256color" + IAC + b"\xf0whoelse",
+            b"who" + IAC + b"\xfa\x1f\x00\x50\x00\x18" + IAC + b"\xf0else",
+            *(b"who" + IAC + command + b"else" for command in (NOP, b"\xf2", b"\xf9", b"\xef")),
+            b"whoelse" + IAC,  # IAC before the CR: not a command
+        ]
+        for line in lines:
+            connection.send(line)
+            output = connection.raw_output()
+            self.assertTrue(output.endswith(b"No other users are online.\r\n"), (line, output))
+        connection.send(b"who" + IAC + IAC + b"else")  # a data byte 255: not UTF-8
+        self.assertEqual(
+            connection.lines(), ["Error. That line was not valid UTF-8 and was ignored."]
+        )
 
     def test_a_json_client_is_never_negotiated_with(self) -> None:
         connection = self.connect()
@@ -235,3 +257,31 @@ class EchoTests(TelnetTestCase):
         json_client.send_json({"type": "passwd", "id": 3})
         (reply,) = json_client.json()
         self.assertEqual((reply["type"], reply["code"], reply["id"]), ("error", "bad_argument", 3))
+
+
+class DropPartialTests(unittest.TestCase):
+    """What Ctrl-C drops from the line buffer: the line being typed, never whole lines waiting."""
+
+    def test_whole_lines_stay(self) -> None:
+        lines = LineBuffer(100)
+        lines.feed(b"one\ntwo\nthr")
+        lines.drop_partial()
+        lines.feed(b"four\n")
+        self.assertEqual([lines.pop(), lines.pop(), lines.pop(), lines.pop()], [b"one", b"two", b"four", None])
+
+    def test_after_a_line_taken(self) -> None:
+        lines = LineBuffer(100)
+        lines.feed(b"one\npart")
+        self.assertEqual(lines.pop(), b"one")
+        lines.drop_partial()
+        self.assertEqual(lines.pop(), None)
+        lines.feed(b"two\n")
+        self.assertEqual(lines.pop(), b"two")
+
+    def test_ends_an_over_long_line(self) -> None:
+        lines = LineBuffer(4)
+        lines.feed(b"toolong")
+        self.assertEqual(lines.pop(), TOO_LONG)
+        lines.drop_partial()  # what follows is a new line, not the rest of that one
+        lines.feed(b"ok\n")
+        self.assertEqual(lines.pop(), b"ok")

@@ -88,43 +88,6 @@ class TextDecodeLineTests(CommandErrorMixin, unittest.TestCase):
             text.decode_line("message hans héllo ☃\r".encode()), "message hans héllo ☃"
         )
 
-    def test_iac_option_negotiation(self) -> None:
-        """IAC WILL / WONT / DO / DONT <option> are removed, wherever they are."""
-        for verb in (b"\xfb", b"\xfc", b"\xfd", b"\xfe"):
-            self.assertEqual(
-                text.decode_line(b"\xff" + verb + b"\x01who\xff" + verb + b"\x22else\r"),
-                "whoelse",
-                verb,
-            )
-
-    def test_iac_subnegotiation(self) -> None:
-        self.assertEqual(
-            text.decode_line(b"\xff\xfa\x18\x00xterm-256color\xff\xf0whoelse\r"), "whoelse"
-        )
-        self.assertEqual(
-            text.decode_line(b"who\xff\xfa\x1f\x00\x50\x00\x18\xff\xf0else"), "whoelse"
-        )
-
-    def test_unterminated_subnegotiation(self) -> None:
-        """IAC SB without IAC SE runs to the end of the line."""
-        self.assertEqual(text.decode_line(b"who\xff\xfa\x18\x00xterm\r"), "who")
-
-    def test_iac_interrupt(self) -> None:
-        """Ctrl-C in telnet: IAC IP, usually followed by IAC DO TIMING-MARK."""
-        self.assertEqual(text.decode_line(b"\xff\xf4\xff\xfd\x06"), "")
-        self.assertEqual(text.decode_line(b"whoelse\xff\xf4\r"), "whoelse")
-
-    def test_other_iac_commands(self) -> None:
-        for command in (b"\xf1", b"\xf3", b"\xf5", b"\xf6", b"\xf7", b"\xf8", b"\xf9"):
-            self.assertEqual(text.decode_line(b"who" + b"\xff" + command + b"else"), "whoelse")
-
-    def test_lone_iac_at_end(self) -> None:
-        self.assertEqual(text.decode_line(b"whoelse\xff"), "whoelse")
-
-    def test_escaped_iac(self) -> None:
-        """IAC IAC (a data byte 255) is dropped too: it is never valid UTF-8."""
-        self.assertEqual(text.decode_line(b"who\xff\xffelse"), "whoelse")
-
     def test_nul(self) -> None:
         self.assertEqual(text.decode_line(b"who\x00else\r"), "whoelse")
         self.assertEqual(text.decode_line(b"whoelse\r\x00"), "whoelse")

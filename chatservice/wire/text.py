@@ -32,7 +32,6 @@ from chatservice.commands import (
 )
 from chatservice.timefmt import format_timestamp
 from chatservice.wire.format import WireFormat
-from chatservice.wire.telnet import strip_telnet
 
 NAME = "text"
 EOL = "\r\n"
@@ -43,11 +42,14 @@ embeddings and overrides (U+202A-U+202E) and isolates (U+2066-U+2069)."""
 
 
 def decode_line(raw: bytes) -> str:
-    """Turn one received line into text: telnet bytes, CR and erased characters removed.
+    """Turn one received line into text: NUL bytes (sent after a bare CR), CR and erased characters removed.
+
+    Telnet commands never reach this far: the connection's telnet layer
+    (:mod:`chatservice.server.telnet`) takes them out of the stream.
 
     :raises CommandError: ``invalid_utf8`` when the bytes are not UTF-8.
     """
-    raw = strip_telnet(raw)
+    raw = raw.replace(b"\x00", b"")
     try:
         line = raw.decode("utf-8")
     except UnicodeDecodeError:
