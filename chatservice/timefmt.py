@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
 
 TIMESTAMP_FORMAT = "%d %b %Y %H:%M:%S"
 
@@ -33,33 +32,33 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DAYS_BACK = {"today": 0, "yesterday": 1}
 
 
-@dataclass(frozen=True)
-class RelativeTime:
-    """A past time given relative to now: ``seconds`` ago, or the midnight ``days`` days back.
+class RelativeTime(str):
+    """A past time as typed, relative to now: ``10m`` (ago), ``today`` (from midnight).
 
-    :param seconds: how long ago (when ``days`` is ``None``).
-    :param days: 0 for the start of today, 1 for yesterday's (server local time).
+    A string, so that a request carrying it is still plain data (a client
+    that parsed a typed line sends it on as JSON, and the server reads it
+    again); :meth:`resolve` gives the time meant.
     """
 
-    seconds: float = 0.0
-    days: int | None = None
+    __slots__ = ()
 
     def resolve(self, now: float) -> float:
-        """The time meant, as seconds since the epoch, for the clock reading ``now``."""
-        if self.days is None:
-            return now - self.seconds
+        """The time meant, as seconds since the epoch, for the clock reading ``now``.
+
+        ``today`` and ``yesterday`` start at midnight, server local time.
+        """
+        days = _DAYS_BACK.get(self)
+        if days is None:
+            found = _RELATIVE.fullmatch(self)
+            assert found is not None, self
+            return now - float(found.group(1)) * _UNITS[found.group(2)]
         day = time.localtime(now)
-        return time.mktime(
-            (day.tm_year, day.tm_mon, day.tm_mday - self.days, 0, 0, 0, 0, 0, -1)
-        )
+        return time.mktime((day.tm_year, day.tm_mon, day.tm_mday - days, 0, 0, 0, 0, 0, -1))
 
 
 def parse_relative(text: str) -> RelativeTime | None:
     """``10m``, ``2h``, ``30s``, ``1d`` (ago), ``today`` or ``yesterday``; ``None`` for anything else."""
-    word = text.strip().lower()
-    if word in _DAYS_BACK:
-        return RelativeTime(days=_DAYS_BACK[word])
-    found = _RELATIVE.fullmatch(word)
-    if found is None:
-        return None
-    return RelativeTime(float(found.group(1)) * _UNITS[found.group(2)])
+    word = " ".join(text.lower().split())
+    if word in _DAYS_BACK or _RELATIVE.fullmatch(word):
+        return RelativeTime(word)
+    return None

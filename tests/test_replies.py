@@ -169,6 +169,17 @@ class ReadTests(RepliesTestCase):
         self.assertEqual((reply["type"], reply["code"]), ("error", "bad_argument"))
 
 
+    def test_chat_client_sends_the_relative_time_on(self) -> None:
+        """chat-client parses typed lines with the server's parser and sends them as JSON."""
+        import json
+
+        from chatservice.client.commands import CommandTable
+
+        typed = CommandTable().parse("read 10m")
+        assert typed is not None
+        self.assertEqual(json.loads(json.dumps(typed.request)), {"type": "read", "since": "10m"})
+
+
 class LoginSummaryTests(RepliesTestCase):
     def test_counted_after_the_kept_messages(self) -> None:
         yoda, hans, luke = self.online("yoda", "hans", "luke")
