@@ -174,6 +174,15 @@ class EchoTests(TelnetTestCase):
         connection.send("wise")
         self.assertTrue(connection.raw_output().startswith(b"Welcome to chatservice, yoda!"))
 
+    def test_idle_layer_dropped_and_nc_not_offered_again(self) -> None:
+        nc = self.connect()
+        nc.login("yoda")
+        nc.send("whoelse")
+        self.assertIsNone(nc.protocol._telnet)  # logged in, nothing under way: dropped
+        nc.raw_output()
+        nc.send("passwd")
+        self.assertEqual(nc.raw_output(), b"Old password: ")  # nc left the first offer unanswered
+
     def test_refused_echo_is_not_offered_again(self) -> None:
         connection = self.connect()
         connection.send("yoda")

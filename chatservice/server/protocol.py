@@ -8,8 +8,9 @@ connection logs in, runs commands and writes replies, whatever carries it.
 A person's connection may speak telnet: from the first ``IAC`` received, or
 the first password prompt, a :class:`~chatservice.server.telnet.TelnetInput`
 stands between the bytes and the lines (negotiation answered, Ctrl-C
-cancelling the line, echo off at password prompts).  A JSON client never
-gets one.
+cancelling the line, echo off at password prompts); once logged in and idle
+it is dropped, until the next ``IAC`` or password prompt.  A JSON client
+never gets one.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class ChatProtocol(Protocol):
 
     __slots__ = (
         "transport", "connected", "connection", "_lines", "_gate", "_policy", "_clock",
-        "_registry", "_telnet",
+        "_registry", "_telnet", "_offer_echo",
     )
 
     def __init__(
@@ -59,6 +60,8 @@ class ChatProtocol(Protocol):
         self._clock = clock
         self._registry = registry
         self._telnet: TelnetInput | None = None
+        self._offer_echo = True
+        """False once the client left ``WILL ECHO`` unanswered or refused it (kept when the telnet layer is dropped)."""
 
     def connectionMade(self) -> None:
         self.connection = self.connection_type(
@@ -73,7 +76,9 @@ class ChatProtocol(Protocol):
         if connection is None or not connection.may_speak_telnet:
             return None
         if self._telnet is None and create:
-            self._telnet = TelnetInput(self._lines, connection.writer.write, connection.interrupted)
+            self._telnet = TelnetInput(
+                self._lines, connection.writer.write, connection.interrupted, self._offer_echo
+            )
         return self._telnet
 
     def dataReceived(self, data: bytes) -> None:
@@ -84,6 +89,11 @@ class ChatProtocol(Protocol):
         telnet = self.telnet(create=IAC in data)
         if telnet is not None:
             telnet.dataReceived(data)
+            if connection.session is not None and telnet.idle:
+                # Logged in and nothing under way: made again when needed
+                # (about 2 KiB less per idle connection).
+                self._offer_echo = not telnet.ignores_echo
+                self._telnet = None
         else:
             self._lines.feed(data)
         connection.read()

@@ -59,6 +59,8 @@ class TelnetInput(telnet.Telnet):
     :param lines: where the data bytes go.
     :param write: writes answers after what the connection wrote before.
     :param interrupted: called when the client cancelled its line (Ctrl-C).
+    :param offer_echo: whether ``WILL ECHO`` may be offered (not to a client
+        that left an earlier offer unanswered: ``nc``).
     """
 
     def __init__(
@@ -66,6 +68,7 @@ class TelnetInput(telnet.Telnet):
         lines: LineBuffer,
         write: Callable[[bytes], None],
         interrupted: Callable[[], None],
+        offer_echo: bool = True,
     ) -> None:
         super().__init__()
         self._lines = lines
@@ -73,8 +76,8 @@ class TelnetInput(telnet.Telnet):
         self._interrupted = interrupted
         self._hidden = False
         """Whether the connection wants the client not to echo (a password prompt)."""
-        self._refused = False
-        """The client refused ``WILL ECHO``: not offered again."""
+        self._refused = not offer_echo
+        """The client refused ``WILL ECHO`` (or never answered it): not offered again."""
         for command in (telnet.IP, telnet.BRK, telnet.EL):
             self.commandMap[command] = self._cancel_line
         self.commandMap[telnet.AYT] = self._are_you_there
@@ -126,6 +129,26 @@ class TelnetInput(telnet.Telnet):
         """``ECHO`` was switched off (the only option that can be on)."""
 
     # Echo -------------------------------------------------------------------------------
+
+    @property
+    def idle(self) -> bool:
+        """Whether nothing is under way: between commands, every option off, echo not hidden.
+
+        An offer the client never answered (``nc``) does not count: it never will.
+        """
+        return (
+            self.state == "data"
+            and not self._hidden
+            and all(
+                option.us.state == "no" and option.him.state == "no"
+                for option in self.options.values()
+            )
+        )
+
+    @property
+    def ignores_echo(self) -> bool:
+        """Whether ``WILL ECHO`` was refused or is still unanswered (``nc`` never answers)."""
+        return self._refused or self.getOptionState(telnet.ECHO).us.negotiating
 
     @property
     def echoing(self) -> bool:
