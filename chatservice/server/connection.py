@@ -70,8 +70,11 @@ class Terminal(Protocol):
         """An unechoed line was typed: end it on the screen."""
 
 
-def _no_terminal(create: bool) -> Terminal | None:
-    return None
+class TerminalSource(Protocol):
+    """Where a connection finds its person's terminal (the stream adapter)."""
+
+    def telnet(self, create: bool = True) -> Terminal | None:
+        """The terminal (made when first needed, if ``create``), or ``None`` for a program."""
 
 
 class ChatConnection:
@@ -86,8 +89,8 @@ class ChatConnection:
     :param registry: the server's live connections (caps, bans, shutdown).
     :param wire: the format, when the transport fixes it (a WebSocket: JSON);
         else the client's first byte chooses.
-    :param terminal: gives the person's terminal (``terminal(create)``:
-        made when first needed if ``create``), or ``None`` (a program).
+    :param terminal: gives the person's terminal (the stream adapter); ``None``
+        when there is none (a WebSocket).
     """
 
     # One per connection: slots, so an idle connection has no instance dict.
@@ -107,7 +110,7 @@ class ChatConnection:
         clock: IReactorTime,
         registry: ConnectionRegistry,
         wire: WireFormat | None = None,
-        terminal: Callable[[bool], Terminal | None] = _no_terminal,
+        terminal: TerminalSource | None = None,
     ) -> None:
         self.host: str = getattr(transport.getPeer(), "host", "")
         self.p2p_port: int | None = None
@@ -242,9 +245,9 @@ class ChatConnection:
         return self.wire is TEXT or (self._dialogue is None and self.session is None)
 
     def _text_terminal(self, create: bool = False) -> Terminal | None:
-        if self.wire is not TEXT or self.writer.closed:
+        if self.wire is not TEXT or self.writer.closed or self._terminal is None:
             return None
-        return self._terminal(create)
+        return self._terminal.telnet(create)
 
     def hide_input(self) -> None:
         """A password prompt: the client should not echo what is typed (text only)."""
@@ -373,7 +376,7 @@ class ChatConnection:
         first = self._lines.first_byte()
         if first == b"{":
             self._use(JSON)
-        elif first or self._terminal(False) is not None:
+        elif first or (self._terminal is not None and self._terminal.telnet(False) is not None):
             self._use(TEXT)
 
     def _greet(self) -> None:

@@ -66,7 +66,7 @@ class ChatProtocol(Protocol):
     def connectionMade(self) -> None:
         self.connection = self.connection_type(
             self.transport, self._lines, self._gate, self._policy, self._clock, self._registry,
-            terminal=self.telnet,
+            terminal=self,
         )
         self.connection.start()
 
