@@ -86,7 +86,12 @@ class ChatProtocol(Protocol):
         if connection is None or connection.writer.closed:
             self._lines.clear()  # closing: what still arrives is not read
             return
-        telnet = self.telnet(create=IAC in data)
+        telnet = self._telnet
+        if telnet is None:
+            if IAC in data:  # rare: a JSON client has no IAC, a person's line seldom
+                telnet = self.telnet()
+        elif not connection.may_speak_telnet:
+            telnet = None
         if telnet is not None:
             telnet.dataReceived(data)
             if connection.session is not None and telnet.idle:
