@@ -351,6 +351,8 @@ class LineClient:
     """
 
     _sync_ids = itertools.count(1)
+    raw = b""
+    _tail = b""
 
     def __init__(
         self, port: int, timeout: float = READ_TIMEOUT, source: str | None = None

@@ -151,7 +151,7 @@ class StateOverSlowStoreTests(StateTestCase):
         self.assertEqual(self.clients["hans"].take(), expected)
         self.assertEqual(self.clients["luke"].take(), expected)
         self.assertEqual(
-            summary(self.successResultOf(d)), ("BroadcastSent", 2, 0, 2, START + 5, ())
+            summary(self.successResultOf(d)), ("BroadcastSent", 2, 0, 2, START + 5, (), 0)
         )
 
     def test_broadcast_not_kept_is_not_sent(self) -> None:
@@ -177,7 +177,7 @@ class StateOverSlowStoreTests(StateTestCase):
         self.assertEqual(
             self.clients["hans"].take(), [("RoomMessage", 1, "yoda", "in here", START, 1)]
         )
-        self.assertEqual(summary(self.successResultOf(d)), ("RoomPosted", 1, 1, START, 1, 0))
+        self.assertEqual(summary(self.successResultOf(d)), ("RoomPosted", 1, 1, START, 1, 0, 0))
 
     def test_block_in_effect_at_once_answered_once_stored(self) -> None:
         yoda, _hans = self.online("yoda", "hans")
@@ -382,7 +382,7 @@ class ConnectionOverSlowStoreTests(unittest.TestCase):
         self.assertEqual(self.hans.lines(), ["[broadcast] yoda: hello", "yoda: psst"])
         lines = self.yoda.lines()
         self.assertTrue(lines[0].startswith("Broadcast message, #1 broadcast at "), lines)
-        self.assertEqual(lines[1:], ["hans", "luke"])  # a delivered message has no reply line
+        self.assertEqual(lines[1:], ["hans", "luke", "Message delivered to hans."])
 
     def test_fired_deferred_answered_without_pausing(self) -> None:
         self.slow.at_once.add("add_history")

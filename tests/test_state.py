@@ -345,7 +345,7 @@ class BroadcastTests(StateTestCase):
         yoda, _hans, _luke = self.online("yoda", "hans", "luke")
         self.clock.advance(7)
         reply = self.successResultOf(yoda.execute(Request("broadcast", {"message": "Hello all"})))
-        self.assertEqual(summary(reply), ("BroadcastSent", 2, 0, 1, START + 7, ()))
+        self.assertEqual(summary(reply), ("BroadcastSent", 2, 0, 1, START + 7, (), 0))
         expected = [("BroadcastMessage", "yoda", "Hello all", START + 7, 1)]
         self.assertEqual(self.clients["hans"].take(), expected)
         self.assertEqual(self.clients["luke"].take(), expected)
@@ -362,7 +362,7 @@ class BroadcastTests(StateTestCase):
         self.successResultOf(yoda.broadcast("one"))
         self.clock.advance(2)
         reply = self.successResultOf(hans.broadcast("two"))
-        self.assertEqual(summary(reply), ("BroadcastSent", 1, 0, 2, START + 2, ()))
+        self.assertEqual(summary(reply), ("BroadcastSent", 1, 0, 2, START + 2, (), 0))
         self.assertEqual(
             self.clients["yoda"].take(), [("BroadcastMessage", "hans", "two", START + 2, 2)]
         )
@@ -373,7 +373,7 @@ class BroadcastTests(StateTestCase):
 
     def test_alone(self) -> None:
         (yoda,) = self.online("yoda")
-        self.assertEqual(self.replied(yoda.broadcast("anyone?")), ("BroadcastSent", 0, 0, 1, START, ()))
+        self.assertEqual(self.replied(yoda.broadcast("anyone?")), ("BroadcastSent", 0, 0, 1, START, (), 0))
 
 
 class BlockTests(StateTestCase):
@@ -413,7 +413,7 @@ class BlockTests(StateTestCase):
         for name in ("yoda", "hans", "luke"):
             self.clients[name].take()
         reply = self.successResultOf(self.hans.broadcast("hello"))
-        self.assertEqual(summary(reply), ("BroadcastSent", 2, 1, 1, START, ()))
+        self.assertEqual(summary(reply), ("BroadcastSent", 2, 1, 1, START, (), 0))
         self.assertEqual(self.clients["yoda"].take(), [])
         self.assertEqual(
             self.clients["luke"].take(), [("BroadcastMessage", "hans", "hello", START, 1)]
@@ -446,7 +446,7 @@ class BlockTests(StateTestCase):
         self.assertEqual(self.yoda.whoelse().users, ("hans", "luke"))
         self.assertEqual(self.replied(self.yoda.message("hans", "hmm")), ("MessageSent", "hans", False, False, None))
         self.assertEqual(self.clients["hans"].take(), [("DirectMessage", "yoda", "hmm", START, False)])
-        self.assertEqual(self.replied(self.yoda.broadcast("all")), ("BroadcastSent", 2, 0, 1, START, ()))
+        self.assertEqual(self.replied(self.yoda.broadcast("all")), ("BroadcastSent", 2, 0, 1, START, (), 0))
         self.assertEqual(self.clients["hans"].take(), [("BroadcastMessage", "yoda", "all", START, 1)])
         self.clock.advance(1)
         self.hans.end()
@@ -494,7 +494,7 @@ class BlockTests(StateTestCase):
         self.assertEqual(self.replied(self.hans.message("yoda", "hi")), ("MessageSent", "yoda", False, False, None))
         self.assertEqual(self.clients["yoda"].take(), [("DirectMessage", "hans", "hi", START, False)])
         # broadcasts
-        self.assertEqual(self.replied(self.hans.broadcast("all")), ("BroadcastSent", 2, 0, 1, START, ()))
+        self.assertEqual(self.replied(self.hans.broadcast("all")), ("BroadcastSent", 2, 0, 1, START, (), 0))
         self.assertEqual(self.clients["yoda"].take(), [("BroadcastMessage", "hans", "all", START, 1)])
         # whoelse
         self.assertEqual(self.hans.whoelse().users, ("luke", "yoda"))
