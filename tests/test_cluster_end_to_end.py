@@ -83,7 +83,7 @@ class ClusterChatTests(ClusterTestCase):
         # Direct messages, to a user on another node.
         ann.send("message bob hello from node a")
         self.assertEqual(bob.read_line(timeout=10), "ann: hello from node a")
-        self.assertEqual(ann.sync(), [])
+        self.assertEqual(ann.sync(), ["Message delivered to bob."])
         # Broadcasts reach every node.
         cat.send("broadcast hello everyone")
         self.assertTrue(cat.read_line().startswith("Broadcast message, #"))
@@ -184,7 +184,7 @@ class ClusterFailureTests(ClusterTestCase):
         self.assertEqual(ann.read_line(timeout=10), "bob logged in")
         self.redis.stop()
         ann.send("message bob sent while Redis was down")
-        self.assertEqual(ann.sync(timeout=10), [])  # acknowledged
+        self.assertEqual(ann.sync(timeout=10), ["Message delivered to bob."])  # acknowledged
         wait_for(lambda: "Lost the Redis subscription" in self.nodes["a"].log(), 10, "node a to notice")
         ann.send("broadcast is anybody there")
         receipt = ann.sync(timeout=10)
