@@ -230,6 +230,12 @@ def build_chat(
         IReactorCore(reactor, None),
         cluster,
         retention,
+        credentials=None if imported is None else imported.path,
+        store=config.get("store-name") or config["store"],
+        endpoints=[
+            *config.get("listen", ()),
+            *(f"web:{description}" for description in config.get("web") or ()),
+        ],
     )
     metrics.registry.register(
         LiveCollector(

@@ -15,7 +15,7 @@ from typing import Any
 
 from chatservice import events
 from chatservice.history import parse_cursor
-from chatservice.timefmt import parse_timestamp
+from chatservice.timefmt import parse_relative, parse_timestamp
 
 WORD = "word"
 """An argument that is one whitespace-free word (a user name)."""
@@ -38,7 +38,12 @@ MAX_NUMBER_LENGTH = 32
 MAX_EPOCH_SECONDS = 253_402_300_799
 """The last second of the year 9999: the range a :data:`TIMESTAMP` may take."""
 TIMESTAMP = "timestamp"
-"""A time as ``dd Mmm yyyy hh:mm:ss`` (JSON: that string, or seconds since the epoch)."""
+"""A time as ``dd Mmm yyyy hh:mm:ss`` (JSON: that string, or seconds since the epoch),
+or relative (``10m``, ``2h``, ``today``: a :class:`~chatservice.timefmt.RelativeTime`)."""
+BAD_TIME = (
+    "Error. Give the time as 10m, 2h, today, yesterday or dd Mmm yyyy hh:mm:ss,"
+    " e.g. 1 Jun 2022 16:00:00."
+)
 CURSOR = "cursor"
 """Where the next page of ``read`` starts, as the last page said (:mod:`chatservice.history`)."""
 
@@ -146,13 +151,13 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "whoelsesince",
         (Argument("seconds", "seconds", SECONDS),),
-        "list the other users online at any time in the last <seconds>",
+        "list who was online in the last <seconds>",
         handler="whoelsesince",
     ),
     Command(
         "last",
         (Argument("minutes", "minutes", SECONDS),),
-        "list the other users online at any time in the last <minutes>",
+        "list who was online in the last <minutes>",
         handler="last",
     ),
     Command(
@@ -165,20 +170,20 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "active",
         (),
-        "list the other users online with address, peer port and since when",
+        "list the others online, with address, port, login time",
         ("atu",),
         handler="active",
     ),
     Command(
         "message",
         (_USER, _TEXT),
-        "send <text> to <user>; kept for their next login if they are offline",
+        "send <text> to <user> (kept if they are offline)",
         handler="message",
     ),
     Command(
         "send",
         (Argument("to", "user|(user1 user2 ...)", RECIPIENTS), _TEXT),
-        "send <text> to one user or to several: send (hans luke) hi",
+        "send <text> to several users: send (hans luke) hi",
         handler="send",
     ),
     Command(
@@ -190,8 +195,9 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "read",
-        (Argument("since", "dd Mmm yyyy hh:mm:ss", TIMESTAMP),),
-        "show broadcasts and your rooms' messages posted after the time, a page at a time",
+        (Argument("since", "when", TIMESTAMP, False),),
+        "broadcasts and room messages since <when>: 10m, 2h, today, yesterday,"
+        " dd Mmm yyyy hh:mm:ss; alone: since your last logout (a page at a time)",
         ("rdm",),
         handler="read",
     ),
@@ -205,7 +211,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "room create",
         (Argument("members", "user", WORDS),),
-        "make a room with you and the users (or reuse the one they have)",
+        "make a room with you and the users, or reuse theirs",
         ("srb", "room_create"),
         handler="room_create",
     ),
@@ -220,10 +226,11 @@ COMMANDS: tuple[Command, ...] = (
     Command("rooms", (), "list your rooms and their members", handler="list_rooms"),
     Command("block", (_TARGET,), "stop <user> from messaging you or seeing you", handler="block"),
     Command("unblock", (_TARGET,), "undo block <user>", handler="unblock"),
+    Command("blocks", (), "list the users you have blocked", handler="list_blocks"),
     Command(
         "busy",
         (Argument("message", "auto-reply", TEXT, False),),
-        "hold messages until you are available; senders get the auto-reply",
+        "hold messages; senders get the auto-reply",
         handler="busy",
     ),
     Command(
@@ -235,7 +242,7 @@ COMMANDS: tuple[Command, ...] = (
             Argument("status", "on|off", WORD, True, ("on", "off")),
             Argument("to", "user", WORD, False),
         ),
-        "tell <user> (or everyone) that you are typing; it ends by itself",
+        "tell <user> (or everyone) that you are typing",
         handler="typing",
     ),
     Command("hide", (), "leave other users' lists and presence notices", handler="hide"),
@@ -244,20 +251,20 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "startprivate",
         (_TARGET,),
-        "get <user>'s peer address and a token to chat privately (chat-client)",
+        "a token to chat with <user> directly (chat-client)",
         handler="startprivate",
     ),
     Command(
         "sendfile",
         (_USER, Argument("filename", "file"), Argument("size", "bytes", COUNT, False)),
-        "get <user>'s UDP address and a token to send them <file> (chat-client)",
+        "a token to send <user> <file> (chat-client)",
         ("upd",),
         handler="sendfile",
     ),
     Command(
         "passwd",
-        (Argument("old", "old password"), Argument("new", "new password")),
-        "change your password",
+        (Argument("old", "old password", WORD, False), Argument("new", "new password", WORD, False)),
+        "change your password (alone: asks for both)",
         handler="passwd",
     ),
     Command(
@@ -267,16 +274,41 @@ COMMANDS: tuple[Command, ...] = (
         ("disconnect", "out"),
         handler="logout",
     ),
-    Command("help", (), "show this list", handler="help"),
+    Command(
+        "help",
+        (Argument("command", "command", TEXT, False),),
+        "this list, or one command and its other names",
+        handler="help",
+    ),
 )
 
-HELP = events.HelpText(tuple((command.usage, command.summary) for command in COMMANDS))
-"""The reply to ``help``: every command's usage and summary."""
+
+def _aliases(commands: tuple[Command, ...]) -> tuple[tuple[str, str], ...]:
+    return tuple((alias, command.name) for command in commands for alias in command.aliases)
+
+
+HELP = events.HelpText(
+    tuple((command.usage, command.summary) for command in COMMANDS), _aliases(COMMANDS)
+)
+"""The reply to ``help``: every command's usage and summary, and the other names."""
 
 _BY_NAME: dict[str, Command] = {}
 for _command in COMMANDS:
     for _name in (_command.name,) + _command.aliases:
         _BY_NAME[_name] = _command
+
+
+_GROUPS: dict[str, list[str]] = {}
+"""The first word of two-word commands (``room``) to their names, for the word alone."""
+for _command in COMMANDS:
+    if " " in _command.name:
+        _GROUPS.setdefault(_command.name.split()[0], []).append(_command.name)
+
+
+def _group_usage(first: str) -> str:
+    """What ``room`` alone is answered: the commands it starts, and where to read more."""
+    *others, last = _GROUPS[first]
+    return f"Error. Use {', '.join(others)} or {last} (help {first} shows how)."
 
 
 def lookup(name: str, subcommand: str | None = None) -> tuple[Command, bool]:
@@ -295,9 +327,40 @@ def lookup(name: str, subcommand: str | None = None) -> tuple[Command, bool]:
     try:
         return _BY_NAME[name], False
     except KeyError:
+        if name in _GROUPS:
+            raise CommandError("invalid_command", _group_usage(name)) from None
         raise CommandError(
             "invalid_command", "Error. Invalid command (type help for the list)"
         ) from None
+
+
+def help_for(topic: str | None) -> events.HelpText:
+    """The reply to ``help`` (``topic`` ``None``) or ``help TOPIC``: one command (by any
+    of its names), or the commands it starts (``room``).
+
+    :raises CommandError: ``invalid_command`` when no command has that name.
+    """
+    if topic is None or not topic.strip():
+        return HELP
+    words = topic.lower().split()
+    wanted = " ".join(words[:2])
+    found = tuple(
+        command
+        for command in COMMANDS
+        if wanted == command.name or wanted in command.aliases
+    )
+    if not found and len(words) > 1:
+        found = tuple(c for c in COMMANDS if words[0] == c.name or words[0] in c.aliases)
+    if not found:
+        found = tuple(c for c in COMMANDS if c.name.split()[0] == words[0] and " " in c.name)
+    if not found:
+        raise CommandError(
+            "invalid_command",
+            f"Error. There is no command {words[0]} (type help for the list).",
+        )
+    return events.HelpText(
+        tuple((command.usage, command.summary) for command in found), _aliases(found), topic=wanted
+    )
 
 
 def _choice(command: Command, argument: Argument, value: Any) -> str:
@@ -349,12 +412,10 @@ def convert(command: Command, argument: Argument, value: Any) -> Any:
         try:
             if not isinstance(value, str) or not value.isascii():
                 raise TypeError(value)
-            return parse_timestamp(value)
+            relative = parse_relative(value)
+            return parse_timestamp(value) if relative is None else relative
         except (TypeError, ValueError, OverflowError):
-            raise CommandError(
-                "bad_argument",
-                "Error. Give the time as dd Mmm yyyy hh:mm:ss, e.g. 1 Jun 2022 16:00:00.",
-            ) from None
+            raise CommandError("bad_argument", BAD_TIME) from None
     if argument.kind == CURSOR:
         try:
             parse_cursor(value)

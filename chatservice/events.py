@@ -64,6 +64,7 @@ class Prompt(Event):
     CREATE: ClassVar[str] = "create"
     NEW_PASSWORD: ClassVar[str] = "new_password"
     REPEAT_PASSWORD: ClassVar[str] = "repeat_password"
+    OLD_PASSWORD: ClassVar[str] = "old_password"
 
     field_name: str
 
@@ -307,6 +308,15 @@ class HistoryList(Event):
     next: str | None = None
 
 
+@dataclass(frozen=True, eq=False)
+class MissedSince(Event):
+    """Told at login, after the kept messages: ``count`` broadcasts and room
+    messages were posted since the user's last logout at ``since``."""
+
+    count: int
+    since: float
+
+
 # Rooms --------------------------------------------------------------------------
 
 
@@ -367,10 +377,23 @@ class BlockChanged(Event):
 
 
 @dataclass(frozen=True, eq=False)
+class BlockList(Event):
+    """Reply to ``blocks``: the users this user has blocked, sorted."""
+
+    users: tuple[str, ...]
+
+
+@dataclass(frozen=True, eq=False)
 class HelpText(Event):
-    """Reply to ``help``: ``(usage, summary)`` pairs, one per command."""
+    """Reply to ``help``: ``(usage, summary)`` pairs, one per command.
+
+    ``aliases`` holds ``(other name, command)`` pairs; ``topic`` is what
+    ``help TOPIC`` asked about (``None`` for the whole list).
+    """
 
     commands: tuple[tuple[str, str], ...]
+    aliases: tuple[tuple[str, str], ...] = ()
+    topic: str | None = None
 
 
 # Peer-to-peer set-up ------------------------------------------------------------

@@ -70,6 +70,10 @@ class RoomDirectory:
         """The room numbered ``room_id``, if it exists."""
         return self._by_id.get(room_id)
 
+    def first_with(self, members: frozenset[str]) -> Room | None:
+        """The room of exactly ``members`` that ``create`` returns (the lowest number)."""
+        return self._by_members.get(members)
+
     def of(self, username: str) -> list[Room]:
         """The rooms ``username`` is in, by number."""
         return [self._by_id[i] for i in sorted(self._by_user.get(username, ()))]

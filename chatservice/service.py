@@ -82,6 +82,11 @@ class ChatService(MultiService):
     :param retention: what keeps the history within its bounds: started
         once the state is loaded, stopped (and its store call in flight
         waited for) before the store is closed.
+    :param credentials: the credentials file the accounts were read from
+        (logged at start).
+    :param store: the store's name, as logged (a PostgreSQL URL without its password).
+    :param endpoints: where the server listens (logged at start; ``web:``
+        before the browser page's).
     """
 
     def __init__(
@@ -95,8 +100,14 @@ class ChatService(MultiService):
         reactor: IReactorCore | None = None,
         cluster: IService | None = None,
         retention: HistoryRetention | None = None,
+        credentials: Path | None = None,
+        store: str = "",
+        endpoints: Sequence[str] = (),
     ) -> None:
         super().__init__()
+        self.credentials = credentials
+        self.store_name = store
+        self.endpoints = tuple(endpoints)
         self.state = state
         self.factory = factory
         self.lockouts = lockouts
@@ -154,9 +165,13 @@ class ChatService(MultiService):
         self.serving = True
         self.factory.registry.ready = True
         log.info(
-            "Chat service started: {accounts} accounts; data in {data_dir}",
+            "Chat service started: {accounts} accounts from {credentials}; data in"
+            " {data_dir} ({store} store); listening on {endpoints}",
             accounts=len(self.state.accounts.usernames()),
+            credentials=str(self.credentials) if self.credentials is not None else "-",
             data_dir=str(self.data_dir),
+            store=self.store_name or "-",
+            endpoints=", ".join(self.endpoints) or "-",
         )
 
     def _not_loaded(self, failure: Failure) -> None:

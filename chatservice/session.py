@@ -27,13 +27,14 @@ from zope.interface import implementer
 
 from chatservice import events
 from chatservice.auth.accounts import AccountError
-from chatservice.commands import COMMANDS, HELP, CommandError, Request, unavailable
+from chatservice.commands import COMMANDS, CommandError, Request, help_for, unavailable
 from chatservice.delivery import EVERYONE, Audience, Delivery, DeliveryReport
 from chatservice.interfaces import ClientConnection, ChatMember, IChatSession
 from chatservice.rooms import BROADCAST_CHANNEL, Room
 from chatservice.history import PAGE_ENTRIES, cut_page, format_cursor, parse_cursor, start_after
 from chatservice.state import ChatState
 from chatservice.store.interface import HistoryEntry, HistoryPosition, StoredMessage
+from chatservice.timefmt import RelativeTime
 
 log = Logger()
 
@@ -77,7 +78,7 @@ class Session:
     __slots__ = (
         "state", "username", "client", "logged_in_at", "guest", "hidden",
         "auto_reply", "_auto_replied", "_missed", "_typing_expiry", "_typing_to",
-        "_fetching", "_shown",
+        "_fetching", "_shown", "last_logout",
     )
 
     def __init__(
@@ -106,6 +107,8 @@ class Session:
         self._shown: dict[int, None] | None = None
         """Ids of kept messages shown already (the latest :data:`SHOWN_REMEMBERED`;
         made at the first one from another node), so that none is shown twice."""
+        self.last_logout: float | None = None
+        """When this user was last seen online before this login (``None``: never, or a guest)."""
 
     @property
     def busy_now(self) -> bool:
@@ -115,11 +118,31 @@ class Session:
     # Life ------------------------------------------------------------------------
 
     def begin(self) -> None:
-        """Announce the login and deliver what was kept while offline."""
+        """Announce the login, deliver what was kept while offline, then say
+        how many broadcasts and room messages were posted meanwhile."""
+        if not self.guest:
+            self.last_logout = self.state.last_seen_at(self.username)
         self.state.deliver(
             events.Presence(self.username, True), self.username, EVERYONE, Delivery.PRESENCE
         )
-        self._deliver_kept_later()
+        d = self.deliver_kept()
+        if self.last_logout is not None:
+            d.addCallback(lambda _: self._tell_missed(self.last_logout))
+        self.state.background(
+            d, "Delivering the messages kept for {user} failed", user=self.username
+        )
+
+    def _tell_missed(self, since: float) -> defer.Deferred[None]:
+        """Tell this user how many broadcasts and room messages came after ``since`` (if any)."""
+        channels = [BROADCAST_CHANNEL] + [room.channel for room in self.state.rooms.of(self.username)]
+        d = self.state.store.history_after(channels, math.floor(since))
+
+        def tell(found: list[HistoryEntry]) -> None:
+            count = len(self._history(found, since).entries)
+            if count and self.state.sessions.get(self.username) is self:
+                self.client.deliver(events.MissedSince(count, since))
+
+        return d.addCallback(tell)
 
     def _deliver_kept_later(self) -> None:
         """:meth:`deliver_kept`, with nobody waiting for it."""
@@ -396,12 +419,20 @@ class Session:
                 f"Error. You have {self.state.max_offline_per_sender} messages waiting"
                 f" for {to} already; yours was not kept. Try again later.",
             )
+        if self._looks_offline(to):
+            # Delivered, or kept while busy: either way, as if kept for later.
+            return events.MessageSent(to, stored=True)
         return events.MessageSent(
             to,
             stored=bool(report.stored),
             busy=bool(report.busy),
             auto_reply=report.auto_replies[0][1] if report.auto_replies else None,
         )
+
+    def _looks_offline(self, username: str) -> bool:
+        """Whether ``username`` is offline or hidden: every reply says "offline" for both."""
+        member = self.state.online(username)
+        return member is None or member.hidden
 
     def send(self, to: tuple[str, ...], message: str) -> defer.Deferred[events.SendReport]:
         """Send ``message`` to each of ``to`` as :meth:`message` would; one report, in order."""
@@ -463,7 +494,7 @@ class Session:
             )
         for name in others:
             self._check_other_user(name)
-            if self.state.online(name) is None:
+            if self._looks_offline(name):
                 raise CommandError("offline", f"Error. {name} is offline.")
             if self.state.has_blocked(name, self.username):
                 raise CommandError("blocked", f"Error. {name} has blocked you.")
@@ -509,16 +540,27 @@ class Session:
         return events.RoomLeft(room, self.username, removed)
 
     def list_rooms(self) -> events.RoomList:
-        """This user's rooms and their members."""
+        """This user's rooms and their members, each member set once.
+
+        After a ``room leave`` two rooms may have the same members: the one
+        ``room create`` gives for them is listed.
+        """
+        directory = self.state.rooms
         return events.RoomList(
             tuple(
                 (room.room_id, tuple(sorted(room.members)))
-                for room in self.state.rooms.of(self.username)
+                for room in directory.of(self.username)
+                if directory.first_with(room.members) is room
             )
         )
 
-    def read(self, since: float) -> defer.Deferred[events.HistoryList]:
-        """The first page of broadcasts and this user's rooms' messages posted after ``since`` (whole seconds)."""
+    def read(self, since: float | RelativeTime | None) -> defer.Deferred[events.HistoryList]:
+        """The first page of broadcasts and this user's rooms' messages posted after ``since`` (whole seconds).
+
+        ``since`` may be relative (``10m``, ``today``), or ``None``: since
+        this user's last logout.
+        """
+        since = self._since(since)
         return self._history_page(start_after(since), since)
 
     def read_next(self, after: str) -> defer.Deferred[events.HistoryList]:
@@ -534,6 +576,20 @@ class Session:
         channels = [BROADCAST_CHANNEL] + [room.channel for room in rooms]
         d = self.state.store.history_page(channels, start, PAGE_ENTRIES + 1)
         return d.addCallback(self._history, after)
+
+    def _since(self, since: float | RelativeTime | None) -> float:
+        """``read``'s time as seconds since the epoch."""
+        if isinstance(since, RelativeTime):
+            return max(0.0, since.resolve(self.state.clock.seconds()))
+        if since is None:
+            if self.last_logout is None:
+                raise CommandError(
+                    "bad_argument",
+                    "Error. There is no earlier logout of yours to read from; give a time"
+                    " (read 10m, read today, read 1 Jun 2022 16:00:00).",
+                )
+            return self.last_logout
+        return since
 
     def _history(self, found: list[HistoryEntry], after: float) -> events.HistoryList:
         """The reply to ``read``: a page of ``found``, less what is from a blocked user."""
@@ -560,6 +616,10 @@ class Session:
             raise CommandError("already_blocked", f"Error. {target} is already blocked.")
         d = self.state.block(self.username, target)
         return d.addCallback(lambda _: events.BlockChanged(target, blocked=True))
+
+    def list_blocks(self) -> events.BlockList:
+        """The users this user has blocked."""
+        return events.BlockList(tuple(sorted(self.state.blocked_by(self.username))))
 
     def unblock(self, target: str) -> defer.Deferred[events.BlockChanged]:
         """Undo :meth:`block`."""
@@ -660,7 +720,7 @@ class Session:
         """The session of ``username`` if this user may contact them directly."""
         self._check_other_user(username)
         other = self.state.online(username)
-        if other is None:
+        if other is None or other.hidden:
             raise CommandError("offline", f"Error. {username} is offline.")
         if self.state.has_blocked(username, self.username):
             raise CommandError("blocked", f"Error. {username} has blocked you.")
@@ -706,16 +766,24 @@ class Session:
 
     # Connection-level commands ---------------------------------------------------
 
-    def help(self) -> events.HelpText:
-        """Every command's usage and summary."""
-        return HELP
+    def help(self, command: str | None = None) -> events.HelpText:
+        """Every command's usage and summary, or one command's (``help COMMAND``)."""
+        return help_for(command)
 
     def logout(self) -> events.Disconnected:
         """Say goodbye; the connection sends it, then closes (which ends this session)."""
         return events.Disconnected("logout", f"Goodbye, {self.username}!")
 
-    def passwd(self, old: str, new: str) -> defer.Deferred[events.Event]:
-        """Change this user's password: ``PasswordChanged``, or the error reply."""
+    def passwd(self, old: str | None, new: str | None) -> defer.Deferred[events.Event]:
+        """Change this user's password: ``PasswordChanged``, or the error reply.
+
+        A text connection asks for both when neither is given (its ``passwd``
+        prompts); here both are needed.
+        """
+        if old is None or new is None:
+            raise CommandError(
+                "bad_argument", "Error. Usage: passwd <old password> <new password>"
+            )
         passwords = self.state.passwords
         if passwords is None:
             return defer.succeed(

@@ -323,6 +323,10 @@ class ChatState:
         session = self.online(username)
         return session is not None and session.guest
 
+    def last_seen_at(self, username: str) -> float | None:
+        """When ``username`` was last visibly online (logged out or hid), if ever."""
+        return self._last_seen.get(username)
+
     def mark_seen(self, username: str) -> None:
         """Record that ``username`` was visibly online until now (stored in the background)."""
         now = self.clock.seconds()
@@ -472,6 +476,10 @@ class ChatState:
     def room_changed_elsewhere(self, room_id: int, members: Iterable[str] | None) -> None:
         """Another node created, changed or removed a room."""
         self.rooms.adopt(room_id, None if members is None else frozenset(members))
+
+    def blocked_by(self, blocker: str) -> Collection[str]:
+        """The users ``blocker`` has blocked."""
+        return self._blocked_by.get(blocker, _NOBODY)
 
     def blockers_of(self, blocked: str) -> Collection[str]:
         """The users who blocked ``blocked``."""

@@ -1,7 +1,13 @@
-"""The one timestamp format users see and type: ``01 Jun 2022 21:30:04`` (server local time)."""
+"""The one timestamp format users see and type: ``01 Jun 2022 21:30:04`` (server local time).
+
+Where a past time is asked for (``read``), a relative one also does:
+``10m``, ``2h``, ``30s``, ``1d`` ago, ``today`` or ``yesterday`` (from
+midnight): :func:`parse_relative`.
+"""
 
 from __future__ import annotations
 
+import re
 import time
 
 TIMESTAMP_FORMAT = "%d %b %Y %H:%M:%S"
@@ -19,3 +25,40 @@ def parse_timestamp(text: str) -> float:
     """
     parsed = time.strptime(" ".join(text.split()), TIMESTAMP_FORMAT)
     return time.mktime(parsed)
+
+
+_RELATIVE = re.compile(r"([0-9]{1,9}(?:\.[0-9]{1,6})?) ?([smhd])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DAYS_BACK = {"today": 0, "yesterday": 1}
+
+
+class RelativeTime(str):
+    """A past time as typed, relative to now: ``10m`` (ago), ``today`` (from midnight).
+
+    A string, so that a request carrying it is still plain data (a client
+    that parsed a typed line sends it on as JSON, and the server reads it
+    again); :meth:`resolve` gives the time meant.
+    """
+
+    __slots__ = ()
+
+    def resolve(self, now: float) -> float:
+        """The time meant, as seconds since the epoch, for the clock reading ``now``.
+
+        ``today`` and ``yesterday`` start at midnight, server local time.
+        """
+        days = _DAYS_BACK.get(self)
+        if days is None:
+            found = _RELATIVE.fullmatch(self)
+            assert found is not None, self
+            return now - float(found.group(1)) * _UNITS[found.group(2)]
+        day = time.localtime(now)
+        return time.mktime((day.tm_year, day.tm_mon, day.tm_mday - days, 0, 0, 0, 0, 0, -1))
+
+
+def parse_relative(text: str) -> RelativeTime | None:
+    """``10m``, ``2h``, ``30s``, ``1d`` (ago), ``today`` or ``yesterday``; ``None`` for anything else."""
+    word = " ".join(text.lower().split())
+    if word in _DAYS_BACK or _RELATIVE.fullmatch(word):
+        return RelativeTime(word)
+    return None

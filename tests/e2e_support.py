@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import chatservice
+from tests.support import strip_negotiation
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 20.0
@@ -373,6 +374,8 @@ class LineClient:
     """
 
     _sync_ids = itertools.count(1)
+    raw = b""
+    _tail = b""
 
     def __init__(
         self, port: int, timeout: float = READ_TIMEOUT, source: str | None = None
@@ -384,6 +387,9 @@ class LineClient:
             source_address=None if source is None else (source, 0),
         )
         self.buffer = b""
+        self.raw = b""
+        """Every byte received, telnet negotiation included (:attr:`buffer` has none)."""
+        self._tail = b""
         self.eof = False
 
     # Sending ---------------------------------------------------------------------
@@ -419,8 +425,16 @@ class LineClient:
             data = b""
         if not data:
             self.eof = True
+            self.buffer += self._tail
+            self._tail = b""
             return False
-        self.buffer += data
+        self.raw += data
+        # As nc's user sees it: telnet negotiation is no text (a sequence may
+        # arrive split: its start waits for the rest).
+        data = self._tail + data
+        cut = len(data) - 2 if data[-2:-1] == b"\xff" else len(data) - 1 if data[-1:] == b"\xff" else len(data)
+        data, self._tail = data[:cut], data[cut:]
+        self.buffer += strip_negotiation(data)
         return True
 
     def read_until(self, marker: str | bytes, timeout: float | None = None) -> str:
@@ -603,6 +617,16 @@ LOCKED = "Your account is blocked due to multiple login failures. Please try aga
 ADDRESS_LOCKED = (
     "Your address is blocked due to multiple login failures. Please try again later"
 )
+
+
+def with_time_left(refusal: str) -> re.Pattern[str]:
+    """A lock-out refusal as text shows it: ``later`` becomes the time left (``in 2 seconds.``)."""
+    return re.compile(re.escape(refusal.removesuffix("later")) + r"in \d+ (second|minute)s?\.")
+
+
+def assert_refused(line: str, refusal: str) -> None:
+    """``line`` is ``refusal`` (:data:`LOCKED` ...) with the time left in it."""
+    assert with_time_left(refusal).fullmatch(line), line
 
 
 def welcome(username: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -56,6 +57,14 @@ def stored_account(store: MemoryStore, username: str) -> Account | None:
     return Account(row[0], None if row[1] is None else ScramKeys.parse(row[1]))
 
 
+_NEGOTIATION = re.compile(rb"\xff[\xfb-\xfe].")
+
+
+def strip_negotiation(data: bytes) -> bytes:
+    """``data`` without the telnet ``IAC WILL/WONT/DO/DONT option`` sequences the server sends."""
+    return _NEGOTIATION.sub(b"", data)
+
+
 class Connection:
     """One client connection: a :class:`ChatProtocol` writing into a StringTransport."""
 
@@ -78,13 +87,22 @@ class Connection:
         """Send one JSON object as a line."""
         self.send(json.dumps(obj), b"\n")
 
-    def output(self) -> str:
-        """Everything written since the last call, decoded."""
+    def raw_output(self) -> bytes:
+        """Every byte written since the last call, telnet negotiation included."""
         if self.batcher is not None:
             self.batcher.flush_now()
         data = self.transport.value()
         self.transport.clear()
-        return data.decode("utf-8")
+        return data
+
+    def output(self) -> str:
+        """Everything written since the last call, decoded, as a terminal shows it.
+
+        Telnet negotiation (``IAC WILL ECHO`` at a password prompt) is left
+        out, as ``telnet`` takes it and ``nc`` shows it as nothing readable;
+        :meth:`raw_output` keeps it.
+        """
+        return strip_negotiation(self.raw_output()).decode("utf-8")
 
     def lines(self) -> list[str]:
         """The CRLF-terminated lines written since the last call (a trailing prompt is dropped)."""

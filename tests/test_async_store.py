@@ -383,7 +383,7 @@ class ConnectionOverSlowStoreTests(unittest.TestCase):
         self.assertEqual(self.hans.lines(), ["[broadcast] yoda: hello", "yoda: psst"])
         lines = self.yoda.lines()
         self.assertTrue(lines[0].startswith("Broadcast message, #1 broadcast at "), lines)
-        self.assertEqual(lines[1:], ["hans", "luke"])  # a delivered message has no reply line
+        self.assertEqual(lines[1:], ["hans", "luke", "Message delivered to hans."])
 
     def test_fired_deferred_answered_without_pausing(self) -> None:
         self.slow.at_once.add("add_history")

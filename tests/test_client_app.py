@@ -436,7 +436,7 @@ class ScramLoginTests(ClientTestCase):
                     message="Your account is blocked due to multiple login failures. Please try again later")
         self.assertEqual(
             yoda.lines(),
-            ["Your account is blocked due to multiple login failures. Please try again later"],
+            ["Your account is blocked due to multiple login failures. Please try again in 9 seconds."],
         )
         self.assertIs(yoda.client.phase, Phase.USERNAME)
         self.assertEqual(yoda.requests(), [])
@@ -626,7 +626,10 @@ class CommandTests(ClientTestCase):
         self.assertEqual(lines[0], "Commands:")
         self.assertTrue(lines[1].strip().startswith("whoelse"))
         self.assertIn("start a private chat with <user>", lines[2])
-        self.assertEqual([line.split()[0] for line in lines[3:]], ["private", "stopprivate", "sendfile", "accept", "decline"])
+        # A summary too long for 80 columns goes on under itself (indented further).
+        entries = [line for line in lines[3:] if not line.startswith("   ")]
+        self.assertEqual([line.split()[0] for line in entries], ["private", "stopprivate", "sendfile", "accept", "decline"])
+        self.assertTrue(all(len(line) <= 80 for line in lines), lines)
 
     def test_unsolicited_messages_are_shown(self) -> None:
         self.yoda.receive({"type": "message", "from": "hans", "message": "hi", "timestamp": 1, "offline": False})

@@ -41,7 +41,7 @@ class RenderTests(unittest.TestCase):
         self.check({"type": "room_message", "room": 2, "from": "luke", "message": "yo"}, "[room 2] luke: yo")
 
     def test_message_status(self) -> None:
-        self.check({"type": "message_status", "to": "hans", "stored": False})
+        self.check({"type": "message_status", "to": "hans", "stored": False}, "Message delivered to hans.")
         self.check(
             {"type": "message_status", "to": "hans", "stored": True},
             "hans is offline; your message will be delivered when they log in.",
@@ -84,7 +84,7 @@ class RenderTests(unittest.TestCase):
             f"hans, 127.0.0.1, 6666, active since {WHEN}",
             f"luke, 127.0.0.2, -, active since {WHEN}",
         )
-        self.check({"type": "active", "users": []}, "no other active user")
+        self.check({"type": "active", "users": []}, "No other users are active.")
         self.check({"type": "user_notification", "user": "hans", "status": True}, "hans logged in")
         self.check({"type": "user_notification", "user": "hans", "status": False}, "hans logged out")
 
@@ -96,7 +96,7 @@ class RenderTests(unittest.TestCase):
             f"#3 broadcast, yoda: hi, posted at {WHEN}",
             f"#1 room 2, hans: yo, posted at {WHEN}",
         )
-        self.check({"type": "history", "after": T, "messages": []}, "no new message")
+        self.check({"type": "history", "after": T, "messages": []}, "No new messages.")
 
     def test_rooms(self) -> None:
         self.check({"type": "room_created", "room": 2, "members": ["hans", "yoda"], "existed": False}, "Room 2 created with hans, yoda.")

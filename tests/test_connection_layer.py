@@ -202,15 +202,17 @@ class FirstBytesTests(HarnessTestCase):
     def test_a_person_who_types_first_is_greeted_at_once(self) -> None:
         protocol, transport = self.raw()
         protocol.dataReceived(b"yoda\r\n")
-        output = transport.value().decode()
-        self.assertTrue(output.startswith("Welcome to chatservice "), output)
-        self.assertTrue(output.endswith("\r\nUsername: Password: "), output)
+        output = transport.value()
+        self.assertTrue(output.startswith(b"Welcome to chatservice "), output)
+        # Echo off for the password (IAC WILL ECHO), then the prompt.
+        self.assertTrue(output.endswith(b"\r\nUsername: \xff\xfb\x01Password: "), output)
         self.assertEqual(self.harness.clock.getDelayedCalls()[0].getTime() - self.harness.clock.seconds(), 60)
 
     def test_telnet_negotiation_first_is_a_person(self) -> None:
         protocol, transport = self.raw()
         protocol.dataReceived(b"\xff\xfd\x03")  # IAC DO SUPPRESS-GO-AHEAD, no line yet
-        self.assertTrue(transport.value().startswith(b"Welcome"), "greeted at once")
+        # Refused (IAC WONT SUPPRESS-GO-AHEAD), and greeted at once.
+        self.assertTrue(transport.value().startswith(b"\xff\xfc\x03Welcome"), transport.value())
         protocol.dataReceived(b"yoda\r\n")
         self.assertTrue(transport.value().endswith(b"Password: "))
 

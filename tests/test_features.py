@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+from chatservice.commands import BAD_TIME
 from chatservice.session import DEFAULT_AUTO_REPLY
 from chatservice.timefmt import format_timestamp
 from tests.support import Connection
@@ -98,12 +101,16 @@ class HideTests(HarnessTestCase):
             ("who", "No other users are online."),
             ("whoelsesince 10", "No other users were online in the last 10 seconds."),
             ("last 1", "No other users were online in the last 60 seconds."),
-            ("active", "no other active user"),
+            ("active", "No other users are active."),
         ]:
             hans.send(command)
             self.assertEqual(hans.lines(), [empty], command)
         hans.send("message yoda still there?")
         self.assertEqual(yoda.lines(), ["hans: still there?"])
+        # Delivered, but hans is told what an offline user's sender is told.
+        self.assertEqual(
+            hans.lines(), ["yoda is offline; your message will be delivered when they log in."]
+        )
         yoda.send("logout")
         yoda.drop()
         self.assertEqual(hans.output(), "")
@@ -296,17 +303,14 @@ class HistoryTests(HarnessTestCase):
         yoda.send(f"RDM {format_timestamp(1_700_000_000 - 1)}")
         self.assertEqual(len(yoda.lines()), 3)
         yoda.send(f"read {t2}")
-        self.assertEqual(yoda.lines(), ["no new message"])
-        yoda.send("read yesterday")
-        self.assertEqual(
-            yoda.lines(),
-            ["Error. Give the time as dd Mmm yyyy hh:mm:ss, e.g. 1 Jun 2022 16:00:00."],
-        )
+        self.assertEqual(yoda.lines(), ["No new messages."])
+        yoda.send("read tomorrow")
+        self.assertEqual(yoda.lines(), [BAD_TIME])
 
     def test_read_accepts_single_digit_day(self) -> None:
         (yoda,) = self.online("yoda")
         yoda.send("read 1 Jun 2022 16:00:00")
-        self.assertEqual(yoda.lines(), ["no new message"])
+        self.assertEqual(yoda.lines(), ["No new messages."])
 
     def test_read_respects_blocks(self) -> None:
         yoda, hans = self.online("yoda", "hans")
@@ -314,7 +318,7 @@ class HistoryTests(HarnessTestCase):
         hans.send("broadcast hidden from yoda")
         yoda.output()
         yoda.send(f"read {format_timestamp(1_699_999_000)}")
-        self.assertEqual(yoda.lines(), ["no new message"])
+        self.assertEqual(yoda.lines(), ["No new messages."])
 
 
 class ActiveTests(HarnessTestCase):
@@ -323,7 +327,7 @@ class ActiveTests(HarnessTestCase):
     def test_active(self) -> None:
         (yoda,) = self.online("yoda")
         yoda.send("ATU")
-        self.assertEqual(yoda.lines(), ["no other active user"])
+        self.assertEqual(yoda.lines(), ["No other users are active."])
         self.harness.clock.advance(5)
         hans = self.connect()
         hans.send_json({"type": "login", "user": "hans", "password": "falcon", "p2p_port": 6666})
@@ -366,13 +370,15 @@ class AliasTests(HarnessTestCase):
             "last <minutes>",
             "active",
             "send <user|(user1 user2 ...)> <text>",
-            "read <dd Mmm yyyy hh:mm:ss>",
+            "read [<when>]",
             "room create <user> [<user> ...]",
             "room send <id> <text>",
             "room leave <id>",
             "rooms",
+            "blocks",
         ):
-            self.assertIn(f"  {usage} ", text)
+            # The usage, then its summary (on the next line for a long usage).
+            self.assertRegex(text, rf"\r\n  {re.escape(usage)}(  |\r\n)")
 
 
 class AddressLockoutTests(HarnessTestCase):
@@ -396,7 +402,7 @@ class AddressLockoutTests(HarnessTestCase):
             first.lines(),
             [
                 "Invalid Password. Your address has been blocked after too many"
-                " failures. Please try again later"
+                " failures. Please try again in 1 minute."
             ],
         )
         self.assertTrue(first.closed)
@@ -405,7 +411,7 @@ class AddressLockoutTests(HarnessTestCase):
         again.send("obiwan")
         self.assertEqual(
             again.lines(),
-            ["Your address is blocked due to multiple login failures. Please try again later"],
+            ["Your address is blocked due to multiple login failures. Please try again in 1 minute."],
         )
         other = self.harness.connect(host="192.0.2.8")
         self.connections.append(other)

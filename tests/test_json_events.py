@@ -98,9 +98,14 @@ EVENTS: dict[type[events.Event], st.SearchStrategy[events.Event]] = {
     ),
     events.RoomLeft: st.builds(events.RoomLeft, count, words, st.booleans()),
     events.BlockChanged: st.builds(events.BlockChanged, words, st.booleans()),
+    events.BlockList: st.builds(events.BlockList, names),
+    events.MissedSince: st.builds(events.MissedSince, count, when),
     # The text renderer needs at least one command (the server has many).
     events.HelpText: st.builds(
-        events.HelpText, st.lists(st.tuples(words, words), min_size=1, max_size=3).map(tuple)
+        events.HelpText,
+        st.lists(st.tuples(words, words), min_size=1, max_size=3).map(tuple),
+        st.dictionaries(words, words, max_size=3).map(lambda d: tuple(d.items())),
+        st.none() | words,
     ),
     events.PeerAddress: st.builds(
         events.PeerAddress, st.sampled_from(["private", "file"]), words, words, port, words
@@ -227,7 +232,9 @@ def sample_events() -> list[events.Event]:
         events.RoomList(((2, ("hans", "yoda")),)),
         events.RoomLeft(2, "hans", True),
         events.BlockChanged("hans", True),
-        events.HelpText((("whoelse", "who is on"),)),
+        events.BlockList(("hans", "luke")),
+        events.MissedSince(3, 1_700_000_000.0),
+        events.HelpText((("whoelse", "who is on"),), (("who", "whoelse"),), "who"),
         events.PeerAddress("private", "hans", "127.0.0.1", 6000, "tok"),
         events.PeerAddress("file", "hans", "127.0.0.1", 6000, "tok"),
         events.PrivateRequest("hans", "tok"),
@@ -322,7 +329,8 @@ class ToleranceTests(unittest.TestCase):
             "hans: hi\r\n",
         )
         self.assertEqual(
-            text.render(decode_event({"type": "message_status", "to": "hans"})), None
+            text.render(decode_event({"type": "message_status", "to": "hans"})),
+            "Message delivered to hans.\r\n",
         )
         goodbye = decode_event({"type": "shutdown"})
         assert isinstance(goodbye, events.Disconnected)

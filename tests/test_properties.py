@@ -55,7 +55,7 @@ from chatservice.server.connection import ChatConnection
 from chatservice.server.protocol import ChatProtocol
 from chatservice.version import SERVER_VERSION
 from chatservice.wire import JSON, jsonlines, text
-from tests.support import SAMPLE_ACCOUNTS, ChatHarness
+from tests.support import SAMPLE_ACCOUNTS, ChatHarness, strip_negotiation
 
 KNOWN_BUGS_FIXED = True
 """The bugs these properties found are fixed (see :class:`KnownBugTests`, now
@@ -185,9 +185,9 @@ class Client:
         self.protocol.connectionLost(Failure(error.ConnectionLost()))
 
     def check_new_writes(self) -> None:
-        """Every write since the last check is whole UTF-8."""
+        """Every write since the last check is whole UTF-8 (telnet negotiation aside)."""
         for data in self.transport.writes[self.checked :]:
-            data.decode("utf-8")
+            strip_negotiation(data).decode("utf-8")
         self.checked = len(self.transport.writes)
 
     def check_output(self) -> None:
@@ -209,13 +209,19 @@ def overflow_error(max_length: int) -> str:
 def check_output(data: bytes, json_mode: bool, max_length: int) -> None:
     """Check a connection's whole output.
 
-    Text: UTF-8, starting with the greeting, no control characters but tab, CR,
-    LF.  JSON: the text greeting (and the errors of over-long lines sent before
-    the first line), the one ``"\\n"`` that ends the text prompt's line, then
-    only complete JSON object lines with a string ``type``; or only JSON lines
-    when the connection was refused before the greeting.
+    Text: UTF-8 besides telnet negotiation (``IAC WILL ECHO`` ...), starting
+    with the greeting, no control characters but tab, CR, LF.  JSON: the text
+    greeting (and the errors of over-long lines sent before the first line,
+    and what a telnet command got: the prompt again after ``IAC IP``,
+    ``[yes]`` to ``IAC AYT``), the one ``"\\n"`` that ends the text prompt's
+    line, then only complete JSON object lines with a string ``type``, and no
+    telnet; or only JSON lines when the connection was refused before the
+    greeting.
     """
-    decoded = data.decode("utf-8")
+    if json_mode:
+        json_start = data.find(b"\n{")
+        assert json_start < 0 or b"\xff" not in data[json_start:], f"telnet in JSON mode: {data!r}"
+    decoded = strip_negotiation(data).decode("utf-8")
     if not json_mode:
         assert decoded.startswith(GREETING), decoded[:200]
         bad = TEXT_CONTROL.search(decoded)
@@ -226,9 +232,9 @@ def check_output(data: bytes, json_mode: bool, max_length: int) -> None:
     else:
         assert decoded.startswith(GREETING), decoded[:200]
         rest = decoded[len(GREETING) :]
-        too_long = overflow_error(max_length)
-        while rest.startswith(too_long):
-            rest = rest[len(too_long) :]
+        text_replies = (overflow_error(max_length), "\r\nUsername: ", "\r\n[yes]\r\n")
+        while rest.startswith(text_replies):
+            rest = rest[len(next(r for r in text_replies if rest.startswith(r))) :]
         assert rest.startswith("\n"), f"JSON mode without the leading newline: {rest[:200]!r}"
         body = rest[1:]
     assert body == "" or body.endswith("\n"), f"unfinished JSON line: {body[-200:]!r}"

@@ -63,6 +63,7 @@ def test_a_browser_and_a_telnet_user_chat(server: ChatServer) -> None:
         telnet.send("message yoda hello from telnet")
         message = browser.read_json()
         assert (message["type"], message["from"], message["message"]) == ("message", "hans", "hello from telnet")
+        assert telnet.read_line() == "Message delivered to yoda."
         browser.send_json({"type": "message", "message": "<img src=x onerror=alert(1)>", "id": 2})
         assert browser.read_json()["type"] == "broadcast_status"
         assert telnet.read_line() == "[broadcast] yoda: <img src=x onerror=alert(1)>"

@@ -178,6 +178,7 @@ class ChatWebSocketTests(HarnessTestCase):
         hans.send("message yoda hello browser")
         (message,) = browser.websocket.json()
         self.assertEqual((message["type"], message["from"], message["message"]), ("message", "hans", "hello browser"))
+        self.assertEqual(hans.lines(), ["Message delivered to yoda."])
         browser.send({"type": "message", "message": "hello everyone", "id": 2})
         self.assertEqual(hans.lines(), ["[broadcast] yoda: hello everyone"])
         self.assertEqual(browser.websocket.json()[0]["type"], "broadcast_status")

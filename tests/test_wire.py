@@ -18,7 +18,8 @@ from twisted.trial import unittest
 
 from chatservice import events
 from chatservice.server.replies import JUST_LOCKED, WRONG_PASSWORD
-from chatservice.commands import COMMANDS, CommandError, Request
+from chatservice.commands import BAD_TIME, COMMANDS, CommandError, Request
+from chatservice.timefmt import format_timestamp
 from chatservice.wire import JSON, TEXT, jsonlines, text
 
 T = 1_700_000_000.0
@@ -86,43 +87,6 @@ class TextDecodeLineTests(CommandErrorMixin, unittest.TestCase):
         self.assertEqual(
             text.decode_line("message hans héllo ☃\r".encode()), "message hans héllo ☃"
         )
-
-    def test_iac_option_negotiation(self) -> None:
-        """IAC WILL / WONT / DO / DONT <option> are removed, wherever they are."""
-        for verb in (b"\xfb", b"\xfc", b"\xfd", b"\xfe"):
-            self.assertEqual(
-                text.decode_line(b"\xff" + verb + b"\x01who\xff" + verb + b"\x22else\r"),
-                "whoelse",
-                verb,
-            )
-
-    def test_iac_subnegotiation(self) -> None:
-        self.assertEqual(
-            text.decode_line(b"\xff\xfa\x18\x00xterm-256color\xff\xf0whoelse\r"), "whoelse"
-        )
-        self.assertEqual(
-            text.decode_line(b"who\xff\xfa\x1f\x00\x50\x00\x18\xff\xf0else"), "whoelse"
-        )
-
-    def test_unterminated_subnegotiation(self) -> None:
-        """IAC SB without IAC SE runs to the end of the line."""
-        self.assertEqual(text.decode_line(b"who\xff\xfa\x18\x00xterm\r"), "who")
-
-    def test_iac_interrupt(self) -> None:
-        """Ctrl-C in telnet: IAC IP, usually followed by IAC DO TIMING-MARK."""
-        self.assertEqual(text.decode_line(b"\xff\xf4\xff\xfd\x06"), "")
-        self.assertEqual(text.decode_line(b"whoelse\xff\xf4\r"), "whoelse")
-
-    def test_other_iac_commands(self) -> None:
-        for command in (b"\xf1", b"\xf3", b"\xf5", b"\xf6", b"\xf7", b"\xf8", b"\xf9"):
-            self.assertEqual(text.decode_line(b"who" + b"\xff" + command + b"else"), "whoelse")
-
-    def test_lone_iac_at_end(self) -> None:
-        self.assertEqual(text.decode_line(b"whoelse\xff"), "whoelse")
-
-    def test_escaped_iac(self) -> None:
-        """IAC IAC (a data byte 255) is dropped too: it is never valid UTF-8."""
-        self.assertEqual(text.decode_line(b"who\xff\xffelse"), "whoelse")
 
     def test_nul(self) -> None:
         self.assertEqual(text.decode_line(b"who\x00else\r"), "whoelse")
@@ -210,7 +174,9 @@ TEXT_REQUESTS: list[tuple[str, Request]] = [
     ("logout", Request("logout")),
     ("disconnect", Request("logout")),
     ("OUT", Request("logout")),
-    ("help", Request("help")),
+    ("help", Request("help", {"command": None})),
+    ("blocks", Request("blocks")),
+    ("help room create", Request("help", {"command": "room create"})),
 ]
 
 
@@ -243,10 +209,17 @@ class TextParseRequestTests(CommandErrorMixin, unittest.TestCase):
         self.assertIsNone(text.parse_request("  \t "))
 
     def test_unknown_command(self) -> None:
-        for line in ("fly away", "room", "room dance 3", "whoelse_since 5"):
+        for line in ("fly away", "whoelse_since 5"):
             self.assertCommandError(
                 "invalid_command",
                 "Error. Invalid command (type help for the list)",
+                text.parse_request,
+                line,
+            )
+        for line in ("room", "room dance 3"):
+            self.assertCommandError(
+                "invalid_command",
+                "Error. Use room create, room send or room leave (help room shows how).",
                 text.parse_request,
                 line,
             )
@@ -282,7 +255,6 @@ class TextParseRequestTests(CommandErrorMixin, unittest.TestCase):
             "whoelsesince 10 20": "Error. Usage: whoelsesince <seconds>",
             "room leave 3 4": "Error. Usage: room leave <id>",
             "logout now": "Error. Usage: logout",
-            "help me": "Error. Usage: help",
             "sendfile hans a.txt 10 more": "Error. Usage: sendfile <user> <file> [<bytes>]",
         }
         for line, message in cases.items():
@@ -327,10 +299,10 @@ class TextParseRequestTests(CommandErrorMixin, unittest.TestCase):
             )
 
     def test_bad_timestamp(self) -> None:
-        for line in ("read yesterday", "read 31 Feb 2022 00:00:00", "read", "read 1 Jun 2022"):
+        for line in ("read tomorrow", "read 31 Feb 2022 00:00:00", "read 5x", "read 1 Jun 2022"):
             self.assertCommandError(
                 "bad_argument",
-                "Error. Give the time as dd Mmm yyyy hh:mm:ss, e.g. 1 Jun 2022 16:00:00.",
+                BAD_TIME,
                 text.parse_request,
                 line,
             )
@@ -600,20 +572,20 @@ class JsonParseRequestTests(CommandErrorMixin, unittest.TestCase):
                 jsonlines.parse_request,
                 {"type": "send", "to": bad, "message": "x"},
             )
-        for bad in ("tomorrow", "", "31 Feb 2022 00:00:00", "1 Jun 2022"):
+        for bad in ("tomorrow", "-5m", "31 Feb 2022 00:00:00", "1 Jun 2022"):
             self.assertCommandError(
                 "bad_argument",
-                "Error. Give the time as dd Mmm yyyy hh:mm:ss, e.g. 1 Jun 2022 16:00:00.",
+                BAD_TIME,
                 jsonlines.parse_request,
                 {"type": "read", "since": bad},
             )
 
     def test_read_since_not_a_string_or_number(self) -> None:
-        """``"since": null`` (or true, a list, NaN) is a bad argument, not an AttributeError."""
-        for bad in (None, True, [2022], {"day": 1}, float("inf"), float("nan")):
+        """``"since": true`` (a list, NaN) is a bad argument, not an AttributeError (null: since the last logout)."""
+        for bad in (True, [2022], {"day": 1}, float("inf"), float("nan")):
             self.assertCommandError(
                 "bad_argument",
-                "Error. Give the time as dd Mmm yyyy hh:mm:ss, e.g. 1 Jun 2022 16:00:00.",
+                BAD_TIME,
                 jsonlines.parse_request,
                 {"type": "read", "since": bad},
             )
@@ -800,7 +772,7 @@ RENDER_CASES: list[RenderCase] = [
     RenderCase(
         "login_rejected_retry_after",
         events.LoginRejected("locked", JUST_LOCKED, 59.99987),
-        JUST_LOCKED + "\r\n",
+        JUST_LOCKED.removesuffix("later") + "in 1 minute.\r\n",
         {
             "type": "login",
             "success": False,
@@ -910,7 +882,7 @@ RENDER_CASES: list[RenderCase] = [
     RenderCase(
         "message_sent",
         events.MessageSent("hans", False),
-        None,
+        "Message delivered to hans.\r\n",
         {"type": "message_status", "to": "hans", "stored": False},
     ),
     RenderCase(
@@ -1054,7 +1026,7 @@ RENDER_CASES: list[RenderCase] = [
     RenderCase(
         "active_list_empty",
         events.ActiveList(()),
-        "no other active user\r\n",
+        "No other users are active.\r\n",
         {"type": "active", "users": []},
     ),
     RenderCase(
@@ -1092,7 +1064,7 @@ RENDER_CASES: list[RenderCase] = [
     RenderCase(
         "history_list_empty",
         events.HistoryList(T, ()),
-        "no new message\r\n",
+        "No new messages.\r\n",
         {"type": "history", "after": T, "messages": [], "more": False},
     ),
     RenderCase(
@@ -1180,6 +1152,56 @@ RENDER_CASES: list[RenderCase] = [
                 {"usage": "whoelse", "summary": "list"},
                 {"usage": "message <user> <text>", "summary": "send"},
             ],
+        },
+    ),
+    RenderCase(
+        "blocks",
+        events.BlockList(("hans", "luke")),
+        "You have blocked hans, luke.\r\n",
+        {"type": "blocks", "users": ["hans", "luke"]},
+    ),
+    RenderCase(
+        "blocks_none",
+        events.BlockList(()),
+        "You have blocked nobody.\r\n",
+        {"type": "blocks", "users": []},
+    ),
+    RenderCase(
+        "missed",
+        events.MissedSince(3, 1_700_000_000.0),
+        f"Since your last logout ({format_timestamp(1_700_000_000.0)}): 3 broadcast or room"
+        " message(s); type read to see them.\r\n",
+        {"type": "missed", "count": 3, "since": 1_700_000_000.0},
+    ),
+    RenderCase(
+        "missed_none",
+        events.MissedSince(0, 1_700_000_000.0),
+        f"Since your last logout ({format_timestamp(1_700_000_000.0)}): no broadcast or room"
+        " messages.\r\n",
+        {"type": "missed", "count": 0, "since": 1_700_000_000.0},
+    ),
+    RenderCase(
+        "help_with_aliases",
+        events.HelpText((("whoelse", "list"),), (("who", "whoelse"),)),
+        "Commands:\r\n"
+        "  whoelse  list\r\n"
+        "Other names: who = whoelse.\r\n"
+        "Type help COMMAND for one command and its other names.\r\n",
+        {
+            "type": "help",
+            "commands": [{"usage": "whoelse", "summary": "list"}],
+            "aliases": {"who": "whoelse"},
+        },
+    ),
+    RenderCase(
+        "help_topic",
+        events.HelpText((("whoelse", "list"),), (("who", "whoelse"),), "who"),
+        "whoelse\r\n    list\r\n    Also: who.\r\n",
+        {
+            "type": "help",
+            "commands": [{"usage": "whoelse", "summary": "list"}],
+            "aliases": {"who": "whoelse"},
+            "topic": "who",
         },
     ),
     RenderCase(

@@ -13,11 +13,16 @@ else is a person, greeted (``Welcome ...``, ``Username:``) and spoken to in
 text.  A connection silent for ``policy.greeting_delay`` seconds is greeted
 as a person; if its first line then starts with ``{`` after all, it becomes
 JSON (the prompt's line is ended first).
+
+A person's connection over a byte stream has a *terminal*, its telnet
+layer (:class:`~chatservice.server.telnet.TelnetInput`): the login and
+``passwd`` dialogues have it hide what is typed at a password prompt, and it
+tells the connection when the client cancelled a line (Ctrl-C).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
@@ -26,9 +31,9 @@ from twisted.python.failure import Failure
 
 from chatservice import events
 from chatservice.auth.login import LoginGate, LoginResult
-from chatservice.commands import CommandError, unavailable
+from chatservice.commands import CommandError, Request, unavailable
 from chatservice.interfaces import IChatSession
-from chatservice.server.dialogue import JsonLogin, LoginDialogue, TextLogin
+from chatservice.server.dialogue import JsonLogin, LoginDialogue, PasswordPrompts, TextLogin
 from chatservice.server.flowcontrol import InputPacer
 from chatservice.server.lines import TOO_LONG, LineSource
 from chatservice.server.output import ConnectionWriter
@@ -36,6 +41,7 @@ from chatservice.server.policy import ConnectionPolicy
 from chatservice.server.registry import ConnectionRegistry
 from chatservice.server.timers import cancel_pending
 from chatservice.wire import JSON, TEXT, WEBSOCKET, WireFormat
+from chatservice.wire import text as text_wire
 
 log = Logger()
 
@@ -51,6 +57,26 @@ def _ignore(result: object) -> None:
     """Nothing to undo."""
 
 
+class Terminal(Protocol):
+    """What a connection asks of a person's terminal (its telnet layer)."""
+
+    def hide_input(self) -> None:
+        """Have the client stop echoing what is typed."""
+
+    def show_input(self) -> None:
+        """Have the client echo again."""
+
+    def line_ended(self) -> None:
+        """An unechoed line was typed: end it on the screen."""
+
+
+class TerminalSource(Protocol):
+    """Where a connection finds its person's terminal (the stream adapter)."""
+
+    def telnet(self, create: bool = True) -> Terminal | None:
+        """The terminal (made when first needed, if ``create``), or ``None`` for a program."""
+
+
 class ChatConnection:
     """A client connection: its login, its session, and what it is sent.
 
@@ -63,6 +89,8 @@ class ChatConnection:
     :param registry: the server's live connections (caps, bans, shutdown).
     :param wire: the format, when the transport fixes it (a WebSocket: JSON);
         else the client's first byte chooses.
+    :param terminal: gives the person's terminal (the stream adapter); ``None``
+        when there is none (a WebSocket).
     """
 
     # One per connection: slots, so an idle connection has no instance dict.
@@ -70,7 +98,7 @@ class ChatConnection:
         "host", "p2p_port", "udp_port", "session", "deliver", "writer", "wire",
         "_transport", "_lines", "_gate", "_policy", "_clock", "_registry", "_pacer",
         "_dialogue", "_logout", "_paused", "_reading", "_may_switch", "_checks",
-        "_timer", "_greeting", "_ending", "_fixed_format",
+        "_timer", "_greeting", "_ending", "_fixed_format", "_terminal",
     )
 
     def __init__(
@@ -82,6 +110,7 @@ class ChatConnection:
         clock: IReactorTime,
         registry: ConnectionRegistry,
         wire: WireFormat | None = None,
+        terminal: TerminalSource | None = None,
     ) -> None:
         self.host: str = getattr(transport.getPeer(), "host", "")
         self.p2p_port: int | None = None
@@ -102,7 +131,7 @@ class ChatConnection:
         self._clock = clock
         self._registry = registry
         self._pacer = InputPacer(clock, policy, self)
-        self._dialogue: LoginDialogue | None = None
+        self._dialogue: LoginDialogue | PasswordPrompts | None = None
         self._logout: Callable[[], None] | None = None
         self._paused = False
         self._reading = False
@@ -113,6 +142,7 @@ class ChatConnection:
         self._greeting: IDelayedCall | None = None
         self._ending: IDelayedCall | None = None
         self._fixed_format = wire
+        self._terminal = terminal
 
     @property
     def congested(self) -> bool:
@@ -181,6 +211,10 @@ class ChatConnection:
         """Log out now, if logged in (idempotent)."""
         logout, self._logout = self._logout, None
         if logout is not None:
+            if self.session is not None:
+                log.info(
+                    "Logout: {user} from {host}", user=self.session.username, host=self.host
+                )
             logout()
 
     def _timed_out(self) -> None:
@@ -188,10 +222,58 @@ class ChatConnection:
         policy = self._policy
         if self.session is not None:
             message = f"You have been logged out after {policy.timeout:g} seconds of inactivity."
+            log.info(
+                "Timeout: {user} from {host} after {seconds:g} seconds of inactivity",
+                user=self.session.username, host=self.host, seconds=policy.timeout,
+            )
         else:
             deadline = min(policy.timeout, policy.login_deadline)
             message = f"Login timed out after {deadline:g} seconds."
+            log.info(
+                "Timeout: no login from {host} in {seconds:g} seconds",
+                host=self.host, seconds=deadline,
+            )
         self.disconnect(events.Disconnected("timeout", message))
+
+    # The person's terminal ---------------------------------------------------------------
+
+    @property
+    def may_speak_telnet(self) -> bool:
+        """Whether this may be a person at ``telnet``: a stream not settled on JSON."""
+        if self._fixed_format is not None:
+            return False
+        return self.wire is TEXT or (self._dialogue is None and self.session is None)
+
+    def _text_terminal(self, create: bool = False) -> Terminal | None:
+        if self.wire is not TEXT or self.writer.closed or self._terminal is None:
+            return None
+        return self._terminal.telnet(create)
+
+    def hide_input(self) -> None:
+        """A password prompt: the client should not echo what is typed (text only)."""
+        terminal = self._text_terminal(create=True)
+        if terminal is not None:
+            terminal.hide_input()
+
+    def show_input(self) -> None:
+        """The password was typed: the client may echo again (text only)."""
+        terminal = self._text_terminal()
+        if terminal is not None:
+            terminal.show_input()
+
+    def hidden_line_ended(self) -> None:
+        """A password was typed unechoed: end its line on the screen (text only)."""
+        terminal = self._text_terminal()
+        if terminal is not None:
+            terminal.line_ended()
+
+    def interrupted(self) -> None:
+        """The client cancelled the line it was typing (Ctrl-C): a new line; a dialogue asks again."""
+        if self.wire is not TEXT or self.writer.closed:
+            return
+        self.writer.write(text_wire.EOL.encode("ascii"))
+        if self._dialogue is not None and not self._checks:
+            self._dialogue.interrupted()
 
     def output_drained(self) -> None:
         """The client caught up: it may get what was kept for it."""
@@ -279,7 +361,10 @@ class ChatConnection:
             )
             return
         if self.session is not None:
-            self._command(raw)
+            if self._dialogue is not None:
+                self._dialogue.line(raw)  # passwd's prompts
+            else:
+                self._command(raw)
             return
         if self._may_switch:
             self._may_switch = False
@@ -291,11 +376,12 @@ class ChatConnection:
         self._dialogue.line(raw)
 
     def _sniff(self) -> None:
-        """The first bytes decide: ``{`` is a program (never greeted), anything else a person."""
+        """The first bytes decide: ``{`` is a program (never greeted), anything else
+        (telnet negotiation too) a person."""
         first = self._lines.first_byte()
         if first == b"{":
             self._use(JSON)
-        elif first:
+        elif first or (self._terminal is not None and self._terminal.telnet(False) is not None):
             self._use(TEXT)
 
     def _greet(self) -> None:
@@ -325,7 +411,13 @@ class ChatConnection:
         """
         session, logout = result
         self.session, self._logout = session, logout
+        log.info(
+            "Login: {user}{guest} from {host} ({wire})",
+            user=session.username, guest=" (guest)" if session.guest else "",
+            host=self.host, wire=self.wire.name,
+        )
         self._dialogue = None
+        self.show_input()
         self._reset_timer()
         self.send(events.LoginSucceeded(session.username, session.guest, server_final), request_id)
         session.begin()
@@ -345,6 +437,26 @@ class ChatConnection:
         if request is None:
             return
         self._reset_timer()
+        arguments = request.arguments
+        if (
+            request.command == "passwd"
+            and self.wire is TEXT
+            and arguments.get("old") is None
+            and arguments.get("new") is None
+        ):
+            self._dialogue = PasswordPrompts(self)
+            self._dialogue.start()
+            return
+        self.run(request)
+
+    def end_dialogue(self) -> None:
+        """The ``passwd`` prompts are over: lines are commands again."""
+        self._dialogue = None
+
+    def run(self, request: Request) -> None:
+        """Carry out ``request`` of the logged-in user and send the reply."""
+        session = self.session
+        assert session is not None
         request_id = request.request_id
         try:
             reply = session.execute(request)

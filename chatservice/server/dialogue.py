@@ -23,7 +23,7 @@ from chatservice.auth.accounts import AccountError
 from chatservice.auth.errors import LoginUnavailable, UnknownUser, WrongPassword
 from chatservice.auth.login import EXPECTED_ERRORS, LoginGate, LoginResult
 from chatservice.auth.scram import ScramError, ScramKeys, ScramServerExchange
-from chatservice.commands import HELP, CommandError
+from chatservice.commands import HELP, CommandError, Request
 from chatservice.server.policy import ConnectionPolicy
 from chatservice.server.replies import UNAVAILABLE, closes_connection, login_rejection
 from chatservice.version import SERVER_VERSION, compatible
@@ -32,6 +32,30 @@ from chatservice.wire import jsonlines, text
 log = Logger()
 
 NOT_LOGGED_IN = 'Log in first: {"type": "login", "user": "NAME", "password": "PASSWORD"}.'
+
+
+_NAMELESS_REFUSALS = frozenset({"unknown_user", "invalid_username"})
+"""Refusals logged without the name typed: it may be a password typed at the wrong prompt."""
+
+
+def log_refusal(rejection: events.LoginRejected, username: str, host: str) -> None:
+    """One log line for a refused login (a lock-out says so, with its time left).
+
+    Never a password; not even the name typed, when it may be one (an
+    unknown or invalid name).
+    """
+    if rejection.reason in ("locked", "address_locked"):
+        log.info(
+            "Lock-out: {what} locked for {seconds:.0f} seconds after failures from {host}",
+            what=f"address {host}" if rejection.reason == "address_locked" else repr(username),
+            seconds=rejection.retry_after or 0,
+            host=host,
+        )
+        return
+    user = "an unknown name" if rejection.reason in _NAMELESS_REFUSALS else repr(username)
+    log.info(
+        "Refused: {user} from {host} ({reason})", user=user, host=host, reason=rejection.reason
+    )
 
 
 class LoginHost(Protocol):
@@ -61,6 +85,15 @@ class LoginHost(Protocol):
     ) -> None:
         """Take over the new session (``server_final``: after a SCRAM login)."""
 
+    def hide_input(self) -> None:
+        """A password prompt follows: a ``telnet`` client should not echo (text only)."""
+
+    def show_input(self) -> None:
+        """No password prompt follows: the client may echo again (text only)."""
+
+    def hidden_line_ended(self) -> None:
+        """A password was typed unechoed: end its line on the screen (text only)."""
+
 
 class LoginDialogue:
     """What both formats share: logging in, and what a refusal is answered with.
@@ -82,6 +115,9 @@ class LoginDialogue:
         """Handle one received line."""
         raise NotImplementedError
 
+    def interrupted(self) -> None:
+        """The client cancelled the line it was typing (Ctrl-C at ``telnet``)."""
+
     def _log_in(self, d: defer.Deferred[LoginResult], username: str, request_id: Any) -> None:
         self.connection.wait_for(
             d,
@@ -102,6 +138,7 @@ class LoginDialogue:
         if not failure.check(*EXPECTED_ERRORS):
             log.failure("Login of {username} failed unexpectedly", failure, username=username)
         rejection = login_rejection(failure.value, username)
+        log_refusal(rejection, username, self.connection.host)
         if closes_connection(failure.value):
             self.connection.disconnect(rejection, request_id)
             return
@@ -125,6 +162,7 @@ class LoginDialogue:
             self.ask_again(error)
 
         def done(_: object) -> None:
+            log.info("Registration: {user} from {host}", user=username, host=self.connection.host)
             self.connection.send(events.RegisterStatus(True, username), request_id)
             self.registered(username, password)
 
@@ -142,6 +180,10 @@ class Step(enum.Enum):
     CREATE = events.Prompt.CREATE
     NEW_PASSWORD = events.Prompt.NEW_PASSWORD
     REPEAT_PASSWORD = events.Prompt.REPEAT_PASSWORD
+
+
+HIDDEN_STEPS = frozenset({Step.PASSWORD, Step.NEW_PASSWORD, Step.REPEAT_PASSWORD})
+"""The prompts whose answer ``telnet`` is asked not to echo."""
 
 
 class TextLogin(LoginDialogue):
@@ -162,11 +204,21 @@ class TextLogin(LoginDialogue):
         self.prompt(Step.USERNAME)
 
     def prompt(self, step: Step) -> None:
-        """Ask for ``step``."""
+        """Ask for ``step`` (a password unechoed)."""
         self.step = step
+        if step in HIDDEN_STEPS:
+            self.connection.hide_input()
+        else:
+            self.connection.show_input()
         self.connection.send(events.Prompt(step.value))
 
+    def interrupted(self) -> None:
+        """Ctrl-C: ask the same question again (both new passwords after the repeat)."""
+        self.prompt(Step.NEW_PASSWORD if self.step is Step.REPEAT_PASSWORD else self.step)
+
     def line(self, raw: bytes) -> None:
+        if self.step in HIDDEN_STEPS:
+            self.connection.hidden_line_ended()
         try:
             answer = text.decode_line(raw)
         except CommandError as e:
@@ -244,7 +296,9 @@ class TextLogin(LoginDialogue):
             self._refuse_name(failure.value)
 
     def _refuse_name(self, error: BaseException) -> None:
-        self.connection.send(login_rejection(error, self.username))
+        rejection = login_rejection(error, self.username)
+        log_refusal(rejection, self.username, self.connection.host)
+        self.connection.send(rejection)
         self.prompt(Step.USERNAME)
 
     def ask_again(self, error: BaseException) -> None:
@@ -409,6 +463,87 @@ class JsonLogin(LoginDialogue):
             ),
             request_id,
         )
+
+
+class PasswordHost(Protocol):
+    """What :class:`PasswordPrompts` needs of its (logged-in, text) connection."""
+
+    def send(self, event: events.Event, request_id: Any = None) -> None:
+        """Write ``event``."""
+
+    def hide_input(self) -> None:
+        """A password prompt follows."""
+
+    def show_input(self) -> None:
+        """No password prompt follows."""
+
+    def hidden_line_ended(self) -> None:
+        """A password was typed unechoed."""
+
+    def end_dialogue(self) -> None:
+        """Lines are commands again."""
+
+    def run(self, request: Request) -> None:
+        """Carry out ``request`` as if typed, and send its reply."""
+
+
+class PasswordPrompts:
+    """``passwd`` alone at ``telnet``: the old password, the new one twice, each unechoed.
+
+    Then the ``passwd`` command runs with both, as if typed on one line (but
+    never shown on the screen); Ctrl-C cancels it.
+
+    :param connection: the logged-in text connection.
+    """
+
+    def __init__(self, connection: PasswordHost) -> None:
+        self.connection = connection
+        self.step = events.Prompt.OLD_PASSWORD
+        self._old = self._new = ""
+
+    def start(self) -> None:
+        """Ask for the old password."""
+        self._prompt(events.Prompt.OLD_PASSWORD)
+
+    def _prompt(self, step: str) -> None:
+        self.step = step
+        self.connection.hide_input()
+        self.connection.send(events.Prompt(step))
+
+    def line(self, raw: bytes) -> None:
+        """One answer."""
+        self.connection.hidden_line_ended()
+        try:
+            answer = text.decode_line(raw)
+        except CommandError as e:
+            self.connection.send(events.ErrorReply(e.code, e.message))
+            self._prompt(self.step)
+            return
+        if self.step == events.Prompt.OLD_PASSWORD:
+            self._old = answer
+            self._prompt(events.Prompt.NEW_PASSWORD)
+        elif self.step == events.Prompt.NEW_PASSWORD:
+            self._new = answer
+            self._prompt(events.Prompt.REPEAT_PASSWORD)
+        elif answer != self._new:
+            self.connection.send(
+                events.ErrorReply("mismatch", "Error. The passwords differ; try again.")
+            )
+            self._prompt(events.Prompt.NEW_PASSWORD)
+        else:
+            self._end()
+            self.connection.run(Request("passwd", {"old": self._old, "new": self._new}))
+
+    def interrupted(self) -> None:
+        """Ctrl-C: nothing is changed."""
+        self._end()
+        self.connection.send(
+            events.ErrorReply("cancelled", "Cancelled; your password was not changed.")
+        )
+
+    def _end(self) -> None:
+        self.connection.end_dialogue()
+        self.connection.show_input()
 
 
 def _ignore(_: object) -> None:

@@ -60,6 +60,15 @@ class LineBuffer:
         else:
             self._data += data
 
+    def drop_partial(self) -> None:
+        """Forget the line being received (not the whole lines waiting): the client cancelled it."""
+        end = self._data.rfind(b"\n", self._start)
+        if end < 0:
+            self._data, self._start = b"", 0
+        else:
+            self._data = self._data[: end + 1]
+        self._discarding = False
+
     def clear(self) -> None:
         """Forget everything received and not yet taken."""
         self._data, self._start, self._discarding = b"", 0, False

@@ -16,6 +16,13 @@ most the login deadline) and aborts the connection when it passes, and it
 aborts at once a connection refused before its handshake (it cannot be told
 why, and must not hold a slot meanwhile).  The connection still counts
 towards the caps from the moment it is accepted, as a TCP connection does.
+
+A person's connection may speak telnet: from the first ``IAC`` received, or
+the first password prompt, a :class:`~chatservice.server.telnet.TelnetInput`
+stands between the bytes and the lines (negotiation answered, Ctrl-C
+cancelling the line, echo off at password prompts); once logged in and idle
+it is dropped, until the next ``IAC`` or password prompt.  A JSON client
+never gets one.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from chatservice.server.lines import LineBuffer
 from chatservice.server.policy import ConnectionPolicy
 from chatservice.server.registry import ConnectionRegistry
 from chatservice.server.timers import cancel_pending
+from chatservice.server.telnet import IAC, TelnetInput
 
 
 @implementer(IHandshakeListener)
@@ -49,7 +57,7 @@ class ChatProtocol(Protocol):
 
     __slots__ = (
         "transport", "connected", "connection", "_lines", "_gate", "_policy", "_clock",
-        "_registry", "_handshake",
+        "_registry", "_handshake", "_telnet", "_offer_echo",
     )
 
     def __init__(
@@ -69,10 +77,14 @@ class ChatProtocol(Protocol):
         self._registry = registry
         self._handshake: IDelayedCall | None = None
         """The TLS handshake's deadline, while it runs."""
+        self._telnet: TelnetInput | None = None
+        self._offer_echo = True
+        """False once the client left ``WILL ECHO`` unanswered or refused it (kept when the telnet layer is dropped)."""
 
     def connectionMade(self) -> None:
         connection = self.connection = self.connection_type(
-            self.transport, self._lines, self._gate, self._policy, self._clock, self._registry
+            self.transport, self._lines, self._gate, self._policy, self._clock, self._registry,
+            terminal=self,
         )
         if isinstance(self.transport, TLSMemoryBIOProtocol):
             policy = self._policy
@@ -94,12 +106,37 @@ class ChatProtocol(Protocol):
         self._handshake = None
         self.transport.abortConnection()
 
+    def telnet(self, create: bool = True) -> TelnetInput | None:
+        """This connection's telnet layer (made when first needed, if ``create``); ``None`` for a program."""
+        connection = self.connection
+        if connection is None or not connection.may_speak_telnet:
+            return None
+        if self._telnet is None and create:
+            self._telnet = TelnetInput(
+                self._lines, connection.writer.write, connection.interrupted, self._offer_echo
+            )
+        return self._telnet
+
     def dataReceived(self, data: bytes) -> None:
         connection = self.connection
         if connection is None or connection.writer.closed:
             self._lines.clear()  # closing: what still arrives is not read
             return
-        self._lines.feed(data)
+        telnet = self._telnet
+        if telnet is None:
+            if IAC in data:  # rare: a JSON client has no IAC, a person's line seldom
+                telnet = self.telnet()
+        elif not connection.may_speak_telnet:
+            telnet = None
+        if telnet is not None:
+            telnet.dataReceived(data)
+            if connection.session is not None and telnet.idle:
+                # Logged in and nothing under way: made again when needed
+                # (about 2 KiB less per idle connection).
+                self._offer_echo = not telnet.ignores_echo
+                self._telnet = None
+        else:
+            self._lines.feed(data)
         connection.read()
 
     def connectionLost(self, reason: Failure | None = None) -> None:

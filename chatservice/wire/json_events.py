@@ -173,6 +173,14 @@ def _records(name: str, *fields: Field, default: Any = _REQUIRED) -> Field:
     return records
 
 
+def _pairs(name: str) -> Field:
+    """An object of strings to strings (other entries skipped), as ``(key, value)`` pairs."""
+    read = _field(name, {}, lambda value: isinstance(value, dict))
+    return lambda message: tuple(
+        (key, value) for key, value in read(message).items() if isinstance(value, str)
+    )
+
+
 def _not_empty(read: Field) -> Field:
     """What ``read`` reads, if that is not empty."""
 
@@ -327,12 +335,17 @@ _DECODERS: dict[str, Decoder] = {
         _int("skipped", 0),
         _int("unreached", 0),
     ),
+    "missed": _build(events.MissedSince, _int("count", 0), _time("since")),
     "rooms": _build(events.RoomList, _records("rooms", _int("room"), _names("members"))),
     "room_left": _build(events.RoomLeft, _int("room"), _str("user"), _bool("removed", False)),
     "block_status": _build(events.BlockChanged, _str("user"), _bool("blocked")),
+    "blocks": _build(events.BlockList, _names("users")),
     # The text format cannot show an empty command list.
     "help": _build(
-        events.HelpText, _not_empty(_records("commands", _str("usage"), _str("summary")))
+        events.HelpText,
+        _not_empty(_records("commands", _str("usage"), _str("summary"))),
+        _pairs("aliases"),
+        _str("topic", None),
     ),
     "private_address": _build(events.PeerAddress, _const("private"), *_ADDRESS),
     "file_address": _build(events.PeerAddress, _const("file"), *_ADDRESS),

@@ -415,6 +415,11 @@ def _(event: events.RoomPosted) -> dict[str, Any]:
 
 
 @render.register
+def _(event: events.MissedSince) -> dict[str, Any]:
+    return {"type": "missed", "count": event.count, "since": event.since}
+
+
+@render.register
 def _(event: events.RoomList) -> dict[str, Any]:
     return {
         "type": "rooms",
@@ -438,13 +443,23 @@ def _(event: events.BlockChanged) -> dict[str, Any]:
 
 
 @render.register
+def _(event: events.BlockList) -> dict[str, Any]:
+    return {"type": "blocks", "users": list(event.users)}
+
+
+@render.register
 def _(event: events.HelpText) -> dict[str, Any]:
-    return {
+    obj: dict[str, Any] = {
         "type": "help",
         "commands": [
             {"usage": usage, "summary": summary} for usage, summary in event.commands
         ],
     }
+    if event.aliases:
+        obj["aliases"] = dict(event.aliases)
+    if event.topic is not None:
+        obj["topic"] = event.topic
+    return obj
 
 
 @render.register

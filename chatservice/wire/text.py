@@ -13,7 +13,9 @@ commands remove them).
 
 from __future__ import annotations
 
+import math
 import re
+import textwrap
 from functools import singledispatch
 from typing import Any
 
@@ -30,7 +32,6 @@ from chatservice.commands import (
 )
 from chatservice.timefmt import format_timestamp
 from chatservice.wire.format import WireFormat
-from chatservice.wire.telnet import strip_telnet
 
 NAME = "text"
 EOL = "\r\n"
@@ -41,11 +42,14 @@ embeddings and overrides (U+202A-U+202E) and isolates (U+2066-U+2069)."""
 
 
 def decode_line(raw: bytes) -> str:
-    """Turn one received line into text: telnet bytes, CR and erased characters removed.
+    """Turn one received line into text: NUL bytes (sent after a bare CR), CR and erased characters removed.
+
+    Telnet commands never reach this far: the connection's telnet layer
+    (:mod:`chatservice.server.telnet`) takes them out of the stream.
 
     :raises CommandError: ``invalid_utf8`` when the bytes are not UTF-8.
     """
-    raw = strip_telnet(raw)
+    raw = raw.replace(b"\x00", b"")
     try:
         line = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -173,6 +177,7 @@ _PROMPTS = {
     events.Prompt.CREATE: "Create a new account with that name? (yes/no) ",
     events.Prompt.NEW_PASSWORD: "New password: ",
     events.Prompt.REPEAT_PASSWORD: "Repeat the password: ",
+    events.Prompt.OLD_PASSWORD: "Old password: ",
 }
 
 
@@ -210,7 +215,27 @@ def _(event: events.PasswordChanged) -> str:
 
 @render.register
 def _(event: events.LoginRejected) -> str:
-    return _lines(event.message)
+    message = event.message
+    if event.retry_after is not None and message.endswith(" later"):
+        # A lock-out's "Please try again later": say when (JSON has retry_after).
+        message = f"{message[: -len('later')]}in {time_left(event.retry_after)}."
+    return _lines(message)
+
+
+def _count(number: int, unit: str) -> str:
+    return f"{number} {unit}" + ("" if number == 1 else "s")
+
+
+def time_left(seconds: float) -> str:
+    """``seconds`` to wait, rounded up, for a person: ``40 seconds``, ``3 minutes``, ``1 hour 5 minutes``."""
+    whole = max(1, math.ceil(seconds))
+    if whole < 60:
+        return _count(whole, "second")
+    minutes = math.ceil(whole / 60)
+    if minutes < 60:
+        return _count(minutes, "minute")
+    hours, minutes = divmod(minutes, 60)
+    return _count(hours, "hour") + (f" {_count(minutes, 'minute')}" if minutes else "")
 
 
 @render.register
@@ -253,7 +278,7 @@ def _names(names: tuple[str, ...]) -> str:
 
 
 @render.register
-def _(event: events.MessageSent) -> str | None:
+def _(event: events.MessageSent) -> str:
     lines = []
     if event.busy:
         lines.append(
@@ -265,9 +290,11 @@ def _(event: events.MessageSent) -> str | None:
             f"{event.recipient} is offline; your message will be delivered"
             " when they log in."
         )
+    else:
+        lines.append(f"Message delivered to {event.recipient}.")
     if event.auto_reply is not None:
         lines += _auto_replies(((event.recipient, event.auto_reply),))
-    return _lines(*lines) if lines else None
+    return _lines(*lines)
 
 
 @render.register
@@ -343,7 +370,7 @@ def _(event: events.StatusReport) -> str:
 @render.register
 def _(event: events.ActiveList) -> str:
     if not event.users:
-        return _lines("no other active user")
+        return _lines("No other users are active.")
     return _lines(
         *(
             f"{user}, {host}, {port if port else '-'}, active since {format_timestamp(since)}"
@@ -365,7 +392,17 @@ def _(event: events.HistoryList) -> str:
     ]
     if event.next is not None:
         lines.append(f"More messages: type read next {event.next}")
-    return _lines(*lines) if lines else _lines("no new message")
+    return _lines(*lines) if lines else _lines("No new messages.")
+
+
+@render.register
+def _(event: events.MissedSince) -> str:
+    since = f"Since your last logout ({format_timestamp(event.since)}):"
+    if not event.count:
+        return _lines(f"{since} no broadcast or room messages.")
+    return _lines(
+        f"{since} {event.count} broadcast or room message(s); type read to see them."
+    )
 
 
 @render.register
@@ -426,12 +463,66 @@ def _(event: events.BlockChanged) -> str:
 
 
 @render.register
+def _(event: events.BlockList) -> str:
+    if not event.users:
+        return _lines("You have blocked nobody.")
+    return _lines(f"You have blocked {_names(event.users)}.")
+
+
+WIDTH = 80
+"""The columns the server's own lines fit in (``help``)."""
+_KEEP = "\x00"
+"""Stands for a space that wrapping must not break at (no text shown contains NUL)."""
+_USAGE_WIDTH = 24
+"""The usage column of ``help``: a longer usage has its summary on the next line."""
+
+
+def _wrapped(text: str, indent: int, first: str = "") -> list[str]:
+    """``text`` after ``first`` (padded to ``indent``), wrapped to :data:`WIDTH`."""
+    lead = first.ljust(indent) if len(first) <= indent else None
+    lines = [] if lead is not None else [first.rstrip()]
+    lines += textwrap.wrap(
+        text,
+        WIDTH,
+        initial_indent=lead if lead is not None else " " * indent,
+        subsequent_indent=" " * indent,
+        break_long_words=False,
+        break_on_hyphens=False,
+    ) or [lead or ""]
+    return lines
+
+
+@render.register
 def _(event: events.HelpText) -> str:
-    width = max(len(usage) for usage, _summary in event.commands)
-    return _lines(
-        "Commands:",
-        *(f"  {usage.ljust(width)}  {summary}" for usage, summary in event.commands),
-    )
+    named: dict[str, list[str]] = {}
+    for alias, command in event.aliases:
+        named.setdefault(command, []).append(alias)
+    if event.topic is not None:
+        lines: list[str] = []
+        for usage, summary in event.commands:
+            lines.append(usage)
+            lines += _wrapped(summary, 4)
+            others = next((names for name, names in named.items() if usage.startswith(name)), [])
+            if others:
+                lines += _wrapped("Also: " + ", ".join(others) + ".", 4)
+        return _lines(*lines)
+    lines = ["Commands:"]
+    width = min(max(len(usage) for usage, _summary in event.commands), _USAGE_WIDTH)
+    for usage, summary in event.commands:
+        lines += _wrapped(summary, width + 4, "  " + usage + "  ")
+    if event.aliases:
+        # Each "alias = command" kept on one line: its spaces are not break points.
+        others = "; ".join(
+            f"{alias} = {command}".replace(" ", _KEEP) for alias, command in event.aliases
+        )
+        lines += (
+            line.replace(_KEEP, " ")
+            for line in textwrap.wrap(
+                f"Other names: {others}.", WIDTH, subsequent_indent="  ", break_long_words=False
+            )
+        )
+        lines.append("Type help COMMAND for one command and its other names.")
+    return _lines(*lines)
 
 
 @render.register

@@ -31,6 +31,9 @@ export class ServerEvents {
       private_request: (m) => this.peerOnly(m.from, 'start a private chat'),
       file_incoming: (m) => this.peerOnly(m.from, `send you the file ${m.filename}`),
       error: (m) => this.store.notify('warning', m.message ?? `Error: ${m.code}`),
+      // The count of broadcasts and room messages since the last logout: this
+      // page reads them itself (since the last visit on this browser).
+      missed: () => {},
     };
   }
 

@@ -1,0 +1,188 @@
+"""Telnet for a person's text connection: :class:`TelnetInput`.
+
+A ``telnet`` client sends commands and option negotiation inside the byte
+stream.  :class:`TelnetInput` is :class:`twisted.conch.telnet.Telnet` (its
+parser and its option state machine, RFC 854 and RFC 1143) with the
+server's few answers:
+
+* ``DO TIMING-MARK`` is answered ``WILL TIMING-MARK`` every time (RFC 860).
+  ``telnet`` sends it after ``IP`` on Ctrl-C and discards all output until
+  the answer comes: unanswered, the session looked frozen for good.
+* ``IP`` (interrupt process, Ctrl-C), ``BRK`` and ``EL`` (erase line) cancel
+  the line being received; ``AYT`` is answered ``[yes]``.
+* ``ECHO`` is the one option the server performs, on request of the
+  connection: ``WILL ECHO`` while a password is typed, so the client does
+  not echo it, and ``WONT ECHO`` after (:meth:`TelnetInput.hide_input`,
+  :meth:`TelnetInput.show_input`).  A client that never answers (``nc``)
+  gets the offer once and nothing more: the option stays in negotiation.
+* Every other option either side proposes is refused (``WONT``/``DONT``,
+  the state machine's default); sub-negotiations are ignored.
+
+Received bytes go on to a :class:`~chatservice.server.lines.LineBuffer`;
+bytes without ``IAC`` skip the parser (the common case, and every JSON
+client).  What the server answers goes through the connection's writer,
+in order with the rest of its output.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable, Final
+
+from twisted.conch import telnet
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
+from chatservice.server.lines import LineBuffer
+
+IAC: Final = telnet.IAC
+TIMING_MARK: Final = b"\x06"
+"""The TIMING-MARK option (RFC 860)."""
+
+_BAD_COMMAND = re.compile(
+    rb"(\xff\xfa.*?\xff\xf0|\xff\xff|\xff[\xfb-\xfe].)|\xff[\x00-\xee\xf0]", re.DOTALL
+)
+"""A sub-negotiation, ``IAC IAC`` (a data byte 255) or an option
+negotiation, all kept (group 1); or ``IAC`` and a byte that is no telnet
+command there, dropped (:class:`~twisted.conch.telnet.Telnet` would raise)."""
+_COMMANDS: Final = frozenset(range(0xEF, 0x100)) - {0xF0}
+"""The bytes that may follow ``IAC`` outside a sub-negotiation."""
+
+
+def _keep_commands(found: re.Match[bytes]) -> bytes:
+    return found.group(1) or b""
+
+
+class TelnetInput(telnet.Telnet):
+    """The telnet layer of one text connection.
+
+    :param lines: where the data bytes go.
+    :param write: writes answers after what the connection wrote before.
+    :param interrupted: called when the client cancelled its line (Ctrl-C).
+    :param offer_echo: whether ``WILL ECHO`` may be offered (not to a client
+        that left an earlier offer unanswered: ``nc``).
+    """
+
+    def __init__(
+        self,
+        lines: LineBuffer,
+        write: Callable[[bytes], None],
+        interrupted: Callable[[], None],
+        offer_echo: bool = True,
+    ) -> None:
+        super().__init__()
+        self._lines = lines
+        self._write_out = write
+        self._interrupted = interrupted
+        self._hidden = False
+        """Whether the connection wants the client not to echo (a password prompt)."""
+        self._refused = not offer_echo
+        """The client refused ``WILL ECHO`` (or never answered it): not offered again."""
+        for command in (telnet.IP, telnet.BRK, telnet.EL):
+            self.commandMap[command] = self._cancel_line
+        self.commandMap[telnet.AYT] = self._are_you_there
+
+    # Input -----------------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        """Take bytes as received: data to the line buffer, commands answered."""
+        if self.state == "data" and IAC not in data:
+            self._lines.feed(data)
+            return
+        if self.state == "escaped" and data and data[0] not in _COMMANDS:
+            self.state, data = "data", data[1:]
+        if not self.state.startswith("subnegotiation"):
+            data = _BAD_COMMAND.sub(_keep_commands, data)
+        try:
+            super().dataReceived(data)
+        except ValueError:
+            # No telnet command after IAC, in a packet that began inside a
+            # sub-negotiation: the rest of the packet is not read.
+            self.state = "data"
+
+    def applicationDataReceived(self, data: bytes) -> None:
+        self._lines.feed(data)
+
+    def _write(self, data: bytes) -> None:
+        self._write_out(data)
+
+    def _cancel_line(self, argument: object) -> None:
+        self._lines.drop_partial()
+        self._interrupted()
+
+    def _are_you_there(self, argument: object) -> None:
+        self._write(b"\r\n[yes]\r\n")
+
+    def telnet_DO(self, option: bytes) -> None:
+        if option == TIMING_MARK:
+            # Answered each time, the option never "on": the mark is the answer.
+            self._will(option)
+            return
+        super().telnet_DO(option)
+
+    # Options ------------------------------------------------------------------------
+
+    def enableLocal(self, option: bytes) -> bool:
+        return option == telnet.ECHO
+
+    def disableLocal(self, option: bytes) -> None:
+        """``ECHO`` was switched off (the only option that can be on)."""
+
+    # Echo -------------------------------------------------------------------------------
+
+    @property
+    def idle(self) -> bool:
+        """Whether nothing is under way: between commands, every option off, echo not hidden.
+
+        An offer the client never answered (``nc``) does not count: it never will.
+        """
+        return (
+            self.state == "data"
+            and not self._hidden
+            and all(
+                option.us.state == "no" and option.him.state == "no"
+                for option in self.options.values()
+            )
+        )
+
+    @property
+    def ignores_echo(self) -> bool:
+        """Whether ``WILL ECHO`` was refused or is still unanswered (``nc`` never answers)."""
+        return self._refused or self.getOptionState(telnet.ECHO).us.negotiating
+
+    @property
+    def echoing(self) -> bool:
+        """Whether the client agreed that the server echoes (so the client does not)."""
+        return self.getOptionState(telnet.ECHO).us.state == "yes"
+
+    def hide_input(self) -> None:
+        """Ask the client not to echo what is typed (``WILL ECHO``)."""
+        self._hidden = True
+        self._settle()
+
+    def show_input(self) -> None:
+        """Let the client echo again (``WONT ECHO``)."""
+        self._hidden = False
+        self._settle()
+
+    def line_ended(self) -> None:
+        """A line was typed unechoed: end it on the screen (the client did not show the newline)."""
+        if self.echoing:
+            self._write(b"\r\n")
+
+    def _settle(self, result: object = None) -> None:
+        """Negotiate towards what the connection wants, one exchange at a time."""
+        option = self.getOptionState(telnet.ECHO).us
+        if option.negotiating or (option.state == "yes") == self._hidden:
+            return
+        if self._hidden and self._refused:
+            return
+        d: Deferred[bool] = self.will(telnet.ECHO) if self._hidden else self.wont(telnet.ECHO)
+        d.addBoth(self._settled)
+
+    def _settled(self, result: bool | Failure) -> None:
+        if isinstance(result, Failure):
+            if not result.check(telnet.OptionRefused):
+                return  # the connection is gone
+            self._refused = True
+        self._settle()
