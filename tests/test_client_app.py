@@ -631,6 +631,34 @@ class CommandTests(ClientTestCase):
         self.assertEqual([line.split()[0] for line in entries], ["private", "stopprivate", "sendfile", "accept", "decline"])
         self.assertTrue(all(len(line) <= 80 for line in lines), lines)
 
+    def test_help_keeps_the_servers_other_names(self) -> None:
+        self.yoda.type("help")
+        [request] = self.yoda.requests()
+        self.yoda.answer(request, type="help", commands=[
+            {"usage": "whoelse", "summary": "list the other users online now"},
+        ], aliases={"who": "whoelse"})
+        self.assertIn("who = whoelse", " ".join(self.yoda.lines()))
+
+    def test_passwd_alone_asks_as_telnet_does(self) -> None:
+        asked: list[tuple[str, bool]] = []
+        self.yoda.client.output.prompt = lambda text, secret=False: asked.append((text, secret))  # type: ignore[method-assign]
+        self.yoda.type("passwd")
+        self.assertEqual(self.yoda.requests(), [])
+        self.assertEqual(asked, [("Old password: ", True)])
+        self.yoda.type("old-one", "new-one", "typo")
+        self.assertEqual(
+            asked[1:], [("New password: ", True), ("Repeat the password: ", True), ("New password: ", True)]
+        )
+        self.assertEqual(self.yoda.requests(), [])
+        self.assertIn("Error. The passwords differ; try again.", self.yoda.lines())
+        self.yoda.type("new-one", "new-one")
+        [request] = self.yoda.requests()
+        self.assertEqual(
+            {k: v for k, v in request.items() if k != "id"}, {"type": "passwd", "old": "old-one", "new": "new-one"}
+        )
+        self.yoda.answer(request, type="passwd_status", status=True)
+        self.assertIn("Your password has been changed.", self.yoda.lines())
+
     def test_unsolicited_messages_are_shown(self) -> None:
         self.yoda.receive({"type": "message", "from": "hans", "message": "hi", "timestamp": 1, "offline": False})
         self.yoda.receive({"type": "user_notification", "user": "luke", "status": True})
@@ -812,7 +840,7 @@ class TwoClientsTests(ClientTestCase):
         self.yoda.answer(request, type="disconnect", reason="logout", message="Goodbye, yoda!")
         self.yoda.close()
         self.settle()
-        self.assertEqual(self.yoda.lines(), ["Goodbye, yoda!", "Private messaging with hans closed."])
+        self.assertEqual(self.yoda.lines(), ["Goodbye, yoda!", "Private messaging with hans ended."])
         self.assertEqual(self.hans.lines(), ["Private messaging with yoda ended."])
         self.assertEqual(self.yoda.status, [app.EXIT_OK])
 

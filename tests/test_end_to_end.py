@@ -419,7 +419,7 @@ class TestLogin:
         same = clients.connect(source="127.0.0.8")
         same.greeted()
         same.send("yoda")
-        assert same.read_line() == ADDRESS_LOCKED
+        assert_refused(same.read_line(), ADDRESS_LOCKED)
         # Another address is not affected.
         other = clients.connect(source="127.0.0.9")
         other.greeted()

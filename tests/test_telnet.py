@@ -9,7 +9,7 @@ from __future__ import annotations
 from twisted.trial import unittest
 
 from chatservice.server.lines import TOO_LONG, LineBuffer
-from tests.support import ChatHarness, Connection
+from tests.support import ChatHarness, Connection, stored_account
 
 IAC = b"\xff"
 WILL, WONT, DO, DONT = b"\xfb", b"\xfc", b"\xfd", b"\xfe"
@@ -219,7 +219,7 @@ class EchoTests(TelnetTestCase):
         connection.send("wise")
         self.answer(connection, IAC + DONT + ECHO)
         connection.raw_output()
-        before = self.harness.accounts.secret("yoda")
+        before = stored_account(self.harness.store, "yoda")
         connection.send("passwd")
         self.assertEqual(connection.raw_output(), ECHO_OFF + b"Old password: ")
         self.answer(connection, IAC + DO + ECHO)
@@ -231,12 +231,12 @@ class EchoTests(TelnetTestCase):
         self.assertEqual(
             connection.raw_output(), b"\r\n" + ECHO_ON + b"Your password has been changed.\r\n"
         )
-        self.assertNotEqual(self.harness.accounts.secret("yoda"), before)
+        self.assertNotEqual(stored_account(self.harness.store, "yoda"), before)
 
     def test_passwd_prompts_cancelled_and_mismatched(self) -> None:
         connection = self.connect()
         connection.login("yoda")
-        before = self.harness.accounts.secret("yoda")
+        before = stored_account(self.harness.store, "yoda")
         connection.send("passwd")
         connection.send("wise")
         connection.send("one")
@@ -252,7 +252,7 @@ class EchoTests(TelnetTestCase):
         )
         connection.send("whoelse")  # a command again
         self.assertEqual(connection.lines(), ["No other users are online."])
-        self.assertEqual(self.harness.accounts.secret("yoda"), before)
+        self.assertEqual(stored_account(self.harness.store, "yoda"), before)
 
     def test_passwd_on_one_line_and_json_need_both(self) -> None:
         connection = self.connect()

@@ -100,6 +100,9 @@ class Phase(enum.Enum):
     PASSWORD = "waiting for the password"
     LOGGING_IN = "waiting for the server to check the login"
     ONLINE = "logged in"
+    CHANGE_OLD = "logged in, waiting for the old password (passwd alone)"
+    CHANGE_NEW = "logged in, waiting for the new password (passwd alone)"
+    CHANGE_REPEAT = "logged in, waiting for the new password again (passwd alone)"
     FINISHED = "finished"
 
 
@@ -151,6 +154,8 @@ class ChatClient:
         self.known_users: set[str] = set()
         """Names seen online, for Tab completion."""
         self._new_password = ""
+        self._old_password = ""
+        """The old password typed at ``passwd`` alone, until the new one is repeated."""
         self._scram_attempt: LoginAttempt | None = None
         self._guest = False
         self._quitting = False
@@ -234,7 +239,7 @@ class ChatClient:
 
     def _close_peers(self, reason: str) -> None:
         for user in self.private.close_all():
-            self.output.line(f"Private messaging with {user} closed.")
+            self.output.line(f"Private messaging with {user} ended.")
         self.files.close_all(reason)
 
     def _finish(self, status: int) -> None:
@@ -449,10 +454,35 @@ class ChatClient:
         elif self.phase is Phase.PASSWORD:
             self.echo.restore()
             self._log_in(line)
+        elif self.phase in (Phase.CHANGE_OLD, Phase.CHANGE_NEW, Phase.CHANGE_REPEAT):
+            self._change_password_answered(line)
         elif self.phase is Phase.ONLINE:
+            if line.strip().lower().lstrip("/") == "passwd":
+                # Alone: asked for as telnet asks (unechoed), as the server's prompts are.
+                self._old_password = ""
+                self._ask(Phase.CHANGE_OLD, events.Prompt.OLD_PASSWORD, secret=True)
+                return
             self._command(line)
             if self.phase is Phase.ONLINE:
                 self.output.prompt(PROMPT)
+
+    def _change_password_answered(self, line: str) -> None:
+        """One answer of ``passwd`` alone: old, new, new again; then the request."""
+        self.echo.restore()
+        if self.phase is Phase.CHANGE_OLD:
+            self._old_password = line
+            self._ask(Phase.CHANGE_NEW, events.Prompt.NEW_PASSWORD, secret=True)
+        elif self.phase is Phase.CHANGE_NEW:
+            self._new_password = line
+            self._ask(Phase.CHANGE_REPEAT, events.Prompt.REPEAT_PASSWORD, secret=True)
+        elif line != self._new_password:
+            self.output.line(MISMATCH)
+            self._ask(Phase.CHANGE_NEW, events.Prompt.NEW_PASSWORD, secret=True)
+        else:
+            old, self._old_password, self._new_password = self._old_password, "", ""
+            self.phase = Phase.ONLINE
+            self._request({"type": "passwd", "old": old, "new": line})
+            self.output.prompt(PROMPT)
 
     def _command(self, line: str) -> None:
         try:
@@ -534,12 +564,17 @@ class ChatClient:
         ours = {usage.split(" ", 1)[0].lower(): (usage, summary)
                 for usage, summary in self.commands.client_help()}
         help_text = decode_event(reply)
-        theirs = help_text.commands if isinstance(help_text, events.HelpText) else ()
+        if not isinstance(help_text, events.HelpText):
+            return []
         entries = [
-            ours.pop(usage.split(" ", 1)[0].lower(), (usage, summary)) for usage, summary in theirs
+            ours.pop(usage.split(" ", 1)[0].lower(), (usage, summary))
+            for usage, summary in help_text.commands
         ]
-        entries.extend(ours.values())
-        return lines(events.HelpText(tuple(entries))) if entries else []
+        if help_text.topic is None:
+            entries.extend(ours.values())  # (help COMMAND: the server's answer as it is)
+        if not entries:
+            return []
+        return lines(events.HelpText(tuple(entries), help_text.aliases, help_text.topic))
 
     def _show_error(self, failure: Failure) -> None:
         if failure.check(ConnectionDone, ConnectionLost):
