@@ -64,9 +64,9 @@ if TYPE_CHECKING:
 
 log = Logger()
 
-LEASE_SECONDS = 15
+LEASE_SECONDS = 10
 """A node not heard of for this long is dead."""
-HEARTBEAT_SECONDS = 5.0
+HEARTBEAT_SECONDS = 3.0
 """How often a node renews its lease and looks for dead nodes."""
 REPLY_SECONDS = 5.0
 """A Redis command not answered within this fails (txredisapi queues commands while
