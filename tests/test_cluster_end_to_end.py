@@ -70,13 +70,17 @@ class ClusterTestCase(unittest.TestCase):
 
     def login_reply(self, name: str, node: str) -> str:
         """The reply to ``name``'s login on ``node`` (for a login that is refused)."""
+        return self.try_login(name, node)[1]
+
+    def try_login(self, name: str, node: str) -> tuple[LineClient, str]:
+        """A connection to ``node`` that tried to log ``name`` in, and the reply."""
         client = self.nodes[node].connect()
         self.clients.append(client)
         client.greeted()
         client.send(name)
         client.read_until("Password: ")
         client.send(ACCOUNTS[name])
-        return client.read_line(timeout=10)
+        return client, client.read_line(timeout=10)
 
     def others_online(self, client: LineClient) -> list[str]:
         client.send("whoelse")
@@ -314,13 +318,7 @@ class ClusterFailureTests(ClusterTestCase):
         # fay logs in again on b once c's lease is gone (refused until then).
         deadline = time.monotonic() + LEASE_BOUND + 5
         while True:
-            again = self.nodes["b"].connect()
-            self.clients.append(again)
-            again.greeted()
-            again.send("fay")
-            again.read_until("Password: ")
-            again.send(ACCOUNTS["fay"])
-            line = again.read_line(timeout=10)
+            again, line = self.try_login("fay", "b")
             if line.startswith("Welcome"):
                 break
             self.assertLess(time.monotonic(), deadline, line)
