@@ -580,6 +580,17 @@ class ClusterNode(MultiService):
         """A direct message for ``username`` (on ``node``) is in the store: deliver it."""
         self._publish(node_channel(node), {"k": "kept", "u": username})
 
+    def _forward_kept(self, message: dict[str, Any]) -> None:
+        """A kept message announced here for a user who is not here (they moved meanwhile).
+
+        The node that has them now is told to look (once: a forwarded
+        announcement is not forwarded again); if none has them, it waits for
+        their next login.
+        """
+        member = self.remote.get(message["u"])
+        if member is not None and not message.get("f"):
+            self._publish(node_channel(member.node), {"k": "kept", "u": message["u"], "f": 1})
+
     def _delivery(
         self, event: events.Event, sender: str, audience: Audience, rule: Delivery
     ) -> dict[str, Any]:
@@ -681,6 +692,8 @@ class ClusterNode(MultiService):
             member = self.remote.get(message["u"])
             if member is not None and member.node == message["n"]:
                 del self.remote[message["u"]]
+        elif kind in ("kept", "dm") and message["u"] not in self.state.sessions:
+            self._forward_kept(message)
         elif kind == "kept":
             self.state.kept_here(message["u"])
         elif kind == "dm":
