@@ -109,3 +109,23 @@ class ClusterAccountsTests(unittest.TestCase):
         self.nodes["a"].received(ALL, json.dumps({"k": "acct", "u": "rey", "n": "b"}))
         self.assertTrue(self.accounts["a"].exists("rey"))
         self.assertTrue(self.states["a"].user_exists("rey"))
+
+    async def test_a_login_made_elsewhere_while_redis_was_away_ends_this_one(self) -> None:
+        """A node joining Redis again claims its users' names again: one login per user."""
+        from chatservice.cluster.node import ELSEWHERE, ONLINE, lease_key
+        from tests.test_state import RecordingClient
+
+        await self.started()
+        client = RecordingClient()
+        self.states["a"].attach("yoda", client).begin()
+        kept = RecordingClient()
+        self.states["a"].attach("rey", kept).begin()
+        # As if b had taken yoda's name while a was cut off from Redis.
+        commands = self.nodes["b"].link.commands
+        await commands.hset(ONLINE, "yoda", json.dumps({"n": "b", "t": 1.0}))
+        await commands.set(lease_key("b"), "1", expire=30)
+        await self.nodes["a"]._subscribed()
+        self.assertEqual(client.disconnects, [ELSEWHERE])
+        self.assertEqual(kept.disconnects, [])
+        self.assertEqual(json.loads(await commands.hget(ONLINE, "rey"))["n"], "a")
+        self.assertEqual(json.loads(await commands.hget(ONLINE, "yoda"))["n"], "b")

@@ -71,6 +71,10 @@ HEARTBEAT_SECONDS = 3.0
 REPLY_SECONDS = 5.0
 """A Redis command not answered within this fails (txredisapi queues commands while
 Redis is away; a login, a logout or the node's stop must not wait for it)."""
+ELSEWHERE = events.Disconnected(
+    "elsewhere", "You logged in on another server of this chat service meanwhile; this session ends."
+)
+"""What a session hears when another login of its user took the name while Redis was away."""
 ONLINE = "chat:online"
 ALL = "chat:all"
 
@@ -348,16 +352,26 @@ class ClusterNode(MultiService):
             self._logged_out(username, self.name, bool(int(hidden)))
 
     def _register_again(self, member: ChatMember) -> defer.Deferred[None]:
-        """Put a user of this node back in ``chat:online``, and say so.
+        """Put a user of this node back in ``chat:online`` (claimed again), and say so.
 
         A node that read ``chat:online`` before this entry was back learns it
         from the message: it was subscribed before it read, so it has one or
         the other.
         """
         info = self._info(member)
-        d = self.redis.hset(ONLINE, member.username, info)
-        d.addCallback(lambda _: self._publish(ALL, {"k": "up", "u": member.username, "i": json.loads(info)}))
-        return d
+        d = self.redis.eval(_CLAIM, [ONLINE], [member.username, info, self.name])
+
+        def claimed(holder: Any) -> defer.Deferred[None] | None:
+            if holder:
+                # Logged in on another node while Redis was away: that login
+                # holds the name now, and this one ends (one login per user).
+                log.info("{user} logged in on {node} while Redis was away: this session ends",
+                         user=member.username, node=_text(holder))
+                member.client.disconnect(ELSEWHERE)
+                return None
+            return self._publish(ALL, {"k": "up", "u": member.username, "i": json.loads(info)})
+
+        return d.addCallback(claimed)
 
     def _load_locks(self) -> defer.Deferred[None]:
         """Hold the locks the other nodes took (while this one was away)."""
