@@ -37,7 +37,7 @@ from collections import Counter
 from pathlib import Path
 
 from bench import peers
-from bench.run import PAD, PLANS, raise_file_limit, run_loadgen
+from bench.harness import PAD, PLANS, raise_file_limit, run_loadgen
 from bench.servers import HOST, ROOT
 
 _PORT_LINE = re.compile(rb"ChatFactory starting on (\d+)")

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import peers, procstat, report
-from bench.run import (
+from bench.harness import (
     LOADGEN_CPU_LIMIT,
     PLANS,
     account_names,
