@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatservice import events
+from chatservice.auth.credentials import username_skeleton
 from chatservice.auth.errors import LoginUnavailable
 from chatservice.delivery import (
     EVERYONE,
@@ -319,9 +320,18 @@ class ChatState:
         return self.accounts.find(username)
 
     def guest_online(self, username: str) -> bool:
-        """Whether a guest is online under ``username``."""
+        """Whether a guest is online under ``username``, or a name that looks like it.
+
+        See :func:`~chatservice.auth.credentials.username_skeleton`.
+        """
         session = self.online(username)
-        return session is not None and session.guest
+        if session is not None:
+            return session.guest
+        skeleton = username_skeleton(username)
+        return any(
+            member.guest and username_skeleton(member.username) == skeleton
+            for member in self.online_members()
+        )
 
     def last_seen_at(self, username: str) -> float | None:
         """When ``username`` was last visibly online (logged out or hid), if ever."""
