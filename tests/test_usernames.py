@@ -146,6 +146,13 @@ class GuestTests(unittest.TestCase):
         reply = guest(self.harness.connect(), "\u0430nakin")
         self.assertEqual(reply["type"], "username_taken")
 
+    def test_look_alike_free_again_after_the_guest_leaves(self) -> None:
+        first = self.harness.connect()
+        self.assertTrue(guest(first, "anakin")["success"])
+        first.drop()
+        reply = guest(self.harness.connect(), "\u0430nakin")
+        self.assertEqual((reply["type"], reply["success"]), ("login", True), reply)
+
     def test_guest_name_in_nfc(self) -> None:
         reply = guest(self.harness.connect(), "Zo" + DECOMPOSED_E)
         self.assertEqual((reply["success"], reply["user"]), (True, "Zo" + COMPOSED_E))
