@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatservice import events
+from chatservice.auth.credentials import username_skeleton
 from chatservice.auth.errors import LoginUnavailable
 from chatservice.delivery import (
     EVERYONE,
@@ -116,6 +117,8 @@ class ChatState:
         self.passwords = passwords
         self.max_message_length = max_message_length
         self.sessions: dict[str, ChatMember] = {}
+        self._guest_skeletons: dict[str, str] = {}
+        """The skeleton of each guest online on this node, to its name (look-alikes are refused)."""
         self.claiming: set[str] = set()
         """Names whose login waits for its claim in the cluster (not online yet)."""
         self.rooms = RoomDirectory(store)
@@ -200,6 +203,7 @@ class ChatState:
     def _attached(self, session: ChatMember) -> ChatMember:
         if session.guest:
             self.forget(session.username)
+            self._guest_skeletons[username_skeleton(session.username)] = session.username
         self.sessions[session.username] = session
         self.activity.users_changed()
         return session
@@ -237,6 +241,9 @@ class ChatState:
                 self.cluster.release(session)
             if session.guest:
                 self.forget(username)
+                skeleton = username_skeleton(username)
+                if self._guest_skeletons.get(skeleton) == username:
+                    del self._guest_skeletons[skeleton]
 
     def online(self, username: str) -> ChatMember | None:
         """``username``'s session, on this node or (with a cluster) another."""
@@ -319,9 +326,23 @@ class ChatState:
         return self.accounts.find(username)
 
     def guest_online(self, username: str) -> bool:
-        """Whether a guest is online under ``username``."""
+        """Whether a guest is online under ``username``, or a name that looks like it.
+
+        See :func:`~chatservice.auth.credentials.username_skeleton`.
+        """
         session = self.online(username)
-        return session is not None and session.guest
+        if session is not None:
+            return session.guest
+        skeleton = username_skeleton(username)
+        if skeleton in self._guest_skeletons:
+            return True
+        if self.cluster is None:
+            return False
+        # Another node's guests: few, and only theirs are looked at.
+        return any(
+            member.guest and username_skeleton(member.username) == skeleton
+            for member in self.cluster.remote.values()
+        )
 
     def last_seen_at(self, username: str) -> float | None:
         """When ``username`` was last visibly online (logged out or hid), if ever."""

@@ -113,6 +113,26 @@ class SQLiteAccountsTests(unittest.TestCase):
         self.assertIn("3 already in the store kept as they are", log)
         self.assertNotIn("Traceback", log)
 
+    def test_look_alike_and_bad_names_refused(self) -> None:
+        """Issue 15 item 4: ``yоda`` (Cyrillic о) next to ``yoda``, and ``#hash``, are refused."""
+        server = ChatServer(ACCOUNTS, timeout=30, options=REGISTER)
+        self.addCleanup(server.stop)
+        server.start()
+        with server.connect() as client:
+            client.greeted()
+            client.send_json({"type": "register", "user": "y\u043eda", "password": "dark-side"})
+            assert client.read_line() == ""
+            reply = client.read_json()
+            client.send_json({"type": "register", "user": "#hash", "password": "dark-side"})
+            second = client.read_json()
+        self.assertEqual((reply["status"], reply["code"]), (False, "taken"), reply)
+        self.assertIn("looks too like yoda", reply["additional_info"])
+        self.assertEqual((second["status"], second["code"]), (False, "invalid_username"), second)
+        self.assertIsNone(stored_account(server.data_dir / "chat.sqlite3", "y\u043eda"))
+        self.assertIsNone(stored_account(server.data_dir / "chat.sqlite3", "#hash"))
+        log_in(server, "yoda", "wise").close()
+        self.assertNotIn("Traceback", server.log())
+
     def test_chatservice_passwd_on_the_store_of_a_running_server(self) -> None:
         server = ChatServer(ACCOUNTS, timeout=30)
         self.addCleanup(server.stop)

@@ -22,7 +22,13 @@ from typing import Callable
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from chatservice.auth.credentials import Runner, run_here, username_problem
+from chatservice.auth.credentials import (
+    Runner,
+    normalise_username,
+    run_here,
+    username_problem,
+    username_skeleton,
+)
 from chatservice.auth.directory import Account, StoredAccounts
 from chatservice.auth.errors import UnknownUser
 from chatservice.auth.passwords import hash_password, is_hashed, verify_password
@@ -89,16 +95,29 @@ class AccountManager:
         self.run_in_thread = run_in_thread
         self.in_use = in_use
         self._reserved: set[str] = set()
+        self._reserved_skeletons: set[str] = set()
         # Plain secrets: user name -> (the password the keys are of, the keys).
         self._derived: dict[str, tuple[str, ScramKeys]] = {}
         self._deriving: dict[tuple[str, str], list[defer.Deferred[ScramKeys]]] = {}
 
     def taken(self, username: str) -> bool:
-        """Whether ``username`` is an account (as far as this node knows), being registered, or in use by a guest."""
+        """Whether ``username`` is an account (as far as this node knows), being registered, or in use by a guest.
+
+        Or looks like one of those (:func:`~chatservice.auth.credentials.username_skeleton`):
+        ``in_use`` is asked about look-alike guests too.
+        """
         return (
             self.accounts.exists(username)
             or username in self._reserved
             or self.in_use(username)
+            or self.resembles(username)
+        )
+
+    def resembles(self, username: str) -> bool:
+        """Whether ``username`` looks like another account or a name being registered."""
+        return (
+            self.accounts.resembling(username) is not None
+            or username_skeleton(username) in self._reserved_skeletons
         )
 
     def check_taken(self, username: str) -> defer.Deferred[bool]:
@@ -108,16 +127,31 @@ class AccountManager:
         return self.accounts.find(username)
 
     def register(self, username: str, password: str) -> defer.Deferred[None]:
-        """Create the account ``username``; fails with :class:`AccountError`."""
+        """Create the account ``username`` (normalised to NFC); fails with :class:`AccountError`.
+
+        Refused (``taken``) when the name, or one that looks like it
+        (:func:`~chatservice.auth.credentials.username_skeleton`), is an
+        account, an online guest's or being registered.
+        """
+        username = normalise_username(username)
         problem = username_problem(username)
         if problem:
             return defer.fail(AccountError("invalid_username", f"Error. Invalid user name: {problem}."))
         problem = password_problem(password)
         if problem:
             return defer.fail(AccountError("invalid_password", f"Error. Invalid password: {problem}."))
+        other = self.accounts.resembling(username)
+        if other is not None:
+            return defer.fail(
+                AccountError(
+                    "taken",
+                    f"Error. The user name {username} is taken: it looks too like {other}.",
+                )
+            )
         if self.taken(username):
             return defer.fail(_taken(username))
         self._reserved.add(username)
+        self._reserved_skeletons.add(username_skeleton(username))
         d = self.run_in_thread(hash_and_derive, password)
         d.addCallback(lambda derived: self.accounts.add(username, *derived))
         d.addCallback(self._created, username)
@@ -223,6 +257,7 @@ class AccountManager:
 
     def _release(self, result: object, username: str) -> object:
         self._reserved.discard(username)
+        self._reserved_skeletons.discard(username_skeleton(username))
         return result
 
 

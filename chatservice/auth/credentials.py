@@ -7,8 +7,10 @@ it.  The server never writes to the file.
 
 The file has one account a line, ``username secret``, where the secret is a
 plain password or a salted scrypt hash (:mod:`chatservice.auth.passwords`);
-blank lines and lines starting with ``#`` are ignored.  User names are
-case-sensitive and contain no whitespace or control characters.  A hashed
+blank lines and lines starting with ``#`` are ignored.  User names follow
+:func:`username_problem` (which is why no name starts with ``#``); a line
+whose name breaks those rules is reported in :attr:`CredentialsFile.problems`
+and not imported (an account the store has already keeps logging in).  A hashed
 entry may carry the account's SCRAM-SHA-256 keys after the hash, for logins
 that never send the password (:mod:`chatservice.auth.scram`)::
 
@@ -43,8 +45,62 @@ class CredentialsError(Exception):
     """The credentials file cannot be used; the message names the file and line."""
 
 
-def username_problem(username: str) -> str | None:
-    """Why ``username`` cannot be a user name, or ``None`` when it can."""
+SEPARATORS = frozenset("_-.")
+"""Characters a user name may have between letters and digits (not first or last, not two in a row)."""
+
+RESERVED_USERNAMES = frozenset(
+    {
+        "guest", "server", "system", "admin", "administrator", "root", "operator",
+        "moderator", "broadcast", "all", "everyone", "nobody", "anonymous", "chatservice",
+    }
+)
+"""Names (compared by :func:`username_skeleton`) no new account or guest may take.
+
+``guest`` is the keyword of a guest login (``guest NAME``); ``server``,
+``system``, ``broadcast``, ``all`` and ``everyone`` read as the server
+speaking or a message to everyone; the others as the people running it.
+"""
+
+# Latin look-alikes of Cyrillic and Greek letters (after NFKC and casefold, so
+# lower case only; an upper-case look-alike casefolds to one of these).  Not
+# Unicode's whole confusables table: the common homoglyphs of those scripts.
+_CONFUSABLES = str.maketrans(
+    {
+        # Cyrillic
+        "а": "a", "в": "b", "е": "e", "ё": "ë", "һ": "h", "н": "h", "і": "i",
+        "ї": "ï", "ј": "j", "к": "k", "ӏ": "l", "м": "m", "о": "o", "р": "p",
+        "ԛ": "q", "г": "r", "ѕ": "s", "т": "t", "у": "y", "ү": "y", "х": "x",
+        "с": "c", "ԁ": "d", "ԝ": "w", "ѡ": "w", "ѵ": "v", "ь": "b", "ɡ": "g",
+        # Greek
+        "α": "a", "β": "b", "ε": "e", "η": "n", "ι": "i", "κ": "k", "ν": "v",
+        "ο": "o", "ρ": "p", "τ": "t", "υ": "u", "χ": "x", "γ": "y", "ϲ": "c",
+        "ϳ": "j", "ζ": "z", "μ": "u", "ω": "w",
+    }
+)
+
+
+def normalise_username(username: str) -> str:
+    """``username`` in Unicode normal form C, as names are stored and looked up."""
+    return unicodedata.normalize("NFC", username)
+
+
+def username_skeleton(username: str) -> str:
+    """What ``username`` looks like: two names with one skeleton cannot both be taken.
+
+    NFKC (``ｙｏｄａ`` is ``yoda``), case-folded (``Yoda`` is ``yoda``), and
+    common Cyrillic and Greek look-alikes of Latin letters mapped to them
+    (``yоda`` with a Cyrillic ``о`` is ``yoda``).
+    """
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", username).casefold())
+    return unicodedata.normalize("NFC", folded.translate(_CONFUSABLES))
+
+
+def login_name_problem(username: str) -> str | None:
+    """Why ``username`` cannot be an account's name at all: what a login is checked against.
+
+    Looser than :func:`username_problem`: an account imported or registered
+    under older rules keeps logging in.
+    """
     if not username:
         return "a user name cannot be empty"
     if len(username) > MAX_USERNAME_LENGTH:
@@ -54,24 +110,81 @@ def username_problem(username: str) -> str | None:
     return None
 
 
+def username_problem(username: str) -> str | None:
+    """Why ``username`` cannot be a new name (registration, guest, imported line), or ``None``.
+
+    A new name is in NFC (callers normalise first: :func:`normalise_username`)
+    and has at most :data:`MAX_USERNAME_LENGTH` characters: letters and digits
+    of any script (with their combining marks), and ``_``, ``-``, ``.``
+    between them (not first or last, not two in a row); it is not one of
+    :data:`RESERVED_USERNAMES`.  Whether it collides with a name already
+    taken is the caller's check (:func:`username_skeleton`).
+    """
+    problem = login_name_problem(username)
+    if problem:
+        return problem
+    if username != normalise_username(username):
+        return "a user name must be in Unicode normal form C"
+    previous = ""
+    for position, c in enumerate(username):
+        category = unicodedata.category(c)
+        if c in SEPARATORS:
+            if position == 0 or position == len(username) - 1 or previous in SEPARATORS:
+                return (
+                    "'_', '-' and '.' may only stand between letters or digits"
+                    " (not first or last, not two in a row)"
+                )
+        elif category.startswith("M"):
+            if position == 0:
+                return "a user name must start with a letter or a digit"
+        elif not (category.startswith("L") or category == "Nd"):
+            return (
+                "a user name has only letters, digits, and '_', '-' or '.'"
+                f" between them (not {c!r})"
+            )
+        previous = c
+    if username_skeleton(username) in RESERVED_USERNAMES:
+        return f"{username} is reserved"
+    return None
+
+
 class CredentialsFile:
     """The accounts read from a credentials file.
 
     :param path: where the accounts were read from.
     :param secrets: user name to stored password.
     :param scram: user name to SCRAM keys, for hashed entries that have them.
+    :param lines: user name to the number of its line.
+    :param problems: user name to why it breaks the rules for new names
+        (:func:`username_problem`): such a line is not imported into a store
+        that lacks it, but an account the store has keeps logging in.
     """
 
     def __init__(
-        self, path: Path, secrets: dict[str, str], scram: dict[str, ScramKeys] | None = None
+        self,
+        path: Path,
+        secrets: dict[str, str],
+        scram: dict[str, ScramKeys] | None = None,
+        lines: dict[str, int] | None = None,
+        problems: dict[str, str] | None = None,
     ) -> None:
         self.path = path
         self._secrets = secrets
         self._scram = {} if scram is None else scram
+        self._lines = {} if lines is None else lines
+        self.problems: dict[str, str] = {} if problems is None else problems
+
+    def line_of(self, username: str) -> int | None:
+        """The number of ``username``'s line, or ``None`` when unknown."""
+        return self._lines.get(username)
 
     @classmethod
     def load(cls, path: Path | str) -> CredentialsFile:
         """Read and check ``path``.
+
+        A name that is no user name at all (:func:`login_name_problem`) is
+        an error; one that only breaks the rules for new names is noted in
+        :attr:`problems`.
 
         :raises CredentialsError: unreadable file, bad line, or duplicate user.
         """
@@ -84,6 +197,8 @@ class CredentialsFile:
             raise CredentialsError(f"{path}: not valid UTF-8") from None
         secrets: dict[str, str] = {}
         scram: dict[str, ScramKeys] = {}
+        lines: dict[str, int] = {}
+        problems: dict[str, str] = {}
         for number, line in enumerate(content.splitlines(), 1):
             line = line.strip()
             if not line or line.startswith("#"):
@@ -94,9 +209,13 @@ class CredentialsFile:
                     f"{path}:{number}: expected 'username password'"
                 )
             username, secret = fields
-            problem = username_problem(username)
+            problem = login_name_problem(username)
             if problem:
                 raise CredentialsError(f"{path}:{number}: {problem}")
+            problem = username_problem(username)
+            if problem:
+                problems[username] = problem
+            lines[username] = number
             if username in secrets:
                 raise CredentialsError(f"{path}:{number}: {username} is listed twice")
             if is_hashed(secret):
@@ -107,7 +226,7 @@ class CredentialsFile:
                 if keys is not None:
                     scram[username] = keys
             secrets[username] = secret
-        return cls(path, secrets, scram)
+        return cls(path, secrets, scram, lines, problems)
 
     def exists(self, username: str) -> bool:
         """Whether ``username`` has an account."""

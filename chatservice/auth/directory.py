@@ -48,7 +48,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from chatservice.auth.credentials import CredentialsFile, Runner, run_here
+from chatservice.auth.credentials import CredentialsFile, Runner, run_here, username_skeleton
 from chatservice.auth.errors import UnknownUser, WrongPassword
 from chatservice.auth.passwords import is_hashed, verify_password
 from chatservice.auth.scram import ScramKeys
@@ -101,6 +101,8 @@ class StoredAccounts:
         self.clock = clock
         self.imported = imported
         self._names: set[str] = set()
+        self._skeletons: dict[str, str] = {}
+        """:func:`~chatservice.auth.credentials.username_skeleton` to the (first) name that has it."""
         self._sorted: list[str] | None = []
         self._read_at: float | None = None
         self._reading = False
@@ -115,14 +117,34 @@ class StoredAccounts:
         """Import the credentials file's accounts that the store lacks, then cache the names.
 
         An account the store has already is left as it is (the store wins);
-        the log says how many were imported and how many kept.
+        the log says how many were imported and how many kept.  A line the
+        store lacks is skipped, and logged with its line number, when its
+        name breaks the rules for new names
+        (:attr:`~chatservice.auth.credentials.CredentialsFile.problems`) or
+        looks like an account's or an earlier line's
+        (:func:`~chatservice.auth.credentials.username_skeleton`).
         """
         imported = self.imported
         if imported is None:
             return self.refresh()
-        entries = [
-            (username, secret, _keys_text(keys)) for username, secret, keys in imported.entries()
-        ]
+        return self.refresh().addCallback(lambda _: self._import(imported))
+
+    def _import(self, imported: CredentialsFile) -> defer.Deferred[None]:
+        entries = []
+        for username, secret, keys in imported.entries():
+            problem = imported.problems.get(username)
+            other = self.resembling(username)
+            if username not in self._names and (problem is not None or other is not None):
+                log.warn(
+                    "Accounts: {path}:{line}: {username!r} not imported: {why}",
+                    path=str(imported.path),
+                    line=imported.line_of(username),
+                    username=username,
+                    why=problem if problem is not None else f"it looks like {other!r}",
+                )
+                continue
+            entries.append((username, secret, _keys_text(keys)))
+            self._known(username)  # later lines are checked against it
         d = self.store.import_accounts(entries)
 
         def done(added: int) -> defer.Deferred[None]:
@@ -145,7 +167,8 @@ class StoredAccounts:
         def read(names: Iterable[str]) -> None:
             # A union: accounts are never removed, and one this node added
             # while the names were read stays.
-            self._names.update(names)
+            for name in names:
+                self._known(name)
             self._sorted = None
             self._read_at = asked_at
 
@@ -192,9 +215,18 @@ class StoredAccounts:
             self._sorted = sorted(self._names)
         return list(self._sorted)
 
+    def resembling(self, username: str) -> str | None:
+        """An account, other than ``username``, with its skeleton (as far as the cache knows), or ``None``.
+
+        See :func:`~chatservice.auth.credentials.username_skeleton`.
+        """
+        other = self._skeletons.get(username_skeleton(username))
+        return None if other is None or other == username else other
+
     def _known(self, username: str) -> None:
         if username not in self._names:
             self._names.add(username)
+            self._skeletons.setdefault(username_skeleton(username), username)
             self._sorted = None
 
     # What asks the store ----------------------------------------------------------------

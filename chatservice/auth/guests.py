@@ -1,7 +1,8 @@
 """Guest logins: a name without an account, checked through ``twisted.cred`` too.
 
 A guest presents :class:`GuestCredentials`; :class:`GuestChecker` accepts a
-valid name that no account has and returns it as a :class:`GuestName`, which
+valid name (:func:`~chatservice.auth.credentials.username_problem`, after
+normalising to NFC) that no account has, nor looks like, and returns it as a :class:`GuestName`, which
 the realm recognises to mark the session as a guest's.  A name already
 online is refused by the realm, like any second login.
 """
@@ -15,7 +16,7 @@ from twisted.cred.credentials import ICredentials
 from twisted.internet import defer
 from zope.interface import Attribute, implementer
 
-from chatservice.auth.credentials import username_problem
+from chatservice.auth.credentials import normalise_username, username_problem
 from chatservice.auth.errors import InvalidUsername, UsernameTaken
 
 
@@ -52,7 +53,7 @@ class GuestChecker:
         self.taken = taken
 
     def requestAvatarId(self, credentials: IGuestCredentials) -> defer.Deferred[GuestName]:
-        name = credentials.username
+        name = normalise_username(credentials.username)
         problem = username_problem(name)
         if problem:
             return defer.fail(InvalidUsername(problem))

@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatservice.auth.accounts import AccountError, AccountManager
-from chatservice.auth.credentials import username_problem
+from chatservice.auth.credentials import login_name_problem
 from chatservice.auth.errors import (
     AccountLocked,
     AddressLocked,
@@ -227,7 +227,7 @@ class LoginGate:
             remaining = self.address_lockout.locked_for(host)
             if remaining is not None:
                 raise AddressLocked(remaining)
-        problem = username_problem(username)
+        problem = login_name_problem(username)
         if problem:
             raise InvalidUsername(problem)
         if not self.accounts.exists(username):

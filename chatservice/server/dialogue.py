@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 
 from chatservice import events
 from chatservice.auth.accounts import AccountError
+from chatservice.auth.credentials import normalise_username
 from chatservice.auth.errors import LoginUnavailable, UnknownUser, WrongPassword
 from chatservice.auth.login import EXPECTED_ERRORS, LoginGate, LoginResult
 from chatservice.auth.scram import ScramError, ScramKeys, ScramServerExchange
@@ -127,11 +128,13 @@ class LoginDialogue:
         )
 
     def login(self, username: str, password: str, request_id: Any = None) -> None:
-        """Log in with a password."""
+        """Log in with a password (the name normalised to NFC first)."""
+        username = normalise_username(username)
         self._log_in(self.gate.login(username, password, self.connection), username, request_id)
 
     def login_guest(self, username: str, request_id: Any = None) -> None:
-        """Log in as a guest."""
+        """Log in as a guest (the name normalised to NFC first)."""
+        username = normalise_username(username)
         self._log_in(self.gate.login_guest(username, self.connection), username, request_id)
 
     def _refused(self, failure: Failure, username: str, request_id: Any) -> None:
@@ -150,6 +153,7 @@ class LoginDialogue:
 
     def register(self, username: str, password: str, request_id: Any = None) -> None:
         """Create an account; :meth:`registered` or a refusal follows."""
+        username = normalise_username(username)
 
         def refused(failure: Failure) -> None:
             error = failure.value
@@ -255,7 +259,7 @@ class TextLogin(LoginDialogue):
         if len(words) == 2 and words[0].lower() == "guest" and self.policy.allow_guests:
             self.login_guest(words[1])
             return
-        self.username = username
+        username = self.username = normalise_username(username)
         try:
             self.gate.check_username(username, self.connection.host)
         except UnknownUser:
@@ -424,7 +428,7 @@ class JsonLogin(LoginDialogue):
         self.connection.udp_port = jsonlines.port(obj, "udp_port")
 
     def _register(self, obj: dict[str, Any], request_id: Any) -> None:
-        username = jsonlines.field(obj, "user")
+        username = normalise_username(jsonlines.field(obj, "user"))
         if not self.policy.allow_register:
             self.connection.send(
                 events.RegisterStatus(

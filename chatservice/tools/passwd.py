@@ -34,6 +34,8 @@ from chatservice.auth.accounts import hash_and_derive, password_problem
 from chatservice.auth.credentials import (
     CredentialsError,
     CredentialsFile,
+    login_name_problem,
+    normalise_username,
     username_problem,
     write_entry,
 )
@@ -132,7 +134,8 @@ def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None) -> int:
         print(USAGE, file=sys.stderr)
         return 2
     target, username = args[-2], args[-1]
-    problem = username_problem(username)
+    username = normalise_username(username)
+    problem = login_name_problem(username)
     if problem:
         return _fail(problem, 2)
     if store_option == "--store" and not target.startswith(POSTGRESQL_SCHEMES):
@@ -147,6 +150,13 @@ def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None) -> int:
         except CredentialsError as e:
             return _fail(str(e))
         action = "changed" if existing.exists(username) else "added"
+        problem = None if existing.exists(username) else username_problem(username)
+        if problem:
+            return _fail(problem, 2)  # the server would not import it
+    elif store_option is None:
+        problem = username_problem(username)
+        if problem:
+            return _fail(problem, 2)
     try:
         password = _ask("New password: ", stdin)
         again = _ask("Repeat the password: ", stdin)
