@@ -134,6 +134,17 @@ class ServerError(Exception):
     """The server did not start, or did not stop, as it should; the message has its log."""
 
 
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """Stop ``process`` if it still runs: SIGTERM, then SIGKILL after ``timeout`` seconds."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+
+
 def twistd_command(*arguments: str) -> list[str]:
     """The command line running ``twistd`` with ``arguments`` under this interpreter."""
     return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", *arguments]

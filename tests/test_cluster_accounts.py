@@ -10,9 +10,9 @@ runs: what a node learns of the other's registrations comes through Redis.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from typing import Any
 
-from twisted.internet import reactor, task
+from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
@@ -26,16 +26,7 @@ from chatservice.state import ChatState
 from chatservice.store.local import LocalStore
 from chatservice.store.memory import MemoryStore
 from tests.redis_support import RedisServer
-
-
-async def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Let the reactor run until ``check()`` (or fail after ``timeout`` seconds)."""
-    waited = 0.0
-    while not check():
-        if waited > timeout:
-            raise AssertionError("timed out waiting")
-        await task.deferLater(reactor, 0.02, lambda: None)
-        waited += 0.02
+from tests.test_redis_link import wait_until
 
 
 class ClusterAccountsTests(unittest.TestCase):

@@ -23,7 +23,6 @@ import json
 import shutil
 import socket
 import ssl
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ from pathlib import Path
 from twisted.trial import unittest
 
 from tests.certs import make_certificates
-from tests.e2e_support import launch_twistd, loopback_source
+from tests.e2e_support import launch_twistd, loopback_source, stop_process
 
 SLACK = 2.5
 """Seconds a deadline may be late (process start, a loaded test machine)."""
@@ -105,16 +104,7 @@ class DeadlineServer(unittest.TestCase):
         log = b"".join(path.read_bytes() for path in work.glob("twistd-*.log"))
         # The TLS listener is the first one given, and logs "(TLS)".
         self.tls_port, self.tcp_port = ports if b"(TLS) starting on %d" % ports[0] in log else ports[::-1]
-        self.addCleanup(self._stop)
-
-    def _stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        self.addCleanup(stop_process, self.process)
 
     def log(self) -> str:
         return "".join(path.read_text(errors="replace") for path in self.work.glob("twistd-*.log"))

@@ -33,7 +33,6 @@ import shutil
 import socket
 import ssl
 import struct
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -43,7 +42,7 @@ from twisted.trial import unittest
 
 from chatservice.commands import COMMANDS
 from tests.certs import make_certificates
-from tests.e2e_support import launch_twistd, loopback_source
+from tests.e2e_support import launch_twistd, loopback_source, stop_process
 
 SEED = 15_0006
 CASES = 240
@@ -274,19 +273,10 @@ class FuzzEndToEndTests(unittest.TestCase):
             work,
             ports=2,
         )
-        self.addCleanup(self._stop)
+        self.addCleanup(stop_process, self.process)
         self.context = ssl.create_default_context(cafile=str(self.certs["ca"]))
         self.sockets: list[socket.socket] = []
         self.addCleanup(self._close_sockets)
-
-    def _stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
     def _close_sockets(self) -> None:
         for sock in self.sockets:

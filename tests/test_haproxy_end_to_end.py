@@ -28,7 +28,7 @@ from pathlib import Path
 
 from twisted.trial import unittest
 
-from tests.e2e_support import ChatServer, LineClient, loopback_source
+from tests.e2e_support import ChatServer, LineClient, loopback_source, stop_process
 from tests.pg_support import new_database
 from tests.redis_support import RedisServer, free_port
 from tests.test_cluster_end_to_end import LEASE_BOUND, wait_for
@@ -93,7 +93,7 @@ class HAProxyClusterTests(unittest.TestCase):
                 [binary, "-db", "-f", str(CONFIG)], env=environment, cwd=directory,
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             )
-        self.addCleanup(self._stop_haproxy)
+        self.addCleanup(stop_process, self.haproxy)
         self.clients: list[LineClient] = []
         self.addCleanup(self._close_clients)
         wait_for(self._greets, 20, "HAProxy to pass connections to a node")
@@ -111,15 +111,6 @@ class HAProxyClusterTests(unittest.TestCase):
             return False
         finally:
             client.close()
-
-    def _stop_haproxy(self) -> None:
-        if self.haproxy.poll() is None:
-            self.haproxy.terminate()
-            try:
-                self.haproxy.wait(10)
-            except subprocess.TimeoutExpired:
-                self.haproxy.kill()
-                self.haproxy.wait()
 
     def _close_clients(self) -> None:
         for client in self.clients:

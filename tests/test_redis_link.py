@@ -6,7 +6,7 @@ from typing import Callable
 
 import txredisapi
 from twisted.internet import defer, reactor, task
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
 from chatservice.cluster.link import RedisLink, RedisURLError, parse_redis_url
@@ -103,12 +103,7 @@ class RedisLinkTests(unittest.TestCase):
         await self.links["a"].publish("chat:all", "still there")
         await wait_until(lambda: self.received["a"].count(("chat:all", "still there")) == 2)
 
-
     async def test_losing_redis_again_while_joining_is_a_warning_and_a_bug_is_a_failure(self) -> None:
-        import txredisapi
-        from twisted.internet import defer
-        from twisted.logger import globalLogPublisher
-
         events: list[dict[str, object]] = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
@@ -127,8 +122,6 @@ class TimedCommandsTests(unittest.TestCase):
     """A command Redis does not answer (txredisapi queues it while Redis is away) fails in time."""
 
     def test_an_unanswered_command_times_out_and_an_answered_one_passes(self) -> None:
-        from twisted.internet import defer
-
         from chatservice.cluster.node import REPLY_SECONDS, TimedCommands
 
         class Commands:
@@ -140,9 +133,12 @@ class TimedCommandsTests(unittest.TestCase):
                 self.waiting.append(d)
                 return d
 
+        class Link:
+            commands = Commands()
+
         clock = task.Clock()
-        commands = Commands()
-        timed = TimedCommands(commands, clock)
+        commands = Link.commands
+        timed = TimedCommands(Link, clock)
         answered = timed.get("chat:x")
         commands.waiting[0].callback("value")
         self.assertEqual(self.successResultOf(answered), "value")

@@ -15,13 +15,11 @@ and JSON logs through ``twistd --logger``.
 from __future__ import annotations
 
 import configparser
-import io
 import json
 import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,9 +30,9 @@ from twisted.trial import unittest
 from tests.e2e_support import (
     HOST,
     LineClient,
+    stop_process,
     subprocess_environment,
     twistd_command,
-    welcome,
 )
 
 UNITS = Path(__file__).resolve().parent.parent / "contrib" / "systemd"
@@ -155,7 +153,7 @@ class SocketActivationTests(unittest.TestCase):
             process = subprocess.Popen(
                 command, cwd=work, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT
             )
-        self.addCleanup(self._stop, process)
+        self.addCleanup(stop_process, process)
         deadline = time.monotonic() + 10
         while b"Listening on" not in log_path.read_bytes():
             self.assertIsNone(process.poll(), log_path.read_text(errors="replace"))
@@ -169,15 +167,6 @@ class SocketActivationTests(unittest.TestCase):
         log = log_path.read_text(errors="replace")
         self.assertIn(f"ChatFactory starting on {port}", log)
         self.assertIn("Chat service started", log)
-
-    def _stop(self, process: subprocess.Popen[bytes]) -> None:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
 
 
 class JsonLogTests(unittest.TestCase):

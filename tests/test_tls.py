@@ -14,7 +14,7 @@ from pathlib import Path
 from twisted.trial import unittest
 
 from tests.certs import make_certificates
-from tests.e2e_support import launch_twistd, subprocess_environment
+from tests.e2e_support import launch_twistd, stop_process, subprocess_environment
 
 def read_until(sock: socket.socket, marker: bytes, timeout: float = 10.0) -> bytes:
     """Read from ``sock`` until ``marker`` has arrived (bounded)."""
@@ -51,16 +51,7 @@ class TLSEndToEndTests(unittest.TestCase):
             work,
             ports=2,
         )
-        self.addCleanup(self._stop)
-
-    def _stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        self.addCleanup(stop_process, self.process)
 
     def tls_connect(self, cafile: Path, hostname: str = "localhost") -> ssl.SSLSocket:
         context = ssl.create_default_context(cafile=str(cafile))

@@ -220,16 +220,17 @@ class RemoteMember:
 class TimedCommands:
     """Redis commands (``txredisapi``'s) whose replies fail after :data:`REPLY_SECONDS`.
 
-    :param commands: the link's command connection.
+    :param link: what holds the command connection (its ``commands``, read
+        at each call: a reconnection makes a new one).
     :param clock: the reactor.
     """
 
-    def __init__(self, commands: Any, clock: Any) -> None:
-        self._commands = commands
+    def __init__(self, link: Any, clock: Any) -> None:
+        self._link = link
         self._clock = clock
 
     def __getattr__(self, name: str) -> Callable[..., defer.Deferred[Any]]:
-        command = getattr(self._commands, name)
+        command = getattr(self._link.commands, name)
 
         def call(*args: Any, **kwargs: Any) -> defer.Deferred[Any]:
             d = command(*args, **kwargs).addTimeout(REPLY_SECONDS, self._clock)
@@ -300,13 +301,14 @@ class ClusterNode(MultiService):
         """When this node last (re)subscribed: no sweeping for a lease's length after."""
         self.link = RedisLink(url, reactor, [ALL, node_channel(name)], self.received)
         self.link.setServiceParent(self)
+        self._commands = TimedCommands(self.link, reactor)
         self.link.when_subscribed(self._subscribed)
         self._heartbeat = LoopingCall(self._beat)
         self._heartbeat.clock = reactor  # type: ignore[assignment]
 
     @property
     def redis(self) -> TimedCommands:
-        return TimedCommands(self.link.commands, self.reactor)
+        return self._commands
 
     def startService(self) -> None:
         super().startService()
