@@ -24,6 +24,7 @@ from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.portal import Portal
 from twisted.internet import threads
 from twisted.internet.interfaces import IReactorCore, IReactorTime
+from twisted.logger import Logger
 
 from chatservice.activitylog import LOG_PATTERNS, ActivityLog
 from chatservice.auth.accounts import AccountManager
@@ -43,7 +44,9 @@ from chatservice.metrics.timedstore import TimedStore
 from chatservice.server.factory import ChatFactory
 from chatservice.server.policy import ConnectionPolicy
 from chatservice.service import ChatService
+from chatservice.reload import Reloader
 from chatservice.session import Session
+from chatservice.settings import LIMITS, TIMEOUT
 from chatservice.state import ChatState
 from chatservice.store.interface import IChatStore
 from chatservice.store.local import LocalStore
@@ -51,26 +54,8 @@ from chatservice.store.memory import MemoryStore
 from chatservice.store.sqlite import SQLiteStore
 from chatservice.workers import ThreadWorkers
 
-LIMITS: tuple[tuple[str, str, type, float, str], ...] = (
-    ("login-deadline", "login_deadline", float, 1, "Seconds a connection has to log in."),
-    ("tls-handshake-deadline", "tls_handshake_deadline", float, 0.1, "Seconds a TLS connection has to finish its handshake (at most --login-deadline)."),
-    ("close-deadline", "close_deadline", float, 0.1, "Seconds a closing connection has to take its last bytes; then it is aborted."),
-    ("greeting-delay", "greeting_delay", float, 0, "Seconds of silence before a new connection is greeted as a person (0: at once)."),
-    ("max-line-length", "max_line_length", int, 64, "Longest line accepted, in bytes."),
-    ("max-message-length", "max_message_length", int, 1, "Longest message, in characters."),
-    ("flood-burst", "flood_burst", int, 1, "Lines a connection may send at once..."),
-    ("flood-rate", "flood_rate", float, 0.1, "...then per second (faster lines wait)."),
-    ("flood-limit", "flood_limit", float, 1, "Seconds of non-stop flooding before a connection is closed."),
-    ("lines-per-turn", "lines_per_turn", int, 1, "Lines of one connection handled before the others get a turn."),
-    ("turn-budget", "turn_budget", float, 0, "Seconds one connection's lines may take before the others get a turn."),
-    ("flush-interval", "flush_interval", float, 0, "Least seconds between two flushes of the output (batches writes under load)."),
-    ("output-soft-limit", "output_soft_limit", int, 1024, "Unread bytes past which broadcasts to a client are dropped."),
-    ("output-hard-limit", "output_hard_limit", int, 1024, "Unread bytes past which a client is disconnected."),
-    ("slow-reader-grace", "slow_reader_grace", float, 1, "Seconds a client may stay past the soft limit before it is disconnected."),
-    ("max-connections", "max_connections", int, 1, "Connections the server takes at once."),
-    ("max-per-address", "max_connections_per_address", int, 1, "Connections one address may have."),
-)
-"""``(option, ConnectionPolicy field, type, minimum, help)`` of each limit."""
+log = Logger()
+
 
 
 @dataclass(frozen=True)
@@ -89,18 +74,28 @@ class Chat:
     service: ChatService
     retention: HistoryRetention
     metrics: ChatMetrics
-    metrics: ChatMetrics
+    reloader: Reloader
 
 
 def connection_policy(config: Mapping[str, Any]) -> ConnectionPolicy:
     """The connections' settings from ``config`` (the options of :data:`LIMITS` and a few more)."""
     return ConnectionPolicy(
-        timeout=config["timeout"],
         bans=config["bans"],
         allow_register=config["allow-register"],
         allow_guests=config["allow-guests"],
-        **{field: config[option] for option, field, _kind, _minimum, _text in LIMITS},
+        **{field: config[option] for option, field, _kind, _minimum, _text in (TIMEOUT, *LIMITS)},
     )
+
+
+def _max_login_delay(policy: ConnectionPolicy) -> float:
+    """The longest login slowdown: the slowest login still ends well within the login deadline."""
+    return min(MAX_DELAY, policy.login_deadline / 2)
+
+
+def _follow_limits(state: ChatState, slowdown: LoginSlowdown, policy: ConnectionPolicy) -> None:
+    """After a reload: what copied a limit at start takes ``policy``'s."""
+    state.max_message_length = policy.max_message_length
+    slowdown.max_delay = _max_login_delay(policy)
 
 
 def sqlite_store(database: Path) -> SQLiteStore:
@@ -185,12 +180,8 @@ def build_chat(
     address_lockout = LoginLockout(
         reactor, config["max-failures"], config["block-duration"], kind="address"
     )
-    # The slowest login still ends well within the login deadline.
     slowdown = LoginSlowdown(
-        reactor,
-        config["name-failures"],
-        config["block-duration"],
-        max_delay=min(MAX_DELAY, policy.login_deadline / 2),
+        reactor, config["name-failures"], config["block-duration"], max_delay=_max_login_delay(policy)
     )
     checkers: list[ICredentialsChecker] = [
         LockoutChecker(
@@ -237,6 +228,14 @@ def build_chat(
             *(f"web:{description}" for description in config.get("web") or ()),
         ],
     )
+    reloader = Reloader(config, factory.registry, accounts, run_in_thread, lambda: service.serving)
+    reloader.follow(partial(_follow_limits, state, slowdown))
+    state.rehash = reloader.reload
+    for option in config.get("limits-ignored") or ():
+        log.warn(
+            "Limit {option}: the command line's value is kept (the limits file's is ignored)",
+            option=option,
+        )
     metrics.registry.register(
         LiveCollector(
             lambda: factory.registry.connections,
@@ -248,5 +247,5 @@ def build_chat(
     )
     return Chat(
         state, accounts, manager, lockout, address_lockout, slowdown, gate, policy, factory, service,
-        retention, metrics,
+        retention, metrics, reloader,
     )

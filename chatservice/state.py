@@ -131,6 +131,9 @@ class ChatState:
         """The other nodes (``--redis``), or ``None`` for a server on its own."""
         self.metrics = ChatMetrics() if metrics is None else metrics
         """Where messages, deliveries and commands are counted."""
+        self.rehash: Callable[[str], defer.Deferred[list[str]]] | None = None
+        """Reloads the server's files (:meth:`chatservice.reload.Reloader.reload`), given who
+        asked: the operator command ``rehash``; ``None`` where nothing can be reloaded."""
 
     def load(self) -> defer.Deferred[None]:
         """Load the accounts, then read the block lists, last-seen times and rooms from the store; fires when done."""

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import math
 import os
 import socket
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +15,16 @@ from twisted.python import usage
 
 from chatservice.auth.credentials import CredentialsError, CredentialsFile
 from chatservice.auth.slowdown import DEFAULT_NAME_FAILURES
-from chatservice.build import LIMITS, build_chat, sqlite_store
+from chatservice.build import build_chat, sqlite_store
 from chatservice.datadir import DataDirInUse, check_unlocked
+from chatservice.reload import ReloadOnSignal
 from chatservice.retention import parse_duration
 from chatservice.metrics.health import Readiness
 from chatservice.metrics.lag import ReactorLag
 from chatservice.metrics.site import metrics_site
-from chatservice.server.policy import BanList, ConnectionPolicy
-from chatservice.server.proxied import ProxiedFactory, proxied
+from chatservice.server.certificates import CertificateError, TLSListeners, certificate_options, is_tls
+from chatservice.server.proxied import ProxiedFactory, follow_login_deadline, proxied
+from chatservice.settings import LIMITS, RELOADABLE, TIMEOUT, SettingsError, default, effective_limits, number, read_bans
 from chatservice.store.sqlite import StoreError
 
 
@@ -36,7 +38,7 @@ def check_dsn(dsn: str) -> None:
     from chatservice.store.postgres import PostgresStore
 
     PostgresStore(dsn, reactor)
-from chatservice.web.site import chat_site
+from chatservice.web.site import chat_site, follow_line_length
 
 DEFAULT_LISTEN = "tcp:4119"
 DEFAULT_CREDENTIALS = Path("etc") / "credentials.txt"
@@ -48,19 +50,22 @@ DATABASE_NAME = "chat.sqlite3"
 DEFAULT_HISTORY_MAX_ENTRIES = 100_000
 """Messages a channel keeps by default (``--history-max-entries``)."""
 
-_DEFAULT_POLICY = ConnectionPolicy()
 
 
 def _number(options: usage.Options, name: str, kind: type, minimum: float) -> None:
     """Convert option ``name`` to ``kind``; refuse values below ``minimum``."""
-    raw = options[name]
     try:
-        value = kind(raw)
-    except (TypeError, ValueError):
-        raise usage.UsageError(f"--{name} must be a number, not {raw!r}") from None
-    if not (math.isfinite(value) and value >= minimum):
-        raise usage.UsageError(f"--{name} must be at least {minimum:g}, not {raw}")
-    options[name] = value
+        options[name] = number(name, options[name], kind, minimum)
+    except SettingsError as e:
+        raise usage.UsageError(str(e)) from None
+
+
+def _limit_parameter(option: str, text: str) -> list[object]:
+    """The ``optParameters`` row of a limit; a reloadable one has no default here (the
+    limits file may set it; :meth:`Options.postOptions` fills the default in)."""
+    if option in RELOADABLE:
+        return [option, None, None, f"{text} [default: {default(option):g}]"]
+    return [option, None, str(default(option)), text]
 
 
 class Options(usage.Options):
@@ -106,14 +111,23 @@ class Options(usage.Options):
         [
             "timeout",
             "t",
-            "600",
-            "Seconds without a valid command before a user is logged out.",
+            None,
+            f"{TIMEOUT[4]} [default: {default('timeout'):g}]",
         ],
         [
             "ban-file",
             None,
             None,
-            "File of banned addresses or networks, one a line ('#' comments).",
+            "File of banned addresses or networks, one a line ('#' comments);"
+            " read again at each reload (SIGHUP).",
+        ],
+        [
+            "limits",
+            None,
+            None,
+            "File of limits, one 'option = value' a line (e.g. max-connections = 2000),"
+            " read again at each reload (SIGHUP); an option given on the command line"
+            " wins over the file's.",
         ],
         [
             "store",
@@ -150,10 +164,7 @@ class Options(usage.Options):
             "60",
             "Seconds between two sweeps that forget history past its bounds.",
         ],
-        *(
-            [option, None, str(getattr(_DEFAULT_POLICY, field)), text]
-            for option, field, _kind, _minimum, text in LIMITS
-        ),
+        *(_limit_parameter(option, text) for option, _field, _kind, _minimum, text in LIMITS),
         [
             "redis",
             None,
@@ -226,7 +237,11 @@ class Options(usage.Options):
             for description in descriptions:
                 try:
                     inner = proxied(description) if option == "listen" else None
+                    if is_tls(description):
+                        certificate_options(description)
                     endpoints.serverFromString(reactor, inner or description)
+                except CertificateError as e:
+                    raise usage.UsageError(f"--{option}: {e}") from None
                 except (ValueError, TypeError, KeyError) as e:
                     raise usage.UsageError(
                         f"--{option} {description!r} is not a server endpoint: {e}"
@@ -237,7 +252,6 @@ class Options(usage.Options):
                     f"--web-origin {origin!r} is not an origin such as https://chat.example.org"
                 )
         _number(self, "block-duration", float, 0)
-        _number(self, "timeout", float, 1)
         _number(self, "max-failures", int, 1)
         if self["max-failures"] not in MAX_FAILURES_RANGE:
             raise usage.UsageError(
@@ -273,8 +287,7 @@ class Options(usage.Options):
             ) from None
         _number(self, "history-max-entries", int, 0)
         _number(self, "history-purge-interval", float, 0.01)
-        for option, _field, kind, minimum, _text in LIMITS:
-            _number(self, option, kind, minimum)
+        self._limits()
         if self["store"].startswith(POSTGRESQL_SCHEMES):
             from chatservice.store.postgres import redact
 
@@ -310,16 +323,33 @@ class Options(usage.Options):
                 first = proxied(self["listen"][0]) or self["listen"][0]
                 port = first.split(":")[1] if ":" in first else ""
                 self["node-name"] = f"{socket.gethostname()}:{port}"
-        bans = list(self["ban"])
         if self["ban-file"] is not None:
-            try:
-                bans += BanList.read(Path(self["ban-file"]))
-            except (OSError, UnicodeDecodeError) as e:
-                raise usage.UsageError(f"--ban-file {self['ban-file']}: cannot read: {e}") from None
+            self["ban-file"] = Path(self["ban-file"])
         try:
-            self["bans"] = BanList(bans)
-        except ValueError as e:
-            raise usage.UsageError(f"--ban: {e}") from None
+            self["bans"] = read_bans(self["ban"], self["ban-file"])
+        except SettingsError as e:
+            raise usage.UsageError(str(e)) from None
+
+    def _limits(self) -> None:
+        """Convert the limits: the command line's, else the limits file's, else the defaults.
+
+        ``limits-from-command-line`` keeps the options given on the command
+        line (a reload leaves them as they are).
+        """
+        given = {}
+        for option, _field, kind, minimum, _text in (TIMEOUT, *LIMITS):
+            if self[option] is not None:
+                _number(self, option, kind, minimum)
+                if option in RELOADABLE:
+                    given[option] = self[option]
+        if self["limits"] is not None:
+            self["limits"] = Path(self["limits"])
+        try:
+            values, self["limits-ignored"] = effective_limits(given, self["limits"])
+        except SettingsError as e:
+            raise usage.UsageError(str(e)) from None
+        self.update(values)
+        self["limits-from-command-line"] = frozenset(given)
 
 
 def makeService(config: Options, reactor: Any = None) -> IService:
@@ -337,20 +367,30 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         reactor = global_reactor
     chat = build_chat(config, reactor)
     top = chat.service
+    reloader = chat.reloader
+    tls = TLSListeners(reactor)
+
+    def listen(description: str, factory: Any) -> None:
+        strports.service(description, factory, reactor=tls.reactor(description)).setServiceParent(top)
+
     for description in config["listen"]:
         inner = proxied(description)
         if inner is None:
-            strports.service(description, chat.factory, reactor=reactor).setServiceParent(top)
+            listen(description, chat.factory)
         else:
             factory = ProxiedFactory(chat.factory, reactor, chat.policy.login_deadline)
-            strports.service(inner, factory, reactor=reactor).setServiceParent(top)
+            reloader.follow(partial(follow_login_deadline, factory))
+            listen(inner, factory)
     if config["web"]:
         site = chat_site(chat.factory, config["web-origin"])
+        reloader.follow(partial(follow_line_length, site))
         for description in config["web"]:
-            strports.service(description, site, reactor=reactor).setServiceParent(top)
+            listen(description, site)
     if config.get("metrics"):
         readiness = Readiness(lambda: top.serving, chat.state.store, reactor, chat.state.cluster)
         metrics = metrics_site(chat.metrics.registry, readiness)
-        strports.service(config["metrics"], metrics, reactor=reactor).setServiceParent(top)
+        listen(config["metrics"], metrics)
         ReactorLag(reactor, chat.metrics.reactor_lag).setServiceParent(top)
+    reloader.certificates.update(tls.certificates)
+    ReloadOnSignal(reloader, reactor).setServiceParent(top)
     return top

@@ -26,6 +26,7 @@ from twisted.python.threadpool import ThreadPool
 from chatservice import tap
 from chatservice.metrics.lag import ReactorLag
 from chatservice.metrics.site import QuietSite
+from chatservice.reload import ReloadOnSignal
 from chatservice.server.factory import ChatFactory
 from chatservice.service import ChatService
 from tests.e2e_support import run_twistd
@@ -322,7 +323,7 @@ class TestMakeService:
         listeners = [s for s in top if isinstance(s, StreamServerEndpointService)]
         others = [s for s in top if not isinstance(s, StreamServerEndpointService)]
         assert len(listeners) == 2
-        assert others == []
+        assert [type(other) for other in others] == [ReloadOnSignal]  # SIGHUP reloads
         factories = {id(listener.factory) for listener in listeners}
         assert len(factories) == 1  # one factory, so one chat state, for all ports
         assert isinstance(listeners[0].factory, ChatFactory)

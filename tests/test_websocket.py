@@ -98,9 +98,7 @@ class Browser:
         factory = harness.factory
         self.request = FakeRequest(host)
         self.websocket = RecordingWebSocket(self.request.channel.transport)
-        self.protocol = ChatWebSocketFactory(
-            factory.gate, factory.policy, factory.clock, factory.registry
-        ).buildProtocol(self.request)  # type: ignore[arg-type]
+        self.protocol = ChatWebSocketFactory(factory.gate, factory.clock, factory.registry).buildProtocol(self.request)  # type: ignore[arg-type]
         self.protocol.negotiationStarted(self.websocket)
         self.protocol.negotiationFinished()
 
@@ -152,7 +150,7 @@ class ChatWebSocketTests(HarnessTestCase):
         stream.registerProducer(request.channel, True)
         request.channel.transport = stream
         factory = self.harness.factory
-        protocol = ChatWebSocketFactory(factory.gate, factory.policy, factory.clock, factory.registry).buildProtocol(
+        protocol = ChatWebSocketFactory(factory.gate, factory.clock, factory.registry).buildProtocol(
             request  # type: ignore[arg-type]
         )
         protocol.negotiationStarted(RecordingWebSocket())  # type: ignore[arg-type]
@@ -377,7 +375,7 @@ class SiteTests(HarnessTestCase):
     def test_a_foreign_origin_is_refused(self) -> None:
         resource = ChatWebSocketResource(
             ChatWebSocketFactory(
-                self.harness.factory.gate, self.harness.policy, self.harness.clock, self.harness.factory.registry
+                self.harness.factory.gate, self.harness.clock, self.harness.factory.registry
             ),
             origins=["https://chat.example.org/"],
         )

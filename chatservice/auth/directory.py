@@ -159,6 +159,69 @@ class StoredAccounts:
 
         return d.addCallback(done)
 
+    def reimport(self, imported: CredentialsFile) -> defer.Deferred[list[str]]:
+        """Import the credentials file read again (a reload): what changed since it was last read.
+
+        Compared with the file as last read (:attr:`imported`):
+
+        - a new line is imported as at start: added if the store lacks the
+          account (with the same checks as :meth:`load`), left as the store
+          has it otherwise;
+        - a changed line (another password or hash) replaces the account's
+          secret and keys in the store: the operator changed it (an account
+          the store lacks is added);
+        - a removed line changes nothing: the account stays in the store,
+          with its password (accounts are removed with the admin tool).
+
+        Fires with one line per account added, changed or no longer in the
+        file (and per new line skipped), for the log.
+        """
+        previous = {} if self.imported is None else _by_name(self.imported)
+        now = _by_name(imported)
+        changes: list[str] = []
+        work: list[defer.Deferred[None]] = []
+        path = str(imported.path)
+
+        def added(created: bool, username: str) -> None:
+            if created:
+                changes.append(f"account {username} imported from {path}")
+
+        def replaced(existed: bool, username: str, secret: str, keys: ScramKeys | None) -> object:
+            if existed:
+                changes.append(f"account {username}: password changed in {path}")
+                return None
+            return self.add(username, secret, keys).addCallback(added, username)
+
+        for username, (secret, keys) in now.items():
+            if username not in previous:
+                problem = imported.problems.get(username)
+                other = self.resembling(username)
+                if username not in self._names and (problem is not None or other is not None):
+                    why = problem if problem is not None else f"it looks like {other!r}"
+                    changes.append(
+                        f"account {username!r} not imported ({path}:{imported.line_of(username)}): {why}"
+                    )
+                    continue
+                self._known(username)  # later lines are checked against it
+                work.append(self.add(username, secret, keys).addCallback(added, username))
+            elif previous[username] != (secret, keys):
+                work.append(
+                    self.set_secret(username, secret, keys).addCallback(
+                        replaced, username, secret, keys
+                    )
+                )
+        changes.extend(
+            f"account {username} is no longer in {path}: it stays in the store"
+            for username in previous
+            if username not in now
+        )
+
+        def done(_: object) -> list[str]:
+            self.imported = imported
+            return changes
+
+        return defer.gatherResults(work, consumeErrors=True).addCallback(done)
+
     def refresh(self) -> defer.Deferred[None]:
         """Read every user name from the store into the cache."""
         self._reading = True
@@ -326,6 +389,11 @@ def _decided(matches: bool, username: str) -> str:
     if matches:
         return username
     raise WrongPassword(username)
+
+
+def _by_name(imported: CredentialsFile) -> dict[str, tuple[str, ScramKeys | None]]:
+    """Each account of a credentials file, by name: ``(secret, SCRAM keys or None)``."""
+    return {username: (secret, keys) for username, secret, keys in imported.entries()}
 
 
 def _log_refresh_failure(failure: Failure) -> None:

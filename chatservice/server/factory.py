@@ -35,11 +35,15 @@ class ChatFactory(ServerFactory):
     ) -> None:
         self.gate = gate
         self.clock = clock
-        self.policy = policy
         self.registry = ConnectionRegistry(policy, clock, gate.metrics if metrics is None else metrics)
 
+    @property
+    def policy(self) -> ConnectionPolicy:
+        """The settings new connections get: the registry's (a reload swaps them there)."""
+        return self.registry.policy
+
     def buildProtocol(self, addr: IAddress) -> ChatProtocol:
-        return self.protocol(self.gate, self.policy, self.clock, self.registry)
+        return self.protocol(self.gate, self.registry.policy, self.clock, self.registry)
 
     @property
     def connections(self) -> set[LiveConnection]:

@@ -28,6 +28,8 @@ from twisted.protocols.haproxy._v1parser import V1Parser
 from twisted.protocols.haproxy._v2parser import V2Parser
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
+from chatservice.server.policy import ConnectionPolicy
+
 log = Logger()
 
 LONGEST_HEADER = 16 + 2048
@@ -163,6 +165,11 @@ class ProxiedFactory(WrappingFactory):
 
     def logPrefix(self) -> str:
         return f"{self.wrappedFactory.__class__.__name__} (PROXY)"
+
+
+def follow_login_deadline(factory: ProxiedFactory, policy: ConnectionPolicy) -> None:
+    """After a reload (:meth:`chatservice.reload.Reloader.follow`): new headers have ``policy``'s login deadline."""
+    factory.deadline = policy.login_deadline
 
 
 def valid_address(address: Any) -> Any:

@@ -75,6 +75,22 @@ class ConnectionRegistry:
             return events.Disconnected("banned", BANNED)
         return None
 
+    def disconnect_banned(self) -> dict[str, int]:
+        """End every open connection whose address the bans (of :attr:`policy`) match now.
+
+        Each is told :data:`BANNED` as its last line and logged out (after a
+        reload of the ban file).
+
+        :return: how many connections were ended, by address.
+        """
+        ended: dict[str, int] = {}
+        bans = self.policy.bans
+        for connection in list(self.connections):
+            if connection not in self._closing and bans.banned(connection.host):
+                connection.disconnect(events.Disconnected("banned", BANNED))
+                ended[connection.host] = ended.get(connection.host, 0) + 1
+        return ended
+
     def forget(self, connection: LiveConnection) -> None:
         """Forget a closed connection."""
         if connection not in self.connections:

@@ -216,21 +216,23 @@ class ChatWebSocketFactory:
     """Builds a :class:`ChatWebSocket` per upgraded request (a ``WebSocketServerFactory``).
 
     :param gate: where connections log in.
-    :param policy: the limits every connection reads.
     :param clock: the reactor, or a test ``Clock``.
-    :param registry: the live connections, shared with the TCP listeners.
+    :param registry: the live connections, shared with the TCP listeners, and
+        the limits every new connection reads (``registry.policy``).
     """
 
-    def __init__(
-        self, gate: LoginGate, policy: ConnectionPolicy, clock: IReactorTime, registry: ConnectionRegistry
-    ) -> None:
+    def __init__(self, gate: LoginGate, clock: IReactorTime, registry: ConnectionRegistry) -> None:
         self.gate = gate
-        self.policy = policy
         self.clock = clock
         self.registry = registry
 
+    @property
+    def policy(self) -> ConnectionPolicy:
+        """The limits new connections get: the registry's (a reload swaps them there)."""
+        return self.registry.policy
+
     def buildProtocol(self, request: Request) -> ChatWebSocket:
-        return ChatWebSocket(request, self.gate, self.policy, self.clock, self.registry)
+        return ChatWebSocket(request, self.gate, self.registry.policy, self.clock, self.registry)
 
 
 class InputGuard(ProtocolWrapper):

@@ -19,6 +19,7 @@ from twisted.web.server import Request, Site
 from twisted.web.websocket import WebSocketResource
 
 from chatservice.server.factory import ChatFactory
+from chatservice.server.policy import ConnectionPolicy
 from chatservice.server.websocket import ChatWebSocketFactory, InputGuardFactory
 
 STATIC = Path(__file__).parent / "static"
@@ -92,9 +93,18 @@ def chat_site(factory: ChatFactory, origins: Iterable[str] = ()) -> InputGuardFa
     registry (caps, bans, shutdown).
     """
     root = PageFiles(str(STATIC))
-    websockets = ChatWebSocketFactory(factory.gate, factory.policy, factory.clock, factory.registry)
+    websockets = ChatWebSocketFactory(factory.gate, factory.clock, factory.registry)
     root.putChild(b"ws", ChatWebSocketResource(websockets, origins))
     site = Site(root)
     site.displayTracebacks = False
-    # A client may send this much without completing a WebSocket message.
-    return InputGuardFactory(site, 2 * factory.policy.max_line_length + 4096)
+    return InputGuardFactory(site, input_limit(factory.policy))
+
+
+def input_limit(policy: ConnectionPolicy) -> int:
+    """Bytes a client may send without completing a WebSocket message, with ``policy``'s longest line."""
+    return 2 * policy.max_line_length + 4096
+
+
+def follow_line_length(site: InputGuardFactory, policy: ConnectionPolicy) -> None:
+    """After a reload (:meth:`chatservice.reload.Reloader.follow`): ``site``'s input limit follows ``policy``'s longest line."""
+    site.input_limit = input_limit(policy)
