@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from cryptography.hazmat.primitives import hashes
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorFromThreads
@@ -130,12 +131,12 @@ def read_files(config: Mapping[str, Any], tls_descriptions: Iterable[str]) -> Fi
 
 def fingerprint(options: CertificateOptions) -> str:
     """How a certificate is named in the log: its subject, expiry and SHA-256 fingerprint."""
-    certificate = options.certificate
-    subject = ", ".join(
-        f"{key.decode()}={value.decode()}" for key, value in certificate.get_subject().get_components()
+    certificate = options.certificate.to_cryptography()
+    return (
+        f"{certificate.subject.rfc4514_string()}, expires"
+        f" {certificate.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC,"
+        f" sha256 {certificate.fingerprint(hashes.SHA256()).hex(':').upper()}"
     )
-    expires = (certificate.get_notAfter() or b"?").decode()
-    return f"{subject}, expires {expires}, sha256 {certificate.digest('sha256').decode()}"
 
 
 class Reloader:
