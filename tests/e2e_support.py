@@ -26,6 +26,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -382,6 +383,8 @@ class LineClient:
     :param timeout: default seconds to wait for anything expected.
     :param source: the local address to connect from, e.g. ``127.0.0.2`` (so
         the server sees another client address); see :func:`loopback_source`.
+    :param tls: speak TLS, verifying the server with this context (as
+        ``localhost``); the handshake is done when the client is made.
     """
 
     _sync_ids = itertools.count(1)
@@ -389,7 +392,11 @@ class LineClient:
     _tail = b""
 
     def __init__(
-        self, port: int, timeout: float = READ_TIMEOUT, source: str | None = None
+        self,
+        port: int,
+        timeout: float = READ_TIMEOUT,
+        source: str | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.timeout = timeout
         self.sock = socket.create_connection(
@@ -397,6 +404,12 @@ class LineClient:
             timeout=timeout,
             source_address=None if source is None else (source, 0),
         )
+        if tls is not None:
+            try:
+                self.sock = tls.wrap_socket(self.sock, server_hostname="localhost")
+            except BaseException:
+                self.sock.close()
+                raise
         self.buffer = b""
         self.raw = b""
         """Every byte received, telnet negotiation included (:attr:`buffer` has none)."""
