@@ -24,7 +24,7 @@ from twisted.trial import unittest
 from chatservice.reload import ReloadFailed, ReloadOnSignal, ReloadRefused
 from chatservice.server.certificates import CertificateError, CurrentCertificate, certificate_options
 from chatservice.server.registry import BANNED
-from chatservice.settings import SettingsError, read_limits
+from chatservice.settings import RELOADABLE, RESTART_ONLY, SettingsError, read_limits
 from tests.certs import make_certificates
 from tests.support import ChatHarness, Connection
 
@@ -448,3 +448,22 @@ class SignalTests(unittest.TestCase):
         self.assertEqual(asked, ["SIGHUP"])  # a refusal is logged by the reloader, not raised
         service.stopService()
         self.assertEqual(signal.getsignal(signal.SIGHUP), before)
+
+
+class DocsTests(unittest.TestCase):
+    """docs/operating.rst says which limits a reload changes."""
+
+    def test_every_limit_is_placed(self) -> None:
+        text = (Path(__file__).parent.parent / "docs" / "operating.rst").read_text(encoding="utf-8")
+        section = text.split("\nReloading\n---------\n", 1)[1].split("\nBacking up\n", 1)[0]
+        lines = section.splitlines()
+        borders = [index for index, line in enumerate(lines) if line.startswith("=====")]
+        self.assertEqual(len(borders), 3)
+        reloadable, restart_only = [], []
+        for row in lines[borders[1] + 1 : borders[2]]:
+            reloadable.append(row[:57])
+            restart_only.append(row[57:])
+        for option in RELOADABLE:
+            self.assertIn(f"``{option}``", " ".join(reloadable), option)
+        for option in RESTART_ONLY:
+            self.assertIn(f"``{option}``", " ".join(restart_only), option)

@@ -110,6 +110,11 @@ class UnitFileTests(unittest.TestCase):
         self.assertIn("${STATE_DIRECTORY}", command)
         self.assertIn("--logger=chatservice.jsonlogs.observer", command)
 
+    def test_reload_sends_sighup(self) -> None:
+        """``systemctl reload chatservice`` reloads the files (:mod:`chatservice.reload`)."""
+        service = unit("chatservice.service")["Service"]
+        self.assertEqual(service["ExecReload"], "/bin/kill -HUP $MAINPID")
+
     def test_socket_matches_the_service(self) -> None:
         socket_unit = unit("chatservice.socket")["Socket"]
         # domain=INET in the service: an IPv4 address here (a bare port would be IPv6).
