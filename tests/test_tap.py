@@ -20,6 +20,7 @@ import pytest
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService
 from twisted.internet.testing import MemoryReactorClock
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
 
@@ -29,6 +30,7 @@ from chatservice.metrics.site import QuietSite
 from chatservice.reload import ReloadOnSignal
 from chatservice.server.factory import ChatFactory
 from chatservice.service import ChatService
+from tests.certs import make_certificates
 from tests.e2e_support import run_twistd
 
 OPTIONS = (
@@ -448,3 +450,58 @@ class TestCommandLine:
         last = result.stdout.strip().splitlines()[-1]
         assert "is not an SQLite database" in last, last
         assert database.read_bytes() == b"not a database at all" * 10
+
+
+class TestReloadable:
+    """What ``twistd chat`` keeps for a reload: the limits file, the ``ssl:`` listeners' certificates."""
+
+    def test_limits_file_command_line_and_defaults(self, credentials: Path, tmp_path: Path) -> None:
+        limits = tmp_path / "limits.conf"
+        limits.write_text("max-per-address = 4\nflood-rate = 2.5\n", encoding="utf-8")
+        config = parse(
+            "--credentials", str(credentials), "--data-dir", str(tmp_path / "data"),
+            "--limits", str(limits), "--flood-rate", "1", "--timeout", "30",
+        )
+        assert config["max-per-address"] == 4  # the file's
+        assert config["flood-rate"] == 1.0  # the command line wins...
+        assert config["limits-ignored"] == ["flood-rate"]  # ...and that is said
+        assert config["timeout"] == 30.0
+        assert config["max-connections"] == 1000  # the default
+        assert config["limits-from-command-line"] == {"flood-rate", "timeout"}
+
+    def test_bad_limits_file(self, credentials: Path, tmp_path: Path) -> None:
+        limits = tmp_path / "limits.conf"
+        limits.write_text("max-per-address = none\n", encoding="utf-8")
+        message = usage_error("--credentials", str(credentials), "--limits", str(limits))
+        assert message == f"{limits}:1: max-per-address must be a number, not 'none'"
+
+    def test_key_not_matching_its_certificate(self, credentials: Path, tmp_path: Path) -> None:
+        (tmp_path / "first").mkdir()
+        (tmp_path / "second").mkdir()
+        first = make_certificates(tmp_path / "first")
+        second = make_certificates(tmp_path / "second")
+        description = f"ssl:0:privateKey={first['key']}:certKey={second['cert']}"
+        message = usage_error("--credentials", str(credentials), "--listen", description)
+        assert message.startswith(f"--listen: {description}: ")
+
+    def test_ssl_listeners_have_a_certificate_to_swap(self, credentials: Path, tmp_path: Path) -> None:
+        (tmp_path / "certs").mkdir()
+        certs = make_certificates(tmp_path / "certs")
+        chat = f"ssl:4120:interface=127.0.0.1:privateKey={certs['key']}:certKey={certs['cert']}"
+        web = f"ssl:8443:privateKey={certs['key']}:certKey={certs['cert']}"
+        config = parse(
+            "--credentials", str(credentials), "--data-dir", str(tmp_path / "data"),
+            "--listen", "tcp:4119", "--listen", chat, "--web", web,
+        )
+        reactor = MemoryReactor()
+        top = tap.makeService(config, reactor=reactor)
+        top.privilegedStartService()
+        reloader = top.state.rehash.__self__
+        assert set(reloader.certificates) == {chat, web}
+        listening = {port: (factory, interface) for port, factory, _backlog, interface in reactor.tcpServers}
+        assert set(listening) == {4119, 4120, 8443}
+        # TLS over TCP, as listenSSL does (the factory's certificate is the reloader's).
+        assert isinstance(listening[4120][0], TLSMemoryBIOFactory)
+        assert isinstance(listening[8443][0], TLSMemoryBIOFactory)
+        assert listening[4120][1] == "127.0.0.1"
+        assert isinstance(listening[4119][0], ChatFactory)

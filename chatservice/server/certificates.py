@@ -110,11 +110,11 @@ def certificate_options(description: str) -> CertificateOptions:
 
 
 def _why(error: Exception) -> str:
-    """What ``error`` says, without Python's noise: OpenSSL's reason strings, or the message."""
-    if isinstance(error, SSL.Error) and error.args and isinstance(error.args[0], list):
-        reasons = [str(entry[-1]) for entry in error.args[0] if entry]
-        if reasons:
-            return "; ".join(reasons)
+    """What ``error`` says, without Python's noise: OpenSSL's reasons, or the message."""
+    entries = error.args[0] if error.args and isinstance(error.args[0], list) else None
+    if entries and all(isinstance(entry, tuple) for entry in entries):
+        reasons = "; ".join(": ".join(part for part in entry if part) for entry in entries)
+        return f"OpenSSL refused the certificate or key ({reasons})"
     return str(error) or type(error).__name__
 
 
