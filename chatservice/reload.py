@@ -99,7 +99,10 @@ def read_files(config: Mapping[str, Any], tls_descriptions: Iterable[str]) -> Fi
     :raises ReloadRefused: naming every file that cannot be used.
     """
     problems: list[str] = []
-    bans = limits = ignored = accounts = None
+    bans: BanList | None = None
+    limits: dict[str, int | float] | None = None
+    ignored: list[str] = []
+    accounts: CredentialsFile | None = None
     try:
         bans = read_bans(config.get("ban") or (), config.get("ban-file"))
     except SettingsError as e:
@@ -117,7 +120,7 @@ def read_files(config: Mapping[str, Any], tls_descriptions: Iterable[str]) -> Fi
             accounts = CredentialsFile.load(imported.path)
         except CredentialsError as e:
             problems.append(f"--credentials {e}")
-    certificates = {}
+    certificates: dict[str, CertificateOptions] = {}
     for description in tls_descriptions:
         try:
             certificates[description] = certificate_options(description)
@@ -125,7 +128,7 @@ def read_files(config: Mapping[str, Any], tls_descriptions: Iterable[str]) -> Fi
             problems.append(f"certificate of {e}")
     if problems:
         raise ReloadRefused(problems)
-    assert bans is not None and limits is not None and ignored is not None
+    assert bans is not None and limits is not None
     return FileSettings(bans, limits, ignored, accounts, certificates)
 
 

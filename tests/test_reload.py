@@ -157,6 +157,15 @@ class BanFileTests(ReloadTestCase):
         self.assertIn("cannot read", str(error))
         self.assertTrue(self.harness.factory.registry.policy.bans.banned("10.9.1.1"))
 
+    def test_the_operators_rehash_reloads(self) -> None:
+        """``ChatState.rehash`` (the operator command ``rehash``) is this reload."""
+        self.assertEqual(self.harness.state.rehash, self.reloader.reload)
+        self.ban_file.write_text("10.2.0.0/16\n", encoding="utf-8")
+        with capturedLogs() as events:
+            changes = self.successResultOf(self.harness.state.rehash("operator yoda"))
+        self.assertEqual(changes[0], "ban added: 10.2.0.0/16")
+        self.assertIn("Reload (operator yoda): ban added: 10.2.0.0/16", logged(events))
+
     def test_unchanged_files_change_nothing(self) -> None:
         changes, events = self.reload()
         self.assertEqual(changes, [])
