@@ -220,10 +220,12 @@ class Reloader:
 
     def _swap(self, settings: FileSettings) -> list[str]:
         """Put the new limits, bans and certificates in use: the lines saying what changed."""
-        changes = [
-            f"limit {option}: the command line's value is kept (the limits file's is ignored)"
-            for option in settings.ignored
-        ]
+        for option in settings.ignored:
+            log.warn(
+                "Reload: limit {option}: the command line's value is kept (the limits file's is ignored)",
+                option=option,
+            )
+        changes: list[str] = []
         old = self.registry.policy
         fields = {RELOADABLE[option][1]: value for option, value in settings.limits.items()}
         policy = dataclasses.replace(old, bans=settings.bans, **fields)
