@@ -83,7 +83,8 @@ class Options(usage.Options):
             None,
             "Accounts file, 'username password' a line, imported into the store at"
             " start: accounts the store lacks are added, the others stay as the"
-            " store has them; never written to"
+            " store has them; never written to. Read again at each reload (SIGHUP):"
+            " new lines are imported, changed ones replace the password"
             f" [default: {DEFAULT_CREDENTIALS} if it exists, else the bundled sample]",
         ],
         [
