@@ -2,8 +2,9 @@
 
 A running server keeps its accounts in the chat store
 (:mod:`chatservice.auth.directory`); the file named by ``--credentials`` is
-only read when it starts, and its accounts that the store lacks are added to
-it.  The server never writes to the file.
+read when it starts, and its accounts that the store lacks are added to
+it; a reload (``SIGHUP``) reads it again (:mod:`chatservice.reload`).  The
+server never writes to the file.
 
 The file has one account a line, ``username secret``, where the secret is a
 plain password or a salted scrypt hash (:mod:`chatservice.auth.passwords`);

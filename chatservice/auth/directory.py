@@ -4,8 +4,9 @@
 themselves live in the chat store (SQLite, PostgreSQL or memory: the
 ``account`` calls of :class:`~chatservice.store.interface.IChatStore`), so
 every node sharing a store shares them, and a registration or password change
-survives a restart.  The credentials file (``--credentials``) is only read at
-start and imported (:meth:`StoredAccounts.load`); nothing writes to it.
+survives a restart.  The credentials file (``--credentials``) is read at
+start and imported (:meth:`StoredAccounts.load`), and again at each reload
+(:meth:`StoredAccounts.reimport`); nothing writes to it.
 
 What must be exact reads the store, every time: a password check
 (:class:`CredentialsChecker`), a SCRAM key lookup, a password change and
