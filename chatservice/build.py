@@ -43,8 +43,8 @@ from chatservice.metrics.live import LiveCollector
 from chatservice.metrics.timedstore import TimedStore
 from chatservice.server.factory import ChatFactory
 from chatservice.server.policy import ConnectionPolicy
-from chatservice.service import ChatService
 from chatservice.reload import Reloader
+from chatservice.service import ChatService
 from chatservice.session import Session
 from chatservice.settings import LIMITS, TIMEOUT
 from chatservice.state import ChatState
@@ -55,7 +55,6 @@ from chatservice.store.sqlite import SQLiteStore
 from chatservice.workers import ThreadWorkers
 
 log = Logger()
-
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,23 @@ from chatservice.retention import parse_duration
 from chatservice.metrics.health import Readiness
 from chatservice.metrics.lag import ReactorLag
 from chatservice.metrics.site import metrics_site
-from chatservice.server.certificates import CertificateError, TLSListeners, certificate_options, is_tls
+from chatservice.server.certificates import (
+    CertificateError,
+    TLSListeners,
+    certificate_options,
+    is_tls,
+)
 from chatservice.server.proxied import ProxiedFactory, follow_login_deadline, proxied
-from chatservice.settings import LIMITS, RELOADABLE, TIMEOUT, SettingsError, default, effective_limits, number, read_bans
+from chatservice.settings import (
+    LIMITS,
+    RELOADABLE,
+    TIMEOUT,
+    SettingsError,
+    default,
+    effective_limits,
+    number,
+    read_bans,
+)
 from chatservice.store.sqlite import StoreError
 
 
@@ -49,7 +63,6 @@ POSTGRESQL_SCHEMES = ("postgresql://", "postgres://")
 DATABASE_NAME = "chat.sqlite3"
 DEFAULT_HISTORY_MAX_ENTRIES = 100_000
 """Messages a channel keeps by default (``--history-max-entries``)."""
-
 
 
 def _number(options: usage.Options, name: str, kind: type, minimum: float) -> None:
@@ -357,7 +370,10 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     """Build the chat service (:func:`~chatservice.build.build_chat`) and its listeners.
 
     The listeners are children of the chat service, which starts them once
-    its store is open and its state loaded.
+    its store is open and its state loaded; ``ssl:`` listeners present the
+    certificate a reload swaps in (:class:`~chatservice.server.certificates.TLSListeners`).
+    Another child reloads on ``SIGHUP`` while the service runs
+    (:class:`~chatservice.reload.ReloadOnSignal`).
 
     :param reactor: the reactor to listen and keep time with (the global one
         when ``None``).
