@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,8 +24,10 @@ from twisted.trial import unittest
 
 from chatservice.reload import ReloadFailed, ReloadOnSignal, ReloadRefused
 from chatservice.server.certificates import CertificateError, CurrentCertificate, certificate_options
+from chatservice.server.proxied import ProxiedFactory, follow_login_deadline
 from chatservice.server.registry import BANNED
 from chatservice.settings import RELOADABLE, RESTART_ONLY, SettingsError, read_limits
+from chatservice.web.site import chat_site, follow_line_length
 from tests.certs import make_certificates
 from tests.support import ChatHarness, Connection
 
@@ -209,6 +212,17 @@ class LimitsTests(ReloadTestCase):
         fresh.login("luke")
         fresh.send("broadcast " + "x" * 51)
         self.assertIn("50", fresh.output())
+
+    def test_proxied_and_web_listeners_follow(self) -> None:
+        """What ``makeService`` registers: the PROXY header's deadline, the web input limit."""
+        proxied = ProxiedFactory(self.harness.factory, self.harness.clock, 60)
+        site = chat_site(self.harness.factory)
+        self.reloader.follow(partial(follow_login_deadline, proxied))
+        self.reloader.follow(partial(follow_line_length, site))
+        self.limits_file.write_text("login-deadline = 20\nmax-line-length = 1000\n", encoding="utf-8")
+        self.reload()
+        self.assertEqual(proxied.deadline, 20)
+        self.assertEqual(site.input_limit, 2 * 1000 + 4096)
 
     def test_a_limit_removed_from_the_file_returns_to_its_default(self) -> None:
         self.limits_file.write_text("", encoding="utf-8")
