@@ -174,7 +174,7 @@ class Reloader:
         self._lock = defer.DeferredLock()
 
     def follow(self, follower: PolicyFollower) -> None:
-        """Tell ``follower`` the new policy after each reload that changes the limits."""
+        """Tell ``follower`` the new policy after each reload (the limits may have changed)."""
         self._followers.append(follower)
 
     def reload(self, requested_by: str) -> defer.Deferred[list[str]]:
