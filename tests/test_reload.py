@@ -137,6 +137,14 @@ class BanFileTests(ReloadTestCase):
         self.assertIn("Welcome", self.first_words("10.9.1.1"))
         self.assertIn(BANNED, self.first_words("192.0.2.1"))
 
+    def test_a_json_client_is_told_in_json(self) -> None:
+        luke = self.connect("10.2.0.9")
+        luke.login_json("luke")
+        self.ban_file.write_text("10.2.0.9\n", encoding="utf-8")
+        self.reload()
+        self.assertEqual(luke.json(), [{"type": "banned", "message": BANNED}])
+        self.assertTrue(luke.closed)
+
     def test_unparsable_ban_file_is_refused_and_the_old_bans_stay(self) -> None:
         self.ban_file.write_text("10.2.0.0/16\nnot-an-address\n", encoding="utf-8")
         error, events = self.refused()
