@@ -2,7 +2,8 @@
 
 Where a past time is asked for (``read``), a relative one also does:
 ``10m``, ``2h``, ``30s``, ``1d`` ago, ``today`` or ``yesterday`` (from
-midnight): :func:`parse_relative`.
+midnight): :func:`parse_relative`.  A length of time (an operator's ``ban``
+or ``mute``) is written the same way: :func:`parse_duration`.
 """
 
 from __future__ import annotations
@@ -62,3 +63,12 @@ def parse_relative(text: str) -> RelativeTime | None:
     if word in _DAYS_BACK or _RELATIVE.fullmatch(word):
         return RelativeTime(word)
     return None
+
+
+def parse_duration(text: str) -> float | None:
+    """``30s``, ``10m``, ``2h``, ``7d`` as seconds (more than 0); ``None`` for anything else."""
+    found = _RELATIVE.fullmatch(" ".join(text.lower().split()))
+    if found is None:
+        return None
+    seconds = float(found.group(1)) * _UNITS[found.group(2)]
+    return seconds if seconds > 0 else None
