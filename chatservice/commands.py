@@ -495,12 +495,15 @@ def convert(command: Command, argument: Argument, value: Any) -> Any:
         except (TypeError, ValueError, OverflowError):
             raise CommandError("bad_argument", BAD_TIME) from None
     if argument.kind == DURATION:
-        seconds: float | None = None
+        seconds = math.nan
         if isinstance(value, str) and value.isascii():
-            seconds = parse_duration(value)
+            try:
+                seconds = parse_duration(value, unit_required=True)
+            except ValueError:
+                pass
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            seconds = float(value) if 0 < value <= MAX_SECONDS else None  # false for NaN too
-        if seconds is None or seconds > MAX_SECONDS:
+            seconds = float(value)
+        if not 0 < seconds <= MAX_SECONDS:  # false for NaN too
             raise CommandError(
                 "bad_argument",
                 f"Error. <{argument.label}> is like 30s, 10m, 2h or 7d."

@@ -121,6 +121,10 @@ def reason_text(reason: str) -> str:
     return f" (reason: {reason})" if reason else ""
 
 
+class UnknownOperator(Exception):
+    """``--operator`` named a user name that has no account: the server does not start."""
+
+
 class BanBook:
     """The bans of one server, by number; those expired are passed over."""
 
@@ -189,17 +193,35 @@ class Moderation:
         """The operators as last read from the store (for display; decisions ask the store)."""
         self.bans = BanBook()
         self.mutes: dict[str, Mute] = {}
+        self.granted: tuple[str, ...] = ()
+        """The names made operators at start (``--operator``), before the operators are read."""
         self._reloading = LoopingCall(self._reload_in_background)
         self._reloading.clock = state.clock  # type: ignore[assignment]
 
     # Loading ------------------------------------------------------------------------
 
     def load(self) -> defer.Deferred[None]:
-        """Read the operators and the bans from the store."""
-        d = self.state.store.operators()
+        """Make :attr:`granted` operators, then read the operators and the bans from the store.
+
+        Fails with :class:`UnknownOperator` when a granted name has no account
+        (the accounts are loaded, and imported, first).
+        """
+        d: defer.Deferred[Any] = defer.succeed(None)
+        for username in self.granted:
+            d.addCallback(lambda _, name=username: self.state.store.set_operator(name, True))
+            d.addCallback(self._granted, username)
+        d.addCallback(lambda _: self.state.store.operators())
         d.addCallback(self._operators_read)
         d.addCallback(lambda _: self.reload_bans())
         return d
+
+    def _granted(self, found: bool, username: str) -> None:
+        if not found:
+            raise UnknownOperator(
+                f"--operator {username}: there is no account {username}; create it first"
+                " (or import it with --credentials), or leave the option out."
+            )
+        log.info("{user} is an operator (--operator)", user=username)
 
     def start(self) -> None:
         """Read the bans again every :data:`RELOAD_SECONDS` (the service starts it)."""

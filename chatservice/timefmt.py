@@ -65,10 +65,18 @@ def parse_relative(text: str) -> RelativeTime | None:
     return None
 
 
-def parse_duration(text: str) -> float | None:
-    """``30s``, ``10m``, ``2h``, ``7d`` as seconds (more than 0); ``None`` for anything else."""
-    found = _RELATIVE.fullmatch(" ".join(text.lower().split()))
-    if found is None:
-        return None
-    seconds = float(found.group(1)) * _UNITS[found.group(2)]
-    return seconds if seconds > 0 else None
+
+_DURATION = re.compile(r"([0-9]{1,12}(?:\.[0-9]{1,6})?)([smhd]?)")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str, unit_required: bool = False) -> float:
+    """Seconds from ``text``: a number, followed by ``s``, ``m``, ``h`` or ``d``
+    (or by nothing, for seconds, unless ``unit_required``).
+
+    :raises ValueError: when ``text`` is not such a duration.
+    """
+    match = _DURATION.fullmatch(text.strip().lower())
+    if match is None or (unit_required and not match.group(2)):
+        raise ValueError(f"not a duration: {text!r}")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]

@@ -106,7 +106,7 @@ def _take(argument: Argument, rest: str) -> tuple[str | list[str], str]:
     if kind == DURATION and not argument.required:
         # Optional: only a word that is a duration (else it starts the reason).
         parts = rest.split(None, 1)
-        if not parts or parse_duration(parts[0]) is None:
+        if not parts or not _is_duration(parts[0]):
             return "", rest
     if kind in (REST_OF_LINE, TIMESTAMP):
         return rest.strip(), ""
@@ -119,6 +119,15 @@ def _take(argument: Argument, rest: str) -> tuple[str | list[str], str]:
         return rest[1:end].split(), rest[end + 1 :]
     parts = rest.split(None, 1)
     return (parts[0] if parts else ""), (parts[1] if len(parts) > 1 else "")
+
+
+def _is_duration(word: str) -> bool:
+    """Whether ``word`` is a length of time with its unit (``10m``)."""
+    try:
+        parse_duration(word, unit_required=True)
+    except ValueError:
+        return False
+    return True
 
 
 class TextFormat(WireFormat):
