@@ -413,7 +413,13 @@ class Moderation:
     # The other nodes ------------------------------------------------------------------
 
     def announced(self, action: dict[str, Any]) -> None:
-        """Another node's operator acted: do here what it asks (see :meth:`announcement`)."""
+        """Another node's operator acted: do here what ``action`` says (see :meth:`tell_cluster`).
+
+        ``action["do"]`` is ``ban`` (``ban``: the ban as :func:`ban_to_json`
+        gives it), ``unban`` (``ids``), ``kick`` (``u``, ``by``, ``reason``)
+        or ``mute`` (``u``, ``until``: ``None`` ends it, ``by``, ``reason``;
+        ``quiet``: do not tell the user, read again at a node's join).
+        """
         kind = action.get("do")
         if kind == "ban":
             ban = ban_from_json(action["ban"])
@@ -427,6 +433,7 @@ class Moderation:
             self.mute(
                 action["u"],
                 None if until is None else Mute(float(until), action["by"], action.get("reason", "")),
+                notify=not action.get("quiet"),
             )
         else:
             log.warn("An operator action from another node could not be read: {action!r}", action=action)
