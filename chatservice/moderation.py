@@ -96,19 +96,25 @@ def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _network(ban: Ban) -> Network | None:
+    """The addresses an address or network ban covers (``None``: a user ban, or unreadable)."""
+    if ban.kind == "user":
+        return None
+    try:
+        return ipaddress.ip_network(ban.target)
+    except ValueError:
+        return None
+
+
 def ban_matches(ban: Ban, username: str | None, host: str) -> bool:
     """Whether ``ban`` applies to ``username`` (``None``: not logged in) connected from ``host``."""
     if ban.kind == "user":
         return username is not None and ban.target == username
-    address = _address(host)
-    if address is None:
-        return False
-    if ban.kind == "address":
-        return address == _address(ban.target)
-    try:
-        return address in ipaddress.ip_network(ban.target)
-    except (TypeError, ValueError):
-        return False
+    address, network = _address(host), _network(ban)
+    return address is not None and network is not None and address in network
 
 
 def until_text(until: float | None) -> str:
@@ -126,22 +132,27 @@ class UnknownOperator(Exception):
 
 
 class BanBook:
-    """The bans of one server, by number; those expired are passed over."""
+    """The bans of one server, by number, each address or network ban parsed once;
+    those expired are passed over."""
 
     def __init__(self) -> None:
-        self._bans: dict[int, Ban] = {}
+        self._bans: dict[int, tuple[Ban, Network | None]] = {}
 
     def __len__(self) -> int:
         return len(self._bans)
 
-    def replace(self, bans: Iterable[Ban]) -> None:
-        """Hold ``bans`` (read from the store) instead of those held."""
-        self._bans = {ban.ban_id: ban for ban in bans if ban.ban_id is not None}
+    def replace(self, bans: Iterable[Ban]) -> list[Ban]:
+        """Hold ``bans`` (read from the store) instead of those held: the ones new or changed."""
+        held = {ban_id: ban for ban_id, (ban, _) in self._bans.items()}
+        self._bans = {}
+        for ban in bans:
+            self.add(ban)
+        return [ban for ban_id, (ban, _) in self._bans.items() if held.get(ban_id) != ban]
 
     def add(self, ban: Ban) -> None:
         """Hold ``ban`` (a ban of the same number is replaced)."""
         if ban.ban_id is not None:
-            self._bans[ban.ban_id] = ban
+            self._bans[ban.ban_id] = (ban, _network(ban))
 
     def remove(self, ban_ids: Iterable[int]) -> None:
         for ban_id in ban_ids:
@@ -151,23 +162,31 @@ class BanBook:
         """The bans numbered ``target`` (an int) or whose target is ``target`` (a str)."""
         if isinstance(target, int):
             found = self._bans.get(target)
-            return [] if found is None else [found]
-        return [ban for ban in self._bans.values() if ban.target == target]
+            return [] if found is None else [found[0]]
+        return [ban for ban, _ in self._bans.values() if ban.target == target]
 
     def in_force(self, now: float) -> list[Ban]:
         """The bans not expired at ``now``, by number."""
-        return [self._bans[i] for i in sorted(self._bans) if not self._bans[i].expired(now)]
+        return [
+            self._bans[i][0] for i in sorted(self._bans) if not self._bans[i][0].expired(now)
+        ]
 
     def expired(self, now: float) -> list[Ban]:
         """The bans expired at ``now``."""
-        return [ban for ban in self._bans.values() if ban.expired(now)]
+        return [ban for ban, _ in self._bans.values() if ban.expired(now)]
 
     def find(self, username: str | None, host: str, now: float) -> Ban | None:
         """The first ban in force at ``now`` of ``username`` or of ``host``."""
         if not self._bans:
             return None
-        for ban in self._bans.values():
-            if not ban.expired(now) and ban_matches(ban, username, host):
+        address = _address(host)
+        for ban, network in self._bans.values():
+            if ban.expired(now):
+                continue
+            if ban.kind == "user":
+                if username is not None and ban.target == username:
+                    return ban
+            elif address is not None and network is not None and address in network:
                 return ban
         return None
 
@@ -245,11 +264,12 @@ class Moderation:
         return d.addCallback(self._bans_read)
 
     def _bans_read(self, bans: list[Ban]) -> None:
+        """Hold ``bans``; enforce those new here (the others were when they came)."""
         now = self.state.clock.seconds()
-        self.bans.replace(bans)
+        fresh = self.bans.replace(bans)
         for ban in self.bans.expired(now):
             self._forget_expired(ban)
-        for ban in self.bans.in_force(now):
+        for ban in fresh:
             self.enforce(ban)
 
     def _forget_expired(self, ban: Ban) -> None:
@@ -336,7 +356,7 @@ class Moderation:
         else:
             matching = [
                 session for session in self.state.sessions.values()
-                if ban_matches(ban, session.username, session.client.host)
+                if ban_matches(ban, None, session.client.host)
             ]
         notice = events.Disconnected(
             "banned",
