@@ -305,6 +305,8 @@ class Moderation:
 
     def find_ban(self, username: str | None, host: str) -> Ban | None:
         """The ban in force of ``username`` (``None``: any user) or of the address ``host``."""
+        if not self.bans:
+            return None  # (every login and connection asks)
         return self.bans.find(username, host, self.state.clock.seconds())
 
     def check_login(self, username: str, host: str) -> None:
