@@ -274,13 +274,14 @@ class BanTests(OperatorTestCase):
 
     def test_bans_set_with_the_admin_tool_are_read_every_minute(self) -> None:
         """A ban added to the store by another program: enforced at the next reading."""
-        self.harness.chat.state.moderation.start()
-        self.addCleanup(self.harness.chat.state.moderation.stop)
+        moderation = self.harness.chat.state.moderation
+        moderation.start()
         self.harness.store.add_ban(Ban("user", "luke", "chatservice-admin", self.harness.clock.seconds()))
         self.assertFalse(self.luke.closed)
         self.harness.clock.advance(RELOAD_SECONDS)
         self.assertTrue(self.luke.closed)
         self.assertEqual(self.ask(self.yoda, "bans")[-1][:len("#1 user luke, by chatservice-admin")], "#1 user luke, by chatservice-admin")
+        moderation.stop()
 
 
 class BanTargetTests(unittest.TestCase):
