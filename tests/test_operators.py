@@ -552,3 +552,17 @@ class ClusteredTests(OperatorTestCase):
             self.ask(self.yoda, "kick vader"),
             ["Error. vader is on another server of this chat service, which cannot be reached right now; try again."],
         )
+
+
+class ActivityTests(OperatorTestCase):
+    """An operator command counts as activity for an operator only (to others it is unknown)."""
+
+    def test_inactivity(self) -> None:
+        timeout = self.harness.policy.timeout
+        self.harness.clock.advance(timeout - 1)
+        self.hans.send("kick luke")
+        self.yoda.send("whois luke")
+        self.harness.clock.advance(1)
+        self.assertTrue(self.hans.closed, "a non-operator's kick is no activity")
+        self.assertIn("logged out after", self.hans.output())
+        self.assertFalse(self.yoda.closed, "an operator's whois is")
