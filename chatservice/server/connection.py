@@ -25,13 +25,13 @@ from __future__ import annotations
 from typing import Any, Callable, Protocol
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ISSLTransport, ITransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatservice import events
 from chatservice.auth.login import LoginGate, LoginResult
-from chatservice.commands import CommandError, Request, unavailable
+from chatservice.commands import OPERATOR_COMMANDS, CommandError, Request, unavailable
 from chatservice.interfaces import IChatSession
 from chatservice.server.dialogue import JsonLogin, LoginDialogue, PasswordPrompts, TextLogin
 from chatservice.server.flowcontrol import InputPacer
@@ -53,8 +53,18 @@ DIALOGUES: dict[str, type[LoginDialogue]] = {
 """Each wire format's login dialogue."""
 
 
+_MAX_WRAPPERS = 8
+"""How deep :attr:`ChatConnection.secure` looks under a transport's wrappers."""
+
+
 def _ignore(result: object) -> None:
     """Nothing to undo."""
+
+
+def _after(result: Any, call: Callable[[], None]) -> Any:
+    """``call()``, then ``result`` passed on (a Deferred's callback)."""
+    call()
+    return result
 
 
 class Terminal(Protocol):
@@ -72,6 +82,9 @@ class Terminal(Protocol):
 
 class TerminalSource(Protocol):
     """Where a connection finds its person's terminal (the stream adapter)."""
+
+    speaks_telnet: bool
+    """Whether the client sent telnet commands (it is a ``telnet`` program)."""
 
     def telnet(self, create: bool = True) -> Terminal | None:
         """The terminal (made when first needed, if ``create``), or ``None`` for a program."""
@@ -148,6 +161,29 @@ class ChatConnection:
     def congested(self) -> bool:
         """Whether this client has stopped reading past the soft limit."""
         return self.writer.congested
+
+    @property
+    def kind(self) -> str:
+        """What the client is, as ``whois`` says: ``web`` (the browser page), ``json``,
+        ``telnet`` (text, from a client that sent telnet commands) or ``text``."""
+        if self.wire is WEBSOCKET:
+            return "web"
+        if self.wire is JSON:
+            return "json"
+        terminal = self._terminal
+        return "telnet" if terminal is not None and terminal.speaks_telnet else "text"
+
+    @property
+    def secure(self) -> bool:
+        """Whether the connection is encrypted (TLS, under any wrappers)."""
+        transport: Any = self._transport
+        for _ in range(_MAX_WRAPPERS):
+            if transport is None:
+                break
+            if ISSLTransport.providedBy(transport):
+                return True
+            transport = getattr(transport, "stream", None) or getattr(transport, "transport", None)
+        return False
 
     # Life --------------------------------------------------------------------------
 
@@ -436,6 +472,11 @@ class ChatConnection:
             return
         if request is None:
             return
+        if request.command in OPERATOR_COMMANDS:
+            # Activity only once carried out: to anyone but an operator it is
+            # an unknown command, which is no activity.
+            self.run(request, on_success=self._reset_timer)
+            return
         self._reset_timer()
         arguments = request.arguments
         if (
@@ -453,8 +494,11 @@ class ChatConnection:
         """The ``passwd`` prompts are over: lines are commands again."""
         self._dialogue = None
 
-    def run(self, request: Request) -> None:
-        """Carry out ``request`` of the logged-in user and send the reply."""
+    def run(self, request: Request, on_success: Callable[[], None] | None = None) -> None:
+        """Carry out ``request`` of the logged-in user and send the reply.
+
+        :param on_success: called before the reply is sent, if it is no error.
+        """
         session = self.session
         assert session is not None
         request_id = request.request_id
@@ -463,6 +507,11 @@ class ChatConnection:
         except CommandError as e:
             self.send(events.ErrorReply(e.code, e.message), request_id)
             return
+        if on_success is not None:
+            if isinstance(reply, defer.Deferred):
+                reply.addCallback(_after, on_success)
+            else:
+                on_success()
         if not isinstance(reply, defer.Deferred):
             self._reply(reply, request_id)
         elif reply.called and not reply.paused:
