@@ -28,6 +28,7 @@ from chatservice import events
 from chatservice.commands import CommandError, Request, invalid_command
 from chatservice.delivery import EVERYONE, Delivery, DeliveryReport
 from chatservice.moderation import Mute, ban_matches, ban_target, ban_to_json
+from chatservice.reload import ReloadError
 from chatservice.store.interface import Ban
 
 if TYPE_CHECKING:
@@ -281,4 +282,14 @@ class OperatorCommands:
                 "unavailable", "Error. Reloading the configuration is not available on this server."
             )
         d = reload(self.username)
-        return d.addCallback(lambda lines: events.RehashReport(tuple(lines)))
+        d.addCallbacks(lambda lines: events.RehashReport(tuple(lines)), _reload_refused)
+        return d
+
+
+def _reload_refused(failure: Failure) -> events.RehashReport:
+    """A reload that did not happen, as the operator's error reply (the log has each problem)."""
+    failure.trap(ReloadError)
+    raise CommandError(
+        "reload_refused",
+        f"Error. Nothing was reloaded: {failure.value}; the previous settings stay in force.",
+    )

@@ -18,6 +18,7 @@ from twisted.trial import unittest
 
 from chatservice.commands import INVALID_COMMAND, OPERATOR_COMMANDS
 from chatservice.moderation import RELOAD_SECONDS, UnknownOperator, ban_target
+from chatservice.reload import ReloadRefused
 from chatservice.store.interface import Ban
 from chatservice.store.local import LocalStore
 from chatservice.store.sqlite import SQLiteStore
@@ -393,6 +394,7 @@ class WhoisTests(OperatorTestCase):
 
 class RehashTests(OperatorTestCase):
     def test_not_available(self) -> None:
+        self.harness.state.rehash = None
         self.assertEqual(
             self.ask(self.yoda, "rehash"),
             ["Error. Reloading the configuration is not available on this server."],
@@ -411,6 +413,26 @@ class RehashTests(OperatorTestCase):
             ["Configuration reloaded:", "  ban file: 2 entries (was 1)", "  certificates: unchanged"],
         )
         self.assertEqual(asked, ["yoda"])
+
+    def test_refused(self) -> None:
+        """A reload refused (a bad file) is an error reply saying why; nothing was reloaded."""
+        self.harness.state.rehash = lambda operator: defer.fail(
+            ReloadRefused(["--ban-file bans.txt: 'x' does not appear to be an IPv4 or IPv6 network"])
+        )
+        self.assertEqual(
+            self.ask(self.yoda, "rehash"),
+            [
+                "Error. Nothing was reloaded: --ban-file bans.txt: 'x' does not appear to be an"
+                " IPv4 or IPv6 network; the previous settings stay in force."
+            ],
+        )
+
+    def test_the_servers_reloader(self) -> None:
+        """The server's own reloader answers an operator's ``rehash``."""
+        self.harness.chat.service.serving = True
+        reply = self.ask(self.yoda, "rehash")
+        self.assertEqual(reply[0], "Configuration reloaded:")
+        self.assertTrue(len(reply) > 1 and all(line.startswith("  ") for line in reply[1:]), reply)
 
 
 class GrantedAtStartTests(unittest.TestCase):
