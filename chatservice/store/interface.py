@@ -80,6 +80,31 @@ class HistoryEntry:
         return HistoryPosition(self.sent_at, self.channel, self.seq)
 
 
+@dataclass(frozen=True)
+class UserData:
+    """Everything a store keeps about one user name, for an export (:meth:`IChatStore.user_data`).
+
+    :param account: whether there is an account of that name (its secret is never given out).
+    :param blocking: whom the user blocked, sorted.
+    :param blocked_by: who blocked the user, sorted.
+    :param rooms: the rooms the user is a member of, by number.
+    :param last_seen: when the user was last visibly online, if recorded.
+    :param messages_to: direct messages kept for the user, oldest first.
+    :param messages_from: direct messages the user sent that are kept for others, oldest first.
+    :param history: the broadcasts and room messages the user sent that are
+        still in the history, in the order ``read`` shows them.
+    """
+
+    account: bool
+    blocking: tuple[str, ...]
+    blocked_by: tuple[str, ...]
+    rooms: tuple[int, ...]
+    last_seen: float | None
+    messages_to: tuple[StoredMessage, ...]
+    messages_from: tuple[StoredMessage, ...]
+    history: tuple[HistoryEntry, ...]
+
+
 class IChatStore(Interface):
     """Persistent chat data, asynchronously: what the chat state and the accounts write through.
 
@@ -212,6 +237,22 @@ class IChatStore(Interface):
         :meth:`delete_room`.
         """
 
+    # Administration (chatservice-admin) -------------------------------------------
+
+    def user_data(username: str) -> Deferred[UserData]:
+        """Everything kept about ``username`` (:class:`UserData`); all empty for a name never seen."""
+
+    def delete_user(username: str, sent: bool) -> Deferred[bool]:
+        """Delete the account ``username`` and what is kept about it, at once: whether there was an account.
+
+        Its blocks (of others and by others), last-seen time, the messages
+        kept for it and its room memberships go (a room left without members
+        goes too; its history and number stay).  With ``sent``, what it sent
+        goes as well: its broadcasts and room messages in the history (the
+        channels' numbering goes on) and the direct messages it sent that are
+        kept for others.  Without, they stay with their readers.
+        """
+
 
 class ILocalChatStore(Interface):
     """Persistent chat data on this machine: accounts, blocks, last-seen times, offline messages, rooms, history.
@@ -309,3 +350,11 @@ class ILocalChatStore(Interface):
         """Forget the blocks by and of ``username``, its last-seen time and the
         messages kept for it (a guest whose session ended); see
         :meth:`IChatStore.forget_user`."""
+
+    # Administration (chatservice-admin) -------------------------------------------
+
+    def user_data(username: str) -> UserData:
+        """Everything kept about ``username``; see :meth:`IChatStore.user_data`."""
+
+    def delete_user(username: str, sent: bool) -> bool:
+        """Delete the account ``username`` and what is kept about it; see :meth:`IChatStore.delete_user`."""

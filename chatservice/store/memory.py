@@ -18,6 +18,7 @@ from chatservice.store.interface import (
     HistoryPosition,
     ILocalChatStore,
     StoredMessage,
+    UserData,
 )
 
 
@@ -189,6 +190,42 @@ class MemoryStore:
         self._blocks = {pair for pair in self._blocks if username not in pair}
         self._last_seen.pop(username, None)
         self.remove_offline(list(self._offline.get(username, ())))
+
+    # Administration (chatservice-admin) -------------------------------------------
+
+    def user_data(self, username: str) -> UserData:
+        sent = [
+            m for box in self._offline.values() for m in box.values() if m.sender == username
+        ]
+        history = [e for entries in self._history.values() for e in entries if e.sender == username]
+        return UserData(
+            account=username in self._accounts,
+            blocking=tuple(sorted(b for a, b in self._blocks if a == username)),
+            blocked_by=tuple(sorted(a for a, b in self._blocks if b == username)),
+            rooms=tuple(sorted(r for r, members in self._rooms.items() if username in members)),
+            last_seen=self._last_seen.get(username),
+            messages_to=tuple(self.offline_messages(username)),
+            messages_from=tuple(sorted(sent, key=lambda m: m.message_id)),
+            history=tuple(sorted(history, key=_position)),
+        )
+
+    def delete_user(self, username: str, sent: bool) -> bool:
+        existed = self._accounts.pop(username, None) is not None
+        self.forget_user(username)
+        for room_id, members in list(self._rooms.items()):
+            if username in members:
+                if members == {username}:
+                    del self._rooms[room_id]
+                else:
+                    self._rooms[room_id] = members - {username}
+        if sent:
+            self.remove_offline(
+                [m.message_id for box in self._offline.values() for m in box.values()
+                 if m.sender == username]
+            )
+            for entries in self._history.values():
+                entries[:] = [e for e in entries if e.sender != username]
+        return existed
 
 
 def _sent_at(entry: HistoryEntry) -> float:

@@ -87,7 +87,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from chatservice.store.interface import HistoryEntry, HistoryPosition, IChatStore, StoredMessage
+from chatservice.store.interface import (
+    HistoryEntry,
+    HistoryPosition,
+    IChatStore,
+    StoredMessage,
+    UserData,
+)
 from chatservice.store.sqlite import StoreError, _storable
 
 __all__ = ["MIGRATIONS", "PostgresStore", "StoreError", "redact", "schema_version"]
@@ -544,6 +550,14 @@ class PostgresStore:
         """
         return self._run(_next_room_id)
 
+    # Administration (chatservice-admin) -------------------------------------------
+
+    def user_data(self, username: str) -> Deferred[UserData]:
+        return self._run(_user_data, username)
+
+    def delete_user(self, username: str, sent: bool) -> Deferred[bool]:
+        return self._run(_delete_user, username, bool(sent))
+
 
 # The work done in the pool's thread, each given the connection (autocommit). ------
 
@@ -707,6 +721,59 @@ def _forget_user(connection: Any, username: str) -> None:
         )
         connection.execute("DELETE FROM last_seen WHERE username = %s", (username,))
         connection.execute("DELETE FROM offline_messages WHERE recipient = %s", (username,))
+
+
+def _user_data(connection: Any, username: str) -> UserData:
+    with connection.transaction():  # one snapshot
+
+        def column(sql: str) -> tuple[Any, ...]:
+            return tuple(row[0] for row in connection.execute(sql, (username,)).fetchall())
+
+        account = column("SELECT 1 FROM chat_accounts WHERE username = %s")
+        seen = column("SELECT seen_at FROM last_seen WHERE username = %s")
+        sent = connection.execute(
+            "SELECT message_id, sender, recipient, body, sent_at FROM offline_messages"
+            " WHERE sender = %s ORDER BY message_id",
+            (username,),
+        ).fetchall()
+        history = connection.execute(
+            "SELECT channel, seq, sender, body, sent_at FROM history"
+            " WHERE sender = %s ORDER BY sent_at, channel, seq",
+            (username,),
+        ).fetchall()
+        return UserData(
+            account=bool(account),
+            blocking=column("SELECT blocked FROM blocks WHERE blocker = %s ORDER BY blocked"),
+            blocked_by=column("SELECT blocker FROM blocks WHERE blocked = %s ORDER BY blocker"),
+            rooms=tuple(int(n) for n in column(
+                "SELECT room_id FROM room_members WHERE username = %s ORDER BY room_id"
+            )),
+            last_seen=seen[0] if seen else None,
+            messages_to=tuple(_offline_messages(connection, username)),
+            messages_from=tuple(StoredMessage(*row) for row in sent),
+            history=tuple(HistoryEntry(*row) for row in history),
+        )
+
+
+def _delete_user(connection: Any, username: str, sent: bool) -> bool:
+    with connection.transaction():
+        existed = connection.execute(
+            "DELETE FROM chat_accounts WHERE username = %s", (username,)
+        ).rowcount > 0
+        _forget_user(connection, username)
+        if sent:
+            connection.execute("DELETE FROM offline_messages WHERE sender = %s", (username,))
+            connection.execute("DELETE FROM history WHERE sender = %s", (username,))
+        rooms = connection.execute(
+            "DELETE FROM room_members WHERE username = %s RETURNING room_id", (username,)
+        ).fetchall()
+        # Its rooms left without members go (others' empty rooms stay).
+        connection.execute(
+            "DELETE FROM rooms WHERE room_id = ANY(%s::bigint[]) AND NOT EXISTS"
+            " (SELECT 1 FROM room_members WHERE room_members.room_id = rooms.room_id)",
+            ([row[0] for row in rooms],),
+        )
+    return existed
 
 
 def _next_room_id(connection: Any) -> int:

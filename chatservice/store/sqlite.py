@@ -84,6 +84,7 @@ from chatservice.store.interface import (
     HistoryPosition,
     ILocalChatStore,
     StoredMessage,
+    UserData,
 )
 
 __all__ = [
@@ -789,6 +790,72 @@ class SQLiteStore:
             for statement in _FORGET_USER:
                 connection.execute(statement, (username,))
 
+    # Administration (chatservice-admin) -------------------------------------------
+
+    def user_data(self, username: str) -> UserData:
+        with self._errors():
+            db = self._db
+            account = db.execute(
+                "SELECT 1 FROM chat_accounts WHERE username = ?", (username,)
+            ).fetchone()
+            blocking = db.execute(
+                "SELECT blocked FROM blocks WHERE blocker = ? ORDER BY blocked", (username,)
+            ).fetchall()
+            blocked_by = db.execute(
+                "SELECT blocker FROM blocks WHERE blocked = ? ORDER BY blocker", (username,)
+            ).fetchall()
+            rooms = db.execute(
+                "SELECT room_id FROM room_members WHERE username = ? ORDER BY room_id",
+                (username,),
+            ).fetchall()
+            seen = db.execute(
+                "SELECT seen_at FROM last_seen WHERE username = ?", (username,)
+            ).fetchone()
+            sent = db.execute(
+                "SELECT message_id, sender, recipient, body, sent_at FROM offline_messages"
+                " WHERE sender = ? ORDER BY message_id",
+                (username,),
+            ).fetchall()
+            history = db.execute(
+                "SELECT channel, seq, sender, body, sent_at FROM history"
+                " WHERE sender = ? ORDER BY sent_at, channel, seq",
+                (username,),
+            ).fetchall()
+        return UserData(
+            account=account is not None,
+            blocking=tuple(row[0] for row in blocking),
+            blocked_by=tuple(row[0] for row in blocked_by),
+            rooms=tuple(row[0] for row in rooms),
+            last_seen=None if seen is None else seen[0],
+            messages_to=tuple(self.offline_messages(username)),
+            messages_from=tuple(StoredMessage(*row) for row in sent),
+            history=tuple(HistoryEntry(*row) for row in history),
+        )
+
+    def delete_user(self, username: str, sent: bool) -> bool:
+        with self._transaction() as connection:
+            existed = connection.execute(
+                "DELETE FROM chat_accounts WHERE username = ?", (username,)
+            ).rowcount > 0
+            for statement in _FORGET_USER + (_DELETE_SENT if sent else ()):
+                connection.execute(statement, (username,))
+            rooms = connection.execute(
+                "DELETE FROM room_members WHERE username = ? RETURNING room_id", (username,)
+            ).fetchall()
+            # Its rooms left without members go (others' empty rooms stay).
+            connection.executemany(
+                "DELETE FROM rooms WHERE room_id = ? AND NOT EXISTS"
+                " (SELECT 1 FROM room_members WHERE room_members.room_id = rooms.room_id)",
+                rooms,
+            )
+        return existed
+
+
+_DELETE_SENT = (
+    "DELETE FROM offline_messages WHERE sender = ?",
+    "DELETE FROM history WHERE sender = ?",
+)
+"""What :meth:`SQLiteStore.delete_user` also runs when what the user sent goes too."""
 
 _FORGET_USER = (
     "DELETE FROM blocks WHERE blocker = ?",
