@@ -13,6 +13,8 @@ from twisted.application.service import IService
 from twisted.internet import endpoints
 from twisted.python import usage
 
+from chatservice.admin.actions import AdminActions, LiveServer
+from chatservice.admin.socket import SOCKET_NAME, AdminSocket
 from chatservice.auth.credentials import CredentialsError, CredentialsFile
 from chatservice.auth.slowdown import DEFAULT_NAME_FAILURES
 from chatservice.build import LIMITS, build_chat, sqlite_store
@@ -61,6 +63,26 @@ def _number(options: usage.Options, name: str, kind: type, minimum: float) -> No
     if not (math.isfinite(value) and value >= minimum):
         raise usage.UsageError(f"--{name} must be at least {minimum:g}, not {raw}")
     options[name] = value
+
+
+MAX_SOCKET_PATH_BYTES = 107
+"""The longest UNIX socket path Linux takes (``sun_path`` less its NUL)."""
+
+
+def admin_socket_path(option: str | None, data_dir: Path) -> Path | None:
+    """Where the admin socket listens: ``--admin-socket``, by default in ``data_dir``; ``None``: nowhere.
+
+    :raises usage.UsageError: a path too long for a UNIX socket.
+    """
+    if option is not None and option.lower() == "none":
+        return None
+    path = data_dir / SOCKET_NAME if option is None else Path(os.path.expanduser(option))
+    if len(os.fsencode(path.absolute())) > MAX_SOCKET_PATH_BYTES:
+        raise usage.UsageError(
+            f"The admin socket path {path.absolute()} is longer than a UNIX socket's"
+            f" {MAX_SOCKET_PATH_BYTES} bytes: give a shorter --admin-socket PATH, or 'none'."
+        )
+    return path.absolute()
 
 
 class Options(usage.Options):
@@ -174,6 +196,13 @@ class Options(usage.Options):
             "Directory where the service keeps what it writes (created if missing).",
         ],
         [
+            "admin-socket",
+            None,
+            None,
+            f"The UNIX socket chatservice-admin talks to while the server runs (mode 0600)"
+            f" [default: {SOCKET_NAME} in --data-dir]; 'none': no admin socket.",
+        ],
+        [
             "metrics",
             None,
             None,
@@ -262,6 +291,7 @@ class Options(usage.Options):
             check_unlocked(self["data-dir"])
         except DataDirInUse as e:
             raise usage.UsageError(str(e)) from None
+        self["admin-socket"] = admin_socket_path(self["admin-socket"], self["data-dir"])
         _number(self, "max-offline", int, 1)
         raw_age = self["history-max-age"]
         try:
@@ -348,6 +378,10 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         site = chat_site(chat.factory, config["web-origin"])
         for description in config["web"]:
             strports.service(description, site, reactor=reactor).setServiceParent(top)
+    if config.get("admin-socket"):
+        live = LiveServer(chat.state, [chat.lockout], chat.slowdown, chat.state.cluster)
+        actions = AdminActions(chat.accounts, reactor, live)
+        AdminSocket(config["admin-socket"], actions, lambda: top.serving, reactor).setServiceParent(top)
     if config.get("metrics"):
         readiness = Readiness(lambda: top.serving, chat.state.store, reactor, chat.state.cluster)
         metrics = metrics_site(chat.metrics.registry, readiness)

@@ -322,7 +322,9 @@ class TestMakeService:
         listeners = [s for s in top if isinstance(s, StreamServerEndpointService)]
         others = [s for s in top if not isinstance(s, StreamServerEndpointService)]
         assert len(listeners) == 2
-        assert others == []
+        # And the admin socket, in the data directory.
+        assert [type(s).__name__ for s in others] == ["AdminSocket"]
+        assert others[0].path == (tmp_path / "data" / "admin.sock").absolute()
         factories = {id(listener.factory) for listener in listeners}
         assert len(factories) == 1  # one factory, so one chat state, for all ports
         assert isinstance(listeners[0].factory, ChatFactory)

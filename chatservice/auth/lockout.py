@@ -156,6 +156,19 @@ class LoginLockout:
         if self.shared is not None:
             self.shared.clear_failures(self.kind, key)
 
+    def unlock_name(self, username: str) -> int:
+        """Forget the failures and locks of ``username`` (from every address): how many keys were locked.
+
+        For an administrator (``chatservice-admin unlock``); the cluster's
+        counts in Redis are the node's to clear.
+        """
+        unlocked = 0
+        for key in [k for k in self._records if k == username or k.startswith(f"{username}@")]:
+            record = self._records.pop(key)
+            record.expiry.cancel()
+            unlocked += record.locked_until is not None
+        return unlocked
+
     def stop(self) -> None:
         """Cancel every timer and forget every failure and lock."""
         for record in self._records.values():

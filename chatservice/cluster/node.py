@@ -32,6 +32,12 @@
   creates one announces it (``acct``) and the others add the name to their
   cache; after each (re)subscription a node reads all the names again, as
   an announcement may have been lost while it was away.
+- **Administration.**  A node whose admin socket deletes an account
+  (``chatservice-admin remove``/``delete``) announces it (``gone``): every
+  node ends the user's session if it has it, and forgets them (cache, blocks,
+  rooms, last-seen time).  ``chatservice-admin unlock`` deletes the name's
+  ``chat:fail:*`` and ``chat:lock:*`` keys and announces it (``unlock``):
+  every node drops the locks it holds for that name.
 """
 
 from __future__ import annotations
@@ -295,6 +301,7 @@ class ClusterNode(MultiService):
             accounts.shared = self
         if slowdown is not None:
             slowdown.shared = self
+        self.slowdown = slowdown
         self.remote: dict[str, RemoteMember] = {}
         """The users online on the other nodes."""
         self._joined_at = 0.0
@@ -652,6 +659,38 @@ class ClusterNode(MultiService):
         """This node created the account ``username``: every other node's cache adds it."""
         self._publish(ALL, {"k": "acct", "u": username, "n": self.name})
 
+    def account_removed(self, username: str) -> None:
+        """The account ``username`` was deleted here (``chatservice-admin``): every other node
+        ends the user's session and forgets them."""
+        self._publish(ALL, {"k": "gone", "u": username, "n": self.name})
+
+    # Unlocking (chatservice-admin) -----------------------------------------------------------
+
+    def unlock_name(self, username: str) -> defer.Deferred[int]:
+        """Clear ``username``'s failures and locks in Redis (every address) and on every node.
+
+        Fires with how many Redis keys were deleted; fails with
+        :class:`ConnectionError` when Redis cannot be reached (the
+        lock-outs of this node are the caller's to clear).
+        """
+        if not self.link.connected:
+            return defer.fail(ConnectionError("not connected to Redis"))
+        name = _glob_escaped(username)
+        patterns = [f"chat:{what}:user:{name}@*" for what in ("fail", "lock")]
+        exact = [f"chat:{what}:user:{username}" for what in ("fail", "lock")]
+        exact.append(f"chat:fail:name:{username}")
+        d = defer.gatherResults([self.redis.keys(pattern) for pattern in patterns])
+
+        def delete(found: list[list[Any]]) -> defer.Deferred[int]:
+            keys = [_text(key) for keys in found for key in keys] + exact
+            return self.redis.delete(*keys)
+
+        d.addCallback(delete)
+        d.addCallback(lambda deleted: self._publish(
+            ALL, {"k": "unlock", "u": username, "n": self.name}
+        ).addCallback(lambda _: int(deleted)))
+        return d
+
     # Shared copies ------------------------------------------------------------------------------
 
     def block_changed(self, blocker: str, blocked: str, on: bool) -> None:
@@ -725,10 +764,24 @@ class ClusterNode(MultiService):
         elif kind == "acct":
             if self.accounts is not None:
                 self.accounts.added_elsewhere(message["u"])
+        elif kind == "gone":
+            if self.accounts is not None:
+                self.accounts.removed_elsewhere(message["u"])
+            self.state.remove_user(message["u"])
+        elif kind == "unlock":
+            for lockout in self.lockouts.values():
+                lockout.unlock_name(message["u"])
+            if self.slowdown is not None:
+                self.slowdown.forgive(message["u"])
         elif kind == "lock":
             lockout = self.lockouts.get(message["t"])
             if lockout is not None:
                 lockout.lock(message["key"], float(message["for"]))
+
+
+def _glob_escaped(text: str) -> str:
+    """``text`` in a Redis ``KEYS`` pattern, matching itself only."""
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
 
 
 def _text(value: Any) -> str:

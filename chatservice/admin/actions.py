@@ -1,0 +1,350 @@
+"""What ``chatservice-admin`` does: :class:`AdminActions`, one implementation for both ways of doing it.
+
+The same class serves
+
+- **inside a running server** (built by :func:`chatservice.tap.makeService`,
+  reached through the admin socket, :mod:`chatservice.admin.socket`), with
+  the server's memory (:class:`LiveServer`): a deleted user's session ends,
+  the cached names, blocks, rooms and last-seen times follow, the lock-outs
+  are cleared, and in a cluster the other nodes are told through Redis;
+- **beside no server** (the tool on a data directory no server holds, or a
+  PostgreSQL store), with the store alone (``live`` is ``None``).
+
+Every action returns a Deferred firing with plain data (what the socket
+sends as JSON), or failing with :class:`AdminError`, whose ``code`` says
+what went wrong.  Passwords never reach it: the tool hashes them
+(:func:`~chatservice.auth.accounts.hash_and_derive`, exactly as the server
+does) and sends the hash and SCRAM keys, which are checked here.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from chatservice.auth.credentials import (
+    login_name_problem,
+    normalise_username,
+    username_problem,
+    username_skeleton,
+)
+from chatservice.auth.directory import StoredAccounts
+from chatservice.auth.lockout import LoginLockout
+from chatservice.auth.passwords import check_hash_format, is_hashed
+from chatservice.auth.scram import ScramKeys
+from chatservice.auth.slowdown import LoginSlowdown
+from chatservice.store.interface import HistoryEntry, StoredMessage, UserData
+
+__all__ = ["AdminActions", "AdminError", "LiveServer", "PURGE_BATCH"]
+
+log = Logger()
+
+PURGE_BATCH = 500
+"""History entries one store call of :meth:`AdminActions.purge` forgets at most."""
+
+
+class AdminError(Exception):
+    """An action that cannot be done.
+
+    :param code: ``unknown_user``, ``invalid_username``, ``taken``,
+        ``invalid_secret``, ``invalid_request``, ``not_running`` (an action
+        that needs a running server), ``unavailable`` (Redis unreachable).
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class LiveServer:
+    """The running server's memory, for the actions run inside it.
+
+    :param state: the chat state (sessions, blocks, rooms, last-seen times).
+    :param lockouts: the login lock-outs (by name at an address, by address).
+    :param slowdown: the login slowdown of names failing from many addresses.
+    :param cluster: this node's part in a cluster, or ``None``.
+    """
+
+    state: Any
+    lockouts: Sequence[LoginLockout]
+    slowdown: LoginSlowdown
+    cluster: Any = None
+
+
+def _iso(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat()
+
+
+def _existing_name(username: Any) -> str:
+    """``username`` (normalised) as the name of an account that may exist, or :class:`AdminError`."""
+    if not isinstance(username, str):
+        raise AdminError("invalid_request", "a user name is text")
+    username = normalise_username(username)
+    problem = login_name_problem(username)
+    if problem:
+        raise AdminError("invalid_username", f"Invalid user name: {problem}.")
+    return username
+
+
+def _hashed(secret: Any, scram: Any) -> tuple[str, ScramKeys]:
+    """The hash and keys the tool sent, checked (the tool hashes; a plain secret is refused)."""
+    if not isinstance(secret, str) or not is_hashed(secret) or check_hash_format(secret):
+        raise AdminError("invalid_secret", "the password must come as a scrypt hash")
+    try:
+        return secret, ScramKeys.parse(scram if isinstance(scram, str) else "")
+    except ValueError as e:
+        raise AdminError("invalid_secret", f"the SCRAM keys are not usable: {e}") from None
+
+
+class AdminActions:
+    """Every administration action, on the store (and the running server's memory if given).
+
+    :param accounts: the accounts (in the store, which is ``accounts.store``).
+    :param clock: the reactor: the time of an export, relative purges, and
+        the turns between purge batches.
+    :param live: the running server's memory (``None``: no server runs).
+    """
+
+    def __init__(
+        self, accounts: StoredAccounts, clock: IReactorTime, live: LiveServer | None = None
+    ) -> None:
+        self.accounts = accounts
+        self.store = accounts.store
+        self.clock = clock
+        self.live = live
+
+    # Accounts ---------------------------------------------------------------------
+
+    async def list_accounts(self) -> list[dict[str, Any]]:
+        """Every account: ``user``, ``last_seen`` (seconds and ISO 8601) and, with a server, ``online``."""
+        names = await self.store.usernames()
+        seen = dict(await self.store.last_seen())
+        rows = []
+        for name in names:
+            row: dict[str, Any] = {
+                "user": name,
+                "last_seen": seen.get(name),
+                "last_seen_iso": _iso(seen.get(name)),
+            }
+            if self.live is not None:
+                row["online"] = self.live.state.online(name) is not None
+            rows.append(row)
+        return rows
+
+    async def add(self, username: Any, secret: Any, scram: Any) -> dict[str, Any]:
+        """Create an account with a new name (the server's rules: :func:`username_problem`, look-alikes)."""
+        if not isinstance(username, str):
+            raise AdminError("invalid_request", "a user name is text")
+        username = normalise_username(username)
+        problem = username_problem(username)
+        if problem:
+            raise AdminError("invalid_username", f"Invalid user name: {problem}.")
+        secret, keys = _hashed(secret, scram)
+        await self._check_free(username)
+        if not await self.accounts.add(username, secret, keys):
+            raise AdminError("taken", f"The user name {username} is taken.")
+        log.info("Administration: account {user} added", user=username)
+        return {"user": username, "action": "added"}
+
+    async def _check_free(self, username: str) -> None:
+        """Refuse a name that is an account, looks like one, or is an online guest's."""
+        skeleton = username_skeleton(username)
+        for name in await self.store.usernames():
+            if name == username:
+                raise AdminError("taken", f"The user name {username} is taken.")
+            if username_skeleton(name) == skeleton:
+                raise AdminError(
+                    "taken", f"The user name {username} is taken: it looks too like {name}."
+                )
+        if self.live is not None and self.live.state.guest_online(username):
+            raise AdminError("taken", f"The user name {username} is a guest's, online now.")
+
+    async def set_password(
+        self, username: Any, secret: Any, scram: Any, create: bool = False
+    ) -> dict[str, Any]:
+        """Give an account a new password (hash and keys): ``changed``, or ``added`` with ``create``.
+
+        Takes effect at once: every login reads the account from the store.
+        """
+        username = _existing_name(username)
+        secret, keys = _hashed(secret, scram)
+        if await self.accounts.set_secret(username, secret, keys):
+            log.info("Administration: password of {user} changed", user=username)
+            return {"user": username, "action": "changed"}
+        if not create:
+            raise AdminError("unknown_user", f"There is no account {username}.")
+        return await self.add(username, secret, scram)
+
+    async def remove(self, username: Any) -> dict[str, Any]:
+        """Delete an account and what is kept about the user; what they sent stays with its readers."""
+        return await self._delete(_existing_name(username), sent=False)
+
+    async def delete(self, username: Any) -> dict[str, Any]:
+        """Delete an account with all its data, what the user sent included (their history entries too)."""
+        return await self._delete(_existing_name(username), sent=True)
+
+    async def _delete(self, username: str, sent: bool) -> dict[str, Any]:
+        if await self.store.account(username) is None:
+            raise AdminError("unknown_user", f"There is no account {username}.")
+        live = self.live
+        if live is not None:
+            # The session ends first, so that nothing it does lands after the
+            # store's deletion; memory and the other nodes follow at once.
+            live.state.remove_user(username)
+        await self.store.delete_user(username, sent)
+        self.accounts.removed(username)
+        if live is not None:
+            # A login that got in meanwhile (a remote store answers late) ends too.
+            live.state.remove_user(username)
+        log.info(
+            "Administration: account {user} {what}",
+            user=username, what="deleted with everything it sent" if sent else "removed",
+        )
+        return {"user": username, "action": "deleted" if sent else "removed"}
+
+    # Export ------------------------------------------------------------------------
+
+    async def export(self, username: Any) -> dict[str, Any]:
+        """Everything the server keeps about a user, as JSON-ready data (never the password's hash)."""
+        username = _existing_name(username)
+        account = await self.store.account(username)
+        data: UserData = await self.store.user_data(username)
+        if account is None and data == UserData(False, (), (), (), None, (), (), ()):
+            raise AdminError("unknown_user", f"Nothing is kept about {username}.")
+        exported: dict[str, Any] = {
+            "user": username,
+            "exported_at": _iso(self.clock.seconds()),
+            "account": None if account is None else {
+                "password": "scrypt hash (kept, not exported)" if is_hashed(account[0])
+                else "plain text from a sample credentials file (kept, not exported)",
+                "scram_keys": account[1] is not None,
+            },
+            "blocking": list(data.blocking),
+            "blocked_by": list(data.blocked_by),
+            "rooms": list(data.rooms),
+            "last_seen": _iso(data.last_seen),
+            "messages_to": [_message(m, "from", m.sender) for m in data.messages_to],
+            "messages_from": [_message(m, "to", m.recipient) for m in data.messages_from],
+            "history": [_entry(e) for e in data.history],
+        }
+        if self.live is not None:
+            exported["online"] = self.live.state.online(username) is not None
+        return exported
+
+    # Lock-outs ---------------------------------------------------------------------
+
+    async def unlock(self, username: Any) -> dict[str, Any]:
+        """Clear the name's login failures and locks (from every address), on every node.
+
+        Lock-outs live in the running server's memory (and in Redis when
+        clustered): without a running server there is nothing to clear.
+        """
+        username = _existing_name(username)
+        live = self.live
+        if live is None:
+            raise AdminError(
+                "not_running",
+                "Lock-outs live in the running server's memory; no server runs, so none is held.",
+            )
+        locks = sum(lockout.unlock_name(username) for lockout in live.lockouts)
+        slowed = live.slowdown.forgive(username)
+        result: dict[str, Any] = {"user": username, "locks": locks, "slowed": slowed}
+        if live.cluster is not None:
+            try:
+                result["redis_keys"] = await live.cluster.unlock_name(username)
+            except ConnectionError as e:
+                raise AdminError(
+                    "unavailable",
+                    f"Unlocked on this node only: Redis cannot be reached ({e}).",
+                ) from None
+        log.info("Administration: {user} unlocked ({locks} locks)", user=username, locks=locks)
+        return result
+
+    # History -----------------------------------------------------------------------
+
+    async def purge(self, before: Any = None, older_than: Any = None) -> dict[str, Any]:
+        """Forget the history sent before ``before`` (seconds), or more than ``older_than`` seconds ago.
+
+        In batches of :data:`PURGE_BATCH`, each on its own reactor turn.
+        """
+        given = [value for value in (before, older_than) if value is not None]
+        if len(given) != 1 or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in given
+        ):
+            raise AdminError("invalid_request", "give one of before or older_than, in seconds")
+        if before is None:
+            before = self.clock.seconds() - older_than
+        purged = 0
+        while True:
+            removed = await self.store.purge_history(float(before), None, PURGE_BATCH)
+            purged += removed
+            if removed < PURGE_BATCH:
+                break
+            await task.deferLater(self.clock, 0, lambda: None)
+        log.info("Administration: {n} history entries before {t} purged", n=purged, t=_iso(before))
+        return {"purged": purged, "before": float(before), "before_iso": _iso(before)}
+
+    # The requests of the admin socket -------------------------------------------------
+
+    def run(self, request: dict[str, Any]) -> defer.Deferred[Any]:
+        """Carry out one request (``{"action": ..., arguments...}``): its result, or :class:`AdminError`."""
+        name = request.get("action")
+        call = _REQUESTS.get(name) if isinstance(name, str) else None
+        if call is None:
+            return defer.fail(AdminError("invalid_request", f"no such action: {name!r}"))
+        method, arguments = call
+        unknown = set(request) - {"action", "id", *arguments}
+        if unknown:
+            return defer.fail(
+                AdminError("invalid_request", f"unknown fields: {', '.join(sorted(unknown))}")
+            )
+        kwargs = {key: request[key] for key in arguments if key in request}
+        if not isinstance(kwargs.get("create", False), bool):
+            return defer.fail(AdminError("invalid_request", "create is true or false"))
+        try:
+            work = getattr(self, method)(**kwargs)
+        except TypeError:
+            return defer.fail(
+                AdminError("invalid_request", f"{name} takes {', '.join(arguments) or 'nothing'}")
+            )
+        return defer.ensureDeferred(work)
+
+
+_REQUESTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "list": ("list_accounts", ()),
+    "add": ("add", ("username", "secret", "scram")),
+    "passwd": ("set_password", ("username", "secret", "scram", "create")),
+    "remove": ("remove", ("username",)),
+    "delete": ("delete", ("username",)),
+    "export": ("export", ("username",)),
+    "unlock": ("unlock", ("username",)),
+    "purge": ("purge", ("before", "older_than")),
+}
+"""Each request's action name: the method and the fields it takes."""
+
+
+def _message(message: StoredMessage, role: str, other: str) -> dict[str, Any]:
+    return {
+        "id": message.message_id,
+        role: other,
+        "text": message.text,
+        "sent_at": _iso(message.sent_at),
+    }
+
+
+def _entry(entry: HistoryEntry) -> dict[str, Any]:
+    return {
+        "channel": entry.channel,
+        "seq": entry.seq,
+        "text": entry.text,
+        "sent_at": _iso(entry.sent_at),
+    }
