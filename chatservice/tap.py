@@ -379,7 +379,9 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         for description in config["web"]:
             strports.service(description, site, reactor=reactor).setServiceParent(top)
     if config.get("admin-socket"):
-        live = LiveServer(chat.state, [chat.lockout], chat.slowdown, chat.state.cluster)
+        live = LiveServer(
+            chat.state, [chat.lockout, chat.address_lockout], chat.slowdown, chat.state.cluster
+        )
         actions = AdminActions(chat.accounts, reactor, live)
         AdminSocket(config["admin-socket"], actions, lambda: top.serving, reactor).setServiceParent(top)
     if config.get("metrics"):

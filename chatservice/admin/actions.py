@@ -20,6 +20,7 @@ does) and sends the hash and SCRAM keys, which are checked here.
 from __future__ import annotations
 
 import datetime
+import ipaddress
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -67,7 +68,7 @@ class LiveServer:
     """The running server's memory, for the actions run inside it.
 
     :param state: the chat state (sessions, blocks, rooms, last-seen times).
-    :param lockouts: the login lock-outs (by name at an address, by address).
+    :param lockouts: the login lock-outs (by name at an address, and by address).
     :param slowdown: the login slowdown of names failing from many addresses.
     :param cluster: this node's part in a cluster, or ``None``.
     """
@@ -242,31 +243,40 @@ class AdminActions:
 
     # Lock-outs ---------------------------------------------------------------------
 
-    async def unlock(self, username: Any) -> dict[str, Any]:
-        """Clear the name's login failures and locks (from every address), on every node.
+    async def unlock(self, username: Any = None, address: Any = None) -> dict[str, Any]:
+        """Clear the login failures and locks of a user name (at every address) or of an address, on every node.
 
         Lock-outs live in the running server's memory (and in Redis when
         clustered): without a running server there is nothing to clear.
         """
-        username = _existing_name(username)
+        if (username is None) == (address is None):
+            raise AdminError("invalid_request", "give one of username or address")
+        if address is not None:
+            try:
+                key, kind = str(ipaddress.ip_address(address)), "address"
+            except ValueError:
+                raise AdminError("invalid_request", f"not an IP address: {address!r}") from None
+        else:
+            key, kind = _existing_name(username), "user"
         live = self.live
         if live is None:
             raise AdminError(
                 "not_running",
                 "Lock-outs live in the running server's memory; no server runs, so none is held.",
             )
-        locks = sum(lockout.unlock_name(username) for lockout in live.lockouts)
-        slowed = live.slowdown.forgive(username)
-        result: dict[str, Any] = {"user": username, "locks": locks, "slowed": slowed}
+        locks = sum(lockout.unlock(key) for lockout in live.lockouts if lockout.kind == kind)
+        result: dict[str, Any] = {kind: key, "locks": locks}
+        if kind == "user":
+            result["slowed"] = live.slowdown.forgive(key)
         if live.cluster is not None:
             try:
-                result["redis_keys"] = await live.cluster.unlock_name(username)
+                result["redis_keys"] = await live.cluster.unlock(kind, key)
             except ConnectionError as e:
                 raise AdminError(
                     "unavailable",
                     f"Unlocked on this node only: Redis cannot be reached ({e}).",
                 ) from None
-        log.info("Administration: {user} unlocked ({locks} locks)", user=username, locks=locks)
+        log.info("Administration: {key} unlocked ({locks} locks)", key=key, locks=locks)
         return result
 
     # History -----------------------------------------------------------------------
@@ -326,7 +336,7 @@ _REQUESTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "remove": ("remove", ("username",)),
     "delete": ("delete", ("username",)),
     "export": ("export", ("username",)),
-    "unlock": ("unlock", ("username",)),
+    "unlock": ("unlock", ("username", "address")),
     "purge": ("purge", ("before", "older_than")),
 }
 """Each request's action name: the method and the fields it takes."""

@@ -156,15 +156,21 @@ class LoginLockout:
         if self.shared is not None:
             self.shared.clear_failures(self.kind, key)
 
-    def unlock_name(self, username: str) -> int:
-        """Forget the failures and locks of ``username`` (from every address): how many keys were locked.
+    def unlock(self, key: str) -> int:
+        """Forget the failures and locks of ``key`` (of a user name: at every address): how many were locked.
 
-        For an administrator (``chatservice-admin unlock``); the cluster's
-        counts in Redis are the node's to clear.
+        For an administrator (``chatservice-admin unlock``): with keys of
+        :func:`name_at`, ``key`` is a user name and its keys at every
+        address go; otherwise (addresses) that one key.  The cluster's counts
+        in Redis are the node's to clear.
         """
+        if self.kind == "user":
+            keys = [k for k in self._records if k == key or k.startswith(f"{key}@")]
+        else:
+            keys = [key] if key in self._records else []
         unlocked = 0
-        for key in [k for k in self._records if k == username or k.startswith(f"{username}@")]:
-            record = self._records.pop(key)
+        for found in keys:
+            record = self._records.pop(found)
             record.expiry.cancel()
             unlocked += record.locked_until is not None
         return unlocked

@@ -36,8 +36,8 @@
   (``chatservice-admin remove``/``delete``) announces it (``gone``): every
   node ends the user's session if it has it, and forgets them (cache, blocks,
   rooms, last-seen time).  ``chatservice-admin unlock`` deletes the name's
-  ``chat:fail:*`` and ``chat:lock:*`` keys and announces it (``unlock``):
-  every node drops the locks it holds for that name.
+  (or the address's) ``chat:fail:*`` and ``chat:lock:*`` keys and announces
+  it (``unlock``): every node drops the locks it holds for it.
 """
 
 from __future__ import annotations
@@ -666,28 +666,30 @@ class ClusterNode(MultiService):
 
     # Unlocking (chatservice-admin) -----------------------------------------------------------
 
-    def unlock_name(self, username: str) -> defer.Deferred[int]:
-        """Clear ``username``'s failures and locks in Redis (every address) and on every node.
+    def unlock(self, kind: str, key: str) -> defer.Deferred[int]:
+        """Clear the failures and locks of ``key`` in Redis and on every node.
 
-        Fires with how many Redis keys were deleted; fails with
-        :class:`ConnectionError` when Redis cannot be reached (the
-        lock-outs of this node are the caller's to clear).
+        :param kind: ``user`` (``key`` is a user name: its keys at every
+            address, and its ``name`` count, go) or ``address``.
+        :return: a Deferred firing with how many Redis keys were deleted, or
+            failing with :class:`ConnectionError` when Redis cannot be
+            reached (this node's lock-outs are the caller's to clear).
         """
         if not self.link.connected:
             return defer.fail(ConnectionError("not connected to Redis"))
-        name = _glob_escaped(username)
-        patterns = [f"chat:{what}:user:{name}@*" for what in ("fail", "lock")]
-        exact = [f"chat:{what}:user:{username}" for what in ("fail", "lock")]
-        exact.append(f"chat:fail:name:{username}")
+        exact = [f"chat:{what}:{kind}:{key}" for what in ("fail", "lock")]
+        patterns = []
+        if kind == "user":
+            exact.append(f"chat:fail:name:{key}")
+            patterns = [f"chat:{what}:user:{_glob_escaped(key)}@*" for what in ("fail", "lock")]
         d = defer.gatherResults([self.redis.keys(pattern) for pattern in patterns])
 
         def delete(found: list[list[Any]]) -> defer.Deferred[int]:
-            keys = [_text(key) for keys in found for key in keys] + exact
-            return self.redis.delete(*keys)
+            return self.redis.delete(*[_text(k) for keys in found for k in keys], *exact)
 
         d.addCallback(delete)
         d.addCallback(lambda deleted: self._publish(
-            ALL, {"k": "unlock", "u": username, "n": self.name}
+            ALL, {"k": "unlock", "t": kind, "key": key, "n": self.name}
         ).addCallback(lambda _: int(deleted)))
         return d
 
@@ -769,10 +771,11 @@ class ClusterNode(MultiService):
                 self.accounts.removed_elsewhere(message["u"])
             self.state.remove_user(message["u"])
         elif kind == "unlock":
-            for lockout in self.lockouts.values():
-                lockout.unlock_name(message["u"])
-            if self.slowdown is not None:
-                self.slowdown.forgive(message["u"])
+            lockout = self.lockouts.get(message["t"])
+            if lockout is not None:
+                lockout.unlock(message["key"])
+            if message["t"] == "user" and self.slowdown is not None:
+                self.slowdown.forgive(message["key"])
         elif kind == "lock":
             lockout = self.lockouts.get(message["t"])
             if lockout is not None:

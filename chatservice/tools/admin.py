@@ -10,8 +10,8 @@ Actions: ``list``; ``add USER``; ``passwd USER``; ``remove USER`` (the
 account and what is kept about the user; what they sent stays with its
 readers); ``delete USER`` (the same, and what they sent: their history
 entries and the messages kept for others); ``export USER`` (everything kept
-about the user, as JSON); ``unlock USER`` (clear a login lock-out: a running
-server only); ``purge --before DATE|--older-than DURATION`` (history).
+about the user, as JSON); ``unlock USER`` or ``unlock --address ADDRESS``
+(clear login lock-outs: a running server only); ``purge --before DATE|--older-than DURATION`` (history).
 
 **Running or not.**  With ``--data-dir``, the tool looks at the data
 directory's lock (:mod:`chatservice.datadir`): when a server holds it, every
@@ -338,9 +338,14 @@ def parser() -> argparse.ArgumentParser:
         ("remove", "delete an account and what is kept about the user (not what they sent)"),
         ("delete", "delete an account with all its data, what the user sent included"),
         ("export", "print everything kept about a user, as JSON"),
-        ("unlock", "clear a name's login lock-out (a running server only)"),
     ):
         actions.add_parser(name, help=text).add_argument("user")
+    unlock = actions.add_parser(
+        "unlock", help="clear the login lock-outs of a name or an address (a running server only)"
+    )
+    unlocked = unlock.add_mutually_exclusive_group(required=True)
+    unlocked.add_argument("user", nargs="?", help="a user name: its locks at every address")
+    unlocked.add_argument("--address", help="an IP address locked for every name")
     purge = actions.add_parser("purge", help="forget the history older than a date")
     when = purge.add_mutually_exclusive_group(required=True)
     when.add_argument("--before", type=parse_date, help="an ISO 8601 date or time (UTC by default)")
@@ -357,6 +362,8 @@ def request_of(args: argparse.Namespace, stdin: TextIO) -> dict[str, Any]:
         if args.before is not None:
             return {"action": "purge", "before": args.before}
         return {"action": "purge", "older_than": args.older_than}
+    if action == "unlock" and args.address is not None:
+        return {"action": "unlock", "address": args.address}
     request: dict[str, Any] = {"action": action, "username": args.user}
     if action in ("add", "passwd"):
         request.update(hashed(read_password(stdin, args.password_stdin)))
@@ -380,7 +387,7 @@ def render(action: str, result: Any, where: str) -> str:
     if action == "export":
         return json.dumps(result, ensure_ascii=False, indent=2)
     if action == "unlock":
-        text = f"{result['user']} unlocked: {result['locks']} lock(s) cleared"
+        text = f"{result.get('user') or result.get('address')} unlocked: {result['locks']} lock(s) cleared"
         if result.get("slowed"):
             text += ", its logins no longer wait"
         if "redis_keys" in result:
