@@ -685,7 +685,7 @@ class ClusterNode(MultiService):
         d = defer.gatherResults([self.redis.keys(pattern) for pattern in patterns])
 
         def delete(found: list[list[Any]]) -> defer.Deferred[int]:
-            return self.redis.delete(*[_text(k) for keys in found for k in keys], *exact)
+            return self.redis.delete([_text(k) for keys in found for k in keys] + exact)
 
         d.addCallback(delete)
         d.addCallback(lambda deleted: self._publish(
