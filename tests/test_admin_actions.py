@@ -264,7 +264,12 @@ class LiveActionsTests(unittest.TestCase):
         hans.output(), yoda.output(), leia.output()
         self.assertTrue(state.has_blocked("hans", "yoda"))
 
-        self.assertEqual(self.run_action(action="remove", username="hans"), {"user": "hans", "action": "removed"})
+        result = self.run_action(action="remove", username="hans")
+        self.assertEqual(result, {
+            "user": "hans", "action": "removed",
+            "warning": f"hans is in the credentials file {harness.credentials_path}, which the"
+            " server imports at start: remove the line, or the account comes back at the next start",
+        })
         # hans is told, and his connection closes; yoda sees him leave.
         self.assertEqual(hans.lines()[-1], REMOVED.message)
         self.assertTrue(hans.closed)

@@ -112,8 +112,14 @@ class RunningServerTests(unittest.TestCase):
         yoda = log_in(self.server, "yoda", "wise")
         hans.send("broadcast hans was here")
         yoda.sync()
-        out = ok(admin(*self.data, "delete", "hans"))
-        self.assertIn("hans deleted in the running server", out)
+        result = admin(*self.data, "delete", "hans")
+        self.assertIn("hans deleted in the running server", ok(result))
+        self.assertEqual(
+            result.stderr,
+            f"chatservice-admin: warning: hans is in the credentials file"
+            f" {self.server.directory / 'credentials.txt'}, which the server imports at start:"
+            " remove the line, or the account comes back at the next start\n",
+        )
         hans.read_until("Your account was removed by the administrator; this session ends.")
         hans.wait_closed()
         self.assertIn("hans logged out", "\n".join(yoda.sync()))

@@ -210,7 +210,14 @@ class AdminActions:
             "Administration: account {user} {what}",
             user=username, what="deleted with everything it sent" if sent else "removed",
         )
-        return {"user": username, "action": "deleted" if sent else "removed"}
+        result: dict[str, Any] = {"user": username, "action": "deleted" if sent else "removed"}
+        imported = self.accounts.imported
+        if imported is not None and imported.exists(username):
+            result["warning"] = (
+                f"{username} is in the credentials file {imported.path}, which the server"
+                " imports at start: remove the line, or the account comes back at the next start"
+            )
+        return result
 
     # Export ------------------------------------------------------------------------
 

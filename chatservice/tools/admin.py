@@ -415,6 +415,8 @@ def run_command(argv: Sequence[str], stdin: TextIO) -> tuple[int, str]:
         return 1, e.message
     if args.json:
         return 0, json.dumps(result, ensure_ascii=False, indent=None if args.action == "list" else 2)
+    if isinstance(result, dict) and "warning" in result:
+        print(f"{PROGRAM}: warning: {result['warning']}", file=sys.stderr)
     return 0, render(args.action, result, target.where)
 
 
