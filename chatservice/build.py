@@ -203,6 +203,8 @@ def build_chat(
     portal = Portal(ChatRealm(state), checkers)
     gate = LoginGate(portal, accounts, lockout, address_lockout, manager, metrics)
     factory = ChatFactory(gate, reactor, policy, metrics)
+    factory.registry.address_bans = state.moderation.address_refusal
+    state.moderation.granted = tuple(config.get("operator") or ())
     retention = HistoryRetention(
         store,
         reactor,

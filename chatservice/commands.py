@@ -15,7 +15,7 @@ from typing import Any
 
 from chatservice import events
 from chatservice.history import parse_cursor
-from chatservice.timefmt import parse_relative, parse_timestamp
+from chatservice.timefmt import parse_duration, parse_relative, parse_timestamp
 
 WORD = "word"
 """An argument that is one whitespace-free word (a user name)."""
@@ -44,6 +44,11 @@ BAD_TIME = (
     "Error. Give the time as 10m, 2h, today, yesterday or dd Mmm yyyy hh:mm:ss,"
     " e.g. 1 Jun 2022 16:00:00."
 )
+DURATION = "duration"
+"""A length of time: ``30s``, ``10m``, ``2h``, ``7d`` (JSON: that string, or seconds).
+
+Optional in text: taken only when the next word is one (else it is left for
+the next argument, a reason)."""
 CURSOR = "cursor"
 """Where the next page of ``read`` starts, as the last page said (:mod:`chatservice.history`)."""
 
@@ -74,6 +79,15 @@ class CommandError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+INVALID_COMMAND = "Error. Invalid command (type help for the list)"
+"""The reply to a command that does not exist, or that the user may not know of."""
+
+
+def invalid_command() -> CommandError:
+    """The error of a command that does not exist (or, to a non-operator, an operator command)."""
+    return CommandError("invalid_command", INVALID_COMMAND)
 
 
 def unavailable() -> CommandError:
@@ -115,6 +129,8 @@ class Command:
     summary: str
     aliases: tuple[str, ...] = ()
     handler: str = field(default="", kw_only=True)
+    operator: bool = field(default=False, kw_only=True)
+    """Whether only operators may run it (and know of it)."""
 
     @property
     def usage(self) -> str:
@@ -133,18 +149,23 @@ class Request:
     """A parsed request: a command name from :data:`COMMANDS` and its arguments.
 
     ``request_id`` is the JSON ``id`` field, echoed in the reply; ``None`` for
-    text requests.
+    text requests.  ``problem`` is what was wrong with the arguments of an
+    operator command (they are then empty): the session raises it once it
+    knows the user is an operator, and the usual invalid-command error
+    otherwise.
     """
 
     command: str
     arguments: dict[str, Any] = field(default_factory=dict)
     request_id: Any = None
+    problem: CommandError | None = None
 
 
 _USER = Argument("to", "user")
 _TARGET = Argument("target", "user")
 _TEXT = Argument("message", "text", TEXT)
 _ROOM = Argument("room", "id", COUNT)
+_REASON = Argument("reason", "reason", TEXT, False)
 
 COMMANDS: tuple[Command, ...] = (
     Command("whoelse", (), "list the other users online now", ("who",), handler="whoelse"),
@@ -280,6 +301,50 @@ COMMANDS: tuple[Command, ...] = (
         "this list, or one command and its other names",
         handler="help",
     ),
+    # Operators only (see the module docstring).
+    Command("kick", (_TARGET, _REASON), "end <user>'s session", handler="kick", operator=True),
+    Command(
+        "ban",
+        (
+            Argument("target", "user|address|cidr"),
+            Argument("duration", "duration", DURATION, False),
+            _REASON,
+        ),
+        "ban a user, an address or a network for <duration> (10m, 2h, 7d; none: for good)",
+        handler="ban",
+        operator=True,
+    ),
+    Command(
+        "unban",
+        (Argument("target", "user|address|cidr|id"),),
+        "remove a ban (by what it bans, or its number)",
+        handler="unban",
+        operator=True,
+    ),
+    Command("bans", (), "list the bans in force", handler="list_bans", operator=True),
+    Command(
+        "mute",
+        (_TARGET, Argument("duration", "duration", DURATION), _REASON),
+        "refuse <user>'s messages for <duration> (10m, 2h, 7d)",
+        handler="mute",
+        operator=True,
+    ),
+    Command("unmute", (_TARGET,), "undo mute <user>", handler="unmute", operator=True),
+    Command(
+        "announce",
+        (_TEXT,),
+        "a server notice to everyone online",
+        handler="announce",
+        operator=True,
+    ),
+    Command(
+        "whois",
+        (_TARGET,),
+        "<user>'s address, login and idle time, client, state and node",
+        handler="whois",
+        operator=True,
+    ),
+    Command("rehash", (), "reload the server's configuration", handler="rehash", operator=True),
 )
 
 
@@ -287,10 +352,22 @@ def _aliases(commands: tuple[Command, ...]) -> tuple[tuple[str, str], ...]:
     return tuple((alias, command.name) for command in commands for alias in command.aliases)
 
 
+USER_COMMANDS = tuple(command for command in COMMANDS if not command.operator)
+"""The commands everyone may run."""
+
+OPERATOR_COMMANDS = frozenset(command.name for command in COMMANDS if command.operator)
+"""The names of the commands only operators may run."""
+
 HELP = events.HelpText(
-    tuple((command.usage, command.summary) for command in COMMANDS), _aliases(COMMANDS)
+    tuple((command.usage, command.summary) for command in USER_COMMANDS),
+    _aliases(USER_COMMANDS),
 )
 """The reply to ``help``: every command's usage and summary, and the other names."""
+
+OPERATOR_HELP = events.HelpText(
+    tuple((command.usage, command.summary) for command in COMMANDS), _aliases(COMMANDS)
+)
+"""The reply to an operator's ``help``: the operator commands too (last)."""
 
 _BY_NAME: dict[str, Command] = {}
 for _command in COMMANDS:
@@ -329,30 +406,31 @@ def lookup(name: str, subcommand: str | None = None) -> tuple[Command, bool]:
     except KeyError:
         if name in _GROUPS:
             raise CommandError("invalid_command", _group_usage(name)) from None
-        raise CommandError(
-            "invalid_command", "Error. Invalid command (type help for the list)"
-        ) from None
+        raise invalid_command() from None
 
 
-def help_for(topic: str | None) -> events.HelpText:
+def help_for(topic: str | None, operator: bool = False) -> events.HelpText:
     """The reply to ``help`` (``topic`` ``None``) or ``help TOPIC``: one command (by any
     of its names), or the commands it starts (``room``).
 
+    :param operator: whether the user is an operator (else the operator
+        commands are unknown to help, as to everything else).
     :raises CommandError: ``invalid_command`` when no command has that name.
     """
     if topic is None or not topic.strip():
-        return HELP
+        return OPERATOR_HELP if operator else HELP
+    commands = COMMANDS if operator else USER_COMMANDS
     words = topic.lower().split()
     wanted = " ".join(words[:2])
     found = tuple(
         command
-        for command in COMMANDS
+        for command in commands
         if wanted == command.name or wanted in command.aliases
     )
     if not found and len(words) > 1:
-        found = tuple(c for c in COMMANDS if words[0] == c.name or words[0] in c.aliases)
+        found = tuple(c for c in commands if words[0] == c.name or words[0] in c.aliases)
     if not found:
-        found = tuple(c for c in COMMANDS if c.name.split()[0] == words[0] and " " in c.name)
+        found = tuple(c for c in commands if c.name.split()[0] == words[0] and " " in c.name)
     if not found:
         raise CommandError(
             "invalid_command",
@@ -416,6 +494,22 @@ def convert(command: Command, argument: Argument, value: Any) -> Any:
             return parse_timestamp(value) if relative is None else relative
         except (TypeError, ValueError, OverflowError):
             raise CommandError("bad_argument", BAD_TIME) from None
+    if argument.kind == DURATION:
+        seconds = math.nan
+        if isinstance(value, str) and value.isascii():
+            try:
+                seconds = parse_duration(value, unit_required=True)
+            except ValueError:
+                pass
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            seconds = float(value)
+        if not 0 < seconds <= MAX_SECONDS:  # false for NaN too
+            raise CommandError(
+                "bad_argument",
+                f"Error. <{argument.label}> is like 30s, 10m, 2h or 7d."
+                f" Usage: {command.usage}",
+            )
+        return seconds
     if argument.kind == CURSOR:
         try:
             parse_cursor(value)

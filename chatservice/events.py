@@ -125,7 +125,8 @@ class LoginRejected(Event):
     ``reason`` is one of ``unknown_user``, ``wrong_password``, ``locked`` (this
     failure locked the account), ``blocked`` (the account is locked from an
     earlier failure), ``already_logged_in``, ``invalid_username``,
-    ``unavailable`` (the accounts could not be checked).
+    ``unavailable`` (the accounts could not be checked), ``banned`` (an
+    operator banned the user or the address; ``retry_after``: until it ends).
     """
 
     reason: str
@@ -432,6 +433,89 @@ class FileIncoming(Event):
     token: str
 
 
+# Operators ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class ServerNotice(Event):
+    """A notice from the server to everyone online (an operator's ``announce``), marked as such.
+
+    ``sender`` is the operator who sent it; ``sent_at`` the server's clock.
+    """
+
+    sender: str
+    text: str
+    sent_at: float
+
+
+@dataclass(frozen=True, eq=False)
+class OperatorDone(Event):
+    """Reply to ``kick``, ``ban``, ``unban``, ``mute``, ``unmute`` and ``announce``: what was done.
+
+    :param action: the command.
+    :param target: who or what it was done to (``kick``, ``mute``,
+        ``unmute``: a user; ``ban``, ``unban``: what the ban names; empty
+        for ``announce``).
+    :param count: sessions ended (``kick``, ``ban``), bans removed
+        (``unban``), or users told (``announce``).
+    :param until: when the ban or mute ends (``None``: a ban for good).
+    :param ban_id: the ban's number (``ban``).
+    :param kind: what the ban names: ``user``, ``address`` or ``network`` (``ban``).
+    :param reason: the reason given (may be empty).
+    """
+
+    action: str
+    target: str
+    count: int = 0
+    until: float | None = None
+    ban_id: int | None = None
+    kind: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class BanReport(Event):
+    """Reply to ``bans``: the bans in force, oldest first.
+
+    ``bans`` holds ``(ban_id, kind, target, set_by, set_at, expires_at,
+    reason)`` each (``expires_at`` ``None``: for good).
+    """
+
+    bans: tuple[tuple[int, str, str, str, float, float | None, str], ...]
+
+
+@dataclass(frozen=True, eq=False)
+class WhoisReport(Event):
+    """Reply to ``whois``: what the server knows of an online user.
+
+    :param client: ``text``, ``telnet``, ``json`` or ``web`` (empty when
+        another node has the user and did not say).
+    :param tls: whether the connection is encrypted (``None``: not known here).
+    :param idle: seconds since the user's last command (``None``: not known
+        here, the user is on another node).
+    :param node: the cluster node the user is on (``None``: not clustered).
+    """
+
+    username: str
+    host: str
+    logged_in_at: float
+    idle: float | None
+    client: str
+    tls: bool | None
+    busy: bool
+    hidden: bool
+    guest: bool
+    operator: bool
+    node: str | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class RehashReport(Event):
+    """Reply to ``rehash``: one line per setting reloaded or kept (what changed)."""
+
+    lines: tuple[str, ...]
+
+
 # End of a session -------------------------------------------------------------
 
 
@@ -440,8 +524,8 @@ class Disconnected(Event):
     """The server is closing this connection.
 
     ``reason`` is one of ``logout``, ``timeout``, ``locked``, ``shutdown``,
-    ``banned``, ``outdated_client`` (with ``server_version``); ``message`` says
-    it to a human.
+    ``banned``, ``kicked``, ``outdated_client`` (with ``server_version``);
+    ``message`` says it to a human.
     """
 
     reason: str

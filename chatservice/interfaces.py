@@ -34,6 +34,10 @@ class ClientConnection(Protocol):
     udp_port: int | None
     congested: bool
     """Whether the client has stopped reading (its direct messages are kept)."""
+    kind: str
+    """What the client is: ``text``, ``telnet``, ``json`` or ``web`` (``whois``)."""
+    secure: bool | None
+    """Whether the connection is encrypted (``None``: not known)."""
 
     def deliver(self, event: events.Event) -> None:
         """Send ``event`` to the user (buffered; never blocks)."""
@@ -140,6 +144,8 @@ class IChatSession(Interface):
 class ClusterPeers(Protocol):
     """The other nodes of a cluster, as the chat state sees them (``chatservice.cluster.node``)."""
 
+    name: str
+    """This node's name."""
     remote: dict[str, ChatMember]
     """The users online on the other nodes."""
 
@@ -171,3 +177,6 @@ class ClusterPeers(Protocol):
 
     def room_changed(self, room_id: int, members: frozenset[str] | None) -> None:
         """A room was created or changed, or removed (``None``)."""
+
+    def moderation(self, action: dict[str, Any]) -> None:
+        """An operator kicked, banned, unbanned or muted here: the other nodes do it too."""

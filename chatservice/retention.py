@@ -20,7 +20,6 @@ store deletes each message once (see :mod:`chatservice.store.postgres`).
 
 from __future__ import annotations
 
-import re
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -28,6 +27,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatservice.store.interface import IChatStore
+from chatservice.timefmt import parse_duration
+
+__all__ = ["BATCH", "INTERVAL", "HistoryRetention", "parse_duration"]
 
 log = Logger()
 
@@ -35,20 +37,6 @@ INTERVAL = 60.0
 """Seconds between two sweeps, by default."""
 BATCH = 200
 """Messages forgotten in one store call at most, by default."""
-
-_DURATION = re.compile(r"([0-9]{1,12}(?:\.[0-9]{1,6})?)([smhd]?)")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds from ``text``: a number, optionally followed by ``s``, ``m``, ``h`` or ``d``.
-
-    :raises ValueError: when ``text`` is not such a duration.
-    """
-    match = _DURATION.fullmatch(text.strip().lower())
-    if match is None:
-        raise ValueError(f"not a duration: {text!r}")
-    return float(match.group(1)) * _UNITS[match.group(2)]
 
 
 class HistoryRetention:

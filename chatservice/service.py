@@ -162,6 +162,7 @@ class ChatService(MultiService):
         self.activity.users_changed()
         if self.retention is not None:
             self.retention.start()
+        self.state.moderation.start()
         self.serving = True
         self.factory.registry.ready = True
         log.info(
@@ -197,6 +198,7 @@ class ChatService(MultiService):
         self.factory.registry.ready = False
         listeners = super().stopService() if self.running else defer.succeed(None)
         retention = self.retention.stop() if self.retention is not None else defer.succeed(None)
+        self.state.moderation.stop()
         d = self.factory.disconnect_all(SHUTDOWN)
         d.addCallback(lambda _: self._end_remaining_sessions())
         d.addCallback(lambda _: self.factory.output_batcher.flush_now())

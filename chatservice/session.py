@@ -27,11 +27,19 @@ from zope.interface import implementer
 
 from chatservice import events
 from chatservice.auth.accounts import AccountError
-from chatservice.commands import COMMANDS, CommandError, Request, help_for, unavailable
+from chatservice.commands import (
+    COMMANDS,
+    OPERATOR_COMMANDS,
+    CommandError,
+    Request,
+    help_for,
+    unavailable,
+)
 from chatservice.delivery import EVERYONE, Audience, Delivery, DeliveryReport
 from chatservice.interfaces import ClientConnection, ChatMember, IChatSession
 from chatservice.rooms import BROADCAST_CHANNEL, Room
 from chatservice.history import PAGE_ENTRIES, cut_page, format_cursor, parse_cursor, start_after
+from chatservice.operators import OperatorCommands
 from chatservice.state import ChatState
 from chatservice.store.interface import HistoryEntry, HistoryPosition, StoredMessage
 from chatservice.timefmt import RelativeTime
@@ -58,12 +66,15 @@ _SHORT_REASONS = {
 }
 
 
+SPEAKING = frozenset({"message", "send", "broadcast", "room send"})
+"""The commands that send a message: refused while the user is muted."""
+
 SHOWN_REMEMBERED = 1024
 """How many shown message ids a session remembers: far more than can be in flight between nodes."""
 
 
 @implementer(IChatSession)
-class Session:
+class Session(OperatorCommands):
     """A logged-in user.
 
     :param state: the server's chat state.
@@ -78,7 +89,7 @@ class Session:
     __slots__ = (
         "state", "username", "client", "logged_in_at", "guest", "hidden",
         "auto_reply", "_auto_replied", "_missed", "_typing_expiry", "_typing_to",
-        "_fetching", "_shown", "last_logout",
+        "_fetching", "_shown", "last_logout", "last_active",
     )
 
     def __init__(
@@ -109,6 +120,8 @@ class Session:
         made at the first one from another node), so that none is shown twice."""
         self.last_logout: float | None = None
         """When this user was last seen online before this login (``None``: never, or a guest)."""
+        self.last_active = logged_in_at
+        """When this user last sent a command (``whois`` shows the idle time)."""
 
     @property
     def busy_now(self) -> bool:
@@ -173,12 +186,19 @@ class Session:
             ``message_too_long`` for too long a message, and any error found
             before the store is asked).
         """
+        state = self.state
         handler = _HANDLERS.get(request.command)
-        self.state.metrics.command(request.command)
+        state.metrics.command(request.command)
+        self.last_active = state.clock.seconds()
         if handler is None:
             raise CommandError(
                 "invalid_command", f"Error. {request.command} is not available here."
             )
+        if request.command in OPERATOR_COMMANDS:
+            # Before any other check: a non-operator learns nothing of it.
+            return self.as_operator(handler, request)
+        if state.moderation.mutes and request.command in SPEAKING:
+            state.moderation.check_not_muted(self.username)
         message = request.arguments.get("message")
         limit = self.state.max_message_length
         if isinstance(message, str) and len(message) > limit:
@@ -766,9 +786,13 @@ class Session:
 
     # Connection-level commands ---------------------------------------------------
 
-    def help(self, command: str | None = None) -> events.HelpText:
-        """Every command's usage and summary, or one command's (``help COMMAND``)."""
-        return help_for(command)
+    def help(self, command: str | None = None) -> defer.Deferred[events.HelpText]:
+        """Every command's usage and summary, or one command's (``help COMMAND``).
+
+        The operator commands are listed to operators only (the store says who is one).
+        """
+        d = self.state.moderation.is_operator(self.username)
+        return d.addCallback(lambda operator: help_for(command, operator))
 
     def logout(self) -> events.Disconnected:
         """Say goodbye; the connection sends it, then closes (which ends this session)."""

@@ -48,6 +48,7 @@ from chatservice.interfaces import (
     PasswordChanger,
 )
 from chatservice.metrics import ChatMetrics
+from chatservice.moderation import Moderation
 from chatservice.rooms import BROADCAST_CHANNEL, RoomDirectory
 from chatservice.store.interface import HistoryEntry, IChatStore, StoredMessage
 
@@ -134,14 +135,22 @@ class ChatState:
         self._removing: set[str] = set()
         """Users being removed (:meth:`remove_user`): their logout records no last-seen time."""
 
+        self.moderation = Moderation(self)
+        """The operators, the bans in force and the mutes."""
+        self.rehash: Callable[[str], defer.Deferred[list[str]]] | None = None
+        """Reloads the server's configuration for an operator's ``rehash``: given who
+        asked, fires with lines saying what changed (``None``: reloading is not available)."""
+
     def load(self) -> defer.Deferred[None]:
-        """Load the accounts, then read the block lists, last-seen times and rooms from the store; fires when done."""
+        """Load the accounts, then read the block lists, last-seen times, rooms, operators and
+        bans from the store; fires when done."""
         d = self.accounts.load()
         d.addCallback(lambda _: self.store.blocks())
         d.addCallback(self._load_blocks)
         d.addCallback(lambda _: self.store.last_seen())
         d.addCallback(self._load_last_seen)
         d.addCallback(lambda _: self.rooms.load())
+        d.addCallback(lambda _: self.moderation.load())
         return d
 
     def _load_blocks(self, pairs: Iterable[tuple[str, str]]) -> None:
@@ -188,7 +197,10 @@ class ChatState:
 
         :param guest: whether ``username`` is a guest's name (not an account).
         :raises AlreadyLoggedIn: if ``username`` is online elsewhere.
+        :raises ~chatservice.auth.errors.Banned: if an operator banned
+            ``username`` or the client's address.
         """
+        self.moderation.check_login(username, client.host)
         if username in self.sessions or username in self.claiming:
             raise AlreadyLoggedIn(username)
         session = self.session_factory(self, username, client, self.clock.seconds(), guest)

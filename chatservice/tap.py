@@ -222,10 +222,15 @@ class Options(usage.Options):
         self["ban"] = []
         self["web"] = []
         self["web-origin"] = []
+        self["operator"] = []
 
     def opt_ban(self, address: str) -> None:
         """Refuse connections from this address or network, e.g. 203.0.113.7 or 10.0.0.0/8 (repeatable)"""
         self["ban"].append(address)
+
+    def opt_operator(self, username: str) -> None:
+        """Make this account an operator at start, kept in the store (repeatable; the server does not start if there is no such account)"""
+        self["operator"].append(username)
 
     def opt_listen(self, description: str) -> None:
         """Listen on this endpoint, e.g. tcp:4119 or ssl:4120:privateKey=key.pem:certKey=cert.pem; haproxy:tcp:4119 behind a load balancer sending the PROXY header (repeatable) [default: tcp:4119]"""

@@ -2,7 +2,8 @@
 
 Where a past time is asked for (``read``), a relative one also does:
 ``10m``, ``2h``, ``30s``, ``1d`` ago, ``today`` or ``yesterday`` (from
-midnight): :func:`parse_relative`.
+midnight): :func:`parse_relative`.  A length of time (an operator's ``ban``
+or ``mute``) is written the same way: :func:`parse_duration`.
 """
 
 from __future__ import annotations
@@ -62,3 +63,20 @@ def parse_relative(text: str) -> RelativeTime | None:
     if word in _DAYS_BACK or _RELATIVE.fullmatch(word):
         return RelativeTime(word)
     return None
+
+
+
+_DURATION = re.compile(r"([0-9]{1,12}(?:\.[0-9]{1,6})?)([smhd]?)")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str, unit_required: bool = False) -> float:
+    """Seconds from ``text``: a number, followed by ``s``, ``m``, ``h`` or ``d``
+    (or by nothing, for seconds, unless ``unit_required``).
+
+    :raises ValueError: when ``text`` is not such a duration.
+    """
+    match = _DURATION.fullmatch(text.strip().lower())
+    if match is None or (unit_required and not match.group(2)):
+        raise ValueError(f"not a duration: {text!r}")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]

@@ -471,7 +471,7 @@ class ServiceStartTests(unittest.TestCase):
         self.assertEqual([server[0] for server in self.reactor.tcpServers], [4119], "bound as root would")
         self.service.startService()
         self.assertTrue(self.service.running)
-        for call in ("open", "blocks", "last_seen", "rooms", "highest_room_id"):
+        for call in ("open", "blocks", "last_seen", "rooms", "highest_room_id", "operators", "bans"):
             self.assertFalse(self.service.serving)
             early = self.harness.connect()  # (the harness discards the first output)
             self.assertTrue(early.closed, "refused while loading")
@@ -509,7 +509,7 @@ class ServiceStartTests(unittest.TestCase):
         self.slow.answer("open")
         self.slow.answer("close")
         self.successResultOf(d)
-        for call in ("blocks", "last_seen", "rooms", "highest_room_id"):
+        for call in ("blocks", "last_seen", "rooms", "highest_room_id", "operators", "bans"):
             self.slow.answer(call)
         self.assertFalse(self.service.serving)
         self.assertFalse(self.harness.factory.registry.ready)

@@ -71,6 +71,8 @@ class ServerCommandTests(unittest.TestCase):
                     words.append("1 Jun 2022 16:00:00")
                 elif argument.kind == "cursor":
                     words.append("1654092000.0/broadcast/3")
+                elif argument.kind == "duration":
+                    words.append("10m")
                 else:
                     words.append("hans")
             with self.subTest(command=command.name):

@@ -365,6 +365,7 @@ class LoginRejectionTests(unittest.TestCase):
             errors.ScramUnavailable("x"): "scram_unavailable",
             errors.LoginUnavailable(): "unavailable",
             AlreadyLoggedIn("x"): "already_logged_in",
+            errors.Banned("Error. You are banned."): "banned",
         }
         covered = {type(error) for error in cases}
         for expected in EXPECTED_ERRORS:
@@ -375,6 +376,8 @@ class LoginRejectionTests(unittest.TestCase):
             self.assertTrue(rejection.message, error)
         self.assertEqual(login_rejection(errors.AccountLocked(7.5), "yoda").retry_after, 7.5)
         self.assertIn("too long", login_rejection(errors.InvalidUsername("too long"), "x").message)
+        banned = login_rejection(errors.Banned("Error. You are banned until then.", 60.0), "x")
+        self.assertEqual((banned.message, banned.retry_after), ("Error. You are banned until then.", 60.0))
 
 
 class ClosedConnectionTests(HarnessTestCase):

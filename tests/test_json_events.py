@@ -114,10 +114,35 @@ EVENTS: dict[type[events.Event], st.SearchStrategy[events.Event]] = {
     events.FileIncoming: st.builds(
         events.FileIncoming, words, words, st.none() | count, words
     ),
+    events.ServerNotice: st.builds(events.ServerNotice, words, words, when),
+    events.OperatorDone: st.builds(
+        events.OperatorDone,
+        st.sampled_from(["kick", "ban", "unban", "mute", "unmute", "announce"]) | words,
+        words,
+        count,
+        st.none() | when,
+        st.none() | count,
+        st.sampled_from(["user", "address", "network"]),
+        words,
+    ),
+    events.BanReport: st.builds(
+        events.BanReport,
+        st.lists(
+            st.tuples(count, words, words, words, when, st.none() | when, words), max_size=3
+        ).map(tuple),
+    ),
+    events.WhoisReport: st.builds(
+        events.WhoisReport,
+        words, words, when, st.none() | st.floats(0, 1e6),
+        st.sampled_from(["text", "telnet", "json", "web"]) | words,
+        st.none() | st.booleans(), st.booleans(), st.booleans(), st.booleans(), st.booleans(),
+        st.none() | words,
+    ),
+    events.RehashReport: st.builds(events.RehashReport, names),
     events.Disconnected: st.builds(
         events.Disconnected,
         st.sampled_from(
-            ["logout", "timeout", "locked", "shutdown", "banned", "outdated_client"]
+            ["logout", "timeout", "locked", "shutdown", "banned", "kicked", "outdated_client"]
         )
         | words,
         words,
@@ -243,6 +268,13 @@ def sample_events() -> list[events.Event]:
         events.Disconnected("shutdown", "Going down."),
         events.Disconnected("banned", "Banned."),
         events.Disconnected("outdated_client", "Upgrade.", "2.0"),
+        events.Disconnected("kicked", "Kicked by yoda."),
+        events.ServerNotice("yoda", "Restart at ten.", 1_700_000_000.0),
+        events.OperatorDone("ban", "10.0.0.0/8", 2, 1_700_000_060.0, 3, "network", "spam"),
+        events.OperatorDone("kick", "hans", 1),
+        events.BanReport(((3, "network", "10.0.0.0/8", "yoda", 1_700_000_000.0, None, "spam"),)),
+        events.WhoisReport("hans", "10.0.0.2", 1_700_000_000.0, 5.0, "json", False, False, False, False, False, "a"),
+        events.RehashReport(("ban file: unchanged",)),
     ]
 
 

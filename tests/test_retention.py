@@ -207,7 +207,7 @@ class ServiceRetentionTests(unittest.TestCase):
         service.startService()
         reactor.advance(0)
         self.assertNotIn("purge_history", slow.waiting(), "not before the state is loaded")
-        for call in ("open", "blocks", "last_seen", "rooms", "highest_room_id"):
+        for call in ("open", "blocks", "last_seen", "rooms", "highest_room_id", "operators", "bans"):
             slow.answer(call)
         reactor.advance(0)
         self.assertEqual(slow.waiting(), ["purge_history"])

@@ -330,8 +330,9 @@ class StopTests(ServiceTestCase):
 
     def test_stop_with_scheduled_write(self) -> None:
         self.service.startService()
-        # The start's user log write is still scheduled: stopping writes it now.
-        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        # The start's user log write is still scheduled (and the bans' next
+        # reading from the store): stopping writes it now.
+        self.assertEqual(len(self.clock.getDelayedCalls()), 2)
         self.stop()
         self.assertEqual(self.userlog(), "")
         self.assertEqual(self.runner.calls, 1)

@@ -21,7 +21,7 @@ from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from chatservice.store import postgres as postgres_module
-from chatservice.store.interface import StoredMessage
+from chatservice.store.interface import Ban, StoredMessage
 from chatservice.store.postgres import PostgresStore, StoreError, redact, schema_version
 from tests import pg_support
 
@@ -383,21 +383,21 @@ class MigrationTests(PostgresTestCase):
 
     async def test_created_from_nothing(self) -> None:
         await self.opened()
-        self.assertEqual(schema_version(), 2)
+        self.assertEqual(schema_version(), 3)
         self.assertEqual(
-            self.inspect("SELECT array_agg(version ORDER BY version) FROM schema_version"), [1, 2]
+            self.inspect("SELECT array_agg(version ORDER BY version) FROM schema_version"), [1, 2, 3]
         )
         tables = self.inspect(
             "SELECT array_agg(tablename::text ORDER BY tablename) FROM pg_tables"
             " WHERE schemaname = 'public'"
         )
         self.assertEqual(sorted(tables), sorted(postgres_module.TABLES | {"schema_version"}))
-        self.assertTrue(any("schema version 2, was 0" in formatEvent(e) for e in self.events))
+        self.assertTrue(any("schema version 3, was 0" in formatEvent(e) for e in self.events))
 
     async def test_reopen_does_not_migrate_again(self) -> None:
         await (await self.opened()).close()
         await self.opened()
-        self.assertEqual(self.inspect("SELECT COUNT(*) FROM schema_version"), 2)
+        self.assertEqual(self.inspect("SELECT COUNT(*) FROM schema_version"), 3)
 
     async def test_migrates_to_newer_schema(self) -> None:
         first = PostgresStore(self.dsn, reactor)
@@ -411,7 +411,7 @@ class MigrationTests(PostgresTestCase):
             + [("ALTER TABLE offline_messages ADD COLUMN flags INTEGER NOT NULL DEFAULT 0",)],
         )
         store = await self.opened()
-        self.assertEqual(self.inspect("SELECT MAX(version) FROM schema_version"), 3)
+        self.assertEqual(self.inspect("SELECT MAX(version) FROM schema_version"), 4)
         self.assertEqual(self.inspect("SELECT flags FROM offline_messages"), 0)
         self.assertEqual(await store.offline_messages("hans"), [message])
 
@@ -423,7 +423,7 @@ class MigrationTests(PostgresTestCase):
             postgres_module.MIGRATIONS + [("CREATE TABLE extra (x INTEGER)", "THIS IS NOT SQL")],
         )
         await self.refused(PostgresStore(self.dsn, reactor), "syntax error")
-        self.assertEqual(self.inspect("SELECT MAX(version) FROM schema_version"), 2)
+        self.assertEqual(self.inspect("SELECT MAX(version) FROM schema_version"), 3)
         self.assertIsNone(self.inspect("SELECT to_regclass('extra')"))
 
     async def test_newer_schema_refused(self) -> None:
@@ -431,10 +431,36 @@ class MigrationTests(PostgresTestCase):
         self.execute("INSERT INTO schema_version (version) VALUES (7)")
         error = await self.refused(PostgresStore(self.dsn, reactor), "schema version 7")
         self.assertIn(redact(self.dsn), str(error))
-        self.assertIn("newer than this server knows (2)", str(error))
+        self.assertIn("newer than this server knows (3)", str(error))
         self.assertEqual(
-            self.inspect("SELECT array_agg(version ORDER BY version) FROM schema_version"), [1, 2, 7]
+            self.inspect("SELECT array_agg(version ORDER BY version) FROM schema_version"), [1, 2, 3, 7]
         )
+
+    async def test_version_2_gets_operators_and_bans(self) -> None:
+        """A version 2 database keeps its accounts and gains the operator and ban tables."""
+        full = postgres_module.MIGRATIONS
+        self.patch(postgres_module, "MIGRATIONS", full[:2])
+        first = PostgresStore(self.dsn, reactor)
+        await first.open()
+        await first.add_account("yoda", "wise", None)
+        await first.close()
+        self.patch(postgres_module, "MIGRATIONS", full)
+        store = await self.opened()
+        self.assertEqual(
+            self.inspect("SELECT array_agg(version ORDER BY version) FROM schema_version"), [1, 2, 3]
+        )
+        self.assertTrue(await store.set_operator("yoda", True))
+        self.assertEqual(await store.operators(), {"yoda"})
+        ban = await store.add_ban(Ban("network", "192.0.2.0/24", "yoda", T, None, "spam"))
+        self.assertEqual(await store.bans(), [ban])
+
+    async def test_removed_account_takes_operator_status(self) -> None:
+        store = await self.opened()
+        await store.add_account("yoda", "wise", None)
+        await store.set_operator("yoda", True)
+        self.execute("DELETE FROM chat_accounts WHERE username = 'yoda'")
+        await store.add_account("yoda", "impostor", None)
+        self.assertEqual(await store.operators(), set())
 
     async def test_version_1_gets_the_accounts(self) -> None:
         """A database made by the code of version 1 (before the accounts) is migrated to 2."""
@@ -448,7 +474,7 @@ class MigrationTests(PostgresTestCase):
         self.assertEqual(self.inspect("SELECT to_regclass('chat_accounts')"), None)
         store = await self.opened()
         self.assertEqual(
-            self.inspect("SELECT array_agg(version ORDER BY version) FROM schema_version"), [1, 2]
+            self.inspect("SELECT array_agg(version ORDER BY version) FROM schema_version"), [1, 2, 3]
         )
         self.assertEqual(await store.offline_messages("hans"), [message])
         self.assertTrue(await store.add_account("yoda", "wise", None))

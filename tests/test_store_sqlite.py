@@ -26,6 +26,7 @@ from chatservice import tap
 from chatservice.activitylog import LOG_PATTERNS
 from chatservice.store import sqlite as sqlite_module
 from chatservice.store.interface import StoredMessage
+from chatservice.store.interface import Ban
 from chatservice.store.sqlite import APPLICATION_ID, SQLiteStore, StoreError, schema_version
 
 T = 1_700_000_000.0
@@ -171,7 +172,7 @@ class SetupTests(SQLiteTestCase):
 
     def test_schema_version_and_application_id(self) -> None:
         self.opened()
-        self.assertEqual(schema_version(), 3)
+        self.assertEqual(schema_version(), 4)
         self.assertEqual(self.inspect("PRAGMA user_version"), schema_version())
         self.assertEqual(self.inspect("PRAGMA application_id"), APPLICATION_ID)
 
@@ -296,6 +297,32 @@ class MigrationTests(SQLiteTestCase):
         self.assertEqual(store.usernames(), [])
         self.assertTrue(store.add_account("yoda", "wise", None))
         self.assertEqual(store.account("yoda"), ("wise", None))
+
+    def test_version_4_gets_operators_and_bans(self) -> None:
+        """A version 3 database keeps its accounts and gains the operator and ban tables."""
+        migrations = sqlite_module.MIGRATIONS
+        self.patch(sqlite_module, "MIGRATIONS", migrations[:3])
+        store = self.opened()
+        store.add_account("yoda", "wise", None)
+        store.close()
+        self.patch(sqlite_module, "MIGRATIONS", migrations)
+        self.assertEqual(SQLiteStore(self.path).check(), 3)
+        store = self.opened()
+        self.assertEqual(self.inspect("PRAGMA user_version"), 4)
+        self.assertEqual(store.operators(), set())
+        self.assertTrue(store.set_operator("yoda", True))
+        self.assertEqual(store.operators(), {"yoda"})
+        self.assertEqual(store.add_ban(Ban("user", "vader", "yoda", T)).ban_id, 1)
+
+    def test_removed_account_takes_operator_status(self) -> None:
+        """An account deleted (as the admin tool does) is no operator, nor is a new one of that name."""
+        store = self.opened()
+        store.add_account("yoda", "wise", None)
+        store.set_operator("yoda", True)
+        store._db.execute("DELETE FROM chat_accounts WHERE username = 'yoda'")
+        self.assertEqual(self.inspect("SELECT COUNT(*) FROM chat_operators"), 0)
+        store.add_account("yoda", "impostor", None)
+        self.assertEqual(store.operators(), set())
 
     def test_migrates_to_newer_schema(self) -> None:
         message = self.make_version_1()

@@ -167,6 +167,16 @@ class TestValues:
             "unix:/tmp/chat.sock",
         ]
 
+    def test_operator_is_repeatable_and_reaches_the_state(self, credentials: Path, tmp_path: Path) -> None:
+        config = parse(
+            "--credentials", str(credentials), "--operator", "yoda", "--operator", "hans",
+            "--data-dir", str(tmp_path / "data"),
+        )
+        assert config["operator"] == ["yoda", "hans"]
+        assert parse("--credentials", str(credentials))["operator"] == []
+        top = tap.makeService(config, reactor=MemoryReactor())
+        assert top.state.moderation.granted == ("yoda", "hans")
+
     def test_data_dir_user_expanded(
         self, credentials: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     ) -> None:

@@ -688,3 +688,29 @@ def test_an_account_without_scram_keys_logs_in_with_its_password(
     page = browsers(server)
     page.log_in("obiwan", "kenobi")
     page.send("logged in after scram_unavailable")
+
+
+def test_server_notice_and_kick_are_shown(browsers: Callable[..., Page]) -> None:
+    """An operator's announce shows as a server notice; a kick ends the session, not logged in again by itself."""
+    server = start_server(timeout=120, options=["--operator", "yoda"])
+    try:
+        page = browsers(server)
+        page.log_in("hans", "falcon")
+        yoda = telnet(server, "yoda", "wise")
+        yoda.send("announce Restart at ten")
+        assert yoda.read_line() == "Server notice sent to 1 user online."
+        page.wait(lambda: "Server notice from yoda: Restart at ten" in page.text("notices"), "the server notice")
+        page.wait(lambda: "*** Server notice from yoda: Restart at ten" in page.messages(), "the notice in Everyone")
+        yoda.send("kick hans that will do")
+        page.wait(
+            lambda: "kicked off this server by yoda (reason: that will do)" in page.text("login-message"),
+            "the kick",
+        )
+        page.screenshot("kicked")
+        assert page.named("Username", "input").is_displayed()
+        assert yoda.sync() == ["hans logged out", "Kicked hans (reason: that will do)."]
+        yoda.send("whoelse")
+        assert yoda.read_line() == "No other users are online.", "not logged in again by itself"
+        yoda.close()
+    finally:
+        stop_server(server)

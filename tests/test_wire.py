@@ -177,6 +177,27 @@ TEXT_REQUESTS: list[tuple[str, Request]] = [
     ("help", Request("help", {"command": None})),
     ("blocks", Request("blocks")),
     ("help room create", Request("help", {"command": "room create"})),
+    # Operators' (the session refuses them to anyone else).
+    ("kick hans", Request("kick", {"target": "hans", "reason": None})),
+    ("kick hans  too loud ", Request("kick", {"target": "hans", "reason": "too loud"})),
+    ("ban hans", Request("ban", {"target": "hans", "duration": None, "reason": None})),
+    ("ban hans 2h", Request("ban", {"target": "hans", "duration": 7200.0, "reason": None})),
+    (
+        "ban 10.0.0.0/8 7d spam from there",
+        Request("ban", {"target": "10.0.0.0/8", "duration": 604800.0, "reason": "spam from there"}),
+    ),
+    (
+        "ban hans spamming 2h ago",
+        Request("ban", {"target": "hans", "duration": None, "reason": "spamming 2h ago"}),
+    ),
+    ("unban #3", Request("unban", {"target": "#3"})),
+    ("bans", Request("bans")),
+    ("mute hans 10m", Request("mute", {"target": "hans", "duration": 600.0, "reason": None})),
+    ("mute hans 30s calm down", Request("mute", {"target": "hans", "duration": 30.0, "reason": "calm down"})),
+    ("unmute hans", Request("unmute", {"target": "hans"})),
+    ("announce Restart at 22:00", Request("announce", {"message": "Restart at 22:00"})),
+    ("whois hans", Request("whois", {"target": "hans"})),
+    ("rehash", Request("rehash")),
 ]
 
 
@@ -1251,6 +1272,110 @@ RENDER_CASES: list[RenderCase] = [
         events.Disconnected("banned", "You are banned."),
         "You are banned.\r\n",
         {"type": "banned", "message": "You are banned."},
+    ),
+    RenderCase(
+        "disconnected_kicked",
+        events.Disconnected("kicked", "You have been kicked off this server by yoda."),
+        "You have been kicked off this server by yoda.\r\n",
+        {"type": "disconnect", "reason": "kicked", "message": "You have been kicked off this server by yoda."},
+    ),
+    RenderCase(
+        "server_notice",
+        events.ServerNotice("yoda", "Restart at 22:00", T),
+        "*** Server notice from yoda: Restart at 22:00\r\n",
+        {"type": "server_notice", "from": "yoda", "message": "Restart at 22:00", "timestamp": T},
+    ),
+    RenderCase(
+        "operator_kick",
+        events.OperatorDone("kick", "hans", 1, reason="too loud"),
+        "Kicked hans (reason: too loud).\r\n",
+        {"type": "operator_done", "action": "kick", "target": "hans", "count": 1, "until": None, "reason": "too loud"},
+    ),
+    RenderCase(
+        "operator_ban",
+        events.OperatorDone("ban", "10.0.0.0/8", 2, T, 3, "network", "spam"),
+        f"Ban #3: network 10.0.0.0/8 is banned until {T_TEXT} (reason: spam); 2 sessions ended.\r\n",
+        {
+            "type": "operator_done", "action": "ban", "target": "10.0.0.0/8", "count": 2, "until": T,
+            "reason": "spam", "ban_id": 3, "kind": "network",
+        },
+    ),
+    RenderCase(
+        "operator_ban_for_good",
+        events.OperatorDone("ban", "hans", 1, None, 4, "user"),
+        "Ban #4: user hans is banned for good; 1 session ended.\r\n",
+        {
+            "type": "operator_done", "action": "ban", "target": "hans", "count": 1, "until": None,
+            "reason": "", "ban_id": 4, "kind": "user",
+        },
+    ),
+    RenderCase(
+        "operator_unban",
+        events.OperatorDone("unban", "hans", 1),
+        "Removed 1 ban of hans.\r\n",
+        {"type": "operator_done", "action": "unban", "target": "hans", "count": 1, "until": None, "reason": ""},
+    ),
+    RenderCase(
+        "operator_mute",
+        events.OperatorDone("mute", "hans", until=T),
+        f"hans is muted until {T_TEXT}.\r\n",
+        {"type": "operator_done", "action": "mute", "target": "hans", "count": 0, "until": T, "reason": ""},
+    ),
+    RenderCase(
+        "operator_unmute",
+        events.OperatorDone("unmute", "hans"),
+        "hans is no longer muted.\r\n",
+        {"type": "operator_done", "action": "unmute", "target": "hans", "count": 0, "until": None, "reason": ""},
+    ),
+    RenderCase(
+        "operator_announce",
+        events.OperatorDone("announce", "", 3),
+        "Server notice sent to 3 users online.\r\n",
+        {"type": "operator_done", "action": "announce", "target": "", "count": 3, "until": None, "reason": ""},
+    ),
+    RenderCase(
+        "bans",
+        events.BanReport(
+            ((1, "user", "vader", "yoda", T, None, ""), (2, "address", "192.0.2.7", "leia", T, T + 60, "spam"))
+        ),
+        f"#1 user vader, by yoda at {T_TEXT}, for good\r\n"
+        f"#2 address 192.0.2.7, by leia at {T_TEXT}, until 14 Nov 2023 22:14:20 (reason: spam)\r\n",
+        {
+            "type": "bans",
+            "bans": [
+                {"id": 1, "kind": "user", "target": "vader", "by": "yoda", "since": T, "until": None, "reason": ""},
+                {"id": 2, "kind": "address", "target": "192.0.2.7", "by": "leia", "since": T, "until": T + 60, "reason": "spam"},
+            ],
+        },
+    ),
+    RenderCase("bans_none", events.BanReport(()), "No bans are in force.\r\n", {"type": "bans", "bans": []}),
+    RenderCase(
+        "whois",
+        events.WhoisReport("hans", "10.0.0.2", T, 65.0, "telnet", True, True, False, False, False, "node-b"),
+        f"hans from 10.0.0.2 (telnet, TLS)\r\n  logged in at {T_TEXT}, idle 0h 01m 05s; busy\r\n"
+        "  on node node-b\r\n",
+        {
+            "type": "whois", "target": "hans", "host": "10.0.0.2", "logged_in_at": T, "idle": 65.0,
+            "client": "telnet", "tls": True, "busy": True, "hidden": False, "guest": False,
+            "operator": False, "node": "node-b",
+        },
+    ),
+    RenderCase(
+        "whois_remote",
+        events.WhoisReport("hans", "10.0.0.2", T, None, "", None, False, True, False, True),
+        f"hans from 10.0.0.2 (unknown client)\r\n  logged in at {T_TEXT}, idle time unknown;"
+        " hidden, operator\r\n",
+        {
+            "type": "whois", "target": "hans", "host": "10.0.0.2", "logged_in_at": T, "idle": None,
+            "client": "", "tls": None, "busy": False, "hidden": True, "guest": False,
+            "operator": True, "node": None,
+        },
+    ),
+    RenderCase(
+        "rehash",
+        events.RehashReport(("ban file: 2 entries (was 1)", "certificates: unchanged")),
+        "Configuration reloaded:\r\n  ban file: 2 entries (was 1)\r\n  certificates: unchanged\r\n",
+        {"type": "rehash", "changes": ["ban file: 2 entries (was 1)", "certificates: unchanged"]},
     ),
     RenderCase(
         "disconnected_outdated_client",

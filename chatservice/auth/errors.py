@@ -57,3 +57,16 @@ class AddressLocked(AccountLocked):
 
 class ScramUnavailable(UnauthorizedLogin):
     """The account has no SCRAM keys (a hash stored before them): log in with a password."""
+
+
+class Banned(UnauthorizedLogin):
+    """An operator banned the user, or the client's address.
+
+    :param message: what the user is told (until when, why).
+    :param retry_after: seconds until the ban ends (``None``: it does not).
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message, retry_after)
+        self.message = message
+        self.retry_after = retry_after

@@ -25,6 +25,7 @@ from chatservice.auth.credentials import login_name_problem
 from chatservice.auth.errors import (
     AccountLocked,
     AddressLocked,
+    Banned,
     GuestsNotAllowed,
     InvalidUsername,
     LoginUnavailable,
@@ -46,7 +47,7 @@ _T = TypeVar("_T")
 
 EXPECTED_ERRORS = (
     UnknownUser, WrongPassword, InvalidUsername, UsernameTaken, AccountLocked,
-    GuestsNotAllowed, ScramUnavailable, AlreadyLoggedIn, LoginUnavailable,
+    GuestsNotAllowed, ScramUnavailable, AlreadyLoggedIn, LoginUnavailable, Banned,
 )
 """How a login may fail; anything else is logged and becomes :class:`LoginUnavailable`."""
 

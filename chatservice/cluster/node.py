@@ -27,6 +27,13 @@
   (``lock``); every node holds it.  A login of a name reads its ``name``
   count (``GET``) to know how long it waits.  Blocks, last-seen times and rooms
   changed on one node are announced so that every node's copies follow.
+- **Operators' actions.**  A kick, ban, unban or mute is announced
+  (``mod``, with the action): every node does it to its own users (a ban
+  is in the shared store already; the others hold it and end the sessions
+  it matches).  A mute is also kept in ``chat:mute:<user>`` (expiring with
+  it), and the bans are read again from the store, at each
+  (re)subscription: a node that was away holds what was set meanwhile.
+  An ``announce`` is a fan-out (``d``) like a broadcast.
 - **Accounts.**  They are in the shared store; each node caches their names
   (:class:`~chatservice.auth.directory.StoredAccounts`).  A node that
   creates one announces it (``acct``) and the others add the name to their
@@ -43,6 +50,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import txredisapi
@@ -83,6 +91,8 @@ ELSEWHERE = events.Disconnected(
 """What a session hears when another login of its user took the name while Redis was away."""
 ONLINE = "chat:online"
 ALL = "chat:all"
+MUTE_PREFIX = "chat:mute:"
+"""``chat:mute:<user>``: a mute in force (its announcement, as JSON), expiring with it."""
 
 _CLAIM = """
 local held = redis.call('HGET', KEYS[1], ARGV[1])
@@ -148,14 +158,14 @@ class RemoteClient:
     :param cluster: the local node, which sends what is delivered to it.
     """
 
-    __slots__ = ("cluster", "username", "node", "host", "p2p_port", "udp_port")
+    __slots__ = ("cluster", "username", "node", "host", "p2p_port", "udp_port", "kind", "secure")
 
     congested = False
     """Unknown here: the owner node decides (a kept message waits there)."""
 
     def __init__(
         self, cluster: ClusterNode, username: str, node: str, host: str,
-        p2p_port: int | None, udp_port: int | None,
+        p2p_port: int | None, udp_port: int | None, kind: str = "", secure: bool | None = None,
     ) -> None:
         self.cluster = cluster
         self.username = username
@@ -163,6 +173,10 @@ class RemoteClient:
         self.host = host
         self.p2p_port = p2p_port
         self.udp_port = udp_port
+        self.kind = kind
+        """What the client is (``text``, ``telnet``, ``json``, ``web``), as its node said."""
+        self.secure = secure
+        """Whether its connection is encrypted, as its node said (``None``: not said)."""
 
     def deliver(self, event: events.Event) -> None:
         """Send ``event`` to this user through its node."""
@@ -183,7 +197,8 @@ class RemoteMember:
     def __init__(self, cluster: ClusterNode, username: str, info: dict[str, Any]) -> None:
         self.username = username
         self.client = RemoteClient(
-            cluster, username, info["n"], info.get("h", ""), info.get("p"), info.get("u")
+            cluster, username, info["n"], info.get("h", ""), info.get("p"), info.get("u"),
+            info.get("k", ""), info.get("s"),
         )
         self.logged_in_at = float(info.get("t", 0.0))
         self.guest = bool(info.get("g"))
@@ -263,6 +278,8 @@ def member_info(node: str, member: ChatMember) -> dict[str, Any]:
         "g": member.guest,
         "x": member.hidden,
         "b": member.auto_reply,
+        "k": getattr(client, "kind", ""),
+        "s": getattr(client, "secure", None),
     }
 
 
@@ -344,7 +361,30 @@ class ClusterNode(MultiService):
         d.addCallback(lambda _: self._deliver_kept_to_all())
         d.addCallback(lambda _: self._load_locks())
         d.addCallback(lambda _: self._resync_accounts())
+        d.addCallback(lambda _: self._load_moderation())
         return d
+
+    def _load_moderation(self) -> defer.Deferred[None]:
+        """Hold the mutes the other nodes set, and read the bans again (set while this node was away)."""
+        self.state.background(
+            self.state.moderation.reload_bans(), "Reading the bans again failed"
+        )
+        d = self.redis.keys(f"{MUTE_PREFIX}*")
+
+        def found(keys: list[Any]) -> defer.Deferred[None]:
+            steps: defer.Deferred[None] = defer.succeed(None)
+            for raw in keys:
+                steps.addCallback(lambda _, k=_text(raw): self.redis.get(k))
+                steps.addCallback(self._mute_found)
+            return steps
+
+        return d.addCallback(found)
+
+    def _mute_found(self, value: Any) -> None:
+        if value is None:
+            return  # it ended meanwhile
+        action = json.loads(_text(value))
+        self.state.moderation.announced({**action, "quiet": True})
 
     def _resync_accounts(self) -> None:
         """Read the account names again (in the background): announcements may have been lost."""
@@ -693,6 +733,25 @@ class ClusterNode(MultiService):
         ).addCallback(lambda _: int(deleted)))
         return d
 
+    # Operators' actions ---------------------------------------------------------------------
+
+    def moderation(self, action: dict[str, Any]) -> None:
+        """An operator acted here: every other node does ``action`` too (a mute is also kept in Redis)."""
+        if not self.link.connected:
+            log.warn("Not connected to Redis: the other nodes do not learn of {do}", do=action.get("do"))
+            return
+        if action.get("do") == "mute":
+            key = MUTE_PREFIX + action["u"]
+            until = action.get("until")
+            if until is None:
+                kept = self.redis.delete(key)
+            else:
+                seconds = max(1, math.ceil(float(until) - self.reactor.seconds()))
+                kept = self.redis.set(key, json.dumps(action), expire=seconds)
+            kept.addErrback(lambda f: log.warn("Keeping the mute of {user} in Redis failed: {e}", user=action["u"], e=f.value))
+            self.state.background(kept, "Keeping a mute in Redis failed")
+        self._publish(ALL, {"k": "mod", "a": action, "n": self.name})
+
     # Shared copies ------------------------------------------------------------------------------
 
     def block_changed(self, blocker: str, blocked: str, on: bool) -> None:
@@ -776,6 +835,8 @@ class ClusterNode(MultiService):
                 lockout.unlock(message["key"])
             if message["t"] == "user" and self.slowdown is not None:
                 self.slowdown.forgive(message["key"])
+        elif kind == "mod":
+            self.state.moderation.announced(message["a"])
         elif kind == "lock":
             lockout = self.lockouts.get(message["t"])
             if lockout is not None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Any, Callable, Protocol
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ISSLTransport, ITransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -53,6 +53,10 @@ DIALOGUES: dict[str, type[LoginDialogue]] = {
 """Each wire format's login dialogue."""
 
 
+_MAX_WRAPPERS = 8
+"""How deep :attr:`ChatConnection.secure` looks under a transport's wrappers."""
+
+
 def _ignore(result: object) -> None:
     """Nothing to undo."""
 
@@ -72,6 +76,9 @@ class Terminal(Protocol):
 
 class TerminalSource(Protocol):
     """Where a connection finds its person's terminal (the stream adapter)."""
+
+    speaks_telnet: bool
+    """Whether the client sent telnet commands (it is a ``telnet`` program)."""
 
     def telnet(self, create: bool = True) -> Terminal | None:
         """The terminal (made when first needed, if ``create``), or ``None`` for a program."""
@@ -148,6 +155,29 @@ class ChatConnection:
     def congested(self) -> bool:
         """Whether this client has stopped reading past the soft limit."""
         return self.writer.congested
+
+    @property
+    def kind(self) -> str:
+        """What the client is, as ``whois`` says: ``web`` (the browser page), ``json``,
+        ``telnet`` (text, from a client that sent telnet commands) or ``text``."""
+        if self.wire is WEBSOCKET:
+            return "web"
+        if self.wire is JSON:
+            return "json"
+        terminal = self._terminal
+        return "telnet" if terminal is not None and terminal.speaks_telnet else "text"
+
+    @property
+    def secure(self) -> bool:
+        """Whether the connection is encrypted (TLS, under any wrappers)."""
+        transport: Any = self._transport
+        for _ in range(_MAX_WRAPPERS):
+            if transport is None:
+                break
+            if ISSLTransport.providedBy(transport):
+                return True
+            transport = getattr(transport, "stream", None) or getattr(transport, "transport", None)
+        return False
 
     # Life --------------------------------------------------------------------------
 

@@ -57,7 +57,7 @@ class ChatProtocol(Protocol):
 
     __slots__ = (
         "transport", "connected", "connection", "_lines", "_gate", "_policy", "_clock",
-        "_registry", "_handshake", "_telnet", "_offer_echo",
+        "_registry", "_handshake", "_telnet", "_offer_echo", "speaks_telnet",
     )
 
     def __init__(
@@ -80,6 +80,8 @@ class ChatProtocol(Protocol):
         self._telnet: TelnetInput | None = None
         self._offer_echo = True
         """False once the client left ``WILL ECHO`` unanswered or refused it (kept when the telnet layer is dropped)."""
+        self.speaks_telnet = False
+        """Whether the client sent telnet commands (a ``telnet`` program; ``whois`` says so)."""
 
     def connectionMade(self) -> None:
         connection = self.connection = self.connection_type(
@@ -125,9 +127,12 @@ class ChatProtocol(Protocol):
         telnet = self._telnet
         if telnet is None:
             if IAC in data:  # rare: a JSON client has no IAC, a person's line seldom
+                self.speaks_telnet = True
                 telnet = self.telnet()
         elif not connection.may_speak_telnet:
             telnet = None
+        elif not self.speaks_telnet and IAC in data:
+            self.speaks_telnet = True
         if telnet is not None:
             telnet.dataReceived(data)
             if connection.session is not None and telnet.idle:

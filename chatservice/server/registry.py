@@ -8,7 +8,7 @@ them goodbye at shutdown.  It holds the server's one
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Callable, Protocol
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -57,6 +57,9 @@ class ConnectionRegistry:
         self.output_batcher = OutputBatcher(clock, policy.flush_interval)
         self._per_address: dict[str, int] = {}
         self._closing: dict[LiveConnection, defer.Deferred[None]] = {}
+        self.address_bans: Callable[[str], events.Disconnected | None] | None = None
+        """What a connection from an address an operator banned is told (``None``: not
+        banned); see :meth:`chatservice.moderation.Moderation.address_refusal`."""
 
     def admit(self, connection: LiveConnection) -> events.Disconnected | None:
         """Count a new live connection; return why it must be refused, if it must."""
@@ -73,6 +76,8 @@ class ConnectionRegistry:
             )
         if self.policy.bans.banned(connection.host):
             return events.Disconnected("banned", BANNED)
+        if self.address_bans is not None:
+            return self.address_bans(connection.host)
         return None
 
     def forget(self, connection: LiveConnection) -> None:

@@ -11,6 +11,7 @@ from chatservice import events
 from chatservice.auth.errors import (
     AccountLocked,
     AddressLocked,
+    Banned,
     GuestsNotAllowed,
     InvalidUsername,
     ScramUnavailable,
@@ -70,6 +71,8 @@ def login_rejection(error: BaseException, username: str) -> events.LoginRejected
             f"Error. {username} has no SCRAM keys yet: log in with the password once"
             " (over TLS), or have the password set again.",
         )
+    if isinstance(error, Banned):
+        return events.LoginRejected("banned", error.message, error.retry_after)
     if isinstance(error, AlreadyLoggedIn):
         return events.LoginRejected(
             "already_logged_in", f"Error. {username} is already logged in elsewhere."
@@ -78,5 +81,6 @@ def login_rejection(error: BaseException, username: str) -> events.LoginRejected
 
 
 def closes_connection(error: BaseException) -> bool:
-    """Whether a login failing with ``error`` ends the connection (the failure that locked it)."""
-    return isinstance(error, AccountLocked) and error.just_locked
+    """Whether a login failing with ``error`` ends the connection (the failure that
+    locked it, or a ban)."""
+    return isinstance(error, Banned) or (isinstance(error, AccountLocked) and error.just_locked)

@@ -16,6 +16,11 @@ server reaches them through
 :class:`~chatservice.auth.directory.StoredAccounts`.  A store keeps secrets
 and SCRAM keys as text and never looks inside them.
 
+The operators (accounts allowed the operator commands) and the bans set by
+operators are kept in the store as well (:meth:`IChatStore.operators` and
+:meth:`IChatStore.bans` and the calls after each), so that every node
+sharing a store acts on the same ones.
+
 History is read a page at a time (:meth:`IChatStore.history_page`, in the
 order of :class:`HistoryPosition`) and kept within bounds
 (:meth:`IChatStore.purge_history`, a batch a call, so that no call holds
@@ -25,7 +30,7 @@ the reactor or the database long).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, NamedTuple
+from typing import TYPE_CHECKING, Iterable, Literal, NamedTuple
 
 from zope.interface import Interface
 
@@ -103,6 +108,44 @@ class UserData:
     messages_to: tuple[StoredMessage, ...]
     messages_from: tuple[StoredMessage, ...]
     history: tuple[HistoryEntry, ...]
+
+
+BanKind = Literal["user", "address", "network"]
+"""What a ban names: an account, one IP address, or a network (CIDR)."""
+
+BAN_KINDS: tuple[BanKind, ...] = ("user", "address", "network")
+"""Every :data:`BanKind`."""
+
+
+@dataclass(frozen=True)
+class Ban:
+    """A ban set by an operator: who may not log in or connect, until when, and why.
+
+    :param kind: ``"user"`` (``target`` is a user name), ``"address"`` (an IP
+        address in its normal text form, e.g. ``"192.0.2.7"`` or
+        ``"2001:db8::1"``) or ``"network"`` (a network in CIDR form, e.g.
+        ``"192.0.2.0/24"``).
+    :param target: what is banned, in the form ``kind`` says.
+    :param set_by: the operator who set it (or the tool: ``"chatservice-admin"``).
+    :param set_at: when it was set, in seconds since the epoch.
+    :param expires_at: when it ends, in seconds since the epoch, or ``None``
+        for a ban that never ends.
+    :param reason: why, as the operator said (may be empty).
+    :param ban_id: the store's number for it, given by
+        :meth:`IChatStore.add_ban`; ``None`` until then.
+    """
+
+    kind: BanKind
+    target: str
+    set_by: str
+    set_at: float
+    expires_at: float | None = None
+    reason: str = ""
+    ban_id: int | None = None
+
+    def expired(self, now: float) -> bool:
+        """Whether the ban has ended at ``now`` (seconds since the epoch)."""
+        return self.expires_at is not None and self.expires_at <= now
 
 
 class IChatStore(Interface):
@@ -237,6 +280,34 @@ class IChatStore(Interface):
         :meth:`delete_room`.
         """
 
+    def operators() -> Deferred[set[str]]:
+        """The user names of the accounts that are operators."""
+
+    def set_operator(username: str, operator: bool) -> Deferred[bool]:
+        """Make the account ``username`` an operator, or not: whether there is such an account.
+
+        Idempotent (granting twice, or revoking from a non-operator, is no
+        error).  An account created again under a name whose account was
+        removed is not an operator.
+        """
+
+    def bans() -> Deferred[list[Ban]]:
+        """Every ban, expired or not (the caller compares with its clock), by number."""
+
+    def add_ban(ban: Ban) -> Deferred[Ban]:
+        """Keep ``ban`` (its ``ban_id`` is ignored): the ban as kept, with its number.
+
+        One ban per ``(kind, target)``: a ban of a target already banned
+        replaces the details (who, when, expiry, reason) of the one kept,
+        which keeps its number.  Atomic across nodes.
+        """
+
+    def remove_ban(ban: int | str) -> Deferred[int]:
+        """Remove the ban numbered ``ban`` (an int), or every ban whose target is ``ban`` (a str).
+
+        :return: how many bans were removed (0: none matched).
+        """
+
     # Administration (chatservice-admin) -------------------------------------------
 
     def user_data(username: str) -> Deferred[UserData]:
@@ -245,8 +316,8 @@ class IChatStore(Interface):
     def delete_user(username: str, sent: bool) -> Deferred[bool]:
         """Delete the account ``username`` and what is kept about it, at once: whether there was an account.
 
-        Its blocks (of others and by others), last-seen time, the messages
-        kept for it and its room memberships go (a room left without members
+        Its operator status, blocks (of others and by others), last-seen
+        time, the messages kept for it and its room memberships go (a room left without members
         goes too; its history and number stay).  With ``sent``, what it sent
         goes as well: its broadcasts and room messages in the history (the
         channels' numbering goes on) and the direct messages it sent that are
@@ -350,6 +421,21 @@ class ILocalChatStore(Interface):
         """Forget the blocks by and of ``username``, its last-seen time and the
         messages kept for it (a guest whose session ended); see
         :meth:`IChatStore.forget_user`."""
+
+    def operators() -> set[str]:
+        """The user names of the accounts that are operators."""
+
+    def set_operator(username: str, operator: bool) -> bool:
+        """Make the account ``username`` an operator, or not: whether there is such an account."""
+
+    def bans() -> list[Ban]:
+        """Every ban, expired or not, by number."""
+
+    def add_ban(ban: Ban) -> Ban:
+        """Keep ``ban``, replacing the details of a ban of the same target: the ban as kept, numbered."""
+
+    def remove_ban(ban: int | str) -> int:
+        """Remove the ban numbered ``ban`` (int) or the bans of the target ``ban`` (str): how many."""
 
     # Administration (chatservice-admin) -------------------------------------------
 

@@ -8,12 +8,14 @@ of entries).
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import itertools
 from typing import Iterable
 
 from zope.interface import implementer
 
 from chatservice.store.interface import (
+    Ban,
     HistoryEntry,
     HistoryPosition,
     ILocalChatStore,
@@ -37,6 +39,9 @@ class MemoryStore:
         """Each channel's last number given (its entries may have been purged since)."""
         self._rooms: dict[int, frozenset[str]] = {}
         self._accounts: dict[str, tuple[str, str | None]] = {}
+        self._operators: set[str] = set()
+        self._bans: dict[int, Ban] = {}
+        self._ban_ids = itertools.count(1)
 
     def open(self) -> None:
         """Nothing to open."""
@@ -169,6 +174,8 @@ class MemoryStore:
         if username in self._accounts:
             return False
         self._accounts[username] = (secret, scram)
+        # A new account is no operator, even under a removed operator's name.
+        self._operators.discard(username)
         return True
 
     def set_secret(self, username: str, secret: str, scram: str | None) -> bool:
@@ -211,6 +218,7 @@ class MemoryStore:
 
     def delete_user(self, username: str, sent: bool) -> bool:
         existed = self._accounts.pop(username, None) is not None
+        self._operators.discard(username)
         self.forget_user(username)
         for room_id, members in list(self._rooms.items()):
             if username in members:
@@ -226,6 +234,42 @@ class MemoryStore:
             for entries in self._history.values():
                 entries[:] = [e for e in entries if e.sender != username]
         return existed
+
+    # Operators and bans -------------------------------------------------------------
+
+    def operators(self) -> set[str]:
+        return self._operators & self._accounts.keys()
+
+    def set_operator(self, username: str, operator: bool) -> bool:
+        if username not in self._accounts:
+            return False
+        if operator:
+            self._operators.add(username)
+        else:
+            self._operators.discard(username)
+        return True
+
+    def bans(self) -> list[Ban]:
+        return [self._bans[ban_id] for ban_id in sorted(self._bans)]
+
+    def add_ban(self, ban: Ban) -> Ban:
+        for kept in self._bans.values():
+            if (kept.kind, kept.target) == (ban.kind, ban.target):
+                ban_id = kept.ban_id
+                break
+        else:
+            ban_id = next(self._ban_ids)
+        kept = self._bans[ban_id] = dataclasses.replace(ban, ban_id=ban_id)
+        return kept
+
+    def remove_ban(self, ban: int | str) -> int:
+        if isinstance(ban, str):
+            gone = [ban_id for ban_id, kept in self._bans.items() if kept.target == ban]
+        else:
+            gone = [ban] if ban in self._bans else []
+        for ban_id in gone:
+            del self._bans[ban_id]
+        return len(gone)
 
 
 def _sent_at(entry: HistoryEntry) -> float:

@@ -66,6 +66,7 @@ one transaction, recording its version in ``PRAGMA user_version``.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import os
@@ -80,6 +81,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from chatservice.store.interface import (
+    Ban,
     HistoryEntry,
     HistoryPosition,
     ILocalChatStore,
@@ -171,6 +173,27 @@ MIGRATIONS: list[Sequence[str]] = [
         "INSERT INTO history_channels (channel, last_seq)"
         " SELECT channel, MAX(seq) FROM history GROUP BY channel",
     ),
+    # Version 4: the operators, and the bans they set.
+    (
+        """
+        CREATE TABLE chat_operators (
+            username TEXT NOT NULL PRIMARY KEY
+                REFERENCES chat_accounts (username) ON DELETE CASCADE
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TABLE bans (
+            ban_id INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind TEXT NOT NULL CHECK (kind IN ('user', 'address', 'network')),
+            target TEXT NOT NULL,
+            set_by TEXT NOT NULL,
+            set_at REAL NOT NULL,
+            expires_at REAL,
+            reason TEXT NOT NULL,
+            UNIQUE (kind, target)
+        )
+        """,
+    ),
 ]
 """Schema changes: ``MIGRATIONS[n]`` takes a database from version ``n`` to ``n + 1``.
 
@@ -182,7 +205,11 @@ REQUIRED_TABLES = frozenset(
 )
 """Tables every chat database of version 1 or later has."""
 
-ADDED_TABLES = {2: frozenset({"chat_accounts"}), 3: frozenset({"history_channels"})}
+ADDED_TABLES = {
+    2: frozenset({"chat_accounts"}),
+    3: frozenset({"history_channels"}),
+    4: frozenset({"chat_operators", "bans"}),
+}
 """Tables a chat database has from the version given on."""
 
 _LAST_SEQ = 2**63 - 1
@@ -417,6 +444,8 @@ class SQLiteStore:
                     f"Cannot put the chat database {path} in WAL mode (it is in {mode} mode)."
                 )
             connection.execute(f"PRAGMA synchronous = {self.synchronous}")
+            # An account removed takes its operator status with it.
+            connection.execute("PRAGMA foreign_keys = ON")
             if self.background_checkpoints:
                 connection.execute(f"PRAGMA wal_autocheckpoint = {LOG_LIMIT_PAGES:d}")
             version = self._migrate(connection)
@@ -851,11 +880,78 @@ class SQLiteStore:
         return existed
 
 
+    # Operators ----------------------------------------------------------------------
+
+    def operators(self) -> set[str]:
+        with self._errors():
+            rows = self._db.execute(
+                "SELECT o.username FROM chat_operators AS o"
+                " JOIN chat_accounts AS a ON a.username = o.username"
+            ).fetchall()
+        return {row[0] for row in rows}
+
+    def set_operator(self, username: str, operator: bool) -> bool:
+        with self._transaction() as connection:
+            if connection.execute(
+                "SELECT 1 FROM chat_accounts WHERE username = ?", (username,)
+            ).fetchone() is None:
+                return False
+            if operator:
+                connection.execute(
+                    "INSERT OR IGNORE INTO chat_operators (username) VALUES (?)", (username,)
+                )
+            else:
+                connection.execute("DELETE FROM chat_operators WHERE username = ?", (username,))
+        return True
+
+    # Bans ---------------------------------------------------------------------------
+
+    def bans(self) -> list[Ban]:
+        with self._errors():
+            rows = self._db.execute(f"{_SELECT_BANS} ORDER BY ban_id").fetchall()
+        return [_ban(row) for row in rows]
+
+    def add_ban(self, ban: Ban) -> Ban:
+        reason = _storable(ban.reason)
+        with self._transaction() as connection:
+            (ban_id,) = connection.execute(
+                "INSERT INTO bans (kind, target, set_by, set_at, expires_at, reason)"
+                " VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (kind, target) DO UPDATE SET set_by = excluded.set_by,"
+                " set_at = excluded.set_at, expires_at = excluded.expires_at,"
+                " reason = excluded.reason"
+                " RETURNING ban_id",
+                (ban.kind, ban.target, ban.set_by, ban.set_at, ban.expires_at, reason),
+            ).fetchone()
+        return dataclasses.replace(ban, reason=reason, ban_id=ban_id)
+
+    def remove_ban(self, ban: int | str) -> int:
+        if isinstance(ban, str):
+            cursor = self._write("DELETE FROM bans WHERE target = ?", (ban,))
+        elif int(ban) in _INTEGER:
+            cursor = self._write("DELETE FROM bans WHERE ban_id = ?", (int(ban),))
+        else:
+            return 0
+        return cursor.rowcount
+
+
 _DELETE_SENT = (
     "DELETE FROM offline_messages WHERE sender = ?",
     "DELETE FROM history WHERE sender = ?",
 )
 """What :meth:`SQLiteStore.delete_user` also runs when what the user sent goes too."""
+
+_SELECT_BANS = "SELECT kind, target, set_by, set_at, expires_at, reason, ban_id FROM bans"
+"""The columns of a :class:`~chatservice.store.interface.Ban`, in its order."""
+
+_INTEGER = range(-(2**63), 2**63)
+"""The numbers an SQLite integer holds."""
+
+
+def _ban(row: tuple[str, str, str, float, float | None, str, int]) -> Ban:
+    kind, target, set_by, set_at, expires_at, reason, ban_id = row
+    return Ban(kind, target, set_by, set_at, expires_at, reason, ban_id)  # type: ignore[arg-type]
+
 
 _FORGET_USER = (
     "DELETE FROM blocks WHERE blocker = ?",

@@ -353,6 +353,41 @@ _DECODERS: dict[str, Decoder] = {
     "file_incoming": _build(
         events.FileIncoming, _str("from"), _str("filename"), _int("size", None), _str("token")
     ),
+    "server_notice": _build(
+        events.ServerNotice, _str("from"), _str("message"), _time(default=0.0)
+    ),
+    "operator_done": _build(
+        events.OperatorDone,
+        _str("action"),
+        _str("target", ""),
+        _int("count", 0),
+        _time("until", None),
+        _int("ban_id", None),
+        _str("kind", ""),
+        _str("reason", ""),
+    ),
+    "bans": _build(
+        events.BanReport,
+        _records(
+            "bans", _int("id"), _str("kind"), _str("target"), _str("by", ""), _time("since"),
+            _time("until", None), _str("reason", ""),
+        ),
+    ),
+    "whois": _build(
+        events.WhoisReport,
+        _str("target"),
+        _str("host", ""),
+        _time("logged_in_at"),
+        _field("idle", None, lambda value: _is_number(value) and 0 <= value <= MAX_EPOCH_SECONDS),
+        _str("client", ""),
+        _bool("tls", None),
+        _bool("busy", False),
+        _bool("hidden", False),
+        _bool("guest", False),
+        _bool("operator", False),
+        _str("node", None),
+    ),
+    "rehash": _build(events.RehashReport, _names("changes", ())),
     "disconnect": _build(events.Disconnected, _str("reason", ""), _str("message", "")),
     **{
         # The original design's own types for these reasons.

@@ -87,7 +87,9 @@ def parse_request(obj: dict[str, Any]) -> Request:
     """Turn a decoded object into a command request.
 
     A ``message`` without ``to`` is a message to everyone online (the
-    original JSON design's chat room), that is a ``broadcast``.
+    original JSON design's chat room), that is a ``broadcast``.  An operator
+    command's missing or bad field is put in :attr:`Request.problem`, not
+    raised (see :mod:`chatservice.commands`).
 
     :raises CommandError: unknown ``type``, or a missing or bad field.
     """
@@ -96,13 +98,18 @@ def parse_request(obj: dict[str, Any]) -> Request:
         kind = "broadcast"
     command, _ = lookup(kind)
     arguments = {}
-    for argument in command.arguments:
-        if argument.name not in obj and argument.required:
-            raise CommandError(
-                "missing_field",
-                f'"{command.name}" needs the field "{argument.name}".',
-            )
-        arguments[argument.name] = convert(command, argument, obj.get(argument.name))
+    try:
+        for argument in command.arguments:
+            if argument.name not in obj and argument.required:
+                raise CommandError(
+                    "missing_field",
+                    f'"{command.name}" needs the field "{argument.name}".',
+                )
+            arguments[argument.name] = convert(command, argument, obj.get(argument.name))
+    except CommandError as problem:
+        if not command.operator:
+            raise
+        return Request(command.name, request_id=request_id(obj), problem=problem)
     return Request(command.name, arguments, request_id(obj))
 
 
@@ -507,3 +514,52 @@ def _(event: events.TypingNotice) -> dict[str, Any]:
 @render.register
 def _(event: events.Done) -> dict[str, Any]:
     return {"type": "ok", "command": event.command}
+
+
+@render.register
+def _(event: events.ServerNotice) -> dict[str, Any]:
+    return {
+        "type": "server_notice", "from": event.sender, "message": event.text,
+        "timestamp": event.sent_at,
+    }
+
+
+@render.register
+def _(event: events.OperatorDone) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "type": "operator_done", "action": event.action, "target": event.target,
+        "count": event.count, "until": event.until, "reason": event.reason,
+    }
+    if event.action == "ban":
+        obj["ban_id"] = event.ban_id
+        obj["kind"] = event.kind
+    return obj
+
+
+@render.register
+def _(event: events.BanReport) -> dict[str, Any]:
+    return {
+        "type": "bans",
+        "bans": [
+            {
+                "id": ban_id, "kind": kind, "target": target, "by": set_by, "since": set_at,
+                "until": expires_at, "reason": reason,
+            }
+            for ban_id, kind, target, set_by, set_at, expires_at, reason in event.bans
+        ],
+    }
+
+
+@render.register
+def _(event: events.WhoisReport) -> dict[str, Any]:
+    return {
+        "type": "whois", "target": event.username, "host": event.host,
+        "logged_in_at": event.logged_in_at, "idle": event.idle, "client": event.client,
+        "tls": event.tls, "busy": event.busy, "hidden": event.hidden, "guest": event.guest,
+        "operator": event.operator, "node": event.node,
+    }
+
+
+@render.register
+def _(event: events.RehashReport) -> dict[str, Any]:
+    return {"type": "rehash", "changes": list(event.lines)}

@@ -21,6 +21,8 @@ from typing import Any
 
 from chatservice import events
 from chatservice.commands import (
+    DURATION,
+    Argument,
     RECIPIENTS,
     TEXT as REST_OF_LINE,
     TIMESTAMP,
@@ -30,7 +32,7 @@ from chatservice.commands import (
     convert,
     lookup,
 )
-from chatservice.timefmt import format_timestamp
+from chatservice.timefmt import format_timestamp, parse_duration
 from chatservice.wire.format import WireFormat
 
 NAME = "text"
@@ -68,9 +70,12 @@ def decode_line(raw: bytes) -> str:
     return line.strip("\r")
 
 
-def parse_request(line: str) -> Request | None:
+def parse_request(line: str, defer_operator_problems: bool = False) -> Request | None:
     """Parse a command line such as ``message hans Hey Dude``; ``None`` for a blank line.
 
+    :param defer_operator_problems: for an operator command, put bad
+        arguments in :attr:`Request.problem` instead of raising (the server:
+        see :mod:`chatservice.commands`).
     :raises CommandError: for an unknown command or missing/bad arguments.
     """
     words = line.split(None, 2)
@@ -81,17 +86,28 @@ def parse_request(line: str) -> Request | None:
     parts = line.split(None, consumed)
     rest_text = parts[consumed] if len(parts) > consumed else ""
     arguments = {}
-    for argument in command.arguments:
-        value, rest_text = _take(argument.kind, rest_text)
-        arguments[argument.name] = convert(command, argument, value)
-    if rest_text.strip():
-        raise CommandError("bad_argument", f"Error. Usage: {command.usage}")
+    try:
+        for argument in command.arguments:
+            value, rest_text = _take(argument, rest_text)
+            arguments[argument.name] = convert(command, argument, value)
+        if rest_text.strip():
+            raise CommandError("bad_argument", f"Error. Usage: {command.usage}")
+    except CommandError as problem:
+        if not (command.operator and defer_operator_problems):
+            raise
+        return Request(command.name, problem=problem)
     return Request(command.name, arguments)
 
 
-def _take(kind: str, rest: str) -> tuple[str | list[str], str]:
-    """Split one argument of ``kind`` off the front of ``rest``."""
+def _take(argument: Argument, rest: str) -> tuple[str | list[str], str]:
+    """Split one ``argument`` off the front of ``rest``."""
+    kind = argument.kind
     rest = rest.lstrip()
+    if kind == DURATION and not argument.required:
+        # Optional: only a word that is a duration (else it starts the reason).
+        parts = rest.split(None, 1)
+        if not parts or not _is_duration(parts[0]):
+            return "", rest
     if kind in (REST_OF_LINE, TIMESTAMP):
         return rest.strip(), ""
     if kind == WORDS:
@@ -105,6 +121,15 @@ def _take(kind: str, rest: str) -> tuple[str | list[str], str]:
     return (parts[0] if parts else ""), (parts[1] if len(parts) > 1 else "")
 
 
+def _is_duration(word: str) -> bool:
+    """Whether ``word`` is a length of time with its unit (``10m``)."""
+    try:
+        parse_duration(word, unit_required=True)
+    except ValueError:
+        return False
+    return True
+
+
 class TextFormat(WireFormat):
     """The human format: :func:`encode` and :func:`parse_request` behind :class:`WireFormat`."""
 
@@ -114,7 +139,7 @@ class TextFormat(WireFormat):
         return encode(event)
 
     def parse_command(self, raw: bytes, username: str) -> Request | None:
-        return parse_request(decode_line(raw))
+        return parse_request(decode_line(raw), defer_operator_problems=True)
 
 
 TEXT = TextFormat()
@@ -559,3 +584,85 @@ def _(event: events.Done) -> None:
 @render.register
 def _(event: events.Disconnected) -> str:
     return _lines(event.message)
+
+
+# Operators ----------------------------------------------------------------------------
+
+
+@render.register
+def _(event: events.ServerNotice) -> str:
+    return _lines(f"*** Server notice from {event.sender}: {event.text}")
+
+
+def _until(until: float | None) -> str:
+    return "for good" if until is None else f"until {format_timestamp(until)}"
+
+
+def _because(reason: str) -> str:
+    return f" (reason: {reason})" if reason else ""
+
+
+def _sessions(count: int) -> str:
+    return f"{count} session{'' if count == 1 else 's'} ended"
+
+
+@render.register
+def _(event: events.OperatorDone) -> str:
+    action, target, because = event.action, event.target, _because(event.reason)
+    if action == "kick":
+        return _lines(f"Kicked {target}{because}.")
+    if action == "ban":
+        return _lines(
+            f"Ban #{event.ban_id}: {event.kind} {target} is banned {_until(event.until)}"
+            f"{because}; {_sessions(event.count)}."
+        )
+    if action == "unban":
+        return _lines(f"Removed {_count(event.count, 'ban')} of {target}.")
+    if action == "mute":
+        return _lines(f"{target} is muted {_until(event.until)}{because}.")
+    if action == "unmute":
+        return _lines(f"{target} is no longer muted.")
+    if action == "announce":
+        return _lines(f"Server notice sent to {_count(event.count, 'user')} online.")
+    return _lines(f"{action} {target}: done.")
+
+
+@render.register
+def _(event: events.BanReport) -> str:
+    if not event.bans:
+        return _lines("No bans are in force.")
+    return _lines(
+        *(
+            f"#{ban_id} {kind} {target}, by {set_by} at {format_timestamp(set_at)},"
+            f" {_until(expires_at)}{_because(reason)}"
+            for ban_id, kind, target, set_by, set_at, expires_at, reason in event.bans
+        )
+    )
+
+
+@render.register
+def _(event: events.WhoisReport) -> str:
+    client = event.client or "unknown client"
+    if event.tls is not None:
+        client += ", TLS" if event.tls else ", not encrypted"
+    idle = "idle time unknown" if event.idle is None else f"idle {_duration(event.idle)}"
+    state = ", ".join(
+        word
+        for word, on in (
+            ("busy", event.busy), ("hidden", event.hidden), ("guest", event.guest),
+            ("operator", event.operator),
+        )
+        if on
+    ) or "available, visible"
+    lines = [
+        f"{event.username} from {event.host} ({client})",
+        f"  logged in at {format_timestamp(event.logged_in_at)}, {idle}; {state}",
+    ]
+    if event.node is not None:
+        lines.append(f"  on node {event.node}")
+    return _lines(*lines)
+
+
+@render.register
+def _(event: events.RehashReport) -> str:
+    return _lines("Configuration reloaded:", *(f"  {line}" for line in event.lines))

@@ -31,6 +31,7 @@ export class ServerEvents {
       private_request: (m) => this.peerOnly(m.from, 'start a private chat'),
       file_incoming: (m) => this.peerOnly(m.from, `send you the file ${m.filename}`),
       error: (m) => this.store.notify('warning', m.message ?? `Error: ${m.code}`),
+      server_notice: (m) => this.serverNotice(m),
       // The count of broadcasts and room messages since the last logout: this
       // page reads them itself (since the last visit on this browser).
       missed: () => {},
@@ -132,6 +133,13 @@ export class ServerEvents {
     if (this.store.conversations.has(dmKey(user))) {
       this.note(dmKey(user), `${user} logged ${online ? 'in' : 'out'}.`);
     }
+  }
+
+  /** @private An operator's notice to everyone: at the top of the page, and in Everyone. */
+  serverNotice(m) {
+    const text = `Server notice from ${m.from}: ${m.message}`;
+    this.store.notify('warning', text);
+    this.note(EVERYONE, `*** ${text}`);
   }
 
   /** @private A request for what only the terminal client does (peer to peer). */

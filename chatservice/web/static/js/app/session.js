@@ -110,11 +110,12 @@ export class Session {
       this.store.notify('error', text, { topic: 'connection', actions });
       return;
     }
-    if (reason === 'timeout') {
+    if (reason === 'timeout' || reason === 'kicked') {
+      // Not logged in again by itself: the user decides.
       this.loginWanted = false;
       this.leaveChat(text);
       this.store.notify('warning', text, {
-        topic: 'timeout',
+        topic: reason,
         actions: this.credentials ? [{ label: 'Log in again', run: () => this.logInAgain() }] : [],
       });
       return;
