@@ -83,7 +83,7 @@ class StoreActionsBehaviour:
         await self.store.record_seen("rey", T)
         self.assertEqual(
             await self.act(action="list"),
-            [{"user": "rey", "last_seen": T, "last_seen_iso": "2023-11-14T22:13:20+00:00"}],
+            [{"user": "rey", "operator": False, "last_seen": T, "last_seen_iso": "2023-11-14T22:13:20+00:00"}],
         )
         self.assertEqual(
             await self.act(action="passwd", username="rey", **hashed("jakku-one")),
@@ -127,11 +127,12 @@ class StoreActionsBehaviour:
 
     async def test_export(self) -> None:
         await self._bob()
+        await self.act(action="grant", username="bob")
         exported = await self.act(action="export", username="bob")
         self.assertEqual(exported, {
             "user": "bob",
             "exported_at": "2023-11-14T22:30:00+00:00",
-            "account": {"password": "scrypt hash (kept, not exported)", "scram_keys": True},
+            "account": {"password": "scrypt hash (kept, not exported)", "scram_keys": True, "operator": True},
             "blocking": ["yoda"],
             "blocked_by": ["yoda"],
             "rooms": [1],
@@ -159,6 +160,20 @@ class StoreActionsBehaviour:
         self.assertEqual(await self.store.offline_messages("yoda"), [])
         self.assertEqual([e.text for e in await self.store.history_after(["room:1", "broadcast"], 0)], ["hello all"])
         self.assertEqual((await self.refused(action="export", username="bob")).code, "unknown_user")
+
+    async def test_grant_and_revoke(self) -> None:
+        await self.act(action="add", username="bob", **hashed("bobs-pw"))
+        self.assertEqual(await self.act(action="grant", username="bob"), {"user": "bob", "action": "granted"})
+        self.assertEqual(await self.store.operators(), {"bob"})
+        self.assertEqual([row["operator"] for row in await self.act(action="list")], [True])
+        self.assertEqual(await self.act(action="revoke", username="bob"), {"user": "bob", "action": "revoked"})
+        self.assertEqual(await self.store.operators(), set())
+        self.assertEqual((await self.refused(action="grant", username="vader")).code, "unknown_user")
+        # A deleted operator's name, taken again, is no operator.
+        await self.act(action="grant", username="bob")
+        await self.act(action="delete", username="bob")
+        await self.act(action="add", username="bob", **hashed("bobs-pw"))
+        self.assertEqual(await self.store.operators(), set())
 
     async def test_unlock_needs_a_server(self) -> None:
         error = await self.refused(action="unlock", username="bob")
@@ -305,6 +320,19 @@ class LiveActionsTests(unittest.TestCase):
         listed = {row["user"]: row["online"] for row in self.run_action(action="list")}
         self.assertEqual(listed["hans"], True)
         self.assertEqual(listed["yoda"], False)
+        self.harness.close_all(hans)
+
+    def test_grant_counts_at_once(self) -> None:
+        (hans,) = self.harness.online("hans")
+        hans.send("announce hello")
+        self.assertIn("Invalid command", hans.output())
+        self.run_action(action="grant", username="hans")
+        self.assertEqual(self.harness.state.moderation.operators, {"hans"})
+        hans.send("announce hello")
+        self.assertNotIn("Invalid command", hans.output())
+        self.run_action(action="revoke", username="hans")
+        hans.send("announce hello")
+        self.assertIn("Invalid command", hans.output())
         self.harness.close_all(hans)
 
     def test_unlock(self) -> None:

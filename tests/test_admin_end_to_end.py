@@ -101,7 +101,7 @@ class RunningServerTests(unittest.TestCase):
         with log_in(self.server, "yoda", "wise"):
             out = ok(admin(*self.data, "list"))
             lines = out.splitlines()
-            self.assertEqual(lines[0].split(), ["USER", "LAST", "SEEN", "(UTC)", "ONLINE"])
+            self.assertEqual(lines[0].split(), ["USER", "OPERATOR", "LAST", "SEEN", "(UTC)", "ONLINE"])
             rows = {line.split()[0]: line.split()[-1] for line in lines[1:]}
             self.assertEqual(rows, {"hans": "no", "leia": "no", "luke": "no", "obiwan": "no", "yoda": "yes"})
             listed = json.loads(ok(admin(*self.data, "--json", "list")))
@@ -143,11 +143,23 @@ class RunningServerTests(unittest.TestCase):
         self.assertEqual(exported["account"], {
             "password": "plain text from a sample credentials file (kept, not exported)",
             "scram_keys": False,
+            "operator": False,
         })
         self.assertEqual(exported["blocking"], ["luke"])
         self.assertEqual([(m["to"], m["text"]) for m in exported["messages_from"]], [("leia", "see you")])
         self.assertIs(exported["online"], True)
         self.assertNotIn("wise", json.dumps(exported["account"]))
+
+    def test_grant_and_revoke(self) -> None:
+        with log_in(self.server, "luke", "jedi") as luke:
+            out = ok(admin(*self.data, "grant", "luke"))
+            self.assertEqual(out, f"luke is an operator now (the running server ({self.server.data_dir / 'admin.sock'}))\n")
+            luke.send("whois luke")
+            self.assertIn("luke", "\n".join(luke.sync()))
+            self.assertEqual(json.loads(ok(admin(*self.data, "export", "luke")))["account"]["operator"], True)
+            ok(admin(*self.data, "revoke", "luke"))
+            luke.send("whois luke")
+            self.assertEqual(luke.read_line(), "Error. Invalid command (type help for the list)")
 
     def test_unlock(self) -> None:
         client = self.server.connect()

@@ -48,7 +48,7 @@ class AdminProtocolTests(unittest.TestCase):
             b'{"action": "list"}'
         )
         self.assertEqual(replies, [
-            {"id": 1, "ok": True, "result": [{"user": "yoda", "last_seen": None, "last_seen_iso": None}]},
+            {"id": 1, "ok": True, "result": [{"user": "yoda", "operator": False, "last_seen": None, "last_seen_iso": None}]},
             {"id": "two", "ok": True, "result": {"user": "yoda", "action": "removed"}},
             {"ok": True, "result": []},
         ])

@@ -126,13 +126,15 @@ class AdminActions:
     # Accounts ---------------------------------------------------------------------
 
     async def list_accounts(self) -> list[dict[str, Any]]:
-        """Every account: ``user``, ``last_seen`` (seconds and ISO 8601) and, with a server, ``online``."""
+        """Every account: ``user``, ``operator``, ``last_seen`` (seconds and ISO 8601) and, with a server, ``online``."""
         names = await self.store.usernames()
         seen = dict(await self.store.last_seen())
+        operators = await self.store.operators()
         rows = []
         for name in names:
             row: dict[str, Any] = {
                 "user": name,
+                "operator": name in operators,
                 "last_seen": seen.get(name),
                 "last_seen_iso": _iso(seen.get(name)),
             }
@@ -219,6 +221,28 @@ class AdminActions:
             )
         return result
 
+    # Operators ---------------------------------------------------------------------
+
+    async def grant(self, username: Any) -> dict[str, Any]:
+        """Make an account an operator: at once (the server asks the store at each operator command)."""
+        return await self._set_operator(_existing_name(username), True)
+
+    async def revoke(self, username: Any) -> dict[str, Any]:
+        """Make an operator an ordinary account again, at once."""
+        return await self._set_operator(_existing_name(username), False)
+
+    async def _set_operator(self, username: str, operator: bool) -> dict[str, Any]:
+        if not await self.store.set_operator(username, operator):
+            raise AdminError("unknown_user", f"There is no account {username}.")
+        if self.live is not None:
+            # Its copy for display; every decision asks the store.
+            await self.live.state.moderation.is_operator(username)
+        log.info(
+            "Administration: {user} {what}", user=username,
+            what="made an operator" if operator else "no longer an operator",
+        )
+        return {"user": username, "action": "granted" if operator else "revoked"}
+
     # Export ------------------------------------------------------------------------
 
     async def export(self, username: Any) -> dict[str, Any]:
@@ -235,6 +259,7 @@ class AdminActions:
                 "password": "scrypt hash (kept, not exported)" if is_hashed(account[0])
                 else "plain text from a sample credentials file (kept, not exported)",
                 "scram_keys": account[1] is not None,
+                "operator": username in await self.store.operators(),
             },
             "blocking": list(data.blocking),
             "blocked_by": list(data.blocked_by),
@@ -344,6 +369,8 @@ _REQUESTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "delete": ("delete", ("username",)),
     "export": ("export", ("username",)),
     "unlock": ("unlock", ("username", "address")),
+    "grant": ("grant", ("username",)),
+    "revoke": ("revoke", ("username",)),
     "purge": ("purge", ("before", "older_than")),
 }
 """Each request's action name: the method and the fields it takes."""

@@ -10,7 +10,8 @@ Actions: ``list``; ``add USER``; ``passwd USER``; ``remove USER`` (the
 account and what is kept about the user; what they sent stays with its
 readers); ``delete USER`` (the same, and what they sent: their history
 entries and the messages kept for others); ``export USER`` (everything kept
-about the user, as JSON); ``unlock USER`` or ``unlock --address ADDRESS``
+about the user, as JSON); ``grant USER`` and ``revoke USER`` (operators);
+``unlock USER`` or ``unlock --address ADDRESS``
 (clear login lock-outs: a running server only); ``purge --before DATE|--older-than DURATION`` (history).
 
 **Running or not.**  With ``--data-dir``, the tool looks at the data
@@ -338,6 +339,8 @@ def parser() -> argparse.ArgumentParser:
         ("remove", "delete an account and what is kept about the user (not what they sent)"),
         ("delete", "delete an account with all its data, what the user sent included"),
         ("export", "print everything kept about a user, as JSON"),
+        ("grant", "make an account an operator"),
+        ("revoke", "make an operator an ordinary account again"),
     ):
         actions.add_parser(name, help=text).add_argument("user")
     unlock = actions.add_parser(
@@ -378,10 +381,13 @@ def render(action: str, result: Any, where: str) -> str:
         if not result:
             return "No accounts."
         online = "online" in result[0]
-        rows = [["USER", "LAST SEEN (UTC)", *(["ONLINE"] if online else [])]]
+        rows = [["USER", "OPERATOR", "LAST SEEN (UTC)", *(["ONLINE"] if online else [])]]
         for row in result:
             seen = row["last_seen_iso"][:19].replace("T", " ") if row["last_seen_iso"] else "-"
-            rows.append([row["user"], seen, *(["yes" if row["online"] else "no"] if online else [])])
+            rows.append([
+                row["user"], "yes" if row["operator"] else "-", seen,
+                *(["yes" if row["online"] else "no"] if online else []),
+            ])
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
     if action == "export":
@@ -395,6 +401,9 @@ def render(action: str, result: Any, where: str) -> str:
         return text
     if action == "purge":
         return f"{result['purged']} history entries sent before {result['before_iso']} forgotten."
+    if action in ("grant", "revoke"):
+        now = "is an operator now" if action == "grant" else "is no longer an operator"
+        return f"{result['user']} {now} ({where})"
     return f"{result['user']} {result['action']} in {where}"
 
 
