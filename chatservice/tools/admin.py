@@ -28,9 +28,10 @@ With ``--store postgresql://...`` no lock says whether nodes run.  Actions
 that the nodes' memory could contradict (``remove``, ``delete``) therefore
 need ``--socket PATH`` of one node (which applies it and tells the others
 through Redis) or ``--no-server`` (no node runs); ``unlock`` needs
-``--socket``.  The others (``list``, ``add``, ``passwd``, ``export``,
-``purge``) may be applied to the store directly: logins always read the
-store, and a node looks a name it does not know up in the store.
+``--socket``.  The others (``list``, ``add``, ``passwd``, ``grant``, ``revoke``,
+``export``, ``purge``) may be applied to the store directly: logins and
+operator commands always read the store, and a node looks a name it does not
+know up in the store.
 
 **Passwords** are asked twice without echo on a terminal, or read as one
 line from standard input with ``--password-stdin``; never from the command
