@@ -62,7 +62,8 @@ Schema
 ------
 :data:`MIGRATIONS` lists the schema changes; the ``schema_version`` table
 records those applied (version 1 is the data model of the SQLite store,
-version 2 adds the accounts, version 3 the operators and bans).
+version 2 adds the accounts, version 3 the operators and bans, version 4
+the indexes by sender that ``chatservice-admin``'s export and delete use).
 :meth:`PostgresStore.open` creates or migrates the schema in one transaction,
 holding an advisory lock so that nodes starting together migrate once, and
 refuses a database whose schema is newer than this code, or that has tables of
@@ -195,6 +196,11 @@ MIGRATIONS: list[Sequence[str]] = [
             UNIQUE (kind, target)
         )
         """,
+    ),
+    # Version 4: what a user sent, found by sender (chatservice-admin's export and delete).
+    (
+        "CREATE INDEX history_by_sender ON history (sender)",
+        "CREATE INDEX offline_messages_by_sender ON offline_messages (sender)",
     ),
 ]
 """Schema changes: ``MIGRATIONS[n]`` takes a database from version ``n`` to ``n + 1``.

@@ -194,6 +194,11 @@ MIGRATIONS: list[Sequence[str]] = [
         )
         """,
     ),
+    # Version 5: what a user sent, found by sender (chatservice-admin's export and delete).
+    (
+        "CREATE INDEX history_by_sender ON history (sender)",
+        "CREATE INDEX offline_messages_by_sender ON offline_messages (sender)",
+    ),
 ]
 """Schema changes: ``MIGRATIONS[n]`` takes a database from version ``n`` to ``n + 1``.
 
