@@ -2,10 +2,12 @@
 
 Inside a running server the admin actions call the store on the reactor
 thread, like every other store call.  ``user_data`` (``export``) and
-``delete_user`` with what the user sent (``delete``) read or delete the
-user's history entries without an index on the sender, so they cost the
-whole history; this measures them (median of ``--repeat`` runs, in ms) on
-histories of growing size, spread over 100 senders and 11 channels::
+``delete`` call ``user_data`` and ``delete_user`` once, then read
+(``history_of``) or forget (``forget_history_of``) the user's history
+entries a batch of :data:`~chatservice.admin.actions.PURGE_BATCH` a call,
+each call on its own reactor turn.  This measures each call (median of
+``--repeat`` runs, in ms) on histories of growing size, spread over 100
+senders and 11 channels (so each user sent 1% of it)::
 
     python bench/admin_latency.py                  # 10k, 100k and 1M entries
     python bench/admin_latency.py --sizes 100000
@@ -24,6 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from chatservice.admin.actions import PURGE_BATCH  # noqa: E402
+from chatservice.store.interface import HistoryPosition  # noqa: E402
 from chatservice.store.sqlite import SQLiteStore  # noqa: E402
 
 T = 1_700_000_000.0
@@ -55,19 +59,21 @@ def fill(store: SQLiteStore, entries: int) -> None:
 
 def measure(entries: int, repeat: int, directory: Path) -> dict[str, float]:
     """Median milliseconds of each call on a history of ``entries``."""
-    times: dict[str, list[float]] = {"user_data": [], "delete_user(sent=False)": [], "delete_user(sent=True)": []}
+    calls = {
+        "user_data": lambda u: store.user_data(u),
+        "history_of (a batch)": lambda u: store.history_of(u, HistoryPosition(0, "", 0), PURGE_BATCH),
+        "delete_user": lambda u: store.delete_user(u, True),
+        "forget_history_of (a batch)": lambda u: store.forget_history_of(u, PURGE_BATCH),
+    }
+    times: dict[str, list[float]] = {name: [] for name in calls}
     path = directory / f"chat-{entries}.sqlite3"
     store = SQLiteStore(path)
     store.open()
     try:
         fill(store, entries)
         for run in range(repeat):
-            for name, call in (
-                ("user_data", lambda u: store.user_data(u)),
-                ("delete_user(sent=False)", lambda u: store.delete_user(u, False)),
-                ("delete_user(sent=True)", lambda u: store.delete_user(u, True)),
-            ):
-                user = USERS[(run * 3 + len(times[name]) + hash(name)) % len(USERS)]
+            user = USERS[run]
+            for name, call in calls.items():
                 start = time.perf_counter()
                 call(user)
                 times[name].append((time.perf_counter() - start) * 1000)
@@ -84,10 +90,12 @@ def main() -> None:
     directory = Path(tempfile.mkdtemp(prefix="chat-admin-bench-"))
     try:
         print(f"load average before: {os.getloadavg()}")
-        print(f"{'history entries':>16}  " + "  ".join(f"{n:>24}" for n in ("user_data ms", "delete_user(sent=False) ms", "delete_user(sent=True) ms")))
+        print(f"{'history entries':>16}  " + "  ".join(
+            f"{n + ' ms':>28}" for n in ("user_data", "history_of (a batch)", "delete_user", "forget_history_of (a batch)")
+        ))
         for entries in args.sizes:
             figures = measure(entries, args.repeat, directory)
-            print(f"{entries:>16,}  " + "  ".join(f"{v:>24.2f}" for v in figures.values()))
+            print(f"{entries:>16,}  " + "  ".join(f"{v:>28.2f}" for v in figures.values()))
         print(f"load average after: {os.getloadavg()}")
     finally:
         shutil.rmtree(directory, ignore_errors=True)

@@ -642,15 +642,18 @@ class StoreBehaviour:
                 last_seen=T,
                 messages_to=(made["to_bob"],),
                 messages_from=(made["from_bob"],),
-                history=(made["told"], made["said"]),
             ),
+        )
+        everything = HistoryPosition(float("-inf"), "", 0)
+        self.assertEqual(
+            await self.store.history_of("bob", everything, 10), [made["told"], made["said"]]
         )
 
     async def test_user_data_of_nobody(self) -> None:
         await self._bob_and_others()
         self.assertEqual(
             await self.store.user_data("nobody"),
-            UserData(False, (), (), (), None, (), (), ()),
+            UserData(False, (), (), (), None, (), ()),
         )
 
     async def test_delete_user_keeping_what_they_sent(self) -> None:
@@ -673,7 +676,7 @@ class StoreBehaviour:
             [made["told"], made["said"], made["kept"]],
         )
         self.assertEqual(
-            (await store.user_data("bob")).history, (made["told"], made["said"])
+            await store.history_of("bob", HistoryPosition(0, "", 0), 10), [made["told"], made["said"]]
         )
 
     async def test_delete_user_with_what_they_sent(self) -> None:
@@ -681,11 +684,35 @@ class StoreBehaviour:
         self.assertIs(await self.store.delete_user("bob", True), True)
         store = self.store
         self.assertEqual(await store.offline_messages("hans"), [made["other"]])
+        self.assertEqual(await store.user_data("bob"), UserData(False, (), (), (), None, (), ()))
+        # The history it sent: a batch at a time.
+        self.assertEqual(await store.forget_history_of("bob", 1), 1)
+        self.assertEqual(await store.forget_history_of("bob", 5), 1)
+        self.assertEqual(await store.forget_history_of("bob", 5), 0)
         self.assertEqual(await store.history_after(["broadcast", "room:1"], 0), [made["kept"]])
-        self.assertEqual(await store.user_data("bob"), UserData(False, (), (), (), None, (), (), ()))
         # Numbering goes on; room 2's number is not given again.
         self.assertEqual((await store.add_history("broadcast", "yoda", "next", T + 5)).seq, 3)
         self.assertEqual(await store.highest_room_id(), 4)
+
+    async def test_history_of_in_pages(self) -> None:
+        """A user's entries, page by page in read order (ties across channels included), each once."""
+        store = self.store
+        mine = []
+        for i in range(7):
+            for channel in ("room:2", "broadcast"):
+                mine.append(await store.add_history(channel, "bob", f"m{i}", T + i // 2))
+            await store.add_history("broadcast", "yoda", f"y{i}", T + i)
+        mine.sort(key=lambda e: e.position)
+        pages, start = [], HistoryPosition(float("-inf"), "", 0)
+        while True:
+            page = await store.history_of("bob", start, 4)
+            pages.append(page)
+            if len(page) < 4:
+                break
+            start = page[-1].position
+        self.assertEqual([len(p) for p in pages], [4, 4, 4, 2])
+        self.assertEqual([e for p in pages for e in p], mine)
+        self.assertEqual(await store.history_of("nobody", HistoryPosition(0, "", 0), 4), [])
 
     async def test_delete_user_without_account(self) -> None:
         """A name with data but no account (a guest's leftovers): the data goes, ``False``."""

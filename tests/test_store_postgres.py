@@ -21,7 +21,7 @@ from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from chatservice.store import postgres as postgres_module
-from chatservice.store.interface import Ban, StoredMessage
+from chatservice.store.interface import Ban, HistoryPosition, StoredMessage
 from chatservice.store.postgres import PostgresStore, StoreError, redact, schema_version
 from tests import pg_support
 
@@ -470,7 +470,7 @@ class MigrationTests(PostgresTestCase):
         self.assertEqual(self.inspect("SELECT MAX(version) FROM schema_version"), 4)
         for index in ("history_by_sender", "offline_messages_by_sender"):
             self.assertEqual(self.inspect(f"SELECT to_regclass('{index}')::text"), index)
-        self.assertEqual(len((await store.user_data("yoda")).history), 1)
+        self.assertEqual(len(await store.history_of("yoda", HistoryPosition(0, "", 0), 10)), 1)
 
     async def test_removed_account_takes_operator_status(self) -> None:
         store = await self.opened()

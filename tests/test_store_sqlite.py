@@ -25,8 +25,7 @@ from twisted.trial import unittest
 from chatservice import tap
 from chatservice.activitylog import LOG_PATTERNS
 from chatservice.store import sqlite as sqlite_module
-from chatservice.store.interface import StoredMessage
-from chatservice.store.interface import Ban
+from chatservice.store.interface import Ban, HistoryPosition, StoredMessage
 from chatservice.store.sqlite import APPLICATION_ID, SQLiteStore, StoreError, schema_version
 
 T = 1_700_000_000.0
@@ -208,8 +207,8 @@ class SetupTests(SQLiteTestCase):
             ("SELECT h.rowid FROM history_channels AS c CROSS JOIN history AS h ON h.channel = c.channel AND h.sent_at < 5 LIMIT 9", "history_by_channel_time (channel=? AND sent_at<?)"),
             ("DELETE FROM offline_messages WHERE message_id = 1", "INTEGER PRIMARY KEY"),
             # chatservice-admin's export and delete: what one user sent.
-            ("SELECT * FROM history WHERE sender = 'x'", "history_by_sender (sender=?)"),
-            ("DELETE FROM history WHERE sender = 'x'", "history_by_sender (sender=?)"),
+            ("SELECT * FROM history WHERE sender = 'x' AND (sent_at, channel, seq) > (1, 'a', 2) ORDER BY sent_at, channel, seq LIMIT 9", "history_by_sender (sender=? AND (sent_at,channel,seq)>(?,?,?))"),
+            ("SELECT rowid FROM history WHERE sender = 'x' LIMIT 9", "history_by_sender (sender=?)"),
             ("SELECT * FROM offline_messages WHERE sender = 'x' ORDER BY message_id", "offline_messages_by_sender (sender=?)"),
         ]
         for sql, index in queries:
@@ -314,7 +313,7 @@ class MigrationTests(SQLiteTestCase):
         self.assertEqual(self.inspect("PRAGMA user_version"), 5)
         indexes = {row[0] for row in store._db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         self.assertLessEqual({"history_by_sender", "offline_messages_by_sender"}, indexes)
-        self.assertEqual(len(store.user_data("yoda").history), 1)
+        self.assertEqual(len(store.history_of("yoda", HistoryPosition(0, "", 0), 10)), 1)
 
     def test_version_4_gets_operators_and_bans(self) -> None:
         """A version 3 database keeps its accounts and gains the operator and ban tables."""

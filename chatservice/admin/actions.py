@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
@@ -39,14 +39,16 @@ from chatservice.auth.lockout import LoginLockout
 from chatservice.auth.passwords import check_hash_format, is_hashed
 from chatservice.auth.scram import ScramKeys
 from chatservice.auth.slowdown import LoginSlowdown
-from chatservice.store.interface import HistoryEntry, StoredMessage, UserData
+from chatservice.retention import BATCH
+from chatservice.store.interface import HistoryEntry, HistoryPosition, StoredMessage, UserData
 
 __all__ = ["AdminActions", "AdminError", "LiveServer", "PURGE_BATCH"]
 
 log = Logger()
 
-PURGE_BATCH = 500
-"""History entries one store call of :meth:`AdminActions.purge` forgets at most."""
+PURGE_BATCH = BATCH
+"""History entries one store call forgets or reads at most (a purge, a delete, an export),
+each call on its own reactor turn: as many as a batch of the history retention."""
 
 
 class AdminError(Exception):
@@ -205,6 +207,8 @@ class AdminActions:
             live.state.remove_user(username)
         await self.store.delete_user(username, sent)
         self.accounts.removed(username)
+        if sent:
+            await self._batches(lambda: self.store.forget_history_of(username, PURGE_BATCH))
         if live is not None:
             # A login that got in meanwhile (a remote store answers late) ends too.
             live.state.remove_user(username)
@@ -250,7 +254,16 @@ class AdminActions:
         username = _existing_name(username)
         account = await self.store.account(username)
         data: UserData = await self.store.user_data(username)
-        if account is None and data == UserData(False, (), (), (), None, (), (), ()):
+        history: list[HistoryEntry] = []
+        start = HistoryPosition(float("-inf"), "", 0)
+        while True:
+            page = await self.store.history_of(username, start, PURGE_BATCH)
+            history += page
+            if len(page) < PURGE_BATCH:
+                break
+            start = page[-1].position
+            await task.deferLater(self.clock, 0, lambda: None)
+        if account is None and not history and data == UserData(False, (), (), (), None, (), ()):
             raise AdminError("unknown_user", f"Nothing is kept about {username}.")
         exported: dict[str, Any] = {
             "user": username,
@@ -267,7 +280,7 @@ class AdminActions:
             "last_seen": _iso(data.last_seen),
             "messages_to": [_message(m, "from", m.sender) for m in data.messages_to],
             "messages_from": [_message(m, "to", m.recipient) for m in data.messages_from],
-            "history": [_entry(e) for e in data.history],
+            "history": [_entry(e) for e in history],
         }
         if self.live is not None:
             exported["online"] = self.live.state.online(username) is not None
@@ -325,15 +338,25 @@ class AdminActions:
             raise AdminError("invalid_request", "give one of before or older_than, in seconds")
         if before is None:
             before = self.clock.seconds() - older_than
-        purged = 0
-        while True:
-            removed = await self.store.purge_history(float(before), None, PURGE_BATCH)
-            purged += removed
-            if removed < PURGE_BATCH:
-                break
-            await task.deferLater(self.clock, 0, lambda: None)
+        purged = await self._batches(
+            lambda: self.store.purge_history(float(before), None, PURGE_BATCH)
+        )
         log.info("Administration: {n} history entries before {t} purged", n=purged, t=_iso(before))
         return {"purged": purged, "before": float(before), "before_iso": _iso(before)}
+
+    async def _batches(self, batch: Callable[[], defer.Deferred[int]]) -> int:
+        """Run ``batch`` (forgetting at most :data:`PURGE_BATCH`) until it forgets fewer: how many in all.
+
+        Each batch after the first on a later reactor turn, so that a long
+        deletion never holds the reactor (or the database) for long.
+        """
+        done = 0
+        while True:
+            removed = await batch()
+            done += removed
+            if removed < PURGE_BATCH:
+                return done
+            await task.deferLater(self.clock, 0, lambda: None)
 
     # The requests of the admin socket -------------------------------------------------
 

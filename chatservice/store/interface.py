@@ -96,8 +96,9 @@ class UserData:
     :param last_seen: when the user was last visibly online, if recorded.
     :param messages_to: direct messages kept for the user, oldest first.
     :param messages_from: direct messages the user sent that are kept for others, oldest first.
-    :param history: the broadcasts and room messages the user sent that are
-        still in the history, in the order ``read`` shows them.
+
+    The broadcasts and room messages the user sent are read a page at a
+    time (:meth:`IChatStore.history_of`): there may be many.
     """
 
     account: bool
@@ -107,7 +108,6 @@ class UserData:
     last_seen: float | None
     messages_to: tuple[StoredMessage, ...]
     messages_from: tuple[StoredMessage, ...]
-    history: tuple[HistoryEntry, ...]
 
 
 BanKind = Literal["user", "address", "network"]
@@ -318,10 +318,27 @@ class IChatStore(Interface):
 
         Its operator status, blocks (of others and by others), last-seen
         time, the messages kept for it and its room memberships go (a room left without members
-        goes too; its history and number stay).  With ``sent``, what it sent
-        goes as well: its broadcasts and room messages in the history (the
-        channels' numbering goes on) and the direct messages it sent that are
-        kept for others.  Without, they stay with their readers.
+        goes too; its history and number stay).  With ``sent``, the direct
+        messages it sent that are kept for others go as well.  Its broadcasts
+        and room messages stay in the history: :meth:`forget_history_of`
+        forgets them, a batch at a time.
+        """
+
+    def history_of(
+        username: str, start: HistoryPosition, limit: int
+    ) -> Deferred[list[HistoryEntry]]:
+        """At most ``limit`` of the broadcasts and room messages ``username`` sent, after ``start``.
+
+        In the order of :class:`HistoryPosition`, as :meth:`history_page`:
+        the last entry's position starts the next page.
+        """
+
+    def forget_history_of(username: str, limit: int) -> Deferred[int]:
+        """Forget at most ``limit`` of the broadcasts and room messages ``username`` sent.
+
+        The channels' numbering goes on.
+
+        :return: how many were forgotten (fewer than ``limit``: none is left).
         """
 
 
@@ -444,3 +461,9 @@ class ILocalChatStore(Interface):
 
     def delete_user(username: str, sent: bool) -> bool:
         """Delete the account ``username`` and what is kept about it; see :meth:`IChatStore.delete_user`."""
+
+    def history_of(username: str, start: HistoryPosition, limit: int) -> list[HistoryEntry]:
+        """A page of what ``username`` sent to the history; see :meth:`IChatStore.history_of`."""
+
+    def forget_history_of(username: str, limit: int) -> int:
+        """Forget a batch of what ``username`` sent to the history; see :meth:`IChatStore.forget_history_of`."""

@@ -204,7 +204,6 @@ class MemoryStore:
         sent = [
             m for box in self._offline.values() for m in box.values() if m.sender == username
         ]
-        history = [e for entries in self._history.values() for e in entries if e.sender == username]
         return UserData(
             account=username in self._accounts,
             blocking=tuple(sorted(b for a, b in self._blocks if a == username)),
@@ -213,7 +212,6 @@ class MemoryStore:
             last_seen=self._last_seen.get(username),
             messages_to=tuple(self.offline_messages(username)),
             messages_from=tuple(sorted(sent, key=lambda m: m.message_id)),
-            history=tuple(sorted(history, key=_position)),
         )
 
     def delete_user(self, username: str, sent: bool) -> bool:
@@ -231,9 +229,27 @@ class MemoryStore:
                 [m.message_id for box in self._offline.values() for m in box.values()
                  if m.sender == username]
             )
-            for entries in self._history.values():
-                entries[:] = [e for e in entries if e.sender != username]
         return existed
+
+    def history_of(self, username: str, start: HistoryPosition, limit: int) -> list[HistoryEntry]:
+        found = [
+            e for entries in self._history.values() for e in entries
+            if e.sender == username and e.position > start
+        ]
+        found.sort(key=_position)
+        return found[:limit]
+
+    def forget_history_of(self, username: str, limit: int) -> int:
+        removed = 0
+        for entries in self._history.values():
+            kept = []
+            for entry in entries:
+                if entry.sender == username and removed < limit:
+                    removed += 1
+                else:
+                    kept.append(entry)
+            entries[:] = kept
+        return removed
 
     # Operators and bans -------------------------------------------------------------
 

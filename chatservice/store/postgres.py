@@ -199,7 +199,7 @@ MIGRATIONS: list[Sequence[str]] = [
     ),
     # Version 4: what a user sent, found by sender (chatservice-admin's export and delete).
     (
-        "CREATE INDEX history_by_sender ON history (sender)",
+        "CREATE INDEX history_by_sender ON history (sender, sent_at, channel, seq)",
         "CREATE INDEX offline_messages_by_sender ON offline_messages (sender)",
     ),
 ]
@@ -616,6 +616,18 @@ class PostgresStore:
     def delete_user(self, username: str, sent: bool) -> Deferred[bool]:
         return self._run(_delete_user, username, bool(sent))
 
+    def history_of(
+        self, username: str, start: HistoryPosition, limit: int
+    ) -> Deferred[list[HistoryEntry]]:
+        after, channel, seq = start
+        return self._run(
+            _history_of, username, float(after), channel,
+            min(max(int(seq), -1), _BIGINT.stop - 1), int(limit),
+        )
+
+    def forget_history_of(self, username: str, limit: int) -> Deferred[int]:
+        return self._run(_forget_history_of, username, int(limit))
+
 
 # The work done in the pool's thread, each given the connection (autocommit). ------
 
@@ -794,11 +806,6 @@ def _user_data(connection: Any, username: str) -> UserData:
             " WHERE sender = %s ORDER BY message_id",
             (username,),
         ).fetchall()
-        history = connection.execute(
-            "SELECT channel, seq, sender, body, sent_at FROM history"
-            " WHERE sender = %s ORDER BY sent_at, channel, seq",
-            (username,),
-        ).fetchall()
         return UserData(
             account=bool(account),
             blocking=column("SELECT blocked FROM blocks WHERE blocker = %s ORDER BY blocked"),
@@ -809,8 +816,29 @@ def _user_data(connection: Any, username: str) -> UserData:
             last_seen=seen[0] if seen else None,
             messages_to=tuple(_offline_messages(connection, username)),
             messages_from=tuple(StoredMessage(*row) for row in sent),
-            history=tuple(HistoryEntry(*row) for row in history),
         )
+
+
+def _history_of(
+    connection: Any, username: str, after: float, channel: str, seq: int, limit: int
+) -> list[HistoryEntry]:
+    rows = connection.execute(
+        "SELECT channel, seq, sender, body, sent_at FROM history WHERE sender = %s"
+        " AND (sent_at, channel, seq) > (%s, %s COLLATE \"C\", %s)"
+        " ORDER BY sent_at, channel, seq LIMIT %s",
+        (username, after, channel, seq, limit),
+    ).fetchall()
+    return [HistoryEntry(*row) for row in rows]
+
+
+def _forget_history_of(connection: Any, username: str, limit: int) -> int:
+    # Rows another node is deleting are skipped, as by the retention.
+    cursor = connection.execute(
+        "DELETE FROM history WHERE (channel, seq) IN ("
+        " SELECT channel, seq FROM history WHERE sender = %s LIMIT %s FOR UPDATE SKIP LOCKED)",
+        (username, limit),
+    )
+    return int(cursor.rowcount)
 
 
 def _delete_user(connection: Any, username: str, sent: bool) -> bool:
@@ -821,7 +849,6 @@ def _delete_user(connection: Any, username: str, sent: bool) -> bool:
         _forget_user(connection, username)
         if sent:
             connection.execute("DELETE FROM offline_messages WHERE sender = %s", (username,))
-            connection.execute("DELETE FROM history WHERE sender = %s", (username,))
         rooms = connection.execute(
             "DELETE FROM room_members WHERE username = %s RETURNING room_id", (username,)
         ).fetchall()

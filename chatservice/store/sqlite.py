@@ -196,7 +196,7 @@ MIGRATIONS: list[Sequence[str]] = [
     ),
     # Version 5: what a user sent, found by sender (chatservice-admin's export and delete).
     (
-        "CREATE INDEX history_by_sender ON history (sender)",
+        "CREATE INDEX history_by_sender ON history (sender, sent_at, channel, seq)",
         "CREATE INDEX offline_messages_by_sender ON offline_messages (sender)",
     ),
 ]
@@ -850,11 +850,6 @@ class SQLiteStore:
                 " WHERE sender = ? ORDER BY message_id",
                 (username,),
             ).fetchall()
-            history = db.execute(
-                "SELECT channel, seq, sender, body, sent_at FROM history"
-                " WHERE sender = ? ORDER BY sent_at, channel, seq",
-                (username,),
-            ).fetchall()
         return UserData(
             account=account is not None,
             blocking=tuple(row[0] for row in blocking),
@@ -863,7 +858,6 @@ class SQLiteStore:
             last_seen=None if seen is None else seen[0],
             messages_to=tuple(self.offline_messages(username)),
             messages_from=tuple(StoredMessage(*row) for row in sent),
-            history=tuple(HistoryEntry(*row) for row in history),
         )
 
     def delete_user(self, username: str, sent: bool) -> bool:
@@ -871,8 +865,10 @@ class SQLiteStore:
             existed = connection.execute(
                 "DELETE FROM chat_accounts WHERE username = ?", (username,)
             ).rowcount > 0
-            for statement in _FORGET_USER + (_DELETE_SENT if sent else ()):
+            for statement in _FORGET_USER:
                 connection.execute(statement, (username,))
+            if sent:
+                connection.execute("DELETE FROM offline_messages WHERE sender = ?", (username,))
             rooms = connection.execute(
                 "DELETE FROM room_members WHERE username = ? RETURNING room_id", (username,)
             ).fetchall()
@@ -883,6 +879,23 @@ class SQLiteStore:
                 rooms,
             )
         return existed
+
+    def history_of(self, username: str, start: HistoryPosition, limit: int) -> list[HistoryEntry]:
+        with self._errors():
+            rows = self._db.execute(
+                "SELECT channel, seq, sender, body, sent_at FROM history"
+                " WHERE sender = ? AND (sent_at, channel, seq) > (?, ?, ?)"
+                " ORDER BY sent_at, channel, seq LIMIT ?",
+                (username, *start, limit),
+            ).fetchall()
+        return [HistoryEntry(*row) for row in rows]
+
+    def forget_history_of(self, username: str, limit: int) -> int:
+        return self._write(
+            "DELETE FROM history WHERE rowid IN"
+            " (SELECT rowid FROM history WHERE sender = ? LIMIT ?)",
+            (username, limit),
+        ).rowcount
 
 
     # Operators ----------------------------------------------------------------------
@@ -939,12 +952,6 @@ class SQLiteStore:
             return 0
         return cursor.rowcount
 
-
-_DELETE_SENT = (
-    "DELETE FROM offline_messages WHERE sender = ?",
-    "DELETE FROM history WHERE sender = ?",
-)
-"""What :meth:`SQLiteStore.delete_user` also runs when what the user sent goes too."""
 
 _SELECT_BANS = "SELECT kind, target, set_by, set_at, expires_at, reason, ban_id FROM bans"
 """The columns of a :class:`~chatservice.store.interface.Ban`, in its order."""
