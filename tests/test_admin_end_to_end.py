@@ -11,6 +11,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -277,3 +278,70 @@ class PostgresTests(unittest.TestCase):
         for result in (refused, ):
             self.assertNotIn(PG_PASSWORD, result.stdout + result.stderr)
         self.assertNotIn("Traceback", server.log())
+
+
+class ClusterTests(unittest.TestCase):
+    """Two nodes on one PostgreSQL database and one Redis: the tool talks to node ``a``'s socket."""
+
+    def setUp(self) -> None:
+        from tests.redis_support import RedisServer
+
+        self.redis = RedisServer().start()
+        self.addCleanup(self.redis.cleanup)
+        dsn = new_database(self)
+        self.nodes: dict[str, ChatServer] = {}
+        for name in ("a", "b"):
+            node = ChatServer(
+                timeout=60, max_failures=3, block_duration=600,
+                options=["--store", dsn, "--redis", self.redis.url, "--node-name", name],
+            )
+            self.addCleanup(node.stop)
+            self.nodes[name] = node.start()
+        self.socket = ["--socket", str(self.nodes["a"].data_dir / "admin.sock")]
+
+    def test_delete_on_a_ends_the_session_on_b(self) -> None:
+        hans = log_in(self.nodes["b"], "hans", "falcon")
+        yoda = log_in(self.nodes["b"], "yoda", "wise")
+        yoda.sync()
+        self.assertIn("hans deleted in the server at", ok(admin(*self.socket, "delete", "hans")))
+        hans.read_until("Your account was removed by the administrator; this session ends.")
+        hans.wait_closed()
+        self.assertIn("hans logged out", "\n".join(yoda.sync()))
+        for node in self.nodes.values():
+            with node.connect() as again:
+                again.greeted()
+                again.send("hans")
+                self.assertEqual(again.read_line(), unknown_user("hans"))
+        yoda.close()
+        for node in self.nodes.values():
+            self.assertNotIn("Traceback", node.log())
+
+    def test_unlock_on_a_clears_a_lock_taken_on_b(self) -> None:
+        client = self.nodes["b"].connect()
+        client.greeted()
+        client.send("leia")
+        client.read_until(PASSWORD_PROMPT)
+        for attempt in range(3):
+            client.send(f"guess-{attempt}")
+            if attempt < 2:
+                self.assertEqual(client.read_line(), WRONG_PASSWORD)
+                client.read_until(PASSWORD_PROMPT)
+            else:
+                assert_refused(client.read_line(), JUST_LOCKED)
+        client.close()
+        out = ok(admin(*self.socket, "unlock", "leia"))
+        self.assertIn("leia unlocked", out)
+        self.assertIn("Redis key(s) deleted", out)
+        ok(admin(*self.socket, "unlock", "--address", "127.0.0.1"))
+        # Each node held the lock; the announcement cleared it on b too.
+        deadline = time.monotonic() + 5
+        while True:
+            with self.nodes["b"].connect() as probe:
+                probe.greeted()
+                probe.send("leia")
+                line = probe.read_until(": ")
+            if line == PASSWORD_PROMPT or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        self.assertEqual(line, PASSWORD_PROMPT)
+        log_in(self.nodes["b"], "leia", "princess").close()
