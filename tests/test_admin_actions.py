@@ -175,6 +175,30 @@ class StoreActionsBehaviour:
         await self.act(action="add", username="bob", **hashed("bobs-pw"))
         self.assertEqual(await self.store.operators(), set())
 
+    async def test_ban_unban_bans(self) -> None:
+        await self.act(action="add", username="bob", **hashed("bobs-pw"))
+        banned = await self.act(action="ban", target="bob", duration=600, reason="spam")
+        self.assertEqual(banned, {"ban": {
+            "id": banned["ban"]["id"], "kind": "user", "target": "bob", "set_by": "chatservice-admin",
+            "set_at": "2023-11-14T22:30:00+00:00", "until": "2023-11-14T22:40:00+00:00", "reason": "spam",
+        }})
+        network = await self.act(action="ban", target="192.0.2.7/24")
+        self.assertEqual((network["ban"]["kind"], network["ban"]["target"], network["ban"]["until"]),
+                         ("network", "192.0.2.0/24", None))
+        self.assertEqual([b["target"] for b in await self.act(action="bans")], ["bob", "192.0.2.0/24"])
+        self.assertEqual([b.target for b in await self.store.bans()], ["bob", "192.0.2.0/24"])
+        self.assertEqual(await self.act(action="unban", target=f"#{network['ban']['id']}"),
+                         {"target": str(network["ban"]["id"]), "removed": 1})
+        self.assertEqual(await self.act(action="unban", target="bob"), {"target": "bob", "removed": 1})
+        self.assertEqual((await self.refused(action="unban", target="bob")).code, "no_such_ban")
+        self.assertEqual((await self.refused(action="ban", target="vader")).code, "unknown_user")
+        self.assertEqual((await self.refused(action="ban", target="10.0.0.0/99")).code, "invalid_request")
+        self.assertEqual((await self.refused(action="ban", target="bob", duration=-1)).code, "invalid_request")
+        # An expired ban is not listed.
+        await self.act(action="ban", target="bob", duration=1)
+        self.clock.advance(2)
+        self.assertEqual(await self.act(action="bans"), [])
+
     async def test_unlock_needs_a_server(self) -> None:
         error = await self.refused(action="unlock", username="bob")
         self.assertEqual(error.code, "not_running")
@@ -334,6 +358,23 @@ class LiveActionsTests(unittest.TestCase):
         hans.send("announce hello")
         self.assertIn("Invalid command", hans.output())
         self.harness.close_all(hans)
+
+    def test_ban_ends_the_session_and_unban_lets_in(self) -> None:
+        harness = self.harness
+        (hans,) = harness.online("hans")
+        self.assertEqual(self.run_action(action="ban", target="hans", reason="spam")["sessions_ended"], 1)
+        self.assertIn("You have been banned from this server by chatservice-admin", hans.output())
+        self.assertTrue(hans.closed)
+        again = harness.connect()
+        again.send("hans")
+        again.send("falcon")
+        self.assertIn("banned", again.output())
+        self.run_action(action="unban", target="hans")
+        self.assertEqual(harness.state.moderation.in_force(), [])
+        back = harness.connect()
+        back.login("hans")
+        self.assertIsNotNone(harness.state.online("hans"))
+        harness.close_all(hans, again, back)
 
     def test_unlock(self) -> None:
         harness = self.harness

@@ -162,6 +162,19 @@ class RunningServerTests(unittest.TestCase):
             luke.send("whois luke")
             self.assertEqual(luke.read_line(), "Error. Invalid command (type help for the list)")
 
+    def test_ban_and_unban(self) -> None:
+        hans = log_in(self.server, "hans", "falcon")
+        out = ok(admin(*self.data, "ban", "hans", "--for", "10m", "--reason", "spam"))
+        self.assertRegex(out, r"^ban #1: user hans until \S+ \S+ UTC; 1 session\(s\) ended\n$")
+        hans.read_until("You have been banned from this server by chatservice-admin")
+        hans.wait_closed()
+        lines = ok(admin(*self.data, "bans")).splitlines()
+        self.assertEqual(lines[0].split(), ["#", "KIND", "TARGET", "BY", "SET", "(UTC)", "UNTIL", "(UTC)", "REASON"])
+        self.assertEqual(lines[1].split()[:4] + lines[1].split()[-1:], ["1", "user", "hans", "chatservice-admin", "spam"])
+        self.assertEqual(ok(admin(*self.data, "unban", "#1")), "1 ban(s) of 1 removed\n")
+        log_in(self.server, "hans", "falcon").close()
+        self.assertEqual(ok(admin(*self.data, "bans")), "No bans.\n")
+
     def test_unlock(self) -> None:
         client = self.server.connect()
         client.greeted()
@@ -268,9 +281,10 @@ class PostgresTests(unittest.TestCase):
         exported: dict[str, Any] = json.loads(ok(admin(*store, "export", "rey")))
         self.assertEqual(exported["account"]["scram_keys"], True)
         self.assertIsNotNone(exported["last_seen"])
-        refused = admin(*store, "remove", "rey")
-        self.assertEqual(refused.returncode, 2)
-        self.assertIn("give --socket PATH of one node", refused.stderr)
+        for action in ("remove", "ban"):
+            refused = admin(*store, action, "rey")
+            self.assertEqual(refused.returncode, 2)
+            self.assertIn("give --socket PATH of one node", refused.stderr)
         rey = log_in(server, "rey", "scavenger")
         out = ok(admin("--socket", str(server.data_dir / "admin.sock"), "remove", "rey"))
         self.assertIn("rey removed in the server at", out)

@@ -40,11 +40,16 @@ from chatservice.auth.passwords import check_hash_format, is_hashed
 from chatservice.auth.scram import ScramKeys
 from chatservice.auth.slowdown import LoginSlowdown
 from chatservice.retention import BATCH
-from chatservice.store.interface import HistoryEntry, HistoryPosition, StoredMessage, UserData
+from chatservice.commands import CommandError
+from chatservice.moderation import ban_target, ban_to_json
+from chatservice.store.interface import Ban, HistoryEntry, HistoryPosition, StoredMessage, UserData
 
 __all__ = ["AdminActions", "AdminError", "LiveServer", "PURGE_BATCH"]
 
 log = Logger()
+
+BANNED_BY = "chatservice-admin"
+"""Who a ban set with the tool was set by, as the ban says."""
 
 PURGE_BATCH = BATCH
 """History entries one store call forgets or reads at most (a purge, a delete, an export),
@@ -247,6 +252,68 @@ class AdminActions:
         )
         return {"user": username, "action": "granted" if operator else "revoked"}
 
+    # Bans --------------------------------------------------------------------------
+
+    async def ban(self, target: Any, duration: Any = None, reason: Any = "") -> dict[str, Any]:
+        """Ban an account, an address or a network (CIDR), for ``duration`` seconds or for good.
+
+        Kept in the store; inside a server the sessions it matches end at
+        once, on every node (as an operator's ``ban``).
+        """
+        if not isinstance(target, str) or not isinstance(reason, str):
+            raise AdminError("invalid_request", "a ban's target and reason are text")
+        if duration is not None and not (
+            isinstance(duration, (int, float)) and not isinstance(duration, bool) and duration > 0
+        ):
+            raise AdminError("invalid_request", "a ban's duration is a number of seconds")
+        try:
+            kind, name = ban_target(target)
+        except CommandError as e:
+            raise AdminError("invalid_request", str(e).removeprefix("Error. ")) from None
+        if kind == "user":
+            name = _existing_name(name)
+            online = self.live is not None and self.live.state.online(name) is not None
+            if not online and await self.store.account(name) is None:
+                raise AdminError("unknown_user", f"There is no account {name}.")
+        now = self.clock.seconds()
+        kept: Ban = await self.store.add_ban(
+            Ban(kind, name, BANNED_BY, now, None if duration is None else now + duration, reason)
+        )
+        result = {"ban": _ban(kept)}
+        if self.live is not None:
+            moderation = self.live.state.moderation
+            result["sessions_ended"] = moderation.added(kept)
+            moderation.tell_cluster({"do": "ban", "ban": ban_to_json(kept)})
+        log.info("Administration: ban #{n} of {kind} {target}", n=kept.ban_id, kind=kind, target=name)
+        return result
+
+    async def unban(self, target: Any) -> dict[str, Any]:
+        """Remove the ban numbered ``target`` (``3`` or ``#3``), or the bans of what ``target`` names."""
+        if not isinstance(target, str):
+            raise AdminError("invalid_request", "a ban's target is text")
+        number = target.removeprefix("#")
+        try:
+            key: int | str = int(number) if number.isascii() and number.isdigit() else ban_target(target)[1]
+        except CommandError as e:
+            raise AdminError("invalid_request", str(e).removeprefix("Error. ")) from None
+        ids = [
+            ban.ban_id for ban in await self.store.bans()
+            if ban.ban_id is not None and (ban.ban_id if isinstance(key, int) else ban.target) == key
+        ]
+        removed = await self.store.remove_ban(key)
+        if not removed:
+            raise AdminError("no_such_ban", f"There is no ban of {target}.")
+        if self.live is not None:
+            self.live.state.moderation.removed(ids)
+            self.live.state.moderation.tell_cluster({"do": "unban", "ids": ids})
+        log.info("Administration: bans {ids} removed", ids=ids)
+        return {"target": str(key), "removed": removed}
+
+    async def bans(self) -> list[dict[str, Any]]:
+        """The bans in force (the expired ones are left out)."""
+        now = self.clock.seconds()
+        return [_ban(ban) for ban in await self.store.bans() if not ban.expired(now)]
+
     # Export ------------------------------------------------------------------------
 
     async def export(self, username: Any) -> dict[str, Any]:
@@ -392,6 +459,9 @@ _REQUESTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "delete": ("delete", ("username",)),
     "export": ("export", ("username",)),
     "unlock": ("unlock", ("username", "address")),
+    "ban": ("ban", ("target", "duration", "reason")),
+    "unban": ("unban", ("target",)),
+    "bans": ("bans", ()),
     "grant": ("grant", ("username",)),
     "revoke": ("revoke", ("username",)),
     "purge": ("purge", ("before", "older_than")),
@@ -405,6 +475,18 @@ def _message(message: StoredMessage, role: str, other: str) -> dict[str, Any]:
         role: other,
         "text": message.text,
         "sent_at": _iso(message.sent_at),
+    }
+
+
+def _ban(ban: Ban) -> dict[str, Any]:
+    return {
+        "id": ban.ban_id,
+        "kind": ban.kind,
+        "target": ban.target,
+        "set_by": ban.set_by,
+        "set_at": _iso(ban.set_at),
+        "until": _iso(ban.expires_at),
+        "reason": ban.reason,
     }
 
 

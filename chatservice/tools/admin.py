@@ -11,8 +11,9 @@ account and what is kept about the user; what they sent stays with its
 readers); ``delete USER`` (the same, and what they sent: their history
 entries and the messages kept for others); ``export USER`` (everything kept
 about the user, as JSON); ``grant USER`` and ``revoke USER`` (operators);
-``unlock USER`` or ``unlock --address ADDRESS``
-(clear login lock-outs: a running server only); ``purge --before DATE|--older-than DURATION`` (history).
+``ban TARGET [--for DURATION] [--reason TEXT]``, ``unban TARGET``, ``bans``
+(an operator's bans, kept in the store); ``unlock USER`` or ``unlock
+--address ADDRESS`` (clear login lock-outs: a running server only); ``purge --before DATE|--older-than DURATION`` (history).
 
 **Running or not.**  With ``--data-dir``, the tool looks at the data
 directory's lock (:mod:`chatservice.datadir`): when a server holds it, every
@@ -25,11 +26,11 @@ action to the store.  Both ways run the same
 :class:`~chatservice.admin.actions.AdminActions`.
 
 With ``--store postgresql://...`` no lock says whether nodes run.  Actions
-that the nodes' memory could contradict (``remove``, ``delete``) therefore
-need ``--socket PATH`` of one node (which applies it and tells the others
+that the nodes' memory could contradict (``remove``, ``delete``, ``ban``,
+``unban``: the nodes hold the bans in force) therefore need ``--socket PATH`` of one node (which applies it and tells the others
 through Redis) or ``--no-server`` (no node runs); ``unlock`` needs
 ``--socket``.  The others (``list``, ``add``, ``passwd``, ``grant``, ``revoke``,
-``export``, ``purge``) may be applied to the store directly: logins and
+``bans``, ``export``, ``purge``) may be applied to the store directly: logins and
 operator commands always read the store, and a node looks a name it does not
 know up in the store.
 
@@ -73,7 +74,7 @@ PROGRAM = "chatservice-admin"
 SOCKET_TIMEOUT = 600.0
 """Seconds the tool waits for the server's reply (a large purge takes a while)."""
 
-NEEDS_NO_SERVER = frozenset({"remove", "delete"})
+NEEDS_NO_SERVER = frozenset({"remove", "delete", "ban", "unban"})
 """Actions a PostgreSQL store takes directly only with ``--no-server``."""
 NEEDS_SERVER = frozenset({"unlock"})
 """Actions that only a running server can do."""
@@ -350,6 +351,12 @@ def parser() -> argparse.ArgumentParser:
     unlocked = unlock.add_mutually_exclusive_group(required=True)
     unlocked.add_argument("user", nargs="?", help="a user name: its locks at every address")
     unlocked.add_argument("--address", help="an IP address locked for every name")
+    ban = actions.add_parser("ban", help="ban an account, an address or a network (CIDR)")
+    ban.add_argument("target", help="a user name, an IP address or a network")
+    ban.add_argument("--for", dest="duration", type=_duration, help="how long: 10m, 2h, 7d (default: for good)")
+    ban.add_argument("--reason", default="", help="why (shown to the banned)")
+    actions.add_parser("unban", help="remove a ban: its number (#3) or its target").add_argument("target")
+    actions.add_parser("bans", help="list the bans in force")
     purge = actions.add_parser("purge", help="forget the history older than a date")
     when = purge.add_mutually_exclusive_group(required=True)
     when.add_argument("--before", type=parse_date, help="an ISO 8601 date or time (UTC by default)")
@@ -360,8 +367,15 @@ def parser() -> argparse.ArgumentParser:
 def request_of(args: argparse.Namespace, stdin: TextIO) -> dict[str, Any]:
     """The request the parsed command line makes (asking for a password if it needs one)."""
     action = args.action
-    if action == "list":
-        return {"action": "list"}
+    if action in ("list", "bans"):
+        return {"action": action}
+    if action == "ban":
+        request = {"action": "ban", "target": args.target, "reason": args.reason}
+        if args.duration is not None:
+            request["duration"] = args.duration
+        return request
+    if action == "unban":
+        return {"action": "unban", "target": args.target}
     if action == "purge":
         if args.before is not None:
             return {"action": "purge", "before": args.before}
@@ -376,23 +390,52 @@ def request_of(args: argparse.Namespace, stdin: TextIO) -> dict[str, Any]:
     return request
 
 
+def table(header: list[str], rows: list[list[str]]) -> str:
+    """``rows`` under ``header``, in columns."""
+    lines = [header, *rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
+
+
+def _shown(iso: str) -> str:
+    """An ISO 8601 UTC time as a table shows it: ``2026-12-01 20:45:00``."""
+    return iso[:19].replace("T", " ")
+
+
 def render(action: str, result: Any, where: str) -> str:
     """The human-readable output of ``action``'s ``result``."""
     if action == "list":
         if not result:
             return "No accounts."
         online = "online" in result[0]
-        rows = [["USER", "OPERATOR", "LAST SEEN (UTC)", *(["ONLINE"] if online else [])]]
-        for row in result:
-            seen = row["last_seen_iso"][:19].replace("T", " ") if row["last_seen_iso"] else "-"
-            rows.append([
-                row["user"], "yes" if row["operator"] else "-", seen,
-                *(["yes" if row["online"] else "no"] if online else []),
-            ])
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+        return table(
+            ["USER", "OPERATOR", "LAST SEEN (UTC)", *(["ONLINE"] if online else [])],
+            [
+                [row["user"], "yes" if row["operator"] else "-",
+                 _shown(row["last_seen_iso"]) if row["last_seen_iso"] else "-",
+                 *(["yes" if row["online"] else "no"] if online else [])]
+                for row in result
+            ],
+        )
     if action == "export":
         return json.dumps(result, ensure_ascii=False, indent=2)
+    if action == "bans":
+        if not result:
+            return "No bans."
+        return table(
+            ["#", "KIND", "TARGET", "BY", "SET (UTC)", "UNTIL (UTC)", "REASON"],
+            [[str(b["id"]), b["kind"], b["target"], b["set_by"], _shown(b["set_at"]),
+              _shown(b["until"]) if b["until"] else "for good", b["reason"] or "-"] for b in result],
+        )
+    if action == "ban":
+        ban = result["ban"]
+        text = f"ban #{ban['id']}: {ban['kind']} {ban['target']}"
+        text += f" until {_shown(ban['until'])} UTC" if ban["until"] else " for good"
+        if "sessions_ended" in result:
+            text += f"; {result['sessions_ended']} session(s) ended"
+        return text
+    if action == "unban":
+        return f"{result['removed']} ban(s) of {result['target']} removed"
     if action == "unlock":
         text = f"{result.get('user') or result.get('address')} unlocked: {result['locks']} lock(s) cleared"
         if result.get("slowed"):
