@@ -28,7 +28,6 @@ from tests.e2e_support import (
     assert_refused,
     subprocess_environment,
     unknown_user,
-    welcome,
 )
 from tests.pg_support import PASSWORD as PG_PASSWORD
 from tests.pg_support import new_database
@@ -57,6 +56,21 @@ def log_in(server: ChatServer, username: str, password: str) -> LineClient:
     client = server.connect()
     client.login(username, password)
     return client
+
+
+def lock_out(server: ChatServer, username: str) -> None:
+    """Give ``server`` wrong passwords for ``username`` until it locks the name (``--max-failures 3``)."""
+    with server.connect() as client:
+        client.greeted()
+        client.send(username)
+        client.read_until(PASSWORD_PROMPT)
+        for attempt in range(3):
+            client.send(f"guess-{attempt}")
+            if attempt < 2:
+                assert client.read_line() == WRONG_PASSWORD
+                client.read_until(PASSWORD_PROMPT)
+            else:
+                assert_refused(client.read_line(), JUST_LOCKED)
 
 
 class RunningServerTests(unittest.TestCase):
@@ -176,18 +190,7 @@ class RunningServerTests(unittest.TestCase):
         self.assertEqual(ok(admin(*self.data, "bans")), "No bans.\n")
 
     def test_unlock(self) -> None:
-        client = self.server.connect()
-        client.greeted()
-        client.send("obiwan")
-        client.read_until(PASSWORD_PROMPT)
-        for attempt in range(3):
-            client.send(f"guess-{attempt}")
-            if attempt < 2:
-                self.assertEqual(client.read_line(), WRONG_PASSWORD)
-                client.read_until(PASSWORD_PROMPT)
-            else:
-                assert_refused(client.read_line(), JUST_LOCKED)
-        client.close()
+        lock_out(self.server, "obiwan")
         # The address failed as often: it is locked too.
         with self.server.connect() as refused:
             refused.greeted()
@@ -331,18 +334,7 @@ class ClusterTests(unittest.TestCase):
             self.assertNotIn("Traceback", node.log())
 
     def test_unlock_on_a_clears_a_lock_taken_on_b(self) -> None:
-        client = self.nodes["b"].connect()
-        client.greeted()
-        client.send("leia")
-        client.read_until(PASSWORD_PROMPT)
-        for attempt in range(3):
-            client.send(f"guess-{attempt}")
-            if attempt < 2:
-                self.assertEqual(client.read_line(), WRONG_PASSWORD)
-                client.read_until(PASSWORD_PROMPT)
-            else:
-                assert_refused(client.read_line(), JUST_LOCKED)
-        client.close()
+        lock_out(self.nodes["b"], "leia")
         out = ok(admin(*self.socket, "unlock", "leia"))
         self.assertIn("leia unlocked", out)
         self.assertIn("Redis key(s) deleted", out)

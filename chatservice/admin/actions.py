@@ -92,12 +92,17 @@ def _iso(seconds: float | None) -> str | None:
     return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat()
 
 
-def _existing_name(username: Any) -> str:
-    """``username`` (normalised) as the name of an account that may exist, or :class:`AdminError`."""
+def _existing_name(
+    username: Any, problem_of: Callable[[str], str | None] = login_name_problem
+) -> str:
+    """``username`` (normalised) as the name of an account that may exist, or :class:`AdminError`.
+
+    :param problem_of: the rule it must pass (a new account's name: :func:`username_problem`).
+    """
     if not isinstance(username, str):
         raise AdminError("invalid_request", "a user name is text")
     username = normalise_username(username)
-    problem = login_name_problem(username)
+    problem = problem_of(username)
     if problem:
         raise AdminError("invalid_username", f"Invalid user name: {problem}.")
     return username
@@ -152,12 +157,7 @@ class AdminActions:
 
     async def add(self, username: Any, secret: Any, scram: Any) -> dict[str, Any]:
         """Create an account with a new name (the server's rules: :func:`username_problem`, look-alikes)."""
-        if not isinstance(username, str):
-            raise AdminError("invalid_request", "a user name is text")
-        username = normalise_username(username)
-        problem = username_problem(username)
-        if problem:
-            raise AdminError("invalid_username", f"Invalid user name: {problem}.")
+        username = _existing_name(username, username_problem)
         secret, keys = _hashed(secret, scram)
         await self._check_free(username)
         if not await self.accounts.add(username, secret, keys):
