@@ -263,6 +263,11 @@ class OfflineTests(unittest.TestCase):
         result = admin("--data-dir", str(empty), "list")
         self.assertEqual(result.returncode, 1)
         self.assertIn("there is no chat database in", result.stderr)
+        (empty / "userlog.txt").write_text("")  # a server ran here, on another store
+        result = admin("--data-dir", str(empty), "add", "rey", "--password-stdin", stdin="scavenger\n")
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("but a server used it (userlog.txt): if it keeps its data in PostgreSQL", result.stderr)
+        self.assertFalse((empty / "chat.sqlite3").exists())
         self.assertEqual(admin("list").returncode, 2)
         self.assertEqual(admin("--data-dir", str(empty), "frob").returncode, 2)
         self.assertEqual(admin("--store", "sqlite", "list").returncode, 2)

@@ -59,6 +59,7 @@ from typing import Any, Callable, Sequence, TextIO
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from chatservice.activitylog import LOG_PATTERNS
 from chatservice.admin.actions import AdminActions, AdminError
 from chatservice.admin.socket import SOCKET_NAME
 from chatservice.auth.accounts import hash_and_derive, password_problem
@@ -149,8 +150,16 @@ def resolve_target(
                 " memory, so there is nothing to unlock"
             )
         database = data_dir / DATABASE_NAME
-        if not database.exists() and action not in CREATE_STORE:
-            raise ToolError(f"there is no chat database in {data_dir} ({database} is missing)")
+        if not database.exists():
+            used = sorted({found.name for sign in LOG_PATTERNS for found in data_dir.glob(sign)})
+            if used:
+                # A server ran here without an SQLite store: not one to create now.
+                raise ToolError(
+                    f"{data_dir} has no {DATABASE_NAME} but a server used it ({', '.join(used)}):"
+                    " if it keeps its data in PostgreSQL, give --store URL (or --socket PATH)"
+                )
+            if action not in CREATE_STORE:
+                raise ToolError(f"there is no chat database in {data_dir} ({database} is missing)")
 
         def sqlite() -> IChatStore:
             from chatservice.build import sqlite_store
