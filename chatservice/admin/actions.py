@@ -210,12 +210,14 @@ class AdminActions:
             # The session ends first, so that nothing it does lands after the
             # store's deletion; memory and the other nodes follow at once.
             live.state.remove_user(username)
+        if sent:
+            # While the account still holds the name: nobody else can take it
+            # and post meanwhile (what a new account says is not forgotten).
+            await self._batches(lambda: self.store.forget_history_of(username, PURGE_BATCH))
         await self.store.delete_user(username, sent)
         self.accounts.removed(username)
-        if sent:
-            await self._batches(lambda: self.store.forget_history_of(username, PURGE_BATCH))
-        if live is not None:
-            # A login that got in meanwhile (a remote store answers late) ends too.
+        if live is not None and username in live.state.sessions:
+            # A login that got in meanwhile (between the batches) ends too.
             live.state.remove_user(username)
         log.info(
             "Administration: account {user} {what}",
