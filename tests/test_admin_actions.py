@@ -337,6 +337,21 @@ class LiveActionsTests(unittest.TestCase):
         self.assertEqual([e.sender for e in harness.store.history_after(["broadcast"], 0)], ["yoda"])
         harness.close_all(hans, yoda)
 
+    def test_delete_forgets_a_long_history_a_batch_a_turn(self) -> None:
+        harness = self.harness
+        for i in range(2 * PURGE_BATCH + 5):
+            harness.store.add_history("broadcast", "hans", f"h{i}", T + i)
+        harness.store.add_history("broadcast", "yoda", "stays", T)
+        deleting = self.actions.run({"action": "delete", "username": "hans"})
+        turns = 0
+        while not deleting.called:
+            harness.clock.advance(0)
+            turns += 1
+        self.assertEqual(turns, 2, "three batches: the first at once, then one a turn")
+        self.assertEqual(self.successResultOf(deleting)["action"], "deleted")
+        self.assertEqual([e.text for e in harness.store.history_after(["broadcast"], 0)], ["stays"])
+        self.assertIsNone(harness.store.account("hans"))
+
     def test_export_says_whether_online(self) -> None:
         (hans,) = self.harness.online("hans")
         self.assertIs(self.run_action(action="export", username="hans")["online"], True)
