@@ -11,6 +11,7 @@ from typing import Any
 from twisted.application import strports
 from twisted.application.service import IService
 from twisted.internet import endpoints
+from twisted.logger import Logger
 from twisted.python import usage
 
 from chatservice.admin.actions import AdminActions, LiveServer
@@ -39,6 +40,8 @@ def check_dsn(dsn: str) -> None:
 
     PostgresStore(dsn, reactor)
 from chatservice.web.site import chat_site
+
+log = Logger()
 
 DEFAULT_LISTEN = "tcp:4119"
 DEFAULT_CREDENTIALS = Path("etc") / "credentials.txt"
@@ -69,20 +72,28 @@ MAX_SOCKET_PATH_BYTES = 107
 """The longest UNIX socket path Linux takes (``sun_path`` less its NUL)."""
 
 
-def admin_socket_path(option: str | None, data_dir: Path) -> Path | None:
-    """Where the admin socket listens: ``--admin-socket``, by default in ``data_dir``; ``None``: nowhere.
+def admin_socket_path(option: str | None, data_dir: Path) -> tuple[Path | None, str | None]:
+    """Where the admin socket listens (``None``: nowhere), and why not when it cannot.
 
-    :raises usage.UsageError: a path too long for a UNIX socket.
+    ``--admin-socket`` (``option``), by default ``admin.sock`` in ``data_dir``.
+    A default path too long for a UNIX socket means no socket (the server
+    starts without one, saying why: the second value); a path given that
+    is too long is refused.
+
+    :raises usage.UsageError: a given path too long for a UNIX socket.
     """
     if option is not None and option.lower() == "none":
-        return None
-    path = data_dir / SOCKET_NAME if option is None else Path(os.path.expanduser(option))
-    if len(os.fsencode(path.absolute())) > MAX_SOCKET_PATH_BYTES:
-        raise usage.UsageError(
-            f"The admin socket path {path.absolute()} is longer than a UNIX socket's"
-            f" {MAX_SOCKET_PATH_BYTES} bytes: give a shorter --admin-socket PATH, or 'none'."
-        )
-    return path.absolute()
+        return None, None
+    path = (data_dir / SOCKET_NAME if option is None else Path(os.path.expanduser(option))).absolute()
+    if len(os.fsencode(path)) <= MAX_SOCKET_PATH_BYTES:
+        return path, None
+    problem = (
+        f"The admin socket path {path} is longer than a UNIX socket's"
+        f" {MAX_SOCKET_PATH_BYTES} bytes: give a shorter --admin-socket PATH, or 'none'."
+    )
+    if option is not None:
+        raise usage.UsageError(problem)
+    return None, f"{problem} The server runs without an admin socket meanwhile."
 
 
 class Options(usage.Options):
@@ -296,7 +307,9 @@ class Options(usage.Options):
             check_unlocked(self["data-dir"])
         except DataDirInUse as e:
             raise usage.UsageError(str(e)) from None
-        self["admin-socket"] = admin_socket_path(self["admin-socket"], self["data-dir"])
+        self["admin-socket"], self["admin-socket-problem"] = admin_socket_path(
+            self["admin-socket"], self["data-dir"]
+        )
         _number(self, "max-offline", int, 1)
         raw_age = self["history-max-age"]
         try:
@@ -383,6 +396,8 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         site = chat_site(chat.factory, config["web-origin"])
         for description in config["web"]:
             strports.service(description, site, reactor=reactor).setServiceParent(top)
+    if config.get("admin-socket-problem"):
+        log.warn("{problem}", problem=config["admin-socket-problem"])
     if config.get("admin-socket"):
         live = LiveServer(
             chat.state, [chat.lockout, chat.address_lockout], chat.slowdown, chat.state.cluster

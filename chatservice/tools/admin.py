@@ -211,7 +211,8 @@ def _ask_socket(path: Path, request: dict[str, Any]) -> Any:
         except OSError as e:
             raise ToolError(
                 f"the server's admin socket {path} cannot be reached ({e.strerror or e});"
-                " is it started with --admin-socket none, or still starting?"
+                " is the server still starting, or running without it (--admin-socket none,"
+                " or a path too long for a socket: its log says)?"
             ) from None
         connection.sendall(json.dumps(request).encode("utf-8") + b"\n")
         reply = b""
