@@ -178,5 +178,6 @@ class ClusterPeers(Protocol):
     def room_changed(self, room_id: int, members: frozenset[str] | None) -> None:
         """A room was created or changed, or removed (``None``)."""
 
-    def moderation(self, action: dict[str, Any]) -> None:
-        """An operator kicked, banned, unbanned or muted here: the other nodes do it too."""
+    def moderation(self, action: dict[str, Any]) -> bool:
+        """An operator kicked, banned, unbanned or muted here: the other nodes do it too
+        (whether it could be sent)."""

@@ -305,6 +305,8 @@ class Moderation:
 
     def find_ban(self, username: str | None, host: str) -> Ban | None:
         """The ban in force of ``username`` (``None``: any user) or of the address ``host``."""
+        if not self.bans:
+            return None  # (every login and connection asks)
         return self.bans.find(username, host, self.state.clock.seconds())
 
     def check_login(self, username: str, host: str) -> None:
@@ -458,11 +460,10 @@ class Moderation:
         else:
             log.warn("An operator action from another node could not be read: {action!r}", action=action)
 
-    def tell_cluster(self, action: dict[str, Any]) -> None:
-        """Have the other nodes do ``action`` too (nothing when not clustered)."""
+    def tell_cluster(self, action: dict[str, Any]) -> bool:
+        """Have the other nodes do ``action`` too: whether they were told (true when not clustered)."""
         cluster = self.state.cluster
-        if cluster is not None:
-            cluster.moderation(action)
+        return cluster is None or cluster.moderation(action)
 
 
 def ban_to_json(ban: Ban) -> dict[str, Any]:

@@ -127,8 +127,14 @@ class OperatorCommands:
         self._online(target)
         reason = reason or ""
         moderation = self.state.moderation
-        if not moderation.kick_here(target, self.username, reason):
-            moderation.tell_cluster({"do": "kick", "u": target, "by": self.username, "reason": reason})
+        if not moderation.kick_here(target, self.username, reason) and not moderation.tell_cluster(
+            {"do": "kick", "u": target, "by": self.username, "reason": reason}
+        ):
+            raise CommandError(
+                "unavailable",
+                f"Error. {target} is on another server of this chat service, which cannot be"
+                " reached right now; try again.",
+            )
         return events.OperatorDone("kick", target, 1, reason=reason)
 
     # ban, unban, bans -------------------------------------------------------------------

@@ -36,24 +36,35 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 class ClusterTestCase(unittest.TestCase):
-    """Redis, a database, and three nodes ``a``, ``b``, ``c``."""
+    """Redis, a database, and three nodes ``a``, ``b``, ``c`` (:attr:`node_names`)."""
+
+    node_names: tuple[str, ...] = ("a", "b", "c")
+    """The nodes started for each test."""
+    node_options: tuple[str, ...] = ("--allow-register",)
+    """Options of every node besides its store, Redis and name."""
 
     def setUp(self) -> None:
         self.redis = RedisServer().start()
         self.addCleanup(self.redis.cleanup)
-        dsn = new_database(self)
+        self.dsn = new_database(self)
         self.nodes: dict[str, ChatServer] = {}
-        for name in ("a", "b", "c"):
-            node = ChatServer(
-                ACCOUNTS,
-                timeout=120,
-                options=[
-                    "--store", dsn, "--redis", self.redis.url, "--node-name", name, "--allow-register",
-                ],
-            )
-            self.addCleanup(node.stop)
-            self.nodes[name] = node.start()
+        for name in self.node_names:
+            self.start_node(name)
         self.clients: list[LineClient] = []
+
+    def start_node(self, name: str) -> ChatServer:
+        """Start the node ``name`` (on the test's Redis and database)."""
+        node = ChatServer(
+            ACCOUNTS,
+            timeout=120,
+            options=[
+                "--store", self.dsn, "--redis", self.redis.url, "--node-name", name,
+                *self.node_options,
+            ],
+        )
+        self.addCleanup(node.stop)
+        self.nodes[name] = node.start()
+        return node
 
     def tearDown(self) -> None:
         for client in self.clients:

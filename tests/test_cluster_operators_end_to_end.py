@@ -10,58 +10,14 @@ there too (kept in Redis).
 
 from __future__ import annotations
 
-from twisted.trial import unittest
-
-from tests.e2e_support import ChatServer, LineClient
-from tests.pg_support import new_database
-from tests.redis_support import RedisServer
-
-ACCOUNTS = {name: f"pw-{name}" for name in ("ann", "bob", "cat", "dan")}
+from tests.test_cluster_end_to_end import ClusterTestCase
 
 
-class ClusterOperatorTests(unittest.TestCase):
-    def setUp(self) -> None:
-        self.redis = RedisServer().start()
-        self.addCleanup(self.redis.cleanup)
-        self.dsn = new_database(self)
-        self.nodes: dict[str, ChatServer] = {}
-        for name in ("a", "b"):
-            self.start_node(name)
-        self.clients: list[LineClient] = []
+class ClusterOperatorTests(ClusterTestCase):
+    """Nodes ``a`` and ``b`` (``c`` joins later); ann is an operator."""
 
-    def start_node(self, name: str) -> ChatServer:
-        node = ChatServer(
-            ACCOUNTS,
-            timeout=120,
-            options=[
-                "--store", self.dsn, "--redis", self.redis.url, "--node-name", name,
-                "--operator", "ann",
-            ],
-        )
-        self.addCleanup(node.stop)
-        self.nodes[name] = node.start()
-        return node
-
-    def tearDown(self) -> None:
-        for client in self.clients:
-            client.close()
-        for name, node in self.nodes.items():
-            self.assertNotIn("Traceback", node.log(), f"node {name}")
-
-    def user(self, name: str, node: str) -> LineClient:
-        client = self.nodes[node].connect()
-        self.clients.append(client)
-        client.login(name, ACCOUNTS[name])
-        return client
-
-    def login_reply(self, name: str, node: str) -> tuple[LineClient, str]:
-        client = self.nodes[node].connect()
-        self.clients.append(client)
-        client.greeted()
-        client.send(name)
-        client.read_until("Password: ")
-        client.send(ACCOUNTS[name])
-        return client, client.read_line(timeout=10)
+    node_names = ("a", "b")
+    node_options = ("--operator", "ann")
 
     def test_an_operator_on_a_acts_on_users_of_b(self) -> None:
         ann = self.user("ann", "a")
@@ -102,13 +58,13 @@ class ClusterOperatorTests(unittest.TestCase):
         self.assertTrue(ann.read_line(timeout=10).startswith("Ban #1: user cat is banned until "))
         self.assertEqual(ann.read_line(timeout=10), "cat logged out")
         for node in ("a", "b"):
-            refused, reply = self.login_reply("cat", node)
+            refused, reply = self.try_login("cat", node)
             self.assertTrue(reply.startswith("Error. You are banned from this server until "), reply)
             refused.wait_closed(timeout=10)
 
         # A node that joins afterwards reads the ban from the store, and the mute from Redis.
         self.start_node("c")
-        refused, reply = self.login_reply("cat", "c")
+        refused, reply = self.try_login("cat", "c")
         self.assertTrue(reply.startswith("Error. You are banned from this server until "), reply)
         ann.send("unban cat")
         self.assertEqual(ann.read_line(timeout=10), "Removed 1 ban of cat.")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 from twisted.internet import defer
 from twisted.logger import capturedLogs
 from twisted.trial import unittest
@@ -273,13 +274,14 @@ class BanTests(OperatorTestCase):
 
     def test_bans_set_with_the_admin_tool_are_read_every_minute(self) -> None:
         """A ban added to the store by another program: enforced at the next reading."""
-        self.harness.chat.state.moderation.start()
-        self.addCleanup(self.harness.chat.state.moderation.stop)
+        moderation = self.harness.chat.state.moderation
+        moderation.start()
         self.harness.store.add_ban(Ban("user", "luke", "chatservice-admin", self.harness.clock.seconds()))
         self.assertFalse(self.luke.closed)
         self.harness.clock.advance(RELOAD_SECONDS)
         self.assertTrue(self.luke.closed)
         self.assertEqual(self.ask(self.yoda, "bans")[-1][:len("#1 user luke, by chatservice-admin")], "#1 user luke, by chatservice-admin")
+        moderation.stop()
 
 
 class BanTargetTests(unittest.TestCase):
@@ -465,3 +467,102 @@ class RestartTests(unittest.TestCase):
         self.assertIn("#1 user hans, by yoda", yoda.output())
         hans.drop()
         yoda.drop()
+
+
+class FakeCluster:
+    """The other nodes, as the state sees them: one user (``vader``) on node ``b``; what is announced is kept."""
+
+    name = "a"
+
+    def __init__(self, reachable: bool = True) -> None:
+        from chatservice.cluster.node import RemoteMember
+
+        self.reachable = reachable
+        self.actions: list[dict[str, Any]] = []
+        info = {"n": "b", "t": 1_700_000_000.0, "h": "192.0.2.9", "k": "web", "s": True, "x": True}
+        self.remote = {"vader": RemoteMember(self, "vader", info)}  # type: ignore[arg-type]
+
+    def online(self, username: str) -> Any:
+        return self.remote.get(username)
+
+    def moderation(self, action: dict[str, Any]) -> bool:
+        if self.reachable:
+            self.actions.append(action)
+        return self.reachable
+
+    def deliver_remote(self, event: Any, sender: str, audience: Any, rule: Any, report: Any) -> Any:
+        return report
+
+    def release(self, member: Any) -> None:
+        """Nothing to give back."""
+
+    def seen(self, username: str, at: float) -> None:
+        """Nothing to tell."""
+
+
+class ClusteredTests(OperatorTestCase):
+    """What an operator's node tells the others, and a user on another node."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.cluster = FakeCluster()
+        self.harness.state.cluster = self.cluster  # type: ignore[assignment]
+        self.addCleanup(setattr, self.harness.state, "cluster", None)
+
+    def test_whois_names_the_node(self) -> None:
+        self.assertEqual(
+            self.ask(self.yoda, "whois vader"),
+            [
+                "vader from 192.0.2.9 (web, TLS)",
+                f"  logged in at {format_timestamp(1_700_000_000.0)}, idle time unknown; hidden",
+                "  on node b",
+            ],
+        )
+        self.assertEqual(self.ask(self.yoda, "whois hans")[-1], "  on node a")
+
+    def test_actions_are_announced(self) -> None:
+        self.ask(self.yoda, "kick vader")
+        self.ask(self.yoda, "ban 192.0.2.0/24 1h")
+        self.ask(self.yoda, "mute luke 10m")
+        self.ask(self.yoda, "unmute luke")
+        self.ask(self.yoda, "unban 192.0.2.0/24")
+        kinds = [action["do"] for action in self.cluster.actions]
+        self.assertEqual(kinds, ["kick", "ban", "mute", "mute", "unban"])
+        self.assertEqual(self.cluster.actions[0], {"do": "kick", "u": "vader", "by": "yoda", "reason": ""})
+        self.assertEqual(self.cluster.actions[1]["ban"]["target"], "192.0.2.0/24")
+        self.assertEqual(self.cluster.actions[3], {"do": "mute", "u": "luke", "until": None, "by": "yoda"})
+        self.assertEqual(self.cluster.actions[4], {"do": "unban", "ids": [1]})
+
+    def test_announced_actions_are_done_here(self) -> None:
+        moderation = self.harness.state.moderation
+        moderation.announced({"do": "kick", "u": "hans", "by": "leia", "reason": "r"})
+        self.assertTrue(self.hans.closed)
+        until = self.harness.clock.seconds() + 60
+        moderation.announced({"do": "mute", "u": "luke", "until": until, "by": "leia", "reason": ""})
+        self.assertEqual(self.ask(self.luke, "broadcast hi")[-1][:len("Error. You are muted")], "Error. You are muted")
+        ban = {"id": 7, "kind": "user", "target": "luke", "by": "leia", "at": 1.0, "until": None, "reason": ""}
+        moderation.announced({"do": "ban", "ban": ban})
+        self.assertTrue(self.luke.closed)
+        moderation.announced({"do": "unban", "ids": [7]})
+        self.assertEqual(moderation.in_force(), [])
+
+    def test_kick_on_an_unreachable_node(self) -> None:
+        self.cluster.reachable = False
+        self.assertEqual(
+            self.ask(self.yoda, "kick vader"),
+            ["Error. vader is on another server of this chat service, which cannot be reached right now; try again."],
+        )
+
+
+class ActivityTests(OperatorTestCase):
+    """An operator command counts as activity for an operator only (to others it is unknown)."""
+
+    def test_inactivity(self) -> None:
+        timeout = self.harness.policy.timeout
+        self.harness.clock.advance(timeout - 1)
+        self.hans.send("kick luke")
+        self.yoda.send("whois luke")
+        self.harness.clock.advance(1)
+        self.assertTrue(self.hans.closed, "a non-operator's kick is no activity")
+        self.assertIn("logged out after", self.hans.output())
+        self.assertFalse(self.yoda.closed, "an operator's whois is")

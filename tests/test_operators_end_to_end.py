@@ -20,6 +20,7 @@ from tests.e2e_support import (
     ServerError,
     loopback_source,
 )
+from tests.ws_support import WebSocketClient
 
 OPERATOR_OPTIONS = ["--operator", "yoda", "--operator", "leia"]
 
@@ -151,3 +152,28 @@ def test_unknown_operator_refuses_to_start() -> None:
     with pytest.raises(ServerError) as raised:
         server.start()
     assert "--operator vader: there is no account vader" in str(raised.value)
+
+
+def test_operator_on_the_web_socket() -> None:
+    """The browser page's WebSocket is one more client: an operator uses it as any other."""
+    server = ChatServer(timeout=30, web=True, options=OPERATOR_OPTIONS).start()
+    try:
+        origin = f"http://127.0.0.1:{server.web_port}"
+        with WebSocketClient(server.web_port, origin=origin) as web, server.connect() as luke:
+            web.send_json({"type": "login", "user": "yoda", "password": "wise", "id": 1})
+            assert web.read_json()["success"] is True
+            luke.login("luke", "jedi")
+            assert web.read_json() == {"type": "user_notification", "user": "luke", "status": True}
+            web.send_json({"type": "whois", "target": "yoda", "id": 2})
+            report = web.read_json()
+            assert (report["client"], report["tls"], report["operator"], report["id"]) == ("web", False, True, 2)
+            web.send_json({"type": "announce", "message": "from the page", "id": 3})
+            assert luke.read_line() == "*** Server notice from yoda: from the page"
+            assert web.read_json() == {
+                "type": "operator_done", "action": "announce", "target": "", "count": 1,
+                "until": None, "reason": "", "id": 3,
+            }
+            luke.send("whois yoda")
+            assert luke.read_line() == INVALID_COMMAND
+    finally:
+        server.stop()

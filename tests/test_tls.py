@@ -47,6 +47,7 @@ class TLSEndToEndTests(unittest.TestCase):
                 f"ssl:0:interface=127.0.0.1:privateKey={self.certs['key']}:certKey={self.certs['cert']}",
                 "--credentials", str(work / "credentials.txt"),
                 "--data-dir", str(work / "data"),
+                "--operator", "hans",
             ],
             work,
             ports=2,
@@ -80,6 +81,25 @@ class TLSEndToEndTests(unittest.TestCase):
         read_until(secure, b"hans logged in")
         secure.sendall(b"message hans over tls\r\n")
         self.assertIn(b'"message":"over tls"', read_until(plain, b"over tls"))
+
+    def test_whois_tells_tls_from_plain(self) -> None:
+        """An operator's whois says which connection is encrypted."""
+        secure = self.tls_connect(self.certs["ca"])
+        self.addCleanup(secure.close)
+        read_until(secure, b"Username: ")
+        secure.sendall(b"yoda\r\n")
+        read_until(secure, b"Password: ")
+        secure.sendall(b"wise\r\n")
+        read_until(secure, b"Welcome to chatservice, yoda!")
+        plain = socket.create_connection(("127.0.0.1", self.tcp_port), timeout=10)
+        self.addCleanup(plain.close)
+        read_until(plain, b"Username: ")
+        plain.sendall(b'{"type":"login","user":"hans","password":"falcon"}\n')
+        read_until(plain, b'"success":true')
+        plain.sendall(b'{"type":"whois","target":"yoda","id":"w1"}\n')
+        self.assertIn(b'"client":"text","tls":true', read_until(plain, b'"id":"w1"'))
+        plain.sendall(b'{"type":"whois","target":"hans","id":"w2"}\n')
+        self.assertIn(b'"client":"json","tls":false', read_until(plain, b'"id":"w2"'))
 
     def test_wrong_certificate_authority_is_refused(self) -> None:
         other = Path(tempfile.mkdtemp(prefix="chat-tls-"))

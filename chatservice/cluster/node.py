@@ -735,11 +735,16 @@ class ClusterNode(MultiService):
 
     # Operators' actions ---------------------------------------------------------------------
 
-    def moderation(self, action: dict[str, Any]) -> None:
-        """An operator acted here: every other node does ``action`` too (a mute is also kept in Redis)."""
+    def moderation(self, action: dict[str, Any]) -> bool:
+        """An operator acted here: every other node does ``action`` too (a mute is also kept in Redis).
+
+        :return: whether it was sent (not while Redis is away: the other
+            nodes then read the bans from the store when this node's link
+            is back, at the latest within a minute; a mute stays this node's).
+        """
         if not self.link.connected:
             log.warn("Not connected to Redis: the other nodes do not learn of {do}", do=action.get("do"))
-            return
+            return False
         if action.get("do") == "mute":
             key = MUTE_PREFIX + action["u"]
             until = action.get("until")
@@ -751,6 +756,7 @@ class ClusterNode(MultiService):
             kept.addErrback(lambda f: log.warn("Keeping the mute of {user} in Redis failed: {e}", user=action["u"], e=f.value))
             self.state.background(kept, "Keeping a mute in Redis failed")
         self._publish(ALL, {"k": "mod", "a": action, "n": self.name})
+        return True
 
     # Shared copies ------------------------------------------------------------------------------
 

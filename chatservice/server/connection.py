@@ -31,7 +31,7 @@ from twisted.python.failure import Failure
 
 from chatservice import events
 from chatservice.auth.login import LoginGate, LoginResult
-from chatservice.commands import CommandError, Request, unavailable
+from chatservice.commands import OPERATOR_COMMANDS, CommandError, Request, unavailable
 from chatservice.interfaces import IChatSession
 from chatservice.server.dialogue import JsonLogin, LoginDialogue, PasswordPrompts, TextLogin
 from chatservice.server.flowcontrol import InputPacer
@@ -59,6 +59,12 @@ _MAX_WRAPPERS = 8
 
 def _ignore(result: object) -> None:
     """Nothing to undo."""
+
+
+def _after(result: Any, call: Callable[[], None]) -> Any:
+    """``call()``, then ``result`` passed on (a Deferred's callback)."""
+    call()
+    return result
 
 
 class Terminal(Protocol):
@@ -466,6 +472,11 @@ class ChatConnection:
             return
         if request is None:
             return
+        if request.command in OPERATOR_COMMANDS:
+            # Activity only once carried out: to anyone but an operator it is
+            # an unknown command, which is no activity.
+            self.run(request, on_success=self._reset_timer)
+            return
         self._reset_timer()
         arguments = request.arguments
         if (
@@ -483,8 +494,11 @@ class ChatConnection:
         """The ``passwd`` prompts are over: lines are commands again."""
         self._dialogue = None
 
-    def run(self, request: Request) -> None:
-        """Carry out ``request`` of the logged-in user and send the reply."""
+    def run(self, request: Request, on_success: Callable[[], None] | None = None) -> None:
+        """Carry out ``request`` of the logged-in user and send the reply.
+
+        :param on_success: called before the reply is sent, if it is no error.
+        """
         session = self.session
         assert session is not None
         request_id = request.request_id
@@ -493,6 +507,11 @@ class ChatConnection:
         except CommandError as e:
             self.send(events.ErrorReply(e.code, e.message), request_id)
             return
+        if on_success is not None:
+            if isinstance(reply, defer.Deferred):
+                reply.addCallback(_after, on_success)
+            else:
+                on_success()
         if not isinstance(reply, defer.Deferred):
             self._reply(reply, request_id)
         elif reply.called and not reply.paused:
