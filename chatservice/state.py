@@ -132,6 +132,9 @@ class ChatState:
         """The other nodes (``--redis``), or ``None`` for a server on its own."""
         self.metrics = ChatMetrics() if metrics is None else metrics
         """Where messages, deliveries and commands are counted."""
+        self._removing: set[str] = set()
+        """Users being removed (:meth:`remove_user`): their logout records no last-seen time."""
+
         self.moderation = Moderation(self)
         """The operators, the bans in force and the mutes."""
         self.rehash: Callable[[str], defer.Deferred[list[str]]] | None = None
@@ -240,7 +243,7 @@ class ChatState:
         username = session.username
         if self.sessions.get(username) is not session:
             return
-        if not (session.hidden or session.guest):
+        if not (session.hidden or session.guest or username in self._removing):
             self.mark_seen(username)
         try:
             # Told while still online, so that the hidden rule sees the session.
@@ -722,6 +725,34 @@ class ChatState:
         self.metrics.message("broadcast" if entry.channel == BROADCAST_CHANNEL else "room")
         self.activity.message_posted(entry)
         return entry if then is None else then(entry)
+
+    # Users removed by an administrator (chatservice-admin) -----------------------
+
+    def remove_user(self, username: str) -> None:
+        """``username``'s account is being deleted: end their session here, if any, and forget them.
+
+        The session is told :data:`REMOVED` and ends at once (no last-seen
+        time is recorded for it); then what memory keeps about them goes as
+        for a guest (:meth:`forget`: blocks both ways, last-seen time, room
+        memberships, each announced to the other nodes; the store forgets
+        them too).  The node that deletes the account calls this, and every
+        other node when the deletion is announced.
+        """
+        session = self.sessions.get(username)
+        if session is not None:
+            self._removing.add(username)
+            try:
+                session.client.disconnect(REMOVED)
+                session.end()  # at once, even if the connection was closing already
+            finally:
+                self._removing.discard(username)
+        self.forget(username)
+
+
+REMOVED = events.Disconnected(
+    "removed", "Your account was removed by the administrator; this session ends."
+)
+"""What the session of a user whose account is deleted hears (:meth:`ChatState.remove_user`)."""
 
 
 def _log_failure(failure: Failure, failed: str, fields: dict[str, object]) -> None:

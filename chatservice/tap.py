@@ -11,8 +11,11 @@ from typing import Any
 from twisted.application import strports
 from twisted.application.service import IService
 from twisted.internet import endpoints
+from twisted.logger import Logger
 from twisted.python import usage
 
+from chatservice.admin.actions import AdminActions, LiveServer
+from chatservice.admin.socket import SOCKET_NAME, AdminSocket
 from chatservice.auth.credentials import CredentialsError, CredentialsFile
 from chatservice.auth.slowdown import DEFAULT_NAME_FAILURES
 from chatservice.build import build_chat, sqlite_store
@@ -54,6 +57,8 @@ def check_dsn(dsn: str) -> None:
     PostgresStore(dsn, reactor)
 from chatservice.web.site import chat_site, follow_line_length
 
+log = Logger()
+
 DEFAULT_LISTEN = "tcp:4119"
 DEFAULT_CREDENTIALS = Path("etc") / "credentials.txt"
 BUNDLED_CREDENTIALS = Path(__file__).parent / "data" / "credentials.txt"
@@ -79,6 +84,34 @@ def _limit_parameter(option: str, text: str) -> list[object]:
     if option in RELOADABLE:
         return [option, None, None, f"{text} [default: {default(option):g}]"]
     return [option, None, str(default(option)), text]
+
+
+MAX_SOCKET_PATH_BYTES = 107
+"""The longest UNIX socket path Linux takes (``sun_path`` less its NUL)."""
+
+
+def admin_socket_path(option: str | None, data_dir: Path) -> tuple[Path | None, str | None]:
+    """Where the admin socket listens (``None``: nowhere), and why not when it cannot.
+
+    ``--admin-socket`` (``option``), by default ``admin.sock`` in ``data_dir``.
+    A default path too long for a UNIX socket means no socket (the server
+    starts without one, saying why: the second value); a path given that
+    is too long is refused.
+
+    :raises usage.UsageError: a given path too long for a UNIX socket.
+    """
+    if option is not None and option.lower() == "none":
+        return None, None
+    path = (data_dir / SOCKET_NAME if option is None else Path(os.path.expanduser(option))).absolute()
+    if len(os.fsencode(path)) <= MAX_SOCKET_PATH_BYTES:
+        return path, None
+    problem = (
+        f"The admin socket path {path} is longer than a UNIX socket's"
+        f" {MAX_SOCKET_PATH_BYTES} bytes: give a shorter --admin-socket PATH, or 'none'."
+    )
+    if option is not None:
+        raise usage.UsageError(problem)
+    return None, f"{problem} The server runs without an admin socket meanwhile."
 
 
 class Options(usage.Options):
@@ -199,6 +232,13 @@ class Options(usage.Options):
             "Directory where the service keeps what it writes (created if missing).",
         ],
         [
+            "admin-socket",
+            None,
+            None,
+            f"The UNIX socket chatservice-admin talks to while the server runs (mode 0600)"
+            f" [default: {SOCKET_NAME} in --data-dir]; 'none': no admin socket.",
+        ],
+        [
             "metrics",
             None,
             None,
@@ -295,6 +335,9 @@ class Options(usage.Options):
             check_unlocked(self["data-dir"])
         except DataDirInUse as e:
             raise usage.UsageError(str(e)) from None
+        self["admin-socket"], self["admin-socket-problem"] = admin_socket_path(
+            self["admin-socket"], self["data-dir"]
+        )
         _number(self, "max-offline", int, 1)
         raw_age = self["history-max-age"]
         try:
@@ -408,6 +451,14 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         reloader.follow(partial(follow_line_length, site))
         for description in config["web"]:
             listen(description, site)
+    if config.get("admin-socket-problem"):
+        log.warn("{problem}", problem=config["admin-socket-problem"])
+    if config.get("admin-socket"):
+        live = LiveServer(
+            chat.state, [chat.lockout, chat.address_lockout], chat.slowdown, chat.state.cluster
+        )
+        actions = AdminActions(chat.accounts, reactor, live)
+        AdminSocket(config["admin-socket"], actions, lambda: top.serving, reactor).setServiceParent(top)
     if config.get("metrics"):
         readiness = Readiness(lambda: top.serving, chat.state.store, reactor, chat.state.cluster)
         metrics = metrics_site(chat.metrics.registry, readiness)

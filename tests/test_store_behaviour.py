@@ -35,6 +35,7 @@ from chatservice.store.interface import (
     IChatStore,
     ILocalChatStore,
     StoredMessage,
+    UserData,
 )
 from chatservice.store.memory import MemoryStore
 from chatservice.store.sqlite import SQLiteStore
@@ -604,6 +605,121 @@ class StoreBehaviour:
         self.assertEqual(await store.history_after(["room:1"], 0), [entry])
         # Nothing to forget is no error.
         self.assertIsNone(await store.forget_user("nobody"))
+
+    # Administration (chatservice-admin) -------------------------------------------
+
+    async def _bob_and_others(self) -> dict[str, Any]:
+        """bob (an account) with something of every kind kept about him, and the others' data."""
+        store = self.store
+        await store.add_account("bob", "$scrypt$secret", "keys")
+        await store.add_account("yoda", "wise", None)
+        for blocker, blocked in (("bob", "hans"), ("yoda", "bob"), ("bob", "anna"), ("yoda", "hans")):
+            await store.add_block(blocker, blocked)
+        await store.record_seen("bob", T)
+        await store.record_seen("yoda", T + 1)
+        to_bob = await store.add_offline("yoda", "bob", "for bob", T)
+        from_bob = await store.add_offline("bob", "hans", "from bob", T + 1)
+        other = await store.add_offline("yoda", "hans", "from yoda", T + 2)
+        await store.save_room(1, frozenset({"bob", "yoda"}))
+        await store.save_room(2, frozenset({"bob"}))
+        await store.save_room(3, frozenset({"yoda"}))
+        await store.save_room(4, frozenset())
+        said = await store.add_history("room:1", "bob", "said in the room", T + 3)
+        told = await store.add_history("broadcast", "bob", "told everyone", T + 2)
+        kept = await store.add_history("broadcast", "yoda", "yoda's", T + 4)
+        return {"to_bob": to_bob, "from_bob": from_bob, "other": other, "said": said,
+                "told": told, "kept": kept}
+
+    async def test_user_data(self) -> None:
+        made = await self._bob_and_others()
+        self.assertEqual(
+            await self.store.user_data("bob"),
+            UserData(
+                account=True,
+                blocking=("anna", "hans"),
+                blocked_by=("yoda",),
+                rooms=(1, 2),
+                last_seen=T,
+                messages_to=(made["to_bob"],),
+                messages_from=(made["from_bob"],),
+            ),
+        )
+        everything = HistoryPosition(float("-inf"), "", 0)
+        self.assertEqual(
+            await self.store.history_of("bob", everything, 10), [made["told"], made["said"]]
+        )
+
+    async def test_user_data_of_nobody(self) -> None:
+        await self._bob_and_others()
+        self.assertEqual(
+            await self.store.user_data("nobody"),
+            UserData(False, (), (), (), None, (), ()),
+        )
+
+    async def test_delete_user_keeping_what_they_sent(self) -> None:
+        made = await self._bob_and_others()
+        self.assertIs(await self.store.delete_user("bob", False), True)
+        store = self.store
+        self.assertIsNone(await store.account("bob"))
+        self.assertEqual(await store.usernames(), ["yoda"])
+        self.assertEqual(list(await store.blocks()), [("yoda", "hans")])
+        self.assertEqual(list(await store.last_seen()), [("yoda", T + 1)])
+        self.assertEqual(await store.offline_messages("bob"), [])
+        self.assertEqual(await store.offline_messages("hans"), [made["from_bob"], made["other"]])
+        # Room 2 had only bob: gone; room 4 was empty already: stays.
+        self.assertEqual(
+            list(await store.rooms()),
+            [(1, frozenset({"yoda"})), (3, frozenset({"yoda"})), (4, frozenset())],
+        )
+        self.assertEqual(
+            await store.history_after(["broadcast", "room:1"], 0),
+            [made["told"], made["said"], made["kept"]],
+        )
+        self.assertEqual(
+            await store.history_of("bob", HistoryPosition(0, "", 0), 10), [made["told"], made["said"]]
+        )
+
+    async def test_delete_user_with_what_they_sent(self) -> None:
+        made = await self._bob_and_others()
+        self.assertIs(await self.store.delete_user("bob", True), True)
+        store = self.store
+        self.assertEqual(await store.offline_messages("hans"), [made["other"]])
+        self.assertEqual(await store.user_data("bob"), UserData(False, (), (), (), None, (), ()))
+        # The history it sent: a batch at a time.
+        self.assertEqual(await store.forget_history_of("bob", 1), 1)
+        self.assertEqual(await store.forget_history_of("bob", 5), 1)
+        self.assertEqual(await store.forget_history_of("bob", 5), 0)
+        self.assertEqual(await store.history_after(["broadcast", "room:1"], 0), [made["kept"]])
+        # Numbering goes on; room 2's number is not given again.
+        self.assertEqual((await store.add_history("broadcast", "yoda", "next", T + 5)).seq, 3)
+        self.assertEqual(await store.highest_room_id(), 4)
+
+    async def test_history_of_in_pages(self) -> None:
+        """A user's entries, page by page in read order (ties across channels included), each once."""
+        store = self.store
+        mine = []
+        for i in range(7):
+            for channel in ("room:2", "broadcast"):
+                mine.append(await store.add_history(channel, "bob", f"m{i}", T + i // 2))
+            await store.add_history("broadcast", "yoda", f"y{i}", T + i)
+        mine.sort(key=lambda e: e.position)
+        pages, start = [], HistoryPosition(float("-inf"), "", 0)
+        while True:
+            page = await store.history_of("bob", start, 4)
+            pages.append(page)
+            if len(page) < 4:
+                break
+            start = page[-1].position
+        self.assertEqual([len(p) for p in pages], [4, 4, 4, 2])
+        self.assertEqual([e for p in pages for e in p], mine)
+        self.assertEqual(await store.history_of("nobody", HistoryPosition(0, "", 0), 4), [])
+
+    async def test_delete_user_without_account(self) -> None:
+        """A name with data but no account (a guest's leftovers): the data goes, ``False``."""
+        await self.store.add_block("ghost", "yoda")
+        self.assertIs(await self.store.delete_user("ghost", True), False)
+        self.assertEqual(list(await self.store.blocks()), [])
+        self.assertIs(await self.store.delete_user("nobody", False), False)
 
     # Operators ---------------------------------------------------------------------
 

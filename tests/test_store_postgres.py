@@ -21,7 +21,7 @@ from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from chatservice.store import postgres as postgres_module
-from chatservice.store.interface import Ban, StoredMessage
+from chatservice.store.interface import Ban, HistoryPosition, StoredMessage
 from chatservice.store.postgres import PostgresStore, StoreError, redact, schema_version
 from tests import pg_support
 
@@ -383,27 +383,28 @@ class MigrationTests(PostgresTestCase):
 
     async def test_created_from_nothing(self) -> None:
         await self.opened()
-        self.assertEqual(schema_version(), 3)
+        self.assertEqual(schema_version(), 4)
         self.assertEqual(
-            self.inspect("SELECT array_agg(version ORDER BY version) FROM schema_version"), [1, 2, 3]
+            self.inspect("SELECT array_agg(version ORDER BY version) FROM schema_version"), [1, 2, 3, 4]
         )
         tables = self.inspect(
             "SELECT array_agg(tablename::text ORDER BY tablename) FROM pg_tables"
             " WHERE schemaname = 'public'"
         )
         self.assertEqual(sorted(tables), sorted(postgres_module.TABLES | {"schema_version"}))
-        self.assertTrue(any("schema version 3, was 0" in formatEvent(e) for e in self.events))
+        self.assertTrue(any("schema version 4, was 0" in formatEvent(e) for e in self.events))
 
     async def test_reopen_does_not_migrate_again(self) -> None:
         await (await self.opened()).close()
         await self.opened()
-        self.assertEqual(self.inspect("SELECT COUNT(*) FROM schema_version"), 3)
+        self.assertEqual(self.inspect("SELECT COUNT(*) FROM schema_version"), 4)
 
     async def test_migrates_to_newer_schema(self) -> None:
         first = PostgresStore(self.dsn, reactor)
         await first.open()
         message = await first.add_offline("yoda", "hans", "kept", T)
         await first.close()
+        known = schema_version()
         self.patch(
             postgres_module,
             "MIGRATIONS",
@@ -411,19 +412,20 @@ class MigrationTests(PostgresTestCase):
             + [("ALTER TABLE offline_messages ADD COLUMN flags INTEGER NOT NULL DEFAULT 0",)],
         )
         store = await self.opened()
-        self.assertEqual(self.inspect("SELECT MAX(version) FROM schema_version"), 4)
+        self.assertEqual(self.inspect("SELECT MAX(version) FROM schema_version"), known + 1)
         self.assertEqual(self.inspect("SELECT flags FROM offline_messages"), 0)
         self.assertEqual(await store.offline_messages("hans"), [message])
 
     async def test_failed_migration_rolled_back(self) -> None:
         await (await self.opened()).close()
+        known = schema_version()
         self.patch(
             postgres_module,
             "MIGRATIONS",
             postgres_module.MIGRATIONS + [("CREATE TABLE extra (x INTEGER)", "THIS IS NOT SQL")],
         )
         await self.refused(PostgresStore(self.dsn, reactor), "syntax error")
-        self.assertEqual(self.inspect("SELECT MAX(version) FROM schema_version"), 3)
+        self.assertEqual(self.inspect("SELECT MAX(version) FROM schema_version"), known)
         self.assertIsNone(self.inspect("SELECT to_regclass('extra')"))
 
     async def test_newer_schema_refused(self) -> None:
@@ -431,9 +433,10 @@ class MigrationTests(PostgresTestCase):
         self.execute("INSERT INTO schema_version (version) VALUES (7)")
         error = await self.refused(PostgresStore(self.dsn, reactor), "schema version 7")
         self.assertIn(redact(self.dsn), str(error))
-        self.assertIn("newer than this server knows (3)", str(error))
+        self.assertIn(f"newer than this server knows ({schema_version()})", str(error))
         self.assertEqual(
-            self.inspect("SELECT array_agg(version ORDER BY version) FROM schema_version"), [1, 2, 3, 7]
+            self.inspect("SELECT array_agg(version ORDER BY version) FROM schema_version"),
+            [*range(1, schema_version() + 1), 7],
         )
 
     async def test_version_2_gets_operators_and_bans(self) -> None:
@@ -447,12 +450,27 @@ class MigrationTests(PostgresTestCase):
         self.patch(postgres_module, "MIGRATIONS", full)
         store = await self.opened()
         self.assertEqual(
-            self.inspect("SELECT array_agg(version ORDER BY version) FROM schema_version"), [1, 2, 3]
+            self.inspect("SELECT array_agg(version ORDER BY version) FROM schema_version"),
+            list(range(1, schema_version() + 1)),
         )
         self.assertTrue(await store.set_operator("yoda", True))
         self.assertEqual(await store.operators(), {"yoda"})
         ban = await store.add_ban(Ban("network", "192.0.2.0/24", "yoda", T, None, "spam"))
         self.assertEqual(await store.bans(), [ban])
+
+    async def test_version_3_gets_the_sender_indexes(self) -> None:
+        full = postgres_module.MIGRATIONS
+        self.patch(postgres_module, "MIGRATIONS", full[:3])
+        first = PostgresStore(self.dsn, reactor)
+        await first.open()
+        await first.add_history("broadcast", "yoda", "kept", T)
+        await first.close()
+        self.patch(postgres_module, "MIGRATIONS", full)
+        store = await self.opened()
+        self.assertEqual(self.inspect("SELECT MAX(version) FROM schema_version"), 4)
+        for index in ("history_by_sender", "offline_messages_by_sender"):
+            self.assertEqual(self.inspect(f"SELECT to_regclass('{index}')::text"), index)
+        self.assertEqual(len(await store.history_of("yoda", HistoryPosition(0, "", 0), 10)), 1)
 
     async def test_removed_account_takes_operator_status(self) -> None:
         store = await self.opened()
@@ -474,7 +492,8 @@ class MigrationTests(PostgresTestCase):
         self.assertEqual(self.inspect("SELECT to_regclass('chat_accounts')"), None)
         store = await self.opened()
         self.assertEqual(
-            self.inspect("SELECT array_agg(version ORDER BY version) FROM schema_version"), [1, 2, 3]
+            self.inspect("SELECT array_agg(version ORDER BY version) FROM schema_version"),
+            list(range(1, schema_version() + 1)),
         )
         self.assertEqual(await store.offline_messages("hans"), [message])
         self.assertTrue(await store.add_account("yoda", "wise", None))

@@ -25,8 +25,7 @@ from twisted.trial import unittest
 from chatservice import tap
 from chatservice.activitylog import LOG_PATTERNS
 from chatservice.store import sqlite as sqlite_module
-from chatservice.store.interface import StoredMessage
-from chatservice.store.interface import Ban
+from chatservice.store.interface import Ban, HistoryPosition, StoredMessage
 from chatservice.store.sqlite import APPLICATION_ID, SQLiteStore, StoreError, schema_version
 
 T = 1_700_000_000.0
@@ -172,7 +171,7 @@ class SetupTests(SQLiteTestCase):
 
     def test_schema_version_and_application_id(self) -> None:
         self.opened()
-        self.assertEqual(schema_version(), 4)
+        self.assertEqual(schema_version(), 5)
         self.assertEqual(self.inspect("PRAGMA user_version"), schema_version())
         self.assertEqual(self.inspect("PRAGMA application_id"), APPLICATION_ID)
 
@@ -207,6 +206,10 @@ class SetupTests(SQLiteTestCase):
             ("SELECT h.rowid FROM history_channels AS c CROSS JOIN history AS h ON h.channel = c.channel AND h.seq <= c.last_seq - 5 LIMIT 9", "sqlite_autoindex_history_1 (channel=? AND seq<?)"),
             ("SELECT h.rowid FROM history_channels AS c CROSS JOIN history AS h ON h.channel = c.channel AND h.sent_at < 5 LIMIT 9", "history_by_channel_time (channel=? AND sent_at<?)"),
             ("DELETE FROM offline_messages WHERE message_id = 1", "INTEGER PRIMARY KEY"),
+            # chatservice-admin's export and delete: what one user sent.
+            ("SELECT * FROM history WHERE sender = 'x' AND (sent_at, channel, seq) > (1, 'a', 2) ORDER BY sent_at, channel, seq LIMIT 9", "history_by_sender (sender=? AND (sent_at,channel,seq)>(?,?,?))"),
+            ("SELECT rowid FROM history WHERE sender = 'x' LIMIT 9", "history_by_sender (sender=?)"),
+            ("SELECT * FROM offline_messages WHERE sender = 'x' ORDER BY message_id", "offline_messages_by_sender (sender=?)"),
         ]
         for sql, index in queries:
             plan = " ".join(row[-1] for row in store._db.execute("EXPLAIN QUERY PLAN " + sql))
@@ -298,6 +301,20 @@ class MigrationTests(SQLiteTestCase):
         self.assertTrue(store.add_account("yoda", "wise", None))
         self.assertEqual(store.account("yoda"), ("wise", None))
 
+    def test_version_5_gets_the_sender_indexes(self) -> None:
+        migrations = sqlite_module.MIGRATIONS
+        self.patch(sqlite_module, "MIGRATIONS", migrations[:4])
+        store = self.opened()
+        store.add_history("broadcast", "yoda", "kept", T)
+        store.close()
+        self.patch(sqlite_module, "MIGRATIONS", migrations)
+        self.assertEqual(SQLiteStore(self.path).check(), 4)
+        store = self.opened()
+        self.assertEqual(self.inspect("PRAGMA user_version"), 5)
+        indexes = {row[0] for row in store._db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        self.assertLessEqual({"history_by_sender", "offline_messages_by_sender"}, indexes)
+        self.assertEqual(len(store.history_of("yoda", HistoryPosition(0, "", 0), 10)), 1)
+
     def test_version_4_gets_operators_and_bans(self) -> None:
         """A version 3 database keeps its accounts and gains the operator and ban tables."""
         migrations = sqlite_module.MIGRATIONS
@@ -308,7 +325,7 @@ class MigrationTests(SQLiteTestCase):
         self.patch(sqlite_module, "MIGRATIONS", migrations)
         self.assertEqual(SQLiteStore(self.path).check(), 3)
         store = self.opened()
-        self.assertEqual(self.inspect("PRAGMA user_version"), 4)
+        self.assertEqual(self.inspect("PRAGMA user_version"), schema_version())
         self.assertEqual(store.operators(), set())
         self.assertTrue(store.set_operator("yoda", True))
         self.assertEqual(store.operators(), {"yoda"})

@@ -164,6 +164,57 @@ class StoredAccountsTests(unittest.TestCase):
         self.assertEqual(self.store.account("ben"), ("$scrypt$b", keys.format()))
         self.assertEqual(accounts.usernames(), ["ben", "rey"])
 
+    # Removal (chatservice-admin) ------------------------------------------------------
+
+    def test_removed_leaves_the_cache_and_is_announced(self) -> None:
+        self.store.add_account("yoda", "x", None)
+        self.store.add_account("y\u043eda2", "x", None)
+        accounts = self.directory()
+        told: list[str] = []
+        accounts.shared = mock.Mock(account_removed=told.append)
+        self.store.delete_user("yoda", False)
+        accounts.removed("yoda")
+        self.assertEqual(told, ["yoda"])
+        self.assertFalse(accounts.exists("yoda"))
+        self.assertEqual(accounts.usernames(), ["y\u043eda2"])
+        self.assertIsNone(accounts.resembling("yoda"), "its look-alike skeleton is free again")
+        accounts.added_elsewhere("ben")
+        accounts.removed_elsewhere("ben")
+        self.assertEqual(told, ["yoda"], "a removal learnt from another node is not announced again")
+        self.assertFalse(accounts.exists("ben"))
+
+    def test_a_skeleton_shared_by_two_names_stays_with_the_other(self) -> None:
+        """Names imported before look-alikes were refused may share a skeleton."""
+        self.store.add_account("yoda", "x", None)
+        self.store.add_account("Yoda", "x", None)
+        accounts = self.directory()
+        accounts.removed("Yoda")
+        self.assertEqual(accounts.resembling("YODA"), "yoda")
+        accounts.removed("yoda")
+        self.assertIsNone(accounts.resembling("YODA"))
+
+    def test_a_reload_drops_names_the_store_no_longer_has(self) -> None:
+        """A removal announced while this node was away from Redis is caught up by the reload."""
+        self.store.add_account("yoda", "x", None)
+        self.store.add_account("hans", "x", None)
+        accounts = self.directory()
+        self.store.delete_user("hans", False)  # by another node, unannounced
+        self.assertTrue(accounts.exists("hans"))
+        self.successResultOf(accounts.resync())
+        self.assertEqual(accounts.usernames(), ["yoda"])
+
+    def test_a_name_added_while_the_names_are_read_stays(self) -> None:
+        from twisted.internet import defer
+
+        accounts = self.directory()
+        reading: defer.Deferred[list[str]] = defer.Deferred()
+        with mock.patch.object(accounts, "store", mock.Mock(usernames=lambda: reading)):
+            d = accounts.refresh()
+            accounts.added_elsewhere("rey")  # announced after the read began
+            reading.callback([])  # the read did not see it
+        self.successResultOf(d)
+        self.assertEqual(accounts.usernames(), ["rey"])
+
 
 class TwoNodes(unittest.TestCase):
     """Two servers on one store, as two nodes on one PostgreSQL database."""

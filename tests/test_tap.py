@@ -316,6 +316,21 @@ class TestErrors:
 class TestMakeService:
     """``makeService`` on a memory reactor: the service tree and its listeners."""
 
+    def test_admin_socket_options(self, credentials: Path, tmp_path: Path) -> None:
+        common = ["--credentials", str(credentials)]
+        config = parse(*common, "--data-dir", str(tmp_path / "data"), "--admin-socket", "none")
+        assert (config["admin-socket"], config["admin-socket-problem"]) == (None, None)
+        config = parse(*common, "--data-dir", str(tmp_path / "data"), "--admin-socket", "/run/chat.sock")
+        assert config["admin-socket"] == Path("/run/chat.sock")
+        deep = tmp_path / ("d" * 100)
+        # A data directory too deep for the default socket: the server runs without one, saying why.
+        config = parse(*common, "--data-dir", str(deep))
+        assert config["admin-socket"] is None
+        assert "longer than a UNIX socket's 107 bytes" in config["admin-socket-problem"]
+        # A path given too long is refused.
+        with pytest.raises(usage.UsageError, match="give a shorter --admin-socket PATH"):
+            parse(*common, "--data-dir", str(tmp_path), "--admin-socket", str(deep / "a.sock"))
+
     def test_service_with_listeners(self, credentials: Path, tmp_path: Path) -> None:
         config = parse(
             "--credentials",
@@ -335,7 +350,10 @@ class TestMakeService:
         listeners = [s for s in top if isinstance(s, StreamServerEndpointService)]
         others = [s for s in top if not isinstance(s, StreamServerEndpointService)]
         assert len(listeners) == 2
-        assert [type(other) for other in others] == [ReloadOnSignal]  # SIGHUP reloads
+        # SIGHUP reloads; the admin socket listens in the data directory.
+        assert sorted(type(s).__name__ for s in others) == ["AdminSocket", "ReloadOnSignal"]
+        admin = next(s for s in others if type(s).__name__ == "AdminSocket")
+        assert admin.path == (tmp_path / "data" / "admin.sock").absolute()
         factories = {id(listener.factory) for listener in listeners}
         assert len(factories) == 1  # one factory, so one chat state, for all ports
         assert isinstance(listeners[0].factory, ChatFactory)

@@ -34,7 +34,11 @@ reads every name again when it is back (:meth:`StoredAccounts.resync`), as
 an announcement may have been lost meanwhile.  The :data:`REFRESH_AFTER`
 reload stays, for accounts added beside the servers (``chatservice-passwd
 --store``).  A password change needs no announcement: passwords are always
-checked against the store, never a cache.
+checked against the store, never a cache.  An account deleted by
+``chatservice-admin`` (through a node's admin socket) leaves that node's
+cache at once and the others' through the announcement
+(:meth:`StoredAccounts.removed`); a full reload drops names the store no
+longer has.
 """
 
 from __future__ import annotations
@@ -81,6 +85,9 @@ class AccountsShared(Protocol):
     def account_added(self, username: str) -> None:
         """This node created the account ``username``: the others' caches are to know it."""
 
+    def account_removed(self, username: str) -> None:
+        """The account ``username`` was deleted here: the others forget the user."""
+
 
 def _keys_text(keys: ScramKeys | None) -> str | None:
     return None if keys is None else keys.format()
@@ -111,6 +118,8 @@ class StoredAccounts:
         """User name to whether its secret is a hash without SCRAM keys, as last read."""
         self.shared: AccountsShared | None = None
         """The other nodes, told of each account this node creates (``None``: on its own)."""
+        self._known_while_reading: set[str] = set()
+        """Names learnt while :meth:`refresh` reads (kept, though the read may predate them)."""
 
     # Start -------------------------------------------------------------------------
 
@@ -226,12 +235,17 @@ class StoredAccounts:
     def refresh(self) -> defer.Deferred[None]:
         """Read every user name from the store into the cache."""
         self._reading = True
+        self._known_while_reading = set()
         asked_at = self.clock.seconds()
 
         def read(names: Iterable[str]) -> None:
-            # A union: accounts are never removed, and one this node added
-            # while the names were read stays.
-            for name in names:
+            # The store's names, and those this node learnt of while they were
+            # read (an account added meanwhile); a name deleted since the last
+            # read (chatservice-admin, on any node) goes.
+            fresh = set(names) | self._known_while_reading
+            for name in self._names - fresh:
+                self._forget_name(name)
+            for name in fresh:
                 self._known(name)
             self._sorted = None
             self._read_at = asked_at
@@ -288,6 +302,8 @@ class StoredAccounts:
         return None if other is None or other == username else other
 
     def _known(self, username: str) -> None:
+        if self._reading:
+            self._known_while_reading.add(username)
         if username not in self._names:
             self._names.add(username)
             self._skeletons.setdefault(username_skeleton(username), username)
@@ -350,6 +366,32 @@ class StoredAccounts:
     def add_scram_keys(self, username: str, secret: str, keys: ScramKeys) -> defer.Deferred[bool]:
         """Give the account ``keys`` if its secret is still ``secret`` and it has none: whether it did."""
         return self.store.add_scram_keys(username, secret, keys.format())
+
+    # Removal (chatservice-admin) --------------------------------------------------------
+
+    def removed(self, username: str) -> None:
+        """The account ``username`` was deleted from the store here: the cache and the other nodes forget it."""
+        self._forget_name(username)
+        if self.shared is not None:
+            self.shared.account_removed(username)
+
+    def removed_elsewhere(self, username: str) -> None:
+        """Another node deleted the account ``username`` (announced through the cluster)."""
+        self._forget_name(username)
+
+    def _forget_name(self, username: str) -> None:
+        self._known_while_reading.discard(username)
+        self._keyless.pop(username, None)
+        if username not in self._names:
+            return
+        self._names.discard(username)
+        self._sorted = None
+        skeleton = username_skeleton(username)
+        if self._skeletons.get(skeleton) == username:
+            del self._skeletons[skeleton]
+            other = next((n for n in sorted(self._names) if username_skeleton(n) == skeleton), None)
+            if other is not None:
+                self._skeletons[skeleton] = other
 
 
 @implementer(ICredentialsChecker)

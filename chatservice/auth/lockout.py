@@ -156,6 +156,25 @@ class LoginLockout:
         if self.shared is not None:
             self.shared.clear_failures(self.kind, key)
 
+    def unlock(self, key: str) -> int:
+        """Forget the failures and locks of ``key`` (of a user name: at every address): how many were locked.
+
+        For an administrator (``chatservice-admin unlock``): with keys of
+        :func:`name_at`, ``key`` is a user name and its keys at every
+        address go; otherwise (addresses) that one key.  The cluster's counts
+        in Redis are the node's to clear.
+        """
+        if self.kind == "user":
+            keys = [k for k in self._records if k == key or k.startswith(f"{key}@")]
+        else:
+            keys = [key] if key in self._records else []
+        unlocked = 0
+        for found in keys:
+            record = self._records.pop(found)
+            record.expiry.cancel()
+            unlocked += record.locked_until is not None
+        return unlocked
+
     def stop(self) -> None:
         """Cancel every timer and forget every failure and lock."""
         for record in self._records.values():

@@ -143,6 +143,18 @@ class LoginSlowdown:
             log.failure("Reading the login failures of {key} failed", failure, key=key)
         return 0
 
+    def forgive(self, key: str) -> bool:
+        """Forget the failures counted for ``key`` on this node: whether its logins were waiting.
+
+        For an administrator (``chatservice-admin unlock``); the cluster's
+        count in Redis is the node's to clear.  Logins already waiting go on waiting.
+        """
+        count = self._counts.pop(key, None)
+        if count is None:
+            return False
+        count.expiry.cancel()
+        return self.delay(count.failures) > 0
+
     def stop(self) -> None:
         """Cancel every timer (waiting logins fail with ``CancelledError``) and forget every count."""
         for count in self._counts.values():

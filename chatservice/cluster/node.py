@@ -39,6 +39,12 @@
   creates one announces it (``acct``) and the others add the name to their
   cache; after each (re)subscription a node reads all the names again, as
   an announcement may have been lost while it was away.
+- **Administration.**  A node whose admin socket deletes an account
+  (``chatservice-admin remove``/``delete``) announces it (``gone``): every
+  node ends the user's session if it has it, and forgets them (cache, blocks,
+  rooms, last-seen time).  ``chatservice-admin unlock`` deletes the name's
+  (or the address's) ``chat:fail:*`` and ``chat:lock:*`` keys and announces
+  it (``unlock``): every node drops the locks it holds for it.
 """
 
 from __future__ import annotations
@@ -312,6 +318,7 @@ class ClusterNode(MultiService):
             accounts.shared = self
         if slowdown is not None:
             slowdown.shared = self
+        self.slowdown = slowdown
         self.remote: dict[str, RemoteMember] = {}
         """The users online on the other nodes."""
         self._joined_at = 0.0
@@ -692,6 +699,40 @@ class ClusterNode(MultiService):
         """This node created the account ``username``: every other node's cache adds it."""
         self._publish(ALL, {"k": "acct", "u": username, "n": self.name})
 
+    def account_removed(self, username: str) -> None:
+        """The account ``username`` was deleted here (``chatservice-admin``): every other node
+        ends the user's session and forgets them."""
+        self._publish(ALL, {"k": "gone", "u": username, "n": self.name})
+
+    # Unlocking (chatservice-admin) -----------------------------------------------------------
+
+    def unlock(self, kind: str, key: str) -> defer.Deferred[int]:
+        """Clear the failures and locks of ``key`` in Redis and on every node.
+
+        :param kind: ``user`` (``key`` is a user name: its keys at every
+            address, and its ``name`` count, go) or ``address``.
+        :return: a Deferred firing with how many Redis keys were deleted, or
+            failing with :class:`ConnectionError` when Redis cannot be
+            reached (this node's lock-outs are the caller's to clear).
+        """
+        if not self.link.connected:
+            return defer.fail(ConnectionError("not connected to Redis"))
+        exact = [f"chat:{what}:{kind}:{key}" for what in ("fail", "lock")]
+        patterns = []
+        if kind == "user":
+            exact.append(f"chat:fail:name:{key}")
+            patterns = [f"chat:{what}:user:{_glob_escaped(key)}@*" for what in ("fail", "lock")]
+        d = defer.gatherResults([self.redis.keys(pattern) for pattern in patterns])
+
+        def delete(found: list[list[Any]]) -> defer.Deferred[int]:
+            return self.redis.delete([_text(k) for keys in found for k in keys] + exact)
+
+        d.addCallback(delete)
+        d.addCallback(lambda deleted: self._publish(
+            ALL, {"k": "unlock", "t": kind, "key": key, "n": self.name}
+        ).addCallback(lambda _: int(deleted)))
+        return d
+
     # Operators' actions ---------------------------------------------------------------------
 
     def moderation(self, action: dict[str, Any]) -> bool:
@@ -790,12 +831,27 @@ class ClusterNode(MultiService):
         elif kind == "acct":
             if self.accounts is not None:
                 self.accounts.added_elsewhere(message["u"])
+        elif kind == "gone":
+            if self.accounts is not None:
+                self.accounts.removed_elsewhere(message["u"])
+            self.state.remove_user(message["u"])
+        elif kind == "unlock":
+            lockout = self.lockouts.get(message["t"])
+            if lockout is not None:
+                lockout.unlock(message["key"])
+            if message["t"] == "user" and self.slowdown is not None:
+                self.slowdown.forgive(message["key"])
         elif kind == "mod":
             self.state.moderation.announced(message["a"])
         elif kind == "lock":
             lockout = self.lockouts.get(message["t"])
             if lockout is not None:
                 lockout.lock(message["key"], float(message["for"]))
+
+
+def _glob_escaped(text: str) -> str:
+    """``text`` in a Redis ``KEYS`` pattern, matching itself only."""
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
 
 
 def _text(value: Any) -> str:

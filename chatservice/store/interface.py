@@ -85,6 +85,31 @@ class HistoryEntry:
         return HistoryPosition(self.sent_at, self.channel, self.seq)
 
 
+@dataclass(frozen=True)
+class UserData:
+    """Everything a store keeps about one user name, for an export (:meth:`IChatStore.user_data`).
+
+    :param account: whether there is an account of that name (its secret is never given out).
+    :param blocking: whom the user blocked, sorted.
+    :param blocked_by: who blocked the user, sorted.
+    :param rooms: the rooms the user is a member of, by number.
+    :param last_seen: when the user was last visibly online, if recorded.
+    :param messages_to: direct messages kept for the user, oldest first.
+    :param messages_from: direct messages the user sent that are kept for others, oldest first.
+
+    The broadcasts and room messages the user sent are read a page at a
+    time (:meth:`IChatStore.history_of`): there may be many.
+    """
+
+    account: bool
+    blocking: tuple[str, ...]
+    blocked_by: tuple[str, ...]
+    rooms: tuple[int, ...]
+    last_seen: float | None
+    messages_to: tuple[StoredMessage, ...]
+    messages_from: tuple[StoredMessage, ...]
+
+
 BanKind = Literal["user", "address", "network"]
 """What a ban names: an account, one IP address, or a network (CIDR)."""
 
@@ -283,6 +308,39 @@ class IChatStore(Interface):
         :return: how many bans were removed (0: none matched).
         """
 
+    # Administration (chatservice-admin) -------------------------------------------
+
+    def user_data(username: str) -> Deferred[UserData]:
+        """Everything kept about ``username`` (:class:`UserData`); all empty for a name never seen."""
+
+    def delete_user(username: str, sent: bool) -> Deferred[bool]:
+        """Delete the account ``username`` and what is kept about it, at once: whether there was an account.
+
+        Its operator status, blocks (of others and by others), last-seen
+        time, the messages kept for it and its room memberships go (a room left without members
+        goes too; its history and number stay).  With ``sent``, the direct
+        messages it sent that are kept for others go as well.  Its broadcasts
+        and room messages stay in the history: :meth:`forget_history_of`
+        forgets them, a batch at a time.
+        """
+
+    def history_of(
+        username: str, start: HistoryPosition, limit: int
+    ) -> Deferred[list[HistoryEntry]]:
+        """At most ``limit`` of the broadcasts and room messages ``username`` sent, after ``start``.
+
+        In the order of :class:`HistoryPosition`, as :meth:`history_page`:
+        the last entry's position starts the next page.
+        """
+
+    def forget_history_of(username: str, limit: int) -> Deferred[int]:
+        """Forget at most ``limit`` of the broadcasts and room messages ``username`` sent.
+
+        The channels' numbering goes on.
+
+        :return: how many were forgotten (fewer than ``limit``: none is left).
+        """
+
 
 class ILocalChatStore(Interface):
     """Persistent chat data on this machine: accounts, blocks, last-seen times, offline messages, rooms, history.
@@ -395,3 +453,17 @@ class ILocalChatStore(Interface):
 
     def remove_ban(ban: int | str) -> int:
         """Remove the ban numbered ``ban`` (int) or the bans of the target ``ban`` (str): how many."""
+
+    # Administration (chatservice-admin) -------------------------------------------
+
+    def user_data(username: str) -> UserData:
+        """Everything kept about ``username``; see :meth:`IChatStore.user_data`."""
+
+    def delete_user(username: str, sent: bool) -> bool:
+        """Delete the account ``username`` and what is kept about it; see :meth:`IChatStore.delete_user`."""
+
+    def history_of(username: str, start: HistoryPosition, limit: int) -> list[HistoryEntry]:
+        """A page of what ``username`` sent to the history; see :meth:`IChatStore.history_of`."""
+
+    def forget_history_of(username: str, limit: int) -> int:
+        """Forget a batch of what ``username`` sent to the history; see :meth:`IChatStore.forget_history_of`."""

@@ -20,6 +20,7 @@ from chatservice.store.interface import (
     HistoryPosition,
     ILocalChatStore,
     StoredMessage,
+    UserData,
 )
 
 
@@ -196,6 +197,61 @@ class MemoryStore:
         self._blocks = {pair for pair in self._blocks if username not in pair}
         self._last_seen.pop(username, None)
         self.remove_offline(list(self._offline.get(username, ())))
+
+    # Administration (chatservice-admin) -------------------------------------------
+
+    def user_data(self, username: str) -> UserData:
+        sent = [
+            m for box in self._offline.values() for m in box.values() if m.sender == username
+        ]
+        return UserData(
+            account=username in self._accounts,
+            blocking=tuple(sorted(b for a, b in self._blocks if a == username)),
+            blocked_by=tuple(sorted(a for a, b in self._blocks if b == username)),
+            rooms=tuple(sorted(r for r, members in self._rooms.items() if username in members)),
+            last_seen=self._last_seen.get(username),
+            messages_to=tuple(self.offline_messages(username)),
+            messages_from=tuple(sorted(sent, key=lambda m: m.message_id)),
+        )
+
+    def delete_user(self, username: str, sent: bool) -> bool:
+        existed = self._accounts.pop(username, None) is not None
+        self._operators.discard(username)
+        self.forget_user(username)
+        for room_id, members in list(self._rooms.items()):
+            if username in members:
+                if members == {username}:
+                    del self._rooms[room_id]
+                else:
+                    self._rooms[room_id] = members - {username}
+        if sent:
+            self.remove_offline(
+                [m.message_id for box in self._offline.values() for m in box.values()
+                 if m.sender == username]
+            )
+        return existed
+
+    def history_of(self, username: str, start: HistoryPosition, limit: int) -> list[HistoryEntry]:
+        found = [
+            e for entries in self._history.values() for e in entries
+            if e.sender == username and e.position > start
+        ]
+        found.sort(key=_position)
+        return found[:limit]
+
+    def forget_history_of(self, username: str, limit: int) -> int:
+        removed = 0
+        for entries in self._history.values():
+            kept = []
+            for entry in entries:
+                if entry.sender == username and removed < limit:
+                    removed += 1
+                else:
+                    kept.append(entry)
+            entries[:] = kept
+        return removed
+
+    # Operators and bans -------------------------------------------------------------
 
     def operators(self) -> set[str]:
         return self._operators & self._accounts.keys()

@@ -62,7 +62,8 @@ Schema
 ------
 :data:`MIGRATIONS` lists the schema changes; the ``schema_version`` table
 records those applied (version 1 is the data model of the SQLite store,
-version 2 adds the accounts, version 3 the operators and bans).
+version 2 adds the accounts, version 3 the operators and bans, version 4
+the indexes by sender that ``chatservice-admin``'s export and delete use).
 :meth:`PostgresStore.open` creates or migrates the schema in one transaction,
 holding an advisory lock so that nodes starting together migrate once, and
 refuses a database whose schema is newer than this code, or that has tables of
@@ -100,6 +101,7 @@ from chatservice.store.interface import (
     HistoryPosition,
     IChatStore,
     StoredMessage,
+    UserData,
 )
 from chatservice.store.sqlite import StoreError, _storable
 
@@ -194,6 +196,11 @@ MIGRATIONS: list[Sequence[str]] = [
             UNIQUE (kind, target)
         )
         """,
+    ),
+    # Version 4: what a user sent, found by sender (chatservice-admin's export and delete).
+    (
+        "CREATE INDEX history_by_sender ON history (sender, sent_at, channel, seq)",
+        "CREATE INDEX offline_messages_by_sender ON offline_messages (sender)",
     ),
 ]
 """Schema changes: ``MIGRATIONS[n]`` takes a database from version ``n`` to ``n + 1``.
@@ -601,6 +608,26 @@ class PostgresStore:
         """
         return self._run(_next_room_id)
 
+    # Administration (chatservice-admin) -------------------------------------------
+
+    def user_data(self, username: str) -> Deferred[UserData]:
+        return self._run(_user_data, username)
+
+    def delete_user(self, username: str, sent: bool) -> Deferred[bool]:
+        return self._run(_delete_user, username, bool(sent))
+
+    def history_of(
+        self, username: str, start: HistoryPosition, limit: int
+    ) -> Deferred[list[HistoryEntry]]:
+        after, channel, seq = start
+        return self._run(
+            _history_of, username, float(after), channel,
+            min(max(int(seq), -1), _BIGINT.stop - 1), int(limit),
+        )
+
+    def forget_history_of(self, username: str, limit: int) -> Deferred[int]:
+        return self._run(_forget_history_of, username, int(limit))
+
 
 # The work done in the pool's thread, each given the connection (autocommit). ------
 
@@ -764,6 +791,74 @@ def _forget_user(connection: Any, username: str) -> None:
         )
         connection.execute("DELETE FROM last_seen WHERE username = %s", (username,))
         connection.execute("DELETE FROM offline_messages WHERE recipient = %s", (username,))
+
+
+def _user_data(connection: Any, username: str) -> UserData:
+    with connection.transaction():  # one snapshot
+
+        def column(sql: str) -> tuple[Any, ...]:
+            return tuple(row[0] for row in connection.execute(sql, (username,)).fetchall())
+
+        account = column("SELECT 1 FROM chat_accounts WHERE username = %s")
+        seen = column("SELECT seen_at FROM last_seen WHERE username = %s")
+        sent = connection.execute(
+            "SELECT message_id, sender, recipient, body, sent_at FROM offline_messages"
+            " WHERE sender = %s ORDER BY message_id",
+            (username,),
+        ).fetchall()
+        return UserData(
+            account=bool(account),
+            blocking=column("SELECT blocked FROM blocks WHERE blocker = %s ORDER BY blocked"),
+            blocked_by=column("SELECT blocker FROM blocks WHERE blocked = %s ORDER BY blocker"),
+            rooms=tuple(int(n) for n in column(
+                "SELECT room_id FROM room_members WHERE username = %s ORDER BY room_id"
+            )),
+            last_seen=seen[0] if seen else None,
+            messages_to=tuple(_offline_messages(connection, username)),
+            messages_from=tuple(StoredMessage(*row) for row in sent),
+        )
+
+
+def _history_of(
+    connection: Any, username: str, after: float, channel: str, seq: int, limit: int
+) -> list[HistoryEntry]:
+    rows = connection.execute(
+        "SELECT channel, seq, sender, body, sent_at FROM history WHERE sender = %s"
+        " AND (sent_at, channel, seq) > (%s, %s COLLATE \"C\", %s)"
+        " ORDER BY sent_at, channel, seq LIMIT %s",
+        (username, after, channel, seq, limit),
+    ).fetchall()
+    return [HistoryEntry(*row) for row in rows]
+
+
+def _forget_history_of(connection: Any, username: str, limit: int) -> int:
+    # Rows another node is deleting are skipped, as by the retention.
+    cursor = connection.execute(
+        "DELETE FROM history WHERE (channel, seq) IN ("
+        " SELECT channel, seq FROM history WHERE sender = %s LIMIT %s FOR UPDATE SKIP LOCKED)",
+        (username, limit),
+    )
+    return int(cursor.rowcount)
+
+
+def _delete_user(connection: Any, username: str, sent: bool) -> bool:
+    with connection.transaction():
+        existed = connection.execute(
+            "DELETE FROM chat_accounts WHERE username = %s", (username,)
+        ).rowcount > 0
+        _forget_user(connection, username)
+        if sent:
+            connection.execute("DELETE FROM offline_messages WHERE sender = %s", (username,))
+        rooms = connection.execute(
+            "DELETE FROM room_members WHERE username = %s RETURNING room_id", (username,)
+        ).fetchall()
+        # Its rooms left without members go (others' empty rooms stay).
+        connection.execute(
+            "DELETE FROM rooms WHERE room_id = ANY(%s::bigint[]) AND NOT EXISTS"
+            " (SELECT 1 FROM room_members WHERE room_members.room_id = rooms.room_id)",
+            ([row[0] for row in rooms],),
+        )
+    return existed
 
 
 def _next_room_id(connection: Any) -> int:

@@ -86,6 +86,7 @@ from chatservice.store.interface import (
     HistoryPosition,
     ILocalChatStore,
     StoredMessage,
+    UserData,
 )
 
 __all__ = [
@@ -192,6 +193,11 @@ MIGRATIONS: list[Sequence[str]] = [
             UNIQUE (kind, target)
         )
         """,
+    ),
+    # Version 5: what a user sent, found by sender (chatservice-admin's export and delete).
+    (
+        "CREATE INDEX history_by_sender ON history (sender, sent_at, channel, seq)",
+        "CREATE INDEX offline_messages_by_sender ON offline_messages (sender)",
     ),
 ]
 """Schema changes: ``MIGRATIONS[n]`` takes a database from version ``n`` to ``n + 1``.
@@ -817,6 +823,80 @@ class SQLiteStore:
         with self._transaction() as connection:
             for statement in _FORGET_USER:
                 connection.execute(statement, (username,))
+
+    # Administration (chatservice-admin) -------------------------------------------
+
+    def user_data(self, username: str) -> UserData:
+        with self._errors():
+            db = self._db
+            account = db.execute(
+                "SELECT 1 FROM chat_accounts WHERE username = ?", (username,)
+            ).fetchone()
+            blocking = db.execute(
+                "SELECT blocked FROM blocks WHERE blocker = ? ORDER BY blocked", (username,)
+            ).fetchall()
+            blocked_by = db.execute(
+                "SELECT blocker FROM blocks WHERE blocked = ? ORDER BY blocker", (username,)
+            ).fetchall()
+            rooms = db.execute(
+                "SELECT room_id FROM room_members WHERE username = ? ORDER BY room_id",
+                (username,),
+            ).fetchall()
+            seen = db.execute(
+                "SELECT seen_at FROM last_seen WHERE username = ?", (username,)
+            ).fetchone()
+            sent = db.execute(
+                "SELECT message_id, sender, recipient, body, sent_at FROM offline_messages"
+                " WHERE sender = ? ORDER BY message_id",
+                (username,),
+            ).fetchall()
+        return UserData(
+            account=account is not None,
+            blocking=tuple(row[0] for row in blocking),
+            blocked_by=tuple(row[0] for row in blocked_by),
+            rooms=tuple(row[0] for row in rooms),
+            last_seen=None if seen is None else seen[0],
+            messages_to=tuple(self.offline_messages(username)),
+            messages_from=tuple(StoredMessage(*row) for row in sent),
+        )
+
+    def delete_user(self, username: str, sent: bool) -> bool:
+        with self._transaction() as connection:
+            existed = connection.execute(
+                "DELETE FROM chat_accounts WHERE username = ?", (username,)
+            ).rowcount > 0
+            for statement in _FORGET_USER:
+                connection.execute(statement, (username,))
+            if sent:
+                connection.execute("DELETE FROM offline_messages WHERE sender = ?", (username,))
+            rooms = connection.execute(
+                "DELETE FROM room_members WHERE username = ? RETURNING room_id", (username,)
+            ).fetchall()
+            # Its rooms left without members go (others' empty rooms stay).
+            connection.executemany(
+                "DELETE FROM rooms WHERE room_id = ? AND NOT EXISTS"
+                " (SELECT 1 FROM room_members WHERE room_members.room_id = rooms.room_id)",
+                rooms,
+            )
+        return existed
+
+    def history_of(self, username: str, start: HistoryPosition, limit: int) -> list[HistoryEntry]:
+        with self._errors():
+            rows = self._db.execute(
+                "SELECT channel, seq, sender, body, sent_at FROM history"
+                " WHERE sender = ? AND (sent_at, channel, seq) > (?, ?, ?)"
+                " ORDER BY sent_at, channel, seq LIMIT ?",
+                (username, *start, limit),
+            ).fetchall()
+        return [HistoryEntry(*row) for row in rows]
+
+    def forget_history_of(self, username: str, limit: int) -> int:
+        return self._write(
+            "DELETE FROM history WHERE rowid IN"
+            " (SELECT rowid FROM history WHERE sender = ? LIMIT ?)",
+            (username, limit),
+        ).rowcount
+
 
     # Operators ----------------------------------------------------------------------
 

@@ -8,7 +8,9 @@
 
 A server keeps its accounts in its store, so ``--data-dir`` or ``--store`` is
 how an operator sets a password that a server (every node on that store) uses:
-at once, even while it runs.  A credentials FILE is only what a server
+at once, even while it runs.  Those two are ``chatservice-admin passwd
+--create`` (:mod:`chatservice.tools.admin`), which this command runs: through
+the admin socket of a server running on ``DIR``, or on the store.  A credentials FILE is only what a server
 imports when it starts, and only the accounts its store does not have yet:
 changing a password in the file does not change it in a store that already
 has the account.
@@ -25,10 +27,7 @@ from __future__ import annotations
 import getpass
 import sys
 from pathlib import Path
-from typing import Any, Sequence, TextIO
-
-from twisted.internet import defer
-from twisted.python.failure import Failure
+from typing import Sequence, TextIO
 
 from chatservice.auth.accounts import hash_and_derive, password_problem
 from chatservice.auth.credentials import (
@@ -39,10 +38,7 @@ from chatservice.auth.credentials import (
     username_problem,
     write_entry,
 )
-from chatservice.auth.scram import ScramKeys
-from chatservice.store.interface import IChatStore
-from chatservice.store.sqlite import StoreError
-from chatservice.tap import DATABASE_NAME, POSTGRESQL_SCHEMES
+from chatservice.tap import POSTGRESQL_SCHEMES
 
 USAGE = (
     "usage: chatservice-passwd --data-dir DIR USER  (the SQLite store in DIR)\n"
@@ -64,62 +60,6 @@ def _ask(prompt: str, stdin: TextIO) -> str:
 def _fail(message: str, status: int = 1) -> int:
     print(f"chatservice-passwd: {message}", file=sys.stderr)
     return status
-
-
-def set_password(
-    store: IChatStore, username: str, secret: str, keys: ScramKeys
-) -> defer.Deferred[str]:
-    """Open ``store``, give ``username`` this secret and keys, close it: fires with ``added`` or ``changed``."""
-    scram = keys.format()
-
-    def change(_: object) -> defer.Deferred[str]:
-        d = store.set_secret(username, secret, scram)
-        return d.addCallback(lambda changed: "changed" if changed else add())
-
-    def add() -> defer.Deferred[str]:
-        d = store.add_account(username, secret, scram)
-        # Created by a server meanwhile: change it after all.
-        return d.addCallback(lambda added: "added" if added else change(None))
-
-    def closed(result: Any) -> defer.Deferred[Any]:
-        return store.close().addBoth(lambda _: result)
-
-    return store.open().addCallback(change).addBoth(closed)
-
-
-def _in_sqlite(data_dir: Path, username: str, secret: str, keys: ScramKeys) -> str:
-    """:func:`set_password` in the SQLite store of ``data_dir`` (no reactor needed: it answers at once)."""
-    from chatservice.store.local import LocalStore
-    from chatservice.store.sqlite import SQLiteStore
-
-    outcome: list[Any] = []
-    set_password(LocalStore(SQLiteStore(data_dir / DATABASE_NAME)), username, secret, keys).addBoth(
-        outcome.append
-    )
-    if isinstance(outcome[0], Failure):
-        outcome[0].raiseException()
-    return str(outcome[0])
-
-
-def _in_postgres(url: str, username: str, secret: str, keys: ScramKeys) -> str:
-    """:func:`set_password` in the PostgreSQL store ``url``, running the reactor until it is done."""
-    from twisted.internet import reactor
-
-    from chatservice.store.postgres import PostgresStore
-
-    store = PostgresStore(url, reactor)  # StoreError: not a valid URL
-    outcome: list[Any] = []
-
-    def run() -> None:
-        d = set_password(store, username, secret, keys)
-        d.addBoth(outcome.append)
-        d.addBoth(lambda _: reactor.stop())
-
-    reactor.callWhenRunning(run)
-    reactor.run()
-    if isinstance(outcome[0], Failure):
-        outcome[0].raiseException()
-    return str(outcome[0])
 
 
 def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None) -> int:
@@ -177,17 +117,25 @@ def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None) -> int:
                 " use --data-dir DIR or --store URL to change it there)"
             )
         return 0
-    try:
-        if store_option == "--data-dir":
-            where = str(path / DATABASE_NAME)
-            action = _in_sqlite(path, username, secret, keys)
-        else:
-            from chatservice.store.postgres import redact
+    from chatservice.admin.actions import AdminError
+    from chatservice.tools.admin import ToolError, resolve_target
 
-            where = redact(target)
-            action = _in_postgres(target, username, secret, keys)
-    except StoreError as e:
-        return _fail(f"{e}; nothing changed")
+    try:
+        where = resolve_target(
+            path if store_option == "--data-dir" else None,
+            target if store_option == "--store" else None,
+            None,
+            "passwd",
+        )
+        result = where.run(
+            {"action": "passwd", "username": username, "secret": secret,
+             "scram": keys.format(), "create": True}
+        )
+    except ToolError as e:
+        return _fail(str(e), e.status)
+    except AdminError as e:
+        return _fail(f"{e.message} Nothing changed.")
+    action, where = result["action"], where.where
     print(f"{username} {action} in {where}")
     return 0
 
