@@ -31,6 +31,7 @@ its file, and both apply.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -80,6 +81,20 @@ def ban_target(text: str) -> tuple[BanKind, str]:
             return "address", str(_unmapped(network.network_address))
         return "network", str(network)
     return "user", text
+
+
+_BAN_NUMBER = re.compile("#?([0-9]{1,18})")
+"""How a ban is named by its number: ``3`` or ``#3``."""
+
+
+def ban_key(text: str) -> int | str:
+    """What ``unban`` (an operator's or the admin tool's) was given: a ban's number, or a target.
+
+    :return: the number (``3`` or ``#3``), else the target as :func:`ban_target` normalises it.
+    :raises CommandError: ``bad_argument`` for a ``/`` that is no network.
+    """
+    number = _BAN_NUMBER.fullmatch(text)
+    return int(number.group(1)) if number else ban_target(text)[1]
 
 
 def _unmapped(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Any:
@@ -338,6 +353,51 @@ class Moderation:
             f"Your address is banned from this server {until_text(ban.expires_at)}"
             f"{reason_text(ban.reason)}.",
         )
+
+    def keep_ban(self, ban: Ban) -> defer.Deferred[tuple[Ban, int]]:
+        """Keep ``ban`` in the store, then enforce it here and on the other nodes.
+
+        The one way a ban is set, by an operator's ``ban`` or by
+        ``chatservice-admin ban`` through a running server.
+
+        :return: fires with the ban as kept (numbered) and how many sessions
+            it ended on this node.
+        """
+        d = self.state.store.add_ban(ban)
+
+        def kept(ban: Ban) -> tuple[Ban, int]:
+            ended = self.added(ban)
+            self.tell_cluster({"do": "ban", "ban": ban_to_json(ban)})
+            return ban, ended
+
+        return d.addCallback(kept)
+
+    def lift_bans(self, key: int | str) -> defer.Deferred[int]:
+        """Remove from the store the ban numbered ``key`` (an int) or the bans of ``key`` (a target);
+        forget them here and on the other nodes.
+
+        The bans are looked up in the store, not in this node's book, so that a
+        ban this node has not read yet (set on another node) is lifted everywhere too.
+
+        :return: fires with how many bans were removed (0: there was no such ban).
+        """
+        d = self.state.store.bans()
+
+        def found(bans: list[Ban]) -> defer.Deferred[int]:
+            ids = [
+                ban.ban_id for ban in bans
+                if ban.ban_id is not None and (ban.ban_id if isinstance(key, int) else ban.target) == key
+            ]
+            removing = self.state.store.remove_ban(key)
+            return removing.addCallback(removed, ids)
+
+        def removed(count: int, ids: list[int]) -> int:
+            if count:
+                self.removed(ids)
+                self.tell_cluster({"do": "unban", "ids": ids})
+            return count
+
+        return d.addCallback(found)
 
     def added(self, ban: Ban) -> int:
         """Hold ``ban`` (kept in the store already) and enforce it here: how many sessions ended."""

@@ -17,7 +17,6 @@ be, like anyone.
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet import defer
@@ -27,7 +26,7 @@ from twisted.python.failure import Failure
 from chatservice import events
 from chatservice.commands import CommandError, Request, invalid_command
 from chatservice.delivery import EVERYONE, Delivery, DeliveryReport
-from chatservice.moderation import Mute, ban_matches, ban_target, ban_to_json
+from chatservice.moderation import Mute, ban_key, ban_matches, ban_target
 from chatservice.reload import ReloadError
 from chatservice.store.interface import Ban
 
@@ -36,10 +35,6 @@ if TYPE_CHECKING:
     from chatservice.state import ChatState
 
 log = Logger()
-
-_BAN_NUMBER = re.compile("#?([0-9]{1,18})")
-"""How ``unban`` is given a ban's number: ``3`` or ``#3``."""
-
 
 class OperatorCommands:
     """The operator commands of a session (mixed into :class:`~chatservice.session.Session`)."""
@@ -171,30 +166,23 @@ class OperatorCommands:
         return self._keep_ban(ban)
 
     def _keep_ban(self, ban: Ban) -> defer.Deferred[events.OperatorDone]:
-        d = self.state.store.add_ban(ban)
+        d = self.state.moderation.keep_ban(ban)
         return d.addCallback(self._ban_kept)
 
-    def _ban_kept(self, ban: Ban) -> events.OperatorDone:
-        moderation = self.state.moderation
-        ended = moderation.added(ban)
-        moderation.tell_cluster({"do": "ban", "ban": ban_to_json(ban)})
+    def _ban_kept(self, kept: tuple[Ban, int]) -> events.OperatorDone:
+        ban, ended = kept
         return events.OperatorDone(
             "ban", ban.target, ended, ban.expires_at, ban.ban_id, ban.kind, ban.reason
         )
 
     def unban(self, target: str) -> defer.Deferred[events.OperatorDone]:
         """Remove the ban numbered ``target`` (``3`` or ``#3``), or the bans of what ``target`` names."""
-        number = _BAN_NUMBER.fullmatch(target)
-        key: int | str = int(number.group(1)) if number else ban_target(target)[1]
-        moderation = self.state.moderation
-        ids = [ban.ban_id for ban in moderation.bans.matching(key) if ban.ban_id is not None]
-        d = self.state.store.remove_ban(key)
+        key = ban_key(target)
+        d = self.state.moderation.lift_bans(key)
 
         def removed(count: int) -> events.OperatorDone:
             if not count:
                 raise CommandError("no_such_ban", f"Error. There is no ban of {target}.")
-            moderation.removed(ids)
-            moderation.tell_cluster({"do": "unban", "ids": ids})
             return events.OperatorDone("unban", str(key), count)
 
         return d.addCallback(removed)

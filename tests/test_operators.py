@@ -555,6 +555,12 @@ class ClusteredTests(OperatorTestCase):
         self.assertEqual(self.cluster.actions[3], {"do": "mute", "u": "luke", "until": None, "by": "yoda"})
         self.assertEqual(self.cluster.actions[4], {"do": "unban", "ids": [1]})
 
+    def test_unban_of_a_ban_not_read_here_yet_is_announced(self) -> None:
+        """A ban another node set (this one has not read it yet) is lifted on every node."""
+        self.harness.store.add_ban(Ban("user", "vader", "leia", self.harness.clock.seconds()))
+        self.assertEqual(self.ask(self.yoda, "unban #1"), ["Removed 1 ban of 1."])
+        self.assertEqual(self.cluster.actions, [{"do": "unban", "ids": [1]}])
+
     def test_announced_actions_are_done_here(self) -> None:
         moderation = self.harness.state.moderation
         moderation.announced({"do": "kick", "u": "hans", "by": "leia", "reason": "r"})

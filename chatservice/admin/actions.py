@@ -41,7 +41,7 @@ from chatservice.auth.scram import ScramKeys
 from chatservice.auth.slowdown import LoginSlowdown
 from chatservice.retention import BATCH
 from chatservice.commands import CommandError
-from chatservice.moderation import ban_target, ban_to_json
+from chatservice.moderation import ban_key, ban_target
 from chatservice.store.interface import Ban, HistoryEntry, HistoryPosition, StoredMessage, UserData
 
 __all__ = ["AdminActions", "AdminError", "LiveServer", "PURGE_BATCH"]
@@ -278,14 +278,15 @@ class AdminActions:
             if not online and await self.store.account(name) is None:
                 raise AdminError("unknown_user", f"There is no account {name}.")
         now = self.clock.seconds()
-        kept: Ban = await self.store.add_ban(
-            Ban(kind, name, BANNED_BY, now, None if duration is None else now + duration, reason)
-        )
-        result = {"ban": _ban(kept)}
+        ban = Ban(kind, name, BANNED_BY, now, None if duration is None else now + duration, reason)
+        result: dict[str, Any]
         if self.live is not None:
-            moderation = self.live.state.moderation
-            result["sessions_ended"] = moderation.added(kept)
-            moderation.tell_cluster({"do": "ban", "ban": ban_to_json(kept)})
+            # As an operator's ban: kept, then enforced here and on every node.
+            kept, ended = await self.live.state.moderation.keep_ban(ban)
+            result = {"ban": _ban(kept), "sessions_ended": ended}
+        else:
+            kept = await self.store.add_ban(ban)
+            result = {"ban": _ban(kept)}
         log.info("Administration: ban #{n} of {kind} {target}", n=kept.ban_id, kind=kind, target=name)
         return result
 
@@ -293,22 +294,18 @@ class AdminActions:
         """Remove the ban numbered ``target`` (``3`` or ``#3``), or the bans of what ``target`` names."""
         if not isinstance(target, str):
             raise AdminError("invalid_request", "a ban's target is text")
-        number = target.removeprefix("#")
         try:
-            key: int | str = int(number) if number.isascii() and number.isdigit() else ban_target(target)[1]
+            key = ban_key(target)
         except CommandError as e:
             raise AdminError("invalid_request", str(e).removeprefix("Error. ")) from None
-        ids = [
-            ban.ban_id for ban in await self.store.bans()
-            if ban.ban_id is not None and (ban.ban_id if isinstance(key, int) else ban.target) == key
-        ]
-        removed = await self.store.remove_ban(key)
+        if self.live is not None:
+            # As an operator's unban: out of the store, then of every node's bans.
+            removed = await self.live.state.moderation.lift_bans(key)
+        else:
+            removed = await self.store.remove_ban(key)
         if not removed:
             raise AdminError("no_such_ban", f"There is no ban of {target}.")
-        if self.live is not None:
-            self.live.state.moderation.removed(ids)
-            self.live.state.moderation.tell_cluster({"do": "unban", "ids": ids})
-        log.info("Administration: bans {ids} removed", ids=ids)
+        log.info("Administration: {n} ban(s) of {key} removed", n=removed, key=str(key))
         return {"target": str(key), "removed": removed}
 
     async def bans(self) -> list[dict[str, Any]]:
