@@ -6,7 +6,8 @@ open over both, the files are changed and the server sent ``SIGHUP``: new
 connections see the new certificate, bans, limits and accounts; the open
 ones chat on (except the one from the address now banned, which is told and
 closed).  A second ``SIGHUP`` with bad files is refused, logged, and leaves
-the previous settings in force.
+the previous settings in force.  An operator's ``rehash`` reloads the same
+way, and a reload leaves the operators' own (in-band) bans in force.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from twisted.trial import unittest
 
 from tests.certs import make_certificates
 from tests.e2e_support import (
+    INVALID_COMMAND,
     LineClient,
     launch_twistd,
     loopback_source,
@@ -66,6 +68,7 @@ class ReloadEndToEndTests(unittest.TestCase):
                 "--credentials", str(self.credentials),
                 "--data-dir", str(work / "data"),
                 "--greeting-delay", "0",
+                "--operator", "yoda",
             ],
             work,
             ports=2,
@@ -168,3 +171,40 @@ class ReloadEndToEndTests(unittest.TestCase):
         self.tls(self.certs[1]["ca"]).greeted()
         self.assertIn(BANNED, self.tcp(source=OTHER_ADDRESS).wait_closed().decode())
         self.assert_chat(yoda, luke, "after the refused reload", "luke")
+
+    def test_operator_rehash_keeps_the_in_band_bans(self) -> None:
+        """``rehash`` is the server's reload; the bans an operator set are no file's and stay."""
+        yoda = self.tcp("yoda")
+        luke = self.tcp("luke")
+        hans = self.tcp("hans", source=OTHER_ADDRESS)
+        yoda.sync()
+        luke.sync()
+        hans.sync()
+        yoda.send(f"ban {OTHER_ADDRESS} spam")
+        self.assertIn("You have been banned from this server by yoda", hans.wait_closed().decode())
+        yoda.sync()
+        luke.sync()
+
+        luke.send("rehash")
+        self.assertEqual(luke.read_line(), INVALID_COMMAND)
+        self.ban_file.write_text("198.51.100.0/24\n", encoding="utf-8")
+        yoda.send("rehash")
+        self.assertEqual(
+            yoda.read_lines(3),
+            [
+                "Configuration reloaded:",
+                "  ban added: 198.51.100.0/24",
+                "  ban lifted: 203.0.113.0/24",
+            ],
+        )
+        self.assertIn("Reload asked for by yoda", self.log())
+        # The operator's ban outlives the reload of the ban file.
+        refused = self.tcp(source=OTHER_ADDRESS).wait_closed().decode()
+        self.assertIn("Your address is banned from this server for good (reason: spam).", refused)
+        yoda.send("bans")
+        self.assertRegex(yoda.read_line(), rf"^#1 address {re.escape(OTHER_ADDRESS)}, by yoda at ")
+        # A bad ban file: the operator is told why, and nothing changes.
+        self.ban_file.write_text("no-such-address\n", encoding="utf-8")
+        yoda.send("rehash")
+        self.assertRegex(yoda.read_line(), r"^Error\. Nothing was reloaded: --ban-file .*no-such-address")
+        self.assert_chat(yoda, luke, "still here", "luke")
