@@ -24,6 +24,7 @@ from chatservice.auth.accounts import hash_and_derive
 from chatservice.auth.directory import StoredAccounts
 from chatservice.auth.passwords import verify_password
 from chatservice.state import REMOVED
+from chatservice.store.interface import Ban
 from chatservice.store.local import LocalStore
 from chatservice.store.memory import MemoryStore
 from chatservice.store.sqlite import SQLiteStore
@@ -128,6 +129,9 @@ class StoreActionsBehaviour:
     async def test_export(self) -> None:
         await self._bob()
         await self.act(action="grant", username="bob")
+        await self.store.add_ban(Ban("user", "bob", "yoda", T, None, "spam"))
+        await self.store.add_ban(Ban("address", "192.0.2.7", "bob", T + 1))
+        await self.store.add_ban(Ban("user", "bobby", "yoda", T + 2))
         exported = await self.act(action="export", username="bob")
         self.assertEqual(exported, {
             "user": "bob",
@@ -140,6 +144,10 @@ class StoreActionsBehaviour:
             "messages_to": [{"id": 1, "from": "yoda", "text": "for bob", "sent_at": "2023-11-14T22:13:20+00:00"}],
             "messages_from": [{"id": 2, "to": "yoda", "text": "from bob", "sent_at": "2023-11-14T22:13:21+00:00"}],
             "history": [{"channel": "room:1", "seq": 1, "text": "in the room", "sent_at": "2023-11-14T22:13:22+00:00"}],
+            "bans": [{"id": 1, "kind": "user", "target": "bob", "set_by": "yoda", "set_at": "2023-11-14T22:13:20+00:00",
+                      "until": None, "reason": "spam"}],
+            "bans_set": [{"id": 2, "kind": "address", "target": "192.0.2.7", "set_by": "bob",
+                          "set_at": "2023-11-14T22:13:21+00:00", "until": None, "reason": ""}],
         })
         self.assertFalse(any("$scrypt$" in str(v) for v in exported.values()))
         self.assertEqual((await self.refused(action="export", username="nobody")).code, "unknown_user")

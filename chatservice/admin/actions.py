@@ -329,7 +329,13 @@ class AdminActions:
                 break
             start = page[-1].position
             await task.deferLater(self.clock, 0, lambda: None)
-        if account is None and not history and data == UserData(False, (), (), (), None, (), ()):
+        bans = await self.store.bans()
+        banned = [_ban(ban) for ban in bans if ban.kind == "user" and ban.target == username]
+        bans_set = [_ban(ban) for ban in bans if ban.set_by == username]
+        if (
+            account is None and not history and not banned and not bans_set
+            and data == UserData(False, (), (), (), None, (), ())
+        ):
             raise AdminError("unknown_user", f"Nothing is kept about {username}.")
         exported: dict[str, Any] = {
             "user": username,
@@ -347,6 +353,8 @@ class AdminActions:
             "messages_to": [_message(m, "from", m.sender) for m in data.messages_to],
             "messages_from": [_message(m, "to", m.recipient) for m in data.messages_from],
             "history": [_entry(e) for e in history],
+            "bans": banned,
+            "bans_set": bans_set,
         }
         if self.live is not None:
             exported["online"] = self.live.state.online(username) is not None
