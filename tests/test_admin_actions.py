@@ -359,6 +359,21 @@ class LiveActionsTests(unittest.TestCase):
         self.assertEqual([e.text for e in harness.store.history_after(["broadcast"], 0)], ["stays"])
         self.assertIsNone(harness.store.account("hans"))
 
+    def test_revoke_or_remove_of_an_operator_named_at_start_warns(self) -> None:
+        """``--operator NAME`` grants again at each start, and refuses to start without the account."""
+        self.harness.state.moderation.granted = ("yoda",)
+        self.run_action(action="grant", username="yoda")
+        revoked = self.run_action(action="revoke", username="yoda")
+        self.assertEqual(revoked["action"], "revoked")
+        self.assertIn("started with --operator yoda", revoked["warning"])
+        self.assertNotIn("warning", self.run_action(action="revoke", username="leia"))
+        removed = self.run_action(action="remove", username="yoda")
+        self.assertIn("credentials file", removed["warning"])
+        self.assertIn(
+            "the server was started with --operator yoda: remove the option, or the server"
+            " refuses to start the next time", removed["warning"],
+        )
+
     def test_export_says_whether_online(self) -> None:
         (hans,) = self.harness.online("hans")
         self.assertIs(self.run_action(action="export", username="hans")["online"], True)

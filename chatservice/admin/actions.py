@@ -224,13 +224,25 @@ class AdminActions:
             user=username, what="deleted with everything it sent" if sent else "removed",
         )
         result: dict[str, Any] = {"user": username, "action": "deleted" if sent else "removed"}
+        warnings = []
         imported = self.accounts.imported
         if imported is not None and imported.exists(username):
-            result["warning"] = (
+            warnings.append(
                 f"{username} is in the credentials file {imported.path}, which the server"
                 " imports at start: remove the line, or the account comes back at the next start"
             )
+        if self._granted_at_start(username):
+            warnings.append(
+                f"the server was started with --operator {username}: remove the option,"
+                " or the server refuses to start the next time (there is no such account)"
+            )
+        if warnings:
+            result["warning"] = "; ".join(warnings)
         return result
+
+    def _granted_at_start(self, username: str) -> bool:
+        """Whether the running server makes ``username`` an operator at each start (``--operator``)."""
+        return self.live is not None and username in self.live.state.moderation.granted
 
     # Operators ---------------------------------------------------------------------
 
@@ -252,7 +264,13 @@ class AdminActions:
             "Administration: {user} {what}", user=username,
             what="made an operator" if operator else "no longer an operator",
         )
-        return {"user": username, "action": "granted" if operator else "revoked"}
+        result: dict[str, Any] = {"user": username, "action": "granted" if operator else "revoked"}
+        if not operator and self._granted_at_start(username):
+            result["warning"] = (
+                f"the server was started with --operator {username}: remove the option,"
+                f" or {username} is an operator again at the next start"
+            )
+        return result
 
     # Bans --------------------------------------------------------------------------
 
