@@ -54,6 +54,11 @@ RELOAD_SECONDS = 60.0
 """How often the bans are read again from the store (the admin tool's changes)."""
 
 
+class BadBanTarget(ValueError):
+    """A ban's target with a ``/`` that is no network: each edge says so its own way
+    (an operator's ``bad_argument`` reply, the admin socket's ``invalid_request``)."""
+
+
 def ban_target(text: str) -> tuple[BanKind, str]:
     """What ``text`` names, in a ban's form: an address, a network (CIDR), or else a user.
 
@@ -61,7 +66,7 @@ def ban_target(text: str) -> tuple[BanKind, str]:
     network (``192.0.2.7/24`` is ``192.0.2.0/24``); a network of one address
     is that address.
 
-    :raises CommandError: ``bad_argument`` for a ``/`` that is no network.
+    :raises BadBanTarget: for a ``/`` that is no network.
     """
     try:
         address = ipaddress.ip_address(text)
@@ -73,10 +78,7 @@ def ban_target(text: str) -> tuple[BanKind, str]:
         try:
             network = ipaddress.ip_network(text, strict=False)
         except ValueError:
-            raise CommandError(
-                "bad_argument",
-                f"Error. {text} is not an address or network (e.g. 192.0.2.0/24).",
-            ) from None
+            raise BadBanTarget(f"{text} is not an address or network (e.g. 192.0.2.0/24)") from None
         if network.num_addresses == 1:
             return "address", str(_unmapped(network.network_address))
         return "network", str(network)
@@ -91,7 +93,7 @@ def ban_key(text: str) -> int | str:
     """What ``unban`` (an operator's or the admin tool's) was given: a ban's number, or a target.
 
     :return: the number (``3`` or ``#3``), else the target as :func:`ban_target` normalises it.
-    :raises CommandError: ``bad_argument`` for a ``/`` that is no network.
+    :raises BadBanTarget: for a ``/`` that is no network.
     """
     number = _BAN_NUMBER.fullmatch(text)
     return int(number.group(1)) if number else ban_target(text)[1]

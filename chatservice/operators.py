@@ -17,7 +17,7 @@ be, like anyone.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -26,7 +26,7 @@ from twisted.python.failure import Failure
 from chatservice import events
 from chatservice.commands import CommandError, Request, invalid_command
 from chatservice.delivery import EVERYONE, Delivery, DeliveryReport
-from chatservice.moderation import Mute, ban_key, ban_matches, ban_target
+from chatservice.moderation import BadBanTarget, Mute, ban_key, ban_matches, ban_target
 from chatservice.reload import ReloadError
 from chatservice.store.interface import Ban
 
@@ -143,7 +143,7 @@ class OperatorCommands:
         Kept in the store first; then the sessions it matches end, here and
         on the other nodes.
         """
-        kind, name = ban_target(target)
+        kind, name = _checked(ban_target, target)
         now = self.state.clock.seconds()
         ban = Ban(
             kind, name, self.username, now, None if duration is None else now + duration,
@@ -177,7 +177,7 @@ class OperatorCommands:
 
     def unban(self, target: str) -> defer.Deferred[events.OperatorDone]:
         """Remove the ban numbered ``target`` (``3`` or ``#3``), or the bans of what ``target`` names."""
-        key = ban_key(target)
+        key = _checked(ban_key, target)
         d = self.state.moderation.lift_bans(key)
 
         def removed(count: int) -> events.OperatorDone:
@@ -272,6 +272,17 @@ class OperatorCommands:
         d = reload(self.username)
         d.addCallbacks(lambda lines: events.RehashReport(tuple(lines)), _reload_refused)
         return d
+
+
+_Parsed = TypeVar("_Parsed")
+
+
+def _checked(parse: Callable[[str], _Parsed], target: str) -> _Parsed:
+    """``parse(target)``, a bad target being the operator's ``bad_argument`` error."""
+    try:
+        return parse(target)
+    except BadBanTarget as e:
+        raise CommandError("bad_argument", f"Error. {e}.") from None
 
 
 def _reload_refused(failure: Failure) -> events.RehashReport:

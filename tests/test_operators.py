@@ -17,7 +17,7 @@ from twisted.logger import capturedLogs
 from twisted.trial import unittest
 
 from chatservice.commands import INVALID_COMMAND, OPERATOR_COMMANDS
-from chatservice.moderation import RELOAD_SECONDS, UnknownOperator, ban_target
+from chatservice.moderation import RELOAD_SECONDS, BadBanTarget, UnknownOperator, ban_key, ban_target
 from chatservice.reload import ReloadRefused
 from chatservice.store.interface import Ban
 from chatservice.store.local import LocalStore
@@ -293,6 +293,14 @@ class BanTargetTests(unittest.TestCase):
         self.assertEqual(ban_target("192.0.2.7/32"), ("address", "192.0.2.7"))
         self.assertEqual(ban_target("192.0.2.7/24"), ("network", "192.0.2.0/24"))
         self.assertEqual(ban_target("2001:DB8::/32"), ("network", "2001:db8::/32"))
+
+    def test_a_bad_network_is_the_modules_own_error(self) -> None:
+        """Not a command-layer error: the operator's command and the admin socket each map it."""
+        for parse in (ban_target, ban_key):
+            with self.assertRaises(BadBanTarget) as caught:
+                parse("10.0.0.0/99")
+            self.assertEqual(str(caught.exception), "10.0.0.0/99 is not an address or network (e.g. 192.0.2.0/24)")
+        self.assertEqual((ban_key("#3"), ban_key("3"), ban_key("hans")), (3, 3, "hans"))
 
 
 class MuteTests(OperatorTestCase):

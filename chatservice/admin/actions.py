@@ -40,8 +40,7 @@ from chatservice.auth.passwords import check_hash_format, is_hashed
 from chatservice.auth.scram import ScramKeys
 from chatservice.auth.slowdown import LoginSlowdown
 from chatservice.retention import BATCH
-from chatservice.commands import CommandError
-from chatservice.moderation import ban_key, ban_target
+from chatservice.moderation import BadBanTarget, ban_key, ban_target
 from chatservice.store.interface import Ban, HistoryEntry, HistoryPosition, StoredMessage, UserData
 
 __all__ = ["AdminActions", "AdminError", "LiveServer", "PURGE_BATCH"]
@@ -288,8 +287,8 @@ class AdminActions:
             raise AdminError("invalid_request", "a ban's duration is a number of seconds")
         try:
             kind, name = ban_target(target)
-        except CommandError as e:
-            raise AdminError("invalid_request", str(e).removeprefix("Error. ")) from None
+        except BadBanTarget as e:
+            raise AdminError("invalid_request", f"{e}.") from None
         if kind == "user":
             name = _existing_name(name)
             online = self.live is not None and self.live.state.online(name) is not None
@@ -314,8 +313,8 @@ class AdminActions:
             raise AdminError("invalid_request", "a ban's target is text")
         try:
             key = ban_key(target)
-        except CommandError as e:
-            raise AdminError("invalid_request", str(e).removeprefix("Error. ")) from None
+        except BadBanTarget as e:
+            raise AdminError("invalid_request", f"{e}.") from None
         if self.live is not None:
             # As an operator's unban: out of the store, then of every node's bans.
             removed = await self.live.state.moderation.lift_bans(key)

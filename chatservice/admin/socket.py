@@ -10,7 +10,8 @@ connect.  (The socket is created with the process's umask, then made
 
 The protocol is JSON lines.  Each request is one object with an
 ``action`` (``list``, ``add``, ``passwd``, ``remove``, ``delete``,
-``export``, ``unlock``, ``purge``), its fields, and optionally an ``id``
+``export``, ``grant``, ``revoke``, ``ban``, ``unban``, ``bans``,
+``unlock``, ``purge``: :data:`chatservice.admin.actions._REQUESTS`), its fields, and optionally an ``id``
 echoed in the reply.  Each reply is one object: ``{"ok": true, "result":
 ...}`` or ``{"ok": false, "code": ..., "error": ...}``.  The requests of one
 connection are answered in order.  Until the server has loaded its state
