@@ -369,6 +369,18 @@ class ChatServer:
         """A new :class:`LineClient` connected to this server (from ``source``, if given)."""
         return LineClient(self.port, timeout=timeout, source=source)
 
+    def logged_in(self, username: str, password: str, source: str | None = None) -> LineClient:
+        """A text connection logged in as ``username`` (from ``source``, if given; the caller closes it)."""
+        client = self.connect(source=source)
+        client.login(username, password)
+        return client
+
+    def logged_in_json(self, username: str, password: str) -> LineClient:
+        """A JSON lines connection logged in as ``username`` (the caller closes it)."""
+        client = self.connect()
+        client.login_json(username, password)
+        return client
+
     def __enter__(self) -> ChatServer:
         return self.start()
 

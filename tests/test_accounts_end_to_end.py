@@ -24,7 +24,6 @@ from twisted.trial import unittest
 
 from tests.e2e_support import (
     ChatServer,
-    LineClient,
     stored_account,
     subprocess_environment,
     unknown_user,
@@ -65,13 +64,6 @@ def login_refused(server: ChatServer, username: str, password: str) -> str:
         return str(reply["reason"])
 
 
-def log_in(server: ChatServer, username: str, password: str) -> LineClient:
-    """A text connection logged in as ``username`` (the caller closes it)."""
-    client = server.connect()
-    client.login(username, password)
-    return client
-
-
 def run_passwd(arguments: list[str], password: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """``chatservice-passwd *arguments`` in a subprocess, the password given twice on stdin."""
     return subprocess.run(
@@ -103,8 +95,8 @@ class SQLiteAccountsTests(unittest.TestCase):
         account = stored_account(server.data_dir / "chat.sqlite3", "rey")
         assert account is not None and account[0].startswith("$scrypt$"), account
         server.restart()
-        log_in(server, "rey", "scavenger").close()
-        log_in(server, "yoda", "wiser").close()
+        server.logged_in("rey", "scavenger").close()
+        server.logged_in("yoda", "wiser").close()
         self.assertEqual(login_refused(server, "yoda", "wise"), "wrong_password")
         self.assertEqual(fingerprint(credentials), before)
         log = server.log()
@@ -130,7 +122,7 @@ class SQLiteAccountsTests(unittest.TestCase):
         self.assertEqual((second["status"], second["code"]), (False, "invalid_username"), second)
         self.assertIsNone(stored_account(server.data_dir / "chat.sqlite3", "y\u043eda"))
         self.assertIsNone(stored_account(server.data_dir / "chat.sqlite3", "#hash"))
-        log_in(server, "yoda", "wise").close()
+        server.logged_in("yoda", "wise").close()
         self.assertNotIn("Traceback", server.log())
 
     def test_chatservice_passwd_on_the_store_of_a_running_server(self) -> None:
@@ -144,8 +136,8 @@ class SQLiteAccountsTests(unittest.TestCase):
         self.assertIn("hans changed in", result.stdout)
         result = run_passwd(["--data-dir", str(server.data_dir), "rey"], "scavenger", server.directory)
         self.assertIn("rey added in", result.stdout)
-        log_in(server, "hans", "millennium").close()
-        log_in(server, "rey", "scavenger").close()  # unknown to its cache: found in the store
+        server.logged_in("hans", "millennium").close()
+        server.logged_in("rey", "scavenger").close()  # unknown to its cache: found in the store
         self.assertEqual(login_refused(server, "hans", "falcon"), "wrong_password")
         self.assertEqual(fingerprint(credentials), before)
 
@@ -167,13 +159,13 @@ class PostgresAccountsTests(unittest.TestCase):
         a, b, _dsn = self.nodes()
         files = {path: fingerprint(path) for path in (a.directory / "credentials.txt", b.directory / "credentials.txt")}
         register(a, "rey", "scavenger")
-        with log_in(b, "rey", "scavenger") as rey, log_in(a, "yoda", "wise") as yoda:
+        with b.logged_in("rey", "scavenger") as rey, a.logged_in("yoda", "wise") as yoda:
             yoda.send("message rey hello from a")
             assert yoda.read_line() == "rey is offline; your message will be delivered when they log in."
         # A password changed on b counts on a.
         passwd(b, "hans", "falcon", "millennium")
         self.assertEqual(login_refused(a, "hans", "falcon"), "wrong_password")
-        log_in(a, "hans", "millennium").close()
+        a.logged_in("hans", "millennium").close()
         # b's registration check knows the name a registered.
         with b.connect() as client:
             client.greeted()
@@ -205,8 +197,8 @@ class PostgresAccountsTests(unittest.TestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn("rey added in", result.stdout)
         for server in (a, b):
-            log_in(server, "luke", "skywalker").close()
+            server.logged_in("luke", "skywalker").close()
             self.assertEqual(login_refused(server, "luke", "jedi"), "wrong_password")
-        with log_in(b, "rey", "scavenger") as rey:
+        with b.logged_in("rey", "scavenger") as rey:
             rey.send("whoelse")
             self.assertEqual(rey.read_line(), "No other users are online.")

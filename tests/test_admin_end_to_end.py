@@ -24,7 +24,6 @@ from tests.e2e_support import (
     PASSWORD_PROMPT,
     WRONG_PASSWORD,
     ChatServer,
-    LineClient,
     assert_refused,
     subprocess_environment,
     unknown_user,
@@ -50,12 +49,6 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
     """The output of a run that succeeded."""
     assert result.returncode == 0, (result.returncode, result.stdout, result.stderr)
     return result.stdout
-
-
-def log_in(server: ChatServer, username: str, password: str) -> LineClient:
-    client = server.connect()
-    client.login(username, password)
-    return client
 
 
 def lock_out(server: ChatServer, username: str) -> None:
@@ -94,7 +87,7 @@ class RunningServerTests(unittest.TestCase):
     def test_add_logs_in_at_once_and_passwd_counts_at_once(self) -> None:
         out = ok(admin(*self.data, "add", "rey", "--password-stdin", stdin="scavenger\n"))
         self.assertEqual(out, f"rey added in the running server ({self.server.data_dir / 'admin.sock'})\n")
-        log_in(self.server, "rey", "scavenger").close()
+        self.server.logged_in("rey", "scavenger").close()
         ok(admin(*self.data, "passwd", "rey", "--password-stdin", stdin="jakku-one\n"))
         with self.server.connect() as client:
             client.greeted()
@@ -102,7 +95,7 @@ class RunningServerTests(unittest.TestCase):
             client.read_until(PASSWORD_PROMPT)
             client.send("scavenger")
             self.assertEqual(client.read_line(), WRONG_PASSWORD)
-        log_in(self.server, "rey", "jakku-one").close()
+        self.server.logged_in("rey", "jakku-one").close()
         # The server's rules for names; no password from the command line.
         refused = admin(*self.data, "add", "y\u043eda", "--password-stdin", stdin="pw-pw-pw\n")
         self.assertEqual(refused.returncode, 1)
@@ -113,7 +106,7 @@ class RunningServerTests(unittest.TestCase):
         self.assertNotIn("Traceback", self.server.log())
 
     def test_list(self) -> None:
-        with log_in(self.server, "yoda", "wise"):
+        with self.server.logged_in("yoda", "wise"):
             out = ok(admin(*self.data, "list"))
             lines = out.splitlines()
             self.assertEqual(lines[0].split(), ["USER", "OPERATOR", "LAST", "SEEN", "(UTC)", "ONLINE"])
@@ -123,8 +116,8 @@ class RunningServerTests(unittest.TestCase):
             self.assertEqual([row["user"] for row in listed], ["hans", "leia", "luke", "obiwan", "yoda"])
 
     def test_delete_a_logged_in_user(self) -> None:
-        hans = log_in(self.server, "hans", "falcon")
-        yoda = log_in(self.server, "yoda", "wise")
+        hans = self.server.logged_in("hans", "falcon")
+        yoda = self.server.logged_in("yoda", "wise")
         hans.send("broadcast hans was here")
         yoda.sync()
         result = admin(*self.data, "delete", "hans")
@@ -149,7 +142,7 @@ class RunningServerTests(unittest.TestCase):
         yoda.close()
 
     def test_export(self) -> None:
-        with log_in(self.server, "yoda", "wise") as yoda:
+        with self.server.logged_in("yoda", "wise") as yoda:
             yoda.send("block luke")
             yoda.send("message leia see you")
             yoda.sync()
@@ -166,7 +159,7 @@ class RunningServerTests(unittest.TestCase):
         self.assertNotIn("wise", json.dumps(exported["account"]))
 
     def test_grant_and_revoke(self) -> None:
-        with log_in(self.server, "luke", "jedi") as luke:
+        with self.server.logged_in("luke", "jedi") as luke:
             out = ok(admin(*self.data, "grant", "luke"))
             self.assertEqual(out, f"luke is an operator now (the running server ({self.server.data_dir / 'admin.sock'}))\n")
             luke.send("whois luke")
@@ -177,7 +170,7 @@ class RunningServerTests(unittest.TestCase):
             self.assertEqual(luke.read_line(), "Error. Invalid command (type help for the list)")
 
     def test_ban_and_unban(self) -> None:
-        hans = log_in(self.server, "hans", "falcon")
+        hans = self.server.logged_in("hans", "falcon")
         out = ok(admin(*self.data, "ban", "hans", "--for", "10m", "--reason", "spam"))
         self.assertRegex(out, r"^ban #1: user hans until \S+ \S+ UTC; 1 session\(s\) ended\n$")
         hans.read_until("You have been banned from this server by chatservice-admin")
@@ -186,7 +179,7 @@ class RunningServerTests(unittest.TestCase):
         self.assertEqual(lines[0].split(), ["#", "KIND", "TARGET", "BY", "SET", "(UTC)", "UNTIL", "(UTC)", "REASON"])
         self.assertEqual(lines[1].split()[:4] + lines[1].split()[-1:], ["1", "user", "hans", "chatservice-admin", "spam"])
         self.assertEqual(ok(admin(*self.data, "unban", "#1")), "1 ban(s) of 1 removed\n")
-        log_in(self.server, "hans", "falcon").close()
+        self.server.logged_in("hans", "falcon").close()
         self.assertEqual(ok(admin(*self.data, "bans")), "No bans.\n")
 
     def test_unlock(self) -> None:
@@ -204,10 +197,10 @@ class RunningServerTests(unittest.TestCase):
             assert_refused(refused.read_line(), LOCKED)
         out = ok(admin(*self.data, "unlock", "obiwan"))
         self.assertEqual(out, "obiwan unlocked: 1 lock(s) cleared\n")
-        log_in(self.server, "obiwan", "kenobi").close()
+        self.server.logged_in("obiwan", "kenobi").close()
 
     def test_purge(self) -> None:
-        with log_in(self.server, "yoda", "wise") as yoda:
+        with self.server.logged_in("yoda", "wise") as yoda:
             yoda.send("broadcast old news")
             yoda.send("broadcast older news")
             yoda.sync()
@@ -229,7 +222,7 @@ class OfflineTests(unittest.TestCase):
         server = ChatServer(timeout=60)
         self.addCleanup(server.stop)
         server.start()
-        with log_in(server, "yoda", "wise") as yoda:
+        with server.logged_in("yoda", "wise") as yoda:
             yoda.send("block luke")
             yoda.sync()
         server.terminate()
@@ -248,7 +241,7 @@ class OfflineTests(unittest.TestCase):
         self.assertEqual(refused.returncode, 1)
         self.assertIn("no server runs on", refused.stderr)
         server.restart()
-        log_in(server, "rey", "scavenger").close()
+        server.logged_in("rey", "scavenger").close()
         with server.connect() as client:
             client.greeted()
             client.send("finn")
@@ -285,7 +278,7 @@ class PostgresTests(unittest.TestCase):
         self.assertIn("yoda", [row["user"] for row in json.loads(ok(admin(*store, "--json", "list")))])
         out = ok(admin(*store, "add", "rey", "--password-stdin", stdin="scavenger\n"))
         self.assertEqual(out, f"rey added in {dsn.replace(':' + PG_PASSWORD, '')}\n")
-        log_in(server, "rey", "scavenger").close()  # a name the node did not know: looked up
+        server.logged_in("rey", "scavenger").close()  # a name the node did not know: looked up
         exported: dict[str, Any] = json.loads(ok(admin(*store, "export", "rey")))
         self.assertEqual(exported["account"]["scram_keys"], True)
         self.assertIsNotNone(exported["last_seen"])
@@ -293,7 +286,7 @@ class PostgresTests(unittest.TestCase):
             refused = admin(*store, action, "rey")
             self.assertEqual(refused.returncode, 2)
             self.assertIn("give --socket PATH of one node", refused.stderr)
-        rey = log_in(server, "rey", "scavenger")
+        rey = server.logged_in("rey", "scavenger")
         out = ok(admin("--socket", str(server.data_dir / "admin.sock"), "remove", "rey"))
         self.assertIn("rey removed in the server at", out)
         rey.wait_closed()
@@ -322,8 +315,8 @@ class ClusterTests(unittest.TestCase):
         self.socket = ["--socket", str(self.nodes["a"].data_dir / "admin.sock")]
 
     def test_delete_on_a_ends_the_session_on_b(self) -> None:
-        hans = log_in(self.nodes["b"], "hans", "falcon")
-        yoda = log_in(self.nodes["b"], "yoda", "wise")
+        hans = self.nodes["b"].logged_in("hans", "falcon")
+        yoda = self.nodes["b"].logged_in("yoda", "wise")
         yoda.sync()
         self.assertIn("hans deleted in the server at", ok(admin(*self.socket, "delete", "hans")))
         hans.read_until("Your account was removed by the administrator; this session ends.")
@@ -355,4 +348,4 @@ class ClusterTests(unittest.TestCase):
                 break
             time.sleep(0.1)
         self.assertEqual(line, PASSWORD_PROMPT)
-        log_in(self.nodes["b"], "leia", "princess").close()
+        self.nodes["b"].logged_in("leia", "princess").close()

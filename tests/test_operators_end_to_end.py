@@ -16,7 +16,6 @@ import pytest
 from tests.e2e_support import (
     INVALID_COMMAND,
     ChatServer,
-    LineClient,
     ServerError,
     loopback_source,
 )
@@ -34,22 +33,10 @@ def chat() -> Iterator[ChatServer]:
         server.stop()
 
 
-def text_client(chat: ChatServer, username: str, password: str, source: str | None = None) -> LineClient:
-    client = chat.connect(source=source)
-    client.login(username, password)
-    return client
-
-
-def json_client(chat: ChatServer, username: str, password: str) -> LineClient:
-    client = chat.connect()
-    client.login_json(username, password)
-    return client
-
-
 def test_announce_whois_kick_ban(chat: ChatServer) -> None:
-    yoda = text_client(chat, "yoda", "wise")
-    hans = json_client(chat, "hans", "falcon")
-    luke = text_client(chat, "luke", "jedi")
+    yoda = chat.logged_in("yoda", "wise")
+    hans = chat.logged_in_json("hans", "falcon")
+    luke = chat.logged_in("luke", "jedi")
     yoda.sync()
     hans.sync_json()
     luke.sync()
@@ -113,20 +100,20 @@ def test_announce_whois_kick_ban(chat: ChatServer) -> None:
     hans.send("falcon")
     assert hans.read_line().startswith("Error. You are banned from this server until ")
     hans.wait_closed()
-    yoda = text_client(chat, "yoda", "wise")
+    yoda = chat.logged_in("yoda", "wise")
     yoda.send("bans")
     assert yoda.read_line().startswith("#1 user hans, by yoda at ")
     yoda.send("unban hans")
     assert yoda.read_line() == "Removed 1 ban of hans."
     yoda.close()
-    hans = text_client(chat, "hans", "falcon")
+    hans = chat.logged_in("hans", "falcon")
     hans.close()
 
 
 @pytest.mark.skipif(not loopback_source("127.0.0.5"), reason="needs 127.0.0.5 on loopback")
 def test_address_ban_ends_sessions_and_refuses_connections(chat: ChatServer) -> None:
-    leia = json_client(chat, "leia", "princess")
-    obiwan = text_client(chat, "obiwan", "kenobi", source="127.0.0.5")
+    leia = chat.logged_in_json("leia", "princess")
+    obiwan = chat.logged_in("obiwan", "kenobi", source="127.0.0.5")
     leia.sync_json()
     leia.send_json({"type": "ban", "target": "127.0.0.5", "duration": "10m", "id": "b"})
     assert obiwan.read_line().startswith("You have been banned from this server by leia until ")
