@@ -1,6 +1,6 @@
 """End to end: operators of a real ``twistd chat --operator yoda``, over TCP (text and JSON).
 
-announce, whois, kick and ban (of a user and of an address) as an operator
+announce, whois, kick, ban (of a user and of an address), mute and unmute as an operator
 types them, what their targets and everyone else see, the invalid-command
 reply of a non-operator, the operator log, a ban kept across a restart
 (SQLite), and ``--operator`` naming no account refusing to start.
@@ -108,6 +108,39 @@ def test_announce_whois_kick_ban(chat: ChatServer) -> None:
     yoda.close()
     hans = chat.logged_in("hans", "falcon")
     hans.close()
+
+
+def test_mute_and_unmute(chat: ChatServer) -> None:
+    """A muted user's messages are refused with a reply saying why, over text and JSON; unmute ends it."""
+    leia = chat.logged_in("leia", "princess")
+    luke = chat.logged_in("luke", "jedi")
+    hans = chat.logged_in_json("hans", "falcon")
+    leia.sync()
+    luke.sync()
+    hans.sync_json()
+
+    leia.send("mute luke 10m noise")
+    assert leia.read_line().startswith("luke is muted until ")
+    assert luke.read_line().startswith("*** Server notice from leia: You are muted until ")
+    luke.send("message leia hello?")
+    refused = luke.read_line()
+    assert refused.startswith("Error. You are muted until ")
+    assert refused.endswith(" by leia (reason: noise); your message was not sent.")
+    leia.send("mute hans 1h")
+    leia.read_line()
+    hans.read_json()  # the notice
+    hans.send_json({"type": "broadcast", "message": "anyone?", "id": "m"})
+    reply = hans.read_json()
+    assert (reply["type"], reply["code"], reply["id"]) == ("error", "muted", "m")
+    assert leia.sync() == []  # nothing reached anyone
+
+    leia.send("unmute luke")
+    assert leia.read_line() == "luke is no longer muted."
+    luke.send("message leia back again")
+    assert leia.read_line().endswith("back again")
+    assert "Operator leia: mute luke (noise)" in chat.log()
+    for client in (leia, luke, hans):
+        client.close()
 
 
 @pytest.mark.skipif(not loopback_source("127.0.0.5"), reason="needs 127.0.0.5 on loopback")
