@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from twisted.trial import unittest
@@ -31,6 +32,18 @@ class ProtocolReferenceTests(unittest.TestCase):
             writer_name="null",
             settings_overrides={"halt_level": 2, "report_level": 5},
         )
+
+    def test_every_error_code_documented(self) -> None:
+        """Every ``code`` the server's commands can answer with (``CommandError``) is listed."""
+        sources = (DOCS.parent.parent / "chatservice").rglob("*.py")
+        codes = {
+            code
+            for source in sources
+            if "client" not in source.parts  # the terminal client's own errors
+            for code in re.findall(r'CommandError\(\s*"([a-z_]+)"', source.read_text(encoding="utf-8"))
+        }
+        self.assertIn("reload_refused", codes)
+        self.assertEqual(sorted(code for code in codes if f"``{code}``" not in self.text), [])
 
     def test_every_alias_documented(self) -> None:
         for command in COMMANDS:
