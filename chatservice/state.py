@@ -735,8 +735,9 @@ class ChatState:
         time is recorded for it); then what memory keeps about them goes as
         for a guest (:meth:`forget`: blocks both ways, last-seen time, room
         memberships, each announced to the other nodes; the store forgets
-        them too).  The node that deletes the account calls this, and every
-        other node when the deletion is announced.
+        them too), and so does a mute of them (it would silence whoever
+        takes the name next).  The node that deletes the account calls
+        this, and every other node when the deletion is announced.
         """
         session = self.sessions.get(username)
         if session is not None:
@@ -746,6 +747,7 @@ class ChatState:
                 session.end()  # at once, even if the connection was closing already
             finally:
                 self._removing.discard(username)
+        self.moderation.mute(username, None)
         self.forget(username)
 
 

@@ -23,6 +23,7 @@ from chatservice.admin.actions import PURGE_BATCH, AdminActions, AdminError, Liv
 from chatservice.auth.accounts import hash_and_derive
 from chatservice.auth.directory import StoredAccounts
 from chatservice.auth.passwords import verify_password
+from chatservice.moderation import Mute
 from chatservice.state import REMOVED
 from chatservice.store.interface import Ban
 from chatservice.store.local import LocalStore
@@ -373,6 +374,13 @@ class LiveActionsTests(unittest.TestCase):
             "the server was started with --operator yoda: remove the option, or the server"
             " refuses to start the next time", removed["warning"],
         )
+
+    def test_remove_ends_a_mute(self) -> None:
+        """A removed account's mute goes with it: whoever takes the name next is not muted."""
+        moderation = self.harness.state.moderation
+        moderation.mute("hans", Mute(self.harness.clock.seconds() + 3600, "yoda"))
+        self.run_action(action="remove", username="hans")
+        self.assertIsNone(moderation.muted("hans"))
 
     def test_export_says_whether_online(self) -> None:
         (hans,) = self.harness.online("hans")

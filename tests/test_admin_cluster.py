@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet import reactor
+from twisted.internet import reactor, task
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
@@ -18,7 +18,8 @@ from chatservice.admin.actions import AdminActions, AdminError, LiveServer
 from chatservice.auth.directory import StoredAccounts
 from chatservice.auth.lockout import LoginLockout
 from chatservice.auth.slowdown import LoginSlowdown
-from chatservice.cluster.node import ClusterNode
+from chatservice.cluster.node import MUTE_PREFIX, ClusterNode
+from chatservice.moderation import Mute
 from chatservice.session import Session
 from chatservice.state import REMOVED, ChatState
 from chatservice.store.local import LocalStore
@@ -81,6 +82,25 @@ class ClusterAdminTests(unittest.TestCase):
         # b forgot him in the store too, after his logout (no last-seen time left).
         await wait_until(lambda: "hans" not in dict(self.store.local.last_seen()))
         self.assertIsNone(self.store.local.account("hans"))
+
+    async def test_remove_ends_a_mute_on_every_node_and_in_redis(self) -> None:
+        """A removed account's mute goes everywhere: a node joining later does not read it either."""
+        await self.started()
+        a, b = self.nodes["a"], self.nodes["b"]
+        until = reactor.seconds() + 3600  # (the node keeps it in Redis until then, by the reactor's time)
+        a.state.moderation.mute("hans", Mute(until, "yoda"))
+        a.state.moderation.tell_cluster({"do": "mute", "u": "hans", "until": until, "by": "yoda", "reason": ""})
+        await wait_until(lambda: b.state.moderation.muted("hans") is not None)
+        commands, key = a.link.commands, MUTE_PREFIX + "hans"
+        self.assertIsNotNone(await commands.get(key))
+        await self.actions.run({"action": "remove", "username": "hans"})
+        self.assertIsNone(a.state.moderation.muted("hans"))
+        await wait_until(lambda: b.state.moderation.muted("hans") is None)
+        for _ in range(100):
+            if await commands.get(key) is None:
+                break
+            await task.deferLater(reactor, 0.02, lambda: None)
+        self.assertIsNone(await commands.get(key))
 
     async def test_unlock_clears_redis_and_every_node(self) -> None:
         await self.started()

@@ -701,8 +701,11 @@ class ClusterNode(MultiService):
 
     def account_removed(self, username: str) -> None:
         """The account ``username`` was deleted here (``chatservice-admin``): every other node
-        ends the user's session and forgets them."""
+        ends the user's session and forgets them, and a mute of them kept in Redis goes."""
         self._publish(ALL, {"k": "gone", "u": username, "n": self.name})
+        d = self.redis.delete(MUTE_PREFIX + username)
+        d.addErrback(lambda f: log.warn("Forgetting the mute of {user} in Redis failed: {e}", user=username, e=f.value))
+        self.state.background(d, "Forgetting a mute in Redis failed")
 
     # Unlocking (chatservice-admin) -----------------------------------------------------------
 
