@@ -31,6 +31,7 @@ from chatservice.store.memory import MemoryStore
 from chatservice.store.sqlite import SQLiteStore
 from tests import pg_support
 from tests.support import ChatHarness
+from tests.test_store_behaviour import OpenedStore
 
 T = 1_700_000_000.0
 
@@ -45,23 +46,13 @@ def hashed(password: str) -> dict[str, str]:
     return _HASHES[password]
 
 
-class StoreActionsBehaviour:
+class StoreActionsBehaviour(OpenedStore):
     """The actions on a store no server runs on; mixed into a TestCase with :meth:`make_store`."""
 
-    assertEqual: Callable[..., None]
-    assertIn: Callable[..., None]
-    assertTrue: Callable[..., None]
-    assertFalse: Callable[..., None]
-    addCleanup: Callable[..., None]
     failureResultOf: Callable[..., Any]
 
-    def make_store(self) -> Any:
-        raise NotImplementedError
-
     async def setUp(self) -> None:
-        self.store = self.make_store()
-        await self.store.open()
-        self.addCleanup(self.store.close)
+        await super().setUp()
         self.clock = Clock()
         self.clock.advance(T + 1000)
         self.actions = AdminActions(StoredAccounts(self.store, self.clock), self.clock)

@@ -66,13 +66,14 @@ except ImportError:
             return lambda *args: defer.maybeDeferred(call, *args)
 
 
-class StoreBehaviour:
-    """What every :class:`IChatStore` does; mixed into a TestCase with :meth:`make_store`."""
+class OpenedStore:
+    """A TestCase mixin: :attr:`store` (from :meth:`make_store`) is open during each test."""
 
     store: Any
     assertEqual: Callable[..., None]
     assertIn: Callable[..., None]
     assertTrue: Callable[..., None]
+    assertFalse: Callable[..., None]
     assertIsInstance: Callable[..., None]
     addCleanup: Callable[..., None]
 
@@ -84,6 +85,10 @@ class StoreBehaviour:
         self.store = self.make_store()
         await self.store.open()
         self.addCleanup(self.store.close)
+
+
+class StoreBehaviour(OpenedStore):
+    """What every :class:`IChatStore` does; mixed into a TestCase with :meth:`make_store`."""
 
     # Interface -------------------------------------------------------------------
 

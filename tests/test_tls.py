@@ -63,7 +63,8 @@ class TLSEndToEndTests(unittest.TestCase):
             raw.close()
             raise
 
-    def test_tls_user_chats_with_tcp_user(self) -> None:
+    def yoda_over_tls_and_hans_over_tcp(self) -> tuple[ssl.SSLSocket, socket.socket]:
+        """yoda logged in over TLS (text), then hans over plain TCP (JSON)."""
         secure = self.tls_connect(self.certs["ca"])
         self.addCleanup(secure.close)
         self.assertEqual(secure.getpeercert()["subject"], ((("commonName", "localhost"),),))
@@ -72,30 +73,22 @@ class TLSEndToEndTests(unittest.TestCase):
         read_until(secure, b"Password: ")
         secure.sendall(b"wise\r\n")
         read_until(secure, b"Welcome to chatservice, yoda!")
-
         plain = socket.create_connection(("127.0.0.1", self.tcp_port), timeout=10)
         self.addCleanup(plain.close)
         read_until(plain, b"Username: ")
         plain.sendall(b'{"type":"login","user":"hans","password":"falcon"}\n')
         read_until(plain, b'"success":true')
+        return secure, plain
+
+    def test_tls_user_chats_with_tcp_user(self) -> None:
+        secure, plain = self.yoda_over_tls_and_hans_over_tcp()
         read_until(secure, b"hans logged in")
         secure.sendall(b"message hans over tls\r\n")
         self.assertIn(b'"message":"over tls"', read_until(plain, b"over tls"))
 
     def test_whois_tells_tls_from_plain(self) -> None:
         """An operator's whois says which connection is encrypted."""
-        secure = self.tls_connect(self.certs["ca"])
-        self.addCleanup(secure.close)
-        read_until(secure, b"Username: ")
-        secure.sendall(b"yoda\r\n")
-        read_until(secure, b"Password: ")
-        secure.sendall(b"wise\r\n")
-        read_until(secure, b"Welcome to chatservice, yoda!")
-        plain = socket.create_connection(("127.0.0.1", self.tcp_port), timeout=10)
-        self.addCleanup(plain.close)
-        read_until(plain, b"Username: ")
-        plain.sendall(b'{"type":"login","user":"hans","password":"falcon"}\n')
-        read_until(plain, b'"success":true')
+        secure, plain = self.yoda_over_tls_and_hans_over_tcp()
         plain.sendall(b'{"type":"whois","target":"yoda","id":"w1"}\n')
         self.assertIn(b'"client":"text","tls":true', read_until(plain, b'"id":"w1"'))
         plain.sendall(b'{"type":"whois","target":"hans","id":"w2"}\n')
