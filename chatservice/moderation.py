@@ -175,13 +175,6 @@ class BanBook:
         for ban_id in ban_ids:
             self._bans.pop(ban_id, None)
 
-    def matching(self, target: int | str) -> list[Ban]:
-        """The bans numbered ``target`` (an int) or whose target is ``target`` (a str)."""
-        if isinstance(target, int):
-            found = self._bans.get(target)
-            return [] if found is None else [found[0]]
-        return [ban for ban, _ in self._bans.values() if ban.target == target]
-
     def in_force(self, now: float) -> list[Ban]:
         """The bans not expired at ``now``, by number."""
         return [

@@ -64,10 +64,10 @@ from chatservice.admin.actions import AdminActions, AdminError
 from chatservice.admin.socket import SOCKET_NAME
 from chatservice.auth.accounts import hash_and_derive, password_problem
 from chatservice.datadir import DataDirInUse, DataDirLock, check_unlocked
-from chatservice.retention import parse_duration
 from chatservice.store.interface import IChatStore
 from chatservice.store.sqlite import StoreError
 from chatservice.tap import DATABASE_NAME, POSTGRESQL_SCHEMES
+from chatservice.timefmt import parse_duration
 
 __all__ = ["main", "Target", "resolve_target", "read_password"]
 
