@@ -74,6 +74,7 @@ class OperatorCommands:
                 outcome="not an operator", **fields,
             )
             raise invalid_command()
+        self.state.metrics.command(request.command)
         problem = request.problem
         message = arguments.get("message")
         limit = self.state.max_message_length

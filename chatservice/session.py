@@ -188,15 +188,16 @@ class Session(OperatorCommands):
         """
         state = self.state
         handler = _HANDLERS.get(request.command)
-        state.metrics.command(request.command)
         self.last_active = state.clock.seconds()
         if handler is None:
             raise CommandError(
                 "invalid_command", f"Error. {request.command} is not available here."
             )
         if request.command in OPERATOR_COMMANDS:
-            # Before any other check: a non-operator learns nothing of it.
+            # Before any other check: a non-operator learns nothing of it (and it
+            # is counted only once the user is found to be an operator).
             return self.as_operator(handler, request)
+        state.metrics.command(request.command)
         if state.moderation.mutes and request.command in SPEAKING:
             state.moderation.check_not_muted(self.username)
         message = request.arguments.get("message")

@@ -94,6 +94,16 @@ class NotAnOperatorTests(OperatorTestCase):
             self.assertFalse(any(line.strip().startswith(name + " ") or line.strip() == name for line in lines), name)
         self.assertEqual(self.ask(self.hans, "help kick"), ["Error. There is no command kick (type help for the list)."])
 
+    def test_attempts_are_not_counted_as_commands(self) -> None:
+        """To the metrics, as to the user, a non-operator's operator command is no command."""
+        commands = self.harness.state.metrics.commands
+        self.ask(self.hans, "kick luke")
+        self.ask(self.hans, "whois luke")
+        self.assertNotIn("kick", commands)
+        self.assertNotIn("whois", commands)
+        self.ask(self.yoda, "whois luke")
+        self.assertEqual(commands.get("whois"), 1)
+
     def test_attempts_are_logged(self) -> None:
         with capturedLogs() as logged:
             self.ask(self.hans, "ban luke 2h annoying")
