@@ -49,7 +49,7 @@ from chatservice.interfaces import (
 )
 from chatservice.metrics import ChatMetrics
 from chatservice.rooms import BROADCAST_CHANNEL, RoomDirectory
-from chatservice.store.interface import HistoryEntry, IChatStore, StoredMessage
+from chatservice.store.interface import HistoryEntry, IChatStore, KeptOffline
 
 __all__ = ["AlreadyLoggedIn", "ClientConnection", "ChatState", "IChatSession", "SessionFactory"]
 
@@ -610,46 +610,42 @@ class ChatState:
             recipient = self.cluster.online(to)
         busy = recipient if recipient is not None and recipient.auto_reply is not None else None
         guest = recipient if recipient is not None and recipient.guest else None
-        d = self.store.offline_counts(to, sender)
-        return d.addCallback(self._keep, event, sender, to, busy, guest)
+        d = self.store.keep_offline(
+            sender, to, event.text, event.sent_at, self.max_offline, self.max_offline_per_sender
+        )
+        return d.addCallback(self._kept, event, sender, to, busy, guest)
 
-    def _keep(
+    def _kept(
         self,
-        waiting: tuple[int, int],
+        kept: KeptOffline,
         event: events.DirectMessage,
         sender: str,
         to: str,
         busy: ChatMember | None,
         guest: ChatMember | None,
-    ) -> DeliveryReport | defer.Deferred[DeliveryReport]:
-        """Keep a direct message for ``to``, who has ``waiting`` already: in all, and from ``sender``.
+    ) -> DeliveryReport:
+        """The store kept the message for ``to`` (or their mailbox refused it): the report,
+        with the auto-reply of a busy recipient; a recipient on another node is
+        told at once.
 
         :param busy: their busy session, if they are busy.
         :param guest: their session if they are a guest: if it ended
-            meanwhile, the message is refused (``invalid_user``), as the
-            guest's kept messages were dropped.
+            meanwhile, the message is removed again and refused
+            (``invalid_user``), as the guest's kept messages were dropped.
         """
+        message = kept.message
         if guest is not None and self.online(to) is not guest:
+            if message is not None:
+                self.background(
+                    self.store.remove_offline([message.message_id]),
+                    "Removing a message kept for a guest who left failed ({user})", user=to,
+                )
             return DeliveryReport(refused="invalid_user")
-        in_all, from_sender = waiting
-        if in_all >= self.max_offline:
-            return DeliveryReport(refused="mailbox_full")
-        if from_sender >= self.max_offline_per_sender:
+        if message is None:
+            if kept.waiting >= self.max_offline:
+                return DeliveryReport(refused="mailbox_full")
             return DeliveryReport(refused="mailbox_share_full")
-        d = self.store.add_offline(sender, to, event.text, event.sent_at)
-        return d.addCallback(self._kept, event, sender, to, busy, in_all + 1)
-
-    def _kept(
-        self,
-        message: StoredMessage,
-        event: events.DirectMessage,
-        sender: str,
-        to: str,
-        busy: ChatMember | None,
-        waiting: int,
-    ) -> DeliveryReport:
-        """The message is stored (``waiting`` are kept for ``to`` now): the report,
-        with the auto-reply of a busy recipient."""
+        waiting = kept.waiting + 1
         self.metrics.mailbox(waiting)
         local = self.sessions.get(to)
         if local is not None and local.auto_reply is None and not local.client.congested:

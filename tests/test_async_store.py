@@ -114,12 +114,11 @@ class StateOverSlowStoreTests(StateTestCase):
     def test_direct_message_acknowledged_once_kept(self) -> None:
         (yoda,) = self.online("yoda")
         d = yoda.message("luke", "come back")
-        self.assertEqual(self.slow.waiting(), ["offline_counts"])
-        self.slow.answer("offline_counts")
-        self.assertEqual(self.slow.waiting(), ["add_offline"])
+        # One call: the mailbox's bounds are checked where it is kept.
+        self.assertEqual(self.slow.waiting(), ["keep_offline"])
         self.assertNoResult(d)
         self.assertEqual(self.store.offline_messages("luke"), [])
-        self.slow.answer("add_offline")
+        self.slow.answer("keep_offline")
         self.assertEqual(
             summary(self.successResultOf(d)), ("MessageSent", "luke", True, False, None)
         )
@@ -134,8 +133,7 @@ class StateOverSlowStoreTests(StateTestCase):
     def test_direct_message_not_kept_is_an_error(self) -> None:
         (yoda,) = self.online("yoda")
         d = yoda.message("luke", "come back")
-        self.slow.answer("offline_counts")
-        self.slow.refuse("add_offline")
+        self.slow.refuse("keep_offline")
         self.failureResultOf(d, StoreDown)
 
     def test_broadcast_goes_out_once_numbered(self) -> None:
@@ -223,13 +221,11 @@ class StateOverSlowStoreTests(StateTestCase):
         yoda, _hans = self.online("yoda", "hans")
         d = yoda.send(("luke", "hans", "vader", "leia"), "news")
         # hans is online: delivered at once; luke and leia wait for the store.
-        self.assertEqual(self.slow.waiting(), ["offline_counts", "offline_counts"])
+        self.assertEqual(self.slow.waiting(), ["keep_offline", "keep_offline"])
         self.assertNoResult(d)
-        self.slow.answer("offline_counts")
-        self.slow.answer("offline_counts")
-        self.slow.refuse("add_offline")  # luke's
+        self.slow.refuse("keep_offline")  # luke's
         self.assertNoResult(d)
-        self.slow.answer("add_offline")  # leia's
+        self.slow.answer("keep_offline")  # leia's
         self.assertEqual(
             summary(self.successResultOf(d)),
             (
@@ -331,11 +327,10 @@ class KeptMessagesTests(StateTestCase):
     def test_stored_after_the_login_fetch_is_fetched_again(self) -> None:
         (hans,) = self.online_now("hans")
         d = hans.message("leia", "late")
-        self.slow.answer("offline_counts")
         leia = self.login("leia")
         self.slow.answer("offline_messages")  # before the message is kept
         self.assertEqual(self.clients["leia"].take(), [])
-        self.slow.answer("add_offline")
+        self.slow.answer("keep_offline")
         self.successResultOf(d)
         self.assertEqual(self.slow.waiting(), ["offline_messages"])
         self.slow.answer("offline_messages")
@@ -402,8 +397,7 @@ class ConnectionOverSlowStoreTests(unittest.TestCase):
 
     def test_failing_write_is_unavailable_and_logged(self) -> None:
         self.yoda.send("message obiwan hi")
-        self.slow.answer("offline_counts")
-        self.slow.refuse("add_offline")
+        self.slow.refuse("keep_offline")
         self.assertEqual(self.yoda.lines(), [UNAVAILABLE])
         self.assertEqual(len(self.flushLoggedErrors(StoreDown)), 1)
         # The connection goes on.
@@ -428,7 +422,7 @@ class ConnectionOverSlowStoreTests(unittest.TestCase):
         self.harness.state.max_offline = 1
         self.harness.store.add_offline("hans", "obiwan", "first", START)
         self.yoda.send("message obiwan second")
-        self.slow.answer("offline_counts")
+        self.slow.answer("keep_offline")
         self.assertEqual(
             self.yoda.lines(),
             [

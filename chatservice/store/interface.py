@@ -47,6 +47,19 @@ class StoredMessage:
     sent_at: float
 
 
+class KeptOffline(NamedTuple):
+    """What :meth:`IChatStore.keep_offline` did with a direct message for a user's mailbox.
+
+    :param message: the message as kept, or ``None`` if the mailbox rules refused it.
+    :param waiting: how many messages were kept for the recipient before this one.
+    :param from_sender: how many of those were from its sender.
+    """
+
+    message: StoredMessage | None
+    waiting: int
+    from_sender: int
+
+
 class HistoryPosition(NamedTuple):
     """Where a history entry stands in the order ``read`` pages through: time, channel, number.
 
@@ -128,8 +141,18 @@ class IChatStore(Interface):
     def count_offline(recipient: str) -> Deferred[int]:
         """How many messages are kept for ``recipient``."""
 
-    def offline_counts(recipient: str, sender: str) -> Deferred[tuple[int, int]]:
-        """How many messages are kept for ``recipient``: in all, and from ``sender``."""
+    def keep_offline(
+        sender: str, recipient: str, text: str, sent_at: float, max_waiting: int,
+        max_from_sender: int,
+    ) -> Deferred[KeptOffline]:
+        """Keep a message for ``recipient`` if their mailbox has room for it, in one step.
+
+        It is kept if fewer than ``max_waiting`` messages are kept for
+        ``recipient``, and fewer than ``max_from_sender`` of them are from
+        ``sender``; it is durable when the Deferred fires.  Counting and
+        keeping are one step for every node of the store: two messages kept
+        at once never take a mailbox past its bounds.
+        """
 
     def add_history(
         channel: str, sender: str, text: str, sent_at: float
@@ -257,8 +280,12 @@ class ILocalChatStore(Interface):
     def count_offline(recipient: str) -> int:
         """How many messages are kept for ``recipient``."""
 
-    def offline_counts(recipient: str, sender: str) -> tuple[int, int]:
-        """How many messages are kept for ``recipient``: in all, and from ``sender``."""
+    def keep_offline(
+        sender: str, recipient: str, text: str, sent_at: float, max_waiting: int,
+        max_from_sender: int,
+    ) -> KeptOffline:
+        """Keep a message for ``recipient`` if their mailbox has room for it (see
+        :meth:`IChatStore.keep_offline`); it is durable when this returns."""
 
     def add_history(channel: str, sender: str, text: str, sent_at: float) -> HistoryEntry:
         """Number and keep a broadcast or room message."""

@@ -17,6 +17,7 @@ from chatservice.store.interface import (
     HistoryEntry,
     HistoryPosition,
     ILocalChatStore,
+    KeptOffline,
     StoredMessage,
 )
 
@@ -86,9 +87,16 @@ class MemoryStore:
     def count_offline(self, recipient: str) -> int:
         return len(self._offline.get(recipient, ()))
 
-    def offline_counts(self, recipient: str, sender: str) -> tuple[int, int]:
+    def keep_offline(
+        self, sender: str, recipient: str, text: str, sent_at: float, max_waiting: int,
+        max_from_sender: int,
+    ) -> KeptOffline:
         box = self._offline.get(recipient, {})
-        return len(box), sum(1 for message in box.values() if message.sender == sender)
+        waiting = len(box)
+        from_sender = sum(1 for message in box.values() if message.sender == sender)
+        if waiting >= max_waiting or from_sender >= max_from_sender:
+            return KeptOffline(None, waiting, from_sender)
+        return KeptOffline(self.add_offline(sender, recipient, text, sent_at), waiting, from_sender)
 
     def add_history(
         self, channel: str, sender: str, text: str, sent_at: float
