@@ -46,6 +46,8 @@ class RoomDirectory:
         self._by_members: dict[frozenset[str], Room] = {}
         self._by_user: dict[str, set[int]] = {}
         self._next_id = 1
+        self._touched: set[int] | None = None
+        """The rooms changed while :meth:`reload` reads them (``None``: not reading)."""
 
     def load(self) -> defer.Deferred[None]:
         """Read the rooms from the store; fires when done."""
@@ -55,6 +57,31 @@ class RoomDirectory:
         d.addCallback(lambda _: self.store.highest_room_id())
         d.addCallback(self._load_highest)
         return d
+
+    def reload(self) -> defer.Deferred[None]:
+        """Read the rooms from the store again and take the changes found; fires when done.
+
+        A room changed here (or adopted from another node) while the store
+        was being read is left as it is now: it is newer than the read.
+        """
+        touched: set[int] = set()
+        self._touched = touched
+        d = self.store.rooms()
+        d.addCallback(self._reloaded, touched)
+        return d.addBoth(self._tracked, touched)
+
+    def _tracked(self, result: object, touched: set[int]) -> object:
+        """The read of :meth:`reload` is over: changes are no longer tracked."""
+        if self._touched is touched:
+            self._touched = None
+        return result
+
+    def _reloaded(self, rooms: Iterable[tuple[int, frozenset[str]]], touched: set[int]) -> None:
+        stored = {room_id: frozenset(members) for room_id, members in rooms}
+        for room_id in (stored.keys() | self._by_id.keys()) - touched:
+            room, members = self._by_id.get(room_id), stored.get(room_id)
+            if room is None or room.members != members:
+                self.adopt(room_id, members)
 
     def _load_rooms(self, rooms: Iterable[tuple[int, frozenset[str]]]) -> None:
         self._by_id.clear()
@@ -125,6 +152,8 @@ class RoomDirectory:
         return self.store.save_room(room.room_id, room.members).addCallback(lambda _: False)
 
     def _index(self, room: Room) -> None:
+        if self._touched is not None:
+            self._touched.add(room.room_id)
         self._by_id[room.room_id] = room
         holder = self._by_members.get(room.members)
         if holder is None or room.room_id < holder.room_id:
@@ -133,6 +162,8 @@ class RoomDirectory:
             self._by_user.setdefault(member, set()).add(room.room_id)
 
     def _unindex(self, room: Room) -> None:
+        if self._touched is not None:
+            self._touched.add(room.room_id)
         del self._by_id[room.room_id]
         if self._by_members.get(room.members) is room:
             del self._by_members[room.members]

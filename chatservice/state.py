@@ -124,6 +124,8 @@ class ChatState:
         self.rooms = RoomDirectory(store)
         self._blocked_by: dict[str, set[str]] = {}
         self._blockers_of: dict[str, set[str]] = {}
+        self._touched_blocks: set[tuple[str, str]] | None = None
+        """The blocks changed while :meth:`reload_shared` reads them (``None``: not reading)."""
         self._last_seen: dict[str, float] = {}
         self._writes: set[defer.Deferred[Any]] = set()
         """Store writes under way that nobody waits for (see :meth:`background`)."""
@@ -150,6 +152,49 @@ class ChatState:
 
     def _load_last_seen(self, seen: Iterable[tuple[str, float]]) -> None:
         self._last_seen = dict(seen)
+
+    def reload_shared(self) -> defer.Deferred[None]:
+        """Read the blocks, last-seen times and rooms from the store again; fires when done.
+
+        For a node of a cluster that was away from Redis: the other nodes'
+        announcements of their changes may have been lost meanwhile, but the
+        changes are in the store.  A block or room that changed here (or was
+        announced) while the store was being read is left as it is now: it is
+        newer than what the read may have found.
+        """
+        touched: set[tuple[str, str]] = set()
+        self._touched_blocks = touched
+        blocks = self.store.blocks().addCallback(self._reloaded_blocks, touched)
+        seen = self.store.last_seen().addCallback(self._reloaded_last_seen)
+        rooms = self.rooms.reload()
+        d = defer.gatherResults([blocks, seen, rooms], consumeErrors=True)
+        return d.addBoth(self._reloaded, touched)
+
+    def _reloaded(self, result: object, touched: set[tuple[str, str]]) -> object:
+        """The reads of :meth:`reload_shared` are over: block changes are no longer tracked."""
+        if self._touched_blocks is touched:
+            self._touched_blocks = None
+        if isinstance(result, Failure):
+            return result.value.subFailure if result.check(defer.FirstError) else result
+        return None
+
+    def _reloaded_blocks(
+        self, pairs: Iterable[tuple[str, str]], touched: set[tuple[str, str]]
+    ) -> None:
+        stored = {(blocker, blocked) for blocker, blocked in pairs}
+        here = {
+            (blocker, blocked)
+            for blocker, blocked_users in self._blocked_by.items()
+            for blocked in blocked_users
+        }
+        for pair in stored - here - touched:
+            self._set_block(*pair, True)
+        for pair in here - stored - touched:
+            self._set_block(*pair, False)
+
+    def _reloaded_last_seen(self, seen: Iterable[tuple[str, float]]) -> None:
+        for username, at in seen:
+            self.seen_elsewhere(username, at)
 
     # Writes nobody waits for ---------------------------------------------------
 
@@ -396,6 +441,8 @@ class ChatState:
 
     def _set_block(self, blocker: str, blocked: str, on: bool) -> None:
         """Put the block of ``blocked`` by ``blocker`` in the indexes (``on``) or take it out."""
+        if self._touched_blocks is not None:
+            self._touched_blocks.add((blocker, blocked))
         for index, key, value in (
             (self._blocked_by, blocker, blocked),
             (self._blockers_of, blocked, blocker),

@@ -339,6 +339,43 @@ class KeptMessagesTests(StateTestCase):
         )
         self.assertIs(self.state.sessions["leia"], leia)
 
+    def test_read_again_takes_the_store_s_blocks_and_rooms(self) -> None:
+        """What changed elsewhere unannounced is taken; what changed during the read stays."""
+        state = self.state
+        # In the store only (their announcements were lost).
+        self.store.add_block("leia", "hans")
+        self.store.save_room(7, frozenset({"leia", "luke"}))
+        self.store.record_seen("luke", START + 50)
+        # Here only (removed elsewhere meanwhile).
+        state.block_changed_elsewhere("luke", "yoda", True)
+        state.room_changed_elsewhere(3, ["hans", "yoda"])
+        d = state.reload_shared()
+        self.assertEqual(self.slow.waiting(), ["blocks", "last_seen", "rooms"])
+        # Changed while the store is read: newer than what the read finds.
+        state.block_changed_elsewhere("vader", "luke", True)
+        state.room_changed_elsewhere(9, ["hans", "leia"])
+        self.store.delete_room(9)  # (and gone again, its announcement not here yet)
+        self.slow.answer("blocks")
+        self.slow.answer("last_seen")
+        self.slow.answer("rooms")
+        self.successResultOf(d)
+        self.assertEqual(set(state.blocked_by("leia")), {"hans"})
+        self.assertEqual(set(state.blocked_by("luke")), set())
+        self.assertEqual(set(state.blocked_by("vader")), {"luke"})
+        self.assertEqual(state.rooms.find(7).members, frozenset({"leia", "luke"}))
+        self.assertIsNone(state.rooms.find(3))
+        self.assertEqual(state.rooms.find(9).members, frozenset({"hans", "leia"}))
+        self.assertIn("luke", list(state.seen_since(START + 50)))
+
+    def test_read_again_that_fails_is_a_failure_and_stops_tracking(self) -> None:
+        d = self.state.reload_shared()
+        self.slow.refuse("blocks")
+        self.slow.answer("last_seen")
+        self.slow.answer("rooms")
+        self.failureResultOf(d, StoreDown)
+        self.assertIsNone(self.state._touched_blocks)
+        self.assertIsNone(self.state.rooms._touched)
+
     def online_now(self, *usernames: str) -> list[Any]:
         """Log users in whose logins find nothing kept."""
         sessions = []

@@ -382,3 +382,28 @@ class ClusterFailureTests(ClusterTestCase):
             raise AssertionError(f"node b never saw ann again: {seen[:2]} ... {seen[-2:]}") from None
         bob.send("message ann and after")
         self.assertEqual(ann.read_line(timeout=20), "bob: and after")
+
+    def test_blocks_and_rooms_changed_while_a_node_was_away_hold_there_after(self) -> None:
+        """Their announcements are lost while Redis is down; the node reads them from the store when it is back."""
+        ann = self.user("ann", "a")
+        bob = self.user("bob", "b")
+        self.assertEqual(ann.read_line(timeout=10), "bob logged in")
+        self.redis.stop()
+        for name in ("a", "b"):
+            wait_for(lambda n=name: "Lost the Redis subscription" in self.nodes[n].log(), 10, f"node {name} to notice")
+        ann.send("block bob")
+        self.assertEqual(ann.read_line(timeout=10), "bob is now blocked.")
+        ann.send("room create bob")
+        created = ann.read_line(timeout=10)
+        self.assertTrue(created.endswith("created with ann, bob."), created)
+        room = created.split()[1]
+        self.redis.start()
+        reread = "Blocks, last-seen times and rooms read again from the store"
+        wait_for(lambda: self.nodes["b"].log().count(reread) == 2, 20, "node b to read them again")
+        bob.send("message ann are you there")
+        self.assertEqual(
+            bob.read_line(timeout=10), "Your message could not be delivered as the recipient has blocked you."
+        )
+        bob.send("rooms")
+        self.assertEqual(bob.sync(timeout=10), [f"Room {room}: ann, bob"])
+        self.assertEqual(ann.sync(timeout=5), [])
