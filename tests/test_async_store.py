@@ -596,6 +596,9 @@ class DirectFromAnotherNodeTests(StateTestCase):
         self.slow.answer("offline_messages")  # the fetch finds it too: not shown again
         self.assertEqual(self.successResultOf(fetch), 0)
         self.assertEqual(self.clients["hans"].take(), [])
+        # Forgotten once the turn that wrote it is over, not before.
+        self.assertEqual(self.slow.waiting(), [])
+        self.clock.advance(0)
         self.slow.answer("take_offline")
         self.assertEqual(self.store.offline_messages("hans"), [])
 
