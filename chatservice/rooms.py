@@ -140,16 +140,26 @@ class RoomDirectory:
     def leave(self, room: Room, username: str) -> defer.Deferred[bool]:
         """Take ``username`` out of ``room`` now; fires, once stored, with whether the room is gone.
 
-        A room left with no members is removed.  (A room whose remaining
+        A room left with no members is removed.  The store takes out only
+        ``username`` and answers with the members left, which the directory
+        then holds (others may have left on other nodes meanwhile; the room
+        may be gone).  (A room whose remaining
         members equal another room's keeps its number; ``create`` then reuses
         the one with the lower number.)
         """
         self._unindex(room)
         room.members = room.members - {username}
-        if not room.members:
-            return self.store.delete_room(room.room_id).addCallback(lambda _: True)
-        self._index(room)
-        return self.store.save_room(room.room_id, room.members).addCallback(lambda _: False)
+        if room.members:
+            self._index(room)
+        d = self.store.leave_room(room.room_id, username)
+        return d.addCallback(self._left, room)
+
+    def _left(self, left: frozenset[str], room: Room) -> bool:
+        """The store took a member out of ``room``: ``left`` are its members now
+        (fewer than here if others left it on other nodes meanwhile)."""
+        if left != room.members:
+            self.adopt(room.room_id, left or None)
+        return not left
 
     def _index(self, room: Room) -> None:
         if self._touched is not None:

@@ -544,7 +544,8 @@ class Session:
         return d.addCallback(self._room_left, room, found.members)
 
     def _room_left(self, removed: bool, room: int, others: frozenset[str]) -> events.RoomLeft:
-        self.state.room_changed(room, None if removed else others - {self.username})
+        now = self.state.rooms.find(room)
+        self.state.room_changed(room, None if removed or now is None else now.members)
         notice = events.RoomLeft(room, self.username)
         self.state.deliver(notice, self.username, others, Delivery.PLAIN)
         return events.RoomLeft(room, self.username, removed)

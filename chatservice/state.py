@@ -350,7 +350,8 @@ class ChatState:
         self, removed: bool, username: str, room_id: int, members: frozenset[str]
     ) -> None:
         """A forgotten guest is out of room ``room_id``: the nodes follow, the members are told."""
-        self.room_changed(room_id, None if removed else members)
+        now = self.rooms.find(room_id)
+        self.room_changed(room_id, None if removed or now is None else now.members)
         self.deliver(events.RoomLeft(room_id, username), username, members, Delivery.PLAIN)
 
     def active_user_rows(self) -> list[tuple[float, str, str, int | None]]:

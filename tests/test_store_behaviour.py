@@ -194,6 +194,22 @@ class StoreBehaviour:
         self.assertEqual(m2.message_id, 2)
         self.assertEqual(await self.store.offline_messages("hans"), [m2])
 
+    async def test_leave_room_takes_out_one_member(self) -> None:
+        store = self.store
+        await store.save_room(1, frozenset({"yoda", "hans", "luke"}))
+        await store.save_room(2, frozenset({"yoda", "leia"}))
+        self.assertEqual(await store.leave_room(1, "hans"), frozenset({"yoda", "luke"}))
+        self.assertEqual(await store.leave_room(1, "hans"), frozenset({"yoda", "luke"}))
+        self.assertEqual(await store.leave_room(1, "Yoda"), frozenset({"yoda", "luke"}))
+        self.assertEqual(await store.leave_room(1, "yoda"), frozenset({"luke"}))
+        # The last member out: the room is gone, its number is not given again.
+        self.assertEqual(await store.leave_room(1, "luke"), frozenset())
+        self.assertEqual(list(await store.rooms()), [(2, frozenset({"yoda", "leia"}))])
+        self.assertEqual(await store.leave_room(1, "luke"), frozenset())
+        self.assertEqual(await store.leave_room(7, "yoda"), frozenset())
+        self.assertEqual(list(await store.rooms()), [(2, frozenset({"yoda", "leia"}))])
+        self.assertEqual(await store.highest_room_id(), 2)
+
     async def test_keep_offline_within_the_mailbox_bounds(self) -> None:
         """Kept while the mailbox holds fewer than its bound in all and from the sender."""
         store = self.store

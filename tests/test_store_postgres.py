@@ -20,6 +20,7 @@ from twisted.internet import defer, reactor
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
+from chatservice.rooms import RoomDirectory
 from chatservice.store import postgres as postgres_module
 from chatservice.store.interface import StoredMessage
 from chatservice.store.postgres import PostgresStore, StoreError, redact, schema_version
@@ -242,6 +243,33 @@ class SeveralNodesTests(PostgresTestCase):
             [(room_id, members)] = list(await first.rooms())
             self.assertEqual(room_id, 1)
             self.assertIn(members, choices)
+
+    async def test_members_leaving_one_room_on_two_nodes_are_all_out(self) -> None:
+        """Each node's directory takes out its own member; neither puts the other's back."""
+        first, second = await self.opened(), await self.opened()
+        everyone = frozenset({"yoda", "hans", "luke", "leia"})
+        for room_id in range(1, 11):
+            await first.save_room(room_id, everyone)
+            nodes = [RoomDirectory(first), RoomDirectory(second)]
+            await defer.gatherResults([node.load() for node in nodes])
+            rooms = [node.find(room_id) for node in nodes]
+            gone = await defer.gatherResults(
+                [nodes[0].leave(rooms[0], "hans"), nodes[1].leave(rooms[1], "luke")]
+            )
+            self.assertEqual(gone, [False, False])
+            self.assertEqual(dict(await second.rooms())[room_id], frozenset({"yoda", "leia"}))
+            # The node whose leave the store took second holds the room as it is.
+            self.assertIn(frozenset({"yoda", "leia"}), [node.find(room_id).members for node in nodes])
+        # The last two leaving at once: the room is gone, and one of them says so.
+        nodes = [RoomDirectory(first), RoomDirectory(second)]
+        await defer.gatherResults([node.load() for node in nodes])
+        rooms = [node.find(10) for node in nodes]
+        gone = await defer.gatherResults(
+            [nodes[0].leave(rooms[0], "yoda"), nodes[1].leave(rooms[1], "leia")]
+        )
+        self.assertEqual(sorted(gone), [False, True])
+        self.assertNotIn(10, dict(await first.rooms()))
+        self.assertIn(None, [node.find(10) for node in nodes])
 
     async def test_nodes_opening_a_new_database_together(self) -> None:
         stores = [PostgresStore(self.dsn, reactor) for _ in range(NODES)]

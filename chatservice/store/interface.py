@@ -189,6 +189,15 @@ class IChatStore(Interface):
     def delete_room(room_id: int) -> Deferred[None]:
         """Remove a room (its history stays)."""
 
+    def leave_room(room_id: int, username: str) -> Deferred[frozenset[str]]:
+        """Take ``username`` out of room ``room_id``: the members left.
+
+        A room left with no members is removed (its history stays).  Only
+        that member is taken out: members leaving one room at once (from
+        several nodes) are all out afterwards.  A room that does not exist
+        has no members left.
+        """
+
     def highest_room_id() -> Deferred[int]:
         """The highest room number in use or in the history (0 for none)."""
 
@@ -309,6 +318,10 @@ class ILocalChatStore(Interface):
 
     def delete_room(room_id: int) -> None:
         """Remove a room (its history stays)."""
+
+    def leave_room(room_id: int, username: str) -> frozenset[str]:
+        """Take ``username`` out of room ``room_id``: the members left (see
+        :meth:`IChatStore.leave_room`)."""
 
     def highest_room_id() -> int:
         """The highest room number in use or in the history (0 for none), so

@@ -161,6 +161,14 @@ class MemoryStore:
     def delete_room(self, room_id: int) -> None:
         self._rooms.pop(room_id, None)
 
+    def leave_room(self, room_id: int, username: str) -> frozenset[str]:
+        left = self._rooms.get(room_id, frozenset()) - {username}
+        if left:
+            self._rooms[room_id] = left
+        else:
+            self._rooms.pop(room_id, None)
+        return left
+
     def highest_room_id(self) -> int:
         numbers = list(self._rooms)
         numbers += [int(c[5:]) for c in self._last_seq if c.startswith("room:")]

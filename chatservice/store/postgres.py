@@ -43,7 +43,8 @@ Every call is correct while other nodes use the same database:
   keys yet;
 - blocks, last-seen times and room members are upserts or idempotent deletes;
   ``save_room`` locks the room's row, so two nodes saving one room leave the
-  members of one of them, not a mixture;
+  members of one of them, not a mixture; ``leave_room`` takes out only its
+  member (under the same lock), so members leaving at once are all out;
 - ``highest_room_id`` also counts the rooms that only have history (their
   ``history_channels`` row), so a room number is never given again after its
   room was deleted; ``next_room_id`` (not in the interface yet) gives each
@@ -534,6 +535,9 @@ class PostgresStore:
         # Its members go with it (ON DELETE CASCADE); its history and number stay.
         return self._run(_execute, "DELETE FROM rooms WHERE room_id = %s", (int(room_id),))
 
+    def leave_room(self, room_id: int, username: str) -> Deferred[frozenset[str]]:
+        return self._run(_leave_room, int(room_id), username)
+
     def highest_room_id(self) -> Deferred[int]:
         return self._run(_fetch_value, _HIGHEST_ROOM_ID)
 
@@ -748,6 +752,21 @@ def _save_room(connection: Any, room_id: int, members: list[str]) -> None:
             " SELECT %s, unnest(%s::text[]) ON CONFLICT DO NOTHING",
             (room_id, members),
         )
+
+
+def _leave_room(connection: Any, room_id: int, username: str) -> frozenset[str]:
+    with connection.transaction():
+        # Another node saving or leaving this room waits here until this one commits.
+        connection.execute("SELECT 1 FROM rooms WHERE room_id = %s FOR UPDATE", (room_id,))
+        connection.execute(
+            "DELETE FROM room_members WHERE room_id = %s AND username = %s", (room_id, username)
+        )
+        rows = connection.execute(
+            "SELECT username FROM room_members WHERE room_id = %s", (room_id,)
+        ).fetchall()
+        if not rows:
+            connection.execute("DELETE FROM rooms WHERE room_id = %s", (room_id,))
+    return frozenset(name for (name,) in rows)
 
 
 def _forget_user(connection: Any, username: str) -> None:

@@ -738,6 +738,20 @@ class SQLiteStore:
             connection.execute("DELETE FROM room_members WHERE room_id = ?", (room_id,))
             connection.execute("DELETE FROM rooms WHERE room_id = ?", (room_id,))
 
+    def leave_room(self, room_id: int, username: str) -> frozenset[str]:
+        with self._transaction() as connection:
+            connection.execute(
+                "DELETE FROM room_members WHERE room_id = ? AND username = ?", (room_id, username)
+            )
+            left = frozenset(
+                name for (name,) in connection.execute(
+                    "SELECT username FROM room_members WHERE room_id = ?", (room_id,)
+                )
+            )
+            if not left:
+                connection.execute("DELETE FROM rooms WHERE room_id = ?", (room_id,))
+        return left
+
     def highest_room_id(self) -> int:
         with self._errors():
             (highest,) = self._db.execute(
