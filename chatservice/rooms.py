@@ -46,6 +46,8 @@ class RoomDirectory:
         self._by_members: dict[frozenset[str], Room] = {}
         self._by_user: dict[str, set[int]] = {}
         self._next_id = 1
+        self._touched: set[int] | None = None
+        """The rooms changed while :meth:`reload` reads them (``None``: not reading)."""
 
     def load(self) -> defer.Deferred[None]:
         """Read the rooms from the store; fires when done."""
@@ -55,6 +57,31 @@ class RoomDirectory:
         d.addCallback(lambda _: self.store.highest_room_id())
         d.addCallback(self._load_highest)
         return d
+
+    def reload(self) -> defer.Deferred[None]:
+        """Read the rooms from the store again and take the changes found; fires when done.
+
+        A room changed here (or adopted from another node) while the store
+        was being read is left as it is now: it is newer than the read.
+        """
+        touched: set[int] = set()
+        self._touched = touched
+        d = self.store.rooms()
+        d.addCallback(self._reloaded, touched)
+        return d.addBoth(self._tracked, touched)
+
+    def _tracked(self, result: object, touched: set[int]) -> object:
+        """The read of :meth:`reload` is over: changes are no longer tracked."""
+        if self._touched is touched:
+            self._touched = None
+        return result
+
+    def _reloaded(self, rooms: Iterable[tuple[int, frozenset[str]]], touched: set[int]) -> None:
+        stored = {room_id: frozenset(members) for room_id, members in rooms}
+        for room_id in (stored.keys() | self._by_id.keys()) - touched:
+            room, members = self._by_id.get(room_id), stored.get(room_id)
+            if room is None or room.members != members:
+                self.adopt(room_id, members)
 
     def _load_rooms(self, rooms: Iterable[tuple[int, frozenset[str]]]) -> None:
         self._by_id.clear()
@@ -113,18 +140,30 @@ class RoomDirectory:
     def leave(self, room: Room, username: str) -> defer.Deferred[bool]:
         """Take ``username`` out of ``room`` now; fires, once stored, with whether the room is gone.
 
-        A room left with no members is removed.  (A room whose remaining
+        A room left with no members is removed.  The store takes out only
+        ``username`` and answers with the members left, which the directory
+        then holds (others may have left on other nodes meanwhile; the room
+        may be gone).  (A room whose remaining
         members equal another room's keeps its number; ``create`` then reuses
         the one with the lower number.)
         """
         self._unindex(room)
         room.members = room.members - {username}
-        if not room.members:
-            return self.store.delete_room(room.room_id).addCallback(lambda _: True)
-        self._index(room)
-        return self.store.save_room(room.room_id, room.members).addCallback(lambda _: False)
+        if room.members:
+            self._index(room)
+        d = self.store.leave_room(room.room_id, username)
+        return d.addCallback(self._left, room)
+
+    def _left(self, left: frozenset[str], room: Room) -> bool:
+        """The store took a member out of ``room``: ``left`` are its members now
+        (fewer than here if others left it on other nodes meanwhile)."""
+        if left != room.members:
+            self.adopt(room.room_id, left or None)
+        return not left
 
     def _index(self, room: Room) -> None:
+        if self._touched is not None:
+            self._touched.add(room.room_id)
         self._by_id[room.room_id] = room
         holder = self._by_members.get(room.members)
         if holder is None or room.room_id < holder.room_id:
@@ -133,6 +172,8 @@ class RoomDirectory:
             self._by_user.setdefault(member, set()).add(room.room_id)
 
     def _unindex(self, room: Room) -> None:
+        if self._touched is not None:
+            self._touched.add(room.room_id)
         del self._by_id[room.room_id]
         if self._by_members.get(room.members) is room:
             del self._by_members[room.members]

@@ -220,13 +220,23 @@ class Session(OperatorCommands):
     def show_direct(self, message_id: int, event: events.DirectMessage) -> None:
         """Show the direct message ``message_id`` that another node kept for this user, at once.
 
-        The store forgets it afterwards (``take_offline``).  A fetch of kept
-        messages under way skips it, and it is not shown if a fetch showed
-        it first: each message is shown once.
+        The store forgets it afterwards (``take_offline``), once it has been
+        written to the connection: the connection's output is written at the
+        end of the reactor turn (``server/output.py``), so the store is told
+        a turn later.  Were it told at once, its thread could forget the
+        message before this node wrote it, and a node killed in between would
+        lose an acknowledged message; as it is, a node killed in between
+        shows it twice (once live, once kept).  A fetch of kept messages
+        under way skips it, and it is not shown if a fetch showed it first.
         """
         if self._was_shown(message_id):
             return
         self.client.deliver(event)
+        clock = self.state.clock
+        clock.callLater(0, clock.callLater, 0, self._forget_shown, message_id)
+
+    def _forget_shown(self, message_id: int) -> None:
+        """Have the store forget the direct message ``message_id``, shown to this user."""
         self.state.background(
             self.state.store.take_offline(message_id),
             "Forgetting a direct message shown to {user} failed", user=self.username,
@@ -555,7 +565,8 @@ class Session(OperatorCommands):
         return d.addCallback(self._room_left, room, found.members)
 
     def _room_left(self, removed: bool, room: int, others: frozenset[str]) -> events.RoomLeft:
-        self.state.room_changed(room, None if removed else others - {self.username})
+        now = self.state.rooms.find(room)
+        self.state.room_changed(room, None if removed or now is None else now.members)
         notice = events.RoomLeft(room, self.username)
         self.state.deliver(notice, self.username, others, Delivery.PLAIN)
         return events.RoomLeft(room, self.username, removed)

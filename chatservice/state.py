@@ -50,7 +50,7 @@ from chatservice.interfaces import (
 from chatservice.metrics import ChatMetrics
 from chatservice.moderation import Moderation
 from chatservice.rooms import BROADCAST_CHANNEL, RoomDirectory
-from chatservice.store.interface import HistoryEntry, IChatStore, StoredMessage
+from chatservice.store.interface import HistoryEntry, IChatStore, KeptOffline
 
 __all__ = ["AlreadyLoggedIn", "ClientConnection", "ChatState", "IChatSession", "SessionFactory"]
 
@@ -125,6 +125,8 @@ class ChatState:
         self.rooms = RoomDirectory(store)
         self._blocked_by: dict[str, set[str]] = {}
         self._blockers_of: dict[str, set[str]] = {}
+        self._touched_blocks: set[tuple[str, str]] | None = None
+        """The blocks changed while :meth:`reload_shared` reads them (``None``: not reading)."""
         self._last_seen: dict[str, float] = {}
         self._writes: set[defer.Deferred[Any]] = set()
         """Store writes under way that nobody waits for (see :meth:`background`)."""
@@ -161,6 +163,49 @@ class ChatState:
 
     def _load_last_seen(self, seen: Iterable[tuple[str, float]]) -> None:
         self._last_seen = dict(seen)
+
+    def reload_shared(self) -> defer.Deferred[None]:
+        """Read the blocks, last-seen times and rooms from the store again; fires when done.
+
+        For a node of a cluster that was away from Redis: the other nodes'
+        announcements of their changes may have been lost meanwhile, but the
+        changes are in the store.  A block or room that changed here (or was
+        announced) while the store was being read is left as it is now: it is
+        newer than what the read may have found.
+        """
+        touched: set[tuple[str, str]] = set()
+        self._touched_blocks = touched
+        blocks = self.store.blocks().addCallback(self._reloaded_blocks, touched)
+        seen = self.store.last_seen().addCallback(self._reloaded_last_seen)
+        rooms = self.rooms.reload()
+        d = defer.gatherResults([blocks, seen, rooms], consumeErrors=True)
+        return d.addBoth(self._reloaded, touched)
+
+    def _reloaded(self, result: object, touched: set[tuple[str, str]]) -> object:
+        """The reads of :meth:`reload_shared` are over: block changes are no longer tracked."""
+        if self._touched_blocks is touched:
+            self._touched_blocks = None
+        if isinstance(result, Failure):
+            return result.value.subFailure if result.check(defer.FirstError) else result
+        return None
+
+    def _reloaded_blocks(
+        self, pairs: Iterable[tuple[str, str]], touched: set[tuple[str, str]]
+    ) -> None:
+        stored = {(blocker, blocked) for blocker, blocked in pairs}
+        here = {
+            (blocker, blocked)
+            for blocker, blocked_users in self._blocked_by.items()
+            for blocked in blocked_users
+        }
+        for pair in stored - here - touched:
+            self._set_block(*pair, True)
+        for pair in here - stored - touched:
+            self._set_block(*pair, False)
+
+    def _reloaded_last_seen(self, seen: Iterable[tuple[str, float]]) -> None:
+        for username, at in seen:
+            self.seen_elsewhere(username, at)
 
     # Writes nobody waits for ---------------------------------------------------
 
@@ -319,7 +364,8 @@ class ChatState:
         self, removed: bool, username: str, room_id: int, members: frozenset[str]
     ) -> None:
         """A forgotten guest is out of room ``room_id``: the nodes follow, the members are told."""
-        self.room_changed(room_id, None if removed else members)
+        now = self.rooms.find(room_id)
+        self.room_changed(room_id, None if removed or now is None else now.members)
         self.deliver(events.RoomLeft(room_id, username), username, members, Delivery.PLAIN)
 
     def active_user_rows(self) -> list[tuple[float, str, str, int | None]]:
@@ -410,6 +456,8 @@ class ChatState:
 
     def _set_block(self, blocker: str, blocked: str, on: bool) -> None:
         """Put the block of ``blocked`` by ``blocker`` in the indexes (``on``) or take it out."""
+        if self._touched_blocks is not None:
+            self._touched_blocks.add((blocker, blocked))
         for index, key, value in (
             (self._blocked_by, blocker, blocked),
             (self._blockers_of, blocked, blocker),
@@ -624,46 +672,42 @@ class ChatState:
             recipient = self.cluster.online(to)
         busy = recipient if recipient is not None and recipient.auto_reply is not None else None
         guest = recipient if recipient is not None and recipient.guest else None
-        d = self.store.offline_counts(to, sender)
-        return d.addCallback(self._keep, event, sender, to, busy, guest)
+        d = self.store.keep_offline(
+            sender, to, event.text, event.sent_at, self.max_offline, self.max_offline_per_sender
+        )
+        return d.addCallback(self._kept, event, sender, to, busy, guest)
 
-    def _keep(
+    def _kept(
         self,
-        waiting: tuple[int, int],
+        kept: KeptOffline,
         event: events.DirectMessage,
         sender: str,
         to: str,
         busy: ChatMember | None,
         guest: ChatMember | None,
-    ) -> DeliveryReport | defer.Deferred[DeliveryReport]:
-        """Keep a direct message for ``to``, who has ``waiting`` already: in all, and from ``sender``.
+    ) -> DeliveryReport:
+        """The store kept the message for ``to`` (or their mailbox refused it): the report,
+        with the auto-reply of a busy recipient; a recipient on another node is
+        told at once.
 
         :param busy: their busy session, if they are busy.
         :param guest: their session if they are a guest: if it ended
-            meanwhile, the message is refused (``invalid_user``), as the
-            guest's kept messages were dropped.
+            meanwhile, the message is removed again and refused
+            (``invalid_user``), as the guest's kept messages were dropped.
         """
+        message = kept.message
         if guest is not None and self.online(to) is not guest:
+            if message is not None:
+                self.background(
+                    self.store.remove_offline([message.message_id]),
+                    "Removing a message kept for a guest who left failed ({user})", user=to,
+                )
             return DeliveryReport(refused="invalid_user")
-        in_all, from_sender = waiting
-        if in_all >= self.max_offline:
-            return DeliveryReport(refused="mailbox_full")
-        if from_sender >= self.max_offline_per_sender:
+        if message is None:
+            if kept.waiting >= self.max_offline:
+                return DeliveryReport(refused="mailbox_full")
             return DeliveryReport(refused="mailbox_share_full")
-        d = self.store.add_offline(sender, to, event.text, event.sent_at)
-        return d.addCallback(self._kept, event, sender, to, busy, in_all + 1)
-
-    def _kept(
-        self,
-        message: StoredMessage,
-        event: events.DirectMessage,
-        sender: str,
-        to: str,
-        busy: ChatMember | None,
-        waiting: int,
-    ) -> DeliveryReport:
-        """The message is stored (``waiting`` are kept for ``to`` now): the report,
-        with the auto-reply of a busy recipient."""
+        waiting = kept.waiting + 1
         self.metrics.mailbox(waiting)
         local = self.sessions.get(to)
         if local is not None and local.auto_reply is None and not local.client.congested:

@@ -114,12 +114,11 @@ class StateOverSlowStoreTests(StateTestCase):
     def test_direct_message_acknowledged_once_kept(self) -> None:
         (yoda,) = self.online("yoda")
         d = yoda.message("luke", "come back")
-        self.assertEqual(self.slow.waiting(), ["offline_counts"])
-        self.slow.answer("offline_counts")
-        self.assertEqual(self.slow.waiting(), ["add_offline"])
+        # One call: the mailbox's bounds are checked where it is kept.
+        self.assertEqual(self.slow.waiting(), ["keep_offline"])
         self.assertNoResult(d)
         self.assertEqual(self.store.offline_messages("luke"), [])
-        self.slow.answer("add_offline")
+        self.slow.answer("keep_offline")
         self.assertEqual(
             summary(self.successResultOf(d)), ("MessageSent", "luke", True, False, None)
         )
@@ -134,8 +133,7 @@ class StateOverSlowStoreTests(StateTestCase):
     def test_direct_message_not_kept_is_an_error(self) -> None:
         (yoda,) = self.online("yoda")
         d = yoda.message("luke", "come back")
-        self.slow.answer("offline_counts")
-        self.slow.refuse("add_offline")
+        self.slow.refuse("keep_offline")
         self.failureResultOf(d, StoreDown)
 
     def test_broadcast_goes_out_once_numbered(self) -> None:
@@ -223,13 +221,11 @@ class StateOverSlowStoreTests(StateTestCase):
         yoda, _hans = self.online("yoda", "hans")
         d = yoda.send(("luke", "hans", "vader", "leia"), "news")
         # hans is online: delivered at once; luke and leia wait for the store.
-        self.assertEqual(self.slow.waiting(), ["offline_counts", "offline_counts"])
+        self.assertEqual(self.slow.waiting(), ["keep_offline", "keep_offline"])
         self.assertNoResult(d)
-        self.slow.answer("offline_counts")
-        self.slow.answer("offline_counts")
-        self.slow.refuse("add_offline")  # luke's
+        self.slow.refuse("keep_offline")  # luke's
         self.assertNoResult(d)
-        self.slow.answer("add_offline")  # leia's
+        self.slow.answer("keep_offline")  # leia's
         self.assertEqual(
             summary(self.successResultOf(d)),
             (
@@ -331,11 +327,10 @@ class KeptMessagesTests(StateTestCase):
     def test_stored_after_the_login_fetch_is_fetched_again(self) -> None:
         (hans,) = self.online_now("hans")
         d = hans.message("leia", "late")
-        self.slow.answer("offline_counts")
         leia = self.login("leia")
         self.slow.answer("offline_messages")  # before the message is kept
         self.assertEqual(self.clients["leia"].take(), [])
-        self.slow.answer("add_offline")
+        self.slow.answer("keep_offline")
         self.successResultOf(d)
         self.assertEqual(self.slow.waiting(), ["offline_messages"])
         self.slow.answer("offline_messages")
@@ -343,6 +338,43 @@ class KeptMessagesTests(StateTestCase):
             self.clients["leia"].take(), [("DirectMessage", "hans", "late", START, True)]
         )
         self.assertIs(self.state.sessions["leia"], leia)
+
+    def test_read_again_takes_the_store_s_blocks_and_rooms(self) -> None:
+        """What changed elsewhere unannounced is taken; what changed during the read stays."""
+        state = self.state
+        # In the store only (their announcements were lost).
+        self.store.add_block("leia", "hans")
+        self.store.save_room(7, frozenset({"leia", "luke"}))
+        self.store.record_seen("luke", START + 50)
+        # Here only (removed elsewhere meanwhile).
+        state.block_changed_elsewhere("luke", "yoda", True)
+        state.room_changed_elsewhere(3, ["hans", "yoda"])
+        d = state.reload_shared()
+        self.assertEqual(self.slow.waiting(), ["blocks", "last_seen", "rooms"])
+        # Changed while the store is read: newer than what the read finds.
+        state.block_changed_elsewhere("vader", "luke", True)
+        state.room_changed_elsewhere(9, ["hans", "leia"])
+        self.store.delete_room(9)  # (and gone again, its announcement not here yet)
+        self.slow.answer("blocks")
+        self.slow.answer("last_seen")
+        self.slow.answer("rooms")
+        self.successResultOf(d)
+        self.assertEqual(set(state.blocked_by("leia")), {"hans"})
+        self.assertEqual(set(state.blocked_by("luke")), set())
+        self.assertEqual(set(state.blocked_by("vader")), {"luke"})
+        self.assertEqual(state.rooms.find(7).members, frozenset({"leia", "luke"}))
+        self.assertIsNone(state.rooms.find(3))
+        self.assertEqual(state.rooms.find(9).members, frozenset({"hans", "leia"}))
+        self.assertIn("luke", list(state.seen_since(START + 50)))
+
+    def test_read_again_that_fails_is_a_failure_and_stops_tracking(self) -> None:
+        d = self.state.reload_shared()
+        self.slow.refuse("blocks")
+        self.slow.answer("last_seen")
+        self.slow.answer("rooms")
+        self.failureResultOf(d, StoreDown)
+        self.assertIsNone(self.state._touched_blocks)
+        self.assertIsNone(self.state.rooms._touched)
 
     def online_now(self, *usernames: str) -> list[Any]:
         """Log users in whose logins find nothing kept."""
@@ -402,8 +434,7 @@ class ConnectionOverSlowStoreTests(unittest.TestCase):
 
     def test_failing_write_is_unavailable_and_logged(self) -> None:
         self.yoda.send("message obiwan hi")
-        self.slow.answer("offline_counts")
-        self.slow.refuse("add_offline")
+        self.slow.refuse("keep_offline")
         self.assertEqual(self.yoda.lines(), [UNAVAILABLE])
         self.assertEqual(len(self.flushLoggedErrors(StoreDown)), 1)
         # The connection goes on.
@@ -428,7 +459,7 @@ class ConnectionOverSlowStoreTests(unittest.TestCase):
         self.harness.state.max_offline = 1
         self.harness.store.add_offline("hans", "obiwan", "first", START)
         self.yoda.send("message obiwan second")
-        self.slow.answer("offline_counts")
+        self.slow.answer("keep_offline")
         self.assertEqual(
             self.yoda.lines(),
             [
@@ -565,6 +596,9 @@ class DirectFromAnotherNodeTests(StateTestCase):
         self.slow.answer("offline_messages")  # the fetch finds it too: not shown again
         self.assertEqual(self.successResultOf(fetch), 0)
         self.assertEqual(self.clients["hans"].take(), [])
+        # Forgotten once the turn that wrote it is over, not before.
+        self.assertEqual(self.slow.waiting(), [])
+        self.clock.advance(0)
         self.slow.answer("take_offline")
         self.assertEqual(self.store.offline_messages("hans"), [])
 

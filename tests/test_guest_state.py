@@ -153,7 +153,7 @@ class SlowStoreTests(StateTestCase):
         bob.end()
         new_bob = self.state.attach("bob", client, guest=True)
         new_bob.begin()
-        self.slow.answer("offline_counts")
+        self.slow.answer("keep_offline")
         self.assertEqual(self.slow.waiting(), [])
         error = self.failureResultOf(d).value
         self.assertEqual(error.code, "invalid_user")

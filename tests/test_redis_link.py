@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Callable
 
 import txredisapi
@@ -9,7 +10,13 @@ from twisted.internet import defer, reactor, task
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
-from chatservice.cluster.link import RedisLink, RedisURLError, parse_redis_url
+from chatservice.cluster.link import (
+    RedisLink,
+    RedisURLError,
+    _SubscriberFactory,
+    parse_redis_url,
+    reply_parser,
+)
 from tests.redis_support import RedisServer
 
 
@@ -29,6 +36,18 @@ class ParseURLTests(unittest.TestCase):
         self.assertEqual(parse_redis_url("redis://:secret@host"), ("host", 6379, 0, "secret"))
         for bad in ("http://x", "redis://", "redis://h:port", "redis://h/x", "redis://h/-1"):
             self.assertRaises(RedisURLError, parse_redis_url, bad)
+
+
+class ReplyParserTests(unittest.TestCase):
+    """hiredis's parser when it is installed (``chatservice[cluster]``), txredisapi's own otherwise."""
+
+    def test_the_installed_parser_reads_both_connections(self) -> None:
+        expected = "hiredis" if importlib.util.find_spec("hiredis") else "python"
+        self.assertEqual(reply_parser(), expected)
+        fast = expected == "hiredis"
+        self.assertEqual(issubclass(_SubscriberFactory.protocol, txredisapi.HiredisProtocol), fast)
+        # The command connection (lazyConnection) is built by RedisFactory.
+        self.assertEqual(issubclass(txredisapi.RedisFactory.protocol, txredisapi.HiredisProtocol), fast)
 
 
 class RedisLinkTests(unittest.TestCase):

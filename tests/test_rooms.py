@@ -33,6 +33,10 @@ class RecordingStore(MemoryStore):
         self.calls.append(("delete_room", room_id))
         super().delete_room(room_id)
 
+    def leave_room(self, room_id: int, username: str) -> frozenset[str]:
+        self.calls.append(("leave_room", room_id, username))
+        return super().leave_room(room_id, username)
+
     def take(self) -> list[tuple[Any, ...]]:
         """The calls recorded since the last call."""
         calls, self.calls = self.calls, []
@@ -42,7 +46,7 @@ class RecordingStore(MemoryStore):
 class StrictStore:
     """A stand-in store that only allows the room writes and records which were used."""
 
-    ALLOWED = ("save_room", "delete_room")
+    ALLOWED = ("save_room", "delete_room", "leave_room")
 
     def __init__(self, inner: RecordingStore) -> None:
         self._inner = inner
@@ -194,14 +198,14 @@ class LeaveTests(RoomDirectoryTestCase):
         self.assertEqual(self.rooms.of("hans"), [])
         self.assertEqual(self.rooms.of("yoda"), [room])
         self.assertEqual(self.rooms.of("luke"), [room])
-        self.assertEqual(self.store.take(), [("save_room", 1, members("yoda", "luke"))])
+        self.assertEqual(self.store.take(), [("leave_room", 1, "hans")])
         self.assertEqual(list(self.store.rooms()), [(1, members("yoda", "luke"))])
 
     def test_leave_is_pure(self) -> None:
         """Leaving only changes the directory and writes the store: nobody is told anything.
 
         The directory's store is replaced by one that refuses every attribute
-        except the two room writes, so any other side effect would raise.
+        except the room writes, so any other side effect would raise.
         """
         room, _ = self.create(members("yoda", "hans"))
         self.store.take()
@@ -209,10 +213,9 @@ class LeaveTests(RoomDirectoryTestCase):
         self.rooms.store = LocalStore(strict)  # type: ignore[arg-type]
         self.assertIs(self.leave(room, "hans"), False)
         self.assertIs(self.leave(room, "yoda"), True)
-        self.assertEqual(strict.touched, ["save_room", "delete_room"])
-        self.assertEqual(
-            self.store.take(), [("save_room", 1, members("yoda")), ("delete_room", 1)]
-        )
+        self.assertEqual(strict.touched, ["leave_room", "leave_room"])
+        self.assertEqual(self.store.take(), [("leave_room", 1, "hans"), ("leave_room", 1, "yoda")])
+        self.assertEqual(list(self.store.rooms()), [])
 
     def test_member_set_after_leave_is_indexed(self) -> None:
         room, _ = self.create(members("yoda", "hans", "luke"))
@@ -234,7 +237,7 @@ class LeaveTests(RoomDirectoryTestCase):
         self.assertIsNone(self.rooms.find(1))
         self.assertEqual(self.rooms.of("hans"), [])
         self.assertEqual(self.rooms.of("yoda"), [])
-        self.assertEqual(self.store.take(), [("delete_room", 1)])
+        self.assertEqual(self.store.take(), [("leave_room", 1, "hans")])
         self.assertEqual(list(self.store.rooms()), [])
 
     def test_removed_room_member_set_makes_new_room(self) -> None:
@@ -266,7 +269,7 @@ class LeaveTests(RoomDirectoryTestCase):
         self.assertRoom(self.rooms.find(2), 2, members("yoda", "hans"))
         self.assertEqual(self.rooms.of("yoda"), [older, newer])
         self.assertEqual(self.rooms.of("luke"), [])
-        self.assertEqual(self.store.take(), [("save_room", 2, members("yoda", "hans"))])
+        self.assertEqual(self.store.take(), [("leave_room", 2, "luke")])
         self.assertEqual(
             list(self.store.rooms()),
             [(1, members("yoda", "hans")), (2, members("yoda", "hans"))],
@@ -384,9 +387,7 @@ class LoadTests(RoomDirectoryTestCase):
         self.assertIs(self.leave(room, "leia"), True)
         self.assertIsNone(self.rooms.find(5))
         self.assertEqual(self.rooms.of("leia"), [])
-        self.assertEqual(
-            self.store.take(), [("save_room", 5, members("leia")), ("delete_room", 5)]
-        )
+        self.assertEqual(self.store.take(), [("leave_room", 5, "luke"), ("leave_room", 5, "leia")])
         self.assertEqual(
             list(self.store.rooms()),
             [(3, members("yoda", "hans")), (7, members("yoda", "hans", "luke"))],
@@ -454,10 +455,10 @@ class WriteThroughTests(RoomDirectoryTestCase):
             [
                 ("save_room", 1, members("yoda", "hans", "luke")),
                 ("save_room", 2, members("yoda", "leia")),
-                ("save_room", 1, members("yoda", "hans")),
-                ("save_room", 2, members("yoda")),
-                ("delete_room", 2),
-                ("save_room", 1, members("hans")),
+                ("leave_room", 1, "luke"),
+                ("leave_room", 2, "leia"),
+                ("leave_room", 2, "yoda"),
+                ("leave_room", 1, "yoda"),
             ],
         )
         self.assertEqual(list(self.store.rooms()), [(1, members("hans"))])

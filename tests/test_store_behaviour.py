@@ -202,21 +202,61 @@ class StoreBehaviour(OpenedStore):
         self.assertEqual(m2.message_id, 2)
         self.assertEqual(await self.store.offline_messages("hans"), [m2])
 
-    async def test_offline_counts_in_all_and_per_sender(self) -> None:
-        """What a recipient's mailbox holds, in all and from one sender (its share)."""
-        self.assertEqual(await self.store.offline_counts("hans", "yoda"), (0, 0))
-        first = await self.store.add_offline("yoda", "hans", "one", T)
-        await self.store.add_offline("luke", "hans", "two", T)
-        await self.store.add_offline("yoda", "hans", "three", T)
-        await self.store.add_offline("yoda", "leia", "for leia", T)
-        await self.store.add_offline("hans", "yoda", "the other way", T)
-        self.assertEqual(await self.store.offline_counts("hans", "yoda"), (3, 2))
-        self.assertEqual(await self.store.offline_counts("hans", "luke"), (3, 1))
-        self.assertEqual(await self.store.offline_counts("hans", "leia"), (3, 0))
-        self.assertEqual(await self.store.offline_counts("hans", "Yoda"), (3, 0))
-        self.assertEqual(await self.store.offline_counts("leia", "yoda"), (1, 1))
-        await self.store.remove_offline([first.message_id])
-        self.assertEqual(await self.store.offline_counts("hans", "yoda"), (2, 1))
+    async def test_leave_room_takes_out_one_member(self) -> None:
+        store = self.store
+        await store.save_room(1, frozenset({"yoda", "hans", "luke"}))
+        await store.save_room(2, frozenset({"yoda", "leia"}))
+        self.assertEqual(await store.leave_room(1, "hans"), frozenset({"yoda", "luke"}))
+        self.assertEqual(await store.leave_room(1, "hans"), frozenset({"yoda", "luke"}))
+        self.assertEqual(await store.leave_room(1, "Yoda"), frozenset({"yoda", "luke"}))
+        self.assertEqual(await store.leave_room(1, "yoda"), frozenset({"luke"}))
+        # The last member out: the room is gone, its number is not given again.
+        self.assertEqual(await store.leave_room(1, "luke"), frozenset())
+        self.assertEqual(list(await store.rooms()), [(2, frozenset({"yoda", "leia"}))])
+        self.assertEqual(await store.leave_room(1, "luke"), frozenset())
+        self.assertEqual(await store.leave_room(7, "yoda"), frozenset())
+        self.assertEqual(list(await store.rooms()), [(2, frozenset({"yoda", "leia"}))])
+        self.assertEqual(await store.highest_room_id(), 2)
+
+    async def test_keep_offline_within_the_mailbox_bounds(self) -> None:
+        """Kept while the mailbox holds fewer than its bound in all and from the sender."""
+        store = self.store
+        first = await store.keep_offline("yoda", "hans", "one", T, 4, 2)
+        self.assertEqual((first.waiting, first.from_sender), (0, 0))
+        self.assertEqual(first.message, StoredMessage(first.message.message_id, "yoda", "hans", "one", T))
+        await store.add_offline("yoda", "leia", "for leia", T)
+        await store.add_offline("hans", "yoda", "the other way", T)
+        second = await store.keep_offline("yoda", "hans", "two", T + 1, 4, 2)
+        self.assertEqual((second.waiting, second.from_sender), (1, 1))
+        # yoda's share is full; others still have room, counted by exact name.
+        refused = await store.keep_offline("yoda", "hans", "three", T + 2, 4, 2)
+        self.assertEqual(tuple(refused), (None, 2, 2))
+        luke = await store.keep_offline("luke", "hans", "from luke", T + 3, 4, 2)
+        self.assertEqual((luke.waiting, luke.from_sender), (2, 0))
+        other = await store.keep_offline("Yoda", "hans", "from Yoda", T + 4, 4, 2)
+        self.assertEqual((other.waiting, other.from_sender), (3, 0))
+        # Full in all, for a sender with no share used.
+        self.assertEqual(tuple(await store.keep_offline("leia", "hans", "x", T, 4, 2)), (None, 4, 0))
+        self.assertEqual(
+            [m.text for m in await store.offline_messages("hans")],
+            ["one", "two", "from luke", "from Yoda"],
+        )
+        # A delivered message makes room again.
+        await store.remove_offline([first.message.message_id])
+        again = await store.keep_offline("yoda", "hans", "three", T + 5, 4, 2)
+        self.assertEqual((again.waiting, again.from_sender), (3, 1))
+        self.assertEqual(await store.offline_messages("hans"), [
+            second.message, luke.message, other.message, again.message
+        ])
+
+    async def test_keep_offline_keeps_the_text_exactly(self) -> None:
+        texts = ["tab\there", "émoji 😀 ünïcode", "x" * 8192, "'; DROP TABLE x; --"]
+        kept = [
+            (await self.store.keep_offline("yoda", "hans", text, T + 0.123456, 10, 10)).message
+            for text in texts
+        ]
+        self.assertEqual(await self.store.offline_messages("hans"), kept)
+        self.assertEqual([m.text for m in kept], texts)
 
     async def test_offline_text_kept_exactly(self) -> None:
         texts = ["tab\there", "émoji 😀 ünïcode", "x" * 8192, "  spaces  ", "'; DROP TABLE x; --"]
@@ -604,7 +644,7 @@ class StoreBehaviour(OpenedStore):
         self.assertEqual(list(await store.blocks()), [("yoda", "hans")])
         self.assertEqual(list(await store.last_seen()), [("yoda", T + 1)])
         self.assertEqual(await store.offline_messages("bob"), [])
-        self.assertEqual(await store.offline_counts("bob", "yoda"), (0, 0))
+        self.assertEqual(await store.count_offline("bob"), 0)
         self.assertEqual(await store.offline_messages("hans"), [from_bob])
         self.assertEqual(list(await store.rooms()), [(1, frozenset({"bob", "yoda"}))])
         self.assertEqual(await store.history_after(["room:1"], 0), [entry])
@@ -867,7 +907,7 @@ class StoreBehaviour(OpenedStore):
             if name in ("add_ban", "bans"):
                 # Numbers are each store's own (a replaced ban may use one up).
                 expected, got = _unnumbered(expected), _unnumbered(got)
-            elif expected is not None and not isinstance(expected, (int, set, list, StoredMessage, HistoryEntry)):
+            elif expected is not None and not isinstance(expected, (int, set, list, frozenset, StoredMessage, HistoryEntry)):
                 expected, got = list(expected), list(got)
             if name == "last_seen":
                 expected, got = sorted(expected), sorted(got)
@@ -898,9 +938,15 @@ class StoreBehaviour(OpenedStore):
                 await both("save_room", rng.randrange(1, 5), frozenset(rng.sample(users, rng.randrange(len(users) + 1))))
             elif kind == 9:
                 await both("delete_room", rng.randrange(1, 6))
+                await both("leave_room", rng.randrange(1, 6), rng.choice(users))
             elif kind == 10:
                 await both("count_offline", rng.choice(users))
-                await both("offline_counts", rng.choice(users), rng.choice(users))
+                kept = await both(
+                    "keep_offline", rng.choice(users), rng.choice(users), f"k{now}", now,
+                    rng.randrange(1, 6), rng.randrange(1, 4),
+                )
+                if kept[0] is not None:
+                    ids.append(kept[0].message_id)
             elif kind == 11:
                 await both("highest_room_id")
                 if rng.randrange(4) == 0:

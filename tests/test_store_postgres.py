@@ -20,6 +20,7 @@ from twisted.internet import defer, reactor
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
+from chatservice.rooms import RoomDirectory
 from chatservice.store import postgres as postgres_module
 from chatservice.store.interface import Ban, HistoryPosition, StoredMessage
 from chatservice.store.postgres import PostgresStore, StoreError, redact, schema_version
@@ -208,6 +209,29 @@ class SeveralNodesTests(PostgresTestCase):
         )
         self.assertEqual(await nodes[2].count_offline("hans"), 0)
 
+    async def test_mailbox_bounds_hold_across_nodes(self) -> None:
+        """Nodes keeping messages for one user at once never take the mailbox past its bounds."""
+        nodes = await self.nodes()
+        # Every node at once, each on its own connection: 40 attempts each,
+        # from a sender of its own, for a mailbox of 25 (10 a sender).
+        # (A race shows in some rounds only, so there are several.)
+        for recipient in ("hans", "luke", "obiwan", "chewie"):
+            results = await defer.gatherResults([
+                node.keep_offline(f"node{n}", recipient, f"{n}/{i}", T + i, 25, 10)
+                for i in range(40)
+                for n, node in enumerate(nodes)
+            ])
+            self.assertEqual(sum(r.message is not None for r in results), 25, recipient)
+            self.assertEqual(await nodes[0].count_offline(recipient), 25)
+        # One sender from every node at once: its share holds.
+        results = await defer.gatherResults([
+            node.keep_offline("yoda", "leia", f"{n}/{i}", T + i, 100, 10)
+            for i in range(20)
+            for n, node in enumerate(nodes)
+        ])
+        self.assertEqual(sum(r.message is not None for r in results), 10)
+        self.assertEqual(await nodes[1].count_offline("leia"), 10)
+
     async def test_saving_one_room_from_two_nodes(self) -> None:
         """Concurrent saves of a room leave the members one of them gave, never a mixture."""
         first, second = await self.opened(), await self.opened()
@@ -219,6 +243,33 @@ class SeveralNodesTests(PostgresTestCase):
             [(room_id, members)] = list(await first.rooms())
             self.assertEqual(room_id, 1)
             self.assertIn(members, choices)
+
+    async def test_members_leaving_one_room_on_two_nodes_are_all_out(self) -> None:
+        """Each node's directory takes out its own member; neither puts the other's back."""
+        first, second = await self.opened(), await self.opened()
+        everyone = frozenset({"yoda", "hans", "luke", "leia"})
+        for room_id in range(1, 11):
+            await first.save_room(room_id, everyone)
+            nodes = [RoomDirectory(first), RoomDirectory(second)]
+            await defer.gatherResults([node.load() for node in nodes])
+            rooms = [node.find(room_id) for node in nodes]
+            gone = await defer.gatherResults(
+                [nodes[0].leave(rooms[0], "hans"), nodes[1].leave(rooms[1], "luke")]
+            )
+            self.assertEqual(gone, [False, False])
+            self.assertEqual(dict(await second.rooms())[room_id], frozenset({"yoda", "leia"}))
+            # The node whose leave the store took second holds the room as it is.
+            self.assertIn(frozenset({"yoda", "leia"}), [node.find(room_id).members for node in nodes])
+        # The last two leaving at once: the room is gone, and one of them says so.
+        nodes = [RoomDirectory(first), RoomDirectory(second)]
+        await defer.gatherResults([node.load() for node in nodes])
+        rooms = [node.find(10) for node in nodes]
+        gone = await defer.gatherResults(
+            [nodes[0].leave(rooms[0], "yoda"), nodes[1].leave(rooms[1], "leia")]
+        )
+        self.assertEqual(sorted(gone), [False, True])
+        self.assertNotIn(10, dict(await first.rooms()))
+        self.assertIn(None, [node.find(10) for node in nodes])
 
     async def test_nodes_opening_a_new_database_together(self) -> None:
         stores = [PostgresStore(self.dsn, reactor) for _ in range(NODES)]
@@ -383,21 +434,21 @@ class MigrationTests(PostgresTestCase):
 
     async def test_created_from_nothing(self) -> None:
         await self.opened()
-        self.assertEqual(schema_version(), 4)
+        self.assertEqual(schema_version(), 5)
         self.assertEqual(
-            self.inspect("SELECT array_agg(version ORDER BY version) FROM schema_version"), [1, 2, 3, 4]
+            self.inspect("SELECT array_agg(version ORDER BY version) FROM schema_version"), [1, 2, 3, 4, 5]
         )
         tables = self.inspect(
             "SELECT array_agg(tablename::text ORDER BY tablename) FROM pg_tables"
             " WHERE schemaname = 'public'"
         )
         self.assertEqual(sorted(tables), sorted(postgres_module.TABLES | {"schema_version"}))
-        self.assertTrue(any("schema version 4, was 0" in formatEvent(e) for e in self.events))
+        self.assertTrue(any("schema version 5, was 0" in formatEvent(e) for e in self.events))
 
     async def test_reopen_does_not_migrate_again(self) -> None:
         await (await self.opened()).close()
         await self.opened()
-        self.assertEqual(self.inspect("SELECT COUNT(*) FROM schema_version"), 4)
+        self.assertEqual(self.inspect("SELECT COUNT(*) FROM schema_version"), 5)
 
     async def test_migrates_to_newer_schema(self) -> None:
         first = PostgresStore(self.dsn, reactor)
@@ -481,7 +532,7 @@ class MigrationTests(PostgresTestCase):
         self.assertEqual(await store.operators(), set())
 
     async def test_version_1_gets_the_accounts(self) -> None:
-        """A database made by the code of version 1 (before the accounts) is migrated to 2."""
+        """A database made by the code of version 1 (before the accounts) is migrated to the last."""
         full = postgres_module.MIGRATIONS
         self.patch(postgres_module, "MIGRATIONS", full[:1])
         first = PostgresStore(self.dsn, reactor)
@@ -496,6 +547,7 @@ class MigrationTests(PostgresTestCase):
             list(range(1, schema_version() + 1)),
         )
         self.assertEqual(await store.offline_messages("hans"), [message])
+        self.assertEqual((await store.keep_offline("luke", "hans", "new", T, 2, 1)).waiting, 1)
         self.assertTrue(await store.add_account("yoda", "wise", None))
         self.assertEqual(await store.usernames(), ["yoda"])
 

@@ -7,6 +7,12 @@ Every time the subscriber is (re)connected and subscribed, the link says so
 (:meth:`RedisLink.when_subscribed` callbacks): the node then re-registers
 what Redis may have lost (its lease, its users) and looks for what it may
 have missed.
+
+Replies and messages are read by ``hiredis``'s C parser when it is installed
+(``pip install chatservice[cluster]``; ``txredisapi`` picks it when it is
+imported), else by ``txredisapi``'s own parser in Python, which costs the
+reactor thread noticeably more per message (``docs/benchmarks.rst``); the
+log says which (:func:`reply_parser`).
 """
 
 from __future__ import annotations
@@ -89,6 +95,11 @@ def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
+def reply_parser() -> str:
+    """What reads Redis's replies on the link's connections: ``"hiredis"`` or ``"python"``."""
+    return "hiredis" if issubclass(_Subscriber, txredisapi.HiredisProtocol) else "python"
+
+
 class RedisLink(Service):
     """The node's connections to Redis, started and stopped with the chat service.
 
@@ -151,7 +162,10 @@ class RedisLink(Service):
     def subscribed(self, subscriber: _Subscriber) -> None:
         self._subscriber = subscriber
         self.connected = True
-        log.info("Subscribed to Redis at {host}:{port}", host=self.host, port=self.port)
+        log.info(
+            "Subscribed to Redis at {host}:{port} (replies read by the {parser} parser)",
+            host=self.host, port=self.port, parser=reply_parser(),
+        )
         for callback in list(self._on_subscribed):
             try:
                 result = callback()

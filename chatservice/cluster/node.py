@@ -351,12 +351,21 @@ class ClusterNode(MultiService):
     def _subscribed(self) -> defer.Deferred[None]:
         """Subscribed anew: lease, our users, the others' users, what may have been missed."""
         self._joined_at = self.reactor.seconds()
+        # The other nodes' announcements of blocks and rooms may have been lost
+        # while this node was away: read them from the store again (the
+        # users of the other nodes come into view once it has).
+        reloaded = self.state.reload_shared()
+        reloaded.addCallbacks(
+            lambda _: log.info("Blocks, last-seen times and rooms read again from the store"),
+            lambda f: log.failure("Reading the blocks and rooms again failed", f),
+        )
         d = self.redis.eval(_STALE, [ONLINE], [self.name, *self.state.sessions, *self.state.claiming])
         d.addCallback(self._stale_gone)
         d.addCallback(lambda _: self.redis.set(lease_key(self.name), "1", expire=LEASE_SECONDS))
         for member in list(self.state.sessions.values()):
             d.addCallback(lambda _, m=member: self._register_again(m))
         d.addCallback(lambda _: self.redis.hgetall(ONLINE))
+        d.addCallback(lambda entries: reloaded.addCallback(lambda _: entries))
         d.addCallback(self._load_online)
         d.addCallback(lambda _: self._deliver_kept_to_all())
         d.addCallback(lambda _: self._load_locks())

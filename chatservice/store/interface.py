@@ -52,6 +52,19 @@ class StoredMessage:
     sent_at: float
 
 
+class KeptOffline(NamedTuple):
+    """What :meth:`IChatStore.keep_offline` did with a direct message for a user's mailbox.
+
+    :param message: the message as kept, or ``None`` if the mailbox rules refused it.
+    :param waiting: how many messages were kept for the recipient before this one.
+    :param from_sender: how many of those were from its sender.
+    """
+
+    message: StoredMessage | None
+    waiting: int
+    from_sender: int
+
+
 class HistoryPosition(NamedTuple):
     """Where a history entry stands in the order ``read`` pages through: time, channel, number.
 
@@ -196,8 +209,18 @@ class IChatStore(Interface):
     def count_offline(recipient: str) -> Deferred[int]:
         """How many messages are kept for ``recipient``."""
 
-    def offline_counts(recipient: str, sender: str) -> Deferred[tuple[int, int]]:
-        """How many messages are kept for ``recipient``: in all, and from ``sender``."""
+    def keep_offline(
+        sender: str, recipient: str, text: str, sent_at: float, max_waiting: int,
+        max_from_sender: int,
+    ) -> Deferred[KeptOffline]:
+        """Keep a message for ``recipient`` if their mailbox has room for it, in one step.
+
+        It is kept if fewer than ``max_waiting`` messages are kept for
+        ``recipient``, and fewer than ``max_from_sender`` of them are from
+        ``sender``; it is durable when the Deferred fires.  Counting and
+        keeping are one step for every node of the store: two messages kept
+        at once never take a mailbox past its bounds.
+        """
 
     def add_history(
         channel: str, sender: str, text: str, sent_at: float
@@ -233,6 +256,15 @@ class IChatStore(Interface):
 
     def delete_room(room_id: int) -> Deferred[None]:
         """Remove a room (its history stays)."""
+
+    def leave_room(room_id: int, username: str) -> Deferred[frozenset[str]]:
+        """Take ``username`` out of room ``room_id``: the members left.
+
+        A room left with no members is removed (its history stays).  Only
+        that member is taken out: members leaving one room at once (from
+        several nodes) are all out afterwards.  A room that does not exist
+        has no members left.
+        """
 
     def highest_room_id() -> Deferred[int]:
         """The highest room number in use or in the history (0 for none)."""
@@ -386,8 +418,12 @@ class ILocalChatStore(Interface):
     def count_offline(recipient: str) -> int:
         """How many messages are kept for ``recipient``."""
 
-    def offline_counts(recipient: str, sender: str) -> tuple[int, int]:
-        """How many messages are kept for ``recipient``: in all, and from ``sender``."""
+    def keep_offline(
+        sender: str, recipient: str, text: str, sent_at: float, max_waiting: int,
+        max_from_sender: int,
+    ) -> KeptOffline:
+        """Keep a message for ``recipient`` if their mailbox has room for it (see
+        :meth:`IChatStore.keep_offline`); it is durable when this returns."""
 
     def add_history(channel: str, sender: str, text: str, sent_at: float) -> HistoryEntry:
         """Number and keep a broadcast or room message."""
@@ -411,6 +447,10 @@ class ILocalChatStore(Interface):
 
     def delete_room(room_id: int) -> None:
         """Remove a room (its history stays)."""
+
+    def leave_room(room_id: int, username: str) -> frozenset[str]:
+        """Take ``username`` out of room ``room_id``: the members left (see
+        :meth:`IChatStore.leave_room`)."""
 
     def highest_room_id() -> int:
         """The highest room number in use or in the history (0 for none), so

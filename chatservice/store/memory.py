@@ -19,6 +19,7 @@ from chatservice.store.interface import (
     HistoryEntry,
     HistoryPosition,
     ILocalChatStore,
+    KeptOffline,
     StoredMessage,
     UserData,
 )
@@ -92,9 +93,16 @@ class MemoryStore:
     def count_offline(self, recipient: str) -> int:
         return len(self._offline.get(recipient, ()))
 
-    def offline_counts(self, recipient: str, sender: str) -> tuple[int, int]:
+    def keep_offline(
+        self, sender: str, recipient: str, text: str, sent_at: float, max_waiting: int,
+        max_from_sender: int,
+    ) -> KeptOffline:
         box = self._offline.get(recipient, {})
-        return len(box), sum(1 for message in box.values() if message.sender == sender)
+        waiting = len(box)
+        from_sender = sum(1 for message in box.values() if message.sender == sender)
+        if waiting >= max_waiting or from_sender >= max_from_sender:
+            return KeptOffline(None, waiting, from_sender)
+        return KeptOffline(self.add_offline(sender, recipient, text, sent_at), waiting, from_sender)
 
     def add_history(
         self, channel: str, sender: str, text: str, sent_at: float
@@ -158,6 +166,14 @@ class MemoryStore:
 
     def delete_room(self, room_id: int) -> None:
         self._rooms.pop(room_id, None)
+
+    def leave_room(self, room_id: int, username: str) -> frozenset[str]:
+        left = self._rooms.get(room_id, frozenset()) - {username}
+        if left:
+            self._rooms[room_id] = left
+        else:
+            self._rooms.pop(room_id, None)
+        return left
 
     def highest_room_id(self) -> int:
         numbers = list(self._rooms)

@@ -32,6 +32,10 @@ Every call is correct while other nodes use the same database:
   commit or fail together, no number is skipped;
 - offline message ids come from an identity column (a sequence): unique
   across nodes and never reused, oldest first;
+- a mailbox's bounds: ``keep_offline`` is one call of the function
+  ``chat_keep_offline`` (one round trip), which locks the recipient's
+  mailbox (an advisory lock held until it commits), counts and inserts, so
+  messages kept at once from several nodes never take it past its bounds;
 - accounts: ``add_account`` (and ``import_accounts``) insert with ``ON
   CONFLICT DO NOTHING``, so of two nodes registering one name at once the
   second waits for the first to commit and is told the name is taken;
@@ -45,7 +49,8 @@ Every call is correct while other nodes use the same database:
   column;
 - blocks, last-seen times and room members are upserts or idempotent deletes;
   ``save_room`` locks the room's row, so two nodes saving one room leave the
-  members of one of them, not a mixture;
+  members of one of them, not a mixture; ``leave_room`` takes out only its
+  member (under the same lock), so members leaving at once are all out;
 - ``highest_room_id`` also counts the rooms that only have history (their
   ``history_channels`` row), so a room number is never given again after its
   room was deleted; ``next_room_id`` (not in the interface yet) gives each
@@ -63,7 +68,9 @@ Schema
 :data:`MIGRATIONS` lists the schema changes; the ``schema_version`` table
 records those applied (version 1 is the data model of the SQLite store,
 version 2 adds the accounts, version 3 the operators and bans, version 4
-the indexes by sender that ``chatservice-admin``'s export and delete use).
+the indexes by sender that ``chatservice-admin``'s export and delete use,
+version 5 the function that keeps a direct message within its recipient's
+mailbox bounds in one round trip).
 :meth:`PostgresStore.open` creates or migrates the schema in one transaction,
 holding an advisory lock so that nodes starting together migrate once, and
 refuses a database whose schema is newer than this code, or that has tables of
@@ -100,6 +107,7 @@ from chatservice.store.interface import (
     HistoryEntry,
     HistoryPosition,
     IChatStore,
+    KeptOffline,
     StoredMessage,
     UserData,
 )
@@ -201,6 +209,33 @@ MIGRATIONS: list[Sequence[str]] = [
     (
         "CREATE INDEX history_by_sender ON history (sender, sent_at, channel, seq)",
         "CREATE INDEX offline_messages_by_sender ON offline_messages (sender)",
+    ),
+    # Version 5: a direct message counted against its recipient's mailbox and
+    # kept in one round trip (``keep_offline``).  The advisory lock (two int4
+    # keys: a space of its own, apart from the bigint keys above) holds one
+    # mailbox until the caller's transaction ends; each statement of a
+    # PL/pgSQL function takes a new snapshot, so the count sees every message
+    # committed by a node that held the lock before.
+    (
+        f"""
+        CREATE FUNCTION chat_keep_offline(
+            p_sender TEXT, p_recipient TEXT, p_body TEXT, p_sent_at DOUBLE PRECISION,
+            p_max_waiting BIGINT, p_max_from_sender BIGINT,
+            OUT message_id BIGINT, OUT waiting BIGINT, OUT from_sender BIGINT)
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM pg_advisory_xact_lock({0x43484D42}, hashtext(p_recipient));
+            SELECT COUNT(*), COUNT(*) FILTER (WHERE m.sender = p_sender)
+                INTO waiting, from_sender
+                FROM offline_messages AS m WHERE m.recipient = p_recipient;
+            IF waiting < p_max_waiting AND from_sender < p_max_from_sender THEN
+                INSERT INTO offline_messages (sender, recipient, body, sent_at)
+                    VALUES (p_sender, p_recipient, p_body, p_sent_at)
+                    RETURNING offline_messages.message_id INTO message_id;
+            END IF;
+        END
+        $$
+        """,
     ),
 ]
 """Schema changes: ``MIGRATIONS[n]`` takes a database from version ``n`` to ``n + 1``.
@@ -485,8 +520,14 @@ class PostgresStore:
             _fetch_value, "SELECT COUNT(*) FROM offline_messages WHERE recipient = %s", (recipient,)
         )
 
-    def offline_counts(self, recipient: str, sender: str) -> Deferred[tuple[int, int]]:
-        return self._run(_offline_counts, recipient, sender)
+    def keep_offline(
+        self, sender: str, recipient: str, text: str, sent_at: float, max_waiting: int,
+        max_from_sender: int,
+    ) -> Deferred[KeptOffline]:
+        return self._run(
+            _keep_offline, sender, recipient, _text(text), float(sent_at),
+            _clamped(max_waiting), _clamped(max_from_sender),
+        )
 
     # History ------------------------------------------------------------------------
 
@@ -530,6 +571,9 @@ class PostgresStore:
     def delete_room(self, room_id: int) -> Deferred[None]:
         # Its members go with it (ON DELETE CASCADE); its history and number stay.
         return self._run(_execute, "DELETE FROM rooms WHERE room_id = %s", (int(room_id),))
+
+    def leave_room(self, room_id: int, username: str) -> Deferred[frozenset[str]]:
+        return self._run(_leave_room, int(room_id), username)
 
     def highest_room_id(self) -> Deferred[int]:
         return self._run(_fetch_value, _HIGHEST_ROOM_ID)
@@ -665,13 +709,19 @@ def _add_offline(
     return StoredMessage(message_id, sender, recipient, text, sent_at)
 
 
-def _offline_counts(connection: Any, recipient: str, sender: str) -> tuple[int, int]:
-    count, from_sender = connection.execute(
-        "SELECT COUNT(*), COUNT(*) FILTER (WHERE sender = %s) FROM offline_messages"
-        " WHERE recipient = %s",
-        (sender, recipient),
+def _keep_offline(
+    connection: Any, sender: str, recipient: str, text: str, sent_at: float, max_waiting: int,
+    max_from_sender: int,
+) -> KeptOffline:
+    message_id, waiting, from_sender = connection.execute(
+        "SELECT * FROM chat_keep_offline(%s, %s, %s, %s, %s, %s)",
+        (sender, recipient, text, sent_at, max_waiting, max_from_sender),
     ).fetchone()
-    return int(count), int(from_sender)
+    message = (
+        None if message_id is None
+        else StoredMessage(message_id, sender, recipient, text, sent_at)
+    )
+    return KeptOffline(message, int(waiting), int(from_sender))
 
 
 def _offline_messages(connection: Any, recipient: str) -> list[StoredMessage]:
@@ -782,6 +832,21 @@ def _save_room(connection: Any, room_id: int, members: list[str]) -> None:
             " SELECT %s, unnest(%s::text[]) ON CONFLICT DO NOTHING",
             (room_id, members),
         )
+
+
+def _leave_room(connection: Any, room_id: int, username: str) -> frozenset[str]:
+    with connection.transaction():
+        # Another node saving or leaving this room waits here until this one commits.
+        connection.execute("SELECT 1 FROM rooms WHERE room_id = %s FOR UPDATE", (room_id,))
+        connection.execute(
+            "DELETE FROM room_members WHERE room_id = %s AND username = %s", (room_id, username)
+        )
+        rows = connection.execute(
+            "SELECT username FROM room_members WHERE room_id = %s", (room_id,)
+        ).fetchall()
+        if not rows:
+            connection.execute("DELETE FROM rooms WHERE room_id = %s", (room_id,))
+    return frozenset(name for (name,) in rows)
 
 
 def _forget_user(connection: Any, username: str) -> None:
@@ -950,6 +1015,11 @@ def _add_ban(connection: Any, ban: Ban) -> Ban:
          None if ban.expires_at is None else float(ban.expires_at), ban.reason),
     ).fetchone()
     return dataclasses.replace(ban, ban_id=int(ban_id))
+
+
+def _clamped(number: int) -> int:
+    """``number`` within PostgreSQL's ``BIGINT``."""
+    return min(max(int(number), _BIGINT.start), _BIGINT.stop - 1)
 
 
 def _text(text: str) -> str:

@@ -85,6 +85,7 @@ from chatservice.store.interface import (
     HistoryEntry,
     HistoryPosition,
     ILocalChatStore,
+    KeptOffline,
     StoredMessage,
     UserData,
 )
@@ -628,14 +629,29 @@ class SQLiteStore:
             ).fetchone()
         return int(count)
 
-    def offline_counts(self, recipient: str, sender: str) -> tuple[int, int]:
-        with self._errors():
-            (count, from_sender) = self._db.execute(
+    def keep_offline(
+        self, sender: str, recipient: str, text: str, sent_at: float, max_waiting: int,
+        max_from_sender: int,
+    ) -> KeptOffline:
+        text = _storable(text)
+        # One transaction (taking the write lock first): counted and inserted
+        # with no other writer in between.
+        with self._transaction() as connection:
+            (waiting, from_sender) = connection.execute(
                 "SELECT COUNT(*), COUNT(CASE WHEN sender = ? THEN 1 END)"
                 " FROM offline_messages WHERE recipient = ?",
                 (sender, recipient),
             ).fetchone()
-        return int(count), int(from_sender)
+            if waiting >= max_waiting or from_sender >= max_from_sender:
+                return KeptOffline(None, waiting, from_sender)
+            cursor = connection.execute(
+                "INSERT INTO offline_messages (sender, recipient, body, sent_at)"
+                " VALUES (?, ?, ?, ?)",
+                (sender, recipient, text, sent_at),
+            )
+        assert cursor.lastrowid is not None
+        message = StoredMessage(cursor.lastrowid, sender, recipient, text, sent_at)
+        return KeptOffline(message, waiting, from_sender)
 
     # History ------------------------------------------------------------------------
 
@@ -756,6 +772,20 @@ class SQLiteStore:
         with self._transaction() as connection:
             connection.execute("DELETE FROM room_members WHERE room_id = ?", (room_id,))
             connection.execute("DELETE FROM rooms WHERE room_id = ?", (room_id,))
+
+    def leave_room(self, room_id: int, username: str) -> frozenset[str]:
+        with self._transaction() as connection:
+            connection.execute(
+                "DELETE FROM room_members WHERE room_id = ? AND username = ?", (room_id, username)
+            )
+            left = frozenset(
+                name for (name,) in connection.execute(
+                    "SELECT username FROM room_members WHERE room_id = ?", (room_id,)
+                )
+            )
+            if not left:
+                connection.execute("DELETE FROM rooms WHERE room_id = ?", (room_id,))
+        return left
 
     def highest_room_id(self) -> int:
         with self._errors():
