@@ -97,7 +97,7 @@ def machine() -> Obj:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "twisted": peers.twisted_version(),
-        "ngircd": peers.ngircd_version() or "not installed",
+        **peers.peer_versions(),
         "file_limit": list(resource.getrlimit(resource.RLIMIT_NOFILE)),
     }
 
@@ -229,6 +229,7 @@ def workload_spec(workload: str, size: int, plan: Obj, extra: Obj, peer: peers.P
         "server": label,
         "protocol": protocol or peer.protocol,
         "irc_pass": peer.irc_pass,
+        "irc_join_after_welcome": peer.join_after_welcome,
         "channel": f"#{peers.ROOM}",
         "port": port or peer.port,
         "password_format": peers.PASSWORD_FORMAT,

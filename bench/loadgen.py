@@ -154,6 +154,13 @@ class LineWire:
         """The user name if ``line`` announces a login, else ``None``."""
         return None
 
+    welcome_mark: bytes | None = None
+    """A reply after which :meth:`after_welcome` is sent (``None``: the login is sent whole)."""
+
+    def after_welcome(self) -> bytes:
+        """The rest of the login, sent once :attr:`welcome_mark` arrived."""
+        return b""
+
     def opening(self, client: Client) -> bytes:
         """What ``client`` sends once connected: its login."""
         return self.login(client.name, client.password)
@@ -217,13 +224,20 @@ class IrcWire(LineWire):
         super().__init__(spec)
         self.channel = spec.get("channel", "#bench").encode()
         self.send_pass = bool(spec.get("irc_pass", False))
+        if spec.get("irc_join_after_welcome"):
+            # InspIRCd answers a JOIN that arrives before registration is complete with 451.
+            self.welcome_mark = b" 001 "
 
     def login(self, name: str, password: str) -> bytes:
         lines = []
         if self.send_pass:
             lines.append(f"PASS {password}\r\n")
-        lines.append(f"NICK {name}\r\nUSER {name} 0 * :{name}\r\nJOIN {self.channel.decode()}\r\n")
-        return "".join(lines).encode()
+        lines.append(f"NICK {name}\r\nUSER {name} 0 * :{name}\r\n")
+        text = "".join(lines).encode()
+        return text if self.welcome_mark else text + self.after_welcome()
+
+    def after_welcome(self) -> bytes:
+        return b"JOIN " + self.channel + b"\r\n"
 
     def broadcast(self, text: bytes) -> bytes:
         return b"PRIVMSG " + self.channel + b" :" + text + b"\r\n"
@@ -533,6 +547,7 @@ class Client:
         "loop", "wire", "index", "name", "password", "sock", "fd", "wbuf", "connecting",
         "ready", "failed", "closed_by_peer", "on_data", "buf", "tail", "count",
         "started", "ready_at", "on_ready", "on_fail", "listening", "rcvbuf", "reader", "accept",
+        "welcomed",
     )
 
     def __init__(self, loop: Loop, wire: LineWire, index: int, name: str, password: str) -> None:
@@ -561,6 +576,8 @@ class Client:
         self.reader: WebSocketReader | None = None
         """A WebSocket client's deframer, from the upgrade on (``None``: not deframing)."""
         self.accept = b""
+        self.welcomed = False
+        """Whether the rest of the login went out after the wire's ``welcome_mark``."""
 
     # Connection ------------------------------------------------------------------
 
@@ -722,6 +739,10 @@ class Client:
             self.wire.skip(self, data)
         # Only the end of what came before can hold the start of a mark.
         window = self.buf + data
+        welcome = self.wire.welcome_mark
+        if welcome is not None and not self.welcomed and welcome in window:
+            self.welcomed = True
+            self.send(self.wire.after_welcome())
         if self.wire.ready_mark in window:
             self.ready = True
             self.ready_at = time.monotonic()

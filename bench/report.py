@@ -8,9 +8,12 @@ from typing import Any, Callable
 
 Obj = dict[str, Any]
 
-SERVERS = ["chatservice", "words", "ngircd"]
-LABELS = {"chatservice": "chatservice", "words": "twistd words", "ngircd": "ngIRCd"}
-PEERS = ["words", "ngircd"]
+SERVERS = ["chatservice", "words", "ngircd", "inspircd", "hybrid"]
+LABELS = {"chatservice": "chatservice", "words": "twistd words", "ngircd": "ngIRCd", "inspircd": "InspIRCd",
+          "hybrid": "ircd-hybrid"}
+PEERS = ["words", "ngircd", "inspircd", "hybrid"]
+IRC_PEERS = ["ngircd", "inspircd", "hybrid"]
+"""The peers issue 17's targets compare with: the best of them at each figure."""
 
 
 def _num(value: Any) -> float | None:
@@ -342,6 +345,10 @@ def targets(results: Obj) -> list[Obj]:
 # Rendering ------------------------------------------------------------------------------
 
 
+def _peer_versions(machine: Obj) -> str:
+    return ", ".join(str(machine[k]) for k in ("ngircd", "inspircd", "ircd-hybrid") if k in machine)
+
+
 def _fmt_cell(cell: Obj | None) -> str:
     if cell is None:
         return "-"
@@ -366,7 +373,7 @@ def render(results: Obj) -> str:
     m = results.get("machine", {})
     out.append(
         f"{results.get('mode', '?')} run on {m.get('nproc')} x {m.get('cpu_model')}, {m.get('memory')}, "
-        f"Linux {m.get('kernel')}, Python {m.get('python')}, Twisted {m.get('twisted')}, {m.get('ngircd')}"
+        f"Linux {m.get('kernel')}, Python {m.get('python')}, Twisted {m.get('twisted')}, {_peer_versions(m)}"
     )
     out.append(f"server pinned to CPU {results.get('cpus', {}).get('server')}, "
                f"load generator to CPU {results.get('cpus', {}).get('loadgen')}; "
@@ -444,7 +451,8 @@ def chart(results: Obj, path: Path) -> Path | None:
         return None
     rows = results.get("table") or table_rows(results)
     present = [s for s in SERVERS if any(s in r["values"] for r in rows)]
-    colours = {"chatservice": "#1f77b4", "words": "#ff7f0e", "ngircd": "#2ca02c"}
+    colours = {"chatservice": "#1f77b4", "words": "#ff7f0e", "ngircd": "#2ca02c", "inspircd": "#d62728",
+               "hybrid": "#9467bd"}
     panels = [
         ("login", "logins/s", "1. logins/s (higher is better)", False),
         ("login", "KiB/conn", "1. server KiB per idle connection", False),
@@ -515,7 +523,7 @@ def render_rst(results: Obj) -> str:
         f"- CPU: {m.get('nproc')} x {m.get('cpu_model')} (server on CPU {results.get('cpus', {}).get('server')},"
         f" load generator on CPU {results.get('cpus', {}).get('loadgen')})",
         f"- memory: {m.get('memory')}; kernel: Linux {m.get('kernel')}; open files: {m.get('file_limit', ['?'])[0]}",
-        f"- Python {m.get('python')}, Twisted {m.get('twisted')}, {m.get('ngircd')}",
+        f"- Python {m.get('python')}, Twisted {m.get('twisted')}, {_peer_versions(m)}",
         f"- wall time: {results.get('wall_s')} s",
         "",
         "::",

@@ -140,7 +140,7 @@ def combine(parts: list[Obj]) -> Obj:
     for part in parts:
         for record in part.get("runs", []):
             runs[(record["server"], record["workload"], record["size"])] = record
-    order = {name: i for i, name in enumerate(["chatservice", "words", "ngircd"])}
+    order = {name: i for i, name in enumerate(peers.SERVERS)}
     combined["runs"] = sorted(runs.values(), key=lambda r: (order.get(r["server"], 9), WORKLOAD_ORDER.index(r["workload"]), r["size"]))
     if len(parts) > 1:
         combined["combined_from"] = [
@@ -164,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cluster", action="store_true",
                         help="two cluster nodes on Redis + PostgreSQL vs one (bench.cluster; its own options)")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results", help="folder for results.json/.png")
-    parser.add_argument("--servers", nargs="+", default=["chatservice", "words", "ngircd"],
-                        choices=["chatservice", "words", "ngircd"])
+    parser.add_argument("--servers", nargs="+", default=peers.SERVERS, choices=peers.SERVERS,
+                        help="the servers to run (default: all; a peer that cannot be fetched is skipped)")
     parser.add_argument("--workloads", nargs="+", default=WORKLOAD_ORDER, choices=WORKLOAD_ORDER)
     parser.add_argument("--fanout-sizes", type=int, nargs="+", default=None,
                         help="receivers for workload 2 (default: the plan's sizes)")
