@@ -17,7 +17,9 @@ libraries the machine lacks (found with ``ldd``).  :mod:`bench.run` calls
   three strings are replaced by ``modules/``, ``modules/autoload/`` and
   ``.``: the server then stays in its working directory, where
   :func:`bench.peers.start_hybrid` links ``modules`` to the unpacked ones.
-  Nothing else in the binary changes.
+  Its resolver's ``/etc/resolv.conf`` becomes ``resolv.conf`` there too, so
+  that its address lookups (which it cannot switch off) go to
+  :mod:`bench.dns_stub`.  Nothing else in the binary changes.
 - ``ngircd`` needs ``libident``; used when ngIRCd is not installed.
 """
 
@@ -55,6 +57,7 @@ HYBRID_PATHS = (
     (b"/usr/lib/ircd-hybrid/modules/", b"modules/"),
     (b"/usr/lib/ircd-hybrid/modules//autoload/", b"modules/autoload/"),
     (b"/usr", b"."),
+    (b"/etc/resolv.conf", b"resolv.conf"),
 )
 
 

@@ -37,6 +37,7 @@ import heapq
 import json
 import math
 import os
+import re
 import resource
 import select
 import socket
@@ -154,6 +155,10 @@ class LineWire:
         """The user name if ``line`` announces a login, else ``None``."""
         return None
 
+    def failure(self, window: bytes) -> bool:
+        """Whether ``window`` (the end of what a client logging in received) says the login failed."""
+        return any(mark in window for mark in self.fail_marks)
+
     welcome_mark: bytes | None = None
     """A reply after which :meth:`after_welcome` is sent (``None``: the login is sent whole)."""
 
@@ -217,7 +222,13 @@ class IrcWire(LineWire):
 
     name = "irc"
     ready_mark = b" 366 "  # RPL_ENDOFNAMES: registered and joined
-    fail_marks = (b" 433 ", b" 432 ", b"Login failed", b"ERROR :", b"No pod people", b" 403 ", b" 471 ")
+    fail_marks = (b"Login failed", b"ERROR :", b"No pod people")
+    fail_numerics = re.compile(rb"(?m)^:\S+ (?:432|433|403|471) ")
+    """Nick refused, no such channel, channel full: as the reply's numeric, never inside a text
+    (``:server 255 nick :I have 433 clients`` is no error)."""
+
+    def failure(self, window: bytes) -> bool:
+        return super().failure(window) or self.fail_numerics.search(window) is not None
     presence_marks = (b" JOIN ", b" PART ", b" QUIT ")
 
     def __init__(self, spec: Obj) -> None:
@@ -751,10 +762,9 @@ class Client:
             if self.on_ready is not None:
                 self.on_ready(self)
             return
-        for mark in self.wire.fail_marks:
-            if mark in window:
-                self.fail(window[-300:].decode(errors="replace").strip())
-                return
+        if self.wire.failure(window):
+            self.fail(window[-300:].decode(errors="replace").strip())
+            return
         self.buf = window[-300:]
 
     def discard(self, data: bytes) -> None:
@@ -1107,6 +1117,13 @@ def w_fanout(spec: Obj, mark: Marker) -> Obj:
             ceiling = rate if ceiling is None else min(ceiling, rate)
             if last_pass is not None and ceiling / last_pass > 1.15:
                 rate = math.sqrt(last_pass * ceiling)
+                if not caught_up and not loop.settle(0.5, 20.0):
+                    result["stopped"] = "server did not catch up"
+                    break
+                continue
+            if last_pass is None and len(result["steps"]) < 4:
+                # Even the first rate (the same for every server) was too fast: go down.
+                rate /= 4
                 if not caught_up and not loop.settle(0.5, 20.0):
                     result["stopped"] = "server did not catch up"
                     break

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from bench import fetch_peers
+from bench import dns_stub, fetch_peers
 from bench.servers import HOST, ROOT, start_chatservice
 
 ROOM = "bench"
@@ -82,6 +82,8 @@ class Peer:
     log_path: Path
     irc_pass: bool = False
     join_after_welcome: bool = False
+    login_concurrency: int | None = None
+    """Logins in flight at once, when not the harness's default (InspIRCd: see :func:`start_inspircd`)."""
     """The IRC client sends ``JOIN`` only once ``001`` came (InspIRCd ignores one sent before)."""
     notes: list[str] = field(default_factory=list)
     web_port: int = 0
@@ -344,7 +346,7 @@ INSPIRCD_CONNECT = {
     "softsendq": "1073741824",
     "hardsendq": "1073741824",
     "recvq": "1048576",
-    "threshold": "0",
+    "threshold": "1000000",
     "commandrate": "100000000",
     "fakelag": "off",
     "localmax": "1000000",
@@ -354,7 +356,16 @@ INSPIRCD_CONNECT = {
     "resolvehostnames": "no",
     "maxconnwarn": "no",
 }
-"""InspIRCd's ``<connect>`` class: no per-IP or class limits, sendq 1 GiB, no flood penalty (fake lag off)."""
+"""InspIRCd's ``<connect>`` class: no per-IP or class limits, sendq 1 GiB, no flood penalty.
+
+InspIRCd stops reading a client whose command penalty passes ``threshold`` (x 1000), and
+takes ``commandrate`` / 1000 off it per second: both raised so that it never throttles."""
+
+INSPIRCD_LOGINS_IN_FLIGHT = 500
+"""InspIRCd 3 completes a registration only in its once-a-second background check
+(``UserManager::DoBackgroundUserStuff``), so every login takes up to a second whatever the
+load: with the harness's 8 logins in flight it would measure 8 logins/s.  Its listen backlog
+is raised to twice this (``<performance somaxconn>``)."""
 
 INSPIRCD_CONF = """\
 <path configdir="{work}" datadir="{work}" logdir="{work}" runtimedir="{work}" moduledir="{modules}">
@@ -363,7 +374,7 @@ INSPIRCD_CONF = """\
 <bind address="{host}" port="{port}" type="clients">
 <dns timeout="1">
 <connect name="bench" {connect}>
-<performance netbuffersize="65536" somaxconn="128" clonesonconnect="no" timeskipwarn="0">
+<performance netbuffersize="65534" somaxconn="128" clonesonconnect="no" timeskipwarn="0">
 <options defaultmodes="nt">
 <limits maxnick="30" maxchan="64">
 <pid file="{work}/inspircd.pid">
@@ -403,6 +414,7 @@ def start_inspircd(names: list[str], cpu: int | None) -> Peer:
     conf = work / "inspircd.conf"
     conf.write_text(INSPIRCD_CONF.format(
         work=work, modules=unpacked.root / "usr/lib/inspircd/modules", host=HOST, port=port,
+        backlog=2 * INSPIRCD_LOGINS_IN_FLIGHT,
         connect=" ".join(f'{k}="{v}"' for k, v in INSPIRCD_CONNECT.items()),
     ), encoding="utf-8")
     command = [str(unpacked.binary), "--config", str(conf), "--nofork", "--nopid"]
@@ -420,7 +432,10 @@ def start_inspircd(names: list[str], cpu: int | None) -> Peer:
         name="inspircd", protocol="irc", port=port, pid=process.pid,
         version=f"InspIRCd {unpacked.versions.get('inspircd', '?')} (Debian package, unpacked)",
         raised=raised, stop=stop, log_path=log_path, join_after_welcome=True,
-        notes=["JOIN is sent once 001 arrives: InspIRCd answers a JOIN sent before registration completes with 451"],
+        login_concurrency=INSPIRCD_LOGINS_IN_FLIGHT,
+        notes=["JOIN is sent once 001 arrives: InspIRCd answers a JOIN sent before registration completes with 451",
+               f"{INSPIRCD_LOGINS_IN_FLIGHT} logins in flight (not 8): InspIRCd completes a registration in its"
+               " once-a-second background check, so each login takes up to 1 s"],
     )
 
 
@@ -497,25 +512,39 @@ def start_hybrid(names: list[str], cpu: int | None) -> Peer:
                "-logfile", str(work / "ircd.log")]
     for option in ("klinefile", "dlinefile", "xlinefile", "resvfile"):
         command += [f"-{option}", str(work / f"{option}.db")]
+    dns = dns_stub.start_on_loopback()
+    if dns is not None:
+        (work / "resolv.conf").write_text(f"nameserver {dns.address}\n", encoding="ascii")
+    else:
+        shutil.copy("/etc/resolv.conf", work / "resolv.conf")
     user = None
     if os.getuid() == 0:
         user = "nobody"
         work.chmod(0o755)
         os.chown(work, 65534, 65534)
-    process, log_path = _start_process(command, cpu, work, unpacked.env(), port, user=user)
+    try:
+        process, log_path = _start_process(command, cpu, work, unpacked.env(), port, user=user)
+    except Exception:
+        if dns is not None:
+            dns.stop()
+        raise
 
     def stop() -> None:
         _stop_process(process)
+        if dns is not None:
+            dns.stop()
         workdir.cleanup()
 
     raised = {**HYBRID_CLASS, **HYBRID_GENERAL, "auth flags": "exceed_limit, can_flood",
-              "default_join_flood_count": "0"}
+              "default_join_flood_count": "0", "DNS": "NXDOMAIN at once (bench.dns_stub)" if dns else "machine's"}
     return Peer(
         name="ircd-hybrid", protocol="irc", port=port, pid=process.pid,
         version=f"ircd-hybrid {unpacked.versions.get('ircd-hybrid', '?')} (Debian package, unpacked;"
                 " module paths made relative)",
         raised=raised, stop=stop, log_path=log_path,
-        notes=[f"runs as {user or 'this user'}; no passwords: IRC registration is NICK/USER"],
+        notes=[f"runs as {user or 'this user'}; no passwords: IRC registration is NICK/USER",
+               "address lookups answered NXDOMAIN at once by bench.dns_stub" if dns is not None else
+               "address lookups go to the machine's resolver (no right to bind port 53 for bench.dns_stub)"],
     )
 
 

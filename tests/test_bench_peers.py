@@ -75,3 +75,15 @@ class PeerDeliversTests(unittest.TestCase):
 
     def test_ngircd(self) -> None:
         self.deliver("ngircd", "ngircd")
+
+
+class IrcLoginFailureTests(unittest.TestCase):
+    """The load generator's IRC client tells a refused login from a reply that only mentions the numeric."""
+
+    def test_numerics_count_only_as_the_reply_code(self) -> None:
+        wire = loadgen.IrcWire({"channel": "#bench"})
+        self.assertFalse(wire.failure(b":srv 255 u431 :I have 433 clients and 0 servers\r\n"))
+        self.assertFalse(wire.failure(b":srv 266 u431 :Current global users: 432  Max: 432\r\n"))
+        self.assertTrue(wire.failure(b":srv 001 u1 :Welcome\r\n:srv 433 * u1 :Nickname is already in use\r\n"))
+        self.assertTrue(wire.failure(b":srv 471 u1 #bench :Cannot join channel (+l)\r\n"))
+        self.assertTrue(wire.failure(b"ERROR :Closing link\r\n"))
