@@ -309,14 +309,7 @@ def start_ngircd(names: list[str], cpu: int | None) -> Peer:
         ),
         encoding="utf-8",
     )
-    log_path = work / "server.log"
-    command = [binary, "-n", "-f", str(conf)]
-    if cpu is not None:
-        command = ["taskset", "-c", str(cpu), *command]
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(command, cwd=work, stdin=subprocess.DEVNULL, env=_peer_env(binary),
-                                   stdout=log_file, stderr=subprocess.STDOUT)
-    _wait_for_port(process, port, 30, log_path)
+    process, log_path = _start_process([binary, "-n", "-f", str(conf)], cpu, work, _peer_env(binary), port)
 
     def stop() -> None:
         _stop_process(process)

@@ -354,7 +354,7 @@ def targets(results: Obj) -> list[Obj]:
                     note.append(f"{LABELS[peer]}'s figure is a lower bound, so the ratio is an upper bound")
                 if str((row["values"].get("chatservice") or {}).get("text") or "").startswith(">="):
                     note.append("chatservice's figure is a lower bound, so the ratio is a lower bound")
-                met: bool | None = ratio is not None and ratio >= goal
+                met: bool | None = None if ratio is None else ratio >= goal
                 if met and any("upper bound" in n for n in note):
                     met = None  # the true ratio may be lower: not shown by this run
                 found.append({
