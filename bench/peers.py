@@ -310,10 +310,7 @@ def start_ngircd(names: list[str], cpu: int | None) -> Peer:
         encoding="utf-8",
     )
     process, log_path = _start_process([binary, "-n", "-f", str(conf)], cpu, work, _peer_env(binary), port)
-
-    def stop() -> None:
-        _stop_process(process)
-        workdir.cleanup()
+    stop = _stopper(process, workdir)
 
     raised = dict(NGIRCD_LIMITS)
     raised["DNS/Ident/PAM"] = "off"
@@ -382,6 +379,19 @@ def _unpacked(name: str) -> fetch_peers.Unpacked:
     return unpacked
 
 
+def _stopper(process: subprocess.Popen[bytes], workdir: tempfile.TemporaryDirectory[str],
+             *also: Callable[[], None]) -> Callable[[], None]:
+    """A peer's ``stop``: the process (SIGTERM, then SIGKILL), then ``also``, then its directory."""
+
+    def stop() -> None:
+        _stop_process(process)
+        for then in also:
+            then()
+        workdir.cleanup()
+
+    return stop
+
+
 def _start_process(command: list[str], cpu: int | None, work: Path, env: dict[str, str], port: int,
                    user: str | None = None) -> tuple[subprocess.Popen[bytes], Path]:
     """``command`` pinned to ``cpu`` (as ``user`` if given), its output in ``work/server.log``, once it listens."""
@@ -414,10 +424,7 @@ def start_inspircd(names: list[str], cpu: int | None) -> Peer:
     if os.getuid() == 0:
         command.append("--runasroot")
     process, log_path = _start_process(command, cpu, work, unpacked.env(), port)
-
-    def stop() -> None:
-        _stop_process(process)
-        workdir.cleanup()
+    stop = _stopper(process, workdir)
 
     raised = dict(INSPIRCD_CONNECT)
     raised["DNS/ident"] = "off (resolvehostnames, useident)"
@@ -522,11 +529,7 @@ def start_hybrid(names: list[str], cpu: int | None) -> Peer:
             dns.stop()
         raise
 
-    def stop() -> None:
-        _stop_process(process)
-        if dns is not None:
-            dns.stop()
-        workdir.cleanup()
+    stop = _stopper(process, workdir, *([dns.stop] if dns is not None else []))
 
     raised = {**HYBRID_CLASS, **HYBRID_GENERAL, "auth flags": "exceed_limit, can_flood",
               "default_join_flood_count": "0", "DNS": "NXDOMAIN at once (bench.dns_stub)" if dns else "machine's"}
