@@ -35,7 +35,7 @@ PLANS: dict[str, Obj] = {
         "login": {"sizes": [200, 1000], "login_limit": {200: 30, 1000: 40}, "settle_limit": 20},
         "fanout": {
             "sizes": [100], "senders": 2, "probes": 32, "step_seconds": 1.5, "drain": 2.0,
-            "time_limit": 40, "max_steps": 16, "start_deliveries": 20000, "login_limit": 60,
+            "time_limit": 40, "max_steps": 16, "start_deliveries": 100000, "login_limit": 60,
         },
         "direct": {"users": 100, "pairs": 50, "seconds": 5, "ping_interval": 1.0, "drain": 3.0},
         "churn": {"clients": 200, "reconnects_per_s": 20, "seconds": 5, "spare": 100, "probes": 16, "drain": 3.0},
@@ -46,8 +46,8 @@ PLANS: dict[str, Obj] = {
             "sizes": [1000, 5000, 10000], "login_limit": {1000: 60, 5000: 120, 10000: 150}, "settle_limit": 60,
         },
         "fanout": {
-            "sizes": [100, 1000, 5000], "senders": 2, "probes": 32, "step_seconds": 4.0, "drain": 4.0,
-            "time_limit": 110, "max_steps": 18, "start_deliveries": 10000, "login_limit": 200,
+            "sizes": [100, 1000, 5000, 10000], "senders": 2, "probes": 32, "step_seconds": 4.0, "drain": 4.0,
+            "time_limit": 110, "max_steps": 18, "start_deliveries": 100000, "login_limit": 200,
         },
         "direct": {"users": 1000, "pairs": 500, "seconds": 20, "ping_interval": 1.0, "drain": 5.0},
         "churn": {"clients": 1000, "reconnects_per_s": 100, "seconds": 20, "spare": 500, "probes": 32, "drain": 5.0},
@@ -55,6 +55,8 @@ PLANS: dict[str, Obj] = {
     },
 }
 WORKLOAD_ORDER = ["login", "fanout", "direct", "churn", "neverread"]
+"""``start_deliveries``: the first fan-out step offers this many deliveries a second for every server
+and size, so its server CPU time per delivery compares the servers at the same offered load."""
 PAD = 40
 """Filler characters in each timed message (about 100 bytes a line on the wire)."""
 NEVERREAD_PAD = 400
@@ -97,7 +99,7 @@ def machine() -> Obj:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "twisted": peers.twisted_version(),
-        "ngircd": peers.ngircd_version() or "not installed",
+        **peers.peer_versions(),
         "file_limit": list(resource.getrlimit(resource.RLIMIT_NOFILE)),
     }
 
@@ -229,10 +231,11 @@ def workload_spec(workload: str, size: int, plan: Obj, extra: Obj, peer: peers.P
         "server": label,
         "protocol": protocol or peer.protocol,
         "irc_pass": peer.irc_pass,
+        "irc_join_after_welcome": peer.join_after_welcome,
         "channel": f"#{peers.ROOM}",
         "port": port or peer.port,
         "password_format": peers.PASSWORD_FORMAT,
-        "concurrency": CONCURRENCY,
+        "concurrency": peer.login_concurrency or CONCURRENCY,
         "quiet": 1.0,
         "pad": PAD,
         "loadgen_cpu_limit": LOADGEN_CPU_LIMIT,
@@ -243,7 +246,7 @@ def workload_spec(workload: str, size: int, plan: Obj, extra: Obj, peer: peers.P
         spec.update(
             receivers=size, senders=plan["senders"], probes=plan["probes"],
             step_seconds=plan["step_seconds"], drain=plan["drain"], time_limit=plan["time_limit"],
-            max_steps=plan["max_steps"], start_rate=extra.get("start_rate", plan["start_deliveries"] / size),
+            max_steps=plan["max_steps"], start_rate=plan["start_deliveries"] / size,
             login_limit=plan["login_limit"], settle_limit=plan["login_limit"],
         )
     elif workload == "direct":

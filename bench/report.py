@@ -8,9 +8,12 @@ from typing import Any, Callable
 
 Obj = dict[str, Any]
 
-SERVERS = ["chatservice", "words", "ngircd"]
-LABELS = {"chatservice": "chatservice", "words": "twistd words", "ngircd": "ngIRCd"}
-PEERS = ["words", "ngircd"]
+SERVERS = ["chatservice", "words", "ngircd", "inspircd", "hybrid"]
+LABELS = {"chatservice": "chatservice", "words": "twistd words", "ngircd": "ngIRCd", "inspircd": "InspIRCd",
+          "hybrid": "ircd-hybrid"}
+PEERS = ["words", "ngircd", "inspircd", "hybrid"]
+IRC_PEERS = ["ngircd", "inspircd", "hybrid"]
+"""The peers issue 17's targets compare with: the best of them at each figure."""
 
 
 def _num(value: Any) -> float | None:
@@ -33,6 +36,34 @@ def _mark(record: Obj, name: str) -> Obj | None:
 
 def _runs(results: Obj, workload: str) -> list[Obj]:
     return [r for r in results.get("runs", []) if r["workload"] == workload]
+
+
+def _step_marks(record: Obj, name: str, index: int, key: str) -> tuple[Obj, Obj] | None:
+    """The ``index``-th marks ``<name>_start`` and ``<name>_end``, if both have the server's ``key``."""
+    starts = [m for m in record.get("marks", []) if m["mark"] == f"{name}_start"]
+    ends = [m for m in record.get("marks", []) if m["mark"] == f"{name}_end"]
+    if index >= min(len(starts), len(ends)):
+        return None
+    a, b = starts[index], ends[index]
+    if a["server"].get(key) is None or b["server"].get(key) is None or b["t"] <= a["t"]:
+        return None
+    return a, b
+
+
+def server_seconds(record: Obj, name: str, index: int, key: str) -> float | None:
+    """The server's ``key`` (``cpu_s``, or ``wait_s``: kept off its core) between two marks
+    (a fan-out step: its sending and its drain)."""
+    marks = _step_marks(record, name, index, key)
+    return None if marks is None else marks[1]["server"][key] - marks[0]["server"][key]
+
+
+def server_percent(record: Obj, name: str, index: int, key: str) -> float | None:
+    """:func:`server_seconds` as % of the time between the marks."""
+    marks = _step_marks(record, name, index, key)
+    if marks is None:
+        return None
+    a, b = marks
+    return round(100 * (b["server"][key] - a["server"][key]) / (b["t"] - a["t"]), 1)
 
 
 def fanout_best(record: Obj, limit: float = 80.0) -> Obj | None:
@@ -66,6 +97,8 @@ class Figure:
             body = "inf"
         elif abs(self.value) >= 1000:
             body = f"{self.value:,.0f}"
+        elif abs(self.value) < 10:
+            body = f"{self.value:.{digits + 1}f}"
         else:
             body = f"{self.value:.{digits}f}"
         return body + ("" if self.valid else " (!)")
@@ -118,7 +151,11 @@ def fanout_figures(record: Obj, limit: float) -> dict[str, Figure]:
     if best is None:
         why = record.get("error") or (record.get("result") or {}).get("error") or (
             "no step with p99 <= 1 s and the load generator under its CPU limit")
-        return {"delivered/s": Figure(None, False, why), "p99 ms": Figure(None, False, why)}
+        return {"delivered/s": Figure(None, False, why), "p99 ms": Figure(None, False, why),
+                "server us/delivery": cpu_per_delivery(record, 0),
+                "server CPU % (best step)": Figure(None, False, why),
+                "server waited % (best step)": Figure(None, False, why),
+                "loadgen CPU % (best step)": Figure(None, False, why)}
     ok, why = True, ""
     result = record["result"]
     login = result.get("login", {})
@@ -131,10 +168,32 @@ def fanout_figures(record: Obj, limit: float) -> dict[str, Figure]:
         # The server was not saturated: what it sustained is a lower bound.
         text = f">= {best['delivered_per_s']:,.0f}"
         why = "lower bound: the load generator reached its CPU limit before the server its p99 limit"
+    index = result["steps"].index(best)
     return {
         "delivered/s": Figure(best["delivered_per_s"], ok, why, text),
         "p99 ms": Figure(_num(best["latency"]["p99_ms"]), ok, why),
+        "server us/delivery": cpu_per_delivery(record, 0),
+        "server CPU % (best step)": Figure(server_percent(record, "step", index, "cpu_s")),
+        "server waited % (best step)": Figure(server_percent(record, "step", index, "wait_s")),
+        "loadgen CPU % (best step)": Figure(best["loadgen_cpu_percent"]),
     }
+
+
+def cpu_per_delivery(record: Obj, index: int) -> Figure:
+    """The server's CPU microseconds per delivery over fan-out step ``index`` (its sending and its drain).
+
+    Step 0 is at the same offered load for every server (the plan's
+    ``start_deliveries``), so this figure compares the servers' cost whatever
+    the load generator can drive."""
+    steps = (record.get("result") or {}).get("steps", [])
+    cpu_s = server_seconds(record, "step", index, "cpu_s")
+    if index >= len(steps) or cpu_s is None or not steps[index].get("delivered_total"):
+        return Figure(None, False, "no such step")
+    step = steps[index]
+    complete = step["delivered_total"] >= 0.99 * step["deliveries_wanted"]
+    why = "" if complete else (f"only {step['delivered_total']:,} of {step['deliveries_wanted']:,} deliveries"
+                               " arrived by the end of the drain")
+    return Figure(1e6 * cpu_s / step["delivered_total"], complete, why)
 
 
 def direct_figures(record: Obj, limit: float) -> dict[str, Figure]:
@@ -209,7 +268,10 @@ def neverread_figures(record: Obj, limit: float) -> dict[str, Figure]:
 FIGURES: dict[str, tuple[str, Callable[[Obj, float], dict[str, Figure]], dict[str, bool | None]]] = {
     # figure -> True: higher is better, False: lower is better, None: context (no ratio)
     "login": ("1. idle logins", login_figures, {"logins/s": True, "KiB/conn": False}),
-    "fanout": ("2. broadcast fan-out", fanout_figures, {"delivered/s": True, "p99 ms": False}),
+    "fanout": ("2. broadcast fan-out", fanout_figures,
+               {"server us/delivery": False, "delivered/s": True, "p99 ms": False,
+                "server CPU % (best step)": None, "server waited % (best step)": None,
+                "loadgen CPU % (best step)": None}),
     "direct": ("3. DM ping-pong under load", direct_figures,
                {"RTT p50 ms": False, "RTT p99 ms": False, "background delivered/s": True}),
     "churn": ("4. presence churn", churn_figures, {"notifications/s": True, "notice p50 ms": False, "notice p99 ms": False}),
@@ -292,7 +354,7 @@ def targets(results: Obj) -> list[Obj]:
                     note.append(f"{LABELS[peer]}'s figure is a lower bound, so the ratio is an upper bound")
                 if str((row["values"].get("chatservice") or {}).get("text") or "").startswith(">="):
                     note.append("chatservice's figure is a lower bound, so the ratio is a lower bound")
-                met: bool | None = ratio is not None and ratio >= goal
+                met: bool | None = None if ratio is None else ratio >= goal
                 if met and any("upper bound" in n for n in note):
                     met = None  # the true ratio may be lower: not shown by this run
                 found.append({
@@ -321,6 +383,7 @@ def targets(results: Obj) -> list[Obj]:
                 "value": chat, "goal": 10.0, "met": chat is not None and chat < 10.0,
                 "valid": valid("login", "KiB/conn", row["size"]),
             })
+    found += peer_targets(results, rows)
     for record in _runs(results, "neverread"):
         figs = neverread_figures(record, results.get("loadgen_cpu_limit_percent", 80.0))
         growth, unread = figs["held MiB"].value, figs["unread MiB (all)"].value
@@ -339,7 +402,84 @@ def targets(results: Obj) -> list[Obj]:
     return found
 
 
+def _best_peer(row: Obj, higher: bool) -> tuple[str, Obj] | None:
+    """The IRC peer with the best valid figure in ``row`` (a lower-bound figure counts, marked by its text)."""
+    cells = [(p, row["values"][p]) for p in IRC_PEERS
+             if p in row["values"] and row["values"][p].get("valid") and _num(row["values"][p]["value"]) is not None]
+    if not cells:
+        return None
+    pick = max if higher else min
+    return pick(cells, key=lambda pc: _num(pc[1]["value"]))  # type: ignore[arg-type, return-value]
+
+
+def _step_at(record: Obj | None, offered: float) -> Obj | None:
+    """The step of a fan-out run offered ``offered`` broadcasts/s (within 1%)."""
+    for step in ((record or {}).get("result") or {}).get("steps", []):
+        if abs(step["offered_msgs_per_s"] - offered) <= 0.01 * offered:
+            return step
+    return None
+
+
+def peer_targets(results: Obj, rows: list[Obj]) -> list[Obj]:
+    """Issue 17's targets: chatservice against the best of ngIRCd, InspIRCd and ircd-hybrid at each figure."""
+    found: list[Obj] = []
+    fanout_runs = {(r["server"], r["size"]): r for r in _runs(results, "fanout")}
+    login_sizes = sorted({row["size"] for row in rows if row["workload"] == "login"})
+    for row in rows:
+        chat = row["values"].get("chatservice")
+        if chat is None or row["higher_is_better"] is None:
+            continue
+        key = (row["workload"], row["figure"])
+        if key not in {("fanout", "server us/delivery"), ("fanout", "delivered/s"), ("direct", "RTT p99 ms")} and not (
+            row["workload"] == "login" and login_sizes and row["size"] == login_sizes[-1]
+        ):
+            continue
+        best = _best_peer(row, row["higher_is_better"])
+        if best is None:
+            continue
+        peer, cell = best
+        chat_value, peer_value = _num(chat["value"]), _num(cell["value"])
+        goal = 2.0 if key == ("login", "logins/s") else 1.0
+        ratio = None if chat_value is None or not peer_value or math.isinf(peer_value) else round(chat_value / peer_value, 3)
+        higher = row["higher_is_better"]
+        met: bool | None = ratio is not None and (ratio >= goal if higher else ratio <= goal)
+        note = []
+        if str(cell.get("text") or "").startswith(">="):
+            note.append(f"{LABELS[peer]}'s figure is a lower bound")
+            if met and higher:
+                met = None
+        if key == ("login", "logins/s") and "[" in str(chat.get("text") or ""):
+            met = False
+            note.append("not every chatservice client logged in")
+        words = {"fanout": "fan-out", "direct": "DM", "login": "idle logins"}[row["workload"]]
+        sign = ">=" if higher else "<="
+        found.append({
+            "target": f"{words} {row['figure']}, N={row['size']}: chatservice {sign} {goal:g} x the best peer ({LABELS[peer]})",
+            "ratio": ratio, "goal": goal, "met": met, "valid": bool(chat.get("valid")), "note": "; ".join(note) or None,
+            "issue": 17,
+        })
+        if key == ("fanout", "delivered/s"):
+            # p99 at the same offered rate as the best peer's best step.
+            peer_best = fanout_best(fanout_runs[(peer, row["size"])])
+            chat_step = _step_at(fanout_runs.get(("chatservice", row["size"])), peer_best["offered_msgs_per_s"]) if peer_best else None
+            chat_p99 = _num(chat_step["latency"]["p99_ms"]) if chat_step else None
+            peer_p99 = _num(peer_best["latency"]["p99_ms"]) if peer_best else None
+            p99_ratio = None if chat_p99 is None or not peer_p99 or math.isinf(chat_p99) else round(chat_p99 / peer_p99, 3)
+            found.append({
+                "target": f"fan-out p99, N={row['size']}: chatservice <= {LABELS[peer]} at its best rate"
+                          f" ({peer_best['offered_msgs_per_s'] if peer_best else '?'} broadcasts/s)",
+                "ratio": p99_ratio, "goal": 1.0, "met": p99_ratio is not None and p99_ratio <= 1.0,
+                "valid": chat_step is not None and chat_step["loadgen_cpu_percent"] <= results.get("loadgen_cpu_limit_percent", 80.0),
+                "note": None if chat_step else "chatservice ran no step at that rate", "issue": 17,
+            })
+    return found
+
+
 # Rendering ------------------------------------------------------------------------------
+
+
+def _peer_versions(machine: Obj) -> str:
+    return ", ".join(str(machine[k]) for k in ("ngircd", "inspircd", "ircd-hybrid") if k in machine)
 
 
 def _fmt_cell(cell: Obj | None) -> str:
@@ -366,7 +506,7 @@ def render(results: Obj) -> str:
     m = results.get("machine", {})
     out.append(
         f"{results.get('mode', '?')} run on {m.get('nproc')} x {m.get('cpu_model')}, {m.get('memory')}, "
-        f"Linux {m.get('kernel')}, Python {m.get('python')}, Twisted {m.get('twisted')}, {m.get('ngircd')}"
+        f"Linux {m.get('kernel')}, Python {m.get('python')}, Twisted {m.get('twisted')}, {_peer_versions(m)}"
     )
     out.append(f"server pinned to CPU {results.get('cpus', {}).get('server')}, "
                f"load generator to CPU {results.get('cpus', {}).get('loadgen')}; "
@@ -390,7 +530,7 @@ def render(results: Obj) -> str:
     for line in body:
         out.append("  ".join(c.ljust(w) for c, w in zip(line, widths)))
     out.append("")
-    out.append("Targets (issue 7):")
+    out.append("Targets (issue 7, then issue 17: against the best of ngIRCd, InspIRCd and ircd-hybrid):")
     for t in results.get("targets") or targets(results):
         figure = t.get("ratio", t.get("value"))
         shown = "-" if figure is None else (f"{figure:.2f}" if isinstance(figure, (int, float)) else str(figure))
@@ -444,7 +584,8 @@ def chart(results: Obj, path: Path) -> Path | None:
         return None
     rows = results.get("table") or table_rows(results)
     present = [s for s in SERVERS if any(s in r["values"] for r in rows)]
-    colours = {"chatservice": "#1f77b4", "words": "#ff7f0e", "ngircd": "#2ca02c"}
+    colours = {"chatservice": "#1f77b4", "words": "#ff7f0e", "ngircd": "#2ca02c", "inspircd": "#d62728",
+               "hybrid": "#9467bd"}
     panels = [
         ("login", "logins/s", "1. logins/s (higher is better)", False),
         ("login", "KiB/conn", "1. server KiB per idle connection", False),
@@ -515,7 +656,7 @@ def render_rst(results: Obj) -> str:
         f"- CPU: {m.get('nproc')} x {m.get('cpu_model')} (server on CPU {results.get('cpus', {}).get('server')},"
         f" load generator on CPU {results.get('cpus', {}).get('loadgen')})",
         f"- memory: {m.get('memory')}; kernel: Linux {m.get('kernel')}; open files: {m.get('file_limit', ['?'])[0]}",
-        f"- Python {m.get('python')}, Twisted {m.get('twisted')}, {m.get('ngircd')}",
+        f"- Python {m.get('python')}, Twisted {m.get('twisted')}, {_peer_versions(m)}",
         f"- wall time: {results.get('wall_s')} s",
         "",
         "::",

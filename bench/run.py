@@ -84,21 +84,15 @@ def run_all(args: argparse.Namespace) -> Obj:
         for workload in workloads:
             wplan = plan[workload]
             if workload == "login":
-                for size in wplan["sizes"]:
+                for size in args.login_sizes or wplan["sizes"]:
                     runs.append(run_one(server, workload, size, wplan, {}, args))
             elif workload == "fanout":
-                previous: tuple[int, float] | None = None
                 for size in args.fanout_sizes or wplan["sizes"]:
-                    extra: Obj = {}
-                    if previous is not None:
-                        # Start the next size at a quarter of what the last one sustained.
-                        extra["start_rate"] = max(1.0, 0.25 * previous[1] / size)
-                    record = run_one(server, workload, size, wplan, extra, args)
+                    record = run_one(server, workload, size, wplan, {}, args)
                     runs.append(record)
                     best = report.fanout_best(record)
                     if best is not None:
                         fanout_max[size] = best["delivered_per_s"]
-                        previous = (size, best["delivered_per_s"])
             elif workload == "direct":
                 users = wplan["users"]
                 rate = args.background_rate or half_max_rate(fanout_max, users, args, server, users)
@@ -140,7 +134,7 @@ def combine(parts: list[Obj]) -> Obj:
     for part in parts:
         for record in part.get("runs", []):
             runs[(record["server"], record["workload"], record["size"])] = record
-    order = {name: i for i, name in enumerate(["chatservice", "words", "ngircd"])}
+    order = {name: i for i, name in enumerate(peers.SERVERS)}
     combined["runs"] = sorted(runs.values(), key=lambda r: (order.get(r["server"], 9), WORKLOAD_ORDER.index(r["workload"]), r["size"]))
     if len(parts) > 1:
         combined["combined_from"] = [
@@ -164,9 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cluster", action="store_true",
                         help="two cluster nodes on Redis + PostgreSQL vs one (bench.cluster; its own options)")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results", help="folder for results.json/.png")
-    parser.add_argument("--servers", nargs="+", default=["chatservice", "words", "ngircd"],
-                        choices=["chatservice", "words", "ngircd"])
+    parser.add_argument("--servers", nargs="+", default=peers.SERVERS, choices=peers.SERVERS,
+                        help="the servers to run (default: all; a peer that cannot be fetched is skipped)")
     parser.add_argument("--workloads", nargs="+", default=WORKLOAD_ORDER, choices=WORKLOAD_ORDER)
+    parser.add_argument("--login-sizes", type=int, nargs="+", default=None,
+                        help="clients for workload 1 (default: the plan's sizes)")
     parser.add_argument("--fanout-sizes", type=int, nargs="+", default=None,
                         help="receivers for workload 2 (default: the plan's sizes)")
     parser.add_argument("--background-rate", type=float, default=None,

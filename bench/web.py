@@ -91,34 +91,6 @@ def run_step(peer: peers.Peer, transport: str, workload: str, size: int, plan: O
     return record
 
 
-def _marks(record: Obj, name: str, index: int, key: str) -> tuple[Obj, Obj] | None:
-    """The ``index``-th marks ``<name>_start`` and ``<name>_end``, if both have the server's ``key``."""
-    starts = [m for m in record.get("marks", []) if m["mark"] == f"{name}_start"]
-    ends = [m for m in record.get("marks", []) if m["mark"] == f"{name}_end"]
-    if index >= min(len(starts), len(ends)):
-        return None
-    a, b = starts[index], ends[index]
-    if a["server"].get(key) is None or b["server"].get(key) is None or b["t"] <= a["t"]:
-        return None
-    return a, b
-
-
-def server_seconds(record: Obj, name: str, index: int, key: str) -> float | None:
-    """The server's ``key`` (``cpu_s``, or ``wait_s``: kept off its core) between two marks
-    (a fan-out step: its sending and its drain)."""
-    marks = _marks(record, name, index, key)
-    return None if marks is None else marks[1]["server"][key] - marks[0]["server"][key]
-
-
-def server_percent(record: Obj, name: str, index: int, key: str) -> float | None:
-    """:func:`server_seconds` as % of the time between the marks."""
-    marks = _marks(record, name, index, key)
-    if marks is None:
-        return None
-    a, b = marks
-    return round(100 * (b["server"][key] - a["server"][key]) / (b["t"] - a["t"]), 1)
-
-
 def figures(record: Obj) -> dict[str, report.Figure]:
     """The figures of one run, with the load generator's and the server's CPU (and wait) beside them."""
     limit = LOADGEN_CPU_LIMIT
@@ -132,7 +104,7 @@ def figures(record: Obj) -> dict[str, report.Figure]:
         index, name = (steps.index(shown) if shown else 0), "step"
         stopped = STOPPED.get(result.get("stopped", "?"), result.get("stopped", "?"))
         out["steps"] = report.Figure(len(steps), text=f"{len(steps)}, {stopped}")
-        cpu_s = server_seconds(record, "step", index, "cpu_s")
+        cpu_s = report.server_seconds(record, "step", index, "cpu_s")
         per = None
         if shown and cpu_s is not None and shown.get("delivered_total"):
             per = 1e6 * cpu_s / shown["delivered_total"]
@@ -144,8 +116,8 @@ def figures(record: Obj) -> dict[str, report.Figure]:
     ok, why = report._loadgen_ok(cpu, limit)
     out["loadgen CPU %"] = report.Figure(cpu, ok, why)
     out["loadgen waited %"] = report.Figure(None if shown is None else shown.get("loadgen_wait_percent"))
-    out["server CPU %"] = report.Figure(server_percent(record, name, index, "cpu_s"))
-    out["server waited %"] = report.Figure(server_percent(record, name, index, "wait_s"))
+    out["server CPU %"] = report.Figure(report.server_percent(record, name, index, "cpu_s"))
+    out["server waited %"] = report.Figure(report.server_percent(record, name, index, "wait_s"))
     return out
 
 
