@@ -21,9 +21,9 @@ ordinary users is touched):
     reply: every request is a store query at another place.
 ``mailbox_flooder``
     One account sending direct messages to users who are offline, to fill
-    their mailboxes: :data:`PER_VICTIM` to one (the first 20 at once, the
-    flood limit's burst, then five a second), then the next, round and round;
-    it counts what the server kept and refused.
+    their mailboxes: :data:`PER_VICTIM` to one (ten, five a second, then
+    twenty at once, the flood limit's burst), then the next, round and
+    round; it counts what the server kept and refused.
 ``lockout``
     Wrong passwords for an ordinary user's name (the login prober's) from
     one address, again and again: the owner, from another address, must
@@ -49,12 +49,16 @@ REQUEST_INTERVAL = 0.25
 """Seconds between two requests of an amplifier (under the flood limit of 5 a second)."""
 HISTORY_SPAN = 86400.0
 """Seconds of history the pager makes cursors over (:func:`bench.read_amplifier.fill_history` spreads it over a day)."""
+STAGGER = 0.02
+"""Seconds between the first connections of two idle TLS sockets."""
 GUESS_INTERVAL = 0.3
 """Seconds between two wrong passwords of the lock-out attacker."""
 FLOOD_BURST = 20
 """Direct messages the mailbox flooder sends at once (the server's ``--flood-burst``)."""
 PER_VICTIM = 30
 """Direct messages the mailbox flooder sends one victim before it turns to the next (a share is 25)."""
+BURST_AFTER = 10
+"""Direct messages to a victim after which the mailbox flooder sends the rest at once."""
 
 
 def attacker_source(kind: str, number: int) -> str:
@@ -84,6 +88,7 @@ class IdleTls:
     async def _one(self, slot: int, stop_at: float) -> None:
         loop = asyncio.get_running_loop()
         source = self.sources[slot % len(self.sources)]
+        await asyncio.sleep(slot * STAGGER)  # not all in one turn of this process's loop
         cycles = 0
         while loop.time() < stop_at and cycles < MAX_CYCLES:
             cycles += 1
@@ -204,9 +209,11 @@ class MailboxFlooder(BadClient):
                 await asyncio.sleep(0.5)
                 continue
             while not conn.is_closed and loop.time() < stop_at and self.sent < 100 * MAX_CYCLES:
-                # A burst at one victim (all in flight at once), then one a 0.2 s.
+                # One a 0.2 s, then a burst when the victim's share is nearly
+                # taken (all in flight at once: a share counted before the
+                # burst's messages are kept would let them all in).
                 victim = self.victims[(self.sent // PER_VICTIM) % len(self.victims)]
-                burst = FLOOD_BURST if self.sent % PER_VICTIM == 0 else 1
+                burst = FLOOD_BURST if self.sent % PER_VICTIM == BURST_AFTER else 1
                 for _ in range(min(burst, PER_VICTIM - self.sent % PER_VICTIM)):
                     conn.send_json(
                         {"type": "message", "to": victim, "message": f"flood {self.sent}", "id": f"f:{self.sent}:{victim}"}

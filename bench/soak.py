@@ -86,9 +86,9 @@ from bench.attackers import (
     attacker_source,
 )
 from bench.harness import LOADGEN_CPU_LIMIT, code_version
-from bench.procstat import cpu_seconds, send_queues, status_kib
+from bench.procstat import cpu_seconds, run_queue_seconds, send_queues, status_kib
 from bench.read_amplifier import fill_history
-from bench.servers import ROOT, RunningServer, start_chatservice
+from bench.servers import HOST, ROOT, RunningServer, start_chatservice
 from bench.soak_clients import (
     CLIENTS_PER_ADDRESS,
     MAX_CYCLES,
@@ -166,6 +166,8 @@ class Ledger:
     dm_latency: list[float] = field(default_factory=list)
     bc_latency: list[float] = field(default_factory=list)
     rm_latency: list[float] = field(default_factory=list)
+    timeline: list[tuple[float, float]] = field(default_factory=list)
+    """Every first delivery as ``(sent at, latency)``, monotonic seconds."""
     errors: Counter[str] = field(default_factory=Counter)
     dropped_notices: int = 0
     disconnected: Counter[str] = field(default_factory=Counter)
@@ -267,6 +269,7 @@ class GoodClient:
             ledger.dm_last_seq[pair] = max(seq, ledger.dm_last_seq.get(pair, -1))
             if ledger.dm_received[key] == 1:
                 ledger.dm_latency.append(now - sent_at)
+                ledger.timeline.append((sent_at, now - sent_at))
         elif kind == "broadcast":
             now = time.monotonic()
             parts = str(obj.get("message", "")).split(" ")
@@ -280,6 +283,7 @@ class GoodClient:
             else:
                 got.add(key)
                 ledger.bc_latency.append(now - float(parts[3]))
+                ledger.timeline.append((float(parts[3]), now - float(parts[3])))
         elif kind == "room_message":
             now = time.monotonic()
             parts = str(obj.get("message", "")).split(" ")
@@ -293,6 +297,7 @@ class GoodClient:
             else:
                 got.add(key)
                 ledger.rm_latency.append(now - float(parts[3]))
+                ledger.timeline.append((float(parts[3]), now - float(parts[3])))
         elif kind == "room_posted":
             request = str(obj.get("id", ""))
             if request.startswith("r:"):
@@ -901,6 +906,9 @@ async def soak(server: RunningServer, args: argparse.Namespace, hostile: bool = 
     await asyncio.sleep(1.0)  # let the login presence storm settle
     rss_after_login = status_kib(server.pid, "VmRSS")
 
+    lag_before = await reactor_lag_buckets(server.metrics_port) if server.metrics_port else {}
+    waited_before = run_queue_seconds(server.pid) or 0.0
+
     # The misbehaving minority.
     kinds = ["never_reader", "flooder", "garbage", "disconnecter"]
     stats = {kind: BadStats() for kind in kinds}
@@ -965,14 +973,19 @@ async def soak(server: RunningServer, args: argparse.Namespace, hostile: bool = 
     # and the server has settled (the ordinary users still logged in).
     hwm = status_kib(server.pid, "VmHWM")
     rss_end = status_kib(server.pid, "VmRSS")
+    server_cpu = (cpu_seconds(server.pid) or 0.0) - server_cpu_start
+    server_waited = (run_queue_seconds(server.pid) or 0.0) - waited_before
+    lag_after = await reactor_lag_buckets(server.metrics_port) if server.metrics_port else {}
+    cpu_end = resource.getrusage(resource.RUSAGE_SELF)
+    wall = loop.time() - login_started
     for b in [*bad, *attackers]:
         b.close_all()
     await asyncio.sleep(args.settle)
     rss_settled = status_kib(server.pid, "VmRSS")
-    server_cpu = (cpu_seconds(server.pid) or 0.0) - server_cpu_start
+    second_wave: Obj | None = None
+    if attackers and args.second_wave > 0:
+        second_wave = await attack_again(server, args, accounts, rng, rss_settled)
     await sampler.stop()
-    cpu_end = resource.getrusage(resource.RUSAGE_SELF)
-    wall = loop.time() - login_started
 
     for g in good:
         if g.conn is not None and not g.conn.is_closed:
@@ -1055,9 +1068,12 @@ async def soak(server: RunningServer, args: argparse.Namespace, hostile: bool = 
             "rss_end_mib": mib(rss_end),
             "rss_settled_mib": mib(rss_settled),
             "rss_settled_minus_after_login_mib": mib((rss_settled or 0) - (rss_after_login or 0)),
+            "second_wave": second_wave,
             "rss_samples": len(rss_samples),
             "cpu_s": round(server_cpu, 2),
             "cpu_percent_of_wall": round(100 * server_cpu / wall, 1) if wall else None,
+            "waited_for_cpu_s": round(server_waited, 2),
+            "reactor_lag": reactor_lag(lag_before, lag_after) if lag_after else None,
             "log": str(log_copy),
             "log_tracebacks": log_text.count("Traceback"),
             "log_unhandled_errors": len(re.findall(r"Unhandled (?:Error|error)", log_text)),
@@ -1111,6 +1127,64 @@ async def soak(server: RunningServer, args: argparse.Namespace, hostile: bool = 
             kind: {**s.as_json(), **attack_figures.get(kind, {})} for kind, s in attack_stats.items() if s.clients
         },
         "rss_timeline_mib": [[t, round(rss / 1024, 1)] for t, rss in sampler.rss_kib],
+        "latency_timeline": latency_timeline(ledger.timeline, run_started),
+    }
+
+
+async def reactor_lag_buckets(port: int) -> dict[str, float]:
+    """The server's ``chat_reactor_lag_seconds`` histogram from ``/metrics``: observations at or under each bound."""
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), 5)
+    try:
+        writer.write(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        body = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    return {
+        match.group(1).decode(): float(match.group(2))
+        for match in re.finditer(rb'^chat_reactor_lag_seconds_bucket\{le="([^"]+)"\} (\S+)$', body, re.M)
+    }
+
+
+def reactor_lag(before: dict[str, float], after: dict[str, float]) -> Obj:
+    """How often the server's reactor ran its once-a-second timer late between two histograms, by lateness."""
+    total = after.get("+Inf", 0) - before.get("+Inf", 0)
+    figures: Obj = {"measurements": int(total)}
+    for bound in ("0.05", "0.1", "0.25", "0.5", "1.0"):
+        figures[f"later_than_{bound}_s"] = int(total - (after.get(bound, 0) - before.get(bound, 0)))
+    return figures
+
+
+def latency_timeline(timeline: Sequence[tuple[float, float]], start: float) -> list[list[float]]:
+    """``[second of the run, deliveries sent then, their largest latency in ms]`` for each second."""
+    worst: dict[int, float] = {}
+    count: Counter[int] = Counter()
+    for sent_at, latency in timeline:
+        second = int(sent_at - start)
+        count[second] += 1
+        worst[second] = max(worst.get(second, 0.0), latency)
+    return [[second, count[second], round(1000 * worst[second], 1)] for second in sorted(worst)]
+
+
+async def attack_again(
+    server: RunningServer, args: argparse.Namespace, accounts: dict[str, str], rng: random.Random, rss_before: int | None
+) -> Obj:
+    """The same attackers once more, for ``--second-wave`` seconds (the ordinary users idle), then
+    the RSS once they are gone: memory the allocator keeps from the first wave's peak is used
+    again; memory that leaks grows with every wave."""
+    loop = asyncio.get_running_loop()
+    stats, attackers = make_attackers(server, args, accounts, rng, client_hello())
+    stop_at = loop.time() + args.second_wave
+    await asyncio.wait([loop.create_task(a.run(stop_at)) for a in attackers], timeout=args.second_wave + 15)
+    for attacker in attackers:
+        attacker.close_all()
+    await asyncio.sleep(args.settle)
+    rss_after = status_kib(server.pid, "VmRSS")
+    return {
+        "seconds": args.second_wave,
+        "connections": {kind: s.connections for kind, s in stats.items() if s.clients},
+        "rss_before_mib": mib(rss_before),
+        "rss_after_mib": mib(rss_after),
+        "rss_growth_mib": mib((rss_after or 0) - (rss_before or 0)),
     }
 
 
@@ -1167,7 +1241,11 @@ def table(results: Obj) -> str:
     add("server max sampled VmRSS (MiB)", server["rss_max_sampled_mib"])
     add("server RSS at end (MiB)", server["rss_end_mib"])
     add("server RSS once the misbehaving are gone, settled (MiB)", server["rss_settled_mib"])
-    add("server CPU s (% of wall)", f"{server['cpu_s']} ({server['cpu_percent_of_wall']}%)")
+    add("server CPU s (% of wall) / waited for a CPU s", f"{server['cpu_s']} ({server['cpu_percent_of_wall']}%) / {server['waited_for_cpu_s']}")
+    if server["reactor_lag"]:
+        lag_figures = server["reactor_lag"]
+        add("server reactor late > 0.1 / 0.25 / 0.5 s (of n)", f"{lag_figures['later_than_0.1_s']} / {lag_figures['later_than_0.25_s']}"
+            f" / {lag_figures['later_than_0.5_s']} (of {lag_figures['measurements']})")
     add("server log tracebacks / hard-limit closes", f"{server['log_tracebacks']} / {server['log_hard_limit_closes']}")
     loadgen = results["loadgen"]
     add("load generator CPU s (% of wall)", f"{loadgen['cpu_s']} ({loadgen['cpu_percent_of_wall']}%)"
@@ -1231,7 +1309,7 @@ def run_phase(args: argparse.Namespace, hostile: bool, extra: Sequence[str] = ()
         the server also listens with TLS, and some ordinary users use it.
     :param history: a data directory to copy for the server (history already in it).
     """
-    options = list(extra)
+    options = [*args.server_option, *extra]
     with tempfile.TemporaryDirectory(prefix="chat-soak-") as directory:
         if history is not None:
             data = Path(directory) / "data"
@@ -1240,6 +1318,7 @@ def run_phase(args: argparse.Namespace, hostile: bool, extra: Sequence[str] = ()
         server = start_chatservice(
             soak_accounts(args), extra=options,
             tls=(tls_files["key"], tls_files["cert"]) if tls_files else None,
+            metrics=True,
         )
         context = None
         if tls_files:
@@ -1293,11 +1372,14 @@ def compare(quiet: Obj, attacked: Obj, tolerance_mib: float) -> Obj:
     growth_quiet = quiet["server"]["rss_settled_minus_after_login_mib"]
     growth_attacked = attacked["server"]["rss_settled_minus_after_login_mib"]
     left = round(growth_attacked - growth_quiet, 1)
+    second = attacked["server"]["second_wave"]
     return {
         "p99": latency,
         "peak_rss_mib": {"without": quiet["server"]["peak_rss_vmhwm_mib"], "with": attacked["server"]["peak_rss_vmhwm_mib"]},
         "rss_growth_after_settling_mib": {"without": growth_quiet, "with": growth_attacked, "left_by_attackers": left},
-        "memory_returned": left <= tolerance_mib,
+        "second_wave_rss_growth_mib": None if second is None else second["rss_growth_mib"],
+        # A second wave that leaves nothing more: what the first left is the allocator's to reuse.
+        "memory_returned": (left if second is None else second["rss_growth_mib"]) <= tolerance_mib,
         "tolerance_mib": tolerance_mib,
         "messages_lost": {"without": quiet["well_behaved"]["messages_lost"], "with": attacked["well_behaved"]["messages_lost"]},
         "loadgen_cpu_percent": {"without": quiet["loadgen"]["cpu_percent_of_wall"], "with": attacked["loadgen"]["cpu_percent_of_wall"]},
@@ -1318,7 +1400,10 @@ def comparison_table(results: Obj) -> str:
         rows.append((label, str(quiet["server"][key]), str(attacked["server"][key]), ""))
     growth = c["rss_growth_after_settling_mib"]
     rows.append(("RSS settled - after login (MiB)", str(growth["without"]), str(growth["with"]),
-                 f"attackers left {growth['left_by_attackers']} (returned: {c['memory_returned']})"))
+                 f"attackers left {growth['left_by_attackers']}"))
+    if c["second_wave_rss_growth_mib"] is not None:
+        rows.append(("RSS growth by a second wave (MiB)", "", str(c["second_wave_rss_growth_mib"]),
+                     f"returned: {c['memory_returned']} (tolerance {c['tolerance_mib']})"))
     rows.append(("load generator CPU %", str(c["loadgen_cpu_percent"]["without"]), str(c["loadgen_cpu_percent"]["with"]),
                  f"< {LOADGEN_CPU_LIMIT:g}: {c['loadgen_under_limit']}"))
     rows.append(("host load (1 min) start, end", str(quiet["config"]["loadavg_1min_start_end"]),
@@ -1350,11 +1435,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="--attackers: TLS sockets that never finish the handshake, from 2 addresses (default 48)")
     parser.add_argument("--amplifiers", type=int, default=None,
                         help="--attackers: read amplifiers, and as many pagers (default 3; --quick 2)")
-    parser.add_argument("--attack-kinds", nargs="+", choices=ATTACK_KINDS, default=list(ATTACK_KINDS),
-                        help="--attackers: these kinds only (default: all)")
-    parser.add_argument("--tolerance-mib", type=float, default=10.0,
-                        help="--attackers: how much more the RSS may have grown with the attackers, once settled")
+    parser.add_argument("--second-wave", type=float, default=None,
+                        help="--attackers: seconds of a second wave of the same attackers after the first has"
+                             " settled, to tell memory kept by the allocator from memory that leaks (default: half"
+                             " of --seconds; 0: none)")
+    parser.add_argument("--attack-kinds", nargs="*", choices=ATTACK_KINDS, default=list(ATTACK_KINDS),
+                        help="--attackers: these kinds only (default: all; none: only the misbehaving minority)")
+    parser.add_argument("--tolerance-mib", type=float, default=3.0,
+                        help="--attackers: how much the second wave may grow the RSS, once settled (without a"
+                             " second wave: how much more than without attackers); more is a leak (default 3)")
     parser.add_argument("--seed", type=int, default=6, help="seed of the random choices")
+    parser.add_argument("--server-option", action="append", default=[],
+                        help="a twistd chat option for the server (repeat; e.g. --server-option=--tls-handshake-deadline=1)")
     parser.add_argument(
         "--output", type=Path, default=Path("bench/results/soak.json"), help="where to write the JSON"
     )
@@ -1366,6 +1458,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, value in (QUICK if args.quick else FULL).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    if args.second_wave is None:
+        args.second_wave = args.seconds / 2
     if not args.attackers:
         args.idle_tls = args.amplifiers = 0
     if args.clients < 3 or args.clients > 2000:
