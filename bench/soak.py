@@ -1,19 +1,28 @@
-"""Soak benchmark: well-behaved users chatting while a misbehaving minority attacks.
+"""Soak benchmark: well-behaved users chatting while a misbehaving minority, and attackers, strike.
 
-Run: ``python3 -m bench.soak [--clients N] [--seconds T] [--bad-fraction F]``
-(defaults: 60 clients, 30 s, 0.2).  It starts the real ``twistd -n chat``
-(:func:`bench.servers.start_chatservice`) on 127.0.0.1 with accounts
-``user0`` .. ``user<N-1>`` (plain passwords), then drives it from this one
-process with :mod:`asyncio`, loopback only.  The clients are spread over
-several loopback source addresses (127.0.0.2, 127.0.0.3, ...; Linux routes all
-of 127/8 to ``lo``), :data:`CLIENTS_PER_ADDRESS` per address, so the
+Run: ``python3 -m bench.soak [--quick] [--attackers] [--clients N] [--seconds T]
+[--bad-fraction F]`` (defaults: 60 clients, 30 s, 0.2; ``--quick``: 24
+clients, 15 s).  It starts the real ``twistd -n chat``
+(:func:`bench.servers.start_chatservice`, with ``--metrics``) on 127.0.0.1
+with accounts ``user0`` .. ``user<N-1>`` and a few more (plain passwords),
+then drives it from this one process with :mod:`asyncio`, loopback only.  The
+clients are spread over several loopback source addresses (127.0.0.2,
+127.0.0.3, ...; Linux routes all of 127/8 to ``lo``),
+:data:`~bench.soak_clients.CLIENTS_PER_ADDRESS` per address, so the
 per-address connection cap (20) is not what is measured.
 
 Well-behaved clients (JSON) each send direct messages to random well-behaved
-peers (about one a ``--dm-interval``) and broadcasts (about one a
-``--broadcast-interval``), well under the flood limit of 5 lines a second.
-Every text carries a unique id and its send time.  The misbehaving minority is
-split evenly between four kinds:
+peers (about one a ``--dm-interval``), broadcasts (about one a
+``--broadcast-interval``) and posts to their room (every client is in a room
+of :data:`ROOM_SIZE`, about one a ``--room-interval``), well under the flood
+limit of 5 lines a second.  A share of their direct messages goes to
+``--absent`` users who stay offline (``absent<i>``: kept in their mailboxes,
+about :data:`OFFLINE_PER_ABSENT` each); the absent users log in at the end
+and collect them.  One client in :data:`TLS_EVERY` connects over TLS when the
+server has an ``ssl:`` port.  One more ordinary user, the *prober*, logs in
+and out once a second all along (login latency, refusals).  Every text
+carries a unique id and its send time.  The misbehaving minority is split
+evenly between four kinds:
 
 ``never_reader``
     Logs in (small ``SO_RCVBUF``), then stops reading and keeps the socket
@@ -34,26 +43,46 @@ split evenly between four kinds:
     connection mid-line (sometimes before the login reply), reconnects,
     repeats.
 
+``--attackers`` (issue 15) runs twice, each time on a fresh server with an
+``ssl:`` listener and a database holding ``--history-mb`` of history (a
+copy of one filled by :func:`bench.read_amplifier.fill_history`): first the
+ordinary users alone, then the same ordinary users doing the same with the
+misbehaving minority and the attackers of :mod:`bench.attackers` (idle TLS
+sockets, ``read`` amplifiers, pagers, a mailbox flooder, a lock-out
+guesser) at the same time; after the attackers are gone and the server has
+settled (``--settle``), a second wave of them (``--second-wave`` seconds)
+and the RSS once more.  It prints both tables and one side by side.
+
 Everything is bounded: the run lasts ``--seconds``, then at most
 ``--drain-seconds`` for messages still in flight, and every loop has a count
-limit.  At the end it prints a table and writes the same figures as JSON to
-``--output`` (default ``bench/results/soak.json``):
+limit; every server it starts is stopped.  At the end it prints a table and
+writes the same figures as JSON to ``--output`` (default
+``bench/results/soak.json``):
 
 - the server's peak RSS (``VmHWM`` in ``/proc/<pid>/status``, and the highest
-  ``VmRSS`` sampled every 0.5 s) and CPU time (``/proc/<pid>/stat``);
+  ``VmRSS`` sampled every 0.5 s), its RSS right after the ordinary users
+  logged in and once the misbehaving clients are gone and the server has
+  settled, its CPU time (``/proc/<pid>/stat``), how long it waited for a
+  CPU (``schedstat``: other work on the machine) and how often its reactor
+  ran a timer late (``chat_reactor_lag_seconds`` of ``/metrics``);
 - messages lost among well-behaved clients: every direct message the server
   acknowledged (``message_status``) must arrive exactly once at its
-  recipient, and every acknowledged broadcast of a well-behaved sender at
-  every other well-behaved client (all of them are online for the whole run);
+  recipient (online, or in an absent user's mailbox when it said it kept
+  it), and every acknowledged broadcast and room post of a well-behaved
+  sender at every other well-behaved client (of its room), all of them
+  online for the whole run;
 - well-behaved delivery latency p50/p99/max (send to receipt, both ends in
-  this process, so one clock);
+  this process, so one clock), and the largest latency of each second;
 - how many misbehaving connections the server closed, and why (the
-  ``disconnect`` reason it sent, or ``reset``/``eof`` when it sent none);
-- this load generator's own CPU time and event-loop lag, to show it was not
-  the bottleneck (lag adds to the measured latency), and the host's load;
+  ``disconnect`` reason it sent, or ``reset``/``eof`` when it sent none),
+  and what it refused each kind of attacker;
+- this load generator's own CPU time (over :data:`~bench.harness.LOADGEN_CPU_LIMIT`
+  per cent of the wall time it may have been the limit) and event-loop lag
+  (lag adds to the measured latency), and the host's load;
 - the server log's tracebacks and hard-limit closes (the log is kept beside
-  the JSON, ``.log``), and the most the kernel held unsent for a never-reader
-  (``tx_queue`` in ``/proc/net/tcp``).
+  the JSON, ``.log``; ``-quiet.log`` for the phase without attackers), and the
+  most the kernel held unsent for a never-reader (``tx_queue`` in
+  ``/proc/net/tcp``).
 
 The exit status is 1 when a well-behaved message was lost.
 """
@@ -1335,23 +1364,47 @@ def run_phase(args: argparse.Namespace, hostile: bool, extra: Sequence[str] = ()
 
 
 def with_and_without(args: argparse.Namespace) -> Obj:
-    """``--attackers``: the same ordinary users on a fresh server without, then with, every attacker."""
+    """``--attackers``: the same ordinary users on a fresh server without, then with, every attacker;
+    ``--pairs`` times, alternating (a machine shared with other work moves a single p99 a lot)."""
     with tempfile.TemporaryDirectory(prefix="chat-soak-setup-") as directory:
         work = Path(directory)
         tls_files = make_certificates(work)
         count = max(1, int(args.history_mb * 1_000_000 / HISTORY_MESSAGE_CHARS))
         fill_seconds = fill_history(ROOT, work / "history", count, HISTORY_MESSAGE_CHARS)
-        phases = {}
-        for name, hostile in (("without_attackers", False), ("with_attackers", True)):
-            print(f"== {name.replace('_', ' ')}", file=sys.stderr, flush=True)
-            phases[name] = run_phase(args, hostile, tls_files=tls_files, history=work / "history")
-    quiet, attacked = phases["without_attackers"], phases["with_attackers"]
+        pairs = []
+        for number in range(args.pairs):
+            phases = {}
+            for name, hostile in (("without_attackers", False), ("with_attackers", True)):
+                print(f"== pair {number + 1}/{args.pairs}: {name.replace('_', ' ')}", file=sys.stderr, flush=True)
+                phases[name] = run_phase(args, hostile, tls_files=tls_files, history=work / "history")
+            phases["comparison"] = compare(phases["without_attackers"], phases["with_attackers"], args.tolerance_mib)
+            pairs.append(phases)
     return {
         "mode": "quick" if args.quick else "full",
         "code": code_version(),
         "history": {"messages": count, "mb": args.history_mb, "fill_s": round(fill_seconds, 1)},
-        **phases,
-        "comparison": compare(quiet, attacked, args.tolerance_mib),
+        **pairs[0],
+        "pairs": pairs[1:],
+        "summary": summarise(pairs),
+    }
+
+
+def summarise(pairs: Sequence[Obj]) -> Obj:
+    """Every pair's p99 ratios and their median, losses, memory and load generator verdicts in one."""
+    ratios: Obj = {}
+    for kind in pairs[0]["comparison"]["p99"]:
+        values = [pair["comparison"]["p99"][kind]["ratio"] for pair in pairs]
+        known = sorted(value for value in values if value is not None)
+        ratios[kind] = {"ratios": values, "median": known[len(known) // 2] if known else None}
+    return {
+        "pairs": len(pairs),
+        "p99_ratio": ratios,
+        "messages_lost": sum(
+            pair[phase]["well_behaved"]["messages_lost"] for pair in pairs for phase in ("without_attackers", "with_attackers")
+        ),
+        "memory_returned": all(pair["comparison"]["memory_returned"] for pair in pairs),
+        "second_wave_rss_growth_mib": [pair["comparison"]["second_wave_rss_growth_mib"] for pair in pairs],
+        "loadgen_under_limit": all(pair["comparison"]["loadgen_under_limit"] for pair in pairs),
     }
 
 
@@ -1439,6 +1492,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="--attackers: seconds of a second wave of the same attackers after the first has"
                              " settled, to tell memory kept by the allocator from memory that leaks (default: half"
                              " of --seconds; 0: none)")
+    parser.add_argument("--pairs", type=int, default=1,
+                        help="--attackers: runs without and with attackers, alternating, this many times each")
     parser.add_argument("--attack-kinds", nargs="*", choices=ATTACK_KINDS, default=list(ATTACK_KINDS),
                         help="--attackers: these kinds only (default: all; none: only the misbehaving minority)")
     parser.add_argument("--tolerance-mib", type=float, default=3.0,
@@ -1470,6 +1525,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--seconds must be in (0, 3600]")
     if min(args.dm_interval, args.broadcast_interval) < 0.5 or 0 < args.room_interval < 0.5:
         parser.error("intervals below 0.5 s would trip the flood limit")
+    if not 1 <= args.pairs <= 10:
+        parser.error("--pairs must be from 1 to 10")
     if not 0 <= args.absent <= 100 or not 0 <= args.idle_tls <= 1000 or not 0 <= args.amplifiers <= 100:
         parser.error("--absent, --idle-tls, --amplifiers: from 0 to 100, 1000, 100")
 
@@ -1480,11 +1537,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.attackers:
         results = with_and_without(args)
-        text = "\n\n".join(
-            [f"-- {name.replace('_', ' ')}\n" + table(results[name]) for name in ("without_attackers", "with_attackers")]
-            + ["-- side by side\n" + comparison_table(results)]
-        )
-        lost = results["with_attackers"]["well_behaved"]["messages_lost"] + results["without_attackers"]["well_behaved"]["messages_lost"]
+        sections = [f"-- {name.replace('_', ' ')}\n" + table(results[name]) for name in ("without_attackers", "with_attackers")]
+        for number, pair in enumerate([results, *results["pairs"]]):
+            sections.append(f"-- side by side, pair {number + 1}\n" + comparison_table(pair))
+        summary = results["summary"]
+        if summary["pairs"] > 1:
+            sections.append("-- p99 with/without, pair by pair (median)\n" + "\n".join(
+                f"{kind:<16} {' '.join(str(r) for r in figures['ratios'])}  ({figures['median']})"
+                for kind, figures in summary["p99_ratio"].items()
+            ))
+        text = "\n\n".join(sections)
+        lost = summary["messages_lost"]
     else:
         results = run_phase(args, hostile=True)
         text = table(results)
