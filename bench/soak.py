@@ -146,6 +146,10 @@ NEVER_READER_RCVBUF = 4096
 """``SO_RCVBUF`` of a never-reading client (the kernel doubles it)."""
 FLOOD_BYTES_LIMIT = 256 * 1024 * 1024
 """Upper bound on what one flooder writes in a run."""
+BROADCAST_TAG = "soak-bc"
+"""First word of a well-behaved broadcast: ``soak-bc <sender> <seq> <sent at>``."""
+ROOM_TAG = "soak-rm"
+"""First word of a well-behaved room post, as :data:`BROADCAST_TAG`."""
 ROOM_SIZE = 4
 """Well-behaved clients in one room (each is in one)."""
 TLS_EVERY = 8
@@ -177,14 +181,14 @@ class Ledger:
     bc_sent: dict[tuple[int, int], float] = field(default_factory=dict)
     bc_acked: set[tuple[int, int]] = field(default_factory=set)
     bc_received: dict[int, set[tuple[int, int]]] = field(default_factory=lambda: defaultdict(set))
-    bc_duplicates: int = 0
     room_members: dict[int, list[int]] = field(default_factory=dict)
     """The members of each room (by room number)."""
     rm_sent: dict[tuple[int, int], int] = field(default_factory=dict)
     """Room posts by ``(sender, seq)``: their room."""
     rm_acked: set[tuple[int, int]] = field(default_factory=set)
     rm_received: dict[int, set[tuple[int, int]]] = field(default_factory=lambda: defaultdict(set))
-    rm_duplicates: int = 0
+    duplicates: Counter[str] = field(default_factory=Counter)
+    """Broadcasts and room posts received twice, by tag (:data:`BROADCAST_TAG`, :data:`ROOM_TAG`)."""
     off_sent: dict[tuple[int, int], str] = field(default_factory=dict)
     """Direct messages to offline users by ``(sender, seq)``: their recipient."""
     off_acked: dict[tuple[int, int], bool] = field(default_factory=dict)
@@ -216,6 +220,23 @@ class Ledger:
             if any(key not in got for key in self.bc_acked if key[0] != receiver):
                 return False
         return self.room_deliveries(receivers)[0] == self.room_deliveries(receivers)[1]
+
+    def channel_delivery(self, receiver: int, text: str, tag: str) -> None:
+        """Record the broadcast (:data:`BROADCAST_TAG`) or room post (:data:`ROOM_TAG`) ``text`` at ``receiver``."""
+        now = time.monotonic()
+        parts = text.split(" ")
+        if len(parts) != 4 or parts[0] != tag:
+            self.foreign_lines += 1
+            return
+        key = (int(parts[1]), int(parts[2]))
+        got = (self.bc_received if tag == BROADCAST_TAG else self.rm_received)[receiver]
+        if key in got:
+            self.duplicates[tag] += 1
+            return
+        got.add(key)
+        sent_at = float(parts[3])
+        (self.bc_latency if tag == BROADCAST_TAG else self.rm_latency).append(now - sent_at)
+        self.timeline.append((sent_at, now - sent_at))
 
     def room_deliveries(self, online: Iterable[int]) -> tuple[int, int]:
         """Room deliveries ``(expected, made)`` among the ``online`` clients: every acknowledged
@@ -300,33 +321,9 @@ class GoodClient:
                 ledger.dm_latency.append(now - sent_at)
                 ledger.timeline.append((sent_at, now - sent_at))
         elif kind == "broadcast":
-            now = time.monotonic()
-            parts = str(obj.get("message", "")).split(" ")
-            if len(parts) != 4 or parts[0] != "soak-bc":
-                ledger.foreign_lines += 1
-                return
-            key = (int(parts[1]), int(parts[2]))
-            got = ledger.bc_received[self.index]
-            if key in got:
-                ledger.bc_duplicates += 1
-            else:
-                got.add(key)
-                ledger.bc_latency.append(now - float(parts[3]))
-                ledger.timeline.append((float(parts[3]), now - float(parts[3])))
+            ledger.channel_delivery(self.index, str(obj.get("message", "")), BROADCAST_TAG)
         elif kind == "room_message":
-            now = time.monotonic()
-            parts = str(obj.get("message", "")).split(" ")
-            if len(parts) != 4 or parts[0] != "soak-rm":
-                ledger.foreign_lines += 1
-                return
-            key = (int(parts[1]), int(parts[2]))
-            got = ledger.rm_received[self.index]
-            if key in got:
-                ledger.rm_duplicates += 1
-            else:
-                got.add(key)
-                ledger.rm_latency.append(now - float(parts[3]))
-                ledger.timeline.append((float(parts[3]), now - float(parts[3])))
+            ledger.channel_delivery(self.index, str(obj.get("message", "")), ROOM_TAG)
         elif kind == "room_posted":
             request = str(obj.get("id", ""))
             if request.startswith("r:"):
@@ -406,7 +403,7 @@ class GoodClient:
             {
                 "type": "room_send",
                 "room": self.room,
-                "message": f"soak-rm {self.index} {seq} {now:.6f}",
+                "message": f"{ROOM_TAG} {self.index} {seq} {now:.6f}",
                 "id": f"r:{self.index}:{seq}",
             }
         )
@@ -433,7 +430,7 @@ class GoodClient:
         self.conn.send_json(
             {
                 "type": "broadcast",
-                "message": f"soak-bc {self.index} {seq} {now:.6f}",
+                "message": f"{BROADCAST_TAG} {self.index} {seq} {now:.6f}",
                 "id": f"b:{self.index}:{seq}",
             }
         )
@@ -1131,12 +1128,12 @@ async def soak(server: RunningServer, args: argparse.Namespace, hostile: bool = 
             "broadcasts_acked": len(ledger.bc_acked),
             "broadcast_deliveries_expected": bc_expected,
             "broadcast_deliveries_lost": bc_expected - bc_delivered,
-            "broadcast_duplicates": ledger.bc_duplicates,
+            "broadcast_duplicates": ledger.duplicates[BROADCAST_TAG],
             "room_posts_sent": len(ledger.rm_sent),
             "room_posts_acked": len(ledger.rm_acked),
             "room_deliveries_expected": rm_expected,
             "room_deliveries_lost": rm_expected - rm_delivered,
-            "room_duplicates": ledger.rm_duplicates,
+            "room_duplicates": ledger.duplicates[ROOM_TAG],
             "offline": offline,
             "messages_lost": messages_lost,
             "errors": dict(ledger.errors),
