@@ -636,6 +636,7 @@ GARBAGE_SAMPLES: list[bytes] = [
     b"\xc0\xaf\xe0\x80\xaf overlong\n",  # overlong encodings
     b"\xff\xfb\x01\xff\xfd\x03\xff\xfa\x18\x01\xff\xf0whoelse\xff\xf4\r\n",  # telnet IAC
     b"\xff\xfa\x18 never ended sub-option\n",  # IAC SB without SE
+    b"\xff\xfa\x18" + b"s" * 5000 + b"\r\n",  # past Twisted's 4096-byte cap on one
     b"whoelse\xff\n",  # lone IAC at the end
     b"\xff\xff\xff\xff\xff\xff\xff\n",
     b"\x00\x00help\x00\r\n",  # NULs

@@ -25,12 +25,12 @@ TIME_LIMIT = 55.0
 """Seconds the smallest run may take (it takes about 30 on an idle machine)."""
 
 SMALLEST = [
-    "--attackers", "--quick", "--clients", "10", "--seconds", "5", "--second-wave", "2",
+    "--attackers", "--quick", "--clients", "10", "--bad-fraction", "0.4", "--seconds", "5", "--second-wave", "2",
     "--settle", "1", "--drain-seconds", "5", "--history-mb", "0.5", "--idle-tls", "44",
     "--amplifiers", "1", "--absent", "2", f"--server-option=--tls-handshake-deadline={HANDSHAKE_DEADLINE}",
     "--server-option=--output-soft-limit=131072", "--server-option=--output-hard-limit=262144",
 ]
-"""The smallest run: 10 clients, 5 s, 44 idle TLS sockets (22 an address: past the cap of 20); the
+"""The smallest run: 10 clients (4 of them the misbehaving minority, one of each kind), 5 s, 44 idle TLS sockets (22 an address: past the cap of 20); the
 output limits a quarter of the default, so the amplifiers reach the hard limit within the run."""
 
 
@@ -53,7 +53,8 @@ class SmallestSoak(unittest.TestCase):
         cls.results = json.loads(path.read_text()) if path.exists() else {}
 
     def test_nothing_lost(self) -> None:
-        """Exit status 0, and every acknowledged message of the ordinary users arrived, in both phases."""
+        """Exit status 0, every acknowledged message of the ordinary users arrived, in both phases, and
+        the server logged no traceback."""
         self.assertEqual(self.returncode, 0, self.output[-3000:])
         for phase in ("without_attackers", "with_attackers"):
             ordinary = self.results[phase]["well_behaved"]
@@ -64,6 +65,8 @@ class SmallestSoak(unittest.TestCase):
             self.assertGreater(ordinary["offline"]["acked_kept"], 0, phase)
             self.assertEqual(ordinary["offline"]["lost"], 0, phase)
             self.assertEqual(ordinary["offline"]["duplicated"], 0, phase)
+            server = self.results[phase]["server"]
+            self.assertEqual((server["log_tracebacks"], server["log_unhandled_errors"]), (0, 0), phase)
 
     def test_side_by_side(self) -> None:
         """The comparison has the p99 ratios, peak RSS, the memory check and the load generator's share."""
@@ -87,7 +90,9 @@ class SmallestSoak(unittest.TestCase):
         self.assertEqual(
             set(attackers), {"idle_tls", "read_amplifier", "pager", "mailbox_flooder", "lockout"}
         )
-        self.assertEqual(attacked["config"]["misbehaving"], 2)
+        self.assertEqual(
+            set(attacked["misbehaving"]), {"never_reader", "flooder", "garbage", "disconnecter"}
+        )
         # Idle TLS sockets: ended by the server at the handshake deadline, or
         # at once past the per-address cap; none left open.
         idle = attackers["idle_tls"]

@@ -105,6 +105,25 @@ class RefusalTests(TelnetTestCase):
         )
         self.assertEqual(connection.lines(), ["No other users are online."])
 
+    def test_a_sub_negotiation_that_never_ends(self) -> None:
+        """Past Twisted's cap (4096 bytes) it is dropped with the rest of its packet; the connection goes on.
+
+        Found by ``python3 -m bench.soak``: Twisted's telnet parser closes the
+        connection through a transport this layer has not, and its assertion
+        escaped as an unhandled error that cost the connection.
+        """
+        connection = self.connect()
+        connection.login("yoda")
+        connection.protocol.dataReceived(IAC + b"\xfa\x18" + b"x" * 4000)
+        connection.protocol.dataReceived(b"y" * 200 + b"\r\n")
+        self.assertFalse(connection.transport.disconnecting)
+        connection.send("whoelse")
+        self.assertEqual(connection.lines(), ["No other users are online."])
+        # Escaped bytes (IAC IAC) inside it count too.
+        connection.protocol.dataReceived(IAC + b"\xfa\x18" + IAC + IAC + b"z" * 5000)
+        connection.send("whoelse")
+        self.assertEqual(connection.lines(), ["No other users are online."])
+
     def test_commands_inside_lines_are_not_text(self) -> None:
         """Each is taken out of the stream before the line is read (refusals aside)."""
         connection = self.connect()

@@ -16,7 +16,8 @@ server's few answers:
   :meth:`TelnetInput.show_input`).  A client that never answers (``nc``)
   gets the offer once and nothing more: the option stays in negotiation.
 * Every other option either side proposes is refused (``WONT``/``DONT``,
-  the state machine's default); sub-negotiations are ignored.
+  the state machine's default); sub-negotiations are ignored (one that
+  runs past 4096 bytes is dropped there, with the rest of its packet).
 
 Received bytes go on to a :class:`~chatservice.server.lines.LineBuffer`;
 bytes without ``IAC`` skip the parser (the common case, and every JSON
@@ -99,6 +100,18 @@ class TelnetInput(telnet.Telnet):
             # No telnet command after IAC, in a packet that began inside a
             # sub-negotiation: the rest of the packet is not read.
             self.state = "data"
+
+    def _subnegotiationLengthExceeded(self) -> None:
+        """A sub-negotiation past Twisted's cap (4096 bytes) without ``IAC SE``: dropped.
+
+        Sub-negotiations are ignored anyway; this one ends here, with the rest
+        of its packet (Twisted's parser stops reading it), and the connection
+        goes on in data.  Twisted's own answer closes the connection through
+        ``self.transport``, which this layer has not (it is a parser on a
+        connection's input): its assertion escaped as an unhandled error.
+        """
+        self.state = "data"
+        self.__dict__.pop("commands", None)
 
     def applicationDataReceived(self, data: bytes) -> None:
         self._lines.feed(data)
