@@ -6,6 +6,9 @@ Two kinds of client: one that speaks telnet (it answers ``WILL ECHO`` with
 
 from __future__ import annotations
 
+import random
+import time
+
 from twisted.trial import unittest
 
 from chatservice.server.lines import TOO_LONG, LineBuffer
@@ -106,7 +109,7 @@ class RefusalTests(TelnetTestCase):
         self.assertEqual(connection.lines(), ["No other users are online."])
 
     def test_a_sub_negotiation_that_never_ends(self) -> None:
-        """Past Twisted's cap (4096 bytes) it is dropped with the rest of its packet; the connection goes on.
+        """Past the cap (512 bytes) it is dropped with the rest of its packet; the connection goes on.
 
         Found by ``python3 -m bench.soak``: Twisted's telnet parser closes the
         connection through a transport this layer has not, and its assertion
@@ -114,15 +117,38 @@ class RefusalTests(TelnetTestCase):
         """
         connection = self.connect()
         connection.login("yoda")
-        connection.protocol.dataReceived(IAC + b"\xfa\x18" + b"x" * 4000)
+        connection.protocol.dataReceived(IAC + b"\xfa\x18" + b"x" * 400)
         connection.protocol.dataReceived(b"y" * 200 + b"\r\n")
         self.assertFalse(connection.transport.disconnecting)
         connection.send("whoelse")
         self.assertEqual(connection.lines(), ["No other users are online."])
-        # Escaped bytes (IAC IAC) inside it count too.
+        # Escaped bytes (IAC IAC) inside it count too; so does one in a single packet.
         connection.protocol.dataReceived(IAC + b"\xfa\x18" + IAC + IAC + b"z" * 5000)
         connection.send("whoelse")
         self.assertEqual(connection.lines(), ["No other users are online."])
+
+    def test_commands_of_a_packet_are_bounded(self) -> None:
+        """At most 64 commands of one packet are handled; the rest of a packet with more is dropped."""
+        connection = self.connect()
+        connection.login("yoda")
+        connection.protocol.dataReceived((IAC + AYT) * 100 + b"who\r\n")
+        self.assertEqual(connection.raw_output(), b"\r\n[yes]\r\n" * 64)
+        # The next packet has its own 64, and its text.
+        connection.protocol.dataReceived((IAC + AYT) * 2 + b"whoelse\r\n")
+        self.assertEqual(connection.raw_output(), b"\r\n[yes]\r\n" * 2 + b"No other users are online.\r\n")
+
+    def test_bytes_that_are_not_lines_cost_little(self) -> None:
+        """A megabyte of ``IAC NOP``, or of random bytes without a newline, takes the server
+        milliseconds, not the half second Twisted's byte-at-a-time parser took: one client
+        sending them without end held up everyone (found by ``bench.soak``'s garbage)."""
+        connection = self.connect()
+        rng = random.Random(15)
+        packets = [(IAC + NOP) * 32768] * 8 + [rng.randbytes(65536).replace(b"\n", b"-") for _ in range(8)]
+        started = time.process_time()
+        for packet in packets:
+            connection.protocol.dataReceived(packet)
+        self.assertLess(time.process_time() - started, 0.15)
+        self.assertFalse(connection.transport.disconnecting)
 
     def test_commands_inside_lines_are_not_text(self) -> None:
         """Each is taken out of the stream before the line is read (refusals aside)."""
