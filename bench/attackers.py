@@ -28,6 +28,12 @@ ordinary users is touched):
     Wrong passwords for an ordinary user's name (the login prober's) from
     one address, again and again: the owner, from another address, must
     still log in.
+``telnet_flood``
+    A text connection (never logged in) sending bytes that are not lines:
+    64 KiB of ``IAC NOP``, then 64 KiB of random bytes without a newline, and
+    so on, one each :data:`TELNET_FLOOD_INTERVAL` (3 MiB a second); it reads
+    and discards what comes back, and comes back when closed.  Twisted's
+    telnet parser took 15 to 25 ms of the server's one thread for each.
 
 Every loop is bounded in time (the run's end) and count (:data:`MAX_CYCLES`).
 """
@@ -41,7 +47,7 @@ from typing import Any, Sequence
 
 from bench.soak_clients import MAX_CYCLES, BadClient, BadStats, Conn, Obj, json_login, open_conn
 
-ATTACK_KINDS = ("idle_tls", "read_amplifier", "pager", "mailbox_flooder", "lockout")
+ATTACK_KINDS = ("idle_tls", "read_amplifier", "pager", "mailbox_flooder", "lockout", "telnet_flood")
 """The kinds, in the order of their address blocks."""
 AMPLIFIER_RCVBUF = 4096
 """``SO_RCVBUF`` of a read amplifier (the kernel doubles it)."""
@@ -55,6 +61,10 @@ GUESS_INTERVAL = 0.3
 """Seconds between two wrong passwords of the lock-out attacker."""
 FLOOD_BURST = 20
 """Direct messages the mailbox flooder sends at once (the server's ``--flood-burst``)."""
+TELNET_FLOOD_CHUNK = 65536
+"""Bytes of each write of the telnet flooder."""
+TELNET_FLOOD_INTERVAL = 0.02
+"""Seconds between two writes of the telnet flooder."""
 PER_VICTIM = 30
 """Direct messages the mailbox flooder sends one victim before it turns to the next (a share is 25)."""
 BURST_AFTER = 10
@@ -261,3 +271,36 @@ class LockoutGuesser(BadClient):
             await asyncio.sleep(GUESS_INTERVAL)
         if conn is not None and not conn.is_closed:
             conn.close()
+
+
+class TelnetFlooder(BadClient):
+    """Sends ``IAC NOP`` and random bytes without a newline to a text connection, never logging in."""
+
+    kind = "telnet_flood"
+
+    def chunk(self, number: int) -> bytes:
+        """The ``number``-th write: ``IAC NOP`` repeated, or random bytes without LF, in turn."""
+        if number % 2 == 0:
+            return b"\xff\xf1" * (TELNET_FLOOD_CHUNK // 2)
+        return self.rng.randbytes(TELNET_FLOOD_CHUNK).replace(b"\n", b"-")
+
+    async def run(self, stop_at: float) -> None:
+        loop = asyncio.get_running_loop()
+        cycles = 0
+        written = 0
+        while loop.time() < stop_at and cycles < MAX_CYCLES:
+            cycles += 1
+            conn = await self.connect(Conn(parse=False))
+            if conn is None:
+                await asyncio.sleep(0.5)
+                continue
+            number = 0
+            while not conn.is_closed and loop.time() < stop_at and written < 100 * MAX_CYCLES * TELNET_FLOOD_CHUNK:
+                conn.write(self.chunk(number))
+                number += 1
+                written += TELNET_FLOOD_CHUNK
+                await conn.drain(stop_at)
+                await asyncio.sleep(TELNET_FLOOD_INTERVAL)
+            self.stats.notes["64 KiB writes"] += number
+            if conn.is_closed and not conn.closed_by_us:
+                await asyncio.sleep(0.5)

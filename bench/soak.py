@@ -112,6 +112,7 @@ from bench.attackers import (
     LockoutGuesser,
     MailboxFlooder,
     ReadAmplifier,
+    TelnetFlooder,
     attacker_source,
 )
 from bench.harness import LOADGEN_CPU_LIMIT, code_version
@@ -878,6 +879,11 @@ def make_attackers(server: RunningServer, args: argparse.Namespace, accounts: di
             LockoutGuesser(0, server.port, "", stats["lockout"], random.Random(rng.random()),
                            name=PROBER, source=attacker_source("lockout", 0))
         )
+    if "telnet_flood" in kinds:
+        made.append(
+            TelnetFlooder(0, server.port, "", stats["telnet_flood"], random.Random(rng.random()),
+                          name="nobody", source=attacker_source("telnet_flood", 0))
+        )
     return stats, made
 
 
@@ -1343,7 +1349,7 @@ def run_phase(args: argparse.Namespace, hostile: bool, extra: Sequence[str] = ()
             shutil.copytree(history, data)
             options += ["--data-dir", str(data)]
         server = start_chatservice(
-            soak_accounts(args), extra=options,
+            soak_accounts(args), extra=options, root=args.root.resolve(),
             tls=(tls_files["key"], tls_files["cert"]) if tls_files else None,
             metrics=True,
         )
@@ -1368,7 +1374,7 @@ def with_and_without(args: argparse.Namespace) -> Obj:
         work = Path(directory)
         tls_files = make_certificates(work)
         count = max(1, int(args.history_mb * 1_000_000 / HISTORY_MESSAGE_CHARS))
-        fill_seconds = fill_history(ROOT, work / "history", count, HISTORY_MESSAGE_CHARS)
+        fill_seconds = fill_history(args.root.resolve(), work / "history", count, HISTORY_MESSAGE_CHARS)
         pairs = []
         for number in range(args.pairs):
             phases = {}
@@ -1380,6 +1386,7 @@ def with_and_without(args: argparse.Namespace) -> Obj:
     return {
         "mode": "quick" if args.quick else "full",
         "code": code_version(),
+        "root": str(args.root),
         "history": {"messages": count, "mb": args.history_mb, "fill_s": round(fill_seconds, 1)},
         **pairs[0],
         "pairs": pairs[1:],
@@ -1498,6 +1505,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="--attackers: how much the second wave may grow the RSS, once settled (without a"
                              " second wave: how much more than without attackers); more is a leak (default 3)")
     parser.add_argument("--seed", type=int, default=6, help="seed of the random choices")
+    parser.add_argument("--root", type=Path, default=ROOT,
+                        help="source tree of the server to run (e.g. an older commit's git archive, to compare)")
     parser.add_argument("--server-option", action="append", default=[],
                         help="a twistd chat option for the server (repeat; e.g. --server-option=--tls-handshake-deadline=1)")
     parser.add_argument(

@@ -88,7 +88,7 @@ class SmallestSoak(unittest.TestCase):
         attacked = self.results["with_attackers"]
         attackers = attacked["attackers"]
         self.assertEqual(
-            set(attackers), {"idle_tls", "read_amplifier", "pager", "mailbox_flooder", "lockout"}
+            set(attackers), {"idle_tls", "read_amplifier", "pager", "mailbox_flooder", "lockout", "telnet_flood"}
         )
         self.assertEqual(
             set(attacked["misbehaving"]), {"never_reader", "flooder", "garbage", "disconnecter"}
@@ -107,6 +107,8 @@ class SmallestSoak(unittest.TestCase):
         self.assertGreater(attackers["mailbox_flooder"]["kept"], 0)
         self.assertLessEqual(attacked["well_behaved"]["offline"]["flooder_most_in_one_mailbox"], 25)
         self.assertEqual(attacked["well_behaved"]["offline"]["refused"], {})
+        # The telnet flooder wrote all along (its cost is in the others' latency).
+        self.assertGreater(attackers["telnet_flood"]["notes"]["64 KiB writes"], 10)
         # Guessing the prober's password from elsewhere never locked the prober out.
         self.assertNotIn("accepted!", attackers["lockout"]["login_refused"])
         prober = attacked["well_behaved"]["login_prober"]
