@@ -192,6 +192,19 @@ class TelnetInput(telnet.Telnet):
 
     # Options ------------------------------------------------------------------------
 
+    def negotiate(self, data: list[bytes]) -> None:
+        """A whole sub-negotiation: ignored (Twisted's would fail on an empty one, ``IAC SB IAC SE``)."""
+
+    def _do_while_switching_off(self, state: telnet._OptionState, option: bytes) -> None:
+        """``DO`` for an option this side is switching off (``WONT`` sent, no answer yet): ignored.
+
+        The ``DONT`` asked for may still come.  Twisted's state machine holds
+        this case for impossible and asserts (an unhandled error that cost the
+        connection), but a client can send anything.
+        """
+
+    doMap = {**telnet.Telnet.doMap, ("yes", True): _do_while_switching_off}
+
     def enableLocal(self, option: bytes) -> bool:
         return option == telnet.ECHO
 
