@@ -162,13 +162,7 @@ class ReadAmplifier(BadClient):
 
     async def run(self, stop_at: float) -> None:
         loop = asyncio.get_running_loop()
-        cycles = 0
-        while loop.time() < stop_at and cycles < MAX_CYCLES:
-            cycles += 1
-            conn = await self.connect(Conn(parse=False), rcvbuf=AMPLIFIER_RCVBUF)
-            if conn is None or not await self.login(conn):
-                await asyncio.sleep(0.5)
-                continue
+        async for conn in self.sessions(stop_at, lambda: Conn(parse=False), AMPLIFIER_RCVBUF):
             assert conn.transport is not None
             conn.transport.pause_reading()
             sent = 0
@@ -211,13 +205,7 @@ class MailboxFlooder(BadClient):
 
     async def run(self, stop_at: float) -> None:
         loop = asyncio.get_running_loop()
-        cycles = 0
-        while loop.time() < stop_at and cycles < MAX_CYCLES:
-            cycles += 1
-            conn = await self.connect(Conn(self.on_line))
-            if conn is None or not await self.login(conn):
-                await asyncio.sleep(0.5)
-                continue
+        async for conn in self.sessions(stop_at, lambda: Conn(self.on_line)):
             while not conn.is_closed and loop.time() < stop_at and self.sent < 100 * MAX_CYCLES:
                 # One a 0.2 s, then a burst when the victim's share is nearly
                 # taken (all in flight at once: a share counted before the
@@ -286,14 +274,8 @@ class TelnetFlooder(BadClient):
 
     async def run(self, stop_at: float) -> None:
         loop = asyncio.get_running_loop()
-        cycles = 0
         written = 0
-        while loop.time() < stop_at and cycles < MAX_CYCLES:
-            cycles += 1
-            conn = await self.connect(Conn(parse=False))
-            if conn is None:
-                await asyncio.sleep(0.5)
-                continue
+        async for conn in self.sessions(stop_at, lambda: Conn(parse=False), login=False):
             number = 0
             while not conn.is_closed and loop.time() < stop_at and written < 100 * MAX_CYCLES * TELNET_FLOOD_CHUNK:
                 conn.write(self.chunk(number))

@@ -15,7 +15,7 @@ import ssl
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, AsyncIterator, Callable, Iterable, Sequence
 
 from bench.servers import HOST
 
@@ -376,6 +376,21 @@ class BadClient:
         self.conns.append(conn)
         conn.closed.add_done_callback(lambda _: self.stats.ended(conn))
         return conn
+
+    async def sessions(
+        self, stop_at: float, protocol: Callable[[], Conn], rcvbuf: int | None = None, login: bool = True
+    ) -> AsyncIterator[Conn]:
+        """Connections one after another (each logged in, with ``login``) until ``stop_at`` (loop
+        time), at most :data:`MAX_CYCLES`; after a connection or login that failed, 0.5 s."""
+        loop = asyncio.get_running_loop()
+        for _ in range(MAX_CYCLES):
+            if loop.time() >= stop_at:
+                return
+            conn = await self.connect(protocol(), rcvbuf)
+            if conn is None or (login and not await self.login(conn)):
+                await asyncio.sleep(0.5)
+                continue
+            yield conn
 
     async def login(self, conn: Conn) -> bool:
         """JSON login; counts refusals (e.g. ``already_logged_in`` after a reset)."""
