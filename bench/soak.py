@@ -49,9 +49,10 @@ copy of one filled by :func:`bench.read_amplifier.fill_history`): first the
 ordinary users alone, then the same ordinary users doing the same with the
 misbehaving minority and the attackers of :mod:`bench.attackers` (idle TLS
 sockets, ``read`` amplifiers, pagers, a mailbox flooder, a lock-out
-guesser) at the same time; after the attackers are gone and the server has
-settled (``--settle``), a second wave of them (``--second-wave`` seconds)
-and the RSS once more.  It prints both tables and one side by side.
+guesser, a telnet flooder) at the same time; after the attackers are gone
+and the server has settled (``--settle``), a second wave of them
+(``--second-wave`` seconds) and the RSS once more.  ``--pairs N`` does it N
+times, alternating.  It prints both tables and the two side by side.
 
 Everything is bounded: the run lasts ``--seconds``, then at most
 ``--drain-seconds`` for messages still in flight, and every loop has a count
