@@ -48,7 +48,7 @@ from typing import Any, Callable, Sequence
 
 from bench.procstat import RssSampler, status_kib
 from bench.servers import HOST, ROOT, start_chatservice
-from bench.soak import Conn, json_login, mib, open_conn, passwords, source_address
+from bench.soak_clients import Conn, json_login, mib, open_conn, passwords, source_address
 
 PAGES_AT_ONCE = 10
 """Pages the full read asks for back to back, then one a :data:`PAGE_PACE`."""

@@ -1,19 +1,28 @@
-"""Soak benchmark: well-behaved users chatting while a misbehaving minority attacks.
+"""Soak benchmark: well-behaved users chatting while a misbehaving minority, and attackers, strike.
 
-Run: ``python3 -m bench.soak [--clients N] [--seconds T] [--bad-fraction F]``
-(defaults: 60 clients, 30 s, 0.2).  It starts the real ``twistd -n chat``
-(:func:`bench.servers.start_chatservice`) on 127.0.0.1 with accounts
-``user0`` .. ``user<N-1>`` (plain passwords), then drives it from this one
-process with :mod:`asyncio`, loopback only.  The clients are spread over
-several loopback source addresses (127.0.0.2, 127.0.0.3, ...; Linux routes all
-of 127/8 to ``lo``), :data:`CLIENTS_PER_ADDRESS` per address, so the
+Run: ``python3 -m bench.soak [--quick] [--attackers] [--clients N] [--seconds T]
+[--bad-fraction F]`` (defaults: 60 clients, 30 s, 0.2; ``--quick``: 24
+clients, 15 s).  It starts the real ``twistd -n chat``
+(:func:`bench.servers.start_chatservice`, with ``--metrics``) on 127.0.0.1
+with accounts ``user0`` .. ``user<N-1>`` and a few more (plain passwords),
+then drives it from this one process with :mod:`asyncio`, loopback only.  The
+clients are spread over several loopback source addresses (127.0.0.2,
+127.0.0.3, ...; Linux routes all of 127/8 to ``lo``),
+:data:`~bench.soak_clients.CLIENTS_PER_ADDRESS` per address, so the
 per-address connection cap (20) is not what is measured.
 
 Well-behaved clients (JSON) each send direct messages to random well-behaved
-peers (about one a ``--dm-interval``) and broadcasts (about one a
-``--broadcast-interval``), well under the flood limit of 5 lines a second.
-Every text carries a unique id and its send time.  The misbehaving minority is
-split evenly between four kinds:
+peers (about one a ``--dm-interval``), broadcasts (about one a
+``--broadcast-interval``) and posts to their room (every client is in a room
+of :data:`ROOM_SIZE`, about one a ``--room-interval``), well under the flood
+limit of 5 lines a second.  A share of their direct messages goes to
+``--absent`` users who stay offline (``absent<i>``: kept in their mailboxes,
+about :data:`OFFLINE_PER_ABSENT` each); the absent users log in at the end
+and collect them.  One client in :data:`TLS_EVERY` connects over TLS when the
+server has an ``ssl:`` port.  One more ordinary user, the *prober*, logs in
+and out once a second all along (login latency, refusals).  Every text
+carries a unique id and its send time.  The misbehaving minority is split
+evenly between four kinds:
 
 ``never_reader``
     Logs in (small ``SO_RCVBUF``), then stops reading and keeps the socket
@@ -34,26 +43,47 @@ split evenly between four kinds:
     connection mid-line (sometimes before the login reply), reconnects,
     repeats.
 
+``--attackers`` (issue 15) runs twice, each time on a fresh server with an
+``ssl:`` listener and a database holding ``--history-mb`` of history (a
+copy of one filled by :func:`bench.read_amplifier.fill_history`): first the
+ordinary users alone, then the same ordinary users doing the same with the
+misbehaving minority and the attackers of :mod:`bench.attackers` (idle TLS
+sockets, ``read`` amplifiers, pagers, a mailbox flooder, a lock-out
+guesser, a telnet flooder) at the same time; after the attackers are gone
+and the server has settled (``--settle``), a second wave of them
+(``--second-wave`` seconds) and the RSS once more.  ``--pairs N`` does it N
+times, alternating.  It prints both tables and the two side by side.
+
 Everything is bounded: the run lasts ``--seconds``, then at most
 ``--drain-seconds`` for messages still in flight, and every loop has a count
-limit.  At the end it prints a table and writes the same figures as JSON to
-``--output`` (default ``bench/results/soak.json``):
+limit; every server it starts is stopped.  At the end it prints a table and
+writes the same figures as JSON to ``--output`` (default
+``bench/results/soak.json``):
 
 - the server's peak RSS (``VmHWM`` in ``/proc/<pid>/status``, and the highest
-  ``VmRSS`` sampled every 0.5 s) and CPU time (``/proc/<pid>/stat``);
+  ``VmRSS`` sampled every 0.5 s), its RSS right after the ordinary users
+  logged in and once the misbehaving clients are gone and the server has
+  settled, its CPU time (``/proc/<pid>/stat``), how long it waited for a
+  CPU (``schedstat``: other work on the machine) and how often its reactor
+  ran a timer late (``chat_reactor_lag_seconds`` of ``/metrics``);
 - messages lost among well-behaved clients: every direct message the server
   acknowledged (``message_status``) must arrive exactly once at its
-  recipient, and every acknowledged broadcast of a well-behaved sender at
-  every other well-behaved client (all of them are online for the whole run);
+  recipient (online, or in an absent user's mailbox when it said it kept
+  it), and every acknowledged broadcast and room post of a well-behaved
+  sender at every other well-behaved client (of its room), all of them
+  online for the whole run;
 - well-behaved delivery latency p50/p99/max (send to receipt, both ends in
-  this process, so one clock);
+  this process, so one clock), and the largest latency of each second;
 - how many misbehaving connections the server closed, and why (the
-  ``disconnect`` reason it sent, or ``reset``/``eof`` when it sent none);
-- this load generator's own CPU time and event-loop lag, to show it was not
-  the bottleneck (lag adds to the measured latency), and the host's load;
+  ``disconnect`` reason it sent, or ``reset``/``eof`` when it sent none),
+  and what it refused each kind of attacker;
+- this load generator's own CPU time (over :data:`~bench.harness.LOADGEN_CPU_LIMIT`
+  per cent of the wall time it may have been the limit) and event-loop lag
+  (lag adds to the measured latency), and the host's load;
 - the server log's tracebacks and hard-limit closes (the log is kept beside
-  the JSON, ``.log``), and the most the kernel held unsent for a never-reader
-  (``tx_queue`` in ``/proc/net/tcp``).
+  the JSON, ``.log``; ``-quiet.log`` for the phase without attackers), and the
+  most the kernel held unsent for a never-reader (``tx_queue`` in
+  ``/proc/net/tcp``).
 
 The exit status is 1 when a well-behaved message was lost.
 """
@@ -67,21 +97,47 @@ import os
 import random
 import re
 import resource
-import socket
-import struct
+import shutil
+import ssl
 import sys
+import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterable, Sequence
+from typing import Any, Awaitable, Iterable, Sequence
 
-from bench.procstat import cpu_seconds, send_queues, status_kib
-from bench.servers import HOST, RunningServer, start_chatservice
+from bench.attackers import (
+    ATTACK_KINDS,
+    IdleTls,
+    LockoutGuesser,
+    MailboxFlooder,
+    ReadAmplifier,
+    TelnetFlooder,
+    attacker_source,
+)
+from bench.harness import LOADGEN_CPU_LIMIT, code_version
+from bench.procstat import cpu_seconds, run_queue_seconds, send_queues, status_kib
+from bench.read_amplifier import fill_history
+from bench.servers import HOST, ROOT, RunningServer, start_chatservice
+from bench.soak_clients import (
+    CLIENTS_PER_ADDRESS,
+    MAX_CYCLES,
+    BadClient,
+    BadStats,
+    Conn,
+    Obj,
+    json_login,
+    latency_summary,
+    mib,
+    open_conn,
+    passwords,
+    percentile,
+    source_address,
+    text_login,
+)
+from tests.certs import client_hello, make_certificates
 
-CLIENTS_PER_ADDRESS = 8
-"""Clients sharing one loopback source address (the server allows 20 per address;
-a reconnecting client may briefly hold two)."""
 CONNECT_CONCURRENCY = 16
 """Connections opened at once during the login phase (the listen backlog is 50)."""
 LOGIN_PHASE_LIMIT = 60.0
@@ -90,265 +146,24 @@ SAMPLE_INTERVAL = 0.5
 """Seconds between RSS samples."""
 NEVER_READER_RCVBUF = 4096
 """``SO_RCVBUF`` of a never-reading client (the kernel doubles it)."""
-MAX_CYCLES = 10_000
-"""Upper bound on the connections one misbehaving client opens in a run."""
 FLOOD_BYTES_LIMIT = 256 * 1024 * 1024
 """Upper bound on what one flooder writes in a run."""
-
-CLOSING_TYPES = (b'"disconnect"', b'"outdated_client"', b'"banned"', b'"shutdown"', b'"login"')
-"""JSON lines a connection parses even when it parses nothing else: how it may end."""
-
-Obj = dict[str, Any]
-LineHandler = Callable[["Conn", bytes, "Obj | None"], None]
-
-
-def source_address(index: int) -> str:
-    """The loopback address client ``index`` connects from (127.0.0.2 upwards)."""
-    slot = index // CLIENTS_PER_ADDRESS
-    return f"127.0.{slot // 250}.{2 + slot % 250}"
-
-
-def percentile(ordered: Sequence[float], fraction: float) -> float | None:
-    """Nearest-rank percentile of already sorted values (``None`` when empty)."""
-    if not ordered:
-        return None
-    rank = min(len(ordered) - 1, max(0, int(round(fraction * len(ordered) + 0.5)) - 1))
-    return ordered[rank]
-
-
-def latency_summary(samples: Iterable[float]) -> Obj:
-    """Count, p50, p99 and max of ``samples`` (seconds), in milliseconds."""
-    ordered = sorted(samples)
-
-    def ms(value: float | None) -> float | None:
-        return None if value is None else round(value * 1000, 3)
-
-    return {
-        "count": len(ordered),
-        "p50_ms": ms(percentile(ordered, 0.50)),
-        "p99_ms": ms(percentile(ordered, 0.99)),
-        "max_ms": ms(ordered[-1] if ordered else None),
-    }
-
-
-# Server process figures ---------------------------------------------------------------
-
-
-def mib(kib: int | None) -> float | None:
-    """KiB to MiB, rounded (``None`` stays ``None``)."""
-    return None if kib is None else round(kib / 1024, 1)
-
-
-# A line connection ---------------------------------------------------------------------
-
-
-class Conn(asyncio.Protocol):
-    """One client connection: splits lines, parses JSON ones, records how it ended.
-
-    :param on_line: called for every received line, with the parsed object
-        for lines that are JSON objects (``None`` otherwise).
-    :param parse: parse every JSON line; when false only ``disconnect`` lines
-        (and lines someone waits for) are parsed, to save this process's CPU.
-    """
-
-    def __init__(self, on_line: LineHandler | None = None, parse: bool = True) -> None:
-        self.on_line = on_line
-        self.parse = parse
-        self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.close_error: BaseException | None = None
-        self.closed_by_us = False
-        self.disconnect_reason: str | None = None
-        self.login_refusal: str | None = None
-        self.last_line = b""
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self._writable = asyncio.Event()
-        self._writable.set()
-        self._waiters: list[tuple[Callable[[bytes, Obj | None], bool], asyncio.Future[Obj | None]]] = []
-
-    # asyncio.Protocol
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.bytes_in += len(data)
-        buffer = self.buffer
-        buffer += data
-        start = 0
-        while True:
-            end = buffer.find(b"\n", start)
-            if end < 0:
-                break
-            self._line(bytes(buffer[start:end]))
-            start = end + 1
-        if start:
-            del buffer[:start]
-        if len(buffer) > 1 << 20:  # a line this long is not ours to keep
-            del buffer[:]
-
-    def eof_received(self) -> bool | None:
-        return None  # close the transport
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.close_error = exc
-        self._writable.set()
-        if not self.closed.done():
-            self.closed.set_result(None)
-        for _, waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_exception(ConnectionError(f"connection closed ({self.end_reason()})"))
-        self._waiters.clear()
-
-    def pause_writing(self) -> None:
-        self._writable.clear()
-
-    def resume_writing(self) -> None:
-        self._writable.set()
-
-    # Lines
-
-    def _line(self, line: bytes) -> None:
-        obj: Obj | None = None
-        if line.strip():
-            self.last_line = line
-        if line.startswith(b"{") and (
-            self.parse or self._waiters or any(kind in line for kind in CLOSING_TYPES)
-        ):
-            try:
-                parsed = json.loads(line)
-            except ValueError:
-                parsed = None
-            if isinstance(parsed, dict):
-                obj = parsed
-                if obj.get("type") == "disconnect":
-                    self.disconnect_reason = str(obj.get("reason"))
-                elif obj.get("type") in ("outdated_client", "banned", "shutdown"):
-                    self.disconnect_reason = str(obj.get("type"))
-                elif obj.get("type") == "login" and obj.get("success") is False:
-                    self.login_refusal = str(obj.get("reason"))
-        if self._waiters:
-            for entry in list(self._waiters):
-                predicate, waiter = entry
-                if not waiter.done() and predicate(line, obj):
-                    waiter.set_result(obj)
-                    self._waiters.remove(entry)
-        if self.on_line is not None:
-            self.on_line(self, line, obj)
-
-    def expect(self, predicate: Callable[[bytes, Obj | None], bool]) -> asyncio.Future[Obj | None]:
-        """A future for the next line satisfying ``predicate(line, obj)`` (its object)."""
-        waiter: asyncio.Future[Obj | None] = asyncio.get_running_loop().create_future()
-        if self.closed.done():
-            waiter.set_exception(ConnectionError("connection closed"))
-        else:
-            self._waiters.append((predicate, waiter))
-        return waiter
-
-    # Writing and closing
-
-    @property
-    def is_closed(self) -> bool:
-        return self.closed.done()
-
-    def write(self, data: bytes) -> None:
-        """Queue ``data`` (dropped silently once closed)."""
-        if self.transport is not None and not self.closed.done() and not self.transport.is_closing():
-            self.transport.write(data)
-            self.bytes_out += len(data)
-
-    def send_json(self, obj: Obj) -> None:
-        self.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
-
-    async def drain(self, until: float) -> None:
-        """Wait until the transport takes more data, the connection closes, or ``until``."""
-        loop = asyncio.get_running_loop()
-        while not self._writable.is_set() and not self.closed.done():
-            remaining = until - loop.time()
-            if remaining <= 0:
-                return
-            try:
-                await asyncio.wait_for(self._writable.wait(), min(remaining, 0.5))
-            except asyncio.TimeoutError:
-                pass
-
-    def close(self) -> None:
-        """Close normally (FIN after what is queued)."""
-        self.closed_by_us = True
-        if self.transport is not None:
-            self.transport.close()
-
-    def reset(self) -> None:
-        """Close abruptly with a TCP reset (``SO_LINGER`` 0)."""
-        self.closed_by_us = True
-        if self.transport is None:
-            return
-        sock = self.transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            except OSError:
-                pass
-        self.transport.abort()
-
-    def end_reason(self) -> str:
-        """Why the server ended this connection: its ``disconnect`` reason, else how."""
-        if self.disconnect_reason is not None:
-            return self.disconnect_reason
-        if self.login_refusal is not None:
-            return f"login refused: {self.login_refusal}"
-        if self.last_line and not self.last_line.startswith(b"{"):
-            # A text connection: the server's last words are its reason.
-            text = self.last_line.decode("utf-8", "replace").strip()
-            return f"text: {text[:60]}"
-        if isinstance(self.close_error, ConnectionResetError):
-            return "reset (no reason sent)"
-        if self.close_error is not None:
-            return f"{type(self.close_error).__name__} (no reason sent)"
-        return "eof (no reason sent)"
-
-
-async def open_conn(port: int, source: str, conn: Conn, rcvbuf: int | None = None, timeout: float = 10.0) -> Conn:
-    """Connect ``conn`` from ``source`` to the server."""
-    loop = asyncio.get_running_loop()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        if rcvbuf is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind((source, 0))
-        sock.setblocking(False)
-        await asyncio.wait_for(loop.sock_connect(sock, (HOST, port)), timeout)
-        await loop.create_connection(lambda: conn, sock=sock)
-    except BaseException:
-        sock.close()
-        raise
-    return conn
-
-
-def _is_login_reply(line: bytes, obj: Obj | None) -> bool:
-    return obj is not None and obj.get("type") == "login"
-
-
-async def json_login(conn: Conn, user: str, password: str, timeout: float = 20.0) -> Obj:
-    """Log in over JSON (the first line switches the connection); return the ``login`` reply."""
-    reply = conn.expect(_is_login_reply)
-    conn.send_json({"type": "login", "user": user, "password": password})
-    obj = await asyncio.wait_for(reply, timeout)
-    assert obj is not None
-    return obj
-
-
-async def text_login(conn: Conn, user: str, password: str, timeout: float = 20.0) -> bool:
-    """Log in over text (both lines at once); whether the welcome came."""
-    welcome = f"Welcome to chatservice, {user}!".encode()
-    reply = conn.expect(lambda line, obj: welcome in line or b"Invalid Password" in line or b"Error." in line)
-    conn.write(f"{user}\r\n{password}\r\n".encode())
-    await asyncio.wait_for(reply, timeout)
-    return True
+BROADCAST_TAG = "soak-bc"
+"""First word of a well-behaved broadcast: ``soak-bc <sender> <seq> <sent at>``."""
+ROOM_TAG = "soak-rm"
+"""First word of a well-behaved room post, as :data:`BROADCAST_TAG`."""
+ROOM_SIZE = 4
+"""Well-behaved clients in one room (each is in one)."""
+TLS_EVERY = 8
+"""One well-behaved client in this many connects over TLS (when the server has an ``ssl:`` port)."""
+PROBER = "prober"
+"""The ordinary user who logs in and out all along (and whose password the lock-out attacker guesses)."""
+PROBE_INTERVAL = 1.0
+"""Seconds between the prober's logins."""
+OFFLINE_PER_ABSENT = 40
+"""Direct messages ordinary users send each offline user in a run, about (the mailbox holds 100)."""
+IDLE_TLS_ADDRESSES = 2
+"""Addresses the idle TLS sockets come from (``--idle-tls`` of them in all: more than 20 each)."""
 
 
 # Bookkeeping -----------------------------------------------------------------------------
@@ -368,9 +183,26 @@ class Ledger:
     bc_sent: dict[tuple[int, int], float] = field(default_factory=dict)
     bc_acked: set[tuple[int, int]] = field(default_factory=set)
     bc_received: dict[int, set[tuple[int, int]]] = field(default_factory=lambda: defaultdict(set))
-    bc_duplicates: int = 0
+    room_members: dict[int, list[int]] = field(default_factory=dict)
+    """The members of each room (by room number)."""
+    rm_sent: dict[tuple[int, int], int] = field(default_factory=dict)
+    """Room posts by ``(sender, seq)``: their room."""
+    rm_acked: set[tuple[int, int]] = field(default_factory=set)
+    rm_received: dict[int, set[tuple[int, int]]] = field(default_factory=lambda: defaultdict(set))
+    duplicates: Counter[str] = field(default_factory=Counter)
+    """Broadcasts and room posts received twice, by tag (:data:`BROADCAST_TAG`, :data:`ROOM_TAG`)."""
+    off_sent: dict[tuple[int, int], str] = field(default_factory=dict)
+    """Direct messages to offline users by ``(sender, seq)``: their recipient."""
+    off_acked: dict[tuple[int, int], bool] = field(default_factory=dict)
+    """Those the server answered ``message_status``: whether it said it kept them."""
+    off_refused: Counter[str] = field(default_factory=Counter)
+    """Those the server refused, by error code (``mailbox_full``...)."""
+    off_refused_keys: set[tuple[int, int]] = field(default_factory=set)
     dm_latency: list[float] = field(default_factory=list)
     bc_latency: list[float] = field(default_factory=list)
+    rm_latency: list[float] = field(default_factory=list)
+    timeline: list[tuple[float, float]] = field(default_factory=list)
+    """Every first delivery as ``(sent at, latency)``, monotonic seconds."""
     errors: Counter[str] = field(default_factory=Counter)
     dropped_notices: int = 0
     disconnected: Counter[str] = field(default_factory=Counter)
@@ -380,78 +212,87 @@ class Ledger:
         """Whether everything acknowledged has arrived (and every request was answered)."""
         if len(self.dm_acked) < len(self.dm_sent) or len(self.bc_acked) < len(self.bc_sent):
             return False
+        if len(self.rm_acked) < len(self.rm_sent) or len(self.off_acked) + len(self.off_refused_keys) < len(self.off_sent):
+            return False
         if any(self.dm_received[key] < 1 for key in self.dm_acked):
             return False
+        receivers = list(receivers)
         for receiver in receivers:
             got = self.bc_received[receiver]
             if any(key not in got for key in self.bc_acked if key[0] != receiver):
                 return False
-        return True
+        return self.room_deliveries(receivers)[0] == self.room_deliveries(receivers)[1]
 
+    def channel_delivery(self, receiver: int, text: str, tag: str) -> None:
+        """Record the broadcast (:data:`BROADCAST_TAG`) or room post (:data:`ROOM_TAG`) ``text`` at ``receiver``."""
+        now = time.monotonic()
+        parts = text.split(" ")
+        if len(parts) != 4 or parts[0] != tag:
+            self.foreign_lines += 1
+            return
+        key = (int(parts[1]), int(parts[2]))
+        got = (self.bc_received if tag == BROADCAST_TAG else self.rm_received)[receiver]
+        if key in got:
+            self.duplicates[tag] += 1
+            return
+        got.add(key)
+        sent_at = float(parts[3])
+        (self.bc_latency if tag == BROADCAST_TAG else self.rm_latency).append(now - sent_at)
+        self.timeline.append((sent_at, now - sent_at))
 
-@dataclass
-class BadStats:
-    """What one kind of misbehaving client did, and how its connections ended."""
-
-    clients: int = 0
-    connections: int = 0
-    logins: int = 0
-    login_refused: Counter[str] = field(default_factory=Counter)
-    closed_by_server: Counter[str] = field(default_factory=Counter)
-    closed_by_client: int = 0
-    still_open_at_end: int = 0
-    bytes_sent: int = 0
-    bytes_received: int = 0
-    connect_failures: Counter[str] = field(default_factory=Counter)
-    notes: Counter[str] = field(default_factory=Counter)
-    """What preceded a close by the server (garbage senders: the last garbage sent)."""
-    kernel_queue_max: int = 0
-    """Most bytes the kernel held unacknowledged for one of these connections (never-readers)."""
-
-    def ended(self, conn: Conn) -> None:
-        """Record how ``conn`` ended (call once, after it closed)."""
-        self.bytes_sent += conn.bytes_out
-        self.bytes_received += conn.bytes_in
-        if conn.closed_by_us:
-            self.closed_by_client += 1
-        else:
-            self.closed_by_server[conn.end_reason()] += 1
-
-    def as_json(self) -> Obj:
-        return {
-            "clients": self.clients,
-            "connections": self.connections,
-            "logins": self.logins,
-            "login_refused": dict(self.login_refused),
-            "closed_by_server": dict(self.closed_by_server),
-            "closed_by_client": self.closed_by_client,
-            "still_open_at_end": self.still_open_at_end,
-            "bytes_sent": self.bytes_sent,
-            "bytes_received": self.bytes_received,
-            "connect_failures": dict(self.connect_failures),
-            "kernel_send_queue_max_kib": round(self.kernel_queue_max / 1024, 1),
-            "notes": dict(self.notes),
-        }
+    def room_deliveries(self, online: Iterable[int]) -> tuple[int, int]:
+        """Room deliveries ``(expected, made)`` among the ``online`` clients: every acknowledged
+        post of an online member at each other online member of its room."""
+        present = set(online)
+        expected = made = 0
+        for key in self.rm_acked:
+            if key[0] not in present:
+                continue
+            for member in self.room_members[self.rm_sent[key]]:
+                if member != key[0] and member in present:
+                    expected += 1
+                    made += key in self.rm_received[member]
+        return expected, made
 
 
 # Well-behaved clients --------------------------------------------------------------------
 
 
 class GoodClient:
-    """A JSON user sending direct messages and broadcasts at a modest rate."""
+    """A JSON user sending direct messages, broadcasts and room posts at a modest rate.
 
-    def __init__(self, index: int, ledger: Ledger, peers: list[int], rng: random.Random) -> None:
+    :param absent: accounts that stay offline: a share (``offline_share``) of
+        the direct messages goes to them, to be kept in their mailboxes.
+    :param tls: connect over TLS with this context (to the server's ``ssl:`` port).
+    """
+
+    def __init__(
+        self,
+        index: int,
+        ledger: Ledger,
+        peers: list[int],
+        rng: random.Random,
+        absent: Sequence[str] = (),
+        offline_share: float = 0.0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.index = index
         self.name = f"user{index}"
         self.ledger = ledger
         self.peers = [peer for peer in peers if peer != index]
         self.rng = rng
+        self.absent = list(absent)
+        self.offline_share = offline_share if absent else 0.0
+        self.tls = tls
         self.conn: Conn | None = None
+        self.room: int | None = None
         self.dm_seq = 0
         self.bc_seq = 0
+        self.rm_seq = 0
 
     async def connect(self, port: int, password: str) -> None:
-        self.conn = await open_conn(port, source_address(self.index), Conn(self.on_line))
+        """Log in (over TLS to ``port`` when this client has a context)."""
+        self.conn = await open_conn(port, source_address(self.index), Conn(self.on_line), tls=self.tls)
         reply = await json_login(self.conn, self.name, password)
         if not reply.get("success"):
             raise RuntimeError(f"{self.name} could not log in: {reply}")
@@ -480,24 +321,24 @@ class GoodClient:
             ledger.dm_last_seq[pair] = max(seq, ledger.dm_last_seq.get(pair, -1))
             if ledger.dm_received[key] == 1:
                 ledger.dm_latency.append(now - sent_at)
+                ledger.timeline.append((sent_at, now - sent_at))
         elif kind == "broadcast":
-            now = time.monotonic()
-            parts = str(obj.get("message", "")).split(" ")
-            if len(parts) != 4 or parts[0] != "soak-bc":
-                ledger.foreign_lines += 1
-                return
-            key = (int(parts[1]), int(parts[2]))
-            got = ledger.bc_received[self.index]
-            if key in got:
-                ledger.bc_duplicates += 1
-            else:
-                got.add(key)
-                ledger.bc_latency.append(now - float(parts[3]))
+            ledger.channel_delivery(self.index, str(obj.get("message", "")), BROADCAST_TAG)
+        elif kind == "room_message":
+            ledger.channel_delivery(self.index, str(obj.get("message", "")), ROOM_TAG)
+        elif kind == "room_posted":
+            request = str(obj.get("id", ""))
+            if request.startswith("r:"):
+                _, sender, seq = request.split(":")
+                ledger.rm_acked.add((int(sender), int(seq)))
         elif kind == "message_status":
             request = str(obj.get("id", ""))
             if request.startswith("d:"):
                 _, sender, seq = request.split(":")
                 ledger.dm_acked[(int(sender), int(seq))] = bool(obj.get("stored"))
+            elif request.startswith("o:"):
+                _, sender, seq = request.split(":")
+                ledger.off_acked[(int(sender), int(seq))] = bool(obj.get("stored"))
         elif kind == "broadcast_status":
             request = str(obj.get("id", ""))
             if request.startswith("b:"):
@@ -505,7 +346,12 @@ class GoodClient:
                 ledger.bc_acked.add((int(sender), int(seq)))
         elif kind == "error":
             code = str(obj.get("code"))
-            if code == "dropped":
+            request = str(obj.get("id", ""))
+            if request.startswith("o:"):
+                _, sender, seq = request.split(":")
+                ledger.off_refused[code] += 1
+                ledger.off_refused_keys.add((int(sender), int(seq)))
+            elif code == "dropped":
                 ledger.dropped_notices += 1
             else:
                 ledger.errors[code] += 1
@@ -514,6 +360,9 @@ class GoodClient:
 
     def send_dm(self) -> None:
         assert self.conn is not None
+        if self.rng.random() < self.offline_share:
+            self.send_offline_dm()
+            return
         if not self.peers:
             return
         to = self.rng.choice(self.peers)
@@ -530,6 +379,50 @@ class GoodClient:
             }
         )
 
+    def send_offline_dm(self) -> None:
+        """A direct message to an offline user (kept in their mailbox)."""
+        assert self.conn is not None
+        to = self.rng.choice(self.absent)
+        seq = self.dm_seq
+        self.dm_seq += 1
+        self.ledger.off_sent[(self.index, seq)] = to
+        self.conn.send_json(
+            {
+                "type": "message",
+                "to": to,
+                "message": f"soak-off {self.index} {seq} {to} {time.monotonic():.6f}",
+                "id": f"o:{self.index}:{seq}",
+            }
+        )
+
+    def send_room_post(self) -> None:
+        assert self.conn is not None and self.room is not None
+        seq = self.rm_seq
+        self.rm_seq += 1
+        now = time.monotonic()
+        self.ledger.rm_sent[(self.index, seq)] = self.room
+        self.conn.send_json(
+            {
+                "type": "room_send",
+                "room": self.room,
+                "message": f"{ROOM_TAG} {self.index} {seq} {now:.6f}",
+                "id": f"r:{self.index}:{seq}",
+            }
+        )
+
+    async def create_room(self, members: Sequence["GoodClient"]) -> None:
+        """Create a room with ``members`` (this client among them); tell them its number."""
+        assert self.conn is not None
+        reply = self.conn.expect(lambda line, obj: obj is not None and obj.get("type") in ("room_created", "error"))
+        self.conn.send_json({"type": "room_create", "members": [m.name for m in members if m is not self]})
+        obj = await asyncio.wait_for(reply, 20)
+        if obj is None or obj.get("type") != "room_created":
+            raise RuntimeError(f"{self.name} could not create a room: {obj}")
+        room = int(obj["room"])
+        self.ledger.room_members[room] = [m.index for m in members]
+        for member in members:
+            member.room = room
+
     def send_broadcast(self) -> None:
         assert self.conn is not None
         seq = self.bc_seq
@@ -539,19 +432,21 @@ class GoodClient:
         self.conn.send_json(
             {
                 "type": "broadcast",
-                "message": f"soak-bc {self.index} {seq} {now:.6f}",
+                "message": f"{BROADCAST_TAG} {self.index} {seq} {now:.6f}",
                 "id": f"b:{self.index}:{seq}",
             }
         )
 
-    async def run(self, stop_at: float, dm_interval: float, bc_interval: float) -> None:
-        """Send until ``stop_at`` (loop time), with jittered intervals."""
+    async def run(self, stop_at: float, dm_interval: float, bc_interval: float, room_interval: float = 0.0) -> None:
+        """Send until ``stop_at`` (loop time), with jittered intervals (no room posts when ``room_interval`` is 0)."""
         loop = asyncio.get_running_loop()
         rng = self.rng
         next_dm = loop.time() + rng.uniform(0, dm_interval)
         next_bc = loop.time() + rng.uniform(0, bc_interval)
+        posting = room_interval > 0 and self.room is not None
+        next_rm = loop.time() + rng.uniform(0, room_interval) if posting else float("inf")
         while True:
-            due = min(next_dm, next_bc)
+            due = min(next_dm, next_bc, next_rm)
             if due >= stop_at:
                 return
             await asyncio.sleep(max(0.0, due - loop.time()))
@@ -564,58 +459,82 @@ class GoodClient:
             if now >= next_bc:
                 self.send_broadcast()
                 next_bc = now + bc_interval * rng.uniform(0.5, 1.5)
+            if now >= next_rm:
+                self.send_room_post()
+                next_rm = now + room_interval * rng.uniform(0.5, 1.5)
+
+
+class LoginProber:
+    """An ordinary user who logs in and out again and again: how long a login takes, and refusals.
+
+    The lock-out attacker guesses this user's password from another address;
+    the owner must still get in.
+    """
+
+    def __init__(self, name: str, password: str, port: int, source: str) -> None:
+        self.name = name
+        self.password = password
+        self.port = port
+        self.source = source
+        self.latencies: list[float] = []
+        self.refused: Counter[str] = Counter()
+
+    async def run(self, stop_at: float, interval: float) -> None:
+        """Log in, log out, wait ``interval``; until ``stop_at`` (loop time)."""
+        loop = asyncio.get_running_loop()
+        cycles = 0
+        while loop.time() < stop_at and cycles < MAX_CYCLES:
+            cycles += 1
+            started = loop.time()
+            conn = Conn()
+            try:
+                await open_conn(self.port, self.source, conn)
+                reply = await json_login(conn, self.name, self.password)
+            except (OSError, ConnectionError, asyncio.TimeoutError) as e:
+                self.refused[type(e).__name__] += 1
+            else:
+                if reply.get("success"):
+                    self.latencies.append(loop.time() - started)
+                    conn.send_json({"type": "logout"})
+                    # Gone before the next login, or that one is "already logged in".
+                    await asyncio.wait([conn.closed], timeout=5.0)
+                else:
+                    self.refused[str(reply.get("reason"))] += 1
+            conn.close()
+            await asyncio.sleep(interval)
+
+    def figures(self) -> Obj:
+        return {"logins": len(self.latencies), "refused": dict(self.refused), **latency_summary(self.latencies)}
+
+
+async def collect_mailbox(port: int, name: str, password: str, source: str, quiet: float = 1.5, limit: float = 20.0) -> list[Obj]:
+    """Log ``name`` in and gather the direct messages kept for it, until none came for ``quiet`` seconds."""
+    loop = asyncio.get_running_loop()
+    messages: list[Obj] = []
+
+    def on_line(conn: Conn, line: bytes, obj: Obj | None) -> None:
+        if obj is not None and obj.get("type") == "message":
+            messages.append(obj)
+
+    conn = await open_conn(port, source, Conn(on_line))
+    try:
+        reply = await json_login(conn, name, password)
+        if not reply.get("success"):
+            raise RuntimeError(f"{name} could not log in to read its mailbox: {reply}")
+        deadline = loop.time() + limit
+        seen, last_change = -1, loop.time()
+        while loop.time() < deadline and not conn.is_closed:
+            await asyncio.sleep(0.1)
+            if len(messages) != seen:
+                seen, last_change = len(messages), loop.time()
+            elif loop.time() - last_change > quiet:
+                break
+    finally:
+        conn.close()
+    return messages
 
 
 # Misbehaving clients ----------------------------------------------------------------------
-
-
-class BadClient:
-    """Base of the misbehaving clients: an account, an address, statistics."""
-
-    kind = "bad"
-
-    def __init__(self, index: int, port: int, password: str, stats: BadStats, rng: random.Random) -> None:
-        self.index = index
-        self.name = f"user{index}"
-        self.port = port
-        self.password = password
-        self.stats = stats
-        self.rng = rng
-        self.conns: list[Conn] = []
-        stats.clients += 1
-
-    async def connect(self, conn: Conn, rcvbuf: int | None = None) -> Conn | None:
-        """Open ``conn``; ``None`` (counted) if the connection fails."""
-        try:
-            await open_conn(self.port, source_address(self.index), conn, rcvbuf)
-        except (OSError, asyncio.TimeoutError) as e:
-            self.stats.connect_failures[type(e).__name__] += 1
-            return None
-        self.stats.connections += 1
-        self.conns.append(conn)
-        conn.closed.add_done_callback(lambda _: self.stats.ended(conn))
-        return conn
-
-    async def login(self, conn: Conn) -> bool:
-        """JSON login; counts refusals (e.g. ``already_logged_in`` after a reset)."""
-        try:
-            reply = await json_login(conn, self.name, self.password)
-        except (ConnectionError, asyncio.TimeoutError) as e:
-            self.stats.login_refused[type(e).__name__] += 1
-            return False
-        if reply.get("success"):
-            self.stats.logins += 1
-            return True
-        self.stats.login_refused[str(reply.get("reason"))] += 1
-        return False
-
-    async def run(self, stop_at: float) -> None:
-        raise NotImplementedError
-
-    def close_all(self) -> None:
-        for conn in self.conns:
-            if not conn.is_closed:
-                conn.close()
 
 
 class NeverReader(BadClient):
@@ -719,6 +638,7 @@ GARBAGE_SAMPLES: list[bytes] = [
     b"\xc0\xaf\xe0\x80\xaf overlong\n",  # overlong encodings
     b"\xff\xfb\x01\xff\xfd\x03\xff\xfa\x18\x01\xff\xf0whoelse\xff\xf4\r\n",  # telnet IAC
     b"\xff\xfa\x18 never ended sub-option\n",  # IAC SB without SE
+    b"\xff\xfa\x18" + b"s" * 5000 + b"\r\n",  # past Twisted's 4096-byte cap on one
     b"whoelse\xff\n",  # lone IAC at the end
     b"\xff\xff\xff\xff\xff\xff\xff\n",
     b"\x00\x00help\x00\r\n",  # NULs
@@ -900,18 +820,90 @@ async def gather_bounded(coroutines: Iterable[Awaitable[None]], limit: int) -> l
     return [r if isinstance(r, BaseException) else None for r in results]
 
 
-def passwords(count: int) -> dict[str, str]:
-    """The accounts of a run: ``user<i>`` with password ``pw<i>``."""
-    return {f"user{i}": f"pw{i}" for i in range(count)}
+def soak_accounts(args: argparse.Namespace) -> dict[str, str]:
+    """Every account of a run: ``user<i>``, the offline ``absent<i>``, the prober, the attackers'."""
+    accounts = passwords(args.clients)
+    accounts.update({name: f"pw-{name}" for name in absent_names(args)})
+    accounts[PROBER] = f"pw-{PROBER}"
+    accounts.update({name: f"pw-{name}" for name in attacker_names(args)})
+    return accounts
 
 
-async def soak(server: RunningServer, args: argparse.Namespace) -> Obj:
-    """Drive ``server`` as ``args`` say; return the figures."""
+def absent_names(args: argparse.Namespace) -> list[str]:
+    """The users who stay offline while others write to them."""
+    return [f"absent{i}" for i in range(args.absent)]
+
+
+def attacker_names(args: argparse.Namespace) -> list[str]:
+    """The accounts the attackers of :mod:`bench.attackers` log in with."""
+    return (
+        [f"amp{i}" for i in range(args.amplifiers)]
+        + [f"pager{i}" for i in range(args.amplifiers)]
+        + ["mbflood0"]
+    )
+
+
+def offline_share(args: argparse.Namespace, n_good: int) -> float:
+    """The share of direct messages sent to offline users: about :data:`OFFLINE_PER_ABSENT`
+    for each in the run, so that ordinary senders alone never fill a mailbox."""
+    if not args.absent:
+        return 0.0
+    expected = n_good * args.seconds / args.dm_interval
+    return min(0.2, OFFLINE_PER_ABSENT * args.absent / expected)
+
+
+def make_attackers(server: RunningServer, args: argparse.Namespace, accounts: dict[str, str], rng: random.Random,
+                   hello: bytes) -> tuple[dict[str, BadStats], list[Any]]:
+    """The attackers of issue 15 (:mod:`bench.attackers`) against ``server``, and their statistics by kind."""
+    kinds = set(args.attack_kinds)
+    stats = {kind: BadStats() for kind in ATTACK_KINDS}
+    made: list[Any] = []
+    if server.tls_port and args.idle_tls and "idle_tls" in kinds:
+        sources = [attacker_source("idle_tls", n) for n in range(IDLE_TLS_ADDRESSES)]
+        made.append(IdleTls(server.tls_port, args.idle_tls, sources, hello, stats["idle_tls"]))
+    for i in range(args.amplifiers):
+        for kind, name in (("read_amplifier", f"amp{i}"), ("pager", f"pager{i}")):
+            if kind not in kinds:
+                continue
+            made.append(
+                ReadAmplifier(i, server.port, accounts[name], stats[kind], random.Random(rng.random()),
+                              name=name, source=attacker_source(kind, i), pager=kind == "pager")
+            )
+    if "mailbox_flooder" in kinds:
+        made.append(
+            MailboxFlooder(0, server.port, accounts["mbflood0"], stats["mailbox_flooder"], random.Random(rng.random()),
+                           name="mbflood0", source=attacker_source("mailbox_flooder", 0), victims=absent_names(args))
+        )
+    if "lockout" in kinds:
+        # The prober's name, guessed from another address (a password is never needed).
+        made.append(
+            LockoutGuesser(0, server.port, "", stats["lockout"], random.Random(rng.random()),
+                           name=PROBER, source=attacker_source("lockout", 0))
+        )
+    if "telnet_flood" in kinds:
+        made.append(
+            TelnetFlooder(0, server.port, "", stats["telnet_flood"], random.Random(rng.random()),
+                          name="nobody", source=attacker_source("telnet_flood", 0))
+        )
+    return stats, made
+
+
+async def soak(server: RunningServer, args: argparse.Namespace, hostile: bool = True, tls: ssl.SSLContext | None = None) -> Obj:
+    """Drive ``server`` as ``args`` say; return the figures.
+
+    :param hostile: mix in the misbehaving minority (``--bad-fraction``), and
+        with ``--attackers`` the attackers of :mod:`bench.attackers`; without,
+        only the ordinary users run (the same ones, doing the same).
+    :param tls: the context of the ordinary users who connect over TLS (one
+        in :data:`TLS_EVERY`, when the server has an ``ssl:`` port).
+    """
     loop = asyncio.get_running_loop()
     rng = random.Random(args.seed)
-    accounts = passwords(args.clients)
+    accounts = soak_accounts(args)
     n_bad = min(args.clients - 2, max(0, round(args.clients * args.bad_fraction)))
     n_good = args.clients - n_bad
+    if not hostile:
+        n_bad = 0
     good_ids = list(range(n_good))
     ledger = Ledger()
     sampler = Sampler(server.pid, server.port)
@@ -921,26 +913,42 @@ async def soak(server: RunningServer, args: argparse.Namespace) -> Obj:
     server_cpu_start = cpu_seconds(server.pid) or 0.0
     rss_start = status_kib(server.pid, "VmRSS")
 
-    # Log the well-behaved clients in.
-    good = [GoodClient(i, ledger, good_ids, random.Random(rng.random())) for i in good_ids]
+    # Log the well-behaved clients in, and make their rooms.
+    share = offline_share(args, n_good)
+    good = [
+        GoodClient(
+            i, ledger, good_ids, random.Random(rng.random()), absent_names(args), share,
+            tls=tls if server.tls_port and i % TLS_EVERY == TLS_EVERY - 1 else None,
+        )
+        for i in good_ids
+    ]
     login_started = loop.time()
     failures = await asyncio.wait_for(
-        gather_bounded((g.connect(server.port, accounts[g.name]) for g in good), CONNECT_CONCURRENCY),
+        gather_bounded(
+            (g.connect(server.tls_port if g.tls else server.port, accounts[g.name]) for g in good),
+            CONNECT_CONCURRENCY,
+        ),
         LOGIN_PHASE_LIMIT,
     )
     failed = [f for f in failures if f is not None]
     if failed:
         raise RuntimeError(f"{len(failed)} well-behaved logins failed, e.g. {failed[0]!r}")
     login_seconds = loop.time() - login_started
+    if args.room_interval > 0:
+        groups = [good[i:i + ROOM_SIZE] for i in range(0, len(good) - 1, ROOM_SIZE)]
+        await asyncio.gather(*(group[0].create_room(group) for group in groups if len(group) > 1))
     await asyncio.sleep(1.0)  # let the login presence storm settle
     rss_after_login = status_kib(server.pid, "VmRSS")
+
+    lag_before = await reactor_lag_buckets(server.metrics_port) if server.metrics_port else {}
+    waited_before = run_queue_seconds(server.pid) or 0.0
 
     # The misbehaving minority.
     kinds = ["never_reader", "flooder", "garbage", "disconnecter"]
     stats = {kind: BadStats() for kind in kinds}
     stats["never_reader (asking)"] = BadStats()
     bad: list[BadClient] = []
-    for j, index in enumerate(range(n_good, args.clients)):
+    for j, index in enumerate(range(n_good, n_good + n_bad)):
         kind = kinds[j % len(kinds)]
         sub_rng = random.Random(rng.random())
         password = accounts[f"user{index}"]
@@ -956,18 +964,26 @@ async def soak(server: RunningServer, args: argparse.Namespace) -> Obj:
             bad.append(GarbageSender(index, server.port, password, stats[kind], sub_rng))
         else:
             bad.append(Disconnecter(index, server.port, password, stats[kind], sub_rng))
+    attack_stats: dict[str, BadStats] = {}
+    attackers: list[Any] = []
+    if hostile and args.attackers:
+        attack_stats, attackers = make_attackers(server, args, accounts, rng, client_hello())
 
+    prober = LoginProber(PROBER, accounts[PROBER], server.port, source_address(args.clients + CLIENTS_PER_ADDRESS))
     run_started = loop.time()
     stop_at = run_started + args.seconds
-    tasks = [loop.create_task(g.run(stop_at, args.dm_interval, args.broadcast_interval)) for g in good]
-    tasks += [loop.create_task(b.run(stop_at)) for b in bad]
+    tasks = [
+        loop.create_task(g.run(stop_at, args.dm_interval, args.broadcast_interval, args.room_interval)) for g in good
+    ]
+    tasks += [loop.create_task(prober.run(stop_at, PROBE_INTERVAL))]
+    tasks += [loop.create_task(b.run(stop_at)) for b in [*bad, *attackers]]
     done, pending = await asyncio.wait(tasks, timeout=args.seconds + 15)
     for task in pending:
         task.cancel()
     bad_client_errors = Counter(
         type(t.exception()).__name__ for t in done if not t.cancelled() and t.exception() is not None
     )
-    for b in bad:
+    for b in [*bad, *attackers]:
         if not isinstance(b, NeverReader):
             b.close_all()
     run_seconds = loop.time() - run_started
@@ -987,20 +1003,34 @@ async def soak(server: RunningServer, args: argparse.Namespace) -> Obj:
         if n.peer is not None:
             n.stats.kernel_queue_max = max(n.stats.kernel_queue_max, sampler.max_queue.get(n.peer, 0))
 
-    # Server figures, before it is stopped.
-    server_cpu = (cpu_seconds(server.pid) or 0.0) - server_cpu_start
+    # Server figures, before it is stopped; then once every attacker is gone
+    # and the server has settled (the ordinary users still logged in).
     hwm = status_kib(server.pid, "VmHWM")
     rss_end = status_kib(server.pid, "VmRSS")
-    await sampler.stop()
+    server_cpu = (cpu_seconds(server.pid) or 0.0) - server_cpu_start
+    server_waited = (run_queue_seconds(server.pid) or 0.0) - waited_before
+    lag_after = await reactor_lag_buckets(server.metrics_port) if server.metrics_port else {}
     cpu_end = resource.getrusage(resource.RUSAGE_SELF)
     wall = loop.time() - login_started
+    for b in [*bad, *attackers]:
+        b.close_all()
+    await asyncio.sleep(args.settle)
+    rss_settled = status_kib(server.pid, "VmRSS")
+    second_wave: Obj | None = None
+    if attackers and args.second_wave > 0:
+        second_wave = await attack_again(server, args, accounts, rng, rss_settled)
+    await sampler.stop()
 
     for g in good:
         if g.conn is not None and not g.conn.is_closed:
             g.conn.close()
-    for b in bad:
-        b.close_all()
     await asyncio.sleep(0.2)
+
+    # The offline users come back for their mailboxes.
+    mailboxes = await asyncio.gather(
+        *(collect_mailbox(server.port, name, accounts[name], source_address(args.clients + CLIENTS_PER_ADDRESS))
+          for name in absent_names(args))
+    )
 
     # Losses among well-behaved clients.
     dm_lost = sum(1 for key in ledger.dm_acked if ledger.dm_received[key] == 0)
@@ -1017,24 +1047,40 @@ async def soak(server: RunningServer, args: argparse.Namespace) -> Obj:
             bc_expected += 1
             if key in ledger.bc_received[receiver]:
                 bc_delivered += 1
-    all_latency = ledger.dm_latency + ledger.bc_latency
+    rm_expected, rm_delivered = ledger.room_deliveries(online)
+    offline = mailbox_figures(ledger, absent_names(args), mailboxes)
+    all_latency = ledger.dm_latency + ledger.bc_latency + ledger.rm_latency
     rss_samples = [rss for _, rss in sampler.rss_kib]
     log_text = Path(server.workdir.name, "server.log").read_text(errors="replace")
     log_copy: Path = args.server_log or args.output.with_suffix(".log")
+    if not hostile:
+        log_copy = log_copy.with_name(log_copy.stem + "-quiet" + log_copy.suffix)
     log_copy.parent.mkdir(parents=True, exist_ok=True)
     log_copy.write_text(log_text, encoding="utf-8")
     loadgen_cpu = (cpu_end.ru_utime - cpu_start.ru_utime) + (cpu_end.ru_stime - cpu_start.ru_stime)
     lag = sorted(sampler.lag)
+    messages_lost = dm_lost + (bc_expected - bc_delivered) + (rm_expected - rm_delivered) + offline["lost"]
+
+    attack_figures: Obj = {}
+    for attacker in attackers:
+        if hasattr(attacker, "figures"):
+            attack_figures.setdefault(attacker.kind, {}).update(attacker.figures())
 
     return {
         "config": {
             "clients": args.clients,
             "well_behaved": n_good,
             "misbehaving": n_bad,
+            "attackers": {kind: s.clients for kind, s in attack_stats.items()},
+            "tls_users": sum(1 for g in good if g.tls is not None),
+            "rooms": len(ledger.room_members),
+            "absent_users": args.absent,
+            "offline_share": round(share, 3),
             "seconds": args.seconds,
-            "bad_fraction": args.bad_fraction,
+            "bad_fraction": args.bad_fraction if hostile else 0.0,
             "dm_interval_s": args.dm_interval,
             "broadcast_interval_s": args.broadcast_interval,
+            "room_interval_s": args.room_interval,
             "source_addresses": len({source_address(i) for i in range(args.clients)}),
             "seed": args.seed,
             "cpus": os.cpu_count(),
@@ -1045,6 +1091,7 @@ async def soak(server: RunningServer, args: argparse.Namespace) -> Obj:
             "login_phase_s": round(login_seconds, 2),
             "run_s": round(run_seconds, 2),
             "drain_s": round(drain_seconds, 2),
+            "settle_s": args.settle,
         },
         "server": {
             "pid": server.pid,
@@ -1053,9 +1100,14 @@ async def soak(server: RunningServer, args: argparse.Namespace) -> Obj:
             "rss_max_sampled_mib": mib(max(rss_samples) if rss_samples else None),
             "peak_rss_vmhwm_mib": mib(hwm),
             "rss_end_mib": mib(rss_end),
+            "rss_settled_mib": mib(rss_settled),
+            "rss_settled_minus_after_login_mib": mib((rss_settled or 0) - (rss_after_login or 0)),
+            "second_wave": second_wave,
             "rss_samples": len(rss_samples),
             "cpu_s": round(server_cpu, 2),
             "cpu_percent_of_wall": round(100 * server_cpu / wall, 1) if wall else None,
+            "waited_for_cpu_s": round(server_waited, 2),
+            "reactor_lag": reactor_lag(lag_before, lag_after) if lag_after else None,
             "log": str(log_copy),
             "log_tracebacks": log_text.count("Traceback"),
             "log_unhandled_errors": len(re.findall(r"Unhandled (?:Error|error)", log_text)),
@@ -1064,6 +1116,7 @@ async def soak(server: RunningServer, args: argparse.Namespace) -> Obj:
         "loadgen": {
             "cpu_s": round(loadgen_cpu, 2),
             "cpu_percent_of_wall": round(100 * loadgen_cpu / wall, 1) if wall else None,
+            "under_limit": bool(wall) and 100 * loadgen_cpu / wall < LOADGEN_CPU_LIMIT,
             "loop_lag_p99_ms": None if not lag else round(1000 * (percentile(lag, 0.99) or 0), 1),
             "loop_lag_max_ms": None if not lag else round(1000 * lag[-1], 1),
             "task_errors": dict(bad_client_errors),
@@ -1083,20 +1136,122 @@ async def soak(server: RunningServer, args: argparse.Namespace) -> Obj:
             "broadcasts_acked": len(ledger.bc_acked),
             "broadcast_deliveries_expected": bc_expected,
             "broadcast_deliveries_lost": bc_expected - bc_delivered,
-            "broadcast_duplicates": ledger.bc_duplicates,
-            "messages_lost": dm_lost + (bc_expected - bc_delivered),
+            "broadcast_duplicates": ledger.duplicates[BROADCAST_TAG],
+            "room_posts_sent": len(ledger.rm_sent),
+            "room_posts_acked": len(ledger.rm_acked),
+            "room_deliveries_expected": rm_expected,
+            "room_deliveries_lost": rm_expected - rm_delivered,
+            "room_duplicates": ledger.duplicates[ROOM_TAG],
+            "offline": offline,
+            "messages_lost": messages_lost,
             "errors": dict(ledger.errors),
             "dropped_notices": ledger.dropped_notices,
             "disconnected_by_server": dict(ledger.disconnected),
             "other_users_lines": ledger.foreign_lines,
+            "login_prober": prober.figures(),
         },
         "latency": {
             "direct": latency_summary(ledger.dm_latency),
             "broadcast": latency_summary(ledger.bc_latency),
+            "room": latency_summary(ledger.rm_latency),
             "all": latency_summary(all_latency),
         },
         "misbehaving": {kind: s.as_json() for kind, s in stats.items() if s.clients},
+        "attackers": {
+            kind: {**s.as_json(), **attack_figures.get(kind, {})} for kind, s in attack_stats.items() if s.clients
+        },
         "rss_timeline_mib": [[t, round(rss / 1024, 1)] for t, rss in sampler.rss_kib],
+        "latency_timeline": latency_timeline(ledger.timeline, run_started),
+    }
+
+
+async def reactor_lag_buckets(port: int) -> dict[str, float]:
+    """The server's ``chat_reactor_lag_seconds`` histogram from ``/metrics``: observations at or under each bound."""
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), 5)
+    try:
+        writer.write(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        body = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    return {
+        match.group(1).decode(): float(match.group(2))
+        for match in re.finditer(rb'^chat_reactor_lag_seconds_bucket\{le="([^"]+)"\} (\S+)$', body, re.M)
+    }
+
+
+def reactor_lag(before: dict[str, float], after: dict[str, float]) -> Obj:
+    """How often the server's reactor ran its once-a-second timer late between two histograms, by lateness."""
+    total = after.get("+Inf", 0) - before.get("+Inf", 0)
+    figures: Obj = {"measurements": int(total)}
+    for bound in ("0.05", "0.1", "0.25", "0.5", "1.0"):
+        figures[f"later_than_{bound}_s"] = int(total - (after.get(bound, 0) - before.get(bound, 0)))
+    return figures
+
+
+def latency_timeline(timeline: Sequence[tuple[float, float]], start: float) -> list[list[float]]:
+    """``[second of the run, deliveries sent then, their largest latency in ms]`` for each second."""
+    worst: dict[int, float] = {}
+    count: Counter[int] = Counter()
+    for sent_at, latency in timeline:
+        second = int(sent_at - start)
+        count[second] += 1
+        worst[second] = max(worst.get(second, 0.0), latency)
+    return [[second, count[second], round(1000 * worst[second], 1)] for second in sorted(worst)]
+
+
+async def attack_again(
+    server: RunningServer, args: argparse.Namespace, accounts: dict[str, str], rng: random.Random, rss_before: int | None
+) -> Obj:
+    """The same attackers once more, for ``--second-wave`` seconds (the ordinary users idle), then
+    the RSS once they are gone: memory the allocator keeps from the first wave's peak is used
+    again; memory that leaks grows with every wave."""
+    loop = asyncio.get_running_loop()
+    stats, attackers = make_attackers(server, args, accounts, rng, client_hello())
+    stop_at = loop.time() + args.second_wave
+    await asyncio.wait([loop.create_task(a.run(stop_at)) for a in attackers], timeout=args.second_wave + 15)
+    for attacker in attackers:
+        attacker.close_all()
+    await asyncio.sleep(args.settle)
+    rss_after = status_kib(server.pid, "VmRSS")
+    return {
+        "seconds": args.second_wave,
+        "connections": {kind: s.connections for kind, s in stats.items() if s.clients},
+        "rss_before_mib": mib(rss_before),
+        "rss_after_mib": mib(rss_after),
+        "rss_growth_mib": mib((rss_after or 0) - (rss_before or 0)),
+    }
+
+
+def mailbox_figures(ledger: Ledger, absent: Sequence[str], mailboxes: Sequence[list[Obj]]) -> Obj:
+    """What the offline users found in their mailboxes against what the ordinary senders were told was kept."""
+    found: Counter[tuple[int, int]] = Counter()
+    wrong = 0
+    by_sender: Counter[tuple[str, str]] = Counter()
+    for name, messages in zip(absent, mailboxes):
+        for obj in messages:
+            by_sender[(name, str(obj.get("from")))] += 1
+            parts = str(obj.get("message", "")).split(" ")
+            if len(parts) == 5 and parts[0] == "soak-off":
+                key = (int(parts[1]), int(parts[2]))
+                found[key] += 1
+                if parts[3] != name or obj.get("from") != f"user{parts[1]}":
+                    wrong += 1
+    kept = [key for key, stored in ledger.off_acked.items() if stored]
+    return {
+        "sent": len(ledger.off_sent),
+        "acked_kept": len(kept),
+        "acked_delivered": sum(1 for stored in ledger.off_acked.values() if not stored),
+        "refused": dict(ledger.off_refused),
+        "unanswered": len(ledger.off_sent) - len(ledger.off_acked) - len(ledger.off_refused_keys),
+        "found_in_mailboxes": sum(found.values()),
+        "lost": sum(1 for key in kept if found[key] == 0),
+        "duplicated": sum(1 for key in kept if found[key] > 1),
+        "wrong_recipient": wrong,
+        "most_from_one_sender": max(by_sender.values(), default=0),
+        "flooder_kept": sum(count for (_, sender), count in by_sender.items() if sender == "mbflood0"),
+        "flooder_most_in_one_mailbox": max(
+            (count for (_, sender), count in by_sender.items() if sender == "mbflood0"), default=0
+        ),
     }
 
 
@@ -1119,23 +1274,38 @@ def table(results: Obj) -> str:
     add("server peak RSS VmHWM (MiB)", server["peak_rss_vmhwm_mib"])
     add("server max sampled VmRSS (MiB)", server["rss_max_sampled_mib"])
     add("server RSS at end (MiB)", server["rss_end_mib"])
-    add("server CPU s (% of wall)", f"{server['cpu_s']} ({server['cpu_percent_of_wall']}%)")
+    add("server RSS once the misbehaving are gone, settled (MiB)", server["rss_settled_mib"])
+    add("server CPU s (% of wall) / waited for a CPU s", f"{server['cpu_s']} ({server['cpu_percent_of_wall']}%) / {server['waited_for_cpu_s']}")
+    if server["reactor_lag"]:
+        lag_figures = server["reactor_lag"]
+        add("server reactor late > 0.1 / 0.25 / 0.5 s (of n)", f"{lag_figures['later_than_0.1_s']} / {lag_figures['later_than_0.25_s']}"
+            f" / {lag_figures['later_than_0.5_s']} (of {lag_figures['measurements']})")
     add("server log tracebacks / hard-limit closes", f"{server['log_tracebacks']} / {server['log_hard_limit_closes']}")
     loadgen = results["loadgen"]
-    add("load generator CPU s (% of wall)", f"{loadgen['cpu_s']} ({loadgen['cpu_percent_of_wall']}%)")
+    add("load generator CPU s (% of wall)", f"{loadgen['cpu_s']} ({loadgen['cpu_percent_of_wall']}%)"
+        + ("" if loadgen["under_limit"] else f"  (!) over {LOADGEN_CPU_LIMIT:g}%: it may have been the limit"))
     add("load generator loop lag p99 / max (ms)", f"{loadgen['loop_lag_p99_ms']} / {loadgen['loop_lag_max_ms']}")
     wb = results["well_behaved"]
     add("DMs sent / acked (stored)", f"{wb['dms_sent']} / {wb['dms_acked']} ({wb['dms_acked_stored']})")
     add("DMs lost / duplicated / out of order", f"{wb['dms_lost']} / {wb['dms_duplicated']} / {wb['dms_out_of_order']}")
     add("broadcasts sent / acked", f"{wb['broadcasts_sent']} / {wb['broadcasts_acked']}")
     add("broadcast deliveries expected / lost / dup", f"{wb['broadcast_deliveries_expected']} / {wb['broadcast_deliveries_lost']} / {wb['broadcast_duplicates']}")
+    add("room posts sent / acked", f"{wb['room_posts_sent']} / {wb['room_posts_acked']}")
+    add("room deliveries expected / lost / dup", f"{wb['room_deliveries_expected']} / {wb['room_deliveries_lost']} / {wb['room_duplicates']}")
+    off = wb["offline"]
+    add("DMs to offline users sent / kept / refused", f"{off['sent']} / {off['acked_kept']} / {off['refused'] or 0}")
+    add("  kept: found in mailboxes / lost / dup", f"{off['found_in_mailboxes']} / {off['lost']} / {off['duplicated']}")
+    add("  mailbox flooder's in all / most in one", f"{off['flooder_kept']} / {off['flooder_most_in_one_mailbox']}")
     add("MESSAGES LOST (well-behaved)", wb["messages_lost"])
     add("well-behaved errors", wb["errors"])
     add("well-behaved dropped notices / disconnects", f"{wb['dropped_notices']} / {wb['disconnected_by_server'] or 0}")
-    for kind in ("direct", "broadcast", "all"):
+    probe = wb["login_prober"]
+    add("login prober: logins / refused", f"{probe['logins']} / {probe['refused'] or 0}")
+    add("login prober p50 / p99 / max (ms)", f"{probe['p50_ms']} / {probe['p99_ms']} / {probe['max_ms']}")
+    for kind in ("direct", "broadcast", "room", "all"):
         lat = results["latency"][kind]
         add(f"latency {kind} p50 / p99 / max (ms)", f"{lat['p50_ms']} / {lat['p99_ms']} / {lat['max_ms']}  (n={lat['count']})")
-    for kind, s in results["misbehaving"].items():
+    for kind, s in [*results["misbehaving"].items(), *results.get("attackers", {}).items()]:
         add(f"{kind}: clients / connections", f"{s['clients']} / {s['connections']}")
         add(f"{kind}: closed by server", s["closed_by_server"])
         if s["still_open_at_end"]:
@@ -1148,19 +1318,198 @@ def table(results: Obj) -> str:
             add(f"{kind}: login refused", s["login_refused"])
         if s["connect_failures"]:
             add(f"{kind}: connect failures", s["connect_failures"])
+        for name in ("lifetime_s_median", "lifetime_s_max", "sent", "kept", "kept_most_for_one_victim", "refused"):
+            if name in s:
+                add(f"{kind}: {name.replace('_', ' ')}", s[name])
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
+QUICK = {"clients": 24, "seconds": 15.0, "drain_seconds": 10.0, "settle": 4.0, "history_mb": 3.0,
+         "idle_tls": 44, "amplifiers": 2}
+"""``--quick``: the sizes of a run of both phases in under two minutes."""
+FULL = {"clients": 60, "seconds": 30.0, "drain_seconds": 15.0, "settle": 8.0, "history_mb": 10.0,
+        "idle_tls": 48, "amplifiers": 3}
+"""The sizes without ``--quick``."""
+HISTORY_MESSAGE_CHARS = 1000
+"""Characters of each message of the history the read amplifiers ask for."""
+
+
+def run_phase(args: argparse.Namespace, hostile: bool, extra: Sequence[str] = (),
+              tls_files: dict[str, Path] | None = None, history: Path | None = None) -> Obj:
+    """One soak against a fresh server; its figures.
+
+    :param tls_files: the certificates of :func:`tests.certs.make_certificates`:
+        the server also listens with TLS, and some ordinary users use it.
+    :param history: a data directory to copy for the server (history already in it).
+    """
+    options = [*args.server_option, *extra]
+    with tempfile.TemporaryDirectory(prefix="chat-soak-") as directory:
+        if history is not None:
+            data = Path(directory) / "data"
+            shutil.copytree(history, data)
+            options += ["--data-dir", str(data)]
+        server = start_chatservice(
+            soak_accounts(args), extra=options, root=args.root.resolve(),
+            tls=(tls_files["key"], tls_files["cert"]) if tls_files else None,
+            metrics=True,
+        )
+        context = None
+        if tls_files:
+            context = ssl.create_default_context(cafile=str(tls_files["ca"]))
+        try:
+            return asyncio.run(soak(server, args, hostile=hostile, tls=context))
+        except BaseException:
+            log = Path(server.workdir.name, "server.log")
+            if log.exists():
+                print("server log (end):\n" + log.read_text(errors="replace")[-4000:], file=sys.stderr)
+            raise
+        finally:
+            server.stop()
+
+
+def with_and_without(args: argparse.Namespace) -> Obj:
+    """``--attackers``: the same ordinary users on a fresh server without, then with, every attacker;
+    ``--pairs`` times, alternating (a machine shared with other work moves a single p99 a lot)."""
+    with tempfile.TemporaryDirectory(prefix="chat-soak-setup-") as directory:
+        work = Path(directory)
+        tls_files = make_certificates(work)
+        count = max(1, int(args.history_mb * 1_000_000 / HISTORY_MESSAGE_CHARS))
+        fill_seconds = fill_history(args.root.resolve(), work / "history", count, HISTORY_MESSAGE_CHARS)
+        pairs = []
+        for number in range(args.pairs):
+            phases = {}
+            for name, hostile in (("without_attackers", False), ("with_attackers", True)):
+                print(f"== pair {number + 1}/{args.pairs}: {name.replace('_', ' ')}", file=sys.stderr, flush=True)
+                phases[name] = run_phase(args, hostile, tls_files=tls_files, history=work / "history")
+            phases["comparison"] = compare(phases["without_attackers"], phases["with_attackers"], args.tolerance_mib)
+            pairs.append(phases)
+    return {
+        "mode": "quick" if args.quick else "full",
+        "code": code_version(),
+        "root": str(args.root),
+        "history": {"messages": count, "mb": args.history_mb, "fill_s": round(fill_seconds, 1)},
+        **pairs[0],
+        "pairs": pairs[1:],
+        "summary": summarise(pairs),
+    }
+
+
+def summarise(pairs: Sequence[Obj]) -> Obj:
+    """Every pair's p99 ratios and their median, losses, memory and load generator verdicts in one."""
+    ratios: Obj = {}
+    for kind in pairs[0]["comparison"]["p99"]:
+        values = [pair["comparison"]["p99"][kind]["ratio"] for pair in pairs]
+        known = sorted(value for value in values if value is not None)
+        ratios[kind] = {"ratios": values, "median": known[len(known) // 2] if known else None}
+    return {
+        "pairs": len(pairs),
+        "p99_ratio": ratios,
+        "messages_lost": sum(
+            pair[phase]["well_behaved"]["messages_lost"] for pair in pairs for phase in ("without_attackers", "with_attackers")
+        ),
+        "memory_returned": all(pair["comparison"]["memory_returned"] for pair in pairs),
+        "second_wave_rss_growth_mib": [pair["comparison"]["second_wave_rss_growth_mib"] for pair in pairs],
+        "loadgen_under_limit": all(pair["comparison"]["loadgen_under_limit"] for pair in pairs),
+    }
+
+
+def compare(quiet: Obj, attacked: Obj, tolerance_mib: float) -> Obj:
+    """The attacked phase against the quiet one: latency ratios, memory, losses, the load generator."""
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None or b == 0 else round(a / b, 2)
+
+    latency = {}
+    for kind in ("direct", "broadcast", "room", "all"):
+        before, after = quiet["latency"][kind]["p99_ms"], attacked["latency"][kind]["p99_ms"]
+        latency[kind] = {"p99_ms_without": before, "p99_ms_with": after, "ratio": ratio(after, before)}
+    probe_before = quiet["well_behaved"]["login_prober"]["p99_ms"]
+    probe_after = attacked["well_behaved"]["login_prober"]["p99_ms"]
+    latency["login (prober)"] = {"p99_ms_without": probe_before, "p99_ms_with": probe_after,
+                                 "ratio": ratio(probe_after, probe_before)}
+    growth_quiet = quiet["server"]["rss_settled_minus_after_login_mib"]
+    growth_attacked = attacked["server"]["rss_settled_minus_after_login_mib"]
+    left = round(growth_attacked - growth_quiet, 1)
+    second = attacked["server"]["second_wave"]
+    return {
+        "p99": latency,
+        "peak_rss_mib": {"without": quiet["server"]["peak_rss_vmhwm_mib"], "with": attacked["server"]["peak_rss_vmhwm_mib"]},
+        "rss_growth_after_settling_mib": {"without": growth_quiet, "with": growth_attacked, "left_by_attackers": left},
+        "second_wave_rss_growth_mib": None if second is None else second["rss_growth_mib"],
+        # A second wave that leaves nothing more: what the first left is the allocator's to reuse.
+        "memory_returned": (left if second is None else second["rss_growth_mib"]) <= tolerance_mib,
+        "tolerance_mib": tolerance_mib,
+        "messages_lost": {"without": quiet["well_behaved"]["messages_lost"], "with": attacked["well_behaved"]["messages_lost"]},
+        "loadgen_cpu_percent": {"without": quiet["loadgen"]["cpu_percent_of_wall"], "with": attacked["loadgen"]["cpu_percent_of_wall"]},
+        "loadgen_under_limit": quiet["loadgen"]["under_limit"] and attacked["loadgen"]["under_limit"],
+    }
+
+
+def comparison_table(results: Obj) -> str:
+    """The two phases side by side."""
+    c = results["comparison"]
+    quiet, attacked = results["without_attackers"], results["with_attackers"]
+    rows = [("figure", "without", "with", "with/without")]
+    for kind, figures in c["p99"].items():
+        rows.append((f"p99 {kind} (ms)", str(figures["p99_ms_without"]), str(figures["p99_ms_with"]), str(figures["ratio"])))
+    rows.append(("messages lost", str(c["messages_lost"]["without"]), str(c["messages_lost"]["with"]), ""))
+    rows.append(("server peak RSS VmHWM (MiB)", str(c["peak_rss_mib"]["without"]), str(c["peak_rss_mib"]["with"]), ""))
+    for label, key in (("RSS after login (MiB)", "rss_after_login_mib"), ("RSS settled, attackers gone (MiB)", "rss_settled_mib")):
+        rows.append((label, str(quiet["server"][key]), str(attacked["server"][key]), ""))
+    growth = c["rss_growth_after_settling_mib"]
+    rows.append(("RSS settled - after login (MiB)", str(growth["without"]), str(growth["with"]),
+                 f"attackers left {growth['left_by_attackers']}"))
+    if c["second_wave_rss_growth_mib"] is not None:
+        rows.append(("RSS growth by a second wave (MiB)", "", str(c["second_wave_rss_growth_mib"]),
+                     f"returned: {c['memory_returned']} (tolerance {c['tolerance_mib']})"))
+    rows.append(("load generator CPU %", str(c["loadgen_cpu_percent"]["without"]), str(c["loadgen_cpu_percent"]["with"]),
+                 f"< {LOADGEN_CPU_LIMIT:g}: {c['loadgen_under_limit']}"))
+    rows.append(("host load (1 min) start, end", str(quiet["config"]["loadavg_1min_start_end"]),
+                 str(attacked["config"]["loadavg_1min_start_end"]), ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clients", type=int, default=60, help="clients in all (default 60)")
-    parser.add_argument("--seconds", type=float, default=30.0, help="length of the run (default 30)")
+    parser.add_argument("--quick", action="store_true", help="small sizes: both phases of --attackers in under 2 min")
+    parser.add_argument("--attackers", action="store_true",
+                        help="run twice on fresh servers: ordinary users alone, then with the misbehaving"
+                             " minority and the attackers of issue 15 (bench.attackers); compare")
+    parser.add_argument("--clients", type=int, default=None, help="clients in all (default 60; --quick 24)")
+    parser.add_argument("--seconds", type=float, default=None, help="length of the run (default 30; --quick 15)")
     parser.add_argument("--bad-fraction", type=float, default=0.2, help="share of misbehaving clients (default 0.2)")
     parser.add_argument("--dm-interval", type=float, default=1.0, help="seconds between a client's direct messages")
     parser.add_argument("--broadcast-interval", type=float, default=5.0, help="seconds between a client's broadcasts")
-    parser.add_argument("--drain-seconds", type=float, default=15.0, help="longest wait for messages in flight")
+    parser.add_argument("--room-interval", type=float, default=3.0,
+                        help="seconds between a client's room posts (0: no rooms)")
+    parser.add_argument("--absent", type=int, default=4, help="users who stay offline while others write to them")
+    parser.add_argument("--drain-seconds", type=float, default=None, help="longest wait for messages in flight")
+    parser.add_argument("--settle", type=float, default=None,
+                        help="seconds after the misbehaving clients are gone before the RSS is read again")
+    parser.add_argument("--history-mb", type=float, default=None,
+                        help="--attackers: megabytes of history the read amplifiers ask for (default 10; --quick 3)")
+    parser.add_argument("--idle-tls", type=int, default=None,
+                        help="--attackers: TLS sockets that never finish the handshake, from 2 addresses (default 48)")
+    parser.add_argument("--amplifiers", type=int, default=None,
+                        help="--attackers: read amplifiers, and as many pagers (default 3; --quick 2)")
+    parser.add_argument("--second-wave", type=float, default=None,
+                        help="--attackers: seconds of a second wave of the same attackers after the first has"
+                             " settled, to tell memory kept by the allocator from memory that leaks (default: half"
+                             " of --seconds; 0: none)")
+    parser.add_argument("--pairs", type=int, default=1,
+                        help="--attackers: runs without and with attackers, alternating, this many times each")
+    parser.add_argument("--attack-kinds", nargs="*", choices=ATTACK_KINDS, default=list(ATTACK_KINDS),
+                        help="--attackers: these kinds only (default: all; none: only the misbehaving minority)")
+    parser.add_argument("--tolerance-mib", type=float, default=3.0,
+                        help="--attackers: how much the second wave may grow the RSS, once settled (without a"
+                             " second wave: how much more than without attackers); more is a leak (default 3)")
     parser.add_argument("--seed", type=int, default=6, help="seed of the random choices")
+    parser.add_argument("--root", type=Path, default=ROOT,
+                        help="source tree of the server to run (e.g. an older commit's git archive, to compare)")
+    parser.add_argument("--server-option", action="append", default=[],
+                        help="a twistd chat option for the server (repeat; e.g. --server-option=--tls-handshake-deadline=1)")
     parser.add_argument(
         "--output", type=Path, default=Path("bench/results/soak.json"), help="where to write the JSON"
     )
@@ -1169,35 +1518,53 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="where to keep the server's log (default: beside --output, .log)",
     )
     args = parser.parse_args(argv)
+    for name, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.second_wave is None:
+        args.second_wave = args.seconds / 2
+    if not args.attackers:
+        args.idle_tls = args.amplifiers = 0
     if args.clients < 3 or args.clients > 2000:
         parser.error("--clients must be from 3 to 2000")
     if not 0 <= args.bad_fraction < 1:
         parser.error("--bad-fraction must be in [0, 1)")
     if not 0 < args.seconds <= 3600:
         parser.error("--seconds must be in (0, 3600]")
-    if min(args.dm_interval, args.broadcast_interval) < 0.5:
+    if min(args.dm_interval, args.broadcast_interval) < 0.5 or 0 < args.room_interval < 0.5:
         parser.error("intervals below 0.5 s would trip the flood limit")
+    if not 1 <= args.pairs <= 10:
+        parser.error("--pairs must be from 1 to 10")
+    if not 0 <= args.absent <= 100 or not 0 <= args.idle_tls <= 1000 or not 0 <= args.amplifiers <= 100:
+        parser.error("--absent, --idle-tls, --amplifiers: from 0 to 100, 1000, 100")
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < 4 * args.clients + 100:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4 * args.clients + 1000), hard))
+    wanted = 4 * args.clients + 2 * args.idle_tls + 1000
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, wanted), hard))
 
-    server = start_chatservice(passwords(args.clients))
-    try:
-        results = asyncio.run(soak(server, args))
-    except BaseException:
-        log = Path(server.workdir.name, "server.log")
-        if log.exists():
-            print("server log (end):\n" + log.read_text(errors="replace")[-4000:], file=sys.stderr)
-        raise
-    finally:
-        server.stop()
-    text = table(results)
+    if args.attackers:
+        results = with_and_without(args)
+        sections = [f"-- {name.replace('_', ' ')}\n" + table(results[name]) for name in ("without_attackers", "with_attackers")]
+        for number, pair in enumerate([results, *results["pairs"]]):
+            sections.append(f"-- side by side, pair {number + 1}\n" + comparison_table(pair))
+        summary = results["summary"]
+        if summary["pairs"] > 1:
+            sections.append("-- p99 with/without, pair by pair (median)\n" + "\n".join(
+                f"{kind:<16} {' '.join(str(r) for r in figures['ratios'])}  ({figures['median']})"
+                for kind, figures in summary["p99_ratio"].items()
+            ))
+        text = "\n\n".join(sections)
+        lost = summary["messages_lost"]
+    else:
+        results = run_phase(args, hostile=True)
+        text = table(results)
+        lost = results["well_behaved"]["messages_lost"]
     print(text)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(f"\nwritten to {args.output}")
-    return 0 if results["well_behaved"]["messages_lost"] == 0 else 1
+    return 0 if lost == 0 else 1
 
 
 if __name__ == "__main__":

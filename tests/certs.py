@@ -1,9 +1,10 @@
-"""Throw-away certificates for TLS tests: a CA, and a server certificate it signed."""
+"""Throw-away certificates for TLS tests (a CA, and a server certificate it signed), and a client's first flight."""
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
+import ssl
 from pathlib import Path
 
 from cryptography import x509
@@ -79,3 +80,17 @@ def make_certificates(directory: Path, hostname: str = "localhost") -> dict[str,
     paths["cert"].write_bytes(server.public_bytes(serialization.Encoding.PEM))
     paths["key"].write_bytes(_pem_key(server_key))
     return paths
+
+
+def client_hello() -> bytes:
+    """The first flight of a real TLS client: a complete ClientHello."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    try:
+        tls.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return outgoing.read()

@@ -29,25 +29,11 @@ from pathlib import Path
 
 from twisted.trial import unittest
 
-from tests.certs import make_certificates
+from tests.certs import client_hello, make_certificates
 from tests.e2e_support import launch_twistd, loopback_source, stop_process
 
 SLACK = 2.5
 """Seconds a deadline may be late (process start, a loaded test machine)."""
-
-
-def client_hello() -> bytes:
-    """The first flight of a real TLS client: a complete ClientHello."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    tls = context.wrap_bio(incoming, outgoing, server_hostname="localhost")
-    try:
-        tls.do_handshake()
-    except ssl.SSLWantReadError:
-        pass
-    return outgoing.read()
 
 
 def closed_within(sock: socket.socket, timeout: float) -> bool:

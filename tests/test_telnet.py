@@ -6,6 +6,9 @@ Two kinds of client: one that speaks telnet (it answers ``WILL ECHO`` with
 
 from __future__ import annotations
 
+import random
+import time
+
 from twisted.trial import unittest
 
 from chatservice.server.lines import TOO_LONG, LineBuffer
@@ -104,6 +107,78 @@ class RefusalTests(TelnetTestCase):
             + IAC + b"\xf0se"
         )
         self.assertEqual(connection.lines(), ["No other users are online."])
+        # An empty one (Twisted's own handling raised IndexError: found by bench.soak).
+        connection.send(b"who" + IAC + b"\xfa" + IAC + b"\xf0else")
+        self.assertEqual(connection.lines(), ["No other users are online."])
+
+    def test_a_sub_negotiation_that_never_ends(self) -> None:
+        """Past the cap (512 bytes) it is dropped with the rest of its packet; the connection goes on.
+
+        Found by ``python3 -m bench.soak``: Twisted's telnet parser closes the
+        connection through a transport this layer has not, and its assertion
+        escaped as an unhandled error that cost the connection.
+        """
+        connection = self.connect()
+        connection.login("yoda")
+        connection.protocol.dataReceived(IAC + b"\xfa\x18" + b"x" * 400)
+        connection.protocol.dataReceived(b"y" * 200 + b"\r\n")
+        self.assertFalse(connection.transport.disconnecting)
+        connection.send("whoelse")
+        self.assertEqual(connection.lines(), ["No other users are online."])
+        # Escaped bytes (IAC IAC) inside it count too; so does one in a single packet.
+        connection.protocol.dataReceived(IAC + b"\xfa\x18" + IAC + IAC + b"z" * 5000)
+        connection.send("whoelse")
+        self.assertEqual(connection.lines(), ["No other users are online."])
+
+    def test_commands_of_a_packet_are_bounded(self) -> None:
+        """At most 64 commands of one packet are handled; the rest of a packet with more is dropped."""
+        connection = self.connect()
+        connection.login("yoda")
+        connection.protocol.dataReceived((IAC + AYT) * 100 + b"who\r\n")
+        self.assertEqual(connection.raw_output(), b"\r\n[yes]\r\n" * 64)
+        # The next packet has its own 64, and its text.
+        connection.protocol.dataReceived((IAC + AYT) * 2 + b"whoelse\r\n")
+        self.assertEqual(connection.raw_output(), b"\r\n[yes]\r\n" * 2 + b"No other users are online.\r\n")
+
+    def test_bytes_that_are_not_lines_cost_little(self) -> None:
+        """A megabyte of ``IAC NOP``, or of random bytes without a newline, takes the server
+        milliseconds, not the half second Twisted's byte-at-a-time parser took: one client
+        sending them without end held up everyone (found by ``bench.soak``'s garbage)."""
+        connection = self.connect()
+        rng = random.Random(15)
+        packets = [(IAC + NOP) * 32768] * 8 + [rng.randbytes(65536).replace(b"\n", b"-") for _ in range(8)]
+        started = time.process_time()
+        for packet in packets:
+            connection.protocol.dataReceived(packet)
+        self.assertLess(time.process_time() - started, 0.15)
+        self.assertFalse(connection.transport.disconnecting)
+
+    def test_any_commands_in_any_packets(self) -> None:
+        """400 seeded sequences of telnet commands (every command, negotiations of a few
+        options, sub-negotiations whole, empty or cut off), words and random bytes, in
+        packets of any make-up and with time passing, at the prompts and after: nothing
+        raises (two of Twisted's assertions and an IndexError did, each an unhandled
+        error that cost the connection; found by ``bench.soak``)."""
+        commands = (
+            [IAC + bytes([byte]) for byte in range(0xEF, 0x100)]
+            + [IAC + verb + option for verb in (WILL, WONT, DO, DONT) for option in (ECHO, SGA, TM, TTYPE, b"\x1f")]
+            + [IAC + b"\xfa\x18\x00xterm" + IAC + b"\xf0", IAC + b"\xfa" + IAC + b"\xf0", IAC + b"\xfa", IAC]
+        )
+        words = [b"yoda\r\n", b"wise\r\n", b"whoelse\r\n", b"passwd\r\n", b"\r\n", b"x", b"\r", b"\x00"]
+        for seed in range(400):
+            rng = random.Random(seed)
+            harness = ChatHarness(allow_register=True)
+            connection = harness.connect()
+            for _ in range(rng.randint(1, 30)):
+                packet = b"".join(
+                    rng.choice(commands) if rng.random() < 0.6 else rng.choice(words)
+                    for _ in range(rng.randint(1, 12))
+                )
+                if rng.random() < 0.1:
+                    packet += rng.randbytes(rng.randint(1, 3000))
+                connection.protocol.dataReceived(packet)
+                harness.clock.advance(rng.choice([0, 0.1, 1]))
+            harness.close_all(connection)
 
     def test_commands_inside_lines_are_not_text(self) -> None:
         """Each is taken out of the stream before the line is read (refusals aside)."""
@@ -147,6 +222,26 @@ class EchoTests(TelnetTestCase):
         self.assertTrue(output.startswith(b"\r\n" + ECHO_ON + b"Welcome to chatservice, yoda!"), output)
         self.answer(connection, IAC + DONT + ECHO)
         self.assertEqual(connection.raw_output(), b"")
+        connection.send("whoelse")
+        self.assertEqual(connection.lines(), ["No other users are online."])
+
+    def test_do_echo_while_echo_is_being_switched_off(self) -> None:
+        """``DO ECHO`` while the server's ``WONT ECHO`` waits for its answer is ignored.
+
+        Twisted's option state machine asserts that this cannot happen: the
+        assertion escaped as an unhandled error that cost the connection
+        (found by ``bench.soak``'s telnet flooder).
+        """
+        connection = self.connect()
+        connection.send("yoda")
+        self.assertEqual(connection.raw_output(), ECHO_OFF + b"Password: ")
+        self.answer(connection, IAC + DO + ECHO)
+        connection.send("wise")
+        self.assertIn(ECHO_ON, connection.raw_output())
+        self.answer(connection, IAC + DO + ECHO)  # not the DONT the WONT asked for
+        self.assertEqual(connection.raw_output(), b"")
+        self.assertFalse(connection.transport.disconnecting)
+        self.answer(connection, IAC + DONT + ECHO)  # the answer, late
         connection.send("whoelse")
         self.assertEqual(connection.lines(), ["No other users are online."])
 

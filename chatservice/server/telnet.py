@@ -16,7 +16,13 @@ server's few answers:
   :meth:`TelnetInput.show_input`).  A client that never answers (``nc``)
   gets the offer once and nothing more: the option stays in negotiation.
 * Every other option either side proposes is refused (``WONT``/``DONT``,
-  the state machine's default); sub-negotiations are ignored.
+  the state machine's default); sub-negotiations are ignored (one that
+  runs past :data:`MAX_SUBNEGOTIATION` bytes is dropped there, with the rest
+  of its packet).
+* At most :data:`MAX_COMMANDS_PER_PACKET` commands of a packet are handled
+  (the rest of a packet with more is dropped), and only the commands go
+  through Twisted's parser, which reads a byte at a time in Python: data
+  goes straight to the line buffer.
 
 Received bytes go on to a :class:`~chatservice.server.lines.LineBuffer`;
 bytes without ``IAC`` skip the parser (the common case, and every JSON
@@ -39,18 +45,25 @@ IAC: Final = telnet.IAC
 TIMING_MARK: Final = b"\x06"
 """The TIMING-MARK option (RFC 860)."""
 
-_BAD_COMMAND = re.compile(
-    rb"(\xff\xfa.*?\xff\xf0|\xff\xff|\xff[\xfb-\xfe].)|\xff[\x00-\xee\xf0]", re.DOTALL
-)
-"""A sub-negotiation, ``IAC IAC`` (a data byte 255) or an option
-negotiation, all kept (group 1); or ``IAC`` and a byte that is no telnet
-command there, dropped (:class:`~twisted.conch.telnet.Telnet` would raise)."""
 _COMMANDS: Final = frozenset(range(0xEF, 0x100)) - {0xF0}
-"""The bytes that may follow ``IAC`` outside a sub-negotiation."""
+"""The bytes that may follow ``IAC`` outside a sub-negotiation (after another, ``IAC`` and it are dropped:
+:class:`~twisted.conch.telnet.Telnet` would raise)."""
 
 
-def _keep_commands(found: re.Match[bytes]) -> bytes:
-    return found.group(1) or b""
+MAX_SUBNEGOTIATION = 512
+"""Bytes of one sub-negotiation at most (Twisted's default is 4096): a terminal type or a window
+size takes a few; what runs longer is dropped (:meth:`TelnetInput._subnegotiationLengthExceeded`)."""
+MAX_COMMANDS_PER_PACKET = 64
+"""Telnet commands of one packet handled at most; the rest of a packet with more is dropped.
+A client negotiates a few options at a time; text in UTF-8 never holds the byte ``IAC``."""
+_TOKEN = re.compile(
+    rb"[^\xff]+"  # data
+    rb"|\xff\xfa(?:[^\xff]|\xff[^\xf0]){0,%d}\xff\xf0" % MAX_SUBNEGOTIATION  # a sub-negotiation
+    + rb"|\xff[\xfb-\xfe][\x00-\xff]"  # an option negotiation
+    rb"|\xff[^\xfa-\xfe]",  # any other command (IAC IAC: a data byte 255)
+    re.DOTALL,
+)
+"""A packet's pieces: a run of data, or one whole telnet command."""
 
 
 class TelnetInput(telnet.Telnet):
@@ -78,27 +91,84 @@ class TelnetInput(telnet.Telnet):
         """Whether the connection wants the client not to echo (a password prompt)."""
         self._refused = not offer_echo
         """The client refused ``WILL ECHO`` (or never answered it): not offered again."""
+        self._cut = False
+        """A sub-negotiation was dropped at the cap: the rest of its packet goes too."""
         for command in (telnet.IP, telnet.BRK, telnet.EL):
             self.commandMap[command] = self._cancel_line
         self.commandMap[telnet.AYT] = self._are_you_there
 
     # Input -----------------------------------------------------------------------
 
+    _MAX_SUBNEGOTIATION_LENGTH = MAX_SUBNEGOTIATION
+
     def dataReceived(self, data: bytes) -> None:
-        """Take bytes as received: data to the line buffer, commands answered."""
+        """Take bytes as received: data to the line buffer, commands answered.
+
+        Twisted's parser goes through a packet a byte at a time in Python
+        (about 25 ms for 64 KiB): it is given the commands only, one at a
+        time, and at most :data:`MAX_COMMANDS_PER_PACKET` of a packet (the
+        rest of a packet with more is dropped), so that no client can hold
+        the server for others with bytes that are not lines (``IAC NOP``
+        without end, random bytes without a newline); the data between the
+        commands goes to the line buffer as it is.
+        """
         if self.state == "data" and IAC not in data:
             self._lines.feed(data)
             return
         if self.state == "escaped" and data and data[0] not in _COMMANDS:
             self.state, data = "data", data[1:]
-        if not self.state.startswith("subnegotiation"):
-            data = _BAD_COMMAND.sub(_keep_commands, data)
+        position = self._finish_command(data)
+        commands = 0
+        while position < len(data):
+            token = _TOKEN.match(data, position)
+            if token is None:
+                # A command cut off by the end of the packet (or a sub-negotiation
+                # past the cap): the parser keeps its state for the next packet.
+                self._parse(data[position:])
+                return
+            position = token.end()
+            if data[token.start()] != IAC[0]:
+                self._lines.feed(token.group())
+                continue
+            commands += 1
+            if commands > MAX_COMMANDS_PER_PACKET:
+                return  # no client's packet: the rest of it is dropped
+            command = token.group()
+            if len(command) == 2 and command[1] not in _COMMANDS:
+                continue  # IAC and no telnet command: dropped (the parser would raise)
+            self._parse(command)
+
+    def _finish_command(self, data: bytes) -> int:
+        """Hand the parser, a byte at a time, the end of a command an earlier packet began;
+        where the rest of ``data`` starts (a sub-negotiation is at most
+        :data:`MAX_SUBNEGOTIATION` bytes, so this is bounded)."""
+        position = 0
+        self._cut = False
+        while self.state != "data" and position < len(data):
+            self._parse(data[position : position + 1])
+            position += 1
+        return len(data) if self._cut else position
+
+    def _parse(self, data: bytes) -> None:
+        """Twisted's parser on ``data``."""
         try:
             super().dataReceived(data)
         except ValueError:
-            # No telnet command after IAC, in a packet that began inside a
-            # sub-negotiation: the rest of the packet is not read.
+            # No telnet command after IAC, inside a sub-negotiation: dropped.
             self.state = "data"
+
+    def _subnegotiationLengthExceeded(self) -> None:
+        """A sub-negotiation past :data:`MAX_SUBNEGOTIATION` bytes without ``IAC SE``: dropped.
+
+        Sub-negotiations are ignored anyway; this one ends here, with the rest
+        of its packet (Twisted's parser stops reading it), and the connection
+        goes on in data.  Twisted's own answer closes the connection through
+        ``self.transport``, which this layer has not (it is a parser on a
+        connection's input): its assertion escaped as an unhandled error.
+        """
+        self.state = "data"
+        self.__dict__.pop("commands", None)
+        self._cut = True
 
     def applicationDataReceived(self, data: bytes) -> None:
         self._lines.feed(data)
@@ -121,6 +191,19 @@ class TelnetInput(telnet.Telnet):
         super().telnet_DO(option)
 
     # Options ------------------------------------------------------------------------
+
+    def negotiate(self, data: list[bytes]) -> None:
+        """A whole sub-negotiation: ignored (Twisted's would fail on an empty one, ``IAC SB IAC SE``)."""
+
+    def _do_while_switching_off(self, state: telnet._OptionState, option: bytes) -> None:
+        """``DO`` for an option this side is switching off (``WONT`` sent, no answer yet): ignored.
+
+        The ``DONT`` asked for may still come.  Twisted's state machine holds
+        this case for impossible and asserts (an unhandled error that cost the
+        connection), but a client can send anything.
+        """
+
+    doMap = {**telnet.Telnet.doMap, ("yes", True): _do_while_switching_off}
 
     def enableLocal(self, option: bytes) -> bool:
         return option == telnet.ECHO
