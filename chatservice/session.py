@@ -19,7 +19,7 @@ import math
 import secrets
 from typing import Any, Callable, Iterable
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -211,6 +211,10 @@ class Session(OperatorCommands):
     def deliver_kept(self) -> defer.Deferred[int]:
         """Fetch, deliver and then forget the direct messages kept for this user: how many.
 
+        The Deferred fires once the store forgot them, which it is told to do
+        once they have been written to the connection (:meth:`_once_written`,
+        a reactor turn after delivering them), as for :meth:`show_direct`.
+
         One fetch at a time: one asked for while another is under way starts
         when that one is over (both would deliver the same messages).  If the
         user logged out meanwhile, the messages stay kept.
@@ -221,26 +225,34 @@ class Session(OperatorCommands):
         """Show the direct message ``message_id`` that another node kept for this user, at once.
 
         The store forgets it afterwards (``take_offline``), once it has been
-        written to the connection: the connection's output is written at the
-        end of the reactor turn (``server/output.py``), so the store is told
-        a turn later.  Were it told at once, its thread could forget the
-        message before this node wrote it, and a node killed in between would
-        lose an acknowledged message; as it is, a node killed in between
-        shows it twice (once live, once kept).  A fetch of kept messages
-        under way skips it, and it is not shown if a fetch showed it first.
+        written to the connection (:meth:`_once_written`).  A fetch of kept
+        messages under way skips it, and it is not shown if a fetch showed it
+        first.
         """
         if self._was_shown(message_id):
             return
         self.client.deliver(event)
-        clock = self.state.clock
-        clock.callLater(0, clock.callLater, 0, self._forget_shown, message_id)
-
-    def _forget_shown(self, message_id: int) -> None:
-        """Have the store forget the direct message ``message_id``, shown to this user."""
         self.state.background(
-            self.state.store.take_offline(message_id),
+            self._once_written(lambda: self.state.store.take_offline(message_id)),
             "Forgetting a direct message shown to {user} failed", user=self.username,
         )
+
+    def _once_written(self, forget: Callable[[], defer.Deferred[Any]]) -> defer.Deferred[Any]:
+        """Call ``forget`` once what was just delivered has been written: its result.
+
+        The connection's output is written at the end of the reactor turn
+        (``server/output.py``, a ``callLater(0)``), so ``forget`` (which has
+        the store forget kept direct messages just delivered) is called a
+        turn after that one: two zero-delay calls on the state's clock.
+        Were the store told at once, its thread could forget the messages
+        before this node wrote them, and a node killed in between would lose
+        acknowledged messages; as it is, a node killed in between shows them
+        twice (once now, once kept, at the next login).
+
+        :param forget: what has the store forget the delivered messages.
+        """
+        clock = self.state.clock
+        return task.deferLater(clock, 0, task.deferLater, clock, 0, forget)
 
     def _was_shown(self, message_id: int) -> bool:
         """Whether ``message_id`` was shown already; if not, it is now remembered as shown."""
@@ -278,7 +290,13 @@ class Session(OperatorCommands):
         return d.addCallback(self._hand_over_kept)
 
     def _hand_over_kept(self, kept: list[StoredMessage]) -> int | defer.Deferred[int]:
-        """Deliver ``kept``, then have the store forget them."""
+        """Deliver ``kept``, then have the store forget them once they are written.
+
+        :returns: how many were delivered; with messages delivered, a Deferred
+            firing with it once the store forgot them (:meth:`_once_written`),
+            so that a fetch asked for meanwhile waits and does not deliver
+            them again.
+        """
         if not kept or self.state.sessions.get(self.username) is not self:
             return 0
         if self._shown is not None or self.state.cluster is not None:
@@ -293,7 +311,8 @@ class Session(OperatorCommands):
                     message.sender, message.text, message.sent_at, offline=True
                 )
             )
-        d = self.state.store.remove_offline([message.message_id for message in kept])
+        removed = [message.message_id for message in kept]
+        d = self._once_written(lambda: self.state.store.remove_offline(removed))
 
         def not_removed(failure: Failure) -> None:
             log.failure(

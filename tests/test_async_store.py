@@ -281,10 +281,26 @@ class KeptMessagesTests(StateTestCase):
                 ("DirectMessage", "luke", "second", START - 10, True),
             ],
         )
+        # Forgotten once the turn that wrote them is over, not before.
+        self.assertEqual(self.slow.waiting(), [])
+        self.clock.advance(0)
         self.assertEqual(self.slow.waiting(), ["remove_offline"])
         self.assertEqual(len(self.store.offline_messages("yoda")), 2)
         self.slow.answer("remove_offline")
         self.assertEqual(self.store.offline_messages("yoda"), [])
+
+    def test_kept_until_the_turn_that_wrote_them_is_over(self) -> None:
+        """A store that forgets at once is told only once the delivered messages are written."""
+        self.slow.at_once.update({"offline_messages", "remove_offline"})
+        yoda = self.login("yoda")
+        self.assertEqual(len(self.clients["yoda"].take()), 2)
+        self.assertEqual(len(self.store.offline_messages("yoda")), 2)
+        d = yoda.deliver_kept()  # a catch-up meanwhile waits: nothing comes twice
+        self.assertNoResult(d)
+        self.clock.advance(0)
+        self.assertEqual(self.store.offline_messages("yoda"), [])
+        self.assertEqual(self.successResultOf(d), 0)
+        self.assertEqual(self.clients["yoda"].take(), [])
 
     def test_one_fetch_at_a_time(self) -> None:
         """A catch-up during the login's fetch fetches after it, so nothing comes twice."""
@@ -293,6 +309,8 @@ class KeptMessagesTests(StateTestCase):
         self.assertEqual(self.slow.waiting(), ["offline_messages"])
         self.slow.answer("offline_messages")
         self.assertEqual(len(self.clients["yoda"].take()), 2)
+        self.assertEqual(self.slow.waiting(), [])
+        self.clock.advance(0)
         self.assertEqual(self.slow.waiting(), ["remove_offline"])
         self.slow.answer("remove_offline")
         self.assertEqual(self.slow.waiting(), ["offline_messages"])
@@ -303,6 +321,7 @@ class KeptMessagesTests(StateTestCase):
     def test_idle_answers_after_the_kept_messages(self) -> None:
         yoda = self.login("yoda")
         self.slow.answer("offline_messages")
+        self.clock.advance(0)
         self.slow.answer("remove_offline")
         self.clients["yoda"].take()
         yoda.busy(None)
@@ -313,6 +332,8 @@ class KeptMessagesTests(StateTestCase):
         self.assertEqual(
             self.clients["yoda"].take(), [("DirectMessage", "leia", "third", START, True)]
         )
+        self.assertNoResult(d)
+        self.clock.advance(0)
         self.slow.answer("remove_offline")
         self.assertEqual(self.successResultOf(d).kept, 1)
 
@@ -338,6 +359,8 @@ class KeptMessagesTests(StateTestCase):
             self.clients["leia"].take(), [("DirectMessage", "hans", "late", START, True)]
         )
         self.assertIs(self.state.sessions["leia"], leia)
+        self.clock.advance(0)
+        self.assertEqual(self.slow.waiting(), ["remove_offline"])
 
     def test_read_again_takes_the_store_s_blocks_and_rooms(self) -> None:
         """What changed elsewhere unannounced is taken; what changed during the read stays."""
@@ -594,11 +617,14 @@ class DirectFromAnotherNodeTests(StateTestCase):
         # Shown at once, without waiting for the store.
         self.assertEqual(self.clients["hans"].take(), [("DirectMessage", "yoda", "across nodes", START, False)])
         self.slow.answer("offline_messages")  # the fetch finds it too: not shown again
-        self.assertEqual(self.successResultOf(fetch), 0)
         self.assertEqual(self.clients["hans"].take(), [])
-        # Forgotten once the turn that wrote it is over, not before.
+        # Forgotten once the turn that wrote it is over, not before (by
+        # neither the fetch nor the live path).
         self.assertEqual(self.slow.waiting(), [])
+        self.assertNoResult(fetch)
+        self.assertEqual(len(self.store.offline_messages("hans")), 1)
         self.clock.advance(0)
+        self.assertEqual(self.successResultOf(fetch), 0)
         self.slow.answer("take_offline")
         self.assertEqual(self.store.offline_messages("hans"), [])
 
@@ -607,10 +633,14 @@ class DirectFromAnotherNodeTests(StateTestCase):
         self.clients["hans"].take()
         self.state.cluster = ClusterStub()
         kept = self.store.add_offline("yoda", "hans", "across nodes", START)
-        self.assertEqual(self.successResultOf(hans.deliver_kept()), 1)
+        fetch = hans.deliver_kept()
         self.assertEqual(self.clients["hans"].take(), [("DirectMessage", "yoda", "across nodes", START, True)])
         self.state.direct_here("hans", kept.message_id, events.DirectMessage("yoda", "across nodes", START))
         self.assertEqual(self.clients["hans"].take(), [])
+        self.assertEqual(self.slow.waiting(), [])
+        self.clock.advance(0)
+        self.assertEqual(self.successResultOf(fetch), 1)
+        self.assertEqual(self.store.offline_messages("hans"), [])
         self.assertEqual(self.slow.waiting(), [])
 
     def test_a_busy_user_keeps_it(self) -> None:
