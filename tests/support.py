@@ -259,6 +259,15 @@ class ChatHarness:
         transport.clear()
         return Connection(protocol, transport, batcher)
 
+    def run_due(self) -> None:
+        """Run the reactor turns already due (zero-delay calls, and those they schedule).
+
+        What the server does once a turn's output is written: a fetch of kept
+        direct messages has the store forget them then, and answers (``idle``,
+        ``available``) only after that.
+        """
+        self.clock.advance(0)
+
     def online(self, *usernames: str) -> list[Connection]:
         """Connect and log in each of ``usernames`` over text."""
         connections = []

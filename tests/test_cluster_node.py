@@ -44,3 +44,5 @@ class ForwardingTests(StateTestCase):
         self.receive({"k": "kept", "u": "hans"})
         self.assertEqual(self.published, [])
         self.assertEqual([event[0] for event in self.clients["hans"].take()], ["DirectMessage"])
+        self.clock.advance(0)  # written: forgotten
+        self.assertEqual(self.store.offline_messages("hans"), [])

@@ -35,6 +35,7 @@ class BusyTests(HarnessTestCase):
         self.assertEqual(hans.lines(), [f"Broadcast message, #1 broadcast at {START}"])
         self.assertEqual(yoda.output(), "")
         yoda.send("idle")
+        self.harness.run_due()  # the kept messages written and forgotten: the reply
         lines = yoda.lines()
         self.assertEqual(len(lines), 3)
         self.assertTrue(lines[0].endswith("] hans: one"))
@@ -54,6 +55,7 @@ class BusyTests(HarnessTestCase):
             hans.send("message yoda x")
             self.assertIn(f"Auto-reply from yoda: {DEFAULT_AUTO_REPLY}", hans.lines())
             yoda.send("available")
+            self.harness.run_due()  # its reply, once the kept message is written
         yoda.send("idle")
         self.assertIn("Error. You are not busy.", yoda.lines())
 
@@ -67,6 +69,8 @@ class BusyTests(HarnessTestCase):
         again.send("yoda")
         again.send("wise")
         self.assertTrue(again.lines()[-1].endswith("] hans: later"))
+        self.harness.run_due()  # written: forgotten
+        self.assertEqual(self.harness.store.offline_messages("yoda"), [])
 
     def test_json_busy_flow(self) -> None:
         (hans,) = self.online("hans")
@@ -79,6 +83,7 @@ class BusyTests(HarnessTestCase):
         )
         hans.send("message yoda hi")
         yoda.send_json({"type": "idle", "id": 2})
+        self.harness.run_due()
         kept, status = yoda.json()
         self.assertEqual((kept["type"], kept["offline"], kept["message"]), ("message", True, "hi"))
         self.assertEqual(

@@ -222,6 +222,8 @@ class SlowReaderTests(HarnessTestCase):
         lines = hans.lines()
         self.assertTrue(lines[0].startswith(f"{dropped} notice(s) or broadcast(s) were not shown"))
         self.assertTrue(lines[1].endswith("] yoda: kept for later"))
+        self.harness.run_due()  # written: forgotten
+        self.assertEqual(self.harness.store.offline_messages("hans"), [])
         # Stops reading again but keeps asking: closed at the hard limit.
         hans.connection.writer.pauseProducing()
         for _ in range(10):
@@ -402,4 +404,6 @@ class MailboxShareTests(HarnessTestCase):
         luke.send_json({"type": "message", "to": "obiwan", "message": "hi", "id": 1})
         self.assertEqual(luke.json()[0]["stored"], True)
         (obiwan,) = self.online("obiwan")
+        self.assertEqual(len(self.harness.store.offline_messages("obiwan")), 27, "not yet written")
+        self.harness.run_due()
         self.assertEqual(len(self.harness.store.offline_messages("obiwan")), 0)

@@ -214,6 +214,9 @@ class TextLoginTests(HarnessTestCase):
         self.assertEqual(len(lines), 2)
         self.assertTrue(lines[1].startswith("[offline "))
         self.assertTrue(lines[1].endswith("] hans: Hey Dude"))
+        # Forgotten once written (at the end of the turn), not before.
+        self.assertEqual(len(self.harness.store.offline_messages("yoda")), 1)
+        self.harness.run_due()
         self.assertEqual(self.harness.store.offline_messages("yoda"), [])
 
 

@@ -317,6 +317,9 @@ class MessageTests(StateTestCase):
                 ("DirectMessage", "yoda", "third", START + 5, True),
             ],
         )
+        # Forgotten once the turn that wrote them is over, not before.
+        self.assertEqual(len(self.store.offline_messages("luke")), 3)
+        self.clock.advance(0)
         self.assertEqual(self.store.offline_messages("luke"), [])
         self.assertEqual(len(self.store.offline_messages("leia")), 1)
         luke.end()
@@ -508,6 +511,8 @@ class BlockTests(StateTestCase):
         self.assertEqual(
             self.clients["yoda"].take(), [("DirectMessage", "hans", "later", START, True)]
         )
+        self.clock.advance(0)
+        self.assertEqual(self.store.offline_messages("yoda"), [])
 
     def test_block_again_after_unblock(self) -> None:
         self.successResultOf(self.yoda.unblock("hans"))
