@@ -196,6 +196,7 @@ class LoginSummaryTests(RepliesTestCase):
         again = self.connect()
         again.send("yoda")
         again.send("wise")
+        self.harness.run_due()  # the summary follows once the kept message is written
         lines = again.lines()
         self.assertTrue(lines[0].startswith("Password: Welcome to chatservice, yoda!"), lines)
         self.assertTrue(lines[1].endswith("] hans: kept"), lines)
