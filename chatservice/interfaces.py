@@ -65,7 +65,12 @@ class ChatMember(Protocol):
         """The auto-reply for ``sender`` while busy, once per busy period."""
 
     def deliver_kept(self) -> Deferred[int]:
-        """Deliver, then forget, the direct messages kept for this user: how many."""
+        """Deliver, then forget, the direct messages kept for this user: how many.
+
+        The store is told to forget them once they have been written to the
+        connection (a reactor turn after delivering them); the Deferred fires
+        after it forgot them.
+        """
 
     def end(self) -> None:
         """Log out (idempotent)."""

@@ -292,10 +292,10 @@ class Session(OperatorCommands):
     def _hand_over_kept(self, kept: list[StoredMessage]) -> int | defer.Deferred[int]:
         """Deliver ``kept``, then have the store forget them once they are written.
 
-        :returns: how many were delivered; with messages delivered, a Deferred
-            firing with it once the store forgot them (:meth:`_once_written`),
-            so that a fetch asked for meanwhile waits and does not deliver
-            them again.
+        :returns: how many were delivered; if any were kept, a Deferred
+            firing with it once the store forgot them (:meth:`_once_written`;
+            those shown live too), so that a fetch asked for meanwhile waits
+            and does not deliver them again.
         """
         if not kept or self.state.sessions.get(self.username) is not self:
             return 0
