@@ -18,6 +18,9 @@ from twisted.internet.interfaces import IReactorFromThreads
 from twisted.python.threadpool import ThreadPool
 
 NICENESS = 10
+"""How much lower than the process's priority the worker threads run (``nice`` steps)."""
+MAX_NICENESS = 19
+"""Linux's lowest priority."""
 _lowered = threading.local()
 
 
@@ -25,7 +28,11 @@ def _run_at_low_priority(f: Callable[..., Any], *args: Any) -> Any:
     if not getattr(_lowered, "done", False):
         _lowered.done = True
         try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICENESS)
+            # Relative to the priority the thread started with (the process's: a
+            # server run under ``nice`` keeps its workers below its reactor).
+            thread = threading.get_native_id()
+            lowered = min(MAX_NICENESS, os.getpriority(os.PRIO_PROCESS, thread) + NICENESS)
+            os.setpriority(os.PRIO_PROCESS, thread, lowered)
         except (AttributeError, OSError):
             pass  # not Linux, or not allowed: the work still runs, at normal priority
     return f(*args)

@@ -8,7 +8,7 @@ import threading
 from twisted.internet import reactor
 from twisted.trial import unittest
 
-from chatservice.workers import NICENESS, ThreadWorkers
+from chatservice.workers import MAX_NICENESS, NICENESS, ThreadWorkers
 
 
 def _where() -> tuple[str, int]:
@@ -30,7 +30,7 @@ class ThreadWorkersTests(unittest.TestCase):
         def check(result: tuple[str, int]) -> None:
             name, priority = result
             self.assertNotEqual(name, threading.current_thread().name)
-            self.assertEqual(priority, min(19, base + NICENESS))
+            self.assertEqual(priority, min(MAX_NICENESS, base + NICENESS))
             self.assertEqual(
                 os.getpriority(os.PRIO_PROCESS, threading.get_native_id()), base,
                 "the reactor thread keeps its priority",
