@@ -499,10 +499,11 @@ def convert(command: Command, argument: Argument, value: Any) -> Any:
         if isinstance(value, str) and value.isascii():
             try:
                 seconds = parse_duration(value, unit_required=True)
-            except ValueError:
+            except (ValueError, OverflowError):
                 pass
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            seconds = float(value)
+            if 0 < value <= MAX_SECONDS:  # compared before float(): a huge int overflows it
+                seconds = float(value)
         if not 0 < seconds <= MAX_SECONDS:  # false for NaN too
             raise CommandError(
                 "bad_argument",

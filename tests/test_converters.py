@@ -126,6 +126,16 @@ class StrictNumberTests(unittest.TestCase):
             with self.assertRaises(CommandError, msg=repr(bad)[:20]):
                 convert(room_send, room, bad)
 
+    def test_json_durations(self) -> None:
+        """A duration in JSON: seconds as a number, or text with a unit; a huge int is refused, not an overflow."""
+        mute = next(c for c in COMMANDS if c.name == "mute")
+        duration = mute.arguments[1]
+        self.assertEqual(convert(mute, duration, 90), 90.0)
+        self.assertEqual(convert(mute, duration, "10m"), 600.0)
+        for bad in (10**400, -10**400, MAX_SECONDS + 1, 0, -1, math.nan, math.inf, True, "10", "1e400s"):
+            with self.assertRaises(CommandError, msg=repr(bad)[:20]):
+                convert(mute, duration, bad)
+
 
 class ConnectionStaysTests(HarnessTestCase):
     """The requests of the issue get an error reply; the connection goes on."""
