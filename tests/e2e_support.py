@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import chatservice
 from tests.support import strip_negotiation
@@ -386,6 +386,22 @@ class ChatServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def served_cleanly(chat: ChatServer) -> Iterator[ChatServer]:
+    """A pytest fixture's body: yield the started ``chat`` to the tests, then stop it.
+
+    It must have stayed up through the tests, logged no traceback and exited on SIGTERM.
+    """
+    try:
+        yield chat
+        alive = chat.running()
+        log = chat.log()
+    finally:
+        code = chat.stop()
+    assert alive, f"the server died during the tests:\n{log}"
+    assert "Traceback" not in log and "Unhandled" not in log, log
+    assert code == -signal.SIGTERM, f"exit code {code} after SIGTERM:\n{chat.log()}"
 
 
 class LineClient:

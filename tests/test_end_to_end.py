@@ -36,6 +36,7 @@ from tests.e2e_support import (
     assert_refused,
     LineClient,
     loopback_source,
+    served_cleanly,
     unknown_user,
     welcome,
 )
@@ -174,16 +175,7 @@ def wait_until_nobody_online(server: ChatServer, timeout: float = 5.0) -> None:
 def server(request: pytest.FixtureRequest) -> Iterator[ChatServer]:
     """One real server per test class; options from the class's ``server_options``."""
     options: dict[str, Any] = getattr(request.cls, "server_options", {})
-    chat = ChatServer(ACCOUNTS, **options).start()
-    try:
-        yield chat
-        alive = chat.running()
-        log = chat.log()
-    finally:
-        code = chat.stop()
-    assert alive, f"the server died during the tests:\n{log}"
-    assert "Traceback" not in log and "Unhandled" not in log, log
-    assert code == -signal.SIGTERM, f"exit code {code} after SIGTERM:\n{chat.log()}"
+    yield from served_cleanly(ChatServer(ACCOUNTS, **options).start())
 
 
 @pytest.fixture

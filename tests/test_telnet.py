@@ -13,6 +13,7 @@ from twisted.trial import unittest
 
 from chatservice.server.lines import TOO_LONG, LineBuffer
 from tests.support import ChatHarness, Connection, stored_account
+from tests.test_protocol import HarnessTestCase
 
 IAC = b"\xff"
 WILL, WONT, DO, DONT = b"\xfb", b"\xfc", b"\xfd", b"\xfe"
@@ -22,19 +23,8 @@ ECHO_OFF = IAC + WILL + ECHO
 ECHO_ON = IAC + WONT + ECHO
 
 
-class TelnetTestCase(unittest.TestCase):
-    def setUp(self) -> None:
-        self.harness = ChatHarness(allow_register=True)
-        self.connections: list[Connection] = []
-
-    def tearDown(self) -> None:
-        self.harness.close_all(*self.connections)
-        self.assertEqual(self.harness.clock.getDelayedCalls(), [])
-
-    def connect(self) -> Connection:
-        connection = self.harness.connect()
-        self.connections.append(connection)
-        return connection
+class TelnetTestCase(HarnessTestCase):
+    harness_options = {"allow_register": True}
 
     def answer(self, connection: Connection, data: bytes) -> None:
         """The client's telnet answers, alone in a packet."""

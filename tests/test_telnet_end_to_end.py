@@ -7,13 +7,12 @@ answers nothing.
 
 from __future__ import annotations
 
-import signal
 import time
 from typing import Iterator
 
 import pytest
 
-from tests.e2e_support import GREETING, ChatServer, LineClient, welcome
+from tests.e2e_support import GREETING, ChatServer, LineClient, served_cleanly, welcome
 
 IAC = b"\xff"
 WILL, WONT, DO, DONT = b"\xfb", b"\xfc", b"\xfd", b"\xfe"
@@ -22,14 +21,7 @@ IP, ECHO, TM = b"\xf4", b"\x01", b"\x06"
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ChatServer]:
-    chat = ChatServer(timeout=30).start()
-    try:
-        yield chat
-        log = chat.log()
-    finally:
-        code = chat.stop()
-    assert "Traceback" not in log and "Unhandled" not in log, log
-    assert code == -signal.SIGTERM, chat.log()
+    yield from served_cleanly(ChatServer(timeout=30).start())
 
 
 def read_raw(client: LineClient, marker: bytes) -> bytes:

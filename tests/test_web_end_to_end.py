@@ -9,7 +9,6 @@ browser itself is driven in ``tests/test_web_browser.py``.
 from __future__ import annotations
 
 import json
-import signal
 import urllib.error
 import urllib.request
 from typing import Iterator
@@ -17,7 +16,7 @@ from typing import Iterator
 import pytest
 from wsproto.events import TextMessage
 
-from tests.e2e_support import ChatServer
+from tests.e2e_support import ChatServer, served_cleanly
 from tests.ws_support import WebSocketClient, WebSocketRejected
 
 ACCOUNTS = {"yoda": "wise", "hans": "falcon", "luke": "jedi", "probe": "pw-probe"}
@@ -25,14 +24,7 @@ ACCOUNTS = {"yoda": "wise", "hans": "falcon", "luke": "jedi", "probe": "pw-probe
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ChatServer]:
-    chat = ChatServer(ACCOUNTS, timeout=30, web=True).start()
-    try:
-        yield chat
-        log = chat.log()
-    finally:
-        code = chat.stop()
-    assert "Traceback" not in log and "Unhandled" not in log, log
-    assert code == -signal.SIGTERM, log
+    yield from served_cleanly(ChatServer(ACCOUNTS, timeout=30, web=True).start())
 
 
 def origin(server: ChatServer) -> str:
