@@ -26,7 +26,7 @@ from twisted.internet import threads
 from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.logger import Logger
 
-from chatservice.activitylog import LOG_PATTERNS, ActivityLog
+from chatservice.activitylog import LOG_PATTERNS, WRITE_INTERVAL, ActivityLog
 from chatservice.auth.accounts import AccountManager
 from chatservice.auth.credentials import CredentialsFile, Runner
 from chatservice.auth.directory import CredentialsChecker, StoredAccounts
@@ -152,6 +152,7 @@ def build_chat(
             data_dir,
             reactor,
             partial(threads.deferToThreadPool, reactor, reactor.getThreadPool()),
+            interval=WRITE_INTERVAL,
         )
     if store is None:
         store = make_store(config, reactor)
@@ -193,6 +194,8 @@ def build_chat(
     portal = Portal(ChatRealm(state), checkers)
     gate = LoginGate(portal, accounts, lockout, address_lockout, manager, metrics)
     factory = ChatFactory(gate, reactor, policy, metrics)
+    # Broadcasts to everyone: one append for every connection that keeps up.
+    state.fanout = factory.output_batcher.fanout
     factory.registry.address_bans = state.moderation.address_refusal
     state.moderation.granted = tuple(config.get("operator") or ())
     retention = HistoryRetention(

@@ -1,6 +1,7 @@
 """The small interfaces the chat state works through, so it never needs a transport.
 
 - :class:`ClientConnection`: a connection, as the state sees it (the cred "mind").
+- :class:`Fanout`: where an event for every online user goes (and :class:`OneByOne`).
 - :class:`ChatMember`: an online user, as the state sees it when delivering.
 - :class:`AccountDirectory`: which user names exist.
 - :class:`PasswordChanger`: where a session changes its user's password.
@@ -10,7 +11,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Collection, Protocol
 
 from zope.interface import Attribute, Interface
 
@@ -44,6 +45,45 @@ class ClientConnection(Protocol):
 
     def disconnect(self, event: events.Disconnected) -> None:
         """Send ``event``, then close the connection."""
+
+
+class Fanout(Protocol):
+    """Where an event for every user online on this node goes.
+
+    The state tells it who logs in and out; :meth:`share` hands one event to
+    all of them but a few.  :class:`OneByOne` delivers to each in turn;
+    :class:`~chatservice.server.fanout.SharedFanout` (the server's) appends it
+    once for every connection that keeps up.
+    """
+
+    def join(self, client: ClientConnection) -> None:
+        """``client``'s user is online: it gets what is shared from now on."""
+
+    def leave(self, client: ClientConnection) -> None:
+        """``client``'s user logged out: it gets nothing more that is shared."""
+
+    def share(self, event: events.Event, left_out: Collection[object]) -> None:
+        """Deliver ``event`` (bulk output) to every member but the clients in ``left_out``."""
+
+
+class OneByOne:
+    """A :class:`Fanout` that calls each member's ``deliver`` (no server: tests, tools)."""
+
+    __slots__ = ("members",)
+
+    def __init__(self) -> None:
+        self.members: dict[ClientConnection, None] = {}
+
+    def join(self, client: ClientConnection) -> None:
+        self.members[client] = None
+
+    def leave(self, client: ClientConnection) -> None:
+        self.members.pop(client, None)
+
+    def share(self, event: events.Event, left_out: Collection[object]) -> None:
+        for client in tuple(self.members):
+            if client not in left_out:
+                client.deliver(event)
 
 
 class ChatMember(Protocol):

@@ -43,8 +43,10 @@ from chatservice.interfaces import (
     ActivityRecorder,
     ClientConnection,
     ChatMember,
+    Fanout,
     IChatSession,
     NoActivityRecorder,
+    OneByOne,
     PasswordChanger,
 )
 from chatservice.metrics import ChatMetrics
@@ -118,6 +120,11 @@ class ChatState:
         self.passwords = passwords
         self.max_message_length = max_message_length
         self.sessions: dict[str, ChatMember] = {}
+        self.fanout: Fanout = OneByOne()
+        """Where an event for every online user goes: the server's
+        :class:`~chatservice.server.fanout.SharedFanout` (set before anyone logs in)."""
+        self._busy: dict[str, ChatMember] = {}
+        """The online users who are busy (they miss broadcasts)."""
         self._guest_skeletons: dict[str, str] = {}
         """The skeleton of each guest online on this node, to its name (look-alikes are refused)."""
         self.claiming: set[str] = set()
@@ -264,6 +271,9 @@ class ChatState:
             self.forget(session.username)
             self._guest_skeletons[username_skeleton(session.username)] = session.username
         self.sessions[session.username] = session
+        self.fanout.join(session.client)
+        if session.auto_reply is not None:
+            self._busy[session.username] = session
         self.activity.users_changed()
         return session
 
@@ -295,6 +305,8 @@ class ChatState:
             self.deliver(events.Presence(username, False), username, EVERYONE, Delivery.PRESENCE)
         finally:
             del self.sessions[username]
+            self._busy.pop(username, None)
+            self.fanout.leave(session.client)
             self.activity.users_changed()
             if self.cluster is not None:
                 self.cluster.release(session)
@@ -326,6 +338,11 @@ class ChatState:
 
     def member_changed(self, member: ChatMember) -> None:
         """``member`` became hidden or visible, busy or available: the other nodes follow."""
+        username = member.username
+        if member.auto_reply is not None and self.sessions.get(username) is member:
+            self._busy[username] = member
+        else:
+            self._busy.pop(username, None)
         if self.cluster is not None:
             self.cluster.changed(member)
 
@@ -600,6 +617,11 @@ class ChatState:
     ) -> DeliveryReport:
         """Deliver ``event`` to the members of ``audience`` not named in ``left_out``."""
         me = self.sessions.get(sender)
+        if audience is EVERYONE and event.bulk:
+            clients = self._left_out_clients(me, left_out)
+            skipped = len(clients) - (me is not None)
+            self.fanout.share(event, clients)
+            return DeliveryReport(len(self.sessions) - len(clients), skipped)
         delivered = skipped = 0
         for member in self._members(audience):
             if member is me:
@@ -636,6 +658,22 @@ class ChatState:
         blockers = self._blockers_of.get(sender, _NOBODY)
         delivered = skipped = busy = 0
         auto_replies = []
+        if audience is EVERYONE and event.bulk:
+            # Everyone but a few: appended once for all the connections that keep up.
+            clients = self._left_out_clients(me, blockers)
+            skipped = len(clients) - (me is not None)
+            for member in self._busy.values():
+                if member is not me and member.client not in clients:
+                    clients.add(member.client)
+                    busy += 1
+                    reply = member.miss(sender)
+                    if reply is not None:
+                        auto_replies.append((member.username, reply))
+            self.fanout.share(event, clients)
+            delivered = len(self.sessions) - len(clients)
+            report = DeliveryReport(delivered, skipped, busy, auto_replies=tuple(auto_replies))
+            self.metrics.delivery(Delivery.MESSAGE, report)
+            return report
         for member in self._members(audience):
             if member is me:
                 continue
@@ -652,6 +690,19 @@ class ChatState:
         report = DeliveryReport(delivered, skipped, busy, auto_replies=tuple(auto_replies))
         self.metrics.delivery(Delivery.MESSAGE, report)  # once a fan-out, not a recipient
         return report
+
+    def _left_out_clients(
+        self, me: ChatMember | None, names: Collection[str]
+    ) -> set[ClientConnection]:
+        """The clients of ``me`` and of the users named in ``names`` who are online here."""
+        clients = set() if me is None else {me.client}
+        if names:
+            sessions = self.sessions
+            for name in names:
+                member = sessions.get(name)
+                if member is not None:
+                    clients.add(member.client)
+        return clients
 
     def _deliver_direct(
         self, event: events.DirectMessage, sender: str, audience: Audience

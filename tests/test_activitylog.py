@@ -538,3 +538,49 @@ class FailingRunnerTests(ActivityLogTestCase):
         d = self.log.flush()
         self.assertIsNone(self.successResultOf(d))
         self.assertEqual(len(self.attempts), 1)
+
+
+class IntervalTests(ActivityLogTestCase):
+    """A running server's log: writes at least ``interval`` seconds apart."""
+
+    def setUp(self) -> None:
+        self.runner = SyncRunner()
+        super().setUp()
+        self.log.interval = 0.5
+
+    def test_first_write_at_next_turn_later_ones_wait(self) -> None:
+        first = entry("broadcast", 1, "yoda", "one")
+        second = entry("broadcast", 2, "hans", "two", T + 1)
+        third = entry("broadcast", 3, "hans", "three", T + 1)
+        self.log.message_posted(first)
+        self.clock.advance(0)
+        self.assertEqual(self.runner.calls, [(self.dir, [first], None)])
+        self.log.message_posted(second)
+        self.clock.advance(0.1)
+        self.log.message_posted(third)
+        self.log.users_changed()
+        self.clock.advance(0.3)
+        self.assertEqual(len(self.runner.calls), 1)  # not yet: 0.4 s after the first
+        self.clock.advance(0.11)
+        self.assertEqual(self.runner.calls[1], (self.dir, [second, third], []))
+        self.assertEqual(self.user_reads, 1)
+        self.assertEqual(
+            self.file("messagelog.txt"),
+            line(1, "yoda", "one") + line(2, "hans", "two", T + 1) + line(3, "hans", "three", T + 1),
+        )
+
+    def test_quiet_time_writes_at_next_turn(self) -> None:
+        self.log.message_posted(entry("broadcast", 1, "yoda", "one"))
+        self.clock.advance(0)
+        self.clock.advance(5)
+        self.log.message_posted(entry("broadcast", 2, "yoda", "two"))
+        self.clock.advance(0)
+        self.assertEqual(len(self.runner.calls), 2)
+
+    def test_flush_does_not_wait(self) -> None:
+        self.log.message_posted(entry("broadcast", 1, "yoda", "one"))
+        self.clock.advance(0)
+        self.log.message_posted(entry("broadcast", 2, "yoda", "two"))
+        done = self.log.flush()
+        self.successResultOf(done)
+        self.assertEqual(len(self.runner.calls), 2)

@@ -54,6 +54,7 @@ from twisted.protocols.tls import TLSMemoryBIOProtocol
 from zope.interface import implementer
 
 from chatservice import events
+from chatservice.server.fanout import SharedFanout, SharedSegment
 from chatservice.server.policy import ConnectionPolicy
 from chatservice.server.timers import cancel_pending
 from chatservice.wire import WireFormat
@@ -246,10 +247,17 @@ class OutputBatcher:
         """Seconds spent writing in the bulk flush under way (its turns only)."""
         self._gap = interval
         self._in_flush = False
+        self.fanout = SharedFanout(self._shared)
+        """What is shared with every logged-in user's connection in step (broadcasts)."""
 
     def add(self, connection: BatchedConnection) -> None:
         """Flush ``connection`` with the next bulk flush."""
         self._waiting.append(connection)
+        if self._flush_call is None and not self._flushing and not self._in_flush:
+            self._schedule_flush()
+
+    def _shared(self) -> None:
+        """The fan-out shared an event with the connections in step: flush it with the next."""
         if self._flush_call is None and not self._flushing and not self._in_flush:
             self._schedule_flush()
 
@@ -269,8 +277,10 @@ class OutputBatcher:
         cancel_pending(self._flush_call)
         self._flush_call = None
         if not self._flushing:
-            # A new flush: of the connections waiting now (later ones wait for the next).
+            # A new flush: of the connections waiting now (later ones wait for
+            # the next), and of what was shared with those in step.
             self._flushing, self._waiting = self._waiting, []
+            self._flushing += self.fanout.seal()
             self._spent = 0.0
         batch = self._flushing[: self.per_turn]
         del self._flushing[: self.per_turn]
@@ -287,7 +297,7 @@ class OutputBatcher:
             else:
                 self._last_flush = now
                 self._gap = min(max(self.interval, self._spent), self.MAX_GAP)
-                if self._waiting:
+                if self._waiting or self.fanout.segment.entries:
                     self._schedule_flush()
 
     def flush_urgent(self) -> None:
@@ -301,7 +311,7 @@ class OutputBatcher:
         """Write out everything waiting, at once (at shutdown, or in a test)."""
         cancel_pending(self._flush_call)
         self._flush_call = None
-        batch = self._flushing + self._waiting
+        batch = self._flushing + self._waiting + self.fanout.seal()
         self._flushing, self._waiting = [], []
         _flush_each(batch)
         self.flush_urgent()
@@ -309,7 +319,7 @@ class OutputBatcher:
     @property
     def pending(self) -> int:
         """How many connections wait to be flushed (one may be counted twice)."""
-        return len(self._waiting) + len(self._flushing) + len(self._urgent)
+        return len(self._waiting) + len(self._flushing) + len(self._urgent) + bool(self.fanout.segment.entries)
 
 
 def _flush_each(connections: list[BatchedConnection]) -> None:
@@ -352,7 +362,7 @@ class ConnectionWriter:
     __slots__ = (
         "transport", "_socket", "_wire", "_format_name", "_policy", "_clock", "_batcher", "_pending", "_hurried",
         "backed_up", "closed", "_alive", "_dropped", "_grace", "_closing", "_owner",
-        "_measured", "_counted",
+        "_measured", "_counted", "position", "_fanout",
     )
 
     def __init__(
@@ -390,6 +400,10 @@ class ConnectionWriter:
         self._closing: IDelayedCall | None = None
         """Aborts the connection if a close does not complete in time."""
         self._owner = owner
+        self.position: tuple[SharedSegment, int] | None = None
+        """Where this connection is in the shared segments while in step (else ``None``)."""
+        self._fanout: SharedFanout | None = None
+        """The fan-out this logged-in user's connection is a member of, if it can step in."""
         transport.registerProducer(self, True)
         self._tune_socket()
 
@@ -397,6 +411,16 @@ class ConnectionWriter:
     def wire(self) -> WireFormat:
         """The format events are rendered in."""
         return self._wire
+
+    @property
+    def format_name(self) -> str:
+        """The name of the format events are rendered in."""
+        return self._format_name
+
+    @property
+    def owner(self) -> OutputOwner:
+        """The connection this writer writes for (the fan-out's member)."""
+        return self._owner
 
     def use_format(self, wire: WireFormat) -> None:
         """Render from now on in ``wire``."""
@@ -419,6 +443,8 @@ class ConnectionWriter:
             return self._counted
         pending = self._pending
         queued = sum(map(len, pending)) if pending else 0
+        if self.position is not None and self._fanout is not None:
+            queued += self._fanout.pending_size(self)
         return queued + (transport_backlog(self.transport) or 0)
 
     @property
@@ -497,8 +523,11 @@ class ConnectionWriter:
         On a plain TCP connection the bytes wait for the batcher: ``urgent``
         ones till the end of this reactor turn, others till the next bulk
         flush, so under load many broadcasts leave in one ``send``.  Other
-        transports are written to at once.
+        transports are written to at once.  A connection in step with the
+        fan-out steps out first: what was shared with it goes first.
         """
+        if self.position is not None:
+            self.step_out()
         pending = self._pending
         if pending is not None:
             pending.append(data)
@@ -514,11 +543,60 @@ class ConnectionWriter:
             self._batcher.hurry(self)
 
     def flush_output(self) -> None:
-        """Write what was batched for this connection (the batcher calls it)."""
+        """Write what was batched or shared for this connection (the batcher calls it).
+
+        Once its own output is written, a member of the fan-out that still
+        reads steps back in step.
+        """
+        fanout = self._fanout
+        if self.position is not None:
+            assert fanout is not None
+            data = fanout.take(self)
+            if data and self._alive:
+                write_now(self._socket, data)
+            return
         pending, self._pending = self._pending, None
         self._hurried = False
         if pending and self._alive:
             write_now(self._socket, pending[0] if len(pending) == 1 else b"".join(pending))
+        if fanout is not None and self.can_step_in():
+            fanout.step_in(self)
+
+    # The shared fan-out (chatservice.server.fanout) ------------------------------------
+
+    def joins_fanout(self, fanout: SharedFanout) -> bool:
+        """The user logged in: whether this connection can share ``fanout``'s broadcasts.
+
+        Only one whose output goes through the batcher can (not TLS, not a test transport).
+        """
+        if self._batcher is None or fanout is not self._batcher.fanout:
+            return False
+        self._fanout = fanout
+        return True
+
+    def leaves_fanout(self) -> None:
+        """The user logged out: this connection shares no more."""
+        self._fanout = None
+
+    def can_step_in(self) -> bool:
+        """Whether this member reads, writes through the batcher and has nothing of its own waiting."""
+        return (
+            self._fanout is not None
+            and self._pending is None
+            and not self.backed_up
+            and not self.closed
+            and self._alive
+        )
+
+    def step_out(self) -> None:
+        """Be delivered to one by one from now on; what was shared and not sent yet comes first."""
+        if self.position is None or self._fanout is None:
+            return
+        chunks = self._fanout.step_out(self)
+        if chunks:
+            self._pending = chunks
+            assert self._batcher is not None
+            self._batcher.add(self)
 
     # Closing -------------------------------------------------------------------------
 
@@ -526,6 +604,7 @@ class ConnectionWriter:
         """Send ``last``, then nothing more, and close the connection once it is written."""
         if self.closed:
             return
+        self.step_out()
         if last is not None:
             self.send(last, request_id)
         self.closed = True
@@ -547,6 +626,7 @@ class ConnectionWriter:
         backlog = self.backlog
         self.closed = True
         self._pending = None
+        self._forget_shared()
         self._stop()
         self.transport.unregisterProducer()
         self.transport.abortConnection()
@@ -557,10 +637,16 @@ class ConnectionWriter:
         self._alive = False
         self.closed = True
         self._pending = None
+        self._forget_shared()
         release_buffers(self.transport)
         self._stop()
         closing, self._closing = self._closing, None
         cancel_pending(closing)
+
+    def _forget_shared(self) -> None:
+        fanout, self._fanout = self._fanout, None
+        if fanout is not None:
+            fanout.forget(self)
 
     def _stop(self) -> None:
         grace, self._grace = self._grace, None
@@ -570,6 +656,7 @@ class ConnectionWriter:
 
     def pauseProducing(self) -> None:
         self.backed_up = True
+        self.step_out()  # each broadcast is weighed on its own while it lags
 
     def resumeProducing(self) -> None:
         """The client caught up: say what was dropped, then let the connection go on."""
@@ -587,6 +674,9 @@ class ConnectionWriter:
             )
         if not self.closed:
             self._owner.output_drained()
+        fanout = self._fanout
+        if fanout is not None and self.position is None and self.can_step_in():
+            fanout.step_in(self)
 
     def stopProducing(self) -> None:
         self.backed_up = False
