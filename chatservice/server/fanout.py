@@ -81,12 +81,10 @@ class SharedSegment:
     def all_bytes(self, writer: ConnectionWriter) -> bytes:
         """Every entry, in ``writer``'s format, joined (cached per format)."""
         name = writer.format_name
-        data = self.joined.get(name)
-        if data is None:
-            encode = writer.wire.encode_shared
-            data = self.joined[name] = b"".join(
-                [event.encoded.get(name) or encode(event) or b"" for event in self.entries]
-            )
+        encode = writer.wire.encode_shared
+        data = self.joined[name] = b"".join(
+            [event.encoded.get(name) or encode(event) or b"" for event in self.entries]
+        )
         return data
 
     def chunks_for(self, writer: ConnectionWriter, start: int) -> list[bytes]:
@@ -207,7 +205,9 @@ class SharedFanout:
         segment, start = position
         writer.position = (current, 0)
         if start == 0 and segment.next is current and writer.owner not in segment.touched:
-            return segment.all_bytes(writer)  # the common case: one object for all of them
+            # The common case: one bytes object for all of them.
+            data = segment.joined.get(writer.format_name)
+            return segment.all_bytes(writer) if data is None else data
         chunks: list[bytes] = []
         while segment is not None and segment is not current:
             chunks += segment.chunks_for(writer, start)
