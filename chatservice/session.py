@@ -146,16 +146,18 @@ class Session(OperatorCommands):
         )
 
     def _tell_missed(self, since: float) -> defer.Deferred[None]:
-        """Tell this user how many broadcasts and room messages came after ``since`` (if any)."""
-        channels = [BROADCAST_CHANNEL] + [room.channel for room in self.state.rooms.of(self.username)]
-        d = self.state.store.history_after(channels, math.floor(since))
+        """Tell this user how many broadcasts and room messages came after ``since`` (if any).
 
-        def tell(found: list[HistoryEntry]) -> None:
-            count = len(self._history(found, since).entries)
+        Counted on the first page ``read`` would show (at most a page): one
+        bounded store call, however much was posted meanwhile.
+        """
+
+        def tell(page: events.HistoryList) -> None:
+            count = len(page.entries)
             if count and self.state.sessions.get(self.username) is self:
                 self.client.deliver(events.MissedSince(count, since))
 
-        return d.addCallback(tell)
+        return self._history_page(start_after(since), since).addCallback(tell)
 
     def _deliver_kept_later(self) -> None:
         """:meth:`deliver_kept`, with nobody waiting for it."""
