@@ -171,7 +171,7 @@ class SetupTests(SQLiteTestCase):
 
     def test_schema_version_and_application_id(self) -> None:
         self.opened()
-        self.assertEqual(schema_version(), 5)
+        self.assertEqual(schema_version(), 6)
         self.assertEqual(self.inspect("PRAGMA user_version"), schema_version())
         self.assertEqual(self.inspect("PRAGMA application_id"), APPLICATION_ID)
 
@@ -310,10 +310,43 @@ class MigrationTests(SQLiteTestCase):
         self.patch(sqlite_module, "MIGRATIONS", migrations)
         self.assertEqual(SQLiteStore(self.path).check(), 4)
         store = self.opened()
-        self.assertEqual(self.inspect("PRAGMA user_version"), 5)
+        self.assertEqual(self.inspect("PRAGMA user_version"), schema_version())
         indexes = {row[0] for row in store._db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         self.assertLessEqual({"history_by_sender", "offline_messages_by_sender"}, indexes)
         self.assertEqual(len(store.history_of("yoda", HistoryPosition(0, "", 0), 10)), 1)
+
+    def test_version_6_numbers_history_in_one_statement(self) -> None:
+        """A version 5 database gains the numbering trigger; numbers go on from its last ones."""
+        migrations = sqlite_module.MIGRATIONS
+        self.patch(sqlite_module, "MIGRATIONS", migrations[:5])
+        store = self.opened()
+        for channel, seq, sender, text in (
+            ("broadcast", 1, "yoda", "one"), ("broadcast", 2, "yoda", "two"), ("room:3", 1, "hans", "room one")
+        ):
+            # As a version 5 server numbered them: the channel's number first, then the entry.
+            store._db.execute(
+                "INSERT INTO history_channels (channel, last_seq) VALUES (?, 1)"
+                " ON CONFLICT (channel) DO UPDATE SET last_seq = last_seq + 1",
+                (channel,),
+            )
+            store._db.execute(
+                "INSERT INTO history (channel, seq, sender, body, sent_at) VALUES (?, ?, ?, ?, ?)",
+                (channel, seq, sender, text, T + seq),
+            )
+        store.close()
+        self.patch(sqlite_module, "MIGRATIONS", migrations)
+        self.assertEqual(SQLiteStore(self.path).check(), 5)
+        store = self.opened()
+        self.assertEqual(self.inspect("PRAGMA user_version"), schema_version())
+        triggers = {row[0] for row in store._db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+        self.assertEqual(triggers, {"history_numbered"})
+        self.assertEqual(store.add_history("broadcast", "luke", "three", T + 3).seq, 3)
+        self.assertEqual(store.add_history("room:3", "luke", "room two", T + 4).seq, 2)
+        self.assertEqual(store.add_history("room:4", "luke", "new room", T + 5).seq, 1)
+        self.assertEqual(
+            dict(store._db.execute("SELECT channel, last_seq FROM history_channels")),
+            {"broadcast": 3, "room:3": 2, "room:4": 1},
+        )
 
     def test_version_4_gets_operators_and_bans(self) -> None:
         """A version 3 database keeps its accounts and gains the operator and ban tables."""

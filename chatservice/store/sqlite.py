@@ -200,6 +200,19 @@ MIGRATIONS: list[Sequence[str]] = [
         "CREATE INDEX history_by_sender ON history (sender, sent_at, channel, seq)",
         "CREATE INDEX offline_messages_by_sender ON offline_messages (sender)",
     ),
+    # Version 6: a channel's last number follows each history insert (add_history is one
+    # statement, so one implicit transaction instead of BEGIN, two statements and COMMIT).
+    (
+        """
+        CREATE TRIGGER history_numbered AFTER INSERT ON history BEGIN
+            INSERT INTO history_channels (channel, last_seq) VALUES (NEW.channel, NEW.seq)
+            ON CONFLICT (channel) DO UPDATE SET last_seq = excluded.last_seq;
+        END
+        """,
+        "INSERT INTO history_channels (channel, last_seq)"
+        " SELECT channel, MAX(seq) FROM history WHERE true GROUP BY channel"
+        " ON CONFLICT (channel) DO UPDATE SET last_seq = MAX(last_seq, excluded.last_seq)",
+    ),
 ]
 """Schema changes: ``MIGRATIONS[n]`` takes a database from version ``n`` to ``n + 1``.
 
@@ -659,18 +672,16 @@ class SQLiteStore:
         self, channel: str, sender: str, text: str, sent_at: float
     ) -> HistoryEntry:
         text = _storable(text)
-        with self._transaction() as connection:
-            (seq,) = connection.execute(
-                "INSERT INTO history_channels (channel, last_seq) VALUES (?, 1)"
-                " ON CONFLICT (channel) DO UPDATE SET last_seq = last_seq + 1"
-                " RETURNING last_seq",
-                (channel,),
+        # One statement: numbered after the channel's last number, which the
+        # history_numbered trigger then moves on (schema version 6).
+        with self._errors():
+            (seq,) = self._db.execute(
+                "INSERT INTO history (channel, seq, sender, body, sent_at) VALUES (?1,"
+                " (SELECT IFNULL(MAX(last_seq), 0) + 1 FROM history_channels WHERE channel = ?1),"
+                " ?2, ?3, ?4) RETURNING seq",
+                (channel, sender, text, sent_at),
             ).fetchone()
-            connection.execute(
-                "INSERT INTO history (channel, seq, sender, body, sent_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (channel, seq, sender, text, sent_at),
-            )
+        self._committed()
         return HistoryEntry(channel, seq, sender, text, sent_at)
 
     def history_after(self, channels: Iterable[str], after: float) -> list[HistoryEntry]:
