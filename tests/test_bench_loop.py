@@ -59,11 +59,31 @@ class CoalesceTests(unittest.TestCase):
         self.assertEqual(len(self.reader.read_at), 1)
         self.assertLess(self.reader.read_at[0] - sent[0], COALESCE / 2)
 
-    def test_input_waiting_already_is_read_after_the_coalescing_sleep(self) -> None:
-        """A loop that is behind (input waiting when it polls) still sleeps, so that
-        more arrives and is read in the same call (the fan-out's load generator CPU)."""
+    def test_a_few_messages_together_are_read_without_a_sleep(self) -> None:
+        """Replies to two clients written in one turn (one node's DM: the sender's
+        reply and the delivery) do not make the loop sleep between them."""
+        other, theirs = socket.socketpair()
+        self.addCleanup(other.close)
+        self.addCleanup(theirs.close)
+        second = Reader(self.loop, other)
+        self.theirs.sendall(b"message sent\n")
+        theirs.sendall(b"zqp 0 0 0\n")
+        started = time.monotonic()
+        self.loop.run(started + 2.0, lambda: bool(self.reader.read_at and second.read_at))
+        self.assertLess(max(self.reader.read_at + second.read_at) - started, COALESCE / 2)
+
+    def test_a_loop_that_stays_behind_sleeps_to_read_more_at_once(self) -> None:
+        """Input waiting at poll after poll (a fan-out's load) is read after the
+        coalescing sleep, so that more is read in each call (the generator's CPU)."""
+        def more() -> None:
+            Reader.on_readable(self.reader)
+            if len(self.reader.read_at) < 2:
+                self.theirs.sendall(b"zqb 0 0 0\n")  # waiting at the next poll
+
+        self.reader.on_readable = more  # type: ignore[method-assign]
         self.theirs.sendall(b"zqb 0 0 0\n")
         started = time.monotonic()
-        self.loop.run(started + 2.0, lambda: bool(self.reader.read_at))
-        self.assertEqual(len(self.reader.read_at), 1)
-        self.assertGreaterEqual(self.reader.read_at[0] - started, COALESCE)
+        self.loop.run(started + 3.0, lambda: len(self.reader.read_at) == 2)
+        first, second = self.reader.read_at
+        self.assertLess(first - started, COALESCE / 2)
+        self.assertGreaterEqual(second - first, COALESCE)
