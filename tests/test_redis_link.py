@@ -13,6 +13,7 @@ from twisted.trial import unittest
 from chatservice.cluster.link import (
     RedisLink,
     RedisURLError,
+    _CommandsFactory,
     _SubscriberFactory,
     parse_redis_url,
     reply_parser,
@@ -46,8 +47,7 @@ class ReplyParserTests(unittest.TestCase):
         self.assertEqual(reply_parser(), expected)
         fast = expected == "hiredis"
         self.assertEqual(issubclass(_SubscriberFactory.protocol, txredisapi.HiredisProtocol), fast)
-        # The command connection (lazyConnection) is built by RedisFactory.
-        self.assertEqual(issubclass(txredisapi.RedisFactory.protocol, txredisapi.HiredisProtocol), fast)
+        self.assertEqual(issubclass(_CommandsFactory.protocol, txredisapi.HiredisProtocol), fast)
 
 
 class RedisLinkTests(unittest.TestCase):
@@ -86,6 +86,16 @@ class RedisLinkTests(unittest.TestCase):
         await wait_until(lambda: len(self.received["b"]) == 2)
         self.assertEqual(self.received["a"], [("chat:all", "to everyone")])
         self.assertEqual(self.received["b"], [("chat:all", "to everyone"), ("chat:node:b", "to b")])
+
+    async def test_both_connections_send_without_nagles_delay(self) -> None:
+        """TCP_NODELAY on the command and the subscribed connection: a small PUBLISH
+        leaves at once, not after the reply to the command before it."""
+        await self.connected()
+        link = self.links["a"]
+        await link.publish("chat:all", "connected")
+        (commands,) = link.commands._factory.pool
+        self.assertTrue(commands.transport.getTcpNoDelay())
+        self.assertTrue(link._subscriber.transport.getTcpNoDelay())
 
     async def test_commands(self) -> None:
         await self.connected()

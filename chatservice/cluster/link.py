@@ -57,12 +57,34 @@ def parse_redis_url(url: str) -> tuple[str, int, int, str | None]:
     return parts.hostname, port, database, parts.password
 
 
+def _no_delay(transport: Any) -> None:
+    """Turn Nagle's algorithm off on ``transport`` (a TCP connection; others have no such setting)."""
+    set_no_delay = getattr(transport, "setTcpNoDelay", None)
+    if set_no_delay is not None:
+        set_no_delay(True)
+
+
+class _Commands(txredisapi.RedisProtocol):
+    """The command connection (``PUBLISH`` and the rest), without Nagle's delay."""
+
+    def connectionMade(self) -> Any:
+        _no_delay(self.transport)
+        return super().connectionMade()
+
+
+class _CommandsFactory(txredisapi.RedisFactory):
+    """What ``txredisapi.lazyConnection`` builds, with :class:`_Commands` connections."""
+
+    protocol = _Commands
+
+
 class _Subscriber(txredisapi.SubscriberProtocol):
     """The subscribed connection: subscribes at every (re)connection, hands messages on."""
 
     link: RedisLink
 
     def connectionMade(self) -> None:
+        _no_delay(self.transport)
         super().connectionMade()
         d = self.subscribe(list(self.link.channels))
         d.addCallback(lambda _: self.link.subscribed(self))
@@ -97,7 +119,8 @@ def _text(value: Any) -> str:
 
 def reply_parser() -> str:
     """What reads Redis's replies on the link's connections: ``"hiredis"`` or ``"python"``."""
-    return "hiredis" if issubclass(_Subscriber, txredisapi.HiredisProtocol) else "python"
+    fast = (issubclass(protocol, txredisapi.HiredisProtocol) for protocol in (_Subscriber, _Commands))
+    return "hiredis" if all(fast) else "python"
 
 
 class RedisLink(Service):
@@ -138,10 +161,15 @@ class RedisLink(Service):
     def startService(self) -> None:
         super().startService()
         endpoint = TCP4ClientEndpoint(self.reactor, self.host, self.port, timeout=REPLY_TIMEOUT)
-        self.commands = txredisapi.lazyConnection(
-            self.host, self.port, dbid=self.database, reconnect=True,
+        # As txredisapi.lazyConnection(host, port, dbid, reconnect=True, password,
+        # replyTimeout) builds it, with connections of our protocol.
+        commands = _CommandsFactory(
+            f"{self.host}:{self.port}", self.database, 1, isLazy=True,
             password=self.password, replyTimeout=REPLY_TIMEOUT,
         )
+        commands.reconnect = True
+        commands.startConnecting(endpoint)
+        self.commands = commands.handler
         self._subscriber_factory = _SubscriberFactory(self)
         self._subscriber_factory.startConnecting(endpoint)
         self._pings.start(PING_INTERVAL, now=False)
