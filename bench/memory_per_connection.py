@@ -37,6 +37,7 @@ import gc
 import json
 import linecache
 import os
+import re
 import subprocess
 import sys
 import tracemalloc
@@ -199,8 +200,22 @@ def measure_checkout(checkout: Path, connections: int, group: str) -> dict[str, 
     return json.loads(result.stdout)
 
 
+def _aligned(sites: dict[str, float]) -> dict[str, float]:
+    """``sites`` with the line numbers left out, so that one line of code is one row in every checkout."""
+    merged: Counter[str] = Counter()
+    for label, size in sites.items():
+        merged[_LINE_NUMBER.sub("", label, count=1)] += size
+    return dict(merged.most_common())
+
+
 def report(figures: dict[str, dict[str, Any]], top: int) -> str:
-    """The figures of one or more checkouts as a table (bytes per connection)."""
+    """The figures of one or more checkouts as a table (bytes per connection).
+
+    Of several checkouts, the sites are compared by file and code, without
+    their line numbers (which move from commit to commit).
+    """
+    if len(figures) > 1:
+        figures = {name: {**values, "sites": _aligned(values["sites"])} for name, values in figures.items()}
     names = list(figures)
     first = figures[names[0]]
     lines = [
@@ -230,6 +245,9 @@ def report(figures: dict[str, dict[str, Any]], top: int) -> str:
                 + "  " + label
             )
     return "\n".join(lines)
+
+
+_LINE_NUMBER = re.compile(r":\d+(?=  )")
 
 
 def main(argv: list[str] | None = None) -> int:
