@@ -12,8 +12,9 @@ connection, is broken down by where it was allocated and by the kind of
 object that grew.
 
 What the harness itself keeps per connection (its ``Connection`` records and
-the StringTransports, which stand where Twisted's TCP transport is) is
-reported apart and not counted.  RSS counts more than the Python objects
+the StringTransports, which stand where Twisted's TCP transport is), and the
+log events Twisted keeps until logging starts (``twistd`` writes them out),
+are reported apart and not counted.  RSS counts more than the Python objects
 (the allocator's free space, the sockets), so ``bench.run``'s figures are
 higher; the sites are what this probe is for.
 
