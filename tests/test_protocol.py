@@ -616,6 +616,17 @@ class SlowLoginTests(HarnessTestCase):
         self.assertEqual([r["type"] for r in replies], ["login", "userlist"])
         self.assertEqual(connection.transport.producerState, "producing")
 
+    def test_text_login_checked_later_keeps_no_telnet_layer(self) -> None:
+        """The login ends after the last line arrived: the idle connection lets its telnet layer go all the same."""
+        connection = self.connect()
+        connection.send("yoda")
+        connection.send("wise")
+        self.assertIsNotNone(connection.protocol._telnet)  # made at the password prompt
+        (_, d), = self.checker.pending
+        d.callback("yoda")
+        self.assertIn("Welcome to chatservice, yoda!", connection.output())
+        self.assertIsNone(connection.protocol._telnet)
+
     def test_connection_lost_during_check(self) -> None:
         connection = self.connect()
         connection.send("yoda")

@@ -210,7 +210,9 @@ class EchoTests(TelnetTestCase):
         # The newline the client did not show, echo back on, then the welcome.
         output = connection.raw_output()
         self.assertTrue(output.startswith(b"\r\n" + ECHO_ON + b"Welcome to chatservice, yoda!"), output)
+        self.assertIsNotNone(connection.protocol._telnet)  # WONT ECHO waits for its answer
         self.answer(connection, IAC + DONT + ECHO)
+        self.assertIsNone(connection.protocol._telnet)  # answered: nothing under way
         self.assertEqual(connection.raw_output(), b"")
         connection.send("whoelse")
         self.assertEqual(connection.lines(), ["No other users are online."])
@@ -258,6 +260,14 @@ class EchoTests(TelnetTestCase):
         )
         connection.send("wise")
         self.assertTrue(connection.raw_output().startswith(b"Welcome to chatservice, yoda!"))
+
+    def test_idle_layer_dropped_at_login(self) -> None:
+        """An idle logged-in connection keeps no telnet layer (about 2 KiB), though no line followed the login."""
+        nc = self.connect()
+        nc.send("yoda")
+        self.assertIsNotNone(nc.protocol._telnet)  # the password prompt made it
+        nc.send("wise")
+        self.assertIsNone(nc.protocol._telnet)
 
     def test_idle_layer_dropped_and_nc_not_offered_again(self) -> None:
         nc = self.connect()

@@ -89,6 +89,9 @@ class TerminalSource(Protocol):
     def telnet(self, create: bool = True) -> Terminal | None:
         """The terminal (made when first needed, if ``create``), or ``None`` for a program."""
 
+    def settle_telnet(self) -> None:
+        """Drop the terminal if logged in and nothing is under way (made again when needed)."""
+
 
 class ChatConnection:
     """A client connection: its login, its session, and what it is sent.
@@ -292,10 +295,18 @@ class ChatConnection:
             terminal.hide_input()
 
     def show_input(self) -> None:
-        """The password was typed: the client may echo again (text only)."""
+        """The password was typed: the client may echo again (text only).
+
+        Logged in (or done with ``passwd``'s prompts), the terminal is let go
+        as soon as nothing is under way: an idle connection keeps none.  The
+        login may end after the last line arrived (a password checked in a
+        thread), so this is not left to the next bytes received.
+        """
         terminal = self._text_terminal()
         if terminal is not None:
             terminal.show_input()
+            assert self._terminal is not None
+            self._terminal.settle_telnet()
 
     def hidden_line_ended(self) -> None:
         """A password was typed unechoed: end its line on the screen (text only)."""

@@ -135,14 +135,18 @@ class ChatProtocol(Protocol):
             self.speaks_telnet = True
         if telnet is not None:
             telnet.dataReceived(data)
-            if connection.session is not None and telnet.idle:
-                # Logged in and nothing under way: made again when needed
-                # (about 2 KiB less per idle connection).
-                self._offer_echo = not telnet.ignores_echo
-                self._telnet = None
+            self.settle_telnet()
         else:
             self._lines.feed(data)
         connection.read()
+
+    def settle_telnet(self) -> None:
+        """Drop the telnet layer if logged in and nothing is under way: made again when needed
+        (about 2 KiB less per idle connection)."""
+        telnet, connection = self._telnet, self.connection
+        if telnet is not None and connection is not None and connection.session is not None and telnet.idle:
+            self._offer_echo = not telnet.ignores_echo
+            self._telnet = None
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.connected = 0
