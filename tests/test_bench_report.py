@@ -1,4 +1,4 @@
-"""bench.report's comparison of p99 at a peer's best rate (issue 17)."""
+"""bench.report's comparison of p99 at a peer's best rate, and bench.harness's probes (issue 17)."""
 
 from __future__ import annotations
 
@@ -25,3 +25,16 @@ class StepAtTests(unittest.TestCase):
     def test_none_when_every_step_was_slower(self) -> None:
         self.assertIsNone(_step_at(run(100, 200), 2795.08))
         self.assertIsNone(_step_at(None, 100))
+
+
+class FanoutProbesTests(unittest.TestCase):
+    """How many receivers of a fan-out parse every line (bench.harness.fanout_probes)."""
+
+    def test_a_tenth_of_the_receivers_between_ten_and_the_plans(self) -> None:
+        from bench.harness import fanout_probes
+
+        self.assertEqual(fanout_probes(100, 32), 10)
+        self.assertEqual(fanout_probes(250, 32), 25)
+        self.assertEqual(fanout_probes(1000, 32), 32)
+        self.assertEqual(fanout_probes(10000, 32), 32)
+        self.assertEqual(fanout_probes(20, 32), 10)
