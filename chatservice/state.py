@@ -671,22 +671,20 @@ class ChatState:
                         auto_replies.append((member.username, reply))
             self.fanout.share(event, clients)
             delivered = len(self.sessions) - len(clients)
-            report = DeliveryReport(delivered, skipped, busy, auto_replies=tuple(auto_replies))
-            self.metrics.delivery(Delivery.MESSAGE, report)
-            return report
-        for member in self._members(audience):
-            if member is me:
-                continue
-            if member.username in blockers:
-                skipped += 1
-            elif member.auto_reply is not None:  # busy
-                busy += 1
-                reply = member.miss(sender)
-                if reply is not None:
-                    auto_replies.append((member.username, reply))
-            else:
-                member.client.deliver(event)
-                delivered += 1
+        else:
+            for member in self._members(audience):
+                if member is me:
+                    continue
+                if member.username in blockers:
+                    skipped += 1
+                elif member.auto_reply is not None:  # busy
+                    busy += 1
+                    reply = member.miss(sender)
+                    if reply is not None:
+                        auto_replies.append((member.username, reply))
+                else:
+                    member.client.deliver(event)
+                    delivered += 1
         report = DeliveryReport(delivered, skipped, busy, auto_replies=tuple(auto_replies))
         self.metrics.delivery(Delivery.MESSAGE, report)  # once a fan-out, not a recipient
         return report

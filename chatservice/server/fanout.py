@@ -79,26 +79,24 @@ class SharedSegment:
             self.touched.update(left_out)
 
     def all_bytes(self, writer: ConnectionWriter) -> bytes:
-        """Every entry, in ``writer``'s format, joined (cached per format)."""
+        """Every entry, in ``writer``'s format, joined (once per format)."""
         name = writer.format_name
-        encode = writer.wire.encode_shared
-        data = self.joined[name] = b"".join(
-            [event.encoded.get(name) or encode(event) or b"" for event in self.entries]
-        )
+        data = self.joined.get(name)
+        if data is None:
+            encode = writer.wire.encode_shared
+            data = self.joined[name] = b"".join([encode(event) or b"" for event in self.entries])
         return data
 
     def chunks_for(self, writer: ConnectionWriter, start: int) -> list[bytes]:
         """The bytes of the entries from ``start`` on that reach ``writer``."""
-        name = writer.format_name
         encode = writer.wire.encode_shared
         client = writer.owner
         chunks = []
         for event, left_out in zip(self.entries[start:], self.left_out[start:]):
-            if client in left_out:
-                continue
-            data = event.encoded.get(name) or encode(event)
-            if data:
-                chunks.append(data)
+            if client not in left_out:
+                data = encode(event)
+                if data:
+                    chunks.append(data)
         return chunks
 
 
@@ -150,14 +148,7 @@ class SharedFanout:
         writer.position = None
         self.in_step.pop(writer, None)
         self.apart[writer.owner] = None
-        if position is None:
-            return []
-        segment, start = position
-        chunks: list[bytes] = []
-        while segment is not None:
-            chunks += segment.chunks_for(writer, start)
-            segment, start = segment.next, 0
-        return chunks
+        return _chunks_from(writer, position, None)
 
     def forget(self, writer: ConnectionWriter) -> None:
         """``writer``'s connection is gone: nothing more for it."""
@@ -202,27 +193,27 @@ class SharedFanout:
         current = self.segment
         if position is None or position[0] is current:
             return b""
-        segment, start = position
         writer.position = (current, 0)
+        segment, start = position
         if start == 0 and segment.next is current and writer.owner not in segment.touched:
-            # The common case: one bytes object for all of them.
-            data = segment.joined.get(writer.format_name)
-            return segment.all_bytes(writer) if data is None else data
-        chunks: list[bytes] = []
-        while segment is not None and segment is not current:
-            chunks += segment.chunks_for(writer, start)
-            segment, start = segment.next, 0
-        return b"".join(chunks)
+            return segment.all_bytes(writer)  # the common case: one bytes object for all of them
+        return b"".join(_chunks_from(writer, position, current))
 
     def pending_size(self, writer: ConnectionWriter) -> int:
         """Bytes the segments hold for ``writer`` from its position on."""
-        position = writer.position
-        if position is None:
-            return 0
-        segment: SharedSegment | None
-        segment, start = position
-        size = 0
-        while segment is not None:
-            size += sum(map(len, segment.chunks_for(writer, start)))
-            segment, start = segment.next, 0
-        return size
+        return sum(map(len, _chunks_from(writer, writer.position, None)))
+
+
+def _chunks_from(
+    writer: ConnectionWriter, position: tuple[SharedSegment, int] | None, stop: SharedSegment | None
+) -> list[bytes]:
+    """What the segments hold for ``writer`` from ``position`` on, up to the segment ``stop``."""
+    chunks: list[bytes] = []
+    if position is None:
+        return chunks
+    segment: SharedSegment | None
+    segment, start = position
+    while segment is not None and segment is not stop:
+        chunks += segment.chunks_for(writer, start)
+        segment, start = segment.next, 0
+    return chunks

@@ -247,17 +247,16 @@ class OutputBatcher:
         """Seconds spent writing in the bulk flush under way (its turns only)."""
         self._gap = interval
         self._in_flush = False
-        self.fanout = SharedFanout(self._shared)
+        self.fanout = SharedFanout(self._flush_soon)
         """What is shared with every logged-in user's connection in step (broadcasts)."""
 
     def add(self, connection: BatchedConnection) -> None:
         """Flush ``connection`` with the next bulk flush."""
         self._waiting.append(connection)
-        if self._flush_call is None and not self._flushing and not self._in_flush:
-            self._schedule_flush()
+        self._flush_soon()
 
-    def _shared(self) -> None:
-        """The fan-out shared an event with the connections in step: flush it with the next."""
+    def _flush_soon(self) -> None:
+        """Something waits for a bulk flush (a connection, or what the fan-out shared): schedule one."""
         if self._flush_call is None and not self._flushing and not self._in_flush:
             self._schedule_flush()
 
