@@ -163,6 +163,9 @@ def fanout_figures(record: Obj, limit: float) -> dict[str, Figure]:
         ok = False
         why = (f"only {result.get('receivers_actual', login.get('logged_in'))} of {login.get('wanted')}"
                f" clients joined within {login.get('seconds', 0):.0f} s; measured with those")
+    if best.get("byte_counts_agree") is False:
+        ok = False
+        why = "; ".join(x for x in (why, "receivers counted by bytes, which the probes' marks contradict") if x)
     text = None
     if result.get("stopped") == "load generator CPU limit":
         # The server was not saturated: what it sustained is a lower bound.

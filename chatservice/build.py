@@ -156,6 +156,7 @@ def build_chat(
         )
     if store is None:
         store = make_store(config, reactor)
+    local_store = getattr(store, "local", None)
     metrics = ChatMetrics()
     store = TimedStore(store, metrics.store_call, reactor)
     accounts = StoredAccounts(store, reactor, imported)
@@ -196,6 +197,11 @@ def build_chat(
     factory = ChatFactory(gate, reactor, policy, metrics)
     # Broadcasts to everyone: one append for every connection that keeps up.
     state.fanout = factory.output_batcher.fanout
+    if isinstance(local_store, SQLiteStore):
+        # A turn's history rows (its broadcasts') are one commit, made before
+        # anything the turn wrote leaves.
+        local_store.group_history(partial(reactor.callLater, 0))
+        factory.output_batcher.before_write.append(local_store.commit_history)
     factory.registry.address_bans = state.moderation.address_refusal
     state.moderation.granted = tuple(config.get("operator") or ())
     retention = HistoryRetention(

@@ -38,3 +38,23 @@ class FanoutProbesTests(unittest.TestCase):
         self.assertEqual(fanout_probes(1000, 32), 32)
         self.assertEqual(fanout_probes(10000, 32), 32)
         self.assertEqual(fanout_probes(20, 32), 10)
+
+
+class ByteCountCheckTests(unittest.TestCase):
+    """A fan-out figure counted by bytes that the probes' marks contradict is marked invalid."""
+
+    def record(self, agree: bool) -> dict:
+        step = {
+            "p99_s": 0.1, "loadgen_cpu_percent": 50.0, "delivered_per_s": 1000.0,
+            "latency": {"p99_ms": 100.0}, "delivered_total": 4000, "deliveries_wanted": 4000,
+            "counted_by": "bytes", "byte_counts_agree": agree,
+        }
+        return {"result": {"steps": [step], "login": {"complete": True}}}
+
+    def test_only_when_the_probes_disagree(self) -> None:
+        from bench.report import fanout_figures
+
+        self.assertTrue(fanout_figures(self.record(True), 80.0)["delivered/s"].valid)
+        figure = fanout_figures(self.record(False), 80.0)["delivered/s"]
+        self.assertFalse(figure.valid)
+        self.assertIn("bytes", figure.why)

@@ -107,35 +107,74 @@ class KillNineTests(unittest.TestCase):
         except OSError:
             pass  # the server was killed mid-send: expected
 
-    def test_acknowledged_messages_survive_and_arrive_once(self) -> None:
+    def _kill_mid_burst(self, requests: list[dict[str, object]], acknowledges: str) -> set[int]:
+        """Log in as yoda, send ``requests`` (each with an ``id``), kill -9 the
+        server once 300 are acknowledged; the ids of every ``acknowledges`` reply."""
         self.server.start()
         sender = JsonClient(self.server.port)
         self.addCleanup(sender.close)
         sender.send({"type": "login", "user": "yoda", "password": "wise"})
-        burst = 30000
-        payload = b"".join(
-            json.dumps({"type": "message", "to": "hans", "message": f"m{i}", "id": i}).encode()
-            + b"\n"
-            for i in range(burst)
-        )
+        payload = b"".join(json.dumps(request).encode() + b"\n" for request in requests)
         # Sent from a thread while this one reads the acknowledgements, so the
         # server's replies never back up.
         writer = threading.Thread(target=self._send_quietly, args=(sender.sock, payload))
         writer.start()
         self.addCleanup(writer.join, 10)
         acknowledged: set[int] = set()
+
+        def take(objects: list[dict[str, object]]) -> None:
+            for obj in objects:
+                if obj.get("type") == acknowledges and (
+                    obj.get("stored") or acknowledges != "message_status"
+                ):
+                    acknowledged.add(int(obj["id"]))  # type: ignore[arg-type]
+
         deadline = time.monotonic() + 20
         while len(acknowledged) < 300 and time.monotonic() < deadline:
-            for obj in sender.objects(0.05):
-                if obj.get("type") == "message_status" and obj.get("stored"):
-                    acknowledged.add(int(obj["id"]))  # type: ignore[arg-type]
+            take(sender.objects(0.05))
         self.server.kill()
         # Whatever the kernel still held for us was sent before the kill.
-        for obj in sender.objects(1):
-            if obj.get("type") == "message_status" and obj.get("stored"):
-                acknowledged.add(int(obj["id"]))  # type: ignore[arg-type]
+        take(sender.objects(1))
         self.assertGreater(len(acknowledged), 0)
-        self.assertLess(len(acknowledged), burst, "the kill came in the middle of the burst")
+        self.assertLess(len(acknowledged), len(requests), "the kill came in the middle of the burst")
+        return acknowledged
+
+    def test_acknowledged_broadcasts_survive_in_the_history(self) -> None:
+        """A broadcast's history row is committed with its turn's, before its acknowledgement."""
+        burst = 30000
+        acknowledged = self._kill_mid_burst(
+            [{"type": "broadcast", "message": f"b{i}", "id": i} for i in range(burst)],
+            "broadcast_status",
+        )
+        self.server.start()
+        reader = JsonClient(self.server.port)
+        self.addCleanup(reader.close)
+        reader.send({"type": "login", "user": "hans", "password": "falcon"})
+        reader.send({"type": "read", "since": 0})
+        kept: list[tuple[int, int]] = []
+        for _ in range(burst // 100 + 2):
+            pages = [obj for obj in reader.objects(10, idle=0.3) if obj.get("type") == "history"]
+            if not pages:
+                break
+            page = pages[-1]
+            kept += [
+                (int(m["seq"]), int(str(m["message"])[1:]))  # type: ignore[index, call-overload]
+                for m in page["messages"]  # type: ignore[union-attr]
+            ]
+            if not page.get("more"):
+                break
+            reader.send({"type": "read_next", "after": page["next"]})
+        numbers = [number for _, number in kept]
+        self.assertEqual(acknowledged - set(numbers), set(), "every acknowledged broadcast is in the history")
+        self.assertEqual(numbers, sorted(numbers), "in the order they were sent")
+        self.assertEqual([seq for seq, _ in kept], list(range(1, len(kept) + 1)), "numbered without gaps")
+
+    def test_acknowledged_messages_survive_and_arrive_once(self) -> None:
+        burst = 30000
+        acknowledged = self._kill_mid_burst(
+            [{"type": "message", "to": "hans", "message": f"m{i}", "id": i} for i in range(burst)],
+            "message_status",
+        )
 
         self.server.start()
         receiver = JsonClient(self.server.port)

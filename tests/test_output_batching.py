@@ -222,6 +222,20 @@ class LineCollector(Collector):
     def lines(self) -> list[str]:
         return bytes(self.received).decode("utf-8").split("\r\n")
 
+    def test_before_write_runs_before_every_kind_of_flush(self) -> None:
+        """What the output reports is committed first (the store's history rows)."""
+        clock, batcher, log = self.make(interval=0.02)
+        batcher.before_write.append(lambda: log.append("commit"))
+        batcher.add(RecordingConnection("bulk", log))
+        batcher.hurry(RecordingConnection("urgent", log))
+        clock.advance(0)
+        self.assertEqual(log, ["commit", "urgent", "commit", "bulk"])
+        del log[:]
+        batcher.add(RecordingConnection("now", log))
+        batcher.flush_now()
+        self.assertEqual(log[:2], ["commit", "now"])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
 
 class ChatProtocolBatchingTests(unittest.TestCase):
     """A :class:`ChatProtocol` on real TCP: what waits, and what leaves together.

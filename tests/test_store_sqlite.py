@@ -259,6 +259,102 @@ class CheckpointTests(SQLiteTestCase):
         self.assertEqual(len(store.offline_messages("hans")), 1)
 
 
+class GroupedHistoryTests(SQLiteTestCase):
+    """:meth:`SQLiteStore.group_history`: a turn's history rows share one commit."""
+
+    def grouped(self) -> tuple[SQLiteStore, list[Any]]:
+        """An open store grouping its history rows, and the commits it scheduled."""
+        store = self.opened(background_checkpoints=False)
+        scheduled: list[Any] = []
+        store.group_history(scheduled.append)
+        return store, scheduled
+
+    def committed_rows(self) -> int:
+        return self.inspect("SELECT COUNT(*) FROM history")
+
+    def test_rows_wait_for_the_commit_numbered_as_ever(self) -> None:
+        store, scheduled = self.grouped()
+        entries = [store.add_history("*", "yoda", f"m{i}", T + i) for i in range(3)]
+        self.assertEqual([e.seq for e in entries], [1, 2, 3])
+        self.assertEqual(scheduled, [store.commit_history], "one commit scheduled for the group")
+        self.assertEqual(self.committed_rows(), 0)
+        scheduled.pop()()
+        self.assertEqual(self.committed_rows(), 3)
+        store.commit_history()  # nothing left: a no-op
+        self.assertEqual(store.add_history("*", "yoda", "next", T + 9).seq, 4)
+        self.assertEqual(len(scheduled), 1, "a new group, a new commit")
+
+    def test_any_other_call_commits_the_group_first(self) -> None:
+        store, scheduled = self.grouped()
+        store.add_history("*", "yoda", "one", T)
+        self.assertEqual(
+            [e.text for e in store.history_page(["*"], HistoryPosition(0.0, "", 0), 10)], ["one"]
+        )
+        self.assertEqual(self.committed_rows(), 1)
+        store.add_history("*", "yoda", "two", T + 1)
+        store.add_block("yoda", "luke")  # a write of its own: not inside the group
+        self.assertEqual(self.committed_rows(), 2)
+        self.assertEqual(self.inspect("SELECT COUNT(*) FROM blocks"), 1)
+
+    def test_close_commits_the_group(self) -> None:
+        store, _ = self.grouped()
+        store.add_history("*", "yoda", "last words", T)
+        store.close()
+        self.assertEqual(self.committed_rows(), 1)
+
+    def test_a_failed_insert_keeps_the_rows_before_it(self) -> None:
+        store, scheduled = self.grouped()
+        store._db.execute(
+            "CREATE TEMP TRIGGER refuse BEFORE INSERT ON history WHEN NEW.body = 'bad'"
+            " BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+        store.add_history("*", "yoda", "good", T)
+        with self.assertRaises(StoreError):
+            store.add_history("*", "yoda", "bad", T + 1)
+        self.assertEqual(self.committed_rows(), 1)
+        self.assertEqual(store.add_history("*", "yoda", "after", T + 2).seq, 2)
+        for call in scheduled:
+            call()
+        self.assertEqual(self.committed_rows(), 2)
+
+    def test_a_group_rolled_back_by_a_failure_is_logged(self) -> None:
+        store, scheduled = self.grouped()
+        store._db.execute(
+            "CREATE TEMP TRIGGER refuse BEFORE INSERT ON history WHEN NEW.body = 'bad'"
+            " BEGIN SELECT RAISE(ROLLBACK, 'refused'); END"
+        )
+        store.add_history("*", "yoda", "lost", T)
+        with self.assertRaises(StoreError):
+            store.add_history("*", "yoda", "bad", T + 1)
+        self.assertEqual(len(self.flushLoggedErrors()), 0)
+        self.assertEqual(self.committed_rows(), 0)
+        self.assertEqual(store.add_history("*", "yoda", "after", T + 2).seq, 1)
+        for call in scheduled:
+            call()
+        self.assertEqual(self.committed_rows(), 1)
+
+    def test_a_first_row_that_fails_leaves_no_transaction_open(self) -> None:
+        store, scheduled = self.grouped()
+        store._db.execute(
+            "CREATE TEMP TRIGGER refuse BEFORE INSERT ON history WHEN NEW.body = 'bad'"
+            " BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+        with self.assertRaises(StoreError):
+            store.add_history("*", "yoda", "bad", T)
+        store.add_history("*", "yoda", "good", T + 1)
+        for call in scheduled:
+            call()
+        self.assertEqual(self.committed_rows(), 1)
+
+    def test_ungrouped_again_each_row_commits(self) -> None:
+        store, scheduled = self.grouped()
+        store.add_history("*", "yoda", "grouped", T)
+        store.group_history(None)
+        self.assertEqual(self.committed_rows(), 1)
+        store.add_history("*", "yoda", "alone", T + 1)
+        self.assertEqual(self.committed_rows(), 2)
+
+
 class MigrationTests(SQLiteTestCase):
     """Schema versions: newer code migrates, older code refuses."""
 

@@ -35,7 +35,9 @@ reactor turn and, once the turn's input has been handled (a
 socket.  Only what the kernel does not take goes through
 ``transport.write``, so a client that does not keep up is still buffered,
 paused and counted by Twisted as before.  Several broadcasts handled in one
-turn leave as one ``send``.
+turn leave as one ``send``.  Before it writes, the batcher runs
+:attr:`OutputBatcher.before_write` (the store's commit of the turn's history
+rows), so nothing leaves that reports what is not yet committed.
 
 Only plain TCP connections are batched (:func:`writes_directly`); TLS,
 standard I/O and test transports are written to as they always were.
@@ -44,7 +46,7 @@ standard I/O and test transports are written to as they always were.
 from __future__ import annotations
 
 import socket
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from twisted.internet import tcp
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime, ITransport
@@ -249,6 +251,13 @@ class OutputBatcher:
         self._in_flush = False
         self.fanout = SharedFanout(self._flush_soon)
         """What is shared with every logged-in user's connection in step (broadcasts)."""
+        self.before_write: list[Callable[[], None]] = []
+        """Run before any output is written (the store's commit of the turn's history rows)."""
+
+    def settle(self) -> None:
+        """Run :attr:`before_write`: what the output to be written reports is committed first."""
+        for call in self.before_write:
+            call()
 
     def add(self, connection: BatchedConnection) -> None:
         """Flush ``connection`` with the next bulk flush."""
@@ -281,6 +290,7 @@ class OutputBatcher:
             self._flushing, self._waiting = self._waiting, []
             self._flushing += self.fanout.seal()
             self._spent = 0.0
+        self.settle()
         batch = self._flushing[: self.per_turn]
         del self._flushing[: self.per_turn]
         started = self._clock.seconds()
@@ -304,6 +314,7 @@ class OutputBatcher:
         cancel_pending(self._urgent_call)
         self._urgent_call = None
         urgent, self._urgent = self._urgent, []
+        self.settle()
         _flush_each(urgent)
 
     def flush_now(self) -> None:
@@ -312,6 +323,7 @@ class OutputBatcher:
         self._flush_call = None
         batch = self._flushing + self._waiting + self.fanout.seal()
         self._flushing, self._waiting = [], []
+        self.settle()
         _flush_each(batch)
         self.flush_urgent()
 
@@ -607,6 +619,8 @@ class ConnectionWriter:
         if last is not None:
             self.send(last, request_id)
         self.closed = True
+        if self._batcher is not None:
+            self._batcher.settle()
         self.flush_output()
         self._stop()
         # A registered producer would hold up a TLS transport's close.
