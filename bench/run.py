@@ -79,10 +79,12 @@ def run_all(args: argparse.Namespace) -> Obj:
     workloads = [w for w in WORKLOAD_ORDER if w in args.workloads]
     runs: list[Obj] = []
     started = time.monotonic()
-    for server in servers:
-        fanout_max: dict[int, float] = {}
-        for workload in workloads:
-            wplan = plan[workload]
+    fanout_max: dict[str, dict[int, float]] = {server: {} for server in servers}
+    # Workload by workload (each server in turn), so that workload 3's background is known
+    # from every server's fan-out before any runs it.
+    for workload in workloads:
+        wplan = plan[workload]
+        for server in servers:
             if workload == "login":
                 for size in args.login_sizes or wplan["sizes"]:
                     runs.append(run_one(server, workload, size, wplan, {}, args))
@@ -92,16 +94,16 @@ def run_all(args: argparse.Namespace) -> Obj:
                     runs.append(record)
                     best = report.fanout_best(record)
                     if best is not None:
-                        fanout_max[size] = best["delivered_per_s"]
+                        fanout_max[server][size] = best["delivered_per_s"]
             elif workload == "direct":
                 users = wplan["users"]
-                rate = args.background_rate or half_max_rate(fanout_max, users, args, server, users)
+                rate = args.background_rate or common_background_rate(fanout_max, users)
                 runs.append(run_one(server, workload, users, wplan, {"background_rate": rate}, args))
             elif workload == "churn":
                 runs.append(run_one(server, workload, wplan["clients"], wplan, {}, args))
             elif workload == "neverread":
                 receivers = wplan["receivers"]
-                rate = half_max_rate(fanout_max, receivers, args, server, receivers)
+                rate = half_max_rate(fanout_max[server], receivers, args, server, receivers)
                 runs.append(run_one(server, workload, receivers, wplan, {"rate": rate}, args))
     return {
         "mode": "quick" if args.quick else "full",
@@ -114,7 +116,28 @@ def run_all(args: argparse.Namespace) -> Obj:
     }
 
 
-def half_max_rate(fanout_max: dict[int, float], receivers: int, args: argparse.Namespace, server: str, users: int) -> float:
+def common_background_rate(fanout_max: dict[str, dict[int, float]], users: int) -> float:
+    """Workload 3's background, the same for every server: half the best peer's fan-out maximum.
+
+    Issue 17 compares DM p99 under half-maximum background load; a
+    background of half of each server's *own* maximum loaded chatservice
+    (the fastest) several times more than the peers, past what one load
+    generator can send.  Each server now gets the same load: half the
+    maximum of the best of the other servers (chatservice's own if it ran
+    alone), in broadcasts a second to ``users`` users.
+    """
+    peers_max = {s: m for s, m in fanout_max.items() if s != "chatservice" and m}
+    pool = peers_max or {s: m for s, m in fanout_max.items() if m}
+    if not pool:
+        log("   (no fan-out maximum measured; workload 3's background at 10 broadcasts/s)")
+        return 10.0
+    rates = {s: half_max_rate(m, users, None, s, users) for s, m in pool.items()}
+    best = max(rates, key=rates.__getitem__)
+    log(f"   workload 3's background for every server: {rates[best]:.1f} broadcasts/s (half {best}'s maximum)")
+    return rates[best]
+
+
+def half_max_rate(fanout_max: dict[int, float], receivers: int, args: argparse.Namespace | None, server: str, users: int) -> float:
     """Broadcasts a second for workload 2 at half its maximum, with ``receivers`` receivers.
 
     From the fan-out run with the nearest number of receivers (its delivered/s
@@ -166,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fanout-sizes", type=int, nargs="+", default=None,
                         help="receivers for workload 2 (default: the plan's sizes)")
     parser.add_argument("--background-rate", type=float, default=None,
-                        help="broadcasts/s behind workload 3 (default: half of workload 2's maximum)")
+                        help="broadcasts/s behind workload 3 (default: half of the best peer's workload 2 maximum)")
     parser.add_argument("--server-args", default="",
                         help="extra twistd chat options, one string (experiments; recorded in the results),"
                              " e.g. --server-args='--flush-interval 0'")
