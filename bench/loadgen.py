@@ -732,24 +732,11 @@ class Client:
             self.loop.ep.modify(self.fd, EPOLLIN)
 
     def on_readable(self) -> None:
-        if self.bytes_only:
-            # TCP's MSG_TRUNC: the kernel drops the bytes instead of copying them (tcp(7)).
-            try:
-                size = self.sock.recv_into(_RECV_BUFFER, RECV_SIZE, socket.MSG_TRUNC)  # type: ignore[union-attr]
-            except BlockingIOError:
-                return
-            except OSError:
-                self.lost()
-                return
-            if not size:
-                self.lost()
-                return
-            self.rx += size
-            self.loop.rx_bytes += size
-            return
         # recv_into one shared buffer: recv(256 KiB) would allocate (mmap) that much each time.
+        # A receiver that only counts bytes reads with TCP's MSG_TRUNC: the kernel drops
+        # them instead of copying them (tcp(7)).
         try:
-            size = self.sock.recv_into(_RECV_BUFFER)  # type: ignore[union-attr]
+            size = self.sock.recv_into(_RECV_BUFFER, RECV_SIZE, socket.MSG_TRUNC if self.bytes_only else 0)  # type: ignore[union-attr]
         except BlockingIOError:
             return
         except OSError:
@@ -759,7 +746,10 @@ class Client:
             self.lost()
             return
         self.loop.rx_bytes += size
-        self.on_data(self, _RECV_VIEW[:size].tobytes())
+        if self.bytes_only:
+            self.rx += size
+        else:
+            self.on_data(self, _RECV_VIEW[:size].tobytes())
 
     def lost(self) -> None:
         self.closed_by_peer = True

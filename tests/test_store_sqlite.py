@@ -259,6 +259,15 @@ class CheckpointTests(SQLiteTestCase):
         self.assertEqual(len(store.offline_messages("hans")), 1)
 
 
+def refuse_bad_rows(store: SQLiteStore, how: str) -> None:
+    """Make the insert of a history row whose text is ``bad`` fail: ``ABORT`` (that
+    statement is undone) or ``ROLLBACK`` (the whole transaction is)."""
+    store._db.execute(
+        "CREATE TEMP TRIGGER refuse BEFORE INSERT ON history WHEN NEW.body = 'bad'"
+        f" BEGIN SELECT RAISE({how}, 'refused'); END"
+    )
+
+
 class GroupedHistoryTests(SQLiteTestCase):
     """:meth:`SQLiteStore.group_history`: a turn's history rows share one commit."""
 
@@ -304,10 +313,7 @@ class GroupedHistoryTests(SQLiteTestCase):
 
     def test_a_failed_insert_keeps_the_rows_before_it(self) -> None:
         store, scheduled = self.grouped()
-        store._db.execute(
-            "CREATE TEMP TRIGGER refuse BEFORE INSERT ON history WHEN NEW.body = 'bad'"
-            " BEGIN SELECT RAISE(ABORT, 'refused'); END"
-        )
+        refuse_bad_rows(store, "ABORT")
         store.add_history("*", "yoda", "good", T)
         with self.assertRaises(StoreError):
             store.add_history("*", "yoda", "bad", T + 1)
@@ -319,10 +325,7 @@ class GroupedHistoryTests(SQLiteTestCase):
 
     def test_a_group_rolled_back_by_a_failure_is_logged(self) -> None:
         store, scheduled = self.grouped()
-        store._db.execute(
-            "CREATE TEMP TRIGGER refuse BEFORE INSERT ON history WHEN NEW.body = 'bad'"
-            " BEGIN SELECT RAISE(ROLLBACK, 'refused'); END"
-        )
+        refuse_bad_rows(store, "ROLLBACK")
         store.add_history("*", "yoda", "lost", T)
         with self.assertRaises(StoreError):
             store.add_history("*", "yoda", "bad", T + 1)
@@ -335,10 +338,7 @@ class GroupedHistoryTests(SQLiteTestCase):
 
     def test_a_first_row_that_fails_leaves_no_transaction_open(self) -> None:
         store, scheduled = self.grouped()
-        store._db.execute(
-            "CREATE TEMP TRIGGER refuse BEFORE INSERT ON history WHEN NEW.body = 'bad'"
-            " BEGIN SELECT RAISE(ABORT, 'refused'); END"
-        )
+        refuse_bad_rows(store, "ABORT")
         with self.assertRaises(StoreError):
             store.add_history("*", "yoda", "bad", T)
         store.add_history("*", "yoda", "good", T + 1)
