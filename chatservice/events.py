@@ -312,10 +312,12 @@ class HistoryList(Event):
 @dataclass(frozen=True, eq=False)
 class MissedSince(Event):
     """Told at login, after the kept messages: ``count`` broadcasts and room
-    messages were posted since the user's last logout at ``since``."""
+    messages were posted since the user's last logout at ``since`` (``more``:
+    at least that many; ``count`` is one page of ``read``)."""
 
     count: int
     since: float
+    more: bool = False
 
 
 # Rooms --------------------------------------------------------------------------

@@ -148,14 +148,15 @@ class Session(OperatorCommands):
     def _tell_missed(self, since: float) -> defer.Deferred[None]:
         """Tell this user how many broadcasts and room messages came after ``since`` (if any).
 
-        Counted on the first page ``read`` would show (at most a page): one
-        bounded store call, however much was posted meanwhile.
+        Counted on the first page ``read`` would show (at most a page, and
+        then "at least"): one bounded store call, however much was posted
+        meanwhile.
         """
 
         def tell(page: events.HistoryList) -> None:
             count = len(page.entries)
             if count and self.state.sessions.get(self.username) is self:
-                self.client.deliver(events.MissedSince(count, since))
+                self.client.deliver(events.MissedSince(count, since, page.next is not None))
 
         return self._history_page(start_after(since), since).addCallback(tell)
 

@@ -99,7 +99,7 @@ EVENTS: dict[type[events.Event], st.SearchStrategy[events.Event]] = {
     events.RoomLeft: st.builds(events.RoomLeft, count, words, st.booleans()),
     events.BlockChanged: st.builds(events.BlockChanged, words, st.booleans()),
     events.BlockList: st.builds(events.BlockList, names),
-    events.MissedSince: st.builds(events.MissedSince, count, when),
+    events.MissedSince: st.builds(events.MissedSince, count, when, st.booleans()),
     # The text renderer needs at least one command (the server has many).
     events.HelpText: st.builds(
         events.HelpText,

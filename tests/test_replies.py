@@ -7,9 +7,10 @@ import time
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
+from chatservice.history import PAGE_ENTRIES
 from chatservice.timefmt import format_timestamp
 
-from tests.support import ChatHarness, Connection
+from tests.support import SAMPLE_ACCOUNTS, ChatHarness, Connection
 
 
 class RepliesTestCase(unittest.TestCase):
@@ -235,6 +236,35 @@ class LoginSummaryTests(RepliesTestCase):
         login, missed = again.json()
         self.assertEqual(login["type"], "login")
         self.assertEqual(missed, {"type": "missed", "count": 1, "since": logged_out})
+
+
+class LongAbsenceSummaryTests(RepliesTestCase):
+    harness_options = {"flood_burst": 1000, "flood_rate": 1000}
+
+    def test_more_than_a_page_says_or_more(self) -> None:
+        """Counted on read's first page: past it, "at least" (text and JSON)."""
+        yoda, luke, hans = self.online("yoda", "luke", "hans")
+        for leaving in (yoda, luke):
+            leaving.send("logout")
+            leaving.drop()
+        logged_out = self.harness.clock.seconds()
+        self.harness.clock.advance(1)
+        for number in range(PAGE_ENTRIES + 1):
+            hans.send(f"broadcast {number}")
+        again = self.connect()
+        again.send("yoda")
+        again.send("wise")
+        self.assertEqual(
+            again.lines()[-1],
+            f"Since your last logout ({format_timestamp(logged_out)}): {PAGE_ENTRIES} or more"
+            " broadcast or room message(s); type read to see them.",
+        )
+        json_client = self.connect()
+        json_client.send_json({"type": "login", "user": "luke", "password": SAMPLE_ACCOUNTS["luke"]})
+        missed = json_client.json()[-1]
+        self.assertEqual(
+            missed, {"type": "missed", "count": PAGE_ENTRIES, "since": logged_out, "more": True}
+        )
 
 
 class BlocksTests(RepliesTestCase):

@@ -335,7 +335,7 @@ _DECODERS: dict[str, Decoder] = {
         _int("skipped", 0),
         _int("unreached", 0),
     ),
-    "missed": _build(events.MissedSince, _int("count", 0), _time("since")),
+    "missed": _build(events.MissedSince, _int("count", 0), _time("since"), _bool("more", False)),
     "rooms": _build(events.RoomList, _records("rooms", _int("room"), _names("members"))),
     "room_left": _build(events.RoomLeft, _int("room"), _str("user"), _bool("removed", False)),
     "block_status": _build(events.BlockChanged, _str("user"), _bool("blocked")),

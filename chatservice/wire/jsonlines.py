@@ -423,7 +423,10 @@ def _(event: events.RoomPosted) -> dict[str, Any]:
 
 @render.register
 def _(event: events.MissedSince) -> dict[str, Any]:
-    return {"type": "missed", "count": event.count, "since": event.since}
+    return {
+        "type": "missed", "count": event.count, "since": event.since,
+        **({"more": True} if event.more else {}),
+    }
 
 
 @render.register

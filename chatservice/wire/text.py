@@ -425,9 +425,8 @@ def _(event: events.MissedSince) -> str:
     since = f"Since your last logout ({format_timestamp(event.since)}):"
     if not event.count:
         return _lines(f"{since} no broadcast or room messages.")
-    return _lines(
-        f"{since} {event.count} broadcast or room message(s); type read to see them."
-    )
+    count = f"{event.count} or more" if event.more else f"{event.count}"
+    return _lines(f"{since} {count} broadcast or room message(s); type read to see them.")
 
 
 @render.register
