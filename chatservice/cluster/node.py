@@ -75,6 +75,7 @@ if TYPE_CHECKING:
     from chatservice.auth.directory import StoredAccounts
     from chatservice.interfaces import ChatMember
     from chatservice.state import ChatState
+    from chatservice.store.interface import StoredRoom
 
 log = Logger()
 
@@ -778,10 +779,10 @@ class ClusterNode(MultiService):
     def seen(self, username: str, at: float) -> None:
         self._publish(ALL, {"k": "seen", "u": username, "t": at, "n": self.name})
 
-    def room_changed(self, room_id: int, members: frozenset[str] | None) -> None:
+    def room_changed(self, room: StoredRoom) -> None:
+        members = sorted(room.members) if room.members else None
         self._publish(
-            ALL,
-            {"k": "room", "id": room_id, "m": None if members is None else sorted(members), "n": self.name},
+            ALL, {"k": "room", "id": room.room_id, "m": members, "v": room.version, "n": self.name}
         )
 
     # Messages ------------------------------------------------------------------------------
@@ -839,7 +840,7 @@ class ClusterNode(MultiService):
         elif kind == "seen":
             self.state.seen_elsewhere(message["u"], message["t"])
         elif kind == "room":
-            self.state.room_changed_elsewhere(message["id"], message["m"])
+            self.state.room_changed_elsewhere(message["id"], message["m"], int(message["v"]))
         elif kind == "acct":
             if self.accounts is not None:
                 self.accounts.added_elsewhere(message["u"])

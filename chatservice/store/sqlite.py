@@ -87,6 +87,7 @@ from chatservice.store.interface import (
     ILocalChatStore,
     KeptOffline,
     StoredMessage,
+    StoredRoom,
     UserData,
 )
 
@@ -213,6 +214,13 @@ MIGRATIONS: list[Sequence[str]] = [
         " SELECT channel, MAX(seq) FROM history WHERE true GROUP BY channel"
         " ON CONFLICT (channel) DO UPDATE SET last_seq = MAX(last_seq, excluded.last_seq)",
     ),
+    # Version 7: each room's version, from one counter for all rooms (rooms kept
+    # before start at 0, older than every change made from now on).
+    (
+        "ALTER TABLE rooms ADD COLUMN version INTEGER NOT NULL DEFAULT 0",
+        "CREATE TABLE room_version (last INTEGER NOT NULL)",
+        "INSERT INTO room_version (last) VALUES (0)",
+    ),
 ]
 """Schema changes: ``MIGRATIONS[n]`` takes a database from version ``n`` to ``n + 1``.
 
@@ -228,11 +236,21 @@ ADDED_TABLES = {
     2: frozenset({"chat_accounts"}),
     3: frozenset({"history_channels"}),
     4: frozenset({"chat_operators", "bans"}),
+    7: frozenset({"room_version"}),
 }
 """Tables a chat database has from the version given on."""
 
 _LAST_SEQ = 2**63 - 1
 """Above every history number."""
+
+def _new_room_version(connection: sqlite3.Connection, room_id: int) -> int:
+    """Give room ``room_id`` (if it still exists) the next room version, in the caller's transaction."""
+    (version,) = connection.execute(
+        "UPDATE room_version SET last = last + 1 RETURNING last"
+    ).fetchone()
+    connection.execute("UPDATE rooms SET version = ? WHERE room_id = ?", (version, room_id))
+    return int(version)
+
 
 def _row_position(row: tuple[str, int, str, str, float]) -> tuple[float, str, int]:
     """A history row's :class:`~chatservice.store.interface.HistoryPosition`, as a plain tuple."""
@@ -757,20 +775,23 @@ class SQLiteStore:
 
     # Rooms --------------------------------------------------------------------------
 
-    def rooms(self) -> Iterable[tuple[int, frozenset[str]]]:
-        members: dict[int, set[str]] = {}
+    def rooms(self) -> Iterable[StoredRoom]:
+        rooms: dict[int, tuple[set[str], int]] = {}
         with self._errors():
-            for room_id, username in self._db.execute(
-                "SELECT rooms.room_id, room_members.username FROM rooms"
+            for room_id, version, username in self._db.execute(
+                "SELECT rooms.room_id, rooms.version, room_members.username FROM rooms"
                 " LEFT JOIN room_members ON room_members.room_id = rooms.room_id"
                 " ORDER BY rooms.room_id"
             ):
-                room = members.setdefault(room_id, set())
+                names, _ = rooms.setdefault(room_id, (set(), version))
                 if username is not None:
-                    room.add(username)
-        return [(room_id, frozenset(names)) for room_id, names in members.items()]
+                    names.add(username)
+        return [
+            StoredRoom(room_id, frozenset(names), version)
+            for room_id, (names, version) in rooms.items()
+        ]
 
-    def save_room(self, room_id: int, members: frozenset[str]) -> None:
+    def save_room(self, room_id: int, members: frozenset[str]) -> int:
         with self._transaction() as connection:
             connection.execute("INSERT OR IGNORE INTO rooms (room_id) VALUES (?)", (room_id,))
             connection.execute("DELETE FROM room_members WHERE room_id = ?", (room_id,))
@@ -778,13 +799,14 @@ class SQLiteStore:
                 "INSERT INTO room_members (room_id, username) VALUES (?, ?)",
                 [(room_id, username) for username in members],
             )
+            return _new_room_version(connection, room_id)
 
     def delete_room(self, room_id: int) -> None:
         with self._transaction() as connection:
             connection.execute("DELETE FROM room_members WHERE room_id = ?", (room_id,))
             connection.execute("DELETE FROM rooms WHERE room_id = ?", (room_id,))
 
-    def leave_room(self, room_id: int, username: str) -> frozenset[str]:
+    def leave_room(self, room_id: int, username: str) -> StoredRoom:
         with self._transaction() as connection:
             connection.execute(
                 "DELETE FROM room_members WHERE room_id = ? AND username = ?", (room_id, username)
@@ -796,7 +818,12 @@ class SQLiteStore:
             )
             if not left:
                 connection.execute("DELETE FROM rooms WHERE room_id = ?", (room_id,))
-        return left
+            return StoredRoom(room_id, left, _new_room_version(connection, room_id))
+
+    def last_room_version(self) -> int:
+        with self._errors():
+            (last,) = self._db.execute("SELECT last FROM room_version").fetchone()
+        return int(last)
 
     def highest_room_id(self) -> int:
         with self._errors():
@@ -919,6 +946,8 @@ class SQLiteStore:
                 " (SELECT 1 FROM room_members WHERE room_members.room_id = rooms.room_id)",
                 rooms,
             )
+            for (room_id,) in sorted(rooms):
+                _new_room_version(connection, room_id)
         return existed
 
     def history_of(self, username: str, start: HistoryPosition, limit: int) -> list[HistoryEntry]:
