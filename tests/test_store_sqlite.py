@@ -100,6 +100,23 @@ class ReopenTests(SQLiteTestCase):
         self.assertEqual(list(second.rooms()), [(1, frozenset({"yoda", "hans"}), 1)])
         self.assertEqual(second.history_after(["broadcast", "room:1"], 0), [b1, r1])
 
+    def test_room_versions_go_on_from_the_highest_kept(self) -> None:
+        """The room version counter is not written: reopened, it goes on from the highest
+        version of the rooms kept (nothing outside the file held a version)."""
+        first = SQLiteStore(self.path)
+        first.open()
+        self.assertEqual(first.save_room(1, frozenset({"yoda", "hans"})), 1)
+        self.assertEqual(first.save_room(2, frozenset({"leia", "luke"})), 2)
+        self.assertEqual(first.leave_room(1, "hans").version, 3)
+        self.assertEqual(first.leave_room(2, "leia").version, 4)
+        first.close()
+
+        second = self.opened()
+        self.assertEqual(list(second.rooms()), [(1, frozenset({"yoda"}), 3), (2, frozenset({"luke"}), 4)])
+        self.assertEqual(second.last_room_version(), 4)
+        self.assertEqual(second.leave_room(1, "yoda"), (1, frozenset(), 5))
+        self.assertEqual(second.save_room(3, frozenset({"yoda", "luke"})), 6)
+
     def test_numbering_continues_after_reopen(self) -> None:
         first = SQLiteStore(self.path)
         first.open()

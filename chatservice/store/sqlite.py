@@ -214,13 +214,9 @@ MIGRATIONS: list[Sequence[str]] = [
         " SELECT channel, MAX(seq) FROM history WHERE true GROUP BY channel"
         " ON CONFLICT (channel) DO UPDATE SET last_seq = MAX(last_seq, excluded.last_seq)",
     ),
-    # Version 7: each room's version, from one counter for all rooms (rooms kept
-    # before start at 0, older than every change made from now on).
-    (
-        "ALTER TABLE rooms ADD COLUMN version INTEGER NOT NULL DEFAULT 0",
-        "CREATE TABLE room_version (last INTEGER NOT NULL)",
-        "INSERT INTO room_version (last) VALUES (0)",
-    ),
+    # Version 7: each room's version (rooms kept before start at 0, older than
+    # every change made from now on).
+    ("ALTER TABLE rooms ADD COLUMN version INTEGER NOT NULL DEFAULT 0",),
 ]
 """Schema changes: ``MIGRATIONS[n]`` takes a database from version ``n`` to ``n + 1``.
 
@@ -236,21 +232,14 @@ ADDED_TABLES = {
     2: frozenset({"chat_accounts"}),
     3: frozenset({"history_channels"}),
     4: frozenset({"chat_operators", "bans"}),
-    7: frozenset({"room_version"}),
 }
 """Tables a chat database has from the version given on."""
 
+ROOM_VERSIONS_SINCE = 7
+"""The schema version from which rooms have a version."""
+
 _LAST_SEQ = 2**63 - 1
 """Above every history number."""
-
-def _new_room_version(connection: sqlite3.Connection, room_id: int) -> int:
-    """Give room ``room_id`` (if it still exists) the next room version, in the caller's transaction."""
-    (version,) = connection.execute(
-        "UPDATE room_version SET last = last + 1 RETURNING last"
-    ).fetchone()
-    connection.execute("UPDATE rooms SET version = ? WHERE room_id = ?", (version, room_id))
-    return int(version)
-
 
 def _row_position(row: tuple[str, int, str, str, float]) -> tuple[float, str, int]:
     """A history row's :class:`~chatservice.store.interface.HistoryPosition`, as a plain tuple."""
@@ -324,6 +313,15 @@ class SQLiteStore:
         self.in_use_signs = tuple(in_use_signs)
         self._connection: sqlite3.Connection | None = None
         self._checkpointer: _Checkpointer | None = None
+        self._room_version = 0
+        """The last room version given (:class:`~chatservice.store.interface.StoredRoom`).
+
+        Counted here, from the highest version of the rooms kept when the file
+        is opened, so that a change costs no write of a counter: only one
+        server uses the file, and what it holds of the rooms it reads from the
+        file at start, so a version given to a room removed before a restart
+        (and given again after it) is held nowhere.
+        """
 
     def __repr__(self) -> str:
         return f"<SQLiteStore {str(self.path)!r}>"
@@ -486,6 +484,10 @@ class SQLiteStore:
             if self.background_checkpoints:
                 connection.execute(f"PRAGMA wal_autocheckpoint = {LOG_LIMIT_PAGES:d}")
             version = self._migrate(connection)
+            if version >= ROOM_VERSIONS_SINCE:
+                (self._room_version,) = connection.execute(
+                    "SELECT COALESCE(MAX(version), 0) FROM rooms"
+                ).fetchone()
         except sqlite3.Error as e:
             connection.close()
             raise StoreError(f"Cannot set up the chat database {path}: {e}.") from None
@@ -792,14 +794,19 @@ class SQLiteStore:
         ]
 
     def save_room(self, room_id: int, members: frozenset[str]) -> int:
+        version = self._next_room_version()
         with self._transaction() as connection:
-            connection.execute("INSERT OR IGNORE INTO rooms (room_id) VALUES (?)", (room_id,))
+            connection.execute(
+                "INSERT INTO rooms (room_id, version) VALUES (?, ?)"
+                " ON CONFLICT (room_id) DO UPDATE SET version = excluded.version",
+                (room_id, version),
+            )
             connection.execute("DELETE FROM room_members WHERE room_id = ?", (room_id,))
             connection.executemany(
                 "INSERT INTO room_members (room_id, username) VALUES (?, ?)",
                 [(room_id, username) for username in members],
             )
-            return _new_room_version(connection, room_id)
+        return version
 
     def delete_room(self, room_id: int) -> None:
         with self._transaction() as connection:
@@ -816,14 +823,22 @@ class SQLiteStore:
                     "SELECT username FROM room_members WHERE room_id = ?", (room_id,)
                 )
             )
-            if not left:
+            version = self._next_room_version()
+            if left:
+                connection.execute(
+                    "UPDATE rooms SET version = ? WHERE room_id = ?", (version, room_id)
+                )
+            else:
                 connection.execute("DELETE FROM rooms WHERE room_id = ?", (room_id,))
-            return StoredRoom(room_id, left, _new_room_version(connection, room_id))
+        return StoredRoom(room_id, left, version)
 
     def last_room_version(self) -> int:
-        with self._errors():
-            (last,) = self._db.execute("SELECT last FROM room_version").fetchone()
-        return int(last)
+        return self._room_version
+
+    def _next_room_version(self) -> int:
+        """A room version higher than every one given before."""
+        self._room_version += 1
+        return self._room_version
 
     def highest_room_id(self) -> int:
         with self._errors():
@@ -947,7 +962,10 @@ class SQLiteStore:
                 rooms,
             )
             for (room_id,) in sorted(rooms):
-                _new_room_version(connection, room_id)
+                connection.execute(
+                    "UPDATE rooms SET version = ? WHERE room_id = ?",
+                    (self._next_room_version(), room_id),
+                )
         return existed
 
     def history_of(self, username: str, start: HistoryPosition, limit: int) -> list[HistoryEntry]:
