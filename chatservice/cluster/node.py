@@ -26,7 +26,9 @@
   sets ``chat:lock:<kind>:<key>`` for the block duration and announces it
   (``lock``); every node holds it.  A login of a name reads its ``name``
   count (``GET``) to know how long it waits.  Blocks, last-seen times and rooms
-  changed on one node are announced so that every node's copies follow.
+  changed on one node are announced so that every node's copies follow (a
+  room with the store's version of the change: the newest one is kept,
+  whatever order the announcements arrive in).
 - **Operators' actions.**  A kick, ban, unban or mute is announced
   (``mod``, with the action): every node does it to its own users (a ban
   is in the shared store already; the others hold it and end the sessions
