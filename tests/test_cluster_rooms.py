@@ -14,19 +14,11 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
-from twisted.internet import defer, reactor
-from twisted.internet.task import Clock
-from twisted.trial import unittest
+from twisted.internet import defer
 
-from chatservice.auth.directory import StoredAccounts
-from chatservice.cluster.link import RedisLink
-from chatservice.cluster.node import ALL, ClusterNode
-from chatservice.session import Session
-from chatservice.state import ChatState
+from chatservice.cluster.node import ALL
 from chatservice.store.interface import StoredRoom
-from chatservice.store.local import LocalStore
-from chatservice.store.memory import MemoryStore
-from tests.redis_support import RedisServer
+from tests.cluster_support import NodesOnOneStoreTestCase
 from tests.test_redis_link import wait_until
 from tests.test_state import RecordingClient
 
@@ -67,41 +59,29 @@ class LateAnswers:
             answer.callback(result)
 
 
-class ClusterRoomsTests(unittest.TestCase):
-    """Nodes ``a``, ``b`` and ``c`` on one store and one Redis, and a listener on ``chat:all``."""
+class ClusterRoomsTests(NodesOnOneStoreTestCase):
+    """Nodes ``a``, ``b`` and ``c`` on one store and one Redis, and a listener on ``chat:all``;
+    node ``a`` hears the store's answers to ``leave_room`` when the test says."""
+
+    NODES = ("a", "b", "c")
 
     def setUp(self) -> None:
-        self.redis = RedisServer().start()
-        self.addCleanup(self.redis.cleanup)
-        self.store = LocalStore(MemoryStore())
-        self.late = LateAnswers(self.store)
-        self.states: dict[str, ChatState] = {}
-        self.nodes: dict[str, ClusterNode] = {}
-        for name in ("a", "b", "c"):
-            store = self.late if name == "a" else self.store
-            accounts = StoredAccounts(self.store, Clock())
-            state = ChatState(store, accounts, Clock(), session_factory=Session)
-            self.states[name] = state
-            self.nodes[name] = ClusterNode(self.redis.url, name, state, reactor, [], accounts)
+        super().setUp()
+        for name, state in self.states.items():
             state.cluster = self.nodes[name]  # (as chatservice.build does)
-        self.published: list[dict[str, Any]] = []
-        self.listener = RedisLink(
-            self.redis.url, reactor, [ALL], lambda _, text: self.published.append(json.loads(text))
-        )
+
+    def state_store(self, node: str) -> Any:
+        if node != "a":
+            return self.store
+        self.late = LateAnswers(self.store)
+        return self.late
 
     async def started(self, members: frozenset[str] = EVERYONE) -> None:
         """Room 5 of ``members`` in the store; the states loaded, everyone subscribed."""
         await self.store.save_room(5, members)
         for name in ("yoda", "hans", "luke", "leia"):
             await self.store.add_account(name, "secret", None)
-        for name, node in self.nodes.items():
-            await self.states[name].load()
-            node.startService()
-            self.addCleanup(node.stopService)
-        self.listener.startService()
-        self.addCleanup(self.listener.stopService)
-        links = [node.link for node in self.nodes.values()] + [self.listener]
-        await wait_until(lambda: all(link.connected for link in links))
+        await self.start_nodes()
 
     async def session(self, node: str, username: str) -> Any:
         """``username`` logged in on ``node``."""
