@@ -10,27 +10,56 @@ runs: what a node learns of the other's registrations comes through Redis.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.task import Clock
+from twisted.trial import unittest
 
 from chatservice.auth.accounts import AccountManager
 from chatservice.auth.credentials import run_here
 from chatservice.auth.directory import StoredAccounts
+from chatservice.cluster.link import RedisLink
 from chatservice.cluster.node import ALL, ClusterNode
 from chatservice.session import Session
 from chatservice.state import ChatState
-from tests.cluster_support import NodesOnOneStoreTestCase
+from chatservice.store.local import LocalStore
+from chatservice.store.memory import MemoryStore
+from tests.redis_support import RedisServer
 from tests.test_redis_link import wait_until
 
 
-class ClusterAccountsTests(NodesOnOneStoreTestCase):
+class ClusterAccountsTests(unittest.TestCase):
     """Nodes ``a`` and ``b`` on one store and one Redis, and a listener on ``chat:all``."""
 
+    def setUp(self) -> None:
+        self.redis = RedisServer().start()
+        self.addCleanup(self.redis.cleanup)
+        self.store = LocalStore(MemoryStore())
+        self.accounts: dict[str, StoredAccounts] = {}
+        self.states: dict[str, ChatState] = {}
+        self.nodes: dict[str, ClusterNode] = {}
+        for name in ("a", "b"):
+            accounts = StoredAccounts(self.store, Clock())
+            state = ChatState(self.store, accounts, Clock(), session_factory=Session)
+            node = ClusterNode(self.redis.url, name, state, reactor, [], accounts)
+            self.accounts[name], self.states[name], self.nodes[name] = accounts, state, node
+        self.published: list[dict[str, Any]] = []
+        self.listener = RedisLink(
+            self.redis.url, reactor, [ALL], lambda _, text: self.published.append(json.loads(text))
+        )
+
     async def started(self) -> None:
-        """An account in the store; the nodes started and subscribed."""
+        """Load both states, start the nodes and the listener, and wait until all are subscribed."""
         await self.store.add_account("yoda", "wise", None)
-        await self.start_nodes()
+        for name, node in self.nodes.items():
+            await self.states[name].load()
+            node.startService()
+            self.addCleanup(node.stopService)
+        self.listener.startService()
+        self.addCleanup(self.listener.stopService)
+        links = [node.link for node in self.nodes.values()] + [self.listener]
+        await wait_until(lambda: all(link.connected for link in links))
 
     def announced(self) -> list[str]:
         return [m["u"] for m in self.published if m["k"] == "acct"]

@@ -14,11 +14,13 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor
 
+from chatservice.cluster.link import RedisLink
 from chatservice.cluster.node import ALL
 from chatservice.store.interface import StoredRoom
-from tests.cluster_support import NodesOnOneStoreTestCase
+from tests.cluster_support import NodesTestCase
+from tests.test_async_store import use_store
 from tests.test_redis_link import wait_until
 from tests.test_state import RecordingClient
 
@@ -59,29 +61,29 @@ class LateAnswers:
             answer.callback(result)
 
 
-class ClusterRoomsTests(NodesOnOneStoreTestCase):
+class ClusterRoomsTests(NodesTestCase):
     """Nodes ``a``, ``b`` and ``c`` on one store and one Redis, and a listener on ``chat:all``;
     node ``a`` hears the store's answers to ``leave_room`` when the test says."""
 
-    NODES = ("a", "b", "c")
-
     def setUp(self) -> None:
         super().setUp()
-        for name, state in self.states.items():
-            state.cluster = self.nodes[name]  # (as chatservice.build does)
-
-    def state_store(self, node: str) -> Any:
-        if node != "a":
-            return self.store
+        for name in ("a", "b", "c"):
+            self.add_node(name)
+        self.states = {name: node.state for name, node in self.nodes.items()}
         self.late = LateAnswers(self.store)
-        return self.late
+        use_store(self.states["a"], self.late)
+        self.published: list[dict[str, Any]] = []
+        self.listener = RedisLink(
+            self.redis.url, reactor, [ALL], lambda _, text: self.published.append(json.loads(text))
+        )
 
     async def started(self, members: frozenset[str] = EVERYONE) -> None:
         """Room 5 of ``members`` in the store; the states loaded, everyone subscribed."""
         await self.store.save_room(5, members)
-        for name in ("yoda", "hans", "luke", "leia"):
-            await self.store.add_account(name, "secret", None)
-        await self.start_nodes()
+        await super().started({name: "secret" for name in ("yoda", "hans", "luke", "leia")})
+        self.listener.startService()
+        self.addCleanup(self.listener.stopService)
+        await wait_until(lambda: self.listener.connected)
 
     async def session(self, node: str, username: str) -> Any:
         """``username`` logged in on ``node``."""
