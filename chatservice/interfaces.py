@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from chatservice import events
     from chatservice.commands import Request
-    from chatservice.store.interface import HistoryEntry
+    from chatservice.store.interface import HistoryEntry, StoredRoom
 
 
 class ClientConnection(Protocol):
@@ -220,8 +220,8 @@ class ClusterPeers(Protocol):
     def block_changed(self, blocker: str, blocked: str, on: bool) -> None:
         """A block was stored (``on``) or removed."""
 
-    def room_changed(self, room_id: int, members: frozenset[str] | None) -> None:
-        """A room was created or changed, or removed (``None``)."""
+    def room_changed(self, room: StoredRoom) -> None:
+        """A room was stored as created or changed, or removed (no members)."""
 
     def moderation(self, action: dict[str, Any]) -> bool:
         """An operator kicked, banned, unbanned or muted here: the other nodes do it too

@@ -6,6 +6,14 @@ indexes (by id, by member set, by user) and writes every change through the
 store: the indexes change at once, and the Deferred of a change fires once the
 store has it.  Each room's messages are kept in its own history channel, next to the
 broadcasts' (:data:`BROADCAST_CHANNEL`).
+
+Each room copy holds the store's version of it
+(:class:`~chatservice.store.interface.StoredRoom`), and a change from
+elsewhere (another node's announcement, a reading of the store) is taken
+only if its version is newer: announcements that arrive out of order leave
+the newest.  A removed room's last version is remembered too
+(:data:`REMOVED_KEPT` of them), so that an older announcement arriving after
+the removal does not bring the room back.
 """
 
 from __future__ import annotations
@@ -15,10 +23,18 @@ from typing import Iterable
 
 from twisted.internet import defer
 
-from chatservice.store.interface import IChatStore
+from chatservice.store.interface import IChatStore, StoredRoom
 
 BROADCAST_CHANNEL = "broadcast"
 """The history channel of broadcasts (a room's is :attr:`Room.channel`)."""
+
+REMOVED_KEPT = 10_000
+"""How many removed rooms' last versions a directory remembers (the oldest are forgotten).
+
+An announcement older than a room's removal can only arrive within moments
+of it (two nodes publishing the changes they made at nearly the same time),
+so only the last removals need to be remembered.
+"""
 
 
 @dataclass
@@ -27,6 +43,8 @@ class Room:
 
     room_id: int
     members: frozenset[str]
+    version: int = 0
+    """The store's version of the room (0: before it is stored, or stored before versions)."""
 
     @property
     def channel(self) -> str:
@@ -48,6 +66,8 @@ class RoomDirectory:
         self._next_id = 1
         self._touched: set[int] | None = None
         """The rooms changed while :meth:`reload` reads them (``None``: not reading)."""
+        self._removed: dict[int, int] = {}
+        """The last version of each room removed (the last :data:`REMOVED_KEPT`, oldest first)."""
 
     def load(self) -> defer.Deferred[None]:
         """Read the rooms from the store; fires when done."""
@@ -61,14 +81,23 @@ class RoomDirectory:
     def reload(self) -> defer.Deferred[None]:
         """Read the rooms from the store again and take the changes found; fires when done.
 
-        A room changed here (or adopted from another node) while the store
-        was being read is left as it is now: it is newer than the read.
+        A room read is taken if its version is newer than the copy's; a room
+        the store no longer has is removed, unless it was created here (or
+        announced) while the store was being read.
         """
         touched: set[int] = set()
         self._touched = touched
         d = self.store.rooms()
+        d.addCallback(self._read_last_version)
         d.addCallback(self._reloaded, touched)
         return d.addBoth(self._tracked, touched)
+
+    def _read_last_version(
+        self, rooms: Iterable[StoredRoom]
+    ) -> defer.Deferred[tuple[list[StoredRoom], int]]:
+        """The rooms read, and the last version given once they were read."""
+        rooms = list(rooms)
+        return self.store.last_room_version().addCallback(lambda last: (rooms, last))
 
     def _tracked(self, result: object, touched: set[int]) -> object:
         """The read of :meth:`reload` is over: changes are no longer tracked."""
@@ -76,19 +105,23 @@ class RoomDirectory:
             self._touched = None
         return result
 
-    def _reloaded(self, rooms: Iterable[tuple[int, frozenset[str]]], touched: set[int]) -> None:
-        stored = {room_id: frozenset(members) for room_id, members in rooms}
-        for room_id in (stored.keys() | self._by_id.keys()) - touched:
-            room, members = self._by_id.get(room_id), stored.get(room_id)
-            if room is None or room.members != members:
-                self.adopt(room_id, members)
+    def _reloaded(self, read: tuple[list[StoredRoom], int], touched: set[int]) -> None:
+        rooms, last = read
+        stored = {room.room_id for room in rooms}
+        for room in rooms:
+            self.adopt(room.room_id, room.members, room.version)
+        # Removed before the read ended: the removal's version is at most ``last``,
+        # and every change of the room made before it lower.
+        for room_id in self._by_id.keys() - stored - touched:
+            self.adopt(room_id, None, last)
 
-    def _load_rooms(self, rooms: Iterable[tuple[int, frozenset[str]]]) -> None:
+    def _load_rooms(self, rooms: Iterable[StoredRoom]) -> None:
         self._by_id.clear()
         self._by_members.clear()
         self._by_user.clear()
-        for room_id, members in rooms:
-            self._index(Room(room_id, frozenset(members)))
+        self._removed.clear()
+        for room in rooms:
+            self._index(Room(room.room_id, frozenset(room.members), room.version))
 
     def _load_highest(self, highest: int) -> None:
         self._next_id = highest + 1
@@ -126,40 +159,71 @@ class RoomDirectory:
         self._next_id = max(self._next_id, room.room_id + 1)
         self._index(room)
         d = self.store.save_room(room.room_id, room.members)
-        return d.addCallback(lambda _: (room, True))
+        return d.addCallback(self._saved, room)
 
-    def adopt(self, room_id: int, members: frozenset[str] | None) -> None:
-        """Take another node's change of room ``room_id``: its members now, or ``None`` (removed)."""
+    def _saved(self, version: int, room: Room) -> tuple[Room, bool]:
+        """``room`` is stored, as ``version``."""
+        room.version = max(room.version, version)
+        return room, True
+
+    def adopt(self, room_id: int, members: frozenset[str] | None, version: int) -> bool:
+        """Take a change of room ``room_id`` made elsewhere, if it is newer than the copy here.
+
+        :param members: its members now, or ``None`` (removed).
+        :param version: the store's version of that change.
+        :return: whether it was taken (not: this copy is as new or newer).
+        """
         room = self._by_id.get(room_id)
+        held = room.version if room is not None else self._removed.get(room_id, -1)
+        if version <= held:
+            return False
+        if room is not None and room.members == members:
+            room.version = version  # (the same members: the indexes stay)
+            return True
         if room is not None:
             self._unindex(room)
         if members:
-            self._index(Room(room_id, members))
+            self._removed.pop(room_id, None)
+            self._index(Room(room_id, members, version))
             self._next_id = max(self._next_id, room_id + 1)
+        else:
+            self._forget_removed(room_id, version)
+        return True
 
-    def leave(self, room: Room, username: str) -> defer.Deferred[bool]:
-        """Take ``username`` out of ``room`` now; fires, once stored, with whether the room is gone.
+    def _forget_removed(self, room_id: int, version: int) -> None:
+        """Room ``room_id`` was removed as ``version``: remember that (and forget the oldest such)."""
+        removed = self._removed
+        removed.pop(room_id, None)
+        removed[room_id] = version
+        if len(removed) > REMOVED_KEPT:
+            del removed[next(iter(removed))]
+        if self._touched is not None:
+            self._touched.add(room_id)
 
-        A room left with no members is removed.  The store takes out only
-        ``username`` and answers with the members left, which the directory
-        then holds (others may have left on other nodes meanwhile; the room
-        may be gone).  (A room whose remaining
-        members equal another room's keeps its number; ``create`` then reuses
-        the one with the lower number.)
+    def leave(self, room: Room, username: str) -> defer.Deferred[StoredRoom]:
+        """Take ``username`` out of ``room`` now; fires, once stored, with the room as stored.
+
+        A room left with no members is removed (the answer has no members).
+        The store takes out only ``username`` and answers with the members
+        left and the room's new version, which the directory then holds
+        (others may have left on other nodes meanwhile; the room may be
+        gone).  (A room whose remaining members equal another room's keeps
+        its number; ``create`` then reuses the one with the lower number.)
         """
         self._unindex(room)
         room.members = room.members - {username}
         if room.members:
             self._index(room)
+        else:
+            # Gone here as of the version held: only a newer one brings it back.
+            self._forget_removed(room.room_id, room.version)
         d = self.store.leave_room(room.room_id, username)
-        return d.addCallback(self._left, room)
+        return d.addCallback(self._left)
 
-    def _left(self, left: frozenset[str], room: Room) -> bool:
-        """The store took a member out of ``room``: ``left`` are its members now
-        (fewer than here if others left it on other nodes meanwhile)."""
-        if left != room.members:
-            self.adopt(room.room_id, left or None)
-        return not left
+    def _left(self, stored: StoredRoom) -> StoredRoom:
+        """The store took a member out of a room: hold what it answered, unless newer is held."""
+        self.adopt(stored.room_id, stored.members or None, stored.version)
+        return stored
 
     def _index(self, room: Room) -> None:
         if self._touched is not None:

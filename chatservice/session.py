@@ -41,7 +41,7 @@ from chatservice.rooms import BROADCAST_CHANNEL, Room
 from chatservice.history import PAGE_ENTRIES, cut_page, format_cursor, parse_cursor, start_after
 from chatservice.operators import OperatorCommands
 from chatservice.state import ChatState
-from chatservice.store.interface import HistoryEntry, HistoryPosition, StoredMessage
+from chatservice.store.interface import HistoryEntry, HistoryPosition, StoredMessage, StoredRoom
 from chatservice.timefmt import RelativeTime
 
 log = Logger()
@@ -561,7 +561,7 @@ class Session(OperatorCommands):
         room, created = found
         names = tuple(sorted(room.members))
         if created:
-            self.state.room_changed(room.room_id, room.members)
+            self.state.room_changed(StoredRoom(room.room_id, room.members, room.version))
             joined = events.RoomJoined(room.room_id, self.username, names)
             self.state.deliver(joined, self.username, others, Delivery.PLAIN)
         return events.RoomCreated(room.room_id, names, existed=not created)
@@ -586,12 +586,11 @@ class Session(OperatorCommands):
         d = self.state.rooms.leave(found, self.username)
         return d.addCallback(self._room_left, room, found.members)
 
-    def _room_left(self, removed: bool, room: int, others: frozenset[str]) -> events.RoomLeft:
-        now = self.state.rooms.find(room)
-        self.state.room_changed(room, None if removed or now is None else now.members)
+    def _room_left(self, stored: StoredRoom, room: int, others: frozenset[str]) -> events.RoomLeft:
+        self.state.room_changed(stored)
         notice = events.RoomLeft(room, self.username)
         self.state.deliver(notice, self.username, others, Delivery.PLAIN)
-        return events.RoomLeft(room, self.username, removed)
+        return events.RoomLeft(room, self.username, not stored.members)
 
     def list_rooms(self) -> events.RoomList:
         """This user's rooms and their members, each member set once.

@@ -52,7 +52,7 @@ from chatservice.interfaces import (
 from chatservice.metrics import ChatMetrics
 from chatservice.moderation import Moderation
 from chatservice.rooms import BROADCAST_CHANNEL, RoomDirectory
-from chatservice.store.interface import HistoryEntry, IChatStore, KeptOffline
+from chatservice.store.interface import HistoryEntry, IChatStore, KeptOffline, StoredRoom
 
 __all__ = ["AlreadyLoggedIn", "ClientConnection", "ChatState", "IChatSession", "SessionFactory"]
 
@@ -331,10 +331,10 @@ class ChatState:
             members.sort(key=lambda member: member.logged_in_at)
         return members
 
-    def room_changed(self, room_id: int, members: frozenset[str] | None) -> None:
-        """A room was created or changed, or removed (``None``): the other nodes follow."""
+    def room_changed(self, room: StoredRoom) -> None:
+        """A room was stored as created or changed, or removed (no members): the other nodes follow."""
         if self.cluster is not None:
-            self.cluster.room_changed(room_id, members)
+            self.cluster.room_changed(room)
 
     def member_changed(self, member: ChatMember) -> None:
         """``member`` became hidden or visible, busy or available: the other nodes follow."""
@@ -363,7 +363,7 @@ class ChatState:
         self._last_seen.pop(username, None)
         for room in self.rooms.of(username):
             d = self.rooms.leave(room, username)
-            d.addCallback(self._forgotten_in_room, username, room.room_id, room.members)
+            d.addCallback(self._forgotten_in_room, username, room.members)
             self.background(
                 d, "Taking {user} out of room {room} failed", user=username, room=room.room_id
             )
@@ -377,13 +377,10 @@ class ChatState:
         if self.cluster is not None:
             self.cluster.block_changed(blocker, blocked, False)
 
-    def _forgotten_in_room(
-        self, removed: bool, username: str, room_id: int, members: frozenset[str]
-    ) -> None:
-        """A forgotten guest is out of room ``room_id``: the nodes follow, the members are told."""
-        now = self.rooms.find(room_id)
-        self.room_changed(room_id, None if removed or now is None else now.members)
-        self.deliver(events.RoomLeft(room_id, username), username, members, Delivery.PLAIN)
+    def _forgotten_in_room(self, stored: StoredRoom, username: str, members: frozenset[str]) -> None:
+        """A forgotten guest is out of a room (``stored``): the nodes follow, the members are told."""
+        self.room_changed(stored)
+        self.deliver(events.RoomLeft(stored.room_id, username), username, members, Delivery.PLAIN)
 
     def active_user_rows(self) -> list[tuple[float, str, str, int | None]]:
         """(login time, name, address, UDP port) of each online user, in login order."""
@@ -573,9 +570,12 @@ class ChatState:
         """Another node recorded when ``username`` was last online."""
         self._last_seen[username] = max(at, self._last_seen.get(username, at))
 
-    def room_changed_elsewhere(self, room_id: int, members: Iterable[str] | None) -> None:
-        """Another node created, changed or removed a room."""
-        self.rooms.adopt(room_id, None if members is None else frozenset(members))
+    def room_changed_elsewhere(
+        self, room_id: int, members: Iterable[str] | None, version: int
+    ) -> None:
+        """Another node created, changed or removed (``None``) a room, stored as ``version``;
+        taken unless the copy here is as new or newer."""
+        self.rooms.adopt(room_id, None if members is None else frozenset(members), version)
 
     def blocked_by(self, blocker: str) -> Collection[str]:
         """The users ``blocker`` has blocked."""

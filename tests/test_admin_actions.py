@@ -150,7 +150,7 @@ class StoreActionsBehaviour(OpenedStore):
         self.assertEqual(await self.store.usernames(), ["yoda"])
         self.assertEqual(list(await self.store.blocks()), [])
         self.assertEqual([m.text for m in await self.store.offline_messages("yoda")], ["from bob"])
-        self.assertEqual(list(await self.store.rooms()), [(1, frozenset({"yoda"}))])
+        self.assertEqual(list(await self.store.rooms()), [(1, frozenset({"yoda"}), 2)])
         self.assertEqual(len(await self.store.history_after(["room:1", "broadcast"], 0)), 2)
         self.assertEqual((await self.refused(action="remove", username="bob")).code, "unknown_user")
 

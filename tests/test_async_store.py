@@ -365,22 +365,28 @@ class KeptMessagesTests(StateTestCase):
     def test_read_again_takes_the_store_s_blocks_and_rooms(self) -> None:
         """What changed elsewhere unannounced is taken; what changed during the read stays."""
         state = self.state
+        # Here only (removed elsewhere meanwhile, unannounced).
+        state.block_changed_elsewhere("luke", "yoda", True)
+        version = self.store.save_room(3, frozenset({"hans", "yoda"}))
+        state.room_changed_elsewhere(3, ["hans", "yoda"], version)
+        self.store.leave_room(3, "hans")
+        self.store.leave_room(3, "yoda")
         # In the store only (their announcements were lost).
         self.store.add_block("leia", "hans")
         self.store.save_room(7, frozenset({"leia", "luke"}))
         self.store.record_seen("luke", START + 50)
-        # Here only (removed elsewhere meanwhile).
-        state.block_changed_elsewhere("luke", "yoda", True)
-        state.room_changed_elsewhere(3, ["hans", "yoda"])
         d = state.reload_shared()
         self.assertEqual(self.slow.waiting(), ["blocks", "last_seen", "rooms"])
         # Changed while the store is read: newer than what the read finds.
         state.block_changed_elsewhere("vader", "luke", True)
-        state.room_changed_elsewhere(9, ["hans", "leia"])
+        version = self.store.save_room(9, frozenset({"hans", "leia"}))
+        state.room_changed_elsewhere(9, ["hans", "leia"], version)
         self.store.delete_room(9)  # (and gone again, its announcement not here yet)
         self.slow.answer("blocks")
         self.slow.answer("last_seen")
         self.slow.answer("rooms")
+        self.assertEqual(self.slow.waiting(), ["last_room_version"])
+        self.slow.answer("last_room_version")
         self.successResultOf(d)
         self.assertEqual(set(state.blocked_by("leia")), {"hans"})
         self.assertEqual(set(state.blocked_by("luke")), set())
@@ -396,6 +402,7 @@ class KeptMessagesTests(StateTestCase):
         self.slow.answer("last_seen")
         self.slow.answer("rooms")
         self.failureResultOf(d, StoreDown)
+        self.slow.answer("last_room_version")
         self.assertIsNone(self.state._touched_blocks)
         self.assertIsNone(self.state.rooms._touched)
 

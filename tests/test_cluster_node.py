@@ -1,13 +1,17 @@
-"""A cluster node's handling of other nodes' messages, without Redis: what it does with each."""
+"""A cluster node's handling of other nodes' messages: what it does with each."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from twisted.internet import reactor
 
-from chatservice.cluster.node import ClusterNode, node_channel
-from tests.test_state import StateTestCase
+from chatservice.cluster.link import RedisLink
+from chatservice.cluster.node import ONLINE, ClusterNode, node_channel
+from tests.redis_support import RedisServer
+from tests.test_redis_link import wait_until
+from tests.test_state import START, StateTestCase
 
 
 class ForwardingTests(StateTestCase):
@@ -22,22 +26,6 @@ class ForwardingTests(StateTestCase):
     def receive(self, message: dict[str, Any]) -> None:
         self.node.received(node_channel("a"), json.dumps(dict(message, n="b")))
 
-    def test_forwarded_once_to_the_node_that_has_the_user_now(self) -> None:
-        self.node.received(
-            "chat:all",
-            json.dumps({"k": "on", "u": "hans", "i": {"n": "c", "t": 1.0, "h": "10.0.0.1"}, "n": "c"}),
-        )
-        self.receive({"k": "dm", "u": "hans", "id": 7, "e": {"type": "message", "from": "yoda",
-                                                              "message": "hi", "timestamp": 1}})
-        self.receive({"k": "kept", "u": "hans"})
-        self.assertEqual(
-            self.published, [(node_channel("c"), {"k": "kept", "u": "hans", "f": 1})] * 2
-        )
-        self.published.clear()
-        self.receive({"k": "kept", "u": "hans", "f": 1})  # forwarded already: not again
-        self.receive({"k": "kept", "u": "luke"})  # online nowhere: waits for the next login
-        self.assertEqual(self.published, [])
-
     def test_a_user_here_is_not_forwarded(self) -> None:
         (hans,) = self.online("hans")
         self.store.add_offline("yoda", "hans", "kept", 1.0)
@@ -46,3 +34,81 @@ class ForwardingTests(StateTestCase):
         self.assertEqual([event[0] for event in self.clients["hans"].take()], ["DirectMessage"])
         self.clock.advance(0)  # written: forgotten
         self.assertEqual(self.store.offline_messages("hans"), [])
+
+
+class ForwardingThroughRedisTests(StateTestCase):
+    """A kept direct message announced to node ``a`` for a user who is not there: ``a`` reads
+    in ``chat:online`` (a real ``redis-server``) where the user is, and tells that node."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.redis = RedisServer().start()
+        self.addCleanup(self.redis.cleanup)
+        self.node = ClusterNode(self.redis.url, "a", self.state, reactor)
+        self.heard: list[tuple[str, dict[str, Any]]] = []
+        self.listener = RedisLink(
+            self.redis.url, reactor, [node_channel("b"), node_channel("c")],
+            lambda channel, text: self.heard.append((channel, json.loads(text))),
+        )
+
+    async def started(self) -> None:
+        for service in (self.node, self.listener):
+            service.startService()
+            self.addCleanup(service.stopService)
+        await wait_until(lambda: self.node.link.connected and self.listener.connected)
+
+    async def online_on(self, username: str, node: str) -> None:
+        """``chat:online`` says ``username`` is on ``node``."""
+        await self.node.link.commands.hset(ONLINE, username, json.dumps({"n": node, "t": 1.0}))
+
+    def receive(self, message: dict[str, Any]) -> None:
+        self.node.received(node_channel("a"), json.dumps(dict(message, n="b")))
+
+    async def heard_for(self, username: str) -> list[tuple[str, dict[str, Any]]]:
+        """What the other nodes were told, once ``a`` has forwarded an announcement for
+        ``username`` (who is on ``c``): everything ``a`` did before has been heard too."""
+        await self.online_on(username, "c")
+        self.receive({"k": "kept", "u": username})
+        await wait_until(lambda: any(m["u"] == username for _, m in self.heard))
+        return [(channel, m) for channel, m in self.heard if m["u"] != username]
+
+    async def test_forwarded_to_the_node_chat_online_names(self) -> None:
+        """a's copy says b (b's logout not heard yet); chat:online says c: c is told, once."""
+        await self.started()
+        self.node.received(
+            "chat:all",
+            json.dumps({"k": "on", "u": "hans", "i": {"n": "b", "t": 1.0, "h": "10.0.0.1"}, "n": "b"}),
+        )
+        await self.online_on("hans", "c")
+        self.receive({"k": "dm", "u": "hans", "id": 7, "e": {"type": "message", "from": "yoda",
+                                                              "message": "hi", "timestamp": 1}})
+        self.receive({"k": "kept", "u": "hans"})
+        self.receive({"k": "kept", "u": "hans", "f": 1})  # forwarded already: not again
+        self.assertEqual(
+            await self.heard_for("leia"), [(node_channel("c"), {"k": "kept", "u": "hans", "f": 1})] * 2
+        )
+
+    async def test_forwarded_to_a_login_this_node_has_not_heard_of(self) -> None:
+        """a has no copy of hans (his login on c not heard yet): c is told all the same."""
+        await self.started()
+        await self.online_on("hans", "c")
+        self.receive({"k": "kept", "u": "hans"})
+        self.assertEqual(
+            await self.heard_for("leia"), [(node_channel("c"), {"k": "kept", "u": "hans", "f": 1})]
+        )
+
+    async def test_online_nowhere_shown_at_the_login(self) -> None:
+        """Logged in nowhere (or claimed here, the session not started): no one is told; the
+        login, which claims the name after this reading, fetches it."""
+        await self.started()
+        self.store.add_offline("yoda", "hans", "kept for you", START)
+        self.receive({"k": "kept", "u": "hans"})
+        await self.online_on("luke", "a")
+        self.receive({"k": "kept", "u": "luke"})
+        self.assertEqual(await self.heard_for("leia"), [])
+        self.login("hans")
+        self.assertEqual(
+            [event[:3] for event in self.clients["hans"].take()],
+            [("DirectMessage", "yoda", "kept for you")],
+        )
+        self.clock.advance(0)

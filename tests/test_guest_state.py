@@ -82,7 +82,7 @@ class NextGuestTests(GuestHarnessTestCase):
         self.assertEqual(store.offline_messages("bob"), [])
         self.assertEqual([pair for pair in store.blocks() if "bob" in pair], [])
         self.assertNotIn("bob", dict(store.last_seen()))
-        self.assertEqual(store.rooms(), [(1, frozenset({"yoda", "luke"}))])
+        self.assertEqual(store.rooms(), [(1, frozenset({"yoda", "luke"}), 2)])
         # What is not the guest's stays: its room message, for the members.
         self.assertEqual(self.lines_of(self.luke, "read 1 Jan 2000 00:00:00")[0][:35], ROOM_HISTORY[:35])
         self.assertEqual(self.lines_of(self.yoda, "whoelsesince 1000"), ["hans", "luke"])

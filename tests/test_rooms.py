@@ -13,9 +13,12 @@ from typing import Any
 
 from twisted.trial import unittest
 
+from chatservice import rooms as rooms_module
 from chatservice.rooms import Room, RoomDirectory
 from chatservice.store.local import LocalStore
+from chatservice.store.interface import StoredRoom
 from chatservice.store.memory import MemoryStore
+from tests.test_async_store import ManualStore
 
 
 class RecordingStore(MemoryStore):
@@ -25,15 +28,15 @@ class RecordingStore(MemoryStore):
         super().__init__()
         self.calls: list[tuple[Any, ...]] = []
 
-    def save_room(self, room_id: int, members: frozenset[str]) -> None:
+    def save_room(self, room_id: int, members: frozenset[str]) -> int:
         self.calls.append(("save_room", room_id, members))
-        super().save_room(room_id, members)
+        return super().save_room(room_id, members)
 
     def delete_room(self, room_id: int) -> None:
         self.calls.append(("delete_room", room_id))
         super().delete_room(room_id)
 
-    def leave_room(self, room_id: int, username: str) -> frozenset[str]:
+    def leave_room(self, room_id: int, username: str) -> StoredRoom:
         self.calls.append(("leave_room", room_id, username))
         return super().leave_room(room_id, username)
 
@@ -76,9 +79,13 @@ class RoomDirectoryTestCase(unittest.TestCase):
         return self.successResultOf(self.rooms.create(names))
 
     def leave(self, room: Room | None, username: str) -> bool:
-        """``self.rooms.leave(room, username)``, whose Deferred has fired."""
+        """``self.rooms.leave(room, username)``, whose Deferred has fired: whether the room is gone."""
         assert room is not None
-        return self.successResultOf(self.rooms.leave(room, username))
+        return not self.successResultOf(self.rooms.leave(room, username)).members
+
+    def stored(self) -> list[tuple[int, frozenset[str]]]:
+        """The rooms in the store, as ``(room_id, members)``."""
+        return [(room.room_id, room.members) for room in self.store.rooms()]
 
     def assertRoom(self, room: Room | None, room_id: int, names: frozenset[str]) -> None:
         """``room`` is a :class:`Room` numbered ``room_id`` with exactly ``names``."""
@@ -103,7 +110,7 @@ class CreateTests(RoomDirectoryTestCase):
         self.assertRoom(room, 1, members("yoda", "hans"))
         self.assertIs(self.rooms.find(1), room)
         self.assertEqual(self.store.take(), [("save_room", 1, members("yoda", "hans"))])
-        self.assertEqual(list(self.store.rooms()), [(1, members("yoda", "hans"))])
+        self.assertEqual(self.stored(), [(1, members("yoda", "hans"))])
 
     def test_same_members_reuse_room(self) -> None:
         room, _ = self.create(frozenset(["yoda", "hans", "luke"]))
@@ -113,7 +120,7 @@ class CreateTests(RoomDirectoryTestCase):
         self.assertIs(again, room)
         self.assertEqual(again.room_id, 1)
         self.assertEqual(self.store.take(), [])
-        self.assertEqual(list(self.store.rooms()), [(1, members("yoda", "hans", "luke"))])
+        self.assertEqual(self.stored(), [(1, members("yoda", "hans", "luke"))])
 
     def test_subset_or_superset_is_a_different_room(self) -> None:
         first, _ = self.create(members("yoda", "hans"))
@@ -199,7 +206,7 @@ class LeaveTests(RoomDirectoryTestCase):
         self.assertEqual(self.rooms.of("yoda"), [room])
         self.assertEqual(self.rooms.of("luke"), [room])
         self.assertEqual(self.store.take(), [("leave_room", 1, "hans")])
-        self.assertEqual(list(self.store.rooms()), [(1, members("yoda", "luke"))])
+        self.assertEqual(self.stored(), [(1, members("yoda", "luke"))])
 
     def test_leave_is_pure(self) -> None:
         """Leaving only changes the directory and writes the store: nobody is told anything.
@@ -215,7 +222,7 @@ class LeaveTests(RoomDirectoryTestCase):
         self.assertIs(self.leave(room, "yoda"), True)
         self.assertEqual(strict.touched, ["leave_room", "leave_room"])
         self.assertEqual(self.store.take(), [("leave_room", 1, "hans"), ("leave_room", 1, "yoda")])
-        self.assertEqual(list(self.store.rooms()), [])
+        self.assertEqual(self.stored(), [])
 
     def test_member_set_after_leave_is_indexed(self) -> None:
         room, _ = self.create(members("yoda", "hans", "luke"))
@@ -238,7 +245,7 @@ class LeaveTests(RoomDirectoryTestCase):
         self.assertEqual(self.rooms.of("hans"), [])
         self.assertEqual(self.rooms.of("yoda"), [])
         self.assertEqual(self.store.take(), [("leave_room", 1, "hans")])
-        self.assertEqual(list(self.store.rooms()), [])
+        self.assertEqual(self.stored(), [])
 
     def test_removed_room_member_set_makes_new_room(self) -> None:
         room, _ = self.create(members("yoda"))
@@ -256,7 +263,7 @@ class LeaveTests(RoomDirectoryTestCase):
         self.assertEqual(self.rooms.of("yoda"), [second])
         self.assertRoom(self.rooms.find(2), 2, members("yoda", "luke"))
         self.assertEqual(
-            list(self.store.rooms()), [(1, members("hans")), (2, members("yoda", "luke"))]
+            self.stored(), [(1, members("hans")), (2, members("yoda", "luke"))]
         )
 
     def test_room_equal_to_another_stays(self) -> None:
@@ -271,7 +278,7 @@ class LeaveTests(RoomDirectoryTestCase):
         self.assertEqual(self.rooms.of("luke"), [])
         self.assertEqual(self.store.take(), [("leave_room", 2, "luke")])
         self.assertEqual(
-            list(self.store.rooms()),
+            self.stored(),
             [(1, members("yoda", "hans")), (2, members("yoda", "hans"))],
         )
         # create() reuses the older room.
@@ -389,7 +396,7 @@ class LoadTests(RoomDirectoryTestCase):
         self.assertEqual(self.rooms.of("leia"), [])
         self.assertEqual(self.store.take(), [("leave_room", 5, "luke"), ("leave_room", 5, "leia")])
         self.assertEqual(
-            list(self.store.rooms()),
+            self.stored(),
             [(3, members("yoda", "hans")), (7, members("yoda", "hans", "luke"))],
         )
 
@@ -461,7 +468,7 @@ class WriteThroughTests(RoomDirectoryTestCase):
                 ("leave_room", 1, "yoda"),
             ],
         )
-        self.assertEqual(list(self.store.rooms()), [(1, members("hans"))])
+        self.assertEqual(self.stored(), [(1, members("hans"))])
 
     def test_lookups_do_not_write(self) -> None:
         self.create(members("yoda", "hans"))
@@ -470,3 +477,109 @@ class WriteThroughTests(RoomDirectoryTestCase):
         self.rooms.of("yoda")
         self.create(members("yoda", "hans"))
         self.assertEqual(self.store.take(), [])
+
+
+class VersionTests(unittest.TestCase):
+    """Changes made elsewhere are taken only if newer than the copy held (:meth:`RoomDirectory.adopt`)."""
+
+    def setUp(self) -> None:
+        self.store = MemoryStore()
+        self.slow = ManualStore(self.store)
+        self.rooms = RoomDirectory(self.slow)
+
+    def loaded(self) -> None:
+        """The directory loaded from the store."""
+        d = self.rooms.load()
+        self.slow.answer("rooms")
+        self.slow.answer("highest_room_id")
+        self.successResultOf(d)
+
+    def reloaded(self) -> None:
+        """The directory read the store again (no other call waiting)."""
+        d = self.rooms.reload()
+        self.slow.answer("rooms")
+        self.slow.answer("last_room_version")
+        self.successResultOf(d)
+
+    def held(self, room_id: int) -> tuple[frozenset[str], int] | None:
+        room = self.rooms.find(room_id)
+        return None if room is None else (room.members, room.version)
+
+    def test_an_older_change_arriving_after_a_newer_one_is_not_taken(self) -> None:
+        self.assertTrue(self.rooms.adopt(5, members("yoda", "hans", "luke"), 3))
+        self.assertTrue(self.rooms.adopt(5, members("yoda"), 7))
+        self.assertFalse(self.rooms.adopt(5, members("yoda", "hans"), 6))
+        self.assertFalse(self.rooms.adopt(5, members("yoda", "luke"), 7))
+        self.assertEqual(self.held(5), (members("yoda"), 7))
+        self.assertEqual(self.rooms.of("hans"), [])
+        self.assertIs(self.rooms.first_with(members("yoda")), self.rooms.find(5))
+
+    def test_a_removed_room_comes_back_only_newer(self) -> None:
+        self.rooms.adopt(5, members("yoda", "hans"), 3)
+        self.assertTrue(self.rooms.adopt(5, None, 5))
+        self.assertFalse(self.rooms.adopt(5, members("yoda"), 4))
+        self.assertIsNone(self.held(5))
+        # Removed before it was ever held here: an older change of it is not taken either.
+        self.assertTrue(self.rooms.adopt(8, None, 9))
+        self.assertFalse(self.rooms.adopt(8, members("leia", "luke"), 2))
+        self.assertEqual(self.rooms.of("leia"), [])
+        # Saved again under its number, later than its removal.
+        self.assertTrue(self.rooms.adopt(5, members("leia", "luke"), 10))
+        self.assertEqual(self.held(5), (members("leia", "luke"), 10))
+
+    def test_only_the_last_removals_are_remembered(self) -> None:
+        self.patch(rooms_module, "REMOVED_KEPT", 2)
+        for room_id in (1, 2, 3):
+            self.rooms.adopt(room_id, members("yoda", "hans"), room_id)
+            self.rooms.adopt(room_id, None, 10 + room_id)
+        self.assertEqual(len(self.rooms._removed), 2)
+        self.assertFalse(self.rooms.adopt(2, members("yoda"), 5))
+        self.assertFalse(self.rooms.adopt(3, members("yoda"), 5))
+        # Room 1's removal is forgotten: an older change of it would be taken now.
+        self.assertTrue(self.rooms.adopt(1, members("yoda"), 5))
+
+    def test_a_leave_here_answered_late_keeps_the_newer_announcement(self) -> None:
+        self.store.save_room(5, members("yoda", "hans", "luke", "leia"))
+        self.loaded()
+        d = self.rooms.leave(self.rooms.find(5), "hans")
+        self.assertEqual(self.held(5), (members("yoda", "luke", "leia"), 1))
+        # Another node's leave, later in the store than ours, announced before our answer.
+        self.slow.answer("leave_room")  # (our leave: version 2, not heard yet)
+        self.assertEqual(self.store.leave_room(5, "luke"), (5, members("yoda", "leia"), 3))
+        self.rooms.adopt(5, members("yoda", "leia"), 3)
+        self.assertEqual(self.successResultOf(d), (5, members("yoda", "luke", "leia"), 2))
+        self.assertEqual(self.held(5), (members("yoda", "leia"), 3))
+
+    def test_a_room_emptied_here_is_not_brought_back_by_an_older_read(self) -> None:
+        self.store.save_room(5, members("yoda", "hans"))
+        self.store.save_room(6, members("yoda", "hans"))
+        self.store.leave_room(6, "hans")
+        self.loaded()
+        self.rooms.leave(self.rooms.find(6), "yoda")
+        d = self.rooms.reload()  # reads the store before the leave is in it
+        self.slow.answer("rooms")
+        self.slow.answer("last_room_version")
+        self.successResultOf(d)
+        self.assertIsNone(self.held(6))
+        self.assertEqual(self.held(5), (members("yoda", "hans"), 1))
+        self.slow.answer("leave_room")
+        self.assertIsNone(self.held(6))
+
+    def test_a_reading_takes_what_is_newer_and_removes_what_is_gone(self) -> None:
+        for room_id in (1, 2, 3):
+            self.store.save_room(room_id, members("yoda", "hans", "luke"))
+        self.loaded()
+        # Unannounced: room 1 changed, room 2 removed, room 4 created.
+        self.store.leave_room(1, "luke")
+        self.store.leave_room(2, "yoda")
+        self.store.leave_room(2, "hans")
+        self.store.leave_room(2, "luke")
+        self.store.save_room(4, members("leia", "luke"))
+        self.reloaded()
+        self.assertEqual(self.held(1), (members("yoda", "hans"), 4))
+        self.assertIsNone(self.held(2))
+        self.assertEqual(self.held(3), (members("yoda", "hans", "luke"), 3))
+        self.assertEqual(self.held(4), (members("leia", "luke"), 8))
+        # The announcement of a change of room 2 before its removal, late: not taken.
+        self.assertFalse(self.rooms.adopt(2, members("hans", "luke"), 5))
+        self.assertIsNone(self.held(2))

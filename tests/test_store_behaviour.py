@@ -35,6 +35,7 @@ from chatservice.store.interface import (
     IChatStore,
     ILocalChatStore,
     StoredMessage,
+    StoredRoom,
     UserData,
 )
 from chatservice.store.memory import MemoryStore
@@ -206,17 +207,20 @@ class StoreBehaviour(OpenedStore):
         store = self.store
         await store.save_room(1, frozenset({"yoda", "hans", "luke"}))
         await store.save_room(2, frozenset({"yoda", "leia"}))
-        self.assertEqual(await store.leave_room(1, "hans"), frozenset({"yoda", "luke"}))
-        self.assertEqual(await store.leave_room(1, "hans"), frozenset({"yoda", "luke"}))
-        self.assertEqual(await store.leave_room(1, "Yoda"), frozenset({"yoda", "luke"}))
-        self.assertEqual(await store.leave_room(1, "yoda"), frozenset({"luke"}))
+        # Each answer has the room's members left and its new version.
+        self.assertEqual(await store.leave_room(1, "hans"), (1, frozenset({"yoda", "luke"}), 3))
+        self.assertEqual(await store.leave_room(1, "hans"), (1, frozenset({"yoda", "luke"}), 4))
+        self.assertEqual(await store.leave_room(1, "Yoda"), (1, frozenset({"yoda", "luke"}), 5))
+        self.assertEqual(await store.leave_room(1, "yoda"), (1, frozenset({"luke"}), 6))
         # The last member out: the room is gone, its number is not given again.
-        self.assertEqual(await store.leave_room(1, "luke"), frozenset())
-        self.assertEqual(list(await store.rooms()), [(2, frozenset({"yoda", "leia"}))])
-        self.assertEqual(await store.leave_room(1, "luke"), frozenset())
-        self.assertEqual(await store.leave_room(7, "yoda"), frozenset())
-        self.assertEqual(list(await store.rooms()), [(2, frozenset({"yoda", "leia"}))])
+        self.assertEqual(await store.leave_room(1, "luke"), (1, frozenset(), 7))
+        self.assertEqual(list(await store.rooms()), [(2, frozenset({"yoda", "leia"}), 2)])
+        # A room gone already: no members, and a version later than its removal's.
+        self.assertEqual(await store.leave_room(1, "luke"), (1, frozenset(), 8))
+        self.assertEqual(await store.leave_room(7, "yoda"), (7, frozenset(), 9))
+        self.assertEqual(list(await store.rooms()), [(2, frozenset({"yoda", "leia"}), 2)])
         self.assertEqual(await store.highest_room_id(), 2)
+        self.assertEqual(await store.last_room_version(), 9)
 
     async def test_keep_offline_within_the_mailbox_bounds(self) -> None:
         """Kept while the mailbox holds fewer than its bound in all and from the sender."""
@@ -487,31 +491,32 @@ class StoreBehaviour(OpenedStore):
         await self.store.save_room(1, frozenset({"luke"}))
         self.assertEqual(
             list(await self.store.rooms()),
-            [(1, frozenset({"luke"})), (2, frozenset({"yoda", "hans"}))],
+            [(1, frozenset({"luke"}), 2), (2, frozenset({"yoda", "hans"}), 1)],
         )
         await self.store.delete_room(2)
-        self.assertEqual(list(await self.store.rooms()), [(1, frozenset({"luke"}))])
+        self.assertEqual(list(await self.store.rooms()), [(1, frozenset({"luke"}), 2)])
 
     async def test_rooms_members_are_frozensets(self) -> None:
         await self.store.save_room(1, frozenset({"luke", "leia"}))
-        [(room_id, members)] = list(await self.store.rooms())
-        self.assertEqual(room_id, 1)
-        self.assertIsInstance(members, frozenset)
+        [room] = list(await self.store.rooms())
+        self.assertEqual(room, StoredRoom(1, frozenset({"luke", "leia"}), 1))
+        self.assertIsInstance(room, StoredRoom)
+        self.assertIsInstance(room.members, frozenset)
 
     async def test_rooms_save_updates(self) -> None:
-        await self.store.save_room(1, frozenset({"yoda", "hans"}))
-        await self.store.save_room(1, frozenset({"yoda"}))
-        await self.store.save_room(1, frozenset({"yoda", "leia", "luke"}))
-        self.assertEqual(list(await self.store.rooms()), [(1, frozenset({"yoda", "leia", "luke"}))])
+        self.assertEqual(await self.store.save_room(1, frozenset({"yoda", "hans"})), 1)
+        self.assertEqual(await self.store.save_room(1, frozenset({"yoda"})), 2)
+        self.assertEqual(await self.store.save_room(1, frozenset({"yoda", "leia", "luke"})), 3)
+        self.assertEqual(list(await self.store.rooms()), [(1, frozenset({"yoda", "leia", "luke"}), 3)])
 
     async def test_rooms_without_members(self) -> None:
         await self.store.save_room(3, frozenset())
-        self.assertEqual(list(await self.store.rooms()), [(3, frozenset())])
+        self.assertEqual(list(await self.store.rooms()), [(3, frozenset(), 1)])
 
     async def test_rooms_delete_missing_ignored(self) -> None:
         await self.store.save_room(1, frozenset({"yoda"}))
         await self.store.delete_room(5)
-        self.assertEqual(list(await self.store.rooms()), [(1, frozenset({"yoda"}))])
+        self.assertEqual(list(await self.store.rooms()), [(1, frozenset({"yoda"}), 1)])
 
     async def test_rooms_delete_keeps_history(self) -> None:
         entry = await self.store.add_history("room:1", "yoda", "hi", T)
@@ -524,7 +529,35 @@ class StoreBehaviour(OpenedStore):
         await self.store.save_room(1, frozenset({"yoda", "hans"}))
         await self.store.delete_room(1)
         await self.store.save_room(1, frozenset({"leia"}))
-        self.assertEqual(list(await self.store.rooms()), [(1, frozenset({"leia"}))])
+        # Saved again under its number, the room's version is later than before its removal.
+        self.assertEqual(list(await self.store.rooms()), [(1, frozenset({"leia"}), 2)])
+
+    async def test_room_versions_only_grow(self) -> None:
+        """Every change of a room's members takes the next version of one counter for all rooms,
+        also a removal, and a room made again under its number after it."""
+        store = self.store
+        self.assertEqual(await store.last_room_version(), 0)
+        self.assertEqual(await store.save_room(4, frozenset({"yoda", "hans", "luke"})), 1)
+        self.assertEqual(await store.save_room(5, frozenset({"leia", "hans"})), 2)
+        self.assertEqual(await store.leave_room(4, "hans"), (4, frozenset({"yoda", "luke"}), 3))
+        self.assertEqual(await store.leave_room(5, "hans"), (5, frozenset({"leia"}), 4))
+        self.assertEqual(
+            list(await store.rooms()),
+            [(4, frozenset({"yoda", "luke"}), 3), (5, frozenset({"leia"}), 4)],
+        )
+        self.assertEqual(await store.leave_room(5, "leia"), (5, frozenset(), 5))
+        self.assertEqual(await store.last_room_version(), 5)
+        # Its removal was version 5: made again, the room is newer than that.
+        self.assertEqual(await store.save_room(5, frozenset({"leia", "luke"})), 6)
+        self.assertEqual(list(await store.rooms())[1], (5, frozenset({"leia", "luke"}), 6))
+        # A removed account's rooms change too (room 5 left empty goes; its version is taken).
+        await store.add_account("leia", "secret", None)
+        await store.leave_room(5, "luke")
+        await store.delete_user("leia", False)
+        self.assertEqual(list(await store.rooms()), [(4, frozenset({"yoda", "luke"}), 3)])
+        self.assertEqual(await store.last_room_version(), 8)
+        await store.delete_user("luke", False)
+        self.assertEqual(list(await store.rooms()), [(4, frozenset({"yoda"}), 9)])
 
 
 
@@ -646,7 +679,7 @@ class StoreBehaviour(OpenedStore):
         self.assertEqual(await store.offline_messages("bob"), [])
         self.assertEqual(await store.count_offline("bob"), 0)
         self.assertEqual(await store.offline_messages("hans"), [from_bob])
-        self.assertEqual(list(await store.rooms()), [(1, frozenset({"bob", "yoda"}))])
+        self.assertEqual(list(await store.rooms()), [(1, frozenset({"bob", "yoda"}), 1)])
         self.assertEqual(await store.history_after(["room:1"], 0), [entry])
         # Nothing to forget is no error.
         self.assertIsNone(await store.forget_user("nobody"))
@@ -714,7 +747,7 @@ class StoreBehaviour(OpenedStore):
         # Room 2 had only bob: gone; room 4 was empty already: stays.
         self.assertEqual(
             list(await store.rooms()),
-            [(1, frozenset({"yoda"})), (3, frozenset({"yoda"})), (4, frozenset())],
+            [(1, frozenset({"yoda"}), 5), (3, frozenset({"yoda"}), 3), (4, frozenset(), 4)],
         )
         self.assertEqual(
             await store.history_after(["broadcast", "room:1"], 0),

@@ -240,12 +240,18 @@ class SeveralNodesTests(PostgresTestCase):
             await defer.gatherResults(
                 [first.save_room(1, choices[round_ % 2]), second.save_room(1, choices[1 - round_ % 2])]
             )
-            [(room_id, members)] = list(await first.rooms())
+            [(room_id, members, version)] = list(await first.rooms())
             self.assertEqual(room_id, 1)
             self.assertIn(members, choices)
+            self.assertEqual(version, 2 * round_ + 2)
 
     async def test_members_leaving_one_room_on_two_nodes_are_all_out(self) -> None:
-        """Each node's directory takes out its own member; neither puts the other's back."""
+        """Each node's directory takes out its own member; neither puts the other's back.
+
+        The leave the store took second has the higher version: each node,
+        given the other's answer (as announced), in either order, holds the
+        room as the store has it.
+        """
         first, second = await self.opened(), await self.opened()
         everyone = frozenset({"yoda", "hans", "luke", "leia"})
         for room_id in range(1, 11):
@@ -253,23 +259,34 @@ class SeveralNodesTests(PostgresTestCase):
             nodes = [RoomDirectory(first), RoomDirectory(second)]
             await defer.gatherResults([node.load() for node in nodes])
             rooms = [node.find(room_id) for node in nodes]
-            gone = await defer.gatherResults(
+            answers = await defer.gatherResults(
                 [nodes[0].leave(rooms[0], "hans"), nodes[1].leave(rooms[1], "luke")]
             )
-            self.assertEqual(gone, [False, False])
-            self.assertEqual(dict(await second.rooms())[room_id], frozenset({"yoda", "leia"}))
+            self.assertEqual([bool(answer.members) for answer in answers], [True, True])
+            stored = {room.room_id: room for room in await second.rooms()}[room_id]
+            self.assertEqual(stored.members, frozenset({"yoda", "leia"}))
             # The node whose leave the store took second holds the room as it is.
-            self.assertIn(frozenset({"yoda", "leia"}), [node.find(room_id).members for node in nodes])
+            later = max(answers, key=lambda answer: answer.version)
+            self.assertEqual(later, stored)
+            self.assertNotEqual(answers[0].version, answers[1].version)
+            for node, other in zip(nodes, reversed(answers)):
+                node.adopt(other.room_id, other.members, other.version)
+                self.assertEqual(node.find(room_id).members, frozenset({"yoda", "leia"}))
+                self.assertEqual(node.find(room_id).version, stored.version)
         # The last two leaving at once: the room is gone, and one of them says so.
         nodes = [RoomDirectory(first), RoomDirectory(second)]
         await defer.gatherResults([node.load() for node in nodes])
         rooms = [node.find(10) for node in nodes]
-        gone = await defer.gatherResults(
+        answers = await defer.gatherResults(
             [nodes[0].leave(rooms[0], "yoda"), nodes[1].leave(rooms[1], "leia")]
         )
-        self.assertEqual(sorted(gone), [False, True])
-        self.assertNotIn(10, dict(await first.rooms()))
+        self.assertEqual(sorted(not answer.members for answer in answers), [False, True])
+        self.assertNotIn(10, [room.room_id for room in await first.rooms()])
         self.assertIn(None, [node.find(10) for node in nodes])
+        # The removal is the later change: the other node's older answer does not bring it back.
+        for node, other in zip(nodes, reversed(answers)):
+            node.adopt(other.room_id, other.members or None, other.version)
+            self.assertIsNone(node.find(10))
 
     async def test_nodes_opening_a_new_database_together(self) -> None:
         stores = [PostgresStore(self.dsn, reactor) for _ in range(NODES)]
@@ -344,7 +361,7 @@ class SeveralNodesTests(PostgresTestCase):
         await first.save_room(5, frozenset({"yoda"}))
         await first.add_history("room:9", "yoda", "hi", T)
         self.assertEqual(await second.highest_room_id(), 9)
-        self.assertEqual(list(await second.rooms()), [(5, frozenset({"yoda"}))])
+        self.assertEqual(list(await second.rooms()), [(5, frozenset({"yoda"}), 1)])
 
 
 class LifecycleTests(PostgresTestCase):
@@ -365,7 +382,7 @@ class LifecycleTests(PostgresTestCase):
         self.assertEqual(await second.offline_messages("hans"), [kept[0], kept[2]])
         self.assertEqual(list(await second.blocks()), [("yoda", "hans")])
         self.assertEqual(list(await second.last_seen()), [("yoda", T + 2)])
-        self.assertEqual(list(await second.rooms()), [(1, frozenset({"yoda", "hans"}))])
+        self.assertEqual(list(await second.rooms()), [(1, frozenset({"yoda", "hans"}), 1)])
         self.assertEqual(await second.history_after(["broadcast"], 0), [b1])
         self.assertEqual((await second.add_history("broadcast", "hans", "b2", T)).seq, 2)
         self.assertEqual((await second.add_offline("yoda", "hans", "new", T)).message_id, 4)
@@ -434,21 +451,21 @@ class MigrationTests(PostgresTestCase):
 
     async def test_created_from_nothing(self) -> None:
         await self.opened()
-        self.assertEqual(schema_version(), 5)
+        self.assertEqual(schema_version(), 6)
         self.assertEqual(
-            self.inspect("SELECT array_agg(version ORDER BY version) FROM schema_version"), [1, 2, 3, 4, 5]
+            self.inspect("SELECT array_agg(version ORDER BY version) FROM schema_version"), [1, 2, 3, 4, 5, 6]
         )
         tables = self.inspect(
             "SELECT array_agg(tablename::text ORDER BY tablename) FROM pg_tables"
             " WHERE schemaname = 'public'"
         )
         self.assertEqual(sorted(tables), sorted(postgres_module.TABLES | {"schema_version"}))
-        self.assertTrue(any("schema version 5, was 0" in formatEvent(e) for e in self.events))
+        self.assertTrue(any("schema version 6, was 0" in formatEvent(e) for e in self.events))
 
     async def test_reopen_does_not_migrate_again(self) -> None:
         await (await self.opened()).close()
         await self.opened()
-        self.assertEqual(self.inspect("SELECT COUNT(*) FROM schema_version"), 5)
+        self.assertEqual(self.inspect("SELECT COUNT(*) FROM schema_version"), 6)
 
     async def test_migrates_to_newer_schema(self) -> None:
         first = PostgresStore(self.dsn, reactor)
@@ -522,6 +539,31 @@ class MigrationTests(PostgresTestCase):
         for index in ("history_by_sender", "offline_messages_by_sender"):
             self.assertEqual(self.inspect(f"SELECT to_regclass('{index}')::text"), index)
         self.assertEqual(len(await store.history_of("yoda", HistoryPosition(0, "", 0), 10)), 1)
+
+    async def test_version_5_gets_room_versions(self) -> None:
+        """A version 5 database's rooms stay, at version 0; every change from then on is newer."""
+        full = postgres_module.MIGRATIONS
+        self.patch(postgres_module, "MIGRATIONS", full[:5])
+        first = PostgresStore(self.dsn, reactor)
+        await first.open()
+        await first.close()
+        # As a version 5 server saved rooms.
+        self.execute(
+            "INSERT INTO rooms (room_id) VALUES (3), (4);"
+            " INSERT INTO room_members (room_id, username)"
+            " VALUES (3, 'yoda'), (3, 'hans'), (3, 'luke'), (4, 'leia')"
+        )
+        self.patch(postgres_module, "MIGRATIONS", full)
+        store = await self.opened()
+        self.assertEqual(self.inspect("SELECT MAX(version) FROM schema_version"), len(full))
+        self.assertEqual(
+            list(await store.rooms()),
+            [(3, frozenset({"yoda", "hans", "luke"}), 0), (4, frozenset({"leia"}), 0)],
+        )
+        self.assertEqual(await store.last_room_version(), 0)
+        self.assertEqual(await store.leave_room(3, "hans"), (3, frozenset({"yoda", "luke"}), 1))
+        self.assertEqual(await store.leave_room(4, "leia"), (4, frozenset(), 2))
+        self.assertEqual(await store.last_room_version(), 2)
 
     async def test_removed_account_takes_operator_status(self) -> None:
         store = await self.opened()

@@ -97,8 +97,25 @@ class ReopenTests(SQLiteTestCase):
         self.assertEqual([m.text for m in second.offline_messages("leia")], ["for leia"])
         self.assertEqual(list(second.blocks()), [("yoda", "hans")])
         self.assertEqual(sorted(second.last_seen()), [("hans", T + 3), ("yoda", T + 2)])
-        self.assertEqual(list(second.rooms()), [(1, frozenset({"yoda", "hans"}))])
+        self.assertEqual(list(second.rooms()), [(1, frozenset({"yoda", "hans"}), 1)])
         self.assertEqual(second.history_after(["broadcast", "room:1"], 0), [b1, r1])
+
+    def test_room_versions_go_on_from_the_highest_kept(self) -> None:
+        """The room version counter is not written: reopened, it goes on from the highest
+        version of the rooms kept (nothing outside the file held a version)."""
+        first = SQLiteStore(self.path)
+        first.open()
+        self.assertEqual(first.save_room(1, frozenset({"yoda", "hans"})), 1)
+        self.assertEqual(first.save_room(2, frozenset({"leia", "luke"})), 2)
+        self.assertEqual(first.leave_room(1, "hans").version, 3)
+        self.assertEqual(first.leave_room(2, "leia").version, 4)
+        first.close()
+
+        second = self.opened()
+        self.assertEqual(list(second.rooms()), [(1, frozenset({"yoda"}), 3), (2, frozenset({"luke"}), 4)])
+        self.assertEqual(second.last_room_version(), 4)
+        self.assertEqual(second.leave_room(1, "yoda"), (1, frozenset(), 5))
+        self.assertEqual(second.save_room(3, frozenset({"yoda", "luke"})), 6)
 
     def test_numbering_continues_after_reopen(self) -> None:
         first = SQLiteStore(self.path)
@@ -171,7 +188,7 @@ class SetupTests(SQLiteTestCase):
 
     def test_schema_version_and_application_id(self) -> None:
         self.opened()
-        self.assertEqual(schema_version(), 6)
+        self.assertEqual(schema_version(), 7)
         self.assertEqual(self.inspect("PRAGMA user_version"), schema_version())
         self.assertEqual(self.inspect("PRAGMA application_id"), APPLICATION_ID)
 
@@ -443,6 +460,31 @@ class MigrationTests(SQLiteTestCase):
             dict(store._db.execute("SELECT channel, last_seq FROM history_channels")),
             {"broadcast": 3, "room:3": 2, "room:4": 1},
         )
+
+    def test_version_7_gets_room_versions(self) -> None:
+        """A version 6 database's rooms stay, at version 0; every change from then on is newer."""
+        migrations = sqlite_module.MIGRATIONS
+        self.patch(sqlite_module, "MIGRATIONS", migrations[:6])
+        store = self.opened()
+        # As a version 6 server saved rooms.
+        store._db.execute("INSERT INTO rooms (room_id) VALUES (3), (4)")
+        store._db.execute(
+            "INSERT INTO room_members (room_id, username)"
+            " VALUES (3, 'yoda'), (3, 'hans'), (3, 'luke'), (4, 'leia')"
+        )
+        store.close()
+        self.patch(sqlite_module, "MIGRATIONS", migrations)
+        self.assertEqual(SQLiteStore(self.path).check(), 6)
+        store = self.opened()
+        self.assertEqual(self.inspect("PRAGMA user_version"), schema_version())
+        self.assertEqual(
+            list(store.rooms()),
+            [(3, frozenset({"yoda", "hans", "luke"}), 0), (4, frozenset({"leia"}), 0)],
+        )
+        self.assertEqual(store.last_room_version(), 0)
+        self.assertEqual(store.leave_room(3, "hans"), (3, frozenset({"yoda", "luke"}), 1))
+        self.assertEqual(store.leave_room(4, "leia"), (4, frozenset(), 2))
+        self.assertEqual(store.last_room_version(), 2)
 
     def test_version_4_gets_operators_and_bans(self) -> None:
         """A version 3 database keeps its accounts and gains the operator and ban tables."""

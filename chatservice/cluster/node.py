@@ -26,7 +26,9 @@
   sets ``chat:lock:<kind>:<key>`` for the block duration and announces it
   (``lock``); every node holds it.  A login of a name reads its ``name``
   count (``GET``) to know how long it waits.  Blocks, last-seen times and rooms
-  changed on one node are announced so that every node's copies follow.
+  changed on one node are announced so that every node's copies follow (a
+  room with the store's version of the change: the newest one is kept,
+  whatever order the announcements arrive in).
 - **Operators' actions.**  A kick, ban, unban or mute is announced
   (``mod``, with the action): every node does it to its own users (a ban
   is in the shared store already; the others hold it and end the sessions
@@ -75,6 +77,7 @@ if TYPE_CHECKING:
     from chatservice.auth.directory import StoredAccounts
     from chatservice.interfaces import ChatMember
     from chatservice.state import ChatState
+    from chatservice.store.interface import StoredRoom
 
 log = Logger()
 
@@ -655,13 +658,36 @@ class ClusterNode(MultiService):
     def _forward_kept(self, message: dict[str, Any]) -> None:
         """A kept message announced here for a user who is not here (they moved meanwhile).
 
-        The node that has them now is told to look (once: a forwarded
-        announcement is not forwarded again); if none has them, it waits for
-        their next login.
+        Where they are is read from ``chat:online`` (this node's copy may
+        not have their new login yet), and that node is told to look (once:
+        a forwarded announcement is not forwarded again).  The message was
+        committed before it was announced, so a login that claims the name
+        after this reading fetches it at its start: if the name is held by
+        no one, or by this node (a login here claimed it, its session not
+        yet started), that login, or the next, shows it.  If Redis does not
+        answer, the node holding the user looks for kept messages when it
+        registers its users again.
         """
-        member = self.remote.get(message["u"])
-        if member is not None and not message.get("f"):
-            self._publish(node_channel(member.node), {"k": "kept", "u": message["u"], "f": 1})
+        username = message["u"]
+        if message.get("f") or not self.link.connected:
+            return
+        d = self.redis.hget(ONLINE, username)
+        d.addCallback(self._forward_to_holder, username)
+        d.addErrback(lambda f: log.warn(
+            "Where {user} is could not be read: {e}; a message kept for them waits",
+            user=username, e=f.value,
+        ))
+        self.state.background(d, "Forwarding a kept message for {user} failed", user=username)
+
+    def _forward_to_holder(self, entry: Any, username: str) -> None:
+        """``chat:online``'s ``entry`` of ``username`` was read: tell its node to look."""
+        if entry is None:
+            return
+        node = json.loads(_text(entry))["n"]
+        if node == self.name:
+            self.state.kept_here(username)  # (if the login's session has started meanwhile)
+        else:
+            self._publish(node_channel(node), {"k": "kept", "u": username, "f": 1})
 
     def _delivery(
         self, event: events.Event, sender: str, audience: Audience, rule: Delivery
@@ -778,10 +804,10 @@ class ClusterNode(MultiService):
     def seen(self, username: str, at: float) -> None:
         self._publish(ALL, {"k": "seen", "u": username, "t": at, "n": self.name})
 
-    def room_changed(self, room_id: int, members: frozenset[str] | None) -> None:
+    def room_changed(self, room: StoredRoom) -> None:
+        members = sorted(room.members) if room.members else None
         self._publish(
-            ALL,
-            {"k": "room", "id": room_id, "m": None if members is None else sorted(members), "n": self.name},
+            ALL, {"k": "room", "id": room.room_id, "m": members, "v": room.version, "n": self.name}
         )
 
     # Messages ------------------------------------------------------------------------------
@@ -839,7 +865,7 @@ class ClusterNode(MultiService):
         elif kind == "seen":
             self.state.seen_elsewhere(message["u"], message["t"])
         elif kind == "room":
-            self.state.room_changed_elsewhere(message["id"], message["m"])
+            self.state.room_changed_elsewhere(message["id"], message["m"], int(message["v"]))
         elif kind == "acct":
             if self.accounts is not None:
                 self.accounts.added_elsewhere(message["u"])

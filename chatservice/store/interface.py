@@ -98,6 +98,23 @@ class HistoryEntry:
         return HistoryPosition(self.sent_at, self.channel, self.seq)
 
 
+class StoredRoom(NamedTuple):
+    """A room as the store has it: its number, its members and its version.
+
+    :param version: the room's version: every change of its members (its
+        creation, each member leaving, its removal) takes the next number of
+        one counter the store keeps for all rooms, under the same lock as the
+        change.  A room's versions therefore only grow, even across its
+        removal and a new room saved under its number, and of two changes of
+        one room the later has the higher version: a node that receives the
+        announcements of several changes in any order keeps the newest.
+    """
+
+    room_id: int
+    members: frozenset[str]
+    version: int
+
+
 @dataclass(frozen=True)
 class UserData:
     """Everything a store keeps about one user name, for an export (:meth:`IChatStore.user_data`).
@@ -248,23 +265,30 @@ class IChatStore(Interface):
         :return: how many were forgotten (fewer than ``limit``: no more to forget now).
         """
 
-    def rooms() -> Deferred[Iterable[tuple[int, frozenset[str]]]]:
-        """Every room: ``(room_id, members)``."""
+    def rooms() -> Deferred[Iterable[StoredRoom]]:
+        """Every room, by number, with its members and version."""
 
-    def save_room(room_id: int, members: frozenset[str]) -> Deferred[None]:
-        """Create or update a room."""
+    def save_room(room_id: int, members: frozenset[str]) -> Deferred[int]:
+        """Create or update a room; fires with its new version (:class:`StoredRoom`)."""
 
     def delete_room(room_id: int) -> Deferred[None]:
         """Remove a room (its history stays)."""
 
-    def leave_room(room_id: int, username: str) -> Deferred[frozenset[str]]:
-        """Take ``username`` out of room ``room_id``: the members left.
+    def leave_room(room_id: int, username: str) -> Deferred[StoredRoom]:
+        """Take ``username`` out of room ``room_id``: the room as it is then.
 
         A room left with no members is removed (its history stays).  Only
         that member is taken out: members leaving one room at once (from
-        several nodes) are all out afterwards.  A room that does not exist
-        has no members left.
+        several nodes) are all out afterwards.  The answer has the members
+        left (none: the room is gone) and a new version, taken under the
+        room's lock, even when the member or the room was gone already (it
+        then says how the room is now, later than any change made before).
         """
+
+    def last_room_version() -> Deferred[int]:
+        """The highest room version given so far (0 for none): read after
+        :meth:`rooms`, it is at least the version of every change made
+        before that read, removals included."""
 
     def highest_room_id() -> Deferred[int]:
         """The highest room number in use or in the history (0 for none)."""
@@ -439,18 +463,21 @@ class ILocalChatStore(Interface):
     def purge_history(before: float | None, keep: int | None, limit: int) -> int:
         """Forget at most ``limit`` messages sent before ``before``, or older than the last ``keep`` numbers of their channel; how many."""
 
-    def rooms() -> Iterable[tuple[int, frozenset[str]]]:
-        """Every room: ``(room_id, members)``."""
+    def rooms() -> Iterable[StoredRoom]:
+        """Every room, by number, with its members and version."""
 
-    def save_room(room_id: int, members: frozenset[str]) -> None:
-        """Create or update a room."""
+    def save_room(room_id: int, members: frozenset[str]) -> int:
+        """Create or update a room; its new version (:class:`StoredRoom`)."""
 
     def delete_room(room_id: int) -> None:
         """Remove a room (its history stays)."""
 
-    def leave_room(room_id: int, username: str) -> frozenset[str]:
-        """Take ``username`` out of room ``room_id``: the members left (see
+    def leave_room(room_id: int, username: str) -> StoredRoom:
+        """Take ``username`` out of room ``room_id``: the room as it is then (see
         :meth:`IChatStore.leave_room`)."""
+
+    def last_room_version() -> int:
+        """The highest room version given so far (see :meth:`IChatStore.last_room_version`)."""
 
     def highest_room_id() -> int:
         """The highest room number in use or in the history (0 for none), so

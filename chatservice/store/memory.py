@@ -21,6 +21,7 @@ from chatservice.store.interface import (
     ILocalChatStore,
     KeptOffline,
     StoredMessage,
+    StoredRoom,
     UserData,
 )
 
@@ -38,7 +39,9 @@ class MemoryStore:
         self._history: dict[str, list[HistoryEntry]] = {}
         self._last_seq: dict[str, int] = {}
         """Each channel's last number given (its entries may have been purged since)."""
-        self._rooms: dict[int, frozenset[str]] = {}
+        self._rooms: dict[int, StoredRoom] = {}
+        self._room_version = 0
+        """The last room version given (:class:`~chatservice.store.interface.StoredRoom`)."""
         self._accounts: dict[str, tuple[str, str | None]] = {}
         self._operators: set[str] = set()
         self._bans: dict[int, Ban] = {}
@@ -158,22 +161,33 @@ class MemoryStore:
                 entries[:] = kept
         return removed
 
-    def rooms(self) -> Iterable[tuple[int, frozenset[str]]]:
-        return sorted(self._rooms.items())
+    def rooms(self) -> Iterable[StoredRoom]:
+        return [self._rooms[room_id] for room_id in sorted(self._rooms)]
 
-    def save_room(self, room_id: int, members: frozenset[str]) -> None:
-        self._rooms[room_id] = members
+    def save_room(self, room_id: int, members: frozenset[str]) -> int:
+        self._room_version += 1
+        self._rooms[room_id] = StoredRoom(room_id, members, self._room_version)
+        return self._room_version
 
     def delete_room(self, room_id: int) -> None:
         self._rooms.pop(room_id, None)
 
-    def leave_room(self, room_id: int, username: str) -> frozenset[str]:
-        left = self._rooms.get(room_id, frozenset()) - {username}
-        if left:
-            self._rooms[room_id] = left
+    def leave_room(self, room_id: int, username: str) -> StoredRoom:
+        room = self._rooms.get(room_id)
+        return self._set_room(room_id, frozenset() if room is None else room.members - {username})
+
+    def last_room_version(self) -> int:
+        return self._room_version
+
+    def _set_room(self, room_id: int, members: frozenset[str]) -> StoredRoom:
+        """Room ``room_id`` has ``members`` now (none: it is removed), under a new version."""
+        self._room_version += 1
+        room = StoredRoom(room_id, members, self._room_version)
+        if members:
+            self._rooms[room_id] = room
         else:
             self._rooms.pop(room_id, None)
-        return left
+        return room
 
     def highest_room_id(self) -> int:
         numbers = list(self._rooms)
@@ -224,7 +238,7 @@ class MemoryStore:
             account=username in self._accounts,
             blocking=tuple(sorted(b for a, b in self._blocks if a == username)),
             blocked_by=tuple(sorted(a for a, b in self._blocks if b == username)),
-            rooms=tuple(sorted(r for r, members in self._rooms.items() if username in members)),
+            rooms=tuple(sorted(r for r, room in self._rooms.items() if username in room.members)),
             last_seen=self._last_seen.get(username),
             messages_to=tuple(self.offline_messages(username)),
             messages_from=tuple(sorted(sent, key=lambda m: m.message_id)),
@@ -234,12 +248,9 @@ class MemoryStore:
         existed = self._accounts.pop(username, None) is not None
         self._operators.discard(username)
         self.forget_user(username)
-        for room_id, members in list(self._rooms.items()):
-            if username in members:
-                if members == {username}:
-                    del self._rooms[room_id]
-                else:
-                    self._rooms[room_id] = members - {username}
+        for room in self.rooms():
+            if username in room.members:
+                self._set_room(room.room_id, room.members - {username})
         if sent:
             self.remove_offline(
                 [m.message_id for box in self._offline.values() for m in box.values()

@@ -51,6 +51,9 @@ Every call is correct while other nodes use the same database:
   ``save_room`` locks the room's row, so two nodes saving one room leave the
   members of one of them, not a mixture; ``leave_room`` takes out only its
   member (under the same lock), so members leaving at once are all out;
+  each of them gives the room the next number of the ``room_versions``
+  sequence while it holds that lock, so the later of two changes of a room
+  has the higher version (the nodes keep the newest one announced);
 - ``highest_room_id`` also counts the rooms that only have history (their
   ``history_channels`` row), so a room number is never given again after its
   room was deleted; ``next_room_id`` (not in the interface yet) gives each
@@ -109,6 +112,7 @@ from chatservice.store.interface import (
     IChatStore,
     KeptOffline,
     StoredMessage,
+    StoredRoom,
     UserData,
 )
 from chatservice.store.sqlite import StoreError, _storable
@@ -236,6 +240,13 @@ MIGRATIONS: list[Sequence[str]] = [
         END
         $$
         """,
+    ),
+    # Version 6: each room's version, from one sequence for all rooms, taken
+    # under the room's row lock (rooms kept before start at 0, older than
+    # every change made from now on).
+    (
+        "ALTER TABLE rooms ADD COLUMN version BIGINT NOT NULL DEFAULT 0",
+        "CREATE SEQUENCE room_versions AS BIGINT",
     ),
 ]
 """Schema changes: ``MIGRATIONS[n]`` takes a database from version ``n`` to ``n + 1``.
@@ -562,18 +573,23 @@ class PostgresStore:
 
     # Rooms --------------------------------------------------------------------------
 
-    def rooms(self) -> Deferred[Iterable[tuple[int, frozenset[str]]]]:
+    def rooms(self) -> Deferred[Iterable[StoredRoom]]:
         return self._run(_rooms)
 
-    def save_room(self, room_id: int, members: frozenset[str]) -> Deferred[None]:
+    def save_room(self, room_id: int, members: frozenset[str]) -> Deferred[int]:
         return self._run(_save_room, int(room_id), sorted(members))
 
     def delete_room(self, room_id: int) -> Deferred[None]:
         # Its members go with it (ON DELETE CASCADE); its history and number stay.
         return self._run(_execute, "DELETE FROM rooms WHERE room_id = %s", (int(room_id),))
 
-    def leave_room(self, room_id: int, username: str) -> Deferred[frozenset[str]]:
+    def leave_room(self, room_id: int, username: str) -> Deferred[StoredRoom]:
         return self._run(_leave_room, int(room_id), username)
+
+    def last_room_version(self) -> Deferred[int]:
+        return self._run(
+            _fetch_value, "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM room_versions"
+        )
 
     def highest_room_id(self) -> Deferred[int]:
         return self._run(_fetch_value, _HIGHEST_ROOM_ID)
@@ -808,15 +824,22 @@ def _purge_history(connection: Any, before: float | None, keep: int | None, limi
     return removed
 
 
-def _rooms(connection: Any) -> list[tuple[int, frozenset[str]]]:
+def _rooms(connection: Any) -> list[StoredRoom]:
     rows = connection.execute(
-        "SELECT room_id, array_remove(array_agg(username), NULL) FROM rooms"
+        "SELECT room_id, array_remove(array_agg(username), NULL), version FROM rooms"
         " LEFT JOIN room_members USING (room_id) GROUP BY room_id ORDER BY room_id"
     ).fetchall()
-    return [(room_id, frozenset(names)) for room_id, names in rows]
+    return [StoredRoom(room_id, frozenset(names), version) for room_id, names, version in rows]
 
 
-def _save_room(connection: Any, room_id: int, members: list[str]) -> None:
+_NEW_ROOM_VERSION = (
+    "UPDATE rooms SET version = nextval('room_versions') WHERE room_id = %s RETURNING version"
+)
+"""Gives a room the next version; run while holding the room's row lock, so that of two
+changes of one room the later takes the higher version."""
+
+
+def _save_room(connection: Any, room_id: int, members: list[str]) -> int:
     with connection.transaction():
         connection.execute(
             "INSERT INTO rooms (room_id) VALUES (%s) ON CONFLICT DO NOTHING", (room_id,)
@@ -832,9 +855,11 @@ def _save_room(connection: Any, room_id: int, members: list[str]) -> None:
             " SELECT %s, unnest(%s::text[]) ON CONFLICT DO NOTHING",
             (room_id, members),
         )
+        (version,) = connection.execute(_NEW_ROOM_VERSION, (room_id,)).fetchone()
+    return int(version)
 
 
-def _leave_room(connection: Any, room_id: int, username: str) -> frozenset[str]:
+def _leave_room(connection: Any, room_id: int, username: str) -> StoredRoom:
     with connection.transaction():
         # Another node saving or leaving this room waits here until this one commits.
         connection.execute("SELECT 1 FROM rooms WHERE room_id = %s FOR UPDATE", (room_id,))
@@ -844,9 +869,14 @@ def _leave_room(connection: Any, room_id: int, username: str) -> frozenset[str]:
         rows = connection.execute(
             "SELECT username FROM room_members WHERE room_id = %s", (room_id,)
         ).fetchall()
-        if not rows:
+        if rows:
+            (version,) = connection.execute(_NEW_ROOM_VERSION, (room_id,)).fetchone()
+        else:
+            # Taken after the removal is in this transaction: any change of the
+            # room committed before had the lock first, and a lower number.
             connection.execute("DELETE FROM rooms WHERE room_id = %s", (room_id,))
-    return frozenset(name for (name,) in rows)
+            (version,) = connection.execute("SELECT nextval('room_versions')").fetchone()
+    return StoredRoom(room_id, frozenset(name for (name,) in rows), int(version))
 
 
 def _forget_user(connection: Any, username: str) -> None:
@@ -908,6 +938,14 @@ def _forget_history_of(connection: Any, username: str, limit: int) -> int:
 
 def _delete_user(connection: Any, username: str, sent: bool) -> bool:
     with connection.transaction():
+        # Its rooms' rows first, in order, as a leave or a save locks a room
+        # before its members: two nodes never wait on each other.
+        connection.execute(
+            "SELECT 1 FROM rooms WHERE room_id IN"
+            " (SELECT room_id FROM room_members WHERE username = %s)"
+            " ORDER BY room_id FOR UPDATE",
+            (username,),
+        )
         existed = connection.execute(
             "DELETE FROM chat_accounts WHERE username = %s", (username,)
         ).rowcount > 0
@@ -923,6 +961,12 @@ def _delete_user(connection: Any, username: str, sent: bool) -> bool:
             " (SELECT 1 FROM room_members WHERE room_members.room_id = rooms.room_id)",
             ([row[0] for row in rooms],),
         )
+        # Each room it was in takes a version (as in the other stores, a removed one too).
+        for room_id in sorted(row[0] for row in rooms):
+            (version,) = connection.execute("SELECT nextval('room_versions')").fetchone()
+            connection.execute(
+                "UPDATE rooms SET version = %s WHERE room_id = %s", (version, room_id)
+            )
     return existed
 
 

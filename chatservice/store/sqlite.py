@@ -104,6 +104,7 @@ from chatservice.store.interface import (
     ILocalChatStore,
     KeptOffline,
     StoredMessage,
+    StoredRoom,
     UserData,
 )
 
@@ -230,6 +231,9 @@ MIGRATIONS: list[Sequence[str]] = [
         " SELECT channel, MAX(seq) FROM history WHERE true GROUP BY channel"
         " ON CONFLICT (channel) DO UPDATE SET last_seq = MAX(last_seq, excluded.last_seq)",
     ),
+    # Version 7: each room's version (rooms kept before start at 0, older than
+    # every change made from now on).
+    ("ALTER TABLE rooms ADD COLUMN version INTEGER NOT NULL DEFAULT 0",),
 ]
 """Schema changes: ``MIGRATIONS[n]`` takes a database from version ``n`` to ``n + 1``.
 
@@ -247,6 +251,9 @@ ADDED_TABLES = {
     4: frozenset({"chat_operators", "bans"}),
 }
 """Tables a chat database has from the version given on."""
+
+ROOM_VERSIONS_SINCE = 7
+"""The schema version from which rooms have a version."""
 
 _LAST_SEQ = 2**63 - 1
 """Above every history number."""
@@ -326,6 +333,15 @@ class SQLiteStore:
         self._history_grouped: Callable[[Callable[[], None]], object] | None = None
         self._history_rows = 0
         """History rows inserted in the open transaction, not yet committed."""
+        self._room_version = 0
+        """The last room version given (:class:`~chatservice.store.interface.StoredRoom`).
+
+        Counted here, from the highest version of the rooms kept when the file
+        is opened, so that a change costs no write of a counter: only one
+        server uses the file, and what it holds of the rooms it reads from the
+        file at start, so a version given to a room removed before a restart
+        (and given again after it) is held nowhere.
+        """
 
     def __repr__(self) -> str:
         return f"<SQLiteStore {str(self.path)!r}>"
@@ -517,6 +533,10 @@ class SQLiteStore:
             if self.background_checkpoints:
                 connection.execute(f"PRAGMA wal_autocheckpoint = {LOG_LIMIT_PAGES:d}")
             version = self._migrate(connection)
+            if version >= ROOM_VERSIONS_SINCE:
+                (self._room_version,) = connection.execute(
+                    "SELECT COALESCE(MAX(version), 0) FROM rooms"
+                ).fetchone()
         except sqlite3.Error as e:
             connection.close()
             raise StoreError(f"Cannot set up the chat database {path}: {e}.") from None
@@ -843,34 +863,43 @@ class SQLiteStore:
 
     # Rooms --------------------------------------------------------------------------
 
-    def rooms(self) -> Iterable[tuple[int, frozenset[str]]]:
-        members: dict[int, set[str]] = {}
+    def rooms(self) -> Iterable[StoredRoom]:
+        rooms: dict[int, tuple[set[str], int]] = {}
         with self._errors():
-            for room_id, username in self._db.execute(
-                "SELECT rooms.room_id, room_members.username FROM rooms"
+            for room_id, version, username in self._db.execute(
+                "SELECT rooms.room_id, rooms.version, room_members.username FROM rooms"
                 " LEFT JOIN room_members ON room_members.room_id = rooms.room_id"
                 " ORDER BY rooms.room_id"
             ):
-                room = members.setdefault(room_id, set())
+                names, _ = rooms.setdefault(room_id, (set(), version))
                 if username is not None:
-                    room.add(username)
-        return [(room_id, frozenset(names)) for room_id, names in members.items()]
+                    names.add(username)
+        return [
+            StoredRoom(room_id, frozenset(names), version)
+            for room_id, (names, version) in rooms.items()
+        ]
 
-    def save_room(self, room_id: int, members: frozenset[str]) -> None:
+    def save_room(self, room_id: int, members: frozenset[str]) -> int:
+        version = self._next_room_version()
         with self._transaction() as connection:
-            connection.execute("INSERT OR IGNORE INTO rooms (room_id) VALUES (?)", (room_id,))
+            connection.execute(
+                "INSERT INTO rooms (room_id, version) VALUES (?, ?)"
+                " ON CONFLICT (room_id) DO UPDATE SET version = excluded.version",
+                (room_id, version),
+            )
             connection.execute("DELETE FROM room_members WHERE room_id = ?", (room_id,))
             connection.executemany(
                 "INSERT INTO room_members (room_id, username) VALUES (?, ?)",
                 [(room_id, username) for username in members],
             )
+        return version
 
     def delete_room(self, room_id: int) -> None:
         with self._transaction() as connection:
             connection.execute("DELETE FROM room_members WHERE room_id = ?", (room_id,))
             connection.execute("DELETE FROM rooms WHERE room_id = ?", (room_id,))
 
-    def leave_room(self, room_id: int, username: str) -> frozenset[str]:
+    def leave_room(self, room_id: int, username: str) -> StoredRoom:
         with self._transaction() as connection:
             connection.execute(
                 "DELETE FROM room_members WHERE room_id = ? AND username = ?", (room_id, username)
@@ -880,9 +909,22 @@ class SQLiteStore:
                     "SELECT username FROM room_members WHERE room_id = ?", (room_id,)
                 )
             )
-            if not left:
+            version = self._next_room_version()
+            if left:
+                connection.execute(
+                    "UPDATE rooms SET version = ? WHERE room_id = ?", (version, room_id)
+                )
+            else:
                 connection.execute("DELETE FROM rooms WHERE room_id = ?", (room_id,))
-        return left
+        return StoredRoom(room_id, left, version)
+
+    def last_room_version(self) -> int:
+        return self._room_version
+
+    def _next_room_version(self) -> int:
+        """A room version higher than every one given before."""
+        self._room_version += 1
+        return self._room_version
 
     def highest_room_id(self) -> int:
         with self._errors():
@@ -1005,6 +1047,11 @@ class SQLiteStore:
                 " (SELECT 1 FROM room_members WHERE room_members.room_id = rooms.room_id)",
                 rooms,
             )
+            for (room_id,) in sorted(rooms):
+                connection.execute(
+                    "UPDATE rooms SET version = ? WHERE room_id = ?",
+                    (self._next_room_version(), room_id),
+                )
         return existed
 
     def history_of(self, username: str, start: HistoryPosition, limit: int) -> list[HistoryEntry]:
