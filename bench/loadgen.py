@@ -1099,8 +1099,6 @@ class FanOut:
         total = max(1, int(rate * seconds))
         state = {"next": 0}
         senders = self.senders
-        pad = self.pad
-        wire = self.wire
 
         def tick() -> None:
             now = time.monotonic()

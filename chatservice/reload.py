@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import signal
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from cryptography.hazmat.primitives import hashes

@@ -53,7 +53,7 @@ from typing import NamedTuple, Protocol
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import ICredentials
 from twisted.internet import defer
-from zope.interface import Attribute, Interface, implementer
+from zope.interface import Attribute, implementer
 
 from chatservice.auth.errors import ScramUnavailable, WrongPassword
 

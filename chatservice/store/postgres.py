@@ -700,11 +700,6 @@ def _execute(connection: Any, sql: str, parameters: Sequence[object] = ()) -> No
     connection.execute(sql, parameters)
 
 
-def _changed(connection: Any, sql: str, parameters: Sequence[object] = ()) -> bool:
-    """Run a changing statement: whether it changed a row."""
-    return connection.execute(sql, parameters).rowcount > 0
-
-
 def _fetch_all(connection: Any, sql: str, parameters: Sequence[object] = ()) -> list[tuple[Any, ...]]:
     return list(connection.execute(sql, parameters).fetchall())
 
