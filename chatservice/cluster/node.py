@@ -49,6 +49,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from typing import TYPE_CHECKING, Any, Callable, Iterable
@@ -583,57 +584,88 @@ class ClusterNode(MultiService):
     def deliver_remote(
         self, event: events.Event, sender: str, audience: Audience, rule: Delivery,
         report: DeliveryReport,
-    ) -> DeliveryReport:
-        """Send a fan-out to the other nodes; ``report`` (this node's) with theirs added.
+    ) -> defer.Deferred[DeliveryReport]:
+        """Send a fan-out to the other nodes; fires with ``report`` (this node's) and theirs added.
 
-        The others' part is counted here from the copies (blocks are the
-        same on every node), so the sender's reply does not wait for them.
+        Published on each target node's own channel (``chat:node:<name>``),
+        never on ``chat:all``: ``PUBLISH`` answers how many subscribers got
+        it, so the report waits for those answers.  A node that got it has
+        its part counted from the copies (blocks are the same on every
+        node); the recipients of a node that did not (0 subscribers: it is
+        re-subscribing after a Redis restart, or gone), or whose ``PUBLISH``
+        failed or was not answered within :data:`REPLY_SECONDS`, are
+        ``unreached``.  All of it goes out on the one command connection, in
+        the order of the calls, so each node gets it in order with what this
+        node publishes on ``chat:all`` (Redis hands every subscriber its
+        messages in the order it ran the ``PUBLISH`` commands).
         """
+        remote = self.remote
         if audience is EVERYONE:
-            members: Iterable[RemoteMember] = list(self.remote.values())
+            members = [m for m in remote.values() if m.username != sender]
         else:
-            members = [self.remote[name] for name in audience if name in self.remote]
-        members = [m for m in members if m.username != sender]
+            members = [remote[name] for name in audience if name in remote and name != sender]
         if not members:
-            return report
+            return defer.succeed(report)
         if not self.link.connected:
             # Reported, not silently lost: the sender learns that these were
             # not reached (the message is in the history for read).
-            return DeliveryReport(
-                report.delivered, report.skipped, report.busy, report.stored,
-                report.auto_replies, report.refused, report.unreached + len(members),
-            )
+            return defer.succeed(_with_unreached(report, len(members)))
+        by_node: dict[str, list[RemoteMember]] = {}
+        for member in members:
+            by_node.setdefault(member.node, []).append(member)
+        if audience is EVERYONE:
+            # One rendering for every node: each delivers to all its users.
+            text = _json(self._delivery(event, sender, EVERYONE, rule))
+            sent = [self._publish_counted(node_channel(node), text) for node in by_node]
+        else:
+            sent = [
+                self._publish_counted(
+                    node_channel(node),
+                    _json(self._delivery(event, sender, [m.username for m in group], rule)),
+                )
+                for node, group in by_node.items()
+            ]
+        d = defer.gatherResults(sent)
+        return d.addCallback(self._remote_report, list(by_node.values()), sender, rule, report)
+
+    def _remote_report(
+        self, receivers: list[int], groups: list[list[RemoteMember]], sender: str, rule: Delivery,
+        report: DeliveryReport,
+    ) -> DeliveryReport:
+        """``report`` with the other nodes' part: ``groups[i]``'s node had ``receivers[i]`` subscribers."""
         state = self.state
-        delivered, skipped, busy = report.delivered, report.skipped, report.busy
+        delivered, skipped, busy, unreached = report.delivered, report.skipped, report.busy, report.unreached
         auto_replies = list(report.auto_replies)
         if rule is Delivery.MESSAGE:
             blockers = state.blockers_of(sender)
-            for member in members:
-                if member.username in blockers:
-                    skipped += 1
-                elif member.auto_reply is not None:
-                    busy += 1
-                    reply = member.miss(sender)
-                    if reply is not None:
-                        auto_replies.append((member.username, reply))
-                else:
-                    delivered += 1
+            for count, group in zip(receivers, groups):
+                if not count:
+                    unreached += len(group)
+                    continue
+                for member in group:
+                    if member.username in blockers:
+                        skipped += 1
+                    elif member.auto_reply is not None:
+                        busy += 1
+                        reply = member.miss(sender)
+                        if reply is not None:
+                            auto_replies.append((member.username, reply))
+                    else:
+                        delivered += 1
         else:
             left_out = state.left_out(sender, rule)
-            for member in members:
-                if member.username in left_out:
-                    skipped += 1
-                else:
-                    delivered += 1
-        if audience is EVERYONE:
-            self._publish(ALL, self._delivery(event, sender, EVERYONE, rule))
-        else:
-            by_node: dict[str, list[str]] = {}
-            for member in members:
-                by_node.setdefault(member.node, []).append(member.username)
-            for node, names in by_node.items():
-                self._publish(node_channel(node), self._delivery(event, sender, names, rule))
-        return DeliveryReport(delivered, skipped, busy, report.stored, tuple(auto_replies), report.refused)
+            for count, group in zip(receivers, groups):
+                if not count:
+                    unreached += len(group)
+                    continue
+                for member in group:
+                    if member.username in left_out:
+                        skipped += 1
+                    else:
+                        delivered += 1
+        return DeliveryReport(
+            delivered, skipped, busy, report.stored, tuple(auto_replies), report.refused, unreached
+        )
 
     def send_to(self, node: str, event: events.Event, names: tuple[str, ...]) -> None:
         """Deliver ``event`` to ``names`` on ``node`` (the rules were applied here)."""
@@ -786,17 +818,25 @@ class ClusterNode(MultiService):
 
     # Messages ------------------------------------------------------------------------------
 
-    def _publish(self, channel: str, message: dict[str, Any]) -> defer.Deferred[None]:
+    def _publish(self, channel: str, message: dict[str, Any]) -> defer.Deferred[int]:
         """Publish ``message`` (in the background: the state waits for it at shutdown)."""
         if not self.link.connected:
             log.warn(
                 "Not connected to Redis: a {kind} message to {channel} is not sent",
                 kind=message["k"], channel=channel,
             )
-            return defer.succeed(None)
-        d = self.link.publish(channel, json.dumps(message, separators=(",", ":")))
+            return defer.succeed(0)
+        return self._publish_counted(channel, _json(message))
+
+    def _publish_counted(self, channel: str, text: str) -> defer.Deferred[int]:
+        """Publish ``text`` on ``channel``; fires with how many subscribers got it.
+
+        0 also when the ``PUBLISH`` failed or was not answered within
+        :data:`REPLY_SECONDS` (logged).  The state waits for it at shutdown.
+        """
+        d = self.link.publish(channel, text)
         d.addTimeout(REPLY_SECONDS, self.reactor)
-        d.addErrback(lambda f: log.warn("Publishing to {channel} failed: {e}", channel=channel, e=f.value))
+        d.addErrback(_not_published, channel)
         self.state.background(d, "Publishing to {channel} failed", channel=channel)
         return d
 
@@ -859,6 +899,22 @@ class ClusterNode(MultiService):
             lockout = self.lockouts.get(message["t"])
             if lockout is not None:
                 lockout.lock(message["key"], float(message["for"]))
+
+
+def _json(message: dict[str, Any]) -> str:
+    """A message between nodes, as published."""
+    return json.dumps(message, separators=(",", ":"))
+
+
+def _not_published(failure: Failure, channel: str) -> int:
+    """A ``PUBLISH`` that failed or timed out: logged, and nobody got it."""
+    log.warn("Publishing to {channel} failed: {e}", channel=channel, e=failure.value)
+    return 0
+
+
+def _with_unreached(report: DeliveryReport, unreached: int) -> DeliveryReport:
+    """``report`` with ``unreached`` more recipients that could not be reached."""
+    return dataclasses.replace(report, unreached=report.unreached + unreached)
 
 
 def _glob_escaped(text: str) -> str:
