@@ -1,0 +1,142 @@
+"""Fan-outs across cluster nodes, through a real ``redis-server``: who got them, and what the sender is told.
+
+Two :class:`~chatservice.cluster.node.ClusterNode` objects on one Redis and
+one shared store (as two nodes on one PostgreSQL database), each with its
+chat state and recording clients.  A fan-out goes on each target node's own
+channel, and the sender's report waits for ``PUBLISH``'s receiver counts: a
+node that is not subscribed at that moment (away from Redis, re-subscribing
+after a restart) has its recipients reported ``unreached``, never counted as
+delivered.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.task import Clock
+from twisted.trial import unittest
+
+from chatservice.auth.directory import StoredAccounts
+from chatservice.cluster.node import ClusterNode
+from chatservice.delivery import Delivery
+from chatservice.metrics.counters import DELIVERY_OUTCOMES
+from chatservice.session import Session
+from chatservice.state import ChatState
+from chatservice.store.local import LocalStore
+from chatservice.store.memory import MemoryStore
+from tests.redis_support import RedisServer
+from tests.test_redis_link import wait_until
+from tests.test_state import ACCOUNTS, RecordingClient, summary
+
+
+class ClusterFanOutTests(unittest.TestCase):
+    """Nodes ``a`` and ``b``; the senders are on ``a``."""
+
+    def setUp(self) -> None:
+        self.redis = RedisServer().start()
+        self.addCleanup(self.redis.cleanup)
+        self.store = LocalStore(MemoryStore())
+        self.clock = Clock()
+        self.nodes: dict[str, ClusterNode] = {}
+        self.clients: dict[str, RecordingClient] = {}
+        for name in ("a", "b"):
+            state = ChatState(self.store, StoredAccounts(self.store, self.clock), self.clock, session_factory=Session)
+            node = ClusterNode(self.redis.url, name, state, reactor)
+            state.cluster = node
+            self.nodes[name] = node
+
+    async def started(self) -> None:
+        for account, password in ACCOUNTS.items():
+            await self.store.add_account(account, password, None)
+        for node in self.nodes.values():
+            await node.state.load()
+            node.startService()
+            self.addCleanup(node.stopService)
+        await wait_until(lambda: all(node.link.connected for node in self.nodes.values()))
+
+    async def online(self, node: str, *usernames: str) -> list[Any]:
+        """Log ``usernames`` in on ``node``, once the other node knows them."""
+        here, there = self.nodes[node], self.nodes["b" if node == "a" else "a"]
+        sessions = []
+        for username in usernames:
+            client = self.clients[username] = RecordingClient()
+            sessions.append(await here.state.attach(username, client))
+            await wait_until(lambda u=username: there.online(u) is not None)
+        return sessions
+
+    @staticmethod
+    def unreached(node: ClusterNode) -> int:
+        """How many broadcast and room recipients ``node``'s metrics count as unreached."""
+        return node.state.metrics.deliveries[Delivery.MESSAGE][DELIVERY_OUTCOMES.index("unreached")]
+
+    def received(self, username: str) -> list[tuple[Any, ...]]:
+        return self.clients[username].take()
+
+    async def test_a_node_away_from_redis_is_reported_unreached_not_delivered(self) -> None:
+        """The known gap: the other node is not subscribed when the broadcast goes out."""
+        await self.started()
+        a, b = self.nodes["a"], self.nodes["b"]
+        yoda, _ = await self.online("a", "yoda", "leia")
+        await self.online("b", "hans", "luke")
+        room = await yoda.room_create(("hans",))
+        await wait_until(lambda: b.state.rooms.find(room.room_id) is not None)
+        self.received("hans")
+
+        await b.link.stopService()  # as while it re-subscribes after a Redis restart
+        await wait_until(lambda: not b.link.connected)
+        self.assertIsNotNone(a.online("hans"), "a still holds b's users")
+        self.assertEqual(self.unreached(a), 0)
+
+        sent = await yoda.broadcast("anybody there")
+        self.assertEqual((sent.delivered, sent.skipped, sent.unreached), (1, 0, 2))
+        posted = await yoda.room_send(room.room_id, "hans?")
+        self.assertEqual((posted.delivered, posted.unreached), (0, 1))
+        self.assertEqual(self.unreached(a), 3)
+
+        b.link.startService()
+        await wait_until(lambda: b.link.connected)
+        sent = await yoda.broadcast("back again")
+        self.assertEqual((sent.delivered, sent.unreached), (3, 0))
+        await wait_until(lambda: bool(self.clients["hans"].delivered))
+        # Not there while b was away (it is in the history for read); once after.
+        self.assertEqual(
+            [(e[0], e[2]) for e in self.received("hans")], [("BroadcastMessage", "back again")]
+        )
+        self.assertEqual([e[2] for e in self.received("leia")], ["anybody there", "back again"])
+
+    async def test_the_other_node_applies_the_rules_and_delivers_once(self) -> None:
+        """Blocks and busy users on the other node, counted as its copy says; nobody gets it twice."""
+        await self.started()
+        a, b = self.nodes["a"], self.nodes["b"]
+        (yoda,) = await self.online("a", "yoda")
+        hans, luke, _ = await self.online("b", "hans", "luke", "leia")
+        hans.busy("gone fishing")
+        await luke.block("yoda")
+        await wait_until(lambda: a.state.has_blocked("luke", "yoda"))
+        await wait_until(lambda: a.online("hans").auto_reply == "gone fishing")
+
+        sent = await yoda.broadcast("first")
+        self.assertEqual(
+            (sent.delivered, sent.skipped, sent.unreached, sent.auto_replies),
+            (1, 1, 0, (("hans", "gone fishing"),)),
+        )
+        sent = await yoda.broadcast("second")
+        self.assertEqual((sent.delivered, sent.auto_replies), (1, ()))  # once per busy period
+        await wait_until(lambda: len(self.clients["leia"].delivered) >= 2)
+        self.assertEqual([e[2] for e in self.received("leia")], ["first", "second"])
+        self.assertEqual(self.received("luke"), [])
+        self.assertEqual(self.received("hans"), [])
+        self.assertEqual(b.state.sessions["hans"]._missed, 2)
+
+    async def test_a_block_then_a_logout_reach_the_other_node_in_that_order(self) -> None:
+        """The block goes on ``chat:all``, the logout notice on ``b``'s channel: Redis keeps their order."""
+        await self.started()
+        yoda, leia = await self.online("a", "yoda", "leia")
+        await self.online("b", "hans")
+        self.received("hans")
+        await yoda.block("hans")
+        yoda.end()  # no notice for hans, whom yoda blocked: b must hold the block first
+        leia.end()
+        await wait_until(lambda: bool(self.clients["hans"].delivered))
+        self.assertEqual(self.received("hans"), [("Presence", "leia", False)])
