@@ -14,8 +14,10 @@
 - **Events.**  JSON messages on ``chat:all`` (every node) and
   ``chat:node:<node>`` (one node).  A fan-out (``d``) carries the event in
   its JSON wire form (read back with :mod:`chatservice.wire.json_events`),
-  the sender, the audience and the rule; each node applies the rule to its
-  own users.  A direct message to another node's user is kept in the shared
+  the sender, the audience and the rule, and goes on each target node's
+  own channel; each node applies the rule to its own users.  The sender's
+  report waits for the ``PUBLISH`` replies: a node that was not
+  subscribed (0 receivers) has its recipients ``unreached``.  A direct message to another node's user is kept in the shared
   store first and announced (``dm``); that node takes it from the store
   (once) and shows it, so a lost announcement delays it (to the next login
   or re-subscription) but never loses it.
