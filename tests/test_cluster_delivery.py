@@ -13,11 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import txredisapi
 from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from chatservice.auth.directory import StoredAccounts
+from chatservice.cluster import node as node_module
 from chatservice.cluster.node import ClusterNode
 from chatservice.delivery import Delivery
 from chatservice.metrics.counters import DELIVERY_OUTCOMES
@@ -104,6 +106,24 @@ class ClusterFanOutTests(unittest.TestCase):
             [(e[0], e[2]) for e in self.received("hans")], [("BroadcastMessage", "back again")]
         )
         self.assertEqual([e[2] for e in self.received("leia")], ["anybody there", "back again"])
+
+    async def test_a_publish_redis_does_not_answer_in_time_is_unreached(self) -> None:
+        """Redis holds the ``PUBLISH`` (``CLIENT PAUSE ... WRITE``) past the reply timeout."""
+        self.patch(node_module, "REPLY_SECONDS", 0.3)
+        await self.started()
+        yoda, _ = await self.online("a", "yoda", "leia")
+        await self.online("b", "hans")
+        operator = await txredisapi.Connection("127.0.0.1", self.redis.port, reconnect=False)
+        self.addCleanup(operator.disconnect)
+        await operator.execute_command("CLIENT", "PAUSE", 1000, "WRITE")
+        sent = await yoda.broadcast("held up")
+        self.assertEqual((sent.delivered, sent.unreached), (1, 1))
+        self.assertEqual(self.unreached(self.nodes["a"]), 1)
+        # Reported unreached (it may still arrive once Redis runs it: never counted
+        # as delivered when that is not known).
+        await operator.execute_command("CLIENT", "UNPAUSE")
+        sent = await yoda.broadcast("answered")
+        self.assertEqual((sent.delivered, sent.unreached), (2, 0))
 
     async def test_the_other_node_applies_the_rules_and_delivers_once(self) -> None:
         """Blocks and busy users on the other node, counted as its copy says; nobody gets it twice."""

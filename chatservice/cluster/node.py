@@ -16,11 +16,12 @@
   its JSON wire form (read back with :mod:`chatservice.wire.json_events`),
   the sender, the audience and the rule, and goes on each target node's
   own channel; each node applies the rule to its own users.  The sender's
-  report waits for the ``PUBLISH`` replies: a node that was not
-  subscribed (0 receivers) has its recipients ``unreached``.  A direct message to another node's user is kept in the shared
-  store first and announced (``dm``); that node takes it from the store
-  (once) and shows it, so a lost announcement delays it (to the next login
-  or re-subscription) but never loses it.
+  report waits for the ``PUBLISH`` replies: a node that was not subscribed
+  (0 receivers) has its recipients ``unreached``.  A direct message to
+  another node's user is kept in the shared store first and announced
+  (``dm``); that node takes it from the store (once) and shows it, so a
+  lost announcement delays it (to the next login or re-subscription) but
+  never loses it.
 - **Lock-outs.**  Login failures are counted in ``chat:fail:<kind>:<key>``
   (``INCR`` with an expiry; kinds ``user`` for a name at an address,
   ``address``, and ``name`` for a name from every address), so a failure on
@@ -635,36 +636,33 @@ class ClusterNode(MultiService):
         report: DeliveryReport,
     ) -> DeliveryReport:
         """``report`` with the other nodes' part: ``groups[i]``'s node had ``receivers[i]`` subscribers."""
-        state = self.state
         delivered, skipped, busy, unreached = report.delivered, report.skipped, report.busy, report.unreached
+        reached: list[RemoteMember] = []
+        for count, group in zip(receivers, groups):
+            if count:
+                reached += group
+            else:
+                unreached += len(group)
         auto_replies = list(report.auto_replies)
         if rule is Delivery.MESSAGE:
-            blockers = state.blockers_of(sender)
-            for count, group in zip(receivers, groups):
-                if not count:
-                    unreached += len(group)
-                    continue
-                for member in group:
-                    if member.username in blockers:
-                        skipped += 1
-                    elif member.auto_reply is not None:
-                        busy += 1
-                        reply = member.miss(sender)
-                        if reply is not None:
-                            auto_replies.append((member.username, reply))
-                    else:
-                        delivered += 1
+            blockers = self.state.blockers_of(sender)
+            for member in reached:
+                if member.username in blockers:
+                    skipped += 1
+                elif member.auto_reply is not None:
+                    busy += 1
+                    reply = member.miss(sender)
+                    if reply is not None:
+                        auto_replies.append((member.username, reply))
+                else:
+                    delivered += 1
         else:
-            left_out = state.left_out(sender, rule)
-            for count, group in zip(receivers, groups):
-                if not count:
-                    unreached += len(group)
-                    continue
-                for member in group:
-                    if member.username in left_out:
-                        skipped += 1
-                    else:
-                        delivered += 1
+            left_out = self.state.left_out(sender, rule)
+            for member in reached:
+                if member.username in left_out:
+                    skipped += 1
+                else:
+                    delivered += 1
         return DeliveryReport(
             delivered, skipped, busy, report.stored, tuple(auto_replies), report.refused, unreached
         )
