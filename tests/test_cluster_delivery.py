@@ -14,48 +14,27 @@ from __future__ import annotations
 from typing import Any
 
 import txredisapi
-from twisted.internet import reactor
-from twisted.internet.task import Clock
-from twisted.trial import unittest
 
-from chatservice.auth.directory import StoredAccounts
 from chatservice.cluster import node as node_module
 from chatservice.cluster.node import ClusterNode
 from chatservice.delivery import Delivery
 from chatservice.metrics.counters import DELIVERY_OUTCOMES
-from chatservice.session import Session
-from chatservice.state import ChatState
-from chatservice.store.local import LocalStore
-from chatservice.store.memory import MemoryStore
-from tests.redis_support import RedisServer
+from tests.cluster_support import NodesTestCase
 from tests.test_redis_link import wait_until
-from tests.test_state import ACCOUNTS, RecordingClient, summary
+from tests.test_state import ACCOUNTS, RecordingClient
 
 
-class ClusterFanOutTests(unittest.TestCase):
+class ClusterFanOutTests(NodesTestCase):
     """Nodes ``a`` and ``b``; the senders are on ``a``."""
 
     def setUp(self) -> None:
-        self.redis = RedisServer().start()
-        self.addCleanup(self.redis.cleanup)
-        self.store = LocalStore(MemoryStore())
-        self.clock = Clock()
-        self.nodes: dict[str, ClusterNode] = {}
+        super().setUp()
         self.clients: dict[str, RecordingClient] = {}
         for name in ("a", "b"):
-            state = ChatState(self.store, StoredAccounts(self.store, self.clock), self.clock, session_factory=Session)
-            node = ClusterNode(self.redis.url, name, state, reactor)
-            state.cluster = node
-            self.nodes[name] = node
+            self.add_node(name)
 
-    async def started(self) -> None:
-        for account, password in ACCOUNTS.items():
-            await self.store.add_account(account, password, None)
-        for node in self.nodes.values():
-            await node.state.load()
-            node.startService()
-            self.addCleanup(node.stopService)
-        await wait_until(lambda: all(node.link.connected for node in self.nodes.values()))
+    async def started(self) -> None:  # type: ignore[override]
+        await super().started(ACCOUNTS)
 
     async def online(self, node: str, *usernames: str) -> list[Any]:
         """Log ``usernames`` in on ``node``, once the other node knows them."""
