@@ -45,17 +45,23 @@ def _line(obj: dict[str, Any]) -> bytes:
 
 
 async def _logged_in(port: int, name: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A JSON connection to ``port``, logged in as ``name``."""
-    reader, writer = await asyncio.open_connection(HOST, port, limit=1 << 20)
-    writer.write(_line({"type": "login", "user": name, "password": PASSWORD}))
+    """A JSON connection to ``port``, logged in as ``name`` (again while the node is still starting)."""
+    deadline = time.monotonic() + 30
     while True:
-        line = await asyncio.wait_for(reader.readline(), 30)
-        if not line:
-            raise RuntimeError(f"{name}: closed before the login succeeded")
-        if READY in line:
-            return reader, writer
-        if b'"success":false' in line or b'"type":"error"' in line:
-            raise RuntimeError(f"{name}: login refused: {line!r}")
+        reader, writer = await asyncio.open_connection(HOST, port, limit=1 << 20)
+        writer.write(_line({"type": "login", "user": name, "password": PASSWORD}))
+        while True:
+            line = await asyncio.wait_for(reader.readline(), 30)
+            if READY in line:
+                return reader, writer
+            if not line or b'"type":"disconnect"' in line:
+                break  # a node that is still loading refuses connections ("starting")
+            if b'"success":false' in line or b'"type":"error"' in line:
+                raise RuntimeError(f"{name}: login refused: {line!r}")
+        writer.close()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name}: the node did not take the login within 30 s")
+        await asyncio.sleep(0.2)
 
 
 async def _drain(reader: asyncio.StreamReader) -> None:
