@@ -11,6 +11,7 @@ delivered.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import txredisapi
@@ -88,13 +89,13 @@ class ClusterFanOutTests(NodesTestCase):
 
     async def test_a_publish_redis_does_not_answer_in_time_is_unreached(self) -> None:
         """Redis holds the ``PUBLISH`` (``CLIENT PAUSE ... WRITE``) past the reply timeout."""
-        self.patch(node_module, "REPLY_SECONDS", 0.3)
         await self.started()
         yoda, _ = await self.online("a", "yoda", "leia")
         await self.online("b", "hans")
         operator = await txredisapi.Connection("127.0.0.1", self.redis.port, reconnect=False)
         self.addCleanup(operator.disconnect)
-        await operator.execute_command("CLIENT", "PAUSE", 1000, "WRITE")
+        self.patch(node_module, "REPLY_SECONDS", 0.3)
+        await operator.execute_command("CLIENT", "PAUSE", 5000, "WRITE")
         sent = await yoda.broadcast("held up")
         self.assertEqual((sent.delivered, sent.unreached), (1, 1))
         self.assertEqual(self.unreached(self.nodes["a"]), 1)
@@ -131,11 +132,26 @@ class ClusterFanOutTests(NodesTestCase):
     async def test_a_block_then_a_logout_reach_the_other_node_in_that_order(self) -> None:
         """The block goes on ``chat:all``, the logout notice on ``b``'s channel: Redis keeps their order."""
         await self.started()
+        b = self.nodes["b"]
+        arrived: list[tuple[str, str, str]] = []
+        handle = b.link.on_message
+
+        def record(channel: str, text: str) -> None:
+            message = json.loads(text)
+            arrived.append((channel, message["k"], message.get("u") or message.get("s") or message.get("a")))
+            handle(channel, text)
+
+        b.link.on_message = record
         yoda, leia = await self.online("a", "yoda", "leia")
         await self.online("b", "hans")
         self.received("hans")
+        arrived.clear()
         await yoda.block("hans")
         yoda.end()  # no notice for hans, whom yoda blocked: b must hold the block first
         leia.end()
-        await wait_until(lambda: bool(self.clients["hans"].delivered))
+        await wait_until(lambda: ("chat:all", "off", "leia") in arrived)
+        self.assertEqual(
+            [m for m in arrived if m[1] in ("blk", "d")],
+            [("chat:all", "blk", "yoda"), ("chat:node:b", "d", "yoda"), ("chat:node:b", "d", "leia")],
+        )
         self.assertEqual(self.received("hans"), [("Presence", "leia", False)])
