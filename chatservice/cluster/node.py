@@ -55,7 +55,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable
 
 import txredisapi
 from twisted.application.service import MultiService
@@ -70,6 +70,7 @@ from chatservice.auth.errors import LoginUnavailable
 from chatservice.auth.lockout import LoginLockout
 from chatservice.auth.slowdown import LoginSlowdown
 from chatservice.cluster.link import RedisLink
+from chatservice.cluster.roster import NodeTally, RemoteRoster
 from chatservice.delivery import EVERYONE, Audience, Delivery, DeliveryReport
 from chatservice.state import AlreadyLoggedIn
 from chatservice.wire import jsonlines
@@ -323,7 +324,7 @@ class ClusterNode(MultiService):
         if slowdown is not None:
             slowdown.shared = self
         self.slowdown = slowdown
-        self.remote: dict[str, RemoteMember] = {}
+        self.remote = RemoteRoster()
         """The users online on the other nodes."""
         self._joined_at = 0.0
         """When this node last (re)subscribed: no sweeping for a lease's length after."""
@@ -454,11 +455,11 @@ class ClusterNode(MultiService):
         return d.addCallback(found)
 
     def _load_online(self, entries: dict[Any, Any]) -> None:
-        remote: dict[str, RemoteMember] = {}
+        remote = RemoteRoster()
         for raw_name, raw_info in entries.items():
             name, info = _text(raw_name), json.loads(_text(raw_info))
             if info["n"] != self.name:
-                remote[name] = RemoteMember(self, name, info)
+                remote.add(RemoteMember(self, name, info))
         self.remote = remote
 
     def _deliver_kept_to_all(self) -> None:
@@ -499,7 +500,7 @@ class ClusterNode(MultiService):
         def claimed(holder: Any) -> None:
             if holder:
                 raise AlreadyLoggedIn(member.username)
-            self.remote.pop(member.username, None)
+            self.remote.remove(member.username)
             self._publish(ALL, {"k": "on", "u": member.username, "i": json.loads(info)})
 
         return d.addCallback(claimed)
@@ -534,7 +535,7 @@ class ClusterNode(MultiService):
             # Just (re)joined: after a Redis restart the others may not have
             # renewed their leases yet.
             return defer.succeed(None)
-        nodes = {member.node for member in self.remote.values()}
+        nodes = self.remote.nodes()
         d: defer.Deferred[None] = defer.succeed(None)
         for node in nodes:
             d.addCallback(lambda _, n=node: self.redis.exists(lease_key(n)))
@@ -549,7 +550,7 @@ class ClusterNode(MultiService):
             if not taken:
                 return None
             log.warn("Node {node} is gone: logging its users out", node=node)
-            gone = [m for m in self.remote.values() if m.node == node]
+            gone = self.remote.on_node(node)
             steps: defer.Deferred[None] = defer.succeed(None)
             for member in gone:
                 steps.addCallback(lambda _, m=member: self.redis.eval(_RELEASE, [ONLINE], [m.username, node]))
@@ -563,7 +564,7 @@ class ClusterNode(MultiService):
     def _gone(self, member: RemoteMember, node: str) -> None:
         """Log a dead node's user out everywhere, as a logout would."""
         if self.remote.get(member.username) is member:
-            del self.remote[member.username]
+            self.remote.remove(member.username)
         self._logged_out(member.username, node, member.hidden)
         if not (member.hidden or member.guest):
             self.state.mark_seen(member.username)
@@ -603,23 +604,30 @@ class ClusterNode(MultiService):
         messages in the order it ran the ``PUBLISH`` commands).
         """
         remote = self.remote
+        state = self.state
+        message = rule is Delivery.MESSAGE
+        left_out = state.blockers_of(sender) if message else state.left_out(sender, rule)
         if audience is EVERYONE:
-            members = [m for m in remote.values() if m.username != sender]
+            # Counted by node (RemoteRoster.tally), not user by user: a broadcast
+            # costs the sender's node a step per node, blocker and busy user.
+            tallies = remote.tally(sender, left_out, message)
         else:
-            members = [remote[name] for name in audience if name in remote and name != sender]
-        if not members:
+            by_node: dict[str, list[RemoteMember]] = {}
+            for name in audience:
+                member = remote.get(name)
+                if member is not None and name != sender:
+                    by_node.setdefault(member.node, []).append(member)
+            tallies = [_tally(node, group, left_out, message) for node, group in by_node.items()]
+        if not tallies:
             return defer.succeed(report)
         if not self.link.connected:
             # Reported, not silently lost: the sender learns that these were
             # not reached (the message is in the history for read).
-            return defer.succeed(_with_unreached(report, len(members)))
-        by_node: dict[str, list[RemoteMember]] = {}
-        for member in members:
-            by_node.setdefault(member.node, []).append(member)
+            return defer.succeed(_with_unreached(report, sum(t.reached for t in tallies)))
         if audience is EVERYONE:
             # One rendering for every node: each delivers to all its users.
             text = _json(self._delivery(event, sender, EVERYONE, rule))
-            sent = [self._publish_counted(node_channel(node), text) for node in by_node]
+            sent = [self._publish_counted(node_channel(t.node), text) for t in tallies]
         else:
             sent = [
                 self._publish_counted(
@@ -629,43 +637,7 @@ class ClusterNode(MultiService):
                 for node, group in by_node.items()
             ]
         d = defer.gatherResults(sent)
-        return d.addCallback(self._remote_report, list(by_node.values()), sender, rule, report)
-
-    def _remote_report(
-        self, receivers: list[int], groups: list[list[RemoteMember]], sender: str, rule: Delivery,
-        report: DeliveryReport,
-    ) -> DeliveryReport:
-        """``report`` with the other nodes' part: ``groups[i]``'s node had ``receivers[i]`` subscribers."""
-        delivered, skipped, busy, unreached = report.delivered, report.skipped, report.busy, report.unreached
-        reached: list[RemoteMember] = []
-        for count, group in zip(receivers, groups):
-            if count:
-                reached += group
-            else:
-                unreached += len(group)
-        auto_replies = list(report.auto_replies)
-        if rule is Delivery.MESSAGE:
-            blockers = self.state.blockers_of(sender)
-            for member in reached:
-                if member.username in blockers:
-                    skipped += 1
-                elif member.auto_reply is not None:
-                    busy += 1
-                    reply = member.miss(sender)
-                    if reply is not None:
-                        auto_replies.append((member.username, reply))
-                else:
-                    delivered += 1
-        else:
-            left_out = self.state.left_out(sender, rule)
-            for member in reached:
-                if member.username in left_out:
-                    skipped += 1
-                else:
-                    delivered += 1
-        return DeliveryReport(
-            delivered, skipped, busy, report.stored, tuple(auto_replies), report.refused, unreached
-        )
+        return d.addCallback(_remote_report, tallies, sender, report)
 
     def send_to(self, node: str, event: events.Event, names: tuple[str, ...]) -> None:
         """Deliver ``event`` to ``names`` on ``node`` (the rules were applied here)."""
@@ -859,13 +831,14 @@ class ClusterNode(MultiService):
                 return
             member = self.remote.get(name)
             if member is None or kind == "on":
-                self.remote[name] = RemoteMember(self, name, info)
+                self.remote.add(RemoteMember(self, name, info))
             elif member.node == info["n"]:
                 member.update(info)  # (a late "up" from a node the user left is ignored)
+                self.remote.busy_changed(member)
         elif kind == "off":
             member = self.remote.get(message["u"])
             if member is not None and member.node == message["n"]:
-                del self.remote[message["u"]]
+                self.remote.remove(message["u"])
         elif kind in ("kept", "dm") and message["u"] not in self.state.sessions:
             self._forward_kept(message)
         elif kind == "kept":
@@ -899,6 +872,44 @@ class ClusterNode(MultiService):
             lockout = self.lockouts.get(message["t"])
             if lockout is not None:
                 lockout.lock(message["key"], float(message["for"]))
+
+
+def _tally(node: str, group: list[RemoteMember], left_out: Collection[str], busy_miss: bool) -> NodeTally:
+    """``node``'s part of a fan-out to ``group`` (some of its users), as :meth:`RemoteRoster.tally` counts it."""
+    tally = NodeTally(node, len(group))
+    for member in group:
+        if member.username in left_out:
+            tally.skipped += 1
+        elif busy_miss and member.auto_reply is not None:
+            tally.busy.append(member)
+    return tally
+
+
+def _remote_report(
+    receivers: list[int], tallies: list[NodeTally], sender: str, report: DeliveryReport
+) -> DeliveryReport:
+    """``report`` with the other nodes' part: ``tallies[i]``'s node had ``receivers[i]`` subscribers.
+
+    A node with none (or whose ``PUBLISH`` failed) has all its part
+    ``unreached``; a busy user of a node that got it misses it, and may
+    auto-reply (once per busy period, as :meth:`RemoteMember.miss` keeps).
+    """
+    delivered, skipped, busy, unreached = report.delivered, report.skipped, report.busy, report.unreached
+    auto_replies = list(report.auto_replies)
+    for count, tally in zip(receivers, tallies):
+        if not count:
+            unreached += tally.reached
+            continue
+        delivered += tally.delivered
+        skipped += tally.skipped
+        busy += len(tally.busy)
+        for member in tally.busy:
+            reply = member.miss(sender)  # type: ignore[attr-defined]
+            if reply is not None:
+                auto_replies.append((member.username, reply))
+    return DeliveryReport(
+        delivered, skipped, busy, report.stored, tuple(auto_replies), report.refused, unreached
+    )
 
 
 def _json(message: dict[str, Any]) -> str:
