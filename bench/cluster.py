@@ -64,8 +64,9 @@ CAPACITY_TARGET = 1.5
 """Issue 12: total fan-out of two nodes >= 1.5 x one node, each node on its own core."""
 SENDERS = 8
 """Broadcasting users of the fan-out.  In a cluster a broadcast's reply waits for the store and
-then for Redis, and a client's next line waits for its reply, so with bench.run's 2 senders the
-fan-out is bounded by their round trips (about 2 x 1/1.5 ms) before the nodes' CPU."""
+then for Redis, and the server reads a client's next line once its last is answered, so with
+bench.run's 2 senders the fan-out is bounded by those round trips (about 1.5 ms each) before the
+nodes' CPU."""
 
 
 class Cluster:
