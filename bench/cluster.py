@@ -62,6 +62,11 @@ DM_P99_TARGET = 2.0
 """Issue 12: cross-node DM p99 <= 2 x single-node p99 at the same load."""
 CAPACITY_TARGET = 1.5
 """Issue 12: total fan-out of two nodes >= 1.5 x one node, each node on its own core."""
+SENDERS = 8
+"""Broadcasting users of the fan-out.  In a cluster a broadcast's reply waits for the store and
+then for Redis, and the server reads a client's next line once its last is answered, so with
+bench.run's 2 senders the fan-out is bounded by those round trips (about 1.5 ms each) before the
+nodes' CPU."""
 
 
 class Cluster:
@@ -234,6 +239,7 @@ def render(results: Obj) -> str:
         f"{cpus['loadgen']}; Redis {results['redis_version']} and PostgreSQL unpinned",
         f"chatservice code: commit {code.get('commit')}{' + local changes' if code.get('chatservice_dirty') else ''}",
         f"load average (1 min) at the start and the end: {results.get('load_average_1min')}",
+        f"fan-out: {results.get('receivers')} receivers, {results.get('senders', 2)} senders, spread over the nodes",
         "",
         "  ".join(h.ljust(w) for h, w in zip(header, widths)),
         "  ".join("-" * w for w in widths),
@@ -268,6 +274,7 @@ def run(args: argparse.Namespace) -> Obj:
     from tests.redis_support import RedisServer
 
     plan = PLANS["quick" if args.quick else "full"]
+    plan = dict(plan, fanout=dict(plan["fanout"], senders=args.senders))
     size = args.receivers or plan["fanout"]["sizes"][0]
     users = plan["direct"]["users"]
     started, load_before = time.monotonic(), os.getloadavg()[0]
@@ -310,6 +317,7 @@ def run(args: argparse.Namespace) -> Obj:
         "redis_version": redis_version(),
         "code": code,
         "receivers": size,
+        "senders": args.senders,
         "background_rate": rate,
         "server_log_tracebacks": tracebacks,
         "runs": runs,
@@ -325,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--receivers", type=int, default=None, help="receivers of the fan-out (default: the plan's first size)")
     parser.add_argument("--background-rate", type=float, default=None,
                         help="broadcasts/s behind workload 3 (default: half one node's fan-out maximum)")
+    parser.add_argument("--senders", type=int, default=SENDERS,
+                        help=f"broadcasting users of the fan-out, spread over the nodes (default {SENDERS})")
     parser.add_argument("--server-args", default="", help="extra twistd chat options, one string (experiments)")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--server-cpu", type=int, default=0, help="CPU of the single node and of node a")

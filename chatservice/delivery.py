@@ -70,7 +70,8 @@ class DeliveryReport:
         (``blocked``, ``mailbox_full``, ``mailbox_share_full`` or
         ``invalid_user``), else ``None``.
     :param unreached: recipients on other nodes of a cluster that could not
-        be reached (the link to Redis is down).
+        be reached (the link to Redis is down, or their node did not get the
+        fan-out: ``PUBLISH`` found it unsubscribed, failed or timed out).
     """
 
     delivered: int = 0

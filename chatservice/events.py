@@ -237,7 +237,8 @@ class BroadcastSent(Event):
     ``skipped`` counts recipients that blocked the sender; ``auto_replies``
     holds ``(user, text)`` from busy users (who do not get broadcasts);
     ``unreached`` counts recipients on other nodes of a cluster that could
-    not be reached (its link to Redis was down).
+    not be reached (this node's link to Redis was down, or their node was
+    not subscribed when it was published).
     """
 
     delivered: int

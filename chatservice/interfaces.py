@@ -208,8 +208,9 @@ class ClusterPeers(Protocol):
 
     def deliver_remote(
         self, event: events.Event, sender: str, audience: Any, rule: Any, report: Any
-    ) -> Any:
-        """Send a fan-out to the other nodes; the report with their part added."""
+    ) -> Deferred[Any]:
+        """Send a fan-out to the other nodes; fires with the report with their part added
+        (once it is known which of them got it)."""
 
     def announce_direct(self, username: str, message_id: int, event: events.Event) -> None:
         """A direct message kept for ``username``, online on another node: show it there."""

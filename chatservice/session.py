@@ -522,13 +522,14 @@ class Session(OperatorCommands):
         """
         return self.state.post(BROADCAST_CHANNEL, self.username, message, self._broadcast_posted)
 
-    def _broadcast_posted(self, entry: HistoryEntry) -> events.BroadcastSent:
+    def _broadcast_posted(
+        self, entry: HistoryEntry
+    ) -> events.BroadcastSent | defer.Deferred[events.BroadcastSent]:
         event = events.BroadcastMessage(entry.sender, entry.text, entry.sent_at, entry.seq)
         report = self.state.deliver_message(event, self.username, EVERYONE)
-        return events.BroadcastSent(
-            report.delivered, report.skipped, entry.seq, entry.sent_at, report.auto_replies,
-            report.unreached,
-        )
+        if isinstance(report, defer.Deferred):  # a cluster: once Redis has answered
+            return report.addCallback(_broadcast_sent, entry)
+        return _broadcast_sent(report, entry)
 
     def _my_room(self, room_id: int) -> Room:
         room = self.state.rooms.find(room_id)
@@ -570,13 +571,12 @@ class Session(OperatorCommands):
         """Send ``message`` to the other online members of room ``room``, once it is kept."""
         found = self._my_room(room)
 
-        def posted(entry: HistoryEntry) -> events.RoomPosted:
+        def posted(entry: HistoryEntry) -> events.RoomPosted | defer.Deferred[events.RoomPosted]:
             event = events.RoomMessage(room, entry.sender, entry.text, entry.sent_at, entry.seq)
             report = self.state.deliver_message(event, self.username, found.members)
-            return events.RoomPosted(
-                room, entry.seq, entry.sent_at, report.delivered, report.skipped,
-                report.unreached,
-            )
+            if isinstance(report, defer.Deferred):  # a cluster: once Redis has answered
+                return report.addCallback(_room_posted, room, entry)
+            return _room_posted(report, room, entry)
 
         return self.state.post(found.channel, self.username, message, posted)
 
@@ -854,6 +854,21 @@ class Session(OperatorCommands):
 
         d = passwords.change_password(self.username, old, new)
         return d.addCallbacks(lambda _: events.PasswordChanged(), refused)
+
+
+def _broadcast_sent(report: DeliveryReport, entry: HistoryEntry) -> events.BroadcastSent:
+    """The reply to ``broadcast``: the kept message ``entry`` and what its fan-out did."""
+    return events.BroadcastSent(
+        report.delivered, report.skipped, entry.seq, entry.sent_at, report.auto_replies,
+        report.unreached,
+    )
+
+
+def _room_posted(report: DeliveryReport, room: int, entry: HistoryEntry) -> events.RoomPosted:
+    """The reply to ``room send``: the kept message ``entry`` and what its fan-out did."""
+    return events.RoomPosted(
+        room, entry.seq, entry.sent_at, report.delivered, report.skipped, report.unreached
+    )
 
 
 def _no_such_user(username: str) -> CommandError:

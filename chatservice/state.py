@@ -498,11 +498,15 @@ class ChatState:
         sender never gets its own event; names of users not online are passed
         over (but a direct message to one is kept for them).
 
-        The report comes as a Deferred: at once for every rule but
-        :attr:`Delivery.DIRECT`, whose Deferred fires once the message is
-        delivered or kept for later (durably: the store's write is done), or
-        refused.  (A broadcast, in the callback of its :meth:`post`, uses
-        :meth:`deliver_message`, the same fan-out with its report at once.)
+        The report comes as a Deferred: on one node at once for every rule
+        but :attr:`Delivery.DIRECT`, whose Deferred fires once the message
+        is delivered or kept for later (durably: the store's write is done),
+        or refused; in a cluster, a fan-out's once Redis has answered whether
+        each other node got it
+        (:meth:`~chatservice.cluster.node.ClusterNode.deliver_remote`).  (A
+        broadcast, in the callback of its :meth:`post`, uses
+        :meth:`deliver_message`, the same fan-out with its report at once on
+        one node.)
 
         :param event: what to deliver (for :attr:`Delivery.DIRECT`, a
             :class:`~chatservice.events.DirectMessage`).
@@ -513,7 +517,8 @@ class ChatState:
         :raises ValueError: for a direct message to other than one user.
         """
         if rule is Delivery.MESSAGE:
-            return defer.succeed(self.deliver_message(event, sender, audience))
+            reported = self.deliver_message(event, sender, audience)
+            return reported if isinstance(reported, defer.Deferred) else defer.succeed(reported)
         if rule is Delivery.DIRECT:
             assert isinstance(event, events.DirectMessage)
             self.metrics.message("direct")
@@ -521,10 +526,22 @@ class ChatState:
             return d.addCallback(self._count_direct)
         report = self._deliver_notice(event, sender, audience, rule)
         if self.cluster is not None and report is not NOTHING:
-            report = self.cluster.deliver_remote(event, sender, audience, rule, report)
-            if report.unreached:
-                self.metrics.unreached(rule, report.unreached)
+            return self._deliver_remote(event, sender, audience, rule, report)
         return defer.succeed(report)
+
+    def _deliver_remote(
+        self, event: events.Event, sender: str, audience: Audience, rule: Delivery,
+        report: DeliveryReport,
+    ) -> defer.Deferred[DeliveryReport]:
+        """The other nodes' part of a fan-out (in a cluster): ``report`` with theirs added."""
+        assert self.cluster is not None
+        d = self.cluster.deliver_remote(event, sender, audience, rule, report)
+        return d.addCallback(self._count_unreached, rule)
+
+    def _count_unreached(self, report: DeliveryReport, rule: Delivery) -> DeliveryReport:
+        if report.unreached:
+            self.metrics.unreached(rule, report.unreached)
+        return report
 
     def _count_direct(self, report: DeliveryReport) -> DeliveryReport:
         self.metrics.delivery(Delivery.DIRECT, report)
@@ -635,20 +652,20 @@ class ChatState:
 
     def deliver_message(
         self, event: events.Event, sender: str, audience: Audience
-    ) -> DeliveryReport:
+    ) -> DeliveryReport | defer.Deferred[DeliveryReport]:
         """:attr:`Delivery.MESSAGE`: the fan-out of every broadcast (keep this loop lean).
 
-        :meth:`deliver` with that rule, its report at once: for a broadcast
-        or room message, sent out in the callback of its :meth:`post`
-        (waiting for one more Deferred there would cost about 1% of a
-        fan-out to 300 users).
+        :meth:`deliver` with that rule, its report at once on one node: for
+        a broadcast or room message, sent out in the callback of its
+        :meth:`post` (waiting for one more Deferred there would cost about
+        1% of a fan-out to 300 users).  In a cluster the report is a
+        Deferred, fired once Redis has answered whether each other node got
+        it (:meth:`deliver`).
         """
         report = self._deliver_message_here(event, sender, audience)
-        if self.cluster is not None:
-            report = self.cluster.deliver_remote(event, sender, audience, Delivery.MESSAGE, report)
-            if report.unreached:
-                self.metrics.unreached(Delivery.MESSAGE, report.unreached)
-        return report
+        if self.cluster is None:
+            return report
+        return self._deliver_remote(event, sender, audience, Delivery.MESSAGE, report)
 
     def _deliver_message_here(
         self, event: events.Event, sender: str, audience: Audience

@@ -11,55 +11,36 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import reactor, task
-from twisted.internet.task import Clock
-from twisted.trial import unittest
 
 from chatservice.admin.actions import AdminActions, AdminError, LiveServer
-from chatservice.auth.directory import StoredAccounts
 from chatservice.auth.lockout import LoginLockout
 from chatservice.auth.slowdown import LoginSlowdown
-from chatservice.cluster.node import MUTE_PREFIX, ClusterNode
+from chatservice.cluster.node import MUTE_PREFIX
 from chatservice.moderation import Mute
-from chatservice.session import Session
-from chatservice.state import REMOVED, ChatState
-from chatservice.store.local import LocalStore
-from chatservice.store.memory import MemoryStore
-from tests.redis_support import RedisServer
+from chatservice.state import REMOVED
+from tests.cluster_support import NodesTestCase
 from tests.test_redis_link import wait_until
 from tests.test_state import RecordingClient
 
 
-class ClusterAdminTests(unittest.TestCase):
+class ClusterAdminTests(NodesTestCase):
     def setUp(self) -> None:
-        self.redis = RedisServer().start()
-        self.addCleanup(self.redis.cleanup)
-        self.store = LocalStore(MemoryStore())
-        self.clock = Clock()
-        self.nodes: dict[str, ClusterNode] = {}
+        super().setUp()
         self.lockouts: dict[str, list[LoginLockout]] = {}
         self.slowdowns: dict[str, LoginSlowdown] = {}
         for name in ("a", "b"):
-            accounts = StoredAccounts(self.store, self.clock)
-            state = ChatState(self.store, accounts, self.clock, session_factory=Session)
             lockouts = [LoginLockout(self.clock, 3, 60), LoginLockout(self.clock, 3, 60, kind="address")]
             slowdown = LoginSlowdown(self.clock, 10, 60)
-            node = ClusterNode(self.redis.url, name, state, reactor, lockouts, accounts, slowdown)
-            state.cluster = node
-            self.nodes[name], self.lockouts[name], self.slowdowns[name] = node, lockouts, slowdown
+            self.add_node(name, lockouts=lockouts, slowdown=slowdown)
+            self.lockouts[name], self.slowdowns[name] = lockouts, slowdown
             self.addCleanup(lambda l=lockouts, s=slowdown: [x.stop() for x in (*l, s)])
         a = self.nodes["a"]
         self.actions = AdminActions(
             a.accounts, self.clock, LiveServer(a.state, self.lockouts["a"], self.slowdowns["a"], a)
         )
 
-    async def started(self) -> None:
-        for account in ("yoda", "hans"):
-            await self.store.add_account(account, "secret", None)
-        for node in self.nodes.values():
-            await node.state.load()
-            node.startService()
-            self.addCleanup(node.stopService)
-        await wait_until(lambda: all(node.link.connected for node in self.nodes.values()))
+    async def started(self) -> None:  # type: ignore[override]
+        await super().started({"yoda": "secret", "hans": "secret"})
 
     async def test_remove_on_one_node_ends_the_session_on_the_other(self) -> None:
         await self.started()

@@ -531,7 +531,7 @@ class FakeCluster:
         return self.reachable
 
     def deliver_remote(self, event: Any, sender: str, audience: Any, rule: Any, report: Any) -> Any:
-        return report
+        return defer.succeed(report)
 
     def release(self, member: Any) -> None:
         """Nothing to give back."""

@@ -134,16 +134,21 @@ class SeveralNodesTests(PostgresTestCase):
                 self.assertEqual(mine, sorted(mine))
 
     async def test_history_numbers_from_raw_connections(self) -> None:
-        """Six connections adding to one channel at once, in threads: numbers 1..240, each once."""
+        """Six connections adding to one channel at once, in threads, in groups of one and of three: numbers 1..480, each once."""
         await self.opened()
         results = self.on_raw_connections(
-            lambda connection, node, i: postgres_module._add_history(
-                connection, "broadcast", f"thread{node}", f"{i}", T + i
-            ).seq
+            lambda connection, node, i: [
+                entry.seq
+                for entry in postgres_module._add_history_rows(
+                    connection, [("broadcast", f"thread{node}", f"{i}/{k}", T + i) for k in range(1 + 2 * (i % 2))]
+                )
+            ]
         )
-        self.assertEqual(sorted(results), list(range(1, 241)))
-        self.assertEqual(self.inspect("SELECT last_seq FROM history_channels"), 240)
-        self.assertEqual(self.inspect("SELECT COUNT(DISTINCT seq) FROM history"), 240)
+        results = [seq for group in results for seq in group]
+        self.assertEqual(len(results), 6 * (20 + 20 * 3))
+        self.assertEqual(sorted(results), list(range(1, 481)))
+        self.assertEqual(self.inspect("SELECT last_seq FROM history_channels"), 480)
+        self.assertEqual(self.inspect("SELECT COUNT(DISTINCT seq) FROM history"), 480)
 
     async def test_nodes_purging_at_once(self) -> None:
         """Six connections purging one history at once, in small batches: each row deleted once, no deadlock."""
@@ -362,6 +367,35 @@ class SeveralNodesTests(PostgresTestCase):
         await first.add_history("room:9", "yoda", "hi", T)
         self.assertEqual(await second.highest_room_id(), 9)
         self.assertEqual(list(await second.rooms()), [(5, frozenset({"yoda"}), 1)])
+
+
+class GroupedHistoryTests(PostgresTestCase):
+    """``add_history``'s group commit: rows asked for while a group commits go together."""
+
+    async def test_rows_asked_at_once_are_numbered_in_the_order_asked(self) -> None:
+        store = await self.opened()
+        calls = [store.add_history("broadcast", "yoda", f"m{i}", T + i) for i in range(50)]
+        entries = await defer.gatherResults(calls)
+        self.assertEqual([e.seq for e in entries], list(range(1, 51)))
+        self.assertEqual([e.text for e in entries], [f"m{i}" for i in range(50)])
+        self.assertEqual(self.inspect("SELECT COUNT(*) FROM history"), 50)
+
+    async def test_a_bad_row_fails_only_its_own_call(self) -> None:
+        store = await self.opened()
+        # The first row goes alone; the others wait and go as one group, which the bad
+        # one (a NUL in a name: PostgreSQL's text cannot hold it) makes fail: each is
+        # then tried alone.
+        calls = [
+            store.add_history("broadcast", "yoda\x00" if i == 3 else "yoda", f"m{i}", T + i)
+            for i in range(6)
+        ]
+        results = await defer.DeferredList(calls, consumeErrors=True)
+        self.assertEqual([ok for ok, _ in results], [True, True, True, False, True, True])
+        self.assertTrue(results[3][1].check(StoreError))
+        self.assertEqual([r.seq for ok, r in results if ok], [1, 2, 3, 4, 5])
+        self.assertEqual([r.text for ok, r in results if ok], ["m0", "m1", "m2", "m4", "m5"])
+        # And the next calls go on as before.
+        self.assertEqual((await store.add_history("broadcast", "yoda", "after", T + 9)).seq, 6)
 
 
 class LifecycleTests(PostgresTestCase):

@@ -14,11 +14,14 @@
 - **Events.**  JSON messages on ``chat:all`` (every node) and
   ``chat:node:<node>`` (one node).  A fan-out (``d``) carries the event in
   its JSON wire form (read back with :mod:`chatservice.wire.json_events`),
-  the sender, the audience and the rule; each node applies the rule to its
-  own users.  A direct message to another node's user is kept in the shared
-  store first and announced (``dm``); that node takes it from the store
-  (once) and shows it, so a lost announcement delays it (to the next login
-  or re-subscription) but never loses it.
+  the sender, the audience and the rule, and goes on each target node's
+  own channel; each node applies the rule to its own users.  The sender's
+  report waits for the ``PUBLISH`` replies: a node that was not subscribed
+  (0 receivers) has its recipients ``unreached``.  A direct message to
+  another node's user is kept in the shared store first and announced
+  (``dm``); that node takes it from the store (once) and shows it, so a
+  lost announcement delays it (to the next login or re-subscription) but
+  never loses it.
 - **Lock-outs.**  Login failures are counted in ``chat:fail:<kind>:<key>``
   (``INCR`` with an expiry; kinds ``user`` for a name at an address,
   ``address``, and ``name`` for a name from every address), so a failure on
@@ -51,9 +54,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable
 
 import txredisapi
 from twisted.application.service import MultiService
@@ -68,6 +72,7 @@ from chatservice.auth.errors import LoginUnavailable
 from chatservice.auth.lockout import LoginLockout
 from chatservice.auth.slowdown import LoginSlowdown
 from chatservice.cluster.link import RedisLink
+from chatservice.cluster.roster import NodeTally, RemoteRoster
 from chatservice.delivery import EVERYONE, Audience, Delivery, DeliveryReport
 from chatservice.state import AlreadyLoggedIn
 from chatservice.wire import jsonlines
@@ -322,7 +327,7 @@ class ClusterNode(MultiService):
         if slowdown is not None:
             slowdown.shared = self
         self.slowdown = slowdown
-        self.remote: dict[str, RemoteMember] = {}
+        self.remote = RemoteRoster()
         """The users online on the other nodes."""
         self._joined_at = 0.0
         """When this node last (re)subscribed: no sweeping for a lease's length after."""
@@ -453,11 +458,11 @@ class ClusterNode(MultiService):
         return d.addCallback(found)
 
     def _load_online(self, entries: dict[Any, Any]) -> None:
-        remote: dict[str, RemoteMember] = {}
+        remote = RemoteRoster()
         for raw_name, raw_info in entries.items():
             name, info = _text(raw_name), json.loads(_text(raw_info))
             if info["n"] != self.name:
-                remote[name] = RemoteMember(self, name, info)
+                remote.add(RemoteMember(self, name, info))
         self.remote = remote
 
     def _deliver_kept_to_all(self) -> None:
@@ -498,7 +503,7 @@ class ClusterNode(MultiService):
         def claimed(holder: Any) -> None:
             if holder:
                 raise AlreadyLoggedIn(member.username)
-            self.remote.pop(member.username, None)
+            self.remote.remove(member.username)
             self._publish(ALL, {"k": "on", "u": member.username, "i": json.loads(info)})
 
         return d.addCallback(claimed)
@@ -533,7 +538,7 @@ class ClusterNode(MultiService):
             # Just (re)joined: after a Redis restart the others may not have
             # renewed their leases yet.
             return defer.succeed(None)
-        nodes = {member.node for member in self.remote.values()}
+        nodes = self.remote.nodes()
         d: defer.Deferred[None] = defer.succeed(None)
         for node in nodes:
             d.addCallback(lambda _, n=node: self.redis.exists(lease_key(n)))
@@ -548,7 +553,7 @@ class ClusterNode(MultiService):
             if not taken:
                 return None
             log.warn("Node {node} is gone: logging its users out", node=node)
-            gone = [m for m in self.remote.values() if m.node == node]
+            gone = self.remote.on_node(node)
             steps: defer.Deferred[None] = defer.succeed(None)
             for member in gone:
                 steps.addCallback(lambda _, m=member: self.redis.eval(_RELEASE, [ONLINE], [m.username, node]))
@@ -562,7 +567,7 @@ class ClusterNode(MultiService):
     def _gone(self, member: RemoteMember, node: str) -> None:
         """Log a dead node's user out everywhere, as a logout would."""
         if self.remote.get(member.username) is member:
-            del self.remote[member.username]
+            self.remote.remove(member.username)
         self._logged_out(member.username, node, member.hidden)
         if not (member.hidden or member.guest):
             self.state.mark_seen(member.username)
@@ -586,57 +591,56 @@ class ClusterNode(MultiService):
     def deliver_remote(
         self, event: events.Event, sender: str, audience: Audience, rule: Delivery,
         report: DeliveryReport,
-    ) -> DeliveryReport:
-        """Send a fan-out to the other nodes; ``report`` (this node's) with theirs added.
+    ) -> defer.Deferred[DeliveryReport]:
+        """Send a fan-out to the other nodes; fires with ``report`` (this node's) and theirs added.
 
-        The others' part is counted here from the copies (blocks are the
-        same on every node), so the sender's reply does not wait for them.
+        Published on each target node's own channel (``chat:node:<name>``),
+        never on ``chat:all``: ``PUBLISH`` answers how many subscribers got
+        it, so the report waits for those answers.  A node that got it has
+        its part counted from the copies (blocks are the same on every
+        node); the recipients of a node that did not (0 subscribers: it is
+        re-subscribing after a Redis restart, or gone), or whose ``PUBLISH``
+        failed or was not answered within :data:`REPLY_SECONDS`, are
+        ``unreached``.  All of it goes out on the one command connection, in
+        the order of the calls, so each node gets it in order with what this
+        node publishes on ``chat:all`` (Redis hands every subscriber its
+        messages in the order it ran the ``PUBLISH`` commands).
         """
+        remote = self.remote
+        state = self.state
+        message = rule is Delivery.MESSAGE
+        left_out = state.blockers_of(sender) if message else state.left_out(sender, rule)
         if audience is EVERYONE:
-            members: Iterable[RemoteMember] = list(self.remote.values())
+            # Counted by node (RemoteRoster.tally), not user by user: a broadcast
+            # costs the sender's node a step per node, blocker and busy user.
+            tallies = remote.tally(sender, left_out, message)
         else:
-            members = [self.remote[name] for name in audience if name in self.remote]
-        members = [m for m in members if m.username != sender]
-        if not members:
-            return report
+            by_node: dict[str, list[RemoteMember]] = {}
+            for name in audience:
+                member = remote.get(name)
+                if member is not None and name != sender:
+                    by_node.setdefault(member.node, []).append(member)
+            tallies = [_tally(node, group, left_out, message) for node, group in by_node.items()]
+        if not tallies:
+            return defer.succeed(report)
         if not self.link.connected:
             # Reported, not silently lost: the sender learns that these were
             # not reached (the message is in the history for read).
-            return DeliveryReport(
-                report.delivered, report.skipped, report.busy, report.stored,
-                report.auto_replies, report.refused, report.unreached + len(members),
-            )
-        state = self.state
-        delivered, skipped, busy = report.delivered, report.skipped, report.busy
-        auto_replies = list(report.auto_replies)
-        if rule is Delivery.MESSAGE:
-            blockers = state.blockers_of(sender)
-            for member in members:
-                if member.username in blockers:
-                    skipped += 1
-                elif member.auto_reply is not None:
-                    busy += 1
-                    reply = member.miss(sender)
-                    if reply is not None:
-                        auto_replies.append((member.username, reply))
-                else:
-                    delivered += 1
-        else:
-            left_out = state.left_out(sender, rule)
-            for member in members:
-                if member.username in left_out:
-                    skipped += 1
-                else:
-                    delivered += 1
+            return defer.succeed(_with_unreached(report, sum(t.reached for t in tallies)))
         if audience is EVERYONE:
-            self._publish(ALL, self._delivery(event, sender, EVERYONE, rule))
+            # One rendering for every node: each delivers to all its users.
+            text = _json(self._delivery(event, sender, EVERYONE, rule))
+            sent = [self._publish_counted(node_channel(t.node), text) for t in tallies]
         else:
-            by_node: dict[str, list[str]] = {}
-            for member in members:
-                by_node.setdefault(member.node, []).append(member.username)
-            for node, names in by_node.items():
-                self._publish(node_channel(node), self._delivery(event, sender, names, rule))
-        return DeliveryReport(delivered, skipped, busy, report.stored, tuple(auto_replies), report.refused)
+            sent = [
+                self._publish_counted(
+                    node_channel(node),
+                    _json(self._delivery(event, sender, [m.username for m in group], rule)),
+                )
+                for node, group in by_node.items()
+            ]
+        d = defer.gatherResults(sent)
+        return d.addCallback(_remote_report, tallies, sender, report)
 
     def send_to(self, node: str, event: events.Event, names: tuple[str, ...]) -> None:
         """Deliver ``event`` to ``names`` on ``node`` (the rules were applied here)."""
@@ -812,17 +816,25 @@ class ClusterNode(MultiService):
 
     # Messages ------------------------------------------------------------------------------
 
-    def _publish(self, channel: str, message: dict[str, Any]) -> defer.Deferred[None]:
+    def _publish(self, channel: str, message: dict[str, Any]) -> defer.Deferred[int]:
         """Publish ``message`` (in the background: the state waits for it at shutdown)."""
         if not self.link.connected:
             log.warn(
                 "Not connected to Redis: a {kind} message to {channel} is not sent",
                 kind=message["k"], channel=channel,
             )
-            return defer.succeed(None)
-        d = self.link.publish(channel, json.dumps(message, separators=(",", ":")))
+            return defer.succeed(0)
+        return self._publish_counted(channel, _json(message))
+
+    def _publish_counted(self, channel: str, text: str) -> defer.Deferred[int]:
+        """Publish ``text`` on ``channel``; fires with how many subscribers got it.
+
+        0 also when the ``PUBLISH`` failed or was not answered within
+        :data:`REPLY_SECONDS` (logged).  The state waits for it at shutdown.
+        """
+        d = self.link.publish(channel, text)
         d.addTimeout(REPLY_SECONDS, self.reactor)
-        d.addErrback(lambda f: log.warn("Publishing to {channel} failed: {e}", channel=channel, e=f.value))
+        d.addErrback(_not_published, channel)
         self.state.background(d, "Publishing to {channel} failed", channel=channel)
         return d
 
@@ -845,13 +857,14 @@ class ClusterNode(MultiService):
                 return
             member = self.remote.get(name)
             if member is None or kind == "on":
-                self.remote[name] = RemoteMember(self, name, info)
+                self.remote.add(RemoteMember(self, name, info))
             elif member.node == info["n"]:
                 member.update(info)  # (a late "up" from a node the user left is ignored)
+                self.remote.busy_changed(member)
         elif kind == "off":
             member = self.remote.get(message["u"])
             if member is not None and member.node == message["n"]:
-                del self.remote[message["u"]]
+                self.remote.remove(message["u"])
         elif kind in ("kept", "dm") and message["u"] not in self.state.sessions:
             self._forward_kept(message)
         elif kind == "kept":
@@ -885,6 +898,60 @@ class ClusterNode(MultiService):
             lockout = self.lockouts.get(message["t"])
             if lockout is not None:
                 lockout.lock(message["key"], float(message["for"]))
+
+
+def _tally(node: str, group: list[RemoteMember], left_out: Collection[str], busy_miss: bool) -> NodeTally:
+    """``node``'s part of a fan-out to ``group`` (some of its users), as :meth:`RemoteRoster.tally` counts it."""
+    tally = NodeTally(node, len(group))
+    for member in group:
+        if member.username in left_out:
+            tally.skipped += 1
+        elif busy_miss and member.auto_reply is not None:
+            tally.busy.append(member)
+    return tally
+
+
+def _remote_report(
+    receivers: list[int], tallies: list[NodeTally], sender: str, report: DeliveryReport
+) -> DeliveryReport:
+    """``report`` with the other nodes' part: ``tallies[i]``'s node had ``receivers[i]`` subscribers.
+
+    A node with none (or whose ``PUBLISH`` failed) has all its part
+    ``unreached``; a busy user of a node that got it misses it, and may
+    auto-reply (once per busy period, as :meth:`RemoteMember.miss` keeps).
+    """
+    delivered, skipped, busy, unreached = report.delivered, report.skipped, report.busy, report.unreached
+    auto_replies = list(report.auto_replies)
+    for count, tally in zip(receivers, tallies):
+        if not count:
+            unreached += tally.reached
+            continue
+        delivered += tally.delivered
+        skipped += tally.skipped
+        busy += len(tally.busy)
+        for member in tally.busy:
+            reply = member.miss(sender)  # type: ignore[attr-defined]
+            if reply is not None:
+                auto_replies.append((member.username, reply))
+    return DeliveryReport(
+        delivered, skipped, busy, report.stored, tuple(auto_replies), report.refused, unreached
+    )
+
+
+def _json(message: dict[str, Any]) -> str:
+    """A message between nodes, as published."""
+    return json.dumps(message, separators=(",", ":"))
+
+
+def _not_published(failure: Failure, channel: str) -> int:
+    """A ``PUBLISH`` that failed or timed out: logged, and nobody got it."""
+    log.warn("Publishing to {channel} failed: {e}", channel=channel, e=failure.value)
+    return 0
+
+
+def _with_unreached(report: DeliveryReport, unreached: int) -> DeliveryReport:
+    """``report`` with ``unreached`` more recipients that could not be reached."""
+    return dataclasses.replace(report, unreached=report.unreached + unreached)
 
 
 def _glob_escaped(text: str) -> str:

@@ -152,7 +152,7 @@ class ChatMetrics(Collector):
             counts[4] += 1
 
     def unreached(self, rule: Delivery, count: int) -> None:
-        """``count`` recipients on other nodes were not reached (the cluster link is down)."""
+        """``count`` recipients on other nodes were not reached (the cluster link, or their node's, was down)."""
         self.deliveries[rule][_UNREACHED] += count
 
     def mailbox(self, waiting: int) -> None:
@@ -191,8 +191,8 @@ class ChatMetrics(Collector):
         deliveries = CounterMetricFamily(
             "chat_deliveries",
             "Events handed to this node's connections (delivered) or not (skipped: blocked;"
-            " busy; stored: a direct message kept; refused; unreached: on a node the"
-            " cluster link could not reach), by delivery rule.",
+            " busy; stored: a direct message kept; refused; unreached: on another node"
+            " that did not get it through Redis), by delivery rule.",
             labels=["rule", "outcome"],
         )
         for rule, counts in self.deliveries.items():

@@ -29,7 +29,10 @@ Every call is correct while other nodes use the same database:
   ``INSERT ... ON CONFLICT DO UPDATE ... RETURNING`` (which locks that row
   until the statement commits) and inserts the message with that number, so
   two nodes never give the same number and, as the increment and the insert
-  commit or fail together, no number is skipped;
+  commit or fail together, no number is skipped.  The rows a node asks for
+  while its last group commits go together, as one transaction (group
+  commit: one commit and one lock of the counter for the group, where every
+  broadcast of every node used to wait for the last one's commit);
 - offline message ids come from an identity column (a sequence): unique
   across nodes and never reused, oldest first;
 - a mailbox's bounds: ``keep_offline`` is one call of the function
@@ -328,6 +331,9 @@ class PostgresStore:
             self._connect_options["application_name"] = "chatservice"
         self.reactor = reactor
         self._pool: ConnectionPool | None = None
+        self._history_waiting: list[tuple[tuple[str, str, str, float], Deferred[HistoryEntry]]] = []
+        """History rows asked for while a group of them is being committed: the next group."""
+        self._history_in_flight = False
 
     def __repr__(self) -> str:
         return f"<PostgresStore {self.name}>"
@@ -545,7 +551,47 @@ class PostgresStore:
     def add_history(
         self, channel: str, sender: str, text: str, sent_at: float
     ) -> Deferred[HistoryEntry]:
-        return self._run(_add_history, channel, sender, _text(text), float(sent_at))
+        """Keep a broadcast or room message; committed with the others asked for meanwhile.
+
+        Group commit: the first row goes at once; rows asked for while a
+        group is being committed wait and go together as the next, one
+        transaction (one commit, the channel's counter locked once) in
+        one pipelined round trip.  Each still fires when its group is
+        committed, and in the order asked (the groups take their turn in
+        the pool's one thread, between the other calls).  If a group
+        fails, each of its rows is tried again alone, so one bad row
+        fails only its own call.
+        """
+        waiting: Deferred[HistoryEntry] = Deferred()
+        self._history_waiting.append(((channel, sender, _text(text), float(sent_at)), waiting))
+        if not self._history_in_flight:
+            self._commit_history()
+        return waiting
+
+    def _commit_history(self) -> None:
+        """Send the waiting history rows as one group."""
+        group, self._history_waiting = self._history_waiting, []
+        self._history_in_flight = True
+        d = self._run(_add_history_rows, [row for row, _ in group])
+        d.addBoth(self._history_committed, group)
+
+    def _history_committed(
+        self,
+        result: list[HistoryEntry] | Failure,
+        group: list[tuple[tuple[str, str, str, float], Deferred[HistoryEntry]]],
+    ) -> None:
+        self._history_in_flight = False
+        if not isinstance(result, Failure):
+            for (_, waiting), entry in zip(group, result):
+                waiting.callback(entry)
+        elif len(group) == 1:
+            group[0][1].errback(result)
+        else:
+            for row, waiting in group:
+                alone = self._run(_add_history_rows, [row])
+                alone.addCallback(lambda entries: entries[0]).chainDeferred(waiting)
+        if self._history_waiting:
+            self._commit_history()
 
     def history_after(
         self, channels: Iterable[str], after: float
@@ -744,22 +790,38 @@ def _offline_messages(connection: Any, recipient: str) -> list[StoredMessage]:
     return [StoredMessage(*row) for row in rows]
 
 
-def _add_history(
-    connection: Any, channel: str, sender: str, text: str, sent_at: float
-) -> HistoryEntry:
-    # One statement: the counter row stays locked until the message is in, and
-    # both commit (or fail) together.
-    (seq,) = connection.execute(
-        "WITH counter AS ("
-        " INSERT INTO history_channels AS c (channel, last_seq) VALUES (%(channel)s, 1)"
-        " ON CONFLICT (channel) DO UPDATE SET last_seq = c.last_seq + 1"
-        " RETURNING last_seq)"
-        " INSERT INTO history (channel, seq, sender, body, sent_at)"
-        " SELECT %(channel)s, last_seq, %(sender)s, %(body)s, %(sent_at)s FROM counter"
-        " RETURNING seq",
-        {"channel": channel, "sender": sender, "body": text, "sent_at": sent_at},
-    ).fetchone()
-    return HistoryEntry(channel, seq, sender, text, sent_at)
+_ADD_HISTORY = (
+    # The counter row stays locked until the message is in, and both commit
+    # (or fail) together.
+    "WITH counter AS ("
+    " INSERT INTO history_channels AS c (channel, last_seq) VALUES (%(channel)s, 1)"
+    " ON CONFLICT (channel) DO UPDATE SET last_seq = c.last_seq + 1"
+    " RETURNING last_seq)"
+    " INSERT INTO history (channel, seq, sender, body, sent_at)"
+    " SELECT %(channel)s, last_seq, %(sender)s, %(body)s, %(sent_at)s FROM counter"
+    " RETURNING seq"
+)
+
+
+def _add_history_rows(
+    connection: Any, rows: list[tuple[str, str, str, float]]
+) -> list[HistoryEntry]:
+    """Keep ``rows`` (channel, sender, text, time) in one transaction, numbered in order."""
+    with connection.transaction():
+        cursor = connection.cursor()
+        # Pipelined by psycopg: one round trip for the group.
+        cursor.executemany(
+            _ADD_HISTORY,
+            [{"channel": c, "sender": s, "body": t, "sent_at": a} for c, s, t, a in rows],
+            returning=True,
+        )
+        seqs = [cursor.fetchone()[0]]
+        while cursor.nextset():
+            seqs.append(cursor.fetchone()[0])
+    return [
+        HistoryEntry(channel, seq, sender, text, sent_at)
+        for (channel, sender, text, sent_at), seq in zip(rows, seqs)
+    ]
 
 
 def _history_after(connection: Any, channels: list[str], after: float) -> list[HistoryEntry]:
