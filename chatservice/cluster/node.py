@@ -639,7 +639,9 @@ class ClusterNode(MultiService):
                 )
                 for node, group in by_node.items()
             ]
-        d = defer.gatherResults(sent)
+        # One other node (the usual case) needs no DeferredList: it costs a
+        # broadcast more than the rest of this method.
+        d: defer.Deferred[Any] = sent[0] if len(sent) == 1 else defer.gatherResults(sent)
         return d.addCallback(_remote_report, tallies, sender, report)
 
     def send_to(self, node: str, event: events.Event, names: tuple[str, ...]) -> None:
@@ -912,9 +914,10 @@ def _tally(node: str, group: list[RemoteMember], left_out: Collection[str], busy
 
 
 def _remote_report(
-    receivers: list[int], tallies: list[NodeTally], sender: str, report: DeliveryReport
+    receivers: int | list[int], tallies: list[NodeTally], sender: str, report: DeliveryReport
 ) -> DeliveryReport:
-    """``report`` with the other nodes' part: ``tallies[i]``'s node had ``receivers[i]`` subscribers.
+    """``report`` with the other nodes' part: ``tallies[i]``'s node had ``receivers[i]`` subscribers
+    (``receivers`` alone: the one node's).
 
     A node with none (or whose ``PUBLISH`` failed) has all its part
     ``unreached``; a busy user of a node that got it misses it, and may
@@ -922,7 +925,8 @@ def _remote_report(
     """
     delivered, skipped, busy, unreached = report.delivered, report.skipped, report.busy, report.unreached
     auto_replies = list(report.auto_replies)
-    for count, tally in zip(receivers, tallies):
+    counts = receivers if isinstance(receivers, list) else [receivers]
+    for count, tally in zip(counts, tallies):
         if not count:
             unreached += tally.reached
             continue
