@@ -55,7 +55,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import txredisapi
@@ -614,38 +613,36 @@ class ClusterNode(MultiService):
             # Reported, not silently lost: the sender learns that these were
             # not reached (the message is in the history for read).
             return defer.succeed(_with_unreached(report, len(members)))
+        by_node: dict[str, list[RemoteMember]] = {}
+        for member in members:
+            by_node.setdefault(member.node, []).append(member)
         if audience is EVERYONE:
             # One rendering for every node: each delivers to all its users.
-            nodes = list(dict.fromkeys(map(_NODE_OF, members)))
             text = _json(self._delivery(event, sender, EVERYONE, rule))
-            sent = [self._publish_counted(node_channel(node), text) for node in nodes]
+            sent = [self._publish_counted(node_channel(node), text) for node in by_node]
         else:
-            by_node: dict[str, list[str]] = {}
-            for member in members:
-                by_node.setdefault(member.client.node, []).append(member.username)
-            nodes = list(by_node)
             sent = [
-                self._publish_counted(node_channel(node), _json(self._delivery(event, sender, names, rule)))
-                for node, names in by_node.items()
+                self._publish_counted(
+                    node_channel(node),
+                    _json(self._delivery(event, sender, [m.username for m in group], rule)),
+                )
+                for node, group in by_node.items()
             ]
-        # One other node (the usual case) needs no DeferredList: it costs a
-        # broadcast more than the rest of this method.
-        d: defer.Deferred[Any] = sent[0] if len(sent) == 1 else defer.gatherResults(sent)
-        return d.addCallback(self._remote_report, nodes, members, sender, rule, report)
+        d = defer.gatherResults(sent)
+        return d.addCallback(self._remote_report, list(by_node.values()), sender, rule, report)
 
     def _remote_report(
-        self, receivers: int | list[int], nodes: list[str], members: list[RemoteMember], sender: str,
-        rule: Delivery, report: DeliveryReport,
+        self, receivers: list[int], groups: list[list[RemoteMember]], sender: str, rule: Delivery,
+        report: DeliveryReport,
     ) -> DeliveryReport:
-        """``report`` with the other nodes' part: ``nodes[i]`` had ``receivers[i]`` subscribers
-        (``receivers`` alone: the one node's)."""
+        """``report`` with the other nodes' part: ``groups[i]``'s node had ``receivers[i]`` subscribers."""
         delivered, skipped, busy, unreached = report.delivered, report.skipped, report.busy, report.unreached
-        counts = receivers if isinstance(receivers, list) else [receivers]
-        missed = [node for node, count in zip(nodes, counts) if not count]
-        reached = members
-        if missed:
-            reached = [m for m in members if m.client.node not in missed]
-            unreached += len(members) - len(reached)
+        reached: list[RemoteMember] = []
+        for count, group in zip(receivers, groups):
+            if count:
+                reached += group
+            else:
+                unreached += len(group)
         auto_replies = list(report.auto_replies)
         if rule is Delivery.MESSAGE:
             blockers = self.state.blockers_of(sender)
@@ -902,10 +899,6 @@ class ClusterNode(MultiService):
             lockout = self.lockouts.get(message["t"])
             if lockout is not None:
                 lockout.lock(message["key"], float(message["for"]))
-
-
-_NODE_OF = attrgetter("client.node")
-"""A :class:`RemoteMember`'s node."""
 
 
 def _json(message: dict[str, Any]) -> str:
