@@ -449,6 +449,8 @@ def peer_targets(results: Obj, rows: list[Obj]) -> list[Obj]:
         goal = 2.0 if key == ("login", "logins/s") else 1.0
         ratio = None if chat_value is None or not peer_value or math.isinf(peer_value) else round(chat_value / peer_value, 3)
         higher = row["higher_is_better"]
+        if not higher and peer_value is not None and math.isinf(peer_value) and chat_value is not None and not math.isinf(chat_value):
+            ratio = 0.0  # the best peer lost its messages (an infinite p99): any finite one is lower
         met: bool | None = ratio is not None and (ratio >= goal if higher else ratio <= goal)
         note = []
         if str(cell.get("text") or "").startswith(">="):

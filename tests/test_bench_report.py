@@ -58,3 +58,21 @@ class ByteCountCheckTests(unittest.TestCase):
         figure = fanout_figures(self.record(False), 80.0)["delivered/s"]
         self.assertFalse(figure.valid)
         self.assertIn("bytes", figure.why)
+
+
+class PeerTargetsTests(unittest.TestCase):
+    """Issue 17's comparisons against the best valid peer."""
+
+    def test_a_finite_p99_beats_a_peer_that_lost_everything(self) -> None:
+        from bench.report import peer_targets
+
+        def cell(value: object) -> dict:
+            return {"value": value, "valid": True, "why": None, "text": None}
+
+        row = {
+            "workload": "direct", "figure": "RTT p99 ms", "size": 1000, "higher_is_better": False,
+            "values": {"chatservice": cell(63.6), "hybrid": cell("inf")},
+        }
+        (target,) = peer_targets({"runs": []}, [row])
+        self.assertEqual(target["ratio"], 0.0)
+        self.assertTrue(target["met"])
