@@ -73,10 +73,19 @@ def fanout_best(record: Obj, limit: float = 80.0) -> Obj | None:
     steps = [
         s for s in result.get("steps", [])
         if s.get("p99_s") is not None and s["p99_s"] <= 1.0 and s["loadgen_cpu_percent"] <= limit
+        and not _with_backlog(s)
     ]
     if not steps:
         return None
     return max(steps, key=lambda s: s["delivered_per_s"] or 0)
+
+
+def _with_backlog(step: Obj) -> bool:
+    """Whether a fan-out step counted more deliveries than it sent: what an earlier, overloaded
+    step left queued arrived during it (the counting receivers cannot tell them apart), so its
+    delivered/s overstates what the server sustained at that rate."""
+    wanted = step.get("deliveries_wanted")
+    return bool(wanted) and step.get("delivered_total", 0) > 1.001 * wanted
 
 
 class Figure:

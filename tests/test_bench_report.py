@@ -76,3 +76,19 @@ class PeerTargetsTests(unittest.TestCase):
         (target,) = peer_targets({"runs": []}, [row])
         self.assertEqual(target["ratio"], 0.0)
         self.assertTrue(target["met"])
+
+
+class BacklogTests(unittest.TestCase):
+    """A step that counted an earlier step's backlog is not a fan-out's best."""
+
+    def test_best_step_skips_one_with_more_deliveries_than_sent(self) -> None:
+        from bench.report import fanout_best
+
+        def step(rate: float, delivered: int, wanted: int) -> dict:
+            return {"offered_msgs_per_s": rate, "p99_s": 0.1, "loadgen_cpu_percent": 50.0,
+                    "delivered_per_s": delivered / 4, "delivered_total": delivered, "deliveries_wanted": wanted}
+
+        record = {"result": {"steps": [step(100, 4000, 4000), step(200, 9000, 8000)]}}
+        best = fanout_best(record)
+        assert best is not None
+        self.assertEqual(best["offered_msgs_per_s"], 100)
