@@ -103,7 +103,7 @@ def run_all(args: argparse.Namespace) -> Obj:
                 runs.append(run_one(server, workload, wplan["clients"], wplan, {}, args))
             elif workload == "neverread":
                 receivers = wplan["receivers"]
-                rate = half_max_rate(fanout_max[server], receivers, args, server, receivers)
+                rate = half_max_rate(fanout_max[server], receivers, server)
                 runs.append(run_one(server, workload, receivers, wplan, {"rate": rate}, args))
     return {
         "mode": "quick" if args.quick else "full",
@@ -131,13 +131,13 @@ def common_background_rate(fanout_max: dict[str, dict[int, float]], users: int) 
     if not pool:
         log("   (no fan-out maximum measured; workload 3's background at 10 broadcasts/s)")
         return 10.0
-    rates = {s: half_max_rate(m, users, None, s, users) for s, m in pool.items()}
+    rates = {s: half_max_rate(m, users, s) for s, m in pool.items()}
     best = max(rates, key=rates.__getitem__)
     log(f"   workload 3's background for every server: {rates[best]:.1f} broadcasts/s (half {best}'s maximum)")
     return rates[best]
 
 
-def half_max_rate(fanout_max: dict[int, float], receivers: int, args: argparse.Namespace | None, server: str, users: int) -> float:
+def half_max_rate(fanout_max: dict[int, float], receivers: int, server: str) -> float:
     """Broadcasts a second for workload 2 at half its maximum, with ``receivers`` receivers.
 
     From the fan-out run with the nearest number of receivers (its delivered/s

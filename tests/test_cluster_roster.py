@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from twisted.trial import unittest
 
-from chatservice.cluster.roster import RemoteRoster
+from chatservice.cluster.roster import RemoteRoster, tally_group
 
 
 @dataclass(eq=False)
@@ -112,3 +112,22 @@ class RemoteRosterTests(unittest.TestCase):
                     counted_one_by_one(list(members.values()), sender, left_out, busy_miss),
                     f"seed {seed}",
                 )
+
+    def test_a_group_is_counted_by_the_same_rules(self) -> None:
+        """A fan-out to some users (a room): tally_group per node as the roster counts everyone."""
+        rng = random.Random(7)
+        for _ in range(50):
+            members = [Member(f"u{i}", rng.choice(["n1", "n2"]), rng.choice([None, "away"])) for i in range(12)]
+            chosen = rng.sample(members, rng.randrange(1, 12))
+            left_out = {m.username for m in rng.sample(members, 3)}
+            busy_miss = rng.random() < 0.5
+            by_node: dict[str, list[Member]] = {}
+            for member in chosen:
+                by_node.setdefault(member.node, []).append(member)
+            self.assertEqual(
+                {
+                    t.node: (t.reached, t.skipped, len(t.busy), t.delivered)
+                    for t in (tally_group(node, group, left_out, busy_miss) for node, group in by_node.items())
+                },
+                counted_one_by_one(chosen, "", left_out, busy_miss),
+            )

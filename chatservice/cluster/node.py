@@ -57,7 +57,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import txredisapi
 from twisted.application.service import MultiService
@@ -72,7 +72,7 @@ from chatservice.auth.errors import LoginUnavailable
 from chatservice.auth.lockout import LoginLockout
 from chatservice.auth.slowdown import LoginSlowdown
 from chatservice.cluster.link import RedisLink
-from chatservice.cluster.roster import NodeTally, RemoteRoster
+from chatservice.cluster.roster import NodeTally, RemoteRoster, tally_group
 from chatservice.delivery import EVERYONE, Audience, Delivery, DeliveryReport
 from chatservice.state import AlreadyLoggedIn
 from chatservice.wire import jsonlines
@@ -620,7 +620,7 @@ class ClusterNode(MultiService):
                 member = remote.get(name)
                 if member is not None and name != sender:
                     by_node.setdefault(member.node, []).append(member)
-            tallies = [_tally(node, group, left_out, message) for node, group in by_node.items()]
+            tallies = [tally_group(node, group, left_out, message) for node, group in by_node.items()]
         if not tallies:
             return defer.succeed(report)
         if not self.link.connected:
@@ -900,17 +900,6 @@ class ClusterNode(MultiService):
             lockout = self.lockouts.get(message["t"])
             if lockout is not None:
                 lockout.lock(message["key"], float(message["for"]))
-
-
-def _tally(node: str, group: list[RemoteMember], left_out: Collection[str], busy_miss: bool) -> NodeTally:
-    """``node``'s part of a fan-out to ``group`` (some of its users), as :meth:`RemoteRoster.tally` counts it."""
-    tally = NodeTally(node, len(group))
-    for member in group:
-        if member.username in left_out:
-            tally.skipped += 1
-        elif busy_miss and member.auto_reply is not None:
-            tally.busy.append(member)
-    return tally
 
 
 def _remote_report(

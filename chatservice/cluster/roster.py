@@ -14,7 +14,7 @@ from collections.abc import Collection, Iterator, Mapping, ValuesView
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["NodeTally", "RemoteRoster", "RosterMember"]
+__all__ = ["NodeTally", "RemoteRoster", "RosterMember", "tally_group"]
 
 
 class RosterMember(Protocol):
@@ -139,3 +139,15 @@ class RemoteRoster(Mapping[str, RosterMember]):
                 if name != sender and name not in left_out:
                     tallies[member.node].busy.append(member)
         return [tally for tally in tallies.values() if tally.reached]
+
+
+def tally_group(node: str, group: list[RosterMember], left_out: Collection[str], busy_miss: bool) -> NodeTally:
+    """``node``'s part of a fan-out to ``group`` (some of its users, the sender not among
+    them), by the rules :meth:`RemoteRoster.tally` counts everyone's with."""
+    tally = NodeTally(node, len(group))
+    for member in group:
+        if member.username in left_out:
+            tally.skipped += 1
+        elif busy_miss and member.auto_reply is not None:
+            tally.busy.append(member)
+    return tally
