@@ -514,6 +514,8 @@ class Loop:
         self._seq = 0
         self.last_rx = time.monotonic()
         self.rx_bytes = 0
+        self.reads = 0
+        """``recv`` calls that returned data (how finely the input arrived)."""
         self.coalesce = 0.0
         """Seconds to sleep when the loop is behind (input was waiting at two polls in
         a row), so each read takes several messages.  Input that comes while the loop
@@ -745,7 +747,9 @@ class Client:
         if not size:
             self.lost()
             return
-        self.loop.rx_bytes += size
+        loop = self.loop
+        loop.rx_bytes += size
+        loop.reads += 1
         if self.bytes_only:
             self.rx += size
         else:
@@ -1366,8 +1370,10 @@ def w_direct(spec: Obj, mark: Marker) -> Obj:
         loop.call_at(start, background)
     mark("run_start")
     cpu = CpuWindow()
+    reads_before, bytes_before = loop.reads, loop.rx_bytes
     loop.run(start + seconds)
     loadgen_cpu = cpu.percent()
+    reads, read_bytes = loop.reads - reads_before, loop.rx_bytes - bytes_before
     loadgen_wait = cpu.wait_percent()
     delivered = sum(u.count for u in users)
     loop.run(time.monotonic() + spec["drain"], lambda: len(answered) >= pings_sent[0])
@@ -1383,6 +1389,8 @@ def w_direct(spec: Obj, mark: Marker) -> Obj:
         "background_offered_per_s": round(bg_rate * len(users), 1),
         "loadgen_cpu_percent": loadgen_cpu,
         "loadgen_wait_percent": loadgen_wait,
+        "reads_per_s": round(reads / seconds, 1),
+        "bytes_per_read": round(read_bytes / reads, 1) if reads else 0,
         "seconds": seconds,
     })
     for c in users + senders:

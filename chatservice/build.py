@@ -198,9 +198,10 @@ def build_chat(
     # Broadcasts to everyone: one append for every connection that keeps up.
     state.fanout = factory.output_batcher.fanout
     if isinstance(local_store, SQLiteStore):
-        # A turn's history rows (its broadcasts') are one commit, made before
-        # anything the turn wrote leaves.
-        local_store.group_history(partial(reactor.callLater, 0))
+        # The history rows (broadcasts') added between two writes of the
+        # output batcher are one commit, made before anything reporting on
+        # them leaves.
+        local_store.group_history(factory.output_batcher.unsettled)
         factory.output_batcher.before_write.append(local_store.commit_history)
     factory.registry.address_bans = state.moderation.address_refusal
     state.moderation.granted = tuple(config.get("operator") or ())

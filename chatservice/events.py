@@ -241,6 +241,8 @@ class BroadcastSent(Event):
     not subscribed when it was published).
     """
 
+    bulk: ClassVar[bool] = True
+
     delivered: int
     skipped: int
     seq: int
@@ -345,6 +347,8 @@ class RoomJoined(Event):
 @dataclass(frozen=True, eq=False)
 class RoomPosted(Event):
     """Reply to ``room send``: the message's number and time, who got it (``unreached``: as for a broadcast)."""
+
+    bulk: ClassVar[bool] = True
 
     room_id: int
     seq: int

@@ -15,8 +15,21 @@ TIMESTAMP_FORMAT = "%d %b %Y %H:%M:%S"
 
 
 def format_timestamp(seconds: float) -> str:
-    """Render seconds since the epoch as ``dd Mmm yyyy hh:mm:ss`` in local time."""
-    return time.strftime(TIMESTAMP_FORMAT, time.localtime(seconds))
+    """Render seconds since the epoch as ``dd Mmm yyyy hh:mm:ss`` in local time.
+
+    The last second rendered is remembered: a broadcast's report and the
+    broadcast itself, and every message of a busy second, show the same one.
+    """
+    second = seconds // 1
+    if second == _last_rendered[0]:
+        return _last_rendered[1]
+    text = time.strftime(TIMESTAMP_FORMAT, time.localtime(seconds))
+    _last_rendered[:] = second, text
+    return text
+
+
+_last_rendered: list = [None, ""]
+"""The second :func:`format_timestamp` rendered last, and its text."""
 
 
 def parse_timestamp(text: str) -> float:

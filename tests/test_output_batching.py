@@ -189,6 +189,66 @@ class OutputBatcherTests(unittest.TestCase):
         self.assertEqual(sorted(log), ["a", "b", "c", "u"])
         self.assertEqual(clock.getDelayedCalls(), [])
 
+    def test_before_write_runs_before_every_kind_of_flush(self) -> None:
+        """What the output reports is committed first (the store's history rows)."""
+        clock, batcher, log = self.make(interval=0.02)
+        batcher.before_write.append(lambda: log.append("commit"))
+        batcher.add(RecordingConnection("bulk", log))
+        batcher.hurry(RecordingConnection("urgent", log))
+        clock.advance(0)
+        self.assertEqual(log, ["commit", "bulk", "commit", "urgent"])
+        del log[:]
+        batcher.add(RecordingConnection("now", log))
+        batcher.flush_now()
+        self.assertEqual(log[:2], ["commit", "now"])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_unsettled_output_waits_at_most_a_flush_interval(self) -> None:
+        """A group opened with nothing else written is settled by the bulk flush it asks for."""
+        clock, batcher, log = self.make(interval=0.02)
+        batcher.before_write.append(lambda: log.append("commit"))
+        batcher.flush()  # a flush just now: the next bulk one waits the interval
+        del log[:]
+        batcher.unsettled()
+        clock.advance(0)
+        self.assertEqual(log, [])
+        clock.advance(0.02)
+        self.assertEqual(log, ["commit"])
+        clock.advance(1)
+        self.assertEqual(log, ["commit"], "settled once")
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_an_urgent_flush_settles_first(self) -> None:
+        clock, batcher, log = self.make(interval=0.02)
+        batcher.before_write.append(lambda: log.append("commit"))
+        batcher.flush()
+        del log[:]
+        batcher.unsettled()
+        batcher.hurry(RecordingConnection("reply", log))
+        clock.advance(0)
+        self.assertEqual(log, ["commit", "reply"])
+        clock.advance(0.02)
+        self.assertEqual(log, ["commit", "reply", "commit"], "the bulk flush it asked for (nothing new)")
+
+    def test_a_direct_write_settles_at_the_end_of_the_turn(self) -> None:
+        """Output past the batcher (TLS, say) leaves at the next poll: the group is committed before."""
+        clock, batcher, log = self.make(interval=0.02)
+        batcher.before_write.append(lambda: log.append("commit"))
+        batcher.written_directly()
+        clock.advance(0)
+        self.assertEqual(log, [], "nothing unsettled: no commit")
+        batcher.flush()
+        del log[:]
+        batcher.unsettled()
+        batcher.written_directly()
+        batcher.written_directly()
+        self.assertEqual(len(clock.getDelayedCalls()), 2, "the bulk flush, and one settle")
+        clock.advance(0)
+        self.assertEqual(log, ["commit"])
+        clock.advance(0.02)
+        self.assertEqual(log, ["commit", "commit"])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
 
 class Collector(protocol.Protocol):
     """A client that keeps everything it receives."""
@@ -221,20 +281,6 @@ async def wait_until(check, timeout: float = 5.0) -> None:
 class LineCollector(Collector):
     def lines(self) -> list[str]:
         return bytes(self.received).decode("utf-8").split("\r\n")
-
-    def test_before_write_runs_before_every_kind_of_flush(self) -> None:
-        """What the output reports is committed first (the store's history rows)."""
-        clock, batcher, log = self.make(interval=0.02)
-        batcher.before_write.append(lambda: log.append("commit"))
-        batcher.add(RecordingConnection("bulk", log))
-        batcher.hurry(RecordingConnection("urgent", log))
-        clock.advance(0)
-        self.assertEqual(log, ["commit", "urgent", "commit", "bulk"])
-        del log[:]
-        batcher.add(RecordingConnection("now", log))
-        batcher.flush_now()
-        self.assertEqual(log[:2], ["commit", "now"])
-        self.assertEqual(clock.getDelayedCalls(), [])
 
 
 class ChatProtocolBatchingTests(unittest.TestCase):

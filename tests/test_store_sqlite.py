@@ -188,7 +188,7 @@ class SetupTests(SQLiteTestCase):
 
     def test_schema_version_and_application_id(self) -> None:
         self.opened()
-        self.assertEqual(schema_version(), 7)
+        self.assertEqual(schema_version(), 8)
         self.assertEqual(self.inspect("PRAGMA user_version"), schema_version())
         self.assertEqual(self.inspect("PRAGMA application_id"), APPLICATION_ID)
 
@@ -363,6 +363,38 @@ class GroupedHistoryTests(SQLiteTestCase):
             call()
         self.assertEqual(self.committed_rows(), 1)
 
+    def test_channels_numbered_in_a_group_and_their_last_numbers_kept(self) -> None:
+        """A group numbers each channel on from its last number, and keeps that number with its commit."""
+        store, scheduled = self.grouped()
+        store.add_history("room:3", "hans", "before", T)
+        scheduled.pop()()
+        rows = [("*", "one"), ("room:3", "two"), ("*", "three"), ("*", "four"), ("room:3", "five")]
+        entries = [store.add_history(channel, "yoda", text, T + i) for i, (channel, text) in enumerate(rows)]
+        self.assertEqual([(e.channel, e.seq) for e in entries], [("*", 1), ("room:3", 2), ("*", 2), ("*", 3), ("room:3", 3)])
+        self.assertEqual(self.inspect("SELECT last_seq FROM history_channels WHERE channel = 'room:3'"), 1)
+        scheduled.pop()()
+        self.assertEqual(
+            dict(store._db.execute("SELECT channel, last_seq FROM history_channels")), {"*": 3, "room:3": 3}
+        )
+        # Kept when the rows go: numbering goes on after a purge.
+        store.purge_history(T + 100, None, 100)
+        self.assertEqual(self.committed_rows(), 0)
+        self.assertEqual(store.add_history("*", "yoda", "after", T + 200).seq, 4)
+        self.assertEqual(store.add_history("room:3", "yoda", "after", T + 201).seq, 4)
+
+    def test_a_rolled_back_group_keeps_no_numbers(self) -> None:
+        """A group SQLite rolls back leaves the channels' last numbers as they were."""
+        store, scheduled = self.grouped()
+        store.add_history("*", "yoda", "kept", T)
+        scheduled.pop()()
+        refuse_bad_rows(store, "ROLLBACK")
+        store.add_history("*", "yoda", "lost", T + 1)
+        with self.assertRaises(StoreError):
+            store.add_history("*", "yoda", "bad", T + 2)
+        self.flushLoggedErrors()
+        self.assertEqual(self.inspect("SELECT last_seq FROM history_channels WHERE channel = '*'"), 1)
+        self.assertEqual(store.add_history("*", "yoda", "after", T + 3).seq, 2)
+
     def test_ungrouped_again_each_row_commits(self) -> None:
         store, scheduled = self.grouped()
         store.add_history("*", "yoda", "grouped", T)
@@ -452,7 +484,7 @@ class MigrationTests(SQLiteTestCase):
         store = self.opened()
         self.assertEqual(self.inspect("PRAGMA user_version"), schema_version())
         triggers = {row[0] for row in store._db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
-        self.assertEqual(triggers, {"history_numbered"})
+        self.assertEqual(triggers, set(), "version 8 numbers rows without the trigger again")
         self.assertEqual(store.add_history("broadcast", "luke", "three", T + 3).seq, 3)
         self.assertEqual(store.add_history("room:3", "luke", "room two", T + 4).seq, 2)
         self.assertEqual(store.add_history("room:4", "luke", "new room", T + 5).seq, 1)
@@ -460,6 +492,32 @@ class MigrationTests(SQLiteTestCase):
             dict(store._db.execute("SELECT channel, last_seq FROM history_channels")),
             {"broadcast": 3, "room:3": 2, "room:4": 1},
         )
+
+    def test_version_8_numbers_history_without_the_trigger(self) -> None:
+        """A version 7 database loses the numbering trigger; numbers go on from its last ones, in groups too."""
+        migrations = sqlite_module.MIGRATIONS
+        self.patch(sqlite_module, "MIGRATIONS", migrations[:7])
+        store = self.opened()
+        # As a version 7 server numbered them: one statement, the trigger keeping the last number.
+        for i in range(3):
+            store._db.execute(
+                "INSERT INTO history (channel, seq, sender, body, sent_at) VALUES (?1,"
+                " (SELECT IFNULL(MAX(last_seq), 0) + 1 FROM history_channels WHERE channel = ?1),"
+                " ?2, ?3, ?4)",
+                ("broadcast", "yoda", f"m{i}", T + i),
+            )
+        store.close()
+        self.patch(sqlite_module, "MIGRATIONS", migrations)
+        self.assertEqual(SQLiteStore(self.path).check(), 7)
+        store = self.opened(background_checkpoints=False)
+        self.assertEqual(self.inspect("PRAGMA user_version"), schema_version())
+        self.assertEqual(self.inspect("SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger'"), 0)
+        self.assertEqual(store.add_history("broadcast", "luke", "alone", T + 3).seq, 4)
+        scheduled: list[Any] = []
+        store.group_history(scheduled.append)
+        self.assertEqual([store.add_history("broadcast", "luke", f"g{i}", T + 4 + i).seq for i in range(2)], [5, 6])
+        scheduled.pop()()
+        self.assertEqual(self.inspect("SELECT last_seq FROM history_channels WHERE channel = 'broadcast'"), 6)
 
     def test_version_7_gets_room_versions(self) -> None:
         """A version 6 database's rooms stay, at version 0; every change from then on is newer."""

@@ -227,8 +227,12 @@ class ChatConnection:
         self._pacer.stop()
 
     def send(self, event: events.Event, request_id: Any = None) -> None:
-        """Write ``event``, a reply to ``request_id`` if given."""
-        self.writer.send(event, request_id)
+        """Write ``event``, a reply to ``request_id`` if given.
+
+        A bulk event (a broadcast's or room message's report, say) leaves
+        with the next bulk flush, as the fan-out it reports on does.
+        """
+        self.writer.send(event, request_id, not event.bulk)
 
     def disconnect(
         self, event: events.Disconnected, request_id: Any = None, log_out: bool = True

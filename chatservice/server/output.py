@@ -36,8 +36,10 @@ socket.  Only what the kernel does not take goes through
 ``transport.write``, so a client that does not keep up is still buffered,
 paused and counted by Twisted as before.  Several broadcasts handled in one
 turn leave as one ``send``.  Before it writes, the batcher runs
-:attr:`OutputBatcher.before_write` (the store's commit of the turn's history
-rows), so nothing leaves that reports what is not yet committed.
+:attr:`OutputBatcher.before_write` (the store's commit of the history rows
+added since its last write), so nothing leaves that reports what is not yet
+committed; a write that does not go through the batcher has them committed
+at the end of its turn (:meth:`OutputBatcher.written_directly`).
 
 Only plain TCP connections are batched (:func:`writes_directly`); TLS,
 standard I/O and test transports are written to as they always were.
@@ -252,12 +254,43 @@ class OutputBatcher:
         self.fanout = SharedFanout(self._flush_soon)
         """What is shared with every logged-in user's connection in step (broadcasts)."""
         self.before_write: list[Callable[[], None]] = []
-        """Run before any output is written (the store's commit of the turn's history rows)."""
+        """Run before any output is written (the store's commit of the history rows it reports on)."""
+        self._unsettled = False
+        """Whether something :attr:`before_write` commits waits for it (:meth:`unsettled`)."""
+        self._settle_call: IDelayedCall | None = None
 
     def settle(self) -> None:
         """Run :attr:`before_write`: what the output to be written reports is committed first."""
+        self._unsettled = False
+        cancel_pending(self._settle_call)
+        self._settle_call = None
         for call in self.before_write:
             call()
+
+    def unsettled(self, commit: Callable[[], None] | None = None) -> None:
+        """Output to come reports on what waits for :attr:`before_write` (a group of history rows).
+
+        It is settled (:meth:`settle`) before the next flush of any kind,
+        and a bulk flush is asked for now, so it waits at most a flush
+        interval even if nothing else is written; output that does not go
+        through the batcher settles it at the end of its turn
+        (:meth:`written_directly`).  So under load a group of history rows
+        lasts from one flush to the next, not one reactor turn.
+
+        :param commit: the store's commit, as ``SQLiteStore.group_history``
+            passes it; the batcher runs :attr:`before_write`, which holds it.
+        """
+        self._unsettled = True
+        self._flush_soon()
+
+    def written_directly(self) -> None:
+        """A connection that is not batched was written to: settle at the end of the turn, before it leaves.
+
+        (A transport sends what it was given once the reactor polls again,
+        after the calls due at the end of this turn.)
+        """
+        if self._unsettled and self._settle_call is None:
+            self._settle_call = self._clock.callLater(0, self.settle)
 
     def add(self, connection: BatchedConnection) -> None:
         """Flush ``connection`` with the next bulk flush."""
@@ -371,7 +404,8 @@ class ConnectionWriter:
     """
 
     __slots__ = (
-        "transport", "_socket", "_wire", "_format_name", "_policy", "_clock", "_batcher", "_pending", "_hurried",
+        "transport", "_socket", "_wire", "_format_name", "_policy", "_clock", "_batcher", "_settler", "_pending",
+        "_hurried",
         "backed_up", "closed", "_alive", "_dropped", "_grace", "_closing", "_owner",
         "_measured", "_counted", "position", "_fanout",
     )
@@ -396,6 +430,8 @@ class ConnectionWriter:
         socket = transport if writes_directly(transport) else getattr(transport, "underlying", None)
         self._socket = socket if writes_directly(socket) else None
         self._batcher = batcher if self._socket is not None else None
+        self._settler = batcher
+        """Told of writes that do not go through the batcher (:meth:`OutputBatcher.written_directly`)."""
         self._pending: list[bytes] | None = None
         self._hurried = False
         self.backed_up = False
@@ -547,6 +583,9 @@ class ConnectionWriter:
             if not urgent:
                 self._batcher.add(self)
         else:
+            settler = self._settler
+            if settler is not None:
+                settler.written_directly()
             self.transport.write(data)
             return
         if urgent and not self._hurried:

@@ -26,10 +26,11 @@ Time on the reactor
 The chat state calls the store on the reactor thread, so each call is one to
 three small statements on indexed columns (offline messages by recipient,
 history by channel and time, rooms by number), and a commit only appends to
-the log.  A server groups the history rows of one reactor turn into one
-transaction (:meth:`SQLiteStore.group_history`): a broadcast's row is then
-an insert, and the turn's commit is shared, committed before anything the
-turn wrote leaves for a client (see "Grouped history rows" below).  The slow part of WAL, copying the log back into the database (a
+the log.  A server groups the history rows added between two writes of its
+output into one transaction (:meth:`SQLiteStore.group_history`): a
+broadcast's row is then an insert, and the commit is shared, made before
+anything reporting on the rows leaves for a client (see "Grouped history
+rows" below).  The slow part of WAL, copying the log back into the database (a
 *checkpoint*, with two fsyncs), is done by a background thread with its own
 connection (:class:`_Checkpointer`): passive checkpoints, which never block the
 writer, every :data:`CHECKPOINT_EVERY` commits and :data:`CHECKPOINT_IDLE`
@@ -59,10 +60,16 @@ ten.  After :meth:`SQLiteStore.group_history`, :meth:`~SQLiteStore.add_history`
 opens a transaction at the first row of a group and leaves it open; the
 group is committed by :meth:`~SQLiteStore.commit_history`, which the caller
 has run before anything the group's callers answered can be seen (the
-server: at the end of the reactor turn, before its output batcher writes),
+server: before its output batcher's next write, which is at most a flush
+interval away, or at the end of the turn for output that does not go
+through the batcher),
 and by any other call of the store first, so every other call sees the
-rows and commits exactly as before.  A row is numbered by its insert, as
-without grouping.  If the commit fails (a full disk), the group's rows are
+rows and commits exactly as before.  A group's first row of a channel is
+numbered after the channel's last number in ``history_channels`` by its
+insert; the group counts on from there in memory (it holds the write lock
+from that insert to its commit, so no other writer numbers rows
+meanwhile), and writes each channel's last number just before it commits:
+a later row is one plain insert.  If the commit fails (a full disk), the group's rows are
 lost from the history; this is logged, with their number.
 
 Opening
@@ -234,6 +241,11 @@ MIGRATIONS: list[Sequence[str]] = [
     # Version 7: each room's version (rooms kept before start at 0, older than
     # every change made from now on).
     ("ALTER TABLE rooms ADD COLUMN version INTEGER NOT NULL DEFAULT 0",),
+    # Version 8: add_history keeps a channel's last number itself, once a
+    # group of rows (a turn's broadcasts) and not once a row: numbered from
+    # the table at a group's first row of the channel, counted on in memory
+    # while the group holds the write lock, and written with its commit.
+    ("DROP TRIGGER history_numbered",),
 ]
 """Schema changes: ``MIGRATIONS[n]`` takes a database from version ``n`` to ``n + 1``.
 
@@ -333,6 +345,13 @@ class SQLiteStore:
         self._history_grouped: Callable[[Callable[[], None]], object] | None = None
         self._history_rows = 0
         """History rows inserted in the open transaction, not yet committed."""
+        self._next_seq: dict[str, int] = {}
+        """The next history number of each channel the open group has rows in.
+
+        Valid while the group's transaction holds the write lock; its
+        channels' ``history_channels`` rows are brought up to date just
+        before it commits.
+        """
         self._room_version = 0
         """The last room version given (:class:`~chatservice.store.interface.StoredRoom`).
 
@@ -346,25 +365,32 @@ class SQLiteStore:
     def __repr__(self) -> str:
         return f"<SQLiteStore {str(self.path)!r}>"
 
-    def group_history(self, at_end_of_turn: Callable[[Callable[[], None]], object] | None) -> None:
-        """Commit history rows in groups: ``at_end_of_turn(self.commit_history)`` at each group's first row.
+    def group_history(self, schedule: Callable[[Callable[[], None]], object] | None) -> None:
+        """Commit history rows in groups: ``schedule(self.commit_history)`` at each group's first row.
 
-        :param at_end_of_turn: schedules a call after the current reactor
-            turn (``lambda f: reactor.callLater(0, f)``); the caller must also
-            run :meth:`commit_history` before it writes a turn's output by any
-            path that does not wait for the reactor (the server's output
-            batcher does).  ``None``: every row commits by itself again.
+        :param schedule: told that a group was opened; the caller then runs
+            :meth:`commit_history` before anything that reports on the
+            group's rows can be seen, and soon in any case (the server's
+            output batcher: before its next write, at most a flush interval
+            later, or at the end of the turn for output that does not go
+            through it; ``lambda f: reactor.callLater(0, f)`` is the simple
+            choice).  ``None``: every row commits by itself again.
         """
         self.commit_history()
-        self._history_grouped = at_end_of_turn
+        self._history_grouped = schedule
 
     def commit_history(self) -> None:
-        """Commit the open group of history rows, if any (see "Grouped history rows")."""
+        """Commit the open group of history rows, if any (see "Grouped history rows").
+
+        Each of its channels' last number is written with it.
+        """
         rows, self._history_rows = self._history_rows, 0
+        numbered, self._next_seq = self._next_seq, {}
         connection = self._connection
         if not rows or connection is None or not connection.in_transaction:
             return
         try:
+            connection.executemany(_KEEP_LAST_SEQ, [(c, n - 1) for c, n in numbered.items()])
             connection.execute("COMMIT")
         except sqlite3.Error:
             _rollback(connection)
@@ -747,29 +773,30 @@ class SQLiteStore:
         connection = self._connection
         grouped = self._history_grouped
         if connection is None or grouped is None:
-            connection = self._db
-        elif not self._history_rows:
+            with self._transaction() as connection:
+                (seq,) = connection.execute(_INSERT_NUMBERED, (channel, sender, text, sent_at)).fetchone()
+                connection.execute(_KEEP_LAST_SEQ, (channel, seq))
+            return HistoryEntry(channel, seq, sender, text, sent_at)
+        if not self._history_rows:
             # The group's first row: its transaction stays open until the
             # end of the turn (see "Grouped history rows").
             with self._errors():
                 connection.execute("BEGIN")
             grouped(self.commit_history)
-        # One statement: numbered after the channel's last number, which the
-        # history_numbered trigger then moves on (schema version 6).
+        next_seq = self._next_seq
+        seq = next_seq.get(channel)
         try:
-            (seq,) = connection.execute(
-                "INSERT INTO history (channel, seq, sender, body, sent_at) VALUES (?1,"
-                " (SELECT IFNULL(MAX(last_seq), 0) + 1 FROM history_channels WHERE channel = ?1),"
-                " ?2, ?3, ?4) RETURNING seq",
-                (channel, sender, text, sent_at),
-            ).fetchone()
+            if seq is None:
+                # The channel's first row in the group: numbered from the table
+                # (this insert takes the write lock, which the group then keeps).
+                (seq,) = connection.execute(_INSERT_NUMBERED, (channel, sender, text, sent_at)).fetchone()
+            else:
+                connection.execute(_INSERT, (channel, seq, sender, text, sent_at))
         except sqlite3.Error as e:
             self._history_failed()
             raise StoreError(f"Chat database {self.path}: {e}") from e
-        if connection.in_transaction:
-            self._history_rows += 1
-        else:
-            self._committed()
+        next_seq[channel] = seq + 1
+        self._history_rows += 1
         return HistoryEntry(channel, seq, sender, text, sent_at)
 
     def _history_failed(self) -> None:
@@ -783,7 +810,9 @@ class SQLiteStore:
                 self.commit_history()  # the group's earlier rows stand
             else:
                 _rollback(connection)  # the group's BEGIN, with nothing in it
-        elif rows:
+            return
+        self._next_seq = {}
+        if rows:
             self._history_rows = 0
             log.error(
                 "Chat database {path}: {rows} history entries rolled back with a failed insert",
@@ -1217,6 +1246,23 @@ class _Checkpointer:
                 return
             if busy or copied >= in_log or self._stopping:
                 return
+
+
+_INSERT_NUMBERED = (
+    "INSERT INTO history (channel, seq, sender, body, sent_at) VALUES (?1,"
+    " (SELECT IFNULL(MAX(last_seq), 0) + 1 FROM history_channels WHERE channel = ?1),"
+    " ?2, ?3, ?4) RETURNING seq"
+)
+"""A history row numbered after its channel's last number."""
+
+_INSERT = "INSERT INTO history (channel, seq, sender, body, sent_at) VALUES (?, ?, ?, ?, ?)"
+"""A history row whose number is known (the next of a channel in the open group)."""
+
+_KEEP_LAST_SEQ = (
+    "INSERT INTO history_channels (channel, last_seq) VALUES (?, ?)"
+    " ON CONFLICT (channel) DO UPDATE SET last_seq = MAX(last_seq, excluded.last_seq)"
+)
+"""A channel's last history number, kept when its rows are deleted (schema version 8)."""
 
 
 def _rollback(connection: sqlite3.Connection) -> None:

@@ -175,7 +175,7 @@ def render(event: events.Event) -> str | None:
 
 
 def _lines(*lines: str) -> str:
-    return "".join(line + EOL for line in lines)
+    return EOL.join(lines) + EOL if lines else ""
 
 
 @render.register
