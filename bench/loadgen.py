@@ -90,6 +90,11 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def kernel_seconds() -> float:
+    """This process's CPU time in the kernel (its system calls: receiving, above all)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_stime
+
+
 def log(message: str) -> None:
     print(f"[loadgen] {message}", file=sys.stderr, flush=True)
 
@@ -937,12 +942,18 @@ class CpuWindow:
 
     def __init__(self) -> None:
         self.cpu = cpu_seconds()
+        self.kernel = kernel_seconds()
         self.wall = time.monotonic()
         self.waited = run_queue_seconds()
 
     def percent(self) -> float:
         wall = time.monotonic() - self.wall
         return round(100 * (cpu_seconds() - self.cpu) / wall, 1) if wall > 0 else 0.0
+
+    def kernel_percent(self) -> float:
+        """The part of :meth:`percent` spent in the kernel."""
+        wall = time.monotonic() - self.wall
+        return round(100 * (kernel_seconds() - self.kernel) / wall, 1) if wall > 0 else 0.0
 
     def wait_percent(self) -> float | None:
         """Share of the window spent waiting for the core (taken by other work on the machine)."""
@@ -1373,6 +1384,7 @@ def w_direct(spec: Obj, mark: Marker) -> Obj:
     reads_before, bytes_before = loop.reads, loop.rx_bytes
     loop.run(start + seconds)
     loadgen_cpu = cpu.percent()
+    loadgen_kernel = cpu.kernel_percent()
     reads, read_bytes = loop.reads - reads_before, loop.rx_bytes - bytes_before
     loadgen_wait = cpu.wait_percent()
     delivered = sum(u.count for u in users)
@@ -1389,6 +1401,7 @@ def w_direct(spec: Obj, mark: Marker) -> Obj:
         "background_offered_per_s": round(bg_rate * len(users), 1),
         "loadgen_cpu_percent": loadgen_cpu,
         "loadgen_wait_percent": loadgen_wait,
+        "loadgen_kernel_percent": loadgen_kernel,
         "reads_per_s": round(reads / seconds, 1),
         "bytes_per_read": round(read_bytes / reads, 1) if reads else 0,
         "seconds": seconds,

@@ -214,6 +214,13 @@ def direct_figures(record: Obj, limit: float) -> dict[str, Figure]:
         why = record.get("error") or (result or {}).get("error") or "no result"
         return {k: Figure(None, False, why) for k in ("RTT p50 ms", "RTT p99 ms", "background delivered/s")}
     ok, why = _loadgen_ok(result["loadgen_cpu_percent"], limit)
+    if not ok and result.get("reads_per_s"):
+        # How the input came: many small reads (a server that sends each
+        # line on its own) cost the generator's kernel, not its Python.
+        why += (
+            f", {result.get('loadgen_kernel_percent', 0):.0f}% in the kernel:"
+            f" {result['reads_per_s']:,.0f} reads/s of {result['bytes_per_read']:,.0f} bytes"
+        )
     return {
         "RTT p50 ms": Figure(_num(result["rtt"]["p50_ms"]), ok, why),
         "RTT p99 ms": Figure(_num(result["rtt"]["p99_ms"]), ok, why),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.trial import unittest
 
-from bench.report import _step_at
+from bench.report import _step_at, direct_figures
 
 
 def run(*rates: float) -> dict:
@@ -92,3 +92,27 @@ class BacklogTests(unittest.TestCase):
         best = fanout_best(record)
         assert best is not None
         self.assertEqual(best["offered_msgs_per_s"], 100)
+
+
+class DirectFiguresTests(unittest.TestCase):
+    """Workload 3's figures: a generator past its limit is shown with how its input came."""
+
+    def record(self, cpu: float) -> dict:
+        return {"result": {
+            "rtt": {"p50_ms": 50.0, "p99_ms": 150.0}, "background_delivered_per_s": 773000.0,
+            "loadgen_cpu_percent": cpu, "loadgen_kernel_percent": 55.0,
+            "reads_per_s": 40959.8, "bytes_per_read": 2026.0,
+        }}
+
+    def test_invalid_past_the_limit_with_the_reads(self) -> None:
+        figure = direct_figures(self.record(83.7), 80.0)["RTT p99 ms"]
+        self.assertFalse(figure.valid)
+        self.assertEqual(
+            figure.why,
+            "load generator at 84% CPU (> 80%), 55% in the kernel: 40,960 reads/s of 2,026 bytes",
+        )
+
+    def test_valid_under_it(self) -> None:
+        figure = direct_figures(self.record(72.0), 80.0)["RTT p99 ms"]
+        self.assertTrue(figure.valid)
+        self.assertEqual(figure.value, 150.0)
