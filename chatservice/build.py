@@ -202,7 +202,6 @@ def build_chat(
         # output batcher are one commit, made before anything reporting on
         # them leaves.
         local_store.group_history(factory.output_batcher.unsettled)
-        factory.output_batcher.before_write.append(local_store.commit_history)
     factory.registry.address_bans = state.moderation.address_refusal
     state.moderation.granted = tuple(config.get("operator") or ())
     retention = HistoryRetention(

@@ -31,6 +31,10 @@ class Event:
     """Fan-out traffic (a broadcast, presence, room traffic): under load it may
     wait a little to leave together with the next ones; anything else is
     written at the end of the current reactor turn."""
+    with_fanout: ClassVar[bool] = False
+    """A reply that reports on a fan-out (``broadcast``'s, ``room send``'s):
+    it leaves with that fan-out, as bulk traffic does, not at the end of the
+    turn."""
 
 
 # Errors -------------------------------------------------------------------
@@ -241,7 +245,7 @@ class BroadcastSent(Event):
     not subscribed when it was published).
     """
 
-    bulk: ClassVar[bool] = True
+    with_fanout: ClassVar[bool] = True
 
     delivered: int
     skipped: int
@@ -348,7 +352,7 @@ class RoomJoined(Event):
 class RoomPosted(Event):
     """Reply to ``room send``: the message's number and time, who got it (``unreached``: as for a broadcast)."""
 
-    bulk: ClassVar[bool] = True
+    with_fanout: ClassVar[bool] = True
 
     room_id: int
     seq: int

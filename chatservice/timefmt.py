@@ -17,19 +17,24 @@ TIMESTAMP_FORMAT = "%d %b %Y %H:%M:%S"
 def format_timestamp(seconds: float) -> str:
     """Render seconds since the epoch as ``dd Mmm yyyy hh:mm:ss`` in local time.
 
-    The last second rendered is remembered: a broadcast's report and the
-    broadcast itself, and every message of a busy second, show the same one.
+    The last second rendered is remembered (a broadcast's report and the
+    broadcast itself, and every message of a busy second, show the same
+    one), with the time zone it was rendered in: ``time.tzset()`` replaces
+    ``time.tzname``.  One tuple, read and replaced whole, so a thread
+    rendering at the same time (the activity log's) never mixes two.
     """
+    global _last_rendered
     second = seconds // 1
-    if second == _last_rendered[0]:
-        return _last_rendered[1]
+    last = _last_rendered
+    if last[0] == second and last[2] is time.tzname:
+        return last[1]
     text = time.strftime(TIMESTAMP_FORMAT, time.localtime(seconds))
-    _last_rendered[:] = second, text
+    _last_rendered = (second, text, time.tzname)
     return text
 
 
-_last_rendered: list = [None, ""]
-"""The second :func:`format_timestamp` rendered last, and its text."""
+_last_rendered: tuple[float | None, str, object] = (None, "", None)
+"""The second :func:`format_timestamp` rendered last, its text, and the time zone's names then."""
 
 
 def parse_timestamp(text: str) -> float:

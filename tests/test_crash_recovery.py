@@ -140,7 +140,7 @@ class KillNineTests(unittest.TestCase):
         return acknowledged
 
     def test_acknowledged_broadcasts_survive_in_the_history(self) -> None:
-        """A broadcast's history row is committed with its turn's, before its acknowledgement."""
+        """A broadcast's history row is committed with its group, before its acknowledgement."""
         burst = 30000
         acknowledged = self._kill_mid_burst(
             [{"type": "broadcast", "message": f"b{i}", "id": i} for i in range(burst)],

@@ -9,11 +9,17 @@ from __future__ import annotations
 
 from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
 from chatservice import events
-from chatservice.server.output import OutputBatcher
+from chatservice.server.output import ConnectionWriter, OutputBatcher
+from chatservice.server.policy import ConnectionPolicy
+from chatservice.wire import TEXT
 from tests.support import SAMPLE_ACCOUNTS, ChatHarness
+from tests.test_limits import RecordingOwner
+
+T = 1_700_000_000.0
 
 
 class RecordingConnection:
@@ -189,27 +195,28 @@ class OutputBatcherTests(unittest.TestCase):
         self.assertEqual(sorted(log), ["a", "b", "c", "u"])
         self.assertEqual(clock.getDelayedCalls(), [])
 
-    def test_before_write_runs_before_every_kind_of_flush(self) -> None:
+    def test_commits_run_before_every_kind_of_flush(self) -> None:
         """What the output reports is committed first (the store's history rows)."""
         clock, batcher, log = self.make(interval=0.02)
-        batcher.before_write.append(lambda: log.append("commit"))
+        commit = lambda: log.append("commit")  # noqa: E731
+        batcher.unsettled(commit)
+        batcher.unsettled(commit)
         batcher.add(RecordingConnection("bulk", log))
         batcher.hurry(RecordingConnection("urgent", log))
         clock.advance(0)
-        self.assertEqual(log, ["commit", "bulk", "commit", "urgent"])
+        self.assertEqual(log, ["commit", "bulk", "urgent"], "once, before the first flush")
         del log[:]
+        batcher.unsettled(commit)
         batcher.add(RecordingConnection("now", log))
         batcher.flush_now()
-        self.assertEqual(log[:2], ["commit", "now"])
+        self.assertEqual(log, ["commit", "now"])
         self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_unsettled_output_waits_at_most_a_flush_interval(self) -> None:
         """A group opened with nothing else written is settled by the bulk flush it asks for."""
         clock, batcher, log = self.make(interval=0.02)
-        batcher.before_write.append(lambda: log.append("commit"))
         batcher.flush()  # a flush just now: the next bulk one waits the interval
-        del log[:]
-        batcher.unsettled()
+        batcher.unsettled(lambda: log.append("commit"))
         clock.advance(0)
         self.assertEqual(log, [])
         clock.advance(0.02)
@@ -218,36 +225,59 @@ class OutputBatcherTests(unittest.TestCase):
         self.assertEqual(log, ["commit"], "settled once")
         self.assertEqual(clock.getDelayedCalls(), [])
 
-    def test_an_urgent_flush_settles_first(self) -> None:
+    def test_a_direct_write_settles_first(self) -> None:
+        """Output past the batcher (TLS, say) may leave at the next poll: what it reports is committed at once."""
         clock, batcher, log = self.make(interval=0.02)
-        batcher.before_write.append(lambda: log.append("commit"))
-        batcher.flush()
-        del log[:]
-        batcher.unsettled()
-        batcher.hurry(RecordingConnection("reply", log))
-        clock.advance(0)
-        self.assertEqual(log, ["commit", "reply"])
-        clock.advance(0.02)
-        self.assertEqual(log, ["commit", "reply", "commit"], "the bulk flush it asked for (nothing new)")
-
-    def test_a_direct_write_settles_at_the_end_of_the_turn(self) -> None:
-        """Output past the batcher (TLS, say) leaves at the next poll: the group is committed before."""
-        clock, batcher, log = self.make(interval=0.02)
-        batcher.before_write.append(lambda: log.append("commit"))
         batcher.written_directly()
-        clock.advance(0)
         self.assertEqual(log, [], "nothing unsettled: no commit")
-        batcher.flush()
-        del log[:]
-        batcher.unsettled()
+        batcher.unsettled(lambda: log.append("commit"))
         batcher.written_directly()
         batcher.written_directly()
-        self.assertEqual(len(clock.getDelayedCalls()), 2, "the bulk flush, and one settle")
-        clock.advance(0)
         self.assertEqual(log, ["commit"])
         clock.advance(0.02)
-        self.assertEqual(log, ["commit", "commit"])
+        self.assertEqual(log, ["commit"], "the bulk flush it asked for has nothing left to commit")
         self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class LoggingTransport(StringTransport):
+    """A transport that is not a TCP socket (so nothing is batched), logging its writes and close."""
+
+    def __init__(self, log: list[str]) -> None:
+        super().__init__()
+        self.log = log
+
+    def write(self, data: bytes) -> None:
+        self.log.append("write")
+        super().write(data)
+
+    def loseConnection(self) -> None:
+        self.log.append("close")
+        super().loseConnection()
+
+
+class UnbatchedWriterTests(unittest.TestCase):
+    """A :class:`ConnectionWriter` whose transport is not batched still has what it reports committed first."""
+
+    def make(self) -> tuple[ConnectionWriter, OutputBatcher, list[str]]:
+        log: list[str] = []
+        clock = Clock()
+        batcher = OutputBatcher(clock, interval=0.05)
+        writer = ConnectionWriter(LoggingTransport(log), TEXT, ConnectionPolicy(), clock, batcher, RecordingOwner())
+        self.addCleanup(lambda: clock.advance(60))
+        return writer, batcher, log
+
+    def test_a_write_commits_first(self) -> None:
+        writer, batcher, log = self.make()
+        batcher.unsettled(lambda: log.append("commit"))
+        writer.send(events.BroadcastMessage("yoda", "kept", T, 1))
+        writer.send(events.BroadcastMessage("yoda", "kept too", T, 2))
+        self.assertEqual(log, ["commit", "write", "write"])
+
+    def test_a_close_commits_first(self) -> None:
+        writer, batcher, log = self.make()
+        batcher.unsettled(lambda: log.append("commit"))
+        writer.close()
+        self.assertEqual(log, ["commit", "close"])
 
 
 class Collector(protocol.Protocol):
@@ -397,3 +427,22 @@ class ChatProtocolBatchingTests(unittest.TestCase):
         received = bytes(luke.received)
         self.assertIn(b"yoda", received)
         self.assertLess(received.index(b"yoda"), received.index(b"logged out"))
+
+    async def test_a_broadcasts_report_leaves_with_the_broadcast_other_replies_at_the_end_of_the_turn(self) -> None:
+        luke = await self.log_in("luke")
+        yoda = await self.log_in("yoda")
+        await self.quiet(luke, yoda)
+        self.harness.factory.output_batcher.flush()  # a flush just now: the next bulk one waits the interval
+        luke.transport.write(b"broadcast hello there\r\n")
+        await wait_until(lambda: self.harness.factory.output_batcher.pending)
+        self.harness.clock.advance(0)  # the end of the turn
+        await sleep(0.05)
+        self.assertEqual(bytes(luke.received), b"", "the report waits for the fan-out it reports on")
+        self.assertEqual(bytes(yoda.received), b"")
+        self.harness.clock.advance(self.interval)
+        await wait_until(lambda: b"Broadcast message, #" in luke.received and b"hello there" in yoda.received)
+        luke.received.clear()
+        luke.transport.write(b"whoelse\r\n")
+        await wait_until(lambda: self.harness.factory.output_batcher.pending)
+        self.harness.clock.advance(0)  # the end of the turn, well within the interval
+        await wait_until(lambda: b"yoda" in luke.received)

@@ -286,7 +286,7 @@ def refuse_bad_rows(store: SQLiteStore, how: str) -> None:
 
 
 class GroupedHistoryTests(SQLiteTestCase):
-    """:meth:`SQLiteStore.group_history`: a turn's history rows share one commit."""
+    """:meth:`SQLiteStore.group_history`: the history rows of a group share one commit."""
 
     def grouped(self) -> tuple[SQLiteStore, list[Any]]:
         """An open store grouping its history rows, and the commits it scheduled."""

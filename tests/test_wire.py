@@ -1551,3 +1551,21 @@ class NumbersTests(unittest.TestCase):
         self.assertEqual(
             time.strftime("%d %b %Y %H:%M:%S", time.localtime(READ_TIME)), "01 Jun 2022 16:00:00"
         )
+
+
+class FormatTimestampTests(unittest.TestCase):
+    """:func:`format_timestamp` remembers the last second it rendered, and the time zone then."""
+
+    def test_the_same_second_again_and_the_next(self) -> None:
+        use_utc(self)
+        self.assertEqual(format_timestamp(T), T_TEXT)
+        self.assertEqual(format_timestamp(T + 0.9), T_TEXT)
+        self.assertEqual(format_timestamp(T + 1), "14 Nov 2023 22:13:21")
+        self.assertEqual(format_timestamp(T - 0.1), "14 Nov 2023 22:13:19")
+
+    def test_a_new_time_zone_renders_again(self) -> None:
+        use_utc(self)
+        self.assertEqual(format_timestamp(T), T_TEXT)
+        os.environ["TZ"] = "XYZ-1"  # one hour east of UTC, in POSIX form (no tzdata needed)
+        time.tzset()
+        self.assertEqual(format_timestamp(T), "14 Nov 2023 23:13:20")

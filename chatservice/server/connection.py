@@ -229,10 +229,11 @@ class ChatConnection:
     def send(self, event: events.Event, request_id: Any = None) -> None:
         """Write ``event``, a reply to ``request_id`` if given.
 
-        A bulk event (a broadcast's or room message's report, say) leaves
-        with the next bulk flush, as the fan-out it reports on does.
+        A report on a fan-out (:attr:`~chatservice.events.Event.with_fanout`:
+        a broadcast's, a room message's) leaves with that fan-out, at the
+        next bulk flush; any other reply at the end of the turn.
         """
-        self.writer.send(event, request_id, not event.bulk)
+        self.writer.send(event, request_id, not event.with_fanout)
 
     def disconnect(
         self, event: events.Disconnected, request_id: Any = None, log_out: bool = True

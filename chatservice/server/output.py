@@ -35,11 +35,11 @@ reactor turn and, once the turn's input has been handled (a
 socket.  Only what the kernel does not take goes through
 ``transport.write``, so a client that does not keep up is still buffered,
 paused and counted by Twisted as before.  Several broadcasts handled in one
-turn leave as one ``send``.  Before it writes, the batcher runs
-:attr:`OutputBatcher.before_write` (the store's commit of the history rows
-added since its last write), so nothing leaves that reports what is not yet
-committed; a write that does not go through the batcher has them committed
-at the end of its turn (:meth:`OutputBatcher.written_directly`).
+turn leave as one ``send``.  Before it writes, the batcher runs the commits
+it was given (:meth:`OutputBatcher.unsettled`: the store's commit of the
+history rows added since its last write), so nothing leaves that reports
+what is not yet committed; so does a write that does not go through the
+batcher, and a connection's close (:meth:`OutputBatcher.written_directly`).
 
 Only plain TCP connections are batched (:func:`writes_directly`); TLS,
 standard I/O and test transports are written to as they always were.
@@ -253,44 +253,37 @@ class OutputBatcher:
         self._in_flush = False
         self.fanout = SharedFanout(self._flush_soon)
         """What is shared with every logged-in user's connection in step (broadcasts)."""
-        self.before_write: list[Callable[[], None]] = []
-        """Run before any output is written (the store's commit of the history rows it reports on)."""
-        self._unsettled = False
-        """Whether something :attr:`before_write` commits waits for it (:meth:`unsettled`)."""
-        self._settle_call: IDelayedCall | None = None
+        self._commits: dict[Callable[[], None], None] = {}
+        """What must be committed before the next output is written (:meth:`unsettled`), in order."""
 
     def settle(self) -> None:
-        """Run :attr:`before_write`: what the output to be written reports is committed first."""
-        self._unsettled = False
-        cancel_pending(self._settle_call)
-        self._settle_call = None
-        for call in self.before_write:
-            call()
+        """Run the commits waiting (:meth:`unsettled`): what the output to be written reports is committed first."""
+        commits, self._commits = self._commits, {}
+        for commit in commits:
+            commit()
 
-    def unsettled(self, commit: Callable[[], None] | None = None) -> None:
-        """Output to come reports on what waits for :attr:`before_write` (a group of history rows).
+    def unsettled(self, commit: Callable[[], None]) -> None:
+        """Output to come reports on what ``commit`` commits (a group of history rows): commit it first.
 
-        It is settled (:meth:`settle`) before the next flush of any kind,
-        and a bulk flush is asked for now, so it waits at most a flush
-        interval even if nothing else is written; output that does not go
-        through the batcher settles it at the end of its turn
-        (:meth:`written_directly`).  So under load a group of history rows
-        lasts from one flush to the next, not one reactor turn.
-
-        :param commit: the store's commit, as ``SQLiteStore.group_history``
-            passes it; the batcher runs :attr:`before_write`, which holds it.
+        It runs (:meth:`settle`) before the next flush of any kind, and
+        before anything is written past the batcher
+        (:meth:`written_directly`); a bulk flush is asked for now, so it
+        waits at most a flush interval even if nothing else is written.  So
+        under load a group of history rows lasts from one flush to the
+        next, not one reactor turn (``SQLiteStore.group_history``).
         """
-        self._unsettled = True
+        self._commits[commit] = None
         self._flush_soon()
 
     def written_directly(self) -> None:
-        """A connection that is not batched was written to: settle at the end of the turn, before it leaves.
+        """A connection that is not batched is about to be written to: settle first.
 
-        (A transport sends what it was given once the reactor polls again,
-        after the calls due at the end of this turn.)
+        Such a transport (TLS) may send at the next poll, and a write made
+        in a timed call (a connection's held lines, read on its next turn)
+        is followed by a poll before any call scheduled then: nothing waits.
         """
-        if self._unsettled and self._settle_call is None:
-            self._settle_call = self._clock.callLater(0, self.settle)
+        if self._commits:
+            self.settle()
 
     def add(self, connection: BatchedConnection) -> None:
         """Flush ``connection`` with the next bulk flush."""
@@ -658,8 +651,8 @@ class ConnectionWriter:
         if last is not None:
             self.send(last, request_id)
         self.closed = True
-        if self._batcher is not None:
-            self._batcher.settle()
+        if self._settler is not None:
+            self._settler.settle()  # a closing transport sends what it holds at once
         self.flush_output()
         self._stop()
         # A registered producer would hold up a TLS transport's close.

@@ -61,8 +61,8 @@ opens a transaction at the first row of a group and leaves it open; the
 group is committed by :meth:`~SQLiteStore.commit_history`, which the caller
 has run before anything the group's callers answered can be seen (the
 server: before its output batcher's next write, which is at most a flush
-interval away, or at the end of the turn for output that does not go
-through the batcher),
+interval away, and before any output that does not go through the
+batcher),
 and by any other call of the store first, so every other call sees the
 rows and commits exactly as before.  A group's first row of a channel is
 numbered after the channel's last number in ``history_channels`` by its
@@ -242,7 +242,7 @@ MIGRATIONS: list[Sequence[str]] = [
     # every change made from now on).
     ("ALTER TABLE rooms ADD COLUMN version INTEGER NOT NULL DEFAULT 0",),
     # Version 8: add_history keeps a channel's last number itself, once a
-    # group of rows (a turn's broadcasts) and not once a row: numbered from
+    # group of rows (the broadcasts between two flushes) and not once a row: numbered from
     # the table at a group's first row of the channel, counted on in memory
     # while the group holds the write lock, and written with its commit.
     ("DROP TRIGGER history_numbered",),
@@ -372,9 +372,8 @@ class SQLiteStore:
             :meth:`commit_history` before anything that reports on the
             group's rows can be seen, and soon in any case (the server's
             output batcher: before its next write, at most a flush interval
-            later, or at the end of the turn for output that does not go
-            through it; ``lambda f: reactor.callLater(0, f)`` is the simple
-            choice).  ``None``: every row commits by itself again.
+            later, and before any output that does not go through it;
+            ``lambda f: reactor.callLater(0, f)`` is the simple choice).  ``None``: every row commits by itself again.
         """
         self.commit_history()
         self._history_grouped = schedule
@@ -779,7 +778,7 @@ class SQLiteStore:
             return HistoryEntry(channel, seq, sender, text, sent_at)
         if not self._history_rows:
             # The group's first row: its transaction stays open until the
-            # end of the turn (see "Grouped history rows").
+            # group is committed (see "Grouped history rows").
             with self._errors():
                 connection.execute("BEGIN")
             grouped(self.commit_history)
