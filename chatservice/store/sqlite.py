@@ -30,8 +30,8 @@ the log.  A server groups the history rows added between two writes of its
 output into one transaction (:meth:`SQLiteStore.group_history`): a
 broadcast's row is then an insert, and the commit is shared, made before
 anything reporting on the rows leaves for a client (see "Grouped history
-rows" below).  The slow part of WAL, copying the log back into the database (a
-*checkpoint*, with two fsyncs), is done by a background thread with its own
+rows" below).  The slow part of WAL, copying the log back into the database
+(a *checkpoint*, with two fsyncs), is done by a background thread with its own
 connection (:class:`_Checkpointer`): passive checkpoints, which never block the
 writer, every :data:`CHECKPOINT_EVERY` commits and :data:`CHECKPOINT_IDLE`
 seconds after the last one.  The log can only be reset when a checkpoint has
@@ -69,8 +69,8 @@ numbered after the channel's last number in ``history_channels`` by its
 insert; the group counts on from there in memory (it holds the write lock
 from that insert to its commit, so no other writer numbers rows
 meanwhile), and writes each channel's last number just before it commits:
-a later row is one plain insert.  If the commit fails (a full disk), the group's rows are
-lost from the history; this is logged, with their number.
+a later row is one plain insert.  If the commit fails (a full disk), the
+group's rows are lost from the history; this is logged, with their number.
 
 Opening
 -------
@@ -242,9 +242,10 @@ MIGRATIONS: list[Sequence[str]] = [
     # every change made from now on).
     ("ALTER TABLE rooms ADD COLUMN version INTEGER NOT NULL DEFAULT 0",),
     # Version 8: add_history keeps a channel's last number itself, once a
-    # group of rows (the broadcasts between two flushes) and not once a row: numbered from
-    # the table at a group's first row of the channel, counted on in memory
-    # while the group holds the write lock, and written with its commit.
+    # group of rows (the broadcasts between two flushes) and not once a row:
+    # numbered from the table at a group's first row of the channel, counted
+    # on in memory while the group holds the write lock, and written with
+    # its commit.
     ("DROP TRIGGER history_numbered",),
 ]
 """Schema changes: ``MIGRATIONS[n]`` takes a database from version ``n`` to ``n + 1``.
@@ -373,7 +374,8 @@ class SQLiteStore:
             group's rows can be seen, and soon in any case (the server's
             output batcher: before its next write, at most a flush interval
             later, and before any output that does not go through it;
-            ``lambda f: reactor.callLater(0, f)`` is the simple choice).  ``None``: every row commits by itself again.
+            ``lambda f: reactor.callLater(0, f)`` is the simple choice).
+            ``None``: every row commits by itself again.
         """
         self.commit_history()
         self._history_grouped = schedule
