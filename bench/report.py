@@ -70,22 +70,37 @@ def fanout_best(record: Obj, limit: float = 80.0) -> Obj | None:
     """The step of a fan-out run with the most delivered/s among those with p99 <= 1 s
     and the load generator within its CPU limit."""
     result = record.get("result") or {}
-    steps = [
-        s for s in result.get("steps", [])
-        if s.get("p99_s") is not None and s["p99_s"] <= 1.0 and s["loadgen_cpu_percent"] <= limit
-        and not _with_backlog(s)
-    ]
+    steps = []
+    overloaded_before = False
+    for s in result.get("steps", []):
+        if (
+            s.get("p99_s") is not None and s["p99_s"] <= 1.0 and s["loadgen_cpu_percent"] <= limit
+            and not (overloaded_before and _with_backlog(s))
+        ):
+            steps.append(s)
+        overloaded_before = overloaded_before or _overloaded(s)
     if not steps:
         return None
     return max(steps, key=lambda s: s["delivered_per_s"] or 0)
 
 
 def _with_backlog(step: Obj) -> bool:
-    """Whether a fan-out step counted more deliveries than it sent: what an earlier, overloaded
-    step left queued arrived during it (the counting receivers cannot tell them apart), so its
-    delivered/s overstates what the server sustained at that rate."""
+    """Whether a fan-out step counted more deliveries than it sent.
+
+    After an overloaded step, that is what the earlier step left queued,
+    arriving during this one (the counting receivers cannot tell them apart),
+    so its delivered/s overstates what the server sustained at that rate.
+    After clean steps it is only the last few messages of this step, sent
+    after the generator's count closed and delivered within the window.
+    """
     wanted = step.get("deliveries_wanted")
     return bool(wanted) and step.get("delivered_total", 0) > 1.001 * wanted
+
+
+def _overloaded(step: Obj) -> bool:
+    """Whether a fan-out step left deliveries queued for the next: past the p99 limit, or short."""
+    wanted = step.get("deliveries_wanted") or 0
+    return step.get("p99_s") is None or step["p99_s"] > 1.0 or step.get("delivered_total", 0) < 0.999 * wanted
 
 
 class Figure:

@@ -88,10 +88,27 @@ class BacklogTests(unittest.TestCase):
             return {"offered_msgs_per_s": rate, "p99_s": 0.1, "loadgen_cpu_percent": 50.0,
                     "delivered_per_s": delivered / 4, "delivered_total": delivered, "deliveries_wanted": wanted}
 
-        record = {"result": {"steps": [step(100, 4000, 4000), step(200, 9000, 8000)]}}
+        overloaded = dict(step(400, 10000, 16000), p99_s=2.5)
+        record = {"result": {"steps": [step(100, 4000, 4000), overloaded, step(200, 9000, 8000)]}}
         best = fanout_best(record)
         assert best is not None
         self.assertEqual(best["offered_msgs_per_s"], 100)
+
+    def test_after_clean_steps_a_few_more_deliveries_are_this_steps_own(self) -> None:
+        """InspIRCd at 16 000 broadcasts/s (2 Dec): 6,400,000 delivered, 6,387,200 counted as sent."""
+        from bench.report import fanout_best
+
+        def step(rate: float, delivered: int, wanted: int, p99: float | None = 0.05) -> dict:
+            return {"offered_msgs_per_s": rate, "p99_s": p99, "loadgen_cpu_percent": 50.0,
+                    "delivered_per_s": delivered / 4, "delivered_total": delivered, "deliveries_wanted": wanted}
+
+        record = {"result": {"steps": [
+            step(8000, 3_200_000, 3_197_400), step(16000, 6_400_000, 6_387_200),
+            step(32000, 11_149_300, 12_777_000, None), step(17448, 7_214_665, 6_978_700, 0.9),
+        ]}}
+        best = fanout_best(record)
+        assert best is not None
+        self.assertEqual(best["offered_msgs_per_s"], 16000, "the last step counted the overloaded one's backlog")
 
 
 class DirectFiguresTests(unittest.TestCase):
