@@ -365,16 +365,18 @@ class ChatProtocolBatchingTests(unittest.TestCase):
             client.received.clear()
 
     def count_sends(self, username: str) -> list[bytes]:
-        """Record every direct write to ``username``'s socket."""
+        """Record every direct write to ``username``'s socket (``write_now`` sends on its handle)."""
         sends: list[bytes] = []
         transport = self.harness.state.sessions[username].client.writer.transport
-        real = transport.writeSomeData
+        real = transport.getHandle()
 
-        def counting(data: bytes) -> int:
-            sends.append(bytes(data))
-            return real(data)
+        class CountingSocket:
+            def send(self, data: bytes) -> int:
+                sends.append(bytes(data))
+                return real.send(data)
 
-        transport.writeSomeData = counting
+        counting = CountingSocket()
+        transport.getHandle = lambda: counting
         return sends
 
     async def just_flushed(self) -> tuple[LineCollector, object, list[bytes]]:

@@ -3,8 +3,8 @@
 :class:`~chatservice.server.output.ConnectionWriter` writes straight to a
 TCP socket when Twisted holds nothing for it, which needs fields that are
 not Twisted's public API: ``FileDescriptor.dataBuffer`` and ``_tempDataLen``
-(its two output buffers), ``_aborting`` (set by ``abortConnection``) and
-``tcp.Connection.writeSomeData``.  To count a client's backlog it also
+(its two output buffers) and ``_aborting`` (set by ``abortConnection``), and
+sends on the socket ``getHandle`` returns.  To count a client's backlog it also
 reads ``FileDescriptor.offset`` and, over TLS, the
 :class:`~twisted.protocols.tls.TLSMemoryBIOProtocol`'s ``_appSendBuffer``
 and its small-write ``_aggregator``'s ``_buffer``
@@ -30,7 +30,7 @@ from twisted.trial import unittest
 
 from chatservice.server.output import transport_backlog, write_now, writes_directly
 from tests.certs import make_certificates
-from tests.test_output_batching import Collector, wait_until
+from tests.test_output_batching import Collector, sleep, wait_until
 
 
 class ServerSide(protocol.Protocol):
@@ -69,7 +69,7 @@ class TwistedInternalsTests(LoopbackTestCase):
         self.assertIsInstance(transport, tcp.Connection)
         missing = [
             name
-            for name in ("dataBuffer", "offset", "_tempDataLen", "_tempDataBuffer", "disconnected", "writeSomeData", "TLS")
+            for name in ("dataBuffer", "offset", "_tempDataLen", "_tempDataBuffer", "disconnected", "getHandle", "TLS")
             if not hasattr(transport, name)
         ]
         self.assertEqual(missing, [], f"Twisted no longer has {missing}: see chatservice/server/output.py")
@@ -78,8 +78,9 @@ class TwistedInternalsTests(LoopbackTestCase):
         transport.write(b"queued\n")
         self.assertEqual(transport._tempDataLen, len(b"queued\n"))
         self.assertEqual(transport_backlog(transport), len(b"queued\n"))
-        # writeSomeData sends now and says how much the kernel took.
-        self.assertEqual(transport.writeSomeData(b"x"), 1)
+        # The handle is the connection's non-blocking socket: a send says how much the kernel took.
+        self.assertEqual(transport.getHandle().gettimeout(), 0.0)
+        self.assertEqual(transport.getHandle().send(b"x"), 1)
         self.assertFalse(getattr(transport, "_aborting", None))
         transport.abortConnection()
         self.assertTrue(getattr(transport, "_aborting", None), "abortConnection no longer sets _aborting")
@@ -119,6 +120,19 @@ class WriteNowTests(LoopbackTestCase):
         expected = b"".join(sent)
         await wait_until(lambda: len(client.received) >= len(expected), timeout=20)
         self.assertEqual(bytes(client.received), expected)
+
+    async def test_a_reset_connection_is_left_to_the_transport(self) -> None:
+        """The socket's error (the peer reset it) is not raised: the transport takes the bytes and reports the loss."""
+        transport, client = await self.connect()
+        transport.pauseProducing()  # the server does not read, so it has not seen the reset yet
+        client.transport.abortConnection()  # a TCP reset
+        await client.lost
+        await sleep(0.05)
+        with self.assertRaises(OSError):
+            transport.getHandle().send(b"probe")  # what write_now meets
+        self.assertTrue(transport.connected)
+        write_now(transport, b"nobody listens\n")  # must not raise
+        self.assertEqual(transport._tempDataLen, len(b"nobody listens\n"))
 
     async def test_closing_connection_is_left_to_the_transport(self) -> None:
         transport, client = await self.connect()

@@ -6,8 +6,9 @@ and the verdict on a slow reader (drop optional traffic past the soft limit,
 close past the hard limit or after the grace period).  It is the only place
 in the project that touches Twisted's private transport fields
 (``dataBuffer``, ``offset``, ``_tempDataLen``, ``_tempDataBuffer``,
-``disconnected``, ``_aborting``, ``writeSomeData``, and TLS's
-``_appSendBuffer`` and ``_aggregator``);
+``disconnected``, ``_aborting``, and TLS's ``_appSendBuffer`` and
+``_aggregator``), and that sends on a TCP transport's socket
+(``getHandle``) past it;
 ``tests/test_twisted_internals.py`` fails loudly on a Twisted without them.
 
 Every byte queued for a client counts towards its backlog, whatever the
@@ -30,9 +31,8 @@ time (see ``docs/benchmarks.rst``, *Profile*).
 
 :class:`OutputBatcher` collects what every connection is sent during one
 reactor turn and, once the turn's input has been handled (a
-``callLater(0)``), writes each connection's share with one
-:meth:`~twisted.internet.tcp.Connection.writeSomeData` call straight to its
-socket.  Only what the kernel does not take goes through
+``callLater(0)``), writes each connection's share with one ``send``
+straight to its socket (:func:`write_now`).  Only what the kernel does not take goes through
 ``transport.write``, so a client that does not keep up is still buffered,
 paused and counted by Twisted as before.  Several broadcasts handled in one
 turn leave as one ``send``.  Before it writes, the batcher runs the commits
@@ -200,13 +200,20 @@ def write_now(transport: ITransport, data: bytes) -> None:
         and not transport.dataBuffer
         and not getattr(transport, "_tempDataLen", 1)
     ):
-        sent = transport.writeSomeData(data)
-        if isinstance(sent, int) and sent > 0:
-            if sent == len(data):
-                return
+        # The socket itself (``getHandle``), not ``writeSomeData``: a flush to
+        # thousands makes one call per connection, and Twisted's wrapper
+        # (a memoryview of at most SEND_LIMIT bytes, a retry loop for EINTR,
+        # which Python retries itself) cost about as much as the send.
+        try:
+            sent = transport.getHandle().send(data)
+        except OSError:
+            # EAGAIN (the kernel's buffer is full) or an error: the transport
+            # takes over, and reports a broken connection the usual way.
+            sent = 0
+        if sent == len(data):
+            return
+        if sent:
             data = data[sent:]
-        # 0 (the kernel's buffer is full) or an error: the transport takes
-        # over, and reports a broken connection the usual way.
     transport.write(data)
 
 
