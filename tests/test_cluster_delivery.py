@@ -11,13 +11,12 @@ delivered.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import txredisapi
 
-from chatservice.cluster import node as node_module
 from chatservice.cluster.node import ClusterNode
+from chatservice.cluster.outbox import unpacked
 from chatservice.delivery import Delivery
 from chatservice.metrics.counters import DELIVERY_OUTCOMES
 from tests.cluster_support import NodesTestCase
@@ -94,7 +93,7 @@ class ClusterFanOutTests(NodesTestCase):
         await self.online("b", "hans")
         operator = await txredisapi.Connection("127.0.0.1", self.redis.port, reconnect=False)
         self.addCleanup(operator.disconnect)
-        self.patch(node_module, "REPLY_SECONDS", 0.3)
+        self.patch(self.nodes["a"].outbox, "reply_seconds", 0.3)
         await operator.execute_command("CLIENT", "PAUSE", 5000, "WRITE")
         sent = await yoda.broadcast("held up")
         self.assertEqual((sent.delivered, sent.unreached), (1, 1))
@@ -137,8 +136,8 @@ class ClusterFanOutTests(NodesTestCase):
         handle = b.link.on_message
 
         def record(channel: str, text: str) -> None:
-            message = json.loads(text)
-            arrived.append((channel, message["k"], message.get("u") or message.get("s") or message.get("a")))
+            for message in unpacked(text):  # (one, or a turn's together)
+                arrived.append((channel, message["k"], message.get("u") or message.get("s") or message.get("a")))
             handle(channel, text)
 
         b.link.on_message = record

@@ -9,6 +9,7 @@ from twisted.internet import reactor
 
 from chatservice.cluster.link import RedisLink
 from chatservice.cluster.node import ONLINE, ClusterNode, node_channel
+from chatservice.cluster.outbox import unpacked
 from tests.redis_support import RedisServer
 from tests.test_redis_link import wait_until
 from tests.test_state import START, StateTestCase
@@ -36,6 +37,26 @@ class ForwardingTests(StateTestCase):
         self.assertEqual(self.store.offline_messages("hans"), [])
 
 
+class BatchReceivedTests(StateTestCase):
+    """A turn's messages of another node, published together as one JSON array."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.node = ClusterNode("redis://127.0.0.1:1/0", "a", self.state, self.clock)
+
+    def test_each_is_handled_in_order_and_a_bad_one_only_loses_itself(self) -> None:
+        batch = [
+            {"k": "seen", "u": "hans", "t": 5.0, "n": "b"},
+            {"k": "room", "n": "b"},  # no room fields: fails alone
+            {"k": "seen", "u": "hans", "t": 9.0, "n": "b"},
+            {"k": "seen", "u": "luke", "t": 7.0, "n": "a"},  # this node's own: ignored
+        ]
+        self.node.received("chat:all", json.dumps(batch))
+        self.assertEqual(self.state.last_seen_at("hans"), 9.0)
+        self.assertIsNone(self.state.last_seen_at("luke"))
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+
+
 class ForwardingThroughRedisTests(StateTestCase):
     """A kept direct message announced to node ``a`` for a user who is not there: ``a`` reads
     in ``chat:online`` (a real ``redis-server``) where the user is, and tells that node."""
@@ -48,8 +69,12 @@ class ForwardingThroughRedisTests(StateTestCase):
         self.heard: list[tuple[str, dict[str, Any]]] = []
         self.listener = RedisLink(
             self.redis.url, reactor, [node_channel("b"), node_channel("c")],
-            lambda channel, text: self.heard.append((channel, json.loads(text))),
+            self.hear,
         )
+
+    def hear(self, channel: str, text: str) -> None:
+        """One message, or a turn's messages for ``channel`` together (an array)."""
+        self.heard.extend((channel, message) for message in unpacked(text))
 
     async def started(self) -> None:
         for service in (self.node, self.listener):

@@ -72,6 +72,7 @@ from chatservice.auth.errors import LoginUnavailable
 from chatservice.auth.lockout import LoginLockout
 from chatservice.auth.slowdown import LoginSlowdown
 from chatservice.cluster.link import RedisLink
+from chatservice.cluster.outbox import Outbox, unpacked
 from chatservice.cluster.roster import NodeTally, RemoteRoster, tally_group
 from chatservice.delivery import EVERYONE, Audience, Delivery, DeliveryReport
 from chatservice.state import AlreadyLoggedIn
@@ -334,6 +335,8 @@ class ClusterNode(MultiService):
         self.link = RedisLink(url, reactor, [ALL, node_channel(name)], self.received)
         self.link.setServiceParent(self)
         self._commands = TimedCommands(self.link, reactor)
+        self.outbox = Outbox(self.link.publish, reactor, REPLY_SECONDS)
+        """What this node publishes, a turn's messages for a channel together."""
         self.link.when_subscribed(self._subscribed)
         self._heartbeat = LoopingCall(self._beat)
         self._heartbeat.clock = reactor  # type: ignore[assignment]
@@ -349,6 +352,7 @@ class ClusterNode(MultiService):
     def stopService(self) -> defer.Deferred[None]:
         if self._heartbeat.running:
             self._heartbeat.stop()
+        self.outbox.send()
         d = defer.succeed(None)
         if self.link.connected:
             d = self.redis.delete(lease_key(self.name)).addErrback(lambda _: None)
@@ -829,20 +833,31 @@ class ClusterNode(MultiService):
         return self._publish_counted(channel, _json(message))
 
     def _publish_counted(self, channel: str, text: str) -> defer.Deferred[int]:
-        """Publish ``text`` on ``channel``; fires with how many subscribers got it.
+        """Publish ``text`` on ``channel`` at the end of this turn (with the turn's other
+        messages for it, :class:`~chatservice.cluster.outbox.Outbox`); fires with how
+        many subscribers got it.
 
         0 also when the ``PUBLISH`` failed or was not answered within
         :data:`REPLY_SECONDS` (logged).  The state waits for it at shutdown.
         """
-        d = self.link.publish(channel, text)
-        d.addTimeout(REPLY_SECONDS, self.reactor)
-        d.addErrback(_not_published, channel)
+        d = self.outbox.put(channel, text)
         self.state.background(d, "Publishing to {channel} failed", channel=channel)
         return d
 
     def received(self, channel: str, text: str) -> None:
-        """A message from another node (or this one, on ``chat:all``: ignored)."""
-        message = json.loads(text)
+        """A message from another node (or this one, on ``chat:all``: ignored), or a
+        turn's messages of one node together (:class:`~chatservice.cluster.outbox.Outbox`)."""
+        messages = unpacked(text)
+        if len(messages) == 1:
+            self._received(messages[0])
+            return
+        for message in messages:
+            try:
+                self._received(message)
+            except Exception:
+                log.failure("Handling a message from node {node} failed", node=message.get("n", "?"))
+
+    def _received(self, message: dict[str, Any]) -> None:
         if message.get("n") == self.name:
             return
         kind = message["k"]
@@ -934,12 +949,6 @@ def _remote_report(
 def _json(message: dict[str, Any]) -> str:
     """A message between nodes, as published."""
     return json.dumps(message, separators=(",", ":"))
-
-
-def _not_published(failure: Failure, channel: str) -> int:
-    """A ``PUBLISH`` that failed or timed out: logged, and nobody got it."""
-    log.warn("Publishing to {channel} failed: {e}", channel=channel, e=failure.value)
-    return 0
 
 
 def _with_unreached(report: DeliveryReport, unreached: int) -> DeliveryReport:

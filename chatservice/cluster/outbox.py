@@ -1,0 +1,127 @@
+"""A node's messages to the other nodes, published together: one ``PUBLISH`` per channel and turn.
+
+A broadcast in a cluster costs its node a ``PUBLISH`` to each other node
+(the command, its reply, a timeout) and each other node a message to read.
+Under load a turn hands over many at once (a group of history rows is
+committed together, and each row's broadcast goes out in that turn), so the
+:class:`Outbox` keeps a turn's messages and sends the consecutive ones for
+one channel as one ``PUBLISH`` of a JSON array, at the end of the turn.
+The order of the calls is kept: messages for different channels are never
+merged across each other, and all go out on the one command connection in
+that order (see :meth:`ClusterNode.deliver_remote
+<chatservice.cluster.node.ClusterNode.deliver_remote>`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+log = Logger()
+
+MAX_BATCH_BYTES = 256 * 1024
+"""A ``PUBLISH`` carries at most this much (unless one message is bigger): a
+receiving node reads a batch in one turn, so a batch stays small enough for that."""
+
+
+class _Batch:
+    """Messages for one channel, in order, and who waits for their count."""
+
+    __slots__ = ("channel", "texts", "size", "waiting")
+
+    def __init__(self, channel: str) -> None:
+        self.channel = channel
+        self.texts: list[str] = []
+        self.size = 0
+        self.waiting: list[defer.Deferred[int]] = []
+
+    def payload(self) -> str:
+        """The text published: the one message, or a JSON array of them all."""
+        if len(self.texts) == 1:
+            return self.texts[0]
+        return "[" + ",".join(self.texts) + "]"
+
+
+class Outbox:
+    """Publishes the messages given in one turn, consecutive ones for a channel as one.
+
+    :param publish: ``publish(channel, text)``, firing with how many
+        subscribers got ``text`` (``PUBLISH``'s reply).
+    :param clock: runs the end of the turn (``callLater(0)``) and the timeouts.
+    :param reply_seconds: how long a ``PUBLISH`` may take before its
+        messages count as not published.
+    """
+
+    def __init__(
+        self,
+        publish: Callable[[str, str], defer.Deferred[Any]],
+        clock: IReactorTime,
+        reply_seconds: float,
+    ) -> None:
+        self._publish = publish
+        self._clock = clock
+        self.reply_seconds = reply_seconds
+        """How long a ``PUBLISH`` may take before its messages count as not published."""
+        self._batches: list[_Batch] = []
+        self._call: IDelayedCall | None = None
+
+    def put(self, channel: str, text: str) -> defer.Deferred[int]:
+        """Publish the JSON object ``text`` on ``channel`` at the end of this turn.
+
+        Fires with how many subscribers got it: 0 when its ``PUBLISH``
+        failed or was not answered in time (logged, never an error).
+        """
+        batches = self._batches
+        batch = batches[-1] if batches else None
+        if batch is None or batch.channel != channel or batch.size + len(text) > MAX_BATCH_BYTES:
+            batch = _Batch(channel)
+            batches.append(batch)
+        batch.texts.append(text)
+        batch.size += len(text) + 1
+        waiting: defer.Deferred[int] = defer.Deferred()
+        batch.waiting.append(waiting)
+        if self._call is None:
+            self._call = self._clock.callLater(0, self.send)
+        return waiting
+
+    def send(self) -> None:
+        """Publish what is waiting now (the end of the turn, or before stopping)."""
+        if self._call is not None:
+            if self._call.active():
+                self._call.cancel()
+            self._call = None
+        batches, self._batches = self._batches, []
+        for batch in batches:
+            try:
+                d = self._publish(batch.channel, batch.payload())
+            except Exception:
+                d = defer.fail()
+            d.addTimeout(self.reply_seconds, self._clock)
+            d.addErrback(_not_published, batch)
+            d.addCallback(_counted, batch.waiting)
+
+
+def unpacked(text: str) -> list[dict[str, Any]]:
+    """The messages of one ``PUBLISH``: the one message, or each of the array's."""
+    messages = json.loads(text)
+    return messages if isinstance(messages, list) else [messages]
+
+
+def _not_published(failure: Failure, batch: _Batch) -> int:
+    """A ``PUBLISH`` that failed or timed out: logged, and nobody got its messages."""
+    log.warn(
+        "Publishing {count} message(s) to {channel} failed: {e}",
+        count=len(batch.texts), channel=batch.channel, e=failure.value,
+    )
+    return 0
+
+
+def _counted(receivers: int, waiting: list[defer.Deferred[int]]) -> None:
+    """Each message of a ``PUBLISH`` was got by its ``receivers`` subscribers."""
+    for d in waiting:
+        d.callback(receivers)
