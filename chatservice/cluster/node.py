@@ -12,7 +12,9 @@
   loaded whole at each (re)subscription and kept up by ``on``/``off``/``up``
   messages.
 - **Events.**  JSON messages on ``chat:all`` (every node) and
-  ``chat:node:<node>`` (one node).  A fan-out (``d``) carries the event in
+  ``chat:node:<node>`` (one node); a turn's messages that follow one
+  another on a channel are published together, as a JSON array
+  (:class:`~chatservice.cluster.outbox.Outbox`).  A fan-out (``d``) carries the event in
   its JSON wire form (read back with :mod:`chatservice.wire.json_events`),
   the sender, the audience and the rule, and goes on each target node's
   own channel; each node applies the rule to its own users.  The sender's
