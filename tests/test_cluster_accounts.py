@@ -21,7 +21,7 @@ from chatservice.auth.credentials import run_here
 from chatservice.auth.directory import StoredAccounts
 from chatservice.cluster.link import RedisLink
 from chatservice.cluster.node import ALL, ClusterNode
-from chatservice.cluster.outbox import unpacked
+from chatservice.cluster.outbox import messages_in
 from chatservice.session import Session
 from chatservice.state import ChatState
 from chatservice.store.local import LocalStore
@@ -47,7 +47,7 @@ class ClusterAccountsTests(unittest.TestCase):
             self.accounts[name], self.states[name], self.nodes[name] = accounts, state, node
         self.published: list[dict[str, Any]] = []
         self.listener = RedisLink(
-            self.redis.url, reactor, [ALL], lambda _, text: self.published.extend(unpacked(text))
+            self.redis.url, reactor, [ALL], lambda _, text: self.published.extend(messages_in(text))
         )
 
     async def started(self) -> None:

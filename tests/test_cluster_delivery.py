@@ -16,7 +16,7 @@ from typing import Any
 import txredisapi
 
 from chatservice.cluster.node import ClusterNode
-from chatservice.cluster.outbox import unpacked
+from chatservice.cluster.outbox import messages_in
 from chatservice.delivery import Delivery
 from chatservice.metrics.counters import DELIVERY_OUTCOMES
 from tests.cluster_support import NodesTestCase
@@ -133,10 +133,13 @@ class ClusterFanOutTests(NodesTestCase):
         await self.started()
         b = self.nodes["b"]
         arrived: list[tuple[str, str, str]] = []
+        published: list[tuple[str, list[str]]] = []
         handle = b.link.on_message
 
         def record(channel: str, text: str) -> None:
-            for message in unpacked(text):  # (one, or a turn's together)
+            messages = messages_in(text)  # (one, or a turn's together)
+            published.append((channel, [message["k"] for message in messages]))
+            for message in messages:
                 arrived.append((channel, message["k"], message.get("u") or message.get("s") or message.get("a")))
             handle(channel, text)
 
@@ -153,4 +156,8 @@ class ClusterFanOutTests(NodesTestCase):
             [m for m in arrived if m[1] in ("blk", "d")],
             [("chat:all", "blk", "yoda"), ("chat:node:b", "d", "yoda"), ("chat:node:b", "d", "leia")],
         )
+        # Messages of one turn went as one PUBLISH (an array), never across a chat:all one:
+        # yoda's logout says when he was last seen (chat:all) before his notice to b.
+        self.assertTrue(any(len(kinds) > 1 for _, kinds in published), published)
+        self.assertNotIn(("chat:node:b", ["d", "d"]), published)
         self.assertEqual(self.received("hans"), [("Presence", "leia", False)])

@@ -9,7 +9,7 @@ from twisted.internet import reactor
 
 from chatservice.cluster.link import RedisLink
 from chatservice.cluster.node import ONLINE, ClusterNode, node_channel
-from chatservice.cluster.outbox import unpacked
+from chatservice.cluster.outbox import messages_in
 from tests.redis_support import RedisServer
 from tests.test_redis_link import wait_until
 from tests.test_state import START, StateTestCase
@@ -46,15 +46,18 @@ class BatchReceivedTests(StateTestCase):
 
     def test_each_is_handled_in_order_and_a_bad_one_only_loses_itself(self) -> None:
         batch = [
-            {"k": "seen", "u": "hans", "t": 5.0, "n": "b"},
+            {"k": "blk", "a": "luke", "b": "hans", "on": True, "n": "b"},
             {"k": "room", "n": "b"},  # no room fields: fails alone
-            {"k": "seen", "u": "hans", "t": 9.0, "n": "b"},
-            {"k": "seen", "u": "luke", "t": 7.0, "n": "a"},  # this node's own: ignored
+            7,  # not a message at all: fails alone
+            {"k": "blk", "a": "luke", "b": "hans", "on": False, "n": "b"},  # after the block: unblocked
+            {"k": "blk", "a": "leia", "b": "hans", "on": True, "n": "b"},
+            {"k": "blk", "a": "yoda", "b": "hans", "on": True, "n": "a"},  # this node's own: ignored
         ]
         self.node.received("chat:all", json.dumps(batch))
-        self.assertEqual(self.state.last_seen_at("hans"), 9.0)
-        self.assertIsNone(self.state.last_seen_at("luke"))
-        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+        self.assertEqual(
+            [self.state.has_blocked(name, "hans") for name in ("luke", "leia", "yoda")], [False, True, False]
+        )
+        self.assertEqual(len(self.flushLoggedErrors(KeyError, AttributeError)), 2)
 
 
 class ForwardingThroughRedisTests(StateTestCase):
@@ -74,7 +77,7 @@ class ForwardingThroughRedisTests(StateTestCase):
 
     def hear(self, channel: str, text: str) -> None:
         """One message, or a turn's messages for ``channel`` together (an array)."""
-        self.heard.extend((channel, message) for message in unpacked(text))
+        self.heard.extend((channel, message) for message in messages_in(text))
 
     async def started(self) -> None:
         for service in (self.node, self.listener):
@@ -96,6 +99,15 @@ class ForwardingThroughRedisTests(StateTestCase):
         self.receive({"k": "kept", "u": username})
         await wait_until(lambda: any(m["u"] == username for _, m in self.heard))
         return [(channel, m) for channel, m in self.heard if m["u"] != username]
+
+    async def test_what_waits_in_the_outbox_is_published_before_the_node_stops(self) -> None:
+        """Published in the turn the node stops in: sent before the link goes, and answered."""
+        await self.started()
+        sent = self.node._publish(node_channel("b"), {"k": "kept", "u": "leia", "n": "a"})
+        await self.node.stopService()
+        self.assertEqual(self.successResultOf(sent), 1)
+        await wait_until(lambda: bool(self.heard))
+        self.assertEqual(self.heard, [(node_channel("b"), {"k": "kept", "u": "leia", "n": "a"})])
 
     async def test_forwarded_to_the_node_chat_online_names(self) -> None:
         """a's copy says b (b's logout not heard yet); chat:online says c: c is told, once."""

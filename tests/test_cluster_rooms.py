@@ -18,7 +18,7 @@ from twisted.internet import defer, reactor
 
 from chatservice.cluster.link import RedisLink
 from chatservice.cluster.node import ALL
-from chatservice.cluster.outbox import unpacked
+from chatservice.cluster.outbox import messages_in
 from chatservice.store.interface import StoredRoom
 from tests.cluster_support import NodesTestCase
 from tests.test_async_store import use_store
@@ -75,7 +75,7 @@ class ClusterRoomsTests(NodesTestCase):
         use_store(self.states["a"], self.late)
         self.published: list[dict[str, Any]] = []
         self.listener = RedisLink(
-            self.redis.url, reactor, [ALL], lambda _, text: self.published.extend(unpacked(text))
+            self.redis.url, reactor, [ALL], lambda _, text: self.published.extend(messages_in(text))
         )
 
     async def started(self, members: frozenset[str] = EVERYONE) -> None:

@@ -12,8 +12,8 @@
   loaded whole at each (re)subscription and kept up by ``on``/``off``/``up``
   messages.
 - **Events.**  JSON messages on ``chat:all`` (every node) and
-  ``chat:node:<node>`` (one node); a turn's messages that follow one
-  another on a channel are published together, as a JSON array
+  ``chat:node:<node>`` (one node); a turn's messages for a channel are
+  published together, as a JSON array, never across a ``chat:all`` one
   (:class:`~chatservice.cluster.outbox.Outbox`).  A fan-out (``d``) carries the event in
   its JSON wire form (read back with :mod:`chatservice.wire.json_events`),
   the sender, the audience and the rule, and goes on each target node's
@@ -74,7 +74,7 @@ from chatservice.auth.errors import LoginUnavailable
 from chatservice.auth.lockout import LoginLockout
 from chatservice.auth.slowdown import LoginSlowdown
 from chatservice.cluster.link import RedisLink
-from chatservice.cluster.outbox import Outbox, unpacked
+from chatservice.cluster.outbox import Outbox, messages_in
 from chatservice.cluster.roster import NodeTally, RemoteRoster, tally_group
 from chatservice.delivery import EVERYONE, Audience, Delivery, DeliveryReport
 from chatservice.state import AlreadyLoggedIn
@@ -337,7 +337,7 @@ class ClusterNode(MultiService):
         self.link = RedisLink(url, reactor, [ALL, node_channel(name)], self.received)
         self.link.setServiceParent(self)
         self._commands = TimedCommands(self.link, reactor)
-        self.outbox = Outbox(self.link.publish, reactor, REPLY_SECONDS)
+        self.outbox = Outbox(self.link.publish, reactor, REPLY_SECONDS, ALL)
         """What this node publishes, a turn's messages for a channel together."""
         self.link.when_subscribed(self._subscribed)
         self._heartbeat = LoopingCall(self._beat)
@@ -847,17 +847,15 @@ class ClusterNode(MultiService):
         return d
 
     def received(self, channel: str, text: str) -> None:
-        """A message from another node (or this one, on ``chat:all``: ignored), or a
-        turn's messages of one node together (:class:`~chatservice.cluster.outbox.Outbox`)."""
-        messages = unpacked(text)
-        if len(messages) == 1:
-            self._received(messages[0])
-            return
-        for message in messages:
+        """Messages from another node (or this one, on ``chat:all``: ignored): one, or a
+        turn's together (:class:`~chatservice.cluster.outbox.Outbox`), each handled in
+        order; one that cannot be handled is logged and lost alone."""
+        for message in messages_in(text):
             try:
                 self._received(message)
             except Exception:
-                log.failure("Handling a message from node {node} failed", node=message.get("n", "?"))
+                node = message.get("n", "?") if isinstance(message, dict) else "?"
+                log.failure("Handling a message from node {node} failed", node=node)
 
     def _received(self, message: dict[str, Any]) -> None:
         if message.get("n") == self.name:

@@ -2,13 +2,22 @@
 
 A broadcast in a cluster costs its node a ``PUBLISH`` to each other node
 (the command, its reply, a timeout) and each other node a message to read.
-Under load a turn hands over many at once (a group of history rows is
-committed together, and each row's broadcast goes out in that turn), so the
-:class:`Outbox` keeps a turn's messages and sends the consecutive ones for
-one channel as one ``PUBLISH`` of a JSON array, at the end of the turn.
-The order of the calls is kept: messages for different channels are never
-merged across each other, and all go out on the one command connection in
-that order (see :meth:`ClusterNode.deliver_remote
+Under load a turn hands over several at once (a group of history rows is
+committed together, and each row's broadcast goes out in that turn; a
+login or logout storm is many presence messages), so the :class:`Outbox`
+keeps a turn's messages and publishes them at the end of the turn, those
+for one channel as one ``PUBLISH`` of a JSON array (:func:`messages_in`
+reads it back).
+
+Order: every node subscribes to the shared channel (``chat:all``) and to
+its own (``chat:node:<name>``) only, so what a node must get in order is
+the shared channel's messages and its own channel's, together.  The
+outbox therefore keeps the shared channel's messages as barriers: the
+messages for node channels between two of them are grouped by channel
+(the order of one channel's messages kept; which node's ``PUBLISH`` goes
+first does not matter to any node), and nothing crosses a shared one.
+All go out on the one command connection, in that order (see
+:meth:`ClusterNode.deliver_remote
 <chatservice.cluster.node.ClusterNode.deliver_remote>`).
 """
 
@@ -24,9 +33,10 @@ from twisted.python.failure import Failure
 
 log = Logger()
 
-MAX_BATCH_BYTES = 256 * 1024
-"""A ``PUBLISH`` carries at most this much (unless one message is bigger): a
-receiving node reads a batch in one turn, so a batch stays small enough for that."""
+MAX_BATCH_CHARACTERS = 256 * 1024
+"""A ``PUBLISH`` carries at most this many characters (one message alone may
+be longer): a receiving node reads a batch in one turn.  The messages are
+ASCII (``json.dumps`` escapes the rest), so this is also its size in bytes."""
 
 
 class _Batch:
@@ -37,7 +47,8 @@ class _Batch:
     def __init__(self, channel: str) -> None:
         self.channel = channel
         self.texts: list[str] = []
-        self.size = 0
+        self.size = 1
+        """The length of :meth:`payload` as an array: the brackets, the messages, the commas."""
         self.waiting: list[defer.Deferred[int]] = []
 
     def payload(self) -> str:
@@ -48,13 +59,15 @@ class _Batch:
 
 
 class Outbox:
-    """Publishes the messages given in one turn, consecutive ones for a channel as one.
+    """Publishes the messages given in one turn at its end, a channel's together.
 
     :param publish: ``publish(channel, text)``, firing with how many
         subscribers got ``text`` (``PUBLISH``'s reply).
     :param clock: runs the end of the turn (``callLater(0)``) and the timeouts.
     :param reply_seconds: how long a ``PUBLISH`` may take before its
         messages count as not published.
+    :param shared: the channel every node subscribes to, whose messages no
+        other message crosses.
     """
 
     def __init__(
@@ -62,12 +75,16 @@ class Outbox:
         publish: Callable[[str, str], defer.Deferred[Any]],
         clock: IReactorTime,
         reply_seconds: float,
+        shared: str,
     ) -> None:
         self._publish = publish
         self._clock = clock
         self.reply_seconds = reply_seconds
         """How long a ``PUBLISH`` may take before its messages count as not published."""
+        self._shared = shared
         self._batches: list[_Batch] = []
+        self._open: dict[str, _Batch] = {}
+        """The batch each channel's next message may join (none across a shared message)."""
         self._call: IDelayedCall | None = None
 
     def put(self, channel: str, text: str) -> defer.Deferred[int]:
@@ -76,11 +93,16 @@ class Outbox:
         Fires with how many subscribers got it: 0 when its ``PUBLISH``
         failed or was not answered in time (logged, never an error).
         """
-        batches = self._batches
-        batch = batches[-1] if batches else None
-        if batch is None or batch.channel != channel or batch.size + len(text) > MAX_BATCH_BYTES:
-            batch = _Batch(channel)
-            batches.append(batch)
+        if channel == self._shared:
+            # A barrier: node channels' later messages start new batches.
+            for other in [c for c in self._open if c != channel]:
+                del self._open[other]
+        elif self._shared in self._open:
+            del self._open[self._shared]
+        batch = self._open.get(channel)
+        if batch is None or batch.size + len(text) + 1 > MAX_BATCH_CHARACTERS:
+            batch = self._open[channel] = _Batch(channel)
+            self._batches.append(batch)
         batch.texts.append(text)
         batch.size += len(text) + 1
         waiting: defer.Deferred[int] = defer.Deferred()
@@ -95,18 +117,19 @@ class Outbox:
             if self._call.active():
                 self._call.cancel()
             self._call = None
-        batches, self._batches = self._batches, []
+        batches, self._batches, self._open = self._batches, [], {}
         for batch in batches:
             try:
                 d = self._publish(batch.channel, batch.payload())
             except Exception:
-                d = defer.fail()
+                log.failure("Publishing to {channel} failed", channel=batch.channel)
+                d = defer.succeed(0)
             d.addTimeout(self.reply_seconds, self._clock)
             d.addErrback(_not_published, batch)
             d.addCallback(_counted, batch.waiting)
 
 
-def unpacked(text: str) -> list[dict[str, Any]]:
+def messages_in(text: str) -> list[dict[str, Any]]:
     """The messages of one ``PUBLISH``: the one message, or each of the array's."""
     messages = json.loads(text)
     return messages if isinstance(messages, list) else [messages]
@@ -122,6 +145,8 @@ def _not_published(failure: Failure, batch: _Batch) -> int:
 
 
 def _counted(receivers: int, waiting: list[defer.Deferred[int]]) -> None:
-    """Each message of a ``PUBLISH`` was got by its ``receivers`` subscribers."""
+    """Each message of a ``PUBLISH`` was got by its ``receivers`` subscribers
+    (one whose caller cancelled it has its answer already)."""
     for d in waiting:
-        d.callback(receivers)
+        if not d.called:
+            d.callback(receivers)
