@@ -243,8 +243,14 @@ def derived(results: Obj) -> list[Obj]:
     one_p99, two_p99 = _value(dm, "one", "RTT p99 ms"), _value(dm, "two", "RTT p99 ms")
     if one_p99 and two_p99:
         ratio = two_p99 / one_p99
-        out.append({"figure": "DM RTT p99: cross-node / one node", "value": round(ratio, 2),
-                    "target": f"<= {DM_P99_TARGET}", "met": ratio <= DM_P99_TARGET})
+        if quota:
+            # A node out of budget waits for its next period, and a cross-node DM crosses two:
+            # the target is measured without a quota.
+            out.append({"figure": f"DM RTT p99: cross-node / one node, each node held to {quota:g} of a core",
+                        "value": round(ratio, 2), "target": None, "met": None})
+        else:
+            out.append({"figure": "DM RTT p99: cross-node / one node", "value": round(ratio, 2),
+                        "target": f"<= {DM_P99_TARGET}", "met": ratio <= DM_P99_TARGET})
     return out
 
 

@@ -48,6 +48,8 @@ class DerivedTests(unittest.TestCase):
         cells = {
             ("fanout", "one"): {"delivered/s": Figure(1_000_000), "nodes us/delivery": Figure(0.5)},
             ("fanout", "two"): {"delivered/s": Figure(1_600_000), "nodes us/delivery": Figure(0.8)},
+            ("direct", "one"): {"RTT p99 ms": Figure(10.0)},
+            ("direct", "two"): {"RTT p99 ms": Figure(30.0)},
         }
         self.patch(cluster, "figures", lambda record: cells[(record["workload"], record["config"])])
         runs = [{"workload": w, "config": c} for w, c in cells]
@@ -59,7 +61,12 @@ class DerivedTests(unittest.TestCase):
         self.assertEqual((measured["value"], measured["met"]), (1.6, True))
         estimate = derived["fan-out capacity from CPU per delivery at the best steps"]
         self.assertEqual((estimate["value"], estimate["met"]), (1.25, None))
+        # A throttled node waits for its next period: the DM target is not judged under a quota.
+        dm = derived["DM RTT p99"]
+        self.assertEqual((dm["value"], dm["target"], dm["met"]), (3.0, None, None))
 
-    def test_without_a_quota_the_estimate_is(self) -> None:
+    def test_without_a_quota_the_estimate_and_the_dm_ratio_are_the_targets(self) -> None:
         derived = cluster.derived(self.results(None))
-        self.assertEqual([(d["value"], d["met"]) for d in derived[:1]], [(1.25, False)])
+        self.assertEqual(
+            [(d["value"], d["met"]) for d in derived if d["target"]], [(1.25, False), (3.0, False)]
+        )
