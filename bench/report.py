@@ -195,6 +195,10 @@ def fanout_figures(record: Obj, limit: float) -> dict[str, Figure]:
         # The server was not saturated: what it sustained is a lower bound.
         text = f">= {best['delivered_per_s']:,.0f}"
         why = "lower bound: the load generator reached its CPU limit before the server its p99 limit"
+    elif result.get("stopped") == "max steps" and best is result["steps"][-1]:
+        # The ramp ended on a step the server kept up with: it was not saturated either.
+        text = f">= {best['delivered_per_s']:,.0f}"
+        why = "lower bound: the ramp ran out of steps before the server reached its p99 limit"
     index = result["steps"].index(best)
     return {
         "delivered/s": Figure(best["delivered_per_s"], ok, why, text),

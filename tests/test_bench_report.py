@@ -111,6 +111,34 @@ class BacklogTests(unittest.TestCase):
         self.assertEqual(best["offered_msgs_per_s"], 16000, "the last step counted the overloaded one's backlog")
 
 
+class LowerBoundTests(unittest.TestCase):
+    """A fan-out whose ramp stopped before the server was saturated gives a lower bound."""
+
+    def record(self, stopped: str, last_p99: float) -> dict:
+        def step(rate: float, p99: float) -> dict:
+            return {"offered_msgs_per_s": rate, "p99_s": p99, "loadgen_cpu_percent": 20.0,
+                    "delivered_per_s": rate * 100, "delivered_total": rate * 400,
+                    "deliveries_wanted": rate * 400, "latency": {"p99_ms": p99 * 1000}}
+
+        return {"result": {"stopped": stopped, "steps": [step(100, 0.3), step(200, last_p99)]}}
+
+    def test_the_ramp_out_of_steps_on_a_healthy_step(self) -> None:
+        """chatservice at 10 000 receivers (2 Dec): 18 steps, the last at p99 376 ms."""
+        from bench.report import fanout_figures
+
+        figure = fanout_figures(self.record("max steps", 0.376), 80.0)["delivered/s"]
+        self.assertEqual((figure.value, figure.text), (20000, ">= 20,000"))
+        self.assertIn("ran out of steps", figure.why)
+
+    def test_not_when_the_last_step_was_overloaded(self) -> None:
+        from bench.report import fanout_figures
+
+        figure = fanout_figures(self.record("max steps", 1.5), 80.0)["delivered/s"]
+        self.assertEqual((figure.value, figure.text), (10000, None))
+        figure = fanout_figures(self.record("converged below the rate where p99 > 1 s", 0.376), 80.0)["delivered/s"]
+        self.assertIsNone(figure.text)
+
+
 class DirectFiguresTests(unittest.TestCase):
     """Workload 3's figures: a generator past its limit is shown with how its input came."""
 
