@@ -484,10 +484,13 @@ def peer_targets(results: Obj, rows: list[Obj]) -> list[Obj]:
         goal = 2.0 if key == ("login", "logins/s") else 1.0
         ratio = None if chat_value is None or not peer_value or math.isinf(peer_value) else round(chat_value / peer_value, 3)
         higher = row["higher_is_better"]
+        note = []
         if not higher and peer_value is not None and math.isinf(peer_value) and chat_value is not None and not math.isinf(chat_value):
             ratio = 0.0  # the best peer lost its messages (an infinite p99): any finite one is lower
+            invalid = [LABELS[p] for p in IRC_PEERS if p in row["values"] and not row["values"][p].get("valid")]
+            note.append(f"{LABELS[peer]} lost messages (an infinite p99)"
+                        + (f"; {', '.join(invalid)} invalid here" if invalid else ""))
         met: bool | None = ratio is not None and (ratio >= goal if higher else ratio <= goal)
-        note = []
         if str(cell.get("text") or "").startswith(">="):
             note.append(f"{LABELS[peer]}'s figure is a lower bound")
             if met and higher:

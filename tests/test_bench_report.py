@@ -71,11 +71,14 @@ class PeerTargetsTests(unittest.TestCase):
 
         row = {
             "workload": "direct", "figure": "RTT p99 ms", "size": 1000, "higher_is_better": False,
-            "values": {"chatservice": cell(63.6), "hybrid": cell("inf")},
+            "values": {"chatservice": cell(63.6), "hybrid": cell("inf"),
+                       "inspircd": dict(cell(158.5), valid=False)},
         }
         (target,) = peer_targets({"runs": []}, [row])
         self.assertEqual(target["ratio"], 0.0)
         self.assertTrue(target["met"])
+        # Said, so that a 0.00 against the one valid peer is not read as a comparison with the rest.
+        self.assertEqual(target["note"], "ircd-hybrid lost messages (an infinite p99); InspIRCd invalid here")
 
 
 class BacklogTests(unittest.TestCase):
