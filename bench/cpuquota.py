@@ -59,7 +59,6 @@ class CPUQuota:
                 (self.path / "cpu.cfs_quota_us").write_text(str(quota))
         except OSError as e:
             raise QuotaUnavailable(f"cannot make {self.path} with a CPU quota: {e}") from e
-        self.fraction = fraction
 
     def add(self, pid: int) -> None:
         """Put process ``pid`` (all its threads) in the group."""

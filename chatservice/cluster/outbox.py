@@ -31,6 +31,8 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from chatservice.server.timers import cancel_pending
+
 log = Logger()
 
 MAX_BATCH_CHARACTERS = 256 * 1024
@@ -95,10 +97,9 @@ class Outbox:
         """
         if channel == self._shared:
             # A barrier: node channels' later messages start new batches.
-            for other in [c for c in self._open if c != channel]:
-                del self._open[other]
-        elif self._shared in self._open:
-            del self._open[self._shared]
+            self._open = {c: batch for c, batch in self._open.items() if c == channel}
+        else:
+            self._open.pop(self._shared, None)
         batch = self._open.get(channel)
         if batch is None or batch.size + len(text) + 1 > MAX_BATCH_CHARACTERS:
             batch = self._open[channel] = _Batch(channel)
@@ -113,10 +114,8 @@ class Outbox:
 
     def send(self) -> None:
         """Publish what is waiting now (the end of the turn, or before stopping)."""
-        if self._call is not None:
-            if self._call.active():
-                self._call.cancel()
-            self._call = None
+        cancel_pending(self._call)
+        self._call = None
         batches, self._batches, self._open = self._batches, [], {}
         for batch in batches:
             try:
