@@ -42,7 +42,8 @@ class OutboxTests(unittest.TestCase):
     def tearDown(self) -> None:
         for _, _, d in self.published:
             if not d.called:
-                d.callback(1)  # (answered: its timeout is cancelled)
+                d.callback(1)
+        self.outbox.stop()  # (its timer for the replies goes with it)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_a_turns_messages_for_a_channel_go_as_one_publish(self) -> None:
@@ -125,6 +126,60 @@ class OutboxTests(unittest.TestCase):
         self.assertNoResult(d)
         self.clock.advance(0.2)
         self.assertEqual(self.successResultOf(d), 0)
+
+    def test_one_timer_times_out_every_publish_when_each_is_due(self) -> None:
+        """Publishes in three turns: one timer, and each counts nobody at its own time."""
+        logged: list[dict] = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        first = self.put_all(("a", 1))[0]
+        self.clock.advance(0)
+        self.clock.advance(1.0)
+        second = self.put_all(("a", 2))[0]
+        self.clock.advance(0)
+        self.clock.advance(1.0)
+        third = self.put_all(("a", 3))[0]
+        self.clock.advance(0)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.published[1][2].callback(1)  # the second is answered in time
+        self.clock.advance(3.0)  # 5 s after the first
+        self.assertEqual(self.successResultOf(first), 0)
+        self.assertEqual(self.successResultOf(second), 1)
+        self.assertNoResult(third)
+        self.clock.advance(1.9)
+        self.assertNoResult(third)
+        self.clock.advance(0.1)  # 5 s after the third
+        self.assertEqual(self.successResultOf(third), 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])  # nothing under way: no timer
+        warnings = [e["log_format"].format(**e) for e in logged if e.get("log_level") == LogLevel.warn]
+        self.assertEqual(warnings, ["Publishing 1 message(s) to a failed: not answered within 5.0 s"] * 2)
+
+    def test_a_shorter_reply_time_brings_the_timer_forward(self) -> None:
+        first = self.put_all(("a", 1))[0]
+        self.clock.advance(0)
+        self.outbox.reply_seconds = 0.5
+        second = self.put_all(("a", 2))[0]
+        self.clock.advance(0)
+        self.clock.advance(0.5)
+        self.assertEqual(self.successResultOf(second), 0)
+        self.assertNoResult(first)
+        self.clock.advance(4.5)
+        self.assertEqual(self.successResultOf(first), 0)
+
+    def test_a_late_answer_after_the_timeout_changes_nothing(self) -> None:
+        (d,) = self.put_all(("a", 1))
+        self.clock.advance(0)
+        self.clock.advance(5.0)
+        self.assertEqual(self.successResultOf(d), 0)
+        self.assertTrue(self.published[0][2].called)  # given up on: a late reply goes nowhere
+
+    def test_stop_publishes_what_waits_and_leaves_no_timer(self) -> None:
+        (d,) = self.put_all(("a", 1))
+        self.outbox.stop()
+        self.assertEqual(self.numbers(), [("a", [1])])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.published[0][2].callback(1)
+        self.assertEqual(self.successResultOf(d), 1)
 
     def test_a_cancelled_message_does_not_keep_the_others_from_their_answer(self) -> None:
         first, second = self.put_all(("a", 1), ("a", 2))

@@ -29,6 +29,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from chatservice.cluster.publisher import publish_now, ready_connection
+
 log = Logger()
 
 PING_INTERVAL = 5.0
@@ -90,6 +92,13 @@ class _Subscriber(txredisapi.SubscriberProtocol):
         d.addCallback(lambda _: self.link.subscribed(self))
         d.addErrback(lambda failure: log.failure("Subscribing to Redis failed", failure))
 
+    def tryConvertData(self, data: Any) -> Any:
+        """A message (``[b"message", channel, text]``) as it came: ``txredisapi`` would
+        try each part as a number, then decode it; :meth:`messageReceived` decodes it once."""
+        if type(data) is list and len(data) == 3 and data[0] == b"message":
+            return data
+        return super().tryConvertData(data)
+
     def messageReceived(self, pattern: Any, channel: Any, message: Any) -> None:
         self.link.received(_text(channel), _text(message))
 
@@ -146,6 +155,7 @@ class RedisLink(Service):
         self.on_message = on_message
         self.commands: Any = None
         """The command connection (a ``txredisapi`` connection handler)."""
+        self._commands_factory: _CommandsFactory | None = None
         self.connected = False
         """Whether the subscriber is connected and subscribed now."""
         self._subscriber_factory: _SubscriberFactory | None = None
@@ -169,6 +179,7 @@ class RedisLink(Service):
         )
         commands.reconnect = True
         commands.startConnecting(endpoint)
+        self._commands_factory = commands
         self.commands = commands.handler
         self._subscriber_factory = _SubscriberFactory(self)
         self._subscriber_factory.startConnecting(endpoint)
@@ -226,8 +237,17 @@ class RedisLink(Service):
     # Commands -------------------------------------------------------------------------
 
     def publish(self, channel: str, message: str) -> defer.Deferred[Any]:
-        """Publish ``message`` on ``channel``; fires with the number of subscribers that got it."""
-        return self.commands.publish(channel, message)
+        """Publish ``message`` on ``channel``; fires with the number of subscribers that got it.
+
+        Without a reply timeout (the caller, the outbox, has one for all of
+        its commands): straight on the command connection when it is ready
+        (:func:`~chatservice.cluster.publisher.publish_now`), else through
+        ``txredisapi``, which waits for it.
+        """
+        connection = None if self._commands_factory is None else ready_connection(self._commands_factory)
+        if connection is None:
+            return self.commands.publish(channel, message)
+        return publish_now(connection, channel, message)
 
     def _ping(self) -> None:
         if self.commands is not None:

@@ -354,7 +354,7 @@ class ClusterNode(MultiService):
     def stopService(self) -> defer.Deferred[None]:
         if self._heartbeat.running:
             self._heartbeat.stop()
-        self.outbox.send()
+        self.outbox.stop()
         d = defer.succeed(None)
         if self.link.connected:
             d = self.redis.delete(lease_key(self.name)).addErrback(lambda _: None)

@@ -19,6 +19,11 @@ first does not matter to any node), and nothing crosses a shared one.
 All go out on the one command connection, in that order (see
 :meth:`ClusterNode.deliver_remote
 <chatservice.cluster.node.ClusterNode.deliver_remote>`).
+
+Timeouts: a ``PUBLISH`` not answered within ``reply_seconds`` counts as not
+published.  The outbox keeps the ones under way in the order sent and looks
+at them when the oldest is due (one timer for all of them, not one each:
+under load a node publishes a thousand times a second).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import json
 from typing import Any, Callable
 
 from twisted.internet import defer
+from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -88,6 +94,9 @@ class Outbox:
         self._open: dict[str, _Batch] = {}
         """The batch each channel's next message may join (none across a shared message)."""
         self._call: IDelayedCall | None = None
+        self._under_way: dict[defer.Deferred[Any], float] = {}
+        """The ``PUBLISH`` commands not answered yet, oldest first, and when each is due."""
+        self._sweep_call: IDelayedCall | None = None
 
     def put(self, channel: str, text: str) -> defer.Deferred[int]:
         """Publish the JSON object ``text`` on ``channel`` at the end of this turn.
@@ -117,15 +126,48 @@ class Outbox:
         cancel_pending(self._call)
         self._call = None
         batches, self._batches, self._open = self._batches, [], {}
+        due = self._clock.seconds() + self.reply_seconds
         for batch in batches:
             try:
                 d = self._publish(batch.channel, batch.payload())
             except Exception:
                 log.failure("Publishing to {channel} failed", channel=batch.channel)
                 d = defer.succeed(0)
-            d.addTimeout(self.reply_seconds, self._clock)
-            d.addErrback(_not_published, batch)
+            if not d.called:
+                self._under_way[d] = due
+                d.addBoth(self._answered, d)
+                if self._sweep_call is None:
+                    self._sweep_call = self._clock.callLater(self.reply_seconds, self._sweep)
+                elif self._sweep_call.getTime() > due:
+                    self._sweep_call.reset(self.reply_seconds)
+            d.addErrback(_not_published, batch, self.reply_seconds)
             d.addCallback(_counted, batch.waiting)
+
+    def _answered(self, result: object, d: defer.Deferred[Any]) -> object:
+        self._under_way.pop(d, None)
+        return result
+
+    def _sweep(self) -> None:
+        """Give up on the ``PUBLISH`` commands now due; look again when the next is."""
+        self._sweep_call = None
+        now = self._clock.seconds()
+        next_due = None
+        for d, due in list(self._under_way.items()):
+            if due > now:
+                next_due = due if next_due is None else min(next_due, due)
+            else:
+                del self._under_way[d]
+                d.cancel()
+        if next_due is not None and self._sweep_call is None:
+            self._sweep_call = self._clock.callLater(next_due - now, self._sweep)
+
+    def stop(self) -> None:
+        """Publish what is waiting now, and time nothing out any more (the node stops;
+        what is under way is answered, or fails with the lost connection)."""
+        self.send()
+        cancel_pending(self._sweep_call)
+        self._sweep_call = None
+        self._under_way.clear()
 
 
 def messages_in(text: str) -> list[dict[str, Any]]:
@@ -134,12 +176,18 @@ def messages_in(text: str) -> list[dict[str, Any]]:
     return messages if isinstance(messages, list) else [messages]
 
 
-def _not_published(failure: Failure, batch: _Batch) -> int:
+def _not_published(failure: Failure, batch: _Batch, reply_seconds: float) -> int:
     """A ``PUBLISH`` that failed or timed out: logged, and nobody got its messages."""
-    log.warn(
-        "Publishing {count} message(s) to {channel} failed: {e}",
-        count=len(batch.texts), channel=batch.channel, e=failure.value,
-    )
+    if failure.check(CancelledError):
+        log.warn(
+            "Publishing {count} message(s) to {channel} failed: not answered within {seconds} s",
+            count=len(batch.texts), channel=batch.channel, seconds=reply_seconds,
+        )
+    else:
+        log.warn(
+            "Publishing {count} message(s) to {channel} failed: {e}",
+            count=len(batch.texts), channel=batch.channel, e=failure.value,
+        )
     return 0
 
 
