@@ -70,11 +70,13 @@ DM_P99_TARGET = 2.0
 """Issue 12: cross-node DM p99 <= 2 x single-node p99 at the same load."""
 CAPACITY_TARGET = 1.5
 """Issue 12: total fan-out of two nodes >= 1.5 x one node, each node on its own core."""
-SENDERS = 8
+SENDERS = 32
 """Broadcasting users of the fan-out.  In a cluster a broadcast's reply waits for the store and
 then for Redis, and the server reads a client's next line once its last is answered, so with
 bench.run's 2 senders the fan-out is bounded by those round trips (about 1.5 ms each) before the
-nodes' CPU."""
+nodes' CPU.  Under ``--node-quota`` a node out of budget waits for its next period (up to 5.5 ms
+at 0.45 of a core) at each of those steps, so 8 senders still bounded it (two nodes: 600,000
+delivered/s with 8 senders, 1,400,000 with 32, the same run otherwise, 2 Dec 2026)."""
 
 
 class Cluster:
@@ -315,7 +317,10 @@ def run(args: argparse.Namespace) -> Obj:
     from tests.redis_support import RedisServer
 
     plan = PLANS["quick" if args.quick else "full"]
-    plan = dict(plan, fanout=dict(plan["fanout"], senders=args.senders))
+    fanout = dict(plan["fanout"], senders=args.senders)
+    if args.step_seconds:
+        fanout.update(step_seconds=args.step_seconds, time_limit=fanout["time_limit"] * args.step_seconds / fanout["step_seconds"])
+    plan = dict(plan, fanout=fanout)
     size = args.receivers or plan["fanout"]["sizes"][0]
     users = plan["direct"]["users"]
     started, load_before = time.monotonic(), os.getloadavg()[0]
@@ -381,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="broadcasts/s behind workload 3 (default: half one node's fan-out maximum)")
     parser.add_argument("--senders", type=int, default=SENDERS,
                         help=f"broadcasting users of the fan-out, spread over the nodes (default {SENDERS})")
+    parser.add_argument("--step-seconds", type=float, default=None,
+                        help="seconds of each fan-out step (default: the plan's, 1.5 quick, 4 full); longer steps "
+                             "give steadier figures under --node-quota")
     parser.add_argument("--server-args", default="", help="extra twistd chat options, one string (experiments)")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--server-cpu", type=int, default=0, help="CPU of the single node and of node a")

@@ -18,6 +18,9 @@ _PORT_LINE = re.compile(rb"ChatFactory starting on (\d+)")
 _WEB_PORT_LINE = re.compile(rb"Site \(InputGuardFactory\) starting on (\d+)")
 _TLS_PORT_LINE = re.compile(rb"ChatFactory \(TLS\) starting on (\d+)")
 _METRICS_PORT_LINE = re.compile(rb"QuietSite starting on (\d+)")
+_SERVING_LINE = b"Chat service started:"
+"""Logged once the state is loaded: before it the server refuses connections ("The server is
+starting"), which a cluster node, joining Redis and reading PostgreSQL, does for longer."""
 
 
 class RunningServer:
@@ -106,7 +109,8 @@ def start_chatservice(
         web_match = _WEB_PORT_LINE.search(log)
         tls_match = _TLS_PORT_LINE.search(log)
         metrics_match = _METRICS_PORT_LINE.search(log)
-        if match and (web_match or not web) and (tls_match or not tls) and (metrics_match or not metrics):
+        serving = _SERVING_LINE in log
+        if match and serving and (web_match or not web) and (tls_match or not tls) and (metrics_match or not metrics):
             return RunningServer(
                 process,
                 int(match.group(1)),
