@@ -71,3 +71,21 @@ class ByteCountingTests(unittest.TestCase):
         step = fan.run_step(40.0, 0.5, 5.0)
         self.assertEqual(step["counted_by"], "marks")
         self.assertEqual(step["delivered_total"], step["sent"] * len(fan.receivers), step)
+
+
+class StartedServerTests(unittest.TestCase):
+    """``bench.servers.start_chatservice`` returns once the server serves, not once it listens."""
+
+    timeout = 60
+
+    def test_the_first_connection_is_welcomed_not_told_to_wait(self) -> None:
+        import socket
+
+        peer = peers.start_chat(["r0", "s0"], None)
+        self.addCleanup(peer.stop)
+        log = peer.log_tail(100_000)
+        self.assertIn("Chat service started:", log)
+        with socket.create_connection(("127.0.0.1", peer.port), timeout=10) as sock:
+            first = sock.recv(4096)
+        self.assertNotIn(b"starting", first)
+        self.assertTrue(first, "the server closed the connection")

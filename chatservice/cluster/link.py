@@ -94,7 +94,9 @@ class _Subscriber(txredisapi.SubscriberProtocol):
 
     def tryConvertData(self, data: Any) -> Any:
         """A message (``[b"message", channel, text]``) as it came: ``txredisapi`` would
-        try each part as a number, then decode it; :meth:`messageReceived` decodes it once."""
+        try each part as a number, then decode it; :meth:`messageReceived` decodes it once.
+        (``hiredis``'s parser hands the whole reply here; ``txredisapi``'s own converts
+        each part as it reads it, and the nodes' JSON is never read as a number.)"""
         if type(data) is list and len(data) == 3 and data[0] == b"message":
             return data
         return super().tryConvertData(data)
