@@ -282,7 +282,8 @@ def render(results: Obj) -> str:
            f"out of budget (periods, s): {results.get('throttled')}"] if results.get("node_quota") else []),
         f"chatservice code: commit {code.get('commit')}{' + local changes' if code.get('chatservice_dirty') else ''}",
         f"load average (1 min) at the start and the end: {results.get('load_average_1min')}",
-        f"fan-out: {results.get('receivers')} receivers, {results.get('senders', 2)} senders, spread over the nodes",
+        f"fan-out: {results.get('receivers')} receivers, {results.get('senders', 2)} senders, spread over the nodes"
+        + (f"; steps of {results['step_seconds']:g} s" if results.get("step_seconds") else ""),
         "",
         "  ".join(h.ljust(w) for h, w in zip(header, widths)),
         "  ".join("-" * w for w in widths),
@@ -367,6 +368,7 @@ def run(args: argparse.Namespace) -> Obj:
         "code": code,
         "receivers": size,
         "senders": args.senders,
+        "step_seconds": plan["fanout"]["step_seconds"],
         "background_rate": rate,
         "server_log_tracebacks": tracebacks,
         "node_quota": args.node_quota,
