@@ -241,10 +241,11 @@ class RedisLink(Service):
     def publish(self, channel: str, message: str) -> defer.Deferred[Any]:
         """Publish ``message`` on ``channel``; fires with the number of subscribers that got it.
 
-        Without a reply timeout (the caller, the outbox, has one for all of
-        its commands): straight on the command connection when it is ready
-        (:func:`~chatservice.cluster.publisher.publish_now`), else through
-        ``txredisapi``, which waits for it.
+        Straight on the command connection when it is ready, with no reply
+        timeout of its own (the caller, the outbox, times all of its
+        ``PUBLISH`` commands out together;
+        :func:`~chatservice.cluster.publisher.publish_now`), else through
+        ``txredisapi``, which waits for a connection.
         """
         connection = None if self._commands_factory is None else ready_connection(self._commands_factory)
         if connection is None:

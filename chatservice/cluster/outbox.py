@@ -95,7 +95,7 @@ class Outbox:
         """The batch each channel's next message may join (none across a shared message)."""
         self._call: IDelayedCall | None = None
         self._under_way: dict[defer.Deferred[Any], float] = {}
-        """The ``PUBLISH`` commands not answered yet, oldest first, and when each is due."""
+        """The ``PUBLISH`` commands not answered yet, and when each is due."""
         self._sweep_call: IDelayedCall | None = None
 
     def put(self, channel: str, text: str) -> defer.Deferred[int]:
